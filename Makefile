@@ -1,0 +1,41 @@
+# spikeloom: every target bootstraps the local virtual environment from pyproject.toml first.
+# A second run with nothing changed skips the install (the stamp is newer than pyproject.toml).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BUILD  ?= build
+NET    ?= mlp
+PES    ?= 8
+SIM    ?= verilator
+ARGS   ?=
+
+.PHONY: all venv sim test test-slow bench clean distclean
+
+all: sim
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## make sim: the main job on the embedded default (digits): train (cached) -> quantize -> golden evaluation
+sim: $(STAMP)
+	$(PY) -m spikeloom.flows.cli run --build $(BUILD) --arch $(NET) $(ARGS)
+
+## make test: the test suite (fast tier + co-simulation), what CI runs
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+## make test-slow: longer sweeps marked `slow`
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
+
+clean:
+	rm -rf $(BUILD) .hypothesis sim_build
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

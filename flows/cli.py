@@ -1,0 +1,155 @@
+"""The ``spikeloom`` command line: one subcommand per pipeline step, and ``run`` for all of them."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from spikeloom.model.errors import SpikeloomError
+
+from . import steps
+
+
+def _add_pipeline_options(p):
+    g = p.add_argument_group("pipeline")
+    g.add_argument("--dataset", default="digits",
+                   help="'digits' (embedded default), 'cifar:PATH' or 'folder:PATH' (local folders only)")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
+    g.add_argument("--build", type=Path, default=Path("build"), help="output folder (default: build)")
+    g.add_argument("--arch", default="mlp", help="network: mlp (default) or vgg (float training only)")
+    g.add_argument("--t-max", type=int, default=4)
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--qat-epochs", type=int, default=None)
+    g.add_argument("--loss", default="early", help="uniform|early|late|learnable (ATSNN), final|tet (baselines)")
+    g.add_argument("--seed", type=int, default=0, help="training seed")
+    g.add_argument("--target-drop", type=float, default=0.0,
+                   help="allowed validation accuracy drop when calibrating the exit threshold")
+    g.add_argument("--weight-bits", type=int, default=8)
+    g.add_argument("--input-bits", type=int, default=4)
+    g.add_argument("--membrane-bits", type=int, default=16)
+    g.add_argument("--leak-shift", type=int, default=1, help="leak u -= u >>> k (0: no leak)")
+    g.add_argument("--reset", default="subtract", help="zero|subtract")
+
+
+def _context(a):
+    from spikeloom.model.config import NeuronConfig, QuantConfig
+    from spikeloom.model.train import TrainConfig
+
+    kw = {}
+    if a.epochs is not None:
+        kw["epochs"] = a.epochs
+    if a.qat_epochs is not None:
+        kw["qat_epochs"] = a.qat_epochs
+    return steps.Context(
+        build=a.build, dataset=a.dataset, data_seed=a.data_seed,
+        train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed, target_drop=a.target_drop, **kw),
+        neuron=NeuronConfig(leak_shift=a.leak_shift, reset=a.reset, membrane_bits=a.membrane_bits),
+        quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))
+
+
+def cmd_run(a):
+    ctx = _context(a)
+    fm = steps.step_train(ctx)
+    if ctx.train.arch != "mlp":
+        print(f"[quantize] skipped: the integer pipeline takes fully-connected networks; arch {ctx.train.arch!r} "
+              "is trained in float only (conv hardware is a later issue)")
+    else:
+        im, qm = steps.step_quantize(ctx, fm)
+        steps.step_evaluate(ctx, im, qm)
+    steps.write_report(ctx)
+
+
+def cmd_train(a):
+    ctx = _context(a)
+    steps.step_train(ctx)
+    print(f"float accuracy on the test split: {ctx.report['model']['accuracy_float']:.4f}")
+
+
+def cmd_quantize(a):
+    ctx = _context(a)
+    _, qm = steps.step_quantize(ctx, steps.step_train(ctx))
+    print(f"model file: {ctx.model_path}")
+
+
+def cmd_evaluate(a):
+    ctx = _context(a)
+    fm = steps.step_train(ctx)
+    im, qm = steps.step_quantize(ctx, fm)
+    steps.step_evaluate(ctx, im, qm)
+    steps.write_report(ctx)
+
+
+def cmd_inspect(a):
+    from spikeloom.model import modelfile
+
+    model = modelfile.load(a.model)
+    _, meta = modelfile.read_meta(a.model)
+    if a.json:
+        print(json.dumps(meta, indent=2))
+        return
+    print(f"{a.model}: {model.name} (format v{meta['version']}), dataset {model.dataset}, T_max {model.t_max}, "
+          f"input {model.input_shape} x {model.input_bits} bit, neuron {model.neuron}, "
+          f"exit margin >= {model.exit_threshold}")
+    for ly in model.layers:
+        th = "" if ly.threshold is None else f", thresholds {int(ly.threshold.min())}..{int(ly.threshold.max())}"
+        print(f"  {ly.name:6s} {ly.role:8s} {ly.in_features:5d} -> {ly.out_features:5d}  "
+              f"{ly.weight_bits}-bit weights ({100 * (ly.weight == 0).mean():.1f}% zero), "
+              f"acc {model.acc_bits(ly)} bits{th}")
+
+
+def cmd_golden(a):
+    from spikeloom.model import golden, modelfile
+
+    model = modelfile.load(a.model)
+    try:
+        x = np.load(a.input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise SpikeloomError(f"{a.input}: cannot read a .npy integer array ({e})") from e
+    res = golden.run(model, x, exit_threshold=a.exit_threshold)
+    out = [{"pred": int(p), "timesteps": int(t)} for p, t in zip(res.pred, res.exit_t)]
+    print(json.dumps(out if not a.counters else {"results": out, "counters": {
+        ln: {k: v.tolist() for k, v in cs.items()} for ln, cs in res.counters().items()}}, indent=1))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="spikeloom", description=(
+        "From a trained spiking neural network to a verified hardware accelerator. "
+        "Steps: train -> quantize -> evaluate (golden model); 'run' does them all."))
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for name, fn, help_ in (("run", cmd_run, "the main job (what `make sim` runs)"),
+                            ("train", cmd_train, "train the float SNN (cached)"),
+                            ("quantize", cmd_quantize, "fold BN, QAT, calibrate the exit, write the model file"),
+                            ("evaluate", cmd_evaluate, "golden-model evaluation and report")):
+        sp = sub.add_parser(name, help=help_)
+        _add_pipeline_options(sp)
+        sp.set_defaults(fn=fn)
+    sp = sub.add_parser("inspect", help="validate a model file and summarise it")
+    sp.add_argument("model", type=Path)
+    sp.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    sp.set_defaults(fn=cmd_inspect)
+    sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)")
+    sp.add_argument("model", type=Path)
+    sp.add_argument("--input", type=Path, required=True)
+    sp.add_argument("--exit-threshold", type=int, default=None)
+    sp.add_argument("--counters", action="store_true")
+    sp.set_defaults(fn=cmd_golden)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except SpikeloomError as e:
+        print(f"spikeloom: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikeloom: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

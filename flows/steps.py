@@ -1,0 +1,253 @@
+"""The pipeline as named steps: train -> quantize -> evaluate (-> generate -> cosim in hw issues).
+
+Each step reads what the previous one wrote, checks its own output before returning, and adds a
+section to the run's report. Steps that train are cached on a key made of their configuration and
+the source of the code they run, so an unchanged ``make sim`` does not train again.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from spikeloom.model import exit as early_exit
+from spikeloom.model import golden, modelfile
+from spikeloom.model.config import NeuronConfig, QuantConfig
+from spikeloom.model.data import load_dataset
+from spikeloom.model.errors import ModelFileError, SpikeloomError
+from spikeloom.model.train import TrainConfig
+
+MODEL_SOURCES = ("config.py", "data.py", "golden.py", "losses.py", "modelfile.py", "snn.py", "train.py", "exit.py")
+
+
+@dataclass
+class Context:
+    """What the steps share: configuration, paths, and the report being built."""
+
+    build: Path
+    dataset: str = "digits"
+    data_seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    quant: QuantConfig = field(default_factory=lambda: QuantConfig(input_bits=4))
+    report: dict = field(default_factory=dict)
+    _split: object = None
+
+    @property
+    def tag(self):
+        name = Path(self.dataset.split(":", 1)[-1]).name if self.dataset != "digits" else "digits"
+        return f"{name}-{self.train.arch}"
+
+    @property
+    def workdir(self):
+        return self.build / self.tag
+
+    @property
+    def model_path(self):
+        return self.workdir / "model.slm"
+
+    def split(self):
+        if self._split is None:
+            self._split = load_dataset(self.dataset, seed=self.data_seed)
+        return self._split
+
+    def key(self, stage):
+        """Cache key of a training stage: its configuration plus the source of model/."""
+        h = hashlib.sha256()
+        cfg = {"stage": stage, "dataset": self.dataset, "data_seed": self.data_seed,
+               "train": self.train.as_dict(), "neuron": asdict(self.neuron)}
+        if stage == "quantize":
+            cfg["quant"] = asdict(self.quant)
+        h.update(json.dumps(cfg, sort_keys=True).encode())
+        src = Path(__file__).resolve().parent.parent / "model"
+        for name in MODEL_SOURCES:
+            h.update((src / name).read_bytes())
+        return h.hexdigest()[:16]
+
+
+def _cached(path: Path, key: str):
+    meta = path.with_suffix(path.suffix + ".key")
+    return path.exists() and meta.exists() and meta.read_text().strip() == key
+
+
+def _mark(path: Path, key: str):
+    path.with_suffix(path.suffix + ".key").write_text(key + "\n")
+
+
+def step_train(ctx: Context, log=print):
+    """Train the float SNN (or reuse the cached one)."""
+    import torch
+
+    from spikeloom.model.snn import SNN
+    from spikeloom.model.train import train_float
+
+    split = ctx.split()
+    path = ctx.workdir / "float.pt"
+    key = ctx.key("train")
+    if _cached(path, key):
+        log(f"[train] reusing {path} (cache key {key})")
+        model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, ctx.train.t_max)
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        log(f"[train] training {ctx.train.arch} on {ctx.dataset} ({len(split.train)} images, "
+            f"T_max={ctx.train.t_max}, loss={ctx.train.loss})")
+        model, _ = train_float(split, ctx.train, ctx.neuron)
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+        _mark(path, key)
+    from spikeloom.model.train import accumulate
+    z = accumulate(model, split.test.x)
+    ctx.report.setdefault("model", {})["accuracy_float"] = float((golden.first_argmax(z[-1]) == split.test.y).mean())
+    ctx.report["model"]["accuracy_float_per_t"] = [float((golden.first_argmax(z[t]) == split.test.y).mean())
+                                                   for t in range(z.shape[0])]
+    return model
+
+
+def step_quantize(ctx: Context, float_model, log=print):
+    """Fold BatchNorm, quantization-aware fine-tuning, exit threshold calibration, model file."""
+    import torch
+
+    from spikeloom.model.snn import IntSNN
+    from spikeloom.model.train import quantize_input_q, train_qat
+
+    split = ctx.split()
+    path = ctx.model_path
+    qpath = ctx.workdir / "qat.pt"
+    key = ctx.key("quantize")
+    if _cached(path, key) and qpath.exists():
+        log(f"[quantize] reusing {path} (cache key {key})")
+        imodel = IntSNN(float_model.folded(), split.train.shape, ctx.neuron, ctx.quant, ctx.train.t_max)
+        imodel.load_state_dict(torch.load(qpath, weights_only=True))
+        qmodel = modelfile.load(path)
+    else:
+        log(f"[quantize] BN folding + QAT ({ctx.quant.weight_bits}-bit weights, "
+            f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes)")
+        imodel, _ = train_qat(float_model, split, ctx.train, ctx.neuron, ctx.quant)
+        zv = imodel.exact_z(quantize_input_q(ctx.quant, split.val.x))
+        theta = int(early_exit.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
+        log(f"[quantize] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation "
+            f"images for an accuracy drop <= {ctx.train.target_drop}")
+        qmodel = imodel.export(ctx.tag, ctx.dataset, theta, classes=split.train.classes,
+                               extra={"data_seed": ctx.data_seed, "train": ctx.train.as_dict(),
+                                      "quant": asdict(ctx.quant)})
+        torch.save(imodel.state_dict(), qpath)
+        modelfile.save(qmodel, path)
+        _mark(path, key)
+    back = modelfile.load(path)
+    if any((a.weight != b.weight).any() for a, b in zip(back.layers, qmodel.layers)):
+        raise ModelFileError(f"{path}: written model does not read back identically")
+    return imodel, back
+
+
+def _table(rows, headers):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
+
+
+def step_evaluate(ctx: Context, imodel, qmodel, log=print):
+    """Golden-model evaluation on the test split, agreement with the fake-quant network, report."""
+    split = ctx.split()
+    x_q = golden.quantize_input(qmodel, split.test.x)
+    y = split.test.y
+    res = golden.run(qmodel, x_q)
+    T = qmodel.t_max
+    acc_fixed = float((res.fixed_pred() == y).mean())
+    acc_adapt = float((res.pred == y).mean())
+    syn_fixed = float(res.totals(adaptive=False)["synaptic_events"].mean())
+    syn_adapt = float(res.totals(adaptive=True)["synaptic_events"].mean())
+    z_fq = imodel.exact_z(x_q)
+    fq_exit = golden.exit_steps(golden.top2_margin(z_fq), qmodel.exit_threshold, T)
+    fq_pred = golden.first_argmax(z_fq[fq_exit - 1, np.arange(len(y))])
+    agree = float(((fq_pred == res.pred) & (fq_exit == res.exit_t)).mean())
+    hist = np.bincount(res.exit_t, minlength=T + 1)[1:].tolist()
+    m = ctx.report.setdefault("model", {})
+    m.update({
+        "name": qmodel.name, "arch": ctx.train.arch, "n_test": int(len(y)),
+        "accuracy_fixed_t": acc_fixed, "accuracy_adaptive": acc_adapt,
+        "mean_timesteps": float(res.exit_t.mean()), "exit_histogram": hist,
+        "exit_criterion": "margin", "exit_threshold": qmodel.exit_threshold,
+        "synaptic_events_fixed_t": syn_fixed, "synaptic_events_adaptive": syn_adapt,
+        "relative_complexity": syn_adapt / syn_fixed if syn_fixed else 1.0,
+        "golden_vs_fakequant_agreement": agree,
+        "accuracy_per_t": [float((golden.first_argmax(res.z[t]) == y).mean()) for t in range(T)],
+        "counters_adaptive_mean": {ln: {k: float(v.mean()) for k, v in cs.items()}
+                                   for ln, cs in res.counters(adaptive=True).items()},
+        "model_file": str(ctx.model_path),
+    })
+    ctx.report.update({"dataset": ctx.dataset, "t_max": T})
+    # Software-only criteria (they need exp/log) on the same integer outputs, for comparison.
+    zv = imodel.exact_z(golden.quantize_input(qmodel, split.val.x))
+    scale = qmodel.layers[-1].scale[0]
+    criteria = {}
+    for crit in ("margin", "max_softmax", "entropy"):
+        zs = z_fq if crit == "margin" else z_fq * scale
+        th = qmodel.exit_threshold if crit == "margin" else early_exit.calibrate(zv * scale, split.val.y, ctx.train.target_drop, crit)
+        acc, tm, steps = early_exit.evaluate(zs, y, th, crit)
+        syn = res.step_counters
+        mask = np.arange(1, T + 1)[:, None] <= steps[None, :]
+        se = sum((c["synaptic_events"] * mask).sum(axis=0) for c in syn.values()).mean()
+        criteria[crit] = {"threshold": float(th), "accuracy": acc, "mean_timesteps": tm,
+                          "relative_complexity": float(se / syn_fixed) if syn_fixed else 1.0,
+                          "sweep": [{"threshold": float(a), "accuracy": b, "mean_timesteps": c}
+                                    for a, b, c in early_exit.sweep(zs, y, crit)]}
+    m["criteria"] = criteria
+    rows = [["SNN (fixed T)", f"{T:.2f}", f"{100 * acc_fixed:.2f}", "1.00"],
+            ["ATSNN (margin, integer)", f"{res.exit_t.mean():.2f} ({T})", f"{100 * acc_adapt:.2f}",
+             f"{m['relative_complexity']:.2f}"]]
+    for crit in ("max_softmax", "entropy"):
+        c = criteria[crit]
+        rows.append([f"ATSNN ({crit}, software)", f"{c['mean_timesteps']:.2f} ({T})", f"{100 * c['accuracy']:.2f}",
+                     f"{c['relative_complexity']:.2f}"])
+    table = _table(rows, ["method", "timesteps", "accuracy (%)", "complexity"])
+    log(f"\n{ctx.dataset} test split, {len(y)} images, float SNN accuracy {100 * m['accuracy_float']:.2f}% "
+        f"(golden model = fake-quant network on {100 * agree:.1f}% of images)\n{table}\n"
+        f"exit histogram (t=1..{T}): {hist}\n")
+    if agree != 1.0:
+        raise SpikeloomError(f"golden model and fake-quant network disagree on {100 * (1 - agree):.2f}% "
+                             "of test images: the integer semantics have diverged")
+    plot_model(ctx, m)
+    return res
+
+
+def plot_model(ctx: Context, m):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    T = ctx.report["t_max"]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for crit, c in m["criteria"].items():
+        sw = c["sweep"]
+        ax.plot([r["mean_timesteps"] for r in sw], [100 * r["accuracy"] for r in sw], ".-", ms=3, label=crit)
+    ax.plot([m["mean_timesteps"]], [100 * m["accuracy_adaptive"]], "r*", ms=12, label="calibrated (margin)")
+    ax.axhline(100 * m["accuracy_fixed_t"], color="gray", ls="--", lw=1, label=f"fixed T={T}")
+    ax.set_xlabel("mean timesteps")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{ctx.tag}: accuracy vs mean timesteps (exit threshold sweep)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(ctx.build / "accuracy_vs_timesteps.png", dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.bar(range(1, T + 1), m["exit_histogram"], color="tab:blue")
+    ax.set_xlabel("exit timestep")
+    ax.set_ylabel("images")
+    ax.set_title(f"{ctx.tag}: exit histogram (mean {m['mean_timesteps']:.2f} of {T})")
+    ax.set_xticks(range(1, T + 1))
+    fig.tight_layout()
+    fig.savefig(ctx.build / "exit_histogram.png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(ctx: Context, log=print):
+    ctx.build.mkdir(parents=True, exist_ok=True)
+    path = ctx.build / "report.json"
+    path.write_text(json.dumps(ctx.report, indent=2, sort_keys=True) + "\n")
+    log(f"report: {path}")
+    return path

@@ -1,0 +1,1 @@
+"""spikeloom.hw."""

@@ -1,0 +1,168 @@
+"""The integer golden model: the executable specification the hardware must match bit for bit.
+
+Numpy, vectorised over a batch, int64 throughout. ``model/SEMANTICS.md`` describes the same
+arithmetic in prose; this module is the reference when the two differ (they must not). Unit tests,
+the cocotb checkers and the energy model import this module; there is no second copy.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+from .modelfile import QuantModel, signed_range
+
+#: Per-layer activity counters, each counted per timestep (the analog layer's one-off work is
+#: counted in timestep 1, the step in which the hardware does it).
+COUNTERS = ("input_events", "synaptic_events", "weight_reads", "membrane_reads", "membrane_writes", "spikes")
+
+
+@dataclass
+class GoldenResult:
+    """Everything one batch of inferences produced.
+
+    Attributes
+    ----------
+    pred : (B,) predicted class at the exit timestep (lowest index among equal maxima).
+    exit_t : (B,) number of timesteps executed (1..t_max).
+    z : (T, B, K) accumulated output after each timestep.
+    margin : (T, B) top-1 minus top-2 of ``z`` after each timestep.
+    step_counters : {layer name: {counter: (T, B) array}} activity of each timestep.
+    spikes : {layer name: (T, B, out) bool} per-timestep spike trains, if traced.
+    """
+
+    pred: np.ndarray
+    exit_t: np.ndarray
+    z: np.ndarray
+    margin: np.ndarray
+    step_counters: dict
+    spikes: dict = field(default_factory=dict)
+
+    @property
+    def t_max(self):
+        return self.z.shape[0]
+
+    def counters(self, adaptive=True):
+        """{layer: {counter: (B,)}} summed over executed timesteps (all T if not ``adaptive``)."""
+        steps = self.exit_t if adaptive else np.full_like(self.exit_t, self.t_max)
+        mask = np.arange(1, self.t_max + 1)[:, None] <= steps[None, :]
+        return {ln: {k: (v * mask).sum(axis=0) for k, v in cs.items()} for ln, cs in self.step_counters.items()}
+
+    def totals(self, adaptive=True):
+        """{counter: (B,)} summed over layers."""
+        out = {k: 0 for k in COUNTERS}
+        for cs in self.counters(adaptive).values():
+            for k, v in cs.items():
+                out[k] = out[k] + v
+        return out
+
+    def fixed_pred(self):
+        """Predictions when every inference runs all ``t_max`` timesteps."""
+        return first_argmax(self.z[-1])
+
+
+def first_argmax(z):
+    """argmax over the last axis; the lowest index wins among equal maxima (as in hardware)."""
+    return np.argmax(z, axis=-1)
+
+
+def top2_margin(z):
+    """top1 - top2 of integer scores along the last axis (0 when the two largest are equal)."""
+    part = np.sort(z, axis=-1)
+    return part[..., -1] - part[..., -2]
+
+
+def exit_steps(margin, threshold, t_max=None):
+    """First timestep (1-based) with ``margin >= threshold``, else ``t_max``."""
+    t_max = margin.shape[0] if t_max is None else t_max
+    hit = margin[:t_max] >= threshold
+    return np.where(hit.any(axis=0), hit.argmax(axis=0) + 1, t_max)
+
+
+def saturate(v, bits):
+    lo, hi = signed_range(bits)
+    return np.clip(v, lo, hi)
+
+
+def lif_step(u, current, threshold, leak_shift, reset, bits):
+    """One integer LIF update: leak, integrate with saturation, fire on ``u >= theta``, reset.
+
+    Returns ``(u_next, spikes)``; ``u`` and ``current`` are int64 arrays of the same shape.
+    """
+    leaked = u - (u >> leak_shift) if leak_shift else u
+    u = saturate(leaked + current, bits)
+    s = u >= threshold
+    u = np.where(s, 0 if reset == "zero" else u - threshold, u)
+    return u, s
+
+
+def quantize_input(model: QuantModel, x):
+    """Map inputs in [0, 1] (any shape with ``B`` leading) to the unsigned input integers."""
+    x = np.asarray(x, dtype=np.float64)
+    qmax = (1 << model.input_bits) - 1
+    return np.clip(np.rint(x * qmax), 0, qmax).astype(np.int64).reshape(len(x), -1)
+
+
+def check_input(model: QuantModel, x_q):
+    x_q = np.asarray(x_q)
+    if x_q.ndim < 1 or x_q.dtype.kind not in "iu":
+        raise InputError(f"input must be an integer array of shape (batch, {model.input_size}); "
+                         f"got dtype {x_q.dtype} and shape {x_q.shape}")
+    x_q = x_q.reshape(len(x_q), -1) if x_q.ndim > 1 else x_q.reshape(1, -1)
+    if x_q.shape[1] != model.input_size:
+        raise InputError(f"input has {x_q.shape[1]} values per image, the model expects "
+                         f"{model.input_size} (input shape {tuple(model.input_shape)})")
+    qmax = (1 << model.input_bits) - 1
+    if x_q.size and (x_q.min() < 0 or x_q.max() > qmax):
+        raise InputError(f"input values must lie in [0, {qmax}] ({model.input_bits}-bit unsigned); "
+                         f"got min {int(x_q.min())}, max {int(x_q.max())}")
+    return x_q.astype(np.int64)
+
+
+def run(model: QuantModel, x_q, *, exit_threshold=None, trace=False) -> GoldenResult:
+    """Run integer inference on a batch of quantized inputs ``x_q`` (B, input_size).
+
+    All ``t_max`` timesteps are computed (the dynamics up to t do not depend on the exit), then each
+    inference's exit timestep is the first ``t`` with ``margin(z_t) >= exit_threshold``.
+    """
+    x = check_input(model, x_q)
+    thr = model.exit_threshold if exit_threshold is None else exit_threshold
+    nb, T, neu = len(x), model.t_max, model.neuron
+    step = {ly.name: {k: np.zeros((T, nb), np.int64) for k in COUNTERS} for ly in model.layers}
+    spikes = {ly.name: np.zeros((T, nb, ly.out_features), bool) for ly in model.layers[:-1]} if trace else {}
+    state = [np.zeros((nb, ly.out_features), np.int64) for ly in model.layers]
+    nnz_col = [(ly.weight != 0).sum(axis=0).astype(np.int64) for ly in model.layers]
+    first = model.layers[0]
+    current0 = x @ first.weight.T.astype(np.int64) + first.bias
+    c0 = step[first.name]
+    c0["input_events"][0] = (x != 0).sum(axis=1)
+    c0["synaptic_events"][0] = (x != 0) @ nnz_col[0]
+    c0["weight_reads"][0] = c0["input_events"][0] * first.out_features
+    z_hist = np.zeros((T, nb, model.n_classes), np.int64)
+    for t in range(T):
+        s_prev = None
+        for i, ly in enumerate(model.layers):
+            c = step[ly.name]
+            if i == 0:
+                current = current0
+            else:
+                ev = s_prev.astype(np.int64)
+                current = ev @ ly.weight.T.astype(np.int64) + ly.bias
+                c["input_events"][t] = ev.sum(axis=1)
+                c["synaptic_events"][t] = ev @ nnz_col[i]
+                c["weight_reads"][t] = c["input_events"][t] * ly.out_features
+            c["membrane_reads"][t] = ly.out_features
+            c["membrane_writes"][t] = ly.out_features
+            if ly.role == "output":
+                state[i] = saturate(state[i] + current, neu.membrane_bits)
+            else:
+                state[i], s_prev = lif_step(state[i], current, ly.threshold.astype(np.int64),
+                                            neu.leak_shift, neu.reset, neu.membrane_bits)
+                c["spikes"][t] = s_prev.sum(axis=1)
+                if trace:
+                    spikes[ly.name][t] = s_prev
+        z_hist[t] = state[-1]
+    margin = top2_margin(z_hist)
+    exit_t = exit_steps(margin, thr, T)
+    pred = first_argmax(z_hist[exit_t - 1, np.arange(nb)])
+    return GoldenResult(pred=pred, exit_t=exit_t, z=z_hist, margin=margin, step_counters=step, spikes=spikes)

@@ -1,0 +1,136 @@
+"""Training: float SNN with the ATSNN time-dependent loss, then quantization-aware fine-tuning.
+
+:func:`train_float` trains :class:`~spikeloom.model.snn.SNN`; :func:`train_qat` folds its
+BatchNorm, quantizes, and fine-tunes the integer-exact :class:`~spikeloom.model.snn.IntSNN` so that
+the integer network keeps the float network's accuracy. Both are deterministic for a seed on CPU.
+"""
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import EXIT_CRITERIA, NeuronConfig, QuantConfig, check_choice, check_int
+from .errors import ConfigError
+from .golden import first_argmax, quantize_input
+from .losses import SCHEDULES, TimeLoss
+from .snn import ARCHS, SNN, IntSNN
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (the defaults train the digits MLP in well under a minute)."""
+
+    arch: str = "mlp"
+    t_max: int = 4
+    epochs: int = 60
+    qat_epochs: int = 40
+    batch_size: int = 64
+    lr: float = 3e-3
+    qat_lr: float = 5e-4
+    weight_decay: float = 1e-4
+    loss: str = "early"
+    seed: int = 0
+    target_drop: float = 0.0
+    criterion: str = "margin"
+
+    def __post_init__(self):
+        check_choice("train", "arch", self.arch, tuple(ARCHS))
+        check_int("train", "t_max", self.t_max, 1, 64)
+        check_int("train", "epochs", self.epochs, 1)
+        check_int("train", "qat_epochs", self.qat_epochs, 0)
+        check_int("train", "batch_size", self.batch_size, 1)
+        check_choice("train", "loss", self.loss, SCHEDULES)
+        check_choice("train", "criterion", self.criterion, EXIT_CRITERIA)
+        for f in ("lr", "qat_lr", "weight_decay"):
+            if not float(getattr(self, f)) >= 0:
+                raise ConfigError(f"train.{f} = {getattr(self, f)!r} must be >= 0")
+        if not 0.0 <= self.target_drop < 1.0:
+            raise ConfigError(f"train.target_drop = {self.target_drop!r} is outside [0, 1)")
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _batches(n, bs, gen):
+    perm = torch.randperm(n, generator=gen)
+    return [perm[i:i + bs] for i in range(0, n, bs)]
+
+
+def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate):
+    """Adam + cosine schedule; keeps the state with the best validation score."""
+    gen = torch.Generator().manual_seed(seed)
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    best, best_state, history = -1.0, None, []
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, mininterval=1.0, disable=None)
+    for _ in bar:
+        model.train()
+        total = 0.0
+        for idx in _batches(len(x), bs, gen):
+            opt.zero_grad()
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        score = evaluate(model)
+        history.append({"loss": total / len(x), "val": score})
+        bar.set_postfix(loss=f"{total / len(x):.3f}", val=f"{score:.3f}")
+        if score >= best:
+            best, best_state = score, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return history
+
+
+def accumulate(model: SNN, x, batch=1024):
+    """Float accumulated outputs z (T, B, K) as numpy."""
+    model.eval()
+    with torch.no_grad():
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        return torch.cat([model(xt[i:i + batch]) for i in range(0, len(xt), batch)], dim=1).numpy()
+
+
+def train_float(split, cfg: TrainConfig, neuron: NeuronConfig):
+    """Train the float SNN on ``split.train``, selecting the epoch with the best validation accuracy."""
+    torch.manual_seed(cfg.seed)
+    model = SNN(split.train.shape, len(split.train.classes), cfg.arch, neuron, cfg.t_max)
+    loss_fn = TimeLoss(cfg.loss, cfg.t_max)
+    x = torch.as_tensor(split.train.x)
+    y = torch.as_tensor(split.train.y)
+
+    def val_acc(m):
+        return float((first_argmax(accumulate(m, split.val.x)[-1]) == split.val.y).mean())
+
+    history = _fit(model, loss_fn, x, y, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size,
+                   cfg.seed, "train (float)", val_acc)
+    return model, history
+
+
+def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: QuantConfig):
+    """Fold BatchNorm, quantize, and fine-tune the integer-exact network (straight-through)."""
+    torch.manual_seed(cfg.seed + 1)
+    imodel = IntSNN(model.folded(), split.train.shape, neuron, quant, cfg.t_max)
+    x_q = torch.as_tensor(quantize_input_q(quant, split.train.x), dtype=torch.float32)
+    y = torch.as_tensor(split.train.y)
+    xv = quantize_input_q(quant, split.val.x)
+
+    def val_acc(m):
+        return float((first_argmax(m.exact_z(xv)[-1]) == split.val.y).mean())
+
+    loss_fn = TimeLoss(cfg.loss, cfg.t_max)
+    history = []
+    if cfg.qat_epochs:
+        history = _fit(imodel, loss_fn, x_q, y, cfg.qat_epochs, cfg.qat_lr, 0.0, cfg.batch_size,
+                       cfg.seed + 1, "train (QAT)", val_acc)
+    return imodel, history
+
+
+def quantize_input_q(quant: QuantConfig, x):
+    """:func:`golden.quantize_input` for a QuantConfig instead of a model."""
+    class _M:
+        input_bits = quant.input_bits
+    return quantize_input(_M, x)

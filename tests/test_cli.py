@@ -1,0 +1,66 @@
+"""The command line: every kind of bad input ends with a clear message and exit status 2."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from spikeloom.model import modelfile
+from spikeloom.model.randnet import random_model
+
+
+def spikeloom(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "spikeloom.flows.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_clean_error(r, *needles):
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.startswith("spikeloom: error:"), r.stderr
+    for n in needles:
+        assert n in r.stderr, r.stderr
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    return modelfile.save(random_model((6, 5, 3), seed=1, input_bits=3), tmp_path / "m.slm")
+
+
+def test_help():
+    r = spikeloom("--help")
+    assert r.returncode == 0 and "run" in r.stdout and "inspect" in r.stdout
+
+
+def test_inspect_ok(model_path):
+    r = spikeloom("inspect", model_path)
+    assert r.returncode == 0 and "fc1" in r.stdout
+
+
+def test_truncated_model_file(model_path):
+    model_path.write_bytes(model_path.read_bytes()[:100])
+    assert_clean_error(spikeloom("inspect", model_path), "m.slm", "truncated or corrupted")
+
+
+def test_golden_input_of_wrong_shape(model_path, tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 7), np.int64))
+    assert_clean_error(spikeloom("golden", model_path, "--input", x), "7 values per image", "expects 6")
+    np.save(x, np.full((2, 6), 9, np.int64))
+    assert_clean_error(spikeloom("golden", model_path, "--input", x), "[0, 7]")
+    np.save(x, np.ones((2, 6), np.int64))
+    r = spikeloom("golden", model_path, "--input", x)
+    assert r.returncode == 0 and '"pred"' in r.stdout
+
+
+def test_dataset_path_errors(tmp_path):
+    assert_clean_error(spikeloom("train", "--dataset", f"folder:{tmp_path / 'missing'}", "--build", tmp_path),
+                       "missing", "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(spikeloom("train", "--dataset", f"folder:{tmp_path / 'empty'}", "--build", tmp_path),
+                       "empty")
+
+
+def test_bit_width_out_of_range(tmp_path):
+    assert_clean_error(spikeloom("quantize", "--weight-bits", "1", "--build", tmp_path),
+                       "quant.weight_bits = 1", "[2, 16]")

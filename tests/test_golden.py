@@ -1,0 +1,90 @@
+"""The golden model against hand-computed values and its own invariants."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikeloom.model import golden
+from spikeloom.model.config import NeuronConfig
+from spikeloom.model.errors import InputError
+from spikeloom.model.modelfile import Layer, QuantModel
+from spikeloom.model.randnet import random_inputs, random_model
+
+
+def tiny(reset="subtract", leak_shift=1, exit_threshold=3):
+    """2 inputs -> 2 LIF neurons -> 2 classes, small enough to compute by hand."""
+    layers = [Layer("fc1", "analog", np.array([[3, 0], [1, -1]]), np.array([0, 1]), np.array([4, 2]), 4),
+              Layer("fc2", "output", np.array([[2, 0], [0, 1]]), np.array([0, 0]), None, 4)]
+    return QuantModel("tiny", "none", (2,), 2, 3, NeuronConfig(leak_shift, reset, 8), "margin", exit_threshold, layers)
+
+
+def test_hand_computed_subtract_reset():
+    # I0 = [3*2, 2-1+1] = [6, 2]; theta = [4, 2]; leak u - (u >> 1)
+    # t1: u = [6, 2] -> spikes [1, 1], u = [2, 0]; z = [2, 1], margin 1
+    # t2: u = [2-1+6, 0+2] = [7, 2] -> [1, 1], u = [3, 0]; z = [4, 2], margin 2
+    # t3: u = [3-1+6, 2] = [8, 2] -> [1, 1]; z = [6, 3], margin 3 -> exit at T anyway
+    r = golden.run(tiny(), np.array([[2, 1]]), trace=True)
+    assert r.z[:, 0].tolist() == [[2, 1], [4, 2], [6, 3]]
+    assert r.margin[:, 0].tolist() == [1, 2, 3]
+    assert r.exit_t.tolist() == [3] and r.pred.tolist() == [0]
+    assert r.spikes["fc1"][:, 0].tolist() == [[True, True]] * 3
+    c = r.counters()
+    assert c["fc1"]["input_events"].tolist() == [2]
+    assert c["fc1"]["synaptic_events"].tolist() == [3]  # column 0 has 2 nonzeros, column 1 has 1
+    assert c["fc1"]["weight_reads"].tolist() == [4]
+    assert c["fc1"]["membrane_reads"].tolist() == [6] and c["fc1"]["spikes"].tolist() == [6]
+    assert c["fc2"]["input_events"].tolist() == [6] and c["fc2"]["synaptic_events"].tolist() == [6]
+    assert c["fc2"]["weight_reads"].tolist() == [12] and c["fc2"]["spikes"].tolist() == [0]
+
+
+def test_early_exit_cuts_counters():
+    r = golden.run(tiny(exit_threshold=2), np.array([[2, 1]]))
+    assert r.exit_t.tolist() == [2]
+    assert r.counters()["fc2"]["input_events"].tolist() == [4]
+    assert r.counters(adaptive=False)["fc2"]["input_events"].tolist() == [6]
+
+
+def test_zero_reset_and_negative_leak_floor():
+    u, s = golden.lif_step(np.array([-5, 9, 3]), np.array([0, 0, 0]), np.array([4, 4, 4]), 1, "zero", 8)
+    # -5 - (-5 >> 1) = -5 - (-3) = -2 (arithmetic shift floors); 9 - 4 = 5 >= 4 fires, reset to 0
+    assert u.tolist() == [-2, 0, 2] and s.tolist() == [False, True, False]
+
+
+def test_saturation():
+    u, s = golden.lif_step(np.array([100, -100]), np.array([200, -200]), np.array([127, 127]), 0, "subtract", 8)
+    assert u.tolist() == [0, -128] and s.tolist() == [True, False]
+
+
+def test_margin_ties_and_argmax():
+    z = np.array([[5, 5, 1], [1, 7, 3]])
+    assert golden.top2_margin(z).tolist() == [0, 4]
+    assert golden.first_argmax(z).tolist() == [0, 1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), hidden=st.integers(1, 20), reset=st.sampled_from(["zero", "subtract"]),
+       leak=st.integers(0, 3), thr=st.integers(0, 60))
+def test_batch_independence_and_invariants(seed, hidden, reset, leak, thr):
+    m = random_model((12, hidden, 4), seed=seed, leak_shift=leak, reset=reset, exit_threshold=thr, t_max=3)
+    x = random_inputs(m, 6, seed=seed)
+    r = golden.run(m, x)
+    for i in range(len(x)):
+        ri = golden.run(m, x[i:i + 1])
+        assert ri.pred[0] == r.pred[i] and ri.exit_t[0] == r.exit_t[i]
+        assert (ri.z[:, 0] == r.z[:, i]).all()
+    for cs in r.counters().values():
+        assert (cs["synaptic_events"] <= cs["weight_reads"]).all()
+    # a larger threshold never exits earlier
+    r2 = golden.run(m, x, exit_threshold=thr + 5)
+    assert (r2.exit_t >= r.exit_t).all()
+
+
+def test_input_errors():
+    m = tiny()
+    with pytest.raises(InputError, match="expects 2"):
+        golden.run(m, np.zeros((1, 3), int))
+    with pytest.raises(InputError, match=r"\[0, 3\]"):
+        golden.run(m, np.array([[4, 0]]))
+    with pytest.raises(InputError, match="integer"):
+        golden.run(m, np.zeros((1, 2)))

@@ -1,0 +1,123 @@
+"""Model file: round trip, deterministic bytes, and a clear error for every kind of bad file."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from spikeloom.model import modelfile
+from spikeloom.model.errors import ModelFileError
+from spikeloom.model.randnet import random_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    m = random_model((10, 7, 3), seed=3)
+    return m, modelfile.save(m, tmp_path / "m.slm")
+
+
+def _rewrite(path, edit_meta=None, drop=None, replace=None):
+    """Copy the archive with model.json edited / a member dropped or replaced."""
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    if edit_meta:
+        meta = json.loads(members["model.json"])
+        edit_meta(meta)
+        members["model.json"] = json.dumps(meta)
+    if drop:
+        del members[drop]
+    if replace:
+        members.update(replace)
+    out = path.with_name("edited.slm")
+    with zipfile.ZipFile(out, "w") as zf:
+        for n, d in members.items():
+            zf.writestr(n, d)
+    return out
+
+
+def test_round_trip_and_deterministic(saved, tmp_path):
+    m, path = saved
+    back = modelfile.load(path)
+    assert back.neuron == m.neuron and back.exit_threshold == m.exit_threshold
+    for a, b in zip(m.layers, back.layers):
+        assert (a.weight == b.weight).all() and (a.bias == b.bias).all() and a.role == b.role
+    again = modelfile.save(back, tmp_path / "again.slm")
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        modelfile.load(tmp_path / "nope.slm")
+
+
+def test_truncated(saved):
+    _, path = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated or corrupted"):
+        modelfile.load(path)
+
+
+def test_corrupted_bytes(saved):
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    for i in range(60, 200):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=str(path.name)):
+        modelfile.load(path)
+
+
+def test_not_a_zip(tmp_path):
+    p = tmp_path / "x.slm"
+    p.write_text("hello")
+    with pytest.raises(ModelFileError, match="truncated or corrupted"):
+        modelfile.load(p)
+
+
+def test_other_version(saved):
+    _, path = saved
+    bad = _rewrite(path, edit_meta=lambda m: m.update(version=2))
+    with pytest.raises(ModelFileError, match="version 2; this spikeloom reads version 1"):
+        modelfile.load(bad)
+
+
+def test_mismatched_shapes(saved):
+    _, path = saved
+    bad = _rewrite(path, replace={"layers/1/weight.npy": _npy(np.zeros((3, 8), np.int32))})
+    with pytest.raises(ModelFileError, match="in_features|inputs"):
+        modelfile.load(bad)
+    bad = _rewrite(path, replace={"layers/0/bias.npy": _npy(np.zeros(5, np.int32))})
+    with pytest.raises(ModelFileError, match="bias shape"):
+        modelfile.load(bad)
+
+
+def test_weights_do_not_fit_bit_width(saved):
+    _, path = saved
+    bad = _rewrite(path, edit_meta=lambda m: m["layers"][0].update(weight_bits=3))
+    with pytest.raises(ModelFileError, match=r"does not fit in 3-bit signed range \[-3, 3\]"):
+        modelfile.load(bad)
+
+
+def test_missing_member_and_field(saved):
+    _, path = saved
+    with pytest.raises(ModelFileError, match="missing"):
+        modelfile.load(_rewrite(path, drop="layers/0/threshold.npy"))
+    with pytest.raises(ModelFileError, match="missing field 'neuron'"):
+        modelfile.load(_rewrite(path, edit_meta=lambda m: m.pop("neuron")))
+    with pytest.raises(ModelFileError, match="reset"):
+        modelfile.load(_rewrite(path, edit_meta=lambda m: m["neuron"].update(reset="hold")))
+
+
+def test_bad_acc_bits_is_caught(saved):
+    _, path = saved
+    with pytest.raises(ModelFileError, match="acc_bits"):
+        modelfile.load(_rewrite(path, edit_meta=lambda m: m["layers"][0].update(acc_bits=4)))
+
+
+def _npy(a):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, a)
+    return buf.getvalue()
