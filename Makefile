@@ -24,7 +24,7 @@ venv: $(STAMP)
 
 ## make sim: the main job on the embedded default (digits): train (cached) -> quantize -> golden evaluation
 sim: $(STAMP)
-	$(PY) -m spikeloom.flows.cli run --build $(BUILD) --arch $(NET) $(ARGS)
+	$(PY) -m spikeloom.flows.cli run --build $(BUILD) --arch $(NET) --pes $(PES) --sim $(SIM) $(ARGS)
 
 ## make test: the test suite (fast tier + co-simulation), what CI runs
 test: $(STAMP)
@@ -33,6 +33,10 @@ test: $(STAMP)
 ## make test-slow: longer sweeps marked `slow`
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
+
+## make bench: cycles per inference vs N and vs spike count beside the bound -> build/bench.json, build/bench_cycles.png
+bench: $(STAMP)
+	$(PY) -m spikeloom.flows.bench --build $(BUILD) $(ARGS)
 
 clean:
 	rm -rf $(BUILD) .hypothesis sim_build

@@ -31,6 +31,10 @@ def _add_pipeline_options(p):
     g.add_argument("--membrane-bits", type=int, default=16)
     g.add_argument("--leak-shift", type=int, default=1, help="leak u -= u >>> k (0: no leak)")
     g.add_argument("--reset", default="subtract", help="zero|subtract")
+    g.add_argument("--pes", type=int, default=8, help="processing elements of the generated accelerator")
+    g.add_argument("--sim", default="verilator", help="co-simulator: verilator (default) or icarus")
+    g.add_argument("--cosim-images", type=int, default=None, help="co-simulate only the first N test images")
+    g.add_argument("--no-cosim", action="store_true", help="stop after the golden-model evaluation")
 
 
 def _context(a):
@@ -58,7 +62,24 @@ def cmd_run(a):
     else:
         im, qm = steps.step_quantize(ctx, fm)
         steps.step_evaluate(ctx, im, qm)
+        if not a.no_cosim:
+            gen = steps.step_generate(ctx, qm, a.pes)
+            c = steps.step_cosim(ctx, qm, gen, a.sim, a.cosim_images)
+            steps.write_report(ctx)
+            if c["mismatches"]:
+                raise SpikeloomError(f"{c['mismatches']} of {c['n_images']} images differ between the RTL "
+                                     "and the golden model (see cosim.first_mismatches in the report)")
+            return
     steps.write_report(ctx)
+
+
+def cmd_generate(a):
+    from spikeloom.hw.accel import generate
+    from spikeloom.model import modelfile
+
+    model = modelfile.load(a.model)
+    generate(model, a.pes, a.out, trace=a.trace)
+    print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
 
 def cmd_train(a):
@@ -129,6 +150,12 @@ def build_parser():
     sp.add_argument("model", type=Path)
     sp.add_argument("--json", action="store_true", help="print the metadata as JSON")
     sp.set_defaults(fn=cmd_inspect)
+    sp = sub.add_parser("generate", help="generate the accelerator's Verilog for a model file")
+    sp.add_argument("model", type=Path)
+    sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
+    sp.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    sp.add_argument("--trace", action="store_true", help="add the spike trace port")
+    sp.set_defaults(fn=cmd_generate)
     sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)")
     sp.add_argument("model", type=Path)
     sp.add_argument("--input", type=Path, required=True)

@@ -251,3 +251,52 @@ def write_report(ctx: Context, log=print):
     path.write_text(json.dumps(ctx.report, indent=2, sort_keys=True) + "\n")
     log(f"report: {path}")
     return path
+
+
+def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
+    """Generate the accelerator's Verilog, memory images and port description for ``qmodel``."""
+    from spikeloom.hw.accel import generate
+
+    out = ctx.workdir / f"rtl_n{n_pe}{'_trace' if trace else ''}"
+    generate(qmodel, n_pe, out, trace=trace)
+    verilog = out / "spikeloom_accel.v"
+    if not verilog.exists() or not (out / "ports.json").exists():
+        raise SpikeloomError(f"generate wrote no Verilog into {out}")
+    log(f"[generate] {verilog} ({verilog.stat().st_size // 1024} KiB, N = {n_pe} PEs)")
+    return out
+
+
+def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=None, seed=0, log=print):
+    """Co-simulate the test split on the generated RTL and check every image against the golden model."""
+    from spikeloom.sim.runner import cosim
+
+    split = ctx.split()
+    x_q = golden.quantize_input(qmodel, split.test.x)
+    y = split.test.y
+    if n_images:
+        x_q, y = x_q[:n_images], y[:n_images]
+    log(f"[cosim] {len(x_q)} images under {simulator} (random idle and back-pressure on the streams)")
+    r = cosim(ctx.model_path, gen_dir, x_q, Path(gen_dir) / f"cosim_{simulator}", simulator=simulator, seed=seed)
+    imgs = r["images"]
+    pred = np.array([i["pred"] for i in imgs])
+    cycles = np.array([i["cycles"] for i in imgs], dtype=float)
+    bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
+    res = golden.run(qmodel, x_q)
+    c = {"simulator": simulator, "n_pe": r["n_pe"], "n_images": r["n_images"],
+         "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
+         "accuracy_golden_same_images": float((res.pred == y).mean()),
+         "mean_timesteps": float(np.mean([i["timesteps"] for i in imgs])),
+         "cycles_mean": float(cycles.mean()), "cycles_bound_mean": float(bound.mean()),
+         "cycles_to_bound": float(cycles.mean() / bound.mean()),
+         "cycles_to_bound_max": float((cycles / bound).max()),
+         "sim_cycles_per_s": r["sim_cycles_per_s"], "sim_wall_s": r["wall_s"],
+         "first_mismatches": r["mismatches"][:20]}
+    ctx.report["cosim"] = c
+    log(_table([[simulator, c["n_pe"], c["n_images"], c["mismatches"], f"{100 * c['accuracy']:.2f}",
+                 f"{c['mean_timesteps']:.3f}", f"{c['cycles_mean']:.1f}", f"{c['cycles_bound_mean']:.1f}",
+                 f"{c['cycles_to_bound']:.3f}", f"{c['sim_cycles_per_s'] / 1e3:.0f}k"]],
+                ["simulator", "N", "images", "mismatches", "accuracy (%)", "mean T", "cycles", "bound",
+                 "cycles/bound", "sim cycles/s"]))
+    for m in r["mismatches"][:10]:
+        log(f"  MISMATCH {m}")
+    return c

