@@ -35,6 +35,8 @@ def _add_pipeline_options(p):
     g.add_argument("--sim", default="verilator", help="co-simulator: verilator (default) or icarus")
     g.add_argument("--cosim-images", type=int, default=None, help="co-simulate only the first N test images")
     g.add_argument("--no-cosim", action="store_true", help="stop after the golden-model evaluation")
+    g.add_argument("--tech", type=Path, default=None, help="technology table (JSON) for the energy model; "
+                   "default: model/tech/horowitz45.json")
 
 
 def _context(a):
@@ -65,6 +67,8 @@ def cmd_run(a):
         if not a.no_cosim:
             gen = steps.step_generate(ctx, qm, a.pes)
             c = steps.step_cosim(ctx, qm, gen, a.sim, a.cosim_images)
+            if not c["mismatches"]:
+                steps.step_energy(ctx, qm, gen, a.sim, a.tech)
             steps.write_report(ctx)
             if c["mismatches"]:
                 raise SpikeloomError(f"{c['mismatches']} of {c['n_images']} images differ between the RTL "

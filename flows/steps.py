@@ -300,3 +300,35 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
     for m in r["mismatches"][:10]:
         log(f"  MISMATCH {m}")
     return c
+
+
+def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=None, log=print):
+    """Energy per inference from the co-simulated RTL counters (checked against the golden counts)."""
+    from spikeloom.model.energy import DEFAULT_TECH, load_tech
+
+    from . import energy
+
+    split = ctx.split()
+    ports = json.loads((Path(gen_dir) / "ports.json").read_text())
+    results = Path(gen_dir) / f"cosim_{simulator}" / "results.json"
+    imgs = json.loads(results.read_text())["images"] if results.exists() else None
+    x_q = golden.quantize_input(qmodel, split.test.x)
+    if imgs is not None:
+        x_q = x_q[:len(imgs)]
+    tech = load_tech(tech_path or DEFAULT_TECH)
+    sec, nb = energy.compute(qmodel, ports, x_q, imgs, tech, x_float=split.test.x[:len(x_q)], log=log)
+    if sec["rtl_vs_golden_max_abs_diff_pj"] not in (None, 0.0):
+        raise SpikeloomError(f"energy from RTL counters differs from the golden model's by "
+                             f"{sec['rtl_vs_golden_max_abs_diff_pj']} pJ: the counters disagree")
+    ctx.report["energy"] = sec
+    ctx.report["neurobench"] = nb
+    rows = [[k, f"{v:.2f}", f"{sec['fixed_t_breakdown'][k]:.2f}"] for k, v in sec["breakdown"].items()]
+    rows.append(["total", f"{sec['per_inference_nj']:.2f}", f"{sec['fixed_t_per_inference_nj']:.2f}"])
+    log(f"\nenergy per inference ({tech.name}; {sec['source']}), nJ\n"
+        + _table(rows, ["event kind", "early exit", f"fixed T={qmodel.t_max}"]))
+    log(f"early exit saves {100 * sec['saving_early_exit']:.1f}% vs fixed T_max; sparsity saves "
+        f"{100 * sec['saving_sparsity']:.1f}% vs dense ({sec['dense_per_inference_nj']:.1f} nJ); "
+        f"{sec['pj_per_sop']:.2f} pJ/SOP (ODIN 12.7, ReckOn 5.3); GPU baseline ({sec['gpu_method']}) "
+        f"{sec['gpu_baseline_nj']:.1f} nJ -> accelerator/GPU = {100 * sec['accelerator_vs_gpu']:.2f}%")
+    energy.plot(sec, ctx.build / "energy_breakdown.png", f"{ctx.tag}: energy per inference by event kind")
+    return sec

@@ -145,7 +145,8 @@ class SpikeEventSource(wiring.Component):
         use_hold = hold.mask != 0
         src = Signal(entry)
         m.d.comb += src.eq(Mux(use_hold, hold.as_value(), head.as_value()))
-        lane = Signal(range(n))
+        # at least 1 bit: a zero-width signal (N = 1) is emitted as an ascending `[-1:0]` vector
+        lane = Signal(range(max(n, 2)))
         for b in reversed(range(n)):
             with m.If(src.mask[b]):
                 m.d.comb += lane.eq(b)

@@ -71,3 +71,30 @@ def test_injected_mismatch_is_located(tmp_path):
     assert located, r["mismatches"]
     assert "timestep" in located[0] and "layer 0 (fc1)" in located[0] and "neuron 7" in located[0]
     assert located[0].startswith("image ")
+
+
+def test_energy_from_rtl_counters_equals_golden(tmp_path):
+    """Energy from the RTL's counters and cycles equals energy from the golden counts and the cycle
+    model on every co-simulated image (input without idle cycles, so that cycles are comparable)."""
+    import json
+
+    from spikeloom.flows import energy as flow_energy
+    from spikeloom.model.energy import energy, load_tech
+
+    model = random_model((20, 13, 11, 5), seed=11, exit_threshold=20)
+    path = modelfile.save(model, tmp_path / "model.slm")
+    generate(model, 4, tmp_path / "rtl")
+    x = random_inputs(model, 16, seed=3)
+    r = cosim(path, tmp_path / "rtl", x, tmp_path / "work", idle=0.0, backpressure=0.3)
+    assert r["mismatched_images"] == 0
+    ports = json.loads((tmp_path / "rtl" / "ports.json").read_text())
+    tech = load_tech()
+    imgs = r["images"]
+    rtl = energy(model, ports, {ly.name: {k: np.array([i[f"{ly.name}.{k}"] for i in imgs]) for k in golden.COUNTERS}
+                                for ly in model.layers},
+                 np.array([i["timesteps"] for i in imgs]), np.array([i["cycles"] for i in imgs]), tech)
+    res = golden.run(model, x, trace=True)
+    gold = energy(model, ports, res.counters(), res.exit_t, flow_energy._cycles_model(model, 4, x, res), tech)
+    assert (rtl["total"] == gold["total"]).all()
+    for k in rtl["by_kind"]:
+        assert (rtl["by_kind"][k] == gold["by_kind"][k]).all(), k
