@@ -86,6 +86,20 @@ def cmd_generate(a):
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
 
+def cmd_gpu_baseline(a):
+    from spikeloom.model import modelfile
+
+    from . import energy
+
+    model = modelfile.load(a.model)
+    x = None
+    if a.dataset:
+        from spikeloom.model.data import load_dataset
+        x = load_dataset(a.dataset).test.x
+    r = energy.gpu_baseline(model, x, n_runs=a.runs)
+    print(json.dumps(r, indent=1))
+
+
 def cmd_train(a):
     ctx = _context(a)
     steps.step_train(ctx)
@@ -160,6 +174,12 @@ def build_parser():
     sp.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     sp.add_argument("--trace", action="store_true", help="add the spike trace port")
     sp.set_defaults(fn=cmd_generate)
+    sp = sub.add_parser("gpu-baseline", help="joules per inference of the network run densely on a GPU "
+                        "(NVML energy counter when a CUDA GPU is present, else a documented estimate)")
+    sp.add_argument("model", type=Path)
+    sp.add_argument("--dataset", default="digits", help="images to run on the GPU (test split)")
+    sp.add_argument("--runs", type=int, default=200, help="repetitions over the test split (NVML)")
+    sp.set_defaults(fn=cmd_gpu_baseline)
     sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)")
     sp.add_argument("model", type=Path)
     sp.add_argument("--input", type=Path, required=True)

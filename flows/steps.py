@@ -228,7 +228,7 @@ def plot_model(ctx: Context, m):
     ax.axhline(100 * m["accuracy_fixed_t"], color="gray", ls="--", lw=1, label=f"fixed T={T}")
     ax.set_xlabel("mean timesteps")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{ctx.tag}: accuracy vs mean timesteps (exit threshold sweep)")
+    ax.set_title(f"{ctx.tag}: accuracy vs mean timesteps\n(exit threshold sweep, test split)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
