@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeloom.model.errors import SpikeloomError
+from spikeloom.model.errors import ConfigError, SpikeloomError
 
 from . import steps
 
@@ -39,6 +39,11 @@ def _add_pipeline_options(p):
                    "default: model/tech/horowitz45.json")
 
 
+def _check_pes(pes):
+    if not 1 <= pes <= 64:
+        raise ConfigError(f"--pes = {pes} is outside the allowed range [1, 64]")
+
+
 def _context(a):
     from spikeloom.model.config import NeuronConfig, QuantConfig
     from spikeloom.model.train import TrainConfig
@@ -56,6 +61,7 @@ def _context(a):
 
 
 def cmd_run(a):
+    _check_pes(a.pes)
     ctx = _context(a)
     fm = steps.step_train(ctx)
     if ctx.train.arch != "mlp":
@@ -81,6 +87,7 @@ def cmd_generate(a):
     from spikeloom.hw.accel import generate
     from spikeloom.model import modelfile
 
+    _check_pes(a.pes)
     model = modelfile.load(a.model)
     generate(model, a.pes, a.out, trace=a.trace)
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")

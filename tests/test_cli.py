@@ -64,3 +64,14 @@ def test_dataset_path_errors(tmp_path):
 def test_bit_width_out_of_range(tmp_path):
     assert_clean_error(spikeloom("quantize", "--weight-bits", "1", "--build", tmp_path),
                        "quant.weight_bits = 1", "[2, 16]")
+
+
+def test_generate_pes_out_of_range(model_path, tmp_path):
+    assert_clean_error(spikeloom("generate", model_path, "--pes", "0", "-o", tmp_path / "g"), "--pes = 0", "[1, 64]")
+
+
+def test_generate_writes_verilog(model_path, tmp_path):
+    r = spikeloom("generate", model_path, "--pes", "3", "-o", tmp_path / "g")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "g" / "spikeloom_accel.v").read_text().count("module ") >= 2
+    assert (tmp_path / "g" / "ports.json").exists()
