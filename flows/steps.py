@@ -67,6 +67,14 @@ class Context:
         return h.hexdigest()[:16]
 
 
+def require_dense(qmodel, step):
+    """The generated hardware takes fully-connected networks; conv/residual hardware is not built yet."""
+    if not qmodel.is_dense:
+        kinds = sorted({ly.kind for ly in qmodel.layers})
+        raise SpikeloomError(f"{step}: the hardware generator supports fully-connected (dense) networks; "
+                             f"{qmodel.name!r} has {', '.join(kinds)} layers (conv hardware is not implemented yet)")
+
+
 def _cached(path: Path, key: str):
     meta = path.with_suffix(path.suffix + ".key")
     return path.exists() and meta.exists() and meta.read_text().strip() == key
@@ -118,7 +126,7 @@ def step_quantize(ctx: Context, float_model, log=print):
     key = ctx.key("quantize")
     if _cached(path, key) and qpath.exists():
         log(f"[quantize] reusing {path} (cache key {key})")
-        imodel = IntSNN(float_model.folded(), split.train.shape, ctx.neuron, ctx.quant, ctx.train.t_max)
+        imodel = IntSNN(float_model.folded_stages(), split.train.shape, ctx.neuron, ctx.quant, ctx.train.t_max)
         imodel.load_state_dict(torch.load(qpath, weights_only=True))
         qmodel = modelfile.load(path)
     else:
@@ -257,6 +265,7 @@ def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
     """Generate the accelerator's Verilog, memory images and port description for ``qmodel``."""
     from spikeloom.hw.accel import generate
 
+    require_dense(qmodel, "generate")
     out = ctx.workdir / f"rtl_n{n_pe}{'_trace' if trace else ''}"
     generate(qmodel, n_pe, out, trace=trace)
     verilog = out / "spikeloom_accel.v"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError
-from .modelfile import QuantModel, signed_range
+from .modelfile import Layer, QuantModel, signed_range
 
 #: Per-layer activity counters, each counted per timestep (the analog layer's one-off work is
 #: counted in timestep 1, the step in which the hardware does it).
@@ -134,48 +134,133 @@ def check_input(model: QuantModel, x_q):
     return x_q.astype(np.int64)
 
 
+def conv_windows(x, k, stride, padding, out_hw):
+    """Yield ``(ky, kx, window)``: ``window[b, c, oy, ox] = x_pad[b, c, oy*stride + ky, ox*stride + kx]``.
+
+    ``x`` is (B, C, H, W), zero-padded by ``padding`` on each side; ``out_hw`` = (H_out, W_out).
+    """
+    ho, wo = out_hw
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
+    for ky in range(k):
+        for kx in range(k):
+            yield ky, kx, xp[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
+
+
+def conv2d(x, w, stride=1, padding=0):
+    """Exact integer cross-correlation (``torch.nn.functional.conv2d`` without bias), int64.
+
+    ``x`` (B, C_in, H, W), ``w`` (C_out, C_in, k, k) -> (B, C_out, H_out, W_out).
+    """
+    k = w.shape[-1]
+    ho = (x.shape[2] + 2 * padding - k) // stride + 1
+    wo = (x.shape[3] + 2 * padding - k) // stride + 1
+    out = np.zeros((x.shape[0], w.shape[0], ho, wo), np.int64)
+    w = w.astype(np.int64)
+    for ky, kx, win in conv_windows(x.astype(np.int64), k, stride, padding, (ho, wo)):
+        out += np.tensordot(win, w[:, :, ky, kx], axes=([1], [1])).transpose(0, 3, 1, 2)
+    return out
+
+
+def or_pool(s, q):
+    """Max pooling of 0/1 spikes (= OR) over ``q`` x ``q`` windows with stride ``q``, floor mode."""
+    if q == 1:
+        return s
+    b, c, h, w = s.shape
+    hp, wp = h // q, w // q
+    return s[:, :, :hp * q, :wp * q].reshape(b, c, hp, q, wp, q).any(axis=(3, 5))
+
+
+def _conv_counts(x, w, stride, padding, out_hw):
+    """(input_events, synaptic_events, weight_reads), each (B,), of the input map ``x`` through ``w``.
+
+    Every nonzero input is one event; it meets kernel tap (ky, kx) when the tap lands inside the
+    output map. ``synaptic_events`` counts the nonzero weights ``w[:, c, ky, kx]`` of the taps that
+    land; ``weight_reads`` the ``C_out`` weights read per landing tap (dense kernel storage).
+    """
+    nz = (x != 0).astype(np.int64)
+    c_out, k = w.shape[0], w.shape[-1]
+    nnz = (w != 0).sum(axis=0).astype(np.int64)  # (C_in, k, k)
+    syn = np.zeros(len(x), np.int64)
+    taps = np.zeros(len(x), np.int64)
+    for ky, kx, win in conv_windows(nz, k, stride, padding, out_hw):
+        per_c = win.sum(axis=(2, 3))  # (B, C_in): events landing through this tap
+        syn += per_c @ nnz[:, ky, kx]
+        taps += per_c.sum(axis=1)
+    return nz.sum(axis=(1, 2, 3)), syn, taps * c_out
+
+
+def synapses(layer: Layer, inp, shortcut_inp=None):
+    """Input current of ``layer`` for the input ``inp`` (and the shortcut source's spikes), exactly.
+
+    Returns ``(current, counts)``: current (B, *layer.map_shape) int64 (bias included) and
+    ``counts`` = {"input_events", "synaptic_events", "weight_reads"} each (B,).
+    """
+    nb = len(inp)
+    if layer.kind == "dense":
+        v = inp.reshape(nb, -1).astype(np.int64)
+        nz = (v != 0).astype(np.int64)
+        current = v @ layer.weight.T.astype(np.int64) + layer.bias
+        ev = nz.sum(axis=1)
+        return current, {"input_events": ev,
+                         "synaptic_events": nz @ (layer.weight != 0).sum(axis=0).astype(np.int64),
+                         "weight_reads": ev * layer.out_features}
+    _, ho, wo = layer.map_shape
+    current = conv2d(inp, layer.weight, layer.stride, layer.padding) + layer.bias.astype(np.int64)[:, None, None]
+    ev, syn, reads = _conv_counts(inp, layer.weight, layer.stride, layer.padding, (ho, wo))
+    if layer.shortcut is not None:
+        sc = shortcut_inp.astype(np.int64)[:, :, ::layer.shortcut_stride, ::layer.shortcut_stride][:, :, :ho, :wo]
+        current = current + conv2d(sc, layer.shortcut_weight)
+        ev = ev + (shortcut_inp != 0).sum(axis=(1, 2, 3))
+        _, syn_sc, reads_sc = _conv_counts(sc, layer.shortcut_weight, 1, 0, (ho, wo))
+        syn, reads = syn + syn_sc, reads + reads_sc
+    return current, {"input_events": ev, "synaptic_events": syn, "weight_reads": reads}
+
+
 def run(model: QuantModel, x_q, *, exit_threshold=None, trace=False) -> GoldenResult:
     """Run integer inference on a batch of quantized inputs ``x_q`` (B, input_size).
 
     All ``t_max`` timesteps are computed (the dynamics up to t do not depend on the exit), then each
-    inference's exit timestep is the first ``t`` with ``margin(z_t) >= exit_threshold``.
+    inference's exit timestep is the first ``t`` with ``margin(z_t) >= exit_threshold``. Dense and
+    conv layers (with pooling and residual shortcuts) follow ``model/SEMANTICS.md``.
     """
     x = check_input(model, x_q)
     thr = model.exit_threshold if exit_threshold is None else exit_threshold
     nb, T, neu = len(x), model.t_max, model.neuron
     step = {ly.name: {k: np.zeros((T, nb), np.int64) for k in COUNTERS} for ly in model.layers}
     spikes = {ly.name: np.zeros((T, nb, ly.out_features), bool) for ly in model.layers[:-1]} if trace else {}
-    state = [np.zeros((nb, ly.out_features), np.int64) for ly in model.layers]
-    nnz_col = [(ly.weight != 0).sum(axis=0).astype(np.int64) for ly in model.layers]
+    state = [np.zeros((nb,) + ly.map_shape, np.int64) for ly in model.layers]
+    thresholds = [None if ly.threshold is None else
+                  ly.threshold.astype(np.int64).reshape((-1,) + (1,) * (len(ly.map_shape) - 1))
+                  for ly in model.layers]
     first = model.layers[0]
-    current0 = x @ first.weight.T.astype(np.int64) + first.bias
-    c0 = step[first.name]
-    c0["input_events"][0] = (x != 0).sum(axis=1)
-    c0["synaptic_events"][0] = (x != 0) @ nnz_col[0]
-    c0["weight_reads"][0] = c0["input_events"][0] * first.out_features
+    x0 = x.reshape((nb,) + tuple(first.in_shape)) if first.kind == "conv" else x
+    current0, counts0 = synapses(first, x0)
+    for k, v in counts0.items():
+        step[first.name][k][0] = v
     z_hist = np.zeros((T, nb, model.n_classes), np.int64)
     for t in range(T):
-        s_prev = None
+        s_prev, outs = None, {}
         for i, ly in enumerate(model.layers):
             c = step[ly.name]
             if i == 0:
                 current = current0
             else:
-                ev = s_prev.astype(np.int64)
-                current = ev @ ly.weight.T.astype(np.int64) + ly.bias
-                c["input_events"][t] = ev.sum(axis=1)
-                c["synaptic_events"][t] = ev @ nnz_col[i]
-                c["weight_reads"][t] = c["input_events"][t] * ly.out_features
+                current, counts = synapses(ly, s_prev, outs.get(ly.shortcut))
+                for k, v in counts.items():
+                    c[k][t] = v
             c["membrane_reads"][t] = ly.out_features
             c["membrane_writes"][t] = ly.out_features
             if ly.role == "output":
                 state[i] = saturate(state[i] + current, neu.membrane_bits)
             else:
-                state[i], s_prev = lif_step(state[i], current, ly.threshold.astype(np.int64),
-                                            neu.leak_shift, neu.reset, neu.membrane_bits)
-                c["spikes"][t] = s_prev.sum(axis=1)
+                state[i], s = lif_step(state[i], current, thresholds[i], neu.leak_shift, neu.reset,
+                                       neu.membrane_bits)
+                flat = s.reshape(nb, -1)
+                c["spikes"][t] = flat.sum(axis=1)
                 if trace:
-                    spikes[ly.name][t] = s_prev
+                    spikes[ly.name][t] = flat
+                s_prev = or_pool(s, ly.pool) if ly.kind == "conv" else s
+                outs[ly.name] = s_prev
         z_hist[t] = state[-1]
     margin = top2_margin(z_hist)
     exit_t = exit_steps(margin, thr, T)

@@ -4,13 +4,16 @@
   Conv2d synapses each followed by BatchNorm, optional max pooling of spikes, and a non-spiking
   output integrator (``z_t = o_1 + ... + o_t``). Time is folded into the batch for the synapses, so
   each layer costs one matmul/convolution for all timesteps.
-* :class:`IntSNN` -- the same fully-connected network after BatchNorm folding, computed on integers
-  exactly as ``model/golden.py`` does (rounding, floor-shift leak, saturation, reset), with
-  straight-through estimators so it can be fine-tuned (quantization-aware training). Evaluated in
-  float64 its outputs equal the golden model's bit for bit.
+  Residual blocks (``res``) and removable spatial "Units" (extra Conv-BN-LIF blocks used during
+  training only, see :mod:`~spikeloom.model.prune`) are stages too.
+* :class:`IntSNN` -- the same network after BatchNorm folding (:meth:`SNN.folded_stages`), computed on
+  integers exactly as ``model/golden.py`` does (rounding, floor-shift leak, saturation, reset,
+  OR-pooling, residual shortcuts), with straight-through estimators so it can be fine-tuned
+  (quantization-aware training). Evaluated in float64 its outputs equal the golden model's bit for bit.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,10 +25,34 @@ from .errors import ConfigError
 from .modelfile import Layer, QuantModel, signed_range
 
 ARCHS = {
-    # name: hidden stages; ("dense", n) | ("conv", channels) | ("pool", k)
+    # name: hidden stages; ("dense", n) | ("conv", channels[, kernel, stride, padding]) | ("pool", k)
+    # | ("res", channels[, stride]): a residual block (see SNN)
     "mlp": (("dense", 128), ("dense", 128)),
     "vgg": (("conv", 16), ("conv", 32), ("pool", 2), ("conv", 32), ("pool", 2)),
+    "resnet": (("conv", 16), ("res", 16), ("res", 32, 2), ("pool", 2)),
 }
+STAGE_KINDS = ("dense", "conv", "pool", "res")
+
+
+@dataclass
+class Folded:
+    """One synaptic stage after BatchNorm folding, in float64 real units (threshold 1.0).
+
+    ``kind`` is ``"dense"`` (``weight`` (out, in)) or ``"conv"`` (``weight`` (C_out, C_in, k, k),
+    ``stride``, ``padding``, max ``pool`` of the output spikes). ``shortcut`` is the index of an
+    earlier stage whose output spikes drive the 1x1 convolution ``shortcut_weight`` (C_out, C_src,
+    1, 1) with ``shortcut_stride``; its current adds to this stage's (``bias`` holds both biases).
+    """
+
+    kind: str
+    weight: np.ndarray
+    bias: np.ndarray
+    stride: int = 1
+    padding: int = 0
+    pool: int = 1
+    shortcut: int | None = None
+    shortcut_weight: np.ndarray | None = None
+    shortcut_stride: int = 1
 
 
 class _Spike(torch.autograd.Function):
@@ -55,6 +82,22 @@ def floor_ste(v):
     return v + (torch.floor(v) - v).detach()
 
 
+def _stage(spec):
+    """Normalise a stage tuple to (kind, n, kernel, stride, padding)."""
+    kind, n, *rest = spec
+    if kind not in STAGE_KINDS + ("unit",):
+        raise ConfigError(f"unknown stage kind {kind!r}; allowed: {', '.join(STAGE_KINDS)}")
+    if kind == "conv":
+        k, st, pad = (tuple(rest) + (3, 1, 1)[len(rest):])[:3]
+    elif kind == "res":
+        k, st, pad = 3, (rest[0] if rest else 1), 1
+    elif kind == "unit":
+        k, st, pad = 3, 1, 1
+    else:
+        k, st, pad = n, 1, 0
+    return kind, n, k, st, pad
+
+
 class SNN(nn.Module):
     """Float spiking network for training.
 
@@ -64,43 +107,109 @@ class SNN(nn.Module):
         (C, H, W) of one input.
     n_classes : int
     arch : str or tuple
-        A key of :data:`ARCHS` or a tuple of stages.
+        A key of :data:`ARCHS` or a tuple of stages: ``("dense", n)``, ``("conv", C[, k, stride,
+        padding])`` (default 3x3, stride 1, padding 1), ``("pool", k)`` (max pooling of the previous
+        conv stage's spikes) and ``("res", C[, stride])``: a residual block ``LIF(BN(conv3x3(LIF(BN(
+        conv3x3_stride(s))))) + BN(conv1x1_stride(s)))`` with a projection shortcut.
     neuron : NeuronConfig
     t_max : int
+    units : int
+        ``M`` removable spatial Units (Conv3x3-BN-LIF, channels kept) inserted after stage ``unit_at``
+        (1-based) for training; :func:`spikeloom.model.prune.remove_units` takes them out again.
+    unit_at : int
+        ``AS``, the stage after which the Units sit (its output must be a (C, H, W) map).
+    learn_threshold : bool
+        One trainable threshold per channel of every LIF layer (initial 1.0) instead of the fixed 1.0.
+        Folding divides each layer's weights and bias by it, so the integer model is unchanged.
     """
 
-    def __init__(self, input_shape, n_classes, arch="mlp", neuron=NeuronConfig(), t_max=4):
+    def __init__(self, input_shape, n_classes, arch="mlp", neuron=NeuronConfig(), t_max=4, *, units=0,
+                 unit_at=1, learn_threshold=False):
         super().__init__()
         if isinstance(arch, str) and arch not in ARCHS:
             raise ConfigError(f"arch = {arch!r}; allowed: {', '.join(ARCHS)}")
         stages = ARCHS[arch] if isinstance(arch, str) else tuple(arch)
+        if isinstance(units, bool) or not isinstance(units, int) or units < 0:
+            raise ConfigError(f"units = {units!r} must be an integer >= 0")
+        if units and not (isinstance(unit_at, int) and 1 <= unit_at <= len(stages)):
+            raise ConfigError(f"unit_at = {unit_at!r} is outside the allowed range [1, {len(stages)}]")
         self.arch, self.neuron, self.t_max = arch, neuron, t_max
         self.input_shape = tuple(input_shape)
+        self.n_classes, self.units, self.unit_at, self.learn_threshold = n_classes, units, unit_at, learn_threshold
         self.blocks = nn.ModuleList()
-        self.kinds = []
+        self.thetas = nn.ParameterDict()
+        self.kinds, self.specs, self.is_unit = [], [], []
         shape = self.input_shape
-        for kind, n in stages:
+        full = []
+        for j, st in enumerate(stages):
+            full.append((st, False))
+            if units and j + 1 == unit_at:
+                full += [(("unit", None), True)] * units
+        for spec, unit in full:
+            kind, n, k, stv, pad = _stage(spec)
+            if kind == "unit":
+                if len(shape) != 3:
+                    raise ConfigError(f"Units need a (C, H, W) map after stage {unit_at}, got shape {shape}")
+                n = shape[0]
+            i = len(self.blocks)
             if kind == "dense":
                 feat = int(np.prod(shape))
                 self.blocks.append(nn.ModuleDict({"syn": nn.Linear(feat, n, bias=False), "bn": nn.BatchNorm1d(n)}))
                 shape = (n,)
-            elif kind == "conv":
+            elif kind in ("conv", "unit", "res"):
                 if len(shape) != 3:
-                    raise ConfigError(f"a conv stage needs a (C, H, W) input, got {shape}")
-                self.blocks.append(nn.ModuleDict({"syn": nn.Conv2d(shape[0], n, 3, padding=1, bias=False),
-                                                  "bn": nn.BatchNorm2d(n)}))
-                shape = (n, shape[1], shape[2])
+                    raise ConfigError(f"a {kind} stage needs a (C, H, W) input, got {shape}")
+                if kind == "res" and i == 0:
+                    raise ConfigError("a residual block cannot be the first stage (its shortcut needs spikes)")
+                mods = {"syn": nn.Conv2d(shape[0], n, k, stride=stv, padding=pad, bias=False),
+                        "bn": nn.BatchNorm2d(n)}
+                h, w = (shape[1] + 2 * pad - k) // stv + 1, (shape[2] + 2 * pad - k) // stv + 1
+                if h < 1 or w < 1:
+                    raise ConfigError(f"stage {spec!r} makes the {shape[1]}x{shape[2]} map empty")
+                if kind == "res":
+                    mods.update(syn2=nn.Conv2d(n, n, 3, padding=1, bias=False), bn2=nn.BatchNorm2d(n),
+                                sc=nn.Conv2d(shape[0], n, 1, stride=stv, bias=False), bnsc=nn.BatchNorm2d(n))
+                self.blocks.append(nn.ModuleDict(mods))
+                shape = (n, h, w)
             elif kind == "pool":
+                if i == 0 or self.kinds[-1] == "pool" or len(shape) != 3:
+                    raise ConfigError("a pool stage must follow a conv or res stage")
                 self.blocks.append(nn.ModuleDict({"pool": nn.MaxPool2d(n)}))
                 shape = (shape[0], shape[1] // n, shape[2] // n)
-            else:
-                raise ConfigError(f"unknown stage kind {kind!r}; allowed: dense, conv, pool")
             self.kinds.append(kind)
+            self.specs.append((kind, n, k, stv, pad))
+            self.is_unit.append(unit)
+            if learn_threshold and kind != "pool":
+                self.thetas[str(i)] = nn.Parameter(torch.ones(n))
+                if kind == "res":
+                    self.thetas[f"{i}b"] = nn.Parameter(torch.ones(n))
         self.head = nn.Linear(int(np.prod(shape)), n_classes)
 
-    def lif(self, cur):
+    def enable_threshold_learning(self):
+        """Give every LIF layer trainable per-channel thresholds, initialised to 1.0 (the network
+        computes exactly the same until they are trained)."""
+        if self.learn_threshold:
+            return self
+        self.learn_threshold = True
+        ref = self.head.weight
+        for i, (kind, spec) in enumerate(zip(self.kinds, self.specs)):
+            if kind == "pool":
+                continue
+            self.thetas[str(i)] = nn.Parameter(torch.ones(spec[1], dtype=ref.dtype, device=ref.device))
+            if kind == "res":
+                self.thetas[f"{i}b"] = nn.Parameter(torch.ones(spec[1], dtype=ref.dtype, device=ref.device))
+        return self
+
+    def theta(self, key, ndim):
+        """The trainable thresholds of LIF layer ``key`` shaped to broadcast over (T, B, n, ...)."""
+        if not self.learn_threshold:
+            return None
+        th = self.thetas[key].clamp(min=0.05)
+        return th.reshape(-1, *([1] * (ndim - 3)))
+
+    def lif(self, cur, theta=None):
         """Run LIF neurons over currents (T, B, ...); returns spikes of the same shape."""
-        lam, th = self.neuron.leak, 1.0
+        lam, th = self.neuron.leak, (1.0 if theta is None else theta)
         u = torch.zeros_like(cur[0])
         out = []
         for t in range(cur.shape[0]):
@@ -126,7 +235,10 @@ class SNN(nn.Module):
                 inp = h.flatten(0, 1)
                 inp = inp.flatten(1) if kind == "dense" else inp
                 cur = blk["bn"](blk["syn"](inp)).unflatten(0, (T, B))
-            h = self.lif(cur)
+            h = self.lif(cur, self.theta(str(i), cur.dim()))
+            if kind == "res":
+                cur = blk["bn2"](blk["syn2"](h.flatten(0, 1))) + blk["bnsc"](blk["sc"](inp))
+                h = self.lif(cur.unflatten(0, (T, B)), self.theta(f"{i}b", cur.dim() + 1))
         o = self.head(h.flatten(2))
         return torch.cumsum(o, dim=0)
 
@@ -135,34 +247,90 @@ class SNN(nn.Module):
         if any(k != "dense" for k in self.kinds):
             raise ConfigError(f"the integer pipeline supports fully-connected networks (arch 'mlp'); "
                               f"arch {self.arch!r} has {sorted(set(self.kinds) - {'dense'})} stages")
-        out = []
-        for blk in self.blocks:
-            bn = blk["bn"]
+        return [(f.weight, f.bias) for f in self.folded_stages()]
+
+    def folded_stages(self):
+        """[:class:`Folded`] for every synaptic stage and the head, BatchNorm (and learned thresholds)
+        folded in; what :class:`IntSNN` quantizes. Works for every architecture."""
+        def fold(syn, bn, theta_key=None):
             a = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double()
-            w = blk["syn"].weight.detach().double() * a[:, None]
+            w = syn.weight.detach().double() * a.reshape(-1, *([1] * (syn.weight.dim() - 1)))
             b = bn.bias.detach().double() - a * bn.running_mean.detach().double()
-            out.append((w.numpy(), b.numpy()))
-        out.append((self.head.weight.detach().double().numpy(), self.head.bias.detach().double().numpy()))
+            return w, b
+
+        def unthreshold(key, *arrays):
+            if not self.learn_threshold:
+                return arrays
+            th = self.thetas[key].detach().double().clamp(min=0.05)
+            return tuple(v / th.reshape(-1, *([1] * (v.dim() - 1))) for v in arrays)
+
+        out = []
+        for i, (kind, blk, spec) in enumerate(zip(self.kinds, self.blocks, self.specs)):
+            if kind == "pool":
+                out[-1].pool = spec[1]
+                continue
+            w, b = unthreshold(str(i), *fold(blk["syn"], blk["bn"]))
+            if kind == "dense":
+                out.append(Folded("dense", w.numpy(), b.numpy()))
+                continue
+            _, _, k, stv, pad = spec
+            src = len(out) - 1
+            out.append(Folded("conv", w.numpy(), b.numpy(), stride=stv, padding=pad))
+            if kind == "res":
+                w2, b2 = fold(blk["syn2"], blk["bn2"])
+                wsc, bsc = fold(blk["sc"], blk["bnsc"])
+                w2, wsc, b2 = unthreshold(f"{i}b", w2, wsc, b2 + bsc)
+                out.append(Folded("conv", w2.numpy(), b2.numpy(), stride=1, padding=1, shortcut=src,
+                                  shortcut_weight=wsc.numpy(), shortcut_stride=stv))
+        out.append(Folded("dense", self.head.weight.detach().double().numpy(),
+                          self.head.bias.detach().double().numpy()))
         return out
 
 
 class IntSNN(nn.Module):
-    """Integer-exact fully-connected SNN (BatchNorm folded) with straight-through gradients.
+    """Integer-exact SNN (BatchNorm folded) with straight-through gradients: dense, conv, pool, residual.
 
-    The trainable parameters are the folded float weights and biases; every forward pass quantizes
-    them (:meth:`qparams`) and runs the integer arithmetic of the golden model on integer-valued
-    tensors. ``theta`` (1.0 in float units) becomes an integer threshold per neuron.
+    ``folded`` is a list of :class:`Folded` stages (or, for a fully-connected net, ``(W, b)`` pairs),
+    the last being the dense output layer. The trainable parameters are the folded float weights
+    and biases (and shortcut weights); every forward pass quantizes them (:meth:`qparams`) and runs
+    the integer arithmetic of the golden model on integer-valued tensors. ``theta`` (1.0 in float
+    units) becomes an integer threshold per neuron (per channel for conv stages).
     """
 
     def __init__(self, folded, input_shape, neuron=NeuronConfig(), quant=QuantConfig(), t_max=4):
         super().__init__()
         self.neuron, self.quant, self.t_max = neuron, quant, t_max
         self.input_shape = tuple(input_shape)
-        self.W = nn.ParameterList([nn.Parameter(torch.tensor(w, dtype=torch.float32)) for w, _ in folded])
-        self.b = nn.ParameterList([nn.Parameter(torch.tensor(b, dtype=torch.float32)) for _, b in folded])
+        stages = [f if isinstance(f, Folded) else Folded("dense", *f) for f in folded]
+        self.W = nn.ParameterList([nn.Parameter(torch.tensor(f.weight, dtype=torch.float32)) for f in stages])
+        self.b = nn.ParameterList([nn.Parameter(torch.tensor(f.bias, dtype=torch.float32)) for f in stages])
+        self.Wsc = nn.ParameterDict({str(i): nn.Parameter(torch.tensor(f.shortcut_weight, dtype=torch.float32))
+                                     for i, f in enumerate(stages) if f.shortcut is not None})
+        self.stages = [Folded(f.kind, None, None, f.stride, f.padding, f.pool, f.shortcut, None, f.shortcut_stride)
+                       for f in stages]
+        self.in_shapes = []
+        shape = self.input_shape
+        for i, f in enumerate(stages):
+            if f.kind == "dense" and f.shortcut is None and f.pool == 1:
+                self.in_shapes.append(())
+                shape = (f.weight.shape[0],)
+                continue
+            if f.kind != "conv" or len(shape) != 3 or f.weight.ndim != 4 or f.weight.shape[1] != shape[0]:
+                raise ConfigError(f"stage {i}: a {f.kind} stage with weight {np.shape(f.weight)} cannot follow "
+                                  f"a map of shape {shape} (pool and shortcut are for conv stages)")
+            if f.shortcut is not None and not 0 <= f.shortcut < i:
+                raise ConfigError(f"stage {i}: shortcut = {f.shortcut!r} must name an earlier stage")
+            self.in_shapes.append(shape)
+            k = f.weight.shape[-1]
+            h = (shape[1] + 2 * f.padding - k) // f.stride + 1
+            w = (shape[2] + 2 * f.padding - k) // f.stride + 1
+            shape = (f.weight.shape[0], h // f.pool, w // f.pool)
+        if stages[-1].kind != "dense":
+            raise ConfigError("the last stage (the output integrator) must be dense")
 
     def qparams(self):
-        """[(Wq, bq, thq, eff_scale)] integer-valued float tensors (thq None for the output)."""
+        """[(Wq, bq, thq, eff_scale, Wscq)] integer-valued float tensors (thq None for the output,
+        Wscq None without a shortcut)."""
         qmax_w = (1 << (self.quant.weight_bits - 1)) - 1
         lo_m, hi_m = signed_range(self.neuron.membrane_bits)
         th_cap = (hi_m + 1) // 8  # thresholds stay at most 1/8 of the membrane range: headroom
@@ -171,43 +339,69 @@ class IntSNN(nn.Module):
         for i, (W, b) in enumerate(zip(self.W, self.b)):
             in_scale = s_x if i == 0 else 1.0
             last = i == n - 1
-            a = W.detach().abs().amax() if (last or not self.quant.per_channel) else W.detach().abs().amax(dim=1)
+            sc = self.Wsc[str(i)] if str(i) in self.Wsc else None
+            per_channel = not (last or not self.quant.per_channel)
+            wabs = W.detach().abs().reshape(W.shape[0], -1)
+            if sc is not None:
+                wabs = torch.cat([wabs, sc.detach().abs().reshape(W.shape[0], -1)], dim=1)
+            a = wabs.amax(dim=1) if per_channel else wabs.amax()
             s = torch.clamp(a / qmax_w, min=1e-12)
             if not last:
                 s = torch.maximum(s, torch.full_like(s, 1.0 / (in_scale * th_cap)))
             s = s.expand(W.shape[0]) if s.dim() == 0 else s
-            wq = torch.clamp(round_ste(W / s[:, None]), -qmax_w, qmax_w)
+            sv = s.reshape(-1, *([1] * (W.dim() - 1)))
+            wq = torch.clamp(round_ste(W / sv), -qmax_w, qmax_w)
+            scq = None if sc is None else torch.clamp(round_ste(sc / s.reshape(-1, 1, 1, 1)), -qmax_w, qmax_w)
             eff = s * in_scale
             bq = torch.clamp(round_ste(b / eff), lo_m, hi_m)
             thq = None if last else torch.clamp(torch.round(1.0 / eff), 1, hi_m)
-            out.append((wq, bq, thq, eff))
+            out.append((wq, bq, thq, eff, scq))
         return out
+
+    def _current(self, i, inp, wq, bq):
+        st = self.stages[i]
+        if st.kind == "dense":
+            return inp @ wq.T + bq
+        return F.conv2d(inp, wq, stride=st.stride, padding=st.padding) + bq[:, None, None]
 
     def run(self, params, x_q):
         """Accumulated integer outputs z (T, B, K) from integer inputs x_q (B, F)."""
         neu = self.neuron
         lo_m, hi_m = signed_range(neu.membrane_bits)
         x_q = x_q.to(params[0][0].dtype)
-        h = None
-        for i, (wq, bq, thq, _) in enumerate(params):
+        T, B = self.t_max, x_q.shape[0]
+        h, outs = None, []
+        for i, (wq, bq, thq, _, scq) in enumerate(params):
+            st = self.stages[i]
             if i == 0:
-                cur = (x_q @ wq.T + bq).unsqueeze(0).expand(self.t_max, -1, -1)
+                inp = x_q if st.kind == "dense" else x_q.reshape(B, *self.in_shapes[0])
+                cur = self._current(0, inp, wq, bq)
+                cur = cur.unsqueeze(0).expand(T, *([-1] * cur.dim()))
+            elif st.kind == "dense":
+                cur = (h if h.dim() == 3 else h.flatten(2)) @ wq.T + bq
             else:
-                cur = h @ wq.T + bq
+                cur = self._current(i, h.flatten(0, 1), wq, bq)
+                if scq is not None:
+                    cur = cur + F.conv2d(outs[st.shortcut].flatten(0, 1), scq, stride=st.shortcut_stride)
+                cur = cur.unflatten(0, (T, B))
             if thq is None:
                 z, zs = torch.zeros_like(cur[0]), []
-                for t in range(self.t_max):
+                for t in range(T):
                     z = torch.clamp(z + cur[t], lo_m, hi_m)
                     zs.append(z)
                 return torch.stack(zs)
+            th = thq if st.kind == "dense" else thq.reshape(-1, 1, 1)
             u, spikes = torch.zeros_like(cur[0]), []
-            for t in range(self.t_max):
+            for t in range(T):
                 leaked = u - floor_ste(u / (1 << neu.leak_shift)) if neu.leak_shift else u
                 u = torch.clamp(leaked + cur[t], lo_m, hi_m)
-                s = spike(u, thq)
-                u = u * (1 - s) if neu.reset == "zero" else u - s * thq
+                s = spike(u, th)
+                u = u * (1 - s) if neu.reset == "zero" else u - s * th
                 spikes.append(s)
             h = torch.stack(spikes)
+            if st.kind == "conv" and st.pool > 1:
+                h = F.max_pool2d(h.flatten(0, 1), st.pool).unflatten(0, (T, B))
+            outs.append(h)
         raise AssertionError("unreachable: the last layer is the output integrator")
 
     def forward(self, x_q):
@@ -217,29 +411,41 @@ class IntSNN(nn.Module):
 
     def integer_params(self):
         """The quantized parameters as int64 numpy arrays (what gets exported)."""
+        def np_int(v):
+            return None if v is None else v.round().long().numpy()
         with torch.no_grad():
-            return [(wq.round().long().numpy(), bq.round().long().numpy(),
-                     None if thq is None else thq.round().long().numpy(), eff.double().numpy())
-                    for wq, bq, thq, eff in self.qparams()]
+            return [(np_int(wq), np_int(bq), np_int(thq), eff.double().numpy(), np_int(scq))
+                    for wq, bq, thq, eff, scq in self.qparams()]
 
     @torch.no_grad()
     def exact_z(self, x_q, batch=4096):
         """Integer z (T, B, K) as int64, computed in float64 from the exported integers."""
-        params = [(torch.tensor(w, dtype=torch.float64), torch.tensor(b, dtype=torch.float64),
-                   None if th is None else torch.tensor(th, dtype=torch.float64), torch.tensor(e))
-                  for w, b, th, e in self.integer_params()]
-        x_q = torch.as_tensor(np.asarray(x_q), dtype=torch.float64)
+        def f64(v):
+            return None if v is None else torch.tensor(v, dtype=torch.float64)
+        params = [(f64(w), f64(b), f64(th), torch.tensor(e), f64(sc)) for w, b, th, e, sc in self.integer_params()]
+        x_q = torch.as_tensor(np.asarray(x_q), dtype=torch.float64).reshape(len(x_q), -1)
         outs = [self.run(params, x_q[i:i + batch]) for i in range(0, len(x_q), batch)]
         return torch.cat(outs, dim=1).round().long().numpy()
+
+    def layer_names(self):
+        return [f"{'conv' if st.kind == 'conv' else 'fc'}{i + 1}" for i, st in enumerate(self.stages)]
 
     def export(self, name, dataset, exit_threshold, classes=(), extra=None) -> QuantModel:
         layers = []
         ip = self.integer_params()
-        for i, (w, b, th, eff) in enumerate(ip):
+        names = self.layer_names()
+        for i, (w, b, th, eff, sc) in enumerate(ip):
+            st = self.stages[i]
             role = "analog" if i == 0 else ("output" if i == len(ip) - 1 else "spiking")
-            layers.append(Layer(name=f"fc{i + 1}", role=role, weight=w, bias=b, threshold=th,
+            geo = {}
+            if st.kind == "conv":
+                geo = dict(kind="conv", in_shape=tuple(self.in_shapes[i]), stride=st.stride, padding=st.padding,
+                           pool=st.pool)
+                if st.shortcut is not None:
+                    geo.update(shortcut=names[st.shortcut], shortcut_weight=sc, shortcut_stride=st.shortcut_stride)
+            layers.append(Layer(name=names[i], role=role, weight=w, bias=b, threshold=th,
                                 weight_bits=self.quant.weight_bits,
-                                scale=[float(eff[0])] if role == "output" else [float(v) for v in eff]))
+                                scale=[float(eff[0])] if role == "output" else [float(v) for v in eff], **geo))
         return QuantModel(name=name, dataset=dataset, input_shape=self.input_shape,
                           input_bits=self.quant.input_bits, t_max=self.t_max, neuron=self.neuron,
                           exit_criterion="margin", exit_threshold=int(exit_threshold), layers=layers,

@@ -59,13 +59,19 @@ def _batches(n, bs, gen):
     return [perm[i:i + bs] for i in range(0, n, bs)]
 
 
-def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate):
-    """Adam + cosine schedule; keeps the state with the best validation score."""
+def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_step=None):
+    """Adam + cosine schedule; keeps the state with the best validation score.
+
+    ``after_step(model)``, if given, runs once before training and after every optimizer step (e.g.
+    to record and re-apply pruning masks, :class:`spikeloom.model.prune.KeepZeros`).
+    """
     gen = torch.Generator().manual_seed(seed)
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     best, best_state, history = -1.0, None, []
+    if after_step is not None:
+        after_step(model)
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, mininterval=1.0, disable=None)
     for _ in bar:
         model.train()
@@ -75,6 +81,8 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate):
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
+            if after_step is not None:
+                after_step(model)
             total += loss.item() * len(idx)
         sched.step()
         score = evaluate(model)
@@ -94,11 +102,16 @@ def accumulate(model: SNN, x, batch=1024):
         return torch.cat([model(xt[i:i + batch]) for i in range(0, len(xt), batch)], dim=1).numpy()
 
 
-def train_float(split, cfg: TrainConfig, neuron: NeuronConfig):
-    """Train the float SNN on ``split.train``, selecting the epoch with the best validation accuracy."""
+def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after_step=None):
+    """Train the float SNN on ``split.train``, selecting the epoch with the best validation accuracy.
+
+    ``model``: start from this :class:`SNN` (fine-tuning; its own ``t_max`` is used) instead of a
+    fresh ``cfg.arch`` network. ``after_step``: see :func:`_fit`.
+    """
     torch.manual_seed(cfg.seed)
-    model = SNN(split.train.shape, len(split.train.classes), cfg.arch, neuron, cfg.t_max)
-    loss_fn = TimeLoss(cfg.loss, cfg.t_max)
+    if model is None:
+        model = SNN(split.train.shape, len(split.train.classes), cfg.arch, neuron, cfg.t_max)
+    loss_fn = TimeLoss(cfg.loss, model.t_max)
     x = torch.as_tensor(split.train.x)
     y = torch.as_tensor(split.train.y)
 
@@ -106,14 +119,17 @@ def train_float(split, cfg: TrainConfig, neuron: NeuronConfig):
         return float((first_argmax(accumulate(m, split.val.x)[-1]) == split.val.y).mean())
 
     history = _fit(model, loss_fn, x, y, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size,
-                   cfg.seed, "train (float)", val_acc)
+                   cfg.seed, "train (float)", val_acc, after_step)
     return model, history
 
 
-def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: QuantConfig):
-    """Fold BatchNorm, quantize, and fine-tune the integer-exact network (straight-through)."""
+def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: QuantConfig, after_step=None):
+    """Fold BatchNorm, quantize, and fine-tune the integer-exact network (straight-through).
+
+    Works for every architecture (dense, conv, pool, residual); ``after_step``: see :func:`_fit`.
+    """
     torch.manual_seed(cfg.seed + 1)
-    imodel = IntSNN(model.folded(), split.train.shape, neuron, quant, cfg.t_max)
+    imodel = IntSNN(model.folded_stages(), split.train.shape, neuron, quant, model.t_max)
     x_q = torch.as_tensor(quantize_input_q(quant, split.train.x), dtype=torch.float32)
     y = torch.as_tensor(split.train.y)
     xv = quantize_input_q(quant, split.val.x)
@@ -121,11 +137,11 @@ def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: 
     def val_acc(m):
         return float((first_argmax(m.exact_z(xv)[-1]) == split.val.y).mean())
 
-    loss_fn = TimeLoss(cfg.loss, cfg.t_max)
+    loss_fn = TimeLoss(cfg.loss, model.t_max)
     history = []
     if cfg.qat_epochs:
         history = _fit(imodel, loss_fn, x_q, y, cfg.qat_epochs, cfg.qat_lr, 0.0, cfg.batch_size,
-                       cfg.seed + 1, "train (QAT)", val_acc)
+                       cfg.seed + 1, "train (QAT)", val_acc, after_step)
     return imodel, history
 
 

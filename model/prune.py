@@ -1,0 +1,236 @@
+"""Spatio-temporal pruning: weight masks, structured channel pruning, removable Units, fewer timesteps.
+
+Spatial (weights): :func:`magnitude_prune` zeroes the smallest weights to an exact target sparsity
+(per layer or globally), :func:`channel_prune` whole output channels by the L1 norm of their
+BatchNorm-folded weights. Both return *masks* (``{parameter name: bool tensor}``, ``True`` = kept);
+:func:`apply_masks`, :func:`keep_masks` (an ``after_step`` hook for :mod:`~spikeloom.model.train`),
+:func:`attach_masks` (an optimizer post-step hook) and :class:`KeepZeros` keep pruned weights at
+exactly zero during fine-tuning, so they are exactly zero in the exported integer model too.
+
+Spatial (Units): an :class:`~spikeloom.model.snn.SNN` built with ``units=M, unit_at=AS`` trains with M
+extra Conv-BN-LIF blocks after stage AS; :func:`remove_units` returns the base network, which is then
+fine-tuned (``train_float(..., model=base)``).
+
+Temporal: :func:`reduce_timesteps` retrains at T-1 from the T network, T = t_from .. t_to
+(Chowdhury, Rathi, Roy, ECCV 2022), with trainable thresholds.
+"""
+
+import copy
+from dataclasses import replace
+
+import torch
+
+from .errors import ConfigError
+from .snn import SNN
+
+SCOPES = ("layer", "global")
+
+
+def prunable(model):
+    """{name: parameter} of the synaptic weights: every parameter with 2 or more dimensions
+    (Linear / Conv2d weights of :class:`SNN`, head and shortcuts included; ``W.i`` / ``Wsc.i`` of
+    :class:`IntSNN`). BatchNorm parameters, biases and thresholds are 1-d and never pruned here."""
+    return {n: p for n, p in model.named_parameters() if p.dim() >= 2}
+
+
+def _check_fraction(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+        raise ConfigError(f"{name} = {v!r} must be a number in [0, 1]")
+
+
+def _smallest(values, k):
+    """Bool mask (True = kept) dropping exactly the ``k`` smallest ``values`` (stable: on ties the
+    lower flat index goes first)."""
+    keep = torch.ones(values.numel(), dtype=torch.bool)
+    if k:
+        order = torch.sort(values.flatten(), stable=True).indices
+        keep[order[:k]] = False
+    return keep.reshape(values.shape)
+
+
+@torch.no_grad()
+def apply_masks(model, masks):
+    """Multiply each masked parameter by its mask in place (pruned entries become exactly 0.0)."""
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        if name not in params:
+            raise KeyError(f"mask for {name!r}, which is not a parameter of {type(model).__name__}")
+        params[name].mul_(m.to(params[name].dtype))
+    return model
+
+
+@torch.no_grad()
+def magnitude_prune(model, sparsity, scope="layer", names=None):
+    """Zero the smallest-magnitude synaptic weights; return the masks (already applied).
+
+    Parameters
+    ----------
+    model : SNN or IntSNN (any module; see :func:`prunable`)
+    sparsity : float in [0, 1]
+        Fraction of weights set to zero: exactly ``round(sparsity * n)`` of the ``n`` weights of each
+        parameter (``scope="layer"``) or of all of them together (``scope="global"``). Weights that
+        are already zero count (they are the smallest).
+    names : iterable of str, optional
+        Restrict to these parameters (default: all of :func:`prunable`).
+    """
+    _check_fraction("sparsity", sparsity)
+    if scope not in SCOPES:
+        raise ConfigError(f"scope = {scope!r}; allowed: {', '.join(SCOPES)}")
+    params = prunable(model)
+    if names is not None:
+        missing = sorted(set(names) - set(params))
+        if missing:
+            raise ConfigError(f"not prunable weights of this model: {missing}; prunable: {sorted(params)}")
+        params = {n: params[n] for n in names}
+    if scope == "layer":
+        masks = {n: _smallest(p.abs(), round(sparsity * p.numel())) for n, p in params.items()}
+    else:
+        flat = torch.cat([p.abs().flatten() for p in params.values()])
+        keep = _smallest(flat, round(sparsity * flat.numel()))
+        masks, at = {}, 0
+        for n, p in params.items():
+            masks[n] = keep[at:at + p.numel()].reshape(p.shape)
+            at += p.numel()
+    apply_masks(model, masks)
+    return masks
+
+
+def _bn_scale(bn):
+    return (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().abs()
+
+
+def _row_l1(w):
+    return w.detach().abs().reshape(w.shape[0], -1).sum(dim=1)
+
+
+@torch.no_grad()
+def channel_prune(model: SNN, ratio):
+    """Structured pruning: in every LIF layer of ``model`` (not the head), remove the
+    ``round(ratio * C)`` output channels (at most C - 1) with the smallest L1 norm of their
+    BatchNorm-folded input weights (``|a_j| * sum |W_j|``; for a residual block's second layer the
+    shortcut's folded weights add in). A removed channel has its weight rows and its BatchNorm
+    ``gamma`` and ``beta`` zeroed: it gets no current and never spikes. Returns the masks (applied).
+    """
+    _check_fraction("ratio", ratio)
+    if not isinstance(model, SNN):
+        raise TypeError(f"channel_prune needs a float SNN, got {type(model).__name__}")
+    groups = []  # (score (C,), [(param name, row-shaped?)])
+    for i, (kind, blk) in enumerate(zip(model.kinds, model.blocks)):
+        if kind == "pool":
+            continue
+        pre = f"blocks.{i}."
+        groups.append((_bn_scale(blk["bn"]) * _row_l1(blk["syn"].weight),
+                       [pre + "syn.weight", pre + "bn.weight", pre + "bn.bias"]))
+        if kind == "res":
+            score = _bn_scale(blk["bn2"]) * _row_l1(blk["syn2"].weight) + _bn_scale(blk["bnsc"]) * _row_l1(blk["sc"].weight)
+            groups.append((score, [pre + n for n in ("syn2.weight", "sc.weight", "bn2.weight", "bn2.bias",
+                                                     "bnsc.weight", "bnsc.bias")]))
+    params = dict(model.named_parameters())
+    masks = {}
+    for score, names in groups:
+        c = score.numel()
+        keep = _smallest(score, min(round(ratio * c), c - 1))
+        for n in names:
+            shape = params[n].shape
+            masks[n] = keep.reshape(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+    apply_masks(model, masks)
+    return masks
+
+
+def keep_masks(masks):
+    """An ``after_step(model)`` hook for ``train_float`` / ``train_qat`` that re-applies ``masks``."""
+    return lambda model: apply_masks(model, masks)
+
+
+def attach_masks(optimizer, model, masks):
+    """Re-apply ``masks`` after every ``optimizer.step()`` (returns the hook handle to remove it)."""
+    apply_masks(model, masks)
+    return optimizer.register_step_post_hook(lambda *_: apply_masks(model, masks))
+
+
+class KeepZeros:
+    """``after_step`` hook that keeps every synaptic weight that is zero at the first call at zero.
+
+    For QAT after pruning the float net: ``train_qat(..., after_step=KeepZeros())`` (the training
+    loop calls the hook once before the first step, when the masks are recorded).
+    """
+
+    def __init__(self):
+        self.masks = None
+
+    def __call__(self, model):
+        if self.masks is None:
+            self.masks = {n: p.detach() != 0 for n, p in prunable(model).items()}
+        apply_masks(model, self.masks)
+
+
+def sparsity(model, names=None):
+    """Fraction of exactly-zero synaptic weights, ``{name: fraction}`` plus ``"total"``."""
+    params = prunable(model)
+    if names is not None:
+        params = {n: params[n] for n in names}
+    out = {n: float((p == 0).sum()) / p.numel() for n, p in params.items()}
+    out["total"] = float(sum((p == 0).sum() for p in params.values())) / sum(p.numel() for p in params.values())
+    return out
+
+
+@torch.no_grad()
+def remove_units(model: SNN) -> SNN:
+    """The base network of ``model`` without its Units, sharing no tensors with it, with every other
+    block's (and the head's) trained parameters and BatchNorm statistics copied."""
+    if not isinstance(model, SNN):
+        raise TypeError(f"remove_units needs a float SNN, got {type(model).__name__}")
+    base = SNN(model.input_shape, model.n_classes, model.arch, model.neuron, model.t_max,
+               learn_threshold=model.learn_threshold)
+    kept = [i for i, u in enumerate(model.is_unit) if not u]
+    state = model.state_dict()
+    new = {}
+    for key, v in base.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "blocks":
+            parts[1] = str(kept[int(parts[1])])
+        elif parts[0] == "thetas":
+            j, suffix = parts[1].rstrip("b"), parts[1][len(parts[1].rstrip("b")):]
+            parts[1] = str(kept[int(j)]) + suffix
+        new[key] = state[".".join(parts)].clone()
+    base.load_state_dict(new)
+    return base
+
+
+def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=None, history=None,
+                     after_step=None):
+    """Progressive temporal pruning: from a network at ``t_from`` timesteps, retrain at ``t_from - 1``
+    initialised from it, and so on down to ``t_to``; returns the ``t_to`` network (a new object).
+
+    ``model`` is an :class:`SNN` (trained at ``t_from``; its ``t_max`` must equal it) or ``None``
+    (train one at ``t_from`` with ``cfg`` first). Thresholds are made trainable
+    (:meth:`SNN.enable_threshold_learning`). Each stage trains ``epochs`` (default ``cfg.epochs``)
+    epochs with ``cfg``; ``history``, if a list, receives ``{"t_max", "history"}`` per stage.
+    ``after_step`` (e.g. :func:`keep_masks`) is passed to every stage.
+    """
+    from .train import train_float
+
+    if not (isinstance(t_from, int) and isinstance(t_to, int) and 1 <= t_to <= t_from <= 64):
+        raise ConfigError(f"need 1 <= t_to <= t_from <= 64, got t_from = {t_from!r}, t_to = {t_to!r}")
+    neuron = neuron if neuron is not None else (model.neuron if model is not None else None)
+    if neuron is None:
+        raise ConfigError("reduce_timesteps needs a NeuronConfig when no model is given")
+    if model is None:
+        model, hist = train_float(split, replace(cfg, t_max=t_from), neuron)
+        if history is not None:
+            history.append({"t_max": t_from, "history": hist})
+    elif model.t_max != t_from:
+        raise ConfigError(f"the model runs {model.t_max} timesteps but t_from = {t_from}")
+    model = copy.deepcopy(model).enable_threshold_learning()
+    for T in range(t_from - 1, t_to - 1, -1):
+        model = copy.deepcopy(model)
+        model.t_max = T
+        stage_cfg = replace(cfg, t_max=T, epochs=epochs or cfg.epochs)
+        model, hist = train_float(split, stage_cfg, neuron, model=model, after_step=after_step)
+        if history is not None:
+            history.append({"t_max": T, "history": hist})
+    return model
+
+
+__all__ = ["prunable", "apply_masks", "magnitude_prune", "channel_prune", "keep_masks", "attach_masks",
+           "KeepZeros", "sparsity", "remove_units", "reduce_timesteps"]

@@ -1,0 +1,183 @@
+"""Pruning: exact sparsity, masks that survive training, zeros that reach the integer model, fewer timesteps."""
+
+import numpy as np
+import pytest
+import torch
+
+from spikeloom.model import golden, prune
+from spikeloom.model.config import NeuronConfig, QuantConfig
+from spikeloom.model.data import Dataset, Split
+from spikeloom.model.errors import ConfigError
+from spikeloom.model.snn import SNN, IntSNN
+from spikeloom.model.train import TrainConfig, train_qat
+
+
+def _net(arch="vgg", **kw):
+    torch.manual_seed(0)
+    net = SNN((1, 8, 8), 4, arch, NeuronConfig(1, "subtract", 16), t_max=2, **kw)
+    net(torch.rand(32, 1, 8, 8))  # BatchNorm statistics
+    return net.eval()
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.37, 0.9, 1.0])
+def test_magnitude_prune_exact_sparsity(scope, sparsity):
+    net = _net("resnet")
+    before = {n: p.detach().clone() for n, p in prune.prunable(net).items()}
+    masks = prune.magnitude_prune(net, sparsity, scope)
+    params = prune.prunable(net)
+    assert set(masks) == set(params) and "blocks.1.sc.weight" in masks and "head.weight" in masks
+    if scope == "layer":
+        for n, p in params.items():
+            assert int((p == 0).sum()) == round(sparsity * p.numel()) == int((~masks[n]).sum())
+    else:
+        total = sum(p.numel() for p in params.values())
+        assert sum(int((p == 0).sum()) for p in params.values()) == round(sparsity * total)
+        # global: every kept weight is at least as large as every pruned one
+        kept = torch.cat([before[n][masks[n]].abs() for n in params])
+        gone = torch.cat([before[n][~masks[n]].abs() for n in params])
+        if len(kept) and len(gone):
+            assert kept.min() >= gone.max()
+    for n, p in params.items():
+        assert (p[masks[n]] == before[n][masks[n]]).all()  # survivors untouched
+
+
+def test_magnitude_prune_errors():
+    net = _net()
+    with pytest.raises(ConfigError, match="sparsity"):
+        prune.magnitude_prune(net, 1.5)
+    with pytest.raises(ConfigError, match="scope"):
+        prune.magnitude_prune(net, 0.5, "row")
+    with pytest.raises(ConfigError, match="not prunable"):
+        prune.magnitude_prune(net, 0.5, names=["blocks.0.bn.weight"])
+
+
+def test_masks_survive_optimizer_steps():
+    net = _net((("conv", 4), ("res", 4, 2), ("pool", 2)))
+    opt = torch.optim.Adam(net.parameters(), 1e-2, weight_decay=1e-3)
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 4
+    for _ in range(2):  # momentum that would move pruned weights
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net.train()(x)[-1], y).backward()
+        opt.step()
+    masks = prune.magnitude_prune(net, 0.6)
+    prune.attach_masks(opt, net, masks)
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x)[-1], y).backward()
+        opt.step()
+    assert set(masks) == {"blocks.0.syn.weight", "blocks.1.syn.weight", "blocks.1.syn2.weight",
+                          "blocks.1.sc.weight", "head.weight"}
+    for n, p in prune.prunable(net).items():
+        assert (p[~masks[n]] == 0).all() and int((p == 0).sum()) >= int((~masks[n]).sum())
+    # and without the hook the same step would have moved them (the test can fail)
+    opt2 = torch.optim.Adam(net.parameters(), 1e-2)
+    opt2.zero_grad()
+    torch.nn.functional.cross_entropy(net(x)[-1], y).backward()
+    opt2.step()
+    assert any((p[~masks[n]] != 0).any() for n, p in prune.prunable(net).items())
+
+
+def _tiny_split(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    x = rng.random((n, 1, 8, 8)).astype(np.float32) * 0.3
+    for i, c in enumerate(y):  # class c lights up quadrant c
+        x[i, 0, (c // 2) * 4:(c // 2) * 4 + 4, (c % 2) * 4:(c % 2) * 4 + 4] += 0.7
+    x = np.clip(x, 0, 1).astype(np.float32)
+    classes = tuple(str(c) for c in range(4))
+    d = Dataset("quadrants", x, y.astype(np.int64), classes)
+    return Split(train=d, val=d, test=d)
+
+
+def test_pruned_weights_reach_the_integer_model_and_cut_events():
+    net = _net("vgg")
+    split = _tiny_split()
+    quant, neu = QuantConfig(8, 8), net.neuron
+    dense_model = IntSNN(net.folded_stages(), (1, 8, 8), neu, quant, 2).export("d", "none", 0)
+    prune.magnitude_prune(net, 0.7, "layer")
+    keeper = prune.KeepZeros()
+    cfg = TrainConfig(arch="vgg", t_max=2, qat_epochs=1, batch_size=16, qat_lr=1e-2)
+    imodel, _ = train_qat(net, split, cfg, neu, quant, after_step=keeper)
+    pruned = imodel.export("p", "none", 0)
+    for ly_d, ly_p, (name, w) in zip(dense_model.layers, pruned.layers, prune.prunable(net).items()):
+        zero = (w == 0).numpy()
+        assert (ly_p.weight[zero] == 0).all(), name  # every pruned float weight is an exact integer zero
+        assert (ly_p.weight == 0).mean() >= zero.mean()
+    assert (prune.sparsity(imodel)["total"]) >= 0.7
+    x_q = golden.quantize_input(pruned, split.val.x)
+    r_p, r_d = golden.run(pruned, x_q), golden.run(dense_model, x_q)
+    assert (imodel.exact_z(x_q) == r_p.z).all()
+    first = pruned.layers[0].name
+    # the analog layer sees the same inputs, so its synaptic events drop with its weights
+    nnz_ratio = (pruned.layers[0].weight != 0).sum() / (dense_model.layers[0].weight != 0).sum()
+    assert r_p.counters()[first]["synaptic_events"].sum() < r_d.counters()[first]["synaptic_events"].sum()
+    assert nnz_ratio < 0.6
+    for ly in pruned.layers:
+        c = r_p.counters()[ly.name]
+        assert (c["synaptic_events"] <= c["weight_reads"]).all()
+
+
+def test_channel_prune_kills_channels():
+    net = _net("resnet")
+    masks = prune.channel_prune(net, 0.5)
+    stages = net.folded_stages()
+    for f in stages[:-1]:
+        dead = np.all(f.weight.reshape(len(f.weight), -1) == 0, axis=1)
+        assert dead.sum() == round(0.5 * len(f.weight))
+        assert (f.bias[dead] == 0).all()
+        if f.shortcut_weight is not None:
+            assert (f.shortcut_weight[dead] == 0).all()
+    assert masks["blocks.0.bn.bias"].sum() == 8
+    imodel = IntSNN(stages, (1, 8, 8), net.neuron, t_max=2)
+    model = imodel.export("c", "none", 0)
+    x_q = golden.quantize_input(model, np.random.default_rng(0).random((6, 1, 8, 8)))
+    r = golden.run(model, x_q, trace=True)
+    for ly in model.layers[:-1]:
+        dead = np.all(ly.weight.reshape(ly.channels, -1) == 0, axis=1)
+        sp = r.spikes[ly.name].reshape(2, 6, ly.channels, -1)
+        assert not sp[:, :, dead].any()  # a pruned channel never spikes
+    with pytest.raises(TypeError):
+        prune.channel_prune(imodel, 0.5)
+
+
+def test_units_train_then_come_out():
+    split = _tiny_split()
+    torch.manual_seed(0)
+    net = SNN((1, 8, 8), 4, "vgg", NeuronConfig(), t_max=2, units=2, unit_at=1)
+    assert net.kinds == ["conv", "unit", "unit", "conv", "pool", "conv", "pool"] and sum(net.is_unit) == 2
+    from spikeloom.model.train import train_float
+    cfg = TrainConfig(arch="vgg", t_max=2, epochs=1, batch_size=16)
+    net, _ = train_float(split, cfg, NeuronConfig(), model=net)
+    base = prune.remove_units(net)
+    assert base.kinds == SNN((1, 8, 8), 4, "vgg").kinds and not any(base.is_unit)
+    sd, bsd = net.state_dict(), base.state_dict()
+    assert torch.equal(bsd["blocks.1.syn.weight"], sd["blocks.3.syn.weight"])  # after the 2 units
+    assert torch.equal(bsd["blocks.0.bn.running_mean"], sd["blocks.0.bn.running_mean"])
+    assert torch.equal(bsd["head.weight"], sd["head.weight"])
+    base, _ = train_float(split, cfg, NeuronConfig(), model=base)  # fine-tune the base net
+    imodel = IntSNN(base.folded_stages(), (1, 8, 8), t_max=2)
+    assert len(imodel.export("b", "none", 0).layers) == 4
+
+
+def test_reduce_timesteps_down_to_one():
+    split = _tiny_split()
+    torch.manual_seed(0)
+    net = SNN((1, 8, 8), 4, (("conv", 4), ("res", 4), ("pool", 2)), NeuronConfig(), t_max=3)
+    cfg = TrainConfig(arch="vgg", t_max=3, epochs=1, batch_size=16)
+    history = []
+    one = prune.reduce_timesteps(net, split, cfg, t_from=3, t_to=1, history=history)
+    assert one.t_max == 1 and [h["t_max"] for h in history] == [2, 1] and net.t_max == 3
+    assert one.learn_threshold and not net.learn_threshold
+    assert any((p != 1).any() for p in one.thetas.values())  # thresholds were trained
+    with torch.no_grad():
+        assert one(torch.as_tensor(split.val.x)).shape == (1, 48, 4)
+    imodel, _ = train_qat(one, split, TrainConfig(arch="vgg", t_max=1, qat_epochs=0), NeuronConfig(), QuantConfig())
+    model = imodel.export("t1", "none", 0)
+    assert model.t_max == 1
+    x_q = golden.quantize_input(model, split.val.x)
+    r = golden.run(model, x_q)
+    assert r.z.shape == (1, 48, 4) and (r.exit_t == 1).all()
+    assert (imodel.exact_z(x_q) == r.z).all()
+    with pytest.raises(ConfigError, match="t_from"):
+        prune.reduce_timesteps(net, split, cfg, t_from=4, t_to=1)
