@@ -9,9 +9,10 @@ BUILD  ?= build
 NET    ?= mlp
 PES    ?= 8
 SIM    ?= verilator
+comma  := ,
 ARGS   ?=
 
-.PHONY: all venv sim test test-slow bench clean distclean
+.PHONY: all venv sim test test-slow bench ablation clean distclean
 
 all: sim
 
@@ -37,6 +38,19 @@ test-slow: $(STAMP)
 ## make bench: cycles per inference vs N and vs spike count beside the bound -> build/bench.json, build/bench_cycles.png
 bench: $(STAMP)
 	$(PY) -m spikeloom.flows.bench --build $(BUILD) $(ARGS)
+
+## make ablation: the ATSNN loss ablation (every loss schedule trained and evaluated) -> build/ablation.json
+ablation: $(STAMP)
+	$(PY) -m spikeloom.flows.ablation --build $(BUILD) $(ARGS)
+
+## make synth [TARGET=ecp5-25k|ecp5-85k|ice40-up5k] [PES=4 or PES=1,2,4,8,16] [NET=mlp or NET=path.slm]:
+## export -> Yosys -> nextpnr -> timing -> bitstream; build/synth.json, table, build/synth.png.
+## Plain `make synth`: the default network on ecp5-25k (N = 8) and ice40-up5k (N = 4).
+synth: $(STAMP)
+	$(PY) -m spikeloom.flows.synth --build $(BUILD) \
+	  $(if $(TARGET),$(foreach t,$(subst $(comma), ,$(TARGET)),--target $(t))) \
+	  $(if $(filter command line environment,$(origin PES)),--pes $(PES)) \
+	  $(if $(filter command line environment,$(origin NET)),--model $(NET)) $(ARGS)
 
 clean:
 	rm -rf $(BUILD) .hypothesis sim_build

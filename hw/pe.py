@@ -79,8 +79,12 @@ class PE(wiring.Component):
         widths, depths = plan.widths(), plan.depths()
         mems = {}
         for name in MEMORIES:
+            # The weight memory is the design's bulk storage: ask for block RAM (Yosys and Vivado read
+            # ram_style) even where a small one would fit in logic; the small per-neuron memories are
+            # left to the tool (distributed RAM).
+            attrs = {"ram_style": "block"} if name == "weight" else None
             mems[name] = m.submodules[name] = Memory(
-                shape=signed(widths[name]), depth=depths[name], init=plan.init(p, name))
+                shape=signed(widths[name]), depth=depths[name], init=plan.init(p, name), attrs=attrs)
 
         w_rd = mems["weight"].read_port()
         acc_wr = mems["acc"].write_port()

@@ -9,6 +9,7 @@ quantized input images, and the stimulus settings (random idle and back-pressure
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -47,6 +48,27 @@ def _prepare(simulator):
         raise SpikeloomError("Icarus Verilog (iverilog) is not installed: apt-get install iverilog")
 
 
+# Yosys's write_verilog makes every `always @*` block sensitive to a trigger register declared as
+# `reg \$auto$verilog_backend...$N = 0;`, so that the block runs once at time 0. Icarus Verilog 11
+# (Debian's) applies declaration initialisers without an event: blocks whose inputs never change
+# (a `case` on a register that keeps its initial value) would keep X forever. An `initial #0`
+# assignment of the same value fires the event after every process has started.
+_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)
+
+
+def icarus_source(verilog: Path, build_dir: Path) -> Path:
+    """A copy of ``verilog`` for Icarus 11 whose always-block triggers fire at time 0 (see ``_TRIGGER``)."""
+    text = Path(verilog).read_text()
+    patched, n = _TRIGGER.subn(lambda m: f"{m[1]}reg {m[2]} ;\n{m[1]}initial #0 {m[2]} = 1'h0;", text)
+    if not n:
+        raise SpikeloomError(f"{verilog}: no write_verilog time-0 trigger found; cannot prepare it for Icarus")
+    out = Path(build_dir) / Path(verilog).name.replace(".v", "_icarus.v")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.exists() or out.read_text() != patched:
+        out.write_text(patched)
+    return out
+
+
 def build(verilog: Path, build_dir: Path, simulator="verilator"):
     """Compile ``verilog`` into ``build_dir`` (make rebuilds only what changed)."""
     from cocotb_tools.runner import get_runner
@@ -55,6 +77,8 @@ def build(verilog: Path, build_dir: Path, simulator="verilator"):
     build_dir = Path(build_dir).resolve()
     runner = get_runner(simulator)
     sources = [Path(verilog).resolve()]
+    if simulator == "icarus":
+        sources = [icarus_source(verilog, build_dir)]
     args = []
     if simulator == "verilator":
         # No -Wno-fatal: with the documented waivers any remaining warning stops the build.

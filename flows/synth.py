@@ -1,0 +1,345 @@
+"""``make synth``: the exported accelerator through synthesis, place and route, timing and bitstream.
+
+A flow of named steps, each checking its output before the next runs:
+
+``export`` (:func:`spikeloom.flows.export.export`: Verilog, wrapper, memory files) ->
+``synthesis`` (Yosys ``synth_ecp5`` / ``synth_ice40``; every PE's weight memory must be mapped to
+block RAM, a weight memory blown up into logic fails loudly) -> ``place_route`` (nextpnr, its
+``--report`` JSON) -> ``timing`` (fmax and the critical path from that report) -> ``bitstream``
+(``ecppack`` / ``icepack``).
+
+Targets: ``ecp5-25k`` (LFE5U-25F), ``ecp5-85k`` (LFE5U-85F), ``ice40-up5k``. All tools are the
+YoWASP WebAssembly builds from PyPI, so results do not depend on a local toolchain.
+
+Writes ``build/synth.json`` (``targets.<target>``: ``n_pe``, ``luts``, ``ffs``, ``brams``,
+``dsps`` as ``{"used", "available"}``, ``fmax_mhz``, ``bitstream``, throughput; ``runs``: every
+(target, N) built so far, for the plot), prints a table and plots resources and fmax against N
+(``build/synth.png``).
+"""
+
+import argparse
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from spikeloom.model import modelfile
+from spikeloom.model.errors import SpikeloomError
+
+from .export import TOP, export
+
+__all__ = ["TARGETS", "DEFAULT_BUILD", "run_target", "run", "main"]
+
+BIN = Path(sys.executable).parent
+
+
+def _tool(name):
+    return str(BIN / f"yowasp-{name}")
+
+
+# block_bits: data bits of one block RAM (the parity bits of ECP5's 18 kbit DP16KD are not counted)
+TARGETS = {
+    "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
+                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 16384},
+    "ecp5-85k": {"family": "ecp5", "device": ["--85k", "--package", "CABGA381", "--speed", "6"],
+                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 16384},
+    "ice40-up5k": {"family": "ice40", "device": ["--up5k", "--package", "sg48"],
+                   "bram": "SB_RAM40_4K", "dsp": "SB_MAC16", "block_bits": 4096},
+}
+# plain `make synth`: the default network on these targets and N
+DEFAULT_BUILD = {"ecp5-25k": 8, "ice40-up5k": 4}
+FREQ_MHZ = {"ecp5": 100.0, "ice40": 30.0}  # the issue's fmax goals, given to nextpnr as --freq
+
+
+def _run(cmd, log_path, cwd, timeout=3600):
+    # The YoWASP tools see only their working directory (a WASI sandbox): paths are relative to it.
+    with open(log_path, "w") as f:
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, cwd=cwd)
+    if r.returncode:
+        tail = Path(log_path).read_text().splitlines()[-15:]
+        raise SpikeloomError(f"{Path(cmd[0]).name} failed (exit {r.returncode}); see {log_path}:\n  "
+                             + "\n  ".join(tail))
+
+
+def step_export(model_path, n_pe, work, log=print):
+    files = export(model_path, n_pe, work / "export", freq_mhz=100.0)
+    rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / f"{TOP}.v"]
+    if not all(p.exists() and p.stat().st_size for p in rtl):
+        raise SpikeloomError(f"export wrote no Verilog under {work / 'export'}")
+    log(f"[export] {len(files)} files under {work / 'export'}")
+    return rtl
+
+
+def step_synthesis(target, rtl, work, ports, log=print):
+    """Yosys synthesis to a JSON netlist; checks that every PE's weight memory is in block RAM."""
+    t = TARGETS[target]
+    net = work / "synth.json"
+    if net.exists():
+        net.unlink()
+    cmd = "synth_ecp5" if t["family"] == "ecp5" else "synth_ice40 -dsp"
+    srcs = " ".join(str(Path(p).relative_to(work)) for p in rtl)
+    script = f"read_verilog {srcs}; {cmd} -top {TOP} -json {net.name}; tee -q -o stat.txt stat"
+    log(f"[synthesis] yosys {cmd} ({target})")
+    _run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], work / "yosys.out", work)
+    if not net.exists():
+        raise SpikeloomError(f"yosys wrote no netlist {net}")
+    cells = json.loads(net.read_text())["modules"][TOP]["cells"]
+    types = {}
+    for c in cells.values():
+        types[c["type"]] = types.get(c["type"], 0) + 1
+    # every PE's weight memory: the block RAM cells named after it, and enough of them to hold it
+    wmem = next(m for m in ports["memories"] if m["name"] == "weight")
+    need = math.ceil(wmem["depth"] * wmem["width"] / t["block_bits"])
+    for p in range(ports["n_pe"]):
+        pat = re.compile(rf"(^|\.)pe_{p}\.weight(\.|$)")
+        got = sum(1 for name, c in cells.items() if c["type"] == t["bram"] and pat.search(name))
+        if got < need:
+            raise SpikeloomError(
+                f"{target}: the weight memory of pe_{p} ({wmem['depth']} x {wmem['width']} bits) is not in "
+                f"block RAM: {got} {t['bram']} cells for it, at least {need} needed; Yosys mapped it to logic "
+                f"(see {work / 'stat.txt'}). The device has too few block RAMs for this model and N, or the "
+                f"memory's shape does not fit a block RAM port.")
+    return net, types
+
+
+def step_place_route(target, net, work, freq, log=print):
+    t = TARGETS[target]
+    report = work / "report.json"
+    for p in (report, work / "top.config", work / "top.asc"):
+        if p.exists():
+            p.unlink()
+    common = ["--json", net.name, "--report", report.name, "--freq", f"{freq:g}", "--seed", "1",
+              "--timing-allow-fail"]
+    if t["family"] == "ecp5":
+        out = work / "top.config"
+        cmd = [_tool("nextpnr-ecp5"), *t["device"], *common, "--lpf-allow-unconstrained", "--textcfg", out.name]
+    else:
+        out = work / "top.asc"
+        cmd = [_tool("nextpnr-ice40"), *t["device"], *common, "--pcf-allow-unconstrained", "--asc", out.name]
+    log(f"[place_route] nextpnr-{t['family']} {' '.join(t['device'])} --freq {freq:g}")
+    _run(cmd, work / "nextpnr.log", work)
+    if not report.exists() or not out.exists():
+        raise SpikeloomError(f"nextpnr wrote no report or no routed design; see {work / 'nextpnr.log'}")
+    return json.loads(report.read_text()), out
+
+
+def _resources(target, rep, types, ports):
+    t = TARGETS[target]
+    u = rep["utilization"]
+
+    def get(key):
+        v = u.get(key, {"used": 0, "available": 0})
+        return {"used": int(v["used"]), "available": int(v["available"])}
+
+    if t["family"] == "ecp5":
+        return {"luts": get("TRELLIS_COMB"), "ffs": get("TRELLIS_FF"), "brams": get("DP16KD"),
+                "dsps": get("MULT18X18D"), "lutram": get("TRELLIS_RAMW")}
+    lc = get("ICESTORM_LC")
+    ffs = sum(n for ty, n in types.items() if ty.startswith("SB_DFF"))
+    luts = types.get("SB_LUT4", 0) + types.get("SB_CARRY", 0) * 0
+    return {"luts": {"used": luts, "available": lc["available"]}, "ffs": {"used": ffs, "available": lc["available"]},
+            "logic_cells": lc, "brams": get("ICESTORM_RAM"), "dsps": get("ICESTORM_DSP"),
+            "sprams": get("ICESTORM_SPRAM")}
+
+
+def step_timing(rep, work, log=print):
+    """fmax of the clock and a summary of the critical path, from nextpnr's report."""
+    fm = rep.get("fmax") or {}
+    if not fm:
+        raise SpikeloomError(f"nextpnr's report has no fmax; see {work / 'nextpnr.log'}")
+    clk, v = min(fm.items(), key=lambda kv: kv[1]["achieved"])
+    path = {}
+    if rep.get("critical_paths"):
+        cp = max(rep["critical_paths"], key=lambda c: sum(s["delay"] for s in c["path"]))
+        steps_ = cp["path"]
+        through = []
+        for s in steps_:
+            cell = s["to"]["cell"].split("$")[0]
+            part = ".".join(cell.split(".")[:2]) if cell.startswith(("pe_", "core.")) else cell.split(".")[0]
+            part = re.sub(r"_(TRELLIS|LUT4|CCU2|L6MUX|PFUMX|DPRAM|SB_).*", "", part)
+            if part and (not through or through[-1] != part):
+                through.append(part)
+        path = {"from": steps_[0]["from"]["cell"], "to": steps_[-1]["to"]["cell"],
+                "delay_ns": round(sum(s["delay"] for s in steps_), 2),
+                "logic_ns": round(sum(s["delay"] for s in steps_ if s["type"] != "routing"), 2),
+                "routing_ns": round(sum(s["delay"] for s in steps_ if s["type"] == "routing"), 2),
+                "through": through[:24]}
+    return float(v["achieved"]), clk, path
+
+
+def step_bitstream(target, routed, work, log=print):
+    t = TARGETS[target]
+    if t["family"] == "ecp5":
+        bit = work / f"{TOP}.bit"
+        cmd = [_tool("ecppack"), "--compress", routed.name, bit.name]
+    else:
+        bit = work / f"{TOP}.bin"
+        cmd = [_tool("icepack"), routed.name, bit.name]
+    if bit.exists():
+        bit.unlink()
+    log(f"[bitstream] {Path(cmd[0]).name} -> {bit}")
+    _run(cmd, work / "pack.log", work)
+    if not bit.exists() or bit.stat().st_size < 1024:
+        raise SpikeloomError(f"no bitstream at {bit}")
+    return bit
+
+
+def _throughput(n_pe, fmax, model_path, build):
+    """Peak synaptic operations per second and images per second at the measured cycles per inference."""
+    out = {"peak_sops": n_pe * fmax * 1e6}
+    rep = Path(build) / "report.json"
+    if rep.exists():
+        cos = json.loads(rep.read_text()).get("cosim") or {}
+        same = Path(model_path).resolve() == (Path(build) / "digits-mlp" / "model.slm").resolve()
+        if same and cos.get("n_pe") == n_pe and cos.get("cycles_mean"):
+            out.update({"cycles_mean": cos["cycles_mean"], "cycles_to_bound": cos.get("cycles_to_bound"),
+                        "images_per_s": fmax * 1e6 / cos["cycles_mean"],
+                        "cycles_source": f"{rep} cosim ({cos.get('simulator')}, {cos.get('n_images')} images)"})
+    return out
+
+
+def run_target(target, model_path, n_pe, build=Path("build"), log=print):
+    """The flow for one target and N; returns the target's entry of synth.json."""
+    if target not in TARGETS:
+        raise SpikeloomError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
+    t = TARGETS[target]
+    work = Path(build) / "synth" / f"{target}-n{n_pe}"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rtl = step_export(model_path, n_pe, work, log=log)
+    ports = json.loads((work / "export" / "ports.json").read_text())
+    net, types = step_synthesis(target, rtl, work, ports, log=log)
+    freq = FREQ_MHZ[t["family"]]
+    rep, routed = step_place_route(target, net, work, freq, log=log)
+    res = _resources(target, rep, types, ports)
+    for k, v in res.items():
+        if v["available"] and v["used"] > v["available"]:
+            raise SpikeloomError(f"{target}: {k} {v['used']} used > {v['available']} available")
+    fmax, clk, path = step_timing(rep, work, log=log)
+    log(f"[timing] {clk}: fmax {fmax:.2f} MHz (goal {freq:g}); critical path {path.get('delay_ns')} ns "
+        f"through {' -> '.join(path.get('through', [])[:8])}")
+    bit = step_bitstream(target, routed, work, log=log)
+    fmax = round(fmax, 2)
+    entry = {"n_pe": n_pe, "model": str(model_path), **res, "fmax_mhz": fmax, "fmax_goal_mhz": freq,
+             "fmax_ok": fmax >= freq, "critical_path": path, "bitstream": str(bit),
+             "throughput": _throughput(n_pe, fmax, model_path, build), "wall_s": round(time.perf_counter() - t0, 1)}
+    return entry
+
+
+def _fmt(r):
+    return f"{r['used']}/{r['available']}"
+
+
+def table(entries):
+    rows = [["target", "N", "LUTs", "FFs", "BRAMs", "DSPs", "fmax (MHz)", "peak GSOP/s", "images/s", "cycles/bound"]]
+    for target, e in entries:
+        th = e.get("throughput", {})
+        rows.append([target, str(e["n_pe"]), _fmt(e["luts"]), _fmt(e["ffs"]), _fmt(e["brams"]), _fmt(e["dsps"]),
+                     f"{e['fmax_mhz']:.1f}", f"{th.get('peak_sops', 0) / 1e9:.2f}",
+                     f"{th['images_per_s']:.0f}" if "images_per_s" in th else "-",
+                     f"{th['cycles_to_bound']:.3f}" if th.get("cycles_to_bound") else "-"])
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w[i]) for i, c in enumerate(r)) for r in rows]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    return "\n".join(lines)
+
+
+def plot(runs, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for target in sorted({r["target"] for r in runs}):
+        rs = sorted((r for r in runs if r["target"] == target), key=lambda r: r["n_pe"])
+        n = [r["n_pe"] for r in rs]
+        for key, style in (("luts", "o-"), ("ffs", "s--"), ("brams", "^-"), ("dsps", "d:")):
+            a1.plot(n, [100 * r[key]["used"] / max(r[key]["available"], 1) for r in rs], style,
+                    label=f"{target} {key}")
+        a2.plot(n, [r["fmax_mhz"] for r in rs], "o-", label=target)
+    for a in (a1, a2):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("N (processing elements)")
+        a.grid(alpha=0.3)
+    a1.set_ylabel("utilisation (%)")
+    a1.legend(fontsize=6)
+    a2.set_ylabel("fmax (MHz, nextpnr)")
+    a2.legend(fontsize=7)
+    fig.suptitle("spikeloom: resources and fmax against N (make synth)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(targets=None, pes=None, model_path=None, build=Path("build"), log=print):
+    """Build every (target, N); merge into ``build/synth.json``; table and plot. Returns the report."""
+    build = Path(build)
+    model_path = Path(model_path or build / "digits-mlp" / "model.slm")
+    if not model_path.exists():
+        raise SpikeloomError(f"model file {model_path} does not exist (make sim writes the default one)")
+    modelfile.load(model_path)
+    jobs = [(t, n) for t in (targets or DEFAULT_BUILD) for n in (pes or [DEFAULT_BUILD.get(t, 8)])]
+    out_path = build / "synth.json"
+    report = json.loads(out_path.read_text()) if out_path.exists() else {}
+    report.setdefault("targets", {})
+    runs = [r for r in report.get("runs", []) if Path(r.get("model", "")) == model_path]
+    done = []
+    for target, n in jobs:
+        log(f"== {target}, N = {n}, {model_path}")
+        e = run_target(target, model_path, n, build, log=log)
+        report["targets"][target] = e
+        runs = [r for r in runs if not (r["target"] == target and r["n_pe"] == n)] + [{"target": target, **e}]
+        done.append((target, e))
+    report["runs"] = sorted(runs, key=lambda r: (r["target"], r["n_pe"]))
+    report["notes"] = {
+        "fmax_mhz": "nextpnr's achieved fmax for clk after routing (seed 1; --freq is the goal)",
+        "luts": "ECP5: TRELLIS_COMB (LUT4s incl. carry and LUTRAM halves); iCE40: SB_LUT4 cells, of the logic cells",
+        "peak_sops": "N x fmax: one synaptic operation per PE per cycle",
+        "images_per_s": "fmax / cycles per inference measured by co-simulation (build/report.json cosim)",
+    }
+    build.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=1) + "\n")
+    log(table(done))
+    plot(report["runs"], build / "synth.png")
+    log(f"wrote {out_path} and {build / 'synth.png'}")
+    return report
+
+
+def _pes(text):
+    try:
+        vals = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pes needs integers separated by commas, got {text!r}") from None
+    if not vals or not all(1 <= v <= 64 for v in vals):
+        raise argparse.ArgumentTypeError(f"--pes values must lie in [1, 64], got {text!r}")
+    return vals
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="spikeloom-synth", description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", type=Path, default=Path("build"))
+    p.add_argument("--target", action="append", choices=sorted(TARGETS),
+                   help="repeatable; default: ecp5-25k (N = 8) and ice40-up5k (N = 4)")
+    p.add_argument("--pes", type=_pes, default=None, help="N, or a comma-separated sweep (e.g. 1,2,4,8,16)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model file, or an arch name (mlp) for BUILD/digits-<arch>/model.slm; default: the default model")
+    a = p.parse_args(argv)
+    model = a.model
+    if model is not None and model.suffix != ".slm" and not model.exists():
+        model = a.build / f"digits-{model}" / "model.slm"
+    try:
+        report = run(a.target, a.pes, model, a.build)
+    except SpikeloomError as e:
+        print(f"spikeloom: error: {e}", file=sys.stderr)
+        return 2
+    bad = [t for t, e in report["targets"].items() if not e.get("fmax_ok")]
+    if bad:
+        print(f"spikeloom: warning: fmax below the goal on {', '.join(bad)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

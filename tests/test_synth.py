@@ -1,0 +1,70 @@
+"""The synthesis flow (export -> synthesis -> place and route -> timing -> bitstream) on a tiny network.
+
+Full-size builds (the default network, N sweeps) are `slow`: `make synth` runs them.
+"""
+
+import json
+
+import pytest
+
+from spikeloom.flows import synth
+from spikeloom.model import modelfile
+from spikeloom.model.errors import SpikeloomError
+from spikeloom.model.randnet import random_model
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    d = tmp_path_factory.mktemp("synth")
+    model = modelfile.save(random_model((16, 12, 4), seed=1, weight_bits=8), d / "tiny.slm")
+    report = synth.run(["ice40-up5k", "ecp5-25k"], [2], model, d, log=lambda *a: None)
+    return d, model, report
+
+
+@pytest.mark.parametrize("target", ["ice40-up5k", "ecp5-25k"])  # both FPGA families
+def test_flow_writes_resources_fmax_and_bitstream(built, target):
+    d, _, report = built
+    on_disk = json.loads((d / "synth.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    e = report["targets"][target]
+    assert e["n_pe"] == 2
+    for k in ("luts", "ffs", "brams", "dsps"):
+        assert 0 < e[k]["used"] <= e[k]["available"], (k, e[k])
+    assert e["brams"]["used"] >= 2  # one weight memory per PE, in block RAM
+    assert e["dsps"]["used"] >= 2  # the multipliers of the analog layer
+    assert 1 < e["fmax_mhz"] < 1000
+    assert e["critical_path"]["delay_ns"] > 0 and e["critical_path"]["through"]
+    bit = d / "synth" / f"{target}-n2" / ("spikeloom_top.bit" if target.startswith("ecp5") else "spikeloom_top.bin")
+    assert e["bitstream"] == str(bit) and bit.stat().st_size > 1024
+    assert e["throughput"]["peak_sops"] == pytest.approx(2 * e["fmax_mhz"] * 1e6)
+    assert (d / "synth.png").stat().st_size > 0
+    assert {(r["target"], r["n_pe"]) for r in report["runs"]} == {("ice40-up5k", 2), ("ecp5-25k", 2)}
+
+
+def test_weight_memory_outside_block_ram_fails_loudly(built):
+    """The check behind the synthesis step: a weight memory larger than the block RAM cells found for it."""
+    d, _, _ = built
+    work = d / "synth" / "ice40-up5k-n2"
+    ports = json.loads((work / "export" / "ports.json").read_text())
+    for m in ports["memories"]:
+        if m["name"] == "weight":
+            m["depth"] *= 64  # as if the memory had been mapped to far fewer blocks than it needs
+    rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / "spikeloom_top.v"]
+    with pytest.raises(SpikeloomError, match="not in block RAM"):
+        synth.step_synthesis("ice40-up5k", rtl, work, ports, log=lambda *a: None)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(SpikeloomError, match="does not exist"):
+        synth.run(["ecp5-25k"], [2], tmp_path / "missing.slm", tmp_path)
+    with pytest.raises(SpikeloomError, match="unknown target"):
+        synth.run_target("xc7a35t", tmp_path / "m.slm", 2, tmp_path)
+    assert synth.main(["--build", str(tmp_path), "--model", str(tmp_path / "missing.slm")]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_pe", [1, 2, 4, 8, 16])
+def test_default_network_ecp5_85k_sweep(n_pe):
+    """`make synth TARGET=ecp5-85k PES=1,2,4,8,16` one N at a time (needs build/digits-mlp/model.slm)."""
+    report = synth.run(["ecp5-85k"], [n_pe])
+    assert report["targets"]["ecp5-85k"]["brams"]["used"] >= n_pe
