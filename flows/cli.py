@@ -93,6 +93,17 @@ def cmd_generate(a):
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
 
+def cmd_export(a):
+    from spikeloom.model import modelfile
+
+    from .export import export
+
+    _check_pes(a.pes)
+    steps.require_dense(modelfile.load(a.model), "export")
+    files = export(a.model, a.pes, a.out, freq_mhz=a.freq)
+    print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
+
+
 def cmd_gpu_baseline(a):
     from spikeloom.model import modelfile
 
@@ -181,6 +192,12 @@ def build_parser():
     sp.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     sp.add_argument("--trace", action="store_true", help="add the spike trace port")
     sp.set_defaults(fn=cmd_generate)
+    sp = sub.add_parser("export", help="a self-contained Verilog folder for vendor tools (Vivado, Quartus, Yosys)")
+    sp.add_argument("model", type=Path)
+    sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
+    sp.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    sp.add_argument("--freq", type=float, default=25.0, help="clock (MHz) for the constraint examples")
+    sp.set_defaults(fn=cmd_export)
     sp = sub.add_parser("gpu-baseline", help="joules per inference of the network run densely on a GPU "
                         "(NVML energy counter when a CUDA GPU is present, else a documented estimate)")
     sp.add_argument("model", type=Path)

@@ -75,3 +75,9 @@ def test_generate_writes_verilog(model_path, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "g" / "spikeloom_accel.v").read_text().count("module ") >= 2
     assert (tmp_path / "g" / "ports.json").exists()
+
+
+def test_export_folder(model_path, tmp_path):
+    r = spikeloom("export", model_path, "--pes", "2", "-o", tmp_path / "x")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "x" / "rtl" / "spikeloom_top.v").exists() and (tmp_path / "x" / "README.md").exists()
