@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from spikeloom.model.errors import SpikeloomError
 from spikeloom.model.losses import SCHEDULES
 from spikeloom.model.train import TrainConfig
 
 from . import steps
+from .cli import guarded
 
 
 def run(build=Path("build"), losses=SCHEDULES, log=print):
@@ -48,12 +48,7 @@ def main(argv=None):
     p.add_argument("--build", type=Path, default=Path("build"))
     p.add_argument("--losses", default=",".join(SCHEDULES))
     a = p.parse_args(argv)
-    try:
-        run(a.build, tuple(a.losses.split(",")))
-    except SpikeloomError as e:
-        print(f"spikeloom: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return guarded(run, a.build, tuple(a.losses.split(",")))
 
 
 if __name__ == "__main__":

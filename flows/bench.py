@@ -16,6 +16,7 @@ from spikeloom.model import golden
 from spikeloom.model.errors import SpikeloomError
 
 from . import steps
+from .cli import _check_pes, guarded
 
 
 def run(build=Path("build"), pes=(1, 2, 4, 8, 16), n_images=200, simulator="verilator", log=print):
@@ -92,12 +93,11 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--sim", default="verilator")
     a = p.parse_args(argv)
-    try:
+    def job():
+        for n in a.pes:
+            _check_pes(n)
         run(a.build, a.pes, a.images, a.sim)
-    except SpikeloomError as e:
-        print(f"spikeloom: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return guarded(job)
 
 
 if __name__ == "__main__":

@@ -213,10 +213,11 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def guarded(fn, *args):
+    """Run ``fn(*args)`` for a command-line entry point: a user-facing error (SpikeloomError) is
+    printed as one line, exit status 2, never a traceback. Returns the exit status."""
     try:
-        args.fn(args)
+        fn(*args)
     except SpikeloomError as e:
         print(f"spikeloom: error: {e}", file=sys.stderr)
         return 2
@@ -224,6 +225,11 @@ def main(argv=None):
         print("spikeloom: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return guarded(args.fn, args)
 
 
 if __name__ == "__main__":

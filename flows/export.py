@@ -265,13 +265,12 @@ def main(argv=None):
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--freq", type=float, default=25.0, help="clock in MHz for the constraint examples (default 25)")
     a = p.parse_args(argv)
-    try:
+    from .cli import guarded
+
+    def job():
         files = export(a.model, a.pes, a.out, a.freq)
-    except SpikeloomError as e:
-        print(f"spikeloom: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(files)} files under {a.out} (top: rtl/{TOP}.v)")
-    return 0
+        print(f"wrote {len(files)} files under {a.out} (top: rtl/{TOP}.v)")
+    return guarded(job)
 
 
 if __name__ == "__main__":
