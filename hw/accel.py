@@ -16,12 +16,14 @@ Pipeline-drain overhead (cycles in which no chunk is issued; ``hw/perf.py`` mode
 * ``LOAD``: a zero input value costs a cycle only when no chunk is being issued (zeros are
   accepted in parallel with a nonzero value's chunks); ``LOAD`` -> ``UPDATE``: 0 cycles when the
   last value is nonzero and ``chunks[0] > 1``, else 1.
-* ``UPDATE`` -> ``ACC``: 0 cycles when a chunk before the last spiked (the queue is not empty),
-  1 when only the last chunk spiked; with no spike at all the ``ACC`` phase is 1 cycle.
+* ``UPDATE`` -> ``ACC``: a chunk's spikes reach the queue ``SPIKE_STAGE`` (5) cycles after its
+  issue; the ``ACC`` phase cannot end while a spiking update is still in the PE pipeline, so with
+  no spike at all it lasts ``SPIKE_STAGE - 1`` cycles (one more when the last chunk spiked).
 * ``ACC`` -> ``UPDATE``: 0 cycles when ``chunks[l] > 1``, 1 when ``chunks[l] == 1`` (an empty
   queue is seen one cycle after the last pop).
-* output ``UPDATE`` -> next timestep or ``RESULT``: 2 cycles (merge of the last chunk into the
-  top-2, exit decision).
+* output ``UPDATE`` -> next timestep or ``RESULT``: ``Z_STAGE + Top2.latency`` cycles (the last
+  chunk's outputs leave the PEs in stage ``Z_STAGE`` (4), pass the registered top-2 tree and merge,
+  then the exit decision).
 """
 
 import json
@@ -38,7 +40,7 @@ from spikeloom.model.golden import COUNTERS
 
 from .events import InputEventSource, SpikeEventSource
 from .exit import Top2
-from .pe import PE, exec_layout, issue_layout
+from .pe import PE, SPIKE_STAGE, W_NZ_STAGE, Z_STAGE, exec_layout, issue_layout
 from .plan import MEMORIES, Plan
 
 __all__ = ["Accelerator", "Phase", "describe", "generate", "result_layout", "trace_layout"]
@@ -176,7 +178,8 @@ class Accelerator(wiring.Component):
         phase = Signal(Phase, init=Phase.INIT)
         layer = Signal(range(n_layers))
         t = Signal(range(model.t_max + 1), init=1)
-        cnt = Signal(range(max(plan.neuron_depth, 2)))
+        exit_wait = Z_STAGE + top2.latency - 1  # cycles between the last output chunk's issue and EXIT
+        cnt = Signal(range(max(plan.neuron_depth, exit_wait, 2)))
         running = Signal()
         cycles = Signal(COUNTER_BITS)
         counters = [{c: Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS} for lp in plan.layers]
@@ -191,7 +194,8 @@ class Accelerator(wiring.Component):
         # The event being issued: from the registers while busy (chunks 1.. of a multi-chunk
         # event), else straight from the event source, so that events follow back to back.
         busy = Signal()
-        ec = Signal(range(plan.max_chunks))
+        # at least 1 bit: a zero-width signal (one chunk per layer) is emitted as an ascending `[-1:0]` vector
+        ec = Signal(range(max(plan.max_chunks, 2)))
         ebase = Signal(issue_layout(plan).members["w_addr"])
         ex = Signal(model.input_bits)
         efirst = Signal()
@@ -236,12 +240,19 @@ class Accelerator(wiring.Component):
         issue = Signal(issue_layout(plan))
         nxt = Signal(exec_layout(plan))
         exe = Signal(exec_layout(plan))
-        nxt_chunk, s1_chunk = Signal(range(plan.max_chunks)), Signal(range(plan.max_chunks))
+        nxt_chunk, s1_chunk = Signal.like(ec), Signal.like(ec)
         nxt_lanes, s1_lanes = Signal(range(n + 1)), Signal(range(n + 1))
         nxt_layer, s1_layer = Signal(range(n_layers)), Signal(range(n_layers))
         m.d.sync += [exe.eq(nxt), s1_chunk.eq(nxt_chunk), s1_lanes.eq(nxt_lanes), s1_layer.eq(nxt_layer)]
         for p, pe in enumerate(pes):
             m.d.comb += [pe.issue.eq(issue), pe.exe.eq(exe), pe.lane_valid.eq(s1_lanes > p)]
+        # The stage-1 command and its chunk, lane count and layer, delayed to stages 2..SPIKE_STAGE.
+        stages = {1: (exe, s1_chunk, s1_lanes, s1_layer)}
+        for st in range(2, SPIKE_STAGE + 1):
+            cur = (Signal(exec_layout(plan), name=f"s{st}"), Signal.like(s1_chunk, name=f"s{st}_chunk"),
+                   Signal.like(s1_lanes, name=f"s{st}_lanes"), Signal.like(s1_layer, name=f"s{st}_layer"))
+            m.d.sync += [a.eq(b) for a, b in zip(cur, stages[st - 1])]
+            stages[st] = cur
 
         in_update = phase == Phase.UPDATE
         chunk = Mux(in_update, cnt, cur_c)
@@ -259,46 +270,60 @@ class Accelerator(wiring.Component):
             nxt_layer.eq(layer),
         ]
 
-        # Stage 1: spikes, counters, output top-2.
+        # Synaptic-event counters (stage W_NZ_STAGE), output top-2 (stage Z_STAGE), spikes and
+        # update counters (stage SPIKE_STAGE).
+        sw, sw_chunk, sw_lanes, sw_layer = stages[W_NZ_STAGE]
+        n_syn = _popcount(m, Cat(pe.w_nz for pe in pes), "n_syn")
+        with m.If(sw.acc):
+            with m.Switch(sw_layer):
+                for li in range(n_layers):
+                    with m.Case(li):
+                        cs = counters[li]
+                        m.d.sync += [
+                            cs["weight_reads"].eq(cs["weight_reads"] + sw_lanes),
+                            cs["synaptic_events"].eq(cs["synaptic_events"] + n_syn),
+                        ]
+        ss, ss_chunk, ss_lanes, ss_layer = stages[SPIKE_STAGE]
         mask = Signal(n)
         m.d.comb += mask.eq(Cat(pe.spike for pe in pes))
         n_spikes = _popcount(m, mask, "n_spikes")
-        n_syn = _popcount(m, Cat(pe.w_nz for pe in pes), "n_syn")
-        with m.Switch(s1_layer):
-            for li in range(n_layers):
-                with m.Case(li):
-                    cs = counters[li]
-                    with m.If(exe.acc):
+        with m.If(ss.update):
+            with m.Switch(ss_layer):
+                for li in range(n_layers):
+                    with m.Case(li):
+                        cs = counters[li]
                         m.d.sync += [
-                            cs["weight_reads"].eq(cs["weight_reads"] + s1_lanes),
-                            cs["synaptic_events"].eq(cs["synaptic_events"] + n_syn),
-                        ]
-                    with m.If(exe.update):
-                        m.d.sync += [
-                            cs["membrane_reads"].eq(cs["membrane_reads"] + s1_lanes),
-                            cs["membrane_writes"].eq(cs["membrane_writes"] + s1_lanes),
+                            cs["membrane_reads"].eq(cs["membrane_reads"] + ss_lanes),
+                            cs["membrane_writes"].eq(cs["membrane_writes"] + ss_lanes),
                             cs["spikes"].eq(cs["spikes"] + n_spikes),
                         ]
-        push = exe.update & ~exe.output & (mask != 0)
+        push = ss.update & ~ss.output & (mask != 0)
         m.d.comb += [
             spikes.push.valid.eq(push),
-            spikes.push.payload.chunk.eq(s1_chunk),
+            spikes.push.payload.chunk.eq(ss_chunk),
             spikes.push.payload.mask.eq(mask),
         ]
+        sz, sz_chunk, sz_lanes, _ = stages[Z_STAGE]
+        z_base = Signal.like(top2.base)
+        m.d.sync += z_base.eq(stages[Z_STAGE - 1][1] * n)
         for p, pe in enumerate(pes):
-            m.d.comb += [top2.values[p].eq(pe.z), top2.valid[p].eq(s1_lanes > p)]
+            m.d.comb += [top2.values[p].eq(pe.z), top2.valid[p].eq(sz_lanes > p)]
         m.d.comb += [
-            top2.base.eq(s1_chunk * n),
-            top2.en.eq(exe.update & exe.output),
-            top2.restart.eq(s1_chunk == 0),
+            top2.base.eq(z_base),
+            top2.en.eq(sz.update & sz.output),
+            top2.restart.eq(sz_chunk == 0),
         ]
+        # A spiking-layer update still in the pipeline may yet push a spike-queue entry.
+        update_in_flight = push
+        for st in range(1, SPIKE_STAGE):
+            update_in_flight = update_in_flight | stages[st][0].update
 
         if self.trace:
             m.submodules.trace_queue = tq = SyncFIFO(width=self.trace_layout.size,
-                                                     depth=plan.max_spiking_chunks)
+                                                     depth=max(plan.max_spiking_chunks, 2))
             entry = Signal(self.trace_layout)
             m.d.comb += [
-                entry.timestep.eq(t), entry.layer.eq(s1_layer), entry.chunk.eq(s1_chunk), entry.mask.eq(mask),
+                entry.timestep.eq(t), entry.layer.eq(ss_layer), entry.chunk.eq(ss_chunk), entry.mask.eq(mask),
                 tq.w_data.eq(entry.as_value()),
                 tq.w_en.eq(push),
                 self.o_trace.valid.eq(tq.r_rdy),
@@ -340,8 +365,8 @@ class Accelerator(wiring.Component):
                 drained = ~busy | at_last
                 with m.If(in_load & inputs.done & drained):
                     m.d.sync += [cnt.eq(0), phase.eq(Phase.UPDATE)]
-                # push: the previous UPDATE's last chunk is still writing a spike entry.
-                with m.If(in_acc & ~ev_valid & ~push & drained):
+                # the previous UPDATE's last chunks may still push spike entries.
+                with m.If(in_acc & ~ev_valid & ~update_in_flight & drained):
                     m.d.sync += [cnt.eq(0), phase.eq(Phase.UPDATE)]
             with m.Case(Phase.UPDATE):
                 stall = (cnt == 0) & (layer != out_layer) & ~trace_empty
@@ -356,7 +381,11 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.EXIT_WAIT):
-                m.d.sync += phase.eq(Phase.EXIT)
+                # until the last output chunk's values are in top2
+                with m.If(cnt == exit_wait - 1):
+                    m.d.sync += [cnt.eq(0), phase.eq(Phase.EXIT)]
+                with m.Else():
+                    m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.EXIT):
                 with m.If(done_now):
                     m.d.sync += phase.eq(Phase.RESULT)

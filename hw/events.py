@@ -132,7 +132,8 @@ class SpikeEventSource(wiring.Component):
         m = Module()
         n = self._n_pe
         entry = self.push.payload.shape()
-        m.submodules.queue = queue = SyncFIFO(width=entry.size, depth=self._depth)
+        # depth >= 2: a 1-entry SyncFIFO has zero-width pointers (ascending `[-1:0]` vectors in Verilog)
+        m.submodules.queue = queue = SyncFIFO(width=entry.size, depth=max(self._depth, 2))
         m.d.comb += [
             queue.w_data.eq(self.push.payload.as_value()),
             queue.w_en.eq(self.push.valid),

@@ -11,7 +11,10 @@ class Top2(wiring.Component):
 
     Values arrive in increasing index order (lane ``p`` of a step has index ``base + p``), so a
     later value replaces the top-1 only when strictly greater: the lowest index wins ties, as in
-    ``golden.first_argmax``. The lanes are merged by a balanced tree (depth ``ceil_log2(n_lanes)``).
+    ``golden.first_argmax``. The lanes are merged by a balanced tree (depth ``ceil_log2(n_lanes)``)
+    with a register after every level, then into the running top-1 / top-2: a step's values are
+    included in the outputs ``latency = ceil_log2(n_lanes) + 1`` cycles after it is presented.
+    Steps may be presented back to back.
 
     Parameters
     ----------
@@ -29,7 +32,7 @@ class Top2(wiring.Component):
     base : In(unsigned(...))
         Index of lane 0.
     en : In(1)
-        Merge this step (registered: the outputs include it from the next cycle).
+        Merge this step (the outputs include it ``latency`` cycles later).
     restart : In(1)
         With ``en``: forget the previous steps (the first step of a scan).
     top1, top2 : Out(signed(value_bits + 1))
@@ -40,6 +43,7 @@ class Top2(wiring.Component):
     def __init__(self, n_lanes, value_bits, n_values):
         self._n = n_lanes
         self._bits = value_bits
+        self.latency = ceil_log2(n_lanes) + 1
         ib = max(1, ceil_log2(n_values))
         super().__init__({
             "values": In(data.ArrayLayout(signed(value_bits), n_lanes)),
@@ -81,18 +85,27 @@ class Top2(wiring.Component):
                 leaf[2].eq(neg),
             ]
             level.append(leaf)
+        en, restart = self.en, self.restart
         depth = 0
         while len(level) > 1:
-            level = [merge(level[i], level[i + 1], f"t{depth}_{i // 2}") if i + 1 < len(level) else level[i]
-                     for i in range(0, len(level), 2)]
+            merged = [merge(level[i], level[i + 1], f"t{depth}_{i // 2}") if i + 1 < len(level) else level[i]
+                      for i in range(0, len(level), 2)]
+            level = []
+            for j, nd in enumerate(merged):
+                reg = node(f"r{depth}_{j}")
+                m.d.sync += [r.eq(v) for r, v in zip(reg, nd)]
+                level.append(reg)
+            en_r, restart_r = Signal(name=f"en_{depth}"), Signal(name=f"restart_{depth}")
+            m.d.sync += [en_r.eq(en), restart_r.eq(restart)]
+            en, restart = en_r, restart_r
             depth += 1
         prev = node("prev")
         m.d.comb += [
-            prev[0].eq(Mux(self.restart, neg, self.top1)),
+            prev[0].eq(Mux(restart, neg, self.top1)),
             prev[1].eq(self.top1_index),
-            prev[2].eq(Mux(self.restart, neg, self.top2)),
+            prev[2].eq(Mux(restart, neg, self.top2)),
         ]
         new = merge(prev, level[0], "new")
-        with m.If(self.en):
+        with m.If(en):
             m.d.sync += [self.top1.eq(new[0]), self.top1_index.eq(new[1]), self.top2.eq(new[2])]
         return m

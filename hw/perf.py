@@ -6,6 +6,9 @@ it against the RTL. :func:`bound` is the work bound the design is measured again
 """
 
 import numpy as np
+from amaranth.utils import ceil_log2
+
+from .pe import SPIKE_STAGE, Z_STAGE
 
 
 def _ceil(a, b):
@@ -43,13 +46,18 @@ def _load(x, c0):
 
 
 def _acc(avail, push0, c):
-    """Cycles of an ACC phase whose events become available at cycles ``avail`` (sorted)."""
+    """Cycles of an ACC phase whose events become available at cycles ``avail`` (sorted).
+
+    The previous UPDATE's last chunk is in pipeline stage ``s`` at cycle ``s - 1``: the phase cannot
+    end while it is in stages ``1 .. SPIKE_STAGE - 1``, nor while it pushes spikes (``push0``).
+    """
     cyc = rem = j = 0
     while True:
         busy = rem > 0
         ev = j < len(avail) and avail[j] <= cyc
         last = rem == 1 if busy else (ev and c == 1)
-        if not ev and not (cyc == 0 and push0) and (not busy or last):
+        in_flight = cyc < SPIKE_STAGE - 1 or (cyc == SPIKE_STAGE - 1 and push0)
+        if not ev and not in_flight and (not busy or last):
             return cyc + 1
         if busy:
             rem -= 1
@@ -66,12 +74,13 @@ def cycles(model, n_pe, x, result, b):
         for i, ly in enumerate(model.layers):
             now += chunks[i]
             if ly.role == "output":
-                now += 2  # merge of the last chunk's outputs, exit decision
+                # the last chunk's outputs reach the top-2 tree, its merge, the exit decision
+                now += Z_STAGE + ceil_log2(n_pe) + 1
                 continue
             fired = np.flatnonzero(result.spikes[ly.name][t, b])
             per_chunk = np.bincount(fired // n_pe, minlength=chunks[i])
-            # chunk c is issued at UPDATE cycle c, pushed one cycle later and poppable one after
-            avail = [c + 2 - chunks[i] for c in range(chunks[i]) for _ in range(per_chunk[c])]
+            # chunk c is issued at UPDATE cycle c, pushed SPIKE_STAGE cycles later, poppable one after
+            avail = [c + SPIKE_STAGE + 1 - chunks[i] for c in range(chunks[i]) for _ in range(per_chunk[c])]
             now += _acc(avail, per_chunk[-1] > 0, chunks[i + 1])
     return now - 1
 

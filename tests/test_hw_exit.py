@@ -11,23 +11,34 @@ from spikeloom.model import golden
 
 
 def run_top2(z, n_lanes, bits):
-    """Feed the K values of each row of ``z`` in chunks of ``n_lanes``; return (top1, top2, index) per row."""
+    """Feed the K values of each row of ``z`` in chunks of ``n_lanes``, the rows back to back.
+
+    Returns (top1, top2, index) per row, sampled ``dut.latency`` cycles after the row's last chunk.
+    """
     dut = Top2(n_lanes, bits, z.shape[1])
+    assert dut.latency == max(0, int(np.ceil(np.log2(n_lanes)))) + 1
+    steps = []  # (lanes, base, restart, last chunk of the row)
+    for row in z:
+        bases = list(range(0, len(row), n_lanes))
+        steps += [(row[b:b + n_lanes], b, c == 0, c == len(bases) - 1) for c, b in enumerate(bases)]
     out = []
 
     async def bench(ctx):
-        for row in z:
-            for c, base in enumerate(range(0, len(row), n_lanes)):
-                lanes = row[base:base + n_lanes]
+        for cyc in range(len(steps) + dut.latency):
+            if cyc < len(steps):
+                lanes, base, restart, _ = steps[cyc]
                 for p in range(n_lanes):
                     ctx.set(dut.values[p], int(lanes[p]) if p < len(lanes) else 0)
                 ctx.set(dut.valid, (1 << len(lanes)) - 1)
                 ctx.set(dut.base, base)
                 ctx.set(dut.en, 1)
-                ctx.set(dut.restart, c == 0)
-                await ctx.tick()
-            ctx.set(dut.en, 0)
-            out.append((ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.top1_index)))
+                ctx.set(dut.restart, restart)
+            else:
+                ctx.set(dut.en, 0)
+            await ctx.tick()
+            done = cyc + 1 - dut.latency  # the step whose result the outputs now include
+            if 0 <= done < len(steps) and steps[done][3]:
+                out.append((ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.top1_index)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

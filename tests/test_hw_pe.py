@@ -1,0 +1,169 @@
+"""One processing element (``hw/pe.py``) under Amaranth's simulator: the LIF datapath against
+``golden.lif_step`` / ``golden.saturate`` and the accumulate path against an integer dot product."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from spikeloom.hw.pe import PE, SPIKE_STAGE, W_NZ_STAGE, Z_STAGE
+from spikeloom.hw.plan import Plan
+from spikeloom.model import golden
+from spikeloom.model.modelfile import signed_range
+from spikeloom.model.randnet import random_model
+
+NOP = {}
+
+
+def run_pe(plan, p, cmds):
+    """Drive one command per cycle (``issue`` fields then, a cycle later, ``exe`` fields).
+
+    ``cmds`` are dicts with ``w_addr``, ``n_addr`` and exec fields (``NOP``: nothing). Returns, per
+    command, ``(w_nz, z, spike)`` sampled at the stages the PE documents.
+    """
+    dut = PE(plan, p)
+    exe_fields = ("acc", "clear", "update", "output", "first_t", "gate", "zero_old", "x")
+    out = [dict() for _ in cmds]
+
+    async def bench(ctx):
+        for cyc in range(len(cmds) + SPIKE_STAGE + 1):
+            cur = cmds[cyc] if cyc < len(cmds) else NOP
+            prev = cmds[cyc - 1] if 0 < cyc <= len(cmds) else NOP
+            ctx.set(dut.issue.w_addr, cur.get("w_addr", 0))
+            ctx.set(dut.issue.n_addr, cur.get("n_addr", 0))
+            for f in exe_fields:
+                ctx.set(getattr(dut.exe, f), prev.get(f, 0))
+            ctx.set(dut.exe.addr, prev.get("n_addr", 0))
+            ctx.set(dut.lane_valid, prev.get("lane_valid", 1))
+            for name, stage in (("w_nz", W_NZ_STAGE), ("z", Z_STAGE), ("spike", SPIKE_STAGE)):
+                if 0 <= cyc - stage < len(cmds):
+                    out[cyc - stage][name] = ctx.get(getattr(dut, name))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def acc_cmds(plan, li, x, rng, gaps):
+    """Accumulate commands of layer ``li`` for input ``x`` (events in index order, all chunks)."""
+    lp = plan.layers[li]
+    cmds, first = [], True
+    for i in np.flatnonzero(x):
+        for c in range(lp.chunks):
+            cmds.append({"w_addr": int(lp.weight_base + i * lp.chunks + c), "n_addr": lp.neuron_base + c,
+                         "acc": 1, "x": int(x[i]), "zero_old": int(first), "tag": ("acc", i, c)})
+            if gaps:
+                cmds += [NOP] * int(rng.integers(0, 3))  # read-after-write distances 1, 2 and 3
+        first = False
+    return cmds
+
+
+def update_cmds(plan, li, p, *, first_t, gate=False, clear=False):
+    lp = plan.layers[li]
+    cmds = [{"n_addr": lp.neuron_base + c, "update": 1, "output": int(lp.role == "output"),
+             "first_t": int(first_t), "gate": int(gate), "clear": int(clear),
+             "lane_valid": int(c * plan.n_pe + p < lp.out_features), "tag": ("update", c)}
+            for c in range(lp.chunks)]
+    # the sequencer issues two updates of one neuron at least Z_STAGE + 1 cycles apart
+    return cmds + [NOP] * (Z_STAGE + 1)
+
+
+# n_pe: 16 = every layer one chunk (back-to-back events on one acc address), 3 = several chunks
+@pytest.mark.parametrize("n_pe", [3, 16])
+# gaps: events back to back, or with idle cycles between them (forwarding distances 2 and 3)
+@pytest.mark.parametrize("gaps", [False, True])
+def test_accumulate_is_dot_product(n_pe, gaps):
+    model = random_model([12, 10, 5], seed=n_pe, membrane_bits=16, weight_bits=6, input_bits=4)
+    plan = Plan(model, n_pe)
+    rng = np.random.default_rng(7)
+    for li, in_max in ((0, 15), (1, 1)):
+        ly, lp = model.layers[li], plan.layers[li]
+        for p in range(n_pe):
+            cmds, want = [], []
+            for rep in range(2):  # a second pass: zero_old restarts the sums
+                x = rng.integers(0, in_max + 1, ly.in_features) * (rng.random(ly.in_features) < 0.7)
+                x[rng.integers(ly.in_features)] = in_max  # at least one event
+                cmds += acc_cmds(plan, li, x, rng, gaps) + [NOP]
+                # read the sums back: output-mode update from a zero membrane, z = acc + bias
+                cmds += [{**c, "output": 1, "lane_valid": 1} for c in update_cmds(plan, li, p, first_t=True)]
+                for c in range(lp.chunks):
+                    j = c * n_pe + p
+                    want.append((int(ly.weight[j] @ x) + int(ly.bias[j])) if j < ly.out_features else 0)
+            out = run_pe(plan, p, cmds)
+            got = [o["z"] for c, o in zip(cmds, out) if c.get("tag", ("",))[0] == "update"]
+            assert got == want, f"layer {li}, pe {p}"
+            w_nz = [(o["w_nz"], c["w_addr"]) for c, o in zip(cmds, out) if c.get("acc")]
+            winit = plan.init(p, "weight")
+            assert all(nz == (winit[a] != 0) for nz, a in w_nz)
+
+
+# leak_shift: 0 = integrate-and-fire, 1 and 3 = shift leaks
+@pytest.mark.parametrize("leak_shift", [0, 1, 3])
+# reset: both LIF reset modes
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+# membrane_bits: 6 = saturation on most updates, 16 = none
+@pytest.mark.parametrize("membrane_bits", [6, 16])
+def test_lif_matches_golden(leak_shift, reset, membrane_bits):
+    model = random_model([6, 9, 7, 4], seed=leak_shift + membrane_bits, leak_shift=leak_shift, reset=reset,
+                         membrane_bits=membrane_bits, weight_bits=5, input_bits=1, threshold_range=(2, 20), density=0.9)
+    n_pe = 4
+    plan = Plan(model, n_pe)
+    rng = np.random.default_rng(leak_shift)
+    li = 1  # the spiking layer; its inputs are spikes, its acc cleared by every update
+    ly, lp = model.layers[li], plan.layers[li]
+    lo, hi = signed_range(membrane_bits)
+    saturated = fired = 0
+    for p in range(n_pe):
+        js = [c * n_pe + p for c in range(lp.chunks)]
+        real = [j for j in js if j < ly.out_features]
+        cmds, want = [], []
+        for image in range(2):  # image 2 starts with first_t over image 1's membranes
+            u = np.zeros(len(real), dtype=np.int64)
+            for t in range(4):
+                s_in = (rng.random(ly.in_features) < 0.6).astype(np.int64)
+                cmds += acc_cmds(plan, li, s_in, rng, gaps=False) + [NOP]
+                cmds += update_cmds(plan, li, p, first_t=t == 0, clear=True)
+                cur = ly.weight[real] @ s_in + ly.bias[real]
+                z = golden.saturate((u - (u >> leak_shift) if leak_shift else u) + cur, membrane_bits)
+                u, s = golden.lif_step(u, cur, ly.threshold[real], leak_shift, reset, membrane_bits)
+                saturated += int(((z == lo) | (z == hi)).sum())
+                fired += int(s.sum())
+                want += [(int(z[k]), int(s[k])) for k in range(len(real))]
+                want += [(None, 0)] * (len(js) - len(real))  # padding lanes never spike
+        out = run_pe(plan, p, cmds)
+        got = [(o["z"], o["spike"]) for c, o in zip(cmds, out) if c.get("tag", ("",))[0] == "update"]
+        got = [(z if w[0] is not None else None, s) for (z, s), w in zip(got, want)]
+        assert got == want, f"pe {p}"
+    assert fired
+    if membrane_bits == 6:
+        assert saturated
+
+
+# gate: the input current reads as 0 (analog layer of an all-zero image)
+@pytest.mark.parametrize("gate", [False, True])
+def test_output_integrator(gate):
+    """Output layer: no leak, no spike, no reset; z accumulates with saturation."""
+    model = random_model([5, 6, 7], seed=3, leak_shift=2, membrane_bits=8, weight_bits=6, input_bits=1,
+                         threshold_range=(2, 20))
+    n_pe = 3
+    plan = Plan(model, n_pe)
+    rng = np.random.default_rng(11)
+    li = 1
+    ly, lp = model.layers[li], plan.layers[li]
+    for p in range(n_pe):
+        real = [c * n_pe + p for c in range(lp.chunks) if c * n_pe + p < ly.out_features]
+        cmds, want = [], []
+        zs = np.zeros(len(real), dtype=np.int64)
+        for t in range(5):
+            s_in = (rng.random(ly.in_features) < 0.7).astype(np.int64)
+            cmds += acc_cmds(plan, li, s_in, rng, gaps=True) + [NOP]
+            cmds += update_cmds(plan, li, p, first_t=t == 0, gate=gate, clear=True)
+            cur = (0 if gate else ly.weight[real] @ s_in) + ly.bias[real]
+            zs = golden.saturate(zs + cur, model.neuron.membrane_bits)
+            want += [int(v) for v in zs] + [None] * (lp.chunks - len(real))
+        out = run_pe(plan, p, cmds)
+        got = [(o["z"], o["spike"]) for c, o in zip(cmds, out) if c.get("tag", ("",))[0] == "update"]
+        assert [z if w is not None else None for (z, _), w in zip(got, want)] == want, f"pe {p}"
+        assert not any(s for _, s in got)
