@@ -2,7 +2,8 @@
 
 :func:`cycles` reproduces, cycle for cycle, the ``cycles`` field of ``o_result`` when the input
 stream never idles (and, with a trace port, the trace is consumed at once); the fast tests check
-it against the RTL. :func:`bound` is the work bound the design is measured against.
+it against the RTL. The work bound the design is measured against is
+:meth:`spikeloom.model.golden.GoldenResult.cycle_bound`.
 """
 
 import numpy as np
@@ -13,19 +14,6 @@ from .pe import SPIKE_STAGE, Z_STAGE
 
 def _ceil(a, b):
     return -(-int(a) // b)
-
-
-def bound(model, n_pe, result, b):
-    """``sum_{t, l} ceil(syn_events / N) + ceil(neurons / N)`` + ``ceil(layer-0 MACs / N)``.
-
-    ``syn_events`` of layer 0 are its MACs (counted once); ``result`` is ``golden.run``'s.
-    """
-    total = 0
-    for t in range(int(result.exit_t[b])):
-        for i, ly in enumerate(model.layers):
-            total += _ceil(result.step_counters[ly.name]["synaptic_events"][t, b], n_pe)
-            total += _ceil(ly.out_features, n_pe)
-    return total
 
 
 def _load(x, c0):
