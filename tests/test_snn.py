@@ -40,7 +40,10 @@ def test_intsnn_gradients_flow():
     assert any(p.grad.abs().sum() > 0 for p in net.W)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "vgg"])
+@pytest.mark.parametrize("arch", [
+    "mlp", "vgg",
+    (("conv", 4), ("res", 4), ("res", 8, 2), ("pool", 2)),  # residual blocks, one with stride 2
+])
 def test_float_snn_learns_a_batch(arch):
     torch.manual_seed(0)
     net = SNN((1, 8, 8), 3, arch, t_max=2)
