@@ -118,7 +118,7 @@ def step_quantize(ctx: Context, float_model, log=print):
     import torch
 
     from spikeloom.model.snn import IntSNN
-    from spikeloom.model.train import quantize_input_q, train_qat
+    from spikeloom.model.train import train_qat
 
     split = ctx.split()
     path = ctx.model_path
@@ -133,7 +133,7 @@ def step_quantize(ctx: Context, float_model, log=print):
         log(f"[quantize] BN folding + QAT ({ctx.quant.weight_bits}-bit weights, "
             f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes)")
         imodel, _ = train_qat(float_model, split, ctx.train, ctx.neuron, ctx.quant)
-        zv = imodel.exact_z(quantize_input_q(ctx.quant, split.val.x))
+        zv = imodel.exact_z(golden.quantize_values(split.val.x, ctx.quant.input_bits))
         theta = int(early_exit.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
         log(f"[quantize] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation "
             f"images for an accuracy drop <= {ctx.train.target_drop}")

@@ -111,11 +111,16 @@ def lif_step(u, current, threshold, leak_shift, reset, bits):
     return u, s
 
 
-def quantize_input(model: QuantModel, x):
-    """Map inputs in [0, 1] (any shape with ``B`` leading) to the unsigned input integers."""
+def quantize_values(x, bits):
+    """Map inputs in [0, 1] (any shape with ``B`` leading) to ``bits``-bit unsigned integers (B, F)."""
     x = np.asarray(x, dtype=np.float64)
-    qmax = (1 << model.input_bits) - 1
+    qmax = (1 << bits) - 1
     return np.clip(np.rint(x * qmax), 0, qmax).astype(np.int64).reshape(len(x), -1)
+
+
+def quantize_input(model: QuantModel, x):
+    """:func:`quantize_values` at the model's input width."""
+    return quantize_values(x, model.input_bits)
 
 
 def check_input(model: QuantModel, x_q):

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .config import EXIT_CRITERIA, NeuronConfig, QuantConfig, check_choice, check_int
 from .errors import ConfigError
-from .golden import first_argmax, quantize_input
+from .golden import first_argmax, quantize_values
 from .losses import SCHEDULES, TimeLoss
 from .snn import ARCHS, SNN, IntSNN
 
@@ -130,9 +130,9 @@ def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: 
     """
     torch.manual_seed(cfg.seed + 1)
     imodel = IntSNN(model.folded_stages(), split.train.shape, neuron, quant, model.t_max)
-    x_q = torch.as_tensor(quantize_input_q(quant, split.train.x), dtype=torch.float32)
+    x_q = torch.as_tensor(quantize_values(split.train.x, quant.input_bits), dtype=torch.float32)
     y = torch.as_tensor(split.train.y)
-    xv = quantize_input_q(quant, split.val.x)
+    xv = quantize_values(split.val.x, quant.input_bits)
 
     def val_acc(m):
         return float((first_argmax(m.exact_z(xv)[-1]) == split.val.y).mean())
@@ -143,10 +143,3 @@ def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: 
         history = _fit(imodel, loss_fn, x_q, y, cfg.qat_epochs, cfg.qat_lr, 0.0, cfg.batch_size,
                        cfg.seed + 1, "train (QAT)", val_acc, after_step)
     return imodel, history
-
-
-def quantize_input_q(quant: QuantConfig, x):
-    """:func:`golden.quantize_input` for a QuantConfig instead of a model."""
-    class _M:
-        input_bits = quant.input_bits
-    return quantize_input(_M, x)
