@@ -89,6 +89,11 @@ class Plan:
     def n_layers(self):
         return len(self.layers)
 
+    @property
+    def weight_memory_bits(self):
+        """Bits of weight storage over all PEs (every stored word, index fields included)."""
+        return self.n_pe * self.weight_depth * self.weight_bits
+
     def widths(self):
         return {"weight": self.weight_bits, "acc": self.acc_bits, "membrane": self.membrane_bits,
                 "bias": self.membrane_bits, "threshold": self.membrane_bits}
