@@ -1,7 +1,9 @@
 """Spatio-temporal pruning: weight masks, structured channel pruning, removable Units, fewer timesteps.
 
 Spatial (weights): :func:`magnitude_prune` zeroes the smallest weights to an exact target sparsity
-(per layer or globally), :func:`channel_prune` whole output channels by the L1 norm of their
+(per layer or globally), or, with ``balance=N``, to the same count in every processing element's
+share of every input row (what a zero-skipping PE array turns into fewer cycles, see
+:func:`pe_load`); :func:`channel_prune` whole output channels by the L1 norm of their
 BatchNorm-folded weights. Both return *masks* (``{parameter name: bool tensor}``, ``True`` = kept);
 :func:`apply_masks`, :func:`keep_masks` (an ``after_step`` hook for :mod:`~spikeloom.model.train`),
 :func:`attach_masks` (an optimizer post-step hook) and :class:`KeepZeros` keep pruned weights at
@@ -16,8 +18,10 @@ Temporal: :func:`reduce_timesteps` retrains at T-1 from the T network, T = t_fro
 """
 
 import copy
+import math
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
@@ -59,8 +63,48 @@ def apply_masks(model, masks):
     return model
 
 
+def _check_balance(n):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"balance = {n!r} must be a positive integer (the number of processing elements N)")
+
+
+def _pe_groups(shape, n):
+    """For a weight of ``shape`` (out, in, ...) spread over ``n`` PEs (PE p owns outputs o with
+    o % n == p): the PEs that own at least one output, and per PE the number of weights it holds
+    in one input row (dense: column ``W[:, i]``; conv: input channel ``W[:, c]``, every tap)."""
+    out, taps = shape[0], int(np.prod(shape[2:], dtype=np.int64))
+    pes = range(min(n, out))
+    return pes, [len(range(p, out, n)) * taps for p in pes]
+
+
+def balanced_keep(shape, keep, n):
+    """Weights per (input row, PE) group kept by balanced pruning of a ``shape`` weight over ``n``
+    PEs at keep fraction ``keep``: ``floor(keep * row size / P)`` (``P`` = PEs owning an output),
+    at most the smallest group's size. Rounding down makes the sparsity at least the requested."""
+    pes, sizes = _pe_groups(shape, n)
+    row = sum(sizes)
+    return min(math.floor(keep * row / len(pes) + 1e-9), min(sizes))
+
+
+def _balanced_mask(w, keep, n):
+    """Mask (True = kept) keeping the ``balanced_keep`` largest magnitudes of every (row, PE) group;
+    on ties the lower flat index inside the group stays."""
+    a = w.abs().transpose(0, 1)  # (rows, out, *taps)
+    rows, out = a.shape[0], a.shape[1]
+    a = a.reshape(rows, out, -1)
+    k = balanced_keep(tuple(w.shape), keep, n)
+    mask = torch.zeros_like(a, dtype=torch.bool)
+    for p in range(min(n, out)):
+        group = a[:, p::n, :].reshape(rows, -1)
+        order = torch.sort(group, dim=1, descending=True, stable=True).indices[:, :k]
+        sub = torch.zeros_like(group, dtype=torch.bool)
+        sub.scatter_(1, order, True)
+        mask[:, p::n, :] = sub.reshape(rows, -1, a.shape[2])
+    return mask.reshape(w.transpose(0, 1).shape).transpose(0, 1).contiguous()
+
+
 @torch.no_grad()
-def magnitude_prune(model, sparsity, scope="layer", names=None):
+def magnitude_prune(model, sparsity, scope="layer", names=None, balance=None):
     """Zero the smallest-magnitude synaptic weights; return the masks (already applied).
 
     Parameters
@@ -72,17 +116,37 @@ def magnitude_prune(model, sparsity, scope="layer", names=None):
         are already zero count (they are the smallest).
     names : iterable of str, optional
         Restrict to these parameters (default: all of :func:`prunable`).
+    balance : int, optional
+        ``N``, the processing elements of the accelerator. PE ``p`` owns the outputs ``o`` with
+        ``o % N == p`` and, for every input event, walks its own nonzero weights of that input's row
+        (dense: input ``i``, the column ``W[:, i]``; conv: input channel ``c``, ``W[:, c, :, :]``),
+        so an event costs the *largest* of the PEs' counts. Balanced pruning keeps the same number
+        ``k`` of largest-magnitude weights in every (row, PE) group, so the largest equals the
+        mean: ``k = floor((1 - sparsity) * row size / P)`` with ``P = min(N, out)`` PEs owning an
+        output, capped at the smallest group (:func:`balanced_keep`). Rounding down makes every
+        parameter's sparsity *at least* ``sparsity`` (e.g. 81.25% for 80% of a 128-output layer
+        over 8 PEs: 3 of 16 kept). Per layer only (``scope="layer"``). A group that already holds
+        more than ``size - k`` zeros keeps fewer than ``k`` nonzeros (its load is below the max).
+        A layer with too few outputs per PE keeps nothing (a 10-class head over 8 PEs at 80%:
+        ``floor(0.2 * 10 / 8) = 0``); prune such layers without ``balance`` (``names=``).
     """
     _check_fraction("sparsity", sparsity)
     if scope not in SCOPES:
         raise ConfigError(f"scope = {scope!r}; allowed: {', '.join(SCOPES)}")
+    if balance is not None:
+        _check_balance(balance)
+        if scope != "layer":
+            raise ConfigError(f"balance = {balance!r} prunes every layer's (row, PE) groups on their own; "
+                              f"it needs scope = 'layer', got {scope!r}")
     params = prunable(model)
     if names is not None:
         missing = sorted(set(names) - set(params))
         if missing:
             raise ConfigError(f"not prunable weights of this model: {missing}; prunable: {sorted(params)}")
         params = {n: params[n] for n in names}
-    if scope == "layer":
+    if balance is not None:
+        masks = {n: _balanced_mask(p.detach(), 1.0 - sparsity, balance) for n, p in params.items()}
+    elif scope == "layer":
         masks = {n: _smallest(p.abs(), round(sparsity * p.numel())) for n, p in params.items()}
     else:
         flat = torch.cat([p.abs().flatten() for p in params.values()])
@@ -93,6 +157,23 @@ def magnitude_prune(model, sparsity, scope="layer", names=None):
             at += p.numel()
     apply_masks(model, masks)
     return masks
+
+
+def pe_load(weight, n):
+    """Nonzero weights per (input row, PE) of one weight array (numpy or torch; (out, in) or
+    (out, in, k, k)) spread over ``n`` PEs as in :func:`magnitude_prune`'s ``balance``.
+
+    Returns ``(loads, imbalance)``: ``loads`` (rows, P) int array, and ``sum over rows of the max
+    over PEs / sum over rows of the mean over the P PEs owning an output`` (1.0 = balanced, the
+    event-walk cycles equal the synaptic events / P; ``nan`` for an all-zero weight)."""
+    _check_balance(n)
+    w = weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
+    nz = (w != 0).swapaxes(0, 1)
+    nz = nz.reshape(nz.shape[0], nz.shape[1], -1)
+    pes = range(min(n, w.shape[0]))
+    loads = np.stack([nz[:, p::n, :].sum(axis=(1, 2)) for p in pes], axis=1)
+    mean = loads.sum() / len(pes)
+    return loads, (float(loads.max(axis=1).sum() / mean) if mean else float("nan"))
 
 
 def _bn_scale(bn):
@@ -232,5 +313,5 @@ def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=No
     return model
 
 
-__all__ = ["prunable", "apply_masks", "magnitude_prune", "channel_prune", "keep_masks", "attach_masks",
+__all__ = ["prunable", "apply_masks", "magnitude_prune", "balanced_keep", "pe_load", "channel_prune", "keep_masks", "attach_masks",
            "KeepZeros", "sparsity", "remove_units", "reduce_timesteps"]

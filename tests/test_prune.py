@@ -181,3 +181,75 @@ def test_reduce_timesteps_down_to_one():
     assert (imodel.exact_z(x_q) == r.z).all()
     with pytest.raises(ConfigError, match="t_from"):
         prune.reduce_timesteps(net, split, cfg, t_from=4, t_to=1)
+
+
+def _layer(shape, seed=0):
+    """A one-layer module whose prunable weight ``0.weight`` has ``shape`` (dense or conv)."""
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.Linear(shape[1], shape[0]) if len(shape) == 2
+                            else torch.nn.Conv2d(shape[1], shape[0], shape[2]))
+    return m
+
+
+@pytest.mark.parametrize("shape", [(128, 64), (10, 37), (32, 16, 3, 3), (20, 3, 3, 3), (6, 5)])  # dense / conv,
+@pytest.mark.parametrize("n", [1, 3, 8, 64])  # outputs divisible by N or not; N > outputs
+@pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.9])
+def test_balanced_prune_exact_group_counts(shape, n, sparsity):
+    net = _layer(shape)
+    before = net[0].weight.detach().clone()
+    mask = prune.magnitude_prune(net, sparsity, balance=n)["0.weight"]
+    w = net[0].weight.detach()
+    k = prune.balanced_keep(shape, 1 - sparsity, n)
+    out, rows = shape[0], shape[1]
+    taps = int(np.prod(shape[2:]))
+    pes = min(n, out)
+    assert k == min(int(np.floor((1 - sparsity) * out * taps / pes + 1e-9)), (out // n if out >= n else 1) * taps)
+    for i in range(rows):
+        for p in range(pes):
+            g_w, g_b, g_m = w[p::n, i].flatten(), before[p::n, i].abs().flatten(), mask[p::n, i].flatten()
+            assert int((g_w != 0).sum()) == int(g_m.sum()) == k, (i, p)  # same count in every group
+            if k and k < len(g_b):
+                assert g_b[g_m].min() >= g_b[~g_m].max()  # the largest magnitudes stay
+    assert (w[mask] == before[mask]).all() and (w[~mask] == 0).all()
+    assert prune.sparsity(net)["total"] >= sparsity - 1e-12  # rounding down: at least the target
+    loads, imbalance = prune.pe_load(w, n)
+    assert loads.shape == (rows, pes) and (loads == k).all()
+    assert imbalance == 1.0 or (k == 0 and np.isnan(imbalance))
+
+
+def test_balanced_prune_rounds_down_and_is_reproducible():
+    shape = (128, 64)
+    a, b = _layer(shape), _layer(shape)
+    ma = prune.magnitude_prune(a, 0.8, balance=8)["0.weight"]
+    mb = prune.magnitude_prune(b, 0.8, balance=8)["0.weight"]
+    assert torch.equal(ma, mb) and torch.equal(a[0].weight, b[0].weight)
+    assert prune.balanced_keep(shape, 0.2, 8) == 3  # 0.2 * 16 = 3.2 -> 3 of each PE's 16
+    assert prune.sparsity(a)["total"] == 1 - 3 / 16
+    assert prune.balanced_keep((128, 64), 0.25, 8) == 4  # exact: no rounding
+    # ties: equal magnitudes keep the lower index of the group, every time
+    t = torch.nn.Sequential(torch.nn.Linear(4, 16))
+    with torch.no_grad():
+        t[0].weight.fill_(0.5)
+    m = prune.magnitude_prune(t, 0.5, balance=4)["0.weight"]
+    assert m[:, 0].tolist() == [True] * 8 + [False] * 8  # PE p keeps o = p, p + 4 (its first 2 of 4)
+    # an unbalanced 80% prune of the same weights is not balanced, the balanced one is
+    c = _layer(shape)
+    prune.magnitude_prune(c, 0.8)
+    assert prune.pe_load(c[0].weight, 8)[1] > 1.2
+    assert prune.pe_load(a[0].weight, 8)[1] == 1.0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+def test_balanced_prune_bad_n(bad):
+    net = _layer((16, 8))
+    with pytest.raises(ConfigError, match=r"balance = .* must be a positive integer"):
+        prune.magnitude_prune(net, 0.5, balance=bad)
+    with pytest.raises(ConfigError, match="balance"):
+        prune.pe_load(net[0].weight, bad)
+    assert (net[0].weight != 0).all()  # nothing was pruned
+
+
+def test_balanced_prune_needs_layer_scope():
+    net = _layer((16, 8))
+    with pytest.raises(ConfigError, match="scope = 'layer'"):
+        prune.magnitude_prune(net, 0.5, scope="global", balance=4)
