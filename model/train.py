@@ -3,6 +3,9 @@
 :func:`train_float` trains :class:`~spikeloom.model.snn.SNN`; :func:`train_qat` folds its
 BatchNorm, quantizes, and fine-tunes the integer-exact :class:`~spikeloom.model.snn.IntSNN` so that
 the integer network keeps the float network's accuracy. Both are deterministic for a seed on CPU.
+
+``TrainConfig.device`` picks where the optimisation runs: ``"cpu"`` (default), ``"cuda"`` or
+``"auto"`` (CUDA when PyTorch sees a GPU, else the CPU). The returned networks are always on the CPU.
 """
 
 import copy
@@ -17,6 +20,26 @@ from .errors import ConfigError
 from .golden import first_argmax, quantize_values
 from .losses import SCHEDULES, TimeLoss
 from .snn import ARCHS, SNN, IntSNN
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(name):
+    """The :class:`torch.device` for ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA if available)."""
+    check_choice("train", "device", name, DEVICES)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but PyTorch sees no CUDA GPU (torch.cuda.is_available() "
+                          "is False); use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def _on_cpu(model):
+    """``model`` itself when it lives on the CPU, else a CPU copy (for the numpy-based evaluations)."""
+    p = next(model.parameters(), None)
+    return model if p is None or p.device.type == "cpu" else copy.deepcopy(model).cpu()
 
 
 @dataclass(frozen=True)
@@ -35,6 +58,7 @@ class TrainConfig:
     seed: int = 0
     target_drop: float = 0.0
     criterion: str = "margin"
+    device: str = "cpu"
 
     def __post_init__(self):
         check_choice("train", "arch", self.arch, tuple(ARCHS))
@@ -44,6 +68,7 @@ class TrainConfig:
         check_int("train", "batch_size", self.batch_size, 1)
         check_choice("train", "loss", self.loss, SCHEDULES)
         check_choice("train", "criterion", self.criterion, EXIT_CRITERIA)
+        check_choice("train", "device", self.device, DEVICES)
         for f in ("lr", "qat_lr", "weight_decay"):
             if not float(getattr(self, f)) >= 0:
                 raise ConfigError(f"train.{f} = {getattr(self, f)!r} must be >= 0")
@@ -59,13 +84,16 @@ def _batches(n, bs, gen):
     return [perm[i:i + bs] for i in range(0, n, bs)]
 
 
-def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_step=None):
+def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_step=None, device="cpu"):
     """Adam + cosine schedule; keeps the state with the best validation score.
 
     ``after_step(model)``, if given, runs once before training and after every optimizer step (e.g.
-    to record and re-apply pruning masks, :class:`spikeloom.model.prune.KeepZeros`).
+    to record and re-apply pruning masks, :class:`spikeloom.model.prune.KeepZeros`). The model and
+    each batch are moved to ``device`` (a :class:`torch.device`); the model ends on the CPU.
     """
     gen = torch.Generator().manual_seed(seed)
+    model.to(device)
+    loss_fn.to(device)
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
@@ -78,7 +106,7 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
         total = 0.0
         for idx in _batches(len(x), bs, gen):
             opt.zero_grad()
-            loss = loss_fn(model(x[idx]), y[idx])
+            loss = loss_fn(model(x[idx].to(device)), y[idx].to(device))
             loss.backward()
             opt.step()
             if after_step is not None:
@@ -91,15 +119,19 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
         if score >= best:
             best, best_state = score, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
+    model.cpu()
+    loss_fn.cpu()
     return history
 
 
 def accumulate(model: SNN, x, batch=1024):
-    """Float accumulated outputs z (T, B, K) as numpy."""
+    """Float accumulated outputs z (T, B, K) as numpy (the model may live on any device)."""
     model.eval()
+    p = next(model.parameters(), None)
+    dev = p.device if p is not None else torch.device("cpu")
     with torch.no_grad():
         xt = torch.as_tensor(x, dtype=torch.float32)
-        return torch.cat([model(xt[i:i + batch]) for i in range(0, len(xt), batch)], dim=1).numpy()
+        return torch.cat([model(xt[i:i + batch].to(dev)).cpu() for i in range(0, len(xt), batch)], dim=1).numpy()
 
 
 def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after_step=None):
@@ -119,15 +151,28 @@ def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after
         return float((first_argmax(accumulate(m, split.val.x)[-1]) == split.val.y).mean())
 
     history = _fit(model, loss_fn, x, y, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size,
-                   cfg.seed, "train (float)", val_acc, after_step)
+                   cfg.seed, "train (float)", val_acc, after_step, resolve_device(cfg.device))
     return model, history
 
 
-def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: QuantConfig, after_step=None):
+def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: QuantConfig, after_step=None,
+              keep_zeros=True):
     """Fold BatchNorm, quantize, and fine-tune the integer-exact network (straight-through).
 
     Works for every architecture (dense, conv, pool, residual); ``after_step``: see :func:`_fit`.
+    ``keep_zeros``: synaptic weights that are exactly zero in the folded network stay exactly zero
+    during the fine-tuning (:class:`~spikeloom.model.prune.KeepZeros`), so a pruned network exports
+    with its pruned weights as integer zeros. A trained dense network has no exact zeros, so for it
+    this changes nothing.
     """
+    from .prune import KeepZeros
+
+    hooks = [h for h in (KeepZeros() if keep_zeros else None, after_step) if h is not None]
+
+    def each_step(m):
+        for h in hooks:
+            h(m)
+
     torch.manual_seed(cfg.seed + 1)
     imodel = IntSNN(model.folded_stages(), split.train.shape, neuron, quant, model.t_max)
     x_q = torch.as_tensor(quantize_values(split.train.x, quant.input_bits), dtype=torch.float32)
@@ -135,11 +180,12 @@ def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: 
     xv = quantize_values(split.val.x, quant.input_bits)
 
     def val_acc(m):
-        return float((first_argmax(m.exact_z(xv)[-1]) == split.val.y).mean())
+        return float((first_argmax(_on_cpu(m).exact_z(xv)[-1]) == split.val.y).mean())
 
     loss_fn = TimeLoss(cfg.loss, model.t_max)
     history = []
     if cfg.qat_epochs:
         history = _fit(imodel, loss_fn, x_q, y, cfg.qat_epochs, cfg.qat_lr, 0.0, cfg.batch_size,
-                       cfg.seed + 1, "train (QAT)", val_acc, after_step)
+                       cfg.seed + 1, "train (QAT)", val_acc, each_step if hooks else None,
+                       resolve_device(cfg.device))
     return imodel, history
