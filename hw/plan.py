@@ -1,15 +1,38 @@
 """Memory plan: how a :class:`QuantModel` is laid out over an array of ``n_pe`` processing elements.
 
-PE ``p`` owns neuron ``j = c * n_pe + p`` of every layer (``c`` is the *chunk*). Per PE, all layers
-share one memory of each kind, concatenated at per-layer base offsets:
+**Neurons.** PE ``p`` owns output channel ``o = c * n_pe + p`` of every layer (``c`` is the
+*chunk*; a dense layer is a 1x1 map whose channels are its neurons). The neuron ``(o, y, x)`` of a
+layer with a ``Ho x Wo`` map is at address ``neuron_base + (y * Wo + x) * chunks + c`` of the
+``acc``, ``membrane``, ``bias`` and ``threshold`` memories of PE ``p`` (``bias``/``threshold`` repeat
+the channel's value at every position). Lanes with ``o >= C_out`` are padding.
 
-* ``weight``: address ``weight_base[l] + i * chunks[l] + c`` holds ``W_l[c * n_pe + p, i]``;
-* ``acc``, ``membrane``, ``bias``, ``threshold``: address ``neuron_base[l] + c``.
+**Synaptic sources.** Every layer has a main source (the previous layer's pooled spike map, or the
+input image for the analog layer) and, for a residual layer, a shortcut source (an earlier layer's
+pooled spikes through the 1x1 shortcut). An *event* is one nonzero input ``(ch, y, x)`` of a source.
+Its weights form one *row*:
 
-Lanes with ``c * n_pe + p >= out_l`` are padding: weight, bias and threshold 0.
+* conv source: row = input channel ``ch``; its ``k * k`` taps ``t = ky * k + kx`` land on output
+  ``(oy, ox) = ((y + p - ky) / s, (x + p - kx) / s)`` when that is an integer inside the map;
+* dense source (also a dense layer after a conv map: PyTorch's row-major flatten): row =
+  ``ch * H * W + y * W + x``, a single tap that always lands on the layer's 1x1 map.
+
+**Weight storage**, chosen per layer (``storage``), one memory per PE for all layers:
+
+* ``dense``: row ``r`` holds ``k * k * chunks`` words from ``row_start[r]``; word
+  ``t * chunks + c`` of PE ``p`` is ``W[c * n_pe + p, ch, ky, kx]`` (0 for padding lanes). An event
+  costs ``chunks`` cycles per landing tap; zero weights are read.
+* ``sparse`` (zero-skipping): PE ``p`` stores only its nonzero weights of the row, as entries
+  ``(w, t, c)`` in (t, c) order, padded with ``w = 0`` entries to ``row_len[r]`` = the longest PE list.
+  An event with a landing tap costs ``row_len[r]`` cycles whatever its position; an entry whose
+  tap does not land (or a padding entry) does nothing. A pruned weight costs no cycle, no read and
+  no storage (beyond the imbalance between PEs, which balanced pruning removes).
+
+``auto`` picks, per layer, the storage with fewer bits. Word layout (LSB first): ``w``
+(``weight_bits``), then ``t`` (``tap_bits``) and ``c`` (``chunk_bits``), present only when a layer is
+sparse. ``row_start``/``row_len`` form one shared table (the ``rows`` memory).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,33 +40,118 @@ from spikeloom.model.errors import ModelFileError
 from spikeloom.model.modelfile import QuantModel, bits_for, validate
 
 MEMORIES = ("weight", "acc", "membrane", "bias", "threshold")
+STORAGES = ("dense", "sparse")
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _ubits(n):
+    """Unsigned bits for the values 0..n-1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """One synaptic source of a layer: the geometry its events arrive in and where its rows are."""
+
+    layer: int          # index of the layer it drives
+    shortcut: bool      # the residual 1x1 path
+    conv: bool          # kernel taps (else a single-tap dense row per input)
+    c_in: int
+    h: int              # input map the events index, (c_in, h, w); dense after dense: (in, 1, 1)
+    w: int
+    k: int
+    stride: int
+    pad: int
+    weight: np.ndarray = field(repr=False, compare=False)  # (C_out, c_in, k, k) view of the weights
+    row_base: int = 0   # first global row
+
+    @property
+    def rows(self):
+        return self.c_in if self.conv else self.c_in * self.h * self.w
+
+    @property
+    def taps(self):
+        return self.k * self.k
+
+    def row_weights(self, r):
+        """(C_out, taps) weights of local row ``r``."""
+        if self.conv:
+            return self.weight[:, r].reshape(len(self.weight), -1)
+        return self.weight[:, r // (self.h * self.w), (r // self.w) % self.h, r % self.w][:, None] \
+            if self.weight.ndim == 4 else self.weight[:, r][:, None]
+
+    def landing(self, y, x, ho, wo):
+        """Taps of an event at ``(y, x)`` that land, as (t, oy, ox) (dense: the one tap, (0, 0))."""
+        if not self.conv:
+            return [(0, 0, 0)]
+        out = []
+        for ky in range(self.k):
+            ny = y + self.pad - ky
+            if ny % self.stride or not 0 <= ny // self.stride < ho:
+                continue
+            for kx in range(self.k):
+                nx = x + self.pad - kx
+                if nx % self.stride or not 0 <= nx // self.stride < wo:
+                    continue
+                out.append((ky * self.k + kx, ny // self.stride, nx // self.stride))
+        return out
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """Placement of one layer: ``chunks`` neuron groups of ``n_pe``, the last with ``last_lanes``."""
+    """Placement of one layer: ``positions`` x ``chunks`` neuron groups of ``n_pe``, the last chunk
+    with ``last_lanes`` real lanes, and how its weights are stored."""
 
     name: str
     role: str
-    in_features: int
-    out_features: int
+    kind: str
+    channels: int
+    ho: int
+    wo: int
+    pool: int
     chunks: int
     last_lanes: int
     neuron_base: int
     weight_base: int
+    storage: str
+    sources: tuple
+
+    @property
+    def positions(self):
+        return self.ho * self.wo
+
+    @property
+    def out_features(self):
+        return self.channels * self.positions
+
+    @property
+    def in_features(self):
+        s = self.sources[0]
+        return s.c_in * s.h * s.w
+
+    @property
+    def updates(self):
+        """Cycles of one update phase (one chunk of one position per cycle)."""
+        return self.positions * self.chunks
 
 
 class Plan:
-    """Everything the generator derives from ``(model, n_pe)``: sizes, widths, memory contents.
+    """Everything the generator derives from ``(model, n_pe, storage)``: sizes, widths, contents.
 
     Parameters
     ----------
     model : QuantModel
     n_pe : int
         Number of processing elements, 1..64.
+    storage : str or dict
+        ``"auto"`` (per layer, whichever needs fewer bits), ``"dense"`` (default), ``"sparse"``, or
+        ``{layer name: "dense" | "sparse"}`` (unnamed layers: auto).
     """
 
-    def __init__(self, model, n_pe):
+    def __init__(self, model, n_pe, storage="dense"):
         if not isinstance(model, QuantModel):
             raise TypeError(f"model must be a QuantModel, got {type(model).__name__} ({model!r:.80})")
         if isinstance(n_pe, bool) or not isinstance(n_pe, int):
@@ -57,33 +165,146 @@ class Plan:
         names = [ly.name for ly in model.layers]
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique, got {names!r}")
+        choice = self._storage_choice(storage, names)
         self.model = model
         self.n_pe = n_pe
-        self.layers = []
+        self.weight_bits = max(ly.weight_bits for ly in model.layers)
+        self._check_geometry(model)
+
+        # sources, rows, storage per layer
+        by_name = {ly.name: i for i, ly in enumerate(model.layers)}
+        srcs_per_layer, row = [], 0
+        prev_shape = tuple(model.input_shape)
+        for i, ly in enumerate(model.layers):
+            srcs = []
+            c, h, w = (prev_shape + (1, 1))[:3] if len(prev_shape) == 1 else prev_shape
+            if ly.kind == "conv":
+                srcs.append(SourcePlan(i, False, True, c, h, w, ly.kernel, ly.stride, ly.padding,
+                                       ly.weight.astype(np.int64), row))
+            else:
+                wt = ly.weight.astype(np.int64)
+                if len(prev_shape) == 3:
+                    wt = wt.reshape(len(wt), c, h, w)
+                srcs.append(SourcePlan(i, False, False, c, h, w, 1, 1, 0, wt, row))
+            row += srcs[-1].rows
+            if ly.shortcut is not None:
+                sc_shape = model.layers[by_name[ly.shortcut]].out_shape
+                srcs.append(SourcePlan(i, True, True, sc_shape[0], sc_shape[1], sc_shape[2], 1,
+                                       ly.shortcut_stride, 0, ly.shortcut_weight.astype(np.int64), row))
+                row += srcs[-1].rows
+            srcs_per_layer.append(tuple(srcs))
+            prev_shape = tuple(ly.out_shape)
+        self.n_rows = row
+
+        # storage choice and per-PE row contents
+        geo = []
+        for ly, srcs in zip(model.layers, srcs_per_layer):
+            ch_out, ho, wo = (ly.map_shape + (1, 1))[:3] if ly.kind != "conv" else ly.map_shape
+            geo.append((ch_out, ho, wo, _ceil(ch_out, n_pe)))
+        self.tap_bits = 0
+        self.chunk_bits = 0
+        decided = []
+        for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
+            chunks = geo[i][3]
+            dense_bits = sum(s.rows * s.taps * chunks for s in srcs) * self.weight_bits * n_pe
+            lens = [self._sparse_lens(s, chunks) for s in srcs]
+            tb = max(_ubits(s.taps) if s.taps > 1 else 0 for s in srcs)
+            cb = _ubits(chunks) if chunks > 1 else 0
+            sparse_bits = sum(int(v.sum()) for v in lens) * (self.weight_bits + tb + cb) * n_pe
+            want = choice.get(ly.name, "auto")
+            st = want if want != "auto" else ("sparse" if sparse_bits < dense_bits else "dense")
+            decided.append((st, lens, tb, cb, dense_bits, sparse_bits))
+            if st == "sparse":
+                self.tap_bits = max(self.tap_bits, tb)
+                self.chunk_bits = max(self.chunk_bits, cb)
+        self.word_bits = self.weight_bits + self.tap_bits + self.chunk_bits
+
+        self.layers, self.row_start, self.row_len = [], [], []
+        self.storage_report = []
         nb = wb = 0
-        for ly in model.layers:
-            c = -(-ly.out_features // n_pe)
-            self.layers.append(LayerPlan(ly.name, ly.role, ly.in_features, ly.out_features, c,
-                                          ly.out_features - (c - 1) * n_pe, nb, wb))
-            nb += c
-            wb += ly.in_features * c
+        for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
+            ch_out, ho, wo, chunks = geo[i]
+            st, lens, _, _, dense_bits, sparse_bits = decided[i]
+            layer_wb = wb
+            for s, ln in zip(srcs, lens):
+                for r in range(s.rows):
+                    n_words = s.taps * chunks if st == "dense" else int(ln[r])
+                    self.row_start.append(wb)
+                    self.row_len.append(n_words)
+                    wb += n_words
+            pool = ly.pool if ly.kind == "conv" else 1
+            self.layers.append(LayerPlan(ly.name, ly.role, ly.kind, ch_out, ho, wo, pool, chunks,
+                                         ch_out - (chunks - 1) * n_pe, nb, layer_wb, st, srcs))
+            self.storage_report.append({"layer": ly.name, "storage": st, "words": wb - layer_wb,
+                                        "dense_bits": dense_bits, "sparse_bits": sparse_bits})
+            nb += ho * wo * chunks
         self.neuron_depth = nb
-        self.weight_depth = wb
+        self.weight_depth = max(wb, 1)
         self.max_chunks = max(lp.chunks for lp in self.layers)
         self.max_spiking_chunks = max(lp.chunks for lp in self.layers[:-1])
         self.max_in = max(lp.in_features for lp in self.layers)
+        self.max_row_len = max(self.row_len) if self.row_len else 1
         self.membrane_bits = model.neuron.membrane_bits
-        self.weight_bits = max(ly.weight_bits for ly in model.layers)
         self.acc_bits = max(self._acc_bits(ly) for ly in model.layers)
 
+    # ------------------------------------------------------------------ checks and choices
+
+    @staticmethod
+    def _storage_choice(storage, names):
+        if isinstance(storage, str):
+            if storage not in STORAGES + ("auto",):
+                raise ValueError(f"storage = {storage!r}; allowed: 'auto', 'dense', 'sparse' or a dict")
+            return {} if storage == "auto" else {n: storage for n in names}
+        if not isinstance(storage, dict):
+            raise TypeError(f"storage must be a string or a dict, got {type(storage).__name__}")
+        for k, v in storage.items():
+            if k not in names:
+                raise ValueError(f"storage names layer {k!r}, which the model does not have ({names})")
+            if v not in STORAGES + ("auto",):
+                raise ValueError(f"storage[{k!r}] = {v!r}; allowed: 'auto', 'dense', 'sparse'")
+        return dict(storage)
+
+    @staticmethod
+    def _check_geometry(model):
+        by_name = {ly.name: i for i, ly in enumerate(model.layers)}
+        open_until = -1
+        for i, ly in enumerate(model.layers):
+            if ly.kind == "conv" and ly.pool > 1:
+                _, ho, wo = ly.map_shape
+                if ho % ly.pool or wo % ly.pool:
+                    raise ValueError(f"layer {ly.name!r}: the hardware pools only maps that divide evenly; "
+                                     f"its {ho}x{wo} map does not divide by pool = {ly.pool}")
+            if ly.shortcut is not None:
+                s = by_name[ly.shortcut]
+                if s < open_until:
+                    raise ValueError(f"layer {ly.name!r}: its shortcut from {ly.shortcut!r} overlaps another "
+                                     f"residual connection; the hardware holds one shortcut map at a time")
+                open_until = i
+
+    def _sparse_lens(self, s, chunks):
+        """(rows,) longest per-PE list of nonzero weights of each row of source ``s``."""
+        n = self.n_pe
+        out = np.zeros(s.rows, np.int64)
+        for r in range(s.rows):
+            nz = s.row_weights(r) != 0  # (C_out, taps)
+            per_pe = np.zeros(n, np.int64)
+            for o in range(nz.shape[0]):
+                per_pe[o % n] += int(nz[o].sum())
+            out[r] = per_pe.max()
+        return out
+
     def _acc_bits(self, ly):
-        # The acc memory holds W x without the bias (added in UPDATE); partial sums lie between the
-        # sums of the negative and of the positive terms.
-        w = ly.weight.astype(np.int64)
+        # The acc memory holds one timestep's W x (shortcut included) without the bias (added in
+        # UPDATE); partial sums lie between the sums of the negative and of the positive terms.
         in_max = (1 << self.model.input_bits) - 1 if ly.role == "analog" else 1
-        pos = int(np.clip(w, 0, None).sum(axis=1).max()) * in_max
-        neg = int(np.clip(w, None, 0).sum(axis=1).min()) * in_max
-        return max(bits_for(neg, pos), self.model.acc_bits(ly))
+        ws = [ly.weight.astype(np.int64).reshape(len(ly.weight), -1)]
+        if ly.shortcut_weight is not None:
+            ws.append(ly.shortcut_weight.astype(np.int64).reshape(len(ly.weight), -1))
+        pos = sum(np.clip(w, 0, None).sum(axis=1) for w in ws) * in_max
+        neg = sum(np.clip(w, None, 0).sum(axis=1) for w in ws) * in_max
+        return max(bits_for(int(neg.min()), int(pos.max())), self.model.acc_bits(ly))
+
+    # ------------------------------------------------------------------ sizes
 
     @property
     def n_layers(self):
@@ -91,32 +312,73 @@ class Plan:
 
     @property
     def weight_memory_bits(self):
-        """Bits of weight storage over all PEs (every stored word, index fields included)."""
-        return self.n_pe * self.weight_depth * self.weight_bits
+        """Bits of weight storage over all PEs (every stored word, index fields included) plus the
+        shared row table."""
+        return self.n_pe * self.weight_depth * self.word_bits + self.n_rows * self.rows_bits
+
+    @property
+    def rows_bits(self):
+        return _ubits(self.weight_depth + 1) + _ubits(self.max_row_len + 1)
 
     def widths(self):
-        return {"weight": self.weight_bits, "acc": self.acc_bits, "membrane": self.membrane_bits,
+        return {"weight": self.word_bits, "acc": self.acc_bits, "membrane": self.membrane_bits,
                 "bias": self.membrane_bits, "threshold": self.membrane_bits}
 
     def depths(self):
         return {"weight": self.weight_depth, "acc": self.neuron_depth, "membrane": self.neuron_depth,
                 "bias": self.neuron_depth, "threshold": self.neuron_depth}
 
+    @property
+    def sparse_layers(self):
+        """Names of the layers in compressed storage (``golden.run(..., sparse=...)``)."""
+        return tuple(lp.name for lp in self.layers if lp.storage == "sparse")
+
+    # ------------------------------------------------------------------ contents
+
+    def pe_entries(self, pe, lp, s, r):
+        """Stored words of PE ``pe`` for local row ``r`` of source ``s`` as (w, t, c) tuples."""
+        wr = s.row_weights(r)
+        n, chunks = self.n_pe, lp.chunks
+        if lp.storage == "dense":
+            out = []
+            for t in range(s.taps):
+                for c in range(chunks):
+                    o = c * n + pe
+                    out.append((int(wr[o, t]) if o < lp.channels else 0, t, c))
+            return out
+        ents = [(int(wr[o, t]), t, o // n) for t in range(s.taps) for o in range(pe, lp.channels, n)
+                if wr[o, t] != 0]
+        ln = self.row_len[s.row_base + r]
+        return ents + [(0, 0, 0)] * (ln - len(ents))
+
+    def word(self, w, t, c):
+        mask = (1 << self.weight_bits) - 1
+        v = w & mask
+        if self.tap_bits or self.chunk_bits:
+            v |= t << self.weight_bits | c << (self.weight_bits + self.tap_bits)
+        return v
+
     def init(self, pe, mem):
-        """Initial contents (signed ints) of memory ``mem`` of PE ``pe``."""
+        """Initial contents of memory ``mem`` of PE ``pe`` (signed ints; ``weight``: packed words)."""
         n = self.n_pe
         if mem in ("acc", "membrane"):
             return [0] * self.neuron_depth
         out = []
         for lp, ly in zip(self.layers, self.model.layers):
             if mem == "weight":
-                for i in range(lp.in_features):
-                    for c in range(lp.chunks):
-                        j = c * n + pe
-                        out.append(int(ly.weight[j, i]) if j < lp.out_features else 0)
+                for s in lp.sources:
+                    for r in range(s.rows):
+                        out += [self._signed_word(self.word(*e)) for e in self.pe_entries(pe, lp, s, r)]
             else:
                 arr = ly.bias if mem == "bias" else ly.threshold
-                for c in range(lp.chunks):
-                    j = c * n + pe
-                    out.append(int(arr[j]) if arr is not None and j < lp.out_features else 0)
+                for _ in range(lp.positions):
+                    for c in range(lp.chunks):
+                        j = c * n + pe
+                        out.append(int(arr[j]) if arr is not None and j < lp.channels else 0)
+        if mem == "weight" and not out:
+            out = [0]
         return out
+
+    def _signed_word(self, v):
+        b = self.word_bits
+        return v - (1 << b) if v >> (b - 1) & 1 else v

@@ -175,12 +175,14 @@ def or_pool(s, q):
     return s[:, :, :hp * q, :wp * q].reshape(b, c, hp, q, wp, q).any(axis=(3, 5))
 
 
-def _conv_counts(x, w, stride, padding, out_hw):
+def _conv_counts(x, w, stride, padding, out_hw, sparse=False):
     """(input_events, synaptic_events, weight_reads), each (B,), of the input map ``x`` through ``w``.
 
     Every nonzero input is one event; it meets kernel tap (ky, kx) when the tap lands inside the
     output map. ``synaptic_events`` counts the nonzero weights ``w[:, c, ky, kx]`` of the taps that
-    land; ``weight_reads`` the ``C_out`` weights read per landing tap (dense kernel storage).
+    land. ``weight_reads`` depends on the storage: dense kernel storage reads the ``C_out`` weights
+    of every landing tap; compressed (``sparse``) storage reads the nonzero weights of the event's
+    input channel ``w[:, c, :, :]`` (all taps) once for every event that has a landing tap.
     """
     nz = (x != 0).astype(np.int64)
     c_out, k = w.shape[0], w.shape[-1]
@@ -191,14 +193,35 @@ def _conv_counts(x, w, stride, padding, out_hw):
         per_c = win.sum(axis=(2, 3))  # (B, C_in): events landing through this tap
         syn += per_c @ nnz[:, ky, kx]
         taps += per_c.sum(axis=1)
-    return nz.sum(axis=(1, 2, 3)), syn, taps * c_out
+    if sparse:
+        cover = conv_cover(x.shape[2:], k, stride, padding, out_hw)
+        reads = (nz * cover).sum(axis=(2, 3)) @ nnz.sum(axis=(1, 2))
+    else:
+        reads = taps * c_out
+    return nz.sum(axis=(1, 2, 3)), syn, reads
 
 
-def synapses(layer: Layer, inp, shortcut_inp=None):
+def conv_cover(hw, k, stride, padding, out_hw):
+    """(H, W) 0/1: input positions that at least one kernel tap maps into the ``out_hw`` output map."""
+    cover = np.zeros(hw, np.int64)
+    ho, wo = out_hw
+    for ky in range(k):
+        ys = np.arange(ho) * stride + ky - padding
+        ys = ys[(ys >= 0) & (ys < hw[0])]
+        for kx in range(k):
+            xs = np.arange(wo) * stride + kx - padding
+            xs = xs[(xs >= 0) & (xs < hw[1])]
+            cover[np.ix_(ys, xs)] = 1
+    return cover
+
+
+def synapses(layer: Layer, inp, shortcut_inp=None, sparse=False):
     """Input current of ``layer`` for the input ``inp`` (and the shortcut source's spikes), exactly.
 
     Returns ``(current, counts)``: current (B, *layer.map_shape) int64 (bias included) and
-    ``counts`` = {"input_events", "synaptic_events", "weight_reads"} each (B,).
+    ``counts`` = {"input_events", "synaptic_events", "weight_reads"} each (B,). ``sparse``: the
+    layer's weights are in compressed storage (only nonzero weights are read, see
+    :func:`_conv_counts`); otherwise every weight of an event's row is read, zeros included.
     """
     nb = len(inp)
     if layer.kind == "dense":
@@ -206,23 +229,26 @@ def synapses(layer: Layer, inp, shortcut_inp=None):
         nz = (v != 0).astype(np.int64)
         current = v @ layer.weight.T.astype(np.int64) + layer.bias
         ev = nz.sum(axis=1)
-        return current, {"input_events": ev,
-                         "synaptic_events": nz @ (layer.weight != 0).sum(axis=0).astype(np.int64),
-                         "weight_reads": ev * layer.out_features}
+        syn = nz @ (layer.weight != 0).sum(axis=0).astype(np.int64)
+        return current, {"input_events": ev, "synaptic_events": syn,
+                         "weight_reads": syn if sparse else ev * layer.out_features}
     _, ho, wo = layer.map_shape
     current = conv2d(inp, layer.weight, layer.stride, layer.padding) + layer.bias.astype(np.int64)[:, None, None]
-    ev, syn, reads = _conv_counts(inp, layer.weight, layer.stride, layer.padding, (ho, wo))
+    ev, syn, reads = _conv_counts(inp, layer.weight, layer.stride, layer.padding, (ho, wo), sparse)
     if layer.shortcut is not None:
         sc = shortcut_inp.astype(np.int64)[:, :, ::layer.shortcut_stride, ::layer.shortcut_stride][:, :, :ho, :wo]
         current = current + conv2d(sc, layer.shortcut_weight)
         ev = ev + (shortcut_inp != 0).sum(axis=(1, 2, 3))
-        _, syn_sc, reads_sc = _conv_counts(sc, layer.shortcut_weight, 1, 0, (ho, wo))
+        _, syn_sc, reads_sc = _conv_counts(sc, layer.shortcut_weight, 1, 0, (ho, wo), sparse)
         syn, reads = syn + syn_sc, reads + reads_sc
     return current, {"input_events": ev, "synaptic_events": syn, "weight_reads": reads}
 
 
-def run(model: QuantModel, x_q, *, exit_threshold=None, trace=False) -> GoldenResult:
+def run(model: QuantModel, x_q, *, exit_threshold=None, trace=False, sparse=()) -> GoldenResult:
     """Run integer inference on a batch of quantized inputs ``x_q`` (B, input_size).
+
+    ``sparse`` names the layers whose weights are in compressed storage (it changes only the
+    ``weight_reads`` counter; the hardware plan says which layers those are).
 
     All ``t_max`` timesteps are computed (the dynamics up to t do not depend on the exit), then each
     inference's exit timestep is the first ``t`` with ``margin(z_t) >= exit_threshold``. Dense and
@@ -239,7 +265,10 @@ def run(model: QuantModel, x_q, *, exit_threshold=None, trace=False) -> GoldenRe
                   for ly in model.layers]
     first = model.layers[0]
     x0 = x.reshape((nb,) + tuple(first.in_shape)) if first.kind == "conv" else x
-    current0, counts0 = synapses(first, x0)
+    unknown = sorted(set(sparse) - {ly.name for ly in model.layers})
+    if unknown:
+        raise InputError(f"sparse names layers the model does not have: {unknown}")
+    current0, counts0 = synapses(first, x0, sparse=first.name in sparse)
     for k, v in counts0.items():
         step[first.name][k][0] = v
     z_hist = np.zeros((T, nb, model.n_classes), np.int64)
@@ -250,7 +279,7 @@ def run(model: QuantModel, x_q, *, exit_threshold=None, trace=False) -> GoldenRe
             if i == 0:
                 current = current0
             else:
-                current, counts = synapses(ly, s_prev, outs.get(ly.shortcut))
+                current, counts = synapses(ly, s_prev, outs.get(ly.shortcut), ly.name in sparse)
                 for k, v in counts.items():
                     c[k][t] = v
             c["membrane_reads"][t] = ly.out_features

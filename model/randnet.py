@@ -40,3 +40,50 @@ def random_inputs(model, n, *, seed=0, zero_fraction=0.4):
     x = rng.integers(0, 1 << model.input_bits, size=(n, model.input_size))
     x[rng.random(x.shape) < zero_fraction] = 0
     return x.astype(np.int64)
+
+
+def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, False), (5, 3, 1, 1, 2, True)),
+                      n_classes=3, t_max=3, weight_bits=5, input_bits=4, leak_shift=1, reset="subtract",
+                      membrane_bits=14, exit_threshold=6, density=0.7, threshold_range=(3, 12)):
+    """A conv QuantModel: conv layers ``convs`` = (C_out, k, stride, padding, pool, shortcut) each,
+    then a dense output layer. ``shortcut`` (not for the first conv) adds a 1x1 residual input from
+    the conv layer two before it (or the first conv), with the stride that matches the map sizes.
+    """
+    rng = np.random.default_rng(seed)
+    lo_w, hi_w = signed_range(weight_bits)
+    layers, shape = [], tuple(in_shape)
+    outs = []  # (name, out_shape) of the conv layers so far
+    last_sc = 0  # residual connections never overlap (the hardware holds one shortcut map at a time)
+    for i, (c_out, k, s, p, q, sc) in enumerate(convs):
+        w = rng.integers(lo_w // 2, hi_w + 1, size=(c_out, shape[0], k, k))
+        w[rng.random(w.shape) >= density] = 0
+        scale_in = (1 << input_bits) - 1 if i == 0 else 1
+        fan = max(1, int((w > 0).sum(axis=(1, 2, 3)).mean()))
+        lo_t, hi_t = threshold_range
+        th = rng.integers(max(1, lo_t * fan * scale_in // 4), max(2, hi_t * fan * scale_in // 4) + 1, size=c_out)
+        ho, wo = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
+        kw = {}
+        j = max(len(outs) - 2, 0)
+        if sc and outs and j >= last_sc:
+            src_name, src_shape = outs[j]
+            r = max(1, -(-src_shape[1] // ho))
+            if (src_shape[1] - 1) // r + 1 == ho and (src_shape[2] - 1) // r + 1 == wo:
+                last_sc = i
+                kw = {"shortcut": src_name, "shortcut_stride": r,
+                      "shortcut_weight": rng.integers(lo_w // 2, hi_w + 1, size=(c_out, src_shape[0], 1, 1))}
+        ly = Layer(name=f"conv{i + 1}", role="analog" if i == 0 else "spiking", weight=w.astype(np.int64),
+                   bias=rng.integers(-2, 3, size=c_out).astype(np.int64), threshold=th.astype(np.int64),
+                   weight_bits=weight_bits, scale=[1.0] * c_out, kind="conv", in_shape=shape, stride=s,
+                   padding=p, pool=q, **kw)
+        layers.append(ly)
+        shape = ly.out_shape
+        outs.append((ly.name, shape))
+    n_in = int(np.prod(shape))
+    w = rng.integers(lo_w // 2, hi_w + 1, size=(n_classes, n_in))
+    w[rng.random(w.shape) >= density] = 0
+    layers.append(Layer(name="fc", role="output", weight=w.astype(np.int64),
+                        bias=rng.integers(-2, 3, size=n_classes).astype(np.int64), threshold=None,
+                        weight_bits=weight_bits, scale=[1.0]))
+    return QuantModel(name="random-conv", dataset="random", input_shape=tuple(in_shape), input_bits=input_bits,
+                      t_max=t_max, neuron=NeuronConfig(leak_shift, reset, membrane_bits),
+                      exit_criterion="margin", exit_threshold=exit_threshold, layers=layers)

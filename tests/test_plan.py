@@ -1,0 +1,141 @@
+"""The memory plan's weight storage (dense and compressed) against the golden model: walking every
+event through the stored words the way the hardware does reproduces golden currents and counters."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from spikeloom.hw.plan import Plan
+from spikeloom.model import golden
+from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
+
+
+def decode(plan, word):
+    u = word & ((1 << plan.word_bits) - 1)
+    wb = plan.weight_bits
+    w = u & ((1 << wb) - 1)
+    w = w - (1 << wb) if w >> (wb - 1) & 1 else w
+    t = (u >> wb) & ((1 << plan.tap_bits) - 1)
+    c = (u >> (wb + plan.tap_bits)) & ((1 << plan.chunk_bits) - 1)
+    return w, t, c
+
+
+def walk(plan, li, inputs):
+    """Currents (without bias) and weight reads of layer ``li`` from its sources' input maps, by
+    walking the stored words per event (``inputs``: one (B, C, H, W) array per source)."""
+    lp = plan.layers[li]
+    n = plan.n_pe
+    words = [plan.init(p, "weight") for p in range(n)]
+    b = len(inputs[0])
+    cur = np.zeros((b, lp.channels, lp.ho, lp.wo), np.int64)
+    reads = np.zeros(b, np.int64)
+    for s, inp in zip(lp.sources, inputs):
+        for bi in range(b):
+            for ch, y, x in zip(*np.nonzero(inp[bi])):
+                val = int(inp[bi, ch, y, x])
+                row = s.row_base + (ch if s.conv else (ch * s.h + y) * s.w + x)
+                start, ln = plan.row_start[row], plan.row_len[row]
+                land = {t: (oy, ox) for t, oy, ox in s.landing(y, x, lp.ho, lp.wo)}
+                if lp.storage == "dense":
+                    assert ln == s.taps * lp.chunks
+                    for t, (oy, ox) in land.items():
+                        for c in range(lp.chunks):
+                            for p in range(n):
+                                w, _, _ = decode(plan, words[p][start + t * lp.chunks + c])
+                                o = c * n + p
+                                if o < lp.channels:
+                                    reads[bi] += 1
+                                    cur[bi, o, oy, ox] += w * val
+                                else:
+                                    assert w == 0
+                elif land:
+                    for j in range(ln):
+                        for p in range(n):
+                            w, t, c = decode(plan, words[p][start + j])
+                            if w == 0:
+                                continue
+                            reads[bi] += 1
+                            if t in land:
+                                oy, ox = land[t]
+                                addr = lp.neuron_base + (oy * lp.wo + ox) * lp.chunks + c
+                                assert lp.neuron_base <= addr < lp.neuron_base + lp.updates
+                                cur[bi, c * n + p, oy, ox] += w * val
+    return cur, reads
+
+
+def check_plan(model, n_pe, storage, x):
+    plan = Plan(model, n_pe, storage)
+    res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+    first = model.layers[0]
+    inp = [x.reshape((len(x),) + tuple(first.in_shape)) if first.kind == "conv" else x.reshape(len(x), -1, 1, 1)]
+    cur, reads = walk(plan, 0, inp)
+    want, counts = golden.synapses(first, inp[0] if first.kind == "conv" else x, sparse=first.name in plan.sparse_layers)
+    assert (cur.reshape(want.shape) == want - first.bias.reshape((-1,) + (1,) * (want.ndim - 2))).all()
+    assert (reads == counts["weight_reads"]).all()
+    assert (reads == res.step_counters[first.name]["weight_reads"][0]).all()
+    # later layers: feed the golden model's (pooled) spikes of timestep 1
+    outs = {}
+    for li, ly in enumerate(model.layers[:-1]):
+        s = res.spikes[ly.name][0].reshape((len(x),) + tuple(ly.map_shape))
+        outs[ly.name] = golden.or_pool(s, ly.pool) if ly.kind == "conv" else s
+    for li in range(1, len(model.layers)):
+        ly = model.layers[li]
+        prev = outs[model.layers[li - 1].name]
+        srcs = [prev.reshape(len(x), -1, 1, 1) if prev.ndim == 2 else prev]
+        if ly.shortcut:
+            srcs.append(outs[ly.shortcut])
+        cur, reads = walk(plan, li, [v.astype(np.int64) for v in srcs])
+        want, counts = golden.synapses(ly, prev, outs.get(ly.shortcut), ly.name in plan.sparse_layers)
+        assert (cur.reshape(want.shape) == want - ly.bias.reshape((-1,) + (1,) * (want.ndim - 2))).all()
+        assert (reads == counts["weight_reads"]).all()
+        assert (reads == res.step_counters[ly.name]["weight_reads"][0]).all()
+    return plan
+
+
+conv_layers = st.tuples(st.integers(1, 5), st.sampled_from([1, 2, 3]), st.sampled_from([1, 2]),
+                        st.integers(0, 1), st.sampled_from([1, 2]), st.booleans())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_conv_plan_walk_equals_golden(data):
+    convs = data.draw(st.lists(conv_layers, min_size=1, max_size=3), label="convs")
+    hw = data.draw(st.integers(4, 8), label="hw")
+    convs = [(c, k, s, min(p, k - 1), 1, sc) for c, k, s, p, _, sc in convs]
+    # pooling only where the map divides evenly (what the hardware supports)
+    in_shape = shape = (data.draw(st.integers(1, 3), label="c_in"), hw, hw)
+    fixed = []
+    for c, k, s, p, _, sc in convs:
+        ho = (shape[1] + 2 * p - k) // s + 1
+        assume(ho >= 1)
+        q = 2 if ho >= 2 and ho % 2 == 0 and data.draw(st.booleans(), label="pool") else 1
+        fixed.append((c, k, s, p, q, sc))
+        shape = (c, ho // q, ho // q)
+    model = random_conv_model(seed=data.draw(st.integers(0, 999), label="seed"), in_shape=in_shape, convs=fixed)
+    n_pe = data.draw(st.sampled_from([1, 2, 3, 4]), label="n_pe")
+    storage = data.draw(st.sampled_from(["dense", "sparse", "auto"]), label="storage")
+    check_plan(model, n_pe, storage, random_inputs(model, 3, seed=1))
+
+
+@pytest.mark.parametrize("storage", ["dense", "sparse", "auto"])
+@pytest.mark.parametrize("n_pe", [1, 3, 8])
+def test_dense_plan_walk_equals_golden(storage, n_pe):
+    model = random_model([12, 10, 9, 4], seed=3, density=0.3)
+    check_plan(model, n_pe, storage, random_inputs(model, 4, seed=2))
+
+
+def test_sparse_storage_shrinks_a_pruned_layer():
+    model = random_model([64, 128, 128, 10], seed=1, density=0.2, weight_bits=8)
+    dense, auto = Plan(model, 8, "dense"), Plan(model, 8, "auto")
+    assert auto.sparse_layers and auto.weight_memory_bits < 0.6 * dense.weight_memory_bits
+    rep = {r["layer"]: r for r in auto.storage_report}
+    assert all(rep[n]["sparse_bits"] < rep[n]["dense_bits"] for n in auto.sparse_layers)
+
+
+def test_storage_errors():
+    model = random_model([6, 5, 3], seed=0)
+    with pytest.raises(ValueError, match="allowed: 'auto'"):
+        Plan(model, 2, "compressed")
+    with pytest.raises(ValueError, match="does not have"):
+        Plan(model, 2, {"nope": "sparse"})
