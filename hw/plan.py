@@ -13,8 +13,10 @@ Its weights form one *row*:
 
 * conv source: row = input channel ``ch``; its ``k * k`` taps ``t = ky * k + kx`` land on output
   ``(oy, ox) = ((y + p - ky) / s, (x + p - kx) / s)`` when that is an integer inside the map;
-* dense source (also a dense layer after a conv map: PyTorch's row-major flatten): row =
-  ``ch * H * W + y * W + x``, a single tap that always lands on the layer's 1x1 map.
+* dense source: a single tap that always lands on the layer's 1x1 map; row = ``ch`` after a dense
+  layer, ``(y * W + x) * C + ch`` after a (C, H, W) conv map (position-major, so that the spike
+  queue can form it as a per-entry base plus the lane; the weights are PyTorch's row-major flatten
+  ``W[:, ch * H * W + y * W + x]``).
 
 **Weight storage**, chosen per layer (``storage``), one memory per PE for all layers:
 
@@ -76,12 +78,42 @@ class SourcePlan:
     def taps(self):
         return self.k * self.k
 
+    def row(self, ch, y, x):
+        """Local row of the event ``(ch, y, x)``."""
+        return ch if self.conv else (y * self.w + x) * self.c_in + ch
+
     def row_weights(self, r):
         """(C_out, taps) weights of local row ``r``."""
         if self.conv:
             return self.weight[:, r].reshape(len(self.weight), -1)
-        return self.weight[:, r // (self.h * self.w), (r // self.w) % self.h, r % self.w][:, None] \
-            if self.weight.ndim == 4 else self.weight[:, r][:, None]
+        if self.weight.ndim == 4:
+            pos, ch = divmod(r, self.c_in)
+            return self.weight[:, ch, pos // self.w, pos % self.w][:, None]
+        return self.weight[:, r][:, None]
+
+    def tables(self, chunks, ho, wo):
+        """Event geometry for the hardware: per input row ``y``: (landing-tap mask over ky, neuron
+        offset ``floor((y + p) / s) * Wo * chunks``), the same per column ``x`` (offset
+        ``floor((x + p) / s) * chunks``), and per tap ``t``: ``D[t] = (floor(ky / s) * Wo +
+        floor(kx / s)) * chunks``. A landing tap ``t`` of an event at ``(y, x)`` writes neuron
+        ``neuron_base + yoff[y] + xoff[x] - D[t] + c`` (dense source: masks 1, offsets 0)."""
+        if not self.conv:
+            return [(1, 0)], [(1, 0)], [0]
+        k, s, p = self.k, self.stride, self.pad
+
+        def axis(n, out_n, step):
+            rows = []
+            for v in range(n):
+                mask = 0
+                for kk in range(k):
+                    nv = v + p - kk
+                    if nv % s == 0 and 0 <= nv // s < out_n:
+                        mask |= 1 << kk
+                rows.append((mask, (v + p) // s * step))
+            return rows
+
+        return (axis(self.h, ho, wo * chunks), axis(self.w, wo, chunks),
+                [((t // k) // s * wo + (t % k) // s) * chunks for t in range(k * k)])
 
     def landing(self, y, x, ho, wo):
         """Taps of an event at ``(y, x)`` that land, as (t, oy, ox) (dense: the one tap, (0, 0))."""

@@ -34,9 +34,17 @@ def walk(plan, li, inputs):
         for bi in range(b):
             for ch, y, x in zip(*np.nonzero(inp[bi])):
                 val = int(inp[bi, ch, y, x])
-                row = s.row_base + (ch if s.conv else (ch * s.h + y) * s.w + x)
+                row = s.row_base + s.row(ch, y, x)
                 start, ln = plan.row_start[row], plan.row_len[row]
                 land = {t: (oy, ox) for t, oy, ox in s.landing(y, x, lp.ho, lp.wo)}
+                # the hardware's tables give the same landing taps and neuron addresses
+                ys, xs, d = s.tables(lp.chunks, lp.ho, lp.wo)
+                if s.conv:
+                    k = s.k
+                    hw_land = {t for t in range(s.taps) if ys[y][0] >> (t // k) & 1 and xs[x][0] >> (t % k) & 1}
+                    assert hw_land == set(land)
+                    for t, (oy, ox) in land.items():
+                        assert ys[y][1] + xs[x][1] - d[t] == (oy * lp.wo + ox) * lp.chunks
                 if lp.storage == "dense":
                     assert ln == s.taps * lp.chunks
                     for t, (oy, ox) in land.items():
