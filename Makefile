@@ -12,7 +12,7 @@ SIM    ?= verilator
 comma  := ,
 ARGS   ?=
 
-.PHONY: all venv sim test test-slow bench ablation clean distclean
+.PHONY: all venv sim test test-slow bench ablation prune clean distclean
 
 all: sim
 
@@ -51,6 +51,13 @@ synth: $(STAMP)
 	  $(if $(TARGET),$(foreach t,$(subst $(comma), ,$(TARGET)),--target $(t))) \
 	  $(if $(filter command line environment,$(origin PES)),--pes $(PES)) \
 	  $(if $(filter command line environment,$(origin NET)),--model $(NET)) $(ARGS)
+
+## make prune [NET=vgg|mlp|resnet] [PES=8]: spatio-temporal pruning rows (dense, balanced-pruned, T=1)
+## trained (cached under build/prune/), golden-evaluated and co-simulated -> build/pruning.json, table.
+## NET defaults to vgg here; ARGS="--no-cosim" stops after the golden model.
+prune: $(STAMP)
+	$(PY) -m spikeloom.flows.prune --build $(BUILD) \
+	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) --sim $(SIM) $(ARGS)
 
 clean:
 	rm -rf $(BUILD) .hypothesis sim_build

@@ -204,6 +204,12 @@ def build_parser():
     sp.add_argument("--dataset", default="digits", help="images to run on the GPU (test split)")
     sp.add_argument("--runs", type=int, default=200, help="repetitions over the test split (NVML)")
     sp.set_defaults(fn=cmd_gpu_baseline)
+    from . import prune as prune_flow
+
+    sp = sub.add_parser("prune", help="spatio-temporal pruning rows -> build/pruning.json (what `make prune` runs)",
+                        description=prune_flow.__doc__.split("\n\n")[0])
+    prune_flow.add_arguments(sp)
+    sp.set_defaults(fn=prune_flow.run_args)
     sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)")
     sp.add_argument("model", type=Path)
     sp.add_argument("--input", type=Path, required=True)

@@ -1,0 +1,56 @@
+"""``make prune`` end to end on the digits MLP with tiny epochs: rows, balance, caching, co-simulation."""
+
+import json
+
+import pytest
+
+from spikeloom.flows import prune as flow
+from spikeloom.model.errors import ConfigError
+
+TINY = dict(net="mlp", pes=8, epochs=1, qat_epochs=1, finetune_epochs=1, stage_epochs=1, t_from=2)
+KEYS = ("name", "weight_sparsity", "timesteps", "accuracy", "synaptic_events_mean", "cycles_mean", "weight_bits",
+        "mean_timesteps", "accuracy_fixed_t", "cycles_bound_mean")
+
+
+def test_prune_flow_rows_cache_and_cosim(tmp_path):
+    logs = []
+    rep = flow.run(tmp_path, rows=("dense-t4", "pruned80-t4", "stp-t1"), cosim=False, log=logs.append, **TINY)
+    on_disk = json.loads((tmp_path / "pruning.json").read_text())
+    assert [r["name"] for r in on_disk["rows"]] == ["dense-t4", "pruned80-t4", "stp-t1"] == \
+        [r["name"] for r in rep["rows"]]
+    rows = {r["name"]: r for r in on_disk["rows"]}
+    for r in rows.values():
+        assert all(k in r for k in KEYS) and r["cycles_mean"] is None  # no co-simulation asked for
+        assert 0 <= r["accuracy"] <= 1 and r["synaptic_events_mean"] > 0 and r["cycles_bound_mean"] > 0
+    dense, p80, stp = rows["dense-t4"], rows["pruned80-t4"], rows["stp-t1"]
+    assert dense["timesteps"] == p80["timesteps"] == 4 and stp["timesteps"] == 1 == stp["mean_timesteps"]
+    assert dense["weight_sparsity"] < 0.1 and p80["weight_sparsity"] >= 0.8 and stp["weight_sparsity"] >= 0.8
+    for r in (p80, stp):
+        assert all(s >= 0.8 for s in r["layer_sparsity"].values())
+        hidden = [v for k, v in r["pe_imbalance"].items() if k != "fc3"]
+        # balanced over the 8 PEs in the integer model (a kept weight that rounds to 0 only lowers a mean)
+        assert hidden and all(1.0 <= v < 1.02 for v in hidden)
+        assert r["weight_bits"] < 0.4 * dense["weight_bits"]  # compressed storage of the kept weights
+        assert r["synaptic_events_mean"] < dense["synaptic_events_mean"]
+    assert [s["t_max"] for s in stp["stages"]] == [2, 2, 1]  # T=2 training, pruned fine-tune, T=1
+    assert "dense-t4" in logs[-2] and "stp-t1" in logs[-2]  # the table
+
+    # a second run trains nothing, and co-simulates the pruned row on the generated hardware
+    logs.clear()
+    rep = flow.run(tmp_path, rows=("pruned80-t4",), simulator="icarus", cosim_images=2, log=logs.append, **TINY)
+    assert not any("training" in str(m) for m in logs) and any("reusing" in str(m) for m in logs)
+    (row,) = rep["rows"]
+    assert row["accuracy"] == p80["accuracy"] and row["cosim_mismatches"] == 0 and row["cosim_images"] == 2
+    assert row["cycles_mean"] >= row["cosim_cycles_bound_mean"] > 0
+
+
+def test_prune_flow_errors(tmp_path):
+    with pytest.raises(ConfigError, match="rows"):
+        flow.run(tmp_path, rows=("pruned50",), **TINY)
+    with pytest.raises(ConfigError, match="pes"):
+        flow.run(tmp_path, **{**TINY, "pes": 0})
+    with pytest.raises(ConfigError, match="unit_at"):
+        flow.run(tmp_path, unit_at=9, **TINY)
+    with pytest.raises(ConfigError, match="Units need"):  # the MLP has no feature map for a Unit
+        flow.run(tmp_path, rows=("stp-t1",), units=1, cosim=False, **TINY)
+    assert flow.main(["--build", str(tmp_path), "--rows", "nope"]) == 2
