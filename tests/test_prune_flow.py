@@ -54,3 +54,45 @@ def test_prune_flow_errors(tmp_path):
     with pytest.raises(ConfigError, match="Units need"):  # the MLP has no feature map for a Unit
         flow.run(tmp_path, rows=("stp-t1",), units=1, cosim=False, **TINY)
     assert flow.main(["--build", str(tmp_path), "--rows", "nope"]) == 2
+
+
+def _scene_folder(root, n_per_class=10, size=20):
+    """A tiny folder-per-class RGB dataset (UC Merced layout): each class a dominant colour."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("beach", "forest", "runway")):
+        (root / name).mkdir(parents=True)
+        for i in range(n_per_class):
+            img = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+            img[..., k] += 160
+            ext = ".tif" if i % 2 else ".png"
+            Image.fromarray(img).save(root / name / f"{name}{i:02d}{ext}")
+        Image.fromarray(img[..., 0]).convert("L").save(root / name / "gray.jpg")  # grayscale: read as RGB
+    return root
+
+
+def test_remote_sensing_recipe_on_an_image_folder(tmp_path):
+    data = _scene_folder(tmp_path / "scenes")
+    kw = dict(net="vgg", pes=8, dataset=f"folder:{data}", image_size=8, rows=("dense-t4", "stp-t1"), epochs=1,
+              qat_epochs=1, finetune_epochs=1, stage_epochs=1, t_from=2, device="auto", cosim=False)
+    logs = []
+    rep = flow.run(tmp_path / "build", log=logs.append, **kw)
+    assert rep["dataset"] == f"folder:{data}" and rep["image_size"] == 8
+    dense, stp = rep["rows"]
+    assert stp["timesteps"] == 1 and stp["weight_sparsity"] >= 0.8
+    assert [s["stage"].split(" ")[0] for s in stp["stages"]] == ["T=2", "T=2,", "T=1"]
+    assert "2 Unit(s) after stage 1" in stp["stages"][0]["stage"]  # Units trained, then removed
+    from spikeloom.model import modelfile
+
+    m = modelfile.load(stp["model_file"])
+    assert m.input_shape == (3, 8, 8) and m.n_classes == 3 and m.t_max == 1
+    assert [ly.kind for ly in m.layers] == ["conv", "conv", "conv", "dense"]  # the base VGG, no Units
+    # the image size is part of the cache key: the same size reuses, another one retrains
+    logs.clear()
+    flow.run(tmp_path / "build", log=logs.append, **kw)
+    assert not any("training" in str(s) for s in logs)
+    ctx = flow.PruneContext(build=tmp_path, dataset=kw["dataset"], image_size=8)
+    assert ctx.key("train") != flow.PruneContext(build=tmp_path, dataset=kw["dataset"], image_size=12).key("train")
+    assert ctx.split().train.shape == (3, 8, 8)
