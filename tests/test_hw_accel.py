@@ -22,6 +22,7 @@ from spikeloom.model import golden
 from spikeloom.model.config import NeuronConfig
 from spikeloom.model.modelfile import Layer, QuantModel, signed_range
 from spikeloom.model.randnet import random_conv_model, random_inputs
+from spikeloom.sim.strategies import conv_nets
 
 NEVER = 1 << 40  # exit threshold above any margin: every image runs t_max timesteps
 CYCLE_REPORT = []
@@ -267,37 +268,12 @@ def test_bad_arguments():
         Accelerator(bad, 2)
 
 
-def conv_stack(data, c_in, hw):
-    """Conv layers (C_out, k, stride, padding, pool, shortcut) drawn so that every map is non-empty
-    and every pooled map divides evenly (what the hardware pools)."""
-    convs, shape = [], (c_in, hw, hw)
-    for i in range(data.draw(st.integers(1, 3), label="n_conv")):
-        k = data.draw(st.sampled_from([1, 2, 3]), label="k")
-        s = data.draw(st.sampled_from([1, 2]), label="stride")
-        p = data.draw(st.integers(0, k - 1), label="pad")
-        ho = (shape[1] + 2 * p - k) // s + 1
-        if ho < 1:
-            break
-        q = 2 if ho % 2 == 0 and data.draw(st.booleans(), label="pool") else 1
-        c = data.draw(st.integers(1, 5), label="c_out")
-        convs.append((c, k, s, p, q, i > 0 and data.draw(st.booleans(), label="shortcut")))
-        shape = (c, ho // q, ho // q)
-    return convs
-
-
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_conv_networks(data):
     """Random conv/pool/residual nets, dense or compressed storage: RTL == golden on every field and
     spike, and the cycle model is exact."""
-    c_in, hw = data.draw(st.integers(1, 2), label="c_in"), data.draw(st.integers(3, 6), label="hw")
-    convs = conv_stack(data, c_in, hw)
-    if not convs:
-        convs = [(2, 3, 1, 1, 1, False)]
-    model = random_conv_model(seed=data.draw(st.integers(0, 2**16), label="seed"), in_shape=(c_in, hw, hw),
-                              convs=convs, t_max=data.draw(st.integers(1, 3), label="t_max"),
-                              reset=data.draw(st.sampled_from(["zero", "subtract"]), label="reset"),
-                              density=data.draw(st.sampled_from([0.3, 0.8]), label="density"))
+    model = data.draw(conv_nets(), label="model")
     n_pe = data.draw(st.sampled_from([1, 2, 3, 4]), label="n_pe")
     storage = data.draw(st.sampled_from(["dense", "sparse", "auto"]), label="storage")
     x = random_inputs(model, 2, seed=data.draw(st.integers(0, 99), label="image_seed"))
