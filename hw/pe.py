@@ -58,14 +58,16 @@ class PE(wiring.Component):
     * stage 1 (k + 1, ``exe``): the read data are registered (the block RAM's output register);
     * stage 2 (k + 2): ``w * val``, the leaked old membrane plus bias, and for compressed storage
       the entry's neuron address ``addr - D[geo][t] + c`` and whether its tap lands, registered;
-    * stage 3 (k + 3): the acc memory is read at the command's neuron;
+    * stage 3 (k + 3): the acc memory is read at the command's neuron (data registered);
     * stage 4 (k + 4): ``acc + w * val`` is written back (``acc``); the membrane update adds the
       acc value and saturates (registered as ``z``); the acc is cleared (or, for the analog layer,
       rewritten with the image parity); the threshold is read;
     * stage 5 (k + 5): fire, reset and membrane write-back; ``spike`` is registered.
 
-    The acc read (stage 3) is transparent for the acc write (stage 4), so a command reads the value
-    written by the command one cycle before it: no read-after-write distance needs a stall. The
+    The acc value a command uses in stage 4 is the one written by the command one cycle before it
+    when that wrote the same address (forwarded from a register), else the stage-3 read: no
+    read-after-write distance needs a stall, and no memory read lies in the read-modify-write
+    path. The
     analog layer's acc words carry the parity of the image that wrote them; a word of another
     image reads as 0, so a new image needs no clearing pass (every update of the analog layer
     rewrites its words with the current parity). The membrane is read in stage 0 and written in
@@ -128,7 +130,7 @@ class PE(wiring.Component):
 
         w_rd = mems["weight"].read_port()
         acc_wr = mems["acc"].write_port()
-        acc_rd = mems["acc"].read_port(transparent_for=(acc_wr,))
+        acc_rd = mems["acc"].read_port()
         mem_wr = mems["membrane"].write_port()
         mem_rd = mems["membrane"].read_port()
         bias_rd = mems["bias"].read_port()
@@ -213,9 +215,15 @@ class PE(wiring.Component):
         m.d.comb += acc_rd.addr.eq(addr3)
         m.d.sync += [prod4.eq(prod), base4.eq(base), addr4.eq(addr3), ok4.eq(ok3)]
 
+        # The stage-4 write of this cycle, for the stage-3 command reading the same address.
+        fwd = Signal(name="fwd")
+        fwd_data = Signal.like(acc_rd.data, name="fwd_data")
+        m.d.sync += [fwd.eq(acc_wr.en & (acc_wr.addr == addr3)), fwd_data.eq(acc_wr.data)]
+
         # Stage 4: acc write-back; integrate and saturate; threshold read.
-        stored = acc_rd.data[:abits].as_signed()
-        stale = s4.layer0 & (acc_rd.data[abits] != s4.img)
+        acc_word = Mux(fwd, fwd_data, acc_rd.data)
+        stored = acc_word[:abits].as_signed()
+        stale = s4.layer0 & (acc_word[abits] != s4.img)
         old_acc = Signal(signed(abits), name="old_acc")
         m.d.comb += old_acc.eq(Mux(stale, 0, stored))
         new_acc = Signal(signed(abits), name="new_acc")
@@ -230,7 +238,11 @@ class PE(wiring.Component):
         pre = Signal(signed(max(mb + 2, abits) + 1), name="pre")
         m.d.comb += pre.eq(base4 + old_acc)
         u = self.z
-        m.d.sync += u.eq(Mux(pre > hi, hi, Mux(pre < lo, lo, pre)))
+        # pre fits in mb bits iff its bits mb - 1 .. top are all equal: a short reduction instead
+        # of two wide comparisons after the adder.
+        top = pre[mb - 1:]
+        fits = (top == 0) | (top == (1 << len(top)) - 1)
+        m.d.sync += u.eq(Mux(fits, pre[:mb], Mux(pre[-1], lo, hi)))
 
         # Stage 5: fire, reset, membrane write-back.
         fire = u >= thr_rd.data
