@@ -18,7 +18,7 @@ def _add_pipeline_options(p):
                    help="'digits' (embedded default), 'cifar:PATH' or 'folder:PATH' (local folders only)")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
     g.add_argument("--build", type=Path, default=Path("build"), help="output folder (default: build)")
-    g.add_argument("--arch", default="mlp", help="network: mlp (default) or vgg (float training only)")
+    g.add_argument("--arch", default="mlp", help="network: mlp (default), vgg or resnet")
     g.add_argument("--t-max", type=int, default=4)
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--qat-epochs", type=int, default=None)
@@ -66,10 +66,7 @@ def cmd_run(a):
     fm = steps.step_train(ctx)
     im, qm = steps.step_quantize(ctx, fm)
     steps.step_evaluate(ctx, im, qm)
-    if not qm.is_dense and not a.no_cosim:
-        print(f"[generate] skipped: arch {ctx.train.arch!r} has conv layers; the integer golden model covers "
-              "them, the hardware generator does not yet (fully-connected only)")
-    elif not a.no_cosim:
+    if not a.no_cosim:
         gen = steps.step_generate(ctx, qm, a.pes)
         c = steps.step_cosim(ctx, qm, gen, a.sim, a.cosim_images)
         if not c["mismatches"]:
@@ -88,7 +85,7 @@ def cmd_generate(a):
 
     _check_pes(a.pes)
     model = modelfile.load(a.model)
-    steps.require_dense(model, "generate")
+    steps.check_hardware(model, a.pes, "generate")
     generate(model, a.pes, a.out, trace=a.trace)
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
@@ -99,7 +96,7 @@ def cmd_export(a):
     from .export import export
 
     _check_pes(a.pes)
-    steps.require_dense(modelfile.load(a.model), "export")
+    steps.check_hardware(modelfile.load(a.model), a.pes, "export")
     files = export(a.model, a.pes, a.out, freq_mhz=a.freq)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 

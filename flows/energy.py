@@ -21,12 +21,18 @@ GPU_NAME = "RTX 3090 Ti (450 W, 40 TFLOP/s FP32 peak)"
 NO_EXIT = 1 << 40
 
 
+def dense_synapses(model):
+    """Per layer: synaptic operations of one timestep with every input active and every weight nonzero."""
+    shapes = {ly.name: ly.out_shape for ly in model.layers}
+    return [golden.dense_synapses(ly, shapes.get(ly.shortcut)) for ly in model.layers]
+
+
 def dense_counters(model, timesteps):
     """Counters of the same network with every synapse processed (no event-driven sparsity)."""
     T = np.asarray(timesteps)
     out = {}
-    for i, ly in enumerate(model.layers):
-        syn = ly.in_features * ly.out_features * (np.ones_like(T) if i == 0 else T)
+    for i, (ly, ds) in enumerate(zip(model.layers, dense_synapses(model))):
+        syn = ds * (np.ones_like(T) if i == 0 else T)
         out[ly.name] = {"input_events": (ly.in_features * (np.ones_like(T) if i == 0 else T)),
                         "synaptic_events": syn, "weight_reads": syn,
                         "membrane_reads": ly.out_features * T, "membrane_writes": ly.out_features * T,
@@ -34,8 +40,8 @@ def dense_counters(model, timesteps):
     return out
 
 
-def _cycles_model(model, n_pe, x, res):
-    return np.array([perf.cycles(model, n_pe, x[b], res, b) for b in range(len(x))])
+def _cycles_model(model, n_pe, x, res, plan):
+    return np.array([perf.cycles(model, n_pe, x[b], res, b, plan=plan) for b in range(len(x))])
 
 
 def neurobench(model, res):
@@ -54,8 +60,8 @@ def neurobench(model, res):
             "activation_sparsity": float(1 - (spikes / acts).mean()),
             "membrane_updates": float(sum(c[ly.name]["membrane_writes"] for ly in model.layers).mean()),
             "connection_sparsity": zeros / weights, "footprint_bytes": footprint,
-            "synaptic_operations_dense": float(sum(ly.weight.size * (1 if i == 0 else model.t_max)
-                                                   for i, ly in enumerate(model.layers)))}
+            "synaptic_operations_dense": float(sum(ds * (1 if i == 0 else model.t_max)
+                                                   for i, ds in enumerate(dense_synapses(model))))}
 
 
 def gpu_baseline(model, x_float=None, n_runs=200, log=print):
@@ -65,10 +71,10 @@ def gpu_baseline(model, x_float=None, n_runs=200, log=print):
     batches and the board's total-energy counter is read before and after ("nvml"). Otherwise the
     dense FLOPs are multiplied by a documented pJ/FLOP figure ("estimate").
     """
-    flops = 2.0 * sum(ly.weight.size * (1 if i == 0 else model.t_max) for i, ly in enumerate(model.layers))
+    flops = 2.0 * sum(ds * (1 if i == 0 else model.t_max) for i, ds in enumerate(dense_synapses(model)))
     try:
         import torch
-        if torch.cuda.is_available() and x_float is not None:
+        if torch.cuda.is_available() and x_float is not None and model.is_dense:  # NVML run: dense nets
             import pynvml
             return _nvml(model, x_float, n_runs, torch, pynvml, flops, log)
     except ImportError:
@@ -122,18 +128,23 @@ def compute(qmodel, ports, x_q, rtl_images=None, tech=None, x_float=None, log=pr
     ``rtl_images`` are the co-simulation's per-image results (counters, cycles); without them the
     golden model's counts and the exact cycle model give the same numbers.
     """
+    from spikeloom.hw.plan import Plan
+
     tech = tech or load_tech()
     n_pe = ports["n_pe"]
-    res = golden.run(qmodel, x_q, trace=True)
+    sparse = tuple(ports.get("sparse_layers", ()))
+    plan = Plan(qmodel, n_pe, {name: "sparse" if name in sparse else "dense" for name in
+                               (ly.name for ly in qmodel.layers)})
+    res = golden.run(qmodel, x_q, trace=True, sparse=sparse)
     g_counters = res.counters(adaptive=True)
-    g_cycles = _cycles_model(qmodel, n_pe, x_q, res)
+    g_cycles = _cycles_model(qmodel, n_pe, x_q, res, plan)
     e_golden = energy(qmodel, ports, g_counters, res.exit_t, g_cycles, tech)
-    fixed = golden.run(qmodel, x_q, exit_threshold=NO_EXIT, trace=True)
+    fixed = golden.run(qmodel, x_q, exit_threshold=NO_EXIT, trace=True, sparse=sparse)
     e_fixed = energy(qmodel, ports, fixed.counters(adaptive=False), fixed.exit_t,
-                     _cycles_model(qmodel, n_pe, x_q, fixed), tech)
+                     _cycles_model(qmodel, n_pe, x_q, fixed, plan), tech)
     T = np.full(len(x_q), qmodel.t_max)
-    dense_cycles = sum(-(-(ly.in_features * ly.out_features) // n_pe) * (1 if i == 0 else qmodel.t_max)
-                       + -(-ly.out_features // n_pe) * qmodel.t_max for i, ly in enumerate(qmodel.layers))
+    dense_cycles = sum(-(-ds // n_pe) * (1 if i == 0 else qmodel.t_max) + -(-ly.out_features // n_pe) * qmodel.t_max
+                       for i, (ly, ds) in enumerate(zip(qmodel.layers, dense_synapses(qmodel))))
     e_dense = energy(qmodel, ports, dense_counters(qmodel, T), T, np.full(len(x_q), dense_cycles), tech)
     source = "golden model counts + cycle model"
     e_main, diff = e_golden, None

@@ -67,12 +67,15 @@ class Context:
         return h.hexdigest()[:16]
 
 
-def require_dense(qmodel, step):
-    """The generated hardware takes fully-connected networks; conv/residual hardware is not built yet."""
-    if not qmodel.is_dense:
-        kinds = sorted({ly.kind for ly in qmodel.layers})
-        raise SpikeloomError(f"{step}: the hardware generator supports fully-connected (dense) networks; "
-                             f"{qmodel.name!r} has {', '.join(kinds)} layers (conv hardware is not implemented yet)")
+def check_hardware(qmodel, n_pe, step):
+    """The hardware plan of ``qmodel`` on ``n_pe`` PEs; a model the generator cannot map (e.g. a
+    pooled map that does not divide evenly) is a one-line error naming the layer."""
+    from spikeloom.hw.plan import Plan
+
+    try:
+        return Plan(qmodel, n_pe)
+    except ValueError as e:
+        raise SpikeloomError(f"{step}: {qmodel.name!r} cannot be mapped to the hardware: {e}") from None
 
 
 def _cached(path: Path, key: str):
@@ -265,13 +268,20 @@ def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
     """Generate the accelerator's Verilog, memory images and port description for ``qmodel``."""
     from spikeloom.hw.accel import generate
 
-    require_dense(qmodel, "generate")
+    check_hardware(qmodel, n_pe, "generate")
     out = ctx.workdir / f"rtl_n{n_pe}{'_trace' if trace else ''}"
     generate(qmodel, n_pe, out, trace=trace)
     verilog = out / "spikeloom_accel.v"
     if not verilog.exists() or not (out / "ports.json").exists():
         raise SpikeloomError(f"generate wrote no Verilog into {out}")
-    log(f"[generate] {verilog} ({verilog.stat().st_size // 1024} KiB, N = {n_pe} PEs)")
+    ports = json.loads((out / "ports.json").read_text())
+    storage = ", ".join(f"{ly['name']} {ly['storage']}" for ly in ports["layers"])
+    log(f"[generate] {verilog} ({verilog.stat().st_size // 1024} KiB, N = {n_pe} PEs); weight storage: {storage}; "
+        f"{ports['weight_memory_bits']} weight bits")
+    ctx.report["hardware"] = {"n_pe": n_pe, "storage": {ly["name"]: ly["storage"] for ly in ports["layers"]},
+                              "weight_memory_bits": ports["weight_memory_bits"],
+                              "layers": [{k: ly[k] for k in ("name", "kind", "storage", "weight_words", "dense_bits",
+                                                              "sparse_bits")} for ly in ports["layers"]]}
     return out
 
 
@@ -290,7 +300,8 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
     pred = np.array([i["pred"] for i in imgs])
     cycles = np.array([i["cycles"] for i in imgs], dtype=float)
     bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
-    res = golden.run(qmodel, x_q)
+    ports = json.loads((Path(gen_dir) / "ports.json").read_text())
+    res = golden.run(qmodel, x_q, sparse=tuple(ports.get("sparse_layers", ())))
     c = {"simulator": simulator, "n_pe": r["n_pe"], "n_images": r["n_images"],
          "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
          "accuracy_golden_same_images": float((res.pred == y).mean()),

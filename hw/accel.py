@@ -1,29 +1,24 @@
-"""The accelerator top: event sources -> SIMD PE array -> neuron update -> early-exit controller.
+"""The accelerator top: event sources -> event pipeline -> SIMD PE array -> neuron update ->
+early-exit controller. One sequencer drives the same command to every PE.
 
-Phases of one inference (one sequencer drives the same addresses to every PE):
+Phases of one inference:
 
-* ``LOAD``: layer 0's accumulate. Input values stream in; each nonzero value ``x`` at index ``i``
-  issues ``chunks[0]`` cycles of ``acc += W0[:, i] * x``; zero values cost one cycle, and are
-  accepted even while a previous value's chunks are being issued. Done once per image.
-* per timestep, for each layer ``l``: ``UPDATE`` (one chunk per cycle: LIF step or output
-  integration, spikes pushed to the spike queue and the trace) then, for ``l + 1``, ``ACC`` (one
-  event per popped spike, ``chunks[l + 1]`` cycles each, back to back).
+* ``LOAD``: the analog layer's accumulate, once per image. Input values stream in; each nonzero
+  value becomes an event (a row of weights, see :mod:`spikeloom.hw.plan`) with multiplier
+  ``val``; zero values are accepted at once, also while earlier events are being issued.
+* per timestep, for each layer ``l``: ``UPDATE`` (one chunk of one position per cycle: LIF step
+  or output integration; spikes are OR-pooled and pushed to the spike queue, and to the shortcut
+  queue when a later layer reads them through a residual connection) then, for ``l + 1``,
+  ``ACC`` (the events of the spike queue, then of the shortcut queue if ``l + 1`` has one).
 * ``EXIT``: the top-1/top-2 of the output values is merged during the output ``UPDATE``; one
   cycle later the margin decides between the next timestep and ``RESULT``.
 
-Pipeline-drain overhead (cycles in which no chunk is issued; ``hw/perf.py`` models it exactly):
-
-* ``LOAD``: a zero input value costs a cycle only when no chunk is being issued (zeros are
-  accepted in parallel with a nonzero value's chunks); ``LOAD`` -> ``UPDATE``: 0 cycles when the
-  last value is nonzero and ``chunks[0] > 1``, else 1.
-* ``UPDATE`` -> ``ACC``: a chunk's spikes reach the queue ``SPIKE_STAGE`` (5) cycles after its
-  issue; the ``ACC`` phase cannot end while a spiking update is still in the PE pipeline, so with
-  no spike at all it lasts ``SPIKE_STAGE - 1`` cycles (one more when the last chunk spiked).
-* ``ACC`` -> ``UPDATE``: 0 cycles when ``chunks[l] > 1``, 1 when ``chunks[l] == 1`` (an empty
-  queue is seen one cycle after the last pop).
-* output ``UPDATE`` -> next timestep or ``RESULT``: ``Z_STAGE + Top2.latency`` cycles (the last
-  chunk's outputs leave the PEs in stage ``Z_STAGE`` (4), pass the registered top-2 tree and merge,
-  then the exit decision).
+The event pipeline has three registers before the issue stage: ``EV`` (the event and its
+geometry; events are fetched as soon as a queue has them, also while the producing layer is
+still updating), ``RW`` (its row's start and length from the ``rows`` table, the taps that land
+and the event's neuron base) and ``TP`` (one burst: a landing tap's ``chunks`` words for dense
+storage, or the row's ``row_len`` entries for compressed storage). The issue stage sends one
+word per cycle to the PEs. ``hw/perf.py`` models every cycle of this.
 """
 
 import json
@@ -33,14 +28,15 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.back import verilog
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from spikeloom.model.golden import COUNTERS
 
-from .events import InputEventSource, SpikeEventSource
+from .events import InputEventSource, SpikeEventSource, event_layout, spike_entry_layout
 from .exit import Top2
-from .pe import PE, SPIKE_STAGE, W_NZ_STAGE, Z_STAGE, exec_layout, issue_layout
+from .pe import PE, SPIKE_STAGE, W_NZ_STAGE, Z_STAGE, exec_layout, geometries, issue_layout
 from .plan import MEMORIES, Plan
 
 __all__ = ["Accelerator", "Phase", "describe", "generate", "result_layout", "trace_layout"]
@@ -84,10 +80,11 @@ def result_layout(plan):
 
 
 def trace_layout(plan):
-    """Payload of ``o_trace``: the spikes of one chunk of one layer update."""
+    """Payload of ``o_trace``: the spikes of one chunk at one position of one layer update."""
     return data.StructLayout({
         "timestep": unsigned(_bits(plan.model.t_max + 1)),
         "layer": unsigned(_bits(plan.n_layers)),
+        "pos": unsigned(_bits(max(lp.positions for lp in plan.layers))),
         "chunk": unsigned(_bits(plan.max_chunks)),
         "mask": unsigned(plan.n_pe),
     })
@@ -110,40 +107,45 @@ def _popcount(m, bits, name):
 
 
 class Accelerator(wiring.Component):
-    """Spiking-network inference accelerator generated for one fully-connected ``QuantModel``.
+    """Spiking-network inference accelerator generated for one ``QuantModel`` (dense, conv, pooled
+    and residual layers; dense or compressed weight storage per layer).
 
     Parameters
     ----------
     model : QuantModel
         The integer network (``golden.run`` is the specification).
     n_pe : int
-        Processing elements (1..64); PE ``p`` owns neurons ``c * n_pe + p`` of every layer.
+        Processing elements (1..64); PE ``p`` owns output channels ``c * n_pe + p`` of every layer.
     trace : bool
         Add the ``o_trace`` spike-trace stream.
+    storage : str or dict
+        Weight storage per layer (:class:`~spikeloom.hw.plan.Plan`); ``"auto"``: fewer bits.
 
     Members
     -------
     i_data : In(stream.Signature(unsigned(model.input_bits)))
-        ``model.input_size`` values per image in index order, no framing. Accepted only in the
-        load phase of an image, i.e. after the previous image's result has been transferred.
-        ``ready`` is combinational from ``valid`` and the payload (zeros are taken at once).
+        ``model.input_size`` values per image in row-major order of ``model.input_shape``, no
+        framing. Accepted only in the load phase of an image, i.e. after the previous image's
+        result has been transferred. ``ready`` is combinational from ``valid`` and the payload
+        (zeros are taken at once).
     o_result : Out(stream.Signature(result_layout(plan)))
         One transfer per image: ``pred``, ``timesteps`` (executed, 1..t_max), ``cycles`` (see
         ``CYCLES_DEFINITION``) and per layer the six ``golden.COUNTERS`` summed over executed
-        timesteps. ``valid`` stays high with a stable payload until ``ready``; with ``trace`` it
-        rises only once the trace queue has drained.
+        timesteps (``weight_reads`` as ``golden.run(..., sparse=plan.sparse_layers)`` counts
+        them). ``valid`` stays high with a stable payload until ``ready``; with ``trace`` it rises
+        only once the trace queue has drained.
     o_trace : Out(stream.Signature(trace_layout(plan))), only with ``trace``
-        One transfer per chunk with at least one spike, in production order: ``timestep``
-        (1-based), ``layer`` (index), ``chunk`` and the lane ``mask`` (bit ``p``: neuron
-        ``chunk * n_pe + p``). Back-pressure stalls the next spiking-layer update until the
-        queue (depth: most chunks of a spiking layer) is empty; nothing is dropped.
+        One transfer per update with at least one spike (before pooling), in production order:
+        ``timestep`` (1-based), ``layer`` (index), ``pos`` (``y * W + x`` in the layer's map),
+        ``chunk`` and the lane ``mask`` (bit ``p``: channel ``chunk * n_pe + p``). Back-pressure
+        stalls the next spiking-layer update until the queue is empty; nothing is dropped.
     """
 
-    def __init__(self, model, n_pe, trace=False):
+    def __init__(self, model, n_pe, trace=False, storage="auto"):
         try:
             if not isinstance(trace, bool):
                 raise TypeError(f"trace must be a bool, got {trace!r}")
-            self.plan = Plan(model, n_pe)
+            self.plan = Plan(model, n_pe, storage)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated: no "created but never used" warning
             raise
@@ -165,167 +167,365 @@ class Accelerator(wiring.Component):
         plan, model = self.plan, self.model
         n, n_layers = plan.n_pe, plan.n_layers
         out_layer = n_layers - 1
+        layers = plan.layers
+        geos = geometries(plan)
+        gid = {(g.layer, g.shortcut): i for i, g in enumerate(geos)}
+        max_h = max(g.h for g in geos)
+        max_w = max(g.w for g in geos)
+        ev_layout = event_layout(plan.n_rows, max_h, max_w, model.input_bits)
+        entry = spike_entry_layout(n, plan.n_rows, max_h, max_w)
+        # shortcut source layer -> the layer that reads it
+        sc_of = {next(i for i, lp in enumerate(layers) if lp.name == model.layers[li].shortcut): li
+                 for li in range(n_layers) if model.layers[li].shortcut is not None}
 
         pes = [PE(plan, p) for p in range(n)]
         for p, pe in enumerate(pes):
             m.submodules[f"pe_{p}"] = pe
-        m.submodules.inputs = inputs = InputEventSource(model.input_size, model.input_bits, plan.max_in)
+        m.submodules.inputs = inputs = InputEventSource(model.input_shape, model.input_bits, ev_layout)
         wiring.connect(m, wiring.flipped(self.i_data), inputs.i_data)
-        m.submodules.spikes = spikes = SpikeEventSource(
-            n, plan.max_chunks, plan.max_spiking_chunks, plan.max_in, model.input_bits)
+
+        def pushes(lp):
+            return (lp.positions // (lp.pool * lp.pool)) * lp.chunks
+
+        m.submodules.spikes = mainq = SpikeEventSource(
+            n, max(pushes(lp) for lp in layers[:-1]), entry, ev_layout)
+        scq = None
+        if sc_of:
+            m.submodules.shortcut = scq = SpikeEventSource(
+                n, max(pushes(layers[s]) for s in sc_of), entry, ev_layout)
         m.submodules.top2 = top2 = Top2(n, plan.membrane_bits, model.n_classes)
+
+        sbits, lbits = _bits(plan.weight_depth + 1), _bits(plan.max_row_len + 1)
+        m.submodules.rows = rows = Memory(
+            shape=unsigned(sbits + lbits), depth=max(plan.n_rows, 1),
+            init=[st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)])
+        rows_rd = rows.read_port()
 
         phase = Signal(Phase, init=Phase.INIT)
         layer = Signal(range(n_layers))
         t = Signal(range(model.t_max + 1), init=1)
+        img = Signal(init=1)
         exit_wait = Z_STAGE + top2.latency - 1  # cycles between the last output chunk's issue and EXIT
         cnt = Signal(range(max(plan.neuron_depth, exit_wait, 2)))
         running = Signal()
         cycles = Signal(COUNTER_BITS)
-        counters = [{c: Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS} for lp in plan.layers]
+        counters = [{c: Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS} for lp in layers]
+        nbits = _bits(plan.neuron_depth)
+        wbits = _bits(plan.weight_depth)
 
-        def per_layer(values, width):
-            return Array(Const(v, width) for v in values)[layer]
-
-        last_c = per_layer([lp.chunks - 1 for lp in plan.layers], _bits(plan.max_chunks))
-        n_base = per_layer([lp.neuron_base for lp in plan.layers], _bits(plan.neuron_depth))
-        last_lanes = per_layer([lp.last_lanes for lp in plan.layers], _bits(n + 1))
-
-        # The event being issued: from the registers while busy (chunks 1.. of a multi-chunk
-        # event), else straight from the event source, so that events follow back to back.
-        busy = Signal()
-        # at least 1 bit: a zero-width signal (one chunk per layer) is emitted as an ascending `[-1:0]` vector
-        ec = Signal(range(max(plan.max_chunks, 2)))
-        ebase = Signal(issue_layout(plan).members["w_addr"])
-        ex = Signal(model.input_bits)
-        efirst = Signal()
+        def per_layer(values, width, sel=layer):
+            return Array(Const(v, width) for v in values)[sel]
 
         in_load = phase == Phase.LOAD
         in_acc = phase == Phase.ACC
+        in_update = phase == Phase.UPDATE
+
+        # ---------------------------------------------------------------- event pipeline
+        # EV: the event being looked up.
+        max_taps = max(g.taps for g in geos)
+        gbits = _bits(len(geos))
         ev_valid = Signal()
-        ev_index = Signal.like(inputs.events.payload.index)
-        new_base = Signal.like(ebase)
-        m.d.comb += [
-            ev_valid.eq((in_load & inputs.events.valid) | (in_acc & spikes.events.valid)),
-            ev_index.eq(Mux(in_load, inputs.events.payload.index, spikes.events.payload.index)),
-        ]
-        take = ~busy & ev_valid
-        issuing = busy | ev_valid
-        cur_c = Signal.like(ec)
-        cur_base = Signal.like(ebase)
-        cur_x = Signal.like(ex)
-        cur_first = Signal()
-        m.d.comb += [
-            cur_c.eq(Mux(busy, ec, 0)),
-            cur_base.eq(Mux(busy, ebase, new_base)),
-            cur_x.eq(Mux(busy, ex, Mux(in_load, inputs.events.payload.x, 1))),
-            cur_first.eq(Mux(busy, efirst, in_load & ~inputs.any)),
-            inputs.enable.eq(in_load),
-            inputs.events.ready.eq(take & in_load),
-            spikes.events.ready.eq(take & in_acc),
-        ]
-        at_last = cur_c == last_c
-        with m.Switch(layer):
-            for li, lp in enumerate(plan.layers):
-                with m.Case(li):
-                    m.d.comb += new_base.eq(lp.weight_base + ev_index * lp.chunks)
-                    with m.If(take):
-                        m.d.sync += counters[li]["input_events"].eq(counters[li]["input_events"] + 1)
+        ev = Signal(ev_layout)
+        ev_geo = Signal(gbits)
+        # RW: its row (rows_rd.data), landing taps, neuron base.
+        rw_valid = Signal()
+        rw_geo = Signal(gbits)
+        rw_val = Signal(model.input_bits)
+        rw_mask = Signal(max_taps)
+        rw_e = Signal(nbits)  # modulo 2**nbits: a landing tap's neuron is exact in these bits
+        rw_start = Signal(sbits)
+        rw_len = Signal(lbits)
+        m.d.comb += [rw_start.eq(rows_rd.data[:sbits]), rw_len.eq(rows_rd.data[sbits:])]
+        # TP: one burst of words.
+        tp_valid = Signal()
+        tp_w0 = Signal(wbits)
+        tp_n0 = Signal(nbits)
+        tp_last = Signal(lbits)      # words - 1
+        tp_val = Signal(model.input_bits)
+        tp_sparse = Signal()
+        tp_mask = Signal(max_taps)
+        tp_geo = Signal(gbits)
+        tp_chunked = Signal()        # dense storage: word k is chunk k (padding lanes in the last)
+
+        # the layer whose events are fetched: the next one while a layer updates
+        cl = Signal(range(n_layers))
+        m.d.comb += cl.eq(Mux(in_update & (layer != out_layer), layer + 1, layer))
+        src_valid = Signal()
+        src = Signal(ev_layout)
+        src_geo = Signal(gbits)
+        ev_ready = Signal()
+        take_main = Signal()
+        take_sc = Signal()
+        sc_here = per_layer([int(li in sc_of.values()) for li in range(n_layers)], 1, cl)
+        with m.If(in_load):
+            m.d.comb += [src_valid.eq(inputs.events.valid), src.eq(inputs.events.payload),
+                         src_geo.eq(gid[(0, False)]), inputs.events.ready.eq(ev_ready)]
+        with m.Elif(mainq.events.valid):
+            m.d.comb += [src_valid.eq(1), src.eq(mainq.events.payload), take_main.eq(ev_ready),
+                         src_geo.eq(per_layer([gid[(li, False)] for li in range(n_layers)], gbits, cl))]
+        if scq is not None:
+            with m.Elif(sc_here & scq.events.valid):
+                m.d.comb += [src_valid.eq(1), src.eq(scq.events.payload), take_sc.eq(ev_ready),
+                             src_geo.eq(per_layer([gid.get((li, True), 0) for li in range(n_layers)], gbits, cl))]
+            m.d.comb += scq.events.ready.eq(take_sc)
+        m.d.comb += [inputs.enable.eq(in_load), mainq.events.ready.eq(take_main)]
+
+        rw_ready = Signal()
+        m.d.comb += ev_ready.eq(~ev_valid | rw_ready)
+        with m.If(ev_ready):
+            m.d.sync += [ev_valid.eq(src_valid), ev.eq(src), ev_geo.eq(src_geo)]
+            with m.If(src_valid):
+                with m.Switch(src_geo):
+                    for gi, g in enumerate(geos):
+                        with m.Case(gi):
+                            cs = counters[g.layer]["input_events"]
+                            m.d.sync += cs.eq(cs + 1)
+
+        # EV -> RW: the rows table read, the landing taps and the event's neuron base.
+        m.d.comb += [rows_rd.addr.eq(ev.row), rows_rd.en.eq(ev_valid & rw_ready)]
+        with m.If(rw_ready):
+            m.d.sync += [rw_valid.eq(ev_valid), rw_geo.eq(ev_geo), rw_val.eq(ev.val)]
+            with m.Switch(ev_geo):
+                for gi, g in enumerate(geos):
+                    lp = layers[g.layer]
+                    with m.Case(gi):
+                        if g.conv:
+                            ys, xs, _ = g.tables(lp.chunks, lp.ho, lp.wo)
+                            ym = Array(Const(v[0], g.k) for v in ys)[ev.y]
+                            xm = Array(Const(v[0], g.k) for v in xs)[ev.x]
+                            yo = Array(Const(v[1] % (1 << nbits), nbits) for v in ys)[ev.y]
+                            xo = Array(Const(v[1] % (1 << nbits), nbits) for v in xs)[ev.x]
+                            bits = [ym[t // g.k] & xm[t % g.k] for t in range(g.taps)]
+                            m.d.sync += [rw_mask.eq(Cat(*bits)), rw_e.eq(lp.neuron_base + yo + xo)]
+                        else:
+                            m.d.sync += [rw_mask.eq(1), rw_e.eq(lp.neuron_base)]
+
+        # RW -> TP: bursts. Dense storage: one per landing tap (lowest first); compressed: one per event.
+        tp_ready = Signal()
+        tap = Signal(range(max(max_taps, 2)))
+        for b in reversed(range(max_taps)):
+            with m.If(rw_mask[b]):
+                m.d.comb += tap.eq(b)
+        rest = Signal(max_taps)
+        m.d.comb += rest.eq(rw_mask & ~(Const(1, max_taps) << tap))
+        rw_sparse = Signal()
+        rw_chunks = Signal(lbits)
+        toff = Signal(wbits)
+        dtap = Signal(nbits)
+        with m.Switch(rw_geo):
+            for gi, g in enumerate(geos):
+                lp = layers[g.layer]
+                with m.Case(gi):
+                    d = g.tables(lp.chunks, lp.ho, lp.wo)[2]
+                    m.d.comb += [
+                        rw_sparse.eq(lp.storage == "sparse"),
+                        rw_chunks.eq(lp.chunks - 1),
+                        toff.eq(Array(Const(tt * lp.chunks, wbits) for tt in range(g.taps))[tap]),
+                        dtap.eq(Array(Const(v % (1 << nbits), nbits) for v in d)[tap]),
+                    ]
+        rw_done = Mux(rw_sparse, 1, rest == 0)
+        m.d.comb += rw_ready.eq(~rw_valid | (tp_ready & rw_done))
+        with m.If(tp_ready):
+            m.d.sync += tp_valid.eq(rw_valid & (rw_mask != 0) & (~rw_sparse | (rw_len != 0)))
+            m.d.sync += [tp_val.eq(rw_val), tp_sparse.eq(rw_sparse), tp_mask.eq(rw_mask), tp_geo.eq(rw_geo),
+                         tp_chunked.eq(~rw_sparse)]
+            with m.If(rw_sparse):
+                m.d.sync += [tp_w0.eq(rw_start), tp_n0.eq(rw_e), tp_last.eq(rw_len - 1)]
+            with m.Else():
+                m.d.sync += [tp_w0.eq(rw_start + toff), tp_n0.eq(rw_e - dtap), tp_last.eq(rw_chunks)]
+                with m.If(rw_valid & ~rw_done):
+                    m.d.sync += rw_mask.eq(rest)
+
+        # Issue: the burst's words, one per cycle, back to back.
+        busy = Signal()
+        ek = Signal(lbits)
+        ew = Signal(wbits)
+        en_ = Signal(nbits)
+        elast = Signal(lbits)
+        eval_ = Signal(model.input_bits)
+        esparse = Signal()
+        emask = Signal(max_taps)
+        egeo = Signal(gbits)
+        echunked = Signal()
+        take = ~busy & tp_valid & (in_load | in_acc)
+        issuing = busy | take
+        m.d.comb += tp_ready.eq(~tp_valid | take)
+        cur_k = Mux(busy, ek, 0)
+        cur_w = Mux(busy, ew, tp_w0)
+        cur_n = Mux(busy, en_, tp_n0)
+        cur_last = Mux(busy, elast, tp_last)
+        cur_val = Mux(busy, eval_, tp_val)
+        cur_sparse = Mux(busy, esparse, tp_sparse)
+        cur_mask = Mux(busy, emask, tp_mask)
+        cur_geo = Mux(busy, egeo, tp_geo)
+        cur_chunked = Mux(busy, echunked, tp_chunked)
+        at_last = cur_k == cur_last
         with m.If(issuing & ~at_last):
-            m.d.sync += [busy.eq(1), ec.eq(cur_c + 1), ebase.eq(cur_base), ex.eq(cur_x), efirst.eq(cur_first)]
+            m.d.sync += [busy.eq(1), ek.eq(cur_k + 1), ew.eq(cur_w + 1), en_.eq(cur_n + cur_chunked), elast.eq(cur_last),
+                         eval_.eq(cur_val), esparse.eq(cur_sparse), emask.eq(cur_mask), egeo.eq(cur_geo),
+                         echunked.eq(cur_chunked)]
         with m.Else():
             m.d.sync += busy.eq(0)
+        quiet = Signal()  # nothing left to issue after this cycle
+        m.d.comb += quiet.eq(~ev_valid & ~rw_valid & Mux(busy, at_last & ~tp_valid, ~tp_valid | (take & at_last)))
 
-        # Stage 0 (issue) -> stage 1 (execute) broadcast.
+        # ---------------------------------------------------------------- update counters
+        ctl = data.StructLayout({
+            "cmd": exec_layout(plan),
+            "lanes": unsigned(_bits(n + 1)),
+            "layer": unsigned(_bits(n_layers)),
+            "c": unsigned(_bits(plan.max_chunks)),
+            "pos": unsigned(_bits(max(lp.positions for lp in layers))),
+            "pidx": unsigned(_bits(max(max((lp.wo // lp.pool) * lp.chunks for lp in layers), 1))),
+            "py": unsigned(_bits(max_h)),
+            "px": unsigned(_bits(max_w)),
+            "first": 1,
+            "last": 1,
+            "rbm": unsigned(_bits(plan.n_rows)),
+            "rbs": unsigned(_bits(plan.n_rows)),
+        })
+        uc = Signal(range(max(plan.max_chunks, 2)))
+        ux = Signal(range(max(max(lp.wo for lp in layers), 2)))
+        upos = Signal.like(Signal(ctl).pos)
+        xq = Signal(range(max(max(lp.pool for lp in layers), 2)))
+        yq = Signal.like(xq)
+        px = Signal(_bits(max_w))
+        py = Signal(_bits(max_h))
+        pcol = Signal.like(Signal(ctl).pidx)
+        rb_row = Signal(_bits(plan.n_rows))
+        rb_col = Signal(_bits(plan.n_rows))
+        cN = Signal(_bits(plan.n_rows + n))
+
+        last_c = per_layer([lp.chunks - 1 for lp in layers], _bits(plan.max_chunks))
+        last_x = per_layer([lp.wo - 1 for lp in layers], ux.shape().width)
+        last_q = per_layer([lp.pool - 1 for lp in layers], xq.shape().width)
+        last_lanes = per_layer([lp.last_lanes for lp in layers], _bits(n + 1))
+        n_base = per_layer([lp.neuron_base for lp in layers], nbits)
+        chunks_c = per_layer([lp.chunks for lp in layers], pcol.shape().width)
+        # the rows of the next layer's main source (dense consumer: position-major) and shortcut
+        rb_main, rb_pos, rb_prow, rb_sc = [], [], [], []
+        for li, lp in enumerate(layers):
+            nxt = layers[li + 1].sources[0] if li + 1 < n_layers else None
+            rb_main.append(nxt.row_base if nxt else 0)
+            dense_next = nxt is not None and not nxt.conv
+            rb_pos.append(lp.channels if dense_next else 0)
+            rb_prow.append(lp.channels * (lp.wo // lp.pool) if dense_next else 0)
+            rb_sc.append(layers[sc_of[li]].sources[1].row_base if li in sc_of else 0)
+        rbw = _bits(plan.n_rows)
+        c_rb_main = per_layer(rb_main, rbw)
+        c_rb_pos = per_layer(rb_pos, rbw)
+        c_rb_prow = per_layer(rb_prow, rbw)
+        c_rb_sc = per_layer(rb_sc, rbw)
+        pool_on = per_layer([int(lp.pool > 1) for lp in layers], 1)
+
+        # ---------------------------------------------------------------- commands to the PEs
         issue = Signal(issue_layout(plan))
-        nxt = Signal(exec_layout(plan))
-        exe = Signal(exec_layout(plan))
-        nxt_chunk, s1_chunk = Signal.like(ec), Signal.like(ec)
-        nxt_lanes, s1_lanes = Signal(range(n + 1)), Signal(range(n + 1))
-        nxt_layer, s1_layer = Signal(range(n_layers)), Signal(range(n_layers))
-        m.d.sync += [exe.eq(nxt), s1_chunk.eq(nxt_chunk), s1_lanes.eq(nxt_lanes), s1_layer.eq(nxt_layer)]
+        nxt = Signal(ctl)
+        st = {1: Signal(ctl, name="s1")}
+        m.d.sync += st[1].eq(nxt)
+        for s in range(2, SPIKE_STAGE + 1):
+            st[s] = Signal(ctl, name=f"s{s}")
+            m.d.sync += st[s].eq(st[s - 1])
         for p, pe in enumerate(pes):
-            m.d.comb += [pe.issue.eq(issue), pe.exe.eq(exe), pe.lane_valid.eq(s1_lanes > p)]
-        # The stage-1 command and its chunk, lane count and layer, delayed to stages 2..SPIKE_STAGE.
-        stages = {1: (exe, s1_chunk, s1_lanes, s1_layer)}
-        for st in range(2, SPIKE_STAGE + 1):
-            cur = (Signal(exec_layout(plan), name=f"s{st}"), Signal.like(s1_chunk, name=f"s{st}_chunk"),
-                   Signal.like(s1_lanes, name=f"s{st}_lanes"), Signal.like(s1_layer, name=f"s{st}_layer"))
-            m.d.sync += [a.eq(b) for a, b in zip(cur, stages[st - 1])]
-            stages[st] = cur
+            m.d.comb += [pe.issue.eq(issue), pe.exe.eq(st[1].cmd), pe.lane_valid.eq(st[1].lanes > p)]
 
-        in_update = phase == Phase.UPDATE
-        chunk = Mux(in_update, cnt, cur_c)
+        upd_addr = Signal(nbits)
+        m.d.comb += upd_addr.eq(n_base + cnt)
+        cmd = nxt.cmd
         m.d.comb += [
-            issue.w_addr.eq(cur_base + cur_c),
-            issue.n_addr.eq(n_base + chunk),
-            nxt.addr.eq(n_base + chunk),
-            nxt.x.eq(cur_x),
-            nxt.zero_old.eq(cur_first),
-            nxt.output.eq(layer == out_layer),
-            nxt.first_t.eq(t == 1),
-            nxt.gate.eq((layer == 0) & ~inputs.any),
-            nxt_chunk.eq(chunk),
-            nxt_lanes.eq(Mux(chunk == last_c, last_lanes, n)),
-            nxt_layer.eq(layer),
+            issue.w_addr.eq(cur_w),
+            issue.n_addr.eq(upd_addr),
+            cmd.first_t.eq(t == 1),
+            cmd.output.eq(layer == out_layer),
+            cmd.img.eq(img),
+            nxt.layer.eq(layer),
         ]
 
-        # Synaptic-event counters (stage W_NZ_STAGE), output top-2 (stage Z_STAGE), spikes and
-        # update counters (stage SPIKE_STAGE).
-        sw, sw_chunk, sw_lanes, sw_layer = stages[W_NZ_STAGE]
-        n_syn = _popcount(m, Cat(pe.w_nz for pe in pes), "n_syn")
-        with m.If(sw.acc):
-            with m.Switch(sw_layer):
+        # ---------------------------------------------------------------- outputs of the pipeline
+        sw = st[W_NZ_STAGE]
+        n_read = _popcount(m, Cat(pe.read for pe in pes), "n_read")
+        n_syn = _popcount(m, Cat(pe.syn for pe in pes), "n_syn")
+        with m.If(sw.cmd.acc):
+            with m.Switch(sw.layer):
                 for li in range(n_layers):
                     with m.Case(li):
                         cs = counters[li]
                         m.d.sync += [
-                            cs["weight_reads"].eq(cs["weight_reads"] + sw_lanes),
+                            cs["weight_reads"].eq(cs["weight_reads"] + n_read),
                             cs["synaptic_events"].eq(cs["synaptic_events"] + n_syn),
                         ]
-        ss, ss_chunk, ss_lanes, ss_layer = stages[SPIKE_STAGE]
+        ss = st[SPIKE_STAGE]
         mask = Signal(n)
         m.d.comb += mask.eq(Cat(pe.spike for pe in pes))
         n_spikes = _popcount(m, mask, "n_spikes")
-        with m.If(ss.update):
-            with m.Switch(ss_layer):
+        with m.If(ss.cmd.update):
+            with m.Switch(ss.layer):
                 for li in range(n_layers):
                     with m.Case(li):
                         cs = counters[li]
                         m.d.sync += [
-                            cs["membrane_reads"].eq(cs["membrane_reads"] + ss_lanes),
-                            cs["membrane_writes"].eq(cs["membrane_writes"] + ss_lanes),
+                            cs["membrane_reads"].eq(cs["membrane_reads"] + ss.lanes),
+                            cs["membrane_writes"].eq(cs["membrane_writes"] + ss.lanes),
                             cs["spikes"].eq(cs["spikes"] + n_spikes),
                         ]
-        push = ss.update & ~ss.output & (mask != 0)
+        # OR-pooling: a row of pooled outputs is kept in `pool` until its window's last update.
+        orv = Signal(n)
+        if any(lp.pool > 1 for lp in layers):
+            depth = max((lp.wo // lp.pool) * lp.chunks for lp in layers if lp.pool > 1)
+            m.submodules.pool = pool = Memory(shape=unsigned(n), depth=max(depth, 2), init=[])
+            pool_rd = pool.read_port(domain="comb")
+            pool_wr = pool.write_port()
+            m.d.comb += [
+                pool_rd.addr.eq(ss.pidx),
+                orv.eq(mask | Mux(ss.first, 0, pool_rd.data)),
+                pool_wr.addr.eq(ss.pidx),
+                pool_wr.data.eq(orv),
+                pool_wr.en.eq(ss.cmd.update & ~ss.cmd.output & ~ss.last),
+            ]
+        else:
+            m.d.comb += orv.eq(mask)
+        push = Signal()
+        m.d.comb += push.eq(ss.cmd.update & ~ss.cmd.output & ss.last & (orv != 0))
         m.d.comb += [
-            spikes.push.valid.eq(push),
-            spikes.push.payload.chunk.eq(ss_chunk),
-            spikes.push.payload.mask.eq(mask),
+            mainq.push.valid.eq(push),
+            mainq.push.payload.rbase.eq(ss.rbm),
+            mainq.push.payload.y.eq(ss.py),
+            mainq.push.payload.x.eq(ss.px),
+            mainq.push.payload.mask.eq(orv),
         ]
-        sz, sz_chunk, sz_lanes, _ = stages[Z_STAGE]
+        if scq is not None:
+            is_src = Array(Const(int(li in sc_of), 1) for li in range(n_layers))[ss.layer]
+            m.d.comb += [
+                scq.push.valid.eq(push & is_src),
+                scq.push.payload.rbase.eq(ss.rbs),
+                scq.push.payload.y.eq(ss.py),
+                scq.push.payload.x.eq(ss.px),
+                scq.push.payload.mask.eq(orv),
+            ]
+        sz = st[Z_STAGE]
         z_base = Signal.like(top2.base)
-        m.d.sync += z_base.eq(stages[Z_STAGE - 1][1] * n)
+        m.d.sync += z_base.eq(st[Z_STAGE - 1].c * n)
         for p, pe in enumerate(pes):
-            m.d.comb += [top2.values[p].eq(pe.z), top2.valid[p].eq(sz_lanes > p)]
+            m.d.comb += [top2.values[p].eq(pe.z), top2.valid[p].eq(sz.lanes > p)]
         m.d.comb += [
             top2.base.eq(z_base),
-            top2.en.eq(sz.update & sz.output),
-            top2.restart.eq(sz_chunk == 0),
+            top2.en.eq(sz.cmd.update & sz.cmd.output),
+            top2.restart.eq(sz.c == 0),
         ]
         # A spiking-layer update still in the pipeline may yet push a spike-queue entry.
         update_in_flight = push
-        for st in range(1, SPIKE_STAGE):
-            update_in_flight = update_in_flight | stages[st][0].update
+        for s in range(1, SPIKE_STAGE):
+            update_in_flight = update_in_flight | (st[s].cmd.update & ~st[s].cmd.output)
 
         if self.trace:
-            m.submodules.trace_queue = tq = SyncFIFO(width=self.trace_layout.size,
-                                                     depth=max(plan.max_spiking_chunks, 2))
-            entry = Signal(self.trace_layout)
+            depth = max(lp.updates for lp in layers[:-1])
+            m.submodules.trace_queue = tq = SyncFIFO(width=self.trace_layout.size, depth=max(depth, 2))
+            tentry = Signal(self.trace_layout)
             m.d.comb += [
-                entry.timestep.eq(t), entry.layer.eq(ss_layer), entry.chunk.eq(ss_chunk), entry.mask.eq(mask),
-                tq.w_data.eq(entry.as_value()),
-                tq.w_en.eq(push),
+                tentry.timestep.eq(t), tentry.layer.eq(ss.layer), tentry.pos.eq(ss.pos),
+                tentry.chunk.eq(ss.c), tentry.mask.eq(mask),
+                tq.w_data.eq(tentry.as_value()),
+                tq.w_en.eq(ss.cmd.update & ~ss.cmd.output & (mask != 0)),
                 self.o_trace.valid.eq(tq.r_rdy),
                 self.o_trace.payload.eq(tq.r_data),
                 tq.r_en.eq(self.o_trace.ready),
@@ -343,7 +543,7 @@ class Accelerator(wiring.Component):
             res.payload.timesteps.eq(t),
             res.payload.cycles.eq(cycles),
         ]
-        for li, lp in enumerate(plan.layers):
+        for li, lp in enumerate(layers):
             for c in COUNTERS:
                 m.d.comb += res.payload.layers[lp.name][c].eq(counters[li][c])
 
@@ -352,28 +552,67 @@ class Accelerator(wiring.Component):
         with m.Elif(running & ~res.valid):
             m.d.sync += cycles.eq(cycles + 1)
 
+        # ---------------------------------------------------------------- the sequencer
+        queues_empty = mainq.empty if scq is None else (mainq.empty & (~sc_here | scq.empty))
         with m.Switch(phase):
             with m.Case(Phase.INIT):
-                # acc of the spiking layers must start at 0; UPDATE keeps it so afterwards.
-                m.d.comb += [nxt.clear.eq(1), nxt.addr.eq(cnt)]
+                # acc of every layer must start at 0 (parity 0); UPDATE keeps it so afterwards.
+                m.d.comb += [cmd.clear.eq(1), cmd.addr.eq(cnt)]
                 with m.If(cnt == plan.neuron_depth - 1):
                     m.d.sync += [cnt.eq(0), phase.eq(Phase.LOAD)]
                 with m.Else():
                     m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.LOAD, Phase.ACC):
-                m.d.comb += nxt.acc.eq(issuing)
-                drained = ~busy | at_last
-                with m.If(in_load & inputs.done & drained):
+                m.d.comb += [
+                    cmd.acc.eq(issuing),
+                    cmd.sparse.eq(cur_sparse),
+                    cmd.addr.eq(cur_n),
+                    cmd.mask.eq(cur_mask),
+                    cmd.geo.eq(cur_geo),
+                    cmd.val.eq(cur_val),
+                    cmd.layer0.eq(layer == 0),
+                    nxt.lanes.eq(Mux(cur_chunked & (cur_k == last_c), last_lanes, n)),
+                ]
+                with m.If(in_load & inputs.done & quiet):
                     m.d.sync += [cnt.eq(0), phase.eq(Phase.UPDATE)]
-                # the previous UPDATE's last chunks may still push spike entries.
-                with m.If(in_acc & ~ev_valid & ~update_in_flight & drained):
+                # the previous UPDATE's last updates may still push spike entries.
+                with m.If(in_acc & queues_empty & ~update_in_flight & quiet):
                     m.d.sync += [cnt.eq(0), phase.eq(Phase.UPDATE)]
             with m.Case(Phase.UPDATE):
                 stall = (cnt == 0) & (layer != out_layer) & ~trace_empty
+                first = (xq == 0) & (yq == 0)
+                last = (xq == last_q) & (yq == last_q)
+                m.d.comb += [
+                    nxt.c.eq(uc), nxt.pos.eq(upos), nxt.pidx.eq(pcol + uc), nxt.py.eq(py), nxt.px.eq(px),
+                    nxt.first.eq(first | ~pool_on), nxt.last.eq(last | ~pool_on),
+                    nxt.rbm.eq(c_rb_main + rb_row + rb_col + cN), nxt.rbs.eq(c_rb_sc + cN),
+                    nxt.lanes.eq(Mux(uc == last_c, last_lanes, n)),
+                    cmd.addr.eq(upd_addr),
+                    cmd.layer0.eq(layer == 0),
+                ]
                 with m.If(~stall):
-                    m.d.comb += [nxt.update.eq(1), nxt.clear.eq(layer != 0)]
-                    with m.If(cnt == last_c):
-                        m.d.sync += cnt.eq(0)
+                    m.d.comb += [cmd.update.eq(1), cmd.clear.eq(layer != 0)]
+                    wrap_c = uc == last_c
+                    m.d.sync += [uc.eq(Mux(wrap_c, 0, uc + 1)), cN.eq(Mux(wrap_c, 0, cN + n))]
+                    with m.If(wrap_c):
+                        m.d.sync += upos.eq(upos + 1)
+                        wrap_x = ux == last_x
+                        with m.If(wrap_x):
+                            m.d.sync += [ux.eq(0), xq.eq(0), px.eq(0), pcol.eq(0), rb_col.eq(0)]
+                            with m.If(yq == last_q):
+                                m.d.sync += [yq.eq(0), py.eq(py + 1), rb_row.eq(rb_row + c_rb_prow)]
+                            with m.Else():
+                                m.d.sync += yq.eq(yq + 1)
+                        with m.Else():
+                            m.d.sync += ux.eq(ux + 1)
+                            with m.If(xq == last_q):
+                                m.d.sync += [xq.eq(0), px.eq(px + 1), pcol.eq(pcol + chunks_c),
+                                             rb_col.eq(rb_col + c_rb_pos)]
+                            with m.Else():
+                                m.d.sync += xq.eq(xq + 1)
+                    with m.If(cnt == per_layer([lp.updates - 1 for lp in layers], cnt.shape().width)):
+                        m.d.sync += [cnt.eq(0), uc.eq(0), cN.eq(0), upos.eq(0), ux.eq(0), xq.eq(0),
+                                     yq.eq(0), px.eq(0), py.eq(0), pcol.eq(0), rb_row.eq(0), rb_col.eq(0)]
                         with m.If(layer == out_layer):
                             m.d.sync += phase.eq(Phase.EXIT_WAIT)
                         with m.Else():
@@ -394,7 +633,7 @@ class Accelerator(wiring.Component):
             with m.Case(Phase.RESULT):
                 with m.If(res.ready & res.valid):
                     m.d.comb += inputs.restart.eq(1)
-                    m.d.sync += [phase.eq(Phase.LOAD), t.eq(1), layer.eq(0), running.eq(0)]
+                    m.d.sync += [phase.eq(Phase.LOAD), t.eq(1), layer.eq(0), running.eq(0), img.eq(~img)]
                     m.d.sync += [s.eq(0) for cs in counters for s in cs.values()]
         return m
 
@@ -433,12 +672,20 @@ def describe(accel):
                    "fields": _flatten(accel.trace_layout)} if accel.trace else None),
         "cycles": CYCLES_DEFINITION,
         "counters": list(COUNTERS),
-        "layers": [{"name": lp.name, "role": lp.role, "in_features": lp.in_features,
-                    "out_features": lp.out_features, "chunks": lp.chunks, "neuron_base": lp.neuron_base,
-                    "weight_base": lp.weight_base} for lp in plan.layers],
-        "memories": [{"pe": f"pe_{p}", "name": mem, "depth": depths[mem], "width": widths[mem],
+        "layers": [{"name": lp.name, "role": lp.role, "kind": lp.kind, "in_features": lp.in_features,
+                    "out_features": lp.out_features, "channels": lp.channels, "map": [lp.ho, lp.wo],
+                    "pool": lp.pool, "positions": lp.positions, "chunks": lp.chunks,
+                    "neuron_base": lp.neuron_base, "weight_base": lp.weight_base, "storage": lp.storage,
+                    "weight_words": r["words"], "dense_bits": r["dense_bits"], "sparse_bits": r["sparse_bits"]}
+                   for lp, r in zip(plan.layers, plan.storage_report)],
+        "sparse_layers": list(plan.sparse_layers),
+        "weight_word": {"weight_bits": plan.weight_bits, "tap_bits": plan.tap_bits, "chunk_bits": plan.chunk_bits},
+        "weight_memory_bits": plan.weight_memory_bits,
+        "memories": [{"pe": f"pe_{p}", "name": mem, "depth": depths[mem], "width": widths[mem] + (mem == "acc"),
                       "file": f"mem/pe_{p}_{mem}.hex"}
-                     for p in range(plan.n_pe) for mem in MEMORIES],
+                     for p in range(plan.n_pe) for mem in MEMORIES]
+        + [{"pe": None, "name": "rows", "depth": max(plan.n_rows, 1), "width": plan.rows_bits,
+            "file": "mem/rows.hex"}],
     }
 
 
@@ -448,12 +695,13 @@ def _hex_lines(values, width):
     return "".join(f"{v & mask:0{digits}x}\n" for v in values)
 
 
-def generate(model, n_pe, out_dir, trace=False):
-    """Write ``spikeloom_accel.v``, ``ports.json`` and ``mem/pe_<p>_<mem>.hex`` under ``out_dir``.
+def generate(model, n_pe, out_dir, trace=False, storage="auto"):
+    """Write ``spikeloom_accel.v``, ``ports.json``, ``mem/pe_<p>_<mem>.hex`` and ``mem/rows.hex``
+    under ``out_dir``.
 
     The output is deterministic: the same arguments give the same bytes. Returns the paths written.
     """
-    accel = Accelerator(model, n_pe, trace=trace)
+    accel = Accelerator(model, n_pe, trace=trace, storage=storage)
     out = Path(out_dir)
     (out / "mem").mkdir(parents=True, exist_ok=True)
     text = verilog.convert(accel, name=TOP_NAME, emit_src=False)
@@ -465,10 +713,17 @@ def generate(model, n_pe, out_dir, trace=False):
     path = out / "ports.json"
     path.write_text(json.dumps(desc, indent=2) + "\n")
     written.append(path)
-    widths = accel.plan.widths()
-    for p in range(accel.plan.n_pe):
+    plan = accel.plan
+    widths = plan.widths()
+    widths["acc"] += 1  # the image parity bit
+    for p in range(plan.n_pe):
         for mem in MEMORIES:
             path = out / "mem" / f"pe_{p}_{mem}.hex"
-            path.write_text(_hex_lines(accel.plan.init(p, mem), widths[mem]))
+            path.write_text(_hex_lines(plan.init(p, mem), widths[mem]))
             written.append(path)
+    sbits = max(1, ceil_log2(plan.weight_depth + 1))
+    path = out / "mem" / "rows.hex"
+    path.write_text(_hex_lines([st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)] or [0],
+                               plan.rows_bits))
+    written.append(path)
     return written

@@ -1,8 +1,9 @@
-"""Event sources: they turn layer inputs into a stream of ``(index, x)`` events for the PE array.
+"""Event sources: they turn layer inputs into a stream of events for the PE array.
 
-An event says "input ``index`` of the current layer is active with multiplier ``x``"; the
-sequencer turns each event into one weight-row read per chunk. Both sources present events as
-an ``amaranth.lib.stream`` whose ``valid`` never depends on ``ready``.
+An event says "row ``row`` of the current source is active with multiplier ``x`` at input
+position ``(y, x)``" (see :mod:`spikeloom.hw.plan` for rows and positions); the sequencer turns
+each event into weight-word reads. Both sources present events as an ``amaranth.lib.stream``
+whose ``valid`` never depends on ``ready``.
 """
 
 from amaranth import Const, Module, Mux, Signal, unsigned
@@ -12,17 +13,26 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 
-def event_layout(max_in, input_bits):
+def _ubits(n):
+    return max(1, ceil_log2(max(n, 1)))
+
+
+def event_layout(n_rows, max_h, max_w, input_bits):
     return data.StructLayout({
-        "index": unsigned(max(1, ceil_log2(max_in))),
-        "x": unsigned(input_bits),
+        "row": unsigned(_ubits(n_rows)),
+        "y": unsigned(_ubits(max_h)),
+        "x": unsigned(_ubits(max_w)),
+        "val": unsigned(input_bits),
     })
 
 
-def spike_entry_layout(n_pe, max_chunks):
-    """One spike-queue entry: the spikes of chunk ``chunk`` as an ``n_pe``-bit lane mask."""
+def spike_entry_layout(n_pe, n_rows, max_h, max_w):
+    """One spike-queue entry: the spikes of one (pooled) position and chunk as an ``n_pe``-bit lane
+    mask; lane ``p``'s event is row ``rbase + p`` at ``(y, x)``."""
     return data.StructLayout({
-        "chunk": unsigned(max(1, ceil_log2(max_chunks))),
+        "rbase": unsigned(_ubits(n_rows)),
+        "y": unsigned(_ubits(max_h)),
+        "x": unsigned(_ubits(max_w)),
         "mask": unsigned(n_pe),
     })
 
@@ -31,22 +41,24 @@ class InputEventSource(wiring.Component):
     """Events of the analog layer, from the image's input values.
 
     A zero value is accepted in the cycle it is offered, whatever ``events.ready``; a nonzero
-    value at position ``i`` becomes the event ``(i, value)`` and is accepted with it.
+    value becomes an event and is accepted with it. Values arrive in row-major order of
+    ``shape``: (C, H, W) for a conv first layer (event row = channel, at ``(y, x)``), or (F,) for
+    a dense one (event row = index, at (0, 0)).
 
     Parameters
     ----------
-    count : int
-        Input values per image.
+    shape : tuple
+        (C, H, W) or (F,).
     input_bits : int
-    max_in : int
-        Size of the index field (largest fan-in of the network).
+    layout : StructLayout
+        The event payload (:func:`event_layout`).
 
     Members
     -------
     i_data : In(stream.Signature(unsigned(input_bits)))
-        Input values in index order; ``ready`` is combinational from ``valid``, the payload,
-        ``enable`` and ``events.ready``.
-    events : Out(stream.Signature(event_layout(...)))
+        Input values in order; ``ready`` is combinational from ``valid``, the payload, ``enable``
+        and ``events.ready``.
+    events : Out(stream.Signature(layout))
         Nonzero values; ``valid`` combinational from ``i_data``.
     enable : In(1)
         Accept values (the load phase).
@@ -55,77 +67,88 @@ class InputEventSource(wiring.Component):
     first : Out(1)
         The first value of the image is transferred this cycle.
     done : Out(1)
-        All ``count`` values of the image have been transferred (registered).
-    any : Out(1)
-        A nonzero value has been transferred in this image (registered).
+        All values of the image have been transferred (registered).
     """
 
-    def __init__(self, count, input_bits, max_in):
-        self._count = count
+    def __init__(self, shape, input_bits, layout):
+        self._shape = tuple(shape) if len(shape) == 3 else (int(shape[0]), 1, 1)
         super().__init__({
             "i_data": In(stream.Signature(unsigned(input_bits))),
-            "events": Out(stream.Signature(event_layout(max_in, input_bits))),
+            "events": Out(stream.Signature(layout)),
             "enable": In(1),
             "restart": In(1),
             "first": Out(1),
             "done": Out(1),
-            "any": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        index = Signal(range(self._count))
+        n_c, n_h, n_w = self._shape
+        row = Signal(range(max(n_c, 2)))
+        y = Signal(range(max(n_h, 2)))
+        x = Signal(range(max(n_w, 2)))
         value = self.i_data.payload
         open_ = self.enable & ~self.done
         m.d.comb += [
             self.events.valid.eq(open_ & self.i_data.valid & (value != 0)),
-            self.events.payload.index.eq(index),
-            self.events.payload.x.eq(value),
+            self.events.payload.row.eq(row),
+            self.events.payload.y.eq(y),
+            self.events.payload.x.eq(x),
+            self.events.payload.val.eq(value),
             self.i_data.ready.eq(open_ & ((value == 0) | self.events.ready)),
         ]
         accept = self.i_data.valid & self.i_data.ready
-        m.d.comb += self.first.eq(accept & (index == 0))
+        m.d.comb += self.first.eq(accept & (row == 0) & (y == 0) & (x == 0))
         with m.If(self.restart):
-            m.d.sync += [index.eq(0), self.done.eq(0), self.any.eq(0)]
+            m.d.sync += [row.eq(0), y.eq(0), x.eq(0), self.done.eq(0)]
         with m.Elif(accept):
-            with m.If(value != 0):
-                m.d.sync += self.any.eq(1)
-            with m.If(index == self._count - 1):
-                m.d.sync += self.done.eq(1)
+            with m.If(x == n_w - 1):
+                m.d.sync += x.eq(0)
+                with m.If(y == n_h - 1):
+                    m.d.sync += y.eq(0)
+                    with m.If(row == n_c - 1):
+                        m.d.sync += self.done.eq(1)
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+                with m.Else():
+                    m.d.sync += y.eq(y + 1)
             with m.Else():
-                m.d.sync += index.eq(index + 1)
+                m.d.sync += x.eq(x + 1)
         return m
 
 
 class SpikeEventSource(wiring.Component):
-    """The spike queue: chunk spike masks in, one event per spike out (lowest lane first).
+    """A spike queue: entries (row base, position, lane mask) in, one event per spike out (lowest
+    lane first).
 
     Parameters
     ----------
     n_pe : int
-    max_chunks : int
-        Size of the chunk field.
     depth : int
-        Queue entries; at least the chunks one layer update can push.
-    max_in, input_bits : int
-        Shape of the event payload (``x`` is always 1).
+        Queue entries; at least the entries one layer update can push.
+    entry : StructLayout
+        :func:`spike_entry_layout`.
+    layout : StructLayout
+        The event payload (:func:`event_layout`); ``val`` is always 1.
 
     Members
     -------
-    push : In(stream.Signature(spike_entry_layout(...)))
+    push : In(stream.Signature(entry))
         Entries with a nonzero mask; ``ready`` is low only when the queue is full. An entry
         pushed in cycle k can be an event from cycle k + 1.
-    events : Out(stream.Signature(event_layout(...)))
-        ``index = chunk * n_pe + lane``; ``valid`` is registered state only.
+    events : Out(stream.Signature(layout))
+        ``row = rbase + lane``; ``valid`` is registered state only.
+    empty : Out(1)
+        No entry is queued or being split (combinational).
     """
 
-    def __init__(self, n_pe, max_chunks, depth, max_in, input_bits):
+    def __init__(self, n_pe, depth, entry, layout):
         self._n_pe = n_pe
         self._depth = depth
-        entry = spike_entry_layout(n_pe, max_chunks)
         super().__init__({
             "push": In(stream.Signature(entry)),
-            "events": Out(stream.Signature(event_layout(max_in, input_bits))),
+            "events": Out(stream.Signature(layout)),
+            "empty": Out(1),
         })
 
     def elaborate(self, platform):
@@ -153,14 +176,18 @@ class SpikeEventSource(wiring.Component):
                 m.d.comb += lane.eq(b)
         m.d.comb += [
             self.events.valid.eq(use_hold | queue.r_rdy),
-            self.events.payload.index.eq(src.chunk * n + lane),
-            self.events.payload.x.eq(1),
+            self.events.payload.row.eq(src.rbase + lane),
+            self.events.payload.y.eq(src.y),
+            self.events.payload.x.eq(src.x),
+            self.events.payload.val.eq(1),
+            self.empty.eq(~use_hold & ~queue.r_rdy),
         ]
         with m.If(self.events.valid & self.events.ready):
             m.d.sync += [
-                hold.chunk.eq(src.chunk),
+                hold.rbase.eq(src.rbase),
+                hold.y.eq(src.y),
+                hold.x.eq(src.x),
                 hold.mask.eq(src.mask & ~(Const(1, n) << lane)),
             ]
             m.d.comb += queue.r_en.eq(~use_hold)
         return m
-

@@ -1,6 +1,6 @@
 """One processing element: its slice of weights, input currents and membranes, and the LIF datapath."""
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -9,57 +9,76 @@ from amaranth.utils import ceil_log2
 from .plan import MEMORIES
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
-#: ``exe`` is stage 1): ``w_nz`` in stage 3, ``z`` in stage 4, ``spike`` in stage 5.
-W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 4, 5
+#: ``exe`` is stage 1): ``read``/``syn`` in stage 3, ``z`` in stage 5, ``spike`` in stage 6.
+W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 5, 6
+
+
+def _ubits(n):
+    return max(1, ceil_log2(max(n, 1)))
+
+
+def geometries(plan):
+    """The synaptic sources of ``plan`` in a fixed order (a source's index is its geometry id)."""
+    return [s for lp in plan.layers for s in lp.sources]
 
 
 def issue_layout(plan):
     """Stage-0 (read) command broadcast to every PE."""
     return data.StructLayout({
-        "w_addr": unsigned(max(1, ceil_log2(plan.weight_depth))),
-        "n_addr": unsigned(max(1, ceil_log2(plan.neuron_depth))),
+        "w_addr": unsigned(_ubits(plan.weight_depth)),
+        "n_addr": unsigned(_ubits(plan.neuron_depth)),
     })
 
 
 def exec_layout(plan):
     """Stage-1 (compute) command broadcast to every PE, one cycle after its issue."""
+    max_taps = max(s.taps for s in geometries(plan))
     return data.StructLayout({
-        "acc": 1,        # acc[addr] <- (0 if zero_old else acc[addr]) + w * x
-        "clear": 1,      # acc[addr] <- 0 (ignored when acc is set)
+        "acc": 1,        # acc[addr] <- acc[addr] + w * val
+        "clear": 1,      # acc[addr] <- 0 (with parity 0; ignored when acc or update is set)
         "update": 1,     # membrane update of neuron addr
         "output": 1,     # update is the output integrator (no leak, no spike)
         "first_t": 1,    # timestep 1: the old membrane reads as 0
-        "gate": 1,       # the input current reads as 0 (analog layer, all-zero image)
-        "zero_old": 1,
-        "addr": unsigned(max(1, ceil_log2(plan.neuron_depth))),
-        "x": unsigned(plan.model.input_bits),
+        "layer0": 1,     # the command is for the analog layer (acc words carry the image parity)
+        "img": 1,        # parity of the current image
+        "sparse": 1,     # acc: the neuron comes from the stored entry (compressed storage)
+        "addr": unsigned(_ubits(plan.neuron_depth)),  # neuron (dense acc, update, clear) or event base (sparse)
+        "mask": unsigned(max_taps),                   # sparse: the taps that land for this event
+        "geo": unsigned(_ubits(len(geometries(plan)))),
+        "val": unsigned(plan.model.input_bits),
     })
 
 
 class PE(wiring.Component):
     """Processing element ``index`` of the array.
 
-    Five-stage pipeline for a command whose ``issue`` is sampled in cycle k (stage 0):
+    Six-stage pipeline for a command whose ``issue`` is sampled in cycle k (stage 0):
 
     * stage 0 (k): weight, membrane and bias memories read at ``issue``'s addresses;
     * stage 1 (k + 1, ``exe``): the read data are registered (the block RAM's output register);
-    * stage 2 (k + 2): ``w * x`` and the leaked old membrane plus bias are computed and
-      registered; the acc memory is read at the command's address;
-    * stage 3 (k + 3): ``acc + w * x`` (or 0) is written back to acc; the membrane update adds the
-      acc value and saturates (registered as ``z``); the threshold is read;
-    * stage 4 (k + 4): fire, reset and membrane write-back; ``spike`` is registered.
+    * stage 2 (k + 2): ``w * val``, the leaked old membrane plus bias, and for compressed storage
+      the entry's neuron address ``addr - D[geo][t] + c`` and whether its tap lands, registered;
+    * stage 3 (k + 3): the acc memory is read at the command's neuron (data registered);
+    * stage 4 (k + 4): ``acc + w * val`` is written back (``acc``); the membrane update adds the
+      acc value and saturates (registered as ``z``); the acc is cleared (or, for the analog layer,
+      rewritten with the image parity); the threshold is read;
+    * stage 5 (k + 5): fire, reset and membrane write-back; ``spike`` is registered.
 
-    The acc read (stage 2) is transparent for the acc write (stage 3), so a command reads the value
-    written by the command one cycle before it (back-to-back events on one acc address): no
-    read-after-write distance needs a stall. The membrane is read in stage 0 and written in
-    stage 4 without forwarding: the sequencer issues two updates of one neuron at least 5 cycles
+    The acc value a command uses in stage 4 is the one written by the command one cycle before it
+    when that wrote the same address (forwarded from a register), else the stage-3 read: no
+    read-after-write distance needs a stall, and no memory read lies in the read-modify-write
+    path. The
+    analog layer's acc words carry the parity of the image that wrote them; a word of another
+    image reads as 0, so a new image needs no clearing pass (every update of the analog layer
+    rewrites its words with the current parity). The membrane is read in stage 0 and written in
+    stage 5 without forwarding: the sequencer issues two updates of one neuron at least 6 cycles
     apart (there is always an ACC phase or the exit wait between them).
 
     Parameters
     ----------
     plan : Plan
     index : int
-        Lane of this PE (neurons ``c * n_pe + index``).
+        Lane of this PE (output channels ``c * n_pe + index``).
 
     Members
     -------
@@ -68,15 +87,15 @@ class PE(wiring.Component):
     exe : In(exec_layout(plan))
         Command for the data read at cycle k - 1 (stage 1).
     lane_valid : In(1)
-        With ``exe``: this lane holds a real neuron of the current chunk (masks ``spike``).
-    w_nz : Out(1)
-        Registered, stage ``W_NZ_STAGE`` (3): the weight read for the command was nonzero (a
-        synaptic event when that command was ``acc``).
+        With ``exe``: this lane holds a real neuron of the current chunk (dense storage and updates).
+    read, syn : Out(1)
+        Registered, stage ``W_NZ_STAGE`` (3), for ``acc`` commands: this lane read a stored weight
+        (``read``) and it was a synaptic event (nonzero weight whose tap lands: ``syn``).
     z : Out(signed(membrane_bits))
-        Registered, stage ``Z_STAGE`` (4): the saturated updated membrane / output value of an
+        Registered, stage ``Z_STAGE`` (5): the saturated updated membrane / output value of an
         ``update`` command.
     spike : Out(1)
-        Registered, stage ``SPIKE_STAGE`` (5): the updated neuron fired (``update`` of a spiking
+        Registered, stage ``SPIKE_STAGE`` (6): the updated neuron fired (``update`` of a spiking
         layer, valid lane).
     """
 
@@ -89,7 +108,8 @@ class PE(wiring.Component):
             "exe": In(exec_layout(plan)),
             "lane_valid": In(1),
             "spike": Out(1),
-            "w_nz": Out(1),
+            "read": Out(1),
+            "syn": Out(1),
             "z": Out(signed(mb)),
         })
 
@@ -97,18 +117,20 @@ class PE(wiring.Component):
         m = Module()
         plan, p = self._plan, self._index
         widths, depths = plan.widths(), plan.depths()
+        abits = widths["acc"]
         mems = {}
         for name in MEMORIES:
             # The weight memory is the design's bulk storage: ask for block RAM (Yosys and Vivado read
             # ram_style) even where a small one would fit in logic; the small per-neuron memories are
-            # left to the tool (distributed RAM).
+            # left to the tool (distributed RAM). acc words: value, then the image parity bit.
             attrs = {"ram_style": "block"} if name == "weight" else None
+            shape = unsigned(abits + 1) if name == "acc" else signed(widths[name])
             mems[name] = m.submodules[name] = Memory(
-                shape=signed(widths[name]), depth=depths[name], init=plan.init(p, name), attrs=attrs)
+                shape=shape, depth=depths[name], init=plan.init(p, name), attrs=attrs)
 
         w_rd = mems["weight"].read_port()
         acc_wr = mems["acc"].write_port()
-        acc_rd = mems["acc"].read_port(transparent_for=(acc_wr,))
+        acc_rd = mems["acc"].read_port()
         mem_wr = mems["membrane"].write_port()
         mem_rd = mems["membrane"].read_port()
         bias_rd = mems["bias"].read_port()
@@ -117,14 +139,14 @@ class PE(wiring.Component):
         mb = plan.membrane_bits
         k = plan.model.neuron.leak_shift
         lo, hi = -(1 << (mb - 1)), (1 << (mb - 1)) - 1
-        abits = widths["acc"]
         exe = self.exe
 
-        # Stage 2..4 control: the stage-1 command and lane_valid, delayed.
-        s2, s3, s4 = (Signal(exec_layout(plan), name=f"s{i}") for i in (2, 3, 4))
-        s2_lane, s3_lane, s4_lane = (Signal(name=f"s{i}_lane") for i in (2, 3, 4))
-        m.d.sync += [s2.eq(exe), s3.eq(s2), s4.eq(s3),
-                     s2_lane.eq(self.lane_valid), s3_lane.eq(s2_lane), s4_lane.eq(s3_lane)]
+        # Stage 2..5 control: the stage-1 command and lane_valid, delayed.
+        s2, s3, s4, s5 = (Signal(exec_layout(plan), name=f"s{i}") for i in (2, 3, 4, 5))
+        s2_lane, s5_lane = Signal(name="s2_lane"), Signal(name="s5_lane")
+        s3_lane, s4_lane = Signal(name="s3_lane"), Signal(name="s4_lane")
+        m.d.sync += [s2.eq(exe), s3.eq(s2), s4.eq(s3), s5.eq(s4),
+                     s2_lane.eq(self.lane_valid), s3_lane.eq(s2_lane), s4_lane.eq(s3_lane), s5_lane.eq(s4_lane)]
 
         # Stage 0: reads.
         m.d.comb += [
@@ -139,40 +161,97 @@ class PE(wiring.Component):
         bias1 = Signal.like(bias_rd.data, name="bias1")
         m.d.sync += [w1.eq(w_rd.data), mem1.eq(mem_rd.data), bias1.eq(bias_rd.data)]
 
-        # Stage 2: product, leak + bias; acc read.
-        prod = Signal(signed(widths["weight"] + plan.model.input_bits + 1), name="prod")
+        # Stage 2: product; leak + bias; the neuron of a compressed entry and whether it lands.
+        wb, tb, cb = plan.weight_bits, plan.tap_bits, plan.chunk_bits
+        w = Signal(signed(wb), name="w")
+        m.d.comb += w.eq(w1[:wb])
+        prod = Signal(signed(wb + plan.model.input_bits + 1), name="prod")
         base = Signal(signed(mb + 2), name="base")
         u_old = Mux(s2.first_t, 0, mem1)
         leaked = u_old - (u_old >> k) if k else u_old
-        m.d.comb += acc_rd.addr.eq(s2.addr)
+        nbits = _ubits(plan.neuron_depth)
+        addr3 = Signal(nbits, name="addr3")
+        ok3 = Signal(name="ok3")  # an acc command that writes
         m.d.sync += [
-            prod.eq(w1 * s2.x),
+            prod.eq(w * s2.val),
             base.eq(Mux(s2.output, u_old, leaked) + bias1),
-            self.w_nz.eq(w1 != 0),
         ]
+        if tb or cb:
+            t = w1[wb:wb + tb] if tb else Const(0, 1)
+            c = w1[wb + tb:wb + tb + cb] if cb else Const(0, 1)
+            geos = geometries(plan)
+            dtab = []
+            for g in geos:
+                lp = plan.layers[g.layer]
+                d = g.tables(lp.chunks, lp.ho, lp.wo)[2]
+                dtab.append(d + [0] * ((1 << max(tb, 1)) - len(d)))
+            d_sel = Signal(nbits + 1, name="d_sel")
+            with m.Switch(s2.geo):
+                for gi, d in enumerate(dtab):
+                    with m.Case(gi):
+                        m.d.comb += d_sel.eq(Array(Const(v, nbits + 1) for v in d)[t])
+            lands = Signal(name="lands")
+            m.d.comb += lands.eq((s2.mask >> t)[0])
+            sp_ok = (w != 0) & lands
+            m.d.sync += [
+                addr3.eq(Mux(s2.sparse, s2.addr - d_sel + c, s2.addr)),
+                ok3.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane)),
+                self.read.eq(s2.acc & Mux(s2.sparse, w != 0, s2_lane)),
+                self.syn.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane & (w != 0))),
+            ]
+        else:
+            m.d.sync += [
+                addr3.eq(s2.addr),
+                ok3.eq(s2.acc & s2_lane),
+                self.read.eq(s2.acc & s2_lane),
+                self.syn.eq(s2.acc & s2_lane & (w != 0)),
+            ]
 
-        # Stage 3: acc write-back; integrate and saturate; threshold read.
-        old_acc = Mux(s3.zero_old, 0, acc_rd.data)
+        # Stage 3: acc read.
+        prod4 = Signal.like(prod, name="prod4")
+        base4 = Signal.like(base, name="base4")
+        addr4 = Signal.like(addr3, name="addr4")
+        ok4 = Signal(name="ok4")
+        m.d.comb += acc_rd.addr.eq(addr3)
+        m.d.sync += [prod4.eq(prod), base4.eq(base), addr4.eq(addr3), ok4.eq(ok3)]
+
+        # The stage-4 write of this cycle, for the stage-3 command reading the same address.
+        fwd = Signal(name="fwd")
+        fwd_data = Signal.like(acc_rd.data, name="fwd_data")
+        m.d.sync += [fwd.eq(acc_wr.en & (acc_wr.addr == addr3)), fwd_data.eq(acc_wr.data)]
+
+        # Stage 4: acc write-back; integrate and saturate; threshold read.
+        acc_word = Mux(fwd, fwd_data, acc_rd.data)
+        stored = acc_word[:abits].as_signed()
+        stale = s4.layer0 & (acc_word[abits] != s4.img)
+        old_acc = Signal(signed(abits), name="old_acc")
+        m.d.comb += old_acc.eq(Mux(stale, 0, stored))
         new_acc = Signal(signed(abits), name="new_acc")
         m.d.comb += [
-            new_acc.eq(old_acc + prod),
-            acc_wr.addr.eq(s3.addr),
-            acc_wr.en.eq(s3.acc | s3.clear),
-            acc_wr.data.eq(Mux(s3.acc, new_acc, 0)),
-            thr_rd.addr.eq(s3.addr),
+            new_acc.eq(old_acc + prod4),
+            acc_wr.addr.eq(Mux(s4.acc, addr4, s4.addr)),
+            acc_wr.en.eq(ok4 | s4.clear | (s4.update & s4.layer0)),
+            acc_wr.data.eq(Mux(s4.acc, Cat(new_acc, s4.img),
+                               Mux(s4.update & s4.layer0, Cat(old_acc, s4.img), 0))),
+            thr_rd.addr.eq(s4.addr),
         ]
         pre = Signal(signed(max(mb + 2, abits) + 1), name="pre")
-        m.d.comb += pre.eq(base + Mux(s3.gate, 0, acc_rd.data))
+        m.d.comb += pre.eq(base4 + old_acc)
         u = self.z
-        m.d.sync += u.eq(Mux(pre > hi, hi, Mux(pre < lo, lo, pre)))
+        # pre fits in mb bits iff its bits mb - 1 .. top are all equal: a short reduction instead
+        # of two wide comparisons after the adder.
+        top = pre[mb - 1:]
+        fits = (top == 0) | (top == (1 << len(top)) - 1)
+        m.d.sync += u.eq(Mux(fits, pre[:mb], Mux(pre[-1], lo, hi)))
 
-        # Stage 4: fire, reset, membrane write-back.
+        # Stage 5: fire, reset, membrane write-back.
         fire = u >= thr_rd.data
         after = 0 if plan.model.neuron.reset == "zero" else u - thr_rd.data
         m.d.comb += [
-            mem_wr.addr.eq(s4.addr),
-            mem_wr.en.eq(s4.update),
-            mem_wr.data.eq(Mux(s4.output | ~fire, u, after)),
+            mem_wr.addr.eq(s5.addr),
+            mem_wr.en.eq(s5.update),
+            mem_wr.data.eq(Mux(s5.output | ~fire, u, after)),
         ]
-        m.d.sync += self.spike.eq(s4.update & ~s4.output & fire & s4_lane)
+        m.d.sync += self.spike.eq(s5.update & ~s5.output & fire & s5_lane)
         return m
+

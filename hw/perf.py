@@ -1,88 +1,255 @@
-"""Cycle model of the accelerator, from the golden model's activity (no simulation needed).
+"""Cycle model of the accelerator, from the golden model's activity (no RTL simulation needed).
 
-:func:`cycles` reproduces, cycle for cycle, the ``cycles`` field of ``o_result`` when the input
-stream never idles (and, with a trace port, the trace is consumed at once); the fast tests check
-it against the RTL. The work bound the design is measured against is
+:func:`cycles` replays the sequencer of :class:`~spikeloom.hw.accel.Accelerator` register by
+register (phases, the EV/RW/TP event pipeline, the issue stage, the spike and shortcut queues, the
+update pipeline and the trace queue) with the golden model's spikes as the only data, and returns
+the ``cycles`` field of ``o_result`` when the input stream never idles (and, with a trace port,
+the trace is consumed at once); the fast tests check it against the RTL for dense, conv, pooled,
+residual, dense- and sparse-stored networks. The work bound the design is measured against is
 :meth:`spikeloom.model.golden.GoldenResult.cycle_bound`.
 """
+
+from collections import deque
 
 import numpy as np
 from amaranth.utils import ceil_log2
 
-from .pe import SPIKE_STAGE, Z_STAGE
+from .pe import SPIKE_STAGE, Z_STAGE, geometries
+from .plan import Plan
 
 
-def _ceil(a, b):
-    return -(-int(a) // b)
+def _plan(model, n_pe, plan):
+    return plan if plan is not None else Plan(model, n_pe)
 
 
-def _load(x, c0):
-    """Cycle (from the first input transfer = 0) in which LOAD hands over to UPDATE."""
-    cyc = rem = i = 0
-    while True:
-        done, busy = i == len(x), rem > 0
-        if done and rem <= 1:
-            return cyc
-        if busy:
-            rem -= 1
-        if not done:
-            if x[i] == 0:
-                i += 1
-            elif not busy:
-                i, rem = i + 1, c0 - 1
-        cyc += 1
+class _Queue:
+    """A spike queue: FIFO entries readable the cycle after their push, split lane by lane."""
+
+    def __init__(self):
+        self.fifo = deque()  # (first readable cycle, [events])
+        self.hold = []
+
+    def head(self, c):
+        if self.hold:
+            return self.hold[0]
+        if self.fifo and self.fifo[0][0] <= c:
+            return self.fifo[0][1][0]
+        return None
+
+    def take(self):
+        if self.hold:
+            self.hold.pop(0)
+        else:
+            self.hold = self.fifo.popleft()[1][1:]
+
+    def empty(self, c):
+        return self.head(c) is None
 
 
-def _acc(avail, push0, c):
-    """Cycles of an ACC phase whose events become available at cycles ``avail`` (sorted).
+def _events_of(plan, geo_id, ch_list, y, x, val=1):
+    """Event descriptors (RW steps, burst lengths) of row events of source ``geo_id``."""
+    g = geometries(plan)[geo_id]
+    lp = plan.layers[g.layer]
+    out = []
+    for ch in ch_list:
+        row = g.row_base + g.row(ch, y, x)
+        taps = len(g.landing(y, x, lp.ho, lp.wo))
+        if lp.storage == "sparse":
+            ln = plan.row_len[row]
+            out.append((1, [ln] if taps and ln else []))
+        else:
+            out.append((max(taps, 1), [lp.chunks] * taps))
+    return out
 
-    The previous UPDATE's last chunk is in pipeline stage ``s`` at cycle ``s - 1``: the phase cannot
-    end while it is in stages ``1 .. SPIKE_STAGE - 1``, nor while it pushes spikes (``push0``).
+
+def _update_pushes(plan, li, spikes_t):
+    """Per update index of layer ``li`` (one timestep): (spike mask != 0, main entry or None).
+
+    ``spikes_t``: the layer's (out_features,) spikes of the timestep, golden flat order.
+    An entry is the list of its lanes' channels plus the pooled position.
     """
-    cyc = rem = j = 0
+    lp = plan.layers[li]
+    n, q = plan.n_pe, lp.pool
+    pos_n = lp.positions
+    s = np.asarray(spikes_t, bool).reshape(lp.channels, lp.ho, lp.wo)
+    out = []
+    for y in range(lp.ho):
+        for x in range(lp.wo):
+            for c in range(lp.chunks):
+                lanes = [p for p in range(n) if c * n + p < lp.channels and s[c * n + p, y, x]]
+                entry = None
+                if y % q == q - 1 and x % q == q - 1:
+                    py, px = y // q, x // q
+                    win = s[c * n:(c + 1) * n, py * q:(py + 1) * q, px * q:(px + 1) * q].any(axis=(1, 2))
+                    ch = [c * n + p for p in range(len(win)) if win[p]]
+                    if ch:
+                        entry = (ch, py, px)
+                out.append((bool(lanes), entry))
+    assert len(out) == pos_n * lp.chunks
+    return out
+
+
+def cycles(model, n_pe, x, result, b, plan=None, trace=False):
+    """Expected ``cycles`` of image ``b`` (input ``x``, ``result = golden.run(..., trace=True)``;
+    ``trace``: the accelerator has the trace port, consumed at once)."""
+    plan = _plan(model, n_pe, plan)
+    layers = plan.layers
+    n_layers = len(layers)
+    out_layer = n_layers - 1
+    geos = geometries(plan)
+    gid = {(g.layer, g.shortcut): i for i, g in enumerate(geos)}
+    sc_of = {}
+    for li, ly in enumerate(model.layers):
+        if ly.shortcut is not None:
+            sc_of[next(i for i, l2 in enumerate(model.layers) if l2.name == ly.shortcut)] = li
+    exit_wait = Z_STAGE + ceil_log2(n_pe) + 1 - 1
+    x = np.asarray(x).ravel()
+    first = model.layers[0]
+    shape = tuple(first.in_shape) if first.kind == "conv" else (len(x), 1, 1)
+    # input events: (value index, event descriptor)
+    in_ev = {}
+    for i in np.flatnonzero(x):
+        c, rem = divmod(int(i), shape[1] * shape[2])
+        y, xx = divmod(rem, shape[2])
+        in_ev[int(i)] = _events_of(plan, gid[(0, False)], [c], y, xx)[0]
+    n_in = len(x)
+
+    # state
+    phase, layer, t, cnt = "LOAD", 0, 1, 0
+    i_in, done = 0, False
+    ev = rw = tp = None      # ev/rw: [rw steps, bursts]; tp: burst length
+    rw_bursts = None
+    busy, ek, elast = False, 0, 0
+    mainq, scq = _Queue(), _Queue()
+    upd = deque()             # (issue cycle, layer, update index, timestep) of spiking updates in flight
+    trace_level, trace_push = 0, deque()
+    pushes_cache = {}
+    exit_t = int(result.exit_t[b])
+    c = 0
     while True:
-        busy = rem > 0
-        ev = j < len(avail) and avail[j] <= cyc
-        last = rem == 1 if busy else (ev and c == 1)
-        in_flight = cyc < SPIKE_STAGE - 1 or (cyc == SPIKE_STAGE - 1 and push0)
-        if not ev and not in_flight and (not busy or last):
-            return cyc + 1
+        # ---- combinational view of cycle c
+        in_load, in_acc, in_update = phase == "LOAD", phase == "ACC", phase == "UPDATE"
+        done_c = done
+        # pipeline outputs at stage 6 (pushes) of updates issued at c - 6
+        push_now = []
+        trace_now = 0
+        while upd and upd[0][0] <= c - SPIKE_STAGE:
+            ic, li, k, tt = upd.popleft()
+            if ic == c - SPIKE_STAGE:
+                key = (li, tt)
+                if key not in pushes_cache:
+                    pushes_cache[key] = _update_pushes(plan, li, result.spikes[layers[li].name][tt - 1, b])
+                any_spike, entry = pushes_cache[key][k]
+                trace_now += any_spike and trace
+                if entry is not None:
+                    push_now.append((li, entry))
+        in_flight = bool(push_now) or any(c - SPIKE_STAGE < ic < c for ic, _, _, _ in upd)
+        trace_empty = trace_level == 0
+        if phase == "RESULT" and trace_empty:
+            return c - 1
+        cl = layer + 1 if in_update and layer != out_layer else layer
+        sc_here = cl in sc_of.values()
+        take = not busy and tp is not None and (in_load or in_acc)
+        cur_k = ek if busy else 0
+        cur_last = elast if busy else (tp - 1 if tp is not None else 0)
+        at_last = cur_k == cur_last
+        issuing = busy or take
+        tp_ready = tp is None or take
+        rw_done = rw is not None and rw[0] <= 1
+        rw_ready = rw is None or (tp_ready and rw_done)
+        ev_ready = ev is None or rw_ready
         if busy:
-            rem -= 1
-        elif ev:
-            j, rem = j + 1, c - 1
-        cyc += 1
+            quiet = ev is None and rw is None and at_last and tp is None
+        else:
+            quiet = ev is None and rw is None and (tp is None or (take and at_last))
+        # source of the next event
+        src, src_q = None, None
+        accept_zero = False
+        if in_load:
+            if not done and i_in < n_in:
+                if x[i_in] != 0:
+                    src = in_ev[i_in]
+                else:
+                    accept_zero = True
+        elif not mainq.empty(c):
+            src, src_q = mainq.head(c), mainq
+        elif sc_here and not scq.empty(c):
+            src, src_q = scq.head(c), scq
+        queues_empty = mainq.empty(c) and (not sc_here or scq.empty(c))
 
-
-def cycles(model, n_pe, x, result, b):
-    """Expected ``cycles`` of image ``b`` (input ``x``, ``result = golden.run(..., trace=True)``)."""
-    chunks = [_ceil(ly.out_features, n_pe) for ly in model.layers]
-    now = _load(np.asarray(x).ravel(), chunks[0]) + 1
-    for t in range(int(result.exit_t[b])):
-        for i, ly in enumerate(model.layers):
-            now += chunks[i]
-            if ly.role == "output":
-                # the last chunk's outputs reach the top-2 tree, its merge, the exit decision
-                now += Z_STAGE + ceil_log2(n_pe) + 1
-                continue
-            fired = np.flatnonzero(result.spikes[ly.name][t, b])
-            per_chunk = np.bincount(fired // n_pe, minlength=chunks[i])
-            # chunk c is issued at UPDATE cycle c, pushed SPIKE_STAGE cycles later, poppable one after
-            avail = [c + SPIKE_STAGE + 1 - chunks[i] for c in range(chunks[i]) for _ in range(per_chunk[c])]
-            now += _acc(avail, per_chunk[-1] > 0, chunks[i + 1])
-    return now - 1
-
-
-def issue_cycles(model, n_pe, result, b):
-    """Cycles in which the sequencer issues a chunk: the design's work at lane granularity.
-
-    Every event costs ``chunks[l]`` cycles whatever its weights (no zero-weight skipping) and every
-    layer update ``chunks[l]``; :func:`cycles` minus this is pipeline drain and input streaming.
-    """
-    chunks = [_ceil(ly.out_features, n_pe) for ly in model.layers]
-    sc = result.step_counters
-    total = 0
-    for t in range(int(result.exit_t[b])):
-        for i, ly in enumerate(model.layers):
-            total += chunks[i] * (1 + int(sc[ly.name]["input_events"][t, b]))
-    return total
+        # ---- registers at the end of cycle c
+        nphase, nlayer, nt, ncnt = phase, layer, t, cnt
+        # trace queue (consumed at once): pops what was readable, pushes this cycle's entries
+        trace_level = trace_level - (1 if trace_level else 0) + trace_now
+        for li, (ch, py, px) in push_now:
+            consumer = li + 1
+            evs = _events_of(plan, gid[(consumer, False)], ch, py, px)
+            mainq.fifo.append((c + 1, evs))
+            if li in sc_of:
+                L = sc_of[li]
+                scq.fifo.append((c + 1, _events_of(plan, gid[(L, True)], ch, py, px)))
+        # issue stage
+        if issuing and not at_last:
+            busy, ek, elast = True, cur_k + 1, cur_last
+        else:
+            busy = False
+        # TP
+        new_tp = tp
+        if tp_ready:
+            new_tp = None
+            if rw is not None:
+                if rw_bursts:
+                    new_tp = rw_bursts[0]
+                    rw_bursts = rw_bursts[1:]
+                if not rw_done:
+                    rw = [rw[0] - 1, rw_bursts]
+        # RW
+        if rw_ready:
+            rw = None if ev is None else [ev[0], list(ev[1])]
+            rw_bursts = rw[1] if rw is not None else None
+        tp = new_tp
+        # EV
+        if ev_ready:
+            ev = src
+            if src_q is not None:
+                src_q.take()
+            if in_load and src is not None:
+                i_in += 1
+                if i_in == n_in:
+                    done = True
+        if accept_zero:
+            i_in += 1
+            if i_in == n_in:
+                done = True
+        # phases
+        if phase == "LOAD":
+            if done_c and quiet:
+                nphase, ncnt = "UPDATE", 0
+        elif phase == "ACC":
+            if queues_empty and not in_flight and quiet:
+                nphase, ncnt = "UPDATE", 0
+        elif phase == "UPDATE":
+            stall = cnt == 0 and layer != out_layer and not trace_empty
+            if not stall:
+                if layer != out_layer:
+                    upd.append((c, layer, cnt, t))
+                if cnt == layers[layer].updates - 1:
+                    ncnt = 0
+                    if layer == out_layer:
+                        nphase = "EXIT_WAIT"
+                    else:
+                        nlayer, nphase = layer + 1, "ACC"
+                else:
+                    ncnt = cnt + 1
+        elif phase == "EXIT_WAIT":
+            if cnt == exit_wait - 1:
+                ncnt, nphase = 0, "EXIT"
+            else:
+                ncnt = cnt + 1
+        elif phase == "EXIT":
+            if t >= exit_t:
+                nphase = "RESULT"
+            else:
+                nt, nlayer, nphase = t + 1, 0, "UPDATE"
+        phase, layer, t, cnt = nphase, nlayer, nt, ncnt
+        c += 1

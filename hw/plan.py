@@ -179,11 +179,11 @@ class Plan:
     n_pe : int
         Number of processing elements, 1..64.
     storage : str or dict
-        ``"auto"`` (per layer, whichever needs fewer bits), ``"dense"`` (default), ``"sparse"``, or
+        ``"auto"`` (default: per layer, whichever needs fewer bits), ``"dense"``, ``"sparse"``, or
         ``{layer name: "dense" | "sparse"}`` (unnamed layers: auto).
     """
 
-    def __init__(self, model, n_pe, storage="dense"):
+    def __init__(self, model, n_pe, storage="auto"):
         if not isinstance(model, QuantModel):
             raise TypeError(f"model must be a QuantModel, got {type(model).__name__} ({model!r:.80})")
         if isinstance(n_pe, bool) or not isinstance(n_pe, int):

@@ -14,8 +14,12 @@ def decode(fields, payload):
     return {f["name"]: (payload >> f["offset"]) & ((1 << f["width"]) - 1) for f in fields}
 
 
-def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3, max_cycles=1_000_000):
+def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3, max_cycles=1_000_000,
+            storage="auto"):
     """Stream the images ``x_q`` (B, input_size) through an ``Accelerator`` and collect the results.
+
+    ``storage``: the weight storage (:class:`~spikeloom.hw.plan.Plan`); the golden model counts
+    weight reads for ``Plan(model, n_pe, storage).sparse_layers``.
 
     Random idle cycles (probability ``idle``) on the input and random back-pressure (probability
     ``backpressure`` of ``ready`` low) on ``o_result`` and ``o_trace``.
@@ -27,7 +31,7 @@ def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3
         ``trace``, ``"trace"``: the image's trace entries as dicts ``timestep, layer, chunk, mask``.
     """
     x_q = np.asarray(x_q, dtype=np.int64).reshape(len(x_q), -1)
-    dut = Accelerator(model, n_pe, trace=trace)
+    dut = Accelerator(model, n_pe, trace=trace, storage=storage)
     desc = describe(dut)
     rng = random.Random(seed)
     results, pending = [], []

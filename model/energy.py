@@ -19,8 +19,8 @@ from .errors import SpikeloomError
 
 TECH_DIR = Path(__file__).resolve().parent / "tech"
 DEFAULT_TECH = TECH_DIR / "horowitz45.json"
-EVENT_KINDS = ("first_layer_mac", "synaptic_ac", "weight_read", "acc_access", "membrane_read", "membrane_write",
-               "param_read", "neuron_update", "spike_queue", "exit_eval", "leakage")
+EVENT_KINDS = ("first_layer_mac", "synaptic_ac", "row_lookup", "weight_read", "acc_access", "membrane_read",
+               "membrane_write", "param_read", "neuron_update", "spike_queue", "exit_eval", "leakage")
 
 
 class TechTableError(SpikeloomError):
@@ -133,6 +133,11 @@ def memory_sizes(ports):
     return out
 
 
+def shared_memory_sizes(ports):
+    """{memory name: (bytes, word width)} of the memories all PEs share (the ``rows`` table)."""
+    return {m["name"]: (m["depth"] * m["width"] / 8, m["width"]) for m in ports["memories"] if m["pe"] is None}
+
+
 def per_event(model, ports, tech: Tech):
     """{layer name: {event kind: pJ per event}} and the count each kind multiplies (a counter name)."""
     mem = memory_sizes(ports)
@@ -142,6 +147,9 @@ def per_event(model, ports, tech: Tech):
     e_mem = tech.sram(*mem["membrane"])
     e_par = tech.sram(*mem["bias"])
     e_thr = tech.sram(*mem["threshold"])
+    shared = shared_memory_sizes(ports)
+    e_rows = tech.sram(*shared["rows"]) if "rows" in shared else 0.0
+    sparse = set(ports.get("sparse_layers", ()))
     addr_bits = max(1, math.ceil(math.log2(max(ly.out_features for ly in model.layers))))
     out = {}
     for ly in model.layers:
@@ -152,10 +160,12 @@ def per_event(model, ports, tech: Tech):
             "first_layer_mac": ("synaptic_events", tech.mult(max(ly.weight_bits, model.input_bits)) + tech.add(acc)
                                 if ly.role == "analog" else 0.0),
             "synaptic_ac": ("synaptic_events", tech.add(acc) if ly.role != "analog" else 0.0),
+            # one rows-table read per input event (the row's start and length)
+            "row_lookup": ("input_events", e_rows),
             "weight_read": ("weight_reads", e_w),
-            # read-modify-write per weight read (ACC), read (and clear, but not for the analog layer's
-            # reused current) per neuron update
-            "acc_access": ("weight_reads", 2 * e_acc),
+            # read-modify-write per weight read (ACC; compressed storage: per landing nonzero entry),
+            # read (and clear, but not for the analog layer's reused current) per neuron update
+            "acc_access": ("synaptic_events" if ly.name in sparse else "weight_reads", 2 * e_acc),
             "acc_update": ("membrane_reads", e_acc * (1 if ly.role == "analog" else 2)),
             "membrane_read": ("membrane_reads", e_mem),
             "membrane_write": ("membrane_writes", e_mem),
@@ -170,7 +180,8 @@ def per_event(model, ports, tech: Tech):
 
 def leakage_mw(ports, tech: Tech):
     n_pe = ports["n_pe"]
-    kbytes = sum(b for b, _ in memory_sizes(ports).values()) * n_pe / 1024
+    kbytes = (sum(b for b, _ in memory_sizes(ports).values()) * n_pe
+              + sum(b for b, _ in shared_memory_sizes(ports).values())) / 1024
     return (kbytes * tech.leakage_uw_per_kbyte + tech.logic_leakage_uw) / 1000
 
 

@@ -215,6 +215,21 @@ def conv_cover(hw, k, stride, padding, out_hw):
     return cover
 
 
+def dense_synapses(layer: Layer, shortcut_shape=None):
+    """Synaptic operations of one timestep of ``layer`` if every input were active and every
+    weight nonzero (the "dense" reference of energy and NeuroBench counts)."""
+    if layer.kind == "dense":
+        return int(layer.in_features * layer.out_features)
+    _, ho, wo = layer.map_shape
+    ones = np.ones((1,) + tuple(layer.in_shape), np.int64)
+    syn = int(_conv_counts(ones, np.ones_like(layer.weight), layer.stride, layer.padding, (ho, wo))[1][0])
+    if layer.shortcut is not None:
+        c_src, h, w = shortcut_shape
+        r = layer.shortcut_stride
+        syn += len(range(0, h, r)[:ho]) * len(range(0, w, r)[:wo]) * c_src * layer.map_shape[0]
+    return syn
+
+
 def synapses(layer: Layer, inp, shortcut_inp=None, sparse=False):
     """Input current of ``layer`` for the input ``inp`` (and the shortcut source's spikes), exactly.
 

@@ -81,8 +81,8 @@ async def collect(dut, prefix, n, fields, rng, backpressure, out, tag=None):
             out.append(item if tag is None else (tag(), item))
 
 
-def expected(model, x, trace):
-    res = golden.run(model, x, trace=trace)
+def expected(model, x, trace, sparse=()):
+    res = golden.run(model, x, trace=trace, sparse=sparse)
     return res, res.counters(adaptive=True)
 
 
@@ -102,7 +102,8 @@ def compare(i, got, res, counters, model, spikes_got=None):
 
 
 def first_divergence(i, spikes_got, res, model):
-    """The first (timestep, layer, neuron) whose spike differs, from the trace port."""
+    """The first (timestep, layer, neuron) whose spike differs, from the trace port (neurons in
+    golden's flat (C, H, W) order)."""
     for t in range(int(max(res.exit_t[i], max((k[0] for k in spikes_got), default=0)))):
         for li, ly in enumerate(model.layers[:-1]):
             want = set(np.flatnonzero(res.spikes[ly.name][t, i]).tolist()) if t < res.t_max else set()
@@ -122,7 +123,7 @@ async def scoreboard(dut):
     x = np.load(job["inputs"])
     rng = random.Random(job["seed"])
     trace = job["trace"] and ports.get("trace") is not None
-    res, counters = expected(model, x, trace)
+    res, counters = expected(model, x, trace, tuple(ports.get("sparse_layers", ())))
     dut._log.info(f"{len(x)} images, {model.name}, golden results ready; N = {ports['n_pe']}")
 
     Clock(dut.clk, 10, unit="ns").start()
@@ -147,10 +148,12 @@ async def scoreboard(dut):
 
     spikes = [dict() for _ in x]
     n_pe = ports["n_pe"]
+    positions = [ly.get("positions", 1) for ly in ports["layers"]]
     for img, e in trace_entries:
         if img < len(x):
             s = spikes[img].setdefault((e["timestep"], e["layer"]), set())
-            s.update(e["chunk"] * n_pe + b for b in range(n_pe) if e["mask"] >> b & 1)
+            s.update((e["chunk"] * n_pe + b) * positions[e["layer"]] + e.get("pos", 0)
+                     for b in range(n_pe) if e["mask"] >> b & 1)
 
     mismatches, images = [], []
     bound = res.cycle_bound(model, n_pe)

@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikeloom.hw.accel import generate
+from spikeloom.hw.plan import Plan
 from spikeloom.model import golden, modelfile
 from spikeloom.model.randnet import random_inputs, random_model
 from spikeloom.sim.runner import cosim
+from spikeloom.sim.strategies import conv_nets
 
 pytestmark = pytest.mark.cosim
 
@@ -50,6 +52,21 @@ def test_random_network(tmp_path, n_pe, reset):
 def test_hypothesis_random_networks(tmp_path_factory, seed, sizes, n_pe, leak, reset, t_max, thr):
     model = random_model(tuple(sizes), seed=seed, leak_shift=leak, reset=reset, t_max=t_max, exit_threshold=thr)
     r, _ = run_config(tmp_path_factory.mktemp("hyp"), model, n_pe, n_images=10, seed=seed)
+    assert r["mismatched_images"] == 0, r["mismatches"][:5]
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(model=conv_nets(), n_pe=st.integers(1, 4), storage=st.sampled_from(["dense", "sparse", "auto"]),
+       seed=st.integers(0, 99))
+def test_hypothesis_random_conv_networks(tmp_path_factory, model, n_pe, storage, seed):
+    """Random conv/pool/residual nets (kernel sizes, strides, padding, channels, pooling), dense or
+    compressed weight storage, under Verilator with the trace port: zero mismatches."""
+    tmp = tmp_path_factory.mktemp("conv")
+    path = modelfile.save(model, tmp / "model.slm")
+    generate(model, n_pe, tmp / "rtl", trace=True, storage=storage)
+    x = random_inputs(model, 6, seed=seed)
+    r = cosim(path, tmp / "rtl", x, tmp / "work", seed=seed)
+    assert r["n_images"] == len(x)
     assert r["mismatched_images"] == 0, r["mismatches"][:5]
 
 
@@ -93,8 +110,9 @@ def test_energy_from_rtl_counters_equals_golden(tmp_path):
     rtl = energy(model, ports, {ly.name: {k: np.array([i[f"{ly.name}.{k}"] for i in imgs]) for k in golden.COUNTERS}
                                 for ly in model.layers},
                  np.array([i["timesteps"] for i in imgs]), np.array([i["cycles"] for i in imgs]), tech)
-    res = golden.run(model, x, trace=True)
-    gold = energy(model, ports, res.counters(), res.exit_t, flow_energy._cycles_model(model, 4, x, res), tech)
+    plan = Plan(model, 4)
+    res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+    gold = energy(model, ports, res.counters(), res.exit_t, flow_energy._cycles_model(model, 4, x, res, plan), tech)
     assert (rtl["total"] == gold["total"]).all()
     for k in rtl["by_kind"]:
         assert (rtl["by_kind"][k] == gold["by_kind"][k]).all(), k

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloom.hw.events import SpikeEventSource
+from spikeloom.hw.events import InputEventSource, SpikeEventSource, event_layout, spike_entry_layout
 
 
 @settings(max_examples=10, deadline=None)
@@ -18,7 +18,8 @@ def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate):
     rng = np.random.default_rng(seed)
     chunks = -(-neurons // n_pe)
     spikes = rng.random(neurons) < rate
-    dut = SpikeEventSource(n_pe, chunks, chunks, max(neurons, 2), 4)
+    layout = event_layout(max(neurons, 2), 3, 3, 4)
+    dut = SpikeEventSource(n_pe, chunks, spike_entry_layout(n_pe, max(neurons, 2), 3, 3), layout)
     got = []
     pick = random.Random(seed)
 
@@ -27,7 +28,9 @@ def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate):
             mask = sum(1 << p for p in range(n_pe) if c * n_pe + p < neurons and spikes[c * n_pe + p])
             if not mask:
                 continue  # the update unit pushes only chunks with a spike
-            ctx.set(dut.push.payload.chunk, c)
+            ctx.set(dut.push.payload.rbase, c * n_pe)
+            ctx.set(dut.push.payload.y, c % 3)
+            ctx.set(dut.push.payload.x, (c + 1) % 3)
             ctx.set(dut.push.payload.mask, mask)
             ctx.set(dut.push.valid, 1)
             await ctx.tick().until(dut.push.ready)
@@ -41,10 +44,12 @@ def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate):
         ctx.set(dut.events.ready, 0)
 
     async def monitor(ctx):
-        async for _, _, valid, ready, index, x in ctx.tick().sample(
-                dut.events.valid, dut.events.ready, dut.events.payload.index, dut.events.payload.x):
+        async for _, _, valid, ready, row, y, x, val in ctx.tick().sample(
+                dut.events.valid, dut.events.ready, dut.events.payload.row, dut.events.payload.y,
+                dut.events.payload.x, dut.events.payload.val):
             if valid and ready:
-                got.append((index, x))
+                got.append((row, val))
+                assert (y, x) == ((row // n_pe) % 3, (row // n_pe + 1) % 3)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -54,3 +59,40 @@ def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate):
     sim.run_until(1e-6 * (4 * neurons + 30))
     assert [i for i, _ in got] == np.flatnonzero(spikes).tolist()
     assert all(x == 1 for _, x in got)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), shape=st.sampled_from([(7,), (2, 3, 4), (1, 2, 2)]))
+def test_input_events_carry_position(seed, shape):
+    """Nonzero input values become events (channel/index row, y, x, value); zeros are taken at once."""
+    rng = np.random.default_rng(seed)
+    size = int(np.prod(shape))
+    vals = rng.integers(0, 4, size) * (rng.random(size) < 0.5)
+    full = shape if len(shape) == 3 else (shape[0], 1, 1)
+    dut = InputEventSource(shape, 2, event_layout(max(full[0], 2), 4, 4, 2))
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.enable, 1)
+        ctx.set(dut.events.ready, 1)
+        for v in vals:
+            ctx.set(dut.i_data.valid, 1)
+            ctx.set(dut.i_data.payload, int(v))
+            _, _, ev_valid, row, y, x, val = await ctx.tick().sample(
+                dut.events.valid, dut.events.payload.row, dut.events.payload.y, dut.events.payload.x,
+                dut.events.payload.val)
+            if ev_valid:
+                got.append((row, y, x, val))
+        ctx.set(dut.i_data.valid, 0)
+        await ctx.tick()
+        assert ctx.get(dut.done)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    want = []
+    for i in np.flatnonzero(vals):
+        c, rem = divmod(int(i), full[1] * full[2])
+        want.append((c, rem // full[2], rem % full[2], int(vals[i])))
+    assert got == want

@@ -18,10 +18,10 @@ def run_pe(plan, p, cmds):
     """Drive one command per cycle (``issue`` fields then, a cycle later, ``exe`` fields).
 
     ``cmds`` are dicts with ``w_addr``, ``n_addr`` and exec fields (``NOP``: nothing). Returns, per
-    command, ``(w_nz, z, spike)`` sampled at the stages the PE documents.
+    command, ``(read, syn, z, spike)`` sampled at the stages the PE documents.
     """
     dut = PE(plan, p)
-    exe_fields = ("acc", "clear", "update", "output", "first_t", "gate", "zero_old", "x")
+    exe_fields = ("acc", "clear", "update", "output", "first_t", "layer0", "img", "val")
     out = [dict() for _ in cmds]
 
     async def bench(ctx):
@@ -34,7 +34,7 @@ def run_pe(plan, p, cmds):
                 ctx.set(getattr(dut.exe, f), prev.get(f, 0))
             ctx.set(dut.exe.addr, prev.get("n_addr", 0))
             ctx.set(dut.lane_valid, prev.get("lane_valid", 1))
-            for name, stage in (("w_nz", W_NZ_STAGE), ("z", Z_STAGE), ("spike", SPIKE_STAGE)):
+            for name, stage in (("read", W_NZ_STAGE), ("syn", W_NZ_STAGE), ("z", Z_STAGE), ("spike", SPIKE_STAGE)):
                 if 0 <= cyc - stage < len(cmds):
                     out[cyc - stage][name] = ctx.get(getattr(dut, name))
             await ctx.tick()
@@ -46,24 +46,23 @@ def run_pe(plan, p, cmds):
     return out
 
 
-def acc_cmds(plan, li, x, rng, gaps):
+def acc_cmds(plan, li, x, rng, gaps, img=1):
     """Accumulate commands of layer ``li`` for input ``x`` (events in index order, all chunks)."""
     lp = plan.layers[li]
-    cmds, first = [], True
+    cmds = []
     for i in np.flatnonzero(x):
         for c in range(lp.chunks):
-            cmds.append({"w_addr": int(lp.weight_base + i * lp.chunks + c), "n_addr": lp.neuron_base + c,
-                         "acc": 1, "x": int(x[i]), "zero_old": int(first), "tag": ("acc", i, c)})
+            cmds.append({"w_addr": int(plan.row_start[i + lp.sources[0].row_base] + c), "n_addr": lp.neuron_base + c,
+                         "acc": 1, "val": int(x[i]), "layer0": int(li == 0), "img": img, "tag": ("acc", i, c)})
             if gaps:
                 cmds += [NOP] * int(rng.integers(0, 3))  # read-after-write distances 1, 2 and 3
-        first = False
     return cmds
 
 
-def update_cmds(plan, li, p, *, first_t, gate=False, clear=False):
+def update_cmds(plan, li, p, *, first_t, clear=False, img=1):
     lp = plan.layers[li]
     cmds = [{"n_addr": lp.neuron_base + c, "update": 1, "output": int(lp.role == "output"),
-             "first_t": int(first_t), "gate": int(gate), "clear": int(clear),
+             "first_t": int(first_t), "clear": int(clear), "layer0": int(li == 0), "img": img,
              "lane_valid": int(c * plan.n_pe + p < lp.out_features), "tag": ("update", c)}
             for c in range(lp.chunks)]
     # the sequencer issues two updates of one neuron at least Z_STAGE + 1 cycles apart
@@ -76,27 +75,29 @@ def update_cmds(plan, li, p, *, first_t, gate=False, clear=False):
 @pytest.mark.parametrize("gaps", [False, True])
 def test_accumulate_is_dot_product(n_pe, gaps):
     model = random_model([12, 10, 5], seed=n_pe, membrane_bits=16, weight_bits=6, input_bits=4)
-    plan = Plan(model, n_pe)
+    plan = Plan(model, n_pe, "dense")
     rng = np.random.default_rng(7)
     for li, in_max in ((0, 15), (1, 1)):
         ly, lp = model.layers[li], plan.layers[li]
         for p in range(n_pe):
             cmds, want = [], []
-            for rep in range(2):  # a second pass: zero_old restarts the sums
+            for rep in range(3):  # new images: the analog layer's parity, the others' clear, restart the sums
+                img = 1 - rep % 2
                 x = rng.integers(0, in_max + 1, ly.in_features) * (rng.random(ly.in_features) < 0.7)
                 x[rng.integers(ly.in_features)] = in_max  # at least one event
-                cmds += acc_cmds(plan, li, x, rng, gaps) + [NOP]
+                cmds += acc_cmds(plan, li, x, rng, gaps, img=1 - img if li == 0 else 1) + [NOP]
                 # read the sums back: output-mode update from a zero membrane, z = acc + bias
-                cmds += [{**c, "output": 1, "lane_valid": 1} for c in update_cmds(plan, li, p, first_t=True)]
+                cmds += [{**c, "output": 1, "lane_valid": 1}
+                         for c in update_cmds(plan, li, p, first_t=True, clear=li > 0, img=1 - img if li == 0 else 1)]
                 for c in range(lp.chunks):
                     j = c * n_pe + p
                     want.append((int(ly.weight[j] @ x) + int(ly.bias[j])) if j < ly.out_features else 0)
             out = run_pe(plan, p, cmds)
             got = [o["z"] for c, o in zip(cmds, out) if c.get("tag", ("",))[0] == "update"]
             assert got == want, f"layer {li}, pe {p}"
-            w_nz = [(o["w_nz"], c["w_addr"]) for c, o in zip(cmds, out) if c.get("acc")]
+            syn = [(o["syn"], o["read"], c["w_addr"]) for c, o in zip(cmds, out) if c.get("acc")]
             winit = plan.init(p, "weight")
-            assert all(nz == (winit[a] != 0) for nz, a in w_nz)
+            assert all(sy == (winit[a] != 0) and rd for sy, rd, a in syn)
 
 
 # leak_shift: 0 = integrate-and-fire, 1 and 3 = shift leaks
@@ -109,7 +110,7 @@ def test_lif_matches_golden(leak_shift, reset, membrane_bits):
     model = random_model([6, 9, 7, 4], seed=leak_shift + membrane_bits, leak_shift=leak_shift, reset=reset,
                          membrane_bits=membrane_bits, weight_bits=5, input_bits=1, threshold_range=(2, 20), density=0.9)
     n_pe = 4
-    plan = Plan(model, n_pe)
+    plan = Plan(model, n_pe, "dense")
     rng = np.random.default_rng(leak_shift)
     li = 1  # the spiking layer; its inputs are spikes, its acc cleared by every update
     ly, lp = model.layers[li], plan.layers[li]
@@ -141,14 +142,12 @@ def test_lif_matches_golden(leak_shift, reset, membrane_bits):
         assert saturated
 
 
-# gate: the input current reads as 0 (analog layer of an all-zero image)
-@pytest.mark.parametrize("gate", [False, True])
-def test_output_integrator(gate):
+def test_output_integrator():
     """Output layer: no leak, no spike, no reset; z accumulates with saturation."""
     model = random_model([5, 6, 7], seed=3, leak_shift=2, membrane_bits=8, weight_bits=6, input_bits=1,
                          threshold_range=(2, 20))
     n_pe = 3
-    plan = Plan(model, n_pe)
+    plan = Plan(model, n_pe, "dense")
     rng = np.random.default_rng(11)
     li = 1
     ly, lp = model.layers[li], plan.layers[li]
@@ -159,11 +158,35 @@ def test_output_integrator(gate):
         for t in range(5):
             s_in = (rng.random(ly.in_features) < 0.7).astype(np.int64)
             cmds += acc_cmds(plan, li, s_in, rng, gaps=True) + [NOP]
-            cmds += update_cmds(plan, li, p, first_t=t == 0, gate=gate, clear=True)
-            cur = (0 if gate else ly.weight[real] @ s_in) + ly.bias[real]
+            cmds += update_cmds(plan, li, p, first_t=t == 0, clear=True)
+            cur = ly.weight[real] @ s_in + ly.bias[real]
             zs = golden.saturate(zs + cur, model.neuron.membrane_bits)
             want += [int(v) for v in zs] + [None] * (lp.chunks - len(real))
         out = run_pe(plan, p, cmds)
         got = [(o["z"], o["spike"]) for c, o in zip(cmds, out) if c.get("tag", ("",))[0] == "update"]
         assert [z if w is not None else None for (z, _), w in zip(got, want)] == want, f"pe {p}"
         assert not any(s for _, s in got)
+
+
+def test_analog_parity_forgets_the_previous_image():
+    """The analog layer's acc words of an earlier image read as 0: an image without events sees
+    only the bias, and the next image's sums do not include the earlier ones."""
+    model = random_model([6, 5, 3], seed=4, membrane_bits=16, weight_bits=5, input_bits=3)
+    plan = Plan(model, 2, "dense")
+    ly, lp = model.layers[0], plan.layers[0]
+    rng = np.random.default_rng(2)
+    x1 = np.array([3, 0, 5, 1, 0, 7])
+    x3 = np.array([0, 2, 0, 0, 4, 0])
+    for p in range(2):
+        def read_back(img):
+            return [{**c, "output": 1, "lane_valid": 1} for c in update_cmds(plan, 0, p, first_t=True, img=img)]
+        cmds = acc_cmds(plan, 0, x1, rng, False, img=1) + [NOP] + read_back(1)
+        cmds += read_back(0)  # image 2: no events at all
+        cmds += acc_cmds(plan, 0, x3, rng, False, img=1) + [NOP] + read_back(1)
+        out = run_pe(plan, p, cmds)
+        got = [o["z"] for c, o in zip(cmds, out) if c.get("tag", ("",))[0] == "update"]
+        js = [c * 2 + p for c in range(lp.chunks)]
+        want = []
+        for x in (x1, np.zeros(6, int), x3):
+            want += [int(ly.weight[j] @ x + ly.bias[j]) if j < ly.out_features else 0 for j in js]
+        assert [g if j < ly.out_features else 0 for g, j in zip(got, js * 3)] == want, f"pe {p}"
