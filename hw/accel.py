@@ -37,7 +37,7 @@ from spikeloom.model.golden import COUNTERS
 from .events import InputEventSource, SpikeEventSource, event_layout, spike_entry_layout
 from .exit import Top2
 from .pe import PE, SPIKE_STAGE, W_NZ_STAGE, Z_STAGE, exec_layout, geometries, issue_layout
-from .plan import MEMORIES, Plan
+from .plan import MEMORIES, WEIGHT_STORES, Plan
 
 __all__ = ["Accelerator", "Phase", "describe", "generate", "result_layout", "trace_layout"]
 
@@ -58,6 +58,7 @@ class Phase(enum.Enum, shape=3):
     EXIT_WAIT = 4
     EXIT = 5
     RESULT = 6
+    WEIGHTS = 7
 
 
 def _bits(n):
@@ -120,6 +121,10 @@ class Accelerator(wiring.Component):
         Add the ``o_trace`` spike-trace stream.
     storage : str or dict
         Weight storage per layer (:class:`~spikeloom.hw.plan.Plan`); ``"auto"``: fewer bits.
+    weights : str
+        ``"rom"`` (default): the weight memories are initialised with the model's weights (block
+        RAM initial contents). ``"load"``: they have no initial contents and are written through
+        ``i_weights`` after every reset (single-port RAM such as iCE40 UltraPlus SPRAM).
 
     Members
     -------
@@ -134,6 +139,12 @@ class Accelerator(wiring.Component):
         timesteps (``weight_reads`` as ``golden.run(..., sparse=plan.sparse_layers)`` counts
         them). ``valid`` stays high with a stable payload until ``ready``; with ``trace`` it rises
         only once the trace queue has drained.
+    i_weights : In(stream.Signature(unsigned(plan.word_bits))), only with ``weights="load"``
+        The weight memories' contents, PE by PE: the ``weight_depth`` words of
+        ``mem/pe_0_weight.hex`` in address order, then PE 1's, ..., ``n_pe * weight_depth`` words.
+        After reset ``ready`` is high (registered, not dependent on ``valid``) until the last word
+        has been transferred; then the accelerator clears its accumulators and ``i_data`` opens.
+        The weights stay until the next reset; reloading them is reset, then the whole stream.
     o_trace : Out(stream.Signature(trace_layout(plan))), only with ``trace``
         One transfer per update with at least one spike (before pooling), in production order:
         ``timestep`` (1-based), ``layer`` (index), ``pos`` (``y * W + x`` in the layer's map),
@@ -141,10 +152,12 @@ class Accelerator(wiring.Component):
         stalls the next spiking-layer update until the queue is empty; nothing is dropped.
     """
 
-    def __init__(self, model, n_pe, trace=False, storage="auto"):
+    def __init__(self, model, n_pe, trace=False, storage="auto", weights="rom"):
         try:
             if not isinstance(trace, bool):
                 raise TypeError(f"trace must be a bool, got {trace!r}")
+            if weights not in WEIGHT_STORES:
+                raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHT_STORES))}, got {weights!r}")
             self.plan = Plan(model, n_pe, storage)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated: no "created but never used" warning
@@ -152,12 +165,15 @@ class Accelerator(wiring.Component):
         self.model = model
         self.n_pe = n_pe
         self.trace = trace
+        self.weights = weights
         self.result_layout = result_layout(self.plan)
         self.trace_layout = trace_layout(self.plan)
         ports = {
             "i_data": In(stream.Signature(unsigned(model.input_bits))),
             "o_result": Out(stream.Signature(self.result_layout)),
         }
+        if weights == "load":
+            ports["i_weights"] = In(stream.Signature(unsigned(self.plan.word_bits)))
         if trace:
             ports["o_trace"] = Out(stream.Signature(self.trace_layout))
         super().__init__(ports)
@@ -178,7 +194,8 @@ class Accelerator(wiring.Component):
         sc_of = {next(i for i, lp in enumerate(layers) if lp.name == model.layers[li].shortcut): li
                  for li in range(n_layers) if model.layers[li].shortcut is not None}
 
-        pes = [PE(plan, p) for p in range(n)]
+        loading = self.weights == "load"
+        pes = [PE(plan, p, self.weights) for p in range(n)]
         for p, pe in enumerate(pes):
             m.submodules[f"pe_{p}"] = pe
         m.submodules.inputs = inputs = InputEventSource(model.input_shape, model.input_bits, ev_layout)
@@ -201,7 +218,7 @@ class Accelerator(wiring.Component):
             init=[st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)])
         rows_rd = rows.read_port()
 
-        phase = Signal(Phase, init=Phase.INIT)
+        phase = Signal(Phase, init=Phase.WEIGHTS if loading else Phase.INIT)
         layer = Signal(range(n_layers))
         t = Signal(range(model.t_max + 1), init=1)
         img = Signal(init=1)
@@ -432,8 +449,25 @@ class Accelerator(wiring.Component):
         upd_addr = Signal(nbits)
         m.d.comb += upd_addr.eq(n_base + cnt)
         cmd = nxt.cmd
+        if loading:
+            # PE by PE, address by address; the weight memories' one address serves the load.
+            wl = self.i_weights
+            wl_pe = Signal(range(max(n, 2)))
+            wl_addr = Signal(wbits)
+            wl_on = Signal(init=1)
+            m.d.comb += [wl.ready.eq(wl_on), issue.w_addr.eq(Mux(wl_on, wl_addr, cur_w))]
+            for p, pe in enumerate(pes):
+                m.d.comb += [pe.load_en.eq(wl.valid & wl_on & (wl_pe == p)), pe.load_data.eq(wl.payload)]
+            with m.If(wl.valid & wl_on):
+                with m.If(wl_addr == plan.weight_depth - 1):
+                    m.d.sync += [wl_addr.eq(0), wl_pe.eq(wl_pe + 1)]
+                    with m.If(wl_pe == n - 1):
+                        m.d.sync += [wl_on.eq(0), phase.eq(Phase.INIT)]
+                with m.Else():
+                    m.d.sync += wl_addr.eq(wl_addr + 1)
+        else:
+            m.d.comb += issue.w_addr.eq(cur_w)
         m.d.comb += [
-            issue.w_addr.eq(cur_w),
             issue.n_addr.eq(upd_addr),
             cmd.first_t.eq(t == 1),
             cmd.output.eq(layer == out_layer),
@@ -670,6 +704,14 @@ def describe(accel):
                    "fields": _flatten(accel.result_layout)},
         "trace": ({"port": "o_trace", "width": accel.trace_layout.size,
                    "fields": _flatten(accel.trace_layout)} if accel.trace else None),
+        "weights": ({"store": "load", "port": "i_weights", "width": plan.word_bits,
+                     "count": plan.n_pe * plan.weight_depth,
+                     "order": "PE by PE, address by address: the words of mem/pe_0_weight.hex, then "
+                              "mem/pe_1_weight.hex, ...; after every reset, before the first image "
+                              "(i_data stays closed until the last word)"}
+                    if accel.weights == "load" else
+                    {"store": "rom", "port": None,
+                     "order": "the weight memories are initialised with the model's weights"}),
         "cycles": CYCLES_DEFINITION,
         "counters": list(COUNTERS),
         "layers": [{"name": lp.name, "role": lp.role, "kind": lp.kind, "in_features": lp.in_features,
@@ -682,10 +724,11 @@ def describe(accel):
         "weight_word": {"weight_bits": plan.weight_bits, "tap_bits": plan.tap_bits, "chunk_bits": plan.chunk_bits},
         "weight_memory_bits": plan.weight_memory_bits,
         "memories": [{"pe": f"pe_{p}", "name": mem, "depth": depths[mem], "width": widths[mem] + (mem == "acc"),
-                      "file": f"mem/pe_{p}_{mem}.hex"}
+                      "file": f"mem/pe_{p}_{mem}.hex",
+                      "initialised": not (mem == "weight" and accel.weights == "load")}
                      for p in range(plan.n_pe) for mem in MEMORIES]
         + [{"pe": None, "name": "rows", "depth": max(plan.n_rows, 1), "width": plan.rows_bits,
-            "file": "mem/rows.hex"}],
+            "file": "mem/rows.hex", "initialised": True}],
     }
 
 
@@ -695,13 +738,13 @@ def _hex_lines(values, width):
     return "".join(f"{v & mask:0{digits}x}\n" for v in values)
 
 
-def generate(model, n_pe, out_dir, trace=False, storage="auto"):
+def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom"):
     """Write ``spikeloom_accel.v``, ``ports.json``, ``mem/pe_<p>_<mem>.hex`` and ``mem/rows.hex``
     under ``out_dir``.
 
     The output is deterministic: the same arguments give the same bytes. Returns the paths written.
     """
-    accel = Accelerator(model, n_pe, trace=trace, storage=storage)
+    accel = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights)
     out = Path(out_dir)
     (out / "mem").mkdir(parents=True, exist_ok=True)
     text = verilog.convert(accel, name=TOP_NAME, emit_src=False)

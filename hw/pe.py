@@ -6,7 +6,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .plan import MEMORIES
+from .plan import MEMORIES, WEIGHT_STORES
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
 #: ``exe`` is stage 1): ``read``/``syn`` in stage 3, ``z`` in stage 5, ``spike`` in stage 6.
@@ -79,6 +79,11 @@ class PE(wiring.Component):
     plan : Plan
     index : int
         Lane of this PE (output channels ``c * n_pe + index``).
+    weights : str
+        ``"rom"``: the weight memory holds the model's weights from configuration (initial
+        contents). ``"load"``: it starts empty and is written through ``load_en``/``load_data``;
+        its one address (``issue.w_addr``) serves the reads and the writes, so that the memory
+        maps to single-port RAM without initial contents (iCE40 UltraPlus SPRAM).
 
     Members
     -------
@@ -97,13 +102,20 @@ class PE(wiring.Component):
     spike : Out(1)
         Registered, stage ``SPIKE_STAGE`` (6): the updated neuron fired (``update`` of a spiking
         layer, valid lane).
+    load_en : In(1), only with ``weights="load"``
+        Write ``load_data`` to the weight memory at ``issue.w_addr`` at the clock edge ending
+        this cycle (the weight memory is not read in that cycle).
+    load_data : In(unsigned(word_bits)), only with ``weights="load"``
     """
 
-    def __init__(self, plan, index):
+    def __init__(self, plan, index, weights="rom"):
+        if weights not in WEIGHT_STORES:
+            raise ValueError(f"weights must be one of {WEIGHT_STORES!r}, got {weights!r}")
         self._plan = plan
         self._index = index
+        self._weights = weights
         mb = plan.membrane_bits
-        super().__init__({
+        ports = {
             "issue": In(issue_layout(plan)),
             "exe": In(exec_layout(plan)),
             "lane_valid": In(1),
@@ -111,7 +123,11 @@ class PE(wiring.Component):
             "read": Out(1),
             "syn": Out(1),
             "z": Out(signed(mb)),
-        })
+        }
+        if weights == "load":
+            ports["load_en"] = In(1)
+            ports["load_data"] = In(unsigned(plan.word_bits))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -125,10 +141,20 @@ class PE(wiring.Component):
             # left to the tool (distributed RAM). acc words: value, then the image parity bit.
             attrs = {"ram_style": "block"} if name == "weight" else None
             shape = unsigned(abits + 1) if name == "acc" else signed(widths[name])
-            mems[name] = m.submodules[name] = Memory(
-                shape=shape, depth=depths[name], init=plan.init(p, name), attrs=attrs)
+            init = [] if name == "weight" and self._weights == "load" else plan.init(p, name)
+            mems[name] = m.submodules[name] = Memory(shape=shape, depth=depths[name], init=init, attrs=attrs)
 
         w_rd = mems["weight"].read_port()
+        if self._weights == "load":
+            # One address for the write and the read port, and no read while writing: Yosys maps
+            # the pair to one single-port RAM port (read-during-write: don't care).
+            w_wr = mems["weight"].write_port()
+            m.d.comb += [
+                w_wr.addr.eq(self.issue.w_addr),
+                w_wr.data.eq(self.load_data),
+                w_wr.en.eq(self.load_en),
+                w_rd.en.eq(~self.load_en),
+            ]
         acc_wr = mems["acc"].write_port()
         acc_rd = mems["acc"].read_port()
         mem_wr = mems["membrane"].write_port()

@@ -43,6 +43,9 @@ from spikeloom.model.modelfile import QuantModel, bits_for, validate
 
 MEMORIES = ("weight", "acc", "membrane", "bias", "threshold")
 STORAGES = ("dense", "sparse")
+#: How the weight memories get their contents: initialised (``rom``, block RAM initial values) or
+#: written through the ``i_weights`` stream after reset (``load``: single-port RAM such as SPRAM).
+WEIGHT_STORES = ("rom", "load")
 
 
 def _ceil(a, b):

@@ -262,6 +262,8 @@ def test_bad_arguments():
         Accelerator({"layers": []}, 4)
     with pytest.raises(TypeError, match="trace"):
         Accelerator(model, 4, trace="yes")
+    with pytest.raises(ValueError, match="'flash'"):
+        Accelerator(model, 4, weights="flash")
     bad = make_model([5, 3, 2])
     bad.layers[0].threshold[0] = 0
     with pytest.raises(ValueError, match="threshold"):
@@ -289,3 +291,34 @@ def test_sparse_storage_saves_cycles_and_bits():
     _, sparse = check(model, 4, x, storage="sparse", cycles=True)
     assert all(s["cycles"] < 0.7 * d["cycles"] for s, d in zip(sparse, dense))
     assert Plan(model, 4, "sparse").weight_memory_bits < 0.7 * Plan(model, 4, "dense").weight_memory_bits
+
+
+# n_pe: 1 = one memory, 3 = lanes not dividing the layers (padding words are loaded too)
+@pytest.mark.parametrize("n_pe", [1, 3])
+# storage: dense words, and packed compressed entries (w, tap, chunk) through the same port
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_weights_loaded_through_port(n_pe, storage):
+    """``weights="load"``: the weight memories start empty; after the i_weights stream (with idle
+    cycles) the results, counters, spikes and cycles are those of the initialised design."""
+    model = make_model([16, 11, 10, 5], seed=50 + n_pe)
+    x = make_images(model, 4, seed=51)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    plan = Plan(model, n_pe, storage)
+    g = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+    got = rtl_run(model, n_pe, x, trace=True, seed=6, idle=0.3, weights="load", storage=storage)
+    for b, (r, e) in enumerate(zip(got, expected(model, x, g))):
+        assert {k: r[k] for k in e} == e, f"image {b}"
+        check_trace(plan, g, b, r["trace"])
+    # with the input never idle the cycle model holds as for the initialised memories
+    got = rtl_run(model, n_pe, x, seed=7, idle=0.0, backpressure=0.0, weights="load", storage=storage)
+    assert [r["cycles"] for r in got] == [perf.cycles(model, n_pe, x[b], g, b, plan=plan) for b in range(len(x))]
+
+
+def test_loaded_weights_are_used():
+    """Loading another network's weights changes the results: the port really writes the memories."""
+    model = make_model([16, 11, 10, 5], seed=60)
+    other = make_model([16, 11, 10, 5], seed=61)
+    x = make_images(model, 4, seed=62)
+    want = expected(model, x, golden.run(model, x))
+    got = rtl_run(model, 3, x, seed=1, weights="load", load_model=other, storage="dense")
+    assert [{k: r[k] for k in e} for r, e in zip(got, want)] != want
