@@ -8,25 +8,40 @@ Phases of one inference (one sequencer drives the same addresses to every PE):
 * per timestep, for each layer ``l``: ``UPDATE`` (one chunk per cycle: LIF step or output
   integration, spikes pushed to the spike queue and the trace) then, for ``l + 1``, ``ACC`` (one
   event per popped spike, ``chunks[l + 1]`` cycles each, back to back).
-* ``EXIT``: the top-1/top-2 of the output values is merged during the output ``UPDATE``; one
-  cycle later the margin decides between the next timestep and ``RESULT``.
+* ``EXIT``: the top-1/top-2 of the output values is merged during the output ``UPDATE``; the
+  registered margin comparison then decides between the next timestep and ``RESULT``.
+
+Event stage: an event (a nonzero input value or a popped spike) first goes into a register, with
+its weight-row address ``weight_base[l] + index * chunks[l]`` already computed, and is issued from
+there (the multiply and the spike queue's priority encoder are off the weight-address path). The
+register refills in the cycle it hands its event over, so events still follow back to back.
 
 Pipeline-drain overhead (cycles in which no chunk is issued; ``hw/perf.py`` models it exactly):
 
-* ``LOAD``: a zero input value costs a cycle only when no chunk is being issued (zeros are
-  accepted in parallel with a nonzero value's chunks); ``LOAD`` -> ``UPDATE``: 0 cycles when the
-  last value is nonzero and ``chunks[0] > 1``, else 1.
+* ``LOAD``: a nonzero value is issued one cycle after its transfer at the earliest (the event
+  stage); that cycle is hidden while the previous value's chunks are being issued. Zero values cost
+  a cycle only when no chunk is being issued (they are accepted in parallel with a nonzero value's
+  chunks). ``LOAD`` -> ``UPDATE``: 0 cycles when a chunk is still being issued in the cycle after
+  the last value's transfer (e.g. the last value is nonzero), else 1.
 * ``UPDATE`` -> ``ACC``: a chunk's spikes reach the queue ``SPIKE_STAGE`` (5) cycles after its
-  issue; the ``ACC`` phase cannot end while a spiking update is still in the PE pipeline, so with
-  no spike at all it lasts ``SPIKE_STAGE - 1`` cycles (one more when the last chunk spiked).
-* ``ACC`` -> ``UPDATE``: 0 cycles when ``chunks[l] > 1``, 1 when ``chunks[l] == 1`` (an empty
-  queue is seen one cycle after the last pop).
-* output ``UPDATE`` -> next timestep or ``RESULT``: ``Z_STAGE + Top2.latency`` cycles (the last
-  chunk's outputs leave the PEs in stage ``Z_STAGE`` (4), pass the registered top-2 tree and merge,
-  then the exit decision).
+  issue and the event stage one cycle after that, also while the layer is still updating (an
+  event fetched then is issued in the first ``ACC`` cycle). The ``ACC`` phase cannot end while a
+  spiking update is still in the PE pipeline, so with no spike at all it lasts ``SPIKE_STAGE``
+  cycles (the last chunk's stages 1..4 and its push cycle; with spikes in the last chunk, their
+  events follow).
+* ``ACC`` -> ``UPDATE``: 0 cycles: the phase ends in the cycle that issues the last event's last
+  chunk.
+* output ``UPDATE`` -> next timestep or ``RESULT``: ``Z_STAGE + Top2.latency + 1`` cycles (the
+  last chunk's outputs leave the PEs in stage ``Z_STAGE`` (4), pass the registered top-2 tree and
+  merge, the margin comparison is registered, then the exit decision).
+
+Weights: ``weights="rom"`` initialises the weight memories with the model's weights;
+``weights="load"`` leaves them without initial contents (single-port RAM such as iCE40 UltraPlus
+SPRAM) and adds the ``i_weights`` stream, taken in a ``WEIGHTS`` phase after every reset.
 """
 
 import json
+import re
 from pathlib import Path
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
@@ -41,9 +56,9 @@ from spikeloom.model.golden import COUNTERS
 from .events import InputEventSource, SpikeEventSource
 from .exit import Top2
 from .pe import PE, SPIKE_STAGE, W_NZ_STAGE, Z_STAGE, exec_layout, issue_layout
-from .plan import MEMORIES, Plan
+from .plan import MEMORIES, WEIGHT_STORES, Plan
 
-__all__ = ["Accelerator", "Phase", "describe", "generate", "result_layout", "trace_layout"]
+__all__ = ["Accelerator", "Phase", "describe", "generate", "result_layout", "trace_layout", "verilog_text"]
 
 TOP_NAME = "spikeloom_accel"
 COUNTER_BITS = 32
@@ -62,6 +77,7 @@ class Phase(enum.Enum, shape=3):
     EXIT_WAIT = 4
     EXIT = 5
     RESULT = 6
+    WEIGHTS = 7
 
 
 def _bits(n):
@@ -120,6 +136,10 @@ class Accelerator(wiring.Component):
         Processing elements (1..64); PE ``p`` owns neurons ``c * n_pe + p`` of every layer.
     trace : bool
         Add the ``o_trace`` spike-trace stream.
+    weights : str
+        ``"rom"`` (default): the weight memories are initialised with the model's weights (block
+        RAM initial contents). ``"load"``: they have no initial contents and are written through
+        ``i_weights`` after every reset (single-port RAM such as iCE40 UltraPlus SPRAM).
 
     Members
     -------
@@ -132,6 +152,12 @@ class Accelerator(wiring.Component):
         ``CYCLES_DEFINITION``) and per layer the six ``golden.COUNTERS`` summed over executed
         timesteps. ``valid`` stays high with a stable payload until ``ready``; with ``trace`` it
         rises only once the trace queue has drained.
+    i_weights : In(stream.Signature(unsigned(plan.weight_bits))), only with ``weights="load"``
+        The weight memories' contents, two's complement, PE by PE: the ``weight_depth`` words of
+        ``mem/pe_0_weight.hex`` in address order, then PE 1's, ..., ``n_pe * weight_depth`` words.
+        After reset ``ready`` is high (registered, not dependent on ``valid``) until the last word
+        has been transferred; then the accelerator clears its accumulators and ``i_data`` opens.
+        The weights stay until the next reset; reloading them is reset, then the whole stream.
     o_trace : Out(stream.Signature(trace_layout(plan))), only with ``trace``
         One transfer per chunk with at least one spike, in production order: ``timestep``
         (1-based), ``layer`` (index), ``chunk`` and the lane ``mask`` (bit ``p``: neuron
@@ -139,10 +165,12 @@ class Accelerator(wiring.Component):
         queue (depth: most chunks of a spiking layer) is empty; nothing is dropped.
     """
 
-    def __init__(self, model, n_pe, trace=False):
+    def __init__(self, model, n_pe, trace=False, weights="rom"):
         try:
             if not isinstance(trace, bool):
                 raise TypeError(f"trace must be a bool, got {trace!r}")
+            if weights not in WEIGHT_STORES:
+                raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHT_STORES))}, got {weights!r}")
             self.plan = Plan(model, n_pe)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated: no "created but never used" warning
@@ -150,12 +178,15 @@ class Accelerator(wiring.Component):
         self.model = model
         self.n_pe = n_pe
         self.trace = trace
+        self.weights = weights
         self.result_layout = result_layout(self.plan)
         self.trace_layout = trace_layout(self.plan)
         ports = {
             "i_data": In(stream.Signature(unsigned(model.input_bits))),
             "o_result": Out(stream.Signature(self.result_layout)),
         }
+        if weights == "load":
+            ports["i_weights"] = In(stream.Signature(unsigned(self.plan.weight_bits)))
         if trace:
             ports["o_trace"] = Out(stream.Signature(self.trace_layout))
         super().__init__(ports)
@@ -166,19 +197,30 @@ class Accelerator(wiring.Component):
         n, n_layers = plan.n_pe, plan.n_layers
         out_layer = n_layers - 1
 
-        pes = [PE(plan, p) for p in range(n)]
+        loading = self.weights == "load"
+        pes = [PE(plan, p, self.weights) for p in range(n)]
         for p, pe in enumerate(pes):
             m.submodules[f"pe_{p}"] = pe
         m.submodules.inputs = inputs = InputEventSource(model.input_size, model.input_bits, plan.max_in)
         wiring.connect(m, wiring.flipped(self.i_data), inputs.i_data)
         m.submodules.spikes = spikes = SpikeEventSource(
             n, plan.max_chunks, plan.max_spiking_chunks, plan.max_in, model.input_bits)
-        m.submodules.top2 = top2 = Top2(n, plan.membrane_bits, model.n_classes)
+        m.submodules.exit = top2 = Top2(n, plan.membrane_bits, model.n_classes, model.exit_threshold)
 
-        phase = Signal(Phase, init=Phase.INIT)
+        init_phase = Phase.WEIGHTS if loading else Phase.INIT
+        phase = Signal(Phase, init=init_phase)
+        # The next phase (default: stay), and registered one-hot flags of the phases the datapath
+        # tests: they are a flip-flop each instead of a decode of `phase` in the event handshake.
+        phase_nxt = Signal(Phase)
+        m.d.comb += phase_nxt.eq(phase)
+        m.d.sync += phase.eq(phase_nxt)
+        flags = {}
+        for ph in (Phase.LOAD, Phase.ACC, Phase.UPDATE, Phase.RESULT):
+            flags[ph] = Signal(name=f"in_{ph.name.lower()}", init=int(init_phase == ph))
+            m.d.sync += flags[ph].eq(phase_nxt == ph)
         layer = Signal(range(n_layers))
         t = Signal(range(model.t_max + 1), init=1)
-        exit_wait = Z_STAGE + top2.latency - 1  # cycles between the last output chunk's issue and EXIT
+        exit_wait = Z_STAGE + top2.latency  # cycles between the last output chunk's issue and EXIT
         cnt = Signal(range(max(plan.neuron_depth, exit_wait, 2)))
         running = Signal()
         cycles = Signal(COUNTER_BITS)
@@ -189,61 +231,94 @@ class Accelerator(wiring.Component):
 
         last_c = per_layer([lp.chunks - 1 for lp in plan.layers], _bits(plan.max_chunks))
         n_base = per_layer([lp.neuron_base for lp in plan.layers], _bits(plan.neuron_depth))
-        last_lanes = per_layer([lp.last_lanes for lp in plan.layers], _bits(n + 1))
+
+        # Event stage: the next event, with its weight-row address already computed, waits in a
+        # register (the multiply and the spike queue's priority encoder stay off the weight
+        # address path). Spike events are fetched as soon as the queue has them, also while the
+        # layer that produces them is still updating, so an ACC phase finds its first event there.
+        in_load, in_acc, in_update = flags[Phase.LOAD], flags[Phase.ACC], flags[Phase.UPDATE]
+        e_valid = Signal()
+        e_base = Signal(issue_layout(plan).members["w_addr"])
+        e_x = Signal(model.input_bits)
+        e_first = Signal()
+        src_valid = Signal()
+        src_index = Signal.like(inputs.events.payload.index)
+        src_base = Signal.like(e_base)
+        m.d.comb += [
+            src_valid.eq(Mux(in_load, inputs.events.valid, spikes.events.valid)),
+            src_index.eq(Mux(in_load, inputs.events.payload.index, spikes.events.payload.index)),
+        ]
+        # Spike events fetched during layer l's UPDATE are layer l + 1's (their weights).
+        with m.Switch(layer):
+            for li, lp in enumerate(plan.layers):
+                with m.Case(li):
+                    if li + 1 < n_layers:
+                        nx = plan.layers[li + 1]
+                        m.d.comb += src_base.eq(Mux(in_update, nx.weight_base + src_index * nx.chunks,
+                                                    lp.weight_base + src_index * lp.chunks))
+                    else:
+                        m.d.comb += src_base.eq(lp.weight_base + src_index * lp.chunks)
 
         # The event being issued: from the registers while busy (chunks 1.. of a multi-chunk
-        # event), else straight from the event source, so that events follow back to back.
+        # event), else from the event stage, so that events follow back to back.
         busy = Signal()
         # at least 1 bit: a zero-width signal (one chunk per layer) is emitted as an ascending `[-1:0]` vector
         ec = Signal(range(max(plan.max_chunks, 2)))
-        ebase = Signal(issue_layout(plan).members["w_addr"])
+        eaddr = Signal.like(e_base)
         ex = Signal(model.input_bits)
         efirst = Signal()
-
-        in_load = phase == Phase.LOAD
-        in_acc = phase == Phase.ACC
-        ev_valid = Signal()
-        ev_index = Signal.like(inputs.events.payload.index)
-        new_base = Signal.like(ebase)
-        m.d.comb += [
-            ev_valid.eq((in_load & inputs.events.valid) | (in_acc & spikes.events.valid)),
-            ev_index.eq(Mux(in_load, inputs.events.payload.index, spikes.events.payload.index)),
-        ]
-        take = ~busy & ev_valid
-        issuing = busy | ev_valid
+        take = ~busy & e_valid & (in_load | in_acc)
+        issuing = busy | take
+        e_ready = ~e_valid | take
         cur_c = Signal.like(ec)
-        cur_base = Signal.like(ebase)
+        cur_addr = Signal.like(e_base)
         cur_x = Signal.like(ex)
         cur_first = Signal()
         m.d.comb += [
             cur_c.eq(Mux(busy, ec, 0)),
-            cur_base.eq(Mux(busy, ebase, new_base)),
-            cur_x.eq(Mux(busy, ex, Mux(in_load, inputs.events.payload.x, 1))),
-            cur_first.eq(Mux(busy, efirst, in_load & ~inputs.any)),
+            cur_addr.eq(Mux(busy, eaddr, e_base)),
+            cur_x.eq(Mux(busy, ex, e_x)),
+            cur_first.eq(Mux(busy, efirst, e_first)),
             inputs.enable.eq(in_load),
-            inputs.events.ready.eq(take & in_load),
-            spikes.events.ready.eq(take & in_acc),
+            inputs.events.ready.eq(e_ready & in_load),
+            spikes.events.ready.eq(e_ready & ~in_load),
         ]
+        with m.If(src_valid & e_ready):
+            m.d.sync += [
+                e_valid.eq(1),
+                e_base.eq(src_base),
+                e_x.eq(Mux(in_load, inputs.events.payload.x, 1)),
+                e_first.eq(in_load & ~inputs.any),
+            ]
+        with m.Elif(take):
+            m.d.sync += e_valid.eq(0)
         at_last = cur_c == last_c
         with m.Switch(layer):
-            for li, lp in enumerate(plan.layers):
+            for li in range(n_layers):
                 with m.Case(li):
-                    m.d.comb += new_base.eq(lp.weight_base + ev_index * lp.chunks)
                     with m.If(take):
                         m.d.sync += counters[li]["input_events"].eq(counters[li]["input_events"] + 1)
         with m.If(issuing & ~at_last):
-            m.d.sync += [busy.eq(1), ec.eq(cur_c + 1), ebase.eq(cur_base), ex.eq(cur_x), efirst.eq(cur_first)]
+            m.d.sync += [busy.eq(1), ec.eq(cur_c + 1), eaddr.eq(cur_addr + 1), ex.eq(cur_x), efirst.eq(cur_first)]
         with m.Else():
             m.d.sync += busy.eq(0)
+        # Nothing left to issue after this cycle: the event stage is empty or handing over an event
+        # of a single chunk, and the event being issued (if any) is in its last chunk.
+        quiet = Signal()
+        m.d.comb += quiet.eq(Mux(busy, ~e_valid & at_last, ~e_valid | at_last))
 
         # Stage 0 (issue) -> stage 1 (execute) broadcast.
         issue = Signal(issue_layout(plan))
         nxt = Signal(exec_layout(plan))
         exe = Signal(exec_layout(plan))
         nxt_chunk, s1_chunk = Signal.like(ec), Signal.like(ec)
-        nxt_lanes, s1_lanes = Signal(range(n + 1)), Signal(range(n + 1))
+        # the lane count of the chunk is derived in stage 1 from a registered last-chunk flag
+        nxt_last, s1_last = Signal(), Signal()
+        s1_lanes = Signal(range(n + 1))
         nxt_layer, s1_layer = Signal(range(n_layers)), Signal(range(n_layers))
-        m.d.sync += [exe.eq(nxt), s1_chunk.eq(nxt_chunk), s1_lanes.eq(nxt_lanes), s1_layer.eq(nxt_layer)]
+        m.d.sync += [exe.eq(nxt), s1_chunk.eq(nxt_chunk), s1_last.eq(nxt_last), s1_layer.eq(nxt_layer)]
+        last_lanes_s1 = Array(Const(lp.last_lanes, _bits(n + 1)) for lp in plan.layers)[s1_layer]
+        m.d.comb += s1_lanes.eq(Mux(s1_last, last_lanes_s1, n))
         for p, pe in enumerate(pes):
             m.d.comb += [pe.issue.eq(issue), pe.exe.eq(exe), pe.lane_valid.eq(s1_lanes > p)]
         # The stage-1 command and its chunk, lane count and layer, delayed to stages 2..SPIKE_STAGE.
@@ -254,10 +329,30 @@ class Accelerator(wiring.Component):
             m.d.sync += [a.eq(b) for a, b in zip(cur, stages[st - 1])]
             stages[st] = cur
 
-        in_update = phase == Phase.UPDATE
         chunk = Mux(in_update, cnt, cur_c)
+        if loading:
+            # PE by PE, address by address; the weight memories' one address serves the load.
+            wl = self.i_weights
+            wl_pe = Signal(range(max(n, 2)))
+            wl_addr = Signal.like(e_base)
+            wl_on = Signal(init=1)
+            m.d.comb += [
+                wl.ready.eq(wl_on),
+                issue.w_addr.eq(Mux(wl_on, wl_addr, cur_addr)),
+            ]
+            for p, pe in enumerate(pes):
+                m.d.comb += [pe.load_en.eq(wl.valid & wl_on & (wl_pe == p)), pe.load_data.eq(wl.payload)]
+            with m.If(wl.valid & wl_on):
+                with m.If(wl_addr == plan.weight_depth - 1):
+                    m.d.sync += [wl_addr.eq(0), wl_pe.eq(wl_pe + 1)]
+                    with m.If(wl_pe == n - 1):
+                        m.d.comb += phase_nxt.eq(Phase.INIT)
+                        m.d.sync += wl_on.eq(0)
+                with m.Else():
+                    m.d.sync += wl_addr.eq(wl_addr + 1)
+        else:
+            m.d.comb += issue.w_addr.eq(cur_addr)
         m.d.comb += [
-            issue.w_addr.eq(cur_base + cur_c),
             issue.n_addr.eq(n_base + chunk),
             nxt.addr.eq(n_base + chunk),
             nxt.x.eq(cur_x),
@@ -266,7 +361,7 @@ class Accelerator(wiring.Component):
             nxt.first_t.eq(t == 1),
             nxt.gate.eq((layer == 0) & ~inputs.any),
             nxt_chunk.eq(chunk),
-            nxt_lanes.eq(Mux(chunk == last_c, last_lanes, n)),
+            nxt_last.eq(chunk == last_c),
             nxt_layer.eq(layer),
         ]
 
@@ -334,11 +429,10 @@ class Accelerator(wiring.Component):
         else:
             trace_empty = Const(1)
 
-        margin = top2.top1 - top2.top2
-        done_now = (margin >= model.exit_threshold) | (t == model.t_max)
+        done_now = top2.margin_ok | (t == model.t_max)
         res = self.o_result
         m.d.comb += [
-            res.valid.eq((phase == Phase.RESULT) & trace_empty),
+            res.valid.eq(flags[Phase.RESULT] & trace_empty),
             res.payload.pred.eq(top2.top1_index),
             res.payload.timesteps.eq(t),
             res.payload.cycles.eq(cycles),
@@ -347,8 +441,12 @@ class Accelerator(wiring.Component):
             for c in COUNTERS:
                 m.d.comb += res.payload.layers[lp.name][c].eq(counters[li][c])
 
-        with m.If(inputs.first):
-            m.d.sync += [cycles.eq(0), running.eq(1)]
+        # The first transfer is registered before it starts the count (it is combinational from the
+        # input handshake; the counter is wide): in the next cycle the count is 1.
+        first_r = Signal()
+        m.d.sync += first_r.eq(inputs.first)
+        with m.If(first_r):
+            m.d.sync += [cycles.eq(1), running.eq(1)]
         with m.Elif(running & ~res.valid):
             m.d.sync += cycles.eq(cycles + 1)
 
@@ -357,17 +455,19 @@ class Accelerator(wiring.Component):
                 # acc of the spiking layers must start at 0; UPDATE keeps it so afterwards.
                 m.d.comb += [nxt.clear.eq(1), nxt.addr.eq(cnt)]
                 with m.If(cnt == plan.neuron_depth - 1):
-                    m.d.sync += [cnt.eq(0), phase.eq(Phase.LOAD)]
+                    m.d.comb += phase_nxt.eq(Phase.LOAD)
+                    m.d.sync += cnt.eq(0)
                 with m.Else():
                     m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.LOAD, Phase.ACC):
                 m.d.comb += nxt.acc.eq(issuing)
-                drained = ~busy | at_last
-                with m.If(in_load & inputs.done & drained):
-                    m.d.sync += [cnt.eq(0), phase.eq(Phase.UPDATE)]
+                with m.If(in_load & inputs.done & quiet):
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
+                    m.d.sync += cnt.eq(0)
                 # the previous UPDATE's last chunks may still push spike entries.
-                with m.If(in_acc & ~ev_valid & ~update_in_flight & drained):
-                    m.d.sync += [cnt.eq(0), phase.eq(Phase.UPDATE)]
+                with m.If(in_acc & ~spikes.events.valid & ~update_in_flight & quiet):
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
+                    m.d.sync += cnt.eq(0)
             with m.Case(Phase.UPDATE):
                 stall = (cnt == 0) & (layer != out_layer) & ~trace_empty
                 with m.If(~stall):
@@ -375,26 +475,30 @@ class Accelerator(wiring.Component):
                     with m.If(cnt == last_c):
                         m.d.sync += cnt.eq(0)
                         with m.If(layer == out_layer):
-                            m.d.sync += phase.eq(Phase.EXIT_WAIT)
+                            m.d.comb += phase_nxt.eq(Phase.EXIT_WAIT)
                         with m.Else():
-                            m.d.sync += [layer.eq(layer + 1), phase.eq(Phase.ACC)]
+                            m.d.comb += phase_nxt.eq(Phase.ACC)
+                            m.d.sync += layer.eq(layer + 1)
                     with m.Else():
                         m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.EXIT_WAIT):
                 # until the last output chunk's values are in top2
                 with m.If(cnt == exit_wait - 1):
-                    m.d.sync += [cnt.eq(0), phase.eq(Phase.EXIT)]
+                    m.d.comb += phase_nxt.eq(Phase.EXIT)
+                    m.d.sync += cnt.eq(0)
                 with m.Else():
                     m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.EXIT):
                 with m.If(done_now):
-                    m.d.sync += phase.eq(Phase.RESULT)
+                    m.d.comb += phase_nxt.eq(Phase.RESULT)
                 with m.Else():
-                    m.d.sync += [t.eq(t + 1), layer.eq(0), phase.eq(Phase.UPDATE)]
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
+                    m.d.sync += [t.eq(t + 1), layer.eq(0)]
             with m.Case(Phase.RESULT):
                 with m.If(res.ready & res.valid):
                     m.d.comb += inputs.restart.eq(1)
-                    m.d.sync += [phase.eq(Phase.LOAD), t.eq(1), layer.eq(0), running.eq(0)]
+                    m.d.comb += phase_nxt.eq(Phase.LOAD)
+                    m.d.sync += [t.eq(1), layer.eq(0), running.eq(0)]
                     m.d.sync += [s.eq(0) for cs in counters for s in cs.values()]
         return m
 
@@ -431,13 +535,22 @@ def describe(accel):
                    "fields": _flatten(accel.result_layout)},
         "trace": ({"port": "o_trace", "width": accel.trace_layout.size,
                    "fields": _flatten(accel.trace_layout)} if accel.trace else None),
+        "weights": ({"store": "load", "port": "i_weights", "width": plan.weight_bits,
+                     "count": plan.n_pe * plan.weight_depth,
+                     "order": "PE by PE, address by address: the words of mem/pe_0_weight.hex, then "
+                              "mem/pe_1_weight.hex, ...; two's complement; after every reset, before "
+                              "the first image (i_data stays closed until the last word)"}
+                    if accel.weights == "load" else
+                    {"store": "rom", "port": None,
+                     "order": "the weight memories are initialised with the model's weights"}),
         "cycles": CYCLES_DEFINITION,
         "counters": list(COUNTERS),
         "layers": [{"name": lp.name, "role": lp.role, "in_features": lp.in_features,
                     "out_features": lp.out_features, "chunks": lp.chunks, "neuron_base": lp.neuron_base,
                     "weight_base": lp.weight_base} for lp in plan.layers],
         "memories": [{"pe": f"pe_{p}", "name": mem, "depth": depths[mem], "width": widths[mem],
-                      "file": f"mem/pe_{p}_{mem}.hex"}
+                      "file": f"mem/pe_{p}_{mem}.hex",
+                      "initialised": not (mem == "weight" and accel.weights == "load")}
                      for p in range(plan.n_pe) for mem in MEMORIES],
     }
 
@@ -448,15 +561,33 @@ def _hex_lines(values, width):
     return "".join(f"{v & mask:0{digits}x}\n" for v in values)
 
 
-def generate(model, n_pe, out_dir, trace=False):
+# write_verilog's initial block of an all-zero memory named `weight` (Amaranth gives every memory
+# initial contents; a weight memory written through i_weights has none).
+_ZERO_WEIGHT_INIT = re.compile(r"^(  reg \[\d+:0\] weight \[\d+:0\];\n)  initial begin\n(?:    weight\[\d+\] = \d+'h0+;\n)+  end\n",
+                               re.M)
+
+
+def verilog_text(accel):
+    """The accelerator's Verilog. With ``weights="load"`` the weight memories carry no initial
+    contents (no ``initial`` block), so that tools map them to RAM that has none (iCE40 SPRAM)."""
+    text = verilog.convert(accel, name=TOP_NAME, emit_src=False)
+    if accel.weights == "load":
+        text, k = _ZERO_WEIGHT_INIT.subn(r"\1", text)
+        if k != accel.plan.n_pe:
+            raise RuntimeError(f"found {k} weight-memory initial blocks to drop, expected {accel.plan.n_pe}")
+    return text
+
+
+def generate(model, n_pe, out_dir, trace=False, weights="rom"):
     """Write ``spikeloom_accel.v``, ``ports.json`` and ``mem/pe_<p>_<mem>.hex`` under ``out_dir``.
 
+    With ``weights="load"`` the ``mem/pe_<p>_weight.hex`` files are what ``i_weights`` must carry.
     The output is deterministic: the same arguments give the same bytes. Returns the paths written.
     """
-    accel = Accelerator(model, n_pe, trace=trace)
+    accel = Accelerator(model, n_pe, trace=trace, weights=weights)
     out = Path(out_dir)
     (out / "mem").mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(accel, name=TOP_NAME, emit_src=False)
+    text = verilog_text(accel)
     written = []
     path = out / f"{TOP_NAME}.v"
     path.write_text(text)

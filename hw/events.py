@@ -100,6 +100,11 @@ class InputEventSource(wiring.Component):
 class SpikeEventSource(wiring.Component):
     """The spike queue: chunk spike masks in, one event per spike out (lowest lane first).
 
+    The entry being split into events sits in a register (``hold``): events come from registers
+    only (no queue read in the event path), and ``hold`` takes the queue's next entry in the cycle
+    its last lane is taken, or a pushed entry directly when the queue is empty, so the timing is
+    that of a first-word-fall-through queue.
+
     Parameters
     ----------
     n_pe : int
@@ -116,7 +121,7 @@ class SpikeEventSource(wiring.Component):
         Entries with a nonzero mask; ``ready`` is low only when the queue is full. An entry
         pushed in cycle k can be an event from cycle k + 1.
     events : Out(stream.Signature(event_layout(...)))
-        ``index = chunk * n_pe + lane``; ``valid`` is registered state only.
+        ``index = chunk * n_pe + lane``; ``valid`` and the payload are registered state only.
     """
 
     def __init__(self, n_pe, max_chunks, depth, max_in, input_bits):
@@ -134,33 +139,39 @@ class SpikeEventSource(wiring.Component):
         entry = self.push.payload.shape()
         # depth >= 2: a 1-entry SyncFIFO has zero-width pointers (ascending `[-1:0]` vectors in Verilog)
         m.submodules.queue = queue = SyncFIFO(width=entry.size, depth=max(self._depth, 2))
-        m.d.comb += [
-            queue.w_data.eq(self.push.payload.as_value()),
-            queue.w_en.eq(self.push.valid),
-            self.push.ready.eq(queue.w_rdy),
-        ]
         head = data.View(entry, queue.r_data)
 
         # The entry being split into events; its mask keeps the lanes not yet issued.
         hold = Signal(entry)
-        use_hold = hold.mask != 0
-        src = Signal(entry)
-        m.d.comb += src.eq(Mux(use_hold, hold.as_value(), head.as_value()))
         # at least 1 bit: a zero-width signal (N = 1) is emitted as an ascending `[-1:0]` vector
         lane = Signal(range(max(n, 2)))
         for b in reversed(range(n)):
-            with m.If(src.mask[b]):
+            with m.If(hold.mask[b]):
                 m.d.comb += lane.eq(b)
         m.d.comb += [
-            self.events.valid.eq(use_hold | queue.r_rdy),
-            self.events.payload.index.eq(src.chunk * n + lane),
+            self.events.valid.eq(hold.mask != 0),
+            self.events.payload.index.eq(hold.chunk * n + lane),
             self.events.payload.x.eq(1),
         ]
-        with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [
-                hold.chunk.eq(src.chunk),
-                hold.mask.eq(src.mask & ~(Const(1, n) << lane)),
-            ]
-            m.d.comb += queue.r_en.eq(~use_hold)
+        rest = Signal(n)
+        m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
+        take = self.events.valid & self.events.ready
+        # hold is free after this cycle: empty, or its last lane is taken now
+        free = ~self.events.valid | (take & (rest == 0))
+        direct = free & ~queue.r_rdy & self.push.valid
+        m.d.comb += [
+            queue.w_data.eq(self.push.payload.as_value()),
+            queue.w_en.eq(self.push.valid & ~direct),
+            self.push.ready.eq(queue.w_rdy | direct),
+            queue.r_en.eq(free),
+        ]
+        with m.If(free):
+            with m.If(queue.r_rdy):
+                m.d.sync += hold.eq(head)
+            with m.Elif(self.push.valid):
+                m.d.sync += hold.eq(self.push.payload)
+            with m.Else():
+                m.d.sync += hold.mask.eq(0)
+        with m.Elif(take):
+            m.d.sync += hold.mask.eq(rest)
         return m
-

@@ -6,7 +6,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .plan import MEMORIES
+from .plan import MEMORIES, WEIGHT_STORES
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
 #: ``exe`` is stage 1): ``w_nz`` in stage 3, ``z`` in stage 4, ``spike`` in stage 5.
@@ -44,14 +44,15 @@ class PE(wiring.Component):
     * stage 0 (k): weight, membrane and bias memories read at ``issue``'s addresses;
     * stage 1 (k + 1, ``exe``): the read data are registered (the block RAM's output register);
     * stage 2 (k + 2): ``w * x`` and the leaked old membrane plus bias are computed and
-      registered; the acc memory is read at the command's address;
+      registered; the acc memory is read at the command's address (data registered);
     * stage 3 (k + 3): ``acc + w * x`` (or 0) is written back to acc; the membrane update adds the
       acc value and saturates (registered as ``z``); the threshold is read;
     * stage 4 (k + 4): fire, reset and membrane write-back; ``spike`` is registered.
 
-    The acc read (stage 2) is transparent for the acc write (stage 3), so a command reads the value
-    written by the command one cycle before it (back-to-back events on one acc address): no
-    read-after-write distance needs a stall. The membrane is read in stage 0 and written in
+    The acc value a command uses in stage 3 is the one written by the command one cycle before it
+    when that wrote the same address (forwarded from a register: back-to-back events on one acc
+    address), else the stage-2 read: no read-after-write distance needs a stall, and no memory
+    read lies in the stage-3 read-modify-write path. The membrane is read in stage 0 and written in
     stage 4 without forwarding: the sequencer issues two updates of one neuron at least 5 cycles
     apart (there is always an ACC phase or the exit wait between them).
 
@@ -60,6 +61,11 @@ class PE(wiring.Component):
     plan : Plan
     index : int
         Lane of this PE (neurons ``c * n_pe + index``).
+    weights : str
+        ``"rom"``: the weight memory holds the model's weights from configuration (initial
+        contents). ``"load"``: it starts empty and is written through ``load_en``/``load_data``;
+        its one address (``issue.w_addr``) serves the reads and the writes, so that the memory
+        maps to single-port RAM without initial contents (iCE40 UltraPlus SPRAM).
 
     Members
     -------
@@ -78,20 +84,31 @@ class PE(wiring.Component):
     spike : Out(1)
         Registered, stage ``SPIKE_STAGE`` (5): the updated neuron fired (``update`` of a spiking
         layer, valid lane).
+    load_en : In(1), only with ``weights="load"``
+        Write ``load_data`` to the weight memory at ``issue.w_addr`` at the clock edge ending
+        this cycle (the weight memory is not read in that cycle).
+    load_data : In(signed(weight_bits)), only with ``weights="load"``
     """
 
-    def __init__(self, plan, index):
+    def __init__(self, plan, index, weights="rom"):
+        if weights not in WEIGHT_STORES:
+            raise ValueError(f"weights must be one of {WEIGHT_STORES!r}, got {weights!r}")
         self._plan = plan
         self._index = index
+        self._weights = weights
         mb = plan.membrane_bits
-        super().__init__({
+        ports = {
             "issue": In(issue_layout(plan)),
             "exe": In(exec_layout(plan)),
             "lane_valid": In(1),
             "spike": Out(1),
             "w_nz": Out(1),
             "z": Out(signed(mb)),
-        })
+        }
+        if weights == "load":
+            ports["load_en"] = In(1)
+            ports["load_data"] = In(signed(plan.weight_bits))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -103,12 +120,23 @@ class PE(wiring.Component):
             # ram_style) even where a small one would fit in logic; the small per-neuron memories are
             # left to the tool (distributed RAM).
             attrs = {"ram_style": "block"} if name == "weight" else None
+            init = [] if name == "weight" and self._weights == "load" else plan.init(p, name)
             mems[name] = m.submodules[name] = Memory(
-                shape=signed(widths[name]), depth=depths[name], init=plan.init(p, name), attrs=attrs)
+                shape=signed(widths[name]), depth=depths[name], init=init, attrs=attrs)
 
         w_rd = mems["weight"].read_port()
+        if self._weights == "load":
+            # One address for the write and the read port, and no read while writing: Yosys maps
+            # the pair to one single-port RAM port (read-during-write: don't care).
+            w_wr = mems["weight"].write_port()
+            m.d.comb += [
+                w_wr.addr.eq(self.issue.w_addr),
+                w_wr.data.eq(self.load_data),
+                w_wr.en.eq(self.load_en),
+                w_rd.en.eq(~self.load_en),
+            ]
         acc_wr = mems["acc"].write_port()
-        acc_rd = mems["acc"].read_port(transparent_for=(acc_wr,))
+        acc_rd = mems["acc"].read_port()
         mem_wr = mems["membrane"].write_port()
         mem_rd = mems["membrane"].read_port()
         bias_rd = mems["bias"].read_port()
@@ -151,8 +179,17 @@ class PE(wiring.Component):
             self.w_nz.eq(w1 != 0),
         ]
 
+        # The stage-3 write of this cycle, for the stage-2 command reading the same address.
+        fwd = Signal(name="fwd")
+        fwd_data = Signal(signed(abits), name="fwd_data")
+        m.d.sync += [
+            fwd.eq(acc_wr.en & (acc_wr.addr == s2.addr)),
+            fwd_data.eq(acc_wr.data),
+        ]
+
         # Stage 3: acc write-back; integrate and saturate; threshold read.
-        old_acc = Mux(s3.zero_old, 0, acc_rd.data)
+        acc_val = Mux(fwd, fwd_data, acc_rd.data)
+        old_acc = Mux(s3.zero_old, 0, acc_val)
         new_acc = Signal(signed(abits), name="new_acc")
         m.d.comb += [
             new_acc.eq(old_acc + prod),
@@ -162,9 +199,13 @@ class PE(wiring.Component):
             thr_rd.addr.eq(s3.addr),
         ]
         pre = Signal(signed(max(mb + 2, abits) + 1), name="pre")
-        m.d.comb += pre.eq(base + Mux(s3.gate, 0, acc_rd.data))
+        m.d.comb += pre.eq(base + Mux(s3.gate, 0, acc_val))
         u = self.z
-        m.d.sync += u.eq(Mux(pre > hi, hi, Mux(pre < lo, lo, pre)))
+        # pre fits in mb bits iff its bits mb - 1 .. top are all equal: a short reduction instead
+        # of two wide comparisons after the adder (this is the PE's longest path).
+        top = pre[mb - 1:]
+        fits = (top == 0) | (top == (1 << len(top)) - 1)
+        m.d.sync += u.eq(Mux(fits, pre[:mb], Mux(pre[-1], lo, hi)))
 
         # Stage 4: fire, reset, membrane write-back.
         fire = u >= thr_rd.data

@@ -16,41 +16,58 @@ def _ceil(a, b):
     return -(-int(a) // b)
 
 
+def _quiet(e_valid, rem, c):
+    """Nothing left to issue after this cycle (``quiet`` in the sequencer)."""
+    if rem > 0:
+        return not e_valid and rem == 1
+    return not e_valid or c == 1
+
+
+def _step(e_valid, rem, c, src_valid):
+    """One sequencer cycle: the event stage hands an event to the issue when it is free and is
+    refilled from the source when empty or handing over. Returns ``(e_valid, rem, loaded)``."""
+    take = rem == 0 and e_valid
+    loaded = src_valid and (not e_valid or take)
+    if rem > 0:
+        rem -= 1
+    elif take:
+        rem = c - 1
+    return (e_valid and not take) or loaded, rem, loaded
+
+
 def _load(x, c0):
     """Cycle (from the first input transfer = 0) in which LOAD hands over to UPDATE."""
     cyc = rem = i = 0
+    e_valid = False
     while True:
-        done, busy = i == len(x), rem > 0
-        if done and rem <= 1:
+        done = i == len(x)
+        if done and _quiet(e_valid, rem, c0):
             return cyc
-        if busy:
-            rem -= 1
-        if not done:
-            if x[i] == 0:
-                i += 1
-            elif not busy:
-                i, rem = i + 1, c0 - 1
+        # zeros are taken at once; a nonzero value when the event stage takes it
+        src = not done and x[i] != 0
+        e_valid, rem, loaded = _step(e_valid, rem, c0, src)
+        if not done and (x[i] == 0 or loaded):
+            i += 1
         cyc += 1
 
 
 def _acc(avail, push0, c):
     """Cycles of an ACC phase whose events become available at cycles ``avail`` (sorted).
 
-    The previous UPDATE's last chunk is in pipeline stage ``s`` at cycle ``s - 1``: the phase cannot
-    end while it is in stages ``1 .. SPIKE_STAGE - 1``, nor while it pushes spikes (``push0``).
+    An event available in cycle ``a`` < 0 (during the previous UPDATE) is in the event stage at
+    the start when it is the first. The previous UPDATE's last chunk is in pipeline stage ``s`` at
+    cycle ``s - 1``: the phase cannot end while it is in stages ``1 .. SPIKE_STAGE - 1``, nor while
+    it pushes spikes (``push0``).
     """
-    cyc = rem = j = 0
+    e_valid = bool(avail) and avail[0] <= -1
+    cyc, rem, j = 0, 0, int(e_valid)
     while True:
-        busy = rem > 0
-        ev = j < len(avail) and avail[j] <= cyc
-        last = rem == 1 if busy else (ev and c == 1)
+        src = j < len(avail) and avail[j] <= cyc
         in_flight = cyc < SPIKE_STAGE - 1 or (cyc == SPIKE_STAGE - 1 and push0)
-        if not ev and not in_flight and (not busy or last):
+        if not src and not in_flight and _quiet(e_valid, rem, c):
             return cyc + 1
-        if busy:
-            rem -= 1
-        elif ev:
-            j, rem = j + 1, c - 1
+        e_valid, rem, loaded = _step(e_valid, rem, c, src)
+        j += loaded
         cyc += 1
 
 
@@ -62,8 +79,9 @@ def cycles(model, n_pe, x, result, b):
         for i, ly in enumerate(model.layers):
             now += chunks[i]
             if ly.role == "output":
-                # the last chunk's outputs reach the top-2 tree, its merge, the exit decision
-                now += Z_STAGE + ceil_log2(n_pe) + 1
+                # the last chunk's outputs reach the top-2 tree, its merge, the registered margin
+                # comparison, the exit decision
+                now += Z_STAGE + ceil_log2(n_pe) + 2
                 continue
             fired = np.flatnonzero(result.spikes[ly.name][t, b])
             per_chunk = np.bincount(fired // n_pe, minlength=chunks[i])

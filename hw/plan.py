@@ -17,6 +17,10 @@ from spikeloom.model.errors import ModelFileError
 from spikeloom.model.modelfile import QuantModel, bits_for, validate
 
 MEMORIES = ("weight", "acc", "membrane", "bias", "threshold")
+#: How the weight memories get their contents: ``"rom"``, initialised with the model's weights
+#: (block RAM initial contents); ``"load"``, written through the accelerator's ``i_weights`` port
+#: after reset (RAM without initial contents, e.g. iCE40 UltraPlus SPRAM).
+WEIGHT_STORES = ("rom", "load")
 
 
 @dataclass(frozen=True)

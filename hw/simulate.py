@@ -7,6 +7,7 @@ from amaranth import Value
 from amaranth.sim import Simulator
 
 from .accel import Accelerator, describe
+from .plan import Plan
 
 
 def decode(fields, payload):
@@ -14,11 +15,14 @@ def decode(fields, payload):
     return {f["name"]: (payload >> f["offset"]) & ((1 << f["width"]) - 1) for f in fields}
 
 
-def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3, max_cycles=1_000_000):
+def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3, max_cycles=1_000_000,
+            weights="rom", load_model=None):
     """Stream the images ``x_q`` (B, input_size) through an ``Accelerator`` and collect the results.
 
     Random idle cycles (probability ``idle``) on the input and random back-pressure (probability
-    ``backpressure`` of ``ready`` low) on ``o_result`` and ``o_trace``.
+    ``backpressure`` of ``ready`` low) on ``o_result`` and ``o_trace``. With ``weights="load"``
+    the weights are first streamed into ``i_weights`` (with idle cycles too), those of
+    ``load_model`` if given (a test's deliberately different weights), else ``model``'s.
 
     Returns
     -------
@@ -27,10 +31,22 @@ def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3
         ``trace``, ``"trace"``: the image's trace entries as dicts ``timestep, layer, chunk, mask``.
     """
     x_q = np.asarray(x_q, dtype=np.int64).reshape(len(x_q), -1)
-    dut = Accelerator(model, n_pe, trace=trace)
+    dut = Accelerator(model, n_pe, trace=trace, weights=weights)
     desc = describe(dut)
     rng = random.Random(seed)
     results, pending = [], []
+
+    async def weight_loader(ctx):
+        plan = Plan(load_model or model, n_pe)
+        mask = (1 << plan.weight_bits) - 1
+        for p in range(n_pe):
+            for w in plan.init(p, "weight"):
+                while rng.random() < idle:
+                    await ctx.tick()
+                ctx.set(dut.i_weights.valid, 1)
+                ctx.set(dut.i_weights.payload, w & mask)
+                await ctx.tick().until(dut.i_weights.ready)
+                ctx.set(dut.i_weights.valid, 0)
 
     async def producer(ctx):
         for image in x_q:
@@ -69,6 +85,8 @@ def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
+    if weights == "load":
+        sim.add_testbench(weight_loader, background=True)
     sim.add_testbench(producer, background=True)
     sim.add_testbench(consumer)
     sim.run()

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 from amaranth.back import verilog
+from amaranth.utils import ceil_log2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikeloom.hw import perf
 from spikeloom.hw.accel import Accelerator, describe, generate
-from spikeloom.hw.exit import Top2
 from spikeloom.hw.pe import SPIKE_STAGE, Z_STAGE
 from spikeloom.hw.simulate import rtl_run
 from spikeloom.model import golden
@@ -165,16 +165,16 @@ def test_cycles(n_pe, sizes):
     """``cycles`` equals the cycle model exactly and stays within the documented overhead.
 
     The overhead allowance is one cycle per input value (the input stream) plus, per phase, at most
-    the pipeline's drain: the spike path (``SPIKE_STAGE`` cycles, plus one for a single-chunk
-    layer's last pop) or the output path (``Z_STAGE`` plus the top-2 tree's latency), whichever is
-    longer (2 cycles before the datapath was pipelined).
+    the pipeline's drain: the spike path (``SPIKE_STAGE`` cycles plus one for the event stage) or
+    the output path (``Z_STAGE`` plus the top-2 tree's latency plus the registered margin
+    comparison), whichever is longer (2 cycles before the datapath was pipelined).
     """
     model = make_model(sizes, seed=30)
     x = make_images(model, 5, seed=31)
     model = model.with_exit_threshold(early_threshold(model, x))
     g = golden.run(model, x, trace=True)
     got = rtl_run(model, n_pe, x, seed=4, idle=0.0)
-    drain = max(SPIKE_STAGE + 1, Z_STAGE + Top2(n_pe, 8, 2).latency)
+    drain = max(SPIKE_STAGE + 1, Z_STAGE + ceil_log2(n_pe) + 1 + 1)
     bounds = g.cycle_bound(model, n_pe)
     for b, r in enumerate(got):
         assert r["cycles"] == perf.cycles(model, n_pe, x[b], g, b), f"image {b}"
@@ -207,6 +207,34 @@ def test_random_networks(data):
     n_pe = data.draw(st.sampled_from([1, 2, 3, 4, 7]), label="n_pe")
     x = make_images(model, 3, seed=data.draw(st.integers(0, 2**16), label="image_seed"))
     check(model, n_pe, x, trace=True, seed=5)
+
+
+# n_pe: 1 = one memory, 3 = lanes not dividing the layers (padding words are loaded too)
+@pytest.mark.parametrize("n_pe", [1, 3])
+def test_weights_loaded_through_port(n_pe):
+    """``weights="load"``: the weight memories start empty; after the i_weights stream (with idle
+    cycles) the results, counters, spikes and cycles are those of the initialised design."""
+    model = make_model([16, 11, 10, 5], seed=50 + n_pe)
+    x = make_images(model, 4, seed=51)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    g = golden.run(model, x, trace=True)
+    got = rtl_run(model, n_pe, x, trace=True, seed=6, idle=0.3, weights="load")
+    for b, (r, e) in enumerate(zip(got, expected(model, x, g))):
+        assert {k: r[k] for k in e} == e, f"image {b}"
+        check_trace(model, n_pe, g, b, r["trace"])
+    # with the input never idle the cycle model holds as for the initialised memories
+    got = rtl_run(model, n_pe, x, seed=7, idle=0.0, weights="load")
+    assert [r["cycles"] for r in got] == [perf.cycles(model, n_pe, x[b], g, b) for b in range(len(x))]
+
+
+def test_loaded_weights_are_used():
+    """Loading another network's weights changes the results: the port really writes the memories."""
+    model = make_model([16, 11, 10, 5], seed=60)
+    other = make_model([16, 11, 10, 5], seed=61)
+    x = make_images(model, 4, seed=62)
+    want = expected(model, x, golden.run(model, x))
+    got = rtl_run(model, 3, x, seed=1, weights="load", load_model=other)
+    assert [{k: r[k] for k in e} for r, e in zip(got, want)] != want
 
 
 def test_generate_deterministic(tmp_path):
@@ -254,6 +282,8 @@ def test_bad_arguments():
         Accelerator({"layers": []}, 4)
     with pytest.raises(TypeError, match="trace"):
         Accelerator(model, 4, trace="yes")
+    with pytest.raises(ValueError, match="'flash'"):
+        Accelerator(model, 4, weights="flash")
     bad = make_model([5, 3, 2])
     bad.layers[0].threshold[0] = 0
     with pytest.raises(ValueError, match="threshold"):
