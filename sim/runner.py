@@ -90,11 +90,13 @@ def build(verilog: Path, build_dir: Path, simulator="verilator"):
 
 
 def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, idle=0.2, backpressure=0.2,
-          golden_model_path=None, trace=None):
+          golden_model_path=None, trace=None, weights_dir=None):
     """Co-simulate images ``x_q`` (B, F) on the accelerator generated in ``gen_dir``.
 
     ``golden_model_path`` lets a test check the RTL against a deliberately different model (an
-    injected mismatch). Returns the bench's results dict (per-image fields, mismatches, timing).
+    injected mismatch). An accelerator generated with ``weights="load"`` first gets its weights
+    through ``i_weights``, from ``gen_dir/mem`` or, if given, ``weights_dir/mem`` (a test's other
+    weights). Returns the bench's results dict (per-image fields, mismatches, timing).
     """
     gen_dir, work_dir = Path(gen_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,8 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
     job = {"model": str(Path(golden_model_path or model_path).resolve()), "ports": str((gen_dir / "ports.json").resolve()),
            "inputs": str((work_dir / "inputs.npy").resolve()), "results": str(results.resolve()),
            "seed": seed, "idle": idle, "backpressure": backpressure,
-           "trace": bool(ports.get("trace")) if trace is None else trace, "simulator": simulator}
+           "trace": bool(ports.get("trace")) if trace is None else trace, "simulator": simulator,
+           "weights_dir": str(Path(weights_dir).resolve()) if weights_dir else None}
     (work_dir / "job.json").write_text(json.dumps(job, indent=1))
     runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}", simulator)
     env = {"SPIKELOOM_JOB": str((work_dir / "job.json").resolve())}
