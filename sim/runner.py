@@ -69,8 +69,9 @@ def icarus_source(verilog: Path, build_dir: Path) -> Path:
     return out
 
 
-def build(verilog: Path, build_dir: Path, simulator="verilator"):
-    """Compile ``verilog`` into ``build_dir`` (make rebuilds only what changed)."""
+def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEVEL, extra_sources=()):
+    """Compile ``verilog`` (the generated core) and ``extra_sources`` (e.g. the export's wrapper,
+    with ``toplevel="spikeloom_top"``) into ``build_dir`` (make rebuilds only what changed)."""
     from cocotb_tools.runner import get_runner
 
     _prepare(simulator)
@@ -79,12 +80,13 @@ def build(verilog: Path, build_dir: Path, simulator="verilator"):
     sources = [Path(verilog).resolve()]
     if simulator == "icarus":
         sources = [icarus_source(verilog, build_dir)]
+    sources += [Path(p).resolve() for p in extra_sources]
     args = []
     if simulator == "verilator":
         # No -Wno-fatal: with the documented waivers any remaining warning stops the build.
         sources.insert(0, WAIVERS)
         args = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
-    runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
                  timescale=("1ns", "1ps"), build_args=args, log_file=build_dir / "build.log")
     return runner
 
