@@ -43,14 +43,17 @@ bench: $(STAMP)
 ablation: $(STAMP)
 	$(PY) -m spikeloom.flows.ablation --build $(BUILD) $(ARGS)
 
-## make synth [TARGET=ecp5-25k|ecp5-85k|ice40-up5k] [PES=4 or PES=1,2,4,8,16] [NET=mlp or NET=path.slm]:
+## make synth [TARGET=ecp5-25k|ecp5-85k|ice40-up5k] [PES=4 or PES=1,2,4,8,16] [NET=mlp or NET=path.slm]
+##            [WEIGHTS=rom|load]:
 ## export -> Yosys -> nextpnr -> timing -> bitstream; build/synth.json, table, build/synth.png.
-## Plain `make synth`: the default network on ecp5-25k (N = 8) and ice40-up5k (N = 4).
+## Plain `make synth`: the default network on ecp5-25k (N = 8, weights in initialised block RAM) and
+## ice40-up5k (N = 4, weights in SPRAM, streamed in after reset).
 synth: $(STAMP)
 	$(PY) -m spikeloom.flows.synth --build $(BUILD) \
 	  $(if $(TARGET),$(foreach t,$(subst $(comma), ,$(TARGET)),--target $(t))) \
 	  $(if $(filter command line environment,$(origin PES)),--pes $(PES)) \
-	  $(if $(filter command line environment,$(origin NET)),--model $(NET)) $(ARGS)
+	  $(if $(filter command line environment,$(origin NET)),--model $(NET)) \
+	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(ARGS)
 
 ## make prune [NET=vgg|mlp|resnet] [PES=8]: spatio-temporal pruning rows (dense, balanced-pruned, T=1)
 ## trained (cached under build/prune/), golden-evaluated and co-simulated -> build/pruning.json, table.

@@ -86,7 +86,7 @@ def cmd_generate(a):
     _check_pes(a.pes)
     model = modelfile.load(a.model)
     steps.check_hardware(model, a.pes, "generate")
-    generate(model, a.pes, a.out, trace=a.trace)
+    generate(model, a.pes, a.out, trace=a.trace, weights=a.weights)
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
 
@@ -97,7 +97,7 @@ def cmd_export(a):
 
     _check_pes(a.pes)
     steps.check_hardware(modelfile.load(a.model), a.pes, "export")
-    files = export(a.model, a.pes, a.out, freq_mhz=a.freq)
+    files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 
@@ -188,12 +188,17 @@ def build_parser():
     sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
     sp.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     sp.add_argument("--trace", action="store_true", help="add the spike trace port")
+    sp.add_argument("--weights", default="rom", choices=["rom", "load"],
+                    help="rom: weight memories initialised (default); load: written through i_weights after reset")
     sp.set_defaults(fn=cmd_generate)
     sp = sub.add_parser("export", help="a self-contained Verilog folder for vendor tools (Vivado, Quartus, Yosys)")
     sp.add_argument("model", type=Path)
     sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
     sp.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     sp.add_argument("--freq", type=float, default=25.0, help="clock (MHz) for the constraint examples")
+    sp.add_argument("--weights", default="rom", choices=["rom", "load"],
+                    help="rom: weight memories initialised (default); load: no initial contents, streamed in "
+                         "after reset (iCE40 UltraPlus SPRAM)")
     sp.set_defaults(fn=cmd_export)
     sp = sub.add_parser("gpu-baseline", help="joules per inference of the network run densely on a GPU "
                         "(NVML energy counter when a CUDA GPU is present, else a documented estimate)")

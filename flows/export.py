@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from spikeloom.hw.plan import WEIGHT_STORES
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 
@@ -38,16 +39,70 @@ def _field(desc, name):
 
 
 def worst_case_cycles(desc, t_max):
-    """An upper bound on the ``cycles`` field (every input nonzero, every neuron spiking each timestep)."""
+    """An upper bound on the ``cycles`` field (every input nonzero, every neuron spiking each
+    timestep, every event reading its layer's whole weight storage: loose for conv layers)."""
     layers = desc["layers"]
-    total = desc["input"]["count"] * layers[0]["chunks"] + 2
-    per_t = sum(ly["chunks"] + 2 for ly in layers)
-    per_t += sum(ly["in_features"] * ly["chunks"] for ly in layers[1:])
-    return total + t_max * (per_t + 2)
+    total = desc["input"]["count"] * layers[0]["weight_words"] + 16
+    per_t = sum(ly["positions"] * ly["chunks"] + 16 for ly in layers)
+    per_t += sum(ly["in_features"] * (ly["weight_words"] + 1) for ly in layers[1:])
+    return total + t_max * (per_t + 16)
+
+
+def _weight_load(desc):
+    """The wrapper's weight-load pieces for ``weights="load"``: (header text, Verilog, core ports)."""
+    in_w = desc["input"]["width"]
+    wl = desc["weights"]
+    wb, count = wl["width"], wl["count"]
+    pieces = -(-wb // in_w)
+    header = f"""//
+// Weights (this core was generated with --weights load: its weight memories have no initial
+// contents, e.g. iCE40 UltraPlus SPRAM). After every reset the input stream first carries the
+// {count} weight words ({desc['n_pe']} PEs x {count // desc['n_pe']}), PE by PE, address by address: the words of
+// mem/pe_0_weight.hex, then mem/pe_1_weight.hex, ...; each {wb}-bit two's-complement word as {pieces}
+// in_data value(s), least significant {in_w} bits first. in_ready is high during the load;
+// after the last word the core clears its accumulators and then takes images as below.
+"""
+    piece_w = _bits(pieces)
+    if pieces == 1:
+        regs, word = "", f"in_data[{wb - 1}:0]"
+        step = ""
+    else:
+        low_w = (pieces - 1) * in_w
+        regs = (f"    reg  [{piece_w - 1}:0] piece = {piece_w}'d0;  // in_data pieces of the current word so far\n"
+                f"    reg  [{low_w - 1}:0] low = {low_w}'d0;  // its earlier pieces, the first in the low bits\n")
+        word = f"{{in_data, low}}"
+        shift = f"{{in_data, low[{low_w - 1}:{in_w}]}}" if pieces > 2 else "in_data"
+        step = f"""
+    always @(posedge clk) begin
+        if (rst) begin
+            piece <= {piece_w}'d0;
+        end else if (loading & in_valid) begin
+            piece <= last_piece ? {piece_w}'d0 : piece + {piece_w}'d1;
+            low <= {shift};
+        end
+    end
+"""
+    last = "1'b1" if pieces == 1 else f"piece == {piece_w}'d{pieces - 1}"
+    body = f"""    // weight load: the core's i_weights is ready from reset until its last word
+    wire loading;
+    wire data_ready;
+{regs}    wire last_piece = {last};
+    wire [{pieces * in_w - 1}:0] word = {word};
+    assign in_ready = loading | data_ready;
+{step}"""
+    ports = f"""        .i_weights__payload(word[{wb - 1}:0]),
+        .i_weights__valid(loading & in_valid & last_piece),
+        .i_weights__ready(loading),
+        .i_data__payload(in_data),
+        .i_data__valid(~loading & in_valid),
+        .i_data__ready(data_ready),"""
+    return header, body, ports
 
 
 def wrapper_verilog(desc, t_max):
-    """Verilog of ``spikeloom_top``: the core with its result payload read out one byte at a time."""
+    """Verilog of ``spikeloom_top``: the core with its result payload read out one byte at a time
+    and, when the core's weights are loaded (``ports.json`` ``weights.store == "load"``), the
+    weights taken from the input stream after reset."""
     in_w = desc["input"]["width"]
     res_w = desc["result"]["width"]
     n_bytes = -(-res_w // BYTE)
@@ -58,20 +113,31 @@ def wrapper_verilog(desc, t_max):
                      f"bytes {f['offset'] // BYTE}..{(f['offset'] + f['width'] - 1) // BYTE}"
                      for f in desc["result"]["fields"])
     worst = worst_case_cycles(desc, t_max)
+    load = (desc.get("weights") or {}).get("store") == "load"
+    if load:
+        wl_header, wl_body, data_ports = _weight_load(desc)
+        memories = ("its weight memories have no initial contents (loaded through the input stream, see\n"
+                    "// Weights below); the other memories are initialised in the Verilog (initial blocks)")
+    else:
+        wl_header, wl_body = "", ""
+        data_ports = """        .i_data__payload(in_data),
+        .i_data__valid(in_valid),
+        .i_data__ready(in_ready),"""
+        memories = ("its memories are initialised in the\n"
+                    "// Verilog (initial blocks), so no memory file has to be found at synthesis time")
     return f"""\
 // {TOP}: pin-friendly top level of the spikeloom accelerator (generated by `spikeloom export`).
 //
 // Model "{desc['model']}", N = {desc['n_pe']} processing elements. The core `{CORE}`
-// (rtl/{CORE}.v) is plain Verilog-2001 generated by Amaranth; its memories are initialised in the
-// Verilog (initial blocks), so no memory file has to be found at synthesis time. Instantiate
+// (rtl/{CORE}.v) is plain Verilog-2001 generated by Amaranth; {memories}. Instantiate
 // `{CORE}` directly to get the whole {res_w}-bit result payload in one word.
 //
 // Clock and reset
 //   clk          one clock; every port is sampled / changes on its rising edge.
 //   rst          synchronous, active high. Hold it high for at least 1 cycle after configuration
 //                (registers also carry their reset values as power-on values). After reset the
-//                core clears its accumulators: in_ready stays low for {desc['layers'][-1]['neuron_base'] + desc['layers'][-1]['chunks']} cycles.
-//
+//                core clears its accumulators: in_ready stays low for {desc['layers'][-1]['neuron_base'] + desc['layers'][-1]['chunks']} cycles{' (after the weights)' if load else ''}.
+{wl_header}//
 // Input stream (valid/ready, a transfer happens on a rising edge where in_valid & in_ready)
 //   in_data  [{in_w - 1}:0]   {desc['input']['count']} unsigned input values per image, in index order, no framing.
 //   in_valid / in_ready   in_ready is combinational from in_valid and in_data (a zero value is
@@ -108,13 +174,11 @@ module {TOP} (
     output wire [ 7:0]       res_byte
 );
     wire [{res_w - 1}:0] payload;
-
+{wl_body}
     {CORE} core (
         .clk(clk),
         .rst(rst),
-        .i_data__payload(in_data),
-        .i_data__valid(in_valid),
-        .i_data__ready(in_ready),
+{data_ports}
         .o_result__payload(payload),
         .o_result__valid(res_valid),
         .o_result__ready(res_ready)
@@ -165,11 +229,33 @@ def constraints(freq_mhz):
     return {f"{TOP}.lpf": lpf, f"{TOP}.pcf": pcf, f"{TOP}.xdc": xdc, f"{TOP}.sdc": sdc}
 
 
+def _weights_section(desc):
+    wl = desc["weights"]
+    in_w = desc["input"]["width"]
+    return f"""
+### Weight load (`--weights load`)
+
+The weight memories have no initial contents (so that single-port RAM without initial contents,
+such as iCE40 UltraPlus SPRAM, can hold them). After every reset:
+
+- core `{CORE}`: port `{wl['port']}` (`{wl['port']}__payload` [{wl['width'] - 1}:0], `__valid`, `__ready`), a
+  valid/ready stream of {wl['count']} {wl['width']}-bit two's-complement words, {wl['order']}.
+  `__ready` is registered and high from reset until the last word.
+- wrapper `{TOP}`: the same words on the input stream `in_data`, each as {-(-wl['width'] // in_w)} {in_w}-bit value(s),
+  least significant bits first, before the first image (no extra pins).
+
+Yosys for iCE40 UltraPlus: `setattr -set ram_style "huge" m:weight` after `read_verilog`, then
+`synth_ice40 -spram` (what `make synth` does). On ECP5 and other FPGAs the memories are block RAM
+written by the load.
+"""
+
+
 def readme(desc, model, freq_mhz, mem_files):
+    load = (desc.get("weights") or {}).get("store") == "load"
     layers = " -> ".join([str(desc["input"]["count"])] + [str(ly["out_features"]) for ly in desc["layers"]])
     mems = sorted({(m["name"], m["depth"], m["width"]) for m in desc["memories"]})
-    mem_rows = "\n".join(f"| `{n}` | {d} | {w} | {'weights (read-only)' if n == 'weight' else 'per-neuron'} |"
-                         for n, d, w in mems)
+    kinds = {"weight": "weights (read-only)", "rows": "row start and length per input row (read-only, shared)"}
+    mem_rows = "\n".join(f"| `{n}` | {d} | {w} | {kinds.get(n, 'per-neuron')} |" for n, d, w in mems)
     return f"""\
 # spikeloom accelerator: {desc['model']} on N = {desc['n_pe']} PEs
 
@@ -178,9 +264,9 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
 
 | file | what |
 | --- | --- |
-| `rtl/{CORE}.v` | the accelerator core (all submodules in one file; memories initialised by `initial` blocks) |
+| `rtl/{CORE}.v` | the accelerator core (all submodules in one file; memories initialised by `initial` blocks{', except the weight memories' if load else ''}) |
 | `rtl/{TOP}.v` | top level with a narrow result read-out; its header documents every port |
-| `mem/pe_<p>_<memory>.hex` | the same memory contents, one word per line, for `$readmemh` or post-synthesis weight updates ({len(mem_files)} files) |
+| `mem/pe_<p>_<memory>.hex` | the memory contents, one word per line, for `$readmemh` or post-synthesis weight updates{'; the weight files are what the weight load streams' if load else ''} ({len(mem_files)} files) |
 | `ports.json` | ports, result payload fields (bit offset, width), memories, per-layer sizes |
 | `constraints/{TOP}.{{lpf,pcf,xdc,sdc}}` | constraint examples ({freq_mhz:g} MHz clock): ECP5, iCE40, Vivado, Quartus |
 | `files.f` | the source list, in compile order |
@@ -196,7 +282,7 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
   inference's `cycles` and per-layer activity counters (see `ports.json` or the wrapper header).
 - Latency: the payload's `cycles` field; the wrapper header gives the worst case for this model.
   Peak synaptic operations per second are N x f_clk.
-
+{_weights_section(desc) if load else ""}
 ## Synthesis
 
 Yosys (ECP5 / iCE40):
@@ -217,13 +303,18 @@ synchronous read port); the small per-neuron memories may become distributed RAM
 | --- | --- | --- | --- |
 {mem_rows}
 
-`mem/pe_<p>_weight.hex` word `a` is `W_l[c * N + p, i]` at `a = weight_base[l] + i * chunks[l] + c`
-(two's complement, `ports.json` lists `weight_base` and `chunks` per layer).
+`mem/pe_<p>_weight.hex` holds PE p's weight words row by row, `mem/rows.hex` each row's start and
+length (`hw/plan.py` documents the layout: for a dense-stored fully-connected layer, word
+`weight_base[l] + i * chunks[l] + c` is `W_l[c * N + p, i]`; compressed layers store packed
+`(w, tap, chunk)` entries). `ports.json` lists per layer its storage, `weight_base` and `chunks`.
 """
 
 
-def export(model_path, n_pe, out_dir, freq_mhz=25.0):
+def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom"):
     """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return its file list.
+
+    ``weights``: ``"rom"`` (weight memories initialised in the Verilog) or ``"load"`` (no initial
+    contents; the weights are streamed in after reset, see the wrapper header).
 
     Files the export owns are rewritten; the folder is emptied of them first, so the result is
     the same bytes whatever was there before.
@@ -234,6 +325,8 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0):
         raise SpikeloomError(f"--pes must be an integer, got {n_pe!r}")
     if not (isinstance(freq_mhz, (int, float)) and 0 < freq_mhz <= 1000):
         raise SpikeloomError(f"--freq must be in (0, 1000] MHz, got {freq_mhz!r}")
+    if weights not in WEIGHT_STORES:
+        raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {weights!r}")
     model = modelfile.load(model_path)
     out = Path(out_dir)
     for sub in ("rtl", "mem", "constraints"):
@@ -242,7 +335,7 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0):
     (out / "rtl").mkdir(parents=True, exist_ok=True)
     (out / "constraints").mkdir(parents=True, exist_ok=True)
     try:
-        generate(model, n_pe, out / "rtl")
+        generate(model, n_pe, out / "rtl", weights=weights)
     except (TypeError, ValueError) as e:
         raise SpikeloomError(str(e)) from e
     # generate() writes ports.json and mem/ beside the Verilog; the export keeps them at the top.
@@ -264,11 +357,13 @@ def main(argv=None):
     p.add_argument("--pes", type=int, default=8, help="processing elements N (default 8)")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--freq", type=float, default=25.0, help="clock in MHz for the constraint examples (default 25)")
+    p.add_argument("--weights", default="rom",
+                   help="rom (weight memories initialised, default) or load (streamed in after reset)")
     a = p.parse_args(argv)
     from .cli import guarded
 
     def job():
-        files = export(a.model, a.pes, a.out, a.freq)
+        files = export(a.model, a.pes, a.out, a.freq, a.weights)
         print(f"wrote {len(files)} files under {a.out} (top: rtl/{TOP}.v)")
     return guarded(job)
 

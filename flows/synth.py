@@ -2,11 +2,19 @@
 
 A flow of named steps, each checking its output before the next runs:
 
+``check_fits`` (the weight memories against the device's block RAM / SPRAM, before any tool) ->
 ``export`` (:func:`spikeloom.flows.export.export`: Verilog, wrapper, memory files) ->
 ``synthesis`` (Yosys ``synth_ecp5`` / ``synth_ice40``; every PE's weight memory must be mapped to
-block RAM, a weight memory blown up into logic fails loudly) -> ``place_route`` (nextpnr, its
-``--report`` JSON) -> ``timing`` (fmax and the critical path from that report) -> ``bitstream``
-(``ecppack`` / ``icepack``).
+block RAM, or SPRAM for loaded weights on iCE40 UltraPlus; a weight memory blown up into logic
+fails loudly) -> ``place_route`` (nextpnr, its ``--report`` JSON) -> ``timing`` (fmax and the
+register-to-register critical path of the clock from that report) -> ``bitstream`` (``ecppack`` /
+``icepack``).
+
+Weights (``--weights``, default per target): ``rom`` keeps them in block RAM initialised by the
+bitstream (ECP5); ``load`` generates weight memories without initial contents, written through
+the accelerator's weight-load port after reset (the wrapper takes them from the input stream),
+which on the UP5K are its four SPRAMs: the default network's 207 kbit of weights do not fit the
+UP5K's 120 kbit of EBR.
 
 Targets: ``ecp5-25k`` (LFE5U-25F), ``ecp5-85k`` (LFE5U-85F), ``ice40-up5k``. All tools are the
 YoWASP WebAssembly builds from PyPI, so results do not depend on a local toolchain.
@@ -40,14 +48,19 @@ def _tool(name):
     return str(BIN / f"yowasp-{name}")
 
 
-# block_bits: data bits of one block RAM (the parity bits of ECP5's 18 kbit DP16KD are not counted)
+# block_bits: data bits of one block RAM (the parity bits of ECP5's 18 kbit DP16KD are not counted);
+# blocks: how many the device has. weights: how the default build stores the weights (hw/plan.py
+# WEIGHT_STORES); the UP5K's 120 kbit of EBR cannot hold the default network's weights, its four
+# 256 kbit SPRAMs (single-port, no initial contents) can, written through the weight-load port.
+# spram: the single-port RAM a "load" weight memory is mapped to, (cell, data bits, count).
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
-                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 16384},
+                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 16384, "blocks": 56, "weights": "rom"},
     "ecp5-85k": {"family": "ecp5", "device": ["--85k", "--package", "CABGA381", "--speed", "6"],
-                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 16384},
+                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 16384, "blocks": 208, "weights": "rom"},
     "ice40-up5k": {"family": "ice40", "device": ["--up5k", "--package", "sg48"],
-                   "bram": "SB_RAM40_4K", "dsp": "SB_MAC16", "block_bits": 4096},
+                   "bram": "SB_RAM40_4K", "dsp": "SB_MAC16", "block_bits": 4096, "blocks": 30, "weights": "load",
+                   "spram": ("SB_SPRAM256KA", 16384 * 16, 4)},
 }
 # plain `make synth`: the default network on these targets and N
 DEFAULT_BUILD = {"ecp5-25k": 8, "ice40-up5k": 4}
@@ -64,8 +77,31 @@ def _run(cmd, log_path, cwd, timeout=3600):
                              + "\n  ".join(tail))
 
 
-def step_export(model_path, n_pe, work, log=print):
-    files = export(model_path, n_pe, work / "export", freq_mhz=100.0)
+def check_fits(target, plan, weights):
+    """A clear error, before any tool runs, when the weight memories cannot be placed as asked."""
+    t = TARGETS[target]
+    bits, depth, width = plan.weight_memory_bits, plan.weight_depth, plan.word_bits
+    if weights == "load" and "spram" in t:
+        cell, spram_bits, count = t["spram"]
+        # one memory per PE, each on whole SPRAMs (16-bit words: a narrower weight still takes a word)
+        per_pe = math.ceil(depth / (spram_bits // 16)) * math.ceil(width / 16)
+        if per_pe * plan.n_pe > count:
+            raise SpikeloomError(
+                f"{target} --weights load: every PE's weight memory ({depth} x {width} bits) takes {per_pe} "
+                f"{cell}, {per_pe * plan.n_pe} for N = {plan.n_pe}; the device has {count}. Use a smaller N.")
+        return
+    per_pe = math.ceil(depth * width / t["block_bits"])
+    if per_pe * plan.n_pe > t["blocks"]:
+        hint = (" Use --weights load (the weights in SPRAM, streamed in after reset)." if "spram" in t else
+                " Use a larger device, another N or fewer weight bits.")
+        raise SpikeloomError(
+            f"{target} --weights {weights}: the weights take {bits / 1024:.0f} kbit, at least {per_pe} "
+            f"{t['bram']} per PE, {per_pe * plan.n_pe} for N = {plan.n_pe}; the device has {t['blocks']} "
+            f"({t['blocks'] * t['block_bits'] // 1024} kbit).{hint}")
+
+
+def step_export(model_path, n_pe, work, weights="rom", log=print):
+    files = export(model_path, n_pe, work / "export", freq_mhz=100.0, weights=weights)
     rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / f"{TOP}.v"]
     if not all(p.exists() and p.stat().st_size for p in rtl):
         raise SpikeloomError(f"export wrote no Verilog under {work / 'export'}")
@@ -74,14 +110,19 @@ def step_export(model_path, n_pe, work, log=print):
 
 
 def step_synthesis(target, rtl, work, ports, log=print):
-    """Yosys synthesis to a JSON netlist; checks that every PE's weight memory is in block RAM."""
+    """Yosys synthesis to a JSON netlist; checks that every PE's weight memory is in block RAM
+    (SPRAM for a loaded weight memory on iCE40 UltraPlus)."""
     t = TARGETS[target]
     net = work / "synth.json"
     if net.exists():
         net.unlink()
-    cmd = "synth_ecp5" if t["family"] == "ecp5" else "synth_ice40 -dsp"
+    load = (ports.get("weights") or {}).get("store") == "load"
+    spram = load and "spram" in t
+    cmd = "synth_ecp5" if t["family"] == "ecp5" else "synth_ice40 -dsp -device u" + (" -spram" if spram else "")
     srcs = " ".join(str(Path(p).relative_to(work)) for p in rtl)
-    script = f"read_verilog {srcs}; {cmd} -top {TOP} -json {net.name}; tee -q -o stat.txt stat"
+    # the weight memories (no initial contents, one address) go to SPRAM: Yosys picks it only on request
+    mark = 'setattr -set ram_style "huge" m:weight; ' if spram else ""
+    script = f"read_verilog {srcs}; {mark}{cmd} -top {TOP} -json {net.name}; tee -q -o stat.txt stat"
     log(f"[synthesis] yosys {cmd} ({target})")
     _run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], work / "yosys.out", work)
     if not net.exists():
@@ -92,14 +133,15 @@ def step_synthesis(target, rtl, work, ports, log=print):
         types[c["type"]] = types.get(c["type"], 0) + 1
     # every PE's weight memory: the block RAM cells named after it, and enough of them to hold it
     wmem = next(m for m in ports["memories"] if m["name"] == "weight")
-    need = math.ceil(wmem["depth"] * wmem["width"] / t["block_bits"])
+    ram, block_bits = (t["spram"][0], t["spram"][1]) if spram else (t["bram"], t["block_bits"])
+    need = math.ceil(wmem["depth"] * wmem["width"] / block_bits)
     for p in range(ports["n_pe"]):
         pat = re.compile(rf"(^|\.)pe_{p}\.weight(\.|$)")
-        got = sum(1 for name, c in cells.items() if c["type"] == t["bram"] and pat.search(name))
+        got = sum(1 for name, c in cells.items() if c["type"] == ram and pat.search(name))
         if got < need:
             raise SpikeloomError(
                 f"{target}: the weight memory of pe_{p} ({wmem['depth']} x {wmem['width']} bits) is not in "
-                f"block RAM: {got} {t['bram']} cells for it, at least {need} needed; Yosys mapped it to logic "
+                f"block RAM: {got} {ram} cells for it, at least {need} needed; Yosys mapped it to logic "
                 f"(see {work / 'stat.txt'}). The device has too few block RAMs for this model and N, or the "
                 f"memory's shape does not fit a block RAM port.")
     return net, types
@@ -145,6 +187,21 @@ def _resources(target, rep, types, ports):
             "sprams": get("ICESTORM_SPRAM")}
 
 
+def _path_cells(steps_):
+    out, t = [], 0.0
+    for s in steps_:
+        t += s["delay"]
+        if s["type"] == "routing":
+            continue
+        cell = s["to"]["cell"]
+        short = cell if len(cell) <= 90 else cell[:60] + "..." + cell[-27:]
+        if out and out[-1]["cell"] == short:
+            out[-1]["at_ns"] = round(t, 2)
+        else:
+            out.append({"cell": short, "type": s["type"], "at_ns": round(t, 2)})
+    return out
+
+
 def step_timing(rep, work, log=print):
     """fmax of the clock and a summary of the critical path, from nextpnr's report."""
     fm = rep.get("fmax") or {}
@@ -152,8 +209,11 @@ def step_timing(rep, work, log=print):
         raise SpikeloomError(f"nextpnr's report has no fmax; see {work / 'nextpnr.log'}")
     clk, v = min(fm.items(), key=lambda kv: kv[1]["achieved"])
     path = {}
-    if rep.get("critical_paths"):
-        cp = max(rep["critical_paths"], key=lambda c: sum(s["delay"] for s in c["path"]))
+    # the register-to-register path of that clock, the one that sets fmax (the report also lists
+    # unconstrained <async> paths through the I/O, e.g. the combinational result-byte read-out)
+    own = [c for c in rep.get("critical_paths", []) if c["from"] == c["to"] and clk in c["from"]]
+    if own:
+        cp = max(own, key=lambda c: sum(s["delay"] for s in c["path"]))
         steps_ = cp["path"]
         through = []
         for s in steps_:
@@ -166,7 +226,10 @@ def step_timing(rep, work, log=print):
                 "delay_ns": round(sum(s["delay"] for s in steps_), 2),
                 "logic_ns": round(sum(s["delay"] for s in steps_ if s["type"] != "routing"), 2),
                 "routing_ns": round(sum(s["delay"] for s in steps_ if s["type"] == "routing"), 2),
-                "through": through[:24]}
+                "through": through[:24],
+                # every cell the path enters, with the delay up to and including it (nextpnr's names:
+                # the RTL signal a LUT/carry/RAM cell drives, then the primitive's suffixes)
+                "cells": _path_cells(steps_)}
     return float(v["achieved"]), clk, path
 
 
@@ -201,15 +264,28 @@ def _throughput(n_pe, fmax, model_path, build):
     return out
 
 
-def run_target(target, model_path, n_pe, build=Path("build"), log=print):
-    """The flow for one target and N; returns the target's entry of synth.json."""
+def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=print):
+    """The flow for one target and N; returns the target's entry of synth.json.
+
+    ``weights``: ``"rom"`` or ``"load"`` (hw/plan.py ``WEIGHT_STORES``); None: the target's default.
+    """
+    from spikeloom.hw.plan import WEIGHT_STORES, Plan
+
     if target not in TARGETS:
         raise SpikeloomError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
     t = TARGETS[target]
+    weights = t["weights"] if weights is None else weights
+    if weights not in WEIGHT_STORES:
+        raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {weights!r}")
+    try:
+        plan = Plan(modelfile.load(model_path), n_pe)
+    except (TypeError, ValueError) as e:
+        raise SpikeloomError(str(e)) from e
+    check_fits(target, plan, weights)
     work = Path(build) / "synth" / f"{target}-n{n_pe}"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rtl = step_export(model_path, n_pe, work, log=log)
+    rtl = step_export(model_path, n_pe, work, weights=weights, log=log)
     ports = json.loads((work / "export" / "ports.json").read_text())
     net, types = step_synthesis(target, rtl, work, ports, log=log)
     freq = FREQ_MHZ[t["family"]]
@@ -223,7 +299,8 @@ def run_target(target, model_path, n_pe, build=Path("build"), log=print):
         f"through {' -> '.join(path.get('through', [])[:8])}")
     bit = step_bitstream(target, routed, work, log=log)
     fmax = round(fmax, 2)
-    entry = {"n_pe": n_pe, "model": str(model_path), **res, "fmax_mhz": fmax, "fmax_goal_mhz": freq,
+    entry = {"n_pe": n_pe, "model": str(model_path), "weights": weights, **res, "fmax_mhz": fmax,
+             "fmax_goal_mhz": freq,
              "fmax_ok": fmax >= freq, "critical_path": path, "bitstream": str(bit),
              "throughput": _throughput(n_pe, fmax, model_path, build), "wall_s": round(time.perf_counter() - t0, 1)}
     return entry
@@ -234,10 +311,12 @@ def _fmt(r):
 
 
 def table(entries):
-    rows = [["target", "N", "LUTs", "FFs", "BRAMs", "DSPs", "fmax (MHz)", "peak GSOP/s", "images/s", "cycles/bound"]]
+    rows = [["target", "N", "weights", "LUTs", "FFs", "BRAMs", "SPRAMs", "DSPs", "fmax (MHz)", "peak GSOP/s",
+             "images/s", "cycles/bound"]]
     for target, e in entries:
         th = e.get("throughput", {})
-        rows.append([target, str(e["n_pe"]), _fmt(e["luts"]), _fmt(e["ffs"]), _fmt(e["brams"]), _fmt(e["dsps"]),
+        rows.append([target, str(e["n_pe"]), e.get("weights", "rom"), _fmt(e["luts"]), _fmt(e["ffs"]),
+                     _fmt(e["brams"]), _fmt(e["sprams"]) if "sprams" in e else "-", _fmt(e["dsps"]),
                      f"{e['fmax_mhz']:.1f}", f"{th.get('peak_sops', 0) / 1e9:.2f}",
                      f"{th['images_per_s']:.0f}" if "images_per_s" in th else "-",
                      f"{th['cycles_to_bound']:.3f}" if th.get("cycles_to_bound") else "-"])
@@ -274,7 +353,7 @@ def plot(runs, path):
     plt.close(fig)
 
 
-def run(targets=None, pes=None, model_path=None, build=Path("build"), log=print):
+def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=None, log=print):
     """Build every (target, N); merge into ``build/synth.json``; table and plot. Returns the report."""
     build = Path(build)
     model_path = Path(model_path or build / "digits-mlp" / "model.slm")
@@ -289,7 +368,7 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), log=print)
     done = []
     for target, n in jobs:
         log(f"== {target}, N = {n}, {model_path}")
-        e = run_target(target, model_path, n, build, log=log)
+        e = run_target(target, model_path, n, build, weights=weights, log=log)
         report["targets"][target] = e
         runs = [r for r in runs if not (r["target"] == target and r["n_pe"] == n)] + [{"target": target, **e}]
         done.append((target, e))
@@ -297,6 +376,9 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), log=print)
     report["notes"] = {
         "fmax_mhz": "nextpnr's achieved fmax for clk after routing (seed 1; --freq is the goal)",
         "luts": "ECP5: TRELLIS_COMB (LUT4s incl. carry and LUTRAM halves); iCE40: SB_LUT4 cells, of the logic cells",
+        "weights": "rom: weight memories initialised block RAM; load: no initial contents, streamed in after "
+                   "reset (iCE40 UP5K: SB_SPRAM256KA, counted in sprams)",
+        "critical_path": "nextpnr's register-to-register critical path of the clock (the one that sets fmax)",
         "peak_sops": "N x fmax: one synaptic operation per PE per cycle",
         "images_per_s": "fmax / cycles per inference measured by co-simulation (build/report.json cosim)",
     }
@@ -324,6 +406,9 @@ def main(argv=None):
     p.add_argument("--target", action="append", choices=sorted(TARGETS),
                    help="repeatable; default: ecp5-25k (N = 8) and ice40-up5k (N = 4)")
     p.add_argument("--pes", type=_pes, default=None, help="N, or a comma-separated sweep (e.g. 1,2,4,8,16)")
+    p.add_argument("--weights", choices=["rom", "load"], default=None,
+                   help="rom: weights initialised in block RAM; load: no initial contents, streamed in after "
+                        "reset (SPRAM on iCE40 UltraPlus). Default: per target (ECP5 rom, iCE40 UP5K load)")
     p.add_argument("--model", type=Path, default=None,
                    help="model file, or an arch name (mlp) for BUILD/digits-<arch>/model.slm; default: the default model")
     a = p.parse_args(argv)
@@ -331,7 +416,7 @@ def main(argv=None):
     if model is not None and model.suffix != ".slm" and not model.exists():
         model = a.build / f"digits-{model}" / "model.slm"
     try:
-        report = run(a.target, a.pes, model, a.build)
+        report = run(a.target, a.pes, model, a.build, a.weights)
     except SpikeloomError as e:
         print(f"spikeloom: error: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ word per cycle to the PEs. ``hw/perf.py`` models every cycle of this.
 """
 
 import json
+import re
 from pathlib import Path
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
@@ -39,7 +40,7 @@ from .exit import Top2
 from .pe import PE, SPIKE_STAGE, W_NZ_STAGE, Z_STAGE, exec_layout, geometries, issue_layout
 from .plan import MEMORIES, WEIGHT_STORES, Plan
 
-__all__ = ["Accelerator", "Phase", "describe", "generate", "result_layout", "trace_layout"]
+__all__ = ["Accelerator", "Phase", "describe", "generate", "result_layout", "trace_layout", "verilog_text"]
 
 TOP_NAME = "spikeloom_accel"
 COUNTER_BITS = 32
@@ -344,13 +345,16 @@ class Accelerator(wiring.Component):
         m.d.comb += rw_ready.eq(~rw_valid | (tp_ready & rw_done))
         with m.If(tp_ready):
             m.d.sync += tp_valid.eq(rw_valid & (rw_mask != 0) & (~rw_sparse | (rw_len != 0)))
+        # (the rows table's read data is defined only once an event has been looked up: a
+        # simulator with X values, e.g. Icarus, must not see it on the weight address)
+        with m.If(tp_ready & rw_valid):
             m.d.sync += [tp_val.eq(rw_val), tp_sparse.eq(rw_sparse), tp_mask.eq(rw_mask), tp_geo.eq(rw_geo),
                          tp_chunked.eq(~rw_sparse)]
             with m.If(rw_sparse):
                 m.d.sync += [tp_w0.eq(rw_start), tp_n0.eq(rw_e), tp_last.eq(rw_len - 1)]
             with m.Else():
                 m.d.sync += [tp_w0.eq(rw_start + toff), tp_n0.eq(rw_e - dtap), tp_last.eq(rw_chunks)]
-                with m.If(rw_valid & ~rw_done):
+                with m.If(~rw_done):
                     m.d.sync += rw_mask.eq(rest)
 
         # Issue: the burst's words, one per cycle, back to back.
@@ -446,9 +450,13 @@ class Accelerator(wiring.Component):
         for p, pe in enumerate(pes):
             m.d.comb += [pe.issue.eq(issue), pe.exe.eq(st[1].cmd), pe.lane_valid.eq(st[1].lanes > p)]
 
+        # Fields common to the commands, assigned inside the phase switch below: a comb assignment
+        # of a few bits of `nxt` outside it becomes an `always @*` block of its own, which an
+        # event-driven simulator (Icarus) does not run at time 0 (sim/test_lint.py checks).
+        cmd = nxt.cmd
+        common = [cmd.first_t.eq(t == 1), cmd.output.eq(layer == out_layer), cmd.img.eq(img), nxt.layer.eq(layer)]
         upd_addr = Signal(nbits)
         m.d.comb += upd_addr.eq(n_base + cnt)
-        cmd = nxt.cmd
         if loading:
             # PE by PE, address by address; the weight memories' one address serves the load.
             wl = self.i_weights
@@ -469,10 +477,6 @@ class Accelerator(wiring.Component):
             m.d.comb += issue.w_addr.eq(cur_w)
         m.d.comb += [
             issue.n_addr.eq(upd_addr),
-            cmd.first_t.eq(t == 1),
-            cmd.output.eq(layer == out_layer),
-            cmd.img.eq(img),
-            nxt.layer.eq(layer),
         ]
 
         # ---------------------------------------------------------------- outputs of the pipeline
@@ -597,6 +601,7 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.LOAD, Phase.ACC):
+                m.d.comb += common
                 m.d.comb += [
                     cmd.acc.eq(issuing),
                     cmd.sparse.eq(cur_sparse),
@@ -613,6 +618,7 @@ class Accelerator(wiring.Component):
                 with m.If(in_acc & queues_empty & ~update_in_flight & quiet):
                     m.d.sync += [cnt.eq(0), phase.eq(Phase.UPDATE)]
             with m.Case(Phase.UPDATE):
+                m.d.comb += common
                 stall = (cnt == 0) & (layer != out_layer) & ~trace_empty
                 first = (xq == 0) & (yq == 0)
                 last = (xq == last_q) & (yq == last_q)
@@ -738,6 +744,23 @@ def _hex_lines(values, width):
     return "".join(f"{v & mask:0{digits}x}\n" for v in values)
 
 
+# write_verilog's initial block of an all-zero memory named `weight` (Amaranth gives every memory
+# initial contents; a weight memory written through i_weights has none).
+_ZERO_WEIGHT_INIT = re.compile(r"^(  reg \[\d+:0\] weight \[\d+:0\];\n)  initial begin\n(?:    weight\[\d+\] = \d+'h0+;\n)+  end\n",
+                               re.M)
+
+
+def verilog_text(accel):
+    """The accelerator's Verilog. With ``weights="load"`` the weight memories carry no initial
+    contents (no ``initial`` block), so that tools map them to RAM that has none (iCE40 SPRAM)."""
+    text = verilog.convert(accel, name=TOP_NAME, emit_src=False)
+    if accel.weights == "load":
+        text, k = _ZERO_WEIGHT_INIT.subn(r"\1", text)
+        if k != accel.plan.n_pe:
+            raise RuntimeError(f"found {k} weight-memory initial blocks to drop, expected {accel.plan.n_pe}")
+    return text
+
+
 def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom"):
     """Write ``spikeloom_accel.v``, ``ports.json``, ``mem/pe_<p>_<mem>.hex`` and ``mem/rows.hex``
     under ``out_dir``.
@@ -747,7 +770,7 @@ def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom"):
     accel = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights)
     out = Path(out_dir)
     (out / "mem").mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(accel, name=TOP_NAME, emit_src=False)
+    text = verilog_text(accel)
     written = []
     path = out / f"{TOP_NAME}.v"
     path.write_text(text)

@@ -16,6 +16,10 @@ class Top2(wiring.Component):
     included in the outputs ``latency = ceil_log2(n_lanes) + 1`` cycles after it is presented.
     Steps may be presented back to back.
 
+    ``margin_ok`` (``top1 - top2 >= threshold``) is registered: it follows the outputs one cycle
+    later (``latency + 1`` cycles after a step), so that the subtraction and the comparison are
+    not in the path of the exit decision that uses it.
+
     Parameters
     ----------
     n_lanes : int
@@ -23,6 +27,8 @@ class Top2(wiring.Component):
         Signed width of the values.
     n_values : int
         Number of values over all steps (size of the index).
+    threshold : int
+        Exit threshold of ``margin_ok`` (>= 0).
 
     Members
     -------
@@ -38,11 +44,17 @@ class Top2(wiring.Component):
     top1, top2 : Out(signed(value_bits + 1))
         Largest and second-largest values so far (``-2**value_bits`` when none).
     top1_index : Out(unsigned(...))
+    margin_ok : Out(1)
+        Registered: ``top1 - top2 >= threshold`` of the outputs in the previous cycle.
     """
 
-    def __init__(self, n_lanes, value_bits, n_values):
+    def __init__(self, n_lanes, value_bits, n_values, threshold=0):
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+            raise ValueError(f"threshold must be an integer >= 0, got {threshold!r}")
         self._n = n_lanes
         self._bits = value_bits
+        # A margin never exceeds 2**(value_bits + 1) - 1: larger thresholds act as this one.
+        self._thr = min(threshold, 1 << (value_bits + 1))
         self.latency = ceil_log2(n_lanes) + 1
         ib = max(1, ceil_log2(n_values))
         super().__init__({
@@ -54,6 +66,7 @@ class Top2(wiring.Component):
             "top1": Out(signed(value_bits + 1), init=-(1 << value_bits)),
             "top2": Out(signed(value_bits + 1), init=-(1 << value_bits)),
             "top1_index": Out(unsigned(ib)),
+            "margin_ok": Out(1),
         })
 
     def elaborate(self, platform):
@@ -108,4 +121,5 @@ class Top2(wiring.Component):
         new = merge(prev, level[0], "new")
         with m.If(en):
             m.d.sync += [self.top1.eq(new[0]), self.top1_index.eq(new[1]), self.top2.eq(new[2])]
+        m.d.sync += self.margin_ok.eq(self.top1 - self.top2 >= self._thr)
         return m

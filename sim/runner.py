@@ -69,8 +69,9 @@ def icarus_source(verilog: Path, build_dir: Path) -> Path:
     return out
 
 
-def build(verilog: Path, build_dir: Path, simulator="verilator"):
-    """Compile ``verilog`` into ``build_dir`` (make rebuilds only what changed)."""
+def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEVEL, extra_sources=()):
+    """Compile ``verilog`` (the generated core) and ``extra_sources`` (e.g. the export's wrapper,
+    with ``toplevel="spikeloom_top"``) into ``build_dir`` (make rebuilds only what changed)."""
     from cocotb_tools.runner import get_runner
 
     _prepare(simulator)
@@ -79,22 +80,25 @@ def build(verilog: Path, build_dir: Path, simulator="verilator"):
     sources = [Path(verilog).resolve()]
     if simulator == "icarus":
         sources = [icarus_source(verilog, build_dir)]
+    sources += [Path(p).resolve() for p in extra_sources]
     args = []
     if simulator == "verilator":
         # No -Wno-fatal: with the documented waivers any remaining warning stops the build.
         sources.insert(0, WAIVERS)
         args = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
-    runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
                  timescale=("1ns", "1ps"), build_args=args, log_file=build_dir / "build.log")
     return runner
 
 
 def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, idle=0.2, backpressure=0.2,
-          golden_model_path=None, trace=None):
+          golden_model_path=None, trace=None, weights_dir=None):
     """Co-simulate images ``x_q`` (B, F) on the accelerator generated in ``gen_dir``.
 
     ``golden_model_path`` lets a test check the RTL against a deliberately different model (an
-    injected mismatch). Returns the bench's results dict (per-image fields, mismatches, timing).
+    injected mismatch). An accelerator generated with ``weights="load"`` first gets its weights
+    through ``i_weights``, from ``gen_dir/mem`` or, if given, ``weights_dir/mem`` (a test's other
+    weights). Returns the bench's results dict (per-image fields, mismatches, timing).
     """
     gen_dir, work_dir = Path(gen_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +110,8 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
     job = {"model": str(Path(golden_model_path or model_path).resolve()), "ports": str((gen_dir / "ports.json").resolve()),
            "inputs": str((work_dir / "inputs.npy").resolve()), "results": str(results.resolve()),
            "seed": seed, "idle": idle, "backpressure": backpressure,
-           "trace": bool(ports.get("trace")) if trace is None else trace, "simulator": simulator}
+           "trace": bool(ports.get("trace")) if trace is None else trace, "simulator": simulator,
+           "weights_dir": str(Path(weights_dir).resolve()) if weights_dir else None}
     (work_dir / "job.json").write_text(json.dumps(job, indent=1))
     runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}", simulator)
     env = {"SPIKELOOM_JOB": str((work_dir / "job.json").resolve())}

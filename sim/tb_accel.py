@@ -61,6 +61,30 @@ async def drive_inputs(dut, x, rng, idle):
     valid.value = 0
 
 
+def weight_words(ports, folder):
+    """The ``i_weights`` stream: every PE's ``mem/pe_<p>_weight.hex`` words, PE by PE, as written
+    by the generator next to ``ports.json`` (``folder``)."""
+    files = [m["file"] for m in ports["memories"] if m["name"] == "weight"]
+    return [int(w, 16) for f in files for w in (Path(folder) / f).read_text().split()]
+
+
+async def drive_weights(dut, words, rng, idle):
+    """Stream the weight words into ``i_weights`` with random idle cycles (valid low)."""
+    valid, payload, ready, clk = dut.i_weights__valid, dut.i_weights__payload, dut.i_weights__ready, dut.clk
+    for w in words:
+        if idle and rng.random() < idle:
+            valid.value = 0
+            await ClockCycles(clk, rng.randint(1, 4))
+        valid.value = 1
+        payload.value = w
+        while True:
+            await RisingEdge(clk)
+            if ready.value:
+                break
+            await wait_high(ready)
+    valid.value = 0
+
+
 async def collect(dut, prefix, n, fields, rng, backpressure, out, tag=None):
     """Accept ``n`` transfers (forever if None) on stream ``prefix`` with random back-pressure.
 
@@ -77,7 +101,13 @@ async def collect(dut, prefix, n, fields, rng, backpressure, out, tag=None):
         await wait_high(valid)
         await RisingEdge(clk)
         if valid.value:
-            item = _unpack(payload.value.to_unsigned(), fields)
+            try:
+                item = _unpack(payload.value.to_unsigned(), fields)
+            except ValueError:
+                raw = str(payload.value)
+                bad = [len(raw) - 1 - i for i, ch in enumerate(raw) if ch not in "01"]
+                names = sorted({n for n, off, mask in fields for b in bad if off <= b < off + mask.bit_length()})
+                raise ValueError(f"{prefix}: non-0/1 bits in fields {names}") from None
             out.append(item if tag is None else (tag(), item))
 
 
@@ -132,12 +162,20 @@ async def scoreboard(dut):
     dut.o_result__ready.value = 0
     if ports.get("trace") is not None:
         dut.o_trace__ready.value = 1
+    load = (ports.get("weights") or {}).get("store") == "load"
+    if load:
+        dut.i_weights__valid.value = 0
+        words = weight_words(ports, job.get("weights_dir") or Path(job["ports"]).parent)
+        assert len(words) == ports["weights"]["count"], f"{len(words)} weight words, {ports['weights']['count']} expected"
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
     dut._log.info("reset released")
 
     results, trace_entries = [], []
     t0 = time.perf_counter()
+    if load:
+        cocotb.start_soon(drive_weights(dut, words, random.Random(job["seed"] + 2), job["idle"]))
+        dut._log.info(f"streaming {len(words)} weight words into i_weights")
     cocotb.start_soon(drive_inputs(dut, x, rng, job["idle"]))
     if ports.get("trace") is not None:
         cocotb.start_soon(collect(dut, "o_trace", None, _fields(ports["trace"]), random.Random(job["seed"] + 1),

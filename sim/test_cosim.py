@@ -20,14 +20,22 @@ from spikeloom.sim.strategies import conv_nets
 pytestmark = pytest.mark.cosim
 
 
-def run_config(tmp_path, model, n_pe, n_images=24, trace=False, seed=0, golden_model=None, simulator="verilator"):
+def run_config(tmp_path, model, n_pe, n_images=24, trace=False, seed=0, golden_model=None, simulator="verilator",
+               weights="rom", load_model=None):
+    """``weights="load"``: the weights are streamed into ``i_weights`` first, ``load_model``'s if
+    given (generated into a folder of their own), else ``model``'s."""
     path = modelfile.save(model, tmp_path / "model.slm")
     gen = tmp_path / "rtl"
-    generate(model, n_pe, gen, trace=trace)
+    generate(model, n_pe, gen, trace=trace, weights=weights)
+    wdir = None
+    if load_model is not None:
+        wdir = tmp_path / "other"
+        generate(load_model, n_pe, wdir, weights=weights)
     gpath = modelfile.save(golden_model, tmp_path / "golden.slm") if golden_model is not None else None
     x = random_inputs(model, n_images, seed=seed)
     x[0] = 0  # an all-zero image: no analog work, nothing spikes
-    return cosim(path, gen, x, tmp_path / "work", simulator=simulator, seed=seed, golden_model_path=gpath), x
+    return cosim(path, gen, x, tmp_path / "work", simulator=simulator, seed=seed, golden_model_path=gpath,
+                 weights_dir=wdir), x
 
 
 @pytest.mark.parametrize("n_pe", [1, 3, 8])  # PE count: one lane, lanes not dividing the layers, the default
@@ -43,6 +51,27 @@ def test_random_network(tmp_path, n_pe, reset):
     cycles = np.array([i["cycles"] for i in r["images"]])
     bound = np.array([i["cycle_bound"] for i in r["images"]])
     assert (cycles >= bound).all()
+
+
+# n_pe: one lane; lanes not dividing the layers (padding words in the stream) with the trace port
+@pytest.mark.parametrize("n_pe,trace", [(1, False), (3, True)])
+def test_weights_loaded_through_port(tmp_path, n_pe, trace):
+    """``weights="load"``: no initial weights in the Verilog; the bench streams mem/pe_<p>_weight.hex
+    into i_weights (random idle cycles), then every image must match the golden model."""
+    model = random_model((20, 13, 11, 5), seed=20 + n_pe, exit_threshold=20, t_max=4)
+    r, x = run_config(tmp_path, model, n_pe, n_images=16, trace=trace, weights="load")
+    text = (tmp_path / "rtl" / "spikeloom_accel.v").read_text()
+    assert "i_weights__payload" in text and "weight[0] =" not in text
+    assert r["n_images"] == len(x)
+    assert r["mismatched_images"] == 0, r["mismatches"][:5]
+
+
+def test_wrong_weights_loaded_are_caught(tmp_path):
+    """Another network's weights through i_weights: the results differ (the load really writes)."""
+    model = random_model((20, 13, 11, 5), seed=31, exit_threshold=20, t_max=4)
+    other = random_model((20, 13, 11, 5), seed=32, exit_threshold=20, t_max=4)
+    r, _ = run_config(tmp_path, model, 3, n_images=8, weights="load", load_model=other)
+    assert r["mismatched_images"] > 0
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

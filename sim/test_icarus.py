@@ -29,6 +29,14 @@ def test_icarus_random_network(tmp_path, n_pe, trace):
     assert (np.array([i["cycles"] for i in r["images"]]) >= np.array([i["cycle_bound"] for i in r["images"]])).all()
 
 
+def test_icarus_weights_loaded_through_port(tmp_path):
+    """The weight-load port (no initial weights: X until loaded under Icarus) then images."""
+    model = random_model((20, 13, 11, 5), seed=4, exit_threshold=20, t_max=4)
+    r, x = run_config(tmp_path, model, 3, n_images=8, simulator="icarus", weights="load")
+    assert r["n_images"] == len(x)
+    assert r["mismatched_images"] == 0, r["mismatches"][:5]
+
+
 def test_icarus_injected_mismatch_is_caught(tmp_path):
     """A golden model with other weights: the Icarus run must report mismatches (the checker is live)."""
     model = random_model((16, 12, 4), seed=5, exit_threshold=1000, t_max=3)

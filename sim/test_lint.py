@@ -9,11 +9,31 @@ from spikeloom.model.randnet import random_model
 from spikeloom.sim.runner import WAIVERS, verilator_env
 
 
-@pytest.mark.parametrize("n_pe,trace", [(1, False), (3, True), (8, False)])  # PE counts, trace port on/off
-def test_verilator_lint_wall(tmp_path, n_pe, trace):
+# PE counts, trace port on/off, weights initialised or loaded through i_weights
+@pytest.mark.parametrize("n_pe,trace,weights", [(1, False, "rom"), (3, True, "rom"), (8, False, "rom"),
+                                                (3, False, "load")])
+def test_verilator_lint_wall(tmp_path, n_pe, trace, weights):
     model = random_model((20, 13, 11, 5), seed=n_pe)
-    generate(model, n_pe, tmp_path, trace=trace)
+    generate(model, n_pe, tmp_path, trace=trace, weights=weights)
     env = {**__import__("os").environ, **verilator_env()}
     r = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", "spikeloom_accel", str(WAIVERS),
                         str(tmp_path / "spikeloom_accel.v")], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "%Warning" not in r.stderr and "%Error" not in r.stderr, r.stderr[:3000]
+
+
+# a dense net, and a conv/pool/residual net with compressed storage
+@pytest.mark.parametrize("conv", [False, True])
+def test_every_comb_block_runs_at_time_0(tmp_path, conv):
+    """Every `always @*` block of the generated Verilog carries write_verilog's time-0 trigger:
+    a block without it is not evaluated until an input changes, and a register that keeps its
+    initial value then leaves the block's outputs X in an event-driven simulator (Icarus)."""
+    import re
+
+    from spikeloom.model.randnet import random_conv_model
+
+    model = random_conv_model(seed=2, in_shape=(1, 4, 4), convs=((3, 3, 1, 1, 2, False), (3, 1, 1, 0, 1, True)),
+                              density=0.3) if conv else random_model((20, 13, 11, 5), seed=1)
+    generate(model, 3, tmp_path, storage="auto")
+    text = (tmp_path / "spikeloom_accel.v").read_text()
+    blocks = re.findall(r"always @\*( begin\n\s*if \(\\\$auto\$verilog_backend)?", text)
+    assert blocks and all(b for b in blocks), f"{sum(not b for b in blocks)} always @* blocks without the trigger"

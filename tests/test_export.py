@@ -78,8 +78,33 @@ def test_exported_folder_synthesises_with_yosys_alone(tmp_path, tiny, synth):
         assert "DP16KD" in stat
 
 
+def test_export_weight_load(tmp_path, tiny):
+    """--weights load: no weight initial contents, the load documented, the wrapper takes the
+    weights from the input stream, and Yosys maps the weight memories to iCE40 SPRAM."""
+    out = tmp_path / "out"
+    export(tiny, 2, out, weights="load")
+    ports = json.loads((out / "ports.json").read_text())
+    wl = ports["weights"]
+    depth = next(m["depth"] for m in ports["memories"] if m["name"] == "weight")
+    assert wl["store"] == "load" and wl["port"] == "i_weights" and wl["width"] == 8 and wl["count"] == 2 * depth
+    assert not any(m["initialised"] for m in ports["memories"] if m["name"] == "weight")
+    core = (out / "rtl" / "spikeloom_accel.v").read_text()
+    assert "i_weights__payload" in core and "weight[0] =" not in core and "bias[0] =" in core
+    top = (out / "rtl" / f"{TOP}.v").read_text()
+    assert ".i_weights__payload(word[7:0])" in top and "mem/pe_0_weight.hex" in top
+    assert "Weight load" in (out / "README.md").read_text()
+    srcs = " ".join((out / "files.f").read_text().split())
+    r = subprocess.run([YOSYS, "-q", "-p", f'read_verilog {srcs}; setattr -set ram_style "huge" m:weight; '
+                        f"synth_ice40 -spram -top {TOP}; tee -o stat.txt stat"],
+                       cwd=out, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "SB_SPRAM256KA" in (out / "stat.txt").read_text()
+
+
 def test_cli_errors(tmp_path, tiny, capsys):
     assert main([str(tiny), "--pes", "0", "-o", str(tmp_path / "x")]) == 2
     assert "error" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.slm"), "-o", str(tmp_path / "x")]) == 2
     assert main([str(tiny), "--pes", "2", "-o", str(tmp_path / "ok")]) == 0
+    assert main([str(tiny), "--pes", "2", "--weights", "flash", "-o", str(tmp_path / "x")]) == 2
+    assert "--weights" in capsys.readouterr().err

@@ -10,12 +10,13 @@ from spikeloom.hw.exit import Top2
 from spikeloom.model import golden
 
 
-def run_top2(z, n_lanes, bits):
+def run_top2(z, n_lanes, bits, threshold=0):
     """Feed the K values of each row of ``z`` in chunks of ``n_lanes``, the rows back to back.
 
-    Returns (top1, top2, index) per row, sampled ``dut.latency`` cycles after the row's last chunk.
+    Returns (top1, top2, index, margin_ok) per row, sampled ``dut.latency`` cycles after the row's
+    last chunk (``margin_ok`` one cycle later).
     """
-    dut = Top2(n_lanes, bits, z.shape[1])
+    dut = Top2(n_lanes, bits, z.shape[1], threshold)
     assert dut.latency == max(0, int(np.ceil(np.log2(n_lanes)))) + 1
     steps = []  # (lanes, base, restart, last chunk of the row)
     for row in z:
@@ -24,7 +25,8 @@ def run_top2(z, n_lanes, bits):
     out = []
 
     async def bench(ctx):
-        for cyc in range(len(steps) + dut.latency):
+        pending = None
+        for cyc in range(len(steps) + dut.latency + 1):
             if cyc < len(steps):
                 lanes, base, restart, _ = steps[cyc]
                 for p in range(n_lanes):
@@ -36,9 +38,12 @@ def run_top2(z, n_lanes, bits):
             else:
                 ctx.set(dut.en, 0)
             await ctx.tick()
+            if pending is not None:
+                out.append(pending + (ctx.get(dut.margin_ok),))
+                pending = None
             done = cyc + 1 - dut.latency  # the step whose result the outputs now include
             if 0 <= done < len(steps) and steps[done][3]:
-                out.append((ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.top1_index)))
+                pending = (ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.top1_index))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -48,20 +53,26 @@ def run_top2(z, n_lanes, bits):
 
 
 @settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 10_000), k=st.integers(2, 13), n_lanes=st.integers(1, 8), ties=st.booleans())
-def test_top2_matches_golden(seed, k, n_lanes, ties):
+@given(seed=st.integers(0, 10_000), k=st.integers(2, 13), n_lanes=st.integers(1, 8), ties=st.booleans(),
+       threshold=st.sampled_from([0, 1, 2, 3, 40, 255, 511, 512, 1 << 40]))
+def test_top2_matches_golden(seed, k, n_lanes, ties, threshold):
     rng = np.random.default_rng(seed)
     bits = 8
     # small ranges make equal values (ties) frequent
     z = rng.integers(-3, 4, (6, k)) if ties else rng.integers(-(1 << 7), 1 << 7, (6, k))
-    got = run_top2(z, n_lanes, bits)
+    got = run_top2(z, n_lanes, bits, threshold)
     assert (got[:, 0] - got[:, 1] == golden.top2_margin(z)).all()
     assert (got[:, 2] == golden.first_argmax(z)).all()
     assert (got[:, 0] == z.max(axis=1)).all()
+    assert (got[:, 3] == (golden.top2_margin(z) >= threshold)).all()
 
 
 @pytest.mark.parametrize("n_lanes", [1, 4, 16])  # one lane, lanes < K, lanes > K (padding lanes)
 def test_extremes(n_lanes):
     z = np.array([[127, -128, 127, 0, -128, 5, 5, 5, 126, 127]])
-    got = run_top2(z, n_lanes, 8)
-    assert got.tolist() == [[127, 127, 0]]
+    got = run_top2(z, n_lanes, 8, threshold=1)
+    assert got.tolist() == [[127, 127, 0, 0]]
+    # the largest margin there is: 127 - (-128)
+    z = np.array([[127, -128]])
+    assert run_top2(z, n_lanes, 8, threshold=255).tolist() == [[127, -128, 0, 1]]
+    assert run_top2(z, n_lanes, 8, threshold=256).tolist() == [[127, -128, 0, 0]]

@@ -30,7 +30,11 @@ def test_flow_writes_resources_fmax_and_bitstream(built, target):
     assert e["n_pe"] == 2
     for k in ("luts", "ffs", "brams", "dsps"):
         assert 0 < e[k]["used"] <= e[k]["available"], (k, e[k])
-    assert e["brams"]["used"] >= 2  # one weight memory per PE, in block RAM
+    if target == "ice40-up5k":
+        # the target's default: weights streamed in after reset, one SPRAM per PE
+        assert e["weights"] == "load" and e["sprams"]["used"] == 2
+    else:
+        assert e["weights"] == "rom" and e["brams"]["used"] >= 2  # one weight memory per PE, in block RAM
     assert e["dsps"]["used"] >= 2  # the multipliers of the analog layer
     assert 1 < e["fmax_mhz"] < 1000
     assert e["critical_path"]["delay_ns"] > 0 and e["critical_path"]["through"]
@@ -48,10 +52,23 @@ def test_weight_memory_outside_block_ram_fails_loudly(built):
     ports = json.loads((work / "export" / "ports.json").read_text())
     for m in ports["memories"]:
         if m["name"] == "weight":
-            m["depth"] *= 64  # as if the memory had been mapped to far fewer blocks than it needs
+            m["depth"] *= 1024  # as if the memory had been mapped to far fewer blocks than it needs
     rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / "spikeloom_top.v"]
     with pytest.raises(SpikeloomError, match="not in block RAM"):
         synth.step_synthesis("ice40-up5k", rtl, work, ports, log=lambda *a: None)
+
+
+def test_weights_that_do_not_fit_are_refused_before_the_tools(tmp_path):
+    """The default network's shape: 207 kbit of 8-bit weights exceed the UP5K's 120 kbit of EBR, and
+    its 4 SPRAMs hold one PE's weights each."""
+    model = modelfile.save(random_model((64, 128, 128, 10), seed=1, weight_bits=8), tmp_path / "mlp.slm")
+    with pytest.raises(SpikeloomError, match="use --weights load|Use --weights load"):
+        synth.run_target("ice40-up5k", model, 4, tmp_path, weights="rom")
+    with pytest.raises(SpikeloomError, match="8 for N = 8; the device has 4"):
+        synth.run_target("ice40-up5k", model, 8, tmp_path, weights="load")
+    with pytest.raises(SpikeloomError, match="'flash'"):
+        synth.run_target("ecp5-25k", model, 4, tmp_path, weights="flash")
+    assert not (tmp_path / "synth").exists()  # refused before any tool ran
 
 
 def test_bad_arguments(tmp_path):
