@@ -149,6 +149,17 @@ def test_trace(n_pe):
     check(model, n_pe, x, trace=True, seed=3)
 
 
+def test_dense_first_layer_of_an_image_shaped_input():
+    """A fully-connected first layer reads a (C, H, W) image flattened: its events are the input
+    indices, not the channels (the digits MLP has input shape (1, 8, 8))."""
+    import dataclasses
+
+    model = make_model([16, 11, 5], seed=12)
+    model = dataclasses.replace(model, input_shape=(1, 4, 4))
+    x = make_images(model, 3, seed=13)
+    check(model, 3, x, cycles=True)
+
+
 def test_silent_layer():
     """A hidden layer that never spikes: the output layer sees no events, only its bias."""
     model = make_model([16, 11, 10, 5], seed=7, silent=(1,))
