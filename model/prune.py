@@ -86,25 +86,31 @@ def balanced_keep(shape, keep, n):
     return min(math.floor(keep * row / len(pes) + 1e-9), min(sizes))
 
 
-def _balanced_mask(w, keep, n):
+def _balanced_mask(w, keep, n, fill=False):
     """Mask (True = kept) keeping the ``balanced_keep`` largest magnitudes of every (row, PE) group;
-    on ties the lower flat index inside the group stays."""
+    on ties the lower flat index inside the group stays. ``fill``: see :func:`magnitude_prune`."""
     a = w.abs().transpose(0, 1)  # (rows, out, *taps)
     rows, out = a.shape[0], a.shape[1]
     a = a.reshape(rows, out, -1)
+    pes, sizes = _pe_groups(tuple(w.shape), n)
     k = balanced_keep(tuple(w.shape), keep, n)
+    order = [torch.sort(a[:, p::n, :].reshape(rows, -1), dim=1, descending=True, stable=True) for p in pes]
+    counts = torch.full((rows,), k, dtype=torch.long)
+    if fill and k < min(sizes):
+        extra = (math.floor(keep * w.numel() + 1e-9) - k * len(pes) * rows) // len(pes)
+        if extra > 0:
+            gain = sum(o.values[:, k] for o in order)  # what one more weight per group adds to a row
+            counts[torch.sort(gain, descending=True, stable=True).indices[:extra]] = k + 1
     mask = torch.zeros_like(a, dtype=torch.bool)
-    for p in range(min(n, out)):
-        group = a[:, p::n, :].reshape(rows, -1)
-        order = torch.sort(group, dim=1, descending=True, stable=True).indices[:, :k]
-        sub = torch.zeros_like(group, dtype=torch.bool)
-        sub.scatter_(1, order, True)
+    for p, o in zip(pes, order):
+        sub = torch.zeros_like(o.indices, dtype=torch.bool)
+        sub.scatter_(1, o.indices, torch.arange(o.indices.shape[1])[None, :] < counts[:, None])
         mask[:, p::n, :] = sub.reshape(rows, -1, a.shape[2])
     return mask.reshape(w.transpose(0, 1).shape).transpose(0, 1).contiguous()
 
 
 @torch.no_grad()
-def magnitude_prune(model, sparsity, scope="layer", names=None, balance=None):
+def magnitude_prune(model, sparsity, scope="layer", names=None, balance=None, fill=False):
     """Zero the smallest-magnitude synaptic weights; return the masks (already applied).
 
     Parameters
@@ -128,11 +134,21 @@ def magnitude_prune(model, sparsity, scope="layer", names=None, balance=None):
         over 8 PEs: 3 of 16 kept). Per layer only (``scope="layer"``). A group that already holds
         more than ``size - k`` zeros keeps fewer than ``k`` nonzeros (its load is below the max).
         A layer with too few outputs per PE keeps nothing (a 10-class head over 8 PEs at 80%:
-        ``floor(0.2 * 10 / 8) = 0``); prune such layers without ``balance`` (``names=``).
+        ``floor(0.2 * 10 / 8) = 0``) unless ``fill`` is set.
+    fill : bool
+        With ``balance``: spend what rounding ``k`` down leaves of the budget
+        (``floor((1 - sparsity) * n)`` weights) on whole rows: the rows whose next weights (the
+        ``k+1``-th largest of each group, summed over the row's groups) are largest keep ``k + 1``
+        in *every* group, as many rows as the budget pays for (``P`` weights each). Every row stays
+        balanced (an event costs its row's count on every PE), the sparsity is still at least
+        ``sparsity`` (and within ``P`` weights of it), and a layer with fewer outputs per PE than
+        ``1 / (1 - sparsity)`` keeps one weight per PE in its best rows and empties the others.
     """
     _check_fraction("sparsity", sparsity)
     if scope not in SCOPES:
         raise ConfigError(f"scope = {scope!r}; allowed: {', '.join(SCOPES)}")
+    if fill and balance is None:
+        raise ConfigError("fill = True needs balance = N (it fills balanced rows)")
     if balance is not None:
         _check_balance(balance)
         if scope != "layer":
@@ -145,7 +161,7 @@ def magnitude_prune(model, sparsity, scope="layer", names=None, balance=None):
             raise ConfigError(f"not prunable weights of this model: {missing}; prunable: {sorted(params)}")
         params = {n: params[n] for n in names}
     if balance is not None:
-        masks = {n: _balanced_mask(p.detach(), 1.0 - sparsity, balance) for n, p in params.items()}
+        masks = {n: _balanced_mask(p.detach(), 1.0 - sparsity, balance, fill) for n, p in params.items()}
     elif scope == "layer":
         masks = {n: _smallest(p.abs(), round(sparsity * p.numel())) for n, p in params.items()}
     else:

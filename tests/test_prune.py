@@ -253,3 +253,34 @@ def test_balanced_prune_needs_layer_scope():
     net = _layer((16, 8))
     with pytest.raises(ConfigError, match="scope = 'layer'"):
         prune.magnitude_prune(net, 0.5, scope="global", balance=4)
+
+
+@pytest.mark.parametrize("shape", [(10, 128), (32, 16, 3, 3), (128, 64), (20, 3, 3, 3)])  # head, conv, dense, uneven
+@pytest.mark.parametrize("sparsity", [0.5, 0.8])
+def test_balanced_fill_spends_the_budget_on_whole_rows(shape, sparsity):
+    n = 8
+    net = _layer(shape)
+    before = net[0].weight.detach().abs().clone()
+    mask = prune.magnitude_prune(net, sparsity, balance=n, fill=True)["0.weight"]
+    w = net[0].weight.detach()
+    k = prune.balanced_keep(shape, 1 - sparsity, n)
+    pes = min(n, shape[0])
+    budget = int(np.floor((1 - sparsity) * w.numel() + 1e-9))
+    kept = int(mask.sum())
+    assert budget - pes < kept <= budget  # at least the sparsity asked for, within one row of it
+    counts = torch.stack([mask[p::n].transpose(0, 1).reshape(shape[1], -1).sum(1) for p in range(pes)], 1)
+    assert (counts == counts[:, :1]).all()  # every row balanced: all its PEs hold the same count
+    assert set(counts[:, 0].tolist()) <= {k, k + 1}
+    filled = counts[:, 0] == k + 1
+    gain = sum(torch.sort(before[p::n].transpose(0, 1).reshape(shape[1], -1), 1, descending=True).values[:, k]
+               for p in range(pes))
+    if filled.any() and (~filled).any():
+        assert gain[filled].min() >= gain[~filled].max()  # the rows that gain most get the extra weight
+    assert prune.pe_load(w, n)[1] == 1.0
+    if shape == (10, 128) and sparsity == 0.8:
+        assert k == 0 and int(filled.sum()) == 32  # 256 weights: 32 rows of one weight per PE
+
+
+def test_fill_needs_balance():
+    with pytest.raises(ConfigError, match="fill"):
+        prune.magnitude_prune(_layer((16, 8)), 0.5, fill=True)
