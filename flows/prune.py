@@ -14,8 +14,11 @@ and (unless ``--no-cosim``) generated and co-simulated like ``make sim``:
   reduced 5 -> 4 -> ... -> 1 (each stage initialised from the previous one, thresholds trainable),
   then QAT. Units are Conv-BN-LIF blocks: a fully-connected network (``--net mlp``) gets none.
 
-The output layer has too few neurons per PE for balanced pruning (10 classes over 8 PEs keep
-nothing at 80%), so it is pruned to the same sparsity per layer, unbalanced.
+The output layer has too few neurons per PE to keep the same count in every group (10 classes over
+8 PEs: ``floor(0.2 * 10 / 8) = 0`` at 80%); ``fill`` keeps one weight per PE in its best input rows
+and empties the others (an empty row costs no storage and no cycle). It is pruned less
+(``--head-sparsity``, default 0.5) and the hidden layers more, so that the row's sparsity over all
+weights is the one asked for.
 
 Variants are cached under ``build/prune/<row>/`` on a key made of the configuration, the row's
 recipe and the source of ``model/`` (``prune.py`` included), so a second run does not train.
@@ -39,8 +42,8 @@ from . import steps
 ROWS = ("dense-t4", "pruned80-t4", "pruned90-t4", "direct-t1", "stp-t1")
 
 
-def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetune_epochs=30,
-            stage_epochs=20):
+def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetune_epochs=80,
+            stage_epochs=20, head_sparsity=0.5):
     """{row name: recipe} for ``net`` and ``pes`` processing elements (the recipe is part of the
     row's cache key). ``units=None``: 2 Units for a conv network, none for a fully-connected one."""
     from spikeloom.model.snn import ARCHS
@@ -52,7 +55,7 @@ def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetun
         raise ConfigError(f"unit_at = {unit_at!r} is outside the allowed range [1, {len(stages)}] for {net!r}")
     if units is None:
         units = 2 if stages[unit_at - 1][0] != "dense" else 0
-    prune = {"balance": pes, "finetune_epochs": finetune_epochs}
+    prune = {"balance": pes, "finetune_epochs": finetune_epochs, "head_sparsity": head_sparsity}
     return {
         "dense-t4": {"kind": "dense", "t_max": 4},
         "pruned80-t4": {"kind": "prune", "t_max": 4, "sparsity": 0.8, **prune},
@@ -89,13 +92,17 @@ class PruneContext(steps.Context):
         return h.hexdigest()[:16]
 
 
-def prune_weights(model, sparsity, pes):
-    """Balanced magnitude pruning of every hidden layer over ``pes`` PEs; the output layer per layer."""
+def prune_weights(model, sparsity, pes, head_sparsity=0.5):
+    """Balanced magnitude pruning over ``pes`` PEs (with ``fill``) of every layer to ``sparsity`` of
+    all weights: the output layer to ``head_sparsity``, the hidden layers to what makes up the total."""
     from spikeloom.model import prune
 
-    names = list(prune.prunable(model))
-    masks = prune.magnitude_prune(model, sparsity, balance=pes, names=[n for n in names if n != "head.weight"])
-    masks.update(prune.magnitude_prune(model, sparsity, names=["head.weight"]))
+    params = prune.prunable(model)
+    hidden = [n for n in params if n != "head.weight"]
+    n_all, n_head = sum(p.numel() for p in params.values()), params["head.weight"].numel()
+    s_hidden = min(1.0, max(0.0, (sparsity * n_all - head_sparsity * n_head) / (n_all - n_head)))
+    masks = prune.magnitude_prune(model, s_hidden, balance=pes, fill=True, names=hidden)
+    masks.update(prune.magnitude_prune(model, head_sparsity, balance=pes, fill=True, names=["head.weight"]))
     return masks
 
 
@@ -122,7 +129,7 @@ def _train_variant(ctx, recipe, dense_float, log):
     ft = replace(cfg, epochs=recipe["finetune_epochs"], lr=cfg.lr / 3)
     if kind == "prune":
         model = copy.deepcopy(dense_float)
-        masks = prune_weights(model, recipe["sparsity"], recipe["balance"])
+        masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"])
         model = fit(f"pruned {100 * prune.sparsity(model)['total']:.1f}% (balanced, N={recipe['balance']}), "
                     "fine-tuned", model, ft, prune.keep_masks(masks))
         return model, stages
@@ -133,7 +140,7 @@ def _train_variant(ctx, recipe, dense_float, log):
     model = fit(f"T={t_from} with {m} Unit(s) after stage {recipe['unit_at']}", net, replace(cfg, t_max=t_from))
     if m:
         model = prune.remove_units(model)
-    masks = prune_weights(model, recipe["sparsity"], recipe["balance"])
+    masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"])
     model = fit(f"T={t_from}, Units removed, pruned {100 * prune.sparsity(model)['total']:.1f}% "
                 f"(balanced, N={recipe['balance']}), fine-tuned", model, replace(ft, t_max=t_from),
                 prune.keep_masks(masks))
@@ -269,8 +276,8 @@ def table(rows):
 
 
 def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", image_size=None, data_seed=0,
-        epochs=None, qat_epochs=None, finetune_epochs=30, stage_epochs=20, units=None, unit_at=1,
-        stp_sparsity=0.8, t_from=5, seed=0, device="auto", weight_bits=8, input_bits=4,
+        epochs=None, qat_epochs=None, finetune_epochs=80, stage_epochs=20, units=None, unit_at=1,
+        stp_sparsity=0.8, t_from=5, head_sparsity=0.5, seed=0, device="auto", weight_bits=8, input_bits=4,
         simulator="verilator", cosim_images=None, cosim=True, log=print):
     """Train, quantize, evaluate (and co-simulate) every row; writes ``build/pruning.json``."""
     from spikeloom.model.config import NeuronConfig, QuantConfig
@@ -281,7 +288,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ROWS)}")
-    book = recipes(net, pes, units, unit_at, stp_sparsity, t_from, finetune_epochs, stage_epochs)
+    book = recipes(net, pes, units, unit_at, stp_sparsity, t_from, finetune_epochs, stage_epochs, head_sparsity)
     kw = {k: v for k, v in (("epochs", epochs), ("qat_epochs", qat_epochs)) if v is not None}
     base = TrainConfig(arch=net, seed=seed, device=device, **kw)
     quant = QuantConfig(weight_bits=weight_bits, input_bits=input_bits)
@@ -343,12 +350,14 @@ def add_arguments(p):
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present; default)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of each from-scratch training")
     p.add_argument("--qat-epochs", type=int, default=None)
-    p.add_argument("--finetune-epochs", type=int, default=30, help="epochs of fine-tuning after pruning")
+    p.add_argument("--finetune-epochs", type=int, default=80, help="epochs of fine-tuning after pruning")
     p.add_argument("--stage-epochs", type=int, default=20, help="epochs of each timestep-reduction stage")
     p.add_argument("--units", type=int, default=None,
                    help="stp: Units M (default 2 for conv networks, 0 for fully-connected)")
     p.add_argument("--unit-at", type=int, default=1, help="stp: the stage AS after which the Units sit")
     p.add_argument("--stp-sparsity", type=float, default=0.8, help="stp: weight sparsity (default 0.8)")
+    p.add_argument("--head-sparsity", type=float, default=0.5,
+                   help="sparsity of the output layer; the hidden layers make up each row's total (default 0.5)")
     p.add_argument("--t-from", type=int, default=5, help="stp: timesteps before the reduction (default 5)")
     p.add_argument("--weight-bits", type=int, default=8)
     p.add_argument("--input-bits", type=int, default=4)
@@ -363,7 +372,8 @@ def run_args(a):
     return run(build=a.build, net=a.net, pes=a.pes, rows=tuple(r for r in a.rows.split(",") if r),
                dataset=a.dataset, image_size=a.image_size, data_seed=a.data_seed, epochs=a.epochs,
                qat_epochs=a.qat_epochs, finetune_epochs=a.finetune_epochs, stage_epochs=a.stage_epochs,
-               units=a.units, unit_at=a.unit_at, stp_sparsity=a.stp_sparsity, t_from=a.t_from, seed=a.seed,
+               units=a.units, unit_at=a.unit_at, stp_sparsity=a.stp_sparsity, t_from=a.t_from,
+               head_sparsity=a.head_sparsity, seed=a.seed,
                device=a.device, weight_bits=a.weight_bits, input_bits=a.input_bits, simulator=a.sim,
                cosim_images=a.cosim_images, cosim=not a.no_cosim)
 

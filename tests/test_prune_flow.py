@@ -26,10 +26,10 @@ def test_prune_flow_rows_cache_and_cosim(tmp_path):
     assert dense["timesteps"] == p80["timesteps"] == 4 and stp["timesteps"] == 1 == stp["mean_timesteps"]
     assert dense["weight_sparsity"] < 0.1 and p80["weight_sparsity"] >= 0.8 and stp["weight_sparsity"] >= 0.8
     for r in (p80, stp):
-        assert all(s >= 0.8 for s in r["layer_sparsity"].values())
-        hidden = [v for k, v in r["pe_imbalance"].items() if k != "fc3"]
+        sp = r["layer_sparsity"]
+        assert sp["fc3"] >= 0.5 and sp["fc1"] >= 0.8 and sp["fc2"] >= 0.8  # the head keeps more
         # balanced over the 8 PEs in the integer model (a kept weight that rounds to 0 only lowers a mean)
-        assert hidden and all(1.0 <= v < 1.02 for v in hidden)
+        assert all(1.0 <= v < 1.02 for v in r["pe_imbalance"].values())
         assert r["weight_bits"] < 0.4 * dense["weight_bits"]  # compressed storage of the kept weights
         assert r["synaptic_events_mean"] < dense["synaptic_events_mean"]
     assert [s["t_max"] for s in stp["stages"]] == [2, 2, 1]  # T=2 training, pruned fine-tune, T=1
