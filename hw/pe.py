@@ -202,36 +202,30 @@ class PE(wiring.Component):
             prod.eq(w * s2.val),
             base.eq(Mux(s2.output, u_old, leaked) + bias1),
         ]
-        if tb or cb:
-            t = w1[wb:wb + tb] if tb else Const(0, 1)
-            c = w1[wb + tb:wb + tb + cb] if cb else Const(0, 1)
-            geos = geometries(plan)
-            dtab = []
-            for g in geos:
-                lp = plan.layers[g.layer]
-                d = g.tables(lp.chunks, lp.ho, lp.wo)[2]
-                dtab.append(d + [0] * ((1 << max(tb, 1)) - len(d)))
-            d_sel = Signal(nbits + 1, name="d_sel")
-            with m.Switch(s2.geo):
-                for gi, d in enumerate(dtab):
-                    with m.Case(gi):
-                        m.d.comb += d_sel.eq(Array(Const(v, nbits + 1) for v in d)[t])
-            lands = Signal(name="lands")
-            m.d.comb += lands.eq((s2.mask >> t)[0])
-            sp_ok = (w != 0) & lands
-            m.d.sync += [
-                addr3.eq(Mux(s2.sparse, s2.addr - d_sel + c, s2.addr)),
-                ok3.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane)),
-                self.read.eq(s2.acc & Mux(s2.sparse, w != 0, s2_lane)),
-                self.syn.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane & (w != 0))),
-            ]
-        else:
-            m.d.sync += [
-                addr3.eq(s2.addr),
-                ok3.eq(s2.acc & s2_lane),
-                self.read.eq(s2.acc & s2_lane),
-                self.syn.eq(s2.acc & s2_lane & (w != 0)),
-            ]
+        # (a compressed layer whose rows need no index fields, one tap and one chunk, still takes
+        # the compressed path: its padding entries must neither count nor write)
+        t = w1[wb:wb + tb] if tb else Const(0, 1)
+        c = w1[wb + tb:wb + tb + cb] if cb else Const(0, 1)
+        geos = geometries(plan)
+        dtab = []
+        for g in geos:
+            lp = plan.layers[g.layer]
+            d = g.tables(lp.chunks, lp.ho, lp.wo)[2]
+            dtab.append(d + [0] * ((1 << max(tb, 1)) - len(d)))
+        d_sel = Signal(nbits + 1, name="d_sel")
+        with m.Switch(s2.geo):
+            for gi, d in enumerate(dtab):
+                with m.Case(gi):
+                    m.d.comb += d_sel.eq(Array(Const(v, nbits + 1) for v in d)[t])
+        lands = Signal(name="lands")
+        m.d.comb += lands.eq((s2.mask >> t)[0])
+        sp_ok = (w != 0) & lands
+        m.d.sync += [
+            addr3.eq(Mux(s2.sparse, s2.addr - d_sel + c, s2.addr)),
+            ok3.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane)),
+            self.read.eq(s2.acc & Mux(s2.sparse, w != 0, s2_lane)),
+            self.syn.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane & (w != 0))),
+        ]
 
         # Stage 3: acc read.
         prod4 = Signal.like(prod, name="prod4")

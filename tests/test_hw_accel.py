@@ -333,3 +333,14 @@ def test_loaded_weights_are_used():
     want = expected(model, x, golden.run(model, x))
     got = rtl_run(model, 3, x, seed=1, weights="load", load_model=other, storage="dense")
     assert [{k: r[k] for k in e} for r, e in zip(got, want)] != want
+
+
+def test_compressed_layer_without_index_fields():
+    """A compressed 1x1 layer with one chunk stores bare weights (no tap or chunk field); its
+    padding entries (lanes without a channel) must still neither count as reads nor write."""
+    model = random_conv_model(seed=5, in_shape=(2, 4, 4), convs=((4, 2, 2, 0, 1, False), (1, 1, 2, 0, 1, False)),
+                              density=0.6, t_max=2)
+    storage = {"conv1": "dense", "conv2": "sparse", "fc": "dense"}
+    plan = Plan(model, 2, storage)
+    assert plan.sparse_layers == ("conv2",) and plan.tap_bits == 0 and plan.chunk_bits == 0
+    check(model, 2, random_inputs(model, 3, seed=0), storage=storage, cycles=True)
