@@ -14,6 +14,14 @@ and (unless ``--no-cosim``) generated and co-simulated like ``make sim``:
   reduced 5 -> 4 -> ... -> 1 (each stage initialised from the previous one, thresholds trainable),
   then QAT. Units are Conv-BN-LIF blocks: a fully-connected network (``--net mlp``) gets none.
 
+A conv first layer is kept whole (``--first-sparsity``, default 0 for a conv first layer): it is
+about 1% of the weights and does its synaptic work once, on the image, but pruned its neurons see
+less of the image and fire more, and every extra spike costs the next layer a row of events (on
+the VGG default: 344 instead of 210 first-layer spikes at t = 1, 1.6x the second layer's events).
+``--distill ALPHA`` fine-tunes the pruned networks (and the stp row's timestep stages) towards the
+dense network's outputs at every timestep (:class:`spikeloom.model.losses.DistillLoss`), which
+keeps them confident early: fewer timesteps under the early exit.
+
 The output layer has too few neurons per PE to keep the same count in every group (10 classes over
 8 PEs: ``floor(0.2 * 10 / 8) = 0`` at 80%); ``fill`` keeps one weight per PE in its best input rows
 and empties the others (an empty row costs no storage and no cycle). It is pruned less
@@ -43,7 +51,7 @@ ROWS = ("dense-t4", "pruned80-t4", "pruned90-t4", "direct-t1", "stp-t1")
 
 
 def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetune_epochs=80,
-            stage_epochs=20, head_sparsity=0.5):
+            stage_epochs=20, head_sparsity=0.5, first_sparsity=None, distill=0.5):
     """{row name: recipe} for ``net`` and ``pes`` processing elements (the recipe is part of the
     row's cache key). ``units=None``: 2 Units for a conv network, none for a fully-connected one."""
     from spikeloom.model.snn import ARCHS
@@ -55,7 +63,10 @@ def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetun
         raise ConfigError(f"unit_at = {unit_at!r} is outside the allowed range [1, {len(stages)}] for {net!r}")
     if units is None:
         units = 2 if stages[unit_at - 1][0] != "dense" else 0
-    prune = {"balance": pes, "finetune_epochs": finetune_epochs, "head_sparsity": head_sparsity}
+    if first_sparsity is None and stages[0][0] == "conv":
+        first_sparsity = 0.0  # a conv first layer is small: keep it (see prune_weights)
+    prune = {"balance": pes, "finetune_epochs": finetune_epochs, "head_sparsity": head_sparsity,
+             "first_sparsity": first_sparsity, "distill": distill}
     return {
         "dense-t4": {"kind": "dense", "t_max": 4},
         "pruned80-t4": {"kind": "prune", "t_max": 4, "sparsity": 0.8, **prune},
@@ -92,17 +103,31 @@ class PruneContext(steps.Context):
         return h.hexdigest()[:16]
 
 
-def prune_weights(model, sparsity, pes, head_sparsity=0.5):
+def prune_weights(model, sparsity, pes, head_sparsity=0.5, first_sparsity=None):
     """Balanced magnitude pruning over ``pes`` PEs (with ``fill``) of every layer to ``sparsity`` of
-    all weights: the output layer to ``head_sparsity``, the hidden layers to what makes up the total."""
+    all weights: the output layer to ``head_sparsity``, the first (analog-input) layer to
+    ``first_sparsity`` (``None``: like the others), the other layers to what makes up the total.
+
+    The first layer is a small share of the weights (144 of 15248 in the VGG default) and does its
+    synaptic work once per inference, on the image; pruning it makes its neurons fire more (they
+    see less of the image), and every extra spike costs the second layer a whole row of events."""
     from spikeloom.model import prune
 
     params = prune.prunable(model)
-    hidden = [n for n in params if n != "head.weight"]
-    n_all, n_head = sum(p.numel() for p in params.values()), params["head.weight"].numel()
-    s_hidden = min(1.0, max(0.0, (sparsity * n_all - head_sparsity * n_head) / (n_all - n_head)))
-    masks = prune.magnitude_prune(model, s_hidden, balance=pes, fill=True, names=hidden)
-    masks.update(prune.magnitude_prune(model, head_sparsity, balance=pes, fill=True, names=["head.weight"]))
+    first = next(iter(params))
+    fixed = {"head.weight": head_sparsity}
+    if first_sparsity is not None:
+        fixed[first] = first_sparsity
+    hidden = [n for n in params if n not in fixed]
+    n_all = sum(p.numel() for p in params.values())
+    spent = sum(s * params[n].numel() for n, s in fixed.items())
+    n_hidden = sum(params[n].numel() for n in hidden)
+    s_hidden = min(1.0, max(0.0, (sparsity * n_all - spent) / n_hidden)) if n_hidden else 0.0
+    masks = {}
+    if hidden:
+        masks.update(prune.magnitude_prune(model, s_hidden, balance=pes, fill=True, names=hidden))
+    for n, s in fixed.items():
+        masks.update(prune.magnitude_prune(model, s, balance=pes, fill=True, names=[n]))
     return masks
 
 
@@ -116,8 +141,10 @@ def _train_variant(ctx, recipe, dense_float, log):
     split, cfg, neu = ctx.split(), ctx.train, ctx.neuron
     stages = []
 
-    def fit(desc, model, c, after_step=None):
-        model, hist = train_float(split, c, neu, model=model, after_step=after_step)
+    def fit(desc, model, c, after_step=None, teacher=None):
+        alpha = recipe.get("distill", 0.0)
+        model, hist = train_float(split, c, neu, model=model, after_step=after_step,
+                                  teacher=teacher if alpha else None, distill=alpha)
         stages.append({"stage": desc, "t_max": model.t_max, "epochs": c.epochs,
                        "val_accuracy": max(h["val"] for h in hist)})
         log(f"[prune] {desc}: best validation accuracy {100 * stages[-1]['val_accuracy']:.2f}%")
@@ -129,9 +156,10 @@ def _train_variant(ctx, recipe, dense_float, log):
     ft = replace(cfg, epochs=recipe["finetune_epochs"], lr=cfg.lr / 3)
     if kind == "prune":
         model = copy.deepcopy(dense_float)
-        masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"])
+        masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"],
+                              recipe["first_sparsity"])
         model = fit(f"pruned {100 * prune.sparsity(model)['total']:.1f}% (balanced, N={recipe['balance']}), "
-                    "fine-tuned", model, ft, prune.keep_masks(masks))
+                    "fine-tuned", model, ft, prune.keep_masks(masks), teacher=dense_float)
         return model, stages
     # stp: Units during training, removed; balanced weight pruning; T = t_from -> 1
     t_from, m = recipe["t_from"], recipe["units"]
@@ -140,13 +168,16 @@ def _train_variant(ctx, recipe, dense_float, log):
     model = fit(f"T={t_from} with {m} Unit(s) after stage {recipe['unit_at']}", net, replace(cfg, t_max=t_from))
     if m:
         model = prune.remove_units(model)
-    masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"])
+    masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"],
+                              recipe["first_sparsity"])
     model = fit(f"T={t_from}, Units removed, pruned {100 * prune.sparsity(model)['total']:.1f}% "
                 f"(balanced, N={recipe['balance']}), fine-tuned", model, replace(ft, t_max=t_from),
-                prune.keep_masks(masks))
+                prune.keep_masks(masks), teacher=dense_float)
     history = []
     model = prune.reduce_timesteps(model, split, cfg, t_from=t_from, t_to=recipe["t_max"],
-                                   epochs=recipe["stage_epochs"], history=history, after_step=prune.keep_masks(masks))
+                                   epochs=recipe["stage_epochs"], history=history, after_step=prune.keep_masks(masks),
+                                   teacher=dense_float if recipe.get("distill") else None,
+                                   distill=recipe.get("distill", 0.0))
     for h in history:
         stages.append({"stage": f"T={h['t_max']} (trainable thresholds)", "t_max": h["t_max"],
                        "epochs": len(h["history"]), "val_accuracy": max(e["val"] for e in h["history"])})
@@ -277,8 +308,8 @@ def table(rows):
 
 def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", image_size=None, data_seed=0,
         epochs=None, qat_epochs=None, finetune_epochs=80, stage_epochs=20, units=None, unit_at=1,
-        stp_sparsity=0.8, t_from=5, head_sparsity=0.5, seed=0, device="auto", weight_bits=8, input_bits=4,
-        simulator="verilator", cosim_images=None, cosim=True, log=print):
+        stp_sparsity=0.8, t_from=5, head_sparsity=0.5, first_sparsity=None, distill=0.5, seed=0, device="auto",
+        weight_bits=8, input_bits=4, simulator="verilator", cosim_images=None, cosim=True, log=print):
     """Train, quantize, evaluate (and co-simulate) every row; writes ``build/pruning.json``."""
     from spikeloom.model.config import NeuronConfig, QuantConfig
     from spikeloom.model.train import TrainConfig
@@ -288,7 +319,12 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ROWS)}")
-    book = recipes(net, pes, units, unit_at, stp_sparsity, t_from, finetune_epochs, stage_epochs, head_sparsity)
+    if first_sparsity is not None and not 0.0 <= first_sparsity <= 1.0:
+        raise ConfigError(f"--first-sparsity = {first_sparsity} is outside the allowed range [0, 1]")
+    if not 0.0 <= distill <= 1.0:
+        raise ConfigError(f"--distill = {distill} is outside the allowed range [0, 1]")
+    book = recipes(net, pes, units, unit_at, stp_sparsity, t_from, finetune_epochs, stage_epochs, head_sparsity,
+                   first_sparsity, distill)
     kw = {k: v for k, v in (("epochs", epochs), ("qat_epochs", qat_epochs)) if v is not None}
     base = TrainConfig(arch=net, seed=seed, device=device, **kw)
     quant = QuantConfig(weight_bits=weight_bits, input_bits=input_bits)
@@ -311,8 +347,8 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
         ctx = context("dense-t4")
         row, dense_float, qm = evaluate_row("dense-t4", ctx, pes, log=log)
         done.append((row, ctx, qm))
-    elif any(book[r]["kind"] == "prune" for r in order):
-        dense_float = steps.step_train(context("dense-t4"), log=log)  # what the pruned rows start from
+    elif any(book[r]["kind"] == "prune" or book[r].get("distill") for r in order):
+        dense_float = steps.step_train(context("dense-t4"), log=log)  # what pruned rows start from / distil
     for name in order:
         if name != "dense-t4":
             ctx = context(name)
@@ -358,6 +394,11 @@ def add_arguments(p):
     p.add_argument("--stp-sparsity", type=float, default=0.8, help="stp: weight sparsity (default 0.8)")
     p.add_argument("--head-sparsity", type=float, default=0.5,
                    help="sparsity of the output layer; the hidden layers make up each row's total (default 0.5)")
+    p.add_argument("--first-sparsity", type=float, default=None,
+                   help="sparsity of the first (analog-input) layer (default: 0 for a conv first layer, "
+                        "else like the hidden layers)")
+    p.add_argument("--distill", type=float, default=0.5,
+                   help="weight alpha of distillation from the dense network while fine-tuning (default 0.5; 0 = off)")
     p.add_argument("--t-from", type=int, default=5, help="stp: timesteps before the reduction (default 5)")
     p.add_argument("--weight-bits", type=int, default=8)
     p.add_argument("--input-bits", type=int, default=4)
@@ -373,7 +414,7 @@ def run_args(a):
                dataset=a.dataset, image_size=a.image_size, data_seed=a.data_seed, epochs=a.epochs,
                qat_epochs=a.qat_epochs, finetune_epochs=a.finetune_epochs, stage_epochs=a.stage_epochs,
                units=a.units, unit_at=a.unit_at, stp_sparsity=a.stp_sparsity, t_from=a.t_from,
-               head_sparsity=a.head_sparsity, seed=a.seed,
+               head_sparsity=a.head_sparsity, first_sparsity=a.first_sparsity, distill=a.distill, seed=a.seed,
                device=a.device, weight_bits=a.weight_bits, input_bits=a.input_bits, simulator=a.sim,
                cosim_images=a.cosim_images, cosim=not a.no_cosim)
 

@@ -11,8 +11,39 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import check_choice
+from .errors import ConfigError
 
 SCHEDULES = ("uniform", "early", "late", "learnable", "final", "tet")
+
+
+class DistillLoss(nn.Module):
+    """Knowledge distillation for fine-tuning a pruned network from its dense teacher.
+
+    ``L = (1 - alpha) * base(z, y) + alpha * tau^2 * sum_t w_t * KL(p_teacher || softmax(z_t / t / tau))``
+    with ``p_teacher = softmax(z_teacher_T / T_teacher / tau)`` (the teacher's mean output over all of
+    its timesteps) and ``w_t`` the base loss's schedule. Every timestep of the student is pulled
+    towards the teacher's final answer, so the pruned network stays confident early, which is what
+    the early exit turns into fewer timesteps. ``soft`` (the third argument) holds the teacher's
+    logits ``z_teacher_T / T_teacher`` for the batch.
+    """
+
+    def __init__(self, base, alpha=0.5, tau=2.0):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"distill alpha = {alpha!r} is outside [0, 1]")
+        if not tau > 0:
+            raise ConfigError(f"distill tau = {tau!r} must be > 0")
+        self.base, self.alpha, self.tau = base, alpha, tau
+
+    def forward(self, z, y, soft):
+        T = z.shape[0]
+        t = torch.arange(1, T + 1, dtype=z.dtype, device=z.device).view(T, 1, 1)
+        logp = F.log_softmax(z / t / self.tau, dim=-1)
+        p_t = F.softmax(soft / self.tau, dim=-1)
+        kl = (p_t * (torch.log(p_t.clamp_min(1e-12)) - logp)).sum(-1).mean(-1)  # (T,)
+        w = self.base.weights(T).to(z.device) if self.base.schedule != "tet" else torch.full((T,), 1.0 / T)
+        kd = (w.to(z.device) * kl).sum() * self.tau ** 2
+        return (1 - self.alpha) * self.base(z, y) + self.alpha * kd
 
 
 class TimeLoss(nn.Module):

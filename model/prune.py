@@ -295,7 +295,7 @@ def remove_units(model: SNN) -> SNN:
 
 
 def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=None, history=None,
-                     after_step=None):
+                     after_step=None, teacher=None, distill=0.5):
     """Progressive temporal pruning: from a network at ``t_from`` timesteps, retrain at ``t_from - 1``
     initialised from it, and so on down to ``t_to``; returns the ``t_to`` network (a new object).
 
@@ -303,7 +303,8 @@ def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=No
     (train one at ``t_from`` with ``cfg`` first). Thresholds are made trainable
     (:meth:`SNN.enable_threshold_learning`). Each stage trains ``epochs`` (default ``cfg.epochs``)
     epochs with ``cfg``; ``history``, if a list, receives ``{"t_max", "history"}`` per stage.
-    ``after_step`` (e.g. :func:`keep_masks`) is passed to every stage.
+    ``after_step`` (e.g. :func:`keep_masks`) is passed to every stage, and so are ``teacher`` and
+    ``distill`` (distillation from a trained network, see :func:`~spikeloom.model.train.train_float`).
     """
     from .train import train_float
 
@@ -323,7 +324,8 @@ def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=No
         model = copy.deepcopy(model)
         model.t_max = T
         stage_cfg = replace(cfg, t_max=T, epochs=epochs or cfg.epochs)
-        model, hist = train_float(split, stage_cfg, neuron, model=model, after_step=after_step)
+        model, hist = train_float(split, stage_cfg, neuron, model=model, after_step=after_step, teacher=teacher,
+                                  distill=distill)
         if history is not None:
             history.append({"t_max": T, "history": hist})
     return model

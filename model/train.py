@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .config import EXIT_CRITERIA, NeuronConfig, QuantConfig, check_choice, check_int
 from .errors import ConfigError
 from .golden import first_argmax, quantize_values
-from .losses import SCHEDULES, TimeLoss
+from .losses import SCHEDULES, DistillLoss, TimeLoss
 from .snn import ARCHS, SNN, IntSNN
 
 
@@ -84,12 +84,15 @@ def _batches(n, bs, gen):
     return [perm[i:i + bs] for i in range(0, n, bs)]
 
 
-def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_step=None, device="cpu"):
+def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_step=None, device="cpu",
+         soft=None):
     """Adam + cosine schedule; keeps the state with the best validation score.
 
     ``after_step(model)``, if given, runs once before training and after every optimizer step (e.g.
     to record and re-apply pruning masks, :class:`spikeloom.model.prune.KeepZeros`). The model and
     each batch are moved to ``device`` (a :class:`torch.device`); the model ends on the CPU.
+    ``soft``: per-sample targets aligned with ``x`` (a teacher's logits), passed to the loss as its
+    third argument (:class:`~spikeloom.model.losses.DistillLoss`).
     """
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -106,7 +109,11 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
         total = 0.0
         for idx in _batches(len(x), bs, gen):
             opt.zero_grad()
-            loss = loss_fn(model(x[idx].to(device)), y[idx].to(device))
+            out = model(x[idx].to(device))
+            if soft is None:
+                loss = loss_fn(out, y[idx].to(device))
+            else:
+                loss = loss_fn(out, y[idx].to(device), soft[idx].to(device))
             loss.backward()
             opt.step()
             if after_step is not None:
@@ -134,16 +141,28 @@ def accumulate(model: SNN, x, batch=1024):
         return torch.cat([model(xt[i:i + batch].to(dev)).cpu() for i in range(0, len(xt), batch)], dim=1).numpy()
 
 
-def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after_step=None):
+def teacher_logits(teacher, x):
+    """A teacher network's mean output ``z_T / T`` (N, K) on float inputs ``x``, as a tensor."""
+    return torch.as_tensor(accumulate(teacher, x)[-1] / teacher.t_max)
+
+
+def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after_step=None, teacher=None,
+                distill=0.5):
     """Train the float SNN on ``split.train``, selecting the epoch with the best validation accuracy.
 
     ``model``: start from this :class:`SNN` (fine-tuning; its own ``t_max`` is used) instead of a
-    fresh ``cfg.arch`` network. ``after_step``: see :func:`_fit`.
+    fresh ``cfg.arch`` network. ``after_step``: see :func:`_fit`. ``teacher``: a trained network
+    whose outputs the training also matches (:class:`~spikeloom.model.losses.DistillLoss` with
+    ``alpha = distill``), e.g. the dense network while a pruned copy of it is fine-tuned.
     """
     torch.manual_seed(cfg.seed)
     if model is None:
         model = SNN(split.train.shape, len(split.train.classes), cfg.arch, neuron, cfg.t_max)
     loss_fn = TimeLoss(cfg.loss, model.t_max)
+    soft = None
+    if teacher is not None:
+        loss_fn = DistillLoss(loss_fn, distill)
+        soft = teacher_logits(teacher, split.train.x)
     x = torch.as_tensor(split.train.x)
     y = torch.as_tensor(split.train.y)
 
@@ -151,7 +170,7 @@ def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after
         return float((first_argmax(accumulate(m, split.val.x)[-1]) == split.val.y).mean())
 
     history = _fit(model, loss_fn, x, y, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size,
-                   cfg.seed, "train (float)", val_acc, after_step, resolve_device(cfg.device))
+                   cfg.seed, "train (float)", val_acc, after_step, resolve_device(cfg.device), soft)
     return model, history
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spikeloom.model.errors import ConfigError
-from spikeloom.model.losses import SCHEDULES, TimeLoss
+from spikeloom.model.losses import SCHEDULES, DistillLoss, TimeLoss
 
 
 @pytest.mark.parametrize("schedule", ["uniform", "early", "late", "learnable", "final"])
@@ -38,3 +38,25 @@ def test_every_loss_backpropagates(schedule):
 def test_unknown_schedule():
     with pytest.raises(ConfigError, match="loss"):
         TimeLoss("sometimes")
+
+
+def test_distillation_is_the_base_loss_at_alpha_zero_and_pulls_every_timestep_to_the_teacher():
+    torch.manual_seed(0)
+    base = TimeLoss("early", 4)
+    z = torch.randn(4, 6, 3).cumsum(0)
+    y = torch.randint(0, 3, (6,))
+    soft = torch.randn(6, 3)
+    assert torch.isclose(DistillLoss(base, 0.0)(z, y, soft), base(z, y))
+    # a student whose mean output z_t / t equals the teacher's at every t has zero distillation term
+    t = torch.arange(1, 5, dtype=torch.float32).view(4, 1, 1)
+    assert torch.isclose(DistillLoss(base, 1.0)(soft.expand(4, 6, 3) * t, y, soft), torch.tensor(0.0), atol=1e-6)
+    # its gradient moves an early timestep's output towards the teacher's answer
+    zz = torch.zeros(4, 6, 3, requires_grad=True)
+    DistillLoss(base, 1.0)(zz.cumsum(0), y, soft).backward()
+    assert (zz.grad[0].argmin(-1) == soft.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("kw", [{"alpha": 1.5}, {"alpha": -0.1}, {"tau": 0.0}])
+def test_distillation_rejects_bad_settings(kw):
+    with pytest.raises(ConfigError, match="distill"):
+        DistillLoss(TimeLoss("early", 4), **kw)

@@ -96,3 +96,51 @@ def test_remote_sensing_recipe_on_an_image_folder(tmp_path):
     ctx = flow.PruneContext(build=tmp_path, dataset=kw["dataset"], image_size=8)
     assert ctx.key("train") != flow.PruneContext(build=tmp_path, dataset=kw["dataset"], image_size=12).key("train")
     assert ctx.split().train.shape == (3, 8, 8)
+
+
+def test_prune_weights_keeps_a_conv_first_layer_and_reaches_the_total():
+    import torch
+
+    from spikeloom.model import prune
+    from spikeloom.model.config import NeuronConfig
+    from spikeloom.model.snn import SNN
+
+    torch.manual_seed(0)
+    m = SNN((1, 8, 8), 10, "vgg", NeuronConfig(), 4)
+    book = flow.recipes("vgg", 8)
+    assert book["pruned80-t4"]["first_sparsity"] == 0.0 == book["stp-t1"]["first_sparsity"]
+    assert flow.recipes("mlp", 8)["pruned80-t4"]["first_sparsity"] is None  # an MLP's first layer is big
+    flow.prune_weights(m, 0.8, 8, head_sparsity=0.5, first_sparsity=0.0)
+    params = prune.prunable(m)
+    assert (params["blocks.0.syn.weight"] != 0).all()
+    assert abs(float((params["head.weight"] == 0).float().mean()) - 0.5) < 0.05
+    assert prune.sparsity(m)["total"] >= 0.8
+    for name, p in params.items():  # every layer stays balanced over the PEs
+        assert prune.pe_load(p.detach(), 8)[1] < 1.01 or name == "head.weight"
+    m2 = SNN((1, 8, 8), 10, "vgg", NeuronConfig(), 4)
+    flow.prune_weights(m2, 0.8, 8, first_sparsity=None)  # None: pruned like the hidden layers
+    assert float((prune.prunable(m2)["blocks.0.syn.weight"] == 0).float().mean()) > 0.7
+
+
+def test_prune_flow_rejects_bad_first_sparsity_and_distill(tmp_path):
+    with pytest.raises(ConfigError, match="first-sparsity"):
+        flow.run(tmp_path, first_sparsity=1.5, **TINY)
+    with pytest.raises(ConfigError, match="distill"):
+        flow.run(tmp_path, distill=-1.0, **TINY)
+
+
+def test_prune_flow_distils_from_the_dense_network(tmp_path, monkeypatch):
+    from spikeloom.model import train
+
+    seen = []
+    orig = train.train_float
+
+    def spy(*a, **kw):
+        seen.append((kw.get("teacher") is not None, kw.get("distill")))
+        return orig(*a, **kw)
+
+    monkeypatch.setattr(train, "train_float", spy)
+    rep = flow.run(tmp_path, rows=("pruned80-t4",), distill=0.5, cosim=False, **TINY)
+    (row,) = rep["rows"]
+    assert row["recipe"]["distill"] == 0.5 and row["weight_sparsity"] >= 0.8
+    assert (True, 0.5) in seen  # the fine-tuning had the dense network as its teacher
