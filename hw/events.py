@@ -137,7 +137,7 @@ class SpikeEventSource(wiring.Component):
         Entries with a nonzero mask; ``ready`` is low only when the queue is full. An entry
         pushed in cycle k can be an event from cycle k + 1.
     events : Out(stream.Signature(layout))
-        ``row = rbase + lane``; ``valid`` is registered state only.
+        ``row = rbase + lane``; ``valid`` and the payload come from registers only.
     empty : Out(1)
         No entry is queued or being split (combinational).
     """
@@ -157,37 +157,46 @@ class SpikeEventSource(wiring.Component):
         entry = self.push.payload.shape()
         # depth >= 2: a 1-entry SyncFIFO has zero-width pointers (ascending `[-1:0]` vectors in Verilog)
         m.submodules.queue = queue = SyncFIFO(width=entry.size, depth=max(self._depth, 2))
-        m.d.comb += [
-            queue.w_data.eq(self.push.payload.as_value()),
-            queue.w_en.eq(self.push.valid),
-            self.push.ready.eq(queue.w_rdy),
-        ]
         head = data.View(entry, queue.r_data)
 
-        # The entry being split into events; its mask keeps the lanes not yet issued.
+        # The entry being split into events sits in a register; its mask keeps the lanes not yet
+        # issued. Events come from it only (no queue read in the event path): it takes the
+        # queue's next entry in the cycle its last lane is taken, or a pushed entry directly when
+        # the queue is empty, which is the timing of a first-word-fall-through queue.
         hold = Signal(entry)
-        use_hold = hold.mask != 0
-        src = Signal(entry)
-        m.d.comb += src.eq(Mux(use_hold, hold.as_value(), head.as_value()))
         # at least 1 bit: a zero-width signal (N = 1) is emitted as an ascending `[-1:0]` vector
         lane = Signal(range(max(n, 2)))
         for b in reversed(range(n)):
-            with m.If(src.mask[b]):
+            with m.If(hold.mask[b]):
                 m.d.comb += lane.eq(b)
+        valid = hold.mask != 0
         m.d.comb += [
-            self.events.valid.eq(use_hold | queue.r_rdy),
-            self.events.payload.row.eq(src.rbase + lane),
-            self.events.payload.y.eq(src.y),
-            self.events.payload.x.eq(src.x),
+            self.events.valid.eq(valid),
+            self.events.payload.row.eq(hold.rbase + lane),
+            self.events.payload.y.eq(hold.y),
+            self.events.payload.x.eq(hold.x),
             self.events.payload.val.eq(1),
-            self.empty.eq(~use_hold & ~queue.r_rdy),
+            self.empty.eq(~valid & ~queue.r_rdy),
         ]
-        with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [
-                hold.rbase.eq(src.rbase),
-                hold.y.eq(src.y),
-                hold.x.eq(src.x),
-                hold.mask.eq(src.mask & ~(Const(1, n) << lane)),
-            ]
-            m.d.comb += queue.r_en.eq(~use_hold)
+        rest = Signal(n)
+        m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
+        take = valid & self.events.ready
+        # hold is free after this cycle: empty, or its last lane is taken now
+        free = ~valid | (take & (rest == 0))
+        direct = free & ~queue.r_rdy & self.push.valid
+        m.d.comb += [
+            queue.w_data.eq(self.push.payload.as_value()),
+            queue.w_en.eq(self.push.valid & ~direct),
+            self.push.ready.eq(queue.w_rdy | direct),
+            queue.r_en.eq(free),
+        ]
+        with m.If(free):
+            with m.If(queue.r_rdy):
+                m.d.sync += hold.eq(head)
+            with m.Elif(self.push.valid):
+                m.d.sync += hold.eq(self.push.payload)
+            with m.Else():
+                m.d.sync += hold.mask.eq(0)
+        with m.Elif(take):
+            m.d.sync += hold.mask.eq(rest)
         return m

@@ -55,7 +55,9 @@ class PE(wiring.Component):
     Six-stage pipeline for a command whose ``issue`` is sampled in cycle k (stage 0):
 
     * stage 0 (k): weight, membrane and bias memories read at ``issue``'s addresses;
-    * stage 1 (k + 1, ``exe``): the read data are registered (the block RAM's output register);
+    * stage 1 (k + 1, ``exe``): the read data are registered (the block RAM's output register),
+      the old membrane as 0 in timestep 1 and its leak term ``u >> leak_shift`` beside it (0 for
+      the output integrator);
     * stage 2 (k + 2): ``w * val``, the leaked old membrane plus bias, and for compressed storage
       the entry's neuron address ``addr - D[geo][t] + c`` and whether its tap lands, registered;
     * stage 3 (k + 3): the acc memory is read at the command's neuron (data registered);
@@ -181,11 +183,20 @@ class PE(wiring.Component):
             bias_rd.addr.eq(self.issue.n_addr),
         ]
 
-        # Stage 1: register the read data (block RAM clock-to-output is slow).
+        # Stage 1: register the read data (block RAM clock-to-output is slow). The old membrane
+        # and its leak term are zeroed here, by the registers' synchronous reset (timestep 1: the
+        # old membrane reads as 0; the output integrator does not leak), so that the command
+        # bits, shared by every PE, do not enter stage 2's adders.
         w1 = Signal.like(w_rd.data, name="w1")
         mem1 = Signal.like(mem_rd.data, name="mem1")
+        leak1 = Signal.like(mem_rd.data, name="leak1")
         bias1 = Signal.like(bias_rd.data, name="bias1")
-        m.d.sync += [w1.eq(w_rd.data), mem1.eq(mem_rd.data), bias1.eq(bias_rd.data)]
+        m.d.sync += [
+            w1.eq(w_rd.data),
+            mem1.eq(Mux(exe.first_t, 0, mem_rd.data)),
+            leak1.eq(Mux(exe.first_t | exe.output, 0, mem_rd.data >> k) if k else 0),
+            bias1.eq(bias_rd.data),
+        ]
 
         # Stage 2: product; leak + bias; the neuron of a compressed entry and whether it lands.
         wb, tb, cb = plan.weight_bits, plan.tap_bits, plan.chunk_bits
@@ -193,14 +204,12 @@ class PE(wiring.Component):
         m.d.comb += w.eq(w1[:wb])
         prod = Signal(signed(wb + plan.model.input_bits + 1), name="prod")
         base = Signal(signed(mb + 2), name="base")
-        u_old = Mux(s2.first_t, 0, mem1)
-        leaked = u_old - (u_old >> k) if k else u_old
         nbits = _ubits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
         ok3 = Signal(name="ok3")  # an acc command that writes
         m.d.sync += [
             prod.eq(w * s2.val),
-            base.eq(Mux(s2.output, u_old, leaked) + bias1),
+            base.eq(mem1 - leak1 + bias1),
         ]
         # (a compressed layer whose rows need no index fields, one tap and one chunk, still takes
         # the compressed path: its padding entries must neither count nor write)
