@@ -216,7 +216,7 @@ class Accelerator(wiring.Component):
         if sc_of:
             m.submodules.shortcut = scq = SpikeEventSource(
                 n, max(pushes(layers[s]) for s in sc_of), entry, ev_layout)
-        m.submodules.top2 = top2 = Top2(n, plan.membrane_bits, model.n_classes, model.exit_threshold)
+        m.submodules.exit = top2 = Top2(n, plan.membrane_bits, model.n_classes, model.exit_threshold)
 
         sbits, lbits = _bits(plan.weight_depth + 1), _bits(plan.max_row_len + 1)
         m.submodules.rows = rows = Memory(
@@ -246,8 +246,8 @@ class Accelerator(wiring.Component):
         cycles = Signal(COUNTER_BITS)
         counters = [{c: Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS} for lp in layers]
         # The counters are cleared in the cycle after the result is taken (a registered pulse: the
-        # clear reaches every counter bit, too wide a fan-out for the handshake's logic). Only
-        # input_events can count in that cycle: it counts from 0 then.
+        # clear reaches every counter bit, too wide a fan-out for the handshake's logic); none
+        # counts in that cycle.
         clear_counters = Signal()
         with m.If(clear_counters):
             m.d.sync += [s.eq(0) for cs in counters for s in cs.values()]
@@ -311,14 +311,17 @@ class Accelerator(wiring.Component):
 
         rw_ready = Signal()
         m.d.comb += ev_ready.eq(~ev_valid | rw_ready)
+        # An event is counted in the cycle after it enters EV (ev_new), off the handshake's path.
+        ev_new = Signal()
+        m.d.sync += ev_new.eq(ev_ready & src_valid)
         with m.If(ev_ready):
             m.d.sync += [ev_valid.eq(src_valid), ev.eq(src), ev_geo.eq(src_geo)]
-            with m.If(src_valid):
-                with m.Switch(src_geo):
-                    for gi, g in enumerate(geos):
-                        with m.Case(gi):
-                            cs = counters[g.layer]["input_events"]
-                            m.d.sync += cs.eq(Mux(clear_counters, 0, cs) + 1)
+        with m.If(ev_new):
+            with m.Switch(ev_geo):
+                for gi, g in enumerate(geos):
+                    with m.Case(gi):
+                        cs = counters[g.layer]["input_events"]
+                        m.d.sync += cs.eq(cs + 1)
 
         # EV -> RW: the rows table read, the landing taps and the event's neuron base.
         m.d.comb += [rows_rd.addr.eq(ev.row), rows_rd.en.eq(ev_valid & rw_ready)]
@@ -469,7 +472,9 @@ class Accelerator(wiring.Component):
             st[s] = Signal(ctl, name=f"s{s}")
             m.d.sync += st[s].eq(st[s - 1])
         for p, pe in enumerate(pes):
-            m.d.comb += [pe.issue.eq(issue), pe.exe.eq(st[1].cmd), pe.lane_valid.eq(st[1].lanes > p)]
+            m.d.comb += [pe.issue.eq(issue), pe.exe.eq(st[1].cmd), pe.lane_valid.eq(st[1].lanes > p),
+                         pe.lead.first_t.eq(nxt.cmd.first_t), pe.lead.output.eq(nxt.cmd.output),
+                         pe.lead.lane.eq(nxt.lanes > p)]
 
         # Fields common to the commands, assigned inside the phase switch below: a comb assignment
         # of a few bits of `nxt` outside it becomes an `always @*` block of its own, which an
@@ -480,14 +485,17 @@ class Accelerator(wiring.Component):
         # UPDATE and is preset to the next update's layer base in the other phases (every phase
         # before an UPDATE lasts a cycle at least), so that the PEs' read address comes from a
         # flip-flop and cnt's fan-out stays in the sequencer.
+        # (upd_next = upd_addr + 1, counted beside it: no adder between the widely routed address
+        # and its own next value)
         upd_addr = Signal(nbits)
+        upd_next = Signal(nbits, init=1)
         with m.If(in_update):
             with m.If(cmd.update):
-                m.d.sync += upd_addr.eq(upd_addr + 1)
+                m.d.sync += [upd_addr.eq(upd_next), upd_next.eq(upd_next + 1)]
         with m.Elif(phase == Phase.EXIT):
-            m.d.sync += upd_addr.eq(layers[0].neuron_base)
+            m.d.sync += [upd_addr.eq(layers[0].neuron_base), upd_next.eq(layers[0].neuron_base + 1)]
         with m.Else():
-            m.d.sync += upd_addr.eq(n_base)
+            m.d.sync += [upd_addr.eq(n_base), upd_next.eq(n_base + 1)]
         if loading:
             # PE by PE, address by address; the weight memories' one address serves the load.
             wl = self.i_weights

@@ -30,6 +30,11 @@ def issue_layout(plan):
     })
 
 
+def lead_layout():
+    """Stage-0 copies of the exec fields the PE registers itself (see :class:`PE`'s ``lead``)."""
+    return data.StructLayout({"first_t": 1, "output": 1, "lane": 1})
+
+
 def exec_layout(plan):
     """Stage-1 (compute) command broadcast to every PE, one cycle after its issue."""
     max_taps = max(s.taps for s in geometries(plan))
@@ -95,6 +100,11 @@ class PE(wiring.Component):
         Command for the data read at cycle k - 1 (stage 1).
     lane_valid : In(1)
         With ``exe``: this lane holds a real neuron of the current chunk (dense storage and updates).
+    lead : In(lead_layout())
+        With ``issue`` (stage 0): the ``first_t`` and ``output`` fields and the ``lane_valid`` of
+        the command that will be ``exe`` in the next cycle. The PE registers what stage 1 needs
+        of them in flip-flops of its own (the shared ``exe`` bits would have to reach every PE's
+        stage-1 registers from one place in the same cycle).
     read, syn : Out(1)
         Registered, stage ``W_NZ_STAGE`` (3), for ``acc`` commands: this lane read a stored weight
         (``read``) and it was a synaptic event (nonzero weight whose tap lands: ``syn``).
@@ -121,6 +131,7 @@ class PE(wiring.Component):
             "issue": In(issue_layout(plan)),
             "exe": In(exec_layout(plan)),
             "lane_valid": In(1),
+            "lead": In(lead_layout()),
             "spike": Out(1),
             "read": Out(1),
             "syn": Out(1),
@@ -191,10 +202,18 @@ class PE(wiring.Component):
         mem1 = Signal.like(mem_rd.data, name="mem1")
         leak1 = Signal.like(mem_rd.data, name="leak1")
         bias1 = Signal.like(bias_rd.data, name="bias1")
+        # (only a valid lane's membrane matters: the lane enters the flags, which makes them
+        # this PE's own registers)
+        zero_old, zero_leak = Signal(name="zero_old"), Signal(name="zero_leak")
+        lead = self.lead
+        m.d.sync += [
+            zero_old.eq(lead.first_t & lead.lane),
+            zero_leak.eq((lead.first_t | lead.output) & lead.lane),
+        ]
         m.d.sync += [
             w1.eq(w_rd.data),
-            mem1.eq(Mux(exe.first_t, 0, mem_rd.data)),
-            leak1.eq(Mux(exe.first_t | exe.output, 0, mem_rd.data >> k) if k else 0),
+            mem1.eq(Mux(zero_old, 0, mem_rd.data)),
+            leak1.eq(Mux(zero_leak, 0, mem_rd.data >> k) if k else 0),
             bias1.eq(bias_rd.data),
         ]
 
@@ -236,32 +255,42 @@ class PE(wiring.Component):
             self.syn.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane & (w != 0))),
         ]
 
-        # Stage 3: acc read.
+        # Stage 3: acc read. The product is zeroed unless the command accumulates and wz4 marks
+        # a command that writes 0 (a clear), so that stage 4's write data is the adder's output.
         prod4 = Signal.like(prod, name="prod4")
         base4 = Signal.like(base, name="base4")
         addr4 = Signal.like(addr3, name="addr4")
         ok4 = Signal(name="ok4")
+        wz4 = Signal(name="wz4")
+        # The parity a read word of the analog layer must have, as two flags that include this
+        # PE's lane (registers of this PE's own: the command bits are shared by every PE, far
+        # apart). A word of an invalid lane is never used, and it is never read as valid later.
+        par1_4, par0_4 = Signal(name="par1_4"), Signal(name="par0_4")
         m.d.comb += acc_rd.addr.eq(addr3)
-        m.d.sync += [prod4.eq(prod), base4.eq(base), addr4.eq(addr3), ok4.eq(ok3)]
+        m.d.sync += [
+            prod4.eq(Mux(s3.acc, prod, 0)), base4.eq(base), addr4.eq(addr3), ok4.eq(ok3),
+            wz4.eq(~s3.acc & ~(s3.update & s3.layer0)),
+            par1_4.eq(s3.layer0 & s3_lane & s3.img),
+            par0_4.eq(s3.layer0 & s3_lane & ~s3.img),
+        ]
 
         # The stage-4 write of this cycle, for the stage-3 command reading the same address.
         fwd = Signal(name="fwd")
         fwd_data = Signal.like(acc_rd.data, name="fwd_data")
         m.d.sync += [fwd.eq(acc_wr.en & (acc_wr.addr == addr3)), fwd_data.eq(acc_wr.data)]
 
-        # Stage 4: acc write-back; integrate and saturate; threshold read.
-        acc_word = Mux(fwd, fwd_data, acc_rd.data)
-        stored = acc_word[:abits].as_signed()
-        stale = s4.layer0 & (acc_word[abits] != s4.img)
+        # Stage 4: acc write-back; integrate and saturate; threshold read. A forwarded word is
+        # of the current image (or a cleared 0): only a read word can be stale.
+        rd = acc_rd.data
+        stale = ~fwd & Mux(rd[abits], par0_4, par1_4)
         old_acc = Signal(signed(abits), name="old_acc")
-        m.d.comb += old_acc.eq(Mux(stale, 0, stored))
+        m.d.comb += old_acc.eq(Mux(fwd, fwd_data[:abits], Mux(stale, 0, rd[:abits])))
         new_acc = Signal(signed(abits), name="new_acc")
         m.d.comb += [
-            new_acc.eq(old_acc + prod4),
+            new_acc.eq(Mux(wz4, 0, old_acc) + prod4),
             acc_wr.addr.eq(Mux(s4.acc, addr4, s4.addr)),
             acc_wr.en.eq(ok4 | s4.clear | (s4.update & s4.layer0)),
-            acc_wr.data.eq(Mux(s4.acc, Cat(new_acc, s4.img),
-                               Mux(s4.update & s4.layer0, Cat(old_acc, s4.img), 0))),
+            acc_wr.data.eq(Cat(new_acc, s4.img & ~wz4)),
             thr_rd.addr.eq(s4.addr),
         ]
         pre = Signal(signed(max(mb + 2, abits) + 1), name="pre")
