@@ -9,8 +9,8 @@ from amaranth.utils import ceil_log2
 from .plan import MEMORIES, WEIGHT_STORES
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
-#: ``exe`` is stage 1): ``read``/``syn`` in stage 3, ``z`` in stage 5, ``spike`` in stage 6.
-W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 5, 6
+#: ``exe`` is stage 1): ``read``/``syn`` in stage 3, ``z`` in stage 6, ``spike`` in stage 7.
+W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 6, 7
 
 
 def _ubits(n):
@@ -57,7 +57,7 @@ def exec_layout(plan):
 class PE(wiring.Component):
     """Processing element ``index`` of the array.
 
-    Six-stage pipeline for a command whose ``issue`` is sampled in cycle k (stage 0):
+    Seven-stage pipeline for a command whose ``issue`` is sampled in cycle k (stage 0):
 
     * stage 0 (k): weight, membrane and bias memories read at ``issue``'s addresses;
     * stage 1 (k + 1, ``exe``): the read data are registered (the block RAM's output register),
@@ -67,9 +67,10 @@ class PE(wiring.Component):
       the entry's neuron address ``addr - D[geo][t] + c`` and whether its tap lands, registered;
     * stage 3 (k + 3): the acc memory is read at the command's neuron (data registered);
     * stage 4 (k + 4): ``acc + w * val`` is written back (``acc``); the membrane update adds the
-      acc value and saturates (registered as ``z``); the acc is cleared (or, for the analog layer,
-      rewritten with the image parity); the threshold is read;
-    * stage 5 (k + 5): fire, reset and membrane write-back; ``spike`` is registered.
+      acc value (registered); the acc is cleared (or, for the analog layer, rewritten with the
+      image parity);
+    * stage 5 (k + 5): the sum saturates (registered as ``z``); the threshold is read;
+    * stage 6 (k + 6): fire, reset and membrane write-back; ``spike`` is registered.
 
     The acc value a command uses in stage 4 is the one written by the command one cycle before it
     when that wrote the same address (forwarded from a register), else the stage-3 read: no
@@ -78,8 +79,8 @@ class PE(wiring.Component):
     analog layer's acc words carry the parity of the image that wrote them; a word of another
     image reads as 0, so a new image needs no clearing pass (every update of the analog layer
     rewrites its words with the current parity). The membrane is read in stage 0 and written in
-    stage 5 without forwarding: the sequencer issues two updates of one neuron at least 6 cycles
-    apart (there is always an ACC phase or the exit wait between them).
+    stage 6 without forwarding: the sequencer issues two updates of one neuron at least 7 cycles
+    apart (there is always an ACC phase or the exit wait, longer than ``Z_STAGE``, between them).
 
     Parameters
     ----------
@@ -109,10 +110,10 @@ class PE(wiring.Component):
         Registered, stage ``W_NZ_STAGE`` (3), for ``acc`` commands: this lane read a stored weight
         (``read``) and it was a synaptic event (nonzero weight whose tap lands: ``syn``).
     z : Out(signed(membrane_bits))
-        Registered, stage ``Z_STAGE`` (5): the saturated updated membrane / output value of an
+        Registered, stage ``Z_STAGE`` (6): the saturated updated membrane / output value of an
         ``update`` command.
     spike : Out(1)
-        Registered, stage ``SPIKE_STAGE`` (6): the updated neuron fired (``update`` of a spiking
+        Registered, stage ``SPIKE_STAGE`` (7): the updated neuron fired (``update`` of a spiking
         layer, valid lane).
     load_en : In(1), only with ``weights="load"``
         Write ``load_data`` to the weight memory at ``issue.w_addr`` at the clock edge ending
@@ -181,11 +182,11 @@ class PE(wiring.Component):
         exe = self.exe
 
         # Stage 2..5 control: the stage-1 command and lane_valid, delayed.
-        s2, s3, s4, s5 = (Signal(exec_layout(plan), name=f"s{i}") for i in (2, 3, 4, 5))
-        s2_lane, s5_lane = Signal(name="s2_lane"), Signal(name="s5_lane")
-        s3_lane, s4_lane = Signal(name="s3_lane"), Signal(name="s4_lane")
-        m.d.sync += [s2.eq(exe), s3.eq(s2), s4.eq(s3), s5.eq(s4),
-                     s2_lane.eq(self.lane_valid), s3_lane.eq(s2_lane), s4_lane.eq(s3_lane), s5_lane.eq(s4_lane)]
+        s2, s3, s4, s5, s6 = (Signal(exec_layout(plan), name=f"s{i}") for i in (2, 3, 4, 5, 6))
+        s2_lane, s3_lane, s4_lane, s5_lane, s6_lane = (Signal(name=f"s{i}_lane") for i in (2, 3, 4, 5, 6))
+        m.d.sync += [s2.eq(exe), s3.eq(s2), s4.eq(s3), s5.eq(s4), s6.eq(s5),
+                     s2_lane.eq(self.lane_valid), s3_lane.eq(s2_lane), s4_lane.eq(s3_lane), s5_lane.eq(s4_lane),
+                     s6_lane.eq(s5_lane)]
 
         # Stage 0: reads.
         m.d.comb += [
@@ -291,25 +292,27 @@ class PE(wiring.Component):
             acc_wr.addr.eq(Mux(s4.acc, addr4, s4.addr)),
             acc_wr.en.eq(ok4 | s4.clear | (s4.update & s4.layer0)),
             acc_wr.data.eq(Cat(new_acc, s4.img & ~wz4)),
-            thr_rd.addr.eq(s4.addr),
         ]
         pre = Signal(signed(max(mb + 2, abits) + 1), name="pre")
-        m.d.comb += pre.eq(base4 + old_acc)
+        m.d.sync += pre.eq(base4 + old_acc)
+
+        # Stage 5: saturate (registered as ``z``); threshold read.
         u = self.z
         # pre fits in mb bits iff its bits mb - 1 .. top are all equal: a short reduction instead
         # of two wide comparisons after the adder.
         top = pre[mb - 1:]
         fits = (top == 0) | (top == (1 << len(top)) - 1)
         m.d.sync += u.eq(Mux(fits, pre[:mb], Mux(pre[-1], lo, hi)))
+        m.d.comb += thr_rd.addr.eq(s5.addr)
 
-        # Stage 5: fire, reset, membrane write-back.
+        # Stage 6: fire, reset, membrane write-back.
         fire = u >= thr_rd.data
         after = 0 if plan.model.neuron.reset == "zero" else u - thr_rd.data
         m.d.comb += [
-            mem_wr.addr.eq(s5.addr),
-            mem_wr.en.eq(s5.update),
-            mem_wr.data.eq(Mux(s5.output | ~fire, u, after)),
+            mem_wr.addr.eq(s6.addr),
+            mem_wr.en.eq(s6.update),
+            mem_wr.data.eq(Mux(s6.output | ~fire, u, after)),
         ]
-        m.d.sync += self.spike.eq(s5.update & ~s5.output & fire & s5_lane)
+        m.d.sync += self.spike.eq(s6.update & ~s6.output & fire & s6_lane)
         return m
 

@@ -130,7 +130,7 @@ def cycles(model, n_pe, x, result, b, plan=None, trace=False):
         # ---- combinational view of cycle c
         in_load, in_acc, in_update = phase == "LOAD", phase == "ACC", phase == "UPDATE"
         done_c = done
-        # pipeline outputs at stage 6 (pushes) of updates issued at c - 6
+        # pipeline outputs at SPIKE_STAGE (pushes) of updates issued at c - SPIKE_STAGE
         push_now = []
         trace_now = 0
         while upd and upd[0][0] <= c - SPIKE_STAGE:
