@@ -48,16 +48,18 @@ def _tool(name):
     return str(BIN / f"yowasp-{name}")
 
 
-# block_bits: data bits of one block RAM (the parity bits of ECP5's 18 kbit DP16KD are not counted);
+# block_bits: bits of one block RAM, a lower bound on the blocks a memory needs: ECP5's DP16KD holds
+# 18 kbit with its 9th bits, which Yosys packs with 8-bit data too (the default network's
+# 25856 x 8 weight memory at N = 1 takes 12 DP16KD, not 13);
 # blocks: how many the device has. weights: how the default build stores the weights (hw/plan.py
 # WEIGHT_STORES); the UP5K's 120 kbit of EBR cannot hold the default network's weights, its four
 # 256 kbit SPRAMs (single-port, no initial contents) can, written through the weight-load port.
 # spram: the single-port RAM a "load" weight memory is mapped to, (cell, data bits, count).
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
-                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 16384, "blocks": 56, "weights": "rom"},
+                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 56, "weights": "rom"},
     "ecp5-85k": {"family": "ecp5", "device": ["--85k", "--package", "CABGA381", "--speed", "6"],
-                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 16384, "blocks": 208, "weights": "rom"},
+                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 208, "weights": "rom"},
     "ice40-up5k": {"family": "ice40", "device": ["--up5k", "--package", "sg48"],
                    "bram": "SB_RAM40_4K", "dsp": "SB_MAC16", "block_bits": 4096, "blocks": 30, "weights": "load",
                    "spram": ("SB_SPRAM256KA", 16384 * 16, 4)},

@@ -10,8 +10,9 @@ Phases of one inference:
   or output integration; spikes are OR-pooled and pushed to the spike queue, and to the shortcut
   queue when a later layer reads them through a residual connection) then, for ``l + 1``,
   ``ACC`` (the events of the spike queue, then of the shortcut queue if ``l + 1`` has one).
-* ``EXIT``: the top-1/top-2 of the output values is merged during the output ``UPDATE``; one
-  cycle later the margin decides between the next timestep and ``RESULT``.
+* ``EXIT``: the top-1/top-2 of the output values is merged during the output ``UPDATE``; the
+  registered margin comparison (``Top2.margin_ok``) decides between the next timestep and
+  ``RESULT``.
 
 The event pipeline has three registers before the issue stage: ``EV`` (the event and its
 geometry; events are fetched as soon as a queue has them, also while the producing layer is
@@ -215,7 +216,7 @@ class Accelerator(wiring.Component):
         if sc_of:
             m.submodules.shortcut = scq = SpikeEventSource(
                 n, max(pushes(layers[s]) for s in sc_of), entry, ev_layout)
-        m.submodules.top2 = top2 = Top2(n, plan.membrane_bits, model.n_classes)
+        m.submodules.exit = top2 = Top2(n, plan.membrane_bits, model.n_classes, model.exit_threshold)
 
         sbits, lbits = _bits(plan.weight_depth + 1), _bits(plan.max_row_len + 1)
         m.submodules.rows = rows = Memory(
@@ -223,24 +224,40 @@ class Accelerator(wiring.Component):
             init=[st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)])
         rows_rd = rows.read_port()
 
-        phase = Signal(Phase, init=Phase.WEIGHTS if loading else Phase.INIT)
+        init_phase = Phase.WEIGHTS if loading else Phase.INIT
+        phase = Signal(Phase, init=init_phase)
+        # The next phase (default: stay), and registered flags of the phases the datapath tests:
+        # a flip-flop each instead of a decode of `phase` in the event handshake.
+        phase_nxt = Signal(Phase)
+        m.d.comb += phase_nxt.eq(phase)
+        m.d.sync += phase.eq(phase_nxt)
+        flags = {}
+        for ph in (Phase.LOAD, Phase.ACC, Phase.UPDATE, Phase.RESULT):
+            flags[ph] = Signal(name=f"in_{ph.name.lower()}", init=int(init_phase == ph))
+            m.d.sync += flags[ph].eq(phase_nxt == ph)
         layer = Signal(range(n_layers))
         t = Signal(range(model.t_max + 1), init=1)
         img = Signal(init=1)
-        exit_wait = Z_STAGE + top2.latency - 1  # cycles between the last output chunk's issue and EXIT
+        # cycles between the last output chunk's issue and EXIT: its values are in top2 after
+        # Z_STAGE + latency - 1, top2's registered margin comparison one cycle later
+        exit_wait = Z_STAGE + top2.latency
         cnt = Signal(range(max(plan.neuron_depth, exit_wait, 2)))
         running = Signal()
         cycles = Signal(COUNTER_BITS)
         counters = [{c: Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS} for lp in layers]
+        # The counters are cleared in the cycle after the result is taken (a registered pulse: the
+        # clear reaches every counter bit, too wide a fan-out for the handshake's logic); none
+        # counts in that cycle.
+        clear_counters = Signal()
+        with m.If(clear_counters):
+            m.d.sync += [s.eq(0) for cs in counters for s in cs.values()]
         nbits = _bits(plan.neuron_depth)
         wbits = _bits(plan.weight_depth)
 
         def per_layer(values, width, sel=layer):
             return Array(Const(v, width) for v in values)[sel]
 
-        in_load = phase == Phase.LOAD
-        in_acc = phase == Phase.ACC
-        in_update = phase == Phase.UPDATE
+        in_load, in_acc, in_update = flags[Phase.LOAD], flags[Phase.ACC], flags[Phase.UPDATE]
 
         # ---------------------------------------------------------------- event pipeline
         # EV: the event being looked up.
@@ -294,14 +311,17 @@ class Accelerator(wiring.Component):
 
         rw_ready = Signal()
         m.d.comb += ev_ready.eq(~ev_valid | rw_ready)
+        # An event is counted in the cycle after it enters EV (ev_new), off the handshake's path.
+        ev_new = Signal()
+        m.d.sync += ev_new.eq(ev_ready & src_valid)
         with m.If(ev_ready):
             m.d.sync += [ev_valid.eq(src_valid), ev.eq(src), ev_geo.eq(src_geo)]
-            with m.If(src_valid):
-                with m.Switch(src_geo):
-                    for gi, g in enumerate(geos):
-                        with m.Case(gi):
-                            cs = counters[g.layer]["input_events"]
-                            m.d.sync += cs.eq(cs + 1)
+        with m.If(ev_new):
+            with m.Switch(ev_geo):
+                for gi, g in enumerate(geos):
+                    with m.Case(gi):
+                        cs = counters[g.layer]["input_events"]
+                        m.d.sync += cs.eq(cs + 1)
 
         # EV -> RW: the rows table read, the landing taps and the event's neuron base.
         m.d.comb += [rows_rd.addr.eq(ev.row), rows_rd.en.eq(ev_valid & rw_ready)]
@@ -452,15 +472,30 @@ class Accelerator(wiring.Component):
             st[s] = Signal(ctl, name=f"s{s}")
             m.d.sync += st[s].eq(st[s - 1])
         for p, pe in enumerate(pes):
-            m.d.comb += [pe.issue.eq(issue), pe.exe.eq(st[1].cmd), pe.lane_valid.eq(st[1].lanes > p)]
+            m.d.comb += [pe.issue.eq(issue), pe.exe.eq(st[1].cmd), pe.lane_valid.eq(st[1].lanes > p),
+                         pe.lead.first_t.eq(nxt.cmd.first_t), pe.lead.output.eq(nxt.cmd.output),
+                         pe.lead.lane.eq(nxt.lanes > p)]
 
         # Fields common to the commands, assigned inside the phase switch below: a comb assignment
         # of a few bits of `nxt` outside it becomes an `always @*` block of its own, which an
         # event-driven simulator (Icarus) does not run at time 0 (sim/test_lint.py checks).
         cmd = nxt.cmd
         common = [cmd.first_t.eq(t == 1), cmd.output.eq(layer == out_layer), cmd.img.eq(img), nxt.layer.eq(layer)]
+        # The update's neuron, n_base + cnt, kept in a register of its own: it counts with cnt in
+        # UPDATE and is preset to the next update's layer base in the other phases (every phase
+        # before an UPDATE lasts a cycle at least), so that the PEs' read address comes from a
+        # flip-flop and cnt's fan-out stays in the sequencer.
+        # (upd_next = upd_addr + 1, counted beside it: no adder between the widely routed address
+        # and its own next value)
         upd_addr = Signal(nbits)
-        m.d.comb += upd_addr.eq(n_base + cnt)
+        upd_next = Signal(nbits, init=1)
+        with m.If(in_update):
+            with m.If(cmd.update):
+                m.d.sync += [upd_addr.eq(upd_next), upd_next.eq(upd_next + 1)]
+        with m.Elif(phase == Phase.EXIT):
+            m.d.sync += [upd_addr.eq(layers[0].neuron_base), upd_next.eq(layers[0].neuron_base + 1)]
+        with m.Else():
+            m.d.sync += [upd_addr.eq(n_base), upd_next.eq(n_base + 1)]
         if loading:
             # PE by PE, address by address; the weight memories' one address serves the load.
             wl = self.i_weights
@@ -474,7 +509,8 @@ class Accelerator(wiring.Component):
                 with m.If(wl_addr == plan.weight_depth - 1):
                     m.d.sync += [wl_addr.eq(0), wl_pe.eq(wl_pe + 1)]
                     with m.If(wl_pe == n - 1):
-                        m.d.sync += [wl_on.eq(0), phase.eq(Phase.INIT)]
+                        m.d.sync += wl_on.eq(0)
+                        m.d.comb += phase_nxt.eq(Phase.INIT)
                 with m.Else():
                     m.d.sync += wl_addr.eq(wl_addr + 1)
         else:
@@ -576,11 +612,10 @@ class Accelerator(wiring.Component):
         else:
             trace_empty = Const(1)
 
-        margin = top2.top1 - top2.top2
-        done_now = (margin >= model.exit_threshold) | (t == model.t_max)
+        done_now = top2.margin_ok | (t == model.t_max)
         res = self.o_result
         m.d.comb += [
-            res.valid.eq((phase == Phase.RESULT) & trace_empty),
+            res.valid.eq(flags[Phase.RESULT] & trace_empty),
             res.payload.pred.eq(top2.top1_index),
             res.payload.timesteps.eq(t),
             res.payload.cycles.eq(cycles),
@@ -589,8 +624,12 @@ class Accelerator(wiring.Component):
             for c in COUNTERS:
                 m.d.comb += res.payload.layers[lp.name][c].eq(counters[li][c])
 
-        with m.If(inputs.first):
-            m.d.sync += [cycles.eq(0), running.eq(1)]
+        # The first transfer is registered before it starts the count (it is combinational from the
+        # input handshake; the counter is wide): in the next cycle the count is 1.
+        first_r = Signal()
+        m.d.sync += first_r.eq(inputs.first)
+        with m.If(first_r):
+            m.d.sync += [cycles.eq(1), running.eq(1)]
         with m.Elif(running & ~res.valid):
             m.d.sync += cycles.eq(cycles + 1)
 
@@ -601,7 +640,8 @@ class Accelerator(wiring.Component):
                 # acc of every layer must start at 0 (parity 0); UPDATE keeps it so afterwards.
                 m.d.comb += [cmd.clear.eq(1), cmd.addr.eq(cnt)]
                 with m.If(cnt == plan.neuron_depth - 1):
-                    m.d.sync += [cnt.eq(0), phase.eq(Phase.LOAD)]
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.LOAD)
                 with m.Else():
                     m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.LOAD, Phase.ACC):
@@ -617,10 +657,12 @@ class Accelerator(wiring.Component):
                     nxt.lanes.eq(Mux(cur_chunked & (cur_k == last_c), last_lanes, n)),
                 ]
                 with m.If(in_load & inputs.done & quiet):
-                    m.d.sync += [cnt.eq(0), phase.eq(Phase.UPDATE)]
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
                 # the previous UPDATE's last updates may still push spike entries.
                 with m.If(in_acc & queues_empty & ~update_in_flight & quiet):
-                    m.d.sync += [cnt.eq(0), phase.eq(Phase.UPDATE)]
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
             with m.Case(Phase.UPDATE):
                 m.d.comb += common
                 stall = (cnt == 0) & (layer != out_layer) & ~trace_empty
@@ -658,27 +700,31 @@ class Accelerator(wiring.Component):
                         m.d.sync += [cnt.eq(0), uc.eq(0), cN.eq(0), upos.eq(0), ux.eq(0), xq.eq(0),
                                      yq.eq(0), px.eq(0), py.eq(0), pcol.eq(0), rb_row.eq(0), rb_col.eq(0)]
                         with m.If(layer == out_layer):
-                            m.d.sync += phase.eq(Phase.EXIT_WAIT)
+                            m.d.comb += phase_nxt.eq(Phase.EXIT_WAIT)
                         with m.Else():
-                            m.d.sync += [layer.eq(layer + 1), phase.eq(Phase.ACC)]
+                            m.d.sync += layer.eq(layer + 1)
+                            m.d.comb += phase_nxt.eq(Phase.ACC)
                     with m.Else():
                         m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.EXIT_WAIT):
                 # until the last output chunk's values are in top2
                 with m.If(cnt == exit_wait - 1):
-                    m.d.sync += [cnt.eq(0), phase.eq(Phase.EXIT)]
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.EXIT)
                 with m.Else():
                     m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.EXIT):
                 with m.If(done_now):
-                    m.d.sync += phase.eq(Phase.RESULT)
+                    m.d.comb += phase_nxt.eq(Phase.RESULT)
                 with m.Else():
-                    m.d.sync += [t.eq(t + 1), layer.eq(0), phase.eq(Phase.UPDATE)]
+                    m.d.sync += [t.eq(t + 1), layer.eq(0)]
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
             with m.Case(Phase.RESULT):
                 with m.If(res.ready & res.valid):
                     m.d.comb += inputs.restart.eq(1)
-                    m.d.sync += [phase.eq(Phase.LOAD), t.eq(1), layer.eq(0), running.eq(0), img.eq(~img)]
-                    m.d.sync += [s.eq(0) for cs in counters for s in cs.values()]
+                    m.d.sync += [t.eq(1), layer.eq(0), running.eq(0), img.eq(~img)]
+                    m.d.comb += phase_nxt.eq(Phase.LOAD)
+        m.d.sync += clear_counters.eq(res.ready & res.valid)
         return m
 
 

@@ -8,7 +8,7 @@ whose ``valid`` never depends on ``ready``.
 
 from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -137,7 +137,7 @@ class SpikeEventSource(wiring.Component):
         Entries with a nonzero mask; ``ready`` is low only when the queue is full. An entry
         pushed in cycle k can be an event from cycle k + 1.
     events : Out(stream.Signature(layout))
-        ``row = rbase + lane``; ``valid`` is registered state only.
+        ``row = rbase + lane``; ``valid`` and the payload come from registers only.
     empty : Out(1)
         No entry is queued or being split (combinational).
     """
@@ -155,39 +155,73 @@ class SpikeEventSource(wiring.Component):
         m = Module()
         n = self._n_pe
         entry = self.push.payload.shape()
-        # depth >= 2: a 1-entry SyncFIFO has zero-width pointers (ascending `[-1:0]` vectors in Verilog)
-        m.submodules.queue = queue = SyncFIFO(width=entry.size, depth=max(self._depth, 2))
-        m.d.comb += [
-            queue.w_data.eq(self.push.payload.as_value()),
-            queue.w_en.eq(self.push.valid),
-            self.push.ready.eq(queue.w_rdy),
-        ]
-        head = data.View(entry, queue.r_data)
+        # The queue: a memory with a registered read port, read one entry ahead (at the pointer
+        # it will have in the next cycle) and transparent to the write port, so that its head has
+        # the timing of a first-word-fall-through queue and the memory can be block RAM (iCE40
+        # EBR) instead of flip-flops and a read multiplexer. depth >= 2: no zero-width pointers.
+        depth = max(self._depth, 2)
+        m.submodules.storage = storage = Memory(shape=unsigned(entry.size), depth=depth, init=[])
+        wr = storage.write_port()
+        rd = storage.read_port(transparent_for=(wr,))
+        produce = Signal(range(depth))
+        consume = Signal(range(depth))
+        level = Signal(range(depth + 1))
+        r_rdy = Signal()
+        m.d.comb += r_rdy.eq(level != 0)
+        head = data.View(entry, rd.data)
 
-        # The entry being split into events; its mask keeps the lanes not yet issued.
+        # The entry being split into events sits in a register; its mask keeps the lanes not yet
+        # issued. Events come from it only (no queue read in the event path): it takes the
+        # queue's next entry in the cycle its last lane is taken, or a pushed entry directly when
+        # the queue is empty, which is the timing of a first-word-fall-through queue.
         hold = Signal(entry)
-        use_hold = hold.mask != 0
-        src = Signal(entry)
-        m.d.comb += src.eq(Mux(use_hold, hold.as_value(), head.as_value()))
         # at least 1 bit: a zero-width signal (N = 1) is emitted as an ascending `[-1:0]` vector
         lane = Signal(range(max(n, 2)))
         for b in reversed(range(n)):
-            with m.If(src.mask[b]):
+            with m.If(hold.mask[b]):
                 m.d.comb += lane.eq(b)
+        valid = hold.mask != 0
         m.d.comb += [
-            self.events.valid.eq(use_hold | queue.r_rdy),
-            self.events.payload.row.eq(src.rbase + lane),
-            self.events.payload.y.eq(src.y),
-            self.events.payload.x.eq(src.x),
+            self.events.valid.eq(valid),
+            self.events.payload.row.eq(hold.rbase + lane),
+            self.events.payload.y.eq(hold.y),
+            self.events.payload.x.eq(hold.x),
             self.events.payload.val.eq(1),
-            self.empty.eq(~use_hold & ~queue.r_rdy),
+            self.empty.eq(~valid & ~r_rdy),
         ]
-        with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [
-                hold.rbase.eq(src.rbase),
-                hold.y.eq(src.y),
-                hold.x.eq(src.x),
-                hold.mask.eq(src.mask & ~(Const(1, n) << lane)),
-            ]
-            m.d.comb += queue.r_en.eq(~use_hold)
+        rest = Signal(n)
+        m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
+        take = valid & self.events.ready
+        # hold is free after this cycle: empty, or its last lane is taken now
+        free = ~valid | (take & (rest == 0))
+        direct = free & ~r_rdy & self.push.valid
+        w_en = Signal()
+        r_en = Signal()
+        m.d.comb += [
+            w_en.eq(self.push.valid & ~direct & (level != depth)),
+            r_en.eq(free & r_rdy),
+            self.push.ready.eq((level != depth) | direct),
+            wr.addr.eq(produce),
+            wr.data.eq(self.push.payload.as_value()),
+            wr.en.eq(w_en),
+        ]
+        nxt_consume = Mux(consume == depth - 1, 0, consume + 1)
+        m.d.comb += rd.addr.eq(Mux(r_en, nxt_consume, consume))
+        with m.If(w_en):
+            m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
+        with m.If(r_en):
+            m.d.sync += consume.eq(nxt_consume)
+        with m.If(w_en & ~r_en):
+            m.d.sync += level.eq(level + 1)
+        with m.Elif(r_en & ~w_en):
+            m.d.sync += level.eq(level - 1)
+        with m.If(free):
+            with m.If(r_rdy):
+                m.d.sync += hold.eq(head)
+            with m.Elif(self.push.valid):
+                m.d.sync += hold.eq(self.push.payload)
+            with m.Else():
+                m.d.sync += hold.mask.eq(0)
+        with m.Elif(take):
+            m.d.sync += hold.mask.eq(rest)
         return m

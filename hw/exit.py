@@ -40,7 +40,7 @@ class Top2(wiring.Component):
     en : In(1)
         Merge this step (the outputs include it ``latency`` cycles later).
     restart : In(1)
-        With ``en``: forget the previous steps (the first step of a scan).
+        With ``en``: forget the previous steps (the first step of a scan; it must have a valid lane).
     top1, top2 : Out(signed(value_bits + 1))
         Largest and second-largest values so far (``-2**value_bits`` when none).
     top1_index : Out(unsigned(...))
@@ -112,14 +112,18 @@ class Top2(wiring.Component):
             m.d.sync += [en_r.eq(en), restart_r.eq(restart)]
             en, restart = en_r, restart_r
             depth += 1
-        prev = node("prev")
-        m.d.comb += [
-            prev[0].eq(Mux(restart, neg, self.top1)),
-            prev[1].eq(self.top1_index),
-            prev[2].eq(Mux(restart, neg, self.top2)),
-        ]
-        new = merge(prev, level[0], "new")
+        # merge() of the running values (forgotten on restart) with the step's: restart enters the
+        # comparisons' results, not their operands, so that they start at registers. On restart
+        # the step wins (it has a valid lane, above the forgotten values).
+        b = level[0]
+        b_wins = restart | (b[0] > self.top1)
+        a1_over_b2 = ~restart & (self.top1 > b[2])
+        a2_over_b1 = ~restart & (self.top2 > b[0])
         with m.If(en):
-            m.d.sync += [self.top1.eq(new[0]), self.top1_index.eq(new[1]), self.top2.eq(new[2])]
+            m.d.sync += [
+                self.top1.eq(Mux(b_wins, b[0], self.top1)),
+                self.top1_index.eq(Mux(b_wins, b[1], self.top1_index)),
+                self.top2.eq(Mux(b_wins, Mux(a1_over_b2, self.top1, b[2]), Mux(a2_over_b1, self.top2, b[0]))),
+            ]
         m.d.sync += self.margin_ok.eq(self.top1 - self.top2 >= self._thr)
         return m

@@ -9,8 +9,8 @@ from amaranth.utils import ceil_log2
 from .plan import MEMORIES, WEIGHT_STORES
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
-#: ``exe`` is stage 1): ``read``/``syn`` in stage 3, ``z`` in stage 5, ``spike`` in stage 6.
-W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 5, 6
+#: ``exe`` is stage 1): ``read``/``syn`` in stage 3, ``z`` in stage 6, ``spike`` in stage 7.
+W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 6, 7
 
 
 def _ubits(n):
@@ -28,6 +28,11 @@ def issue_layout(plan):
         "w_addr": unsigned(_ubits(plan.weight_depth)),
         "n_addr": unsigned(_ubits(plan.neuron_depth)),
     })
+
+
+def lead_layout():
+    """Stage-0 copies of the exec fields the PE registers itself (see :class:`PE`'s ``lead``)."""
+    return data.StructLayout({"first_t": 1, "output": 1, "lane": 1})
 
 
 def exec_layout(plan):
@@ -52,17 +57,20 @@ def exec_layout(plan):
 class PE(wiring.Component):
     """Processing element ``index`` of the array.
 
-    Six-stage pipeline for a command whose ``issue`` is sampled in cycle k (stage 0):
+    Seven-stage pipeline for a command whose ``issue`` is sampled in cycle k (stage 0):
 
     * stage 0 (k): weight, membrane and bias memories read at ``issue``'s addresses;
-    * stage 1 (k + 1, ``exe``): the read data are registered (the block RAM's output register);
+    * stage 1 (k + 1, ``exe``): the read data are registered (the block RAM's output register),
+      the old membrane as 0 in timestep 1 and its leak term ``u >> leak_shift`` beside it (0 for
+      the output integrator);
     * stage 2 (k + 2): ``w * val``, the leaked old membrane plus bias, and for compressed storage
       the entry's neuron address ``addr - D[geo][t] + c`` and whether its tap lands, registered;
     * stage 3 (k + 3): the acc memory is read at the command's neuron (data registered);
     * stage 4 (k + 4): ``acc + w * val`` is written back (``acc``); the membrane update adds the
-      acc value and saturates (registered as ``z``); the acc is cleared (or, for the analog layer,
-      rewritten with the image parity); the threshold is read;
-    * stage 5 (k + 5): fire, reset and membrane write-back; ``spike`` is registered.
+      acc value (registered); the acc is cleared (or, for the analog layer, rewritten with the
+      image parity);
+    * stage 5 (k + 5): the sum saturates (registered as ``z``); the threshold is read;
+    * stage 6 (k + 6): fire, reset and membrane write-back; ``spike`` is registered.
 
     The acc value a command uses in stage 4 is the one written by the command one cycle before it
     when that wrote the same address (forwarded from a register), else the stage-3 read: no
@@ -71,8 +79,8 @@ class PE(wiring.Component):
     analog layer's acc words carry the parity of the image that wrote them; a word of another
     image reads as 0, so a new image needs no clearing pass (every update of the analog layer
     rewrites its words with the current parity). The membrane is read in stage 0 and written in
-    stage 5 without forwarding: the sequencer issues two updates of one neuron at least 6 cycles
-    apart (there is always an ACC phase or the exit wait between them).
+    stage 6 without forwarding: the sequencer issues two updates of one neuron at least 7 cycles
+    apart (there is always an ACC phase or the exit wait, longer than ``Z_STAGE``, between them).
 
     Parameters
     ----------
@@ -93,14 +101,19 @@ class PE(wiring.Component):
         Command for the data read at cycle k - 1 (stage 1).
     lane_valid : In(1)
         With ``exe``: this lane holds a real neuron of the current chunk (dense storage and updates).
+    lead : In(lead_layout())
+        With ``issue`` (stage 0): the ``first_t`` and ``output`` fields and the ``lane_valid`` of
+        the command that will be ``exe`` in the next cycle. The PE registers what stage 1 needs
+        of them in flip-flops of its own (the shared ``exe`` bits would have to reach every PE's
+        stage-1 registers from one place in the same cycle).
     read, syn : Out(1)
         Registered, stage ``W_NZ_STAGE`` (3), for ``acc`` commands: this lane read a stored weight
         (``read``) and it was a synaptic event (nonzero weight whose tap lands: ``syn``).
     z : Out(signed(membrane_bits))
-        Registered, stage ``Z_STAGE`` (5): the saturated updated membrane / output value of an
+        Registered, stage ``Z_STAGE`` (6): the saturated updated membrane / output value of an
         ``update`` command.
     spike : Out(1)
-        Registered, stage ``SPIKE_STAGE`` (6): the updated neuron fired (``update`` of a spiking
+        Registered, stage ``SPIKE_STAGE`` (7): the updated neuron fired (``update`` of a spiking
         layer, valid lane).
     load_en : In(1), only with ``weights="load"``
         Write ``load_data`` to the weight memory at ``issue.w_addr`` at the clock edge ending
@@ -119,6 +132,7 @@ class PE(wiring.Component):
             "issue": In(issue_layout(plan)),
             "exe": In(exec_layout(plan)),
             "lane_valid": In(1),
+            "lead": In(lead_layout()),
             "spike": Out(1),
             "read": Out(1),
             "syn": Out(1),
@@ -168,11 +182,11 @@ class PE(wiring.Component):
         exe = self.exe
 
         # Stage 2..5 control: the stage-1 command and lane_valid, delayed.
-        s2, s3, s4, s5 = (Signal(exec_layout(plan), name=f"s{i}") for i in (2, 3, 4, 5))
-        s2_lane, s5_lane = Signal(name="s2_lane"), Signal(name="s5_lane")
-        s3_lane, s4_lane = Signal(name="s3_lane"), Signal(name="s4_lane")
-        m.d.sync += [s2.eq(exe), s3.eq(s2), s4.eq(s3), s5.eq(s4),
-                     s2_lane.eq(self.lane_valid), s3_lane.eq(s2_lane), s4_lane.eq(s3_lane), s5_lane.eq(s4_lane)]
+        s2, s3, s4, s5, s6 = (Signal(exec_layout(plan), name=f"s{i}") for i in (2, 3, 4, 5, 6))
+        s2_lane, s3_lane, s4_lane, s5_lane, s6_lane = (Signal(name=f"s{i}_lane") for i in (2, 3, 4, 5, 6))
+        m.d.sync += [s2.eq(exe), s3.eq(s2), s4.eq(s3), s5.eq(s4), s6.eq(s5),
+                     s2_lane.eq(self.lane_valid), s3_lane.eq(s2_lane), s4_lane.eq(s3_lane), s5_lane.eq(s4_lane),
+                     s6_lane.eq(s5_lane)]
 
         # Stage 0: reads.
         m.d.comb += [
@@ -181,11 +195,28 @@ class PE(wiring.Component):
             bias_rd.addr.eq(self.issue.n_addr),
         ]
 
-        # Stage 1: register the read data (block RAM clock-to-output is slow).
+        # Stage 1: register the read data (block RAM clock-to-output is slow). The old membrane
+        # and its leak term are zeroed here, by the registers' synchronous reset (timestep 1: the
+        # old membrane reads as 0; the output integrator does not leak), so that the command
+        # bits, shared by every PE, do not enter stage 2's adders.
         w1 = Signal.like(w_rd.data, name="w1")
         mem1 = Signal.like(mem_rd.data, name="mem1")
+        leak1 = Signal.like(mem_rd.data, name="leak1")
         bias1 = Signal.like(bias_rd.data, name="bias1")
-        m.d.sync += [w1.eq(w_rd.data), mem1.eq(mem_rd.data), bias1.eq(bias_rd.data)]
+        # (only a valid lane's membrane matters: the lane enters the flags, which makes them
+        # this PE's own registers)
+        zero_old, zero_leak = Signal(name="zero_old"), Signal(name="zero_leak")
+        lead = self.lead
+        m.d.sync += [
+            zero_old.eq(lead.first_t & lead.lane),
+            zero_leak.eq((lead.first_t | lead.output) & lead.lane),
+        ]
+        m.d.sync += [
+            w1.eq(w_rd.data),
+            mem1.eq(Mux(zero_old, 0, mem_rd.data)),
+            leak1.eq(Mux(zero_leak, 0, mem_rd.data >> k) if k else 0),
+            bias1.eq(bias_rd.data),
+        ]
 
         # Stage 2: product; leak + bias; the neuron of a compressed entry and whether it lands.
         wb, tb, cb = plan.weight_bits, plan.tap_bits, plan.chunk_bits
@@ -193,14 +224,12 @@ class PE(wiring.Component):
         m.d.comb += w.eq(w1[:wb])
         prod = Signal(signed(wb + plan.model.input_bits + 1), name="prod")
         base = Signal(signed(mb + 2), name="base")
-        u_old = Mux(s2.first_t, 0, mem1)
-        leaked = u_old - (u_old >> k) if k else u_old
         nbits = _ubits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
         ok3 = Signal(name="ok3")  # an acc command that writes
         m.d.sync += [
             prod.eq(w * s2.val),
-            base.eq(Mux(s2.output, u_old, leaked) + bias1),
+            base.eq(mem1 - leak1 + bias1),
         ]
         # (a compressed layer whose rows need no index fields, one tap and one chunk, still takes
         # the compressed path: its padding entries must neither count nor write)
@@ -227,51 +256,63 @@ class PE(wiring.Component):
             self.syn.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane & (w != 0))),
         ]
 
-        # Stage 3: acc read.
+        # Stage 3: acc read. The product is zeroed unless the command accumulates and wz4 marks
+        # a command that writes 0 (a clear), so that stage 4's write data is the adder's output.
         prod4 = Signal.like(prod, name="prod4")
         base4 = Signal.like(base, name="base4")
         addr4 = Signal.like(addr3, name="addr4")
         ok4 = Signal(name="ok4")
+        wz4 = Signal(name="wz4")
+        # The parity a read word of the analog layer must have, as two flags that include this
+        # PE's lane (registers of this PE's own: the command bits are shared by every PE, far
+        # apart). A word of an invalid lane is never used, and it is never read as valid later.
+        par1_4, par0_4 = Signal(name="par1_4"), Signal(name="par0_4")
         m.d.comb += acc_rd.addr.eq(addr3)
-        m.d.sync += [prod4.eq(prod), base4.eq(base), addr4.eq(addr3), ok4.eq(ok3)]
+        m.d.sync += [
+            prod4.eq(Mux(s3.acc, prod, 0)), base4.eq(base), addr4.eq(addr3), ok4.eq(ok3),
+            wz4.eq(~s3.acc & ~(s3.update & s3.layer0)),
+            par1_4.eq(s3.layer0 & s3_lane & s3.img),
+            par0_4.eq(s3.layer0 & s3_lane & ~s3.img),
+        ]
 
         # The stage-4 write of this cycle, for the stage-3 command reading the same address.
         fwd = Signal(name="fwd")
         fwd_data = Signal.like(acc_rd.data, name="fwd_data")
         m.d.sync += [fwd.eq(acc_wr.en & (acc_wr.addr == addr3)), fwd_data.eq(acc_wr.data)]
 
-        # Stage 4: acc write-back; integrate and saturate; threshold read.
-        acc_word = Mux(fwd, fwd_data, acc_rd.data)
-        stored = acc_word[:abits].as_signed()
-        stale = s4.layer0 & (acc_word[abits] != s4.img)
+        # Stage 4: acc write-back; integrate and saturate; threshold read. A forwarded word is
+        # of the current image (or a cleared 0): only a read word can be stale.
+        rd = acc_rd.data
+        stale = ~fwd & Mux(rd[abits], par0_4, par1_4)
         old_acc = Signal(signed(abits), name="old_acc")
-        m.d.comb += old_acc.eq(Mux(stale, 0, stored))
+        m.d.comb += old_acc.eq(Mux(fwd, fwd_data[:abits], Mux(stale, 0, rd[:abits])))
         new_acc = Signal(signed(abits), name="new_acc")
         m.d.comb += [
-            new_acc.eq(old_acc + prod4),
+            new_acc.eq(Mux(wz4, 0, old_acc) + prod4),
             acc_wr.addr.eq(Mux(s4.acc, addr4, s4.addr)),
             acc_wr.en.eq(ok4 | s4.clear | (s4.update & s4.layer0)),
-            acc_wr.data.eq(Mux(s4.acc, Cat(new_acc, s4.img),
-                               Mux(s4.update & s4.layer0, Cat(old_acc, s4.img), 0))),
-            thr_rd.addr.eq(s4.addr),
+            acc_wr.data.eq(Cat(new_acc, s4.img & ~wz4)),
         ]
         pre = Signal(signed(max(mb + 2, abits) + 1), name="pre")
-        m.d.comb += pre.eq(base4 + old_acc)
+        m.d.sync += pre.eq(base4 + old_acc)
+
+        # Stage 5: saturate (registered as ``z``); threshold read.
         u = self.z
         # pre fits in mb bits iff its bits mb - 1 .. top are all equal: a short reduction instead
         # of two wide comparisons after the adder.
         top = pre[mb - 1:]
         fits = (top == 0) | (top == (1 << len(top)) - 1)
         m.d.sync += u.eq(Mux(fits, pre[:mb], Mux(pre[-1], lo, hi)))
+        m.d.comb += thr_rd.addr.eq(s5.addr)
 
-        # Stage 5: fire, reset, membrane write-back.
+        # Stage 6: fire, reset, membrane write-back.
         fire = u >= thr_rd.data
         after = 0 if plan.model.neuron.reset == "zero" else u - thr_rd.data
         m.d.comb += [
-            mem_wr.addr.eq(s5.addr),
-            mem_wr.en.eq(s5.update),
-            mem_wr.data.eq(Mux(s5.output | ~fire, u, after)),
+            mem_wr.addr.eq(s6.addr),
+            mem_wr.en.eq(s6.update),
+            mem_wr.data.eq(Mux(s6.output | ~fire, u, after)),
         ]
-        m.d.sync += self.spike.eq(s5.update & ~s5.output & fire & s5_lane)
+        m.d.sync += self.spike.eq(s6.update & ~s6.output & fire & s6_lane)
         return m
 

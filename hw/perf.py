@@ -102,7 +102,7 @@ def cycles(model, n_pe, x, result, b, plan=None, trace=False):
     for li, ly in enumerate(model.layers):
         if ly.shortcut is not None:
             sc_of[next(i for i, l2 in enumerate(model.layers) if l2.name == ly.shortcut)] = li
-    exit_wait = Z_STAGE + ceil_log2(n_pe) + 1 - 1
+    exit_wait = Z_STAGE + ceil_log2(n_pe) + 1  # Top2's latency, then its registered margin
     x = np.asarray(x).ravel()
     first = model.layers[0]
     shape = tuple(first.in_shape) if first.kind == "conv" else (len(x), 1, 1)
@@ -130,7 +130,7 @@ def cycles(model, n_pe, x, result, b, plan=None, trace=False):
         # ---- combinational view of cycle c
         in_load, in_acc, in_update = phase == "LOAD", phase == "ACC", phase == "UPDATE"
         done_c = done
-        # pipeline outputs at stage 6 (pushes) of updates issued at c - 6
+        # pipeline outputs at SPIKE_STAGE (pushes) of updates issued at c - SPIKE_STAGE
         push_now = []
         trace_now = 0
         while upd and upd[0][0] <= c - SPIKE_STAGE:

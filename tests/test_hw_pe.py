@@ -34,6 +34,9 @@ def run_pe(plan, p, cmds):
                 ctx.set(getattr(dut.exe, f), prev.get(f, 0))
             ctx.set(dut.exe.addr, prev.get("n_addr", 0))
             ctx.set(dut.lane_valid, prev.get("lane_valid", 1))
+            ctx.set(dut.lead.first_t, cur.get("first_t", 0))
+            ctx.set(dut.lead.output, cur.get("output", 0))
+            ctx.set(dut.lead.lane, cur.get("lane_valid", 1))
             for name, stage in (("read", W_NZ_STAGE), ("syn", W_NZ_STAGE), ("z", Z_STAGE), ("spike", SPIKE_STAGE)):
                 if 0 <= cyc - stage < len(cmds):
                     out[cyc - stage][name] = ctx.get(getattr(dut, name))
