@@ -141,10 +141,12 @@ def _train_variant(ctx, recipe, dense_float, log):
     split, cfg, neu = ctx.split(), ctx.train, ctx.neuron
     stages = []
 
+    alpha = recipe.get("distill", 0.0)
+    teacher = dense_float if alpha else None  # distillation from the dense network (fine-tuning only)
+
     def fit(desc, model, c, after_step=None, teacher=None):
-        alpha = recipe.get("distill", 0.0)
-        model, hist = train_float(split, c, neu, model=model, after_step=after_step,
-                                  teacher=teacher if alpha else None, distill=alpha)
+        model, hist = train_float(split, c, neu, model=model, after_step=after_step, teacher=teacher,
+                                  distill=alpha)
         stages.append({"stage": desc, "t_max": model.t_max, "epochs": c.epochs,
                        "val_accuracy": max(h["val"] for h in hist)})
         log(f"[prune] {desc}: best validation accuracy {100 * stages[-1]['val_accuracy']:.2f}%")
@@ -159,7 +161,7 @@ def _train_variant(ctx, recipe, dense_float, log):
         masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"],
                               recipe["first_sparsity"])
         model = fit(f"pruned {100 * prune.sparsity(model)['total']:.1f}% (balanced, N={recipe['balance']}), "
-                    "fine-tuned", model, ft, prune.keep_masks(masks), teacher=dense_float)
+                    "fine-tuned", model, ft, prune.keep_masks(masks), teacher)
         return model, stages
     # stp: Units during training, removed; balanced weight pruning; T = t_from -> 1
     t_from, m = recipe["t_from"], recipe["units"]
@@ -169,15 +171,14 @@ def _train_variant(ctx, recipe, dense_float, log):
     if m:
         model = prune.remove_units(model)
     masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"],
-                              recipe["first_sparsity"])
+                          recipe["first_sparsity"])
     model = fit(f"T={t_from}, Units removed, pruned {100 * prune.sparsity(model)['total']:.1f}% "
                 f"(balanced, N={recipe['balance']}), fine-tuned", model, replace(ft, t_max=t_from),
-                prune.keep_masks(masks), teacher=dense_float)
+                prune.keep_masks(masks), teacher)
     history = []
     model = prune.reduce_timesteps(model, split, cfg, t_from=t_from, t_to=recipe["t_max"],
                                    epochs=recipe["stage_epochs"], history=history, after_step=prune.keep_masks(masks),
-                                   teacher=dense_float if recipe.get("distill") else None,
-                                   distill=recipe.get("distill", 0.0))
+                                   teacher=teacher, distill=alpha)
     for h in history:
         stages.append({"stage": f"T={h['t_max']} (trainable thresholds)", "t_max": h["t_max"],
                        "epochs": len(h["history"]), "val_accuracy": max(e["val"] for e in h["history"])})

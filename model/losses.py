@@ -41,7 +41,7 @@ class DistillLoss(nn.Module):
         logp = F.log_softmax(z / t / self.tau, dim=-1)
         p_t = F.softmax(soft / self.tau, dim=-1)
         kl = (p_t * (torch.log(p_t.clamp_min(1e-12)) - logp)).sum(-1).mean(-1)  # (T,)
-        w = self.base.weights(T).to(z.device) if self.base.schedule != "tet" else torch.full((T,), 1.0 / T)
+        w = self.base.weights(T) if self.base.schedule != "tet" else torch.full((T,), 1.0 / T)
         kd = (w.to(z.device) * kl).sum() * self.tau ** 2
         return (1 - self.alpha) * self.base(z, y) + self.alpha * kd
 
