@@ -229,6 +229,23 @@ def constraints(freq_mhz):
     return {f"{TOP}.lpf": lpf, f"{TOP}.pcf": pcf, f"{TOP}.xdc": xdc, f"{TOP}.sdc": sdc}
 
 
+# ECP5: the PE's per-neuron memories up to LUTRAM_MAX_DEPTH deep are kept out of block RAM (by
+# `make synth` and by the export README's Yosys commands). Left to Yosys, at N <= 2 the MLP's
+# 266-deep ones become DP16KD, whose unregistered output (5.6-5.8 ns clock-to-out) starts the loops
+# of the PE's pipeline: acc read -> forward -> add -> acc write-back (79.7 MHz at N = 1), threshold
+# read -> compare -> spike -> membrane write. The read-write ones (acc, membrane) become distributed
+# RAM (TRELLIS_DPR16X4), the read-only ones (bias, threshold) LUT ROM (Yosys has no distributed-ROM
+# mapping); both keep the read register in a flip-flop. iCE40 has neither.
+LUTRAM_STYLES = {"acc": "distributed", "membrane": "distributed", "bias": "logic", "threshold": "logic"}
+LUTRAM_MAX_DEPTH = 512
+
+
+def ecp5_ram_styles(memories):
+    """``{memory name: Yosys ram_style}`` for the per-neuron memories kept out of ECP5 block RAM."""
+    return {m["name"]: LUTRAM_STYLES[m["name"]] for m in sorted(memories, key=lambda m: m["name"])
+            if m["name"] in LUTRAM_STYLES and m["depth"] <= LUTRAM_MAX_DEPTH}
+
+
 def _weights_section(desc):
     wl = desc["weights"]
     in_w = desc["input"]["width"]
@@ -255,6 +272,11 @@ def readme(desc, model, freq_mhz, mem_files):
     layers = " -> ".join([str(desc["input"]["count"])] + [str(ly["out_features"]) for ly in desc["layers"]])
     mems = sorted({(m["name"], m["depth"], m["width"]) for m in desc["memories"]})
     kinds = {"weight": "weights (read-only)", "rows": "row start and length per input row (read-only, shared)"}
+    styles = ecp5_ram_styles(desc["memories"])
+    ecp5_marks = "".join(f'setattr -set ram_style \\"{s}\\" m:{n}; ' for n, s in styles.items())
+    ecp5_note = ("\nThe `setattr` commands keep the per-neuron memories out of ECP5 block RAM (distributed RAM, "
+                 "LUT ROM for the\nread-only ones): a DP16KD's unregistered output would start the PE's "
+                 "accumulate loop and cost\nabout 20% of fmax.") if styles else ""
     mem_rows = "\n".join(f"| `{n}` | {d} | {w} | {kinds.get(n, 'per-neuron')} |" for n, d, w in mems)
     return f"""\
 # spikeloom accelerator: {desc['model']} on N = {desc['n_pe']} PEs
@@ -288,14 +310,14 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
 Yosys (ECP5 / iCE40):
 
 ```sh
-yosys -p "read_verilog rtl/{CORE}.v rtl/{TOP}.v; synth_ecp5 -top {TOP} -json top.json"
+yosys -p "read_verilog rtl/{CORE}.v rtl/{TOP}.v; {ecp5_marks}synth_ecp5 -top {TOP} -json top.json"
 nextpnr-ecp5 --25k --package CABGA381 --json top.json --lpf constraints/{TOP}.lpf --lpf-allow-unconstrained --textcfg top.config
 ecppack top.config top.bit
 ```
 
 Vivado: add `rtl/*.v` and `constraints/{TOP}.xdc`, top `{TOP}`. Quartus: add `rtl/*.v` and
 `constraints/{TOP}.sdc`, top `{TOP}`. The weight memories infer block RAM in every tool (one
-synchronous read port); the small per-neuron memories may become distributed RAM.
+synchronous read port); the small per-neuron memories may become distributed RAM.{ecp5_note}
 
 ## Memories per PE
 

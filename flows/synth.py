@@ -37,7 +37,7 @@ from pathlib import Path
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 
-from .export import TOP, export
+from .export import LUTRAM_MAX_DEPTH, TOP, ecp5_ram_styles, export
 
 __all__ = ["TARGETS", "DEFAULT_BUILD", "run_target", "run", "main"]
 
@@ -111,6 +111,11 @@ def step_export(model_path, n_pe, work, weights="rom", log=print):
     return rtl
 
 
+def lutram_memories(target, ports):
+    """``{memory name: ram_style}`` for the per-neuron memories ``step_synthesis`` keeps out of block RAM."""
+    return ecp5_ram_styles(ports["memories"]) if TARGETS[target]["family"] == "ecp5" else {}
+
+
 def step_synthesis(target, rtl, work, ports, log=print):
     """Yosys synthesis to a JSON netlist; checks that every PE's weight memory is in block RAM
     (SPRAM for a loaded weight memory on iCE40 UltraPlus)."""
@@ -124,6 +129,8 @@ def step_synthesis(target, rtl, work, ports, log=print):
     srcs = " ".join(str(Path(p).relative_to(work)) for p in rtl)
     # the weight memories (no initial contents, one address) go to SPRAM: Yosys picks it only on request
     mark = 'setattr -set ram_style "huge" m:weight; ' if spram else ""
+    for name, style in lutram_memories(target, ports).items():
+        mark += f'setattr -set ram_style "{style}" m:{name}; '
     script = f"read_verilog {srcs}; {mark}{cmd} -top {TOP} -json {net.name}; tee -q -o stat.txt stat"
     log(f"[synthesis] yosys {cmd} ({target})")
     _run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], work / "yosys.out", work)

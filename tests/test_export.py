@@ -78,6 +78,21 @@ def test_exported_folder_synthesises_with_yosys_alone(tmp_path, tiny, synth):
         assert "DP16KD" in stat
 
 
+def test_readme_yosys_command_runs_as_written(tmp_path, tiny):
+    """The README's ECP5 Yosys line, pasted into a shell in the folder: it keeps the per-neuron
+    memories out of block RAM and the weights in it."""
+    out = tmp_path / "out"
+    export(tiny, 2, out)
+    line = next(ln for ln in (out / "README.md").read_text().splitlines() if ln.startswith("yosys -p "))
+    assert 'ram_style \\"distributed\\" m:acc' in line and 'ram_style \\"logic\\" m:threshold' in line
+    r = subprocess.run(YOSYS + " -q" + line[len("yosys"):], shell=True, cwd=out, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    cells = json.loads((out / "top.json").read_text())["modules"][TOP]["cells"]
+    types = {c["type"] for c in cells.values()}
+    assert "DP16KD" in types and "TRELLIS_DPR16X4" in types
+
+
 def test_export_weight_load(tmp_path, tiny):
     """--weights load: no weight initial contents, the load documented, the wrapper takes the
     weights from the input stream, and Yosys maps the weight memories to iCE40 SPRAM."""

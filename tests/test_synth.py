@@ -4,6 +4,7 @@ Full-size builds (the default network, N sweeps) are `slow`: `make synth` runs t
 """
 
 import json
+import re
 
 import pytest
 
@@ -56,6 +57,24 @@ def test_weight_memory_outside_block_ram_fails_loudly(built):
     rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / "spikeloom_top.v"]
     with pytest.raises(SpikeloomError, match="not in block RAM"):
         synth.step_synthesis("ice40-up5k", rtl, work, ports, log=lambda *a: None)
+
+
+def test_ecp5_neuron_memories_stay_out_of_block_ram(built):
+    """On ECP5 the per-neuron memories become distributed RAM (acc, membrane) and LUT ROM (bias,
+    threshold), so no DP16KD's unregistered output starts a PE loop; iCE40 is left to Yosys."""
+    d, _, _ = built
+    cells = json.loads((d / "synth" / "ecp5-25k-n2" / "synth.json").read_text())["modules"][synth.TOP]["cells"]
+    pat = re.compile(r"\.pe_\d+\.(acc|membrane|bias|threshold)\.")
+    assert not [n for n, c in cells.items() if c["type"] == "DP16KD" and pat.search(n)]
+    dpr = {pat.search(n).group(1) for n, c in cells.items() if c["type"] == "TRELLIS_DPR16X4" and pat.search(n)}
+    assert dpr == {"acc", "membrane"}
+    ports = json.loads((d / "synth" / "ecp5-25k-n2" / "export" / "ports.json").read_text())
+    assert synth.lutram_memories("ecp5-25k", ports) == {
+        "acc": "distributed", "bias": "logic", "membrane": "distributed", "threshold": "logic"}
+    assert synth.lutram_memories("ice40-up5k", ports) == {}
+    for m in ports["memories"]:
+        m["depth"] = synth.LUTRAM_MAX_DEPTH + 1  # deep ones (large conv layers at small N) stay block RAM
+    assert synth.lutram_memories("ecp5-85k", ports) == {}
 
 
 def test_weights_that_do_not_fit_are_refused_before_the_tools(tmp_path):
