@@ -38,8 +38,12 @@ def run_config(tmp_path, model, n_pe, n_images=24, trace=False, seed=0, golden_m
                  weights_dir=wdir), x
 
 
-@pytest.mark.parametrize("n_pe", [1, 3, 8])  # PE count: one lane, lanes not dividing the layers, the default
-@pytest.mark.parametrize("reset", ["zero", "subtract"])  # both reset modes of the LIF unit
+# PE count: one lane, lanes not dividing the layers, the default; both reset modes of the LIF unit.
+# The fast tier covers every N and both modes in three builds; the other three pairs are `slow`.
+@pytest.mark.parametrize("reset,n_pe", [
+    ("zero", 1), ("subtract", 3), ("zero", 8),
+    *(pytest.param(r, n, marks=pytest.mark.slow) for r, n in [("subtract", 1), ("zero", 3), ("subtract", 8)]),
+])
 def test_random_network(tmp_path, n_pe, reset):
     model = random_model((20, 13, 11, 5), seed=n_pe, reset=reset, leak_shift=2 if reset == "zero" else 1,
                          exit_threshold=20, t_max=4)
@@ -54,7 +58,7 @@ def test_random_network(tmp_path, n_pe, reset):
 
 
 # n_pe: one lane; lanes not dividing the layers (padding words in the stream) with the trace port
-@pytest.mark.parametrize("n_pe,trace", [(1, False), (3, True)])
+@pytest.mark.parametrize("n_pe,trace", [pytest.param(1, False, marks=pytest.mark.slow), (3, True)])
 def test_weights_loaded_through_port(tmp_path, n_pe, trace):
     """``weights="load"``: no initial weights in the Verilog; the bench streams mem/pe_<p>_weight.hex
     into i_weights (random idle cycles), then every image must match the golden model."""
