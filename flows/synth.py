@@ -39,7 +39,7 @@ from spikeloom.model.errors import SpikeloomError
 
 from .export import LUTRAM_MAX_DEPTH, TOP, ecp5_ram_styles, export
 
-__all__ = ["TARGETS", "DEFAULT_BUILD", "run_target", "run", "main"]
+__all__ = ["TARGETS", "DEFAULT_BUILD", "default_model", "run_target", "run", "main"]
 
 BIN = Path(sys.executable).parent
 
@@ -362,12 +362,28 @@ def plot(runs, path):
     plt.close(fig)
 
 
+def default_model(build=Path("build"), arch="mlp", log=print):
+    """``BUILD/digits-<arch>/model.slm``, the model ``make sim NET=<arch>`` co-simulates. A model
+    already there is used as it is (whatever options ``make sim`` trained it with); a missing one is
+    trained and quantized first by the same cached steps, so ``make synth`` works on a fresh clone."""
+    from spikeloom.model.train import TrainConfig
+
+    from . import steps
+
+    ctx = steps.Context(build=Path(build), train=TrainConfig(arch=arch))
+    if not ctx.model_path.exists():
+        log(f"[model] {ctx.model_path} does not exist: training the default {arch} model first (as make sim does)")
+        steps.step_quantize(ctx, steps.step_train(ctx, log=log), log=log)
+    return ctx.model_path
+
+
 def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=None, log=print):
-    """Build every (target, N); merge into ``build/synth.json``; table and plot. Returns the report."""
+    """Build every (target, N); merge into ``build/synth.json``; table and plot. Returns the report.
+    ``model_path`` None: the default network (:func:`default_model`, trained first if missing)."""
     build = Path(build)
-    model_path = Path(model_path or build / "digits-mlp" / "model.slm")
+    model_path = Path(model_path) if model_path is not None else default_model(build, log=log)
     if not model_path.exists():
-        raise SpikeloomError(f"model file {model_path} does not exist (make sim writes the default one)")
+        raise SpikeloomError(f"model file {model_path} does not exist")
     modelfile.load(model_path)
     jobs = [(t, n) for t in (targets or DEFAULT_BUILD) for n in (pes or [DEFAULT_BUILD.get(t, 8)])]
     out_path = build / "synth.json"
@@ -422,9 +438,14 @@ def main(argv=None):
                    help="model file, or an arch name (mlp) for BUILD/digits-<arch>/model.slm; default: the default model")
     a = p.parse_args(argv)
     model = a.model
-    if model is not None and model.suffix != ".slm" and not model.exists():
-        model = a.build / f"digits-{model}" / "model.slm"
     try:
+        if model is not None and model.suffix != ".slm" and not model.exists():
+            from spikeloom.model.snn import ARCHS
+
+            if str(model) not in ARCHS:
+                raise SpikeloomError(f"--model {model}: no such model file, and not an arch name "
+                                     f"({', '.join(ARCHS)})")
+            model = default_model(a.build, str(model))
         report = run(a.target, a.pes, model, a.build, a.weights)
     except SpikeloomError as e:
         print(f"spikeloom: error: {e}", file=sys.stderr)

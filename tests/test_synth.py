@@ -96,6 +96,33 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(SpikeloomError, match="unknown target"):
         synth.run_target("xc7a35t", tmp_path / "m.slm", 2, tmp_path)
     assert synth.main(["--build", str(tmp_path), "--model", str(tmp_path / "missing.slm")]) == 2
+    assert synth.main(["--build", str(tmp_path), "--model", "lenet"]) == 2  # neither a file nor an arch
+
+
+def test_default_model_is_trained_when_missing(tmp_path, monkeypatch):
+    """A fresh clone has no build/digits-mlp/model.slm: plain `make synth` trains it with make sim's
+    cached steps; a model already there (whatever it was trained with) is used as it is."""
+    from spikeloom.flows import steps
+
+    calls = []
+
+    def fake_train(ctx, log=print):
+        calls.append(("train", ctx.train.arch, ctx.model_path))
+        return "float"
+
+    def fake_quantize(ctx, fm, log=print):
+        calls.append(("quantize", fm))
+        ctx.model_path.parent.mkdir(parents=True)
+        modelfile.save(random_model((16, 12, 4), seed=1, weight_bits=8), ctx.model_path)
+        return None, None
+
+    monkeypatch.setattr(steps, "step_train", fake_train)
+    monkeypatch.setattr(steps, "step_quantize", fake_quantize)
+    path = synth.default_model(tmp_path, log=lambda *a: None)
+    assert path == tmp_path / "digits-mlp" / "model.slm" and path.exists()
+    assert calls == [("train", "mlp", path), ("quantize", "float")]
+    assert synth.default_model(tmp_path, log=lambda *a: None) == path
+    assert len(calls) == 2  # the existing model is not retrained
 
 
 @pytest.mark.slow
