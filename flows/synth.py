@@ -264,8 +264,13 @@ def _throughput(n_pe, fmax, model_path, build):
     out = {"peak_sops": n_pe * fmax * 1e6}
     rep = Path(build) / "report.json"
     if rep.exists():
-        cos = json.loads(rep.read_text()).get("cosim") or {}
-        same = Path(model_path).resolve() == (Path(build) / "digits-mlp" / "model.slm").resolve()
+        r = json.loads(rep.read_text())
+        cos = r.get("cosim") or {}
+        # the last make sim's figures count only if it co-simulated this very model file (make sim
+        # NET=vgg writes the same report.json) and the file has not been rewritten since
+        mf = (r.get("model") or {}).get("model_file")
+        same = (mf is not None and Path(mf).resolve() == Path(model_path).resolve()
+                and rep.stat().st_mtime >= Path(model_path).stat().st_mtime)
         if same and cos.get("n_pe") == n_pe and cos.get("cycles_mean"):
             out.update({"cycles_mean": cos["cycles_mean"], "cycles_to_bound": cos.get("cycles_to_bound"),
                         "images_per_s": fmax * 1e6 / cos["cycles_mean"],

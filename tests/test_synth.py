@@ -131,3 +131,18 @@ def test_default_network_ecp5_85k_sweep(n_pe):
     """`make synth TARGET=ecp5-85k PES=1,2,4,8,16` one N at a time (needs build/digits-mlp/model.slm)."""
     report = synth.run(["ecp5-85k"], [n_pe])
     assert report["targets"]["ecp5-85k"]["brams"]["used"] >= n_pe
+
+
+def test_images_per_s_only_from_a_cosim_of_the_same_model(tmp_path):
+    """build/report.json is the last make sim's, whichever NET it ran: its cycles give images/s only
+    for the model file it co-simulated."""
+    mlp, vgg = tmp_path / "digits-mlp" / "model.slm", tmp_path / "digits-vgg" / "model.slm"
+    for p in (mlp, vgg):
+        p.parent.mkdir()
+        p.write_bytes(b"x")
+    cos = {"n_pe": 8, "cycles_mean": 1000.0, "cycles_to_bound": 1.05, "simulator": "verilator", "n_images": 360}
+    (tmp_path / "report.json").write_text(json.dumps({"model": {"model_file": str(vgg)}, "cosim": cos}))
+    assert synth._throughput(8, 100.0, mlp, tmp_path) == {"peak_sops": 800e6}
+    got = synth._throughput(8, 100.0, vgg, tmp_path)
+    assert got["images_per_s"] == pytest.approx(1e5) and got["cycles_to_bound"] == 1.05
+    assert "images_per_s" not in synth._throughput(4, 100.0, vgg, tmp_path)  # another N
