@@ -37,3 +37,14 @@ def test_every_comb_block_runs_at_time_0(tmp_path, conv):
     text = (tmp_path / "spikeloom_accel.v").read_text()
     blocks = re.findall(r"always @\*( begin\n\s*if \(\\\$auto\$verilog_backend)?", text)
     assert blocks and all(b for b in blocks), f"{sum(not b for b in blocks)} always @* blocks without the trigger"
+
+
+def test_verilator_opt_setting(monkeypatch):
+    """The suite compiles at -O0 (conftest.py); a bad value is a one-line error naming the variable."""
+    from spikeloom.model.errors import SpikeloomError
+    from spikeloom.sim import runner
+
+    assert runner.verilator_opt() == "-O0"
+    monkeypatch.setenv(runner.OPT_ENV, "-O9")
+    with pytest.raises(SpikeloomError, match="SPIKELOOM_VERILATOR_OPT='-O9'; allowed"):
+        runner.verilator_opt()
