@@ -275,7 +275,40 @@ def _throughput(n_pe, fmax, model_path, build):
             out.update({"cycles_mean": cos["cycles_mean"], "cycles_to_bound": cos.get("cycles_to_bound"),
                         "images_per_s": fmax * 1e6 / cos["cycles_mean"],
                         "cycles_source": f"{rep} cosim ({cos.get('simulator')}, {cos.get('n_images')} images)"})
+            return out
+    c = model_cycles(model_path, n_pe)
+    if c is not None:
+        out.update({"cycles_mean": c["cycles_mean"], "cycles_to_bound": c["cycles_to_bound"],
+                    "images_per_s": fmax * 1e6 / c["cycles_mean"],
+                    "cycles_source": f"hw/perf.py cycle model ({c['n_images']} test images of {c['dataset']}, "
+                                     "input stream without idle cycles; the RTL's own count, as the tests check)"})
     return out
+
+
+def model_cycles(model_path, n_pe):
+    """Mean cycles per inference and cycles-to-bound of ``model_path`` on ``n_pe`` PEs over its test
+    images, from the cycle model (no co-simulation needed); None when its dataset is not at hand."""
+    import numpy as np
+
+    from spikeloom.hw import perf
+    from spikeloom.hw.plan import Plan
+    from spikeloom.model import golden
+    from spikeloom.model.data import load_dataset
+
+    qm = modelfile.load(model_path)
+    if not qm.dataset:
+        return None
+    try:
+        split = load_dataset(qm.dataset, seed=int(qm.extra.get("data_seed", 0)))
+    except (SpikeloomError, OSError, ValueError):
+        return None  # e.g. an image folder that is not on this machine
+    x = golden.quantize_input(qm, split.test.x)
+    plan = Plan(qm, n_pe)
+    res = golden.run(qm, x, trace=True, sparse=plan.sparse_layers)
+    cyc = np.array([perf.cycles(qm, n_pe, x[b], res, b, plan=plan) for b in range(len(x))], dtype=float)
+    bound = res.cycle_bound(qm, n_pe).astype(float)
+    return {"cycles_mean": float(cyc.mean()), "cycles_to_bound": float(cyc.mean() / bound.mean()),
+            "n_images": len(x), "dataset": qm.dataset}
 
 
 def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=print):
@@ -410,7 +443,8 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
                    "reset (iCE40 UP5K: SB_SPRAM256KA, counted in sprams)",
         "critical_path": "nextpnr's register-to-register critical path of the clock (the one that sets fmax)",
         "peak_sops": "N x fmax: one synaptic operation per PE per cycle",
-        "images_per_s": "fmax / cycles per inference measured by co-simulation (build/report.json cosim)",
+        "images_per_s": "fmax / cycles per inference: measured by make sim's co-simulation of the same model "
+                        "(build/report.json cosim), else the cycle model on the test images (cycles_source)",
     }
     build.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=1) + "\n")

@@ -135,14 +135,20 @@ def test_default_network_ecp5_85k_sweep(n_pe):
 
 def test_images_per_s_only_from_a_cosim_of_the_same_model(tmp_path):
     """build/report.json is the last make sim's, whichever NET it ran: its cycles give images/s only
-    for the model file it co-simulated."""
+    for the model file it co-simulated; otherwise the cycle model on the model's test images does."""
     mlp, vgg = tmp_path / "digits-mlp" / "model.slm", tmp_path / "digits-vgg" / "model.slm"
-    for p in (mlp, vgg):
-        p.parent.mkdir()
-        p.write_bytes(b"x")
+    digits = random_model((64, 12, 10), seed=1)
+    digits.dataset = "digits"
+    modelfile.save(digits, mlp)
+    modelfile.save(random_model((64, 12, 10), seed=2), vgg)  # dataset "random": no test images at hand
     cos = {"n_pe": 8, "cycles_mean": 1000.0, "cycles_to_bound": 1.05, "simulator": "verilator", "n_images": 360}
     (tmp_path / "report.json").write_text(json.dumps({"model": {"model_file": str(vgg)}, "cosim": cos}))
-    assert synth._throughput(8, 100.0, mlp, tmp_path) == {"peak_sops": 800e6}
     got = synth._throughput(8, 100.0, vgg, tmp_path)
     assert got["images_per_s"] == pytest.approx(1e5) and got["cycles_to_bound"] == 1.05
-    assert "images_per_s" not in synth._throughput(4, 100.0, vgg, tmp_path)  # another N
+    assert "report.json cosim" in got["cycles_source"]
+    assert synth._throughput(4, 100.0, vgg, tmp_path) == {"peak_sops": 400e6}  # another N, no test images
+    got = synth._throughput(8, 100.0, mlp, tmp_path)  # not the co-simulated model: the cycle model
+    want = synth.model_cycles(mlp, 8)
+    assert want["n_images"] == 360 and want["cycles_to_bound"] >= 1
+    assert got["cycles_mean"] == want["cycles_mean"] and "perf.py" in got["cycles_source"]
+    assert got["images_per_s"] == pytest.approx(100e6 / want["cycles_mean"])
