@@ -26,7 +26,7 @@ import json
 import re
 from pathlib import Path
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.back import verilog
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
@@ -91,6 +91,20 @@ def trace_layout(plan):
         "chunk": unsigned(_bits(plan.max_chunks)),
         "mask": unsigned(plan.n_pe),
     })
+
+
+def _count_next_cycle(m, name, valid, layer, counters, incs):
+    """Add ``incs`` ({counter name: value}) to layer ``layer``'s counters when ``valid``, one cycle
+    later: valid, layer and the values are registered first."""
+    v = Signal(name=f"{name}_valid")
+    lr = Signal(layer.shape(), name=f"{name}_layer")
+    regs = {k: Signal(Value.cast(x).shape(), name=f"{name}_{k}") for k, x in incs.items()}
+    m.d.sync += [v.eq(valid), lr.eq(layer), *(regs[k].eq(x) for k, x in incs.items())]
+    with m.If(v):
+        with m.Switch(lr):
+            for li, cs in enumerate(counters):
+                with m.Case(li):
+                    m.d.sync += [cs[k].eq(cs[k] + r) for k, r in regs.items()]
 
 
 def _popcount(m, bits, name):
@@ -520,32 +534,21 @@ class Accelerator(wiring.Component):
         ]
 
         # ---------------------------------------------------------------- outputs of the pipeline
+        # The activity counters add a cycle after the stage they count: the PEs' flags are popcounted
+        # into registers first, so that no path runs from them through the adder tree into a 32-bit
+        # counter's carry chain (the critical path at N = 16 on the ECP5-85F and N = 4 on the UP5K).
+        # The last update of an inference reaches its counters by the first RESULT cycle (EXIT_WAIT
+        # is Z_STAGE + Top2's latency >= SPIKE_STAGE cycles long).
         sw = st[W_NZ_STAGE]
-        n_read = _popcount(m, Cat(pe.read for pe in pes), "n_read")
-        n_syn = _popcount(m, Cat(pe.syn for pe in pes), "n_syn")
-        with m.If(sw.cmd.acc):
-            with m.Switch(sw.layer):
-                for li in range(n_layers):
-                    with m.Case(li):
-                        cs = counters[li]
-                        m.d.sync += [
-                            cs["weight_reads"].eq(cs["weight_reads"] + n_read),
-                            cs["synaptic_events"].eq(cs["synaptic_events"] + n_syn),
-                        ]
+        _count_next_cycle(m, "acc_cnt", sw.cmd.acc, sw.layer, counters, {
+            "weight_reads": _popcount(m, Cat(pe.read for pe in pes), "n_read"),
+            "synaptic_events": _popcount(m, Cat(pe.syn for pe in pes), "n_syn")})
         ss = st[SPIKE_STAGE]
         mask = Signal(n)
         m.d.comb += mask.eq(Cat(pe.spike for pe in pes))
-        n_spikes = _popcount(m, mask, "n_spikes")
-        with m.If(ss.cmd.update):
-            with m.Switch(ss.layer):
-                for li in range(n_layers):
-                    with m.Case(li):
-                        cs = counters[li]
-                        m.d.sync += [
-                            cs["membrane_reads"].eq(cs["membrane_reads"] + ss.lanes),
-                            cs["membrane_writes"].eq(cs["membrane_writes"] + ss.lanes),
-                            cs["spikes"].eq(cs["spikes"] + n_spikes),
-                        ]
+        _count_next_cycle(m, "upd_cnt", ss.cmd.update, ss.layer, counters, {
+            "membrane_reads": ss.lanes, "membrane_writes": ss.lanes,
+            "spikes": _popcount(m, mask, "n_spikes")})
         # OR-pooling: a row of pooled outputs is kept in `pool` until its window's last update.
         orv = Signal(n)
         if any(lp.pool > 1 for lp in layers):
