@@ -40,7 +40,8 @@ def dense_counters(model, timesteps):
     return out
 
 
-def _cycles_model(model, n_pe, x, res, plan):
+def cycles_model(model, n_pe, x, res, plan):
+    """Cycles of every image of ``x`` from the cycle model (hw/perf.py), an int array."""
     return np.array([perf.cycles(model, n_pe, x[b], res, b, plan=plan) for b in range(len(x))])
 
 
@@ -137,11 +138,11 @@ def compute(qmodel, ports, x_q, rtl_images=None, tech=None, x_float=None, log=pr
                                (ly.name for ly in qmodel.layers)})
     res = golden.run(qmodel, x_q, trace=True, sparse=sparse)
     g_counters = res.counters(adaptive=True)
-    g_cycles = _cycles_model(qmodel, n_pe, x_q, res, plan)
+    g_cycles = cycles_model(qmodel, n_pe, x_q, res, plan)
     e_golden = energy(qmodel, ports, g_counters, res.exit_t, g_cycles, tech)
     fixed = golden.run(qmodel, x_q, exit_threshold=NO_EXIT, trace=True, sparse=sparse)
     e_fixed = energy(qmodel, ports, fixed.counters(adaptive=False), fixed.exit_t,
-                     _cycles_model(qmodel, n_pe, x_q, fixed, plan), tech)
+                     cycles_model(qmodel, n_pe, x_q, fixed, plan), tech)
     T = np.full(len(x_q), qmodel.t_max)
     dense_cycles = sum(-(-ds // n_pe) * (1 if i == 0 else qmodel.t_max) + -(-ly.out_features // n_pe) * qmodel.t_max
                        for i, (ly, ds) in enumerate(zip(qmodel.layers, dense_synapses(qmodel))))

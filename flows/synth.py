@@ -37,7 +37,7 @@ from pathlib import Path
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 
-from .export import LUTRAM_MAX_DEPTH, TOP, ecp5_ram_styles, export
+from .export import TOP, ecp5_ram_styles, export
 
 __all__ = ["TARGETS", "DEFAULT_BUILD", "default_model", "run_target", "run", "main"]
 
@@ -288,12 +288,11 @@ def _throughput(n_pe, fmax, model_path, build):
 def model_cycles(model_path, n_pe):
     """Mean cycles per inference and cycles-to-bound of ``model_path`` on ``n_pe`` PEs over its test
     images, from the cycle model (no co-simulation needed); None when its dataset is not at hand."""
-    import numpy as np
-
-    from spikeloom.hw import perf
     from spikeloom.hw.plan import Plan
     from spikeloom.model import golden
     from spikeloom.model.data import load_dataset
+
+    from .energy import cycles_model
 
     qm = modelfile.load(model_path)
     if not qm.dataset:
@@ -305,7 +304,7 @@ def model_cycles(model_path, n_pe):
     x = golden.quantize_input(qm, split.test.x)
     plan = Plan(qm, n_pe)
     res = golden.run(qm, x, trace=True, sparse=plan.sparse_layers)
-    cyc = np.array([perf.cycles(qm, n_pe, x[b], res, b, plan=plan) for b in range(len(x))], dtype=float)
+    cyc = cycles_model(qm, n_pe, x, res, plan).astype(float)
     bound = res.cycle_bound(qm, n_pe).astype(float)
     return {"cycles_mean": float(cyc.mean()), "cycles_to_bound": float(cyc.mean() / bound.mean()),
             "n_images": len(x), "dataset": qm.dataset}

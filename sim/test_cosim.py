@@ -145,7 +145,7 @@ def test_energy_from_rtl_counters_equals_golden(tmp_path):
                  np.array([i["timesteps"] for i in imgs]), np.array([i["cycles"] for i in imgs]), tech)
     plan = Plan(model, 4)
     res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
-    gold = energy(model, ports, res.counters(), res.exit_t, flow_energy._cycles_model(model, 4, x, res, plan), tech)
+    gold = energy(model, ports, res.counters(), res.exit_t, flow_energy.cycles_model(model, 4, x, res, plan), tech)
     assert (rtl["total"] == gold["total"]).all()
     for k in rtl["by_kind"]:
         assert (rtl["by_kind"][k] == gold["by_kind"][k]).all(), k

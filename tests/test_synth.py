@@ -9,6 +9,7 @@ import re
 import pytest
 
 from spikeloom.flows import synth
+from spikeloom.flows.export import LUTRAM_MAX_DEPTH
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 from spikeloom.model.randnet import random_model
@@ -73,7 +74,7 @@ def test_ecp5_neuron_memories_stay_out_of_block_ram(built):
         "acc": "distributed", "bias": "logic", "membrane": "distributed", "threshold": "logic"}
     assert synth.lutram_memories("ice40-up5k", ports) == {}
     for m in ports["memories"]:
-        m["depth"] = synth.LUTRAM_MAX_DEPTH + 1  # deep ones (large conv layers at small N) stay block RAM
+        m["depth"] = LUTRAM_MAX_DEPTH + 1  # deep ones (large conv layers at small N) stay block RAM
     assert synth.lutram_memories("ecp5-85k", ports) == {}
 
 
