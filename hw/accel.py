@@ -214,11 +214,8 @@ class Accelerator(wiring.Component):
         pes = [PE(plan, p, self.weights) for p in range(n)]
         for p, pe in enumerate(pes):
             m.submodules[f"pe_{p}"] = pe
-        first = model.layers[0]
-        # a dense first layer reads the image flattened (its rows are the input indices), whatever
-        # the model's input shape; a conv one reads it as (C, H, W)
-        in_shape = tuple(first.in_shape) if first.kind == "conv" else (model.input_size,)
-        m.submodules.inputs = inputs = InputEventSource(in_shape, model.input_bits, ev_layout)
+        m.submodules.inputs = inputs = InputEventSource(plan.layers[0].sources[0].shape, model.input_bits,
+                                                        ev_layout)
         wiring.connect(m, wiring.flipped(self.i_data), inputs.i_data)
 
         def pushes(lp):

@@ -104,8 +104,7 @@ def cycles(model, n_pe, x, result, b, plan=None, trace=False):
             sc_of[next(i for i, l2 in enumerate(model.layers) if l2.name == ly.shortcut)] = li
     exit_wait = Z_STAGE + ceil_log2(n_pe) + 1  # Top2's latency, then its registered margin
     x = np.asarray(x).ravel()
-    first = model.layers[0]
-    shape = tuple(first.in_shape) if first.kind == "conv" else (len(x), 1, 1)
+    shape = layers[0].sources[0].shape
     # input events: (value index, event descriptor)
     in_ev = {}
     for i in np.flatnonzero(x):

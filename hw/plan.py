@@ -14,7 +14,8 @@ Its weights form one *row*:
 * conv source: row = input channel ``ch``; its ``k * k`` taps ``t = ky * k + kx`` land on output
   ``(oy, ox) = ((y + p - ky) / s, (x + p - kx) / s)`` when that is an integer inside the map;
 * dense source: a single tap that always lands on the layer's 1x1 map; row = ``ch`` after a dense
-  layer, ``(y * W + x) * C + ch`` after a (C, H, W) conv map (position-major, so that the spike
+  layer and for the input image (read flat, whatever ``input_shape``: row = index in the input
+  stream, see :func:`source_map`), ``(y * W + x) * C + ch`` after a (C, H, W) conv map (position-major, so that the spike
   queue can form it as a per-entry base plus the lane; the weights are PyTorch's row-major flatten
   ``W[:, ch * H * W + y * W + x]``).
 
@@ -48,6 +49,24 @@ STORAGES = ("dense", "sparse")
 WEIGHT_STORES = ("rom", "load")
 
 
+def source_map(layer, index, prev_shape):
+    """The (C, H, W) map whose nonzero values are the events of layer ``index``'s main source.
+
+    ``prev_shape`` is what the previous stage gives: the model's ``input_shape`` for the first
+    layer, else the previous layer's ``out_shape``. The image is streamed in row-major (C, H, W)
+    order (SEMANTICS.md, "Input order"), so a dense first layer reads it flat, as (F, 1, 1): its
+    row is the stream index, which is PyTorch's flatten and the column of ``W``. A dense layer after
+    a conv layer reads that layer's (C, H, W) spike map with position-major rows (see the module
+    docstring); after a dense layer, (F, 1, 1).
+    """
+    shape = tuple(int(v) for v in prev_shape)
+    if layer.kind == "conv":
+        return shape
+    if index == 0 or len(shape) != 3:
+        return (int(np.prod(shape)), 1, 1)
+    return shape
+
+
 def _ceil(a, b):
     return -(-a // b)
 
@@ -72,6 +91,12 @@ class SourcePlan:
     pad: int
     weight: np.ndarray = field(repr=False, compare=False)  # (C_out, c_in, k, k) view of the weights
     row_base: int = 0   # first global row
+
+    @property
+    def shape(self):
+        """(C, H, W) of the map whose events this source takes (the input stream's order for the
+        analog layer)."""
+        return (self.c_in, self.h, self.w)
 
     @property
     def rows(self):
@@ -212,7 +237,7 @@ class Plan:
         prev_shape = tuple(model.input_shape)
         for i, ly in enumerate(model.layers):
             srcs = []
-            c, h, w = (prev_shape + (1, 1))[:3] if len(prev_shape) == 1 else prev_shape
+            c, h, w = source_map(ly, i, prev_shape)
             if ly.kind == "conv":
                 srcs.append(SourcePlan(i, False, True, c, h, w, ly.kernel, ly.stride, ly.padding,
                                        ly.weight.astype(np.int64), row))
