@@ -412,6 +412,9 @@ class Plan:
         return ents + [(0, 0, 0)] * (ln - len(ents))
 
     def word(self, w, t, c):
+        """A packed weight word. Only compressed layers use the index fields ``t`` and ``c``
+        (sized for them: a dense layer's tap may not fit ``tap_bits``), so a dense layer's word
+        is ``word(w, 0, 0)``."""
         mask = (1 << self.weight_bits) - 1
         v = w & mask
         if self.tap_bits or self.chunk_bits:
@@ -428,7 +431,8 @@ class Plan:
             if mem == "weight":
                 for s in lp.sources:
                     for r in range(s.rows):
-                        out += [self._signed_word(self.word(*e)) for e in self.pe_entries(pe, lp, s, r)]
+                        out += [self._signed_word(self.word(*e) if lp.storage == "sparse" else self.word(e[0], 0, 0))
+                                for e in self.pe_entries(pe, lp, s, r)]
             else:
                 arr = ly.bias if mem == "bias" else ly.threshold
                 for _ in range(lp.positions):

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from spikeloom.hw.plan import Plan
 from spikeloom.model import golden
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
+from spikeloom.sim.strategies import N_PES, STORAGES, conv_nets, dense_nets
 
 
 def decode(plan, word):
@@ -124,6 +125,21 @@ def test_conv_plan_walk_equals_golden(data):
     n_pe = data.draw(st.sampled_from([1, 2, 3, 4]), label="n_pe")
     storage = data.draw(st.sampled_from(["dense", "sparse", "auto"]), label="storage")
     check_plan(model, n_pe, storage, random_inputs(model, 3, seed=1))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=st.one_of(dense_nets(), conv_nets()), n_pe=st.sampled_from(N_PES), storage=st.sampled_from(STORAGES))
+def test_strategy_nets_plan_walk_equals_golden(model, n_pe, storage):
+    """Every axis of the shared strategies (flat and (C, H, W) inputs to a dense first layer, conv
+    nets with dense hidden layers, all bit widths): the walk equals golden, and every initial value
+    fits its memory (a dense layer's word once carried tap indices wider than a compressed layer's
+    tap field, which Amaranth truncated)."""
+    plan = check_plan(model, n_pe, storage, random_inputs(model, 3, seed=1))
+    for mem, width in plan.widths().items():
+        lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+        for p in range(n_pe):
+            vals = plan.init(p, mem)
+            assert min(vals) >= lo and max(vals) <= hi, (mem, width, min(vals), max(vals))
 
 
 @pytest.mark.parametrize("storage", ["dense", "sparse", "auto"])
