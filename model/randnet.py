@@ -7,14 +7,22 @@ from .modelfile import Layer, QuantModel, signed_range
 
 
 def random_model(sizes, *, seed=0, t_max=4, weight_bits=6, input_bits=4, leak_shift=1, reset="subtract",
-                 membrane_bits=16, exit_threshold=8, density=0.8, threshold_range=(8, 40)):
+                 membrane_bits=16, exit_threshold=8, density=0.8, threshold_range=(8, 40), input_shape=None):
     """A QuantModel with layer sizes ``sizes`` = (inputs, hidden..., classes) and random integers.
 
     ``density`` is the fraction of nonzero weights (the rest are pruned to exactly zero). Weights
-    are biased positive so that hidden layers spike at useful rates.
+    are biased positive so that hidden layers spike at useful rates. ``input_shape`` (default
+    ``(sizes[0],)``): the shape of one input, e.g. an image (C, H, W) that the dense first layer
+    reads flattened; its size must be ``sizes[0]``. Thresholds are clipped to the membrane range.
     """
+    if input_shape is None:
+        input_shape = (sizes[0],)
+    if int(np.prod(input_shape)) != sizes[0]:
+        raise ValueError(f"input_shape {tuple(input_shape)!r} has {int(np.prod(input_shape))} values, "
+                         f"but sizes[0] = {sizes[0]}")
     rng = np.random.default_rng(seed)
     lo_w, hi_w = signed_range(weight_bits)
+    hi_m = signed_range(membrane_bits)[1]
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         w = rng.integers(lo_w // 2, hi_w + 1, size=(n_out, n_in))
@@ -23,13 +31,13 @@ def random_model(sizes, *, seed=0, t_max=4, weight_bits=6, input_bits=4, leak_sh
         last = i == len(sizes) - 2
         role = "analog" if i == 0 else ("output" if last else "spiking")
         scale_in = (1 << input_bits) - 1 if i == 0 else 1
-        th = None if last else rng.integers(threshold_range[0] * scale_in // 2 + 1,
-                                            threshold_range[1] * scale_in // 2 + 2, size=n_out)
+        th = None if last else np.clip(rng.integers(threshold_range[0] * scale_in // 2 + 1,
+                                                    threshold_range[1] * scale_in // 2 + 2, size=n_out), 1, hi_m)
         b = rng.integers(-4, 5, size=n_out)
         layers.append(Layer(name=f"fc{i + 1}", role=role, weight=w.astype(np.int64), bias=b.astype(np.int64),
                             threshold=None if th is None else th.astype(np.int64), weight_bits=weight_bits,
                             scale=[1.0]))
-    return QuantModel(name="random", dataset="random", input_shape=(sizes[0],), input_bits=input_bits,
+    return QuantModel(name="random", dataset="random", input_shape=tuple(input_shape), input_bits=input_bits,
                       t_max=t_max, neuron=NeuronConfig(leak_shift, reset, membrane_bits),
                       exit_criterion="margin", exit_threshold=exit_threshold, layers=layers)
 
@@ -44,13 +52,16 @@ def random_inputs(model, n, *, seed=0, zero_fraction=0.4):
 
 def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, False), (5, 3, 1, 1, 2, True)),
                       n_classes=3, t_max=3, weight_bits=5, input_bits=4, leak_shift=1, reset="subtract",
-                      membrane_bits=14, exit_threshold=6, density=0.7, threshold_range=(3, 12)):
+                      membrane_bits=14, exit_threshold=6, density=0.7, threshold_range=(3, 12), hidden=()):
     """A conv QuantModel: conv layers ``convs`` = (C_out, k, stride, padding, pool, shortcut) each,
-    then a dense output layer. ``shortcut`` (not for the first conv) adds a 1x1 residual input from
-    the conv layer two before it (or the first conv), with the stride that matches the map sizes.
+    then spiking dense layers of ``hidden`` neurons (reading the last conv map flattened), then a
+    dense output layer. ``shortcut`` (not for the first conv) adds a 1x1 residual input from the
+    conv layer two before it (or the first conv), with the stride that matches the map sizes.
+    Thresholds are clipped to the membrane range.
     """
     rng = np.random.default_rng(seed)
     lo_w, hi_w = signed_range(weight_bits)
+    hi_m = signed_range(membrane_bits)[1]
     layers, shape = [], tuple(in_shape)
     outs = []  # (name, out_shape) of the conv layers so far
     last_sc = 0  # residual connections never overlap (the hardware holds one shortcut map at a time)
@@ -60,7 +71,8 @@ def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, Fals
         scale_in = (1 << input_bits) - 1 if i == 0 else 1
         fan = max(1, int((w > 0).sum(axis=(1, 2, 3)).mean()))
         lo_t, hi_t = threshold_range
-        th = rng.integers(max(1, lo_t * fan * scale_in // 4), max(2, hi_t * fan * scale_in // 4) + 1, size=c_out)
+        th = np.clip(rng.integers(max(1, lo_t * fan * scale_in // 4), max(2, hi_t * fan * scale_in // 4) + 1,
+                                  size=c_out), 1, hi_m)
         ho, wo = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
         kw = {}
         j = max(len(outs) - 2, 0)
@@ -79,6 +91,16 @@ def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, Fals
         shape = ly.out_shape
         outs.append((ly.name, shape))
     n_in = int(np.prod(shape))
+    for j, n_out in enumerate(hidden):
+        w = rng.integers(lo_w // 2, hi_w + 1, size=(n_out, n_in))
+        w[rng.random(w.shape) >= density] = 0
+        fan = max(1, int((w > 0).sum(axis=1).mean()))
+        th = np.clip(rng.integers(max(1, threshold_range[0] * fan // 4),
+                                  max(2, threshold_range[1] * fan // 4) + 1, size=n_out), 1, hi_m)
+        layers.append(Layer(name=f"fc{j + 1}", role="spiking", weight=w.astype(np.int64),
+                            bias=rng.integers(-2, 3, size=n_out).astype(np.int64), threshold=th.astype(np.int64),
+                            weight_bits=weight_bits, scale=[1.0]))
+        n_in = n_out
     w = rng.integers(lo_w // 2, hi_w + 1, size=(n_classes, n_in))
     w[rng.random(w.shape) >= density] = 0
     layers.append(Layer(name="fc", role="output", weight=w.astype(np.int64),

@@ -1,32 +1,162 @@
 """Hypothesis strategies for random networks the hardware supports (shared by the Amaranth-sim and
-the co-simulation tests; needs the ``dev`` extra)."""
+the co-simulation tests; needs the ``dev`` extra).
+
+A random test finds only what its generator draws: the dense first layer on a multi-channel image
+went wrong on every image for months because no strategy drew a dense layer over a (C, H, W)
+input. ``AXES`` lists every axis the strategies draw, with the values; ``tests/test_strategies.py``
+draws a few hundred networks from each strategy and fails if any listed value never occurs in the
+networks themselves (so narrowing a generator is a test failure, not a silent loss of coverage).
+The axes the tests draw *around* a network (N, storage, trace port, image seed, idle and
+back-pressure) are drawn by the tests themselves from ``N_PES`` and ``STORAGES``.
+"""
+
+from math import prod
 
 from hypothesis import strategies as st
 
-from spikeloom.model.randnet import random_conv_model
+from spikeloom.model.randnet import random_conv_model, random_model
+
+#: Every axis a strategy draws: {strategy: {axis: the values drawn}}. The names are the keys that
+#: :func:`axes_of` reads off a network (``tests/test_strategies.py`` checks each value occurs).
+AXES = {
+    "dense_nets": {
+        # the input as the first (analog, dense) layer sees it: flat (F,), or an image (C, H, W)
+        # read flattened; C = 1..4 covers grey, RGB and more channels than colours
+        "input_form": ("flat", "image"),
+        "c_in": (1, 2, 3, 4),
+        "square": (True, False),           # image H == W or not
+        "hidden_layers": (0, 1, 2),        # spiking dense layers between the analog and the output
+        "weight_bits": (2, 3, 4, 5, 6, 7, 8),
+        "input_bits": (1, 2, 3, 4, 5, 6, 7, 8),
+        "membrane_bits": (6, 8, 10, 12, 14, 16),
+        "leak_shift": (0, 1, 2, 3),
+        "reset": ("zero", "subtract"),
+        "t_max": (1, 2, 3, 4),
+        "exit_threshold": ("0", "1..9", ">=10"),
+        "density": (0.3, 0.8, 1.0),
+    },
+    "conv_nets": {
+        "c_in": (1, 2, 3, 4),
+        "square": (True, False),           # input map H == W or not
+        "n_conv": (1, 2, 3),
+        "kernel": (1, 2, 3),
+        "stride": (1, 2),
+        "padding": (0, 1, 2),
+        "pool": (1, 2),
+        "shortcut": (False, True),
+        "hidden_layers": (0, 1),           # a spiking dense layer after the last conv map
+        "weight_bits": (3, 4, 5, 6),
+        "input_bits": (1, 2, 4, 6),
+        "membrane_bits": (10, 12, 14, 16),
+        "leak_shift": (0, 1, 2, 3),
+        "reset": ("zero", "subtract"),
+        "t_max": (1, 2, 3),
+        "exit_threshold": ("0", "1..9", ">=10"),
+        "density": (0.3, 0.8),
+    },
+}
+
+#: PE counts the tests draw: one lane, lanes that do or do not divide the layers.
+N_PES = (1, 2, 3, 4, 7)
+#: Weight storages the tests draw (``hw/plan.py``).
+STORAGES = ("dense", "sparse", "auto")
+
+
+def _threshold_class(t):
+    return "0" if t == 0 else ("1..9" if t < 10 else ">=10")
+
+
+def _neuron(draw, axes):
+    return dict(
+        weight_bits=draw(st.sampled_from(axes["weight_bits"]), label="weight_bits"),
+        input_bits=draw(st.sampled_from(axes["input_bits"]), label="input_bits"),
+        membrane_bits=draw(st.sampled_from(axes["membrane_bits"]), label="membrane_bits"),
+        leak_shift=draw(st.sampled_from(axes["leak_shift"]), label="leak_shift"),
+        reset=draw(st.sampled_from(axes["reset"]), label="reset"),
+        t_max=draw(st.sampled_from(axes["t_max"]), label="t_max"),
+        exit_threshold=draw(st.one_of(st.just(0), st.integers(1, 9), st.integers(10, 40)), label="exit_threshold"),
+        density=draw(st.sampled_from(axes["density"]), label="density"),
+    )
+
+
+@st.composite
+def dense_nets(draw, max_side=4, max_flat=24, max_hidden=12):
+    """A random all-dense QuantModel whose analog first layer reads a flat vector or a (C, H, W)
+    image (C = 1..4, H and W = 1..``max_side``, square or not) flattened, 0-2 spiking hidden layers
+    after it and 2-5 classes, with every bit width, neuron option and exit threshold of ``AXES``."""
+    axes = AXES["dense_nets"]
+    if draw(st.sampled_from(axes["input_form"]), label="input_form") == "flat":
+        shape = (draw(st.integers(1, max_flat), label="features"),)
+    else:
+        c = draw(st.sampled_from(axes["c_in"]), label="c_in")
+        h = draw(st.integers(1, max_side), label="h")
+        w = draw(st.integers(1, max_side), label="w")
+        shape = (c, h, w)
+    n_hidden = draw(st.sampled_from(axes["hidden_layers"]), label="hidden_layers")
+    hidden = [draw(st.integers(1, max_hidden), label="hidden") for _ in range(n_hidden)]
+    analog = draw(st.integers(1, max_hidden), label="analog")
+    sizes = (prod(shape), analog, *hidden, draw(st.integers(2, 5), label="classes"))
+    return random_model(sizes, seed=draw(st.integers(0, 2**16), label="seed"), input_shape=shape,
+                        **_neuron(draw, axes))
 
 
 @st.composite
 def conv_nets(draw, max_convs=3, max_hw=6):
-    """A random conv/pool/residual QuantModel: 1-3 conv layers (kernel 1-3, stride 1-2, padding
-    < kernel, 1-5 channels, 2x2 OR-pooling where the map divides evenly, residual 1x1 shortcuts)
-    and a dense output layer, with random integer weights (30% or 80% nonzero)."""
-    c_in, hw = draw(st.integers(1, 2), label="c_in"), draw(st.integers(3, max_hw), label="hw")
-    convs, shape = [], (c_in, hw, hw)
+    """A random conv/pool/residual QuantModel: a C_in = 1..4 input map (square or not), 1-3 conv
+    layers (kernel 1-3, stride 1-2, padding < kernel, 1-5 channels, 2x2 OR-pooling where the map
+    divides evenly, residual 1x1 shortcuts), an optional spiking dense layer on the flattened map
+    and a dense output layer, with random integer weights (30% or 80% nonzero) and the bit widths,
+    neuron options and exit thresholds of ``AXES``."""
+    axes = AXES["conv_nets"]
+    c_in = draw(st.sampled_from(axes["c_in"]), label="c_in")
+    h = draw(st.integers(3, max_hw), label="h")
+    w = h if draw(st.booleans(), label="square") else draw(st.integers(3, max_hw), label="w")
+    convs, shape = [], (c_in, h, w)
     for i in range(draw(st.integers(1, max_convs), label="n_conv")):
-        k = draw(st.sampled_from([1, 2, 3]), label="k")
-        s = draw(st.sampled_from([1, 2]), label="stride")
+        k = draw(st.sampled_from(axes["kernel"]), label="k")
+        s = draw(st.sampled_from(axes["stride"]), label="stride")
         p = draw(st.integers(0, k - 1), label="pad")
         ho = (shape[1] + 2 * p - k) // s + 1
-        if ho < 1:
+        wo = (shape[2] + 2 * p - k) // s + 1
+        if ho < 1 or wo < 1:
             break
-        q = 2 if ho % 2 == 0 and draw(st.booleans(), label="pool") else 1
+        q = 2 if ho % 2 == 0 and wo % 2 == 0 and draw(st.booleans(), label="pool") else 1
         c = draw(st.integers(1, 5), label="c_out")
         convs.append((c, k, s, p, q, i > 0 and draw(st.booleans(), label="shortcut")))
-        shape = (c, ho // q, ho // q)
+        shape = (c, ho // q, wo // q)
     if not convs:
         convs = [(2, 3, 1, 1, 1, False)]
-    return random_conv_model(seed=draw(st.integers(0, 2**16), label="seed"), in_shape=(c_in, hw, hw),
-                             convs=convs, t_max=draw(st.integers(1, 3), label="t_max"),
-                             reset=draw(st.sampled_from(["zero", "subtract"]), label="reset"),
-                             density=draw(st.sampled_from([0.3, 0.8]), label="density"))
+    n_hidden = draw(st.sampled_from(axes["hidden_layers"]), label="hidden_layers")
+    hidden = tuple(draw(st.integers(1, 8), label="hidden") for _ in range(n_hidden))
+    return random_conv_model(seed=draw(st.integers(0, 2**16), label="seed"), in_shape=(c_in, h, w),
+                             convs=convs, hidden=hidden, **_neuron(draw, axes))
+
+
+def axes_of(model):
+    """The ``AXES`` values a network shows (read off the network, not off the draws)."""
+    convs = [ly for ly in model.layers if ly.kind == "conv"]
+    spiking_dense = [ly for ly in model.layers[1:-1] if ly.kind == "dense"]
+    shape = tuple(model.input_shape)
+    weights = [ly.weight for ly in model.layers]
+    nonzero = sum(int((w != 0).sum()) for w in weights) / max(1, sum(w.size for w in weights))
+    out = {
+        "c_in": shape[0] if len(shape) == 3 else None,
+        "square": shape[1] == shape[2] if len(shape) == 3 else None,
+        "hidden_layers": len(spiking_dense),
+        "weight_bits": model.layers[0].weight_bits,
+        "input_bits": model.input_bits,
+        "membrane_bits": model.neuron.membrane_bits,
+        "leak_shift": model.neuron.leak_shift,
+        "reset": model.neuron.reset,
+        "t_max": model.t_max,
+        "exit_threshold": _threshold_class(model.exit_threshold),
+        "nonzero_fraction": nonzero,
+    }
+    if not convs:
+        out["input_form"] = "image" if len(shape) == 3 else "flat"
+    else:
+        out.update(n_conv=len(convs), kernel={ly.kernel for ly in convs}, stride={ly.stride for ly in convs},
+                   padding={ly.padding for ly in convs}, pool={ly.pool for ly in convs},
+                   shortcut={ly.shortcut is not None for ly in convs})
+    return out
+

@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from spikeloom.hw.accel import generate
 from spikeloom.hw.plan import Plan
 from spikeloom.model import golden, modelfile
+from spikeloom.model.config import NeuronConfig
+from spikeloom.model.modelfile import Layer, QuantModel
 from spikeloom.model.randnet import random_inputs, random_model
 from spikeloom.sim.runner import cosim
-from spikeloom.sim.strategies import conv_nets
+from spikeloom.sim.strategies import N_PES, STORAGES, conv_nets, dense_nets
 
 pytestmark = pytest.mark.cosim
 
@@ -79,17 +81,44 @@ def test_wrong_weights_loaded_are_caught(tmp_path):
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 10_000), sizes=st.lists(st.integers(2, 17), min_size=3, max_size=4),
-       n_pe=st.integers(1, 9), leak=st.integers(0, 3), reset=st.sampled_from(["zero", "subtract"]),
-       t_max=st.integers(1, 5), thr=st.integers(0, 40))
-def test_hypothesis_random_networks(tmp_path_factory, seed, sizes, n_pe, leak, reset, t_max, thr):
-    model = random_model(tuple(sizes), seed=seed, leak_shift=leak, reset=reset, t_max=t_max, exit_threshold=thr)
-    r, _ = run_config(tmp_path_factory.mktemp("hyp"), model, n_pe, n_images=10, seed=seed)
+@given(model=dense_nets(), n_pe=st.sampled_from(N_PES), storage=st.sampled_from(STORAGES), seed=st.integers(0, 99))
+def test_hypothesis_random_networks(tmp_path_factory, model, n_pe, storage, seed):
+    """Random all-dense nets over every axis of ``strategies.AXES["dense_nets"]`` (flat or (C, H, W)
+    inputs, C = 1..4, bit widths, neuron options, exit thresholds): zero mismatches."""
+    tmp = tmp_path_factory.mktemp("hyp")
+    path = modelfile.save(model, tmp / "model.slm")
+    generate(model, n_pe, tmp / "rtl", storage=storage)
+    x = random_inputs(model, 10, seed=seed)
+    r = cosim(path, tmp / "rtl", x, tmp / "work", seed=seed)
+    assert r["n_images"] == len(x)
     assert r["mismatched_images"] == 0, r["mismatches"][:5]
 
 
+def rgb_dense_model(shape=(3, 4, 4)):
+    """Issue 18's reproduction: a dense first layer over a multi-channel image (every image
+    mismatched when the plan numbered the pixels position-major and the input stream flat)."""
+    rng = np.random.default_rng(0)
+    f = int(np.prod(shape))
+    w1, b1 = rng.integers(-20, 21, (32, f)), rng.integers(-5, 6, 32)
+    w2, b2 = rng.integers(-20, 21, (3, 32)), rng.integers(-5, 6, 3)
+    return QuantModel(name="rgb", dataset="random", input_shape=shape, input_bits=4, t_max=4,
+                      neuron=NeuronConfig(1, "subtract", 16), exit_criterion="margin", exit_threshold=50,
+                      layers=[Layer("fc1", "analog", w1, b1, np.full(32, 60), 8, scale=[1.0]),
+                              Layer("fc2", "output", w2, b2, None, 8, scale=[1.0])])
+
+
+# the input shape of the dense first layer: RGB (the issue's case), four channels and non-square
+@pytest.mark.parametrize("shape", [(3, 4, 4), (4, 3, 5)])
+def test_dense_first_layer_on_multichannel_images(tmp_path, shape):
+    model = rgb_dense_model(shape)
+    r, x = run_config(tmp_path, model, 8, n_images=12)
+    assert r["n_images"] == len(x)
+    assert r["mismatched_images"] == 0, r["mismatches"][:5]
+    assert len({i["timesteps"] for i in r["images"]}) > 1, "the stimulus should exercise early and late exits"
+
+
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(model=conv_nets(), n_pe=st.integers(1, 4), storage=st.sampled_from(["dense", "sparse", "auto"]),
+@given(model=conv_nets(), n_pe=st.sampled_from(N_PES), storage=st.sampled_from(STORAGES),
        seed=st.integers(0, 99))
 def test_hypothesis_random_conv_networks(tmp_path_factory, model, n_pe, storage, seed):
     """Random conv/pool/residual nets (kernel sizes, strides, padding, channels, pooling), dense or
