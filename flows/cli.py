@@ -16,6 +16,8 @@ def _add_pipeline_options(p):
     g = p.add_argument_group("pipeline")
     g.add_argument("--dataset", default="digits",
                    help="'digits' (embedded default), 'cifar:PATH' or 'folder:PATH' (local folders only)")
+    g.add_argument("--image-size", type=int, default=None,
+                   help="image folders: resize every image to S x S RGB (default 64)")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
     g.add_argument("--build", type=Path, default=Path("build"), help="output folder (default: build)")
     g.add_argument("--arch", default="mlp", help="network: mlp (default), vgg or resnet")
@@ -54,7 +56,7 @@ def _context(a):
     if a.qat_epochs is not None:
         kw["qat_epochs"] = a.qat_epochs
     return steps.Context(
-        build=a.build, dataset=a.dataset, data_seed=a.data_seed,
+        build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size,
         train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed, target_drop=a.target_drop, **kw),
         neuron=NeuronConfig(leak_shift=a.leak_shift, reset=a.reset, membrane_bits=a.membrane_bits),
         quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))

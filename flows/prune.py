@@ -83,15 +83,6 @@ class PruneContext(steps.Context):
     dense row's key is ``steps.Context``'s own: it is the plain pipeline's network)."""
 
     recipe: dict = field(default_factory=dict)
-    image_size: int | None = None
-
-    def split(self):
-        if self._split is None:
-            from spikeloom.model.data import load_dataset
-
-            kw = {"size": self.image_size} if self.image_size else {}
-            self._split = load_dataset(self.dataset, seed=self.data_seed, **kw)
-        return self._split
 
     def key(self, stage):
         base = super().key(stage)

@@ -32,6 +32,7 @@ class Context:
     train: TrainConfig = field(default_factory=TrainConfig)
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     quant: QuantConfig = field(default_factory=lambda: QuantConfig(input_bits=4))
+    image_size: int | None = None  # image folders: resize to S x S (None: the loader's default)
     report: dict = field(default_factory=dict)
     _split: object = None
 
@@ -50,7 +51,7 @@ class Context:
 
     def split(self):
         if self._split is None:
-            self._split = load_dataset(self.dataset, seed=self.data_seed)
+            self._split = load_dataset(self.dataset, seed=self.data_seed, size=self.image_size)
         return self._split
 
     def key(self, stage):
@@ -60,6 +61,8 @@ class Context:
                "train": self.train.as_dict(), "neuron": asdict(self.neuron)}
         if stage == "quantize":
             cfg["quant"] = asdict(self.quant)
+        if self.image_size is not None:  # absent by default: the default's key is unchanged
+            cfg["image_size"] = self.image_size
         h.update(json.dumps(cfg, sort_keys=True).encode())
         src = Path(__file__).resolve().parent.parent / "model"
         for name in MODEL_SOURCES:
@@ -142,7 +145,8 @@ def step_quantize(ctx: Context, float_model, log=print):
             f"images for an accuracy drop <= {ctx.train.target_drop}")
         qmodel = imodel.export(ctx.tag, ctx.dataset, theta, classes=split.train.classes,
                                extra={"data_seed": ctx.data_seed, "train": ctx.train.as_dict(),
-                                      "quant": asdict(ctx.quant)})
+                                      "quant": asdict(ctx.quant),
+                                      **({"image_size": ctx.image_size} if ctx.image_size is not None else {})})
         torch.save(imodel.state_dict(), qpath)
         modelfile.save(qmodel, path)
         _mark(path, key)

@@ -298,7 +298,7 @@ def model_cycles(model_path, n_pe):
     if not qm.dataset:
         return None
     try:
-        split = load_dataset(qm.dataset, seed=int(qm.extra.get("data_seed", 0)))
+        split = load_dataset(qm.dataset, seed=int(qm.extra.get("data_seed", 0)), size=qm.extra.get("image_size"))
     except (SpikeloomError, OSError, ValueError):
         return None  # e.g. an image folder that is not on this machine
     x = golden.quantize_input(qm, split.test.x)

@@ -509,7 +509,7 @@ def standardise(split: Split) -> tuple[Split, np.ndarray, np.ndarray]:
     return Split(apply(split.train), apply(split.val), apply(split.test)), mean32, std32
 
 
-def load_dataset(spec: str, **kw: Any) -> Split:
+def load_dataset(spec: str, size: int | None = None, **kw: Any) -> Split:
     """Load a dataset from a short specification.
 
     Parameters
@@ -517,6 +517,9 @@ def load_dataset(spec: str, **kw: Any) -> Split:
     spec : str
         ``"digits"``; ``"cifar:PATH"``; ``"folder:PATH"``; or a plain ``PATH``, read as CIFAR
         when it holds the CIFAR files (or one CIFAR folder), else as an image folder.
+    size : int, optional
+        Image folders only: the side images are resized to (default: :func:`load_image_folder`'s);
+        given for digits or CIFAR, whose images have a fixed size, it is an error.
     **kw
         Passed on to :func:`load_digits`, :func:`load_cifar` or :func:`load_image_folder`.
 
@@ -525,12 +528,20 @@ def load_dataset(spec: str, **kw: Any) -> Split:
     Split
     """
     spec = str(spec).strip()
+
+    def fixed(kind):
+        if size is not None:
+            raise DatasetError(f"--image-size = {size!r} applies to image folders only; dataset {spec!r} is "
+                               f"{kind}, whose images have a fixed size")
+        return kw
+
+    sized = dict(kw, size=size) if size is not None else kw
     if spec == "digits":
-        return load_digits(**kw)
+        return load_digits(**fixed("the 8x8 digits"))
     if spec.startswith("cifar:"):
-        return load_cifar(spec[len("cifar:"):], **kw)
+        return load_cifar(spec[len("cifar:"):], **fixed("CIFAR (32x32)"))
     if spec.startswith("folder:"):
-        return load_image_folder(spec[len("folder:"):], **kw)
+        return load_image_folder(spec[len("folder:"):], **sized)
     path = Path(spec).expanduser()
     if not path.exists():
         raise DatasetError(
@@ -538,5 +549,5 @@ def load_dataset(spec: str, **kw: Any) -> Split:
             f"'folder:PATH' or an existing folder)"
         )
     if _cifar_dir(path) is not None:
-        return load_cifar(path, **kw)
-    return load_image_folder(path, **kw)
+        return load_cifar(path, **fixed("CIFAR (32x32)"))
+    return load_image_folder(path, **sized)
