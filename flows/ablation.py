@@ -16,7 +16,7 @@ from spikeloom.model.losses import SCHEDULES
 from spikeloom.model.train import TrainConfig
 
 from . import steps
-from .cli import guarded
+from .common import guarded, table
 
 
 def run(build=Path("build"), losses=SCHEDULES, log=print):
@@ -33,10 +33,10 @@ def run(build=Path("build"), losses=SCHEDULES, log=print):
                      "relative_complexity": m["relative_complexity"], "exit_threshold": m["exit_threshold"]})
         log(f"[ablation] {loss}: adaptive {100 * m['accuracy_adaptive']:.2f}% at {m['mean_timesteps']:.2f} timesteps")
     T = len(rows[0]["accuracy_per_t"])
-    table = steps._table([[r["loss"], *(f"{100 * a:.2f}" for a in r["accuracy_per_t"]), f"{100 * r['accuracy_adaptive']:.2f}",
-                           f"{r['mean_timesteps']:.2f}", f"{r['relative_complexity']:.2f}"] for r in rows],
-                         ["loss", *(f"T{t + 1} (%)" for t in range(T)), "adaptive (%)", "mean T", "complexity"])
-    log(table)
+    text = table([[r["loss"], *(f"{100 * a:.2f}" for a in r["accuracy_per_t"]), f"{100 * r['accuracy_adaptive']:.2f}",
+                   f"{r['mean_timesteps']:.2f}", f"{r['relative_complexity']:.2f}"] for r in rows],
+                 ["loss", *(f"T{t + 1} (%)" for t in range(T)), "adaptive (%)", "mean T", "complexity"])
+    log(text)
     build.mkdir(parents=True, exist_ok=True)
     (build / "ablation.json").write_text(json.dumps({"dataset": "digits", "rows": rows}, indent=1) + "\n")
     log(f"wrote {build / 'ablation.json'}")

@@ -16,7 +16,7 @@ from spikeloom.model import golden
 from spikeloom.model.errors import SpikeloomError
 
 from . import steps
-from .cli import _check_pes, guarded
+from .common import check_pes, guarded, table
 
 
 def run(build=Path("build"), pes=(1, 2, 4, 8, 16), n_images=200, simulator="verilator", log=print):
@@ -47,7 +47,7 @@ def run(build=Path("build"), pes=(1, 2, 4, 8, 16), n_images=200, simulator="veri
     build.mkdir(parents=True, exist_ok=True)
     (build / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
     plot(report, build / "bench_cycles.png")
-    log(steps._table([[r["n_pe"], f"{r['cycles_mean']:.1f}", f"{r['cycles_bound_mean']:.1f}",
+    log(table([[r["n_pe"], f"{r['cycles_mean']:.1f}", f"{r['cycles_bound_mean']:.1f}",
                        f"{r['cycles_to_bound']:.3f}", f"{r['cycles_to_bound_max']:.3f}",
                        f"{r['sim_cycles_per_s'] / 1e3:.0f}k"] for r in rows],
                      ["N", "cycles/inference", "bound", "cycles/bound", "worst image", "sim cycles/s"]))
@@ -95,7 +95,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     def job():
         for n in a.pes:
-            _check_pes(n)
+            check_pes(n)
         run(a.build, a.pes, a.images, a.sim)
     return guarded(job)
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeloom.model.errors import ConfigError, SpikeloomError
+from spikeloom.model.errors import SpikeloomError
 
 from . import steps
+from .common import check_pes, guarded
 
 
 def _add_pipeline_options(p):
@@ -41,11 +42,6 @@ def _add_pipeline_options(p):
                    "default: model/tech/horowitz45.json")
 
 
-def _check_pes(pes):
-    if not 1 <= pes <= 64:
-        raise ConfigError(f"--pes = {pes} is outside the allowed range [1, 64]")
-
-
 def _context(a):
     from spikeloom.model.config import NeuronConfig, QuantConfig
     from spikeloom.model.train import TrainConfig
@@ -63,7 +59,7 @@ def _context(a):
 
 
 def cmd_run(a):
-    _check_pes(a.pes)
+    check_pes(a.pes)
     ctx = _context(a)
     fm = steps.step_train(ctx)
     im, qm = steps.step_quantize(ctx, fm)
@@ -85,7 +81,7 @@ def cmd_generate(a):
     from spikeloom.hw.accel import generate
     from spikeloom.model import modelfile
 
-    _check_pes(a.pes)
+    check_pes(a.pes)
     model = modelfile.load(a.model)
     steps.check_hardware(model, a.pes, "generate")
     generate(model, a.pes, a.out, trace=a.trace, weights=a.weights)
@@ -97,7 +93,7 @@ def cmd_export(a):
 
     from .export import export
 
-    _check_pes(a.pes)
+    check_pes(a.pes)
     steps.check_hardware(modelfile.load(a.model), a.pes, "export")
     files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
@@ -221,20 +217,6 @@ def build_parser():
     sp.add_argument("--counters", action="store_true")
     sp.set_defaults(fn=cmd_golden)
     return p
-
-
-def guarded(fn, *args):
-    """Run ``fn(*args)`` for a command-line entry point: a user-facing error (SpikeloomError) is
-    printed as one line, exit status 2, never a traceback. Returns the exit status."""
-    try:
-        fn(*args)
-    except SpikeloomError as e:
-        print(f"spikeloom: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("spikeloom: interrupted", file=sys.stderr)
-        return 130
-    return 0
 
 
 def main(argv=None):

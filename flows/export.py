@@ -20,6 +20,8 @@ from spikeloom.hw.plan import WEIGHT_STORES
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 
+from .common import guarded
+
 __all__ = ["export", "main", "wrapper_verilog", "TOP"]
 
 TOP = "spikeloom_top"
@@ -382,7 +384,6 @@ def main(argv=None):
     p.add_argument("--weights", default="rom",
                    help="rom (weight memories initialised, default) or load (streamed in after reset)")
     a = p.parse_args(argv)
-    from .cli import guarded
 
     def job():
         files = export(a.model, a.pes, a.out, a.freq, a.weights)

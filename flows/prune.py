@@ -36,6 +36,7 @@ Writes ``build/pruning.json`` (``rows``) and prints a table.
 import argparse
 import copy
 import hashlib
+import inspect
 import json
 import sys
 from dataclasses import dataclass, field, replace
@@ -45,7 +46,8 @@ import numpy as np
 
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
-from . import steps
+from . import common, steps
+from .common import guarded
 
 ROWS = ("dense-t4", "pruned80-t4", "pruned90-t4", "direct-t1", "stp-t1")
 
@@ -79,18 +81,19 @@ def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetun
 
 @dataclass
 class PruneContext(steps.Context):
-    """A :class:`steps.Context` for one row: the recipe and the image size join the cache key (the
-    dense row's key is ``steps.Context``'s own: it is the plain pipeline's network)."""
+    """A :class:`steps.Context` for one row: the recipe and this row's training code join the cache
+    key (the dense row's key is ``steps.Context``'s own: it is the plain pipeline's network; the
+    image size and model/prune.py are in that key already)."""
 
     recipe: dict = field(default_factory=dict)
 
     def key(self, stage):
         base = super().key(stage)
-        if self.recipe.get("kind", "dense") == "dense" and self.image_size is None:
+        if self.recipe.get("kind", "dense") == "dense":
             return base
         h = hashlib.sha256(base.encode())
-        h.update(json.dumps({"recipe": self.recipe, "image_size": self.image_size}, sort_keys=True).encode())
-        h.update((Path(__file__).resolve().parent.parent / "model" / "prune.py").read_bytes())
+        h.update(json.dumps({"recipe": self.recipe}, sort_keys=True).encode())
+        h.update(inspect.getsource(_train_variant).encode())
         return h.hexdigest()[:16]
 
 
@@ -127,7 +130,7 @@ def _train_variant(ctx, recipe, dense_float, log):
     validation accuracy of each training stage."""
     from spikeloom.model import prune
     from spikeloom.model.snn import SNN
-    from spikeloom.model.train import train_float
+    from spikeloom.model.train import reduce_timesteps, train_float
 
     split, cfg, neu = ctx.split(), ctx.train, ctx.neuron
     stages = []
@@ -167,9 +170,9 @@ def _train_variant(ctx, recipe, dense_float, log):
                 f"(balanced, N={recipe['balance']}), fine-tuned", model, replace(ft, t_max=t_from),
                 prune.keep_masks(masks), teacher)
     history = []
-    model = prune.reduce_timesteps(model, split, cfg, t_from=t_from, t_to=recipe["t_max"],
-                                   epochs=recipe["stage_epochs"], history=history, after_step=prune.keep_masks(masks),
-                                   teacher=teacher, distill=alpha)
+    model = reduce_timesteps(model, split, cfg, t_from=t_from, t_to=recipe["t_max"],
+                             epochs=recipe["stage_epochs"], history=history, after_step=prune.keep_masks(masks),
+                             teacher=teacher, distill=alpha)
     for h in history:
         stages.append({"stage": f"T={h['t_max']} (trainable thresholds)", "t_max": h["t_max"],
                        "epochs": len(h["history"]), "val_accuracy": max(e["val"] for e in h["history"])})
@@ -293,7 +296,7 @@ def table(rows):
              f(r["synaptic_events_mean"], ".0f"), f(r["cycles_bound_mean"], ".0f"), f(r["cycles_mean"], ".0f"),
              f(r.get("cycles_mean_vs_dense"), ".3f"), r["weight_bits"], f(r.get("weight_bits_vs_dense"), ".3f")]
             for r in rows]
-    return steps._table(body, ["row", "T", "mean T", "acc (%)", "acc fixed T (%)", "sparsity (%)",
+    return common.table(body, ["row", "T", "mean T", "acc (%)", "acc fixed T (%)", "sparsity (%)",
                                "syn events", "cycle bound", "cycles", "cycles/dense", "weight bits",
                                "bits/dense"])
 
@@ -412,7 +415,6 @@ def run_args(a):
 
 
 def main(argv=None):
-    from .cli import guarded
 
     p = argparse.ArgumentParser(prog="spikeloom-prune", description=__doc__.split("\n\n")[0])
     a = add_arguments(p).parse_args(argv)

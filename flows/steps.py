@@ -5,7 +5,7 @@ section to the run's report. Steps that train are cached on a key made of their 
 the source of the code they run, so an unchanged ``make sim`` does not train again.
 """
 
-import hashlib
+import inspect
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +19,15 @@ from spikeloom.model.data import load_dataset
 from spikeloom.model.errors import ModelFileError, SpikeloomError
 from spikeloom.model.train import TrainConfig
 
-MODEL_SOURCES = ("config.py", "data.py", "golden.py", "losses.py", "modelfile.py", "snn.py", "train.py", "exit.py")
+from . import sources
+from .common import table
+
+#: What training and quantization run: the modules :func:`step_train` and :func:`step_quantize`
+#: import. The cache key hashes these and every module they import (``flows/sources.py`` reads the
+#: import graph from the source), plus the two step functions' own source.
+TRAINING_ROOTS = ("spikeloom.model.train", "spikeloom.model.snn", "spikeloom.model.data", "spikeloom.model.exit",
+                  "spikeloom.model.golden", "spikeloom.model.modelfile", "spikeloom.model.config",
+                  "spikeloom.model.errors", "spikeloom.flows.common")
 
 
 @dataclass
@@ -56,17 +64,15 @@ class Context:
 
     def key(self, stage):
         """Cache key of a training stage: its configuration plus the source of model/."""
-        h = hashlib.sha256()
         cfg = {"stage": stage, "dataset": self.dataset, "data_seed": self.data_seed,
                "train": self.train.as_dict(), "neuron": asdict(self.neuron)}
         if stage == "quantize":
             cfg["quant"] = asdict(self.quant)
-        if self.image_size is not None:  # absent by default: the default's key is unchanged
+        if self.image_size is not None:
             cfg["image_size"] = self.image_size
-        h.update(json.dumps(cfg, sort_keys=True).encode())
-        src = Path(__file__).resolve().parent.parent / "model"
-        for name in MODEL_SOURCES:
-            h.update((src / name).read_bytes())
+        h = sources.source_hash(TRAINING_ROOTS, json.dumps(cfg, sort_keys=True).encode())
+        for fn in (step_train, step_quantize, Context.split):
+            h.update(inspect.getsource(fn).encode())
         return h.hexdigest()[:16]
 
 
@@ -156,14 +162,6 @@ def step_quantize(ctx: Context, float_model, log=print):
     return imodel, back
 
 
-def _table(rows, headers):
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(out)
-
-
 def step_evaluate(ctx: Context, imodel, qmodel, log=print):
     """Golden-model evaluation on the test split, agreement with the fake-quant network, report."""
     split = ctx.split()
@@ -218,9 +216,9 @@ def step_evaluate(ctx: Context, imodel, qmodel, log=print):
         c = criteria[crit]
         rows.append([f"ATSNN ({crit}, software)", f"{c['mean_timesteps']:.2f} ({T})", f"{100 * c['accuracy']:.2f}",
                      f"{c['relative_complexity']:.2f}"])
-    table = _table(rows, ["method", "timesteps", "accuracy (%)", "complexity"])
+    text = table(rows, ["method", "timesteps", "accuracy (%)", "complexity"])
     log(f"\n{ctx.dataset} test split, {len(y)} images, float SNN accuracy {100 * m['accuracy_float']:.2f}% "
-        f"(golden model = fake-quant network on {100 * agree:.1f}% of images)\n{table}\n"
+        f"(golden model = fake-quant network on {100 * agree:.1f}% of images)\n{text}\n"
         f"exit histogram (t=1..{T}): {hist}\n")
     if agree != 1.0:
         raise SpikeloomError(f"golden model and fake-quant network disagree on {100 * (1 - agree):.2f}% "
@@ -316,7 +314,7 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
          "sim_cycles_per_s": r["sim_cycles_per_s"], "sim_wall_s": r["wall_s"],
          "first_mismatches": r["mismatches"][:20]}
     ctx.report["cosim"] = c
-    log(_table([[simulator, c["n_pe"], c["n_images"], c["mismatches"], f"{100 * c['accuracy']:.2f}",
+    log(table([[simulator, c["n_pe"], c["n_images"], c["mismatches"], f"{100 * c['accuracy']:.2f}",
                  f"{c['mean_timesteps']:.3f}", f"{c['cycles_mean']:.1f}", f"{c['cycles_bound_mean']:.1f}",
                  f"{c['cycles_to_bound']:.3f}", f"{c['sim_cycles_per_s'] / 1e3:.0f}k"]],
                 ["simulator", "N", "images", "mismatches", "accuracy (%)", "mean T", "cycles", "bound",
@@ -349,7 +347,7 @@ def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=
     rows = [[k, f"{v:.2f}", f"{sec['fixed_t_breakdown'][k]:.2f}"] for k, v in sec["breakdown"].items()]
     rows.append(["total", f"{sec['per_inference_nj']:.2f}", f"{sec['fixed_t_per_inference_nj']:.2f}"])
     log(f"\nenergy per inference ({tech.name}; {sec['source']}), nJ\n"
-        + _table(rows, ["event kind", "early exit", f"fixed T={qmodel.t_max}"]))
+        + table(rows, ["event kind", "early exit", f"fixed T={qmodel.t_max}"]))
     log(f"early exit saves {100 * sec['saving_early_exit']:.1f}% vs fixed T_max; sparsity saves "
         f"{100 * sec['saving_sparsity']:.1f}% vs dense ({sec['dense_per_inference_nj']:.1f} nJ); "
         f"{sec['pj_per_sop']:.2f} pJ/SOP (ODIN 12.7, ReckOn 5.3); GPU baseline ({sec['gpu_method']}) "

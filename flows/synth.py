@@ -37,6 +37,7 @@ from pathlib import Path
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 
+from .common import guarded
 from .export import TOP, ecp5_ram_styles, export
 
 __all__ = ["TARGETS", "DEFAULT_BUILD", "default_model", "run_target", "run", "main"]
@@ -475,8 +476,9 @@ def main(argv=None):
     p.add_argument("--model", type=Path, default=None,
                    help="model file, or an arch name (mlp) for BUILD/digits-<arch>/model.slm; default: the default model")
     a = p.parse_args(argv)
-    model = a.model
-    try:
+
+    def job():
+        model = a.model
         if model is not None and model.suffix != ".slm" and not model.exists():
             from spikeloom.model.snn import ARCHS
 
@@ -485,13 +487,10 @@ def main(argv=None):
                                      f"({', '.join(ARCHS)})")
             model = default_model(a.build, str(model))
         report = run(a.target, a.pes, model, a.build, a.weights)
-    except SpikeloomError as e:
-        print(f"spikeloom: error: {e}", file=sys.stderr)
-        return 2
-    bad = [t for t, e in report["targets"].items() if not e.get("fmax_ok")]
-    if bad:
-        print(f"spikeloom: warning: fmax below the goal on {', '.join(bad)}", file=sys.stderr)
-    return 0
+        bad = [t for t, e in report["targets"].items() if not e.get("fmax_ok")]
+        if bad:
+            print(f"spikeloom: warning: fmax below the goal on {', '.join(bad)}", file=sys.stderr)
+    return guarded(job)
 
 
 if __name__ == "__main__":

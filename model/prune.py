@@ -13,13 +13,12 @@ Spatial (Units): an :class:`~spikeloom.model.snn.SNN` built with ``units=M, unit
 extra Conv-BN-LIF blocks after stage AS; :func:`remove_units` returns the base network, which is then
 fine-tuned (``train_float(..., model=base)``).
 
-Temporal: :func:`reduce_timesteps` retrains at T-1 from the T network, T = t_from .. t_to
+Temporal: :func:`spikeloom.model.train.reduce_timesteps` (a training schedule, so it lives with
+training, which imports this module) retrains at T-1 from the T network, T = t_from .. t_to
 (Chowdhury, Rathi, Roy, ECCV 2022), with trainable thresholds.
 """
 
-import copy
 import math
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -294,42 +293,5 @@ def remove_units(model: SNN) -> SNN:
     return base
 
 
-def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=None, history=None,
-                     after_step=None, teacher=None, distill=0.5):
-    """Progressive temporal pruning: from a network at ``t_from`` timesteps, retrain at ``t_from - 1``
-    initialised from it, and so on down to ``t_to``; returns the ``t_to`` network (a new object).
-
-    ``model`` is an :class:`SNN` (trained at ``t_from``; its ``t_max`` must equal it) or ``None``
-    (train one at ``t_from`` with ``cfg`` first). Thresholds are made trainable
-    (:meth:`SNN.enable_threshold_learning`). Each stage trains ``epochs`` (default ``cfg.epochs``)
-    epochs with ``cfg``; ``history``, if a list, receives ``{"t_max", "history"}`` per stage.
-    ``after_step`` (e.g. :func:`keep_masks`) is passed to every stage, and so are ``teacher`` and
-    ``distill`` (distillation from a trained network, see :func:`~spikeloom.model.train.train_float`).
-    """
-    from .train import train_float
-
-    if not (isinstance(t_from, int) and isinstance(t_to, int) and 1 <= t_to <= t_from <= 64):
-        raise ConfigError(f"need 1 <= t_to <= t_from <= 64, got t_from = {t_from!r}, t_to = {t_to!r}")
-    neuron = neuron if neuron is not None else (model.neuron if model is not None else None)
-    if neuron is None:
-        raise ConfigError("reduce_timesteps needs a NeuronConfig when no model is given")
-    if model is None:
-        model, hist = train_float(split, replace(cfg, t_max=t_from), neuron)
-        if history is not None:
-            history.append({"t_max": t_from, "history": hist})
-    elif model.t_max != t_from:
-        raise ConfigError(f"the model runs {model.t_max} timesteps but t_from = {t_from}")
-    model = copy.deepcopy(model).enable_threshold_learning()
-    for T in range(t_from - 1, t_to - 1, -1):
-        model = copy.deepcopy(model)
-        model.t_max = T
-        stage_cfg = replace(cfg, t_max=T, epochs=epochs or cfg.epochs)
-        model, hist = train_float(split, stage_cfg, neuron, model=model, after_step=after_step, teacher=teacher,
-                                  distill=distill)
-        if history is not None:
-            history.append({"t_max": T, "history": hist})
-    return model
-
-
 __all__ = ["prunable", "apply_masks", "magnitude_prune", "balanced_keep", "pe_load", "channel_prune", "keep_masks", "attach_masks",
-           "KeepZeros", "sparsity", "remove_units", "reduce_timesteps"]
+           "KeepZeros", "sparsity", "remove_units"]

@@ -39,7 +39,8 @@ def random_model(sizes, *, seed=0, t_max=4, weight_bits=6, input_bits=4, leak_sh
                             scale=[1.0]))
     return QuantModel(name="random", dataset="random", input_shape=tuple(input_shape), input_bits=input_bits,
                       t_max=t_max, neuron=NeuronConfig(leak_shift, reset, membrane_bits),
-                      exit_criterion="margin", exit_threshold=exit_threshold, layers=layers)
+                      exit_criterion="margin", exit_threshold=exit_threshold, layers=layers,
+                      extra={"density": density})
 
 
 def random_inputs(model, n, *, seed=0, zero_fraction=0.4):
@@ -108,4 +109,5 @@ def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, Fals
                         weight_bits=weight_bits, scale=[1.0]))
     return QuantModel(name="random-conv", dataset="random", input_shape=tuple(in_shape), input_bits=input_bits,
                       t_max=t_max, neuron=NeuronConfig(leak_shift, reset, membrane_bits),
-                      exit_criterion="margin", exit_threshold=exit_threshold, layers=layers)
+                      exit_criterion="margin", exit_threshold=exit_threshold, layers=layers,
+                      extra={"density": density})

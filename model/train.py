@@ -9,7 +9,7 @@ the integer network keeps the float network's accuracy. Both are deterministic f
 """
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from .config import EXIT_CRITERIA, NeuronConfig, QuantConfig, check_choice, chec
 from .errors import ConfigError
 from .golden import first_argmax, quantize_values
 from .losses import SCHEDULES, DistillLoss, TimeLoss
+from .prune import KeepZeros
 from .snn import ARCHS, SNN, IntSNN
 
 
@@ -184,8 +185,6 @@ def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: 
     with its pruned weights as integer zeros. A trained dense network has no exact zeros, so for it
     this changes nothing.
     """
-    from .prune import KeepZeros
-
     hooks = [h for h in (KeepZeros() if keep_zeros else None, after_step) if h is not None]
 
     def each_step(m):
@@ -208,3 +207,38 @@ def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: 
                        cfg.seed + 1, "train (QAT)", val_acc, each_step if hooks else None,
                        resolve_device(cfg.device))
     return imodel, history
+
+
+def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=None, history=None,
+                     after_step=None, teacher=None, distill=0.5):
+    """Progressive temporal pruning: from a network at ``t_from`` timesteps, retrain at ``t_from - 1``
+    initialised from it, and so on down to ``t_to``; returns the ``t_to`` network (a new object).
+
+    ``model`` is an :class:`SNN` (trained at ``t_from``; its ``t_max`` must equal it) or ``None``
+    (train one at ``t_from`` with ``cfg`` first). Thresholds are made trainable
+    (:meth:`SNN.enable_threshold_learning`). Each stage trains ``epochs`` (default ``cfg.epochs``)
+    epochs with ``cfg``; ``history``, if a list, receives ``{"t_max", "history"}`` per stage.
+    ``after_step`` (e.g. :func:`~spikeloom.model.prune.keep_masks`) is passed to every stage, and so are ``teacher`` and
+    ``distill`` (distillation from a trained network, see :func:`train_float`).
+    """
+    if not (isinstance(t_from, int) and isinstance(t_to, int) and 1 <= t_to <= t_from <= 64):
+        raise ConfigError(f"need 1 <= t_to <= t_from <= 64, got t_from = {t_from!r}, t_to = {t_to!r}")
+    neuron = neuron if neuron is not None else (model.neuron if model is not None else None)
+    if neuron is None:
+        raise ConfigError("reduce_timesteps needs a NeuronConfig when no model is given")
+    if model is None:
+        model, hist = train_float(split, replace(cfg, t_max=t_from), neuron)
+        if history is not None:
+            history.append({"t_max": t_from, "history": hist})
+    elif model.t_max != t_from:
+        raise ConfigError(f"the model runs {model.t_max} timesteps but t_from = {t_from}")
+    model = copy.deepcopy(model).enable_threshold_learning()
+    for T in range(t_from - 1, t_to - 1, -1):
+        model = copy.deepcopy(model)
+        model.t_max = T
+        stage_cfg = replace(cfg, t_max=T, epochs=epochs or cfg.epochs)
+        model, hist = train_float(split, stage_cfg, neuron, model=model, after_step=after_step, teacher=teacher,
+                                  distill=distill)
+        if history is not None:
+            history.append({"t_max": T, "history": hist})
+    return model

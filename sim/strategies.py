@@ -137,8 +137,6 @@ def axes_of(model):
     convs = [ly for ly in model.layers if ly.kind == "conv"]
     spiking_dense = [ly for ly in model.layers[1:-1] if ly.kind == "dense"]
     shape = tuple(model.input_shape)
-    weights = [ly.weight for ly in model.layers]
-    nonzero = sum(int((w != 0).sum()) for w in weights) / max(1, sum(w.size for w in weights))
     out = {
         "c_in": shape[0] if len(shape) == 3 else None,
         "square": shape[1] == shape[2] if len(shape) == 3 else None,
@@ -150,7 +148,7 @@ def axes_of(model):
         "reset": model.neuron.reset,
         "t_max": model.t_max,
         "exit_threshold": _threshold_class(model.exit_threshold),
-        "nonzero_fraction": nonzero,
+        "density": model.extra.get("density"),  # the generator's own record (randnet)
     }
     if not convs:
         out["input_form"] = "image" if len(shape) == 3 else "flat"

@@ -160,29 +160,6 @@ def test_units_train_then_come_out():
     assert len(imodel.export("b", "none", 0).layers) == 4
 
 
-def test_reduce_timesteps_down_to_one():
-    split = _tiny_split()
-    torch.manual_seed(0)
-    net = SNN((1, 8, 8), 4, (("conv", 4), ("res", 4), ("pool", 2)), NeuronConfig(), t_max=3)
-    cfg = TrainConfig(arch="vgg", t_max=3, epochs=1, batch_size=16)
-    history = []
-    one = prune.reduce_timesteps(net, split, cfg, t_from=3, t_to=1, history=history)
-    assert one.t_max == 1 and [h["t_max"] for h in history] == [2, 1] and net.t_max == 3
-    assert one.learn_threshold and not net.learn_threshold
-    assert any((p != 1).any() for p in one.thetas.values())  # thresholds were trained
-    with torch.no_grad():
-        assert one(torch.as_tensor(split.val.x)).shape == (1, 48, 4)
-    imodel, _ = train_qat(one, split, TrainConfig(arch="vgg", t_max=1, qat_epochs=0), NeuronConfig(), QuantConfig())
-    model = imodel.export("t1", "none", 0)
-    assert model.t_max == 1
-    x_q = golden.quantize_input(model, split.val.x)
-    r = golden.run(model, x_q)
-    assert r.z.shape == (1, 48, 4) and (r.exit_t == 1).all()
-    assert (imodel.exact_z(x_q) == r.z).all()
-    with pytest.raises(ConfigError, match="t_from"):
-        prune.reduce_timesteps(net, split, cfg, t_from=4, t_to=1)
-
-
 def _layer(shape, seed=0):
     """A one-layer module whose prunable weight ``0.weight`` has ``shape`` (dense or conv)."""
     torch.manual_seed(seed)

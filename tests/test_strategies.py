@@ -1,7 +1,8 @@
 """The random-network strategies draw every axis they list (``sim/strategies.py`` ``AXES``).
 
 Each strategy is sampled a few hundred times (derandomised: the same networks on every machine) and
-every value of every listed axis must occur in the networks themselves, read off the models. A
+every value of every listed axis must occur in the networks themselves, read off the models (the
+weight density from the generator's record in ``model.extra``). A
 generator narrowed by a later edit (say, back to flat inputs only) fails here instead of silently
 shrinking what the hardware tests can find.
 """
@@ -38,8 +39,6 @@ def test_every_listed_axis_value_is_drawn(name):
     seen = _sample(name, 400)
     missing = {}
     for axis, values in AXES[name].items():
-        if axis == "density":
-            continue  # read off the networks as the nonzero fraction, below
         got = set()
         for s in seen:
             v = s.get(axis)
@@ -48,8 +47,6 @@ def test_every_listed_axis_value_is_drawn(name):
         if lost:
             missing[axis] = lost
     assert not missing, f"{name} never drew {missing}"
-    fractions = [s["nonzero_fraction"] for s in seen]
-    assert min(fractions) < 0.5 and max(fractions) > 0.75, (min(fractions), max(fractions))
 
 
 def test_dense_first_layer_on_every_channel_count():

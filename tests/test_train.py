@@ -9,7 +9,8 @@ from spikeloom.model.config import NeuronConfig, QuantConfig
 from spikeloom.model.data import Dataset, Split
 from spikeloom.model.errors import ConfigError
 from spikeloom.model.snn import SNN
-from spikeloom.model.train import TrainConfig, resolve_device, train_float, train_qat
+from spikeloom.model import golden
+from spikeloom.model.train import TrainConfig, reduce_timesteps, resolve_device, train_float, train_qat
 
 
 def _split(n=40, seed=0):
@@ -59,3 +60,26 @@ def test_qat_keeps_pruned_weights_at_zero(keep_zeros):
             assert prune.pe_load(ly.weight, 4)[1] == 1.0  # still balanced in the integer model
     else:
         assert max(pruned) < 0.75  # QAT moved them: the default is what keeps them
+
+
+def test_reduce_timesteps_down_to_one():
+    split = _split(n=48)
+    torch.manual_seed(0)
+    net = SNN((1, 4, 4), 4, (("conv", 4), ("res", 4), ("pool", 2)), NeuronConfig(), t_max=3)
+    cfg = TrainConfig(arch="vgg", t_max=3, epochs=1, batch_size=16)
+    history = []
+    one = reduce_timesteps(net, split, cfg, t_from=3, t_to=1, history=history)
+    assert one.t_max == 1 and [h["t_max"] for h in history] == [2, 1] and net.t_max == 3
+    assert one.learn_threshold and not net.learn_threshold
+    assert any((p != 1).any() for p in one.thetas.values())  # thresholds were trained
+    with torch.no_grad():
+        assert one(torch.as_tensor(split.val.x)).shape == (1, 48, 4)
+    imodel, _ = train_qat(one, split, TrainConfig(arch="vgg", t_max=1, qat_epochs=0), NeuronConfig(), QuantConfig())
+    model = imodel.export("t1", "none", 0)
+    assert model.t_max == 1
+    x_q = golden.quantize_input(model, split.val.x)
+    r = golden.run(model, x_q)
+    assert r.z.shape == (1, 48, 4) and (r.exit_t == 1).all()
+    assert (imodel.exact_z(x_q) == r.z).all()
+    with pytest.raises(ConfigError, match="t_from"):
+        reduce_timesteps(net, split, cfg, t_from=4, t_to=1)

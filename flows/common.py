@@ -1,0 +1,41 @@
+"""Helpers every command-line flow shares: the error guard, option checks and plain-text tables.
+
+A module of its own so that the flows (``cli``, ``export``, ``synth``, ``prune``, ``bench``,
+``ablation``) import it instead of each other (no import cycles, see ``flows/sources.py``).
+"""
+
+import sys
+
+from spikeloom.model.errors import ConfigError, SpikeloomError
+
+#: The allowed number of processing elements (``hw/plan.py`` checks the same range for the Python API).
+PES_RANGE = (1, 64)
+
+
+def guarded(fn, *args):
+    """Run ``fn(*args)`` for a command-line entry point: a user-facing error (SpikeloomError) is
+    printed as one line, exit status 2, never a traceback. Returns the exit status."""
+    try:
+        fn(*args)
+    except SpikeloomError as e:
+        print(f"spikeloom: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikeloom: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def check_pes(pes, option="--pes"):
+    lo, hi = PES_RANGE
+    if not lo <= pes <= hi:
+        raise ConfigError(f"{option} = {pes} is outside the allowed range [{lo}, {hi}]")
+
+
+def table(rows, headers):
+    """Left-aligned columns with a dashed rule under the headers."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
