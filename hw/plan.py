@@ -31,8 +31,8 @@ Its weights form one *row*:
   no storage (beyond the imbalance between PEs, which balanced pruning removes).
 
 ``auto`` picks, per layer, the storage with fewer bits. Word layout (LSB first): ``w``
-(``weight_bits``), then ``t`` (``tap_bits``) and ``c`` (``chunk_bits``), present only when a layer is
-sparse. ``row_start``/``row_len`` form one shared table (the ``rows`` memory).
+(``weight_bits``), then ``t`` (``tap_bits``) and ``c`` (``chunk_bits``), present when any layer is
+sparse and sized for the sparse layers; they are zero in the words of dense layers. ``row_start``/``row_len`` form one shared table (the ``rows`` memory).
 """
 
 from dataclasses import dataclass, field
