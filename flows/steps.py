@@ -63,7 +63,8 @@ class Context:
         return self._split
 
     def key(self, stage):
-        """Cache key of a training stage: its configuration plus the source of model/."""
+        """Cache key of a training stage: its configuration plus the source of every module that
+        training and quantization can run (``TRAINING_ROOTS`` and all they import)."""
         cfg = {"stage": stage, "dataset": self.dataset, "data_seed": self.data_seed,
                "train": self.train.as_dict(), "neuron": asdict(self.neuron)}
         if stage == "quantize":

@@ -15,9 +15,9 @@ Its weights form one *row*:
   ``(oy, ox) = ((y + p - ky) / s, (x + p - kx) / s)`` when that is an integer inside the map;
 * dense source: a single tap that always lands on the layer's 1x1 map; row = ``ch`` after a dense
   layer and for the input image (read flat, whatever ``input_shape``: row = index in the input
-  stream, see :func:`source_map`), ``(y * W + x) * C + ch`` after a (C, H, W) conv map (position-major, so that the spike
-  queue can form it as a per-entry base plus the lane; the weights are PyTorch's row-major flatten
-  ``W[:, ch * H * W + y * W + x]``).
+  stream, see :func:`source_map`), ``(y * W + x) * C + ch`` after a (C, H, W) conv map
+  (position-major, so that the spike queue can form it as a per-entry base plus the lane; the
+  weights are PyTorch's row-major flatten ``W[:, ch * H * W + y * W + x]``).
 
 **Weight storage**, chosen per layer (``storage``), one memory per PE for all layers:
 
@@ -32,7 +32,8 @@ Its weights form one *row*:
 
 ``auto`` picks, per layer, the storage with fewer bits. Word layout (LSB first): ``w``
 (``weight_bits``), then ``t`` (``tap_bits``) and ``c`` (``chunk_bits``), present when any layer is
-sparse and sized for the sparse layers; they are zero in the words of dense layers. ``row_start``/``row_len`` form one shared table (the ``rows`` memory).
+sparse and sized for the sparse layers; they are zero in the words of dense layers.
+``row_start``/``row_len`` form one shared table (the ``rows`` memory).
 """
 
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ class SourcePlan:
     k: int
     stride: int
     pad: int
-    weight: np.ndarray = field(repr=False, compare=False)  # (C_out, c_in, k, k) view of the weights
+    weight: np.ndarray = field(repr=False, compare=False)  # (C_out, c_in, k, k) or dense (C_out, c_in, h, w)
     row_base: int = 0   # first global row
 
     @property
@@ -114,10 +115,8 @@ class SourcePlan:
         """(C_out, taps) weights of local row ``r``."""
         if self.conv:
             return self.weight[:, r].reshape(len(self.weight), -1)
-        if self.weight.ndim == 4:
-            pos, ch = divmod(r, self.c_in)
-            return self.weight[:, ch, pos // self.w, pos % self.w][:, None]
-        return self.weight[:, r][:, None]
+        pos, ch = divmod(r, self.c_in)
+        return self.weight[:, ch, pos // self.w, pos % self.w][:, None]
 
     def tables(self, chunks, ho, wo):
         """Event geometry for the hardware: per input row ``y``: (landing-tap mask over ky, neuron
@@ -242,9 +241,7 @@ class Plan:
                 srcs.append(SourcePlan(i, False, True, c, h, w, ly.kernel, ly.stride, ly.padding,
                                        ly.weight.astype(np.int64), row))
             else:
-                wt = ly.weight.astype(np.int64)
-                if len(prev_shape) == 3:
-                    wt = wt.reshape(len(wt), c, h, w)
+                wt = ly.weight.astype(np.int64).reshape(len(ly.weight), c, h, w)
                 srcs.append(SourcePlan(i, False, False, c, h, w, 1, 1, 0, wt, row))
             row += srcs[-1].rows
             if ly.shortcut is not None:
@@ -396,7 +393,8 @@ class Plan:
     # ------------------------------------------------------------------ contents
 
     def pe_entries(self, pe, lp, s, r):
-        """Stored words of PE ``pe`` for local row ``r`` of source ``s`` as (w, t, c) tuples."""
+        """Stored words of PE ``pe`` for local row ``r`` of source ``s`` as (w, t, c) tuples (a dense
+        layer's words are in (t, c) order and store no index: t = c = 0)."""
         wr = s.row_weights(r)
         n, chunks = self.n_pe, lp.chunks
         if lp.storage == "dense":
@@ -404,7 +402,7 @@ class Plan:
             for t in range(s.taps):
                 for c in range(chunks):
                     o = c * n + pe
-                    out.append((int(wr[o, t]) if o < lp.channels else 0, t, c))
+                    out.append((int(wr[o, t]) if o < lp.channels else 0, 0, 0))
             return out
         ents = [(int(wr[o, t]), t, o // n) for t in range(s.taps) for o in range(pe, lp.channels, n)
                 if wr[o, t] != 0]
@@ -412,9 +410,9 @@ class Plan:
         return ents + [(0, 0, 0)] * (ln - len(ents))
 
     def word(self, w, t, c):
-        """A packed weight word. Only compressed layers use the index fields ``t`` and ``c``
-        (sized for them: a dense layer's tap may not fit ``tap_bits``), so a dense layer's word
-        is ``word(w, 0, 0)``."""
+        """A packed weight word. Only compressed layers use the index fields ``t`` and ``c`` (sized
+        for them: a dense layer's tap may not fit ``tap_bits``, so :meth:`pe_entries` gives dense
+        words t = c = 0)."""
         mask = (1 << self.weight_bits) - 1
         v = w & mask
         if self.tap_bits or self.chunk_bits:
@@ -431,8 +429,7 @@ class Plan:
             if mem == "weight":
                 for s in lp.sources:
                     for r in range(s.rows):
-                        out += [self._signed_word(self.word(*e) if lp.storage == "sparse" else self.word(e[0], 0, 0))
-                                for e in self.pe_entries(pe, lp, s, r)]
+                        out += [self._signed_word(self.word(*e)) for e in self.pe_entries(pe, lp, s, r)]
             else:
                 arr = ly.bias if mem == "bias" else ly.threshold
                 for _ in range(lp.positions):

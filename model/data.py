@@ -528,6 +528,8 @@ def load_dataset(spec: str, size: int | None = None, **kw: Any) -> Split:
     Split
     """
     spec = str(spec).strip()
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+        raise DatasetError(f"--image-size = {size!r} is outside the allowed range: a whole number >= 1")
 
     def fixed(kind):
         if size is not None:

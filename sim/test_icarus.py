@@ -19,9 +19,10 @@ from .test_cosim import rgb_dense_model, run_config
 
 # Icarus is a system tool the README's commands do not install (.ci/run does): without it these
 # tests skip with the reason, except under CI=true, where they run and fail.
-pytestmark = [pytest.mark.cosim, pytest.mark.skipif(
+requires_icarus = pytest.mark.skipif(
     shutil.which("iverilog") is None and os.environ.get("CI") != "true",
-    reason="Icarus Verilog (iverilog) is not installed: apt-get install iverilog (.ci/run installs it)")]
+    reason="Icarus Verilog (iverilog) is not installed: apt-get install iverilog (.ci/run installs it)")
+pytestmark = [pytest.mark.cosim, requires_icarus]
 
 
 @pytest.mark.parametrize("n_pe,trace", [(1, False), (3, True)])  # one lane; lanes not dividing the layers + trace port

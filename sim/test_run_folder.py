@@ -7,14 +7,14 @@ both simulators; the command's own check (exit status) and the report's counts a
 """
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from .test_icarus import requires_icarus
 
 pytestmark = pytest.mark.cosim
 
@@ -43,10 +43,8 @@ def _run(folder, build, simulator):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
 
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=requires_icarus)])
 def test_rgb_folder_run_cosimulates_exactly(rgb_folder, tmp_path_factory, simulator):
-    if simulator == "icarus" and shutil.which("iverilog") is None and os.environ.get("CI") != "true":
-        pytest.skip("Icarus Verilog (iverilog) is not installed: apt-get install iverilog (.ci/run installs it)")
     build = tmp_path_factory.mktemp(f"run-{simulator}")
     r = _run(rgb_folder, build, simulator)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
