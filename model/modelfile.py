@@ -118,13 +118,6 @@ class Layer:
         """Output channels (= neurons for dense): the length of ``bias`` and ``threshold``."""
         return int(self.weight.shape[0])
 
-    def weight_rows(self):
-        """(channels, fan-in) int64: every weight feeding each output channel (shortcut included)."""
-        w = self.weight.astype(np.int64).reshape(self.channels, -1)
-        if self.shortcut_weight is not None:
-            w = np.concatenate([w, self.shortcut_weight.astype(np.int64).reshape(self.channels, -1)], axis=1)
-        return w
-
 
 @dataclass
 class QuantModel:
