@@ -364,7 +364,7 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
     cycles = np.array([i["cycles"] for i in imgs], dtype=float)
     bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
     ports = json.loads((Path(gen_dir) / "ports.json").read_text())
-    res = golden.run(qmodel, x_q, sparse=tuple(ports.get("sparse_layers", ())))
+    res = golden.run(qmodel, x_q, sparse=ports["sparse_layers"])
     c = {"simulator": simulator, "n_pe": r["n_pe"], "n_images": r["n_images"],
          "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
          "accuracy_golden_same_images": float((res.pred == y).mean()),
