@@ -24,7 +24,7 @@ def run(build=Path("build"), pes=(1, 2, 4, 8, 16), n_images=200, simulator="veri
     fm = steps.step_train(ctx, log=log)
     _, qm = steps.step_quantize(ctx, fm, log=log)
     x_q = golden.quantize_input(qm, ctx.split().test.x)[:n_images]
-    res = golden.run(qm, x_q)
+    res = golden.run(qm, x_q, sparse=())
     spikes = sum(c["spikes"] for c in res.counters().values())
     syn = res.totals()["synaptic_events"]
     rows, per_image = [], {}

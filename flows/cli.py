@@ -63,7 +63,7 @@ def cmd_run(a):
     ctx = _context(a)
     fm = steps.step_train(ctx)
     im, qm = steps.step_quantize(ctx, fm)
-    steps.step_evaluate(ctx, im, qm)
+    steps.step_evaluate(ctx, im, qm, a.pes)
     if not a.no_cosim:
         gen = steps.step_generate(ctx, qm, a.pes)
         c = steps.step_cosim(ctx, qm, gen, a.sim, a.cosim_images)
@@ -129,7 +129,7 @@ def cmd_evaluate(a):
     ctx = _context(a)
     fm = steps.step_train(ctx)
     im, qm = steps.step_quantize(ctx, fm)
-    steps.step_evaluate(ctx, im, qm)
+    steps.step_evaluate(ctx, im, qm, a.pes)
     steps.write_report(ctx)
 
 
@@ -155,14 +155,16 @@ def cmd_golden(a):
     from spikeloom.model import golden, modelfile
 
     model = modelfile.load(a.model)
+    storage = steps.weight_storage(model, a.pes, a.ports)
     try:
         x = np.load(a.input, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise SpikeloomError(f"{a.input}: cannot read a .npy integer array ({e})") from e
-    res = golden.run(model, x, exit_threshold=a.exit_threshold)
+    res = golden.run(model, x, exit_threshold=a.exit_threshold, sparse=storage["sparse_layers"])
     out = [{"pred": int(p), "timesteps": int(t)} for p, t in zip(res.pred, res.exit_t)]
-    print(json.dumps(out if not a.counters else {"results": out, "counters": {
-        ln: {k: v.tolist() for k, v in cs.items()} for ln, cs in res.counters().items()}}, indent=1))
+    print(json.dumps(out if not a.counters else {
+        "results": out, "storage": {"source": storage["source"], "n_pe": storage["n_pe"], "layers": res.storage()},
+        "counters": {ln: {k: v.tolist() for k, v in cs.items()} for ln, cs in res.counters().items()}}, indent=1))
 
 
 def build_parser():
@@ -214,7 +216,12 @@ def build_parser():
     sp.add_argument("model", type=Path)
     sp.add_argument("--input", type=Path, required=True)
     sp.add_argument("--exit-threshold", type=int, default=None)
-    sp.add_argument("--counters", action="store_true")
+    sp.add_argument("--counters", action="store_true", help="print every layer's counters per image")
+    g = sp.add_argument_group("weight storage of the counters (weight_reads), as the RTL counts them; "
+                              "default: every layer dense")
+    g.add_argument("--pes", type=int, default=None, help="the storage the generator picks for N processing elements")
+    g.add_argument("--ports", type=Path, default=None,
+                   help="the storage of a generated accelerator: its ports.json (spikeloom generate -o DIR)")
     sp.set_defaults(fn=cmd_golden)
     return p
 

@@ -16,11 +16,11 @@ from spikeloom.model import exit as early_exit
 from spikeloom.model import golden, modelfile
 from spikeloom.model.config import NeuronConfig, QuantConfig
 from spikeloom.model.data import load_dataset
-from spikeloom.model.errors import ModelFileError, SpikeloomError
+from spikeloom.model.errors import ConfigError, InputError, ModelFileError, SpikeloomError
 from spikeloom.model.train import TrainConfig
 
 from . import sources
-from .common import table
+from .common import check_pes, table
 
 #: What training and quantization run: the modules :func:`step_train` and :func:`step_quantize`
 #: import. The cache key hashes these and every module they import (``flows/sources.py`` reads the
@@ -86,6 +86,55 @@ def check_hardware(qmodel, n_pe, step):
         return Plan(qmodel, n_pe)
     except ValueError as e:
         raise SpikeloomError(f"{step}: {qmodel.name!r} cannot be mapped to the hardware: {e}") from None
+
+
+def weight_storage(qmodel, n_pe=None, ports=None):
+    """The weight storage that the golden counters assume, as the hardware has it.
+
+    ``n_pe``: what the generator picks for ``qmodel`` on ``n_pe`` PEs (``Plan(qmodel, n_pe)``);
+    ``ports``: the ``sparse_layers`` of a ``ports.json`` written by ``spikeloom generate`` (a path;
+    it must describe ``qmodel``); neither: every layer dense. Returns ``{"source", "n_pe",
+    "sparse_layers"}``; errors name the option (``--pes`` or ``--ports``) and its value.
+    """
+    if n_pe is not None and ports is not None:
+        raise ConfigError(f"--pes {n_pe} and --ports {ports} both give the weight storage; give one")
+    if ports is not None:
+        return _ports_storage(qmodel, Path(ports))
+    if n_pe is None:
+        return {"source": "dense (neither --pes nor --ports given)", "n_pe": None, "sparse_layers": []}
+    check_pes(n_pe)
+    plan = check_hardware(qmodel, n_pe, f"--pes {n_pe}")
+    return {"source": f"generator's choice for --pes {n_pe}", "n_pe": n_pe, "sparse_layers": list(plan.sparse_layers)}
+
+
+def _ports_storage(qmodel, path):
+    try:
+        ports = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"--ports {path}: cannot read a ports.json ({e})") from None
+    if not isinstance(ports, dict):
+        raise InputError(f"--ports {path}: not a ports.json (a JSON object), got {type(ports).__name__}")
+    missing = [k for k in ("model", "n_pe", "layers", "sparse_layers") if k not in ports]
+    if missing:
+        raise InputError(f"--ports {path}: not a ports.json written by 'spikeloom generate' (no {', '.join(missing)})")
+    n_pe = ports["n_pe"]
+    if isinstance(n_pe, bool) or not isinstance(n_pe, int):
+        raise InputError(f"--ports {path}: n_pe = {n_pe!r} is not an integer")
+    check_pes(n_pe, f"--ports {path}: n_pe")
+    try:
+        got = [(ly["name"], ly["kind"], ly["in_features"], ly["out_features"]) for ly in ports["layers"]]
+        storage = {ly["name"]: ly["storage"] for ly in ports["layers"]}
+    except (TypeError, KeyError) as e:
+        raise InputError(f"--ports {path}: malformed layers list ({e!r})") from None
+    want = [(ly.name, ly.kind, ly.in_features, ly.out_features) for ly in qmodel.layers]
+    if ports["model"] != qmodel.name or got != want:
+        raise InputError(f"--ports {path}: written for model {ports['model']!r} with layers "
+                         f"{[g[0] for g in got]}, not for {qmodel.name!r} with layers {[w[0] for w in want]}")
+    sparse = ports["sparse_layers"]
+    if not isinstance(sparse, list) or sorted(sparse) != sorted(n for n, st in storage.items() if st == "sparse"):
+        raise InputError(f"--ports {path}: sparse_layers = {sparse!r} disagrees with the layers' storage {storage}")
+    return {"source": f"--ports {path}", "n_pe": n_pe, "sparse_layers": [ly.name for ly in qmodel.layers
+                                                                         if ly.name in sparse]}
 
 
 def _cached(path: Path, key: str):
@@ -163,12 +212,22 @@ def step_quantize(ctx: Context, float_model, log=print):
     return imodel, back
 
 
-def step_evaluate(ctx: Context, imodel, qmodel, log=print):
-    """Golden-model evaluation on the test split, agreement with the fake-quant network, report."""
+def step_evaluate(ctx: Context, imodel, qmodel, n_pe=None, log=print):
+    """Golden-model evaluation on the test split, agreement with the fake-quant network, report.
+
+    ``n_pe``: the counters (``weight_reads``) assume the weight storage the generator picks for
+    ``n_pe`` PEs, as the RTL counts them (a model the generator cannot map, or no ``n_pe``: dense
+    storage); the report's ``counters_storage`` says which.
+    """
     split = ctx.split()
     x_q = golden.quantize_input(qmodel, split.test.x)
     y = split.test.y
-    res = golden.run(qmodel, x_q)
+    try:
+        storage = weight_storage(qmodel, n_pe)
+    except SpikeloomError as e:
+        log(f"[evaluate] counters assume dense weight storage: {e}")
+        storage = {"source": f"dense ({e})", "n_pe": None, "sparse_layers": []}
+    res = golden.run(qmodel, x_q, sparse=storage["sparse_layers"])
     T = qmodel.t_max
     acc_fixed = float((res.fixed_pred() == y).mean())
     acc_adapt = float((res.pred == y).mean())
@@ -191,6 +250,7 @@ def step_evaluate(ctx: Context, imodel, qmodel, log=print):
         "accuracy_per_t": [float((golden.first_argmax(res.z[t]) == y).mean()) for t in range(T)],
         "counters_adaptive_mean": {ln: {k: float(v.mean()) for k, v in cs.items()}
                                    for ln, cs in res.counters(adaptive=True).items()},
+        "counters_storage": {**storage, "layers": res.storage()},
         "model_file": str(ctx.model_path),
     })
     ctx.report.update({"dataset": ctx.dataset, "t_max": T})
@@ -304,7 +364,7 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
     cycles = np.array([i["cycles"] for i in imgs], dtype=float)
     bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
     ports = json.loads((Path(gen_dir) / "ports.json").read_text())
-    res = golden.run(qmodel, x_q, sparse=tuple(ports.get("sparse_layers", ())))
+    res = golden.run(qmodel, x_q, sparse=ports["sparse_layers"])
     c = {"simulator": simulator, "n_pe": r["n_pe"], "n_images": r["n_images"],
          "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
          "accuracy_golden_same_images": float((res.pred == y).mean()),

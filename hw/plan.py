@@ -1,7 +1,8 @@
 """Memory plan: how a :class:`QuantModel` is laid out over an array of ``n_pe`` processing elements.
 
 **Neurons.** PE ``p`` owns output channel ``o = c * n_pe + p`` of every layer (``c`` is the
-*chunk*; a dense layer is a 1x1 map whose channels are its neurons). The neuron ``(o, y, x)`` of a
+*chunk*; a dense layer is a 1x1 map whose channels are its neurons): the rule is
+:func:`spikeloom.model.geometry.owner` and its inverse ``channel``, which balanced pruning uses too. The neuron ``(o, y, x)`` of a
 layer with a ``Ho x Wo`` map is at address ``neuron_base + (y * Wo + x) * chunks + c`` of the
 ``acc``, ``membrane``, ``bias`` and ``threshold`` memories of PE ``p`` (``bias``/``threshold`` repeat
 the channel's value at every position). Lanes with ``o >= C_out`` are padding.
@@ -12,7 +13,8 @@ pooled spikes through the 1x1 shortcut). An *event* is one nonzero input ``(ch, 
 Its weights form one *row*:
 
 * conv source: row = input channel ``ch``; its ``k * k`` taps ``t = ky * k + kx`` land on output
-  ``(oy, ox) = ((y + p - ky) / s, (x + p - kx) / s)`` when that is an integer inside the map;
+  ``(oy, ox) = ((y + p - ky) / s, (x + p - kx) / s)`` when that is an integer inside the map
+  (:meth:`spikeloom.model.geometry.Kernel.landing`; a shortcut is the 1x1 kernel of its stride);
 * dense source: a single tap that always lands on the layer's 1x1 map; row = ``ch`` after a dense
   layer and for the input image (read flat, whatever ``input_shape``: row = index in the input
   stream, see :func:`source_map`), ``(y * W + x) * C + ch`` after a (C, H, W) conv map
@@ -40,7 +42,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spikeloom.model import geometry
 from spikeloom.model.errors import ModelFileError
+from spikeloom.model.geometry import DENSE_LANDING, Kernel, channel, owner, pe_channels
 from spikeloom.model.modelfile import QuantModel, bits_for, validate
 
 MEMORIES = ("weight", "acc", "membrane", "bias", "threshold")
@@ -61,15 +65,11 @@ def source_map(layer, index, prev_shape):
     docstring); after a dense layer, (F, 1, 1).
     """
     shape = tuple(int(v) for v in prev_shape)
-    if layer.kind == "conv":
+    if geometry.kernel(layer) is not None:
         return shape
     if index == 0 or len(shape) != 3:
         return (int(np.prod(shape)), 1, 1)
     return shape
-
-
-def _ceil(a, b):
-    return -(-a // b)
 
 
 def _ubits(n):
@@ -107,6 +107,11 @@ class SourcePlan:
     def taps(self):
         return self.k * self.k
 
+    @property
+    def kernel(self):
+        """The :class:`~spikeloom.model.geometry.Kernel` of a conv source (``None``: dense)."""
+        return Kernel(self.k, self.stride, self.pad) if self.conv else None
+
     def row(self, ch, y, x):
         """Local row of the event ``(ch, y, x)``."""
         return ch if self.conv else (y * self.w + x) * self.c_in + ch
@@ -126,18 +131,11 @@ class SourcePlan:
         ``neuron_base + yoff[y] + xoff[x] - D[t] + c`` (dense source: masks 1, offsets 0)."""
         if not self.conv:
             return [(1, 0)], [(1, 0)], [0]
-        k, s, p = self.k, self.stride, self.pad
+        kn = self.kernel
+        k, s, p = kn.k, kn.stride, kn.pad
 
         def axis(n, out_n, step):
-            rows = []
-            for v in range(n):
-                mask = 0
-                for kk in range(k):
-                    nv = v + p - kk
-                    if nv % s == 0 and 0 <= nv // s < out_n:
-                        mask |= 1 << kk
-                rows.append((mask, (v + p) // s * step))
-            return rows
+            return [(sum(1 << kk for kk, _ in kn.axis_landing(v, out_n)), (v + p) // s * step) for v in range(n)]
 
         return (axis(self.h, ho, wo * chunks), axis(self.w, wo, chunks),
                 [((t // k) // s * wo + (t % k) // s) * chunks for t in range(k * k)])
@@ -145,18 +143,8 @@ class SourcePlan:
     def landing(self, y, x, ho, wo):
         """Taps of an event at ``(y, x)`` that land, as (t, oy, ox) (dense: the one tap, (0, 0))."""
         if not self.conv:
-            return [(0, 0, 0)]
-        out = []
-        for ky in range(self.k):
-            ny = y + self.pad - ky
-            if ny % self.stride or not 0 <= ny // self.stride < ho:
-                continue
-            for kx in range(self.k):
-                nx = x + self.pad - kx
-                if nx % self.stride or not 0 <= nx // self.stride < wo:
-                    continue
-                out.append((ky * self.k + kx, ny // self.stride, nx // self.stride))
-        return out
+            return list(DENSE_LANDING)
+        return self.kernel.landing(y, x, (ho, wo))
 
 
 @dataclass(frozen=True)
@@ -237,8 +225,9 @@ class Plan:
         for i, ly in enumerate(model.layers):
             srcs = []
             c, h, w = source_map(ly, i, prev_shape)
-            if ly.kind == "conv":
-                srcs.append(SourcePlan(i, False, True, c, h, w, ly.kernel, ly.stride, ly.padding,
+            kn = geometry.kernel(ly)
+            if kn is not None:
+                srcs.append(SourcePlan(i, False, True, c, h, w, kn.k, kn.stride, kn.pad,
                                        ly.weight.astype(np.int64), row))
             else:
                 wt = ly.weight.astype(np.int64).reshape(len(ly.weight), c, h, w)
@@ -246,8 +235,9 @@ class Plan:
             row += srcs[-1].rows
             if ly.shortcut is not None:
                 sc_shape = model.layers[by_name[ly.shortcut]].out_shape
-                srcs.append(SourcePlan(i, True, True, sc_shape[0], sc_shape[1], sc_shape[2], 1,
-                                       ly.shortcut_stride, 0, ly.shortcut_weight.astype(np.int64), row))
+                sk = geometry.shortcut_kernel(ly)
+                srcs.append(SourcePlan(i, True, True, sc_shape[0], sc_shape[1], sc_shape[2], sk.k,
+                                       sk.stride, sk.pad, ly.shortcut_weight.astype(np.int64), row))
                 row += srcs[-1].rows
             srcs_per_layer.append(tuple(srcs))
             prev_shape = tuple(ly.out_shape)
@@ -255,9 +245,8 @@ class Plan:
 
         # storage choice and per-PE row contents
         geo = []
-        for ly, srcs in zip(model.layers, srcs_per_layer):
-            ch_out, ho, wo = (ly.map_shape + (1, 1))[:3] if ly.kind != "conv" else ly.map_shape
-            geo.append((ch_out, ho, wo, _ceil(ch_out, n_pe)))
+        for ly in model.layers:
+            geo.append((ly.channels, *geometry.map_hw(ly), geometry.chunks(ly.channels, n_pe)))
         self.tap_bits = 0
         self.chunk_bits = 0
         decided = []
@@ -289,9 +278,8 @@ class Plan:
                     self.row_start.append(wb)
                     self.row_len.append(n_words)
                     wb += n_words
-            pool = ly.pool if ly.kind == "conv" else 1
-            self.layers.append(LayerPlan(ly.name, ly.role, ly.kind, ch_out, ho, wo, pool, chunks,
-                                         ch_out - (chunks - 1) * n_pe, nb, layer_wb, st, srcs))
+            self.layers.append(LayerPlan(ly.name, ly.role, ly.kind, ch_out, ho, wo, geometry.pool(ly), chunks,
+                                         ch_out - channel(0, chunks - 1, n_pe), nb, layer_wb, st, srcs))
             self.storage_report.append({"layer": ly.name, "storage": st, "words": wb - layer_wb,
                                         "dense_bits": dense_bits, "sparse_bits": sparse_bits})
             nb += ho * wo * chunks
@@ -299,7 +287,6 @@ class Plan:
         self.weight_depth = max(wb, 1)
         self.max_chunks = max(lp.chunks for lp in self.layers)
         self.max_spiking_chunks = max(lp.chunks for lp in self.layers[:-1])
-        self.max_in = max(lp.in_features for lp in self.layers)
         self.max_row_len = max(self.row_len) if self.row_len else 1
         self.membrane_bits = model.neuron.membrane_bits
         self.acc_bits = max(self._acc_bits(ly) for ly in model.layers)
@@ -326,7 +313,7 @@ class Plan:
         by_name = {ly.name: i for i, ly in enumerate(model.layers)}
         open_until = -1
         for i, ly in enumerate(model.layers):
-            if ly.kind == "conv" and ly.pool > 1:
+            if geometry.pool(ly) > 1:
                 _, ho, wo = ly.map_shape
                 if ho % ly.pool or wo % ly.pool:
                     raise ValueError(f"layer {ly.name!r}: the hardware pools only maps that divide evenly; "
@@ -346,7 +333,7 @@ class Plan:
             nz = s.row_weights(r) != 0  # (C_out, taps)
             per_pe = np.zeros(n, np.int64)
             for o in range(nz.shape[0]):
-                per_pe[o % n] += int(nz[o].sum())
+                per_pe[owner(o, n)[0]] += int(nz[o].sum())
             out[r] = per_pe.max()
         return out
 
@@ -401,10 +388,10 @@ class Plan:
             out = []
             for t in range(s.taps):
                 for c in range(chunks):
-                    o = c * n + pe
+                    o = channel(pe, c, n)
                     out.append((int(wr[o, t]) if o < lp.channels else 0, 0, 0))
             return out
-        ents = [(int(wr[o, t]), t, o // n) for t in range(s.taps) for o in range(pe, lp.channels, n)
+        ents = [(int(wr[o, t]), t, owner(o, n)[1]) for t in range(s.taps) for o in pe_channels(pe, lp.channels, n)
                 if wr[o, t] != 0]
         ln = self.row_len[s.row_base + r]
         return ents + [(0, 0, 0)] * (ln - len(ents))
@@ -434,7 +421,7 @@ class Plan:
                 arr = ly.bias if mem == "bias" else ly.threshold
                 for _ in range(lp.positions):
                     for c in range(lp.chunks):
-                        j = c * n + pe
+                        j = channel(pe, c, n)
                         out.append(int(arr[j]) if arr is not None and j < lp.channels else 0)
         if mem == "weight" and not out:
             out = [0]

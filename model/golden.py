@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import geometry
 from .errors import InputError
+from .geometry import Kernel
 from .modelfile import Layer, QuantModel, signed_range
 
 #: Per-layer activity counters, each counted per timestep (the analog layer's one-off work is
@@ -29,6 +31,7 @@ class GoldenResult:
     margin : (T, B) top-1 minus top-2 of ``z`` after each timestep.
     step_counters : {layer name: {counter: (T, B) array}} activity of each timestep.
     spikes : {layer name: (T, B, out) bool} per-timestep spike trains, if traced.
+    sparse : names of the layers whose ``weight_reads`` count compressed storage (the others: dense).
     """
 
     pred: np.ndarray
@@ -37,10 +40,15 @@ class GoldenResult:
     margin: np.ndarray
     step_counters: dict
     spikes: dict = field(default_factory=dict)
+    sparse: tuple = ()
 
     @property
     def t_max(self):
         return self.z.shape[0]
+
+    def storage(self):
+        """{layer name: "dense" | "sparse"}: the weight storage that ``weight_reads`` counts."""
+        return {ln: "sparse" if ln in self.sparse else "dense" for ln in self.step_counters}
 
     def counters(self, adaptive=True):
         """{layer: {counter: (B,)}} summed over executed timesteps (all T if not ``adaptive``)."""
@@ -139,29 +147,16 @@ def check_input(model: QuantModel, x_q):
     return x_q.astype(np.int64)
 
 
-def conv_windows(x, k, stride, padding, out_hw):
-    """Yield ``(ky, kx, window)``: ``window[b, c, oy, ox] = x_pad[b, c, oy*stride + ky, ox*stride + kx]``.
-
-    ``x`` is (B, C, H, W), zero-padded by ``padding`` on each side; ``out_hw`` = (H_out, W_out).
-    """
-    ho, wo = out_hw
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
-    for ky in range(k):
-        for kx in range(k):
-            yield ky, kx, xp[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
-
-
 def conv2d(x, w, stride=1, padding=0):
     """Exact integer cross-correlation (``torch.nn.functional.conv2d`` without bias), int64.
 
     ``x`` (B, C_in, H, W), ``w`` (C_out, C_in, k, k) -> (B, C_out, H_out, W_out).
     """
-    k = w.shape[-1]
-    ho = (x.shape[2] + 2 * padding - k) // stride + 1
-    wo = (x.shape[3] + 2 * padding - k) // stride + 1
+    kn = Kernel(w.shape[-1], stride, padding)
+    ho, wo = kn.out_hw(x.shape[2:])
     out = np.zeros((x.shape[0], w.shape[0], ho, wo), np.int64)
     w = w.astype(np.int64)
-    for ky, kx, win in conv_windows(x.astype(np.int64), k, stride, padding, (ho, wo)):
+    for ky, kx, win in kn.windows(x.astype(np.int64), (ho, wo)):
         out += np.tensordot(win, w[:, :, ky, kx], axes=([1], [1])).transpose(0, 3, 1, 2)
     return out
 
@@ -175,8 +170,9 @@ def or_pool(s, q):
     return s[:, :, :hp * q, :wp * q].reshape(b, c, hp, q, wp, q).any(axis=(3, 5))
 
 
-def _conv_counts(x, w, stride, padding, out_hw, sparse=False):
-    """(input_events, synaptic_events, weight_reads), each (B,), of the input map ``x`` through ``w``.
+def _conv_counts(x, w, kn, out_hw, sparse=False):
+    """(input_events, synaptic_events, weight_reads), each (B,), of the input map ``x`` through the
+    weights ``w`` (C_out, C_in, k, k) applied with the :class:`~spikeloom.model.geometry.Kernel` ``kn``.
 
     Every nonzero input is one event; it meets kernel tap (ky, kx) when the tap lands inside the
     output map. ``synaptic_events`` counts the nonzero weights ``w[:, c, ky, kx]`` of the taps that
@@ -185,48 +181,35 @@ def _conv_counts(x, w, stride, padding, out_hw, sparse=False):
     input channel ``w[:, c, :, :]`` (all taps) once for every event that has a landing tap.
     """
     nz = (x != 0).astype(np.int64)
-    c_out, k = w.shape[0], w.shape[-1]
+    c_out = w.shape[0]
     nnz = (w != 0).sum(axis=0).astype(np.int64)  # (C_in, k, k)
     syn = np.zeros(len(x), np.int64)
     taps = np.zeros(len(x), np.int64)
-    for ky, kx, win in conv_windows(nz, k, stride, padding, out_hw):
+    for ky, kx, win in kn.windows(nz, out_hw):
         per_c = win.sum(axis=(2, 3))  # (B, C_in): events landing through this tap
         syn += per_c @ nnz[:, ky, kx]
         taps += per_c.sum(axis=1)
     if sparse:
-        cover = conv_cover(x.shape[2:], k, stride, padding, out_hw)
+        cover = kn.cover(x.shape[2:], out_hw)
         reads = (nz * cover).sum(axis=(2, 3)) @ nnz.sum(axis=(1, 2))
     else:
         reads = taps * c_out
     return nz.sum(axis=(1, 2, 3)), syn, reads
 
 
-def conv_cover(hw, k, stride, padding, out_hw):
-    """(H, W) 0/1: input positions that at least one kernel tap maps into the ``out_hw`` output map."""
-    cover = np.zeros(hw, np.int64)
-    ho, wo = out_hw
-    for ky in range(k):
-        ys = np.arange(ho) * stride + ky - padding
-        ys = ys[(ys >= 0) & (ys < hw[0])]
-        for kx in range(k):
-            xs = np.arange(wo) * stride + kx - padding
-            xs = xs[(xs >= 0) & (xs < hw[1])]
-            cover[np.ix_(ys, xs)] = 1
-    return cover
-
-
 def dense_synapses(layer: Layer, shortcut_shape=None):
     """Synaptic operations of one timestep of ``layer`` if every input were active and every
     weight nonzero (the "dense" reference of energy and NeuroBench counts)."""
-    if layer.kind == "dense":
+    kn = geometry.kernel(layer)
+    if kn is None:
         return int(layer.in_features * layer.out_features)
-    _, ho, wo = layer.map_shape
+    out_hw = geometry.map_hw(layer)
     ones = np.ones((1,) + tuple(layer.in_shape), np.int64)
-    syn = int(_conv_counts(ones, np.ones_like(layer.weight), layer.stride, layer.padding, (ho, wo))[1][0])
+    syn = int(_conv_counts(ones, np.ones_like(layer.weight), kn, out_hw)[1][0])
     if layer.shortcut is not None:
-        c_src, h, w = shortcut_shape
-        r = layer.shortcut_stride
-        syn += len(range(0, h, r)[:ho]) * len(range(0, w, r)[:wo]) * c_src * layer.map_shape[0]
+        ones = np.ones((1,) + tuple(shortcut_shape), np.int64)
+        syn += int(_conv_counts(ones, np.ones_like(layer.shortcut_weight), geometry.shortcut_kernel(layer),
+                                out_hw)[1][0])
     return syn
 
 
@@ -239,7 +222,8 @@ def synapses(layer: Layer, inp, shortcut_inp=None, sparse=False):
     :func:`_conv_counts`); otherwise every weight of an event's row is read, zeros included.
     """
     nb = len(inp)
-    if layer.kind == "dense":
+    kn = geometry.kernel(layer)
+    if kn is None:
         v = inp.reshape(nb, -1).astype(np.int64)
         nz = (v != 0).astype(np.int64)
         current = v @ layer.weight.T.astype(np.int64) + layer.bias
@@ -247,23 +231,26 @@ def synapses(layer: Layer, inp, shortcut_inp=None, sparse=False):
         syn = nz @ (layer.weight != 0).sum(axis=0).astype(np.int64)
         return current, {"input_events": ev, "synaptic_events": syn,
                          "weight_reads": syn if sparse else ev * layer.out_features}
-    _, ho, wo = layer.map_shape
-    current = conv2d(inp, layer.weight, layer.stride, layer.padding) + layer.bias.astype(np.int64)[:, None, None]
-    ev, syn, reads = _conv_counts(inp, layer.weight, layer.stride, layer.padding, (ho, wo), sparse)
+    out_hw = geometry.map_hw(layer)
+    current = conv2d(inp, layer.weight, kn.stride, kn.pad) + layer.bias.astype(np.int64)[:, None, None]
+    ev, syn, reads = _conv_counts(inp, layer.weight, kn, out_hw, sparse)
     if layer.shortcut is not None:
-        sc = shortcut_inp.astype(np.int64)[:, :, ::layer.shortcut_stride, ::layer.shortcut_stride][:, :, :ho, :wo]
-        current = current + conv2d(sc, layer.shortcut_weight)
-        ev = ev + (shortcut_inp != 0).sum(axis=(1, 2, 3))
-        _, syn_sc, reads_sc = _conv_counts(sc, layer.shortcut_weight, 1, 0, (ho, wo), sparse)
-        syn, reads = syn + syn_sc, reads + reads_sc
+        # a 1x1 kernel of stride r: the source map's positions (y, x) = (r * oy, r * ox)
+        sk = geometry.shortcut_kernel(layer)
+        current = current + conv2d(shortcut_inp, layer.shortcut_weight, sk.stride)
+        ev_sc, syn_sc, reads_sc = _conv_counts(shortcut_inp, layer.shortcut_weight, sk, out_hw, sparse)
+        ev, syn, reads = ev + ev_sc, syn + syn_sc, reads + reads_sc
     return current, {"input_events": ev, "synaptic_events": syn, "weight_reads": reads}
 
 
-def run(model: QuantModel, x_q, *, exit_threshold=None, trace=False, sparse=()) -> GoldenResult:
+def run(model: QuantModel, x_q, *, sparse, exit_threshold=None, trace=False) -> GoldenResult:
     """Run integer inference on a batch of quantized inputs ``x_q`` (B, input_size).
 
-    ``sparse`` names the layers whose weights are in compressed storage (it changes only the
-    ``weight_reads`` counter; the hardware plan says which layers those are).
+    ``sparse`` (required) names the layers whose weights are in compressed storage. It changes only
+    the ``weight_reads`` counter, but that counter is what the hardware counts, so every caller
+    says which storage it means: the hardware plan's (``Plan(model, n_pe).sparse_layers``, or
+    ``ports.json``'s ``sparse_layers``), or ``()`` for dense storage of every layer. The result
+    records it (:attr:`GoldenResult.sparse`).
 
     All ``t_max`` timesteps are computed (the dynamics up to t do not depend on the exit), then each
     inference's exit timestep is the first ``t`` with ``margin(z_t) >= exit_threshold``. Dense and
@@ -279,7 +266,10 @@ def run(model: QuantModel, x_q, *, exit_threshold=None, trace=False, sparse=()) 
                   ly.threshold.astype(np.int64).reshape((-1,) + (1,) * (len(ly.map_shape) - 1))
                   for ly in model.layers]
     first = model.layers[0]
-    x0 = x.reshape((nb,) + tuple(first.in_shape)) if first.kind == "conv" else x
+    x0 = x if geometry.kernel(first) is None else x.reshape((nb,) + tuple(first.in_shape))
+    if isinstance(sparse, str):
+        raise TypeError(f"sparse must be a collection of layer names, got the string {sparse!r}")
+    sparse = tuple(sparse)
     unknown = sorted(set(sparse) - {ly.name for ly in model.layers})
     if unknown:
         raise InputError(f"sparse names layers the model does not have: {unknown}")
@@ -308,10 +298,11 @@ def run(model: QuantModel, x_q, *, exit_threshold=None, trace=False, sparse=()) 
                 c["spikes"][t] = flat.sum(axis=1)
                 if trace:
                     spikes[ly.name][t] = flat
-                s_prev = or_pool(s, ly.pool) if ly.kind == "conv" else s
+                s_prev = or_pool(s, geometry.pool(ly))
                 outs[ly.name] = s_prev
         z_hist[t] = state[-1]
     margin = top2_margin(z_hist)
     exit_t = exit_steps(margin, thr, T)
     pred = first_argmax(z_hist[exit_t - 1, np.arange(nb)])
-    return GoldenResult(pred=pred, exit_t=exit_t, z=z_hist, margin=margin, step_counters=step, spikes=spikes)
+    return GoldenResult(pred=pred, exit_t=exit_t, z=z_hist, margin=margin, step_counters=step, spikes=spikes,
+                        sparse=tuple(ly.name for ly in model.layers if ly.name in sparse))

@@ -23,6 +23,7 @@ import math
 import numpy as np
 import torch
 
+from . import geometry
 from .errors import ConfigError
 from .snn import SNN
 
@@ -68,12 +69,13 @@ def _check_balance(n):
 
 
 def _pe_groups(shape, n):
-    """For a weight of ``shape`` (out, in, ...) spread over ``n`` PEs (PE p owns outputs o with
-    o % n == p): the PEs that own at least one output, and per PE the number of weights it holds
-    in one input row (dense: column ``W[:, i]``; conv: input channel ``W[:, c]``, every tap)."""
+    """For a weight of ``shape`` (out, in, ...) spread over ``n`` PEs (the hardware's ownership rule,
+    :func:`spikeloom.model.geometry.owner`: PE p owns outputs o with o % n == p): the PEs that own
+    at least one output, and per PE the number of weights it holds in one input row (dense:
+    column ``W[:, i]``; conv: input channel ``W[:, c]``, every tap)."""
     out, taps = shape[0], int(np.prod(shape[2:], dtype=np.int64))
-    pes = range(min(n, out))
-    return pes, [len(range(p, out, n)) * taps for p in pes]
+    pes = [p for p in range(n) if geometry.pe_channels(p, out, n)]
+    return pes, [len(geometry.pe_channels(p, out, n)) * taps for p in pes]
 
 
 def balanced_keep(shape, keep, n):
@@ -93,7 +95,8 @@ def _balanced_mask(w, keep, n, fill=False):
     a = a.reshape(rows, out, -1)
     pes, sizes = _pe_groups(tuple(w.shape), n)
     k = balanced_keep(tuple(w.shape), keep, n)
-    order = [torch.sort(a[:, p::n, :].reshape(rows, -1), dim=1, descending=True, stable=True) for p in pes]
+    order = [torch.sort(a[:, geometry.pe_slice(p, n), :].reshape(rows, -1), dim=1, descending=True, stable=True)
+             for p in pes]
     counts = torch.full((rows,), k, dtype=torch.long)
     if fill and k < min(sizes):
         extra = (math.floor(keep * w.numel() + 1e-9) - k * len(pes) * rows) // len(pes)
@@ -104,7 +107,7 @@ def _balanced_mask(w, keep, n, fill=False):
     for p, o in zip(pes, order):
         sub = torch.zeros_like(o.indices, dtype=torch.bool)
         sub.scatter_(1, o.indices, torch.arange(o.indices.shape[1])[None, :] < counts[:, None])
-        mask[:, p::n, :] = sub.reshape(rows, -1, a.shape[2])
+        mask[:, geometry.pe_slice(p, n), :] = sub.reshape(rows, -1, a.shape[2])
     return mask.reshape(w.transpose(0, 1).shape).transpose(0, 1).contiguous()
 
 
@@ -185,8 +188,8 @@ def pe_load(weight, n):
     w = weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
     nz = (w != 0).swapaxes(0, 1)
     nz = nz.reshape(nz.shape[0], nz.shape[1], -1)
-    pes = range(min(n, w.shape[0]))
-    loads = np.stack([nz[:, p::n, :].sum(axis=(1, 2)) for p in pes], axis=1)
+    pes, _ = _pe_groups(w.shape, n)
+    loads = np.stack([nz[:, geometry.pe_slice(p, n), :].sum(axis=(1, 2)) for p in pes], axis=1)
     mean = loads.sum() / len(pes)
     return loads, (float(loads.max(axis=1).sum() / mean) if mean else float("nan"))
 

@@ -52,7 +52,7 @@ def test_random_network(tmp_path, n_pe, reset):
     r, x = run_config(tmp_path, model, n_pe)
     assert r["n_images"] == len(x)
     assert r["mismatched_images"] == 0, r["mismatches"][:5]
-    res = golden.run(model, x)
+    res = golden.run(model, x, sparse=())
     assert len(set(res.exit_t.tolist())) > 1, "the stimulus should exercise early and late exits"
     cycles = np.array([i["cycles"] for i in r["images"]])
     bound = np.array([i["cycle_bound"] for i in r["images"]])
@@ -136,13 +136,13 @@ def test_injected_mismatch_is_located(tmp_path):
     """One changed weight in the golden model: the checker names image, timestep, layer and neuron."""
     model = random_model((16, 12, 4), seed=5, exit_threshold=1000, t_max=3)
     x = random_inputs(model, 8, seed=0)
-    base = golden.run(model, x, trace=True)
+    base = golden.run(model, x, trace=True, sparse=())
     wrong = random_model((16, 12, 4), seed=5, exit_threshold=1000, t_max=3)
     # raise one hidden neuron's weight from the most active input so that its spikes change
     j, i = 7, int(np.argmax((x != 0).sum(axis=0)))
     wrong.layers[0].weight = wrong.layers[0].weight.copy()
     wrong.layers[0].weight[j, i] = 31
-    changed = golden.run(wrong, x, trace=True)
+    changed = golden.run(wrong, x, trace=True, sparse=())
     assert (changed.spikes["fc1"] != base.spikes["fc1"]).any(), "the edit must change a spike"
     r, _ = run_config(tmp_path, model, 3, n_images=8, trace=True, golden_model=wrong)
     assert r["mismatched_images"] > 0

@@ -32,7 +32,7 @@ def test_icarus_random_network(tmp_path, n_pe, trace):
     assert r["simulator"] == "icarus"
     assert r["n_images"] == len(x)
     assert r["mismatched_images"] == 0, r["mismatches"][:5]
-    res = golden.run(model, x)
+    res = golden.run(model, x, sparse=())
     assert [i["pred"] for i in r["images"]] == res.pred.tolist()
     assert (np.array([i["cycles"] for i in r["images"]]) >= np.array([i["cycle_bound"] for i in r["images"]])).all()
 

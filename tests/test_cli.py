@@ -81,3 +81,24 @@ def test_export_folder(model_path, tmp_path):
     r = spikeloom("export", model_path, "--pes", "2", "-o", tmp_path / "x")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "x" / "rtl" / "spikeloom_top.v").exists() and (tmp_path / "x" / "README.md").exists()
+
+
+def test_golden_storage_option_errors(model_path, tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((2, 6), np.int64))
+    golden = ("golden", model_path, "--input", x, "--counters")
+    assert_clean_error(spikeloom(*golden, "--pes", "65"), "--pes = 65", "[1, 64]")
+    ports = tmp_path / "g" / "ports.json"
+    assert_clean_error(spikeloom(*golden, "--pes", "2", "--ports", ports), "--pes 2", "--ports", "give one")
+    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}", "cannot read")
+    assert spikeloom("generate", model_path, "--pes", "3", "-o", tmp_path / "g").returncode == 0
+    r = spikeloom(*golden, "--ports", ports)
+    assert r.returncode == 0 and '"n_pe": 3' in r.stdout, r.stderr
+    good = ports.read_text()
+    ports.write_text(good[:200])
+    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}", "cannot read")
+    ports.write_text(good.replace('"n_pe": 3', '"n_pe": 99'))
+    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}: n_pe = 99", "[1, 64]")
+    other = modelfile.save(random_model((6, 4, 3), seed=2, input_bits=3), tmp_path / "other.slm")
+    assert spikeloom("generate", other, "--pes", "3", "-o", tmp_path / "o").returncode == 0
+    assert_clean_error(spikeloom(*golden, "--ports", tmp_path / "o" / "ports.json"), "--ports", "written for model")

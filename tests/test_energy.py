@@ -58,7 +58,7 @@ def test_accounting_adds_up():
     model = random_model((12, 9, 4), seed=2)
     ports = describe(Accelerator(model, 3))
     x = random_inputs(model, 5)
-    res = golden.run(model, x)
+    res = golden.run(model, x, sparse=())
     cyc = np.full(5, 1000)
     e = energy(model, ports, res.counters(), res.exit_t, cyc, load_tech())
     assert set(e["by_kind"]) == set(EVENT_KINDS)

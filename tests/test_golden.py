@@ -24,7 +24,7 @@ def test_hand_computed_subtract_reset():
     # t1: u = [6, 2] -> spikes [1, 1], u = [2, 0]; z = [2, 1], margin 1
     # t2: u = [2-1+6, 0+2] = [7, 2] -> [1, 1], u = [3, 0]; z = [4, 2], margin 2
     # t3: u = [3-1+6, 2] = [8, 2] -> [1, 1]; z = [6, 3], margin 3 -> exit at T anyway
-    r = golden.run(tiny(), np.array([[2, 1]]), trace=True)
+    r = golden.run(tiny(), np.array([[2, 1]]), trace=True, sparse=())
     assert r.z[:, 0].tolist() == [[2, 1], [4, 2], [6, 3]]
     assert r.margin[:, 0].tolist() == [1, 2, 3]
     assert r.exit_t.tolist() == [3] and r.pred.tolist() == [0]
@@ -39,7 +39,7 @@ def test_hand_computed_subtract_reset():
 
 
 def test_early_exit_cuts_counters():
-    r = golden.run(tiny(exit_threshold=2), np.array([[2, 1]]))
+    r = golden.run(tiny(exit_threshold=2), np.array([[2, 1]]), sparse=())
     assert r.exit_t.tolist() == [2]
     assert r.counters()["fc2"]["input_events"].tolist() == [4]
     assert r.counters(adaptive=False)["fc2"]["input_events"].tolist() == [6]
@@ -68,23 +68,23 @@ def test_margin_ties_and_argmax():
 def test_batch_independence_and_invariants(seed, hidden, reset, leak, thr):
     m = random_model((12, hidden, 4), seed=seed, leak_shift=leak, reset=reset, exit_threshold=thr, t_max=3)
     x = random_inputs(m, 6, seed=seed)
-    r = golden.run(m, x)
+    r = golden.run(m, x, sparse=())
     for i in range(len(x)):
-        ri = golden.run(m, x[i:i + 1])
+        ri = golden.run(m, x[i:i + 1], sparse=())
         assert ri.pred[0] == r.pred[i] and ri.exit_t[0] == r.exit_t[i]
         assert (ri.z[:, 0] == r.z[:, i]).all()
     for cs in r.counters().values():
         assert (cs["synaptic_events"] <= cs["weight_reads"]).all()
     # a larger threshold never exits earlier
-    r2 = golden.run(m, x, exit_threshold=thr + 5)
+    r2 = golden.run(m, x, exit_threshold=thr + 5, sparse=())
     assert (r2.exit_t >= r.exit_t).all()
 
 
 def test_input_errors():
     m = tiny()
     with pytest.raises(InputError, match="expects 2"):
-        golden.run(m, np.zeros((1, 3), int))
+        golden.run(m, np.zeros((1, 3), int), sparse=())
     with pytest.raises(InputError, match=r"\[0, 3\]"):
-        golden.run(m, np.array([[4, 0]]))
+        golden.run(m, np.array([[4, 0]]), sparse=())
     with pytest.raises(InputError, match="integer"):
-        golden.run(m, np.zeros((1, 2)))
+        golden.run(m, np.zeros((1, 2)), sparse=())

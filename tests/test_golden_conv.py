@@ -138,7 +138,7 @@ def test_conv_net_equals_straight_line_reference(reset, pool, shortcut):
     m = conv_net(reset, pool=pool, shortcut=shortcut)
     modelfile.validate(m)
     x = np.random.default_rng(1).integers(0, 8, (5, 32))
-    r = golden.run(m, x, trace=True)
+    r = golden.run(m, x, trace=True, sparse=())
     z, spikes = brute_run(m, x)
     assert (r.z == z).all()
     tot = r.counters(adaptive=False)
@@ -165,7 +165,7 @@ def test_conv_model_file_round_trip(tmp_path):
     assert (back.layers[1].shortcut_weight == m.layers[1].shortcut_weight).all()
     assert not back.is_dense
     x = np.random.default_rng(2).integers(0, 8, (4, 32))
-    assert (golden.run(back, x).z == golden.run(m, x).z).all()
+    assert (golden.run(back, x, sparse=()).z == golden.run(m, x, sparse=()).z).all()
     assert modelfile.save(back, tmp_path / "d.slm").read_bytes() == p.read_bytes()
 
 

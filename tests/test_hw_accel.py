@@ -111,7 +111,7 @@ def check_trace(plan, g, b, entries):
 
 def early_threshold(model, x):
     """An exit threshold at which some images exit before t_max and others do not."""
-    g = golden.run(model.with_exit_threshold(NEVER), x)
+    g = golden.run(model.with_exit_threshold(NEVER), x, sparse=())
     return int(np.median(g.margin[min(1, model.t_max - 1)])) + 1
 
 
@@ -324,7 +324,7 @@ def test_loaded_weights_are_used():
     model = make_model([16, 11, 10, 5], seed=60)
     other = make_model([16, 11, 10, 5], seed=61)
     x = make_images(model, 4, seed=62)
-    want = expected(model, x, golden.run(model, x))
+    want = expected(model, x, golden.run(model, x, sparse=()))
     got = rtl_run(model, 3, x, seed=1, weights="load", load_model=other, storage="dense")
     assert [{k: r[k] for k in e} for r, e in zip(got, want)] != want
 

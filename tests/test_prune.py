@@ -106,7 +106,7 @@ def test_pruned_weights_reach_the_integer_model_and_cut_events():
         assert (ly_p.weight == 0).mean() >= zero.mean()
     assert (prune.sparsity(imodel)["total"]) >= 0.7
     x_q = golden.quantize_input(pruned, split.val.x)
-    r_p, r_d = golden.run(pruned, x_q), golden.run(dense_model, x_q)
+    r_p, r_d = golden.run(pruned, x_q, sparse=()), golden.run(dense_model, x_q, sparse=())
     assert (imodel.exact_z(x_q) == r_p.z).all()
     first = pruned.layers[0].name
     # the analog layer sees the same inputs, so its synaptic events drop with its weights
@@ -132,7 +132,7 @@ def test_channel_prune_kills_channels():
     imodel = IntSNN(stages, (1, 8, 8), net.neuron, t_max=2)
     model = imodel.export("c", "none", 0)
     x_q = golden.quantize_input(model, np.random.default_rng(0).random((6, 1, 8, 8)))
-    r = golden.run(model, x_q, trace=True)
+    r = golden.run(model, x_q, trace=True, sparse=())
     for ly in model.layers[:-1]:
         dead = np.all(ly.weight.reshape(ly.channels, -1) == 0, axis=1)
         sp = r.spikes[ly.name].reshape(2, 6, ly.channels, -1)

@@ -61,7 +61,7 @@ def test_int_conv_snn_equals_golden(net, seed, leak, reset, wbits, ibits, mbits,
     model = imodel.export("t", "none", exit_threshold=seed % 5)
     modelfile.validate(model)
     x_q = golden.quantize_input(model, np.random.default_rng(seed).random((10, *in_shape)))
-    r = golden.run(model, x_q)
+    r = golden.run(model, x_q, sparse=())
     assert (imodel.exact_z(x_q) == r.z).all()
     assert [ly.kind for ly in model.layers] == [s.kind for s in stages]
 
@@ -80,7 +80,7 @@ def test_random_conv_nets_do_spike():
     imodel = IntSNN(_spiking_stages(), (1, 8, 8), t_max=3)
     model = imodel.export("t", "none", 3)
     x_q = golden.quantize_input(model, np.random.default_rng(0).random((8, 1, 8, 8)))
-    r = golden.run(model, x_q)
+    r = golden.run(model, x_q, sparse=())
     assert (imodel.exact_z(x_q) == r.z).all()
     for ly in model.layers[:-1]:
         assert r.counters()[ly.name]["spikes"].sum() > 0, ly.name
@@ -103,7 +103,7 @@ def test_float_conv_snn_folds_and_runs_exactly(arch, kw):
     imodel = IntSNN(net.folded_stages(), (1, 8, 8), net.neuron, QuantConfig(8, 8), t_max=2)
     model = imodel.export(arch, "none", 3)
     x_q = golden.quantize_input(model, x.numpy())
-    assert (imodel.exact_z(x_q) == golden.run(model, x_q).z).all()
+    assert (imodel.exact_z(x_q) == golden.run(model, x_q, sparse=()).z).all()
     n_res = sum(k == "res" for k in net.kinds)
     assert sum(ly.shortcut is not None for ly in model.layers) == n_res
     assert len(model.layers) == sum(k != "pool" for k in net.kinds) + n_res + 1
@@ -124,7 +124,7 @@ def test_folding_matches_float_network():
     model = imodel.export("r", "none", 0)
     with torch.no_grad():
         zf = net(x).numpy()
-    zi = golden.run(model, golden.quantize_input(model, x.numpy())).z * model.layers[-1].scale[0]
+    zi = golden.run(model, golden.quantize_input(model, x.numpy()), sparse=()).z * model.layers[-1].scale[0]
     agree = (zf[-1].argmax(1) == zi[-1].argmax(1)).mean()
     assert agree >= 0.9, agree
 

@@ -78,7 +78,7 @@ def test_reduce_timesteps_down_to_one():
     model = imodel.export("t1", "none", 0)
     assert model.t_max == 1
     x_q = golden.quantize_input(model, split.val.x)
-    r = golden.run(model, x_q)
+    r = golden.run(model, x_q, sparse=())
     assert r.z.shape == (1, 48, 4) and (r.exit_t == 1).all()
     assert (imodel.exact_z(x_q) == r.z).all()
     with pytest.raises(ConfigError, match="t_from"):
