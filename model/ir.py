@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import geometry
 from .config import NeuronConfig
 from .errors import ConfigError, ModelFileError
 
@@ -76,9 +77,7 @@ class Layer:
         """(C_out, H_out, W_out) of the neuron map (conv) or (out,) (dense)."""
         if self.kind != "conv":
             return (int(self.weight.shape[0]),)
-        _, h, w = self.in_shape
-        k, s, p = self.kernel, self.stride, self.padding
-        return (int(self.weight.shape[0]), (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        return (int(self.weight.shape[0]), *geometry.kernel(self).out_hw(self.in_shape[1:]))
 
     @property
     def out_shape(self):
