@@ -45,7 +45,7 @@ import numpy as np
 from spikeloom.model import geometry
 from spikeloom.model.errors import ModelFileError
 from spikeloom.model.geometry import DENSE_LANDING, Kernel, channel, owner, pe_channels
-from spikeloom.model.modelfile import QuantModel, bits_for, validate
+from spikeloom.model.ir import QuantModel, bits_for, validate
 
 MEMORIES = ("weight", "acc", "membrane", "bias", "threshold")
 STORAGES = ("dense", "sparse")

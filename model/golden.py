@@ -12,7 +12,7 @@ import numpy as np
 from . import geometry
 from .errors import InputError
 from .geometry import Kernel
-from .modelfile import Layer, QuantModel, signed_range
+from .ir import Layer, QuantModel, signed_range
 
 #: Per-layer activity counters, each counted per timestep (the analog layer's one-off work is
 #: counted in timestep 1, the step in which the hardware does it).

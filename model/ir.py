@@ -247,14 +247,14 @@ def validate(model: QuantModel, path="model"):
     return model
 
 
-def _pos_int(v, lo=1):
+def int_at_least(v, lo=1):
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 
 def _check_conv(path, where, layer, expect_shape, earlier):
     """The conv-only checks of :func:`validate` (geometry, shapes, the residual shortcut)."""
     shp = tuple(layer.in_shape)
-    if len(shp) != 3 or not all(_pos_int(v) for v in shp):
+    if len(shp) != 3 or not all(int_at_least(v) for v in shp):
         fail(path, f"{where}: in_shape = {layer.in_shape!r} must be (C, H, W), three positive integers")
     if len(expect_shape) != 3:
         fail(path, f"{where}: a conv layer needs a (C, H, W) spike map but the previous stage gives "
@@ -269,9 +269,9 @@ def _check_conv(path, where, layer, expect_shape, earlier):
         fail(path, f"{where}: weight has {c_in} input channels (shape {layer.weight.shape}) but the "
               f"input map has {shp[0]}")
     for nm in ("stride", "pool", "shortcut_stride"):
-        if not _pos_int(getattr(layer, nm)):
+        if not int_at_least(getattr(layer, nm)):
             fail(path, f"{where}: {nm} = {getattr(layer, nm)!r} must be an integer >= 1")
-    if not _pos_int(layer.padding, 0) or layer.padding >= kh:
+    if not int_at_least(layer.padding, 0) or layer.padding >= kh:
         fail(path, f"{where}: padding = {layer.padding!r} must be an integer in [0, {kh - 1}] "
               f"(kernel {kh})")
     _, h, w = layer.map_shape

@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import RESET_MODES, NeuronConfig
 from .errors import ConfigError, ModelFileError
-from .ir import KINDS, ROLES, Layer, QuantModel, fail, bits_for, signed_range, validate
+from .ir import KINDS, ROLES, Layer, QuantModel, bits_for, fail, int_at_least, signed_range, validate
 
 FORMAT = "spikeloom.model"
 VERSION = 1
@@ -156,7 +156,7 @@ def load(path) -> QuantModel:
             geo = {}
             if kind == "conv":
                 in_shape = _get(ld, "in_shape", list, path, where)
-                if len(in_shape) != 3 or not all(_pos_int(v) for v in in_shape):
+                if len(in_shape) != 3 or not all(int_at_least(v) for v in in_shape):
                     fail(path, f"{where}in_shape = {in_shape!r} must be [C, H, W], positive integers")
                 geo = {nm: _get(ld, nm, int, path, where) for nm in ("stride", "padding", "pool")}
                 geo["in_shape"] = tuple(in_shape)

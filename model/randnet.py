@@ -3,7 +3,7 @@
 import numpy as np
 
 from .config import NeuronConfig
-from .modelfile import Layer, QuantModel, signed_range
+from .ir import Layer, QuantModel, signed_range
 
 
 def random_model(sizes, *, seed=0, t_max=4, weight_bits=6, input_bits=4, leak_shift=1, reset="subtract",

@@ -22,7 +22,7 @@ from torch import nn
 
 from .config import NeuronConfig, QuantConfig
 from .errors import ConfigError
-from .modelfile import Layer, QuantModel, signed_range
+from .ir import Layer, QuantModel, signed_range
 
 ARCHS = {
     # name: hidden stages; ("dense", n) | ("conv", channels[, kernel, stride, padding]) | ("pool", k)

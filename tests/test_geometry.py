@@ -11,7 +11,7 @@ from spikeloom.hw.plan import Plan
 from spikeloom.model import geometry, golden, prune
 from spikeloom.model.config import NeuronConfig
 from spikeloom.model.geometry import Kernel, channel, chunks, owner, pe_channels, pe_slice
-from spikeloom.model.modelfile import Layer, QuantModel
+from spikeloom.model.ir import Layer, QuantModel
 from spikeloom.model.randnet import random_conv_model
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from spikeloom.model import golden
 from spikeloom.model.config import NeuronConfig
 from spikeloom.model.errors import InputError
-from spikeloom.model.modelfile import Layer, QuantModel
+from spikeloom.model.ir import Layer, QuantModel
 from spikeloom.model.randnet import random_inputs, random_model
 
 

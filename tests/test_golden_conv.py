@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloom.model import golden, modelfile
+from spikeloom.model import golden, ir, modelfile
 from spikeloom.model.config import NeuronConfig
 from spikeloom.model.errors import ModelFileError
-from spikeloom.model.modelfile import Layer, QuantModel
+from spikeloom.model.ir import Layer, QuantModel
 
 
 def brute_conv(layer, x, src=None):
@@ -136,7 +136,7 @@ def brute_run(model, x):
 @pytest.mark.parametrize("pool,shortcut", [(2, True), (1, True), (2, False)])
 def test_conv_net_equals_straight_line_reference(reset, pool, shortcut):
     m = conv_net(reset, pool=pool, shortcut=shortcut)
-    modelfile.validate(m)
+    ir.validate(m)
     x = np.random.default_rng(1).integers(0, 8, (5, 32))
     r = golden.run(m, x, trace=True, sparse=())
     z, spikes = brute_run(m, x)
@@ -195,7 +195,7 @@ def _broken(edit):
 ])
 def test_conv_validation_errors(edit, match):
     with pytest.raises(ModelFileError, match=match):
-        modelfile.validate(_broken(edit))
+        ir.validate(_broken(edit))
 
 
 def test_conv_file_errors(tmp_path):

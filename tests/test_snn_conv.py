@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloom.model import golden, modelfile
+from spikeloom.model import golden, ir
 from spikeloom.model.config import NeuronConfig, QuantConfig
 from spikeloom.model.errors import ConfigError
 from spikeloom.model.snn import SNN, Folded, IntSNN
@@ -59,7 +59,7 @@ def test_int_conv_snn_equals_golden(net, seed, leak, reset, wbits, ibits, mbits,
     stages, in_shape = net
     imodel = IntSNN(stages, in_shape, NeuronConfig(leak, reset, mbits), QuantConfig(wbits, ibits, per_channel), t_max=3)
     model = imodel.export("t", "none", exit_threshold=seed % 5)
-    modelfile.validate(model)
+    ir.validate(model)
     x_q = golden.quantize_input(model, np.random.default_rng(seed).random((10, *in_shape)))
     r = golden.run(model, x_q, sparse=())
     assert (imodel.exact_z(x_q) == r.z).all()

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from spikeloom.hw.plan import Plan
-from spikeloom.model import modelfile
+from spikeloom.model import ir
 from spikeloom.sim.strategies import AXES, axes_of, conv_nets, dense_nets
 
 STRATEGIES = {"dense_nets": dense_nets, "conv_nets": conv_nets}
@@ -26,7 +26,7 @@ def _sample(name, n):
               suppress_health_check=list(HealthCheck))
     @given(STRATEGIES[name]())
     def draw(model):
-        modelfile.validate(model)
+        ir.validate(model)
         Plan(model, 3)  # the hardware takes it
         seen.append(axes_of(model))
 
