@@ -121,6 +121,8 @@ class PE(wiring.Component):
     load_data : In(unsigned(word_bits)), only with ``weights="load"``
     """
 
+    W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = W_NZ_STAGE, Z_STAGE, SPIKE_STAGE
+
     def __init__(self, plan, index, weights="rom"):
         if weights not in WEIGHT_STORES:
             raise ValueError(f"weights must be one of {WEIGHT_STORES!r}, got {weights!r}")
