@@ -41,9 +41,10 @@ def popcount(m, bits_, name):
 class ActivityCounters(wiring.Component):
     """Per-layer activity counters and the ``cycles`` counter.
 
-    Every count reaches its counter ``LATENCY`` (2) cycles after its inputs are presented: the
-    inputs (valid, layer, popcounts) are registered first, so that no path runs from the PEs'
-    flags through the adder tree into a 32-bit counter's carry chain.
+    An ``acc`` or ``update`` count reaches its counter ``LATENCY`` (2) cycles after its inputs are
+    presented: the inputs (valid, layer, popcounts) are registered first, so that no path runs
+    from the PEs' flags through the adder tree into a 32-bit counter's carry chain. An ``event``
+    (registered by its producer) counts at the next clock edge.
 
     Parameters
     ----------
@@ -53,7 +54,7 @@ class ActivityCounters(wiring.Component):
     -------
     event, event_geo : In(1), In(source id)
         An event of source ``event_geo`` (``geometries(plan)``) was looked up: ``input_events``
-        of its layer + 1.
+        of its layer + 1 at the clock edge.
     acc, acc_layer, reads, syns : In(1), In(layer), In(n_pe), In(n_pe)
         An accumulate word of ``acc_layer``: ``weight_reads`` += popcount(``reads``),
         ``synaptic_events`` += popcount(``syns``).
@@ -63,7 +64,8 @@ class ActivityCounters(wiring.Component):
     clear : In(1)
         The result is taken: every counter is 0 from the cycle after next (a registered pulse: the
         clear reaches every counter bit, too wide a fan-out for the handshake's logic); counts of
-        the next cycle are kept.
+        the next cycle are kept. No count may be presented in the cycle of ``clear`` (the sequencer
+        is in ``RESULT``: nothing counts).
     first : In(1)
         The image's first input value is transferred: ``cycles`` is 1 two cycles later and counts
         every cycle until ``stop``.

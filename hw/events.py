@@ -142,6 +142,9 @@ class SpikeEventSource(wiring.Component):
         No entry is queued or being split (combinational).
     """
 
+    #: Cycles from an entry's push to the first cycle its events can be taken.
+    LATENCY = 1
+
     def __init__(self, n_pe, depth, entry, layout):
         self._n_pe = n_pe
         self._depth = depth
