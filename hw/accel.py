@@ -14,12 +14,21 @@ Phases of one inference:
   registered margin comparison (``Top2.margin_ok``) decides between the next timestep and
   ``RESULT``.
 
-The event pipeline has three registers before the issue stage: ``EV`` (the event and its
-geometry; events are fetched as soon as a queue has them, also while the producing layer is
-still updating), ``RW`` (its row's start and length from the ``rows`` table, the taps that land
-and the event's neuron base) and ``TP`` (one burst: a landing tap's ``chunks`` words for dense
-storage, or the row's ``row_len`` entries for compressed storage). The issue stage sends one
-word per cycle to the PEs. ``hw/perf.py`` models every cycle of this.
+The parts (each a ``wiring.Component`` with its own test):
+
+* :class:`~spikeloom.hw.events.InputEventSource`, two :class:`~spikeloom.hw.events.SpikeEventSource`
+  queues (spikes, shortcut) -> :class:`~spikeloom.hw.pipeline.EventPipeline` (``EV``, ``RW``,
+  ``TP`` registers and the issue stage; events are fetched as soon as a queue has them, also
+  while the producing layer is still updating);
+* :class:`~spikeloom.hw.sequencer.Sequencer` (phases, layer, timestep, the update scan
+  :class:`~spikeloom.hw.scan.UpdateScan`) -> the command to the :class:`~spikeloom.hw.pe.PE`
+  array and its stage registers;
+* the PEs' outputs -> :class:`~spikeloom.hw.pool.SpikePush` (OR-pooling, queue pushes),
+  :class:`~spikeloom.hw.counters.ActivityCounters`, :class:`~spikeloom.hw.exit.Top2`,
+  :class:`~spikeloom.hw.trace.TraceQueue`; :class:`~spikeloom.hw.weights.WeightLoader` for
+  ``weights="load"``.
+
+``hw/perf.py`` replays every cycle of this, with the latencies and rules these parts define.
 """
 
 import json
@@ -30,15 +39,15 @@ from amaranth import Cat, Const, Module, Signal, unsigned
 from amaranth.back import verilog
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from spikeloom.model.golden import COUNTERS
 
+from .common import bits
 from .counters import COUNTER_BITS, ActivityCounters, layers_layout
 from .events import InputEventSource, SpikeEventSource, spike_entry_layout
 from .exit import Top2
 from .pe import PE, geometries
-from .pipeline import EventPipeline
+from .pipeline import EventPipeline, rows_words
 from .plan import MEMORIES, WEIGHT_STORES, Plan
 from .pool import SpikePush, pushes, shortcut_readers
 from .sequencer import Phase, Sequencer
@@ -55,16 +64,11 @@ CYCLES_DEFINITION = (
     "cycles in which the input stream is idle are included")
 
 
-def _bits(n):
-    """Unsigned width of the values 0..n-1 (at least 1)."""
-    return max(1, ceil_log2(n))
-
-
 def result_layout(plan):
     """Payload of ``o_result`` for ``plan`` (fields LSB first in this order)."""
     return data.StructLayout({
-        "pred": unsigned(_bits(plan.model.n_classes)),
-        "timesteps": unsigned(_bits(plan.model.t_max + 1)),
+        "pred": unsigned(bits(plan.model.n_classes)),
+        "timesteps": unsigned(bits(plan.model.t_max + 1)),
         "cycles": unsigned(COUNTER_BITS),
         "layers": layers_layout(plan),
     })
@@ -73,10 +77,10 @@ def result_layout(plan):
 def trace_layout(plan):
     """Payload of ``o_trace``: the spikes of one chunk at one position of one layer update."""
     return data.StructLayout({
-        "timestep": unsigned(_bits(plan.model.t_max + 1)),
-        "layer": unsigned(_bits(plan.n_layers)),
-        "pos": unsigned(_bits(max(lp.positions for lp in plan.layers))),
-        "chunk": unsigned(_bits(plan.max_chunks)),
+        "timestep": unsigned(bits(plan.model.t_max + 1)),
+        "layer": unsigned(bits(plan.n_layers)),
+        "pos": unsigned(bits(max(lp.positions for lp in plan.layers))),
+        "chunk": unsigned(bits(plan.max_chunks)),
         "mask": unsigned(plan.n_pe),
     })
 
@@ -361,9 +365,7 @@ def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom"):
             path = out / "mem" / f"pe_{p}_{mem}.hex"
             path.write_text(_hex_lines(plan.init(p, mem), widths[mem]))
             written.append(path)
-    sbits = max(1, ceil_log2(plan.weight_depth + 1))
     path = out / "mem" / "rows.hex"
-    path.write_text(_hex_lines([st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)] or [0],
-                               plan.rows_bits))
+    path.write_text(_hex_lines(rows_words(plan) or [0], plan.rows_bits))
     written.append(path)
     return written

@@ -4,18 +4,14 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
+from .common import bits
 from .plan import MEMORIES, WEIGHT_STORES
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
 #: ``exe`` is stage 1; an output "in stage s" is a register written at the end of stage s - 1):
 #: ``read``/``syn`` in stage 3, ``z`` in stage 6, ``spike`` in stage 7.
 W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 6, 7
-
-
-def _ubits(n):
-    return max(1, ceil_log2(max(n, 1)))
 
 
 def geometries(plan):
@@ -26,8 +22,8 @@ def geometries(plan):
 def issue_layout(plan):
     """Stage-0 (read) command broadcast to every PE."""
     return data.StructLayout({
-        "w_addr": unsigned(_ubits(plan.weight_depth)),
-        "n_addr": unsigned(_ubits(plan.neuron_depth)),
+        "w_addr": unsigned(bits(plan.weight_depth)),
+        "n_addr": unsigned(bits(plan.neuron_depth)),
     })
 
 
@@ -48,9 +44,9 @@ def exec_layout(plan):
         "layer0": 1,     # the command is for the analog layer (acc words carry the image parity)
         "img": 1,        # parity of the current image
         "sparse": 1,     # acc: the neuron comes from the stored entry (compressed storage)
-        "addr": unsigned(_ubits(plan.neuron_depth)),  # neuron (dense acc, update, clear) or event base (sparse)
+        "addr": unsigned(bits(plan.neuron_depth)),  # neuron (dense acc, update, clear) or event base (sparse)
         "mask": unsigned(max_taps),                   # sparse: the taps that land for this event
-        "geo": unsigned(_ubits(len(geometries(plan)))),
+        "geo": unsigned(bits(len(geometries(plan)))),
         "val": unsigned(plan.model.input_bits),
     })
 
@@ -251,7 +247,7 @@ class PE(wiring.Component):
         m.d.comb += w.eq(w1[:wb])
         prod = Signal(signed(wb + plan.model.input_bits + 1), name="prod")
         base = Signal(signed(mb + 2), name="base")
-        nbits = _ubits(plan.neuron_depth)
+        nbits = bits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
         ok3 = Signal(name="ok3")  # an acc command that writes
         m.d.sync += [

@@ -15,8 +15,10 @@ import numpy as np
 
 from .events import SpikeEventSource
 from .pe import PE, geometries
+from .pipeline import EventPipeline
 from .plan import Plan
 from .pool import shortcut_readers, window_end
+from .scan import scan_order
 from .sequencer import exit_wait as exit_wait_of
 
 SPIKE_STAGE = PE.SPIKE_STAGE
@@ -27,7 +29,8 @@ def _plan(model, n_pe, plan):
 
 
 class _Queue:
-    """A spike queue: FIFO entries readable the cycle after their push, split lane by lane."""
+    """A spike queue (``SpikeEventSource``): FIFO entries readable ``SpikeEventSource.LATENCY``
+    cycles after their push, split lane by lane."""
 
     def __init__(self):
         self.fifo = deque()  # (first readable cycle, [events])
@@ -50,20 +53,10 @@ class _Queue:
         return self.head(c) is None
 
 
-def _events_of(plan, geo_id, ch_list, y, x, val=1):
+def _events_of(plan, geo_id, ch_list, y, x):
     """Event descriptors (RW steps, burst lengths) of row events of source ``geo_id``."""
     g = geometries(plan)[geo_id]
-    lp = plan.layers[g.layer]
-    out = []
-    for ch in ch_list:
-        row = g.row_base + g.row(ch, y, x)
-        taps = len(g.landing(y, x, lp.ho, lp.wo))
-        if lp.storage == "sparse":
-            ln = plan.row_len[row]
-            out.append((1, [ln] if taps and ln else []))
-        else:
-            out.append((max(taps, 1), [lp.chunks] * taps))
-    return out
+    return [EventPipeline.bursts(plan, g, ch, y, x) for ch in ch_list]
 
 
 def _update_pushes(plan, li, spikes_t):
@@ -77,19 +70,17 @@ def _update_pushes(plan, li, spikes_t):
     pos_n = lp.positions
     s = np.asarray(spikes_t, bool).reshape(lp.channels, lp.ho, lp.wo)
     out = []
-    for y in range(lp.ho):
-        for x in range(lp.wo):
-            for c in range(lp.chunks):
-                lanes = [p for p in range(n) if c * n + p < lp.channels and s[c * n + p, y, x]]
-                entry = None
-                end = window_end(q, y, x)
-                if end is not None:
-                    py, px = end
-                    win = s[c * n:(c + 1) * n, py * q:(py + 1) * q, px * q:(px + 1) * q].any(axis=(1, 2))
-                    ch = [c * n + p for p in range(len(win)) if win[p]]
-                    if ch:
-                        entry = (ch, py, px)
-                out.append((bool(lanes), entry))
+    for y, x, c in scan_order(lp):
+        lanes = [p for p in range(n) if c * n + p < lp.channels and s[c * n + p, y, x]]
+        entry = None
+        end = window_end(q, y, x)
+        if end is not None:
+            py, px = end
+            win = s[c * n:(c + 1) * n, py * q:(py + 1) * q, px * q:(px + 1) * q].any(axis=(1, 2))
+            ch = [c * n + p for p in range(len(win)) if win[p]]
+            if ch:
+                entry = (ch, py, px)
+        out.append((bool(lanes), entry))
     assert len(out) == pos_n * lp.chunks
     return out
 

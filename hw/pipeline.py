@@ -1,7 +1,7 @@
 """The event pipeline: events of the layer being accumulated -> weight-word reads for the PEs."""
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -25,6 +25,13 @@ def issue_signature(plan):
         "mask": Out(max_taps),
         "geo": Out(bits(len(geos))),
     })
+
+
+def rows_words(plan):
+    """Contents of the ``rows`` table (``mem/rows.hex``): per row its first weight word, then its
+    length in words above it."""
+    sbits = bits(plan.weight_depth + 1)
+    return [st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)]
 
 
 class EventPipeline(wiring.Component):
@@ -73,6 +80,19 @@ class EventPipeline(wiring.Component):
     #: Registers between an event's source and the issue stage (EV, RW, TP).
     DEPTH = 3
 
+    @staticmethod
+    def bursts(plan, g, ch, y, x):
+        """The work of the event ``(ch, y, x)`` of source ``g``: (cycles it holds ``RW``, burst
+        lengths in words). Dense storage: one burst of ``chunks`` words per landing tap (``RW``
+        holds the event one cycle per tap, at least one); compressed storage: one burst of the
+        row's ``row_len`` entries if a tap lands and the row has entries."""
+        lp = plan.layers[g.layer]
+        taps = len(g.landing(y, x, lp.ho, lp.wo))
+        if lp.storage == "sparse":
+            ln = plan.row_len[g.row_base + g.row(ch, y, x)]
+            return 1, [ln] if taps and ln else []
+        return max(taps, 1), [lp.chunks] * taps
+
     def __init__(self, plan, shortcut=False):
         self._plan = plan
         self._shortcut = shortcut
@@ -96,30 +116,16 @@ class EventPipeline(wiring.Component):
             ports["i_shortcut"] = In(stream.Signature(self.ev_layout))
         super().__init__(ports)
 
-    def elaborate(self, platform):
-        m = Module()
-        plan = self._plan
-        geos = geometries(plan)
-        gbits = bits(len(geos))
-        n_layers = plan.n_layers
-        max_taps = max(g.taps for g in geos)
-        nbits, wbits = bits(plan.neuron_depth), bits(plan.weight_depth)
-        sbits, lbits = bits(plan.weight_depth + 1), bits(plan.max_row_len + 1)
-        m.submodules.rows = rows = Memory(
-            shape=unsigned(sbits + lbits), depth=max(plan.n_rows, 1),
-            init=[st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)])
-        rows_rd = rows.read_port()
-
-        # EV: the event being looked up.
-        ev_valid = Signal()
-        ev = Signal(self.ev_layout)
-        ev_geo = Signal(gbits)
-        ev_ready, rw_ready, tp_ready = Signal(), Signal(), Signal()
+    def _source(self, m, ev_ready):
+        """The event offered to ``EV`` this cycle: (valid, event, source id); the chosen input's
+        ``ready`` is ``ev_ready``."""
+        plan, n_layers = self._plan, self._plan.n_layers
+        gbits = bits(len(geometries(plan)))
+        cl = self.fetch_layer
         src_valid = Signal()
         src = Signal(self.ev_layout)
         src_geo = Signal(gbits)
         take_main, take_sc = Signal(), Signal()
-        cl = self.fetch_layer
         with m.If(self.load):
             m.d.comb += [src_valid.eq(self.i_input.valid), src.eq(self.i_input.payload),
                          src_geo.eq(self._gid[(0, False)]), self.i_input.ready.eq(ev_ready)]
@@ -133,6 +139,28 @@ class EventPipeline(wiring.Component):
                                                   gbits, cl))]
             m.d.comb += self.i_shortcut.ready.eq(take_sc)
         m.d.comb += self.i_main.ready.eq(take_main)
+        return src_valid, src, src_geo
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        geos = geometries(plan)
+        gbits = bits(len(geos))
+        n_layers = plan.n_layers
+        max_taps = max(g.taps for g in geos)
+        nbits, wbits = bits(plan.neuron_depth), bits(plan.weight_depth)
+        sbits, lbits = bits(plan.weight_depth + 1), bits(plan.max_row_len + 1)
+        m.submodules.rows = rows = Memory(
+            shape=unsigned(sbits + lbits), depth=max(plan.n_rows, 1),
+            init=rows_words(plan))
+        rows_rd = rows.read_port()
+
+        # EV: the event being looked up.
+        ev_valid = Signal()
+        ev = Signal(self.ev_layout)
+        ev_geo = Signal(gbits)
+        ev_ready, rw_ready, tp_ready = Signal(), Signal(), Signal()
+        src_valid, src, src_geo = self._source(m, ev_ready)
 
         m.d.comb += ev_ready.eq(~ev_valid | rw_ready)
         # An event is counted in the cycle after it enters EV, off the handshake's path.

@@ -92,6 +92,9 @@ def test_issued_words(storage, n_pe):
     sim.run()
     want = [(w, n, val, gi) for gi, ch, y, x, val in events for w, n, val in expected_words(plan, gi, ch, y, x, val)]
     assert want and issued == want
+    # the burst rule the cycle model replays: the same number of words per event
+    for gi, ch, y, x, val in events:
+        assert sum(EventPipeline.bursts(plan, geos[gi], ch, y, x)[1]) == len(expected_words(plan, gi, ch, y, x, val))
     assert quiet_seen[-1] and not all(quiet_seen)
     assert counted == [gi for gi, *_ in events]
     assert {d for d in first_issue if d is not None} == {EventPipeline.DEPTH}
