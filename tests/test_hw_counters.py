@@ -33,7 +33,8 @@ def test_counts_arrive_when_documented_and_sum():
     async def bench(ctx):
         for cyc in range(60):
             ev, acc, upd = (bool(v) for v in rng.random(3) < 0.6)
-            geo, al, ul = int(rng.integers(len(geos))), int(rng.integers(plan.n_layers)), int(rng.integers(plan.n_layers))
+            geo = int(rng.integers(len(geos)))
+            al, ul = (int(v) for v in rng.integers(plan.n_layers, size=2))
             reads, syns, spikes = (int(v) for v in rng.integers(0, 1 << N_PE, 3))
             lanes = int(rng.integers(0, N_PE + 1))
             for port, v in ((dut.event, ev), (dut.event_geo, geo), (dut.acc, acc), (dut.acc_layer, al),
