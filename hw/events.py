@@ -10,18 +10,15 @@ from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
-
-def _ubits(n):
-    return max(1, ceil_log2(max(n, 1)))
+from .common import bits
 
 
 def event_layout(n_rows, max_h, max_w, input_bits):
     return data.StructLayout({
-        "row": unsigned(_ubits(n_rows)),
-        "y": unsigned(_ubits(max_h)),
-        "x": unsigned(_ubits(max_w)),
+        "row": unsigned(bits(n_rows)),
+        "y": unsigned(bits(max_h)),
+        "x": unsigned(bits(max_w)),
         "val": unsigned(input_bits),
     })
 
@@ -30,9 +27,9 @@ def spike_entry_layout(n_pe, n_rows, max_h, max_w):
     """One spike-queue entry: the spikes of one (pooled) position and chunk as an ``n_pe``-bit lane
     mask; lane ``p``'s event is row ``rbase + p`` at ``(y, x)``."""
     return data.StructLayout({
-        "rbase": unsigned(_ubits(n_rows)),
-        "y": unsigned(_ubits(max_h)),
-        "x": unsigned(_ubits(max_w)),
+        "rbase": unsigned(bits(n_rows)),
+        "y": unsigned(bits(max_h)),
+        "x": unsigned(bits(max_w)),
         "mask": unsigned(n_pe),
     })
 
@@ -141,6 +138,9 @@ class SpikeEventSource(wiring.Component):
     empty : Out(1)
         No entry is queued or being split (combinational).
     """
+
+    #: Cycles from an entry's push to the first cycle its events can be taken.
+    LATENCY = 1
 
     def __init__(self, n_pe, depth, entry, layout):
         self._n_pe = n_pe

@@ -55,7 +55,7 @@ class Top2(wiring.Component):
         self._bits = value_bits
         # A margin never exceeds 2**(value_bits + 1) - 1: larger thresholds act as this one.
         self._thr = min(threshold, 1 << (value_bits + 1))
-        self.latency = ceil_log2(n_lanes) + 1
+        self.latency = self.latency_of(n_lanes)
         ib = max(1, ceil_log2(n_values))
         super().__init__({
             "values": In(data.ArrayLayout(signed(value_bits), n_lanes)),
@@ -68,6 +68,12 @@ class Top2(wiring.Component):
             "top1_index": Out(unsigned(ib)),
             "margin_ok": Out(1),
         })
+
+    @staticmethod
+    def latency_of(n_lanes):
+        """``latency`` of a ``Top2`` of ``n_lanes`` lanes: a register per tree level, then the running
+        top-1 / top-2 register."""
+        return ceil_log2(n_lanes) + 1
 
     def elaborate(self, platform):
         m = Module()

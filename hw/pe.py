@@ -4,17 +4,14 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
+from .common import bits
 from .plan import MEMORIES, WEIGHT_STORES
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
-#: ``exe`` is stage 1): ``read``/``syn`` in stage 3, ``z`` in stage 6, ``spike`` in stage 7.
+#: ``exe`` is stage 1; an output "in stage s" is a register written at the end of stage s - 1):
+#: ``read``/``syn`` in stage 3, ``z`` in stage 6, ``spike`` in stage 7.
 W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 6, 7
-
-
-def _ubits(n):
-    return max(1, ceil_log2(max(n, 1)))
 
 
 def geometries(plan):
@@ -25,8 +22,8 @@ def geometries(plan):
 def issue_layout(plan):
     """Stage-0 (read) command broadcast to every PE."""
     return data.StructLayout({
-        "w_addr": unsigned(_ubits(plan.weight_depth)),
-        "n_addr": unsigned(_ubits(plan.neuron_depth)),
+        "w_addr": unsigned(bits(plan.weight_depth)),
+        "n_addr": unsigned(bits(plan.neuron_depth)),
     })
 
 
@@ -47,9 +44,9 @@ def exec_layout(plan):
         "layer0": 1,     # the command is for the analog layer (acc words carry the image parity)
         "img": 1,        # parity of the current image
         "sparse": 1,     # acc: the neuron comes from the stored entry (compressed storage)
-        "addr": unsigned(_ubits(plan.neuron_depth)),  # neuron (dense acc, update, clear) or event base (sparse)
+        "addr": unsigned(bits(plan.neuron_depth)),  # neuron (dense acc, update, clear) or event base (sparse)
         "mask": unsigned(max_taps),                   # sparse: the taps that land for this event
-        "geo": unsigned(_ubits(len(geometries(plan)))),
+        "geo": unsigned(bits(len(geometries(plan)))),
         "val": unsigned(plan.model.input_bits),
     })
 
@@ -121,6 +118,8 @@ class PE(wiring.Component):
     load_data : In(unsigned(word_bits)), only with ``weights="load"``
     """
 
+    W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = W_NZ_STAGE, Z_STAGE, SPIKE_STAGE
+
     def __init__(self, plan, index, weights="rom"):
         if weights not in WEIGHT_STORES:
             raise ValueError(f"weights must be one of {WEIGHT_STORES!r}, got {weights!r}")
@@ -143,8 +142,8 @@ class PE(wiring.Component):
             ports["load_data"] = In(unsigned(plan.word_bits))
         super().__init__(ports)
 
-    def elaborate(self, platform):
-        m = Module()
+    def _memories(self, m):
+        """The PE's memories, and the weight memory's read port (and its write port for the load)."""
         plan, p = self._plan, self._index
         widths, depths = plan.widths(), plan.depths()
         abits = widths["acc"]
@@ -169,6 +168,30 @@ class PE(wiring.Component):
                 w_wr.en.eq(self.load_en),
                 w_rd.en.eq(~self.load_en),
             ]
+        return mems, w_rd
+
+    def _entry_offset(self, m, geo, t, nbits):
+        """``D[geo][t]``: the neuron offset of tap ``t`` of source ``geo`` (combinational), which a
+        compressed entry's neuron ``event base - D + chunk`` subtracts."""
+        plan, tb = self._plan, self._plan.tap_bits
+        geos = geometries(plan)
+        dtab = []
+        for g in geos:
+            lp = plan.layers[g.layer]
+            d = g.tables(lp.chunks, lp.ho, lp.wo)[2]
+            dtab.append(d + [0] * ((1 << max(tb, 1)) - len(d)))
+        d_sel = Signal(nbits + 1, name="d_sel")
+        with m.Switch(geo):
+            for gi, d in enumerate(dtab):
+                with m.Case(gi):
+                    m.d.comb += d_sel.eq(Array(Const(v, nbits + 1) for v in d)[t])
+        return d_sel
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        abits = plan.widths()["acc"]
+        mems, w_rd = self._memories(m)
         acc_wr = mems["acc"].write_port()
         acc_rd = mems["acc"].read_port()
         mem_wr = mems["membrane"].write_port()
@@ -181,7 +204,7 @@ class PE(wiring.Component):
         lo, hi = -(1 << (mb - 1)), (1 << (mb - 1)) - 1
         exe = self.exe
 
-        # Stage 2..5 control: the stage-1 command and lane_valid, delayed.
+        # Stage 2..6 control: the stage-1 command and lane_valid, delayed.
         s2, s3, s4, s5, s6 = (Signal(exec_layout(plan), name=f"s{i}") for i in (2, 3, 4, 5, 6))
         s2_lane, s3_lane, s4_lane, s5_lane, s6_lane = (Signal(name=f"s{i}_lane") for i in (2, 3, 4, 5, 6))
         m.d.sync += [s2.eq(exe), s3.eq(s2), s4.eq(s3), s5.eq(s4), s6.eq(s5),
@@ -224,7 +247,7 @@ class PE(wiring.Component):
         m.d.comb += w.eq(w1[:wb])
         prod = Signal(signed(wb + plan.model.input_bits + 1), name="prod")
         base = Signal(signed(mb + 2), name="base")
-        nbits = _ubits(plan.neuron_depth)
+        nbits = bits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
         ok3 = Signal(name="ok3")  # an acc command that writes
         m.d.sync += [
@@ -235,17 +258,7 @@ class PE(wiring.Component):
         # the compressed path: its padding entries must neither count nor write)
         t = w1[wb:wb + tb] if tb else Const(0, 1)
         c = w1[wb + tb:wb + tb + cb] if cb else Const(0, 1)
-        geos = geometries(plan)
-        dtab = []
-        for g in geos:
-            lp = plan.layers[g.layer]
-            d = g.tables(lp.chunks, lp.ho, lp.wo)[2]
-            dtab.append(d + [0] * ((1 << max(tb, 1)) - len(d)))
-        d_sel = Signal(nbits + 1, name="d_sel")
-        with m.Switch(s2.geo):
-            for gi, d in enumerate(dtab):
-                with m.Case(gi):
-                    m.d.comb += d_sel.eq(Array(Const(v, nbits + 1) for v in d)[t])
+        d_sel = self._entry_offset(m, s2.geo, t, nbits)
         lands = Signal(name="lands")
         m.d.comb += lands.eq((s2.mask >> t)[0])
         sp_ok = (w != 0) & lands
@@ -280,8 +293,8 @@ class PE(wiring.Component):
         fwd_data = Signal.like(acc_rd.data, name="fwd_data")
         m.d.sync += [fwd.eq(acc_wr.en & (acc_wr.addr == addr3)), fwd_data.eq(acc_wr.data)]
 
-        # Stage 4: acc write-back; integrate and saturate; threshold read. A forwarded word is
-        # of the current image (or a cleared 0): only a read word can be stale.
+        # Stage 4: acc write-back; the membrane update adds the acc value (registered as pre). A
+        # forwarded word is of the current image (or a cleared 0): only a read word can be stale.
         rd = acc_rd.data
         stale = ~fwd & Mux(rd[abits], par0_4, par1_4)
         old_acc = Signal(signed(abits), name="old_acc")

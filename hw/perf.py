@@ -12,10 +12,16 @@ residual, dense- and sparse-stored networks. The work bound the design is measur
 from collections import deque
 
 import numpy as np
-from amaranth.utils import ceil_log2
 
-from .pe import SPIKE_STAGE, Z_STAGE, geometries
+from .events import SpikeEventSource
+from .pe import PE, geometries
+from .pipeline import EventPipeline
 from .plan import Plan
+from .pool import shortcut_readers, window_end
+from .scan import scan_order
+from .sequencer import exit_wait as exit_wait_of
+
+SPIKE_STAGE = PE.SPIKE_STAGE
 
 
 def _plan(model, n_pe, plan):
@@ -23,7 +29,8 @@ def _plan(model, n_pe, plan):
 
 
 class _Queue:
-    """A spike queue: FIFO entries readable the cycle after their push, split lane by lane."""
+    """A spike queue (``SpikeEventSource``): FIFO entries readable ``SpikeEventSource.LATENCY``
+    cycles after their push, split lane by lane."""
 
     def __init__(self):
         self.fifo = deque()  # (first readable cycle, [events])
@@ -46,20 +53,10 @@ class _Queue:
         return self.head(c) is None
 
 
-def _events_of(plan, geo_id, ch_list, y, x, val=1):
+def _events_of(plan, geo_id, ch_list, y, x):
     """Event descriptors (RW steps, burst lengths) of row events of source ``geo_id``."""
     g = geometries(plan)[geo_id]
-    lp = plan.layers[g.layer]
-    out = []
-    for ch in ch_list:
-        row = g.row_base + g.row(ch, y, x)
-        taps = len(g.landing(y, x, lp.ho, lp.wo))
-        if lp.storage == "sparse":
-            ln = plan.row_len[row]
-            out.append((1, [ln] if taps and ln else []))
-        else:
-            out.append((max(taps, 1), [lp.chunks] * taps))
-    return out
+    return [EventPipeline.bursts(plan, g, ch, y, x) for ch in ch_list]
 
 
 def _update_pushes(plan, li, spikes_t):
@@ -73,20 +70,54 @@ def _update_pushes(plan, li, spikes_t):
     pos_n = lp.positions
     s = np.asarray(spikes_t, bool).reshape(lp.channels, lp.ho, lp.wo)
     out = []
-    for y in range(lp.ho):
-        for x in range(lp.wo):
-            for c in range(lp.chunks):
-                lanes = [p for p in range(n) if c * n + p < lp.channels and s[c * n + p, y, x]]
-                entry = None
-                if y % q == q - 1 and x % q == q - 1:
-                    py, px = y // q, x // q
-                    win = s[c * n:(c + 1) * n, py * q:(py + 1) * q, px * q:(px + 1) * q].any(axis=(1, 2))
-                    ch = [c * n + p for p in range(len(win)) if win[p]]
-                    if ch:
-                        entry = (ch, py, px)
-                out.append((bool(lanes), entry))
+    for y, x, c in scan_order(lp):
+        lanes = [p for p in range(n) if c * n + p < lp.channels and s[c * n + p, y, x]]
+        entry = None
+        end = window_end(q, y, x)
+        if end is not None:
+            py, px = end
+            win = s[c * n:(c + 1) * n, py * q:(py + 1) * q, px * q:(px + 1) * q].any(axis=(1, 2))
+            ch = [c * n + p for p in range(len(win)) if win[p]]
+            if ch:
+                entry = (ch, py, px)
+        out.append((bool(lanes), entry))
     assert len(out) == pos_n * lp.chunks
     return out
+
+
+def _input_events(plan, x):
+    """``{value index: event descriptor}`` of the nonzero input values ``x`` (flat)."""
+    shape = plan.layers[0].sources[0].shape
+    gid = next(i for i, g in enumerate(geometries(plan)) if g.layer == 0 and not g.shortcut)
+    out = {}
+    for i in np.flatnonzero(x):
+        c, rem = divmod(int(i), shape[1] * shape[2])
+        y, xx = divmod(rem, shape[2])
+        out[int(i)] = _events_of(plan, gid, [c], y, xx)[0]
+    return out
+
+
+def _next_phase(state, layers, exit_wait, exit_t, *, load_end, acc_end, trace_empty):
+    """The sequencer's ``(phase, layer, t, cnt)`` after one cycle (``Sequencer``'s phase switch)."""
+    phase, layer, t, cnt = state
+    out_layer = len(layers) - 1
+    if phase == "LOAD":
+        if load_end:
+            return "UPDATE", layer, t, 0
+    elif phase == "ACC":
+        if acc_end:
+            return "UPDATE", layer, t, 0
+    elif phase == "UPDATE":
+        if cnt == 0 and layer != out_layer and not trace_empty:  # stall
+            return state
+        if cnt < layers[layer].updates - 1:
+            return phase, layer, t, cnt + 1
+        return ("EXIT_WAIT", layer, t, 0) if layer == out_layer else ("ACC", layer + 1, t, 0)
+    elif phase == "EXIT_WAIT":
+        return ("EXIT", layer, t, 0) if cnt == exit_wait - 1 else (phase, layer, t, cnt + 1)
+    elif phase == "EXIT":
+        return ("RESULT", layer, t, cnt) if t >= exit_t else ("UPDATE", 0, t + 1, cnt)
+    return state
 
 
 def cycles(model, n_pe, x, result, b, plan=None, trace=False):
@@ -98,19 +129,10 @@ def cycles(model, n_pe, x, result, b, plan=None, trace=False):
     out_layer = n_layers - 1
     geos = geometries(plan)
     gid = {(g.layer, g.shortcut): i for i, g in enumerate(geos)}
-    sc_of = {}
-    for li, ly in enumerate(model.layers):
-        if ly.shortcut is not None:
-            sc_of[next(i for i, l2 in enumerate(model.layers) if l2.name == ly.shortcut)] = li
-    exit_wait = Z_STAGE + ceil_log2(n_pe) + 1  # Top2's latency, then its registered margin
+    sc_of = shortcut_readers(model)
+    exit_wait = exit_wait_of(plan.n_pe)
     x = np.asarray(x).ravel()
-    shape = layers[0].sources[0].shape
-    # input events: (value index, event descriptor)
-    in_ev = {}
-    for i in np.flatnonzero(x):
-        c, rem = divmod(int(i), shape[1] * shape[2])
-        y, xx = divmod(rem, shape[2])
-        in_ev[int(i)] = _events_of(plan, gid[(0, False)], [c], y, xx)[0]
+    in_ev = _input_events(plan, x)
     n_in = len(x)
 
     # state
@@ -121,7 +143,7 @@ def cycles(model, n_pe, x, result, b, plan=None, trace=False):
     busy, ek, elast = False, 0, 0
     mainq, scq = _Queue(), _Queue()
     upd = deque()             # (issue cycle, layer, update index, timestep) of spiking updates in flight
-    trace_level, trace_push = 0, deque()
+    trace_level = 0
     pushes_cache = {}
     exit_t = int(result.exit_t[b])
     c = 0
@@ -177,16 +199,14 @@ def cycles(model, n_pe, x, result, b, plan=None, trace=False):
         queues_empty = mainq.empty(c) and (not sc_here or scq.empty(c))
 
         # ---- registers at the end of cycle c
-        nphase, nlayer, nt, ncnt = phase, layer, t, cnt
         # trace queue (consumed at once): pops what was readable, pushes this cycle's entries
         trace_level = trace_level - (1 if trace_level else 0) + trace_now
         for li, (ch, py, px) in push_now:
             consumer = li + 1
             evs = _events_of(plan, gid[(consumer, False)], ch, py, px)
-            mainq.fifo.append((c + 1, evs))
+            mainq.fifo.append((c + SpikeEventSource.LATENCY, evs))
             if li in sc_of:
-                L = sc_of[li]
-                scq.fifo.append((c + 1, _events_of(plan, gid[(L, True)], ch, py, px)))
+                scq.fifo.append((c + SpikeEventSource.LATENCY, _events_of(plan, gid[(sc_of[li], True)], ch, py, px)))
         # issue stage
         if issuing and not at_last:
             busy, ek, elast = True, cur_k + 1, cur_last
@@ -221,34 +241,9 @@ def cycles(model, n_pe, x, result, b, plan=None, trace=False):
             if i_in == n_in:
                 done = True
         # phases
-        if phase == "LOAD":
-            if done_c and quiet:
-                nphase, ncnt = "UPDATE", 0
-        elif phase == "ACC":
-            if queues_empty and not in_flight and quiet:
-                nphase, ncnt = "UPDATE", 0
-        elif phase == "UPDATE":
-            stall = cnt == 0 and layer != out_layer and not trace_empty
-            if not stall:
-                if layer != out_layer:
-                    upd.append((c, layer, cnt, t))
-                if cnt == layers[layer].updates - 1:
-                    ncnt = 0
-                    if layer == out_layer:
-                        nphase = "EXIT_WAIT"
-                    else:
-                        nlayer, nphase = layer + 1, "ACC"
-                else:
-                    ncnt = cnt + 1
-        elif phase == "EXIT_WAIT":
-            if cnt == exit_wait - 1:
-                ncnt, nphase = 0, "EXIT"
-            else:
-                ncnt = cnt + 1
-        elif phase == "EXIT":
-            if t >= exit_t:
-                nphase = "RESULT"
-            else:
-                nt, nlayer, nphase = t + 1, 0, "UPDATE"
-        phase, layer, t, cnt = nphase, nlayer, nt, ncnt
+        if phase == "UPDATE" and layer != out_layer and not (cnt == 0 and not trace_empty):
+            upd.append((c, layer, cnt, t))
+        phase, layer, t, cnt = _next_phase(
+            (phase, layer, t, cnt), layers, exit_wait, exit_t,
+            load_end=done_c and quiet, acc_end=queues_empty and not in_flight and quiet, trace_empty=trace_empty)
         c += 1

@@ -17,7 +17,7 @@ def run_top2(z, n_lanes, bits, threshold=0):
     last chunk (``margin_ok`` one cycle later).
     """
     dut = Top2(n_lanes, bits, z.shape[1], threshold)
-    assert dut.latency == max(0, int(np.ceil(np.log2(n_lanes)))) + 1
+    assert dut.latency == Top2.latency_of(n_lanes) == max(0, int(np.ceil(np.log2(n_lanes)))) + 1
     steps = []  # (lanes, base, restart, last chunk of the row)
     for row in z:
         bases = list(range(0, len(row), n_lanes))

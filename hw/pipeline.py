@@ -1,0 +1,275 @@
+"""The event pipeline: events of the layer being accumulated -> weight-word reads for the PEs."""
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .common import bits, per_layer
+from .events import event_layout
+from .pe import geometries
+
+
+def issue_signature(plan):
+    """The word the issue stage sends to the PEs this cycle (all members combinational)."""
+    geos = geometries(plan)
+    max_taps = max(g.taps for g in geos)
+    return wiring.Signature({
+        "valid": Out(1),                                   # a word is issued this cycle
+        "w": Out(bits(plan.weight_depth)),                 # its weight address
+        "n": Out(bits(plan.neuron_depth)),                 # its neuron (dense) or event base (sparse)
+        "k": Out(bits(plan.max_row_len + 1)),              # word index in its burst
+        "val": Out(plan.model.input_bits),
+        "sparse": Out(1),
+        "chunked": Out(1),                                 # dense storage: word k is chunk k
+        "mask": Out(max_taps),
+        "geo": Out(bits(len(geos))),
+    })
+
+
+def rows_words(plan):
+    """Contents of the ``rows`` table (``mem/rows.hex``): per row its first weight word, then its
+    length in words above it."""
+    sbits = bits(plan.weight_depth + 1)
+    return [st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)]
+
+
+class EventPipeline(wiring.Component):
+    """Events in, one weight word per cycle out: three registers ``EV``, ``RW``, ``TP`` and the
+    issue stage.
+
+    * ``EV``: the event taken from one of the sources (the input values in the load phase, else
+      the spike queue, then the shortcut queue when the fetched layer has a shortcut source).
+    * ``RW``: its row's start and length from the ``rows`` table (a registered read), the taps
+      that land and the event's neuron base.
+    * ``TP``: one burst: a landing tap's ``chunks`` words for dense storage (one burst per tap,
+      lowest tap first), or the row's ``row_len`` entries for compressed storage.
+    * issue: the burst's words, one per cycle, back to back, while ``enable``.
+
+    An event offered in cycle k is in ``EV`` in k + 1; with no stall its first word is issued in
+    cycle k + ``DEPTH``. ``hw/perf.py`` replays these registers.
+
+    Parameters
+    ----------
+    plan : Plan
+
+    Members
+    -------
+    i_input : In(stream.Signature(event_layout))
+        The analog layer's events; taken only while ``load``.
+    i_main, i_shortcut : In(stream.Signature(event_layout))
+        The spike queue's and the shortcut queue's events (``i_shortcut`` only if the plan has a
+        residual layer). ``ready`` is combinational from ``valid``, ``load`` and ``fetch_*``.
+    load : In(1)
+        The load phase: events come from ``i_input``, of the first layer's main source.
+    fetch_layer : In(range(n_layers))
+        The layer whose events are fetched from the queues.
+    fetch_shortcut : In(1)
+        ``fetch_layer`` has a shortcut source: ``i_shortcut`` is read once ``i_main`` is empty.
+    enable : In(1)
+        Issue words (the load and accumulate phases).
+    issue : Out(issue_signature(plan))
+        The word issued this cycle.
+    quiet : Out(1)
+        Nothing is left to issue after this cycle (no event in the pipeline).
+    counted, counted_geo : Out(1), Out(source id)
+        From registers: an event entered ``EV`` in the previous cycle, and its source (the index
+        in ``geometries(plan)``).
+    """
+
+    #: Registers between an event's source and the issue stage (EV, RW, TP).
+    DEPTH = 3
+
+    @staticmethod
+    def bursts(plan, g, ch, y, x):
+        """The work of the event ``(ch, y, x)`` of source ``g``: (cycles it holds ``RW``, burst
+        lengths in words). Dense storage: one burst of ``chunks`` words per landing tap (``RW``
+        holds the event one cycle per tap, at least one); compressed storage: one burst of the
+        row's ``row_len`` entries if a tap lands and the row has entries."""
+        lp = plan.layers[g.layer]
+        taps = len(g.landing(y, x, lp.ho, lp.wo))
+        if lp.storage == "sparse":
+            ln = plan.row_len[g.row_base + g.row(ch, y, x)]
+            return 1, [ln] if taps and ln else []
+        return max(taps, 1), [lp.chunks] * taps
+
+    def __init__(self, plan, shortcut=False):
+        self._plan = plan
+        self._shortcut = shortcut
+        geos = geometries(plan)
+        self._gid = {(g.layer, g.shortcut): i for i, g in enumerate(geos)}
+        self.ev_layout = event_layout(plan.n_rows, max(g.h for g in geos), max(g.w for g in geos),
+                                      plan.model.input_bits)
+        ports = {
+            "i_input": In(stream.Signature(self.ev_layout)),
+            "i_main": In(stream.Signature(self.ev_layout)),
+            "load": In(1),
+            "fetch_layer": In(range(plan.n_layers)),
+            "fetch_shortcut": In(1),
+            "enable": In(1),
+            "issue": Out(issue_signature(plan)),
+            "quiet": Out(1),
+            "counted": Out(1),
+            "counted_geo": Out(bits(len(geos))),
+        }
+        if shortcut:
+            ports["i_shortcut"] = In(stream.Signature(self.ev_layout))
+        super().__init__(ports)
+
+    def _source(self, m, ev_ready):
+        """The event offered to ``EV`` this cycle: (valid, event, source id); the chosen input's
+        ``ready`` is ``ev_ready``."""
+        plan, n_layers = self._plan, self._plan.n_layers
+        gbits = bits(len(geometries(plan)))
+        cl = self.fetch_layer
+        src_valid = Signal()
+        src = Signal(self.ev_layout)
+        src_geo = Signal(gbits)
+        take_main, take_sc = Signal(), Signal()
+        with m.If(self.load):
+            m.d.comb += [src_valid.eq(self.i_input.valid), src.eq(self.i_input.payload),
+                         src_geo.eq(self._gid[(0, False)]), self.i_input.ready.eq(ev_ready)]
+        with m.Elif(self.i_main.valid):
+            m.d.comb += [src_valid.eq(1), src.eq(self.i_main.payload), take_main.eq(ev_ready),
+                         src_geo.eq(per_layer([self._gid[(li, False)] for li in range(n_layers)], gbits, cl))]
+        if self._shortcut:
+            with m.Elif(self.fetch_shortcut & self.i_shortcut.valid):
+                m.d.comb += [src_valid.eq(1), src.eq(self.i_shortcut.payload), take_sc.eq(ev_ready),
+                             src_geo.eq(per_layer([self._gid.get((li, True), 0) for li in range(n_layers)],
+                                                  gbits, cl))]
+            m.d.comb += self.i_shortcut.ready.eq(take_sc)
+        m.d.comb += self.i_main.ready.eq(take_main)
+        return src_valid, src, src_geo
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        geos = geometries(plan)
+        gbits = bits(len(geos))
+        n_layers = plan.n_layers
+        max_taps = max(g.taps for g in geos)
+        nbits, wbits = bits(plan.neuron_depth), bits(plan.weight_depth)
+        sbits, lbits = bits(plan.weight_depth + 1), bits(plan.max_row_len + 1)
+        m.submodules.rows = rows = Memory(
+            shape=unsigned(sbits + lbits), depth=max(plan.n_rows, 1),
+            init=rows_words(plan))
+        rows_rd = rows.read_port()
+
+        # EV: the event being looked up.
+        ev_valid = Signal()
+        ev = Signal(self.ev_layout)
+        ev_geo = Signal(gbits)
+        ev_ready, rw_ready, tp_ready = Signal(), Signal(), Signal()
+        src_valid, src, src_geo = self._source(m, ev_ready)
+
+        m.d.comb += ev_ready.eq(~ev_valid | rw_ready)
+        # An event is counted in the cycle after it enters EV, off the handshake's path.
+        m.d.sync += self.counted.eq(ev_ready & src_valid)
+        m.d.comb += self.counted_geo.eq(ev_geo)
+        with m.If(ev_ready):
+            m.d.sync += [ev_valid.eq(src_valid), ev.eq(src), ev_geo.eq(src_geo)]
+
+        # RW: its row (rows_rd.data), landing taps, neuron base.
+        rw_valid = Signal()
+        rw_geo = Signal(gbits)
+        rw_val = Signal(plan.model.input_bits)
+        rw_mask = Signal(max_taps)
+        rw_e = Signal(nbits)  # modulo 2**nbits: a landing tap's neuron is exact in these bits
+        rw_start, rw_len = rows_rd.data[:sbits], rows_rd.data[sbits:]
+        m.d.comb += [rows_rd.addr.eq(ev.row), rows_rd.en.eq(ev_valid & rw_ready)]
+        with m.If(rw_ready):
+            m.d.sync += [rw_valid.eq(ev_valid), rw_geo.eq(ev_geo), rw_val.eq(ev.val)]
+            with m.Switch(ev_geo):
+                for gi, g in enumerate(geos):
+                    lp = plan.layers[g.layer]
+                    with m.Case(gi):
+                        if g.conv:
+                            ys, xs, _ = g.tables(lp.chunks, lp.ho, lp.wo)
+                            ym = Array(Const(v[0], g.k) for v in ys)[ev.y]
+                            xm = Array(Const(v[0], g.k) for v in xs)[ev.x]
+                            yo = Array(Const(v[1] % (1 << nbits), nbits) for v in ys)[ev.y]
+                            xo = Array(Const(v[1] % (1 << nbits), nbits) for v in xs)[ev.x]
+                            taps = [ym[t // g.k] & xm[t % g.k] for t in range(g.taps)]
+                            m.d.sync += [rw_mask.eq(Cat(*taps)), rw_e.eq(lp.neuron_base + yo + xo)]
+                        else:
+                            m.d.sync += [rw_mask.eq(1), rw_e.eq(lp.neuron_base)]
+
+        # TP: one burst of words.
+        tp_valid = Signal()
+        tp_w0 = Signal(wbits)
+        tp_n0 = Signal(nbits)
+        tp_last = Signal(lbits)      # words - 1
+        tp_val = Signal(plan.model.input_bits)
+        tp_sparse = Signal()
+        tp_mask = Signal(max_taps)
+        tp_geo = Signal(gbits)
+        tp_chunked = Signal()        # dense storage: word k is chunk k (padding lanes in the last)
+        tap = Signal(range(max(max_taps, 2)))
+        for b in reversed(range(max_taps)):
+            with m.If(rw_mask[b]):
+                m.d.comb += tap.eq(b)
+        rest = Signal(max_taps)
+        m.d.comb += rest.eq(rw_mask & ~(Const(1, max_taps) << tap))
+        rw_sparse = Signal()
+        rw_chunks = Signal(lbits)
+        toff = Signal(wbits)
+        dtap = Signal(nbits)
+        with m.Switch(rw_geo):
+            for gi, g in enumerate(geos):
+                lp = plan.layers[g.layer]
+                with m.Case(gi):
+                    d = g.tables(lp.chunks, lp.ho, lp.wo)[2]
+                    m.d.comb += [
+                        rw_sparse.eq(lp.storage == "sparse"),
+                        rw_chunks.eq(lp.chunks - 1),
+                        toff.eq(Array(Const(tt * lp.chunks, wbits) for tt in range(g.taps))[tap]),
+                        dtap.eq(Array(Const(v % (1 << nbits), nbits) for v in d)[tap]),
+                    ]
+        rw_done = Mux(rw_sparse, 1, rest == 0)
+        m.d.comb += rw_ready.eq(~rw_valid | (tp_ready & rw_done))
+        with m.If(tp_ready):
+            m.d.sync += tp_valid.eq(rw_valid & (rw_mask != 0) & (~rw_sparse | (rw_len != 0)))
+        # (the rows table's read data is defined only once an event has been looked up: a
+        # simulator with X values, e.g. Icarus, must not see it on the weight address)
+        with m.If(tp_ready & rw_valid):
+            m.d.sync += [tp_val.eq(rw_val), tp_sparse.eq(rw_sparse), tp_mask.eq(rw_mask), tp_geo.eq(rw_geo),
+                         tp_chunked.eq(~rw_sparse)]
+            with m.If(rw_sparse):
+                m.d.sync += [tp_w0.eq(rw_start), tp_n0.eq(rw_e), tp_last.eq(rw_len - 1)]
+            with m.Else():
+                m.d.sync += [tp_w0.eq(rw_start + toff), tp_n0.eq(rw_e - dtap), tp_last.eq(rw_chunks)]
+                with m.If(~rw_done):
+                    m.d.sync += rw_mask.eq(rest)
+
+        # Issue: the burst's words, one per cycle, back to back; `e*` hold the burst after its first word.
+        busy = Signal()
+        ek, elast = Signal(lbits), Signal(lbits)
+        ew, en_ = Signal(wbits), Signal(nbits)
+        eval_ = Signal(plan.model.input_bits)
+        esparse, echunked = Signal(), Signal()
+        emask = Signal(max_taps)
+        egeo = Signal(gbits)
+        take = ~busy & tp_valid & self.enable
+        iss = self.issue
+        m.d.comb += [
+            tp_ready.eq(~tp_valid | take),
+            iss.valid.eq(busy | take),
+            iss.k.eq(Mux(busy, ek, 0)),
+            iss.w.eq(Mux(busy, ew, tp_w0)),
+            iss.n.eq(Mux(busy, en_, tp_n0)),
+            iss.val.eq(Mux(busy, eval_, tp_val)),
+            iss.sparse.eq(Mux(busy, esparse, tp_sparse)),
+            iss.mask.eq(Mux(busy, emask, tp_mask)),
+            iss.geo.eq(Mux(busy, egeo, tp_geo)),
+            iss.chunked.eq(Mux(busy, echunked, tp_chunked)),
+        ]
+        cur_last = Mux(busy, elast, tp_last)
+        at_last = iss.k == cur_last
+        with m.If(iss.valid & ~at_last):
+            m.d.sync += [busy.eq(1), ek.eq(iss.k + 1), ew.eq(iss.w + 1), en_.eq(iss.n + iss.chunked),
+                         elast.eq(cur_last), eval_.eq(iss.val), esparse.eq(iss.sparse), emask.eq(iss.mask),
+                         egeo.eq(iss.geo), echunked.eq(iss.chunked)]
+        with m.Else():
+            m.d.sync += busy.eq(0)
+        m.d.comb += self.quiet.eq(~ev_valid & ~rw_valid & Mux(busy, at_last & ~tp_valid, ~tp_valid | (take & at_last)))
+        return m

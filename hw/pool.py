@@ -1,0 +1,137 @@
+"""OR-pooling of a layer's spikes and the pushes into the spike and shortcut queues.
+
+The rules here are the one home of three facts that the RTL and the cycle model (``hw/perf.py``)
+both use: which layer reads a layer's spikes through a residual connection
+(:func:`shortcut_readers`), at which update a pooled entry is pushed (:func:`window_end`) and how
+many entries a layer's update pushes at most (:func:`pushes`).
+"""
+
+from amaranth import Array, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .common import bits
+
+
+def shortcut_readers(model):
+    """``{source layer index: index of the layer that reads its spikes through its shortcut}``."""
+    names = [ly.name for ly in model.layers]
+    return {names.index(ly.shortcut): li for li, ly in enumerate(model.layers) if ly.shortcut is not None}
+
+
+def window_end(pool, y, x):
+    """The pooled position ``(y // pool, x // pool)`` if the update of output position ``(y, x)``
+    is the last of its ``pool x pool`` window (its entry is pushed then), else ``None``."""
+    if y % pool == pool - 1 and x % pool == pool - 1:
+        return y // pool, x // pool
+    return None
+
+
+def pushes(lp):
+    """At most this many queue entries per update pass of layer ``lp`` (one per pooled position
+    and chunk)."""
+    return (lp.positions // (lp.pool * lp.pool)) * lp.chunks
+
+
+def pool_depth(layers):
+    """Entries of the OR-pool memory: one pooled row of the widest pooled layer (0: none pools)."""
+    return max(((lp.wo // lp.pool) * lp.chunks for lp in layers if lp.pool > 1), default=0)
+
+
+class SpikePush(wiring.Component):
+    """OR-pools the spike masks of a spiking layer's updates and pushes the queue entries.
+
+    Updates arrive in the scan order of :class:`~spikeloom.hw.scan.UpdateScan` (rows of
+    positions, chunks innermost). With pooling, a pooled row's masks are ORed into the ``pool``
+    memory (one word per pooled column and chunk) until the window's last update
+    (:func:`window_end`), which pushes the ORed mask; without pooling every update pushes its own
+    mask. Entries with an empty mask are not pushed.
+
+    Parameters
+    ----------
+    plan : Plan
+    entry : StructLayout
+        The queue entry (:func:`~spikeloom.hw.events.spike_entry_layout`).
+    pidx_bits : int
+        Width of ``pidx``.
+
+    Members
+    -------
+    en : In(1)
+        An update of a spiking layer, with the fields below and ``mask``, this cycle.
+    layer, first, last, pidx, py, px, rbm, rbs : In
+        The update's layer, first/last update of its pooling window, pool word (pooled column
+        times chunks plus chunk), pooled position, and the row bases of its entry's events in the
+        consumer's main source (``rbm``) and in the shortcut reader's source (``rbs``).
+    mask : In(n_pe)
+        The update's spikes (lane ``p``: channel ``chunk * n_pe + p``).
+    main : Out(stream.Signature(entry))
+        The spike-queue push, combinational from the inputs (``ready`` is ignored: the queue
+        holds :func:`pushes` entries of the largest layer).
+    shortcut : Out(stream.Signature(entry)), only if the plan has a residual layer
+        The same entry with ``rbs``, for layers whose spikes a later layer reads.
+    push : Out(1)
+        ``main.valid``.
+    """
+
+    def __init__(self, plan, entry, pidx_bits):
+        self._plan = plan
+        self._sc_of = shortcut_readers(plan.model)
+        n_layers = plan.n_layers
+        rb = bits(plan.n_rows)
+        ports = {
+            "en": In(1),
+            "layer": In(bits(n_layers)),
+            "first": In(1),
+            "last": In(1),
+            "pidx": In(pidx_bits),
+            "py": In(entry["y"].shape),
+            "px": In(entry["x"].shape),
+            "rbm": In(rb),
+            "rbs": In(rb),
+            "mask": In(plan.n_pe),
+            "main": Out(stream.Signature(entry)),
+            "push": Out(1),
+        }
+        if self._sc_of:
+            ports["shortcut"] = Out(stream.Signature(entry))
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, n = self._plan, self._plan.n_pe
+        mask = self.mask
+        orv = Signal(n)
+        depth = pool_depth(plan.layers)
+        if depth:
+            m.submodules.pool = pool = Memory(shape=unsigned(n), depth=max(depth, 2), init=[])
+            pool_rd = pool.read_port(domain="comb")
+            pool_wr = pool.write_port()
+            m.d.comb += [
+                pool_rd.addr.eq(self.pidx),
+                orv.eq(mask | Mux(self.first, 0, pool_rd.data)),
+                pool_wr.addr.eq(self.pidx),
+                pool_wr.data.eq(orv),
+                pool_wr.en.eq(self.en & ~self.last),
+            ]
+        else:
+            m.d.comb += orv.eq(mask)
+        m.d.comb += [
+            self.push.eq(self.en & self.last & (orv != 0)),
+            self.main.valid.eq(self.push),
+            self.main.payload.rbase.eq(self.rbm),
+            self.main.payload.y.eq(self.py),
+            self.main.payload.x.eq(self.px),
+            self.main.payload.mask.eq(orv),
+        ]
+        if self._sc_of:
+            is_src = Array(Const(int(li in self._sc_of), 1) for li in range(plan.n_layers))[self.layer]
+            m.d.comb += [
+                self.shortcut.valid.eq(self.push & is_src),
+                self.shortcut.payload.rbase.eq(self.rbs),
+                self.shortcut.payload.y.eq(self.py),
+                self.shortcut.payload.x.eq(self.px),
+                self.shortcut.payload.mask.eq(orv),
+            ]
+        return m

@@ -1,0 +1,246 @@
+"""The sequencer: the phases of an inference and the command broadcast to the PEs."""
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import bits, per_layer
+from .exit import Top2
+from .pe import PE, exec_layout
+from .pipeline import issue_signature
+from .pool import shortcut_readers
+from .scan import UpdateScan, scan_widths
+
+
+class Phase(enum.Enum, shape=3):
+    INIT = 0
+    LOAD = 1
+    UPDATE = 2
+    ACC = 3
+    EXIT_WAIT = 4
+    EXIT = 5
+    RESULT = 6
+    WEIGHTS = 7
+
+
+def exit_wait(n_pe):
+    """Cycles of ``EXIT_WAIT``: between the last output update's issue and ``EXIT``. Its values are
+    in the exit unit ``PE.Z_STAGE + Top2.latency_of(n_pe) - 1`` cycles after the issue, the
+    registered margin comparison one cycle later."""
+    return PE.Z_STAGE + Top2.latency_of(n_pe)
+
+
+def control_layout(plan):
+    """The command of one cycle with the update's bookkeeping, as it travels along the PE pipeline."""
+    return data.StructLayout({"cmd": exec_layout(plan), "layer": unsigned(bits(plan.n_layers)),
+                              **{k: unsigned(w) for k, w in scan_widths(plan).items()}})
+
+
+class Sequencer(wiring.Component):
+    """Phases, layer, timestep and the command to the PEs (see :mod:`spikeloom.hw.accel`).
+
+    ``INIT`` clears every neuron's acc word (``neuron_depth`` cycles); ``LOAD`` and ``ACC`` pass
+    the issued words of the event pipeline to the PEs as accumulate commands; ``UPDATE`` issues
+    one chunk of one position per cycle (:class:`~spikeloom.hw.scan.UpdateScan`), stalling at the
+    start of a spiking layer until the trace queue is empty; ``EXIT_WAIT`` lasts ``exit_wait``
+    cycles; ``EXIT`` ends the image or starts the next timestep; ``RESULT`` holds until the result
+    is taken. With weights loaded through the port, ``WEIGHTS`` comes first.
+
+    Parameters
+    ----------
+    plan : Plan
+    loading : bool
+        Start in ``WEIGHTS`` until ``loaded``.
+
+    Members
+    -------
+    issue : In(issue_signature(plan))
+        The event pipeline's word of this cycle.
+    load_done, quiet, main_empty, sc_empty, push, trace_empty, margin_ok, taken, loaded : In(1)
+        All input values transferred; the event pipeline is drained after this cycle; the spike
+        and shortcut queues are empty; a queue push this cycle; the trace queue is empty; the exit
+        unit's registered margin; ``o_result`` transferred; the last weight word transferred.
+    in_load, in_acc, in_result : Out(1)
+        Registered phase flags (a flip-flop each, not a decode of the phase).
+    fetch_layer, fetch_shortcut : Out
+        The layer whose events are fetched (the next one while a layer updates), and whether it
+        has a shortcut source.
+    t : Out(range(t_max + 1))
+        The timestep (1-based, register).
+    restart : Out(1)
+        The result is taken: the input source starts the next image.
+    n_addr : Out(bits(neuron_depth))
+        The PEs' membrane read address (a register).
+    nxt : Out(control_layout(plan))
+        The command of this cycle (stage 0, combinational).
+    s1 .. s{PE.SPIKE_STAGE} : Out(control_layout(plan))
+        The command ``s`` cycles later (registers): ``s1.cmd`` is the PEs' ``exe``.
+    """
+
+    def __init__(self, plan, loading=False):
+        self._plan = plan
+        self._loading = loading
+        self._sc_of = shortcut_readers(plan.model)
+        self.exit_wait = exit_wait(plan.n_pe)
+        ctl = control_layout(plan)
+        ports = {
+            "issue": In(issue_signature(plan)),
+            **{k: In(1) for k in ("load_done", "quiet", "main_empty", "sc_empty", "push", "trace_empty",
+                                  "margin_ok", "taken", "loaded")},
+            "in_load": Out(1),
+            "in_acc": Out(1),
+            "in_result": Out(1),
+            "fetch_layer": Out(range(plan.n_layers)),
+            "fetch_shortcut": Out(1),
+            "t": Out(range(plan.model.t_max + 1), init=1),
+            "restart": Out(1),
+            "n_addr": Out(bits(plan.neuron_depth)),
+            "nxt": Out(ctl),
+            **{f"s{s}": Out(ctl) for s in range(1, PE.SPIKE_STAGE + 1)},
+        }
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        n, n_layers, layers = plan.n_pe, plan.n_layers, plan.layers
+        out_layer = n_layers - 1
+        m.submodules.scan = scan = UpdateScan(plan)
+
+        init_phase = Phase.WEIGHTS if self._loading else Phase.INIT
+        phase = Signal(Phase, init=init_phase)
+        # The next phase (default: stay), and registered flags of the phases the datapath tests:
+        # a flip-flop each instead of a decode of `phase` in the event handshake.
+        phase_nxt = Signal(Phase)
+        m.d.comb += phase_nxt.eq(phase)
+        m.d.sync += phase.eq(phase_nxt)
+        flags = {}
+        for ph in (Phase.LOAD, Phase.ACC, Phase.UPDATE, Phase.RESULT):
+            flags[ph] = Signal(name=f"in_{ph.name.lower()}", init=int(init_phase == ph))
+            m.d.sync += flags[ph].eq(phase_nxt == ph)
+        in_update = flags[Phase.UPDATE]
+        m.d.comb += [self.in_load.eq(flags[Phase.LOAD]), self.in_acc.eq(flags[Phase.ACC]),
+                     self.in_result.eq(flags[Phase.RESULT])]
+        layer = Signal(range(n_layers))
+        img = Signal(init=1)
+        cnt = Signal(range(max(plan.neuron_depth, self.exit_wait, 2)))
+        m.d.comb += [
+            scan.layer.eq(layer),
+            self.fetch_layer.eq(Mux(in_update & (layer != out_layer), layer + 1, layer)),
+            self.fetch_shortcut.eq(per_layer([int(li in self._sc_of.values()) for li in range(n_layers)], 1,
+                                             self.fetch_layer)),
+        ]
+
+        nxt = self.nxt
+        m.d.sync += self.s1.eq(nxt)
+        for s in range(2, PE.SPIKE_STAGE + 1):
+            m.d.sync += getattr(self, f"s{s}").eq(getattr(self, f"s{s - 1}"))
+
+        # The update's neuron, n_base + cnt, kept in a register of its own: it counts with cnt in
+        # UPDATE and is preset to the next update's layer base in the other phases (every phase
+        # before an UPDATE lasts a cycle at least), so that the PEs' read address comes from a
+        # flip-flop and cnt's fan-out stays in the sequencer.
+        # (upd_next = upd_addr + 1, counted beside it: no adder between the widely routed address
+        # and its own next value)
+        nbits = bits(plan.neuron_depth)
+        upd_addr = self.n_addr
+        upd_next = Signal(nbits, init=1)
+        n_base = per_layer([lp.neuron_base for lp in layers], nbits, layer)
+        with m.If(in_update):
+            with m.If(nxt.cmd.update):
+                m.d.sync += [upd_addr.eq(upd_next), upd_next.eq(upd_next + 1)]
+        with m.Elif(phase == Phase.EXIT):
+            m.d.sync += [upd_addr.eq(layers[0].neuron_base), upd_next.eq(layers[0].neuron_base + 1)]
+        with m.Else():
+            m.d.sync += [upd_addr.eq(n_base), upd_next.eq(n_base + 1)]
+
+        self._phases(m, phase, phase_nxt, layer, img, cnt, scan)
+        return m
+
+    def _phases(self, m, phase, phase_nxt, layer, img, cnt, scan):
+        plan, n = self._plan, self._plan.n_pe
+        out_layer = plan.n_layers - 1
+        t, nxt, iss = self.t, self.nxt, self.issue
+        cmd = nxt.cmd
+        # Fields common to the commands, assigned inside the phase switch below: a comb assignment
+        # of a few bits of `nxt` outside it becomes an `always @*` block of its own, which an
+        # event-driven simulator (Icarus) does not run at time 0 (sim/test_lint.py checks).
+        common = [cmd.first_t.eq(t == 1), cmd.output.eq(layer == out_layer), cmd.img.eq(img), nxt.layer.eq(layer)]
+        # A spiking-layer update still in the pipeline may yet push a spike-queue entry.
+        in_flight = self.push
+        for s in range(1, PE.SPIKE_STAGE):
+            st = getattr(self, f"s{s}")
+            in_flight = in_flight | (st.cmd.update & ~st.cmd.output)
+        queues_empty = self.main_empty & (~self.fetch_shortcut | self.sc_empty) if self._sc_of else self.main_empty
+        with m.Switch(phase):
+            with m.Case(Phase.WEIGHTS):
+                with m.If(self.loaded):
+                    m.d.comb += phase_nxt.eq(Phase.INIT)
+            with m.Case(Phase.INIT):
+                # acc of every layer must start at 0 (parity 0); UPDATE keeps it so afterwards.
+                m.d.comb += [cmd.clear.eq(1), cmd.addr.eq(cnt)]
+                with m.If(cnt == plan.neuron_depth - 1):
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.LOAD)
+                with m.Else():
+                    m.d.sync += cnt.eq(cnt + 1)
+            with m.Case(Phase.LOAD, Phase.ACC):
+                m.d.comb += common
+                m.d.comb += [
+                    cmd.acc.eq(iss.valid),
+                    cmd.sparse.eq(iss.sparse),
+                    cmd.addr.eq(iss.n),
+                    cmd.mask.eq(iss.mask),
+                    cmd.geo.eq(iss.geo),
+                    cmd.val.eq(iss.val),
+                    cmd.layer0.eq(layer == 0),
+                    nxt.lanes.eq(Mux(iss.chunked & (iss.k == scan.last_chunk), scan.last_lanes, n)),
+                ]
+                with m.If(self.in_load & self.load_done & self.quiet):
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
+                # the previous UPDATE's last updates may still push spike entries.
+                with m.If(self.in_acc & queues_empty & ~in_flight & self.quiet):
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
+            with m.Case(Phase.UPDATE):
+                m.d.comb += common
+                stall = (cnt == 0) & (layer != out_layer) & ~self.trace_empty
+                m.d.comb += [
+                    nxt.c.eq(scan.c), nxt.pos.eq(scan.pos), nxt.pidx.eq(scan.pidx), nxt.py.eq(scan.py),
+                    nxt.px.eq(scan.px), nxt.first.eq(scan.first), nxt.last.eq(scan.last),
+                    nxt.rbm.eq(scan.rbm), nxt.rbs.eq(scan.rbs), nxt.lanes.eq(scan.lanes),
+                    cmd.addr.eq(self.n_addr),
+                    cmd.layer0.eq(layer == 0),
+                ]
+                with m.If(~stall):
+                    last_update = cnt == per_layer([lp.updates - 1 for lp in plan.layers], cnt.shape().width, layer)
+                    m.d.comb += [cmd.update.eq(1), cmd.clear.eq(layer != 0), scan.step.eq(1),
+                                 scan.restart.eq(last_update)]
+                    with m.If(last_update):
+                        m.d.sync += cnt.eq(0)
+                        with m.If(layer == out_layer):
+                            m.d.comb += phase_nxt.eq(Phase.EXIT_WAIT)
+                        with m.Else():
+                            m.d.sync += layer.eq(layer + 1)
+                            m.d.comb += phase_nxt.eq(Phase.ACC)
+                    with m.Else():
+                        m.d.sync += cnt.eq(cnt + 1)
+            with m.Case(Phase.EXIT_WAIT):
+                # until the last output chunk's values are in the exit unit
+                with m.If(cnt == self.exit_wait - 1):
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.EXIT)
+                with m.Else():
+                    m.d.sync += cnt.eq(cnt + 1)
+            with m.Case(Phase.EXIT):
+                with m.If(self.margin_ok | (t == plan.model.t_max)):
+                    m.d.comb += phase_nxt.eq(Phase.RESULT)
+                with m.Else():
+                    m.d.sync += [t.eq(t + 1), layer.eq(0)]
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
+            with m.Case(Phase.RESULT):
+                with m.If(self.taken):
+                    m.d.comb += self.restart.eq(1)
+                    m.d.sync += [t.eq(1), layer.eq(0), img.eq(~img)]
+                    m.d.comb += phase_nxt.eq(Phase.LOAD)

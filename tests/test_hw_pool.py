@@ -1,0 +1,87 @@
+"""OR-pooling and queue pushes (SpikePush) under Amaranth's simulator, and the push rules that the
+cycle model shares with it."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from spikeloom.hw.events import spike_entry_layout
+from spikeloom.hw.plan import Plan
+from spikeloom.hw.pool import SpikePush, pushes, shortcut_readers, window_end
+from spikeloom.model.randnet import random_conv_model
+
+# conv1 pools by 2 and is read by conv3 through its shortcut; conv2 does not pool
+MODEL = dict(in_shape=(2, 8, 8), convs=((5, 3, 1, 1, 2, False), (3, 3, 1, 1, 1, False), (4, 1, 1, 0, 1, True)),
+             hidden=(6,))
+
+
+def test_shortcut_readers_and_window_rule():
+    model = random_conv_model(seed=0, **MODEL)
+    assert [ly.shortcut for ly in model.layers] == [None, None, "conv1", None, None]
+    assert shortcut_readers(model) == {0: 2}
+    for q, h, w in [(1, 3, 4), (2, 4, 6), (3, 6, 3)]:
+        ends = [window_end(q, y, x) for y in range(h) for x in range(w)]
+        # every pooled position exactly once, at its window's bottom-right update, in raster order
+        assert [e for e in ends if e is not None] == [(py, px) for py in range(h // q) for px in range(w // q)]
+        assert ends[(q - 1) * w + q - 1] == (0, 0)
+    plan = Plan(model, 3, "dense")
+    assert [pushes(lp) for lp in plan.layers] == [(lp.ho // lp.pool) * (lp.wo // lp.pool) * lp.chunks
+                                                  for lp in plan.layers]
+
+
+# n_pe: 1 = one lane; 3 = a partial last chunk (5 channels)
+@pytest.mark.parametrize("n_pe", [1, 3])
+# layer: 0 = pooled and a shortcut source; 1 = unpooled, no shortcut reader
+@pytest.mark.parametrize("li", [0, 1])
+def test_pushed_entries_are_the_or_pooled_spikes(n_pe, li):
+    plan = Plan(random_conv_model(seed=0, **MODEL), n_pe, "dense")
+    lp, q = plan.layers[li], plan.layers[li].pool
+    rng = np.random.default_rng(n_pe + 10 * li)
+    spikes = rng.random((lp.chunks * n_pe, lp.ho, lp.wo)) < 0.2
+    spikes[lp.channels:] = False
+    entry = spike_entry_layout(n_pe, plan.n_rows, 8, 8)
+    dut = SpikePush(plan, entry, 8)
+    got = {"main": [], "shortcut": []}
+
+    def mask(c, ys, xs):
+        win = spikes[c * n_pe:(c + 1) * n_pe, ys, xs].reshape(n_pe, -1).any(axis=1)
+        return sum(1 << p for p in range(n_pe) if win[p])
+
+    async def bench(ctx):
+        ctx.set(dut.layer, li)
+        for y in range(lp.ho):
+            for x in range(lp.wo):
+                for c in range(lp.chunks):
+                    ctx.set(dut.en, 1)
+                    ctx.set(dut.first, y % q == 0 and x % q == 0)
+                    ctx.set(dut.last, y % q == q - 1 and x % q == q - 1)
+                    ctx.set(dut.pidx, (x // q) * lp.chunks + c)
+                    ctx.set(dut.py, y // q)
+                    ctx.set(dut.px, x // q)
+                    ctx.set(dut.rbm, 7 * c + 1)
+                    ctx.set(dut.rbs, 5 * c + 2)
+                    ctx.set(dut.mask, mask(c, slice(y, y + 1), slice(x, x + 1)))
+                    for k, port in (("main", dut.main), ("shortcut", dut.shortcut)):
+                        if ctx.get(port.valid):
+                            got[k].append(tuple(ctx.get(getattr(port.payload, f)) for f in ("rbase", "y", "x", "mask")))
+                    assert ctx.get(dut.push) == ctx.get(dut.main.valid)
+                    await ctx.tick()
+                    # an idle cycle in between: nothing is pushed
+                    ctx.set(dut.en, 0)
+                    assert not ctx.get(dut.main.valid)
+                    await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    want = []
+    for py in range(lp.ho // q):
+        for px in range(lp.wo // q):
+            for c in range(lp.chunks):
+                mk = mask(c, slice(py * q, py * q + q), slice(px * q, px * q + q))
+                if mk:
+                    want.append((c, py, px, mk))
+    assert want, "the test needs spikes"
+    assert got["main"] == [(7 * c + 1, py, px, mk) for c, py, px, mk in want]
+    assert got["shortcut"] == ([(5 * c + 2, py, px, mk) for c, py, px, mk in want] if li == 0 else [])
