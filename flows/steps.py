@@ -18,6 +18,7 @@ from spikeloom.model.config import NeuronConfig, QuantConfig
 from spikeloom.model.data import load_dataset
 from spikeloom.model.errors import ModelFileError, SpikeloomError
 from spikeloom.model.train import TrainConfig
+from spikeloom.sim.ports import Ports
 
 from . import sources
 from .common import table
@@ -277,14 +278,15 @@ def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
     verilog = out / "spikeloom_accel.v"
     if not verilog.exists() or not (out / "ports.json").exists():
         raise SpikeloomError(f"generate wrote no Verilog into {out}")
-    ports = json.loads((out / "ports.json").read_text())
-    storage = ", ".join(f"{ly['name']} {ly['storage']}" for ly in ports["layers"])
+    ports = Ports.load(out)
+    storage = ", ".join(f"{ly.name} {ly.storage}" for ly in ports.layers)
     log(f"[generate] {verilog} ({verilog.stat().st_size // 1024} KiB, N = {n_pe} PEs); weight storage: {storage}; "
-        f"{ports['weight_memory_bits']} weight bits")
-    ctx.report["hardware"] = {"n_pe": n_pe, "storage": {ly["name"]: ly["storage"] for ly in ports["layers"]},
-                              "weight_memory_bits": ports["weight_memory_bits"],
-                              "layers": [{k: ly[k] for k in ("name", "kind", "storage", "weight_words", "dense_bits",
-                                                              "sparse_bits")} for ly in ports["layers"]]}
+        f"{ports.weight_memory_bits} weight bits")
+    ctx.report["hardware"] = {"n_pe": n_pe, "storage": ports.storage(),
+                              "weight_memory_bits": ports.weight_memory_bits,
+                              "layers": [{k: getattr(ly, k) for k in ("name", "kind", "storage", "weight_words",
+                                                                      "dense_bits", "sparse_bits")}
+                                         for ly in ports.layers]}
     return out
 
 
@@ -303,8 +305,7 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
     pred = np.array([i["pred"] for i in imgs])
     cycles = np.array([i["cycles"] for i in imgs], dtype=float)
     bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
-    ports = json.loads((Path(gen_dir) / "ports.json").read_text())
-    res = golden.run(qmodel, x_q, sparse=tuple(ports.get("sparse_layers", ())))
+    res = golden.run(qmodel, x_q, sparse=Ports.load(gen_dir).sparse_layers)
     c = {"simulator": simulator, "n_pe": r["n_pe"], "n_images": r["n_images"],
          "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
          "accuracy_golden_same_images": float((res.pred == y).mean()),
@@ -332,7 +333,7 @@ def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=
     from . import energy
 
     split = ctx.split()
-    ports = json.loads((Path(gen_dir) / "ports.json").read_text())
+    ports = Ports.load(gen_dir)
     results = Path(gen_dir) / f"cosim_{simulator}" / "results.json"
     imgs = json.loads(results.read_text())["images"] if results.exists() else None
     x_q = golden.quantize_input(qmodel, split.test.x)
