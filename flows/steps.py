@@ -18,7 +18,6 @@ from spikeloom.model.config import NeuronConfig, QuantConfig
 from spikeloom.model.data import load_dataset
 from spikeloom.model.errors import ModelFileError, SpikeloomError
 from spikeloom.model.train import TrainConfig
-from spikeloom.sim.ports import Ports
 
 from . import sources
 from .common import table
@@ -271,6 +270,7 @@ def write_report(ctx: Context, log=print):
 def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
     """Generate the accelerator's Verilog, memory images and port description for ``qmodel``."""
     from spikeloom.hw.accel import generate
+    from spikeloom.sim.ports import Ports
 
     check_hardware(qmodel, n_pe, "generate")
     out = ctx.workdir / f"rtl_n{n_pe}{'_trace' if trace else ''}"
@@ -292,6 +292,7 @@ def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
 
 def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=None, seed=0, log=print):
     """Co-simulate the test split on the generated RTL and check every image against the golden model."""
+    from spikeloom.sim.ports import Ports
     from spikeloom.sim.runner import cosim
 
     split = ctx.split()
@@ -329,6 +330,7 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
 def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=None, log=print):
     """Energy per inference from the co-simulated RTL counters (checked against the golden counts)."""
     from spikeloom.model.energy import DEFAULT_TECH, load_tech
+    from spikeloom.sim.ports import Ports
 
     from . import energy
 
