@@ -88,17 +88,6 @@ def cmd_generate(a):
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
 
-def cmd_export(a):
-    from spikeloom.model import modelfile
-
-    from .export import export
-
-    check_pes(a.pes)
-    steps.check_hardware(modelfile.load(a.model), a.pes, "export")
-    files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights)
-    print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
-
-
 def cmd_gpu_baseline(a):
     from spikeloom.model import modelfile
 
@@ -191,15 +180,12 @@ def build_parser():
     sp.add_argument("--weights", default="rom", choices=["rom", "load"],
                     help="rom: weight memories initialised (default); load: written through i_weights after reset")
     sp.set_defaults(fn=cmd_generate)
-    sp = sub.add_parser("export", help="a self-contained Verilog folder for vendor tools (Vivado, Quartus, Yosys)")
-    sp.add_argument("model", type=Path)
-    sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
-    sp.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    sp.add_argument("--freq", type=float, default=25.0, help="clock (MHz) for the constraint examples")
-    sp.add_argument("--weights", default="rom", choices=["rom", "load"],
-                    help="rom: weight memories initialised (default); load: no initial contents, streamed in "
-                         "after reset (iCE40 UltraPlus SPRAM)")
-    sp.set_defaults(fn=cmd_export)
+    from . import export as export_flow
+
+    sp = sub.add_parser("export", help="a self-contained Verilog folder for vendor tools (Vivado, Quartus, Yosys)",
+                        description=export_flow.__doc__.split("\n\n")[0])
+    export_flow.add_arguments(sp)
+    sp.set_defaults(fn=export_flow.run_args)
     sp = sub.add_parser("gpu-baseline", help="joules per inference of the network run densely on a GPU "
                         "(NVML energy counter when a CUDA GPU is present, else a documented estimate)")
     sp.add_argument("model", type=Path)

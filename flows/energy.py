@@ -3,15 +3,14 @@ model's), the savings from early exit and from sparsity, pJ/SOP, NeuroBench-styl
 baseline (measured with NVML when a CUDA GPU is present, else estimated from a documented figure).
 """
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from spikeloom.hw import perf
 from spikeloom.model import golden
 from spikeloom.model.energy import EVENT_KINDS, energy, load_tech
+from spikeloom.sim import records
 
 # RTX 3090 Ti (the seed's GPU): 450 W board power at 40 TFLOP/s FP32 peak -> 11.25 pJ/FLOP. A peak
 # figure: at the batch sizes of an inference service the GPU is far less efficient, so this
@@ -37,6 +36,18 @@ def dense_counters(model, timesteps):
                         "synaptic_events": syn, "weight_reads": syn,
                         "membrane_reads": ly.out_features * T, "membrane_writes": ly.out_features * T,
                         "spikes": (ly.out_features * T) if ly.role != "output" else 0 * T}
+    return out
+
+
+def dense_step_synapses(model):
+    """``{layer: (T_max, 1)}`` synaptic events of each timestep of the dense network (the analog
+    layer's one-off work in timestep 1, as the golden model counts it)."""
+    out = {}
+    for i, (ly, ds) in enumerate(zip(model.layers, dense_synapses(model))):
+        steps = np.full((model.t_max, 1), ds, np.int64)
+        if i == 0:
+            steps[1:] = 0
+        out[ly.name] = steps
     return out
 
 
@@ -126,34 +137,31 @@ def _nvml(model, x_float, n_runs, torch, pynvml, flops, log):
 def compute(qmodel, ports, x_q, rtl_images=None, tech=None, x_float=None, log=print):
     """The ``energy`` and ``neurobench`` report sections.
 
-    ``rtl_images`` are the co-simulation's per-image results (counters, cycles); without them the
-    golden model's counts and the exact cycle model give the same numbers.
+    ``ports``: the generated hardware's :class:`~spikeloom.sim.ports.Ports`. ``rtl_images`` are
+    the co-simulation's per-image results (payload fields); without them the golden model's counts
+    and the exact cycle model give the same numbers.
     """
     from spikeloom.hw.plan import Plan
 
     tech = tech or load_tech()
-    n_pe = ports["n_pe"]
-    sparse = tuple(ports.get("sparse_layers", ()))
-    plan = Plan(qmodel, n_pe, {name: "sparse" if name in sparse else "dense" for name in
-                               (ly.name for ly in qmodel.layers)})
+    n_pe = ports.n_pe
+    sparse = ports.sparse_layers
+    desc = ports.raw
+    names = [ly.name for ly in qmodel.layers]
+    plan = Plan(qmodel, n_pe, {name: "sparse" if name in sparse else "dense" for name in names})
     res = golden.run(qmodel, x_q, trace=True, sparse=sparse)
-    g_counters = res.counters(adaptive=True)
-    g_cycles = cycles_model(qmodel, n_pe, x_q, res, plan)
-    e_golden = energy(qmodel, ports, g_counters, res.exit_t, g_cycles, tech)
+    g_recs = records.from_golden(res, cycles_model(qmodel, n_pe, x_q, res, plan))
+    e_golden = _energy(qmodel, desc, g_recs, names, tech)
     fixed = golden.run(qmodel, x_q, exit_threshold=NO_EXIT, trace=True, sparse=sparse)
-    e_fixed = energy(qmodel, ports, fixed.counters(adaptive=False), fixed.exit_t,
+    e_fixed = energy(qmodel, desc, fixed.counters(adaptive=False), fixed.exit_t,
                      cycles_model(qmodel, n_pe, x_q, fixed, plan), tech)
     T = np.full(len(x_q), qmodel.t_max)
-    dense_cycles = sum(-(-ds // n_pe) * (1 if i == 0 else qmodel.t_max) + -(-ly.out_features // n_pe) * qmodel.t_max
-                       for i, (ly, ds) in enumerate(zip(qmodel.layers, dense_synapses(qmodel))))
-    e_dense = energy(qmodel, ports, dense_counters(qmodel, T), T, np.full(len(x_q), dense_cycles), tech)
+    dense_cycles = golden.work_bound(qmodel, dense_step_synapses(qmodel), T, n_pe)
+    e_dense = energy(qmodel, desc, dense_counters(qmodel, T), T, dense_cycles, tech)
     source = "golden model counts + cycle model"
     e_main, diff = e_golden, None
     if rtl_images is not None:
-        rc = {ly.name: {k: np.array([im[f"{ly.name}.{k}"] for im in rtl_images]) for k in golden.COUNTERS}
-              for ly in qmodel.layers}
-        e_rtl = energy(qmodel, ports, rc, np.array([im["timesteps"] for im in rtl_images]),
-                       np.array([im["cycles"] for im in rtl_images]), tech)
+        e_rtl = _energy(qmodel, desc, [records.InferenceRecord.from_fields(im) for im in rtl_images], names, tech)
         dyn = [k for k in EVENT_KINDS if k != "leakage"]
         diff = float(max(np.abs(e_rtl["by_kind"][k] - e_golden["by_kind"][k]).max() for k in dyn))
         e_main, source = e_rtl, "RTL counters from co-simulation"
@@ -181,6 +189,12 @@ def compute(qmodel, ports, x_q, rtl_images=None, tech=None, x_float=None, log=pr
         "n_images": int(len(x_q)),
     }
     return sec, neurobench(qmodel, res)
+
+
+def _energy(qmodel, desc, recs, names, tech):
+    """The energy model on per-inference records (golden or RTL: the same record type)."""
+    return energy(qmodel, desc, records.counter_arrays(recs, names), np.array([r.timesteps for r in recs]),
+                  np.array([r.cycles for r in recs]), tech)
 
 
 def plot(sec, path, title):

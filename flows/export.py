@@ -11,7 +11,6 @@ The output is deterministic: the same model file, ``n_pe`` and ``freq_mhz`` give
 """
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -19,10 +18,11 @@ from pathlib import Path
 from spikeloom.hw.plan import WEIGHT_STORES
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
+from spikeloom.sim.ports import Ports
 
-from .common import guarded
+from .common import check_pes, guarded
 
-__all__ = ["export", "main", "wrapper_verilog", "TOP"]
+__all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP"]
 
 TOP = "spikeloom_top"
 CORE = "spikeloom_accel"
@@ -33,33 +33,47 @@ def _bits(n):
     return max(1, (n - 1).bit_length())
 
 
-def _field(desc, name):
-    for f in desc["result"]["fields"]:
-        if f["name"] == name:
-            return f
-    raise SpikeloomError(f"ports.json has no result field {name!r}")
+# The allowances of the upper bound on ``cycles`` (:func:`worst_case_cycles`). Each covers the
+# latency it names with room to spare (the pipeline constants are in hw/pe.py and hw/exit.py);
+# tests/test_export.py checks each against those constants for every N and the whole bound against
+# the exact cycle model (hw/perf.py) on images that saturate the network.
+#: After an image's last input event, before the first update scan: the event pipeline (EV, RW,
+#: TP) and the PE pipeline to its spike output (``SPIKE_STAGE``) drain, and the phase changes.
+LOAD_DRAIN = 16
+#: Per layer and timestep, after its update scan: the PE pipeline drains to ``SPIKE_STAGE``, the
+#: last spikes reach the next layer's queue, and the phase changes to the next layer.
+LAYER_DRAIN = 16
+#: Per timestep: the output layer's values reach the top-2 tree at ``Z_STAGE``, the tree adds
+#: ``Top2.latency`` and the exit decision its registered margin comparison (one cycle).
+EXIT_WAIT = 16
+#: Per input spike to a layer, besides its weight words: the cycle that issues the event.
+EVENT_ISSUE = 1
 
 
-def worst_case_cycles(desc, t_max):
+def worst_case_cycles(ports, t_max):
     """An upper bound on the ``cycles`` field (every input nonzero, every neuron spiking each
-    timestep, every event reading its layer's whole weight storage: loose for conv layers)."""
-    layers = desc["layers"]
-    total = desc["input"]["count"] * layers[0]["weight_words"] + 16
-    per_t = sum(ly["positions"] * ly["chunks"] + 16 for ly in layers)
-    per_t += sum(ly["in_features"] * (ly["weight_words"] + 1) for ly in layers[1:])
-    return total + t_max * (per_t + 16)
+    timestep, every event reading its layer's whole weight storage: loose for conv layers).
+
+    ``ports``: the core's :class:`~spikeloom.sim.ports.Ports`. The work itself (weight words
+    read, update scans) is counted per the plan's layer sizes; every overhead is one of the named
+    allowances above.
+    """
+    layers = ports.layers
+    total = ports.input_count * layers[0].weight_words + LOAD_DRAIN
+    per_t = sum(ly.positions * ly.chunks + LAYER_DRAIN for ly in layers)
+    per_t += sum(ly.in_features * (ly.weight_words + EVENT_ISSUE) for ly in layers[1:])
+    return total + t_max * (per_t + EXIT_WAIT)
 
 
-def _weight_load(desc):
+def _weight_load(ports):
     """The wrapper's weight-load pieces for ``weights="load"``: (header text, Verilog, core ports)."""
-    in_w = desc["input"]["width"]
-    wl = desc["weights"]
-    wb, count = wl["width"], wl["count"]
+    in_w = ports.input_width
+    wb, count = ports.weight_width, ports.weight_count
     pieces = -(-wb // in_w)
     header = f"""//
 // Weights (this core was generated with --weights load: its weight memories have no initial
 // contents, e.g. iCE40 UltraPlus SPRAM). After every reset the input stream first carries the
-// {count} weight words ({desc['n_pe']} PEs x {count // desc['n_pe']}), PE by PE, address by address: the words of
+// {count} weight words ({ports.n_pe} PEs x {count // ports.n_pe}), PE by PE, address by address: the words of
 // mem/pe_0_weight.hex, then mem/pe_1_weight.hex, ...; each {wb}-bit two's-complement word as {pieces}
 // in_data value(s), least significant {in_w} bits first. in_ready is high during the load;
 // after the last word the core clears its accumulators and then takes images as below.
@@ -101,23 +115,24 @@ def _weight_load(desc):
     return header, body, ports
 
 
-def wrapper_verilog(desc, t_max):
+def wrapper_verilog(ports, t_max):
     """Verilog of ``spikeloom_top``: the core with its result payload read out one byte at a time
     and, when the core's weights are loaded (``ports.json`` ``weights.store == "load"``), the
     weights taken from the input stream after reset."""
-    in_w = desc["input"]["width"]
-    res_w = desc["result"]["width"]
+    in_w = ports.input_width
+    res_w = ports.result.width
     n_bytes = -(-res_w // BYTE)
     sel_w = _bits(n_bytes)
     padded = (1 << sel_w) * BYTE
-    pred, steps = _field(desc, "pred"), _field(desc, "timesteps")
-    rows = "\n".join(f"//   {f['name']:<34} [{f['offset'] + f['width'] - 1:>4}:{f['offset']:<4}]  "
-                     f"bytes {f['offset'] // BYTE}..{(f['offset'] + f['width'] - 1) // BYTE}"
-                     for f in desc["result"]["fields"])
-    worst = worst_case_cycles(desc, t_max)
-    load = (desc.get("weights") or {}).get("store") == "load"
+    pred, steps = ports.result.field("pred"), ports.result.field("timesteps")
+    rows = "\n".join(f"//   {f.name:<34} [{f.offset + f.width - 1:>4}:{f.offset:<4}]  "
+                     f"bytes {f.offset // BYTE}..{(f.offset + f.width - 1) // BYTE}"
+                     for f in ports.result.fields)
+    worst = worst_case_cycles(ports, t_max)
+    load = ports.weights_loaded
+    last = ports.layers[-1]
     if load:
-        wl_header, wl_body, data_ports = _weight_load(desc)
+        wl_header, wl_body, data_ports = _weight_load(ports)
         memories = ("its weight memories have no initial contents (loaded through the input stream, see\n"
                     "// Weights below); the other memories are initialised in the Verilog (initial blocks)")
     else:
@@ -130,7 +145,7 @@ def wrapper_verilog(desc, t_max):
     return f"""\
 // {TOP}: pin-friendly top level of the spikeloom accelerator (generated by `spikeloom export`).
 //
-// Model "{desc['model']}", N = {desc['n_pe']} processing elements. The core `{CORE}`
+// Model "{ports.model}", N = {ports.n_pe} processing elements. The core `{CORE}`
 // (rtl/{CORE}.v) is plain Verilog-2001 generated by Amaranth; {memories}. Instantiate
 // `{CORE}` directly to get the whole {res_w}-bit result payload in one word.
 //
@@ -138,18 +153,18 @@ def wrapper_verilog(desc, t_max):
 //   clk          one clock; every port is sampled / changes on its rising edge.
 //   rst          synchronous, active high. Hold it high for at least 1 cycle after configuration
 //                (registers also carry their reset values as power-on values). After reset the
-//                core clears its accumulators: in_ready stays low for {desc['layers'][-1]['neuron_base'] + desc['layers'][-1]['chunks']} cycles{' (after the weights)' if load else ''}.
+//                core clears its accumulators: in_ready stays low for {last.neuron_base + last.chunks} cycles{' (after the weights)' if load else ''}.
 {wl_header}//
 // Input stream (valid/ready, a transfer happens on a rising edge where in_valid & in_ready)
-//   in_data  [{in_w - 1}:0]   {desc['input']['count']} unsigned input values per image, in index order, no framing.
+//   in_data  [{in_w - 1}:0]   {ports.input_count} unsigned input values per image, in index order, no framing.
 //   in_valid / in_ready   in_ready is combinational from in_valid and in_data (a zero value is
 //                taken at once, a nonzero one when the PE array is free). Values of the next image
 //                are accepted only after the previous result has been transferred.
 //
 // Result stream (one transfer per image)
 //   res_valid / res_ready   res_valid stays high, with a stable payload, until res_ready.
-//   res_pred      [{pred['width'] - 1}:0]  predicted class (lowest index among equal maxima).
-//   res_timesteps [{steps['width'] - 1}:0]  executed timesteps (1..{t_max}; early exit on the margin).
+//   res_pred      [{pred.width - 1}:0]  predicted class (lowest index among equal maxima).
+//   res_timesteps [{steps.width - 1}:0]  executed timesteps (1..{t_max}; early exit on the margin).
 //   res_byte_sel  [{sel_w - 1}:0]  selects byte k = payload[8k+7:8k] of the result payload on
 //   res_byte      [7:0]  (combinational; meaningful while res_valid is high; bytes past the
 //                 payload read 0).
@@ -170,8 +185,8 @@ module {TOP} (
     output wire              in_ready,
     output wire              res_valid,
     input  wire              res_ready,
-    output wire [{pred['width'] - 1:>2}:0]       res_pred,
-    output wire [{steps['width'] - 1:>2}:0]       res_timesteps,
+    output wire [{pred.width - 1:>2}:0]       res_pred,
+    output wire [{steps.width - 1:>2}:0]       res_timesteps,
     input  wire [{sel_w - 1:>2}:0]       res_byte_sel,
     output wire [ 7:0]       res_byte
 );
@@ -186,8 +201,8 @@ module {TOP} (
         .o_result__ready(res_ready)
     );
 
-    assign res_pred = payload[{pred['offset'] + pred['width'] - 1}:{pred['offset']}];
-    assign res_timesteps = payload[{steps['offset'] + steps['width'] - 1}:{steps['offset']}];
+    assign res_pred = payload[{pred.offset + pred.width - 1}:{pred.offset}];
+    assign res_timesteps = payload[{steps.offset + steps.width - 1}:{steps.offset}];
 
     wire [{padded - 1}:0] padded = {{{{{padded - res_w}{{1'b0}}}}, payload}};
     assign res_byte = padded[res_byte_sel * 8 +: 8];
@@ -243,24 +258,26 @@ LUTRAM_MAX_DEPTH = 512
 
 
 def ecp5_ram_styles(memories):
-    """``{memory name: Yosys ram_style}`` for the per-neuron memories kept out of ECP5 block RAM."""
-    return {m["name"]: LUTRAM_STYLES[m["name"]] for m in sorted(memories, key=lambda m: m["name"])
-            if m["name"] in LUTRAM_STYLES and m["depth"] <= LUTRAM_MAX_DEPTH}
+    """``{memory name: Yosys ram_style}`` for the per-neuron memories (``Ports.memories``) kept
+    out of ECP5 block RAM."""
+    return {m.name: LUTRAM_STYLES[m.name] for m in sorted(memories, key=lambda m: m.name)
+            if m.name in LUTRAM_STYLES and m.depth <= LUTRAM_MAX_DEPTH}
 
 
-def _weights_section(desc):
-    wl = desc["weights"]
-    in_w = desc["input"]["width"]
+def _weights_section(ports):
+    in_w = ports.input_width
+    port, width, count = ports.weight_port, ports.weight_width, ports.weight_count
+    order = ports.weight_order
     return f"""
 ### Weight load (`--weights load`)
 
 The weight memories have no initial contents (so that single-port RAM without initial contents,
 such as iCE40 UltraPlus SPRAM, can hold them). After every reset:
 
-- core `{CORE}`: port `{wl['port']}` (`{wl['port']}__payload` [{wl['width'] - 1}:0], `__valid`, `__ready`), a
-  valid/ready stream of {wl['count']} {wl['width']}-bit two's-complement words, {wl['order']}.
+- core `{CORE}`: port `{port}` (`{port}__payload` [{width - 1}:0], `__valid`, `__ready`), a
+  valid/ready stream of {count} {width}-bit two's-complement words, {order}.
   `__ready` is registered and high from reset until the last word.
-- wrapper `{TOP}`: the same words on the input stream `in_data`, each as {-(-wl['width'] // in_w)} {in_w}-bit value(s),
+- wrapper `{TOP}`: the same words on the input stream `in_data`, each as {-(-width // in_w)} {in_w}-bit value(s),
   least significant bits first, before the first image (no extra pins).
 
 Yosys for iCE40 UltraPlus: `setattr -set ram_style "huge" m:weight` after `read_verilog`, then
@@ -269,19 +286,19 @@ written by the load.
 """
 
 
-def readme(desc, model, freq_mhz, mem_files):
-    load = (desc.get("weights") or {}).get("store") == "load"
-    layers = " -> ".join([str(desc["input"]["count"])] + [str(ly["out_features"]) for ly in desc["layers"]])
-    mems = sorted({(m["name"], m["depth"], m["width"]) for m in desc["memories"]})
+def readme(ports, model, freq_mhz, mem_files):
+    load = ports.weights_loaded
+    layers = " -> ".join([str(ports.input_count)] + [str(ly.out_features) for ly in ports.layers])
+    mems = sorted({(m.name, m.depth, m.width) for m in ports.memories})
     kinds = {"weight": "weights (read-only)", "rows": "row start and length per input row (read-only, shared)"}
-    styles = ecp5_ram_styles(desc["memories"])
+    styles = ecp5_ram_styles(ports.memories)
     ecp5_marks = "".join(f'setattr -set ram_style \\"{s}\\" m:{n}; ' for n, s in styles.items())
     ecp5_note = ("\nThe `setattr` commands keep the per-neuron memories out of ECP5 block RAM (distributed RAM, "
                  "LUT ROM for the\nread-only ones): a DP16KD's unregistered output would start the PE's "
                  "accumulate loop and cost\nabout 20% of fmax.") if styles else ""
     mem_rows = "\n".join(f"| `{n}` | {d} | {w} | {kinds.get(n, 'per-neuron')} |" for n, d, w in mems)
     return f"""\
-# spikeloom accelerator: {desc['model']} on N = {desc['n_pe']} PEs
+# spikeloom accelerator: {ports.model} on N = {ports.n_pe} PEs
 
 Generated by `spikeloom export` from a spikeloom model file ({layers}, {model.input_bits}-bit inputs,
 T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to use it.
@@ -299,14 +316,14 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
 
 - `clk`, `rst`: one clock, synchronous active-high reset. After reset the core clears its
   accumulators (a few cycles) before `in_ready` rises.
-- input stream `in_data`/`in_valid`/`in_ready`: {desc['input']['count']} unsigned {desc['input']['width']}-bit values per
+- input stream `in_data`/`in_valid`/`in_ready`: {ports.input_count} unsigned {ports.input_width}-bit values per
   image, index order; a transfer is a rising edge with `valid & ready`.
 - result stream `res_valid`/`res_ready`: one transfer per image; `res_pred`, `res_timesteps`, and
   any byte of the full result payload (`res_byte_sel` -> `res_byte`), which also holds the
   inference's `cycles` and per-layer activity counters (see `ports.json` or the wrapper header).
 - Latency: the payload's `cycles` field; the wrapper header gives the worst case for this model.
   Peak synaptic operations per second are N x f_clk.
-{_weights_section(desc) if load else ""}
+{_weights_section(ports) if load else ""}
 ## Synthesis
 
 Yosys (ECP5 / iCE40):
@@ -364,31 +381,42 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom"):
         raise SpikeloomError(str(e)) from e
     # generate() writes ports.json and mem/ beside the Verilog; the export keeps them at the top.
     (out / "rtl" / "ports.json").replace(out / "ports.json")
-    desc = json.loads((out / "ports.json").read_text())
+    ports = Ports.load(out / "ports.json")
     (out / "rtl" / "mem").replace(out / "mem")
-    (out / "rtl" / f"{TOP}.v").write_text(wrapper_verilog(desc, model.t_max))
+    (out / "rtl" / f"{TOP}.v").write_text(wrapper_verilog(ports, model.t_max))
     for name, lines in constraints(freq_mhz).items():
         (out / "constraints" / name).write_text("\n".join(lines) + "\n")
     (out / "files.f").write_text(f"rtl/{CORE}.v\nrtl/{TOP}.v\n")
     mem_files = sorted(p.name for p in (out / "mem").iterdir())
-    (out / "README.md").write_text(readme(desc, model, freq_mhz, mem_files))
+    (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files))
     return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+def add_arguments(p):
+    """The options of ``spikeloom export`` (the one parser: ``flows/cli.py`` and :func:`main` use it)."""
+    p.add_argument("model", type=Path, help="model file (.slm)")
+    p.add_argument("--pes", type=int, default=8, help="processing elements N (default 8)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--freq", type=float, default=25.0, help="clock (MHz) for the constraint examples (default 25)")
+    p.add_argument("--weights", default="rom",
+                   help="rom: weight memories initialised (default); load: no initial contents, streamed in "
+                        "after reset (iCE40 UltraPlus SPRAM)")
+
+
+def run_args(a):
+    """Run ``spikeloom export`` with parsed options ``a``."""
+    check_pes(a.pes)
+    from .steps import check_hardware
+
+    check_hardware(modelfile.load(a.model), a.pes, "export")
+    files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights)
+    print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'}; top: rtl/{TOP}.v)")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="spikeloom-export", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="model file (.slm)")
-    p.add_argument("--pes", type=int, default=8, help="processing elements N (default 8)")
-    p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--freq", type=float, default=25.0, help="clock in MHz for the constraint examples (default 25)")
-    p.add_argument("--weights", default="rom",
-                   help="rom (weight memories initialised, default) or load (streamed in after reset)")
-    a = p.parse_args(argv)
-
-    def job():
-        files = export(a.model, a.pes, a.out, a.freq, a.weights)
-        print(f"wrote {len(files)} files under {a.out} (top: rtl/{TOP}.v)")
-    return guarded(job)
+    add_arguments(p)
+    return guarded(run_args, p.parse_args(argv))
 
 
 if __name__ == "__main__":

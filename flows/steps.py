@@ -108,33 +108,20 @@ def weight_storage(qmodel, n_pe=None, ports=None):
 
 
 def _ports_storage(qmodel, path):
+    from spikeloom.sim.ports import Ports, PortsError
+
     try:
-        ports = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"--ports {path}: cannot read a ports.json ({e})") from None
-    if not isinstance(ports, dict):
-        raise InputError(f"--ports {path}: not a ports.json (a JSON object), got {type(ports).__name__}")
-    missing = [k for k in ("model", "n_pe", "layers", "sparse_layers") if k not in ports]
-    if missing:
-        raise InputError(f"--ports {path}: not a ports.json written by 'spikeloom generate' (no {', '.join(missing)})")
-    n_pe = ports["n_pe"]
-    if isinstance(n_pe, bool) or not isinstance(n_pe, int):
-        raise InputError(f"--ports {path}: n_pe = {n_pe!r} is not an integer")
-    check_pes(n_pe, f"--ports {path}: n_pe")
-    try:
-        got = [(ly["name"], ly["kind"], ly["in_features"], ly["out_features"]) for ly in ports["layers"]]
-        storage = {ly["name"]: ly["storage"] for ly in ports["layers"]}
-    except (TypeError, KeyError) as e:
-        raise InputError(f"--ports {path}: malformed layers list ({e!r})") from None
+        ports = Ports.load(path)
+    except PortsError as e:
+        raise InputError(f"--ports {e}") from None
+    check_pes(ports.n_pe, f"--ports {path}: n_pe")
+    got = [(ly.name, ly.kind, ly.in_features, ly.out_features) for ly in ports.layers]
     want = [(ly.name, ly.kind, ly.in_features, ly.out_features) for ly in qmodel.layers]
-    if ports["model"] != qmodel.name or got != want:
-        raise InputError(f"--ports {path}: written for model {ports['model']!r} with layers "
+    if ports.model != qmodel.name or got != want:
+        raise InputError(f"--ports {path}: written for model {ports.model!r} with layers "
                          f"{[g[0] for g in got]}, not for {qmodel.name!r} with layers {[w[0] for w in want]}")
-    sparse = ports["sparse_layers"]
-    if not isinstance(sparse, list) or sorted(sparse) != sorted(n for n, st in storage.items() if st == "sparse"):
-        raise InputError(f"--ports {path}: sparse_layers = {sparse!r} disagrees with the layers' storage {storage}")
-    return {"source": f"--ports {path}", "n_pe": n_pe, "sparse_layers": [ly.name for ly in qmodel.layers
-                                                                         if ly.name in sparse]}
+    return {"source": f"--ports {path}", "n_pe": ports.n_pe,
+            "sparse_layers": [ly.name for ly in qmodel.layers if ly.name in ports.sparse_layers]}
 
 
 def _cached(path: Path, key: str):
@@ -330,6 +317,7 @@ def write_report(ctx: Context, log=print):
 def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
     """Generate the accelerator's Verilog, memory images and port description for ``qmodel``."""
     from spikeloom.hw.accel import generate
+    from spikeloom.sim.ports import Ports
 
     check_hardware(qmodel, n_pe, "generate")
     out = ctx.workdir / f"rtl_n{n_pe}{'_trace' if trace else ''}"
@@ -337,19 +325,21 @@ def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
     verilog = out / "spikeloom_accel.v"
     if not verilog.exists() or not (out / "ports.json").exists():
         raise SpikeloomError(f"generate wrote no Verilog into {out}")
-    ports = json.loads((out / "ports.json").read_text())
-    storage = ", ".join(f"{ly['name']} {ly['storage']}" for ly in ports["layers"])
+    ports = Ports.load(out)
+    storage = ", ".join(f"{ly.name} {ly.storage}" for ly in ports.layers)
     log(f"[generate] {verilog} ({verilog.stat().st_size // 1024} KiB, N = {n_pe} PEs); weight storage: {storage}; "
-        f"{ports['weight_memory_bits']} weight bits")
-    ctx.report["hardware"] = {"n_pe": n_pe, "storage": {ly["name"]: ly["storage"] for ly in ports["layers"]},
-                              "weight_memory_bits": ports["weight_memory_bits"],
-                              "layers": [{k: ly[k] for k in ("name", "kind", "storage", "weight_words", "dense_bits",
-                                                              "sparse_bits")} for ly in ports["layers"]]}
+        f"{ports.weight_memory_bits} weight bits")
+    ctx.report["hardware"] = {"n_pe": n_pe, "storage": ports.storage(),
+                              "weight_memory_bits": ports.weight_memory_bits,
+                              "layers": [{k: getattr(ly, k) for k in ("name", "kind", "storage", "weight_words",
+                                                                      "dense_bits", "sparse_bits")}
+                                         for ly in ports.layers]}
     return out
 
 
 def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=None, seed=0, log=print):
     """Co-simulate the test split on the generated RTL and check every image against the golden model."""
+    from spikeloom.sim.ports import Ports
     from spikeloom.sim.runner import cosim
 
     split = ctx.split()
@@ -363,8 +353,7 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
     pred = np.array([i["pred"] for i in imgs])
     cycles = np.array([i["cycles"] for i in imgs], dtype=float)
     bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
-    ports = json.loads((Path(gen_dir) / "ports.json").read_text())
-    res = golden.run(qmodel, x_q, sparse=ports["sparse_layers"])
+    res = golden.run(qmodel, x_q, sparse=Ports.load(gen_dir).sparse_layers)
     c = {"simulator": simulator, "n_pe": r["n_pe"], "n_images": r["n_images"],
          "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
          "accuracy_golden_same_images": float((res.pred == y).mean()),
@@ -388,11 +377,12 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
 def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=None, log=print):
     """Energy per inference from the co-simulated RTL counters (checked against the golden counts)."""
     from spikeloom.model.energy import DEFAULT_TECH, load_tech
+    from spikeloom.sim.ports import Ports
 
     from . import energy
 
     split = ctx.split()
-    ports = json.loads((Path(gen_dir) / "ports.json").read_text())
+    ports = Ports.load(gen_dir)
     results = Path(gen_dir) / f"cosim_{simulator}" / "results.json"
     imgs = json.loads(results.read_text())["images"] if results.exists() else None
     x_q = golden.quantize_input(qmodel, split.test.x)

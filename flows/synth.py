@@ -36,6 +36,7 @@ from pathlib import Path
 
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
+from spikeloom.sim.ports import Ports
 
 from .common import guarded
 from .export import TOP, ecp5_ram_styles, export
@@ -114,7 +115,7 @@ def step_export(model_path, n_pe, work, weights="rom", log=print):
 
 def lutram_memories(target, ports):
     """``{memory name: ram_style}`` for the per-neuron memories ``step_synthesis`` keeps out of block RAM."""
-    return ecp5_ram_styles(ports["memories"]) if TARGETS[target]["family"] == "ecp5" else {}
+    return ecp5_ram_styles(ports.memories) if TARGETS[target]["family"] == "ecp5" else {}
 
 
 def step_synthesis(target, rtl, work, ports, log=print):
@@ -124,8 +125,7 @@ def step_synthesis(target, rtl, work, ports, log=print):
     net = work / "synth.json"
     if net.exists():
         net.unlink()
-    load = (ports.get("weights") or {}).get("store") == "load"
-    spram = load and "spram" in t
+    spram = ports.weights_loaded and "spram" in t
     cmd = "synth_ecp5" if t["family"] == "ecp5" else "synth_ice40 -dsp -device u" + (" -spram" if spram else "")
     srcs = " ".join(str(Path(p).relative_to(work)) for p in rtl)
     # the weight memories (no initial contents, one address) go to SPRAM: Yosys picks it only on request
@@ -142,15 +142,15 @@ def step_synthesis(target, rtl, work, ports, log=print):
     for c in cells.values():
         types[c["type"]] = types.get(c["type"], 0) + 1
     # every PE's weight memory: the block RAM cells named after it, and enough of them to hold it
-    wmem = next(m for m in ports["memories"] if m["name"] == "weight")
+    wmem = ports.memory("weight", 0)
     ram, block_bits = (t["spram"][0], t["spram"][1]) if spram else (t["bram"], t["block_bits"])
-    need = math.ceil(wmem["depth"] * wmem["width"] / block_bits)
-    for p in range(ports["n_pe"]):
+    need = math.ceil(wmem.depth * wmem.width / block_bits)
+    for p in range(ports.n_pe):
         pat = re.compile(rf"(^|\.)pe_{p}\.weight(\.|$)")
         got = sum(1 for name, c in cells.items() if c["type"] == ram and pat.search(name))
         if got < need:
             raise SpikeloomError(
-                f"{target}: the weight memory of pe_{p} ({wmem['depth']} x {wmem['width']} bits) is not in "
+                f"{target}: the weight memory of pe_{p} ({wmem.depth} x {wmem.width} bits) is not in "
                 f"block RAM: {got} {ram} cells for it, at least {need} needed; Yosys mapped it to logic "
                 f"(see {work / 'stat.txt'}). The device has too few block RAMs for this model and N, or the "
                 f"memory's shape does not fit a block RAM port.")
@@ -191,7 +191,8 @@ def _resources(target, rep, types, ports):
                 "dsps": get("MULT18X18D"), "lutram": get("TRELLIS_RAMW")}
     lc = get("ICESTORM_LC")
     ffs = sum(n for ty, n in types.items() if ty.startswith("SB_DFF"))
-    luts = types.get("SB_LUT4", 0) + types.get("SB_CARRY", 0) * 0
+    # SB_CARRY is the carry chain beside a logic cell's LUT, not a LUT of its own: LUTs are SB_LUT4 alone
+    luts = types.get("SB_LUT4", 0)
     return {"luts": {"used": luts, "available": lc["available"]}, "ffs": {"used": ffs, "available": lc["available"]},
             "logic_cells": lc, "brams": get("ICESTORM_RAM"), "dsps": get("ICESTORM_DSP"),
             "sprams": get("ICESTORM_SPRAM")}
@@ -333,7 +334,7 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rtl = step_export(model_path, n_pe, work, weights=weights, log=log)
-    ports = json.loads((work / "export" / "ports.json").read_text())
+    ports = Ports.load(work / "export" / "ports.json")
     net, types = step_synthesis(target, rtl, work, ports, log=log)
     freq = FREQ_MHZ[t["family"]]
     rep, routed = step_place_route(target, net, work, freq, log=log)

@@ -65,24 +65,36 @@ class GoldenResult:
         return out
 
     def cycle_bound(self, model: QuantModel, n_pe, adaptive=True):
-        """(B,) lower bound on cycles per inference for ``n_pe`` processing elements.
-
-        Sum over executed timesteps and layers of ``ceil(synaptic events / N) + ceil(neurons / N)``,
-        plus ``ceil(first-layer MACs / N)`` once (the analog layer's work, counted in timestep 1).
-        """
+        """(B,) lower bound on cycles per inference for ``n_pe`` processing elements: the
+        :func:`work_bound` of this run's synaptic events over its executed timesteps (all
+        ``t_max`` if not ``adaptive``)."""
         steps = self.exit_t if adaptive else np.full_like(self.exit_t, self.t_max)
-        mask = np.arange(1, self.t_max + 1)[:, None] <= steps[None, :]
-        total = np.zeros(len(steps), np.int64)
-        for ly in model.layers:
-            c = self.step_counters[ly.name]
-            work = -(-c["synaptic_events"] // n_pe) + -(-ly.out_features // n_pe)
-            total += (work * mask).sum(axis=0)
-        return total
+        return work_bound(model, {ly.name: self.step_counters[ly.name]["synaptic_events"] for ly in model.layers},
+                          steps, n_pe)
 
     def fixed_pred(self):
         """Predictions when every inference runs all ``t_max`` timesteps."""
         return first_argmax(self.z[-1])
 
+
+def work_bound(model: QuantModel, step_synaptic, steps, n_pe):
+    """(B,) the work bound on cycles per inference of ``n_pe`` processing elements.
+
+    Sum over executed timesteps (``t <= steps[b]``) and layers of
+    ``ceil(synaptic events / N) + ceil(neurons / N)``: N synaptic operations and N neuron updates
+    per cycle. ``step_synaptic`` is ``{layer name: (T, B) or (T, 1)}`` synaptic events of each
+    timestep; the analog layer's one-off work is its timestep-1 entry (0 after), as in
+    :attr:`GoldenResult.step_counters`. The one home of the bound: the golden result, the energy
+    step's dense network and the reports all call it.
+    """
+    steps = np.asarray(steps)
+    t_max = max(len(v) for v in step_synaptic.values())
+    mask = np.arange(1, t_max + 1)[:, None] <= steps[None, :]
+    total = np.zeros(len(steps), np.int64)
+    for ly in model.layers:
+        work = -(-np.asarray(step_synaptic[ly.name]) // n_pe) + -(-ly.out_features // n_pe)
+        total += (work * mask).sum(axis=0)
+    return total
 
 def first_argmax(z):
     """argmax over the last axis; the lowest index wins among equal maxima (as in hardware)."""

@@ -17,6 +17,8 @@ import numpy as np
 
 from spikeloom.model.errors import SpikeloomError
 
+from .ports import Ports
+
 TOPLEVEL = "spikeloom_accel"
 SIMULATORS = ("verilator", "icarus")
 WAIVERS = Path(__file__).resolve().parent / "lint_waivers.vlt"
@@ -119,7 +121,7 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
     """
     gen_dir, work_dir = Path(gen_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    ports = json.loads((gen_dir / "ports.json").read_text())
+    ports = Ports.load(gen_dir / "ports.json")
     np.save(work_dir / "inputs.npy", np.asarray(x_q, dtype=np.int64))
     results = work_dir / "results.json"
     if results.exists():
@@ -127,7 +129,7 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
     job = {"model": str(Path(golden_model_path or model_path).resolve()), "ports": str((gen_dir / "ports.json").resolve()),
            "inputs": str((work_dir / "inputs.npy").resolve()), "results": str(results.resolve()),
            "seed": seed, "idle": idle, "backpressure": backpressure,
-           "trace": bool(ports.get("trace")) if trace is None else trace, "simulator": simulator,
+           "trace": ports.trace is not None if trace is None else trace, "simulator": simulator,
            "weights_dir": str(Path(weights_dir).resolve()) if weights_dir else None}
     (work_dir / "job.json").write_text(json.dumps(job, indent=1))
     runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}", simulator)

@@ -19,113 +19,57 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from spikeloom.model import golden, modelfile
 
-
-def _fields(desc):
-    return [(f["name"], f["offset"], (1 << f["width"]) - 1) for f in desc["fields"]]
-
-
-def _unpack(value, fields):
-    return {name: (value >> off) & mask for name, off, mask in fields}
+from .ports import Ports
+from .records import InferenceRecord, from_golden, mismatches
+from .streams import StreamSink, StreamSource
 
 
-async def wait_high(signal):
-    """Return once ``signal`` has settled high in this or a later timestep (no clock stepping).
-
-    The settled value is checked in ReadOnly first: a signal that rose in this timestep, after the
-    value read at the clock edge, fires no later edge to wait for.
-    """
-    await ReadOnly()
-    if not signal.value:
-        await RisingEdge(signal)
-
-
-async def drive_inputs(dut, x, rng, idle):
-    """Stream every image's values into ``i_data`` with random idle cycles (valid low)."""
-    valid, payload, ready, clk = dut.i_data__valid, dut.i_data__payload, dut.i_data__ready, dut.clk
-    for image in x:
-        for v in image:
-            if idle and rng.random() < idle:
-                valid.value = 0
-                await ClockCycles(clk, rng.randint(1, 4))
-            valid.value = 1
-            payload.value = int(v)
-            while True:
-                await RisingEdge(clk)
-                if ready.value:
-                    break
-                await wait_high(ready)
-    valid.value = 0
+def unpack(stream, value, prefix):
+    """``{field: int}`` of a payload (a cocotb value) of ``stream`` (a :class:`Ports` stream); a
+    payload with X/Z bits is an error naming the fields they fall in."""
+    try:
+        return stream.unpack(value.to_unsigned())
+    except ValueError:
+        raw = str(value)
+        bad = [len(raw) - 1 - i for i, ch in enumerate(raw) if ch not in "01"]
+        names = sorted({f.name for f in stream.fields for b in bad if f.offset <= b < f.offset + f.width})
+        raise ValueError(f"{prefix}: non-0/1 bits in fields {names}") from None
 
 
-def weight_words(ports, folder):
+def weight_words(ports, folder=None):
     """The ``i_weights`` stream: every PE's ``mem/pe_<p>_weight.hex`` words, PE by PE, as written
-    by the generator next to ``ports.json`` (``folder``)."""
-    files = [m["file"] for m in ports["memories"] if m["name"] == "weight"]
-    return [int(w, 16) for f in files for w in (Path(folder) / f).read_text().split()]
+    by the generator next to ``ports.json`` (or under ``folder``)."""
+    folder = Path(folder) if folder else ports.folder
+    return [int(w, 16) for f in ports.weight_files() for w in (folder / f).read_text().split()]
 
 
-async def drive_weights(dut, words, rng, idle):
-    """Stream the weight words into ``i_weights`` with random idle cycles (valid low)."""
-    valid, payload, ready, clk = dut.i_weights__valid, dut.i_weights__payload, dut.i_weights__ready, dut.clk
-    for w in words:
-        if idle and rng.random() < idle:
-            valid.value = 0
-            await ClockCycles(clk, rng.randint(1, 4))
-        valid.value = 1
-        payload.value = w
-        while True:
-            await RisingEdge(clk)
-            if ready.value:
-                break
-            await wait_high(ready)
-    valid.value = 0
-
-
-async def collect(dut, prefix, n, fields, rng, backpressure, out, tag=None):
+async def collect(dut, prefix, n, stream, rng, backpressure, out, tag=None):
     """Accept ``n`` transfers (forever if None) on stream ``prefix`` with random back-pressure.
 
     ``tag()``, if given, is stored with each transfer (the trace monitor tags entries with the
     number of results seen so far, which is the index of the image they belong to).
     """
-    valid, payload, ready, clk = (getattr(dut, f"{prefix}__valid"), getattr(dut, f"{prefix}__payload"),
-                                  getattr(dut, f"{prefix}__ready"), dut.clk)
+    sink = StreamSink.of(dut, prefix, rng=rng, backpressure=backpressure)
     while n is None or len(out) < n:
-        if backpressure and rng.random() < backpressure:
-            ready.value = 0
-            await ClockCycles(clk, rng.randint(1, 6))
-        ready.value = 1
-        await wait_high(valid)
-        await RisingEdge(clk)
-        if valid.value:
-            try:
-                item = _unpack(payload.value.to_unsigned(), fields)
-            except ValueError:
-                raw = str(payload.value)
-                bad = [len(raw) - 1 - i for i, ch in enumerate(raw) if ch not in "01"]
-                names = sorted({n for n, off, mask in fields for b in bad if off <= b < off + mask.bit_length()})
-                raise ValueError(f"{prefix}: non-0/1 bits in fields {names}") from None
-            out.append(item if tag is None else (tag(), item))
+        item = unpack(stream, await sink.recv(), prefix)
+        out.append(item if tag is None else (tag(), item))
 
 
 def expected(model, x, trace, sparse=()):
+    """The golden model's result of images ``x`` and their records."""
     res = golden.run(model, x, trace=trace, sparse=sparse)
-    return res, res.counters(adaptive=True)
+    return res, from_golden(res)
 
 
-def compare(i, got, res, counters, model, spikes_got=None):
-    """List of mismatch descriptions for image ``i`` (empty when everything is equal)."""
-    out = []
-    want = {"pred": int(res.pred[i]), "timesteps": int(res.exit_t[i])}
-    for ln, cs in counters.items():
-        for k, v in cs.items():
-            want[f"{ln}.{k}"] = int(v[i])
-    for k, v in want.items():
-        if got.get(k) != v:
-            out.append(f"image {i}: {k} = {got.get(k)} from the RTL, {v} from the golden model")
+def compare(i, got, want, res=None, model=None, spikes_got=None):
+    """List of mismatch descriptions for image ``i`` (empty when everything is equal): the RTL's
+    payload fields ``got`` against the golden record ``want``; with the trace's spikes, the first
+    divergence too."""
+    out = mismatches(want, InferenceRecord.from_fields(got), image=i)
     if spikes_got is not None and out:
         out.extend(first_divergence(i, spikes_got, res, model))
     return out
@@ -148,25 +92,25 @@ def first_divergence(i, spikes_got, res, model):
 @cocotb.test()
 async def scoreboard(dut):
     job = json.loads(Path(os.environ["SPIKELOOM_JOB"]).read_text())
-    ports = json.loads(Path(job["ports"]).read_text())
+    ports = Ports.load(job["ports"])
     model = modelfile.load(job["model"])
     x = np.load(job["inputs"])
     rng = random.Random(job["seed"])
-    trace = job["trace"] and ports.get("trace") is not None
-    res, counters = expected(model, x, trace, tuple(ports.get("sparse_layers", ())))
-    dut._log.info(f"{len(x)} images, {model.name}, golden results ready; N = {ports['n_pe']}")
+    trace = job["trace"] and ports.trace is not None
+    res, want = expected(model, x, trace, ports.sparse_layers)
+    dut._log.info(f"{len(x)} images, {model.name}, golden results ready; N = {ports.n_pe}")
 
     Clock(dut.clk, 10, unit="ns").start()
     dut.rst.value = 1
     dut.i_data__valid.value = 0
     dut.o_result__ready.value = 0
-    if ports.get("trace") is not None:
+    if ports.trace is not None:
         dut.o_trace__ready.value = 1
-    load = (ports.get("weights") or {}).get("store") == "load"
+    load = ports.weights_loaded
     if load:
         dut.i_weights__valid.value = 0
-        words = weight_words(ports, job.get("weights_dir") or Path(job["ports"]).parent)
-        assert len(words) == ports["weights"]["count"], f"{len(words)} weight words, {ports['weights']['count']} expected"
+        words = weight_words(ports, job.get("weights_dir"))
+        assert len(words) == ports.weight_count, f"{len(words)} weight words, {ports.weight_count} expected"
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
     dut._log.info("reset released")
@@ -174,35 +118,37 @@ async def scoreboard(dut):
     results, trace_entries = [], []
     t0 = time.perf_counter()
     if load:
-        cocotb.start_soon(drive_weights(dut, words, random.Random(job["seed"] + 2), job["idle"]))
+        src = StreamSource.of(dut, "i_weights", rng=random.Random(job["seed"] + 2), idle=job["idle"])
+        cocotb.start_soon(src.send_all(words))
         dut._log.info(f"streaming {len(words)} weight words into i_weights")
-    cocotb.start_soon(drive_inputs(dut, x, rng, job["idle"]))
-    if ports.get("trace") is not None:
-        cocotb.start_soon(collect(dut, "o_trace", None, _fields(ports["trace"]), random.Random(job["seed"] + 1),
+    cocotb.start_soon(StreamSource.of(dut, "i_data", rng=rng, idle=job["idle"]).send_all(
+        v for image in x for v in image))
+    if ports.trace is not None:
+        cocotb.start_soon(collect(dut, "o_trace", None, ports.trace, random.Random(job["seed"] + 1),
                                   job["backpressure"] if trace else 0.0, trace_entries, tag=lambda: len(results)))
-    await collect(dut, "o_result", len(x), _fields(ports["result"]), rng, job["backpressure"], results)
+    await collect(dut, "o_result", len(x), ports.result, rng, job["backpressure"], results)
     wall = time.perf_counter() - t0
     sim_cycles = int(cocotb.utils.get_sim_time("ns") // 10)
 
     spikes = [dict() for _ in x]
-    n_pe = ports["n_pe"]
-    positions = [ly.get("positions", 1) for ly in ports["layers"]]
+    n_pe = ports.n_pe
+    positions = [ly.positions for ly in ports.layers]
     for img, e in trace_entries:
         if img < len(x):
             s = spikes[img].setdefault((e["timestep"], e["layer"]), set())
             s.update((e["chunk"] * n_pe + b) * positions[e["layer"]] + e.get("pos", 0)
                      for b in range(n_pe) if e["mask"] >> b & 1)
 
-    mismatches, images = [], []
+    problems_all, images = [], []
     bound = res.cycle_bound(model, n_pe)
     for i, got in enumerate(results):
-        problems = compare(i, got, res, counters, model, spikes[i] if trace else None)
-        mismatches.extend(problems)
+        problems = compare(i, got, want[i], res, model, spikes[i] if trace else None)
+        problems_all.extend(problems)
         images.append({**{k: int(v) for k, v in got.items()}, "cycle_bound": int(bound[i]), "ok": not problems})
     out = {"simulator": job["simulator"], "n_pe": n_pe, "n_images": len(results),
-           "mismatched_images": sum(not r["ok"] for r in images), "mismatches": mismatches[:200],
+           "mismatched_images": sum(not r["ok"] for r in images), "mismatches": problems_all[:200],
            "images": images, "wall_s": wall, "sim_cycles": sim_cycles,
            "sim_cycles_per_s": sim_cycles / wall if wall else 0.0}
     Path(job["results"]).write_text(json.dumps(out))
     assert len(results) == len(x), f"{len(results)} results for {len(x)} images"
-    assert not mismatches, "\n".join(mismatches[:20])
+    assert not problems_all, "\n".join(problems_all[:20])

@@ -15,35 +15,26 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, Timer
 
 from spikeloom.model import modelfile
 
+from .ports import Ports
+from .streams import StreamSink, StreamSource
 from .tb_accel import compare, expected, weight_words
 
 
-async def send(dut, value):
-    """One transfer on the input stream (valid held until a rising edge with ready)."""
-    dut.in_valid.value = 1
-    dut.in_data.value = value
-    while True:
-        await RisingEdge(dut.clk)
-        if dut.in_ready.value:
-            break
-    dut.in_valid.value = 0
-
-
-async def drive(dut, ports, words, x):
-    in_w = ports["input"]["width"]
+def input_values(ports, words, x):
+    """What the wrapper's input stream carries: the weight words (if loaded) as ``in_data``-wide
+    pieces, least significant first, then every image's values."""
+    in_w = ports.input_width
     if words is not None:
-        wb = ports["weights"]["width"]
-        pieces = -(-wb // in_w)
+        pieces = -(-ports.weight_width // in_w)
         for w in words:
             for k in range(pieces):
-                await send(dut, (w >> (k * in_w)) & ((1 << in_w) - 1))
+                yield (w >> (k * in_w)) & ((1 << in_w) - 1)
     for image in x:
-        for v in image:
-            await send(dut, int(v))
+        yield from (int(v) for v in image)
 
 
 async def read_payload(dut, n_bytes):
@@ -58,12 +49,11 @@ async def read_payload(dut, n_bytes):
 @cocotb.test()
 async def wrapper(dut):
     job = json.loads(Path(os.environ["SPIKELOOM_JOB"]).read_text())
-    ports = json.loads(Path(job["ports"]).read_text())
+    ports = Ports.load(job["ports"])
     model = modelfile.load(job["model"])
     x = np.load(job["inputs"])
-    res, counters = expected(model, x, False, tuple(ports.get("sparse_layers", ())))
-    load = (ports.get("weights") or {}).get("store") == "load"
-    words = weight_words(ports, Path(job["ports"]).parent) if load else None
+    res, want = expected(model, x, False, ports.sparse_layers)
+    words = weight_words(ports) if ports.weights_loaded else None
 
     Clock(dut.clk, 10, unit="ns").start()
     dut.rst.value = 1
@@ -72,30 +62,24 @@ async def wrapper(dut):
     dut.res_byte_sel.value = 0
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
-    cocotb.start_soon(drive(dut, ports, words, x))
+    cocotb.start_soon(StreamSource(dut.clk, dut.in_valid, dut.in_data, dut.in_ready).send_all(
+        input_values(ports, words, x)))
+    result = StreamSink(dut.clk, dut.res_valid, None, dut.res_ready)
 
-    fields = [(f["name"], f["offset"], (1 << f["width"]) - 1) for f in ports["result"]["fields"]]
-    n_bytes = -(-ports["result"]["width"] // 8)
+    n_bytes = -(-ports.result.width // 8)
     mismatches, images = [], []
     for i in range(len(x)):
-        while True:
-            await RisingEdge(dut.clk)
-            await ReadOnly()
-            if dut.res_valid.value:
-                break
+        await result.wait_valid()
         pins = (dut.res_pred.value.to_unsigned(), dut.res_timesteps.value.to_unsigned())
         await Timer(1, unit="ps")  # out of the read-only phase
-        payload = await read_payload(dut, n_bytes)
-        got = {name: (payload >> off) & mask for name, off, mask in fields}
-        problems = compare(i, got, res, counters, model)
+        got = ports.result.unpack(await read_payload(dut, n_bytes))
+        problems = compare(i, got, want[i])
         if pins != (got["pred"], got["timesteps"]):
             problems.append(f"image {i}: res_pred/res_timesteps {pins} differ from the payload bytes")
         mismatches.extend(problems)
         images.append({"pred": got["pred"], "timesteps": got["timesteps"], "cycles": got["cycles"],
                        "ok": not problems})
-        dut.res_ready.value = 1
-        await RisingEdge(dut.clk)
-        dut.res_ready.value = 0
+        await result.ack()
     out = {"n_images": len(images), "mismatched_images": sum(not r["ok"] for r in images),
            "mismatches": mismatches[:50], "images": images, "weight_words": len(words or [])}
     Path(job["results"]).write_text(json.dumps(out))

@@ -16,6 +16,8 @@ from spikeloom.model import golden, modelfile
 from spikeloom.model.config import NeuronConfig
 from spikeloom.model.modelfile import Layer, QuantModel
 from spikeloom.model.randnet import random_inputs, random_model
+from spikeloom.sim import records
+from spikeloom.sim.ports import Ports
 from spikeloom.sim.runner import cosim
 from spikeloom.sim.strategies import N_PES, STORAGES, conv_nets, dense_nets
 
@@ -155,8 +157,6 @@ def test_injected_mismatch_is_located(tmp_path):
 def test_energy_from_rtl_counters_equals_golden(tmp_path):
     """Energy from the RTL's counters and cycles equals energy from the golden counts and the cycle
     model on every co-simulated image (input without idle cycles, so that cycles are comparable)."""
-    import json
-
     from spikeloom.flows import energy as flow_energy
     from spikeloom.model.energy import energy, load_tech
 
@@ -166,15 +166,18 @@ def test_energy_from_rtl_counters_equals_golden(tmp_path):
     x = random_inputs(model, 16, seed=3)
     r = cosim(path, tmp_path / "rtl", x, tmp_path / "work", idle=0.0, backpressure=0.3)
     assert r["mismatched_images"] == 0
-    ports = json.loads((tmp_path / "rtl" / "ports.json").read_text())
+    ports = Ports.load(tmp_path / "rtl")
     tech = load_tech()
-    imgs = r["images"]
-    rtl = energy(model, ports, {ly.name: {k: np.array([i[f"{ly.name}.{k}"] for i in imgs]) for k in golden.COUNTERS}
-                                for ly in model.layers},
-                 np.array([i["timesteps"] for i in imgs]), np.array([i["cycles"] for i in imgs]), tech)
+    names = [ly.name for ly in model.layers]
+
+    def on(recs):
+        return energy(model, ports.raw, records.counter_arrays(recs, names), np.array([i.timesteps for i in recs]),
+                      np.array([i.cycles for i in recs]), tech)
+
+    rtl = on([records.InferenceRecord.from_fields(i) for i in r["images"]])
     plan = Plan(model, 4)
     res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
-    gold = energy(model, ports, res.counters(), res.exit_t, flow_energy.cycles_model(model, 4, x, res, plan), tech)
+    gold = on(records.from_golden(res, flow_energy.cycles_model(model, 4, x, res, plan)))
     assert (rtl["total"] == gold["total"]).all()
     for k in rtl["by_kind"]:
         assert (rtl["by_kind"][k] == gold["by_kind"][k]).all(), k

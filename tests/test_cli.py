@@ -1,5 +1,6 @@
 """The command line: every kind of bad input ends with a clear message and exit status 2."""
 
+import json
 import subprocess
 import sys
 
@@ -96,7 +97,10 @@ def test_golden_storage_option_errors(model_path, tmp_path):
     assert r.returncode == 0 and '"n_pe": 3' in r.stdout, r.stderr
     good = ports.read_text()
     ports.write_text(good[:200])
-    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}", "cannot read")
+    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}", "not JSON")
+    desc = json.loads(good)
+    ports.write_text(json.dumps({**desc, "sparse_layers": desc["sparse_layers"] + [desc["layers"][0]["name"]]}))
+    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}", "sparse_layers")
     ports.write_text(good.replace('"n_pe": 3', '"n_pe": 99'))
     assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}: n_pe = 99", "[1, 64]")
     other = modelfile.save(random_model((6, 4, 3), seed=2, input_bits=3), tmp_path / "other.slm")

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from spikeloom.flows import energy as flow_energy
 from spikeloom.hw.accel import Accelerator, describe
 from spikeloom.model import golden
 from spikeloom.model.energy import DEFAULT_TECH, EVENT_KINDS, TechTableError, energy, load_tech, per_event
-from spikeloom.model.randnet import random_inputs, random_model
+from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 
 
 def _edit(tmp_path, edit):
@@ -73,3 +74,28 @@ def test_accounting_adds_up():
     pe = per_event(model, ports, load_tech())
     assert pe["fc1"]["first_layer_mac"][1] > 0 and pe["fc1"]["synaptic_ac"][1] == 0
     assert pe["fc2"]["synaptic_ac"][1] > 0 and pe["fc2"]["first_layer_mac"][1] == 0
+
+
+# model: dense; conv with pooling and a residual shortcut (analog first layer counted in timestep 1)
+@pytest.mark.parametrize("make", [lambda: random_model((12, 9, 7, 4), seed=5, exit_threshold=6),
+                                  lambda: random_conv_model(seed=6, hidden=(5,))])
+# n_pe: 1 (no rounding), 3 (rounding in every layer)
+@pytest.mark.parametrize("n_pe", [1, 3])
+def test_one_work_bound(make, n_pe):
+    """``golden.work_bound`` is the sum over executed timesteps and layers of
+    ceil(synaptic events / N) + ceil(neurons / N), for the golden run (``cycle_bound``, adaptive
+    or all T) and for the energy step's dense network alike."""
+    model = make()
+    x = random_inputs(model, 5, seed=2)
+    res = golden.run(model, x, sparse=())
+    for adaptive in (True, False):
+        want = [sum(-(-int(res.step_counters[ly.name]["synaptic_events"][t, b]) // n_pe)
+                    + -(-ly.out_features // n_pe)
+                    for t in range(int(res.exit_t[b]) if adaptive else model.t_max) for ly in model.layers)
+                for b in range(len(x))]
+        assert res.cycle_bound(model, n_pe, adaptive).tolist() == want
+    T = model.t_max
+    dense = [-(-ds // n_pe) * (1 if i == 0 else T) + -(-ly.out_features // n_pe) * T
+             for i, (ly, ds) in enumerate(zip(model.layers, flow_energy.dense_synapses(model)))]
+    got = golden.work_bound(model, flow_energy.dense_step_synapses(model), np.full(3, T), n_pe)
+    assert got.tolist() == [sum(dense)] * 3

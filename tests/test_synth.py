@@ -5,6 +5,7 @@ Full-size builds (the default network, N sweeps) are `slow`: `make synth` runs t
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from spikeloom.flows.export import LUTRAM_MAX_DEPTH
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 from spikeloom.model.randnet import random_model
+from spikeloom.sim.ports import Ports
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +53,10 @@ def test_weight_memory_outside_block_ram_fails_loudly(built):
     """The check behind the synthesis step: a weight memory larger than the block RAM cells found for it."""
     d, _, _ = built
     work = d / "synth" / "ice40-up5k-n2"
-    ports = json.loads((work / "export" / "ports.json").read_text())
-    for m in ports["memories"]:
-        if m["name"] == "weight":
-            m["depth"] *= 1024  # as if the memory had been mapped to far fewer blocks than it needs
+    ports = Ports.load(work / "export" / "ports.json")
+    # as if the memory had been mapped to far fewer blocks than it needs
+    ports = replace(ports, memories=tuple(replace(m, depth=m.depth * 1024) if m.name == "weight" else m
+                                          for m in ports.memories))
     rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / "spikeloom_top.v"]
     with pytest.raises(SpikeloomError, match="not in block RAM"):
         synth.step_synthesis("ice40-up5k", rtl, work, ports, log=lambda *a: None)
@@ -69,12 +71,12 @@ def test_ecp5_neuron_memories_stay_out_of_block_ram(built):
     assert not [n for n, c in cells.items() if c["type"] == "DP16KD" and pat.search(n)]
     dpr = {pat.search(n).group(1) for n, c in cells.items() if c["type"] == "TRELLIS_DPR16X4" and pat.search(n)}
     assert dpr == {"acc", "membrane"}
-    ports = json.loads((d / "synth" / "ecp5-25k-n2" / "export" / "ports.json").read_text())
+    ports = Ports.load(d / "synth" / "ecp5-25k-n2" / "export" / "ports.json")
     assert synth.lutram_memories("ecp5-25k", ports) == {
         "acc": "distributed", "bias": "logic", "membrane": "distributed", "threshold": "logic"}
     assert synth.lutram_memories("ice40-up5k", ports) == {}
-    for m in ports["memories"]:
-        m["depth"] = LUTRAM_MAX_DEPTH + 1  # deep ones (large conv layers at small N) stay block RAM
+    # deep ones (large conv layers at small N) stay block RAM
+    ports = replace(ports, memories=tuple(replace(m, depth=LUTRAM_MAX_DEPTH + 1) for m in ports.memories))
     assert synth.lutram_memories("ecp5-85k", ports) == {}
 
 

@@ -1,0 +1,241 @@
+"""A typed reader of ``ports.json``, the port description ``hw/accel.py``'s ``describe()`` writes.
+
+Every reader of the file (the cocotb benches, the runner, the export, synthesis, the energy step,
+the tests) goes through :meth:`Ports.load`: it checks that every field the readers use is present
+and of the right type, and a problem is one line that names the file and the field. Imports
+neither torch nor cocotb.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from spikeloom.model.errors import SpikeloomError
+
+__all__ = ["Field", "Stream", "LayerPorts", "Memory", "Ports", "PortsError"]
+
+
+class PortsError(SpikeloomError, ValueError):
+    """``ports.json`` is missing, unreadable or lacks a field (the message names the file and field)."""
+
+
+class _Reader:
+    """Field access on one JSON object with errors that name the file and the field's path."""
+
+    def __init__(self, source, obj, where=""):
+        self.source, self.obj, self.where = source, obj, where
+        if not isinstance(obj, dict):
+            raise PortsError(f"{source}: {where or 'the top level'} must be an object, got {type(obj).__name__}")
+
+    def _name(self, key):
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key, kind, optional=False):
+        if key not in self.obj:
+            if optional:
+                return None
+            raise PortsError(f"{self.source}: field {self._name(key)!r} is missing")
+        v = self.obj[key]
+        if v is None and optional:
+            return None
+        ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
+        if not ok:
+            raise PortsError(f"{self.source}: field {self._name(key)!r} must be "
+                             f"{getattr(kind, '__name__', kind)}, got {v!r}")
+        return v
+
+    def sub(self, key, optional=False):
+        v = self.get(key, dict, optional)
+        return None if v is None else _Reader(self.source, v, self._name(key))
+
+    def items(self, key):
+        return [_Reader(self.source, v, f"{self._name(key)}[{i}]") for i, v in enumerate(self.get(key, list))]
+
+
+@dataclass(frozen=True)
+class Field:
+    """A bit field of a stream payload: ``(payload >> offset) & mask``."""
+
+    name: str
+    offset: int
+    width: int
+
+    @property
+    def mask(self):
+        return (1 << self.width) - 1
+
+    def extract(self, payload):
+        return (payload >> self.offset) & self.mask
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A valid/ready stream port (``port``) and its payload's fields."""
+
+    port: str
+    width: int
+    fields: tuple
+
+    def field(self, name):
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise PortsError(f"port {self.port} has no payload field {name!r}")
+
+    def unpack(self, payload):
+        """``{field name: int}`` of one payload value."""
+        return {f.name: f.extract(payload) for f in self.fields}
+
+
+@dataclass(frozen=True)
+class LayerPorts:
+    """One layer as the hardware holds it (plan rows, storage, neuron and weight addresses)."""
+
+    name: str
+    role: str
+    kind: str
+    in_features: int
+    out_features: int
+    channels: int
+    positions: int
+    chunks: int
+    neuron_base: int
+    weight_base: int
+    storage: str
+    weight_words: int
+    dense_bits: int
+    sparse_bits: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One memory: ``pe`` is ``"pe_<p>"`` or None for the shared ones; ``file`` is relative to
+    the folder of ``ports.json``."""
+
+    pe: str | None
+    name: str
+    depth: int
+    width: int
+    file: str
+    initialised: bool
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The contents of one ``ports.json``; :meth:`load` reads and checks a file."""
+
+    path: Path | None
+    top: str
+    model: str
+    n_pe: int
+    input_port: str
+    input_width: int
+    input_count: int
+    result: Stream
+    trace: Stream | None
+    weight_store: str
+    weight_port: str | None
+    weight_width: int | None
+    weight_count: int | None
+    weight_order: str
+    counters: tuple
+    layers: tuple
+    sparse_layers: tuple
+    weight_memory_bits: int
+    memories: tuple
+    raw: dict
+
+    @classmethod
+    def load(cls, path):
+        """Read and check ``path`` (a ``ports.json`` file, or the folder that holds one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "ports.json"
+        try:
+            obj = json.loads(path.read_text())
+        except OSError as e:
+            raise PortsError(f"{path}: cannot read ({e.strerror or e})") from e
+        except ValueError as e:
+            raise PortsError(f"{path}: not JSON ({e})") from e
+        return cls.from_dict(obj, path)
+
+    @classmethod
+    def from_dict(cls, obj, path=None):
+        r = _Reader(path or "ports.json", obj)
+        inp = r.sub("input")
+        w = r.sub("weights")
+        store = w.get("store", str)
+        if store not in ("rom", "load"):
+            raise PortsError(f"{r.source}: field 'weights.store' must be 'rom' or 'load', got {store!r}")
+        load = store == "load"
+        layers = tuple(LayerPorts(**{k: ly.get(k, str if k in ("name", "role", "kind", "storage") else int)
+                                     for k in LayerPorts.__dataclass_fields__}) for ly in r.items("layers"))
+        names = {ly.name for ly in layers}
+        sparse = tuple(r.get("sparse_layers", list))
+        for s in sparse:
+            if s not in names:
+                raise PortsError(f"{r.source}: field 'sparse_layers' names {s!r}, which is not a layer")
+        marked = sorted(ly.name for ly in layers if ly.storage == "sparse")
+        if sorted(sparse) != marked:
+            raise PortsError(f"{r.source}: field 'sparse_layers' = {list(sparse)!r} disagrees with the layers' "
+                             f"storage (compressed: {marked})")
+        counters = tuple(r.get("counters", list))
+        n_pe = r.get("n_pe", int)
+        if n_pe < 1:
+            raise PortsError(f"{r.source}: field 'n_pe' must be >= 1, got {n_pe!r}")
+        return cls(
+            path=None if path is None else Path(path), top=r.get("top", str), model=r.get("model", str), n_pe=n_pe,
+            input_port=inp.get("port", str), input_width=inp.get("width", int), input_count=inp.get("count", int),
+            result=_stream(r.sub("result")), trace=_stream(r.sub("trace", optional=True)),
+            weight_store=store, weight_port=w.get("port", str) if load else None,
+            weight_width=w.get("width", int) if load else None, weight_count=w.get("count", int) if load else None,
+            weight_order=w.get("order", str),
+            counters=counters, layers=layers, sparse_layers=sparse,
+            weight_memory_bits=r.get("weight_memory_bits", int),
+            memories=tuple(Memory(pe=m.get("pe", str, optional=True), name=m.get("name", str),
+                                  depth=m.get("depth", int), width=m.get("width", int), file=m.get("file", str),
+                                  initialised=m.get("initialised", bool)) for m in r.items("memories")),
+            raw=obj)
+
+    @property
+    def folder(self):
+        """The folder of ``ports.json`` (memory files are relative to it)."""
+        return None if self.path is None else self.path.parent
+
+    @property
+    def weights_loaded(self):
+        """True when the weight memories start empty and are streamed in through ``weight_port``."""
+        return self.weight_store == "load"
+
+    def layer(self, name):
+        for ly in self.layers:
+            if ly.name == name:
+                return ly
+        raise PortsError(f"{self.path or 'ports.json'}: no layer {name!r}")
+
+    def memory(self, name, pe=0):
+        """The memory ``name`` of PE ``pe`` (``pe=None``: a shared memory)."""
+        want = None if pe is None else f"pe_{pe}"
+        for m in self.memories:
+            if m.name == name and m.pe == want:
+                return m
+        raise PortsError(f"{self.path or 'ports.json'}: no memory {name!r} of {want or 'the shared memories'}")
+
+    def weight_files(self):
+        """Every PE's weight memory file, PE by PE (relative to :attr:`folder`)."""
+        return [m.file for m in self.memories if m.name == "weight"]
+
+    def storage(self):
+        """``{layer name: "dense" | "sparse"}``: each layer's weight storage."""
+        return {ly.name: ly.storage for ly in self.layers}
+
+    def counter_field(self, layer, counter):
+        """The result payload field of one per-layer activity counter."""
+        return self.result.field(f"{layer}.{counter}")
+
+
+def _stream(r):
+    if r is None:
+        return None
+    fields = tuple(Field(f.get("name", str), f.get("offset", int), f.get("width", int)) for f in r.items("fields"))
+    return Stream(r.get("port", str), r.get("width", int), fields)
