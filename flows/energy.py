@@ -9,7 +9,7 @@ import numpy as np
 
 from spikeloom.hw import perf
 from spikeloom.model import golden
-from spikeloom.model.energy import EVENT_KINDS, energy, load_tech
+from spikeloom.model.power import EVENT_KINDS, energy, load_tech
 from spikeloom.sim import records
 
 # RTX 3090 Ti (the seed's GPU): 450 W board power at 40 TFLOP/s FP32 peak -> 11.25 pJ/FLOP. A peak

@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from spikeloom.hw.common import bits
 from spikeloom.hw.plan import WEIGHT_STORES
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
@@ -29,12 +30,8 @@ CORE = "spikeloom_accel"
 BYTE = 8
 
 
-def _bits(n):
-    return max(1, (n - 1).bit_length())
-
-
 # The allowances of the upper bound on ``cycles`` (:func:`worst_case_cycles`). Each covers the
-# latency it names with room to spare (the pipeline constants are in hw/pe.py and hw/exit.py);
+# latency it names with room to spare (the pipeline constants are in hw/pe.py and hw/top2.py);
 # tests/test_export.py checks each against those constants for every N and the whole bound against
 # the exact cycle model (hw/perf.py) on images that saturate the network.
 #: After an image's last input event, before the first update scan: the event pipeline (EV, RW,
@@ -78,7 +75,7 @@ def _weight_load(ports):
 // in_data value(s), least significant {in_w} bits first. in_ready is high during the load;
 // after the last word the core clears its accumulators and then takes images as below.
 """
-    piece_w = _bits(pieces)
+    piece_w = bits(pieces)
     if pieces == 1:
         regs, word = "", f"in_data[{wb - 1}:0]"
         step = ""
@@ -122,7 +119,7 @@ def wrapper_verilog(ports, t_max):
     in_w = ports.input_width
     res_w = ports.result.width
     n_bytes = -(-res_w // BYTE)
-    sel_w = _bits(n_bytes)
+    sel_w = bits(n_bytes)
     padded = (1 << sel_w) * BYTE
     pred, steps = ports.result.field("pred"), ports.result.field("timesteps")
     rows = "\n".join(f"//   {f.name:<34} [{f.offset + f.width - 1:>4}:{f.offset:<4}]  "

@@ -83,7 +83,7 @@ def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetun
 class PruneContext(steps.Context):
     """A :class:`steps.Context` for one row: the recipe and this row's training code join the cache
     key (the dense row's key is ``steps.Context``'s own: it is the plain pipeline's network; the
-    image size and model/prune.py are in that key already)."""
+    image size and model/pruning.py are in that key already)."""
 
     recipe: dict = field(default_factory=dict)
 
@@ -105,7 +105,7 @@ def prune_weights(model, sparsity, pes, head_sparsity=0.5, first_sparsity=None):
     The first layer is a small share of the weights (144 of 15248 in the VGG default) and does its
     synaptic work once per inference, on the image; pruning it makes its neurons fire more (they
     see less of the image), and every extra spike costs the second layer a whole row of events."""
-    from spikeloom.model import prune
+    from spikeloom.model import pruning as prune
 
     params = prune.prunable(model)
     first = next(iter(params))
@@ -128,7 +128,7 @@ def prune_weights(model, sparsity, pes, head_sparsity=0.5, first_sparsity=None):
 def _train_variant(ctx, recipe, dense_float, log):
     """Train the float network of one non-dense row; returns (model, stages) with stages the best
     validation accuracy of each training stage."""
-    from spikeloom.model import prune
+    from spikeloom.model import pruning as prune
     from spikeloom.model.snn import SNN
     from spikeloom.model.train import reduce_timesteps, train_float
 
@@ -226,7 +226,7 @@ def _weight_storage(qmodel, pes):
 
 def evaluate_row(name, ctx, pes, dense_float=None, log=print):
     """Train (cached), quantize (cached) and golden-evaluate one row; returns (row, float model, qmodel)."""
-    from spikeloom.model import prune
+    from spikeloom.model import pruning as prune
 
     quiet = lambda *_: None  # noqa: E731
     log(f"[prune] {name}: {json.dumps(ctx.recipe, sort_keys=True)}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeloom.model import exit as early_exit
+from spikeloom.model import exit_criteria
 from spikeloom.model import golden, modelfile
 from spikeloom.model.config import NeuronConfig, QuantConfig
 from spikeloom.model.data import load_dataset
@@ -25,7 +25,7 @@ from .common import check_pes, table
 #: What training and quantization run: the modules :func:`step_train` and :func:`step_quantize`
 #: import. The cache key hashes these and every module they import (``flows/sources.py`` reads the
 #: import graph from the source), plus the two step functions' own source.
-TRAINING_ROOTS = ("spikeloom.model.train", "spikeloom.model.snn", "spikeloom.model.data", "spikeloom.model.exit",
+TRAINING_ROOTS = ("spikeloom.model.train", "spikeloom.model.snn", "spikeloom.model.data", "spikeloom.model.exit_criteria",
                   "spikeloom.model.golden", "spikeloom.model.modelfile", "spikeloom.model.config",
                   "spikeloom.model.errors", "spikeloom.flows.common")
 
@@ -183,7 +183,7 @@ def step_quantize(ctx: Context, float_model, log=print):
             f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes)")
         imodel, _ = train_qat(float_model, split, ctx.train, ctx.neuron, ctx.quant)
         zv = imodel.exact_z(golden.quantize_values(split.val.x, ctx.quant.input_bits))
-        theta = int(early_exit.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
+        theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
         log(f"[quantize] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation "
             f"images for an accuracy drop <= {ctx.train.target_drop}")
         qmodel = imodel.export(ctx.tag, ctx.dataset, theta, classes=split.train.classes,
@@ -247,15 +247,15 @@ def step_evaluate(ctx: Context, imodel, qmodel, n_pe=None, log=print):
     criteria = {}
     for crit in ("margin", "max_softmax", "entropy"):
         zs = z_fq if crit == "margin" else z_fq * scale
-        th = qmodel.exit_threshold if crit == "margin" else early_exit.calibrate(zv * scale, split.val.y, ctx.train.target_drop, crit)
-        acc, tm, steps = early_exit.evaluate(zs, y, th, crit)
+        th = qmodel.exit_threshold if crit == "margin" else exit_criteria.calibrate(zv * scale, split.val.y, ctx.train.target_drop, crit)
+        acc, tm, steps = exit_criteria.evaluate(zs, y, th, crit)
         syn = res.step_counters
         mask = np.arange(1, T + 1)[:, None] <= steps[None, :]
         se = sum((c["synaptic_events"] * mask).sum(axis=0) for c in syn.values()).mean()
         criteria[crit] = {"threshold": float(th), "accuracy": acc, "mean_timesteps": tm,
                           "relative_complexity": float(se / syn_fixed) if syn_fixed else 1.0,
                           "sweep": [{"threshold": float(a), "accuracy": b, "mean_timesteps": c}
-                                    for a, b, c in early_exit.sweep(zs, y, crit)]}
+                                    for a, b, c in exit_criteria.sweep(zs, y, crit)]}
     m["criteria"] = criteria
     rows = [["SNN (fixed T)", f"{T:.2f}", f"{100 * acc_fixed:.2f}", "1.00"],
             ["ATSNN (margin, integer)", f"{res.exit_t.mean():.2f} ({T})", f"{100 * acc_adapt:.2f}",
@@ -376,7 +376,7 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
 
 def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=None, log=print):
     """Energy per inference from the co-simulated RTL counters (checked against the golden counts)."""
-    from spikeloom.model.energy import DEFAULT_TECH, load_tech
+    from spikeloom.model.power import DEFAULT_TECH, load_tech
     from spikeloom.sim.ports import Ports
 
     from . import energy

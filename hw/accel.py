@@ -24,7 +24,7 @@ The parts (each a ``wiring.Component`` with its own test):
   :class:`~spikeloom.hw.scan.UpdateScan`) -> the command to the :class:`~spikeloom.hw.pe.PE`
   array and its stage registers;
 * the PEs' outputs -> :class:`~spikeloom.hw.pool.SpikePush` (OR-pooling, queue pushes),
-  :class:`~spikeloom.hw.counters.ActivityCounters`, :class:`~spikeloom.hw.exit.Top2`,
+  :class:`~spikeloom.hw.counters.ActivityCounters`, :class:`~spikeloom.hw.top2.Top2`,
   :class:`~spikeloom.hw.trace.TraceQueue`; :class:`~spikeloom.hw.weights.WeightLoader` for
   ``weights="load"``.
 
@@ -45,12 +45,12 @@ from spikeloom.model.golden import COUNTERS
 from .common import bits
 from .counters import COUNTER_BITS, ActivityCounters, layers_layout
 from .events import InputEventSource, SpikeEventSource, spike_entry_layout
-from .exit import Top2
 from .pe import PE, geometries
 from .pipeline import EventPipeline, rows_words
 from .plan import MEMORIES, WEIGHT_STORES, Plan
 from .pool import SpikePush, pushes, shortcut_readers
 from .sequencer import Phase, Sequencer
+from .top2 import Top2
 from .trace import TraceQueue
 from .weights import WeightLoader
 

@@ -47,6 +47,8 @@ from spikeloom.model.errors import ModelFileError
 from spikeloom.model.geometry import DENSE_LANDING, Kernel, channel, owner, pe_channels
 from spikeloom.model.ir import QuantModel, bits_for, validate
 
+from .common import bits
+
 MEMORIES = ("weight", "acc", "membrane", "bias", "threshold")
 STORAGES = ("dense", "sparse")
 #: How the weight memories get their contents: initialised (``rom``, block RAM initial values) or
@@ -70,11 +72,6 @@ def source_map(layer, index, prev_shape):
     if index == 0 or len(shape) != 3:
         return (int(np.prod(shape)), 1, 1)
     return shape
-
-
-def _ubits(n):
-    """Unsigned bits for the values 0..n-1 (at least 1)."""
-    return max(1, (n - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -254,8 +251,8 @@ class Plan:
             chunks = geo[i][3]
             dense_bits = sum(s.rows * s.taps * chunks for s in srcs) * self.weight_bits * n_pe
             lens = [self._sparse_lens(s, chunks) for s in srcs]
-            tb = max(_ubits(s.taps) if s.taps > 1 else 0 for s in srcs)
-            cb = _ubits(chunks) if chunks > 1 else 0
+            tb = max(bits(s.taps) if s.taps > 1 else 0 for s in srcs)
+            cb = bits(chunks) if chunks > 1 else 0
             sparse_bits = sum(int(v.sum()) for v in lens) * (self.weight_bits + tb + cb) * n_pe
             want = choice.get(ly.name, "auto")
             st = want if want != "auto" else ("sparse" if sparse_bits < dense_bits else "dense")
@@ -362,7 +359,7 @@ class Plan:
 
     @property
     def rows_bits(self):
-        return _ubits(self.weight_depth + 1) + _ubits(self.max_row_len + 1)
+        return bits(self.weight_depth + 1) + bits(self.max_row_len + 1)
 
     def widths(self):
         return {"weight": self.word_bits, "acc": self.acc_bits, "membrane": self.membrane_bits,

@@ -5,11 +5,11 @@ from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import bits, per_layer
-from .exit import Top2
 from .pe import PE, exec_layout
 from .pipeline import issue_signature
 from .pool import shortcut_readers
 from .scan import UpdateScan, scan_widths
+from .top2 import Top2
 
 
 class Phase(enum.Enum, shape=3):

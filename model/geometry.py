@@ -1,7 +1,7 @@
 """Layer geometry and the PE mapping: the one home of where neurons are and where an event lands.
 
 The golden model (its convolutions and counters), the hardware plan (``hw/plan.py``: placement,
-weight rows, the event tables of the RTL) and balanced pruning (``model/prune.py``) all import
+weight rows, the event tables of the RTL) and balanced pruning (``model/pruning.py``) all import
 these definitions; none of them re-derives one.
 
 **PE ownership.** Over ``n_pe`` processing elements, PE ``p`` owns output channel

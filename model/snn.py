@@ -5,7 +5,7 @@
   output integrator (``z_t = o_1 + ... + o_t``). Time is folded into the batch for the synapses, so
   each layer costs one matmul/convolution for all timesteps.
   Residual blocks (``res``) and removable spatial "Units" (extra Conv-BN-LIF blocks used during
-  training only, see :mod:`~spikeloom.model.prune`) are stages too.
+  training only, see :mod:`~spikeloom.model.pruning`) are stages too.
 * :class:`IntSNN` -- the same network after BatchNorm folding (:meth:`SNN.folded_stages`), computed on
   integers exactly as ``model/golden.py`` does (rounding, floor-shift leak, saturation, reset,
   OR-pooling, residual shortcuts), with straight-through estimators so it can be fine-tuned
@@ -115,7 +115,7 @@ class SNN(nn.Module):
     t_max : int
     units : int
         ``M`` removable spatial Units (Conv3x3-BN-LIF, channels kept) inserted after stage ``unit_at``
-        (1-based) for training; :func:`spikeloom.model.prune.remove_units` takes them out again.
+        (1-based) for training; :func:`spikeloom.model.pruning.remove_units` takes them out again.
     unit_at : int
         ``AS``, the stage after which the Units sit (its output must be a (C, H, W) map).
     learn_threshold : bool

@@ -19,7 +19,7 @@ from .config import EXIT_CRITERIA, NeuronConfig, QuantConfig, check_choice, chec
 from .errors import ConfigError
 from .golden import first_argmax, quantize_values
 from .losses import SCHEDULES, DistillLoss, TimeLoss
-from .prune import KeepZeros
+from .pruning import KeepZeros
 from .snn import ARCHS, SNN, IntSNN
 
 
@@ -90,7 +90,7 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
     """Adam + cosine schedule; keeps the state with the best validation score.
 
     ``after_step(model)``, if given, runs once before training and after every optimizer step (e.g.
-    to record and re-apply pruning masks, :class:`spikeloom.model.prune.KeepZeros`). The model and
+    to record and re-apply pruning masks, :class:`spikeloom.model.pruning.KeepZeros`). The model and
     each batch are moved to ``device`` (a :class:`torch.device`); the model ends on the CPU.
     ``soft``: per-sample targets aligned with ``x`` (a teacher's logits), passed to the loss as its
     third argument (:class:`~spikeloom.model.losses.DistillLoss`).
@@ -181,7 +181,7 @@ def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: 
 
     Works for every architecture (dense, conv, pool, residual); ``after_step``: see :func:`_fit`.
     ``keep_zeros``: synaptic weights that are exactly zero in the folded network stay exactly zero
-    during the fine-tuning (:class:`~spikeloom.model.prune.KeepZeros`), so a pruned network exports
+    during the fine-tuning (:class:`~spikeloom.model.pruning.KeepZeros`), so a pruned network exports
     with its pruned weights as integer zeros. A trained dense network has no exact zeros, so for it
     this changes nothing.
     """
@@ -218,7 +218,7 @@ def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=No
     (train one at ``t_from`` with ``cfg`` first). Thresholds are made trainable
     (:meth:`SNN.enable_threshold_learning`). Each stage trains ``epochs`` (default ``cfg.epochs``)
     epochs with ``cfg``; ``history``, if a list, receives ``{"t_max", "history"}`` per stage.
-    ``after_step`` (e.g. :func:`~spikeloom.model.prune.keep_masks`) is passed to every stage, and so are ``teacher`` and
+    ``after_step`` (e.g. :func:`~spikeloom.model.pruning.keep_masks`) is passed to every stage, and so are ``teacher`` and
     ``distill`` (distillation from a trained network, see :func:`train_float`).
     """
     if not (isinstance(t_from, int) and isinstance(t_to, int) and 1 <= t_to <= t_from <= 64):

@@ -158,7 +158,7 @@ def test_energy_from_rtl_counters_equals_golden(tmp_path):
     """Energy from the RTL's counters and cycles equals energy from the golden counts and the cycle
     model on every co-simulated image (input without idle cycles, so that cycles are comparable)."""
     from spikeloom.flows import energy as flow_energy
-    from spikeloom.model.energy import energy, load_tech
+    from spikeloom.model.power import energy, load_tech
 
     model = random_model((20, 13, 11, 5), seed=11, exit_threshold=20)
     path = modelfile.save(model, tmp_path / "model.slm")

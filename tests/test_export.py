@@ -15,7 +15,7 @@ from spikeloom.flows.export import (EVENT_ISSUE, EXIT_WAIT, LAYER_DRAIN, LOAD_DR
                                     worst_case_cycles)
 from spikeloom.hw import perf
 from spikeloom.hw.accel import Accelerator, describe
-from spikeloom.hw.exit import Top2
+from spikeloom.hw.top2 import Top2
 from spikeloom.hw.pe import SPIKE_STAGE, Z_STAGE
 from spikeloom.hw.plan import Plan
 from spikeloom.model import golden, modelfile

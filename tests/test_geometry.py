@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikeloom.hw.plan import Plan
-from spikeloom.model import geometry, golden, prune
+from spikeloom.model import geometry, golden, pruning as prune
 from spikeloom.model.config import NeuronConfig
 from spikeloom.model.geometry import Kernel, channel, chunks, owner, pe_channels, pe_slice
 from spikeloom.model.ir import Layer, QuantModel

@@ -101,7 +101,7 @@ def test_remote_sensing_recipe_on_an_image_folder(tmp_path):
 def test_prune_weights_keeps_a_conv_first_layer_and_reaches_the_total():
     import torch
 
-    from spikeloom.model import prune
+    from spikeloom.model import pruning as prune
     from spikeloom.model.config import NeuronConfig
     from spikeloom.model.snn import SNN
 

@@ -1,6 +1,7 @@
 """The project's import graph (``flows/sources.py``): no cycles, no torch under hw/, and training
 cache keys that change whenever a source file that training or quantization runs changes."""
 
+import ast
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from spikeloom.flows import sources, steps
 
 def test_graph_sees_module_level_and_lazy_imports():
     g = sources.import_graph()
-    assert "spikeloom.model.prune" in g["spikeloom.model.train"]       # relative, module level
+    assert "spikeloom.model.pruning" in g["spikeloom.model.train"]       # relative, module level
     assert "spikeloom.hw.accel" in g["spikeloom.flows.steps"]          # absolute, inside a function
     assert "spikeloom.model.golden" in g["spikeloom.flows.steps"]      # from package import module
     assert "torch" in g["spikeloom.model.snn"] and "spikeloom.model" in g["spikeloom.model.snn"]
@@ -29,6 +30,35 @@ def test_no_torch_under_hw():
     g = sources.import_graph()
     reach = sources.closure([m for m in g if m.startswith("spikeloom.hw")])
     assert not sorted(m for m in reach if "torch" in g[m])
+
+
+#: The layers of the data flow (ARCHITECTURE.md): a package imports only its own layer and those below.
+LAYERS = ("model", "hw", "sim", "flows")
+
+
+def test_imports_point_down_the_data_flow():
+    """model/ never imports hw/, sim/ or flows/; hw/ never imports sim/ or flows/; sim/'s library
+    modules never import flows/ (its test_*.py files, like tests/, may import anything)."""
+    g = sources.import_graph()
+
+    def layer(m):
+        return LAYERS.index(m.split(".")[1]) if m.startswith("spikeloom.") and m.count(".") else None
+
+    up = sorted((m, d) for m, deps in g.items() if not m.rsplit(".", 1)[-1].startswith("test_")
+                for d in deps if layer(m) is not None and layer(d) is not None and layer(d) > layer(m))
+    assert up == []
+
+
+def test_no_hw_function_longer_than_150_lines():
+    """hw/ reads as small parts: no function or method over 150 lines (def to last line)."""
+    long = []
+    for path in sorted((sources.ROOT / "hw").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 150:
+                    long.append(f"{path.name}:{node.lineno} {node.name} ({n} lines)")
+    assert long == []
 
 
 @pytest.fixture
@@ -53,7 +83,7 @@ def test_editing_any_training_source_changes_the_key(tree):
     ctx = steps.Context(build=tree / "build")
     base = {s: ctx.key(s) for s in ("train", "quantize")}
     covered = sources.closure(steps.TRAINING_ROOTS)
-    assert {"spikeloom.model.prune", "spikeloom.model.losses", "spikeloom.model.snn"} <= covered
+    assert {"spikeloom.model.pruning", "spikeloom.model.losses", "spikeloom.model.snn"} <= covered
     for m in sorted(covered):
         f = sources.module_file(m)
         text = f.read_text()
@@ -83,6 +113,6 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("spikeloom."))))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     loaded = set(json.loads(r.stdout.strip().splitlines()[-1]))
-    assert "spikeloom.model.prune" in loaded  # QAT's KeepZeros: the file the old hand-written list missed
+    assert "spikeloom.model.pruning" in loaded  # QAT's KeepZeros: the file the old hand-written list missed
     hashed = sources.closure(steps.TRAINING_ROOTS) | {"spikeloom.flows.steps", "spikeloom.flows.sources"}
     assert not loaded - hashed - {"spikeloom.flows"}, sorted(loaded - hashed)

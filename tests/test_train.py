@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikeloom.model import prune
+from spikeloom.model import pruning as prune
 from spikeloom.model.config import NeuronConfig, QuantConfig
 from spikeloom.model.data import Dataset, Split
 from spikeloom.model.errors import ConfigError

@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloom.hw.exit import Top2
+from spikeloom.hw.top2 import Top2
 from spikeloom.model import golden
 
 

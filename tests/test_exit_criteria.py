@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spikeloom.model import exit as ee
+from spikeloom.model import exit_criteria as ee
 from spikeloom.model.errors import ConfigError
 
 

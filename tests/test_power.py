@@ -8,7 +8,7 @@ import pytest
 from spikeloom.flows import energy as flow_energy
 from spikeloom.hw.accel import Accelerator, describe
 from spikeloom.model import golden
-from spikeloom.model.energy import DEFAULT_TECH, EVENT_KINDS, TechTableError, energy, load_tech, per_event
+from spikeloom.model.power import DEFAULT_TECH, EVENT_KINDS, TechTableError, energy, load_tech, per_event
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 
 
