@@ -153,6 +153,7 @@ def _saturated(model):
 ])
 # n_pe: 1 = one lane; 3 = lanes not dividing the layers; 8 = more lanes than some layers have channels
 @pytest.mark.parametrize("n_pe", [1, 3, 8])
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # described, never elaborated
 def test_worst_case_cycles_bounds_the_cycle_model(make, n_pe):
     """The wrapper header's upper bound is above the exact cycle model (hw/perf.py, equal to the
     RTL's ``cycles``) on saturating images: every input at its maximum, every neuron spiking."""
@@ -169,6 +170,7 @@ def test_worst_case_cycles_bounds_the_cycle_model(make, n_pe):
         assert perf.cycles(model, n_pe, x[b], res, b, plan=plan) <= worst
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # Top2 built for its latency only
 def test_worst_case_allowances_cover_the_pipeline():
     """Each named allowance covers the latency its comment names, for every allowed N."""
     events = 3  # the event pipeline's stages: EV, RW, TP
