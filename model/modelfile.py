@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import RESET_MODES, NeuronConfig
-from .errors import ConfigError, ModelFileError
-from .ir import KINDS, ROLES, Layer, QuantModel, bits_for, fail, int_at_least, signed_range, validate
+from .errors import ConfigError
+from .ir import KINDS, ROLES, Layer, QuantModel, fail, int_at_least, validate
 
 FORMAT = "spikeloom.model"
 VERSION = 1

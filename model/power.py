@@ -125,17 +125,17 @@ def load_tech(path=DEFAULT_TECH) -> Tech:
 
 
 def memory_sizes(ports):
-    """{memory name: (bytes per PE, word width)} from a hardware description (``ports.json``)."""
-    out = {}
-    for m in ports["memories"]:
-        if m["pe"] == "pe_0":
-            out[m["name"]] = (m["depth"] * m["width"] / 8, m["width"])
-    return out
+    """{memory name: (bytes per PE, word width)} from the hardware's description.
+
+    ``ports``: the generated core's :class:`~spikeloom.sim.ports.Ports` (``ports.json`` as read by
+    its one reader); this module reads its ``n_pe``, ``memories`` and ``sparse_layers``.
+    """
+    return {m.name: (m.depth * m.width / 8, m.width) for m in ports.memories if m.pe == "pe_0"}
 
 
 def shared_memory_sizes(ports):
     """{memory name: (bytes, word width)} of the memories all PEs share (the ``rows`` table)."""
-    return {m["name"]: (m["depth"] * m["width"] / 8, m["width"]) for m in ports["memories"] if m["pe"] is None}
+    return {m.name: (m.depth * m.width / 8, m.width) for m in ports.memories if m.pe is None}
 
 
 def per_event(model, ports, tech: Tech):
@@ -149,7 +149,7 @@ def per_event(model, ports, tech: Tech):
     e_thr = tech.sram(*mem["threshold"])
     shared = shared_memory_sizes(ports)
     e_rows = tech.sram(*shared["rows"]) if "rows" in shared else 0.0
-    sparse = set(ports.get("sparse_layers", ()))
+    sparse = set(ports.sparse_layers)
     addr_bits = max(1, math.ceil(math.log2(max(ly.out_features for ly in model.layers))))
     out = {}
     for ly in model.layers:
@@ -179,7 +179,7 @@ def per_event(model, ports, tech: Tech):
 
 
 def leakage_mw(ports, tech: Tech):
-    n_pe = ports["n_pe"]
+    n_pe = ports.n_pe
     kbytes = (sum(b for b, _ in memory_sizes(ports).values()) * n_pe
               + sum(b for b, _ in shared_memory_sizes(ports).values())) / 1024
     return (kbytes * tech.leakage_uw_per_kbyte + tech.logic_leakage_uw) / 1000

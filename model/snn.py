@@ -242,13 +242,6 @@ class SNN(nn.Module):
         o = self.head(h.flatten(2))
         return torch.cumsum(o, dim=0)
 
-    def folded(self):
-        """[(W, b)] float64 numpy arrays with BatchNorm folded in (dense networks only)."""
-        if any(k != "dense" for k in self.kinds):
-            raise ConfigError(f"the integer pipeline supports fully-connected networks (arch 'mlp'); "
-                              f"arch {self.arch!r} has {sorted(set(self.kinds) - {'dense'})} stages")
-        return [(f.weight, f.bias) for f in self.folded_stages()]
-
     def folded_stages(self):
         """[:class:`Folded`] for every synaptic stage and the head, BatchNorm (and learned thresholds)
         folded in; what :class:`IntSNN` quantizes. Works for every architecture."""

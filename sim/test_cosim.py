@@ -14,7 +14,7 @@ from spikeloom.hw.accel import generate
 from spikeloom.hw.plan import Plan
 from spikeloom.model import golden, modelfile
 from spikeloom.model.config import NeuronConfig
-from spikeloom.model.modelfile import Layer, QuantModel
+from spikeloom.model.ir import Layer, QuantModel
 from spikeloom.model.randnet import random_inputs, random_model
 from spikeloom.sim import records
 from spikeloom.sim.ports import Ports
@@ -171,7 +171,7 @@ def test_energy_from_rtl_counters_equals_golden(tmp_path):
     names = [ly.name for ly in model.layers]
 
     def on(recs):
-        return energy(model, ports.raw, records.counter_arrays(recs, names), np.array([i.timesteps for i in recs]),
+        return energy(model, ports, records.counter_arrays(recs, names), np.array([i.timesteps for i in recs]),
                       np.array([i.cycles for i in recs]), tech)
 
     rtl = on([records.InferenceRecord.from_fields(i) for i in r["images"]])

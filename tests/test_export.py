@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (these tests build Accelerators only to describe() them, never to elaborate them)
 """``spikeloom export``: a self-contained, deterministic folder that Yosys alone synthesises."""
 
 import hashlib
@@ -15,9 +17,10 @@ from spikeloom.flows.export import (EVENT_ISSUE, EXIT_WAIT, LAYER_DRAIN, LOAD_DR
                                     worst_case_cycles)
 from spikeloom.hw import perf
 from spikeloom.hw.accel import Accelerator, describe
-from spikeloom.hw.top2 import Top2
-from spikeloom.hw.pe import SPIKE_STAGE, Z_STAGE
+from spikeloom.hw.pe import SPIKE_STAGE
+from spikeloom.hw.pipeline import EventPipeline
 from spikeloom.hw.plan import Plan
+from spikeloom.hw.sequencer import exit_wait
 from spikeloom.model import golden, modelfile
 from spikeloom.model.randnet import random_conv_model, random_model
 from spikeloom.sim.ports import Ports
@@ -153,7 +156,6 @@ def _saturated(model):
 ])
 # n_pe: 1 = one lane; 3 = lanes not dividing the layers; 8 = more lanes than some layers have channels
 @pytest.mark.parametrize("n_pe", [1, 3, 8])
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # described, never elaborated
 def test_worst_case_cycles_bounds_the_cycle_model(make, n_pe):
     """The wrapper header's upper bound is above the exact cycle model (hw/perf.py, equal to the
     RTL's ``cycles``) on saturating images: every input at its maximum, every neuron spiking."""
@@ -170,14 +172,12 @@ def test_worst_case_cycles_bounds_the_cycle_model(make, n_pe):
         assert perf.cycles(model, n_pe, x[b], res, b, plan=plan) <= worst
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # Top2 built for its latency only
 def test_worst_case_allowances_cover_the_pipeline():
     """Each named allowance covers the latency its comment names, for every allowed N."""
-    events = 3  # the event pipeline's stages: EV, RW, TP
-    assert LOAD_DRAIN >= events + SPIKE_STAGE + 1
+    assert LOAD_DRAIN >= EventPipeline.DEPTH + SPIKE_STAGE + 1
     assert LAYER_DRAIN >= SPIKE_STAGE + 1
     lo, hi = PES_RANGE
-    assert EXIT_WAIT >= max(Z_STAGE + Top2(n, 16, 10).latency + 1 for n in range(lo, hi + 1))
+    assert EXIT_WAIT >= max(exit_wait(n) + 1 for n in range(lo, hi + 1))
     assert EVENT_ISSUE >= 1
 
 

@@ -9,18 +9,19 @@ import json
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.utils import ceil_log2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikeloom.hw import perf
 from spikeloom.hw.accel import Accelerator, describe, generate
-from spikeloom.hw.pe import SPIKE_STAGE, Z_STAGE
+from spikeloom.hw.pe import SPIKE_STAGE
+from spikeloom.hw.pipeline import EventPipeline
 from spikeloom.hw.plan import Plan
+from spikeloom.hw.sequencer import exit_wait
 from spikeloom.hw.simulate import rtl_run
 from spikeloom.model import golden
 from spikeloom.model.config import NeuronConfig
-from spikeloom.model.modelfile import Layer, QuantModel, signed_range
+from spikeloom.model.ir import Layer, QuantModel, signed_range
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 from spikeloom.sim import records
 from spikeloom.sim.strategies import N_PES, STORAGES, conv_nets, dense_nets
@@ -188,14 +189,15 @@ def test_cycles(n_pe, sizes):
     """``cycles`` equals the cycle model exactly and stays within the bound plus the pipeline drain.
 
     The allowance is one cycle per input value (the input stream) plus, per phase, the event
-    pipeline (EV, RW, TP: 3 cycles) and the spike path (``SPIKE_STAGE`` plus one for the queue)
-    or the output path (``Z_STAGE`` plus the top-2 tree's latency), whichever is longer.
+    pipeline (``EventPipeline.DEPTH``) and the spike path (``SPIKE_STAGE`` plus one for the queue)
+    or the output path (the sequencer's ``exit_wait``, ``Z_STAGE`` plus the top-2 tree's latency,
+    plus the exit decision), whichever is longer.
     """
     model = make_model(sizes, seed=30)
     x = make_images(model, 5, seed=31)
     model = model.with_exit_threshold(early_threshold(model, x))
     g, got = check(model, n_pe, x, cycles=True, storage="dense")
-    drain = 3 + max(SPIKE_STAGE + 1, Z_STAGE + ceil_log2(n_pe) + 1)  # Top2.latency
+    drain = EventPipeline.DEPTH + max(SPIKE_STAGE + 1, exit_wait(n_pe) + 1)
     bounds = g.cycle_bound(model, n_pe)
     for b, r in enumerate(got):
         bound = int(bounds[b])

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from spikeloom.hw.pe import PE, SPIKE_STAGE, W_NZ_STAGE, Z_STAGE
 from spikeloom.hw.plan import Plan
 from spikeloom.model import golden
-from spikeloom.model.modelfile import signed_range
+from spikeloom.model.ir import signed_range
 from spikeloom.model.randnet import random_model
 
 NOP = {}

@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (these tests build Accelerators only to describe() them, never to elaborate them)
 """Energy model: technology-table validation, interpolation, and the accounting itself."""
 
 import json
@@ -10,6 +12,7 @@ from spikeloom.hw.accel import Accelerator, describe
 from spikeloom.model import golden
 from spikeloom.model.power import DEFAULT_TECH, EVENT_KINDS, TechTableError, energy, load_tech, per_event
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
+from spikeloom.sim.ports import Ports
 
 
 def _edit(tmp_path, edit):
@@ -57,7 +60,7 @@ def test_missing_and_unreadable(tmp_path):
 
 def test_accounting_adds_up():
     model = random_model((12, 9, 4), seed=2)
-    ports = describe(Accelerator(model, 3))
+    ports = Ports.from_dict(describe(Accelerator(model, 3)))
     x = random_inputs(model, 5)
     res = golden.run(model, x, sparse=())
     cyc = np.full(5, 1000)

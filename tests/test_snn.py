@@ -59,11 +59,6 @@ def test_float_snn_learns_a_batch(arch):
     assert loss.item() < 0.5 * first
 
 
-def test_conv_net_cannot_be_folded_to_dense():
-    with pytest.raises(ConfigError, match="fully-connected"):
-        SNN((1, 8, 8), 3, "vgg").folded()
-
-
 def test_unknown_arch():
     with pytest.raises(ConfigError, match="arch"):
         SNN((1, 8, 8), 3, "transformer")
