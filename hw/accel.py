@@ -45,9 +45,9 @@ from spikeloom.model.golden import COUNTERS
 from .common import bits
 from .counters import COUNTER_BITS, ActivityCounters, layers_layout
 from .events import InputEventSource, SpikeEventSource, spike_entry_layout
-from .pe import PE, geometries
+from .pe import PE
 from .pipeline import EventPipeline, rows_words
-from .plan import MEMORIES, WEIGHT_STORES, Plan
+from .plan import MEMORIES, WEIGHT_STORES, Plan, geometries
 from .pool import SpikePush, pushes, shortcut_readers
 from .sequencer import Phase, Sequencer
 from .top2 import Top2

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from spikeloom.model.golden import COUNTERS
 
 from .common import bits
-from .pe import geometries
+from .plan import geometries
 
 COUNTER_BITS = 32
 

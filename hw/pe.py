@@ -6,17 +6,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .common import bits
-from .plan import MEMORIES, WEIGHT_STORES
+from .plan import MEMORIES, WEIGHT_STORES, geometries
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
 #: ``exe`` is stage 1; an output "in stage s" is a register written at the end of stage s - 1):
 #: ``read``/``syn`` in stage 3, ``z`` in stage 6, ``spike`` in stage 7.
 W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 6, 7
-
-
-def geometries(plan):
-    """The synaptic sources of ``plan`` in a fixed order (a source's index is its geometry id)."""
-    return [s for lp in plan.layers for s in lp.sources]
 
 
 def issue_layout(plan):

@@ -14,9 +14,9 @@ from collections import deque
 import numpy as np
 
 from .events import SpikeEventSource
-from .pe import PE, geometries
+from .pe import PE
 from .pipeline import EventPipeline
-from .plan import Plan
+from .plan import Plan, geometries
 from .pool import shortcut_readers, window_end
 from .scan import scan_order
 from .sequencer import exit_wait as exit_wait_of

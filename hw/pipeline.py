@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .common import bits, per_layer
 from .events import event_layout
-from .pe import geometries
+from .plan import geometries
 
 
 def issue_signature(plan):

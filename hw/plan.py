@@ -427,3 +427,8 @@ class Plan:
     def _signed_word(self, v):
         b = self.word_bits
         return v - (1 << b) if v >> (b - 1) & 1 else v
+
+
+def geometries(plan):
+    """The synaptic sources of ``plan`` in a fixed order (a source's index is its geometry id)."""
+    return [s for lp in plan.layers for s in lp.sources]

@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import bits, per_layer
-from .pe import geometries
+from .plan import geometries
 from .pool import shortcut_readers
 
 

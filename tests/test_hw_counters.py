@@ -4,7 +4,7 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from spikeloom.hw.counters import ActivityCounters
-from spikeloom.hw.pe import geometries
+from spikeloom.hw.plan import geometries
 from spikeloom.hw.plan import Plan
 from spikeloom.model.golden import COUNTERS
 from spikeloom.model.randnet import random_conv_model

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from spikeloom.hw.pe import geometries
+from spikeloom.hw.plan import geometries
 from spikeloom.hw.pipeline import EventPipeline
 from spikeloom.hw.plan import Plan
 from spikeloom.model.randnet import random_conv_model
