@@ -6,10 +6,8 @@ A module of its own so that the flows (``cli``, ``export``, ``synth``, ``prune``
 
 import sys
 
+from spikeloom.hw.plan import PES_RANGE
 from spikeloom.model.errors import ConfigError, SpikeloomError
-
-#: The allowed number of processing elements (``hw/plan.py`` checks the same range for the Python API).
-PES_RANGE = (1, 64)
 
 
 def guarded(fn, *args):

@@ -150,7 +150,7 @@ def compute(qmodel, ports, x_q, rtl_images=None, tech=None, x_float=None, log=pr
     plan = Plan(qmodel, n_pe, {name: "sparse" if name in sparse else "dense" for name in names})
     res = golden.run(qmodel, x_q, trace=True, sparse=sparse)
     g_recs = records.from_golden(res, cycles_model(qmodel, n_pe, x_q, res, plan))
-    e_golden = _energy(qmodel, ports, g_recs, names, tech)
+    e_golden = records_energy(qmodel, ports, g_recs, names, tech)
     fixed = golden.run(qmodel, x_q, exit_threshold=NO_EXIT, trace=True, sparse=sparse)
     e_fixed = energy(qmodel, ports, fixed.counters(adaptive=False), fixed.exit_t,
                      cycles_model(qmodel, n_pe, x_q, fixed, plan), tech)
@@ -160,7 +160,7 @@ def compute(qmodel, ports, x_q, rtl_images=None, tech=None, x_float=None, log=pr
     source = "golden model counts + cycle model"
     e_main, diff = e_golden, None
     if rtl_images is not None:
-        e_rtl = _energy(qmodel, ports, [records.InferenceRecord.from_fields(im) for im in rtl_images], names, tech)
+        e_rtl = records_energy(qmodel, ports, [records.InferenceRecord.from_fields(im) for im in rtl_images], names, tech)
         dyn = [k for k in EVENT_KINDS if k != "leakage"]
         diff = float(max(np.abs(e_rtl["by_kind"][k] - e_golden["by_kind"][k]).max() for k in dyn))
         e_main, source = e_rtl, "RTL counters from co-simulation"
@@ -190,7 +190,7 @@ def compute(qmodel, ports, x_q, rtl_images=None, tech=None, x_float=None, log=pr
     return sec, neurobench(qmodel, res)
 
 
-def _energy(qmodel, ports, recs, names, tech):
+def records_energy(qmodel, ports, recs, names, tech):
     """The energy model on per-inference records (golden or RTL: the same record type)."""
     return energy(qmodel, ports, records.counter_arrays(recs, names), np.array([r.timesteps for r in recs]),
                   np.array([r.cycles for r in recs]), tech)

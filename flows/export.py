@@ -395,19 +395,22 @@ def add_arguments(p):
     p.add_argument("--pes", type=int, default=8, help="processing elements N (default 8)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--freq", type=float, default=25.0, help="clock (MHz) for the constraint examples (default 25)")
-    p.add_argument("--weights", default="rom",
+    # no argparse choices: a bad value gets the one-line error of run_args (exit 2), not a usage dump
+    p.add_argument("--weights", default="rom", metavar="{" + ",".join(WEIGHT_STORES) + "}",
                    help="rom: weight memories initialised (default); load: no initial contents, streamed in "
                         "after reset (iCE40 UltraPlus SPRAM)")
 
 
 def run_args(a):
-    """Run ``spikeloom export`` with parsed options ``a``."""
+    """Run ``spikeloom export`` with parsed options ``a`` (options checked before the model is read)."""
     check_pes(a.pes)
+    if a.weights not in WEIGHT_STORES:
+        raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {a.weights!r}")
     from .steps import check_hardware
 
     check_hardware(modelfile.load(a.model), a.pes, "export")
     files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights)
-    print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'}; top: rtl/{TOP}.v)")
+    print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 
 def main(argv=None):

@@ -29,7 +29,7 @@ and empties the others (an empty row costs no storage and no cycle). It is prune
 weights is the one asked for.
 
 Variants are cached under ``build/prune/<row>/`` on a key made of the configuration, the row's
-recipe and the source of ``model/`` (``prune.py`` included), so a second run does not train.
+recipe and the source of every module training imports (``model/pruning.py`` included), so a second run does not train.
 Writes ``build/pruning.json`` (``rows``) and prints a table.
 """
 
@@ -192,7 +192,7 @@ def step_train_variant(ctx, recipe, dense_float, log=print):
     path = ctx.workdir / "float.pt"
     info = ctx.workdir / "float.json"
     key = ctx.key("train")
-    if steps._cached(path, key) and info.exists():
+    if steps.cached(path, key) and info.exists():
         meta = json.loads(info.read_text())
         log(f"[train] reusing {path} (cache key {key})")
         model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, meta["t_max"],
@@ -205,7 +205,7 @@ def step_train_variant(ctx, recipe, dense_float, log=print):
         torch.save(model.state_dict(), path)
         info.write_text(json.dumps({"t_max": model.t_max, "learn_threshold": model.learn_threshold,
                                     "stages": stages}, indent=1) + "\n")
-        steps._mark(path, key)
+        steps.mark(path, key)
     if model.t_max != ctx.train.t_max:
         raise SpikeloomError(f"{path}: the network runs {model.t_max} timesteps, the row {ctx.train.t_max}")
     z = accumulate(model, split.test.x)
@@ -235,7 +235,7 @@ def evaluate_row(name, ctx, pes, dense_float=None, log=print):
     else:
         fm = step_train_variant(ctx, ctx.recipe, dense_float, log=log)
     im, qm = steps.step_quantize(ctx, fm, log=log)
-    res = steps.step_evaluate(ctx, im, qm, log=quiet)
+    res = steps.step_evaluate(ctx, im, qm, pes, log=quiet)
     steps.write_report(ctx, log=quiet)
     m = ctx.report["model"]
     weights = [ly.weight for ly in qm.layers] + [ly.shortcut_weight for ly in qm.layers

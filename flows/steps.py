@@ -124,12 +124,14 @@ def _ports_storage(qmodel, path):
             "sparse_layers": [ly.name for ly in qmodel.layers if ly.name in ports.sparse_layers]}
 
 
-def _cached(path: Path, key: str):
+def cached(path: Path, key: str):
+    """True when ``path`` exists and was written under cache key ``key`` (see :func:`mark`)."""
     meta = path.with_suffix(path.suffix + ".key")
     return path.exists() and meta.exists() and meta.read_text().strip() == key
 
 
-def _mark(path: Path, key: str):
+def mark(path: Path, key: str):
+    """Record that ``path`` was just written under cache key ``key`` (``<path>.key`` beside it)."""
     path.with_suffix(path.suffix + ".key").write_text(key + "\n")
 
 
@@ -143,7 +145,7 @@ def step_train(ctx: Context, log=print):
     split = ctx.split()
     path = ctx.workdir / "float.pt"
     key = ctx.key("train")
-    if _cached(path, key):
+    if cached(path, key):
         log(f"[train] reusing {path} (cache key {key})")
         model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, ctx.train.t_max)
         model.load_state_dict(torch.load(path, weights_only=True))
@@ -153,7 +155,7 @@ def step_train(ctx: Context, log=print):
         model, _ = train_float(split, ctx.train, ctx.neuron)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
-        _mark(path, key)
+        mark(path, key)
     from spikeloom.model.train import accumulate
     z = accumulate(model, split.test.x)
     ctx.report.setdefault("model", {})["accuracy_float"] = float((golden.first_argmax(z[-1]) == split.test.y).mean())
@@ -173,7 +175,7 @@ def step_quantize(ctx: Context, float_model, log=print):
     path = ctx.model_path
     qpath = ctx.workdir / "qat.pt"
     key = ctx.key("quantize")
-    if _cached(path, key) and qpath.exists():
+    if cached(path, key) and qpath.exists():
         log(f"[quantize] reusing {path} (cache key {key})")
         imodel = IntSNN(float_model.folded_stages(), split.train.shape, ctx.neuron, ctx.quant, ctx.train.t_max)
         imodel.load_state_dict(torch.load(qpath, weights_only=True))
@@ -192,7 +194,7 @@ def step_quantize(ctx: Context, float_model, log=print):
                                       **({"image_size": ctx.image_size} if ctx.image_size is not None else {})})
         torch.save(imodel.state_dict(), qpath)
         modelfile.save(qmodel, path)
-        _mark(path, key)
+        mark(path, key)
     back = modelfile.load(path)
     if any((a.weight != b.weight).any() for a, b in zip(back.layers, qmodel.layers)):
         raise ModelFileError(f"{path}: written model does not read back identically")

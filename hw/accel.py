@@ -278,7 +278,7 @@ def describe(accel):
     if not isinstance(accel, Accelerator):
         raise TypeError(f"describe() needs an Accelerator, got {type(accel).__name__}")
     plan, model = accel.plan, accel.model
-    widths, depths = plan.widths(), plan.depths()
+    widths, depths = plan.word_widths(), plan.depths()
     return {
         "top": TOP_NAME,
         "model": model.name,
@@ -307,7 +307,7 @@ def describe(accel):
         "sparse_layers": list(plan.sparse_layers),
         "weight_word": {"weight_bits": plan.weight_bits, "tap_bits": plan.tap_bits, "chunk_bits": plan.chunk_bits},
         "weight_memory_bits": plan.weight_memory_bits,
-        "memories": [{"pe": f"pe_{p}", "name": mem, "depth": depths[mem], "width": widths[mem] + (mem == "acc"),
+        "memories": [{"pe": f"pe_{p}", "name": mem, "depth": depths[mem], "width": widths[mem],
                       "file": f"mem/pe_{p}_{mem}.hex",
                       "initialised": not (mem == "weight" and accel.weights == "load")}
                      for p in range(plan.n_pe) for mem in MEMORIES]
@@ -358,8 +358,7 @@ def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom"):
     path.write_text(json.dumps(desc, indent=2) + "\n")
     written.append(path)
     plan = accel.plan
-    widths = plan.widths()
-    widths["acc"] += 1  # the image parity bit
+    widths = plan.word_widths()
     for p in range(plan.n_pe):
         for mem in MEMORIES:
             path = out / "mem" / f"pe_{p}_{mem}.hex"

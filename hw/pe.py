@@ -140,15 +140,14 @@ class PE(wiring.Component):
     def _memories(self, m):
         """The PE's memories, and the weight memory's read port (and its write port for the load)."""
         plan, p = self._plan, self._index
-        widths, depths = plan.widths(), plan.depths()
-        abits = widths["acc"]
+        widths, depths = plan.word_widths(), plan.depths()
         mems = {}
         for name in MEMORIES:
             # The weight memory is the design's bulk storage: ask for block RAM (Yosys and Vivado read
             # ram_style) even where a small one would fit in logic; the small per-neuron memories are
             # left to the tool (distributed RAM). acc words: value, then the image parity bit.
             attrs = {"ram_style": "block"} if name == "weight" else None
-            shape = unsigned(abits + 1) if name == "acc" else signed(widths[name])
+            shape = unsigned(widths[name]) if name == "acc" else signed(widths[name])
             init = [] if name == "weight" and self._weights == "load" else plan.init(p, name)
             mems[name] = m.submodules[name] = Memory(shape=shape, depth=depths[name], init=init, attrs=attrs)
 

@@ -13,6 +13,8 @@ from collections import deque
 
 import numpy as np
 
+from spikeloom.model.geometry import channel
+
 from .events import SpikeEventSource
 from .pe import PE
 from .pipeline import EventPipeline
@@ -71,13 +73,13 @@ def _update_pushes(plan, li, spikes_t):
     s = np.asarray(spikes_t, bool).reshape(lp.channels, lp.ho, lp.wo)
     out = []
     for y, x, c in scan_order(lp):
-        lanes = [p for p in range(n) if c * n + p < lp.channels and s[c * n + p, y, x]]
+        chans = [o for o in (channel(p, c, n) for p in range(n)) if o < lp.channels]
+        lanes = [o for o in chans if s[o, y, x]]
         entry = None
         end = window_end(q, y, x)
         if end is not None:
             py, px = end
-            win = s[c * n:(c + 1) * n, py * q:(py + 1) * q, px * q:(px + 1) * q].any(axis=(1, 2))
-            ch = [c * n + p for p in range(len(win)) if win[p]]
+            ch = [o for o in chans if s[o, py * q:(py + 1) * q, px * q:(px + 1) * q].any()]
             if ch:
                 entry = (ch, py, px)
         out.append((bool(lanes), entry))

@@ -49,6 +49,8 @@ from spikeloom.model.ir import QuantModel, bits_for, validate
 
 from .common import bits
 
+#: Processing elements a plan can have (the CLI checks ``--pes`` against it).
+PES_RANGE = (1, 64)
 MEMORIES = ("weight", "acc", "membrane", "bias", "threshold")
 STORAGES = ("dense", "sparse")
 #: How the weight memories get their contents: initialised (``rom``, block RAM initial values) or
@@ -200,8 +202,8 @@ class Plan:
             raise TypeError(f"model must be a QuantModel, got {type(model).__name__} ({model!r:.80})")
         if isinstance(n_pe, bool) or not isinstance(n_pe, int):
             raise TypeError(f"n_pe must be an integer, got {n_pe!r}")
-        if not 1 <= n_pe <= 64:
-            raise ValueError(f"n_pe = {n_pe!r} is outside the allowed range [1, 64]")
+        if not PES_RANGE[0] <= n_pe <= PES_RANGE[1]:
+            raise ValueError(f"n_pe = {n_pe!r} is outside the allowed range [{PES_RANGE[0]}, {PES_RANGE[1]}]")
         try:
             validate(model)
         except ModelFileError as e:
@@ -362,8 +364,14 @@ class Plan:
         return bits(self.weight_depth + 1) + bits(self.max_row_len + 1)
 
     def widths(self):
+        """Value width of each per-PE memory (``acc``: the accumulator value, without its parity bit)."""
         return {"weight": self.word_bits, "acc": self.acc_bits, "membrane": self.membrane_bits,
                 "bias": self.membrane_bits, "threshold": self.membrane_bits}
+
+    def word_widths(self):
+        """Stored word width of each per-PE memory: :meth:`widths`, plus the image parity bit that
+        every ``acc`` word carries (a new image needs no clearing pass, see ``hw/pe.py``)."""
+        return {**self.widths(), "acc": self.acc_bits + 1}
 
     def depths(self):
         return {"weight": self.weight_depth, "acc": self.neuron_depth, "membrane": self.neuron_depth,

@@ -5,6 +5,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .common import bits
+
 
 class Top2(wiring.Component):
     """Running top-1 (value, lowest index among equals) and top-2 value, ``n_lanes`` values a cycle.
@@ -56,7 +58,7 @@ class Top2(wiring.Component):
         # A margin never exceeds 2**(value_bits + 1) - 1: larger thresholds act as this one.
         self._thr = min(threshold, 1 << (value_bits + 1))
         self.latency = self.latency_of(n_lanes)
-        ib = max(1, ceil_log2(n_values))
+        ib = bits(n_values)
         super().__init__({
             "values": In(data.ArrayLayout(signed(value_bits), n_lanes)),
             "valid": In(n_lanes),

@@ -173,7 +173,7 @@ class Ports:
         names = {ly.name for ly in layers}
         sparse = tuple(r.get("sparse_layers", list))
         for s in sparse:
-            if s not in names:
+            if not isinstance(s, str) or s not in names:
                 raise PortsError(f"{r.source}: field 'sparse_layers' names {s!r}, which is not a layer")
         marked = sorted(ly.name for ly in layers if ly.storage == "sparse")
         if sorted(sparse) != marked:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["InferenceRecord", "from_golden", "mismatches", "counter_arrays"]
+from spikeloom.model.golden import COUNTERS
+
+__all__ = ["InferenceRecord", "from_golden", "mismatches", "field_mismatches", "counter_arrays"]
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,16 @@ def mismatches(expected, got, image=None):
             for k, v in want.items() if have.get(k) != v]
 
 
+def field_mismatches(expected, fields, first=0):
+    """:func:`mismatches` of every record of ``expected`` against the RTL's decoded result payloads
+    ``fields`` (``{field name: int}`` dicts, image ``first`` first)."""
+    return [m for b, (e, f) in enumerate(zip(expected, fields), first)
+            for m in mismatches(e, InferenceRecord.from_fields(f), image=b)]
+
+
 def counter_arrays(records, layers):
     """``{layer: {counter: (B,) int64}}`` of ``records`` for the layer names ``layers`` (the form
-    the energy model takes)."""
-    return {ln: {k: np.array([r.counters[ln][k] for r in records], dtype=np.int64)
-                 for k in records[0].counters[ln]} for ln in layers}
+    the energy model takes; every counter of :data:`~spikeloom.model.golden.COUNTERS`, so that an
+    empty list gives empty arrays)."""
+    return {ln: {k: np.array([r.counters[ln][k] for r in records], dtype=np.int64) for k in COUNTERS}
+            for ln in layers}

@@ -29,7 +29,26 @@ def _ports(dut, prefix):
     return tuple(getattr(dut, f"{prefix}__{s}") for s in ("valid", "payload", "ready"))
 
 
-class StreamSource:
+class _StreamEnd:
+    """The handles of one valid/ready stream, and the random waits of its driver."""
+
+    def __init__(self, clk, valid, payload, ready, rng=None, chance=0.0, longest=1):
+        self.clk, self.valid, self.payload, self.ready = clk, valid, payload, ready
+        self.rng, self.chance, self.longest = rng, chance, longest
+
+    @classmethod
+    def of(cls, dut, prefix, **kw):
+        """The driver of the design's Amaranth stream port ``prefix`` (e.g. ``"i_data"``)."""
+        return cls(dut.clk, *_ports(dut, prefix), **kw)
+
+    async def _maybe_wait(self, line):
+        """With probability ``chance``, hold ``line`` low for 1..``longest`` cycles."""
+        if self.chance and self.rng.random() < self.chance:
+            line.value = 0
+            await ClockCycles(self.clk, self.rng.randint(1, self.longest))
+
+
+class StreamSource(_StreamEnd):
     """Drives values into a valid/ready stream.
 
     Parameters
@@ -40,20 +59,12 @@ class StreamSource:
     """
 
     def __init__(self, clk, valid, payload, ready, rng=None, idle=0.0, max_idle=4):
-        self.clk, self.valid, self.payload, self.ready = clk, valid, payload, ready
-        self.rng, self.idle, self.max_idle = rng, idle, max_idle
-
-    @classmethod
-    def of(cls, dut, prefix, **kw):
-        """The source of the design's Amaranth stream port ``prefix`` (e.g. ``"i_data"``)."""
-        return cls(dut.clk, *_ports(dut, prefix), **kw)
+        super().__init__(clk, valid, payload, ready, rng, idle, max_idle)
 
     async def send(self, value):
         """One transfer: ``value`` held with valid high until a rising edge with ready. Valid
         stays high afterwards (call :meth:`close` after the last value)."""
-        if self.idle and self.rng.random() < self.idle:
-            self.valid.value = 0
-            await ClockCycles(self.clk, self.rng.randint(1, self.max_idle))
+        await self._maybe_wait(self.valid)
         self.valid.value = 1
         self.payload.value = int(value)
         while True:
@@ -72,7 +83,7 @@ class StreamSource:
         self.close()
 
 
-class StreamSink:
+class StreamSink(_StreamEnd):
     """Takes transfers out of a valid/ready stream.
 
     Parameters
@@ -84,21 +95,13 @@ class StreamSink:
     """
 
     def __init__(self, clk, valid, payload, ready, rng=None, backpressure=0.0, max_stall=6):
-        self.clk, self.valid, self.payload, self.ready = clk, valid, payload, ready
-        self.rng, self.backpressure, self.max_stall = rng, backpressure, max_stall
-
-    @classmethod
-    def of(cls, dut, prefix, **kw):
-        """The sink of the design's Amaranth stream port ``prefix`` (e.g. ``"o_result"``)."""
-        return cls(dut.clk, *_ports(dut, prefix), **kw)
+        super().__init__(clk, valid, payload, ready, rng, backpressure, max_stall)
 
     async def recv(self):
         """The payload (a cocotb value) of the next transfer, ready raised (after a random stall)
         until it happens."""
         while True:
-            if self.backpressure and self.rng.random() < self.backpressure:
-                self.ready.value = 0
-                await ClockCycles(self.clk, self.rng.randint(1, self.max_stall))
+            await self._maybe_wait(self.ready)
             self.ready.value = 1
             await wait_high(self.valid)
             await RisingEdge(self.clk)

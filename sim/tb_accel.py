@@ -22,9 +22,10 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
 from spikeloom.model import golden, modelfile
+from spikeloom.model.geometry import channel
 
 from .ports import Ports
-from .records import InferenceRecord, from_golden, mismatches
+from .records import field_mismatches, from_golden
 from .streams import StreamSink, StreamSource
 
 
@@ -59,7 +60,7 @@ async def collect(dut, prefix, n, stream, rng, backpressure, out, tag=None):
         out.append(item if tag is None else (tag(), item))
 
 
-def expected(model, x, trace, sparse=()):
+def expected(model, x, trace, sparse):
     """The golden model's result of images ``x`` and their records."""
     res = golden.run(model, x, trace=trace, sparse=sparse)
     return res, from_golden(res)
@@ -69,7 +70,7 @@ def compare(i, got, want, res=None, model=None, spikes_got=None):
     """List of mismatch descriptions for image ``i`` (empty when everything is equal): the RTL's
     payload fields ``got`` against the golden record ``want``; with the trace's spikes, the first
     divergence too."""
-    out = mismatches(want, InferenceRecord.from_fields(got), image=i)
+    out = field_mismatches([want], [got], first=i)
     if spikes_got is not None and out:
         out.extend(first_divergence(i, spikes_got, res, model))
     return out
@@ -136,7 +137,7 @@ async def scoreboard(dut):
     for img, e in trace_entries:
         if img < len(x):
             s = spikes[img].setdefault((e["timestep"], e["layer"]), set())
-            s.update((e["chunk"] * n_pe + b) * positions[e["layer"]] + e.get("pos", 0)
+            s.update(channel(b, e["chunk"], n_pe) * positions[e["layer"]] + e.get("pos", 0)
                      for b in range(n_pe) if e["mask"] >> b & 1)
 
     problems_all, images = [], []

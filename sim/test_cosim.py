@@ -158,7 +158,7 @@ def test_energy_from_rtl_counters_equals_golden(tmp_path):
     """Energy from the RTL's counters and cycles equals energy from the golden counts and the cycle
     model on every co-simulated image (input without idle cycles, so that cycles are comparable)."""
     from spikeloom.flows import energy as flow_energy
-    from spikeloom.model.power import energy, load_tech
+    from spikeloom.model.power import load_tech
 
     model = random_model((20, 13, 11, 5), seed=11, exit_threshold=20)
     path = modelfile.save(model, tmp_path / "model.slm")
@@ -171,8 +171,7 @@ def test_energy_from_rtl_counters_equals_golden(tmp_path):
     names = [ly.name for ly in model.layers]
 
     def on(recs):
-        return energy(model, ports, records.counter_arrays(recs, names), np.array([i.timesteps for i in recs]),
-                      np.array([i.cycles for i in recs]), tech)
+        return flow_energy.records_energy(model, ports, recs, names, tech)
 
     rtl = on([records.InferenceRecord.from_fields(i) for i in r["images"]])
     plan = Plan(model, 4)

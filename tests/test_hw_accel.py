@@ -69,8 +69,7 @@ def expected(result, cycles=None):
 
 def differences(want, got):
     """Mismatch lines of the RTL's results ``got`` (``rtl_run`` dicts) against the records ``want``."""
-    return [m for b, (e, r) in enumerate(zip(want, got))
-            for m in records.mismatches(e, records.InferenceRecord.from_fields(r), image=b)]
+    return records.field_mismatches(want, got)
 
 
 def check(model, n_pe, x, *, trace=False, seed=0, idle=0.3, storage="auto", cycles=False):
