@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,18 @@ from spikeloom.model.randnet import random_model
 def spikeloom(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "spikeloom.flows.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def spikeloom_here(capsys, *args):
+    """``spikeloom ARGS`` run in this process (no interpreter start-up per call): the same exit
+    status and output as :func:`spikeloom`; an unexpected exception fails the test instead of
+    printing a traceback."""
+    from spikeloom.flows.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
 def assert_clean_error(r, *needles):
@@ -84,25 +97,26 @@ def test_export_folder(model_path, tmp_path):
     assert (tmp_path / "x" / "rtl" / "spikeloom_top.v").exists() and (tmp_path / "x" / "README.md").exists()
 
 
-def test_golden_storage_option_errors(model_path, tmp_path):
+def test_golden_storage_option_errors(model_path, tmp_path, capsys):
+    """In this process: each case is a parse and a check, not an interpreter start-up."""
     x = tmp_path / "x.npy"
     np.save(x, np.ones((2, 6), np.int64))
     golden = ("golden", model_path, "--input", x, "--counters")
-    assert_clean_error(spikeloom(*golden, "--pes", "65"), "--pes = 65", "[1, 64]")
+    assert_clean_error(spikeloom_here(capsys, *golden, "--pes", "65"), "--pes = 65", "[1, 64]")
     ports = tmp_path / "g" / "ports.json"
-    assert_clean_error(spikeloom(*golden, "--pes", "2", "--ports", ports), "--pes 2", "--ports", "give one")
-    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}", "cannot read")
-    assert spikeloom("generate", model_path, "--pes", "3", "-o", tmp_path / "g").returncode == 0
-    r = spikeloom(*golden, "--ports", ports)
+    assert_clean_error(spikeloom_here(capsys, *golden, "--pes", "2", "--ports", ports), "--pes 2", "--ports", "give one")
+    assert_clean_error(spikeloom_here(capsys, *golden, "--ports", ports), f"--ports {ports}", "cannot read")
+    assert spikeloom_here(capsys, "generate", model_path, "--pes", "3", "-o", tmp_path / "g").returncode == 0
+    r = spikeloom_here(capsys, *golden, "--ports", ports)
     assert r.returncode == 0 and '"n_pe": 3' in r.stdout, r.stderr
     good = ports.read_text()
     ports.write_text(good[:200])
-    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}", "not JSON")
+    assert_clean_error(spikeloom_here(capsys, *golden, "--ports", ports), f"--ports {ports}", "not JSON")
     desc = json.loads(good)
     ports.write_text(json.dumps({**desc, "sparse_layers": desc["sparse_layers"] + [desc["layers"][0]["name"]]}))
-    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}", "sparse_layers")
+    assert_clean_error(spikeloom_here(capsys, *golden, "--ports", ports), f"--ports {ports}", "sparse_layers")
     ports.write_text(good.replace('"n_pe": 3', '"n_pe": 99'))
-    assert_clean_error(spikeloom(*golden, "--ports", ports), f"--ports {ports}: n_pe = 99", "[1, 64]")
+    assert_clean_error(spikeloom_here(capsys, *golden, "--ports", ports), f"--ports {ports}: n_pe = 99", "[1, 64]")
     other = modelfile.save(random_model((6, 4, 3), seed=2, input_bits=3), tmp_path / "other.slm")
-    assert spikeloom("generate", other, "--pes", "3", "-o", tmp_path / "o").returncode == 0
-    assert_clean_error(spikeloom(*golden, "--ports", tmp_path / "o" / "ports.json"), "--ports", "written for model")
+    assert spikeloom_here(capsys, "generate", other, "--pes", "3", "-o", tmp_path / "o").returncode == 0
+    assert_clean_error(spikeloom_here(capsys, *golden, "--ports", tmp_path / "o" / "ports.json"), "--ports", "written for model")
