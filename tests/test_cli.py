@@ -46,53 +46,54 @@ def test_help():
     assert r.returncode == 0 and "run" in r.stdout and "inspect" in r.stdout
 
 
-def test_inspect_ok(model_path):
-    r = spikeloom("inspect", model_path)
+def test_inspect_ok(model_path, capsys):
+    r = spikeloom_here(capsys, "inspect", model_path)
     assert r.returncode == 0 and "fc1" in r.stdout
 
 
 def test_truncated_model_file(model_path):
+    """Through a real process, like test_help: the installed entry point prints one line, no traceback."""
     model_path.write_bytes(model_path.read_bytes()[:100])
     assert_clean_error(spikeloom("inspect", model_path), "m.slm", "truncated or corrupted")
 
 
-def test_golden_input_of_wrong_shape(model_path, tmp_path):
+def test_golden_input_of_wrong_shape(model_path, tmp_path, capsys):
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((2, 7), np.int64))
-    assert_clean_error(spikeloom("golden", model_path, "--input", x), "7 values per image", "expects 6")
+    assert_clean_error(spikeloom_here(capsys, "golden", model_path, "--input", x), "7 values per image", "expects 6")
     np.save(x, np.full((2, 6), 9, np.int64))
-    assert_clean_error(spikeloom("golden", model_path, "--input", x), "[0, 7]")
+    assert_clean_error(spikeloom_here(capsys, "golden", model_path, "--input", x), "[0, 7]")
     np.save(x, np.ones((2, 6), np.int64))
-    r = spikeloom("golden", model_path, "--input", x)
+    r = spikeloom_here(capsys, "golden", model_path, "--input", x)
     assert r.returncode == 0 and '"pred"' in r.stdout
 
 
-def test_dataset_path_errors(tmp_path):
-    assert_clean_error(spikeloom("train", "--dataset", f"folder:{tmp_path / 'missing'}", "--build", tmp_path),
+def test_dataset_path_errors(tmp_path, capsys):
+    assert_clean_error(spikeloom_here(capsys, "train", "--dataset", f"folder:{tmp_path / 'missing'}", "--build", tmp_path),
                        "missing", "does not exist")
     (tmp_path / "empty").mkdir()
-    assert_clean_error(spikeloom("train", "--dataset", f"folder:{tmp_path / 'empty'}", "--build", tmp_path),
+    assert_clean_error(spikeloom_here(capsys, "train", "--dataset", f"folder:{tmp_path / 'empty'}", "--build", tmp_path),
                        "empty")
 
 
-def test_bit_width_out_of_range(tmp_path):
-    assert_clean_error(spikeloom("quantize", "--weight-bits", "1", "--build", tmp_path),
+def test_bit_width_out_of_range(tmp_path, capsys):
+    assert_clean_error(spikeloom_here(capsys, "quantize", "--weight-bits", "1", "--build", tmp_path),
                        "quant.weight_bits = 1", "[2, 16]")
 
 
-def test_generate_pes_out_of_range(model_path, tmp_path):
-    assert_clean_error(spikeloom("generate", model_path, "--pes", "0", "-o", tmp_path / "g"), "--pes = 0", "[1, 64]")
+def test_generate_pes_out_of_range(model_path, tmp_path, capsys):
+    assert_clean_error(spikeloom_here(capsys, "generate", model_path, "--pes", "0", "-o", tmp_path / "g"), "--pes = 0", "[1, 64]")
 
 
-def test_generate_writes_verilog(model_path, tmp_path):
-    r = spikeloom("generate", model_path, "--pes", "3", "-o", tmp_path / "g")
+def test_generate_writes_verilog(model_path, tmp_path, capsys):
+    r = spikeloom_here(capsys, "generate", model_path, "--pes", "3", "-o", tmp_path / "g")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "g" / "spikeloom_accel.v").read_text().count("module ") >= 2
     assert (tmp_path / "g" / "ports.json").exists()
 
 
-def test_export_folder(model_path, tmp_path):
-    r = spikeloom("export", model_path, "--pes", "2", "-o", tmp_path / "x")
+def test_export_folder(model_path, tmp_path, capsys):
+    r = spikeloom_here(capsys, "export", model_path, "--pes", "2", "-o", tmp_path / "x")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "x" / "rtl" / "spikeloom_top.v").exists() and (tmp_path / "x" / "README.md").exists()
 
