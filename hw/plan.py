@@ -211,6 +211,9 @@ class Plan:
         names = [ly.name for ly in model.layers]
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique, got {names!r}")
+        if not model.uses_v1_neuron() or any(ly.pool_op != "max" for ly in model.layers):
+            raise ValueError("the hardware generator maps version-1 neurons and max pooling only "
+                             "(per-layer neurons and sum pooling are model-side so far)")
         choice = self._storage_choice(storage, names)
         self.model = model
         self.n_pe = n_pe

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
+#: Resets of version 1 (one configuration for the whole network).
 RESET_MODES = ("zero", "subtract")
+#: Every reset of a layer's neuron (``model/SEMANTICS.md``, "Neuron models"): to zero, by
+#: subtraction now, by subtraction in the next step after the leak (snnTorch's default
+#: ``reset_delay=True``), and by subtraction now with the previous reset re-applied in the firing
+#: test (snnTorch's ``reset_delay=False``).
+RESETS = ("zero", "subtract", "subtract_next", "subtract_recheck")
+#: Firing rules: fire when ``u >= theta`` (SpikingJelly, spikeloom v1) or ``u > theta`` (snnTorch, NIR).
+FIRE_RULES = (">=", ">")
+#: Largest number of fraction bits ``f`` of the leak multiplier ``a / 2^f``.
+LEAK_FRAC_MAX = 16
 EXIT_CRITERIA = ("margin", "entropy", "max_softmax")
 
 
@@ -56,6 +66,73 @@ class NeuronConfig:
     def leak(self) -> float:
         """The decay factor lambda as a float (for float training)."""
         return 1.0 if self.leak_shift == 0 else 1.0 - 2.0 ** -self.leak_shift
+
+
+@dataclass(frozen=True)
+class LayerNeuron:
+    """The neuron of one layer: leak, firing rule and reset (``model/SEMANTICS.md``, "Neuron models").
+
+    Parameters
+    ----------
+    leak_mul, leak_frac : int
+        ``a`` and ``f`` of the leak ``u <- u - ((u * a) >> f)`` (arithmetic shift: floor), i.e. the
+        decay factor ``beta = 1 - a / 2^f`` rounded so that the kept part is ``ceil(beta * u)``.
+        ``a = 0``: no leak (integrate-and-fire); ``a = 1``: version 1's shift leak ``k = f``;
+        ``0 <= f <= 16``, ``0 <= a <= 2^f``.
+    fire : str
+        ``">="`` (spike when ``u >= theta``) or ``">"`` (``u > theta``).
+    reset : str
+        One of :data:`RESETS`.
+    """
+
+    leak_mul: int = 1
+    leak_frac: int = 1
+    fire: str = ">="
+    reset: str = "subtract"
+
+    def __post_init__(self):
+        check_int("neuron", "leak_frac", self.leak_frac, 0, LEAK_FRAC_MAX)
+        check_int("neuron", "leak_mul", self.leak_mul, 0, 1 << self.leak_frac)
+        check_choice("neuron", "fire", self.fire, FIRE_RULES)
+        check_choice("neuron", "reset", self.reset, RESETS)
+
+    @classmethod
+    def from_beta(cls, beta, frac_bits=8, fire=">=", reset="subtract"):
+        """The neuron whose decay ``1 - a / 2^f`` is the nearest to ``beta`` (``a = rint((1 - beta) 2^f)``).
+        ``beta = 1``: no leak."""
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
+            raise ConfigError(f"neuron.beta = {beta!r} is outside the allowed range [0, 1]")
+        check_int("neuron", "leak_frac", frac_bits, 0, LEAK_FRAC_MAX)
+        a = int(round((1.0 - float(beta)) * (1 << frac_bits)))
+        return cls(a, frac_bits if a else 0, fire, reset)
+
+    @classmethod
+    def of(cls, neuron):
+        """Version 1's network-wide :class:`NeuronConfig` as a layer neuron (``k = 0``: no leak)."""
+        k = neuron.leak_shift
+        return cls(1 if k else 0, k, ">=", neuron.reset)
+
+    @property
+    def beta(self) -> float:
+        """The decay factor ``1 - a / 2^f`` (exact as a float)."""
+        return 1.0 - self.leak_mul / (1 << self.leak_frac)
+
+    def leak_key(self):
+        """``(a, f)`` in lowest terms: two neurons with equal keys leak identically on integers
+        (``(u * 2a) >> (f + 1) == (u * a) >> f``)."""
+        a, f = self.leak_mul, self.leak_frac
+        if a == 0:
+            return 0, 0
+        while a % 2 == 0 and f > 0:
+            a, f = a // 2, f - 1
+        return a, f
+
+    def same_as(self, other):
+        """True when both neurons compute the same integer dynamics."""
+        return (self.leak_key(), self.fire, self.reset) == (other.leak_key(), other.fire, other.reset)
+
+    def as_dict(self):
+        return {"leak": {"mul": self.leak_mul, "frac": self.leak_frac}, "fire": self.fire, "reset": self.reset}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import numpy as np
 from . import geometry
 from .errors import InputError
 from .geometry import Kernel
+from .config import LayerNeuron
 from .ir import Layer, QuantModel, signed_range
 
 #: Per-layer activity counters, each counted per timestep (the analog layer's one-off work is
@@ -119,16 +120,49 @@ def saturate(v, bits):
     return np.clip(v, lo, hi)
 
 
-def lif_step(u, current, threshold, leak_shift, reset, bits):
-    """One integer LIF update: leak, integrate with saturation, fire on ``u >= theta``, reset.
+def fires(v, threshold, rule):
+    """The firing rule of ``model/SEMANTICS.md``: ``v >= theta`` or ``v > theta``."""
+    return v > threshold if rule == ">" else v >= threshold
 
-    Returns ``(u_next, spikes)``; ``u`` and ``current`` are int64 arrays of the same shape.
+
+def leak(u, neuron: LayerNeuron):
+    """``u - ((u * a) >> f)`` (floor), the layer's leak; ``a = 0``: no leak."""
+    a, f = neuron.leak_mul, neuron.leak_frac
+    return u - ((u * a) >> f) if a else u
+
+
+def lif_step(u, flag, current, threshold, neuron: LayerNeuron, bits):
+    """One integer update of a spiking layer: leak, integrate with saturation, fire, reset.
+
+    ``u`` and ``flag`` are the neuron state (int64 membranes and a bool per neuron, both zero at
+    the start of an inference); ``flag`` is the previous spike (``subtract_next``) or whether the
+    membrane stayed above threshold after its reset (``subtract_recheck``), unused otherwise.
+    Returns ``(u_next, flag_next, spikes)``.
     """
-    leaked = u - (u >> leak_shift) if leak_shift else u
-    u = saturate(leaked + current, bits)
-    s = u >= threshold
-    u = np.where(s, 0 if reset == "zero" else u - threshold, u)
-    return u, s
+    rule, reset = neuron.fire, neuron.reset
+    pending = np.where(flag, threshold, 0) if reset in ("subtract_next", "subtract_recheck") else 0
+    if reset == "subtract_next":
+        v = saturate(leak(u, neuron) + current - pending, bits)
+        s = fires(v, threshold, rule)
+        return v, s, s
+    v = saturate(leak(u, neuron) + current, bits)
+    if reset == "zero":
+        s = fires(v, threshold, rule)
+        return np.where(s, 0, v), flag, s
+    s = fires(v - pending, threshold, rule)
+    u = np.where(s, v - threshold, v)
+    return u, (fires(u, threshold, rule) if reset == "subtract_recheck" else flag), s
+
+
+def pool_spikes(s, q, op):
+    """The values a conv layer passes on: its spikes pooled over ``q`` x ``q`` windows with stride
+    ``q``, floor mode; ``op = "max"`` (OR, bool) or ``"sum"`` (spike counts, int64)."""
+    if q == 1:
+        return s
+    b, c, h, w = s.shape
+    hp, wp = h // q, w // q
+    win = s[:, :, :hp * q, :wp * q].reshape(b, c, hp, q, wp, q)
+    return win.sum(axis=(3, 5), dtype=np.int64) if op == "sum" else win.any(axis=(3, 5))
 
 
 def quantize_values(x, bits):
@@ -171,15 +205,6 @@ def conv2d(x, w, stride=1, padding=0):
     for ky, kx, win in kn.windows(x.astype(np.int64), (ho, wo)):
         out += np.tensordot(win, w[:, :, ky, kx], axes=([1], [1])).transpose(0, 3, 1, 2)
     return out
-
-
-def or_pool(s, q):
-    """Max pooling of 0/1 spikes (= OR) over ``q`` x ``q`` windows with stride ``q``, floor mode."""
-    if q == 1:
-        return s
-    b, c, h, w = s.shape
-    hp, wp = h // q, w // q
-    return s[:, :, :hp * q, :wp * q].reshape(b, c, hp, q, wp, q).any(axis=(3, 5))
 
 
 def _conv_counts(x, w, kn, out_hw, sparse=False):
@@ -266,14 +291,16 @@ def run(model: QuantModel, x_q, *, sparse, exit_threshold=None, trace=False) -> 
 
     All ``t_max`` timesteps are computed (the dynamics up to t do not depend on the exit), then each
     inference's exit timestep is the first ``t`` with ``margin(z_t) >= exit_threshold``. Dense and
-    conv layers (with pooling and residual shortcuts) follow ``model/SEMANTICS.md``.
+    conv layers (with pooling and residual shortcuts) and each layer's neuron follow
+    ``model/SEMANTICS.md``.
     """
     x = check_input(model, x_q)
     thr = model.exit_threshold if exit_threshold is None else exit_threshold
-    nb, T, neu = len(x), model.t_max, model.neuron
+    nb, T, mb = len(x), model.t_max, model.neuron.membrane_bits
     step = {ly.name: {k: np.zeros((T, nb), np.int64) for k in COUNTERS} for ly in model.layers}
     spikes = {ly.name: np.zeros((T, nb, ly.out_features), bool) for ly in model.layers[:-1]} if trace else {}
     state = [np.zeros((nb,) + ly.map_shape, np.int64) for ly in model.layers]
+    flags = [np.zeros((nb,) + ly.map_shape, bool) for ly in model.layers]
     thresholds = [None if ly.threshold is None else
                   ly.threshold.astype(np.int64).reshape((-1,) + (1,) * (len(ly.map_shape) - 1))
                   for ly in model.layers]
@@ -302,15 +329,14 @@ def run(model: QuantModel, x_q, *, sparse, exit_threshold=None, trace=False) -> 
             c["membrane_reads"][t] = ly.out_features
             c["membrane_writes"][t] = ly.out_features
             if ly.role == "output":
-                state[i] = saturate(state[i] + current, neu.membrane_bits)
+                state[i] = saturate(state[i] + current, mb)
             else:
-                state[i], s = lif_step(state[i], current, thresholds[i], neu.leak_shift, neu.reset,
-                                       neu.membrane_bits)
+                state[i], flags[i], s = lif_step(state[i], flags[i], current, thresholds[i], ly.neuron, mb)
                 flat = s.reshape(nb, -1)
                 c["spikes"][t] = flat.sum(axis=1)
                 if trace:
                     spikes[ly.name][t] = flat
-                s_prev = or_pool(s, geometry.pool(ly))
+                s_prev = pool_spikes(s, geometry.pool(ly), ly.pool_op)
                 outs[ly.name] = s_prev
         z_hist[t] = state[-1]
     margin = top2_margin(z_hist)

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import geometry
-from .config import NeuronConfig
+from .config import LayerNeuron, NeuronConfig
 from .errors import ConfigError, ModelFileError
 
 ROLES = ("analog", "spiking", "output")
 KINDS = ("dense", "conv")
+#: How a conv layer pools its spikes: ``max`` (OR of the window) or ``sum`` (the window's spike count).
+POOL_OPS = ("max", "sum")
 
 
 def signed_range(bits):
@@ -41,13 +43,18 @@ class Layer:
     ``scale`` maps the layer's integers back to real units (the output layer's ``z * scale`` are
     the logits).
 
+    ``neuron`` (:class:`~spikeloom.model.config.LayerNeuron`): the leak, firing rule and reset of the
+    layer's neurons (``None`` for the output integrator; a :class:`QuantModel` gives a spiking
+    layer without one the network-wide neuron of version 1).
+
     ``kind = "dense"``: ``weight`` (out, in), ``bias`` and ``threshold`` (out,) (``None`` for the
     output layer). A dense layer after a conv layer reads its (C, H, W) output flattened row-major.
 
     ``kind = "conv"``: ``weight`` (C_out, C_in, k, k) applied with ``stride`` and zero ``padding`` to
     the (C_in, H, W) spike map ``in_shape``; ``bias``, ``threshold`` (C_out,) per output channel. The
-    layer's spikes are max-pooled (OR over ``pool`` x ``pool`` windows, floor mode) before they
-    leave it. Optional residual input: ``shortcut`` names an earlier layer whose (pooled) output
+    layer's spikes are pooled over ``pool`` x ``pool`` windows (floor mode) before they leave it:
+    ``pool_op = "max"`` ORs them, ``"sum"`` passes on each window's spike count (a value in
+    ``[0, pool^2]`` that the next layer multiplies its weights by). Optional residual input: ``shortcut`` names an earlier layer whose (pooled) output
     spikes drive a 1x1 convolution ``shortcut_weight`` (C_out, C_src, 1, 1) with ``shortcut_stride``,
     added to this layer's input current (see ``model/SEMANTICS.md``).
     """
@@ -67,6 +74,14 @@ class Layer:
     shortcut: str | None = None
     shortcut_weight: np.ndarray | None = None
     shortcut_stride: int = 1
+    neuron: LayerNeuron | None = None
+    pool_op: str = "max"
+
+    @property
+    def out_max(self):
+        """Largest value the layer passes on per position and timestep (1 for spikes, ``pool^2``
+        for a sum pool)."""
+        return self.pool * self.pool if self.pool_op == "sum" else 1
 
     @property
     def kernel(self):
@@ -123,6 +138,48 @@ class QuantModel:
     classes: tuple = ()
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # Version 1 has one neuron for the network: a spiking layer without its own takes it.
+        if isinstance(self.neuron, NeuronConfig) and isinstance(self.layers, list):
+            try:
+                v1 = LayerNeuron.of(self.neuron)
+            except ConfigError:
+                return  # validate() names the bad field
+            self.layers = [replace(ly, neuron=v1) if isinstance(ly, Layer) and ly.neuron is None
+                           and ly.threshold is not None else ly for ly in self.layers]
+
+    @property
+    def readout(self):
+        """``"count"`` when the output layer counts the spikes of the layer before it (an identity
+        integrator, see :func:`count_readout`), else ``"integrate"``."""
+        out = self.layers[-1]
+        k = out.out_features
+        if len(self.layers) > 2 and out.kind == "dense" and out.weight.shape == (k, k) \
+                and np.array_equal(out.weight, np.eye(k, dtype=out.weight.dtype)) and not np.any(out.bias):
+            return "count"
+        return "integrate"
+
+    def uses_v1_neuron(self):
+        """True when every spiking layer has the network-wide neuron of version 1."""
+        try:
+            v1 = LayerNeuron.of(self.neuron)
+        except ConfigError:
+            return False
+        return all(ly.neuron is None or ly.neuron.same_as(v1) for ly in self.layers)
+
+    def in_max(self, layer: Layer):
+        """Largest input value of ``layer`` (the analog layer's inputs; else what the previous layer
+        passes on)."""
+        if layer.role == "analog":
+            return (1 << self.input_bits) - 1
+        i = next((j for j, ly in enumerate(self.layers) if ly is layer),
+                 next(j for j, ly in enumerate(self.layers) if ly.name == layer.name))
+        return self.layers[i - 1].out_max
+
+    def source(self, name):
+        """The layer called ``name``."""
+        return next(ly for ly in self.layers if ly.name == name)
+
     @property
     def input_size(self):
         return int(np.prod(self.input_shape))
@@ -139,14 +196,15 @@ class QuantModel:
     def acc_range(self, layer: Layer):
         """Worst-case range of one timestep's input current ``W s + b`` of ``layer`` (per-channel fan-in
         for conv layers, shortcut included; padding can only remove terms)."""
-        in_max = (1 << self.input_bits) - 1 if layer.role == "analog" else 1
+        in_max = self.in_max(layer)
         w = layer.weight.astype(np.int64).reshape(layer.channels, -1)
         pos = np.clip(w, 0, None).sum(axis=1) * in_max + layer.bias
         neg = np.clip(w, None, 0).sum(axis=1) * in_max + layer.bias
         if layer.shortcut_weight is not None:
             sc = layer.shortcut_weight.astype(np.int64).reshape(layer.channels, -1)
-            pos = pos + np.clip(sc, 0, None).sum(axis=1)
-            neg = neg + np.clip(sc, None, 0).sum(axis=1)
+            sc_max = self.source(layer.shortcut).out_max
+            pos = pos + np.clip(sc, 0, None).sum(axis=1) * sc_max
+            neg = neg + np.clip(sc, None, 0).sum(axis=1) * sc_max
         return int(min(neg.min(), 0)), int(max(pos.max(), 0))
 
     def acc_bits(self, layer: Layer):
@@ -200,8 +258,9 @@ def validate(model: QuantModel, path="model"):
                       f"{getattr(arr, 'dtype', type(arr))} with shape {getattr(arr, 'shape', None)}")
         if layer.kind == "dense":
             if layer.in_shape or layer.stride != 1 or layer.padding != 0 or layer.pool != 1 \
-                    or layer.shortcut is not None or layer.shortcut_weight is not None:
-                fail(path, f"{where}: in_shape, stride, padding, pool and shortcut are for conv layers only")
+                    or layer.pool_op != "max" or layer.shortcut is not None or layer.shortcut_weight is not None:
+                fail(path, f"{where}: in_shape, stride, padding, pool, pool_op and shortcut are for conv "
+                      "layers only")
             out, inp = layer.weight.shape
             expect_in = int(np.prod(expect_shape))
             if inp != expect_in:
@@ -224,9 +283,12 @@ def validate(model: QuantModel, path="model"):
         if np.any(layer.bias < lo_m) or np.any(layer.bias > hi_m):
             fail(path, f"{where}: bias outside the {neuron.membrane_bits}-bit membrane range "
                   f"[{lo_m}, {hi_m}] (min {int(layer.bias.min())}, max {int(layer.bias.max())})")
+        if layer.pool_op not in POOL_OPS:
+            fail(path, f"{where}: pool_op = {layer.pool_op!r}; allowed: {POOL_OPS}")
         if layer.role == "output":
-            if layer.threshold is not None:
-                fail(path, f"{where}: the output integrator has no threshold")
+            if layer.threshold is not None or layer.neuron is not None:
+                fail(path, f"{where}: the output integrator has no threshold and no neuron (a spike-count "
+                      "readout is a spiking layer followed by an identity integrator)")
             if out < 2:
                 fail(path, f"{where}: an output layer needs at least 2 classes, got {out}")
         else:
@@ -237,6 +299,8 @@ def validate(model: QuantModel, path="model"):
             if np.any(th < 1) or np.any(th > hi_m):
                 fail(path, f"{where}: thresholds must lie in [1, {hi_m}] "
                       f"(min {int(th.min())}, max {int(th.max())})")
+            if not isinstance(layer.neuron, LayerNeuron):
+                fail(path, f"{where}: neuron must be a LayerNeuron, got {layer.neuron!r}")
         if model.acc_bits(layer) > 32:
             fail(path, f"{where}: the worst-case input current needs {model.acc_bits(layer)} bits; "
                   "at most 32 are supported (lower weight_bits or input bits)")
@@ -302,3 +366,13 @@ def _check_conv(path, where, layer, expect_shape, earlier):
               f"stride {ss}) gives a {got[0]}x{got[1]} map, the layer's is {h}x{w}")
 
 
+
+
+def count_readout(layer: Layer, name=None):
+    """The integrator that counts the spikes of the spiking layer ``layer`` (dense, one neuron per
+    class): identity weights in 2 bits, no bias, ``z * 1`` in spikes. Appended after ``layer``
+    it makes the network's output the spike count of ``layer`` (:attr:`QuantModel.readout` is
+    then ``"count"``)."""
+    k = layer.out_features
+    return Layer(name=name or f"{layer.name}_count", role="output", weight=np.eye(k, dtype=np.int64),
+                 bias=np.zeros(k, np.int64), threshold=None, weight_bits=2, scale=[1.0])

@@ -18,16 +18,35 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RESET_MODES, NeuronConfig
+from .config import RESET_MODES, LayerNeuron, NeuronConfig
 from .errors import ConfigError
-from .ir import KINDS, ROLES, Layer, QuantModel, fail, int_at_least, validate
+from .ir import KINDS, POOL_OPS, ROLES, Layer, QuantModel, fail, int_at_least, validate
 
 FORMAT = "spikeloom.model"
-VERSION = 1
+#: The newest version this module writes and reads. A model that needs nothing of version 2 is
+#: written as version 1, byte for byte what earlier spikeloom wrote.
+VERSION = 2
+#: What version 2 adds; a version-2 file lists the ones it uses in ``requires``, so that a reader
+#: can name what it lacks.
+FEATURES = {
+    "layer_neurons": "per-layer neurons (leak multiplier, firing rule, reset)",
+    "sum_pool": "sum pooling of spikes",
+}
+
+
+def features(model: QuantModel):
+    """The version-2 features ``model`` uses (sorted names of :data:`FEATURES`)."""
+    used = set()
+    if not model.uses_v1_neuron():
+        used.add("layer_neurons")
+    if any(ly.pool_op == "sum" for ly in model.layers):
+        used.add("sum_pool")
+    return sorted(used)
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
 
 def _meta(model: QuantModel):
+    need = features(model)
     layers = []
     for i, layer in enumerate(model.layers):
         d = {"name": layer.name, "kind": layer.kind, "role": layer.role,
@@ -43,18 +62,28 @@ def _meta(model: QuantModel):
             if layer.shortcut is not None:
                 d["shortcut"] = {"from": layer.shortcut, "stride": layer.shortcut_stride}
                 d["arrays"]["shortcut_weight"] = f"layers/{i}/shortcut_weight.npy"
+            if layer.pool_op != "max":
+                d["pool_op"] = layer.pool_op
+        if "layer_neurons" in need and layer.neuron is not None:
+            d["neuron"] = layer.neuron.as_dict()
         layers.append(d)
-    return {
-        "format": FORMAT, "version": VERSION, "name": model.name, "dataset": model.dataset,
+    neuron = {"model": "lif", "leak_shift": model.neuron.leak_shift, "reset": model.neuron.reset,
+              "membrane_bits": model.neuron.membrane_bits, "fire_when": "u >= threshold"}
+    if "layer_neurons" in need:
+        neuron = {"membrane_bits": model.neuron.membrane_bits, "per_layer": True}
+    meta = {
+        "format": FORMAT, "version": 2 if need else 1, "name": model.name, "dataset": model.dataset,
         "classes": list(model.classes), "t_max": model.t_max,
         "input": {"shape": list(model.input_shape), "bits": model.input_bits, "signed": False,
                   "scale": 1.0 / ((1 << model.input_bits) - 1)},
-        "neuron": {"model": "lif", "leak_shift": model.neuron.leak_shift, "reset": model.neuron.reset,
-                   "membrane_bits": model.neuron.membrane_bits, "fire_when": "u >= threshold"},
+        "neuron": neuron,
         "exit": {"criterion": model.exit_criterion, "threshold": model.exit_threshold,
                  "rule": "exit after timestep t when top1(z_t) - top2(z_t) >= threshold, or t == t_max"},
         "layers": layers, "extra": model.extra,
     }
+    if need:
+        meta["requires"] = need
+    return meta
 
 
 def save(model: QuantModel, path):
@@ -111,10 +140,31 @@ def read_meta(path):
         fail(path, f"model.json is not valid JSON ({e})")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         fail(path, f"format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}")
-    if meta.get("version") != VERSION:
-        fail(path, f"model file version {meta.get('version')!r}; this spikeloom reads version {VERSION} "
-              "(re-export the model with this version)")
+    version = meta.get("version")
+    needs = meta.get("requires", [])
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        fail(path, f"requires = {needs!r} must be a list of feature names")
+    unknown = [n for n in needs if n not in FEATURES]
+    if isinstance(version, bool) or version not in range(1, VERSION + 1) or unknown:
+        what = f" and requires {', '.join(map(repr, unknown or needs))}" if (unknown or needs) else ""
+        fail(path, f"model file version {version!r}{what}; this spikeloom reads versions 1..{VERSION} "
+              f"with the features {', '.join(FEATURES)} (upgrade spikeloom or re-export the model)")
+    if version == 1 and needs:
+        fail(path, f"requires = {needs!r} in a version-1 file (version 1 has no optional features)")
     return zf, meta
+
+
+def _layer_neuron(ld, path, where):
+    """A layer's ``neuron`` object of a version-2 file."""
+    nd = _get(ld, "neuron", dict, path, where)
+    leak = _get(nd, "leak", dict, path, where + "neuron.")
+    try:
+        return LayerNeuron(_get(leak, "mul", int, path, where + "neuron.leak."),
+                           _get(leak, "frac", int, path, where + "neuron.leak."),
+                           _get(nd, "fire", str, path, where + "neuron."),
+                           _get(nd, "reset", str, path, where + "neuron."))
+    except ConfigError as e:
+        fail(path, f"{where}{e}")
 
 
 def load(path) -> QuantModel:
@@ -135,12 +185,16 @@ def load(path) -> QuantModel:
         inp = _get(meta, "input", dict, path, "")
         neu = _get(meta, "neuron", dict, path, "")
         ex = _get(meta, "exit", dict, path, "")
-        reset = _get(neu, "reset", str, path, "neuron.")
-        if reset not in RESET_MODES:
-            fail(path, f"neuron.reset = {reset!r}; allowed: {RESET_MODES}")
+        per_layer = "layer_neurons" in meta.get("requires", [])
         try:
-            neuron = NeuronConfig(_get(neu, "leak_shift", int, path, "neuron."), reset,
-                                  _get(neu, "membrane_bits", int, path, "neuron."))
+            if per_layer:
+                neuron = NeuronConfig(membrane_bits=_get(neu, "membrane_bits", int, path, "neuron."))
+            else:
+                reset = _get(neu, "reset", str, path, "neuron.")
+                if reset not in RESET_MODES:
+                    fail(path, f"neuron.reset = {reset!r}; allowed: {RESET_MODES}")
+                neuron = NeuronConfig(_get(neu, "leak_shift", int, path, "neuron."), reset,
+                                      _get(neu, "membrane_bits", int, path, "neuron."))
         except ConfigError as e:
             fail(path, str(e))
         layers = []
@@ -160,6 +214,12 @@ def load(path) -> QuantModel:
                     fail(path, f"{where}in_shape = {in_shape!r} must be [C, H, W], positive integers")
                 geo = {nm: _get(ld, nm, int, path, where) for nm in ("stride", "padding", "pool")}
                 geo["in_shape"] = tuple(in_shape)
+                if "pool_op" in ld:
+                    if "sum_pool" not in meta.get("requires", []):
+                        fail(path, f"{where}pool_op is set but requires does not list 'sum_pool'")
+                    geo["pool_op"] = _get(ld, "pool_op", str, path, where)
+                    if geo["pool_op"] not in POOL_OPS:
+                        fail(path, f"{where}pool_op = {geo['pool_op']!r}; allowed: {POOL_OPS}")
                 if "shortcut" in ld:
                     sc = _get(ld, "shortcut", dict, path, where)
                     geo["shortcut"] = _get(sc, "from", str, path, where + "shortcut.")
@@ -171,7 +231,8 @@ def load(path) -> QuantModel:
                 bias=array(_get(arrays, "bias", str, path, where + "arrays.")),
                 threshold=array(arrays["threshold"]) if "threshold" in arrays else None,
                 weight_bits=_get(ld, "weight_bits", int, path, where),
-                scale=list(ld.get("scale", [])), kind=kind, **geo)
+                scale=list(ld.get("scale", [])), kind=kind,
+                neuron=_layer_neuron(ld, path, where) if per_layer and "threshold" in arrays else None, **geo)
             if kind == "conv":
                 if layer.weight.ndim != 4 or layer.weight.shape[2] != layer.weight.shape[3]:
                     fail(path, f"{where}weight must be (C_out, C_in, k, k) for a conv layer, got shape "

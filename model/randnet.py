@@ -2,18 +2,48 @@
 
 import numpy as np
 
+from dataclasses import replace
+
 from .config import NeuronConfig
-from .ir import Layer, QuantModel, signed_range
+from .ir import Layer, QuantModel, count_readout, signed_range
+
+
+def _finish(model, neurons, readout):
+    """Give the spiking layers their own neurons (``neurons``: one LayerNeuron per spiking layer,
+    or None for version 1's network-wide one) and, for ``readout="count"``, count the spikes of a
+    spiking last layer (the output layer becomes spiking, with thresholds, followed by
+    :func:`~spikeloom.model.ir.count_readout`)."""
+    if readout not in ("integrate", "count"):
+        raise ValueError(f"readout = {readout!r}; allowed: 'integrate', 'count'")
+    if readout == "count":
+        out = model.layers[-1]
+        rng = np.random.default_rng(len(model.layers))
+        # between a quarter and the whole of each neuron's largest input current: classes differ
+        pos = np.clip(out.weight, 0, None).reshape(out.channels, -1).sum(axis=1) * model.in_max(out)
+        th = np.clip((pos * rng.uniform(0.25, 1.0, size=out.channels)).astype(np.int64), 1,
+                     signed_range(model.neuron.membrane_bits)[1])
+        spiking = replace(out, role="spiking", threshold=th.astype(np.int64), scale=[1.0] * out.out_features)
+        model.layers = model.layers[:-1] + [spiking, count_readout(spiking)]
+        model.__post_init__()
+    if neurons is not None:
+        spiking = [i for i, ly in enumerate(model.layers) if ly.role != "output"]
+        if len(neurons) != len(spiking):
+            raise ValueError(f"neurons has {len(neurons)} entries for {len(spiking)} spiking layers")
+        for i, n in zip(spiking, neurons):
+            model.layers[i] = replace(model.layers[i], neuron=n)
+    return model
 
 
 def random_model(sizes, *, seed=0, t_max=4, weight_bits=6, input_bits=4, leak_shift=1, reset="subtract",
-                 membrane_bits=16, exit_threshold=8, density=0.8, threshold_range=(8, 40), input_shape=None):
+                 membrane_bits=16, exit_threshold=8, density=0.8, threshold_range=(8, 40), input_shape=None,
+                 neurons=None, readout="integrate"):
     """A QuantModel with layer sizes ``sizes`` = (inputs, hidden..., classes) and random integers.
 
     ``density`` is the fraction of nonzero weights (the rest are pruned to exactly zero). Weights
     are biased positive so that hidden layers spike at useful rates. ``input_shape`` (default
     ``(sizes[0],)``): the shape of one input, e.g. an image (C, H, W) that the dense first layer
     reads flattened; its size must be ``sizes[0]``. Thresholds are clipped to the membrane range.
+    ``neurons`` and ``readout``: see :func:`_finish` (a count readout adds a layer after the last).
     """
     if input_shape is None:
         input_shape = (sizes[0],)
@@ -37,10 +67,10 @@ def random_model(sizes, *, seed=0, t_max=4, weight_bits=6, input_bits=4, leak_sh
         layers.append(Layer(name=f"fc{i + 1}", role=role, weight=w.astype(np.int64), bias=b.astype(np.int64),
                             threshold=None if th is None else th.astype(np.int64), weight_bits=weight_bits,
                             scale=[1.0]))
-    return QuantModel(name="random", dataset="random", input_shape=tuple(input_shape), input_bits=input_bits,
-                      t_max=t_max, neuron=NeuronConfig(leak_shift, reset, membrane_bits),
-                      exit_criterion="margin", exit_threshold=exit_threshold, layers=layers,
-                      extra={"density": density})
+    return _finish(QuantModel(name="random", dataset="random", input_shape=tuple(input_shape),
+                              input_bits=input_bits, t_max=t_max, neuron=NeuronConfig(leak_shift, reset, membrane_bits),
+                              exit_criterion="margin", exit_threshold=exit_threshold, layers=layers,
+                              extra={"density": density}), neurons, readout)
 
 
 def random_inputs(model, n, *, seed=0, zero_fraction=0.4):
@@ -53,12 +83,14 @@ def random_inputs(model, n, *, seed=0, zero_fraction=0.4):
 
 def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, False), (5, 3, 1, 1, 2, True)),
                       n_classes=3, t_max=3, weight_bits=5, input_bits=4, leak_shift=1, reset="subtract",
-                      membrane_bits=14, exit_threshold=6, density=0.7, threshold_range=(3, 12), hidden=()):
+                      membrane_bits=14, exit_threshold=6, density=0.7, threshold_range=(3, 12), hidden=(),
+                      pool_op="max", neurons=None, readout="integrate"):
     """A conv QuantModel: conv layers ``convs`` = (C_out, k, stride, padding, pool, shortcut) each,
     then spiking dense layers of ``hidden`` neurons (reading the last conv map flattened), then a
     dense output layer. ``shortcut`` (not for the first conv) adds a 1x1 residual input from the
     conv layer two before it (or the first conv), with the stride that matches the map sizes.
-    Thresholds are clipped to the membrane range.
+    Thresholds are clipped to the membrane range. ``pool_op`` is every pooling conv layer's
+    (``"max"`` or ``"sum"``); ``neurons`` and ``readout``: see :func:`_finish`.
     """
     rng = np.random.default_rng(seed)
     lo_w, hi_w = signed_range(weight_bits)
@@ -87,7 +119,7 @@ def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, Fals
         ly = Layer(name=f"conv{i + 1}", role="analog" if i == 0 else "spiking", weight=w.astype(np.int64),
                    bias=rng.integers(-2, 3, size=c_out).astype(np.int64), threshold=th.astype(np.int64),
                    weight_bits=weight_bits, scale=[1.0] * c_out, kind="conv", in_shape=shape, stride=s,
-                   padding=p, pool=q, **kw)
+                   padding=p, pool=q, pool_op=pool_op if q > 1 else "max", **kw)
         layers.append(ly)
         shape = ly.out_shape
         outs.append((ly.name, shape))
@@ -107,7 +139,7 @@ def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, Fals
     layers.append(Layer(name="fc", role="output", weight=w.astype(np.int64),
                         bias=rng.integers(-2, 3, size=n_classes).astype(np.int64), threshold=None,
                         weight_bits=weight_bits, scale=[1.0]))
-    return QuantModel(name="random-conv", dataset="random", input_shape=tuple(in_shape), input_bits=input_bits,
-                      t_max=t_max, neuron=NeuronConfig(leak_shift, reset, membrane_bits),
-                      exit_criterion="margin", exit_threshold=exit_threshold, layers=layers,
-                      extra={"density": density})
+    return _finish(QuantModel(name="random-conv", dataset="random", input_shape=tuple(in_shape),
+                              input_bits=input_bits, t_max=t_max, neuron=NeuronConfig(leak_shift, reset, membrane_bits),
+                              exit_criterion="margin", exit_threshold=exit_threshold, layers=layers,
+                              extra={"density": density}), neurons, readout)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikeloom.model import golden
-from spikeloom.model.config import NeuronConfig
+from spikeloom.model.config import LayerNeuron, NeuronConfig
 from spikeloom.model.errors import InputError
 from spikeloom.model.ir import Layer, QuantModel
 from spikeloom.model.randnet import random_inputs, random_model
@@ -46,13 +46,15 @@ def test_early_exit_cuts_counters():
 
 
 def test_zero_reset_and_negative_leak_floor():
-    u, s = golden.lif_step(np.array([-5, 9, 3]), np.array([0, 0, 0]), np.array([4, 4, 4]), 1, "zero", 8)
+    u, _, s = golden.lif_step(np.array([-5, 9, 3]), np.zeros(3, bool), np.array([0, 0, 0]), np.array([4, 4, 4]),
+                              LayerNeuron(1, 1, ">=", "zero"), 8)
     # -5 - (-5 >> 1) = -5 - (-3) = -2 (arithmetic shift floors); 9 - 4 = 5 >= 4 fires, reset to 0
     assert u.tolist() == [-2, 0, 2] and s.tolist() == [False, True, False]
 
 
 def test_saturation():
-    u, s = golden.lif_step(np.array([100, -100]), np.array([200, -200]), np.array([127, 127]), 0, "subtract", 8)
+    u, _, s = golden.lif_step(np.array([100, -100]), np.zeros(2, bool), np.array([200, -200]), np.array([127, 127]),
+                              LayerNeuron(0, 0, ">=", "subtract"), 8)
     assert u.tolist() == [0, -128] and s.tolist() == [True, False]
 
 
@@ -88,3 +90,51 @@ def test_input_errors():
         golden.run(m, np.array([[4, 0]]), sparse=())
     with pytest.raises(InputError, match="integer"):
         golden.run(m, np.zeros((1, 2)), sparse=())
+
+
+def _trace(neuron, currents, theta=10, bits=16):
+    """(spikes, membranes, flags) of one neuron driven by ``currents``, step by step."""
+    u, r, out = np.zeros(1, np.int64), np.zeros(1, bool), []
+    for cur in currents:
+        u, r, s = golden.lif_step(u, r, np.array([cur]), np.array([theta]), neuron, bits)
+        out.append((bool(s[0]), int(u[0]), bool(r[0]) if r is not None else None))
+    return out
+
+
+# The worked example of SEMANTICS.md, "Neuron models" (theta = 10, a = 26, f = 8), row by row.
+def test_neuron_models_worked_example():
+    beta = LayerNeuron.from_beta(0.9, 8)
+    assert (beta.leak_mul, beta.leak_frac, beta.beta) == (26, 8, 0.8984375)
+    sub = _trace(LayerNeuron(26, 8, ">=", "subtract"), [7, 7, 0, 0])
+    assert [(s, u) for s, u, _ in sub] == [(False, 7), (True, 4), (False, 4), (False, 4)]
+    zero = _trace(LayerNeuron(26, 8, ">", "zero"), [7, 7, 0, 0])
+    assert [(s, u) for s, u, _ in zero] == [(False, 7), (True, 0), (False, 0), (False, 0)]
+    nxt = _trace(LayerNeuron(26, 8, ">", "subtract_next"), [7, 7, 0, 0])
+    assert nxt == [(False, 7, False), (True, 14, True), (False, 3, False), (False, 3, False)]
+    rechk = _trace(LayerNeuron(26, 8, ">", "subtract_recheck"), [30, 0, 0, 0])
+    assert rechk == [(True, 20, True), (False, 18, True), (False, 17, True), (False, 16, True)]
+
+
+def test_fire_rule_at_the_threshold():
+    # u = theta fires under '>=' and not under '>'
+    assert _trace(LayerNeuron(0, 0, ">=", "subtract"), [10])[0][:2] == (True, 0)
+    assert _trace(LayerNeuron(0, 0, ">", "subtract"), [10])[0][:2] == (False, 10)
+
+
+def test_v1_shift_leak_is_the_multiplier_with_a_1():
+    u = np.arange(-300, 300)
+    for k in range(0, 9):
+        v1 = LayerNeuron.of(NeuronConfig(leak_shift=k))
+        want = u - (u >> k) if k else u
+        assert (golden.leak(u, v1) == want).all()
+        assert (golden.leak(u, LayerNeuron(2, k + 1)) == golden.leak(u, LayerNeuron(1, k))).all() if k else True
+
+
+def test_subtract_next_equals_subtract_without_leak():
+    # with no leak, subtracting theta now or at the start of the next step gives the same spikes
+    rng = np.random.default_rng(5)
+    cur = rng.integers(-5, 25, size=40)
+    a = _trace(LayerNeuron(0, 0, ">=", "subtract"), cur)
+    b = _trace(LayerNeuron(0, 0, ">=", "subtract_next"), cur)
+    assert [s for s, _, _ in a] == [s for s, _, _ in b]
+    assert any(s for s, _, _ in a)

@@ -9,6 +9,7 @@ from spikeloom.model import golden, ir, modelfile
 from spikeloom.model.config import NeuronConfig
 from spikeloom.model.errors import ModelFileError
 from spikeloom.model.ir import Layer, QuantModel
+from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 
 
 def brute_conv(layer, x, src=None):
@@ -92,7 +93,7 @@ def test_hand_counted_padding_and_stride():
 def test_or_pool_floor_mode():
     s = np.zeros((1, 1, 5, 5), bool)
     s[0, 0, 1, 1] = s[0, 0, 2, 3] = s[0, 0, 4, 4] = True  # (4, 4) falls in the dropped last row/column
-    assert golden.or_pool(s, 2)[0, 0].tolist() == [[True, False], [False, True]]
+    assert golden.pool_spikes(s, 2, "max")[0, 0].tolist() == [[True, False], [False, True]]
 
 
 def conv_net(reset="subtract", t_max=3, exit_threshold=4, pool=2, shortcut=True):
@@ -120,9 +121,9 @@ def brute_run(model, x):
     z = np.zeros((nb, 3), np.int64)
     zs, spikes = [], {"conv1": 0, "conv2": 0}
     for _ in range(model.t_max):
-        u1, s1 = golden.lif_step(u1, cur1, l1.threshold[:, None, None], neu.leak_shift, neu.reset, neu.membrane_bits)
+        u1, _, s1 = golden.lif_step(u1, None, cur1, l1.threshold[:, None, None], l1.neuron, neu.membrane_bits)
         cur2, _ = brute_conv(l2, s1.astype(np.int64), s1 if l2.shortcut else None)
-        u2, s2 = golden.lif_step(u2, cur2, l2.threshold[:, None, None], neu.leak_shift, neu.reset, neu.membrane_bits)
+        u2, _, s2 = golden.lif_step(u2, None, cur2, l2.threshold[:, None, None], l2.neuron, neu.membrane_bits)
         p = l2.pool
         pooled = s2.reshape(nb, 4, 4 // p, p, 4 // p, p).max(axis=(3, 5))
         z = golden.saturate(z + pooled.reshape(nb, -1) @ l3.weight.T, neu.membrane_bits)
@@ -227,3 +228,34 @@ def test_conv_file_errors(tmp_path):
         modelfile.load(rewrite(lambda m: m["layers"][1].update(out_shape=[4, 4, 4])))
     with pytest.raises(ModelFileError, match="shortcut_weight"):
         modelfile.load(rewrite(lambda m: m["layers"][1]["arrays"].pop("shortcut_weight")))
+
+
+def test_sum_pool_counts_the_window():
+    s = np.zeros((1, 1, 5, 5), bool)
+    s[0, 0, 0, :2] = s[0, 0, 1, 0] = s[0, 0, 3, 3] = s[0, 0, 4, 4] = True  # row/column 4 dropped (floor)
+    assert golden.pool_spikes(s, 2, "sum")[0, 0].tolist() == [[3, 0], [0, 1]]
+
+
+def test_sum_pool_feeds_counts_to_the_next_layer():
+    m = random_conv_model(seed=3, pool_op="sum", t_max=3)
+    x = random_inputs(m, 6, seed=2)
+    res = golden.run(m, x, sparse=(), trace=True)
+    conv2, fc = m.layers[1], m.layers[2]
+    assert conv2.pool == 2 and conv2.pool_op == "sum" and conv2.out_max == 4
+    counts = golden.pool_spikes(res.spikes["conv2"].reshape(m.t_max, len(x), *conv2.map_shape).reshape(
+        m.t_max * len(x), *conv2.map_shape), 2, "sum").reshape(m.t_max, len(x), -1)
+    assert counts.max() > 1  # some window carried more than one spike
+    z = np.cumsum(counts @ fc.weight.T + fc.bias, axis=0)
+    assert (z == res.z).all()  # 14-bit membranes: no saturation in this network
+    # the accumulator width counts the largest window sum
+    assert m.acc_range(fc)[1] == max(0, int((np.clip(fc.weight, 0, None).sum(axis=1) * 4 + fc.bias).max()))
+
+
+def test_count_readout_counts_the_class_spikes():
+    m = random_model((12, 9, 4), seed=2, readout="count", t_max=5, exit_threshold=2)
+    assert m.readout == "count" and m.layers[-1].weight_bits == 2 and len(m.layers) == 3
+    x = random_inputs(m, 40, seed=1)
+    res = golden.run(m, x, sparse=(), trace=True)
+    counts = np.cumsum(res.spikes[m.layers[-2].name], axis=0)
+    assert (res.z == counts).all() and counts.max() > 0
+    assert (res.exit_t < m.t_max).any()  # the margin of the counts exits early

@@ -6,9 +6,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from spikeloom.model import modelfile
+from dataclasses import replace
+
+from spikeloom.model import golden, modelfile
+from spikeloom.model.config import LayerNeuron
 from spikeloom.model.errors import ModelFileError
-from spikeloom.model.randnet import random_model
+from spikeloom.model.randnet import random_inputs, random_model
 
 
 @pytest.fixture
@@ -78,8 +81,56 @@ def test_not_a_zip(tmp_path):
 
 def test_other_version(saved):
     _, path = saved
-    bad = _rewrite(path, edit_meta=lambda m: m.update(version=2))
-    with pytest.raises(ModelFileError, match="version 2; this spikeloom reads version 1"):
+    bad = _rewrite(path, edit_meta=lambda m: m.update(version=3))
+    with pytest.raises(ModelFileError, match=r"version 3; this spikeloom reads versions 1..2"):
+        modelfile.load(bad)
+
+
+def test_newer_file_names_the_feature_it_needs(saved):
+    _, path = saved
+    bad = _rewrite(path, edit_meta=lambda m: m.update(version=3, requires=["layer_neurons", "delays"]))
+    with pytest.raises(ModelFileError, match=r"version 3 and requires 'delays'; .*layer_neurons, sum_pool"):
+        modelfile.load(bad)
+    bad = _rewrite(path, edit_meta=lambda m: m.update(version=2, requires=["synapse_delay"]))
+    with pytest.raises(ModelFileError, match=r"requires 'synapse_delay'"):
+        modelfile.load(bad)
+
+
+def test_v1_model_is_written_as_version_1(saved):
+    m, path = saved
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("model.json"))
+    assert meta["version"] == 1 and "requires" not in meta and meta["neuron"]["leak_shift"] == 1
+
+
+# neurons: each new option of version 2 (leak multiplier, '>' rule, each reset), per layer
+@pytest.mark.parametrize("neurons", [
+    [LayerNeuron(29, 8, ">", "subtract_next"), LayerNeuron(0, 0, ">=", "zero")],
+    [LayerNeuron(1, 1, ">=", "subtract_recheck"), LayerNeuron(3, 4, ">", "subtract")],
+])
+def test_version_2_round_trip(tmp_path, neurons):
+    m = random_model((10, 7, 6, 3), seed=4)
+    m.layers = [replace(ly, neuron=n) for ly, n in zip(m.layers, neurons)] + m.layers[2:]
+    path = modelfile.save(m, tmp_path / "v2.slm")
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("model.json"))
+    assert meta["version"] == 2 and meta["requires"] == ["layer_neurons"]
+    back = modelfile.load(path)
+    assert [ly.neuron for ly in back.layers] == neurons + [None]
+    assert modelfile.save(back, tmp_path / "again.slm").read_bytes() == path.read_bytes()
+    x = random_inputs(m, 30, seed=1)
+    assert (golden.run(back, x, sparse=()).z == golden.run(m, x, sparse=()).z).all()
+
+
+def test_version_2_bad_neuron_is_named(tmp_path):
+    m = random_model((10, 7, 3), seed=4)
+    m.layers[0] = replace(m.layers[0], neuron=LayerNeuron(3, 2, ">", "zero"))
+    path = modelfile.save(m, tmp_path / "v2.slm")
+    bad = _rewrite(path, edit_meta=lambda d: d["layers"][0]["neuron"]["leak"].update(mul=9))
+    with pytest.raises(ModelFileError, match=r"layers\[0\]\.neuron.leak_mul = 9 is outside the allowed range \[0, 4\]"):
+        modelfile.load(bad)
+    bad = _rewrite(path, edit_meta=lambda d: d["layers"][0]["neuron"].update(reset="later"))
+    with pytest.raises(ModelFileError, match=r"neuron.reset = 'later'; allowed: 'zero', 'subtract', 'subtract_next'"):
         modelfile.load(bad)
 
 

@@ -87,7 +87,7 @@ def check_plan(model, n_pe, storage, x):
     outs = {}
     for li, ly in enumerate(model.layers[:-1]):
         s = res.spikes[ly.name][0].reshape((len(x),) + tuple(ly.map_shape))
-        outs[ly.name] = golden.or_pool(s, ly.pool) if ly.kind == "conv" else s
+        outs[ly.name] = golden.pool_spikes(s, ly.pool, ly.pool_op) if ly.kind == "conv" else s
     for li in range(1, len(model.layers)):
         ly = model.layers[li]
         prev = outs[model.layers[li - 1].name]
