@@ -19,7 +19,7 @@ from .errors import SpikeloomError
 
 TECH_DIR = Path(__file__).resolve().parent / "tech"
 DEFAULT_TECH = TECH_DIR / "horowitz45.json"
-EVENT_KINDS = ("first_layer_mac", "synaptic_ac", "row_lookup", "weight_read", "acc_access", "membrane_read",
+EVENT_KINDS = ("first_layer_mac", "value_mac", "synaptic_ac", "row_lookup", "weight_read", "acc_access", "membrane_read",
                "membrane_write", "param_read", "neuron_update", "spike_queue", "exit_eval", "leakage")
 
 
@@ -155,11 +155,14 @@ def per_event(model, ports, tech: Tech):
     for ly in model.layers:
         acc = model.acc_bits(ly)
         spiking = ly.role != "output"
+        # inputs that are values (the analog layer's pixels, a sum pool's counts) are multiplied
+        value_bits = max(1, int(model.in_max(ly)).bit_length())
+        mac = tech.mult(max(ly.weight_bits, value_bits)) + tech.add(acc)
         out[ly.name] = {
             # (count name, pJ per count)
-            "first_layer_mac": ("synaptic_events", tech.mult(max(ly.weight_bits, model.input_bits)) + tech.add(acc)
-                                if ly.role == "analog" else 0.0),
-            "synaptic_ac": ("synaptic_events", tech.add(acc) if ly.role != "analog" else 0.0),
+            "first_layer_mac": ("synaptic_events", mac if ly.role == "analog" else 0.0),
+            "value_mac": ("synaptic_events", mac if ly.role != "analog" and model.in_max(ly) > 1 else 0.0),
+            "synaptic_ac": ("synaptic_events", tech.add(acc) if model.in_max(ly) == 1 else 0.0),
             # one rows-table read per input event (the row's start and length)
             "row_lookup": ("input_events", e_rows),
             "weight_read": ("weight_reads", e_w),
@@ -170,12 +173,21 @@ def per_event(model, ports, tech: Tech):
             "membrane_read": ("membrane_reads", e_mem),
             "membrane_write": ("membrane_writes", e_mem),
             "param_read": ("membrane_reads", e_par + (e_thr if spiking else 0.0)),
-            # leak, + current, + bias, compare (spiking); + current, + bias (output integrator)
-            "neuron_update": ("membrane_reads", (4 if spiking else 2) * tech.add(m_bits)),
+            # leak (a constant multiply: one add per set bit of its multiplier, at least one), + current,
+            # + bias, compare (spiking; a reset that waits or rechecks adds one more); + current, + bias
+            # (output integrator)
+            "neuron_update": ("membrane_reads", _update_adds(ly.neuron) * tech.add(m_bits)),
             # one address-event written and read per spike
             "spike_queue": ("spikes", 2 * addr_bits * tech.register_pj_per_bit),
         }
     return out
+
+
+def _update_adds(neuron):
+    """Additions of one neuron update (``None``: the output integrator)."""
+    if neuron is None:
+        return 2
+    return 3 + max(1, bin(neuron.leak_key()[0]).count("1")) + (neuron.reset in ("subtract_next", "subtract_recheck"))
 
 
 def leakage_mw(ports, tech: Tech):
