@@ -162,7 +162,7 @@ class Accelerator(wiring.Component):
         layers = plan.layers
         sc_of = shortcut_readers(model)
         geos = geometries(plan)
-        entry = spike_entry_layout(n, plan.n_rows, max(g.h for g in geos), max(g.w for g in geos))
+        entry = spike_entry_layout(n, plan.n_rows, max(g.h for g in geos), max(g.w for g in geos), plan.count_bits)
 
         pes = [PE(plan, p, self.weights) for p in range(n)]
         for p, pe in enumerate(pes):

@@ -14,24 +14,31 @@ from amaranth.lib.wiring import In, Out
 from .common import bits
 
 
-def event_layout(n_rows, max_h, max_w, input_bits):
+def event_layout(n_rows, max_h, max_w, value_bits):
+    """One event: row ``row`` at ``(y, x)`` with the multiplier ``val`` (``Plan.value_bits`` wide)."""
     return data.StructLayout({
         "row": unsigned(bits(n_rows)),
         "y": unsigned(bits(max_h)),
         "x": unsigned(bits(max_w)),
-        "val": unsigned(input_bits),
+        "val": unsigned(value_bits),
     })
 
 
-def spike_entry_layout(n_pe, n_rows, max_h, max_w):
+def spike_entry_layout(n_pe, n_rows, max_h, max_w, count_bits=0):
     """One spike-queue entry: the spikes of one (pooled) position and chunk as an ``n_pe``-bit lane
-    mask; lane ``p``'s event is row ``rbase + p`` at ``(y, x)``."""
-    return data.StructLayout({
+    mask; lane ``p``'s event is row ``rbase + p`` at ``(y, x)``. With ``count_bits``
+    (``Plan.count_bits``: some layer sum-pools) the entry also carries each lane's value ``count``
+    (its window's spike count; 1 for a spike of a layer that does not sum-pool), nonzero exactly on
+    the mask's lanes."""
+    fields = {
         "rbase": unsigned(bits(n_rows)),
         "y": unsigned(bits(max_h)),
         "x": unsigned(bits(max_w)),
         "mask": unsigned(n_pe),
-    })
+    }
+    if count_bits:
+        fields["count"] = data.ArrayLayout(unsigned(count_bits), n_pe)
+    return data.StructLayout(fields)
 
 
 class InputEventSource(wiring.Component):
@@ -48,7 +55,7 @@ class InputEventSource(wiring.Component):
         (C, H, W) or (F,).
     input_bits : int
     layout : StructLayout
-        The event payload (:func:`event_layout`).
+        The event payload (:func:`event_layout`; ``val`` at least ``input_bits`` wide).
 
     Members
     -------
@@ -115,8 +122,8 @@ class InputEventSource(wiring.Component):
 
 
 class SpikeEventSource(wiring.Component):
-    """A spike queue: entries (row base, position, lane mask) in, one event per spike out (lowest
-    lane first).
+    """A spike queue: entries (row base, position, lane mask, lane counts) in, one event per lane
+    of the mask out (lowest lane first), with that lane's count as its value.
 
     Parameters
     ----------
@@ -126,7 +133,8 @@ class SpikeEventSource(wiring.Component):
     entry : StructLayout
         :func:`spike_entry_layout`.
     layout : StructLayout
-        The event payload (:func:`event_layout`); ``val`` is always 1.
+        The event payload (:func:`event_layout`); ``val`` is the lane's ``count`` when the entry
+        has counts, else 1.
 
     Members
     -------
@@ -186,7 +194,7 @@ class SpikeEventSource(wiring.Component):
             self.events.payload.row.eq(hold.rbase + lane),
             self.events.payload.y.eq(hold.y),
             self.events.payload.x.eq(hold.x),
-            self.events.payload.val.eq(1),
+            self.events.payload.val.eq(hold.count[lane] if "count" in entry.members else 1),
             self.empty.eq(~valid & ~r_rdy),
         ]
         rest = Signal(n)

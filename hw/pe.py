@@ -42,7 +42,7 @@ def exec_layout(plan):
         "addr": unsigned(bits(plan.neuron_depth)),  # neuron (dense acc, update, clear) or event base (sparse)
         "mask": unsigned(max_taps),                   # sparse: the taps that land for this event
         "geo": unsigned(bits(len(geometries(plan)))),
-        "val": unsigned(plan.model.input_bits),
+        "val": unsigned(plan.value_bits),             # the event's value (input, spike count or 1)
     })
 
 
@@ -239,7 +239,7 @@ class PE(wiring.Component):
         wb, tb, cb = plan.weight_bits, plan.tap_bits, plan.chunk_bits
         w = Signal(signed(wb), name="w")
         m.d.comb += w.eq(w1[:wb])
-        prod = Signal(signed(wb + plan.model.input_bits + 1), name="prod")
+        prod = Signal(signed(wb + plan.value_bits + 1), name="prod")
         base = Signal(signed(mb + 2), name="base")
         nbits = bits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")

@@ -19,7 +19,7 @@ def issue_signature(plan):
         "w": Out(bits(plan.weight_depth)),                 # its weight address
         "n": Out(bits(plan.neuron_depth)),                 # its neuron (dense) or event base (sparse)
         "k": Out(bits(plan.max_row_len + 1)),              # word index in its burst
-        "val": Out(plan.model.input_bits),
+        "val": Out(plan.value_bits),
         "sparse": Out(1),
         "chunked": Out(1),                                 # dense storage: word k is chunk k
         "mask": Out(max_taps),
@@ -99,7 +99,7 @@ class EventPipeline(wiring.Component):
         geos = geometries(plan)
         self._gid = {(g.layer, g.shortcut): i for i, g in enumerate(geos)}
         self.ev_layout = event_layout(plan.n_rows, max(g.h for g in geos), max(g.w for g in geos),
-                                      plan.model.input_bits)
+                                      plan.value_bits)
         ports = {
             "i_input": In(stream.Signature(self.ev_layout)),
             "i_main": In(stream.Signature(self.ev_layout)),
@@ -172,7 +172,7 @@ class EventPipeline(wiring.Component):
         # RW: its row (rows_rd.data), landing taps, neuron base.
         rw_valid = Signal()
         rw_geo = Signal(gbits)
-        rw_val = Signal(plan.model.input_bits)
+        rw_val = Signal(plan.value_bits)
         rw_mask = Signal(max_taps)
         rw_e = Signal(nbits)  # modulo 2**nbits: a landing tap's neuron is exact in these bits
         rw_start, rw_len = rows_rd.data[:sbits], rows_rd.data[sbits:]
@@ -199,7 +199,7 @@ class EventPipeline(wiring.Component):
         tp_w0 = Signal(wbits)
         tp_n0 = Signal(nbits)
         tp_last = Signal(lbits)      # words - 1
-        tp_val = Signal(plan.model.input_bits)
+        tp_val = Signal(plan.value_bits)
         tp_sparse = Signal()
         tp_mask = Signal(max_taps)
         tp_geo = Signal(gbits)
@@ -245,7 +245,7 @@ class EventPipeline(wiring.Component):
         busy = Signal()
         ek, elast = Signal(lbits), Signal(lbits)
         ew, en_ = Signal(wbits), Signal(nbits)
-        eval_ = Signal(plan.model.input_bits)
+        eval_ = Signal(plan.value_bits)
         esparse, echunked = Signal(), Signal()
         emask = Signal(max_taps)
         egeo = Signal(gbits)

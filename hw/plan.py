@@ -36,6 +36,12 @@ Its weights form one *row*:
 (``weight_bits``), then ``t`` (``tap_bits``) and ``c`` (``chunk_bits``), present when any layer is
 sparse and sized for the sparse layers; they are zero in the words of dense layers.
 ``row_start``/``row_len`` form one shared table (the ``rows`` memory).
+
+**Event values.** An event multiplies its row's weights by its value: the input value for the
+analog layer, 1 for a spike, and the window's spike count (1..``pool^2``) for the events of a
+sum-pooled layer (``pool_op = "sum"``). ``count_bits`` is the width of the largest count (0 when
+no layer passes counts: spike events need no value field), ``value_bits`` that of every value the
+PEs multiply by.
 """
 
 from dataclasses import dataclass, field
@@ -211,9 +217,9 @@ class Plan:
         names = [ly.name for ly in model.layers]
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique, got {names!r}")
-        if not model.uses_v1_neuron() or any(ly.pool_op != "max" for ly in model.layers):
-            raise ValueError("the hardware generator maps version-1 neurons and max pooling only "
-                             "(per-layer neurons and sum pooling are model-side so far)")
+        if not model.uses_v1_neuron():
+            raise ValueError("the hardware generator maps version-1 neurons only "
+                             "(per-layer neurons are model-side so far)")
         choice = self._storage_choice(storage, names)
         self.model = model
         self.n_pe = n_pe
@@ -291,6 +297,10 @@ class Plan:
         self.max_spiking_chunks = max(lp.chunks for lp in self.layers[:-1])
         self.max_row_len = max(self.row_len) if self.row_len else 1
         self.membrane_bits = model.neuron.membrane_bits
+        # The values events carry: the analog layer's inputs, and the window counts of sum-pooled
+        # layers (0: none passes counts; a spike event's value is 1).
+        self.count_bits = max((bits(ly.out_max + 1) for ly in model.layers if ly.out_max > 1), default=0)
+        self.value_bits = max(model.input_bits, self.count_bits)
         self.acc_bits = max(self._acc_bits(ly) for ly in model.layers)
 
     # ------------------------------------------------------------------ checks and choices
@@ -341,13 +351,15 @@ class Plan:
 
     def _acc_bits(self, ly):
         # The acc memory holds one timestep's W x (shortcut included) without the bias (added in
-        # UPDATE); partial sums lie between the sums of the negative and of the positive terms.
-        in_max = (1 << self.model.input_bits) - 1 if ly.role == "analog" else 1
-        ws = [ly.weight.astype(np.int64).reshape(len(ly.weight), -1)]
+        # UPDATE); partial sums lie between the sums of the negative and of the positive terms,
+        # each weight times the largest value its source passes on (an input, a count or 1).
+        model = self.model
+        ws = [(ly.weight.astype(np.int64).reshape(len(ly.weight), -1), model.in_max(ly))]
         if ly.shortcut_weight is not None:
-            ws.append(ly.shortcut_weight.astype(np.int64).reshape(len(ly.weight), -1))
-        pos = sum(np.clip(w, 0, None).sum(axis=1) for w in ws) * in_max
-        neg = sum(np.clip(w, None, 0).sum(axis=1) for w in ws) * in_max
+            ws.append((ly.shortcut_weight.astype(np.int64).reshape(len(ly.weight), -1),
+                       model.source(ly.shortcut).out_max))
+        pos = sum(np.clip(w, 0, None).sum(axis=1) * v for w, v in ws)
+        neg = sum(np.clip(w, None, 0).sum(axis=1) * v for w, v in ws)
         return max(bits_for(int(neg.min()), int(pos.max())), self.model.acc_bits(ly))
 
     # ------------------------------------------------------------------ sizes

@@ -1,4 +1,5 @@
-"""OR-pooling of a layer's spikes and the pushes into the spike and shortcut queues.
+"""Pooling of a layer's spikes (OR, or the window's count for ``pool_op = "sum"``) and the pushes
+into the spike and shortcut queues.
 
 The rules here are the one home of three facts that the RTL and the cycle model (``hw/perf.py``)
 both use: which layer reads a layer's spikes through a residual connection
@@ -7,11 +8,11 @@ many entries a layer's update pushes at most (:func:`pushes`).
 """
 
 from amaranth import Array, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import bits
+from .common import bits, per_layer
 
 
 def shortcut_readers(model):
@@ -35,18 +36,23 @@ def pushes(lp):
 
 
 def pool_depth(layers):
-    """Entries of the OR-pool memory: one pooled row of the widest pooled layer (0: none pools)."""
+    """Entries of the pool memory: one pooled row of the widest pooled layer (0: none pools)."""
     return max(((lp.wo // lp.pool) * lp.chunks for lp in layers if lp.pool > 1), default=0)
 
 
 class SpikePush(wiring.Component):
-    """OR-pools the spike masks of a spiking layer's updates and pushes the queue entries.
+    """Pools the spike masks of a spiking layer's updates and pushes the queue entries.
 
     Updates arrive in the scan order of :class:`~spikeloom.hw.scan.UpdateScan` (rows of
     positions, chunks innermost). With pooling, a pooled row's masks are ORed into the ``pool``
     memory (one word per pooled column and chunk) until the window's last update
     (:func:`window_end`), which pushes the ORed mask; without pooling every update pushes its own
     mask. Entries with an empty mask are not pushed.
+
+    When the plan has a sum-pooled layer (``plan.count_bits``), the ``pool`` words hold a count per
+    lane instead of a bit: a sum-pooled layer's updates add their spikes to it, the others' OR them
+    (counts 0 or 1), and the entry carries the counts (``count``) beside the mask of the nonzero
+    ones.
 
     Parameters
     ----------
@@ -102,21 +108,24 @@ class SpikePush(wiring.Component):
         m = Module()
         plan, n = self._plan, self._plan.n_pe
         mask = self.mask
-        orv = Signal(n)
         depth = pool_depth(plan.layers)
-        if depth:
-            m.submodules.pool = pool = Memory(shape=unsigned(n), depth=max(depth, 2), init=[])
-            pool_rd = pool.read_port(domain="comb")
-            pool_wr = pool.write_port()
-            m.d.comb += [
-                pool_rd.addr.eq(self.pidx),
-                orv.eq(mask | Mux(self.first, 0, pool_rd.data)),
-                pool_wr.addr.eq(self.pidx),
-                pool_wr.data.eq(orv),
-                pool_wr.en.eq(self.en & ~self.last),
-            ]
+        if plan.count_bits:
+            orv, count = self._counts(m, depth)
         else:
-            m.d.comb += orv.eq(mask)
+            orv = Signal(n)
+            if depth:
+                m.submodules.pool = pool = Memory(shape=unsigned(n), depth=max(depth, 2), init=[])
+                pool_rd = pool.read_port(domain="comb")
+                pool_wr = pool.write_port()
+                m.d.comb += [
+                    pool_rd.addr.eq(self.pidx),
+                    orv.eq(mask | Mux(self.first, 0, pool_rd.data)),
+                    pool_wr.addr.eq(self.pidx),
+                    pool_wr.data.eq(orv),
+                    pool_wr.en.eq(self.en & ~self.last),
+                ]
+            else:
+                m.d.comb += orv.eq(mask)
         m.d.comb += [
             self.push.eq(self.en & self.last & (orv != 0)),
             self.main.valid.eq(self.push),
@@ -125,6 +134,8 @@ class SpikePush(wiring.Component):
             self.main.payload.x.eq(self.px),
             self.main.payload.mask.eq(orv),
         ]
+        if plan.count_bits:
+            m.d.comb += self.main.payload.count.eq(count)
         if self._sc_of:
             is_src = Array(Const(int(li in self._sc_of), 1) for li in range(plan.n_layers))[self.layer]
             m.d.comb += [
@@ -134,4 +145,32 @@ class SpikePush(wiring.Component):
                 self.shortcut.payload.x.eq(self.px),
                 self.shortcut.payload.mask.eq(orv),
             ]
+            if plan.count_bits:
+                m.d.comb += self.shortcut.payload.count.eq(count)
         return m
+
+    def _counts(self, m, depth):
+        """The window's lane counts so far (this update's spikes included) and their nonzero mask."""
+        plan, n = self._plan, self._plan.n_pe
+        layout = data.ArrayLayout(unsigned(plan.count_bits), n)
+        count = Signal(layout)
+        nonzero = Signal(n, name="orv")
+        old = Signal(layout)
+        if depth:
+            m.submodules.pool = pool = Memory(shape=unsigned(layout.size), depth=max(depth, 2), init=[])
+            pool_rd = pool.read_port(domain="comb")
+            pool_wr = pool.write_port()
+            m.d.comb += [
+                pool_rd.addr.eq(self.pidx),
+                old.eq(Mux(self.first, 0, pool_rd.data)),
+                pool_wr.addr.eq(self.pidx),
+                pool_wr.data.eq(count),
+                pool_wr.en.eq(self.en & ~self.last),
+            ]
+        summing = per_layer([int(ly.pool_op == "sum") for ly in plan.model.layers], 1, self.layer)
+        for p in range(n):
+            m.d.comb += [
+                count[p].eq(Mux(summing, old[p] + self.mask[p], old[p] | self.mask[p])),
+                nonzero[p].eq(count[p] != 0),
+            ]
+        return nonzero, count

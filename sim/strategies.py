@@ -43,6 +43,7 @@ AXES = {
         "stride": (1, 2),
         "padding": (0, 1, 2),
         "pool": (1, 2),
+        "pool_op": ("max", "sum"),         # of the pooling conv layers: OR, or the window's count
         "shortcut": (False, True),
         "hidden_layers": (0, 1),           # a spiking dense layer after the last conv map
         "weight_bits": (3, 4, 5, 6),
@@ -103,8 +104,8 @@ def dense_nets(draw, max_side=4, max_flat=24, max_hidden=12):
 @st.composite
 def conv_nets(draw, max_convs=3, max_hw=6):
     """A random conv/pool/residual QuantModel: a C_in = 1..4 input map (square or not), 1-3 conv
-    layers (kernel 1-3, stride 1-2, padding < kernel, 1-5 channels, 2x2 OR-pooling where the map
-    divides evenly, residual 1x1 shortcuts), an optional spiking dense layer on the flattened map
+    layers (kernel 1-3, stride 1-2, padding < kernel, 1-5 channels, 2x2 OR- or sum-pooling where
+    the map divides evenly, residual 1x1 shortcuts), an optional spiking dense layer on the flattened map
     and a dense output layer, with random integer weights (30% or 80% nonzero) and the bit widths,
     neuron options and exit thresholds of ``AXES``."""
     axes = AXES["conv_nets"]
@@ -128,8 +129,9 @@ def conv_nets(draw, max_convs=3, max_hw=6):
         convs = [(2, 3, 1, 1, 1, False)]
     n_hidden = draw(st.sampled_from(axes["hidden_layers"]), label="hidden_layers")
     hidden = tuple(draw(st.integers(1, 8), label="hidden") for _ in range(n_hidden))
+    pool_op = draw(st.sampled_from(axes["pool_op"]), label="pool_op")
     return random_conv_model(seed=draw(st.integers(0, 2**16), label="seed"), in_shape=(c_in, h, w),
-                             convs=convs, hidden=hidden, **_neuron(draw, axes))
+                             convs=convs, hidden=hidden, pool_op=pool_op, **_neuron(draw, axes))
 
 
 def axes_of(model):
@@ -155,6 +157,7 @@ def axes_of(model):
     else:
         out.update(n_conv=len(convs), kernel={ly.kernel for ly in convs}, stride={ly.stride for ly in convs},
                    padding={ly.padding for ly in convs}, pool={ly.pool for ly in convs},
+                   pool_op={ly.pool_op for ly in convs if ly.pool > 1},
                    shortcut={ly.shortcut is not None for ly in convs})
     return out
 

@@ -15,7 +15,7 @@ from spikeloom.hw.plan import Plan
 from spikeloom.model import golden, modelfile
 from spikeloom.model.config import NeuronConfig
 from spikeloom.model.ir import Layer, QuantModel
-from spikeloom.model.randnet import random_inputs, random_model
+from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 from spikeloom.sim import records
 from spikeloom.sim.ports import Ports
 from spikeloom.sim.runner import cosim
@@ -180,3 +180,22 @@ def test_energy_from_rtl_counters_equals_golden(tmp_path):
     assert (rtl["total"] == gold["total"]).all()
     for k in rtl["by_kind"]:
         assert (rtl["by_kind"][k] == gold["by_kind"][k]).all(), k
+
+
+def test_sum_pooling(tmp_path):
+    """Sum pooling of spikes under Verilator: a 2x2 sum-pooled first conv on 2-bit inputs (its
+    counts 0..4 are wider than the inputs) that the next conv reads and the third reads through
+    its shortcut, compressed weight storage, the trace port, 3 lanes: zero mismatches."""
+    model = random_conv_model(seed=21, in_shape=(2, 8, 8), convs=((5, 3, 1, 1, 2, False), (3, 3, 1, 1, 1, False),
+                                                                   (4, 1, 1, 0, 1, True)),
+                              hidden=(6,), input_bits=2, pool_op="sum")
+    assert model.layers[0].pool_op == "sum" and model.layers[2].shortcut == "conv1"
+    path = modelfile.save(model, tmp_path / "model.slm")
+    generate(model, 3, tmp_path / "rtl", trace=True, storage="sparse")
+    x = random_inputs(model, 8, seed=4)
+    r = cosim(path, tmp_path / "rtl", x, tmp_path / "work", seed=4)
+    assert r["n_images"] == len(x)
+    assert r["mismatched_images"] == 0, r["mismatches"][:5]
+    res = golden.run(model, x, trace=True, sparse=Plan(model, 3, "sparse").sparse_layers)
+    s = res.spikes["conv1"].reshape((-1,) + model.layers[0].map_shape)
+    assert golden.pool_spikes(s, 2, "sum").max() > 1, "some window must pass on more than one spike"

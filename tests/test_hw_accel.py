@@ -5,6 +5,7 @@ the trace port) every spike; cycle counts against the cycle model in ``hw/perf.p
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -339,3 +340,42 @@ def test_compressed_layer_without_index_fields():
     plan = Plan(model, 2, storage)
     assert plan.sparse_layers == ("conv2",) and plan.tap_bits == 0 and plan.chunk_bits == 0
     check(model, 2, random_inputs(model, 3, seed=0), storage=storage, cycles=True)
+
+
+# A 2x2 sum-pooled first conv that the third conv reads through its shortcut (events of both
+# sources carry counts 1..4) on 2-bit inputs (the counts are wider than the inputs), a 3x3 sum
+# pool (counts up to 9) before a spiking dense layer, and a net mixing a sum-pooled and an
+# OR-pooled layer (one count memory serves both).
+SUM_POOL_NETS = {
+    "shortcut": dict(seed=21, in_shape=(2, 8, 8), convs=((5, 3, 1, 1, 2, False), (3, 3, 1, 1, 1, False),
+                                                          (4, 1, 1, 0, 1, True)), hidden=(6,), input_bits=2),
+    "pool3": dict(seed=22, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 3, False),), hidden=(5,)),
+    "mixed": dict(seed=23, in_shape=(2, 8, 8), convs=((4, 3, 1, 1, 2, False), (4, 3, 1, 1, 2, False)), hidden=()),
+}
+
+
+def sum_pool_net(name):
+    model = random_conv_model(pool_op="sum", **SUM_POOL_NETS[name])
+    if name == "mixed":
+        model.layers[1] = replace(model.layers[1], pool_op="max")
+    return model
+
+
+# net: see SUM_POOL_NETS
+@pytest.mark.parametrize("net", sorted(SUM_POOL_NETS))
+# n_pe, storage: one lane with dense words; 3 lanes (partial chunks) with compressed entries
+@pytest.mark.parametrize("n_pe, storage", [(1, "dense"), (3, "sparse")])
+def test_sum_pooling(net, n_pe, storage):
+    """Sum pooling of spikes: the next layer (and a shortcut reader) multiplies its weights by each
+    window's spike count. RTL == golden on every field and spike, and the cycle model is exact."""
+    model = sum_pool_net(net)
+    ops = {ly.name: ly.pool_op for ly in model.layers if ly.pool > 1}
+    assert set(ops.values()) == ({"sum", "max"} if net == "mixed" else {"sum"})
+    x = random_inputs(model, 3, seed=n_pe)
+    g, _ = check(model, n_pe, x, trace=True, storage=storage, cycles=True)
+    # the test means something only if some window passes on more than one spike
+    counts = [golden.pool_spikes(g.spikes[ly.name].reshape((-1,) + ly.map_shape), ly.pool, "sum").max()
+              for ly in model.layers if ops.get(ly.name) == "sum"]
+    assert max(counts) > 1
+    if net == "shortcut":
+        assert model.layers[2].shortcut == "conv1" and Plan(model, n_pe).value_bits > model.input_bits

@@ -1,9 +1,11 @@
-"""The spike queue (SpikeEventSource) under Amaranth's simulator: a layer's spikes in, exactly the
-golden model's fired neurons out as events (lowest index first), under random back-pressure."""
+"""The spike queue (SpikeEventSource) under Amaranth's simulator: a layer's spikes (or a sum-pooled
+layer's window counts) in, exactly the golden model's fired neurons (nonzero counts) out as events
+with their values (lowest index first), under random back-pressure."""
 
 import random
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,15 +13,20 @@ from hypothesis import strategies as st
 from spikeloom.hw.events import InputEventSource, SpikeEventSource, event_layout, spike_entry_layout
 
 
+# count_bits: 0 = spike entries (every event's value is 1); 3 = a 2x2 sum pool's counts 0..4;
+# 4 = a 3x3 sum pool's counts 0..9 (wider than the 3-bit event value would be without them)
+@pytest.mark.parametrize("count_bits", [0, 3, 4])
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), n_pe=st.integers(1, 8), neurons=st.integers(1, 40),
        rate=st.floats(0.0, 1.0))
-def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate):
+def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate, count_bits):
     rng = np.random.default_rng(seed)
     chunks = -(-neurons // n_pe)
-    spikes = rng.random(neurons) < rate
-    layout = event_layout(max(neurons, 2), 3, 3, 4)
-    dut = SpikeEventSource(n_pe, chunks, spike_entry_layout(n_pe, max(neurons, 2), 3, 3), layout)
+    top = {0: 1, 3: 4, 4: 9}[count_bits]
+    values = rng.integers(1, top + 1, neurons) * (rng.random(neurons) < rate)
+    spikes = values != 0
+    layout = event_layout(max(neurons, 2), 3, 3, max(3, count_bits))
+    dut = SpikeEventSource(n_pe, chunks, spike_entry_layout(n_pe, max(neurons, 2), 3, 3, count_bits), layout)
     got = []
     pick = random.Random(seed)
 
@@ -32,6 +39,9 @@ def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate):
             ctx.set(dut.push.payload.y, c % 3)
             ctx.set(dut.push.payload.x, (c + 1) % 3)
             ctx.set(dut.push.payload.mask, mask)
+            if count_bits:
+                for p in range(n_pe):
+                    ctx.set(dut.push.payload.count[p], int(values[c * n_pe + p]) if c * n_pe + p < neurons else 0)
             ctx.set(dut.push.valid, 1)
             await ctx.tick().until(dut.push.ready)
         ctx.set(dut.push.valid, 0)
@@ -58,7 +68,7 @@ def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate):
     sim.add_process(monitor)
     sim.run_until(1e-6 * (4 * neurons + 30))
     assert [i for i, _ in got] == np.flatnonzero(spikes).tolist()
-    assert all(x == 1 for _, x in got)
+    assert [v for _, v in got] == values[spikes].tolist()
 
 
 @settings(max_examples=10, deadline=None)

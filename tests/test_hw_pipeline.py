@@ -12,6 +12,10 @@ from spikeloom.model.randnet import random_conv_model
 
 # a strided conv on the input, a conv with a 1x1 residual input, a dense layer after the map
 MODEL = dict(in_shape=(2, 6, 6), convs=((4, 3, 2, 1, 1, False), (3, 3, 1, 1, 1, True)), hidden=(5,), density=0.4)
+# the same with a 2x2 sum-pooled first conv on 2-bit inputs: the second conv's main and shortcut
+# events carry counts 1..4, wider than the inputs (Plan.value_bits = 3)
+SUM_MODEL = dict(MODEL, in_shape=(2, 8, 8), convs=((4, 3, 1, 1, 2, False), (3, 3, 1, 1, 1, True)), input_bits=2,
+                 pool_op="sum")
 
 
 def expected_words(plan, gi, ch, y, x, val):
@@ -32,19 +36,26 @@ def expected_words(plan, gi, ch, y, x, val):
 
 
 def events_of(plan, rng, n):
-    """``n`` random events (source id, channel, y, x, value) of every source."""
-    out = []
+    """``n`` random events (source id, channel, y, x, value) of every source (value 1..the largest
+    its source passes on: an input value, a count or 1)."""
+    model, out = plan.model, []
     for gi, g in enumerate(geometries(plan)):
+        ly = model.layers[g.layer]
+        top = model.source(ly.shortcut).out_max if g.shortcut else model.in_max(ly)
         for _ in range(n):
             out.append((gi, int(rng.integers(g.c_in)), int(rng.integers(g.h)), int(rng.integers(g.w)),
-                        int(rng.integers(1, 1 << plan.model.input_bits)) if g.layer == 0 else 1))
+                        int(rng.integers(1, top + 1)) if top > 1 else 1))
     return out
 
 
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 @pytest.mark.parametrize("n_pe", [1, 3])
-def test_issued_words(storage, n_pe):
-    plan = Plan(random_conv_model(seed=4, **MODEL), n_pe, storage)
+# model: spike events of value 1; or events of a sum-pooled layer, whose values are its counts
+@pytest.mark.parametrize("model", [MODEL, SUM_MODEL], ids=["max", "sum"])
+def test_issued_words(storage, n_pe, model):
+    plan = Plan(random_conv_model(seed=4, **model), n_pe, storage)
+    if model is SUM_MODEL:
+        assert plan.value_bits == 3 > plan.model.input_bits
     geos = geometries(plan)
     dut = EventPipeline(plan, shortcut=True)
     events = events_of(plan, np.random.default_rng(n_pe), 6)
@@ -63,7 +74,7 @@ def test_issued_words(storage, n_pe):
             ctx.set(port.valid, 1)
             await ctx.tick().until(port.ready)
             ctx.set(port.valid, 0)
-            for _ in range(30):  # the pipeline drains before the next event: its depth is visible
+            for _ in range(50):  # drained before the next event (bursts up to 36 words): its depth is visible
                 await ctx.tick()
 
     async def monitor(ctx):
@@ -92,6 +103,8 @@ def test_issued_words(storage, n_pe):
     sim.run()
     want = [(w, n, val, gi) for gi, ch, y, x, val in events for w, n, val in expected_words(plan, gi, ch, y, x, val)]
     assert want and issued == want
+    if model is SUM_MODEL:
+        assert any(val > 3 and geos[gi].layer == 1 for *_, val, gi in want), "no count wider than the inputs"
     # the burst rule the cycle model replays: the same number of words per event
     for gi, ch, y, x, val in events:
         assert sum(EventPipeline.bursts(plan, geos[gi], ch, y, x)[1]) == len(expected_words(plan, gi, ch, y, x, val))

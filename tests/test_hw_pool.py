@@ -1,5 +1,5 @@
-"""OR-pooling and queue pushes (SpikePush) under Amaranth's simulator, and the push rules that the
-cycle model shares with it."""
+"""Pooling (OR and sum) and queue pushes (SpikePush) under Amaranth's simulator, and the push rules
+that the cycle model shares with it."""
 
 import numpy as np
 import pytest
@@ -29,23 +29,52 @@ def test_shortcut_readers_and_window_rule():
                                                   for lp in plan.layers]
 
 
+def test_count_widths():
+    """Plan.count_bits holds the largest window count of a sum-pooled layer; value_bits every value
+    an event carries."""
+    plan = Plan(random_conv_model(seed=0, **MODEL), 3)
+    assert (plan.count_bits, plan.value_bits) == (0, 4)
+    plan = Plan(random_conv_model(seed=0, pool_op="sum", **MODEL), 3)
+    assert (plan.count_bits, plan.value_bits) == (3, 4)  # counts 0..4
+    three = dict(in_shape=(1, 6, 6), convs=((2, 3, 1, 1, 3, False),), input_bits=2)
+    plan = Plan(random_conv_model(seed=0, pool_op="sum", **three), 2)
+    assert (plan.count_bits, plan.value_bits) == (4, 4)  # counts 0..9 on 2-bit inputs
+    # the acc width covers the largest count times the positive weights
+    ly = plan.model.layers[1]
+    assert plan.acc_bits >= int(np.clip(ly.weight, 0, None).sum(axis=1).max() * 9).bit_length() + 1
+
+
 # n_pe: 1 = one lane; 3 = a partial last chunk (5 channels)
 @pytest.mark.parametrize("n_pe", [1, 3])
 # layer: 0 = pooled and a shortcut source; 1 = unpooled, no shortcut reader
 @pytest.mark.parametrize("li", [0, 1])
-def test_pushed_entries_are_the_or_pooled_spikes(n_pe, li):
-    plan = Plan(random_conv_model(seed=0, **MODEL), n_pe, "dense")
+# pool_op: max = OR of the window (no counts); sum = layer 0's window counts (layer 1, unpooled,
+# then passes counts 0/1 through the same count memory)
+@pytest.mark.parametrize("pool_op", ["max", "sum"])
+def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op):
+    plan = Plan(random_conv_model(seed=0, pool_op=pool_op, **MODEL), n_pe, "dense")
+    assert plan.model.layers[0].pool_op == pool_op and plan.model.layers[1].pool_op == "max"
     lp, q = plan.layers[li], plan.layers[li].pool
     rng = np.random.default_rng(n_pe + 10 * li)
-    spikes = rng.random((lp.chunks * n_pe, lp.ho, lp.wo)) < 0.2
+    spikes = rng.random((lp.chunks * n_pe, lp.ho, lp.wo)) < (0.2 if pool_op == "max" else 0.5)
     spikes[lp.channels:] = False
-    entry = spike_entry_layout(n_pe, plan.n_rows, 8, 8)
+    entry = spike_entry_layout(n_pe, plan.n_rows, 8, 8, plan.count_bits)
+    counted = "count" in entry.members
+    assert counted == (pool_op == "sum")
     dut = SpikePush(plan, entry, 8)
     got = {"main": [], "shortcut": []}
 
+    def counts(c, ys, xs):
+        """The window's count per lane as the entry carries it (0/1 for an OR-pooled layer)."""
+        win = spikes[c * n_pe:(c + 1) * n_pe, ys, xs].reshape(n_pe, -1)
+        return tuple(int(v) for v in (win.sum(axis=1) if plan.model.layers[li].pool_op == "sum" else win.any(axis=1)))
+
     def mask(c, ys, xs):
-        win = spikes[c * n_pe:(c + 1) * n_pe, ys, xs].reshape(n_pe, -1).any(axis=1)
-        return sum(1 << p for p in range(n_pe) if win[p])
+        return sum(1 << p for p, v in enumerate(counts(c, ys, xs)) if v)
+
+    def fields(ctx, payload):
+        out = tuple(ctx.get(getattr(payload, f)) for f in ("rbase", "y", "x", "mask"))
+        return out + ((tuple(ctx.get(payload.count[p]) for p in range(n_pe)),) if counted else ())
 
     async def bench(ctx):
         ctx.set(dut.layer, li)
@@ -63,7 +92,7 @@ def test_pushed_entries_are_the_or_pooled_spikes(n_pe, li):
                     ctx.set(dut.mask, mask(c, slice(y, y + 1), slice(x, x + 1)))
                     for k, port in (("main", dut.main), ("shortcut", dut.shortcut)):
                         if ctx.get(port.valid):
-                            got[k].append(tuple(ctx.get(getattr(port.payload, f)) for f in ("rbase", "y", "x", "mask")))
+                            got[k].append(fields(ctx, port.payload))
                     assert ctx.get(dut.push) == ctx.get(dut.main.valid)
                     await ctx.tick()
                     # an idle cycle in between: nothing is pushed
@@ -79,9 +108,12 @@ def test_pushed_entries_are_the_or_pooled_spikes(n_pe, li):
     for py in range(lp.ho // q):
         for px in range(lp.wo // q):
             for c in range(lp.chunks):
-                mk = mask(c, slice(py * q, py * q + q), slice(px * q, px * q + q))
+                win = slice(py * q, py * q + q), slice(px * q, px * q + q)
+                mk = mask(c, *win)
                 if mk:
-                    want.append((c, py, px, mk))
+                    want.append((c, py, px, (mk,) + ((counts(c, *win),) if counted else ())))
     assert want, "the test needs spikes"
-    assert got["main"] == [(7 * c + 1, py, px, mk) for c, py, px, mk in want]
-    assert got["shortcut"] == ([(5 * c + 2, py, px, mk) for c, py, px, mk in want] if li == 0 else [])
+    if pool_op == "sum" and li == 0:
+        assert max(max(v[1]) for *_, v in want) > 1, "the test needs a window with two spikes"
+    assert got["main"] == [(7 * c + 1, py, px, *v) for c, py, px, v in want]
+    assert got["shortcut"] == ([(5 * c + 2, py, px, *v) for c, py, px, v in want] if li == 0 else [])
