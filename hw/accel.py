@@ -7,7 +7,7 @@ Phases of one inference:
   value becomes an event (a row of weights, see :mod:`spikeloom.hw.plan`) with multiplier
   ``val``; zero values are accepted at once, also while earlier events are being issued.
 * per timestep, for each layer ``l``: ``UPDATE`` (one chunk of one position per cycle: LIF step
-  or output integration; spikes are OR-pooled and pushed to the spike queue, and to the shortcut
+  or output integration; spikes are pooled (OR, or a sum pool's counts) and pushed to the spike queue, and to the shortcut
   queue when a later layer reads them through a residual connection) then, for ``l + 1``,
   ``ACC`` (the events of the spike queue, then of the shortcut queue if ``l + 1`` has one).
 * ``EXIT``: the top-1/top-2 of the output values is merged during the output ``UPDATE``; the
@@ -23,7 +23,7 @@ The parts (each a ``wiring.Component`` with its own test):
 * :class:`~spikeloom.hw.sequencer.Sequencer` (phases, layer, timestep, the update scan
   :class:`~spikeloom.hw.scan.UpdateScan`) -> the command to the :class:`~spikeloom.hw.pe.PE`
   array and its stage registers;
-* the PEs' outputs -> :class:`~spikeloom.hw.pool.SpikePush` (OR-pooling, queue pushes),
+* the PEs' outputs -> :class:`~spikeloom.hw.pool.SpikePush` (pooling, queue pushes),
   :class:`~spikeloom.hw.counters.ActivityCounters`, :class:`~spikeloom.hw.top2.Top2`,
   :class:`~spikeloom.hw.trace.TraceQueue`; :class:`~spikeloom.hw.weights.WeightLoader` for
   ``weights="load"``.

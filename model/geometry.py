@@ -18,7 +18,7 @@ on its 1x1 map (:data:`DENSE_LANDING`).
 
 **Per layer kind** (:func:`kernel`, :func:`shortcut_kernel`, :func:`map_hw`, :func:`pool`):
 ``dense``: no kernel, a 1x1 map of ``out`` channels; ``conv``: the layer's kernel, map
-``(C_out, H_out, W_out)`` (``Layer.map_shape``), its spikes OR-pooled ``pool x pool`` before they
+``(C_out, H_out, W_out)`` (``Layer.map_shape``), its spikes pooled (``Layer.pool_op``) ``pool x pool`` before they
 leave; residual shortcut: a 1x1 kernel with the shortcut's stride onto the layer's map.
 """
 
@@ -141,5 +141,5 @@ def map_hw(layer):
 
 
 def pool(layer):
-    """The OR-pooling factor applied to the layer's spikes (1: none; dense layers never pool)."""
+    """The pooling factor applied to the layer's spikes (1: none; dense layers never pool)."""
     return layer.pool if kernel(layer) is not None else 1

@@ -3,6 +3,7 @@
 """Energy model: technology-table validation, interpolation, and the accounting itself."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from spikeloom.flows import energy as flow_energy
 from spikeloom.hw.accel import Accelerator, describe
 from spikeloom.model import golden
+from spikeloom.model.config import LayerNeuron
 from spikeloom.model.power import DEFAULT_TECH, EVENT_KINDS, TechTableError, energy, load_tech, per_event
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 from spikeloom.sim.ports import Ports
@@ -77,6 +79,22 @@ def test_accounting_adds_up():
     pe = per_event(model, ports, load_tech())
     assert pe["fc1"]["first_layer_mac"][1] > 0 and pe["fc1"]["synaptic_ac"][1] == 0
     assert pe["fc2"]["synaptic_ac"][1] > 0 and pe["fc2"]["first_layer_mac"][1] == 0
+    assert all(pe[ly.name]["value_mac"][1] == 0 for ly in model.layers)
+
+
+def test_sum_pooled_counts_are_multiplied_and_multiplier_leaks_cost_adds():
+    """A layer fed with a sum pool's counts pays a MAC per synaptic event, not an AC; a leak
+    multiplier with more set bits costs more adds per neuron update than the shift leak."""
+    model = random_conv_model(seed=3, pool_op="sum")
+    model.layers[1] = replace(model.layers[1], neuron=LayerNeuron(13, 5, ">", "subtract_next"))
+    ports = Ports.from_dict(describe(Accelerator(model, 2)))
+    pe = per_event(model, ports, load_tech())
+    after_sum = model.layers[2]  # reads conv2's 2x2 sum pool (counts 0..4)
+    assert model.in_max(after_sum) == 4
+    assert pe[after_sum.name]["value_mac"][1] > pe[after_sum.name]["synaptic_ac"][1] == 0
+    assert pe["conv2"]["value_mac"][1] == 0 and pe["conv2"]["synaptic_ac"][1] > 0
+    # 13 = 0b1101: three adds for the leak, one for the waiting reset, against one for a shift
+    assert pe["conv2"]["neuron_update"][1] == pytest.approx(pe["conv1"]["neuron_update"][1] * (3 + 3 + 1) / 4)
 
 
 # model: dense; conv with pooling and a residual shortcut (analog first layer counted in timestep 1)
