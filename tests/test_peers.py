@@ -23,8 +23,12 @@ import torch
 with warnings.catch_warnings():
     # SpikingJelly 0.0.0.0.14 compiles its neuron functions with torch.jit.script at import
     warnings.simplefilter("ignore", DeprecationWarning)
-    from spikingjelly.activation_based import functional
-    from spikingjelly.activation_based import neuron as sj
+    try:
+        from spikingjelly.activation_based import functional
+        from spikingjelly.activation_based import neuron as sj
+    except ImportError as e:
+        raise ImportError("tests/test_peers.py needs spikingjelly==0.0.0.0.14, which `make venv` installs "
+                          "(pip --no-deps: it requires torchvision, which would replace the CPU torch)") from e
 
 from spikeloom.model import golden
 from spikeloom.model.config import FIRE_RULES, LEAK_FRAC_MAX, RESETS, LayerNeuron, NeuronConfig
@@ -220,6 +224,7 @@ SJ_RESETS = {0.0: "zero", None: "subtract"}
 def sj_nodes(model, tau, decay_input, v_reset, step_mode, training):
     nodes = []
     for ly in model.layers[:-1]:
+        assert np.all(ly.threshold == ly.threshold[0])  # v_threshold: one float per layer
         th = float(ly.threshold[0])
         node = sj.IFNode(v_threshold=th, v_reset=v_reset, step_mode=step_mode) if tau is None else \
             sj.LIFNode(tau=tau, decay_input=decay_input, v_threshold=th, v_reset=v_reset, step_mode=step_mode)
