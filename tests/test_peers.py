@@ -11,9 +11,8 @@ layer's spike counts must be our output ``z`` (a spike-count readout, ``ir.count
 step, over 200 random inputs.
 """
 
-from dataclasses import replace
-
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
