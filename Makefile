@@ -1,5 +1,6 @@
 # spikeloom: every target bootstraps the local virtual environment from pyproject.toml first.
-# A second run with nothing changed skips the install (the stamp is newer than pyproject.toml).
+# A second run with nothing changed skips the install (the stamp is newer than pyproject.toml
+# and this Makefile, which lists the one package installed beside it).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,9 +17,12 @@ ARGS   ?=
 
 all: sim
 
-$(STAMP): pyproject.toml
+# SpikingJelly (tests/test_peers.py compares the golden model with it) requires torchvision, which
+# replaces the CPU torch with a CUDA build; the neuron module the test uses imports without it.
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps spikingjelly==0.0.0.0.14
 	@touch $(STAMP)
 
 venv: $(STAMP)
