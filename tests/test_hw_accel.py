@@ -132,7 +132,8 @@ def test_matches_golden(n_pe, reset, leak_shift):
 # the spiking layers' own neurons: every reset, both rules, multiplier leaks (beta 0.9 as 26 / 256;
 # 3 / 4), version 1's shift leak and an IF layer (a = 0)
 MIXED = [LayerNeuron(26, 8, ">", "subtract_next"), LayerNeuron(0, 0, ">=", "subtract_recheck"),
-         LayerNeuron(3, 2, ">", "zero"), LayerNeuron(1, 1, ">=", "subtract"), LayerNeuron(26, 8, ">=", "subtract_recheck")]
+         LayerNeuron(3, 2, ">", "zero"), LayerNeuron(1, 1, ">=", "subtract"),
+         LayerNeuron(26, 8, ">=", "subtract_recheck")]
 
 
 # n_pe: 1, 3 (padding lanes) and 8 lanes; the layers take the neurons of MIXED rotated by n_pe
