@@ -120,9 +120,9 @@ class PE(wiring.Component):
         With ``exe``: this lane holds a real neuron of the current chunk (dense storage and updates).
     lead : In(lead_layout(plan))
         With ``issue`` (stage 0): the ``first_t``, ``output`` (and ``neuron``) fields and the
-        ``lane_valid`` of the command that will be ``exe`` in the next cycle. The PE registers what stage 1 needs
-        of them in flip-flops of its own (the shared ``exe`` bits would have to reach every PE's
-        stage-1 registers from one place in the same cycle).
+        ``lane_valid`` of the command that will be ``exe`` in the next cycle. The PE registers
+        what stage 1 needs of them in flip-flops of its own (the shared ``exe`` bits would have to
+        reach every PE's stage-1 registers from one place in the same cycle).
     read, syn : Out(1)
         Registered, stage ``W_NZ_STAGE`` (3), for ``acc`` commands: this lane read a stored weight
         (``read``) and it was a synaptic event (nonzero weight whose tap lands: ``syn``).
@@ -379,8 +379,8 @@ class PE(wiring.Component):
         par1_4, par0_4 = Signal(name="par1_4"), Signal(name="par0_4")
         m.d.comb += acc_rd.addr.eq(addr3)
         m.d.sync += [
-            prod4.eq(Mux(s3.acc, prod, 0)), base4.eq(base if shift_leak else base - leak2), addr4.eq(addr3),
-            ok4.eq(ok3),
+            prod4.eq(Mux(s3.acc, prod, 0)), base4.eq(base if shift_leak else base - leak2),
+            addr4.eq(addr3), ok4.eq(ok3),
             wz4.eq(~s3.acc & ~(s3.update & s3.layer0)),
             par1_4.eq(s3.layer0 & s3_lane & s3.img),
             par0_4.eq(s3.layer0 & s3_lane & ~s3.img),
