@@ -255,6 +255,74 @@ class PE(wiring.Component):
                     m.d.comb += [fire.eq(f), after.eq(a), flag.eq(fl)]
         return fire, after, flag
 
+    def _stage1(self, m, mems, w_rd, mem_rd, bias_rd):
+        """Stage 1: the read data registered (block RAM clock-to-output is slow), as ``(w1, mem1,
+        leak1, bias1, flag1, pend1)`` (``None`` for what the plan does not need). The old membrane,
+        its flag and leak term are zeroed here, by the registers' synchronous reset (timestep 1:
+        the old membrane reads as 0; the output integrator does not leak), so that the command
+        bits, shared by every PE, do not enter stage 2's adders."""
+        plan = self._plan
+        mb, fb, kinds = plan.membrane_bits, plan.flag_bits, plan.neurons
+        shift_leak = leak_in_stage1(plan)
+        nexts = [int(nr.reset == "subtract_next") for nr in kinds]
+        if any(nexts):
+            # subtract_next subtracts theta * r before saturation: a second threshold read at issue
+            thr_early = mems["threshold"].read_port()
+            m.d.comb += thr_early.addr.eq(self.issue.n_addr)
+        w1 = Signal.like(w_rd.data, name="w1")
+        mem1 = Signal(signed(mb), name="mem1")
+        bias1 = Signal.like(bias_rd.data, name="bias1")
+        old = mem_rd.data[:mb].as_signed() if fb else mem_rd.data
+        # (only a valid lane's membrane matters: the lane enters the flags, which makes them
+        # this PE's own registers)
+        zero_old = Signal(name="zero_old")
+        lead = self.lead
+        m.d.sync += zero_old.eq(lead.first_t & lead.lane)
+        leak1 = flag1 = pend1 = None
+        if shift_leak:
+            a, f = kinds[0].leak_key()
+            leak1, zero_leak = Signal(signed(mb), name="leak1"), Signal(name="zero_leak")
+            m.d.sync += zero_leak.eq((lead.first_t | lead.output) & lead.lane)
+        m.d.sync += [w1.eq(w_rd.data), mem1.eq(Mux(zero_old, 0, old))]
+        if shift_leak:
+            m.d.sync += leak1.eq(Mux(zero_leak, 0, old >> f) if a else 0)
+        m.d.sync += bias1.eq(bias_rd.data)
+        if fb:
+            flag1 = Signal(name="flag1")
+            m.d.sync += flag1.eq(mem_rd.data[mb] & ~zero_old)
+        if any(nexts):
+            # (the decision is registered from the lead, like zero_old: stage 1 adds one Mux)
+            take_pend, pend1 = Signal(name="take_pend"), Signal(signed(mb), name="pend1")
+            m.d.sync += [
+                take_pend.eq(self._select(nexts, 1, lead) & ~lead.first_t & ~lead.output & lead.lane),
+                pend1.eq(Mux(take_pend & mem_rd.data[mb], thr_early.data, 0)),
+            ]
+        return w1, mem1, leak1, bias1, flag1, pend1
+
+    def _base(self, m, s2, base, mem1, leak1, bias1, pend1):
+        """Stage 2 registers of the membrane update into ``base``; returns the leaked old membrane
+        plus bias (minus the pending threshold) that stage 3 registers: ``base`` itself with the
+        stage-1 leak, else ``base - leak2`` (the product leak term registered beside it)."""
+        kinds, mb = self._plan.neurons, self._plan.membrane_bits
+        if leak1 is not None:
+            m.d.sync += base.eq(mem1 - leak1 + bias1)
+            return base
+        # membrane plus bias minus the pending threshold, and beside it the layer's leak term
+        leak2 = Signal(signed(mb), name="leak2")
+        term = Signal(signed(mb), name="leak_term")
+        m.d.sync += [
+            base.eq(mem1 + bias1 - pend1 if pend1 is not None else mem1 + bias1),
+            leak2.eq(Mux(s2.output, 0, term)),
+        ]
+        if len(kinds) == 1:
+            m.d.comb += term.eq(self._leak_term(mem1, kinds[0]))
+        else:
+            with m.Switch(s2.neuron):
+                for i, nr in enumerate(kinds):
+                    with m.Case(i):
+                        m.d.comb += term.eq(self._leak_term(mem1, nr))
+        return base - leak2
+
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
@@ -268,7 +336,6 @@ class PE(wiring.Component):
         thr_rd = mems["threshold"].read_port()
 
         mb, fb, kinds = plan.membrane_bits, plan.flag_bits, plan.neurons
-        shift_leak = leak_in_stage1(plan)
         lo, hi = -(1 << (mb - 1)), (1 << (mb - 1)) - 1
         exe = self.exe
 
@@ -285,44 +352,7 @@ class PE(wiring.Component):
             mem_rd.addr.eq(self.issue.n_addr),
             bias_rd.addr.eq(self.issue.n_addr),
         ]
-        nexts = [int(nr.reset == "subtract_next") for nr in kinds]
-        if any(nexts):
-            # subtract_next subtracts theta * r before saturation: a second threshold read at issue
-            thr_early = mems["threshold"].read_port()
-            m.d.comb += thr_early.addr.eq(self.issue.n_addr)
-
-        # Stage 1: register the read data (block RAM clock-to-output is slow). The old membrane
-        # and its leak term are zeroed here, by the registers' synchronous reset (timestep 1: the
-        # old membrane reads as 0; the output integrator does not leak), so that the command
-        # bits, shared by every PE, do not enter stage 2's adders.
-        w1 = Signal.like(w_rd.data, name="w1")
-        mem1 = Signal(signed(mb), name="mem1")
-        bias1 = Signal.like(bias_rd.data, name="bias1")
-        old = mem_rd.data[:mb].as_signed() if fb else mem_rd.data
-        # (only a valid lane's membrane matters: the lane enters the flags, which makes them
-        # this PE's own registers)
-        zero_old = Signal(name="zero_old")
-        lead = self.lead
-        m.d.sync += zero_old.eq(lead.first_t & lead.lane)
-        if shift_leak:
-            a, f = kinds[0].leak_key()
-            leak1, zero_leak = Signal(signed(mb), name="leak1"), Signal(name="zero_leak")
-            m.d.sync += zero_leak.eq((lead.first_t | lead.output) & lead.lane)
-        m.d.sync += [w1.eq(w_rd.data), mem1.eq(Mux(zero_old, 0, old))]
-        if shift_leak:
-            m.d.sync += leak1.eq(Mux(zero_leak, 0, old >> f) if a else 0)
-        m.d.sync += bias1.eq(bias_rd.data)
-        flag1 = pend1 = None
-        if fb:
-            flag1 = Signal(name="flag1")
-            m.d.sync += flag1.eq(mem_rd.data[mb] & ~zero_old)
-        if any(nexts):
-            # (the decision is registered from the lead, like zero_old: stage 1 adds one Mux)
-            take_pend, pend1 = Signal(name="take_pend"), Signal(signed(mb), name="pend1")
-            m.d.sync += [
-                take_pend.eq(self._select(nexts, 1, lead) & ~lead.first_t & ~lead.output & lead.lane),
-                pend1.eq(Mux(take_pend & mem_rd.data[mb], thr_early.data, 0)),
-            ]
+        w1, mem1, leak1, bias1, flag1, pend1 = self._stage1(m, mems, w_rd, mem_rd, bias_rd)
 
         # Stage 2: product; leak + bias; the neuron of a compressed entry and whether it lands.
         wb, tb, cb = plan.weight_bits, plan.tap_bits, plan.chunk_bits
@@ -334,23 +364,7 @@ class PE(wiring.Component):
         addr3 = Signal(nbits, name="addr3")
         ok3 = Signal(name="ok3")  # an acc command that writes
         m.d.sync += prod.eq(w * s2.val)
-        if shift_leak:
-            m.d.sync += base.eq(mem1 - leak1 + bias1)
-        else:
-            # membrane plus bias minus the pending threshold, and beside it the layer's leak term
-            leak2 = Signal(signed(mb), name="leak2")
-            term = Signal(signed(mb), name="leak_term")
-            m.d.sync += [
-                base.eq(mem1 + bias1 - pend1 if pend1 is not None else mem1 + bias1),
-                leak2.eq(Mux(s2.output, 0, term)),
-            ]
-            if len(kinds) == 1:
-                m.d.comb += term.eq(self._leak_term(mem1, kinds[0]))
-            else:
-                with m.Switch(s2.neuron):
-                    for i, nr in enumerate(kinds):
-                        with m.Case(i):
-                            m.d.comb += term.eq(self._leak_term(mem1, nr))
+        base_sum = self._base(m, s2, base, mem1, leak1, bias1, pend1)
         # (a compressed layer whose rows need no index fields, one tap and one chunk, still takes
         # the compressed path: its padding entries must neither count nor write)
         t = w1[wb:wb + tb] if tb else Const(0, 1)
@@ -379,7 +393,7 @@ class PE(wiring.Component):
         par1_4, par0_4 = Signal(name="par1_4"), Signal(name="par0_4")
         m.d.comb += acc_rd.addr.eq(addr3)
         m.d.sync += [
-            prod4.eq(Mux(s3.acc, prod, 0)), base4.eq(base if shift_leak else base - leak2),
+            prod4.eq(Mux(s3.acc, prod, 0)), base4.eq(base_sum),
             addr4.eq(addr3), ok4.eq(ok3),
             wz4.eq(~s3.acc & ~(s3.update & s3.layer0)),
             par1_4.eq(s3.layer0 & s3_lane & s3.img),

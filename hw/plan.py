@@ -37,8 +37,8 @@ Its weights form one *row*:
 sparse and sized for the sparse layers; they are zero in the words of dense layers.
 ``row_start``/``row_len`` form one shared table (the ``rows`` memory).
 
-**Neurons.** Every spiking layer has its own neuron model (``Layer.neuron``: leak, firing rule,
-reset; ``model/SEMANTICS.md``, "Neuron models"). The plan lists the distinct ones once
+**Neuron models.** Every spiking layer has its own neuron model (``Layer.neuron``: leak, firing
+rule, reset; ``model/SEMANTICS.md``, "Neuron models"). The plan lists the distinct ones once
 (``neurons``, equal dynamics merged) and gives each layer the index of its own (``neuron_of``);
 the PE selects its constants by that index. The resets that keep a per-neuron flag
 (``FLAG_RESETS``) store it as one more bit of the membrane word (``flag_bits``, see
