@@ -211,6 +211,8 @@ class Accelerator(wiring.Component):
                          pe.exe.eq(s1.cmd), pe.lane_valid.eq(s1.lanes > p),
                          pe.lead.first_t.eq(nxt.cmd.first_t), pe.lead.output.eq(nxt.cmd.output),
                          pe.lead.lane.eq(nxt.lanes > p)]
+            if len(plan.neurons) > 1:
+                m.d.comb += pe.lead.neuron.eq(nxt.cmd.neuron)
 
         # the PEs' outputs: counters, pooled spike pushes, trace, exit unit
         sw, ss, sz = (getattr(seq, f"s{s}") for s in (PE.W_NZ_STAGE, PE.SPIKE_STAGE, PE.Z_STAGE))

@@ -5,7 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import bits
+from .common import bits, per_layer
 from .plan import MEMORIES, WEIGHT_STORES, geometries
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
@@ -22,9 +22,24 @@ def issue_layout(plan):
     })
 
 
-def lead_layout():
+def neuron_field(plan):
+    """The command field that selects the update's neuron model (an index into ``plan.neurons``),
+    present only when the plan has more than one."""
+    return {"neuron": unsigned(bits(len(plan.neurons)))} if len(plan.neurons) > 1 else {}
+
+
+def lead_layout(plan):
     """Stage-0 copies of the exec fields the PE registers itself (see :class:`PE`'s ``lead``)."""
-    return data.StructLayout({"first_t": 1, "output": 1, "lane": 1})
+    return data.StructLayout({"first_t": 1, "output": 1, "lane": 1, **neuron_field(plan)})
+
+
+def leak_in_stage1(plan):
+    """True when the leak term is a shift of the membrane, the same for every layer, and no reset
+    subtracts a pending threshold before saturation: the term is formed beside the stage-1
+    register and the base sum in stage 2 (version 1's datapath). Otherwise stage 2 forms the leak
+    product and the membrane plus bias (minus the pending threshold), stage 3 their difference."""
+    keys = {nr.leak_key() for nr in plan.neurons}
+    return len(keys) == 1 and next(iter(keys))[0] <= 1 and all(nr.reset != "subtract_next" for nr in plan.neurons)
 
 
 def exec_layout(plan):
@@ -43,6 +58,7 @@ def exec_layout(plan):
         "mask": unsigned(max_taps),                   # sparse: the taps that land for this event
         "geo": unsigned(bits(len(geometries(plan)))),
         "val": unsigned(plan.value_bits),             # the event's value (input, spike count or 1)
+        **neuron_field(plan),  # the neuron model of the update's layer (several models only)
     })
 
 
@@ -53,16 +69,22 @@ class PE(wiring.Component):
 
     * stage 0 (k): weight, membrane and bias memories read at ``issue``'s addresses;
     * stage 1 (k + 1, ``exe``): the read data are registered (the block RAM's output register),
-      the old membrane as 0 in timestep 1 and its leak term ``u >> leak_shift`` beside it (0 for
-      the output integrator);
-    * stage 2 (k + 2): ``w * val``, the leaked old membrane plus bias, and for compressed storage
-      the entry's neuron address ``addr - D[geo][t] + c`` and whether its tap lands, registered;
-    * stage 3 (k + 3): the acc memory is read at the command's neuron (data registered);
+      the old membrane and its flag as 0 in timestep 1; with a shift leak the same for every layer
+      (:func:`leak_in_stage1`), its term ``u >> f`` beside it (0 for the output integrator); with
+      a ``subtract_next`` layer, the pending threshold ``theta * r`` (a second threshold read);
+    * stage 2 (k + 2): ``w * val``, and for compressed storage the entry's neuron address
+      ``addr - D[geo][t] + c`` and whether its tap lands, registered; with the stage-1 leak, the
+      leaked old membrane plus bias; otherwise the layer's leak term ``(u * a) >> f`` (a constant
+      multiplier per neuron model) and the old membrane plus bias minus the pending threshold;
+    * stage 3 (k + 3): the acc memory is read at the command's neuron (data registered); the
+      leaked membrane plus bias is registered (formed here from stage 2's two terms, when the
+      leak is a product);
     * stage 4 (k + 4): ``acc + w * val`` is written back (``acc``); the membrane update adds the
       acc value (registered); the acc is cleared (or, for the analog layer, rewritten with the
       image parity);
     * stage 5 (k + 5): the sum saturates (registered as ``z``); the threshold is read;
-    * stage 6 (k + 6): fire, reset and membrane write-back; ``spike`` is registered.
+    * stage 6 (k + 6): fire, reset and membrane (and flag) write-back with the layer's firing
+      rule and reset; ``spike`` is registered.
 
     The acc value a command uses in stage 4 is the one written by the command one cycle before it
     when that wrote the same address (forwarded from a register), else the stage-3 read: no
@@ -73,6 +95,9 @@ class PE(wiring.Component):
     rewrites its words with the current parity). The membrane is read in stage 0 and written in
     stage 6 without forwarding: the sequencer issues two updates of one neuron at least 7 cycles
     apart (there is always an ACC phase or the exit wait, longer than ``Z_STAGE``, between them).
+    Each layer's neuron model (``plan.neurons``, selected by the command's ``neuron`` field when
+    there are several) follows ``golden.lif_step``; the output integrator never leaks, fires or
+    resets.
 
     Parameters
     ----------
@@ -93,11 +118,11 @@ class PE(wiring.Component):
         Command for the data read at cycle k - 1 (stage 1).
     lane_valid : In(1)
         With ``exe``: this lane holds a real neuron of the current chunk (dense storage and updates).
-    lead : In(lead_layout())
-        With ``issue`` (stage 0): the ``first_t`` and ``output`` fields and the ``lane_valid`` of
-        the command that will be ``exe`` in the next cycle. The PE registers what stage 1 needs
-        of them in flip-flops of its own (the shared ``exe`` bits would have to reach every PE's
-        stage-1 registers from one place in the same cycle).
+    lead : In(lead_layout(plan))
+        With ``issue`` (stage 0): the ``first_t``, ``output`` (and ``neuron``) fields and the
+        ``lane_valid`` of the command that will be ``exe`` in the next cycle. The PE registers
+        what stage 1 needs of them in flip-flops of its own (the shared ``exe`` bits would have to
+        reach every PE's stage-1 registers from one place in the same cycle).
     read, syn : Out(1)
         Registered, stage ``W_NZ_STAGE`` (3), for ``acc`` commands: this lane read a stored weight
         (``read``) and it was a synaptic event (nonzero weight whose tap lands: ``syn``).
@@ -126,7 +151,7 @@ class PE(wiring.Component):
             "issue": In(issue_layout(plan)),
             "exe": In(exec_layout(plan)),
             "lane_valid": In(1),
-            "lead": In(lead_layout()),
+            "lead": In(lead_layout(plan)),
             "spike": Out(1),
             "read": Out(1),
             "syn": Out(1),
@@ -140,14 +165,15 @@ class PE(wiring.Component):
     def _memories(self, m):
         """The PE's memories, and the weight memory's read port (and its write port for the load)."""
         plan, p = self._plan, self._index
-        widths, depths = plan.word_widths(), plan.depths()
+        widths, values, depths = plan.word_widths(), plan.widths(), plan.depths()
         mems = {}
         for name in MEMORIES:
             # The weight memory is the design's bulk storage: ask for block RAM (Yosys and Vivado read
             # ram_style) even where a small one would fit in logic; the small per-neuron memories are
             # left to the tool (distributed RAM). acc words: value, then the image parity bit.
             attrs = {"ram_style": "block"} if name == "weight" else None
-            shape = unsigned(widths[name]) if name == "acc" else signed(widths[name])
+            # (a word with a bit beside its value, the acc parity or the membrane flag, is unsigned)
+            shape = unsigned(widths[name]) if widths[name] != values[name] else signed(widths[name])
             init = [] if name == "weight" and self._weights == "load" else plan.init(p, name)
             mems[name] = m.submodules[name] = Memory(shape=shape, depth=depths[name], init=init, attrs=attrs)
 
@@ -181,6 +207,122 @@ class PE(wiring.Component):
                     m.d.comb += d_sel.eq(Array(Const(v, nbits + 1) for v in d)[t])
         return d_sel
 
+    def _select(self, values, width, cmd):
+        """``values[cmd.neuron]``: a constant per neuron model of the plan."""
+        if len(values) == 1:
+            return Const(values[0], width)
+        return per_layer(values, width, cmd.neuron)
+
+    @staticmethod
+    def _leak_term(v, nr):
+        """``(v * a) >> f`` of neuron model ``nr`` (floor; ``a`` and ``f`` in lowest terms)."""
+        a, f = nr.leak_key()
+        if a == 0:
+            return Const(0, 1)
+        return (v if a == 1 else v * a) >> f
+
+    @staticmethod
+    def _rule(nr, v, theta):
+        """``golden.fires``: ``v >= theta`` or ``v > theta``."""
+        return v > theta if nr.fire == ">" else v >= theta
+
+    def _fire_reset_of(self, nr, u, thr, r):
+        """(spike, membrane written on a spike, new flag) of the saturated ``u`` for neuron model
+        ``nr`` (``golden.lif_step``; ``r``: the flag before the step)."""
+        f1 = self._rule(nr, u, thr)
+        if nr.reset == "zero":
+            return f1, 0, 0
+        if nr.reset == "subtract":
+            return f1, u - thr, 0
+        if nr.reset == "subtract_next":
+            return f1, u, f1
+        # subtract_recheck: fires(u - theta r, theta), and then r <- fires(u - theta s, theta); as
+        # theta >= 1, fires(u - theta, theta) = fires(u, 2 theta) implies fires(u, theta)
+        f2 = self._rule(nr, u, thr << 1)
+        return Mux(r, f2, f1), u - thr, Mux(r, f1, f2)
+
+    def _fire_reset(self, m, u, thr, r, s6):
+        """The stage-6 spike, reset membrane and new flag of the command's neuron model."""
+        kinds = self._plan.neurons
+        if len(kinds) == 1:
+            return self._fire_reset_of(kinds[0], u, thr, r)
+        mb = self._plan.membrane_bits
+        fire, after, flag = Signal(name="fire"), Signal(signed(mb + 1), name="after"), Signal(name="flag_new")
+        with m.Switch(s6.neuron):
+            for i, nr in enumerate(kinds):
+                with m.Case(i):
+                    f, a, fl = self._fire_reset_of(nr, u, thr, r)
+                    m.d.comb += [fire.eq(f), after.eq(a), flag.eq(fl)]
+        return fire, after, flag
+
+    def _stage1(self, m, mems, w_rd, mem_rd, bias_rd):
+        """Stage 1: the read data registered (block RAM clock-to-output is slow), as ``(w1, mem1,
+        leak1, bias1, flag1, pend1)`` (``None`` for what the plan does not need). The old membrane,
+        its flag and leak term are zeroed here, by the registers' synchronous reset (timestep 1:
+        the old membrane reads as 0; the output integrator does not leak), so that the command
+        bits, shared by every PE, do not enter stage 2's adders."""
+        plan = self._plan
+        mb, fb, kinds = plan.membrane_bits, plan.flag_bits, plan.neurons
+        shift_leak = leak_in_stage1(plan)
+        nexts = [int(nr.reset == "subtract_next") for nr in kinds]
+        if any(nexts):
+            # subtract_next subtracts theta * r before saturation: a second threshold read at issue
+            thr_early = mems["threshold"].read_port()
+            m.d.comb += thr_early.addr.eq(self.issue.n_addr)
+        w1 = Signal.like(w_rd.data, name="w1")
+        mem1 = Signal(signed(mb), name="mem1")
+        bias1 = Signal.like(bias_rd.data, name="bias1")
+        old = mem_rd.data[:mb].as_signed() if fb else mem_rd.data
+        # (only a valid lane's membrane matters: the lane enters the flags, which makes them
+        # this PE's own registers)
+        zero_old = Signal(name="zero_old")
+        lead = self.lead
+        m.d.sync += zero_old.eq(lead.first_t & lead.lane)
+        leak1 = flag1 = pend1 = None
+        if shift_leak:
+            a, f = kinds[0].leak_key()
+            leak1, zero_leak = Signal(signed(mb), name="leak1"), Signal(name="zero_leak")
+            m.d.sync += zero_leak.eq((lead.first_t | lead.output) & lead.lane)
+        m.d.sync += [w1.eq(w_rd.data), mem1.eq(Mux(zero_old, 0, old))]
+        if shift_leak:
+            m.d.sync += leak1.eq(Mux(zero_leak, 0, old >> f) if a else 0)
+        m.d.sync += bias1.eq(bias_rd.data)
+        if fb:
+            flag1 = Signal(name="flag1")
+            m.d.sync += flag1.eq(mem_rd.data[mb] & ~zero_old)
+        if any(nexts):
+            # (the decision is registered from the lead, like zero_old: stage 1 adds one Mux)
+            take_pend, pend1 = Signal(name="take_pend"), Signal(signed(mb), name="pend1")
+            m.d.sync += [
+                take_pend.eq(self._select(nexts, 1, lead) & ~lead.first_t & ~lead.output & lead.lane),
+                pend1.eq(Mux(take_pend & mem_rd.data[mb], thr_early.data, 0)),
+            ]
+        return w1, mem1, leak1, bias1, flag1, pend1
+
+    def _base(self, m, s2, base, mem1, leak1, bias1, pend1):
+        """Stage 2 registers of the membrane update into ``base``; returns the leaked old membrane
+        plus bias (minus the pending threshold) that stage 3 registers: ``base`` itself with the
+        stage-1 leak, else ``base - leak2`` (the product leak term registered beside it)."""
+        kinds, mb = self._plan.neurons, self._plan.membrane_bits
+        if leak1 is not None:
+            m.d.sync += base.eq(mem1 - leak1 + bias1)
+            return base
+        # membrane plus bias minus the pending threshold, and beside it the layer's leak term
+        leak2 = Signal(signed(mb), name="leak2")
+        term = Signal(signed(mb), name="leak_term")
+        m.d.sync += [
+            base.eq(mem1 + bias1 - pend1 if pend1 is not None else mem1 + bias1),
+            leak2.eq(Mux(s2.output, 0, term)),
+        ]
+        if len(kinds) == 1:
+            m.d.comb += term.eq(self._leak_term(mem1, kinds[0]))
+        else:
+            with m.Switch(s2.neuron):
+                for i, nr in enumerate(kinds):
+                    with m.Case(i):
+                        m.d.comb += term.eq(self._leak_term(mem1, nr))
+        return base - leak2
+
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
@@ -193,8 +335,7 @@ class PE(wiring.Component):
         bias_rd = mems["bias"].read_port()
         thr_rd = mems["threshold"].read_port()
 
-        mb = plan.membrane_bits
-        k = plan.model.neuron.leak_shift
+        mb, fb, kinds = plan.membrane_bits, plan.flag_bits, plan.neurons
         lo, hi = -(1 << (mb - 1)), (1 << (mb - 1)) - 1
         exe = self.exe
 
@@ -211,29 +352,7 @@ class PE(wiring.Component):
             mem_rd.addr.eq(self.issue.n_addr),
             bias_rd.addr.eq(self.issue.n_addr),
         ]
-
-        # Stage 1: register the read data (block RAM clock-to-output is slow). The old membrane
-        # and its leak term are zeroed here, by the registers' synchronous reset (timestep 1: the
-        # old membrane reads as 0; the output integrator does not leak), so that the command
-        # bits, shared by every PE, do not enter stage 2's adders.
-        w1 = Signal.like(w_rd.data, name="w1")
-        mem1 = Signal.like(mem_rd.data, name="mem1")
-        leak1 = Signal.like(mem_rd.data, name="leak1")
-        bias1 = Signal.like(bias_rd.data, name="bias1")
-        # (only a valid lane's membrane matters: the lane enters the flags, which makes them
-        # this PE's own registers)
-        zero_old, zero_leak = Signal(name="zero_old"), Signal(name="zero_leak")
-        lead = self.lead
-        m.d.sync += [
-            zero_old.eq(lead.first_t & lead.lane),
-            zero_leak.eq((lead.first_t | lead.output) & lead.lane),
-        ]
-        m.d.sync += [
-            w1.eq(w_rd.data),
-            mem1.eq(Mux(zero_old, 0, mem_rd.data)),
-            leak1.eq(Mux(zero_leak, 0, mem_rd.data >> k) if k else 0),
-            bias1.eq(bias_rd.data),
-        ]
+        w1, mem1, leak1, bias1, flag1, pend1 = self._stage1(m, mems, w_rd, mem_rd, bias_rd)
 
         # Stage 2: product; leak + bias; the neuron of a compressed entry and whether it lands.
         wb, tb, cb = plan.weight_bits, plan.tap_bits, plan.chunk_bits
@@ -244,10 +363,8 @@ class PE(wiring.Component):
         nbits = bits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
         ok3 = Signal(name="ok3")  # an acc command that writes
-        m.d.sync += [
-            prod.eq(w * s2.val),
-            base.eq(mem1 - leak1 + bias1),
-        ]
+        m.d.sync += prod.eq(w * s2.val)
+        base_sum = self._base(m, s2, base, mem1, leak1, bias1, pend1)
         # (a compressed layer whose rows need no index fields, one tap and one chunk, still takes
         # the compressed path: its padding entries must neither count nor write)
         t = w1[wb:wb + tb] if tb else Const(0, 1)
@@ -276,7 +393,8 @@ class PE(wiring.Component):
         par1_4, par0_4 = Signal(name="par1_4"), Signal(name="par0_4")
         m.d.comb += acc_rd.addr.eq(addr3)
         m.d.sync += [
-            prod4.eq(Mux(s3.acc, prod, 0)), base4.eq(base), addr4.eq(addr3), ok4.eq(ok3),
+            prod4.eq(Mux(s3.acc, prod, 0)), base4.eq(base_sum),
+            addr4.eq(addr3), ok4.eq(ok3),
             wz4.eq(~s3.acc & ~(s3.update & s3.layer0)),
             par1_4.eq(s3.layer0 & s3_lane & s3.img),
             par0_4.eq(s3.layer0 & s3_lane & ~s3.img),
@@ -312,13 +430,18 @@ class PE(wiring.Component):
         m.d.sync += u.eq(Mux(fits, pre[:mb], Mux(pre[-1], lo, hi)))
         m.d.comb += thr_rd.addr.eq(s5.addr)
 
-        # Stage 6: fire, reset, membrane write-back.
-        fire = u >= thr_rd.data
-        after = 0 if plan.model.neuron.reset == "zero" else u - thr_rd.data
+        # Stage 6: fire, reset, membrane (and flag) write-back. r6: the flag read in stage 0.
+        r6 = flag1
+        if any(nr.reset == "subtract_recheck" for nr in kinds):
+            for i in range(3, 7):
+                r6, prev = Signal(name=f"flag{i}"), r6
+                m.d.sync += r6.eq(prev)
+        fire, after, flag = self._fire_reset(m, u, thr_rd.data, r6, s6)
+        written = Mux(s6.output | ~fire, u, after)
         m.d.comb += [
             mem_wr.addr.eq(s6.addr),
             mem_wr.en.eq(s6.update),
-            mem_wr.data.eq(Mux(s6.output | ~fire, u, after)),
+            mem_wr.data.eq(Cat(written[:mb], flag & ~s6.output) if fb else written),
         ]
         m.d.sync += self.spike.eq(s6.update & ~s6.output & fire & s6_lane)
         return m

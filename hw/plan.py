@@ -42,6 +42,13 @@ analog layer, 1 for a spike, and the window's spike count (1..``pool^2``) for th
 sum-pooled layer (``pool_op = "sum"``). ``count_bits`` is the width of the largest count (0 when
 no layer passes counts: spike events need no value field), ``value_bits`` that of every value the
 PEs multiply by.
+
+**Neuron models.** Every spiking layer has its own neuron model (``Layer.neuron``: leak, firing
+rule, reset; ``model/SEMANTICS.md``, "Neuron models"). The plan lists the distinct ones once
+(``neurons``, equal dynamics merged) and gives each layer the index of its own (``neuron_of``);
+the PE selects its constants by that index. The resets that keep a per-neuron flag
+(``LayerNeuron.has_flag``) store it as one more bit of the membrane word (``flag_bits``, see
+:meth:`Plan.word_widths`).
 """
 
 from dataclasses import dataclass, field
@@ -62,6 +69,7 @@ STORAGES = ("dense", "sparse")
 #: How the weight memories get their contents: initialised (``rom``, block RAM initial values) or
 #: written through the ``i_weights`` stream after reset (``load``: single-port RAM such as SPRAM).
 WEIGHT_STORES = ("rom", "load")
+#: Resets whose update reads and writes the per-neuron flag ``r`` (``golden.lif_step``).
 
 
 def source_map(layer, index, prev_shape):
@@ -217,9 +225,6 @@ class Plan:
         names = [ly.name for ly in model.layers]
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique, got {names!r}")
-        if not model.uses_v1_neuron():
-            raise ValueError("the hardware generator maps version-1 neurons only "
-                             "(per-layer neurons are model-side so far)")
         choice = self._storage_choice(storage, names)
         self.model = model
         self.n_pe = n_pe
@@ -302,6 +307,8 @@ class Plan:
         self.count_bits = max((bits(ly.out_max + 1) for ly in model.layers if ly.out_max > 1), default=0)
         self.value_bits = max(model.input_bits, self.count_bits)
         self.acc_bits = max(self._acc_bits(ly) for ly in model.layers)
+        self.neurons, self.neuron_of = self._neurons(model)
+        self.flag_bits = int(any(nr.has_flag for nr in self.neurons))
 
     # ------------------------------------------------------------------ checks and choices
 
@@ -336,6 +343,20 @@ class Plan:
                     raise ValueError(f"layer {ly.name!r}: its shortcut from {ly.shortcut!r} overlaps another "
                                      f"residual connection; the hardware holds one shortcut map at a time")
                 open_until = i
+
+    @staticmethod
+    def _neurons(model):
+        """The distinct neuron models of the spiking layers in layer order (``LayerNeuron.same_as``
+        merges equal dynamics), and per layer the index of its own (0 for the output integrator)."""
+        kinds, of = [], []
+        for ly in model.layers:
+            j = 0
+            if ly.role != "output":
+                j = next((i for i, nr in enumerate(kinds) if nr.same_as(ly.neuron)), len(kinds))
+                if j == len(kinds):
+                    kinds.append(ly.neuron)
+            of.append(j)
+        return tuple(kinds), tuple(of)
 
     def _sparse_lens(self, s, chunks):
         """(rows,) longest per-PE list of nonzero weights of each row of source ``s``."""
@@ -385,8 +406,9 @@ class Plan:
 
     def word_widths(self):
         """Stored word width of each per-PE memory: :meth:`widths`, plus the image parity bit that
-        every ``acc`` word carries (a new image needs no clearing pass, see ``hw/pe.py``)."""
-        return {**self.widths(), "acc": self.acc_bits + 1}
+        every ``acc`` word carries (a new image needs no clearing pass, see ``hw/pe.py``) and, when
+        a layer's reset keeps a flag (``flag_bits``), the flag bit above each ``membrane`` value."""
+        return {**self.widths(), "acc": self.acc_bits + 1, "membrane": self.membrane_bits + self.flag_bits}
 
     def depths(self):
         return {"weight": self.weight_depth, "acc": self.neuron_depth, "membrane": self.neuron_depth,

@@ -166,6 +166,8 @@ class Sequencer(wiring.Component):
         # of a few bits of `nxt` outside it becomes an `always @*` block of its own, which an
         # event-driven simulator (Icarus) does not run at time 0 (sim/test_lint.py checks).
         common = [cmd.first_t.eq(t == 1), cmd.output.eq(layer == out_layer), cmd.img.eq(img), nxt.layer.eq(layer)]
+        if len(plan.neurons) > 1:
+            common.append(cmd.neuron.eq(per_layer(plan.neuron_of, cmd.neuron.shape().width, layer)))
         # A spiking-layer update still in the pipeline may yet push a spike-queue entry.
         in_flight = self.push
         for s in range(1, PE.SPIKE_STAGE):

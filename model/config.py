@@ -15,6 +15,9 @@ RESET_MODES = ("zero", "subtract")
 #: ``reset_delay=True``), and by subtraction now with the previous reset re-applied in the firing
 #: test (snnTorch's ``reset_delay=False``).
 RESETS = ("zero", "subtract", "subtract_next", "subtract_recheck")
+#: The resets whose neurons keep a flag beside the membrane (the previous spike, or "still above
+#: threshold after the reset").
+FLAG_RESETS = ("subtract_next", "subtract_recheck")
 #: Firing rules: fire when ``u >= theta`` (SpikingJelly, spikeloom v1) or ``u > theta`` (snnTorch, NIR).
 FIRE_RULES = (">=", ">")
 #: Largest number of fraction bits ``f`` of the leak multiplier ``a / 2^f``.
@@ -111,6 +114,11 @@ class LayerNeuron:
         """Version 1's network-wide :class:`NeuronConfig` as a layer neuron (``k = 0``: no leak)."""
         k = neuron.leak_shift
         return cls(1 if k else 0, k, ">=", neuron.reset)
+
+    @property
+    def has_flag(self) -> bool:
+        """The neuron keeps a flag bit beside its membrane (:data:`FLAG_RESETS`)."""
+        return self.reset in FLAG_RESETS
 
     @property
     def beta(self) -> float:

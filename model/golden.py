@@ -140,7 +140,7 @@ def lif_step(u, flag, current, threshold, neuron: LayerNeuron, bits):
     Returns ``(u_next, flag_next, spikes)``.
     """
     rule, reset = neuron.fire, neuron.reset
-    pending = np.where(flag, threshold, 0) if reset in ("subtract_next", "subtract_recheck") else 0
+    pending = np.where(flag, threshold, 0) if neuron.has_flag else 0
     if reset == "subtract_next":
         v = saturate(leak(u, neuron) + current - pending, bits)
         s = fires(v, threshold, rule)

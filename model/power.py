@@ -187,7 +187,7 @@ def _update_adds(neuron):
     """Additions of one neuron update (``None``: the output integrator)."""
     if neuron is None:
         return 2
-    return 3 + max(1, bin(neuron.leak_key()[0]).count("1")) + (neuron.reset in ("subtract_next", "subtract_recheck"))
+    return 3 + max(1, bin(neuron.leak_key()[0]).count("1")) + neuron.has_flag
 
 
 def leakage_mw(ports, tech: Tech):

@@ -14,7 +14,24 @@ from math import prod
 
 from hypothesis import strategies as st
 
+from spikeloom.model.config import FIRE_RULES, RESETS, LayerNeuron
 from spikeloom.model.randnet import random_conv_model, random_model
+
+#: Multiplier leaks ``(a, f)`` the strategies draw: beta = 0.9, 0.95, 0.25 and 0.5625 (7 / 16 leaked).
+LEAK_MULTIPLIERS = ((26, 8), (13, 8), (3, 2), (7, 4))
+#: The neuron axes of both strategies: version 1's one network-wide neuron (``leak_shift``, reset
+#: zero or subtract, rule ``>=``) or a neuron per spiking layer (model/SEMANTICS.md, "Neuron
+#: models"), each layer with its ``leak`` (none: IF; a shift, ``a = 1``; a multiplier of
+#: ``LEAK_MULTIPLIERS``), rule ``fire`` and ``reset`` (read off every layer); ``mixed``: the layers
+#: of one network have different neuron models (the PE selects per command).
+NEURON_AXES = {
+    "neurons": ("v1", "per_layer"),
+    "leak_shift": (0, 1, 2, 3),            # version 1's networks only
+    "reset": RESETS,
+    "fire": FIRE_RULES,
+    "leak": ("none", "shift", "multiplier"),
+    "mixed": (False, True),
+}
 
 #: Every axis a strategy draws: {strategy: {axis: the values drawn}}. The names are the keys that
 #: :func:`axes_of` reads off a network (``tests/test_strategies.py`` checks each value occurs).
@@ -29,8 +46,7 @@ AXES = {
         "weight_bits": (2, 3, 4, 5, 6, 7, 8),
         "input_bits": (1, 2, 3, 4, 5, 6, 7, 8),
         "membrane_bits": (6, 8, 10, 12, 14, 16),
-        "leak_shift": (0, 1, 2, 3),
-        "reset": ("zero", "subtract"),
+        **NEURON_AXES,
         "t_max": (1, 2, 3, 4),
         "exit_threshold": ("0", "1..9", ">=10"),
         "density": (0.3, 0.8, 1.0),
@@ -49,8 +65,7 @@ AXES = {
         "weight_bits": (3, 4, 5, 6),
         "input_bits": (1, 2, 4, 6),
         "membrane_bits": (10, 12, 14, 16),
-        "leak_shift": (0, 1, 2, 3),
-        "reset": ("zero", "subtract"),
+        **NEURON_AXES,
         "t_max": (1, 2, 3),
         "exit_threshold": ("0", "1..9", ">=10"),
         "density": (0.3, 0.8),
@@ -67,13 +82,34 @@ def _threshold_class(t):
     return "0" if t == 0 else ("1..9" if t < 10 else ">=10")
 
 
-def _neuron(draw, axes):
+def _layer_neuron(draw, axes):
+    """One spiking layer's own neuron model."""
+    kind = draw(st.sampled_from(axes["leak"]), label="leak")
+    if kind == "none":
+        a, f = 0, 0
+    elif kind == "shift":
+        a, f = 1, draw(st.integers(1, 3), label="leak_frac")
+    else:
+        a, f = draw(st.sampled_from(LEAK_MULTIPLIERS), label="leak_mul")
+    return LayerNeuron(a, f, draw(st.sampled_from(axes["fire"]), label="fire"),
+                       draw(st.sampled_from(axes["reset"]), label="layer_reset"))
+
+
+def _neuron(draw, axes, n_spiking):
+    """The keyword arguments of randnet's generators for the bit widths, neurons (``n_spiking``
+    spiking layers) and exit of a network."""
+    neurons = None
+    if draw(st.sampled_from(axes["neurons"]), label="neurons") == "per_layer":
+        neurons = [_layer_neuron(draw, axes) for _ in range(n_spiking)]
+        if len(neurons) > 1 and draw(st.booleans(), label="same"):
+            neurons = [neurons[0]] * n_spiking  # one model over several layers: no select in the PE
     return dict(
         weight_bits=draw(st.sampled_from(axes["weight_bits"]), label="weight_bits"),
         input_bits=draw(st.sampled_from(axes["input_bits"]), label="input_bits"),
         membrane_bits=draw(st.sampled_from(axes["membrane_bits"]), label="membrane_bits"),
         leak_shift=draw(st.sampled_from(axes["leak_shift"]), label="leak_shift"),
-        reset=draw(st.sampled_from(axes["reset"]), label="reset"),
+        reset=draw(st.sampled_from(("zero", "subtract")), label="reset"),
+        neurons=neurons,
         t_max=draw(st.sampled_from(axes["t_max"]), label="t_max"),
         exit_threshold=draw(st.one_of(st.just(0), st.integers(1, 9), st.integers(10, 40)), label="exit_threshold"),
         density=draw(st.sampled_from(axes["density"]), label="density"),
@@ -84,7 +120,8 @@ def _neuron(draw, axes):
 def dense_nets(draw, max_side=4, max_flat=24, max_hidden=12):
     """A random all-dense QuantModel whose analog first layer reads a flat vector or a (C, H, W)
     image (C = 1..4, H and W = 1..``max_side``, square or not) flattened, 0-2 spiking hidden layers
-    after it and 2-5 classes, with every bit width, neuron option and exit threshold of ``AXES``."""
+    after it and 2-5 classes, with every bit width, neuron option (version 1's or per layer) and
+    exit threshold of ``AXES``."""
     axes = AXES["dense_nets"]
     if draw(st.sampled_from(axes["input_form"]), label="input_form") == "flat":
         shape = (draw(st.integers(1, max_flat), label="features"),)
@@ -98,7 +135,7 @@ def dense_nets(draw, max_side=4, max_flat=24, max_hidden=12):
     analog = draw(st.integers(1, max_hidden), label="analog")
     sizes = (prod(shape), analog, *hidden, draw(st.integers(2, 5), label="classes"))
     return random_model(sizes, seed=draw(st.integers(0, 2**16), label="seed"), input_shape=shape,
-                        **_neuron(draw, axes))
+                        **_neuron(draw, axes, 1 + n_hidden))
 
 
 @st.composite
@@ -107,7 +144,7 @@ def conv_nets(draw, max_convs=3, max_hw=6):
     layers (kernel 1-3, stride 1-2, padding < kernel, 1-5 channels, 2x2 OR- or sum-pooling where
     the map divides evenly, residual 1x1 shortcuts), an optional spiking dense layer on the flattened map
     and a dense output layer, with random integer weights (30% or 80% nonzero) and the bit widths,
-    neuron options and exit thresholds of ``AXES``."""
+    neuron options (version 1's or per layer) and exit thresholds of ``AXES``."""
     axes = AXES["conv_nets"]
     c_in = draw(st.sampled_from(axes["c_in"]), label="c_in")
     h = draw(st.integers(3, max_hw), label="h")
@@ -131,12 +168,14 @@ def conv_nets(draw, max_convs=3, max_hw=6):
     hidden = tuple(draw(st.integers(1, 8), label="hidden") for _ in range(n_hidden))
     pool_op = draw(st.sampled_from(axes["pool_op"]), label="pool_op")
     return random_conv_model(seed=draw(st.integers(0, 2**16), label="seed"), in_shape=(c_in, h, w),
-                             convs=convs, hidden=hidden, pool_op=pool_op, **_neuron(draw, axes))
+                             convs=convs, hidden=hidden, pool_op=pool_op,
+                             **_neuron(draw, axes, len(convs) + n_hidden))
 
 
 def axes_of(model):
     """The ``AXES`` values a network shows (read off the network, not off the draws)."""
     convs = [ly for ly in model.layers if ly.kind == "conv"]
+    neurons = [ly.neuron for ly in model.layers if ly.role != "output"]
     spiking_dense = [ly for ly in model.layers[1:-1] if ly.kind == "dense"]
     shape = tuple(model.input_shape)
     out = {
@@ -146,8 +185,12 @@ def axes_of(model):
         "weight_bits": model.layers[0].weight_bits,
         "input_bits": model.input_bits,
         "membrane_bits": model.neuron.membrane_bits,
-        "leak_shift": model.neuron.leak_shift,
-        "reset": model.neuron.reset,
+        "neurons": "v1" if model.uses_v1_neuron() else "per_layer",
+        "leak_shift": model.neuron.leak_shift if model.uses_v1_neuron() else None,
+        "reset": {nr.reset for nr in neurons},
+        "fire": {nr.fire for nr in neurons},
+        "leak": {("none", "shift")[nr.leak_key()[0]] if nr.leak_key()[0] <= 1 else "multiplier" for nr in neurons},
+        "mixed": len({(nr.leak_key(), nr.fire, nr.reset) for nr in neurons}) > 1,
         "t_max": model.t_max,
         "exit_threshold": _threshold_class(model.exit_threshold),
         "density": model.extra.get("density"),  # the generator's own record (randnet)

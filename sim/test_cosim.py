@@ -5,6 +5,8 @@ bench (:mod:`spikeloom.sim.tb_accel`) with random idle cycles on the input and r
 on the outputs. Exact equality of class, exit timestep and every counter, never tolerances.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from spikeloom.hw.accel import generate
 from spikeloom.hw.plan import Plan
 from spikeloom.model import golden, modelfile
-from spikeloom.model.config import NeuronConfig
+from spikeloom.model.config import LayerNeuron, NeuronConfig
 from spikeloom.model.ir import Layer, QuantModel
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 from spikeloom.sim import records
@@ -94,6 +96,31 @@ def test_hypothesis_random_networks(tmp_path_factory, model, n_pe, storage, seed
     r = cosim(path, tmp / "rtl", x, tmp / "work", seed=seed)
     assert r["n_images"] == len(x)
     assert r["mismatched_images"] == 0, r["mismatches"][:5]
+
+
+def test_per_layer_neurons(tmp_path):
+    """Every spiking layer with its own neuron model (version 2): all four resets, both firing
+    rules, a multiplier leak (beta 0.9 as 26 / 256), a shift leak and an IF layer, through the
+    trace port: zero mismatches."""
+    neurons = [LayerNeuron(26, 8, ">", "subtract_next"), LayerNeuron(0, 0, ">=", "subtract_recheck"),
+               LayerNeuron(3, 2, ">", "zero"), LayerNeuron(1, 1, ">=", "subtract")]
+    model = random_model((20, 13, 11, 10, 9, 5), seed=3, membrane_bits=12, threshold_range=(60, 140),
+                         neurons=neurons, exit_threshold=16, t_max=5)
+    assert len(Plan(model, 3).neurons) == 4
+    r, x = run_config(tmp_path, model, 3, n_images=12, trace=True)
+    assert r["n_images"] == len(x)
+    assert r["mismatched_images"] == 0, r["mismatches"][:5]
+    res = golden.run(model, x, trace=True, sparse=())
+    assert len(set(res.exit_t.tolist())) > 1, "the stimulus should exercise early and late exits"
+    # the layers' rules and resets matter: with the other rule and another reset, an executed spike differs
+    ran = (np.arange(model.t_max)[:, None] < res.exit_t[None, :])[:, :, None]
+    for i, nr in enumerate(neurons):
+        other = LayerNeuron(nr.leak_mul, nr.leak_frac, ">=" if nr.fire == ">" else ">",
+                            "zero" if nr.reset != "zero" else "subtract")
+        alt = golden.run(replace(model, layers=[replace(ly, neuron=other) if j == i else ly
+                                                for j, ly in enumerate(model.layers)]), x, trace=True, sparse=())
+        name = model.layers[i].name
+        assert ((alt.spikes[name] != res.spikes[name]) & ran).any(), f"layer {name}: {nr} changes nothing"
 
 
 def rgb_dense_model(shape=(3, 4, 4)):

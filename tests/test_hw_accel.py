@@ -21,7 +21,7 @@ from spikeloom.hw.plan import Plan
 from spikeloom.hw.sequencer import exit_wait
 from spikeloom.hw.simulate import rtl_run
 from spikeloom.model import golden
-from spikeloom.model.config import NeuronConfig
+from spikeloom.model.config import LayerNeuron, NeuronConfig
 from spikeloom.model.ir import Layer, QuantModel, signed_range
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 from spikeloom.sim import records
@@ -128,6 +128,43 @@ def test_matches_golden(n_pe, reset, leak_shift):
     model = model.with_exit_threshold(early_threshold(model, x))
     g, _ = check(model, n_pe, x, seed=n_pe)
     assert (g.exit_t < model.t_max).any() and (g.exit_t == model.t_max).any()
+
+
+# the spiking layers' own neurons: every reset, both rules, multiplier leaks (beta 0.9 as 26 / 256;
+# 3 / 4), version 1's shift leak and an IF layer (a = 0)
+MIXED = [LayerNeuron(26, 8, ">", "subtract_next"), LayerNeuron(0, 0, ">=", "subtract_recheck"),
+         LayerNeuron(3, 2, ">", "zero"), LayerNeuron(1, 1, ">=", "subtract"),
+         LayerNeuron(26, 8, ">=", "subtract_recheck")]
+
+
+# n_pe: 1, 3 (padding lanes) and 8 lanes; the layers take the neurons of MIXED rotated by n_pe
+@pytest.mark.parametrize("n_pe", [1, 3, 8])
+# readout: the output integrator, or the spike count of a spiking class layer (one more neuron)
+@pytest.mark.parametrize("readout", ["integrate", "count"])
+def test_per_layer_neurons(n_pe, readout):
+    """Every spiking layer with a different neuron model: RTL == golden on every field and spike,
+    and the cycle model (which knows nothing of neurons) is exact."""
+    k = len(MIXED) - (readout == "integrate")
+    neurons = (MIXED[n_pe % len(MIXED):] + MIXED[:n_pe % len(MIXED)])[:k]
+    model = random_model([16, 12, 11, 10, 9, 5][:k + 1 + (readout == "integrate")], seed=70 + n_pe, t_max=5,
+                         membrane_bits=10, threshold_range=(4, 16), neurons=neurons, readout=readout)
+    assert len(Plan(model, n_pe).neurons) == len({(nr.leak_key(), nr.fire, nr.reset) for nr in neurons})
+    x = random_inputs(model, 4, seed=n_pe)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    g, _ = check(model, n_pe, x, trace=True, cycles=True)
+    assert all(g.spikes[ly.name].any() for ly in model.layers[:-1]), "every spiking layer should spike"
+
+
+# n_pe: 2 and 3 lanes over conv layers of 3 and 4 channels
+@pytest.mark.parametrize("n_pe", [2, 3])
+def test_per_layer_neurons_conv(n_pe):
+    """Conv layers (pooled, residual) and a dense hidden layer, each with its own neuron model."""
+    model = random_conv_model(seed=80 + n_pe, in_shape=(2, 6, 6), hidden=(6,), t_max=4,
+                              convs=((3, 3, 1, 1, 2, False), (4, 3, 1, 1, 1, True), (3, 1, 1, 0, 1, True)),
+                              neurons=MIXED[n_pe:] + MIXED[:n_pe - 1])
+    x = random_inputs(model, 3, seed=n_pe)
+    g, _ = check(model, n_pe, x, trace=True, storage="auto", cycles=True)
+    assert all(g.spikes[ly.name].any() for ly in model.layers[:-1]), "every spiking layer should spike"
 
 
 # exit threshold: NEVER = no early exit (t_max always), 0 = exit after timestep 1

@@ -8,6 +8,7 @@ from amaranth.sim import Simulator
 from spikeloom.hw.pe import PE, SPIKE_STAGE, W_NZ_STAGE, Z_STAGE
 from spikeloom.hw.plan import Plan
 from spikeloom.model import golden
+from spikeloom.model.config import FIRE_RULES, RESETS, LayerNeuron
 from spikeloom.model.ir import signed_range
 from spikeloom.model.randnet import random_model
 
@@ -22,6 +23,7 @@ def run_pe(plan, p, cmds):
     """
     dut = PE(plan, p)
     exe_fields = ("acc", "clear", "update", "output", "first_t", "layer0", "img", "val")
+    several = len(plan.neurons) > 1  # the commands carry the neuron model's index
     out = [dict() for _ in cmds]
 
     async def bench(ctx):
@@ -37,6 +39,9 @@ def run_pe(plan, p, cmds):
             ctx.set(dut.lead.first_t, cur.get("first_t", 0))
             ctx.set(dut.lead.output, cur.get("output", 0))
             ctx.set(dut.lead.lane, cur.get("lane_valid", 1))
+            if several:
+                ctx.set(dut.exe.neuron, prev.get("neuron", 0))
+                ctx.set(dut.lead.neuron, cur.get("neuron", 0))
             for name, stage in (("read", W_NZ_STAGE), ("syn", W_NZ_STAGE), ("z", Z_STAGE), ("spike", SPIKE_STAGE)):
                 if 0 <= cyc - stage < len(cmds):
                     out[cyc - stage][name] = ctx.get(getattr(dut, name))
@@ -66,7 +71,7 @@ def update_cmds(plan, li, p, *, first_t, clear=False, img=1):
     lp = plan.layers[li]
     cmds = [{"n_addr": lp.neuron_base + c, "update": 1, "output": int(lp.role == "output"),
              "first_t": int(first_t), "clear": int(clear), "layer0": int(li == 0), "img": img,
-             "lane_valid": int(c * plan.n_pe + p < lp.out_features), "tag": ("update", c)}
+             "neuron": plan.neuron_of[li], "lane_valid": int(c * plan.n_pe + p < lp.out_features), "tag": ("update", c)}
             for c in range(lp.chunks)]
     # the sequencer issues two updates of one neuron at least Z_STAGE + 1 cycles apart
     return cmds + [NOP] * (Z_STAGE + 1)
@@ -103,38 +108,57 @@ def test_accumulate_is_dot_product(n_pe, gaps):
             assert all(sy == (winit[a] != 0) and rd for sy, rd, a in syn)
 
 
-# leak_shift: 0 = integrate-and-fire, 1 and 3 = shift leaks
-@pytest.mark.parametrize("leak_shift", [0, 1, 3])
-# reset: both LIF reset modes
-@pytest.mark.parametrize("reset", ["zero", "subtract"])
+# leak (a, f): 0 = integrate-and-fire, (1, 2) = version 1's shift leak, (26, 8) = beta 0.9 as a
+# multiplier, (3, 2) = a multiplier that is not a shift
+LEAKS = [(0, 0), (1, 2), (26, 8), (3, 2)]
+# the analog layer's neuron when the tested layer's differs: the PE then selects per command
+OTHER = LayerNeuron(1, 1, ">=", "subtract")
+
+
+@pytest.mark.parametrize("leak", LEAKS, ids=["if", "shift2", "mul26f8", "mul3f2"])
+# reset: every reset of model/SEMANTICS.md, "Neuron models"
+@pytest.mark.parametrize("reset", RESETS)
+# fire: both firing rules
+@pytest.mark.parametrize("fire", FIRE_RULES)
 # membrane_bits: 6 = saturation on most updates, 16 = none
 @pytest.mark.parametrize("membrane_bits", [6, 16])
-def test_lif_matches_golden(leak_shift, reset, membrane_bits):
-    model = random_model([6, 9, 7, 4], seed=leak_shift + membrane_bits, leak_shift=leak_shift, reset=reset,
-                         membrane_bits=membrane_bits, weight_bits=5, input_bits=1, threshold_range=(2, 20), density=0.9)
+def test_lif_matches_golden(leak, reset, fire, membrane_bits):
+    """Layer 1's update, timestep by timestep over two images, against ``golden.lif_step`` (its
+    membrane and flag carried by the golden model): the saturated sum ``z`` and the spike."""
+    nr = LayerNeuron(*leak, fire, reset)
+    # the analog layer has the tested neuron too (one model: no select) or, for the multiplier
+    # leaks, another one (two models: the PE selects by the command's neuron field)
+    alone = leak[0] <= 1
+    seed = LEAKS.index(leak) + RESETS.index(reset) + membrane_bits
+    model = random_model([6, 9, 7, 4], seed=seed, membrane_bits=membrane_bits, weight_bits=5, input_bits=1,
+                         threshold_range=(2, 20), density=0.9, neurons=[nr if alone else OTHER, nr])
     n_pe = 4
     plan = Plan(model, n_pe, "dense")
-    rng = np.random.default_rng(leak_shift)
+    assert len(plan.neurons) == (1 if alone or nr.same_as(OTHER) else 2)
+    rng = np.random.default_rng(seed)
     li = 1  # the spiking layer; its inputs are spikes, its acc cleared by every update
     ly, lp = model.layers[li], plan.layers[li]
     lo, hi = signed_range(membrane_bits)
-    saturated = fired = 0
+    saturated = fired = flagged = 0
     for p in range(n_pe):
         js = [c * n_pe + p for c in range(lp.chunks)]
         real = [j for j in js if j < ly.out_features]
+        th = ly.threshold[real]
         cmds, want = [], []
-        for image in range(2):  # image 2 starts with first_t over image 1's membranes
+        for image in range(2):  # image 2 starts with first_t over image 1's membranes and flags
             u = np.zeros(len(real), dtype=np.int64)
-            for t in range(4):
+            r = np.zeros(len(real), dtype=bool)
+            for t in range(5):
                 s_in = (rng.random(ly.in_features) < 0.6).astype(np.int64)
                 cmds += acc_cmds(plan, li, s_in, rng, gaps=False) + [NOP]
                 cmds += update_cmds(plan, li, p, first_t=t == 0, clear=True)
                 cur = ly.weight[real] @ s_in + ly.bias[real]
-                z = golden.saturate((u - (u >> leak_shift) if leak_shift else u) + cur, membrane_bits)
-                u, _, s = golden.lif_step(u, np.zeros(len(u), bool), cur, ly.threshold[real], ly.neuron,
-                                          membrane_bits)
+                pending = np.where(r, th, 0) if reset == "subtract_next" else 0
+                z = golden.saturate(golden.leak(u, nr) + cur - pending, membrane_bits)
+                u, r, s = golden.lif_step(u, r, cur, th, nr, membrane_bits)
                 saturated += int(((z == lo) | (z == hi)).sum())
                 fired += int(s.sum())
+                flagged += int(r.sum())
                 want += [(int(z[k]), int(s[k])) for k in range(len(real))]
                 want += [(None, 0)] * (len(js) - len(real))  # padding lanes never spike
         out = run_pe(plan, p, cmds)
@@ -142,14 +166,19 @@ def test_lif_matches_golden(leak_shift, reset, membrane_bits):
         got = [(z if w[0] is not None else None, s) for (z, s), w in zip(got, want)]
         assert got == want, f"pe {p}"
     assert fired
+    if reset in ("subtract_next", "subtract_recheck"):
+        assert flagged  # the flag was set, and read back in a later step
     if membrane_bits == 6:
         assert saturated
 
 
-def test_output_integrator():
+# neurons: version 1's shift leak (formed in stage 1), and a multiplier leak with a pending
+# reset (stage 2's leak product and threshold): neither reaches the output integrator
+@pytest.mark.parametrize("neurons", [None, [LayerNeuron(26, 8, ">", "subtract_next")]], ids=["v1", "mul"])
+def test_output_integrator(neurons):
     """Output layer: no leak, no spike, no reset; z accumulates with saturation."""
     model = random_model([5, 6, 7], seed=3, leak_shift=2, membrane_bits=8, weight_bits=6, input_bits=1,
-                         threshold_range=(2, 20))
+                         threshold_range=(2, 20), neurons=neurons)
     n_pe = 3
     plan = Plan(model, n_pe, "dense")
     rng = np.random.default_rng(11)

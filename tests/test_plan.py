@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from spikeloom.hw.plan import Plan
 from spikeloom.model import golden
+from spikeloom.model.config import LayerNeuron
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 from spikeloom.sim.strategies import N_PES, STORAGES, conv_nets, dense_nets
 
@@ -163,3 +164,22 @@ def test_storage_errors():
         Plan(model, 2, "compressed")
     with pytest.raises(ValueError, match="does not have"):
         Plan(model, 2, {"nope": "sparse"})
+
+
+def test_neurons_once_per_model_and_flag_bit():
+    """The plan lists each distinct neuron model once (equal dynamics merged: ``a / 2^f`` in lowest
+    terms), gives every layer its index, and widens the membrane word by the flag bit only when a
+    layer's reset keeps a flag."""
+    v1 = random_model([6, 5, 4, 3], seed=0, leak_shift=2)
+    plan = Plan(v1, 2)
+    assert plan.neurons == (LayerNeuron(1, 2, ">=", "subtract"),) and plan.neuron_of == (0, 0, 0)
+    assert plan.flag_bits == 0 and plan.word_widths()["membrane"] == plan.membrane_bits
+    shift, same = LayerNeuron(1, 2, ">", "zero"), LayerNeuron(2, 3, ">", "zero")  # 2 / 8 = 1 / 4
+    for late in ("subtract_next", "subtract_recheck"):
+        mixed = random_model([6, 5, 4, 4, 3], seed=0, neurons=[shift, LayerNeuron(26, 8, ">=", late), same])
+        plan = Plan(mixed, 2)
+        assert plan.neurons == (shift, LayerNeuron(26, 8, ">=", late)) and plan.neuron_of == (0, 1, 0, 0)
+        assert plan.flag_bits == 1
+        assert plan.word_widths()["membrane"] == plan.widths()["membrane"] + 1 == plan.membrane_bits + 1
+    plan = Plan(random_model([6, 5, 3], seed=0, neurons=[shift]), 2)
+    assert plan.flag_bits == 0 and plan.word_widths()["membrane"] == plan.membrane_bits
