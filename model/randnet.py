@@ -18,9 +18,11 @@ def _finish(model, neurons, readout):
     if readout == "count":
         out = model.layers[-1]
         rng = np.random.default_rng(len(model.layers))
-        # around each neuron's largest input current: some classes fire at every step, others rarely
-        pos = np.clip(out.weight, 0, None).reshape(out.channels, -1).sum(axis=1) * model.in_max(out)
-        th = np.clip((pos * rng.uniform(0.6, 2.0, size=out.channels)).astype(np.int64), 1,
+        # around each neuron's current when its whole input is active (random hidden layers spike
+        # densely): some classes fire at most steps, others rarely, so the counts part and exit
+        w = out.weight.reshape(out.channels, -1).astype(np.int64) * model.in_max(out)
+        ref = np.maximum(np.maximum(w.sum(axis=1) + out.bias, np.clip(w, 0, None).sum(axis=1) // 4), 1)
+        th = np.clip((ref * rng.uniform(0.4, 1.5, size=out.channels)).astype(np.int64), 1,
                      signed_range(model.neuron.membrane_bits)[1])
         spiking = replace(out, role="spiking", threshold=th.astype(np.int64), scale=[1.0] * out.out_features)
         model.layers = model.layers[:-1] + [spiking, count_readout(spiking)]

@@ -31,9 +31,9 @@ def _check(model, n_pe, x, storage):
 # storage: the 2-bit identity weights dense, or compressed (one stored weight per row)
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_count_readout_dense_net(n_pe, storage):
-    model = random_model((16, 12, 5), seed=7, readout="count", t_max=5, exit_threshold=2)
+    model = random_model((16, 12, 5), seed=5, readout="count", t_max=6, exit_threshold=1)
     assert model.readout == "count"
-    x = random_inputs(model, 6, seed=3)
+    x = random_inputs(model, 8, seed=3)
     g = _check(model, n_pe, x, storage)
     counts = np.cumsum(g.spikes[model.layers[-2].name], axis=0)
     assert (g.z == counts).all()
