@@ -32,8 +32,13 @@ def _add_pipeline_options(p):
     g.add_argument("--weight-bits", type=int, default=8)
     g.add_argument("--input-bits", type=int, default=4)
     g.add_argument("--membrane-bits", type=int, default=16)
-    g.add_argument("--leak-shift", type=int, default=1, help="leak u -= u >>> k (0: no leak)")
-    g.add_argument("--reset", default="subtract", help="zero|subtract")
+    g.add_argument("--leak-shift", type=int, default=None, help="leak u -= u >>> k (0: no leak; default 1)")
+    g.add_argument("--beta", type=float, default=None,
+                   help="decay factor in [0, 1] instead of --leak-shift: leak u -= (u * a) >>> F with "
+                   "a = rint((1 - beta) 2^F) (1: no leak)")
+    g.add_argument("--leak-frac", type=int, default=None, help="F, fraction bits of the quantized --beta (default 8)")
+    g.add_argument("--fire", default=">=", help="firing rule: '>=' (u >= threshold, default) or '>'")
+    g.add_argument("--reset", default="subtract", help="zero|subtract (default)|subtract_next|subtract_recheck")
     g.add_argument("--pes", type=int, default=8, help="processing elements of the generated accelerator")
     g.add_argument("--sim", default="verilator", help="co-simulator: verilator (default) or icarus")
     g.add_argument("--cosim-images", type=int, default=None, help="co-simulate only the first N test images")
@@ -42,8 +47,37 @@ def _add_pipeline_options(p):
                    "default: model/tech/horowitz45.json")
 
 
+def _neuron(a):
+    """The NeuronConfig of the neuron options; a bad value names its option and the allowed values."""
+    from spikeloom.model.config import FIRE_RULES, LEAK_FRAC_MAX, RESETS, NeuronConfig
+    from spikeloom.model.errors import ConfigError
+
+    if a.fire not in FIRE_RULES:
+        raise ConfigError(f"--fire = {a.fire!r}; allowed: {', '.join(map(repr, FIRE_RULES))}")
+    if a.reset not in RESETS:
+        raise ConfigError(f"--reset = {a.reset!r}; allowed: {', '.join(RESETS)}")
+    kw = {}
+    if a.beta is not None:
+        if a.leak_shift is not None:
+            raise ConfigError(f"--beta {a.beta} and --leak-shift {a.leak_shift} both set the leak; give one")
+        if not 0.0 <= a.beta <= 1.0:
+            raise ConfigError(f"--beta = {a.beta!r} is outside the allowed range [0, 1]")
+        kw["beta"] = a.beta
+        if a.leak_frac is not None:
+            if not 0 <= a.leak_frac <= LEAK_FRAC_MAX:
+                raise ConfigError(f"--leak-frac = {a.leak_frac!r} is outside the allowed range [0, {LEAK_FRAC_MAX}]")
+            kw["leak_frac"] = a.leak_frac
+    elif a.leak_frac is not None:
+        raise ConfigError(f"--leak-frac {a.leak_frac} is the precision of --beta; give --beta too")
+    else:
+        kw["leak_shift"] = 1 if a.leak_shift is None else a.leak_shift
+        if not 0 <= kw["leak_shift"] <= 8:
+            raise ConfigError(f"--leak-shift = {kw['leak_shift']!r} is outside the allowed range [0, 8]")
+    return NeuronConfig(reset=a.reset, membrane_bits=a.membrane_bits, fire=a.fire, **kw)
+
+
 def _context(a):
-    from spikeloom.model.config import NeuronConfig, QuantConfig
+    from spikeloom.model.config import QuantConfig
     from spikeloom.model.train import TrainConfig
 
     kw = {}
@@ -54,7 +88,7 @@ def _context(a):
     return steps.Context(
         build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size,
         train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed, target_drop=a.target_drop, **kw),
-        neuron=NeuronConfig(leak_shift=a.leak_shift, reset=a.reset, membrane_bits=a.membrane_bits),
+        neuron=_neuron(a),
         quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))
 
 

@@ -121,3 +121,31 @@ def test_golden_storage_option_errors(model_path, tmp_path, capsys):
     other = modelfile.save(random_model((6, 4, 3), seed=2, input_bits=3), tmp_path / "other.slm")
     assert spikeloom_here(capsys, "generate", other, "--pes", "3", "-o", tmp_path / "o").returncode == 0
     assert_clean_error(spikeloom_here(capsys, *golden, "--ports", tmp_path / "o" / "ports.json"), "--ports", "written for model")
+
+
+def test_neuron_option_errors(tmp_path, capsys):
+    """Each bad neuron option is one line naming the option and what it allows (nothing trains)."""
+    def bad(*args):
+        return spikeloom_here(capsys, "train", "--build", tmp_path, *args)
+    assert_clean_error(bad("--beta", "1.5"), "--beta = 1.5", "[0, 1]")
+    assert_clean_error(bad("--beta", "0.9", "--leak-frac", "17"), "--leak-frac = 17", "[0, 16]")
+    assert_clean_error(bad("--beta", "0.9", "--leak-shift", "2"), "--beta 0.9", "--leak-shift 2", "give one")
+    assert_clean_error(bad("--leak-frac", "8"), "--leak-frac 8", "give --beta")
+    assert_clean_error(bad("--leak-shift", "9"), "--leak-shift = 9", "[0, 8]")
+    assert_clean_error(bad("--fire", "=>"), "--fire = '=>'", "'>=', '>'")
+    assert_clean_error(bad("--reset", "later"), "--reset = 'later'", "subtract_next", "subtract_recheck")
+    assert not any(tmp_path.iterdir())
+
+
+def test_neuron_options_make_the_neuron():
+    from spikeloom.flows.cli import _context, build_parser
+    from spikeloom.model.config import LayerNeuron, NeuronConfig
+
+    def neuron(*args):
+        return _context(build_parser().parse_args(["run", *args])).neuron
+    assert neuron() == NeuronConfig()  # the default run's neuron is version 1's default
+    assert neuron("--leak-shift", "0", "--reset", "zero") == NeuronConfig(0, "zero")
+    n = neuron("--beta", "0.9", "--leak-frac", "8", "--fire", ">", "--reset", "subtract_next", "--membrane-bits", "20")
+    assert n == NeuronConfig(reset="subtract_next", membrane_bits=20, fire=">", beta=0.9, leak_frac=8)
+    assert n.layer_neuron() == LayerNeuron(26, 8, ">", "subtract_next") and not n.is_v1
+    assert neuron("--beta", "0.95").layer_neuron() == LayerNeuron(13, 8, ">=", "subtract")

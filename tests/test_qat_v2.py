@@ -166,3 +166,52 @@ def test_bad_neurons_and_readout():
     stages[1].pool_op = "avg"
     with pytest.raises(ConfigError, match="pool_op = 'avg'"):
         IntSNN(stages, (1, 8, 8))
+
+
+@pytest.mark.parametrize("fire", FIRE_RULES)
+@pytest.mark.parametrize("reset", RESETS)
+def test_float_snn_neuron_is_golden_without_leak(fire, reset):
+    # the float network's LIF (SNN.lif) runs the same rule and reset: with beta = 1 (no leak, so no
+    # rounding) and integer currents it is the golden update spike for spike
+    from spikeloom.model.snn import SNN
+
+    net = SNN((1, 4, 4), 3, "mlp", NeuronConfig(reset=reset, fire=fire, beta=1.0, membrane_bits=32), t_max=12)
+    cur = np.random.default_rng(7).integers(-6, 14, size=(12, 5, 8))
+    theta = np.arange(4, 12)
+    with torch.no_grad():
+        got = net.lif(torch.as_tensor(cur, dtype=torch.float64), torch.as_tensor(theta, dtype=torch.float64))
+    u, r, want = np.zeros((5, 8), np.int64), np.zeros((5, 8), bool), []
+    for c in cur:
+        u, r, s = golden.lif_step(u, r, c, theta, LayerNeuron(0, 0, fire, reset), 32)
+        want.append(s)
+    assert (got.numpy() == np.array(want)).all() and np.array(want).any()
+
+
+def test_float_snn_uses_the_quantized_beta():
+    from spikeloom.model.snn import SNN
+
+    net = SNN((1, 4, 4), 3, "mlp", NeuronConfig(beta=0.9, leak_frac=4, reset="zero"), t_max=3)
+    assert net.neuron.leak == 1 - 2 / 16  # a = rint(0.1 * 16) = 2
+    with torch.no_grad():
+        s = net.lif(torch.tensor([0.96, 0.15, 0.2], dtype=torch.float64).reshape(3, 1, 1))
+    # 0.96; 0.875 * 0.96 + 0.15 = 0.99 (beta 0.9 would give 1.014 and fire); 0.875 * 0.99 + 0.2 >= 1
+    assert s.flatten().tolist() == [0.0, 0.0, 1.0]
+
+
+def test_neuron_config_v2_fields():
+    assert NeuronConfig().is_v1 and NeuronConfig().layer_neuron() == LayerNeuron(1, 1, ">=", "subtract")
+    assert NeuronConfig(0, "zero").layer_neuron() == LayerNeuron(0, 0, ">=", "zero")
+    for kw in ({"fire": ">"}, {"reset": "subtract_next"}, {"beta": 0.5}):
+        assert not NeuronConfig(**kw).is_v1
+        with pytest.raises(ConfigError, match="not a version-1 neuron"):
+            LayerNeuron.of(NeuronConfig(**kw))
+    assert NeuronConfig(beta=0.5, leak_frac=1).layer_neuron() == LayerNeuron(1, 1)
+    assert NeuronConfig(beta=1.0).layer_neuron() == LayerNeuron(0, 0) and NeuronConfig(beta=1.0).leak == 1.0
+    with pytest.raises(ConfigError, match="both set the leak"):
+        NeuronConfig(leak_shift=2, beta=0.9)
+    with pytest.raises(ConfigError, match="give neuron.beta too"):
+        NeuronConfig(leak_frac=4)
+    with pytest.raises(ConfigError, match=r"neuron.beta = 1.5 is outside the allowed range \[0, 1\]"):
+        NeuronConfig(beta=1.5)
+    with pytest.raises(ConfigError, match="neuron.fire"):
+        NeuronConfig(fire="=>")
