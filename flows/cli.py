@@ -22,6 +22,8 @@ def _add_pipeline_options(p):
     g.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
     g.add_argument("--build", type=Path, default=Path("build"), help="output folder (default: build)")
     g.add_argument("--arch", default="mlp", help="network: mlp (default), vgg or resnet")
+    g.add_argument("--pool", default="max", help="pool stages of vgg/resnet: max (default), sum (spike counts) "
+                   "or avg (sum with 1/q^2 folded into the next weights)")
     g.add_argument("--t-max", type=int, default=4)
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--qat-epochs", type=int, default=None)
@@ -87,7 +89,8 @@ def _context(a):
         kw["qat_epochs"] = a.qat_epochs
     return steps.Context(
         build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size,
-        train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed, target_drop=a.target_drop, **kw),
+        train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed, target_drop=a.target_drop,
+                          pool=a.pool, **kw),
         neuron=_neuron(a),
         quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))
 

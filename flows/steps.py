@@ -147,7 +147,8 @@ def step_train(ctx: Context, log=print):
     key = ctx.key("train")
     if cached(path, key):
         log(f"[train] reusing {path} (cache key {key})")
-        model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, ctx.train.t_max)
+        model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, ctx.train.t_max,
+                    pool=ctx.train.pool)
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
         log(f"[train] training {ctx.train.arch} on {ctx.dataset} ({len(split.train)} images, "

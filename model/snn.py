@@ -34,6 +34,9 @@ ARCHS = {
     "resnet": (("conv", 16), ("res", 16), ("res", 32, 2), ("pool", 2)),
 }
 STAGE_KINDS = ("dense", "conv", "pool", "res")
+#: How the float network's pool stages pool spikes: OR (``max``), window counts (``sum``) or window
+#: rates (``avg``: sum pooling with ``1 / q^2`` folded into the readers' weights, ``model/SEMANTICS.md``).
+TRAIN_POOLS = ("max", "sum", "avg")
 #: How the network's output is read: an integrator of the last layer's currents, or the spike
 #: counts of a spiking last layer (``model/SEMANTICS.md``, "Spike-count readout").
 READOUTS = ("integrate", "count")
@@ -164,8 +167,8 @@ class SNN(nn.Module):
     n_classes : int
     arch : str or tuple
         A key of :data:`ARCHS` or a tuple of stages: ``("dense", n)``, ``("conv", C[, k, stride,
-        padding])`` (default 3x3, stride 1, padding 1), ``("pool", k)`` (max pooling of the previous
-        conv stage's spikes) and ``("res", C[, stride])``: a residual block ``LIF(BN(conv3x3(LIF(BN(
+        padding])`` (default 3x3, stride 1, padding 1), ``("pool", k)`` (pooling of the previous
+        conv stage's spikes, see ``pool``) and ``("res", C[, stride])``: a residual block ``LIF(BN(conv3x3(LIF(BN(
         conv3x3_stride(s))))) + BN(conv1x1_stride(s)))`` with a projection shortcut.
     neuron : NeuronConfig
     t_max : int
@@ -177,10 +180,13 @@ class SNN(nn.Module):
     learn_threshold : bool
         One trainable threshold per channel of every LIF layer (initial 1.0) instead of the fixed 1.0.
         Folding divides each layer's weights and bias by it, so the integer model is unchanged.
+    pool : str
+        How every pool stage pools, one of :data:`TRAIN_POOLS`: ``"max"`` (default), ``"sum"`` or
+        ``"avg"``; the integer network sums for both of the latter (:meth:`folded_stages`).
     """
 
     def __init__(self, input_shape, n_classes, arch="mlp", neuron=NeuronConfig(), t_max=4, *, units=0,
-                 unit_at=1, learn_threshold=False):
+                 unit_at=1, learn_threshold=False, pool="max"):
         super().__init__()
         if isinstance(arch, str) and arch not in ARCHS:
             raise ConfigError(f"arch = {arch!r}; allowed: {', '.join(ARCHS)}")
@@ -189,7 +195,11 @@ class SNN(nn.Module):
             raise ConfigError(f"units = {units!r} must be an integer >= 0")
         if units and not (isinstance(unit_at, int) and 1 <= unit_at <= len(stages)):
             raise ConfigError(f"unit_at = {unit_at!r} is outside the allowed range [1, {len(stages)}]")
-        self.arch, self.neuron, self.t_max = arch, neuron, t_max
+        if pool not in TRAIN_POOLS:
+            raise ConfigError(f"pool = {pool!r}; allowed: {', '.join(map(repr, TRAIN_POOLS))}")
+        if pool != "max" and not any(_stage(st)[0] == "pool" for st in stages):
+            raise ConfigError(f"pool = {pool!r} needs an arch with pool stages (e.g. vgg, resnet), got {arch!r}")
+        self.arch, self.neuron, self.t_max, self.pool = arch, neuron, t_max, pool
         self.input_shape = tuple(input_shape)
         self.n_classes, self.units, self.unit_at, self.learn_threshold = n_classes, units, unit_at, learn_threshold
         self.blocks = nn.ModuleList()
@@ -282,7 +292,12 @@ class SNN(nn.Module):
         h = None
         for i, (kind, blk) in enumerate(zip(self.kinds, self.blocks)):
             if kind == "pool":
-                h = blk["pool"](h.flatten(0, 1)).unflatten(0, (T, B))
+                if self.pool == "max":
+                    h = blk["pool"](h.flatten(0, 1)).unflatten(0, (T, B))
+                else:
+                    q = self.specs[i][1]
+                    h = F.avg_pool2d(h.flatten(0, 1), q, divisor_override=1 if self.pool == "sum" else None)
+                    h = h.unflatten(0, (T, B))
                 continue
             if i == 0:
                 inp = x.flatten(1) if kind == "dense" else x
@@ -300,7 +315,9 @@ class SNN(nn.Module):
 
     def folded_stages(self):
         """[:class:`Folded`] for every synaptic stage and the head, BatchNorm (and learned thresholds)
-        folded in; what :class:`IntSNN` quantizes. Works for every architecture."""
+        folded in; what :class:`IntSNN` quantizes. Works for every architecture. Average pooling
+        becomes sum pooling with ``1 / q^2`` folded into the weights that read the pooled map (the
+        next stage's, a residual block's shortcut, or the head's)."""
         def fold(syn, bn, theta_key=None):
             a = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double()
             w = syn.weight.detach().double() * a.reshape(-1, *([1] * (syn.weight.dim() - 1)))
@@ -314,11 +331,18 @@ class SNN(nn.Module):
             return tuple(v / th.reshape(-1, *([1] * (v.dim() - 1))) for v in arrays)
 
         out = []
+        div = 1  # q^2 after an average pool: the readers of its map divide their weights by it
         for i, (kind, blk, spec) in enumerate(zip(self.kinds, self.blocks, self.specs)):
             if kind == "pool":
                 out[-1].pool = spec[1]
+                if self.pool != "max":
+                    out[-1].pool_op = "sum"
+                    div = spec[1] ** 2 if self.pool == "avg" else 1
                 continue
             w, b = unthreshold(str(i), *fold(blk["syn"], blk["bn"]))
+            read_div, div = div, 1
+            if read_div != 1:
+                w = w / read_div
             if kind == "dense":
                 out.append(Folded("dense", w.numpy(), b.numpy()))
                 continue
@@ -328,11 +352,13 @@ class SNN(nn.Module):
             if kind == "res":
                 w2, b2 = fold(blk["syn2"], blk["bn2"])
                 wsc, bsc = fold(blk["sc"], blk["bnsc"])
+                if read_div != 1:
+                    wsc = wsc / read_div
                 w2, wsc, b2 = unthreshold(f"{i}b", w2, wsc, b2 + bsc)
                 out.append(Folded("conv", w2.numpy(), b2.numpy(), stride=1, padding=1, shortcut=src,
                                   shortcut_weight=wsc.numpy(), shortcut_stride=stv))
-        out.append(Folded("dense", self.head.weight.detach().double().numpy(),
-                          self.head.bias.detach().double().numpy()))
+        head = self.head.weight.detach().double()
+        out.append(Folded("dense", (head / div if div != 1 else head).numpy(), self.head.bias.detach().double().numpy()))
         return out
 
 

@@ -134,6 +134,8 @@ def test_neuron_option_errors(tmp_path, capsys):
     assert_clean_error(bad("--leak-shift", "9"), "--leak-shift = 9", "[0, 8]")
     assert_clean_error(bad("--fire", "=>"), "--fire = '=>'", "'>=', '>'")
     assert_clean_error(bad("--reset", "later"), "--reset = 'later'", "subtract_next", "subtract_recheck")
+    assert_clean_error(bad("--pool", "avg"), "train.pool = 'avg'", "vgg, resnet", "arch 'mlp'")
+    assert_clean_error(bad("--arch", "vgg", "--pool", "min"), "train.pool = 'min'", "'max', 'sum', 'avg'")
     assert not any(tmp_path.iterdir())
 
 
