@@ -182,8 +182,11 @@ def step_quantize(ctx: Context, float_model, log=print):
         imodel.load_state_dict(torch.load(qpath, weights_only=True))
         qmodel = modelfile.load(path)
     else:
+        n = ctx.neuron.layer_neuron()
+        neu = "" if ctx.neuron.is_v1 else (f"; neurons: leak a = {n.leak_mul}, f = {n.leak_frac} (beta {n.beta:g}), "
+                                           f"fire '{n.fire}', reset {n.reset}")
         log(f"[quantize] BN folding + QAT ({ctx.quant.weight_bits}-bit weights, "
-            f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes)")
+            f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes{neu})")
         imodel, _ = train_qat(float_model, split, ctx.train, ctx.neuron, ctx.quant)
         zv = imodel.exact_z(golden.quantize_values(split.val.x, ctx.quant.input_bits))
         theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))

@@ -215,3 +215,22 @@ def test_neuron_config_v2_fields():
         NeuronConfig(beta=1.5)
     with pytest.raises(ConfigError, match="neuron.fire"):
         NeuronConfig(fire="=>")
+
+
+def test_pipeline_trains_a_v2_neuron(tmp_path):
+    # train -> quantize -> evaluate with snnTorch's default neuron (beta 0.9, '>', reset next step):
+    # the model file is version 2 with the quantized beta in every layer, golden == fake-quant
+    from spikeloom.flows import steps
+    from spikeloom.model.train import TrainConfig
+
+    neuron = NeuronConfig(beta=0.9, leak_frac=8, fire=">", reset="subtract_next")
+    ctx = steps.Context(build=tmp_path, train=TrainConfig(epochs=2, qat_epochs=1), neuron=neuron)
+    logs = []
+    im, qm = steps.step_quantize(ctx, steps.step_train(ctx, log=logs.append), log=logs.append)
+    assert any("leak a = 26, f = 8 (beta 0.898438), fire '>', reset subtract_next" in s for s in logs)
+    assert all(ly.neuron == LayerNeuron(26, 8, ">", "subtract_next") for ly in qm.layers[:-1])
+    _, meta = modelfile.read_meta(ctx.model_path)
+    assert meta["version"] == 2 and meta["requires"] == ["layer_neurons"]
+    steps.step_evaluate(ctx, im, qm, log=lambda *_: None)
+    assert ctx.report["model"]["golden_vs_fakequant_agreement"] == 1.0
+    assert ctx.report["model"]["accuracy_fixed_t"] > 0.5
