@@ -381,19 +381,22 @@ class IntSNN(nn.Module):
         ``"integrate"``: the last stage is the dense output integrator. ``"count"``: every stage
         spikes and the output counts the spikes of the last (dense, one neuron per class) stage
         (:func:`~spikeloom.model.ir.count_readout`).
+    dtype : torch.dtype
+        Of the trainable parameters (float32; :meth:`from_model` uses float64 so that every integer
+        of up to 32 bits is exact).
     """
 
     def __init__(self, folded, input_shape, neuron=NeuronConfig(), quant=QuantConfig(), t_max=4, *,
-                 neurons=None, readout="integrate"):
+                 neurons=None, readout="integrate", dtype=torch.float32):
         super().__init__()
         if readout not in READOUTS:
             raise ConfigError(f"readout = {readout!r}; allowed: {', '.join(map(repr, READOUTS))}")
         self.neuron, self.quant, self.t_max, self.readout = neuron, quant, t_max, readout
         self.input_shape = tuple(input_shape)
         stages = [f if isinstance(f, Folded) else Folded("dense", *f) for f in folded]
-        self.W = nn.ParameterList([nn.Parameter(torch.tensor(f.weight, dtype=torch.float32)) for f in stages])
-        self.b = nn.ParameterList([nn.Parameter(torch.tensor(f.bias, dtype=torch.float32)) for f in stages])
-        self.Wsc = nn.ParameterDict({str(i): nn.Parameter(torch.tensor(f.shortcut_weight, dtype=torch.float32))
+        self.W = nn.ParameterList([nn.Parameter(torch.tensor(f.weight, dtype=dtype)) for f in stages])
+        self.b = nn.ParameterList([nn.Parameter(torch.tensor(f.bias, dtype=dtype)) for f in stages])
+        self.Wsc = nn.ParameterDict({str(i): nn.Parameter(torch.tensor(f.shortcut_weight, dtype=dtype))
                                      for i, f in enumerate(stages) if f.shortcut is not None})
         self.stages = [Folded(f.kind, None, None, f.stride, f.padding, f.pool, f.shortcut, None, f.shortcut_stride,
                               f.pool_op) for f in stages]
@@ -455,15 +458,14 @@ class IntSNN(nn.Module):
             effs.append(eff)
         net = cls(folded, model.input_shape,
                   model.neuron, QuantConfig(max(ly.weight_bits for ly in layers), model.input_bits), model.t_max,
-                  neurons=[ly.neuron for ly in layers if ly.role != "output"], readout=readout)
-        net.double()  # float64 parameters: every integer of the model (up to 32 bits) is exact
+                  neurons=[ly.neuron for ly in layers if ly.role != "output"], readout=readout, dtype=torch.float64)
         net.weight_bits = [ly.weight_bits for ly in layers]
         net.names = names + ([model.layers[-1].name] if readout == "count" else [])
         net.frozen = True
         for i, (ly, eff) in enumerate(zip(layers, effs)):
             net.register_buffer(f"eff{i}", torch.tensor(eff, dtype=torch.float64))
             if ly.threshold is not None:
-                net.register_buffer(f"theta{i}", torch.tensor(ly.threshold, dtype=torch.float32))
+                net.register_buffer(f"theta{i}", torch.tensor(ly.threshold, dtype=torch.float64))
         return net
 
     def qparams(self):

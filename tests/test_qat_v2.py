@@ -234,3 +234,18 @@ def test_pipeline_trains_a_v2_neuron(tmp_path):
     steps.step_evaluate(ctx, im, qm, log=lambda *_: None)
     assert ctx.report["model"]["golden_vs_fakequant_agreement"] == 1.0
     assert ctx.report["model"]["accuracy_fixed_t"] > 0.5
+
+
+def test_from_model_is_exact_at_32_bit_membranes():
+    # biases and thresholds beyond float32's 24-bit mantissa come back exactly (float64 parameters)
+    model = random_model((6, 5, 4, 3), seed=1, membrane_bits=32, neurons=[LayerNeuron(3, 2, ">", "subtract_recheck")] * 2)
+    big = [ly.bias + (1 << 29) + 1 for ly in model.layers]
+    for ly, b in zip(model.layers, big):
+        ly.bias = b
+        if ly.threshold is not None:
+            ly.threshold = ly.threshold + (1 << 28) + 3
+    net = IntSNN.from_model(model)
+    ip = net.integer_params()
+    assert all((p[1] == ly.bias).all() for p, ly in zip(ip, model.layers))
+    assert all((p[2] == ly.threshold).all() for p, ly in zip(ip[:-1], model.layers[:-1]))
+    _assert_exact(model, random_inputs(model, 16, seed=3))
