@@ -167,11 +167,18 @@ def cmd_inspect(a):
     if a.json:
         print(json.dumps(meta, indent=2))
         return
+    v1 = model.uses_v1_neuron()
+    neuron = model.neuron if v1 else f"per layer, {model.neuron.membrane_bits}-bit membranes"
     print(f"{a.model}: {model.name} (format v{meta['version']}), dataset {model.dataset}, T_max {model.t_max}, "
-          f"input {model.input_shape} x {model.input_bits} bit, neuron {model.neuron}, "
-          f"exit margin >= {model.exit_threshold}")
+          f"input {model.input_shape} x {model.input_bits} bit, neuron {neuron}, "
+          f"exit margin >= {model.exit_threshold}" + ("" if model.readout == "integrate" else ", spike-count readout"))
     for ly in model.layers:
         th = "" if ly.threshold is None else f", thresholds {int(ly.threshold.min())}..{int(ly.threshold.max())}"
+        if not v1 and ly.neuron is not None:
+            n = ly.neuron
+            th += f", leak a = {n.leak_mul}, f = {n.leak_frac} (beta {n.beta:g}), fire '{n.fire}', reset {n.reset}"
+        if ly.pool_op != "max":
+            th += f", {ly.pool_op} pool {ly.pool}"
         print(f"  {ly.name:6s} {ly.role:8s} {ly.in_features:5d} -> {ly.out_features:5d}  "
               f"{ly.weight_bits}-bit weights ({100 * (ly.weight == 0).mean():.1f}% zero), "
               f"acc {model.acc_bits(ly)} bits{th}")

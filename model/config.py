@@ -88,6 +88,13 @@ class NeuronConfig:
             raise ConfigError(f"neuron.leak_frac = {self.leak_frac!r} is the precision of beta; "
                               "give neuron.beta too")
 
+    def __repr__(self):
+        # the version-1 fields always, the others where they differ from their defaults
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k, d in (("fire", ">="), ("beta", None), ("leak_frac", 8))
+                        if getattr(self, k) != d)
+        return (f"NeuronConfig(leak_shift={self.leak_shift!r}, reset={self.reset!r}, "
+                f"membrane_bits={self.membrane_bits!r}{extra})")
+
     @property
     def is_v1(self) -> bool:
         """True when this is a version-1 network-wide neuron (shift leak, rule ``>=``, reset

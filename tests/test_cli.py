@@ -151,3 +151,21 @@ def test_neuron_options_make_the_neuron():
     assert n == NeuronConfig(reset="subtract_next", membrane_bits=20, fire=">", beta=0.9, leak_frac=8)
     assert n.layer_neuron() == LayerNeuron(26, 8, ">", "subtract_next") and not n.is_v1
     assert neuron("--beta", "0.95").layer_neuron() == LayerNeuron(13, 8, ">=", "subtract")
+
+
+def test_inspect_names_v2_neurons_pools_and_readout(tmp_path, capsys):
+    from spikeloom.model.config import LayerNeuron
+    from spikeloom.model.randnet import random_conv_model
+
+    m = random_conv_model(seed=1, pool_op="sum", readout="count",
+                          neurons=[LayerNeuron(26, 8, ">", "subtract_next"), LayerNeuron(0, 0, ">=", "zero"),
+                                   LayerNeuron(1, 2, ">=", "subtract")])
+    r = spikeloom_here(capsys, "inspect", modelfile.save(m, tmp_path / "v2.slm"))
+    assert r.returncode == 0, r.stderr
+    assert "(format v2)" in r.stdout and "neuron per layer, 14-bit membranes" in r.stdout
+    assert "spike-count readout" in r.stdout and "sum pool 2" in r.stdout
+    assert "leak a = 26, f = 8 (beta 0.898438), fire '>', reset subtract_next" in r.stdout
+    assert "leak a = 0, f = 0 (beta 1), fire '>=', reset zero" in r.stdout
+    r = spikeloom_here(capsys, "inspect", modelfile.save(random_model((6, 5, 3), seed=1), tmp_path / "v1.slm"))
+    assert "neuron NeuronConfig(leak_shift=1, reset='subtract', membrane_bits=16), exit" in r.stdout
+    assert "leak a" not in r.stdout
