@@ -175,8 +175,7 @@ def cmd_inspect(a):
     for ly in model.layers:
         th = "" if ly.threshold is None else f", thresholds {int(ly.threshold.min())}..{int(ly.threshold.max())}"
         if not v1 and ly.neuron is not None:
-            n = ly.neuron
-            th += f", leak a = {n.leak_mul}, f = {n.leak_frac} (beta {n.beta:g}), fire '{n.fire}', reset {n.reset}"
+            th += f", {steps.describe_neuron(ly.neuron)}"
         if ly.pool_op != "max":
             th += f", {ly.pool_op} pool {ly.pool}"
         print(f"  {ly.name:6s} {ly.role:8s} {ly.in_features:5d} -> {ly.out_features:5d}  "
