@@ -22,6 +22,8 @@ def _add_pipeline_options(p):
     g.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
     g.add_argument("--build", type=Path, default=Path("build"), help="output folder (default: build)")
     g.add_argument("--arch", default="mlp", help="network: mlp (default), vgg or resnet")
+    g.add_argument("--pool", default="max", help="pool stages of vgg/resnet: max (default), sum (spike counts) "
+                   "or avg (sum with 1/q^2 folded into the next weights)")
     g.add_argument("--t-max", type=int, default=4)
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--qat-epochs", type=int, default=None)
@@ -32,8 +34,13 @@ def _add_pipeline_options(p):
     g.add_argument("--weight-bits", type=int, default=8)
     g.add_argument("--input-bits", type=int, default=4)
     g.add_argument("--membrane-bits", type=int, default=16)
-    g.add_argument("--leak-shift", type=int, default=1, help="leak u -= u >>> k (0: no leak)")
-    g.add_argument("--reset", default="subtract", help="zero|subtract")
+    g.add_argument("--leak-shift", type=int, default=None, help="leak u -= u >>> k (0: no leak; default 1)")
+    g.add_argument("--beta", type=float, default=None,
+                   help="decay factor in [0, 1] instead of --leak-shift: leak u -= (u * a) >>> F with "
+                   "a = rint((1 - beta) 2^F) (1: no leak)")
+    g.add_argument("--leak-frac", type=int, default=None, help="F, fraction bits of the quantized --beta (default 8)")
+    g.add_argument("--fire", default=">=", help="firing rule: '>=' (u >= threshold, default) or '>'")
+    g.add_argument("--reset", default="subtract", help="zero|subtract (default)|subtract_next|subtract_recheck")
     g.add_argument("--pes", type=int, default=8, help="processing elements of the generated accelerator")
     g.add_argument("--sim", default="verilator", help="co-simulator: verilator (default) or icarus")
     g.add_argument("--cosim-images", type=int, default=None, help="co-simulate only the first N test images")
@@ -42,8 +49,37 @@ def _add_pipeline_options(p):
                    "default: model/tech/horowitz45.json")
 
 
+def _neuron(a):
+    """The NeuronConfig of the neuron options; a bad value names its option and the allowed values."""
+    from spikeloom.model.config import FIRE_RULES, LEAK_FRAC_MAX, RESETS, NeuronConfig
+    from spikeloom.model.errors import ConfigError
+
+    if a.fire not in FIRE_RULES:
+        raise ConfigError(f"--fire = {a.fire!r}; allowed: {', '.join(map(repr, FIRE_RULES))}")
+    if a.reset not in RESETS:
+        raise ConfigError(f"--reset = {a.reset!r}; allowed: {', '.join(RESETS)}")
+    kw = {}
+    if a.beta is not None:
+        if a.leak_shift is not None:
+            raise ConfigError(f"--beta {a.beta} and --leak-shift {a.leak_shift} both set the leak; give one")
+        if not 0.0 <= a.beta <= 1.0:
+            raise ConfigError(f"--beta = {a.beta!r} is outside the allowed range [0, 1]")
+        kw["beta"] = a.beta
+        if a.leak_frac is not None:
+            if not 0 <= a.leak_frac <= LEAK_FRAC_MAX:
+                raise ConfigError(f"--leak-frac = {a.leak_frac!r} is outside the allowed range [0, {LEAK_FRAC_MAX}]")
+            kw["leak_frac"] = a.leak_frac
+    elif a.leak_frac is not None:
+        raise ConfigError(f"--leak-frac {a.leak_frac} is the precision of --beta; give --beta too")
+    else:
+        kw["leak_shift"] = 1 if a.leak_shift is None else a.leak_shift
+        if not 0 <= kw["leak_shift"] <= 8:
+            raise ConfigError(f"--leak-shift = {kw['leak_shift']!r} is outside the allowed range [0, 8]")
+    return NeuronConfig(reset=a.reset, membrane_bits=a.membrane_bits, fire=a.fire, **kw)
+
+
 def _context(a):
-    from spikeloom.model.config import NeuronConfig, QuantConfig
+    from spikeloom.model.config import QuantConfig
     from spikeloom.model.train import TrainConfig
 
     kw = {}
@@ -53,8 +89,9 @@ def _context(a):
         kw["qat_epochs"] = a.qat_epochs
     return steps.Context(
         build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size,
-        train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed, target_drop=a.target_drop, **kw),
-        neuron=NeuronConfig(leak_shift=a.leak_shift, reset=a.reset, membrane_bits=a.membrane_bits),
+        train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed, target_drop=a.target_drop,
+                          pool=a.pool, **kw),
+        neuron=_neuron(a),
         quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))
 
 
@@ -130,11 +167,17 @@ def cmd_inspect(a):
     if a.json:
         print(json.dumps(meta, indent=2))
         return
+    v1 = model.uses_v1_neuron()
+    neuron = model.neuron if v1 else f"per layer, {model.neuron.membrane_bits}-bit membranes"
     print(f"{a.model}: {model.name} (format v{meta['version']}), dataset {model.dataset}, T_max {model.t_max}, "
-          f"input {model.input_shape} x {model.input_bits} bit, neuron {model.neuron}, "
-          f"exit margin >= {model.exit_threshold}")
+          f"input {model.input_shape} x {model.input_bits} bit, neuron {neuron}, "
+          f"exit margin >= {model.exit_threshold}" + ("" if model.readout == "integrate" else ", spike-count readout"))
     for ly in model.layers:
         th = "" if ly.threshold is None else f", thresholds {int(ly.threshold.min())}..{int(ly.threshold.max())}"
+        if not v1 and ly.neuron is not None:
+            th += f", {steps.describe_neuron(ly.neuron)}"
+        if ly.pool_op != "max":
+            th += f", {ly.pool_op} pool {ly.pool}"
         print(f"  {ly.name:6s} {ly.role:8s} {ly.in_features:5d} -> {ly.out_features:5d}  "
               f"{ly.weight_bits}-bit weights ({100 * (ly.weight == 0).mean():.1f}% zero), "
               f"acc {model.acc_bits(ly)} bits{th}")

@@ -77,6 +77,11 @@ class Context:
         return h.hexdigest()[:16]
 
 
+def describe_neuron(n):
+    """One line for a :class:`~spikeloom.model.config.LayerNeuron` (logs, ``spikeloom inspect``)."""
+    return f"leak a = {n.leak_mul}, f = {n.leak_frac} (beta {n.beta:g}), fire '{n.fire}', reset {n.reset}"
+
+
 def check_hardware(qmodel, n_pe, step):
     """The hardware plan of ``qmodel`` on ``n_pe`` PEs; a model the generator cannot map (e.g. a
     pooled map that does not divide evenly) is a one-line error naming the layer."""
@@ -147,7 +152,8 @@ def step_train(ctx: Context, log=print):
     key = ctx.key("train")
     if cached(path, key):
         log(f"[train] reusing {path} (cache key {key})")
-        model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, ctx.train.t_max)
+        model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, ctx.train.t_max,
+                    pool=ctx.train.pool)
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
         log(f"[train] training {ctx.train.arch} on {ctx.dataset} ({len(split.train)} images, "
@@ -181,8 +187,9 @@ def step_quantize(ctx: Context, float_model, log=print):
         imodel.load_state_dict(torch.load(qpath, weights_only=True))
         qmodel = modelfile.load(path)
     else:
+        neu = "" if ctx.neuron.is_v1 else f"; neurons: {describe_neuron(ctx.neuron.layer_neuron())}"
         log(f"[quantize] BN folding + QAT ({ctx.quant.weight_bits}-bit weights, "
-            f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes)")
+            f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes{neu})")
         imodel, _ = train_qat(float_model, split, ctx.train, ctx.neuron, ctx.quant)
         zv = imodel.exact_z(golden.quantize_values(split.val.x, ctx.quant.input_bits))
         theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))

@@ -43,31 +43,79 @@ def check_choice(owner, field, value, choices):
 
 @dataclass(frozen=True)
 class NeuronConfig:
-    """Integer LIF neuron shared by every spiking layer.
+    """The neuron that training gives every spiking layer, and the network-wide part of a model.
 
     Parameters
     ----------
     leak_shift : int
         ``k`` in the leak ``u <- u - (u >>> k)`` (decay factor ``1 - 2**-k``); ``0`` means no leak
-        (integrate-and-fire).
+        (integrate-and-fire). Not used when ``beta`` is given.
     reset : str
-        ``"zero"`` (``u <- 0`` after a spike) or ``"subtract"`` (``u <- u - theta``).
+        One of :data:`RESETS`: ``"zero"`` (``u <- 0`` after a spike), ``"subtract"`` (``u <- u -
+        theta``), ``"subtract_next"`` (the subtraction waits for the next step, after the leak) or
+        ``"subtract_recheck"`` (see ``model/SEMANTICS.md``, "Neuron models").
     membrane_bits : int
         Signed width of membrane potentials and of the output integrator; updates saturate to it.
+    fire : str
+        Firing rule, one of :data:`FIRE_RULES`.
+    beta : float or None
+        The decay factor in ``[0, 1]`` in place of ``leak_shift``: quantized to ``1 - a / 2^f`` with
+        ``f = leak_frac`` (:meth:`LayerNeuron.from_beta`); ``1``: no leak.
+    leak_frac : int
+        ``f``, the fraction bits of the quantized ``beta`` (``0 <= f <= 16``; only with ``beta``).
+
+    Only ``leak_shift``, ``reset`` in :data:`RESET_MODES` and ``fire = ">="`` make a version-1
+    neuron (:attr:`is_v1`), the one a :class:`~spikeloom.model.ir.QuantModel` may hold; any other
+    becomes each layer's :class:`LayerNeuron` (:meth:`layer_neuron`).
     """
 
     leak_shift: int = 1
     reset: str = "subtract"
     membrane_bits: int = 16
+    fire: str = ">="
+    beta: float | None = None
+    leak_frac: int = 8
 
     def __post_init__(self):
         check_int("neuron", "leak_shift", self.leak_shift, 0, 8)
-        check_choice("neuron", "reset", self.reset, RESET_MODES)
+        check_choice("neuron", "reset", self.reset, RESETS)
         check_int("neuron", "membrane_bits", self.membrane_bits, 4, 32)
+        check_choice("neuron", "fire", self.fire, FIRE_RULES)
+        check_int("neuron", "leak_frac", self.leak_frac, 0, LEAK_FRAC_MAX)
+        if self.beta is not None:
+            if self.leak_shift != 1:
+                raise ConfigError(f"neuron.leak_shift = {self.leak_shift!r} and neuron.beta = {self.beta!r} "
+                                  "both set the leak; give one")
+            LayerNeuron.from_beta(self.beta, self.leak_frac)  # checks beta
+        elif self.leak_frac != 8:
+            raise ConfigError(f"neuron.leak_frac = {self.leak_frac!r} is the precision of beta; "
+                              "give neuron.beta too")
+
+    def __repr__(self):
+        # the version-1 fields always, the others where they differ from their defaults
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k, d in (("fire", ">="), ("beta", None), ("leak_frac", 8))
+                        if getattr(self, k) != d)
+        return (f"NeuronConfig(leak_shift={self.leak_shift!r}, reset={self.reset!r}, "
+                f"membrane_bits={self.membrane_bits!r}{extra})")
+
+    @property
+    def is_v1(self) -> bool:
+        """True when this is a version-1 network-wide neuron (shift leak, rule ``>=``, reset
+        ``zero`` or ``subtract``)."""
+        return self.beta is None and self.fire == ">=" and self.reset in RESET_MODES
+
+    def layer_neuron(self) -> "LayerNeuron":
+        """The :class:`LayerNeuron` that every spiking layer gets from this configuration."""
+        if self.beta is None:
+            k = self.leak_shift
+            return LayerNeuron(1 if k else 0, k, self.fire, self.reset)
+        return LayerNeuron.from_beta(self.beta, self.leak_frac, self.fire, self.reset)
 
     @property
     def leak(self) -> float:
-        """The decay factor lambda as a float (for float training)."""
+        """The decay factor lambda as a float (for float training): the quantized ``beta``."""
+        if self.beta is not None:
+            return self.layer_neuron().beta
         return 1.0 if self.leak_shift == 0 else 1.0 - 2.0 ** -self.leak_shift
 
 
@@ -112,6 +160,9 @@ class LayerNeuron:
     @classmethod
     def of(cls, neuron):
         """Version 1's network-wide :class:`NeuronConfig` as a layer neuron (``k = 0``: no leak)."""
+        if not neuron.is_v1:
+            raise ConfigError(f"{neuron!r} is not a version-1 neuron (leak_shift, fire '>=', reset "
+                              "'zero' or 'subtract'): give each spiking layer its own LayerNeuron")
         k = neuron.leak_shift
         return cls(1 if k else 0, k, ">=", neuron.reset)
 

@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .golden import first_argmax, quantize_values
 from .losses import SCHEDULES, DistillLoss, TimeLoss
 from .pruning import KeepZeros
-from .snn import ARCHS, SNN, IntSNN
+from .snn import ARCHS, SNN, TRAIN_POOLS, IntSNN
 
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -45,7 +45,11 @@ def _on_cpu(model):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training hyper-parameters (the defaults train the digits MLP in well under a minute)."""
+    """Training hyper-parameters (the defaults train the digits MLP in well under a minute).
+
+    ``pool``: how the pool stages of the conv archs pool spikes (:data:`~spikeloom.model.snn.TRAIN_POOLS`;
+    ``"sum"`` and ``"avg"`` give sum-pooling integer networks).
+    """
 
     arch: str = "mlp"
     t_max: int = 4
@@ -60,6 +64,7 @@ class TrainConfig:
     target_drop: float = 0.0
     criterion: str = "margin"
     device: str = "cpu"
+    pool: str = "max"
 
     def __post_init__(self):
         check_choice("train", "arch", self.arch, tuple(ARCHS))
@@ -70,6 +75,11 @@ class TrainConfig:
         check_choice("train", "loss", self.loss, SCHEDULES)
         check_choice("train", "criterion", self.criterion, EXIT_CRITERIA)
         check_choice("train", "device", self.device, DEVICES)
+        check_choice("train", "pool", self.pool, TRAIN_POOLS)
+        if self.pool != "max" and not any(st[0] == "pool" for st in ARCHS[self.arch]):
+            raise ConfigError(f"train.pool = {self.pool!r} needs an arch with pool stages "
+                              f"({', '.join(a for a in ARCHS if any(st[0] == 'pool' for st in ARCHS[a]))}), "
+                              f"got arch {self.arch!r}")
         for f in ("lr", "qat_lr", "weight_decay"):
             if not float(getattr(self, f)) >= 0:
                 raise ConfigError(f"train.{f} = {getattr(self, f)!r} must be >= 0")
@@ -77,7 +87,12 @@ class TrainConfig:
             raise ConfigError(f"train.target_drop = {self.target_drop!r} is outside [0, 1)")
 
     def as_dict(self):
-        return asdict(self)
+        """The fields as a dict (cache keys, model-file metadata); ``pool`` only when it is not
+        ``"max"``, so that the runs without the option keep their keys and bytes."""
+        d = asdict(self)
+        if d["pool"] == "max":
+            del d["pool"]
+        return d
 
 
 def _batches(n, bs, gen):
@@ -158,7 +173,7 @@ def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after
     """
     torch.manual_seed(cfg.seed)
     if model is None:
-        model = SNN(split.train.shape, len(split.train.classes), cfg.arch, neuron, cfg.t_max)
+        model = SNN(split.train.shape, len(split.train.classes), cfg.arch, neuron, cfg.t_max, pool=cfg.pool)
     loss_fn = TimeLoss(cfg.loss, model.t_max)
     soft = None
     if teacher is not None:

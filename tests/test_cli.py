@@ -121,3 +121,51 @@ def test_golden_storage_option_errors(model_path, tmp_path, capsys):
     other = modelfile.save(random_model((6, 4, 3), seed=2, input_bits=3), tmp_path / "other.slm")
     assert spikeloom_here(capsys, "generate", other, "--pes", "3", "-o", tmp_path / "o").returncode == 0
     assert_clean_error(spikeloom_here(capsys, *golden, "--ports", tmp_path / "o" / "ports.json"), "--ports", "written for model")
+
+
+def test_neuron_option_errors(tmp_path, capsys):
+    """Each bad neuron option is one line naming the option and what it allows (nothing trains)."""
+    def bad(*args):
+        return spikeloom_here(capsys, "train", "--build", tmp_path, *args)
+    assert_clean_error(bad("--beta", "1.5"), "--beta = 1.5", "[0, 1]")
+    assert_clean_error(bad("--beta", "0.9", "--leak-frac", "17"), "--leak-frac = 17", "[0, 16]")
+    assert_clean_error(bad("--beta", "0.9", "--leak-shift", "2"), "--beta 0.9", "--leak-shift 2", "give one")
+    assert_clean_error(bad("--leak-frac", "8"), "--leak-frac 8", "give --beta")
+    assert_clean_error(bad("--leak-shift", "9"), "--leak-shift = 9", "[0, 8]")
+    assert_clean_error(bad("--fire", "=>"), "--fire = '=>'", "'>=', '>'")
+    assert_clean_error(bad("--reset", "later"), "--reset = 'later'", "subtract_next", "subtract_recheck")
+    assert_clean_error(bad("--pool", "avg"), "train.pool = 'avg'", "vgg, resnet", "arch 'mlp'")
+    assert_clean_error(bad("--arch", "vgg", "--pool", "min"), "train.pool = 'min'", "'max', 'sum', 'avg'")
+    assert not any(tmp_path.iterdir())
+
+
+def test_neuron_options_make_the_neuron():
+    from spikeloom.flows.cli import _context, build_parser
+    from spikeloom.model.config import LayerNeuron, NeuronConfig
+
+    def neuron(*args):
+        return _context(build_parser().parse_args(["run", *args])).neuron
+    assert neuron() == NeuronConfig()  # the default run's neuron is version 1's default
+    assert neuron("--leak-shift", "0", "--reset", "zero") == NeuronConfig(0, "zero")
+    n = neuron("--beta", "0.9", "--leak-frac", "8", "--fire", ">", "--reset", "subtract_next", "--membrane-bits", "20")
+    assert n == NeuronConfig(reset="subtract_next", membrane_bits=20, fire=">", beta=0.9, leak_frac=8)
+    assert n.layer_neuron() == LayerNeuron(26, 8, ">", "subtract_next") and not n.is_v1
+    assert neuron("--beta", "0.95").layer_neuron() == LayerNeuron(13, 8, ">=", "subtract")
+
+
+def test_inspect_names_v2_neurons_pools_and_readout(tmp_path, capsys):
+    from spikeloom.model.config import LayerNeuron
+    from spikeloom.model.randnet import random_conv_model
+
+    m = random_conv_model(seed=1, pool_op="sum", readout="count",
+                          neurons=[LayerNeuron(26, 8, ">", "subtract_next"), LayerNeuron(0, 0, ">=", "zero"),
+                                   LayerNeuron(1, 2, ">=", "subtract")])
+    r = spikeloom_here(capsys, "inspect", modelfile.save(m, tmp_path / "v2.slm"))
+    assert r.returncode == 0, r.stderr
+    assert "(format v2)" in r.stdout and "neuron per layer, 14-bit membranes" in r.stdout
+    assert "spike-count readout" in r.stdout and "sum pool 2" in r.stdout
+    assert "leak a = 26, f = 8 (beta 0.898438), fire '>', reset subtract_next" in r.stdout
+    assert "leak a = 0, f = 0 (beta 1), fire '>=', reset zero" in r.stdout
+    r = spikeloom_here(capsys, "inspect", modelfile.save(random_model((6, 5, 3), seed=1), tmp_path / "v1.slm"))
+    assert "neuron NeuronConfig(leak_shift=1, reset='subtract', membrane_bits=16), exit" in r.stdout
+    assert "leak a" not in r.stdout

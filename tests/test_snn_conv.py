@@ -151,3 +151,42 @@ def test_stage_errors():
     with pytest.raises(ConfigError, match="cannot follow"):
         IntSNN([Folded("dense", np.ones((3, 64)), np.zeros(3)), Folded("conv", np.ones((2, 3, 3, 3)), np.zeros(2)),
                 Folded("dense", np.ones((2, 2)), np.zeros(2))], (1, 8, 8))
+
+
+@pytest.mark.parametrize("pool", ["sum", "avg"])
+@pytest.mark.parametrize("arch", ["vgg", (("conv", 4), ("pool", 2), ("res", 6), ("pool", 2))])
+def test_sum_and_average_pooling_fold_exactly(pool, arch):
+    # sum and average pooling train in float and become sum pooling in the integer network; for the
+    # average the 1/q^2 lands in the weights that read the pooled map (next conv, shortcut, head)
+    torch.manual_seed(2)
+    net = SNN((1, 8, 8), 4, arch, NeuronConfig(1, "subtract", 24), t_max=3, pool=pool, learn_threshold=True)
+    x = torch.rand(64, 1, 8, 8)
+    net.train()
+    net(x)
+    net.eval()
+    with torch.no_grad():  # every layer spikes (a quarter to three quarters of its neurons per step)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.fill_(0.3)
+        for p in net.thetas.values():
+            p.uniform_(0.3, 0.6)
+    imodel = IntSNN(net.folded_stages(), (1, 8, 8), net.neuron, QuantConfig(16, 12), t_max=3)
+    model = imodel.export("p", "none", 0)
+    assert [ly.pool_op for ly in model.layers if ly.pool > 1] == ["sum", "sum"]
+    x_q = golden.quantize_input(model, x.numpy())
+    res = golden.run(model, x_q, sparse=(), trace=True)
+    assert (imodel.exact_z(x_q) == res.z).all()
+    assert all(0.1 < s.mean() < 0.9 for s in res.spikes.values())
+    with torch.no_grad():
+        zf = net(x).numpy()
+    zi = res.z * model.layers[-1].scale[0]
+    # without the 1/q^2 (of the next conv or of the shortcut) agreement falls below 0.6, errors grow 4x
+    assert (zf[-1].argmax(1) == zi[-1].argmax(1)).mean() >= 0.85
+    assert np.abs(zi[-1] - zf[-1]).max() < 0.25 * np.abs(zf[-1]).max()
+
+
+def test_pool_option_errors():
+    with pytest.raises(ConfigError, match="pool = 'min'"):
+        SNN((1, 8, 8), 3, "vgg", pool="min")
+    with pytest.raises(ConfigError, match="needs an arch with pool stages"):
+        SNN((1, 8, 8), 3, "mlp", pool="avg")

@@ -83,3 +83,26 @@ def test_reduce_timesteps_down_to_one():
     assert (imodel.exact_z(x_q) == r.z).all()
     with pytest.raises(ConfigError, match="t_from"):
         reduce_timesteps(net, split, cfg, t_from=4, t_to=1)
+
+
+def test_pool_option():
+    # the option only exists for archs with pool stages; at its default it leaves the keys and the
+    # model-file metadata of earlier runs as they were
+    assert "pool" not in TrainConfig().as_dict() and TrainConfig(arch="vgg", pool="avg").as_dict()["pool"] == "avg"
+    with pytest.raises(ConfigError, match="train.pool = 'avg' needs an arch with pool stages"):
+        TrainConfig(pool="avg")
+    with pytest.raises(ConfigError, match="train.pool = 'min'"):
+        TrainConfig(arch="vgg", pool="min")
+
+
+def test_sum_pool_trains_and_exports_exactly():
+    split = _split(n=32)
+    cfg = TrainConfig(arch="vgg", t_max=2, epochs=1, qat_epochs=1, batch_size=16, pool="sum")
+    net, _ = train_float(split, cfg, NeuronConfig(beta=0.9, fire=">", reset="subtract_recheck"))
+    assert net.pool == "sum"
+    imodel, _ = train_qat(net, split, cfg, net.neuron, QuantConfig())
+    model = imodel.export("s", "rows", 0)
+    assert [ly.pool_op for ly in model.layers if ly.pool > 1] == ["sum", "sum"]
+    assert all(ly.neuron.reset == "subtract_recheck" and ly.neuron.leak_mul == 26 for ly in model.layers[:-1])
+    x_q = golden.quantize_input(model, split.val.x)
+    assert (imodel.exact_z(x_q) == golden.run(model, x_q, sparse=()).z).all()
