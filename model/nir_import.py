@@ -1,0 +1,477 @@
+"""Import a NIR graph (https://neuroir.org) as a :class:`~spikeloom.model.ir.QuantModel`.
+
+:func:`from_nir` walks the graph from its ``Input`` to its ``Output`` and maps each synapse ->
+neuron pattern to one of our layers; :func:`read` opens a ``.nir`` file. Numpy and ``nir`` only
+(no torch). The discretisation (NIR stores no time step: the caller gives ``dt``) and the mapping
+rules are in ``README.md``, "Bring your own network"; in short, with Euler steps of ``dt``:
+
+* ``LIF``: ``v <- (1 - dt/tau) v + (dt/tau) (v_leak + r I)``: our leak ``beta = 1 - dt/tau``
+  (:meth:`LayerNeuron.from_beta`), the input gain ``dt r / tau`` folded into the weights before it,
+  ``dt v_leak / tau`` into its bias;
+* ``IF``: ``v <- v + dt r I`` (no leak), gain ``dt r``;
+* ``I``: the output integrator ``z <- z + dt r I``; ``LI``: the same with gain ``dt r / tau`` and
+  its leak dropped (always reported as quantized);
+* a spike where ``v > v_threshold`` (rule ``>``); the reset is the caller's (:data:`RESETS`).
+
+The NIR input is the real value ``x`` in ``[0, 1]``; our analog layer reads ``x_q = x (2^B - 1)``
+(``B = input_bits``), so the first layer's integer weights are its real weights times
+``scale / (2^B - 1)``.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import LEAK_FRAC_MAX, RESETS, LayerNeuron, NeuronConfig, check_choice, check_int
+from .errors import ConfigError, ModelFileError
+from .ir import Layer, QuantModel, count_readout, signed_range, validate
+
+#: Node types that have no spikeloom equivalent, and why (the one-line error names them).
+UNSUPPORTED = {
+    "CubaLIF": "a current-based synapse is a second state per neuron; spikeloom neurons have one membrane",
+    "CubaLI": "a current-based synapse is a second state per neuron; spikeloom's readout has one integrator",
+    "Delay": "synaptic delays are not supported",
+    "Threshold": "a stand-alone threshold (no membrane) is not supported; use IF or LIF",
+    "Conv1d": "1-d convolutions are not supported (Conv2d only)",
+    "NIRGraph": "nested subgraphs are not supported; flatten the graph",
+}
+SYNAPSES = ("Affine", "Linear", "Conv2d")
+SPIKING = ("IF", "LIF")
+READOUTS = ("I", "LI")
+#: Leak fractions tried for an exactly dyadic ``beta``; otherwise beta is rounded to this many bits.
+DEFAULT_LEAK_FRAC = 8
+
+
+@dataclass
+class NodeReport:
+    """How one NIR node was mapped: ``mapping`` is ``"exact"`` or ``"quantized"``; ``max_abs_error``
+    is the largest difference between the node's parameters and what the integer model computes,
+    in the node's own (real) units; ``layer`` is the spikeloom layer it went into."""
+
+    name: str
+    type: str
+    mapping: str
+    max_abs_error: float
+    layer: str
+
+    def as_dict(self):
+        return {"name": self.name, "type": self.type, "mapping": self.mapping,
+                "max_abs_error": self.max_abs_error, "layer": self.layer}
+
+
+def read(path):
+    """The NIR graph in ``path``; a missing or unreadable file is one ModelFileError line."""
+    import nir
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        return nir.read(path, type_check=False)  # from_nir checks every shape it uses, naming the node
+    except Exception as e:  # h5py/nir raise many kinds; all mean "not a NIR graph we can read"
+        raise ModelFileError(f"{path}: not a readable NIR graph ({type(e).__name__}: {e})") from e
+
+
+def _bad(name, node, why):
+    raise ModelFileError(f"NIR node {name!r} ({type(node).__name__}): {why}")
+
+
+def chain(graph):
+    """The graph's nodes in order from its one ``Input`` to its one ``Output``: [(name, node)].
+
+    Branches, recurrent edges (cycles), nodes off the path and unsupported node types are one
+    ModelFileError naming the node."""
+    import nir
+
+    nodes = graph.nodes
+    for name, node in nodes.items():
+        t = type(node).__name__
+        if t in UNSUPPORTED:
+            _bad(name, node, UNSUPPORTED[t])
+        if not isinstance(node, (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten,
+                                 nir.SumPool2d, nir.AvgPool2d, nir.Scale, nir.IF, nir.LIF, nir.LI, nir.I)):
+            _bad(name, node, "unknown node type for spikeloom")
+    ins = [n for n, v in nodes.items() if isinstance(v, nir.Input)]
+    outs = [n for n, v in nodes.items() if isinstance(v, nir.Output)]
+    if len(ins) != 1 or len(outs) != 1:
+        raise ModelFileError(f"NIR graph: needs exactly one Input and one Output node, has inputs {ins} "
+                             f"and outputs {outs}")
+    succ, preds = {}, {}
+    for a, b in graph.edges:
+        if a not in nodes or b not in nodes:
+            raise ModelFileError(f"NIR graph: edge ({a!r}, {b!r}) names a node the graph does not have")
+        succ.setdefault(a, []).append(b)
+        preds.setdefault(b, []).append(a)
+    _no_cycles(nodes, succ)
+    order, seen, cur = [], set(), ins[0]
+    while True:
+        seen.add(cur)
+        order.append((cur, nodes[cur]))
+        if len(preds.get(cur, [])) > 1:
+            _bad(cur, nodes[cur], f"has {len(preds[cur])} inputs {sorted(preds[cur])}; spikeloom maps "
+                 "chains only (no merging branches)")
+        nxt = succ.get(cur, [])
+        if cur == outs[0]:
+            break
+        if not nxt:
+            _bad(cur, nodes[cur], "does not lead to the Output node")
+        if len(nxt) > 1:
+            _bad(cur, nodes[cur], f"branches to {sorted(nxt)}; spikeloom maps chains only")
+        cur = nxt[0]
+    off = sorted(set(nodes) - seen)
+    if off:
+        _bad(off[0], nodes[off[0]], "is not on the path from Input to Output")
+    return order
+
+
+def _no_cycles(nodes, succ):
+    """A recurrent edge (an edge that closes a cycle) is one ModelFileError naming its target."""
+    state = {}
+    for root in nodes:
+        if root in state:
+            continue
+        stack = [(root, iter(succ.get(root, [])))]
+        state[root] = "open"
+        while stack:
+            u, it = stack[-1]
+            v = next(it, None)
+            if v is None:
+                state[u] = "done"
+                stack.pop()
+            elif state.get(v) == "open":
+                _bad(v, nodes[v], f"recurrent edge from {u!r} (a cycle); spikeloom runs feed-forward chains only")
+            elif v not in state:
+                state[v] = "open"
+                stack.append((v, iter(succ.get(v, []))))
+
+
+def _pair(v, what, name, node):
+    a = np.atleast_1d(np.asarray(v)).ravel()
+    if len(a) == 1:
+        a = np.repeat(a, 2)
+    if len(a) != 2 or a[0] != a[1]:
+        _bad(name, node, f"{what} = {np.asarray(v).tolist()} must be the same in both dimensions")
+    return int(a[0])
+
+
+def _per_unit(arr, shape, what, name, node):
+    """A neuron parameter as one value per output channel (conv: constant over H, W) -> (C,)."""
+    a = np.asarray(arr, np.float64)
+    if a.ndim == 0 or a.size == 1:
+        return np.full(shape[0], float(a.ravel()[0]))
+    if len(shape) == 3 and a.size == shape[0]:
+        return a.ravel().copy()  # one value per channel, e.g. shape (C, 1, 1)
+    if int(a.size) != int(np.prod(shape)):
+        _bad(name, node, f"{what} has {a.size} values but the layer has {int(np.prod(shape))} neurons")
+    a = a.reshape(shape)
+    if len(shape) == 3:
+        flat = a.reshape(shape[0], -1)
+        if not np.all(flat == flat[:, :1]):
+            _bad(name, node, f"{what} differs within a channel; spikeloom conv layers have one value per channel")
+        return flat[:, 0].copy()
+    return a.copy()
+
+
+def _dyadic(beta):
+    """(LayerNeuron leak fraction, exact) for ``beta``: the smallest ``f`` with ``(1 - beta) 2^f``
+    an integer, else :data:`DEFAULT_LEAK_FRAC` and rounding."""
+    for f in range(LEAK_FRAC_MAX + 1):
+        if float((1.0 - beta) * (1 << f)).is_integer():
+            return f, True
+    return DEFAULT_LEAK_FRAC, False
+
+
+@dataclass
+class _Stage:
+    """One layer in real units before quantization."""
+
+    name: str
+    kind: str
+    W: np.ndarray             # real weights with the neuron's input gain folded in
+    b: np.ndarray
+    in_shape: tuple
+    stride: int = 1
+    padding: int = 0
+    theta: np.ndarray | None = None
+    beta: float | None = None
+    leak_frac: int = 0
+    pool: int = 1
+    nodes: tuple = ()          # [(name, type, role)] for the report
+    W_orig: np.ndarray | None = None
+    gain: np.ndarray | None = None
+    pre_div: float = 1.0        # an AvgPool's 1/q^2 before this layer
+    leak_exact: bool = True
+    dropped_leak: float = 0.0   # LI: the leak per step the integrator does not have
+    v_reset: np.ndarray | None = None
+    fold: np.ndarray | None = None  # folded Scale factors per output channel
+
+
+def _stages(order, dt, input_shape):
+    """Group the chain into layers (real-valued)."""
+    import nir
+
+    stages, shape, i = [], tuple(input_shape), 1
+    pending_div = 1.0
+    n = len(order)
+    while i < n - 1:
+        name, node = order[i]
+        if not type(node).__name__ in SYNAPSES:
+            if isinstance(node, nir.Flatten):
+                shape = (int(np.prod(shape)),)
+                i += 1
+                continue
+            _bad(name, node, "expected a synapse (Affine, Linear or Conv2d) here" +
+                 ("; a Scale folds only right after a synapse" if isinstance(node, nir.Scale) else
+                  "; pooling follows a conv layer's neurons" if isinstance(node, (nir.SumPool2d, nir.AvgPool2d))
+                  else ""))
+        syn_name, syn = name, node
+        if isinstance(syn, nir.Conv2d):
+            if len(shape) != 3:
+                _bad(name, node, f"a 2-d convolution needs a (C, H, W) input, the previous stage gives {shape}")
+            if int(syn.groups) != 1:
+                _bad(name, node, f"groups = {syn.groups}; spikeloom convolutions have groups = 1")
+            if _pair(syn.dilation, "dilation", name, node) != 1:
+                _bad(name, node, f"dilation = {np.asarray(syn.dilation).tolist()}; spikeloom needs dilation 1")
+            W = np.asarray(syn.weight, np.float64)
+            if W.ndim != 4 or W.shape[2] != W.shape[3]:
+                _bad(name, node, f"weight shape {W.shape}: spikeloom needs (C_out, C_in, k, k), a square kernel")
+            if W.shape[1] != shape[0]:
+                _bad(name, node, f"weight has {W.shape[1]} input channels, the input has {shape[0]}")
+            stride = _pair(syn.stride, "stride", name, node)
+            k = W.shape[2]
+            if isinstance(syn.padding, str):
+                if syn.padding == "valid":
+                    pad = 0
+                elif k % 2 == 1 and stride == 1:
+                    pad = k // 2
+                else:
+                    _bad(name, node, f"padding 'same' with kernel {k}, stride {stride} is not symmetric")
+            else:
+                pad = _pair(syn.padding, "padding", name, node)
+            if syn.input_shape is not None and tuple(int(v) for v in syn.input_shape) != tuple(shape[1:]):
+                _bad(name, node, f"input_shape {tuple(syn.input_shape)} but the previous stage gives {shape[1:]}")
+            b = np.asarray(syn.bias, np.float64).reshape(-1) if syn.bias is not None else np.zeros(W.shape[0])
+            kind, in_shape = "conv", shape
+            oh = (shape[1] + 2 * pad - k) // stride + 1
+            ow = (shape[2] + 2 * pad - k) // stride + 1
+            out_shape = (W.shape[0], oh, ow)
+        else:
+            W = np.asarray(syn.weight, np.float64)
+            if W.ndim != 2:
+                _bad(name, node, f"weight shape {W.shape}: spikeloom needs (out, in)")
+            if W.shape[1] != int(np.prod(shape)):
+                _bad(name, node, f"weight has {W.shape[1]} inputs, the previous stage gives {int(np.prod(shape))}")
+            b = np.asarray(syn.bias, np.float64).reshape(-1) if isinstance(syn, nir.Affine) \
+                else np.zeros(W.shape[0])
+            kind, in_shape, stride, pad = "dense", shape, 1, 0
+            out_shape = (W.shape[0],)
+        if b.shape != (W.shape[0],):
+            _bad(name, node, f"bias shape {b.shape} does not match {W.shape[0]} outputs")
+        W_orig = W.copy()
+        W = W * pending_div
+        pre_div, pending_div = pending_div, 1.0
+        nodes = [(syn_name, type(syn).__name__, "synapse")]
+        fold = np.ones(W.shape[0])
+        i += 1
+        while i < n - 1 and isinstance(order[i][1], nir.Scale):
+            sn, sc = order[i]
+            s = _per_unit(sc.scale, out_shape, "scale", sn, sc)
+            W, b, fold = W * s.reshape((-1,) + (1,) * (W.ndim - 1)), b * s, fold * s
+            nodes.append((sn, "Scale", "scale"))
+            i += 1
+        if i >= n - 1:
+            _bad(syn_name, syn, "is not followed by a neuron (IF, LIF, LI or I)")
+        nn, neu = order[i]
+        if not type(neu).__name__ in SPIKING + READOUTS:
+            _bad(nn, neu, f"expected a neuron (IF, LIF, LI or I) after synapse {syn_name!r}")
+        r = _per_unit(neu.r, out_shape, "r", nn, neu)
+        st = _Stage(name=nn, kind=kind, W=W, b=b, in_shape=tuple(in_shape), stride=stride, padding=pad,
+                    W_orig=W_orig, pre_div=pre_div, fold=fold)
+        if isinstance(neu, (nir.LIF, nir.LI)):
+            tau = _per_unit(neu.tau, out_shape, "tau", nn, neu)
+            if np.any(tau <= 0):
+                _bad(nn, neu, f"tau must be > 0, got {tau.min()}")
+            if not np.all(tau == tau[0]):
+                _bad(nn, neu, "tau differs between neurons; spikeloom has one leak per layer")
+            gain = dt * r / tau
+            v_leak = _per_unit(neu.v_leak, out_shape, "v_leak", nn, neu)
+            extra = dt * v_leak / tau
+            beta = 1.0 - dt / tau[0]
+            if not 0.0 <= beta <= 1.0:
+                _bad(nn, neu, f"dt / tau = {dt / tau[0]!r} > 1: the Euler step is unstable; give a smaller --dt")
+        else:
+            gain, extra, beta = dt * r, np.zeros_like(r), 1.0
+        st.gain = gain
+        st.W = st.W * gain.reshape((-1,) + (1,) * (W.ndim - 1))
+        st.b = st.b * gain + extra
+        i += 1
+        if type(neu).__name__ in SPIKING:
+            st.theta = _per_unit(neu.v_threshold, out_shape, "v_threshold", nn, neu)
+            if np.any(st.theta <= 0):
+                _bad(nn, neu, f"v_threshold must be > 0 (spikeloom thresholds are positive), got {st.theta.min()}")
+            st.v_reset = _per_unit(neu.v_reset, out_shape, "v_reset", nn, neu)
+            st.beta = beta
+            st.leak_frac, st.leak_exact = _dyadic(beta)
+        else:
+            if isinstance(neu, nir.LI):
+                st.dropped_leak = 1.0 - beta
+            if kind != "dense":
+                _bad(nn, neu, "the readout integrator must follow a dense synapse (Affine or Linear)")
+            if order[i][0] != order[-1][0]:
+                _bad(nn, neu, "a readout integrator (I, LI) must be the last node before Output")
+        nodes.append((nn, type(neu).__name__, "neuron"))
+        shape = out_shape
+        if i < n - 1 and isinstance(order[i][1], (nir.SumPool2d, nir.AvgPool2d)):
+            pn, pl = order[i]
+            if kind != "conv":
+                _bad(pn, pl, "pooling follows a conv layer's neurons only")
+            q = _pair(pl.kernel_size, "kernel_size", pn, pl)
+            if _pair(pl.stride, "stride", pn, pl) != q or _pair(pl.padding, "padding", pn, pl) != 0:
+                _bad(pn, pl, f"kernel_size {np.asarray(pl.kernel_size).tolist()}, stride "
+                     f"{np.asarray(pl.stride).tolist()}, padding {np.asarray(pl.padding).tolist()}: spikeloom "
+                     "pools with stride == kernel and no padding")
+            st.pool = q
+            if isinstance(pl, nir.AvgPool2d):
+                pending_div = 1.0 / (q * q)
+            nodes.append((pn, type(pl).__name__, "pool"))
+            shape = (shape[0], shape[1] // q, shape[2] // q)
+            i += 1
+        st.nodes = tuple(nodes)
+        stages.append(st)
+    if pending_div != 1.0:
+        raise ModelFileError("NIR graph: an AvgPool2d must be followed by a synapse (its 1/q^2 folds into it)")
+    return stages
+
+
+def _input_shape(order):
+    name, node = order[0]
+    t = node.input_type.get("input") if isinstance(node.input_type, dict) else None
+    if t is None:
+        _bad(name, node, "has no input shape")
+    shp = tuple(int(v) for v in np.asarray(t).ravel())
+    return shp
+
+
+def _integral(a):
+    return bool(np.all(np.asarray(a) == np.rint(a)))
+
+
+def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, membrane_bits=16, name="nir"):
+    """Map ``graph`` (a ``nir.NIRGraph``) to ``(QuantModel, [NodeReport])``.
+
+    Parameters
+    ----------
+    dt : float
+        The Euler time step (NIR stores none), ``> 0``.
+    reset : str
+        The reset of every spiking layer, one of :data:`RESETS`: ``"zero"`` (what NIR's equations
+        say; needs ``v_reset = 0``) or a subtraction, which NIR cannot express (snnTorch's
+        subtract-reset ``Leaky`` is ``"subtract_next"``; ``v_reset`` is then ignored).
+    input_bits, t_max, weight_bits, membrane_bits : int
+        As in the model file (``model/SEMANTICS.md``).
+
+    A layer imports exactly (no rounding at all) when a scale exists that makes its weights, bias
+    and thresholds integers within ``weight_bits`` and the membrane range, and, for a leak, keeps
+    every leak product integral for ``t_max`` steps (the scale carries ``2^(f (t_max - 1))``);
+    otherwise it is quantized with one scale per channel (as ``IntSNN.qparams``; the readout: one
+    scale) and the report gives the largest error.
+    """
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or dt <= 0:
+        raise ConfigError(f"dt = {dt!r} must be a number > 0")
+    check_choice("import", "reset", reset, RESETS)
+    check_int("import", "input_bits", input_bits, 1, 16)
+    check_int("import", "t_max", t_max, 1, 64)
+    check_int("import", "weight_bits", weight_bits, 2, 16)
+    check_int("import", "membrane_bits", membrane_bits, 4, 32)
+    order = chain(graph)
+    input_shape = _input_shape(order)
+    stages = _stages(order, float(dt), input_shape)
+    if not stages:
+        raise ModelFileError("NIR graph: has no synapse -> neuron layer")
+    last_spiking = stages[-1].theta is not None
+    if len(stages) < (1 if last_spiking else 2):
+        raise ModelFileError("NIR graph: needs at least one spiking layer before the readout")
+    if reset == "zero":
+        for st in stages:
+            if st.theta is not None and np.any(st.v_reset != 0):
+                nn = st.nodes[-1][0] if st.pool == 1 else st.nodes[-2][0]
+                raise ModelFileError(f"NIR node {nn!r}: v_reset = {float(st.v_reset.max())!r}; --reset zero "
+                                     "resets to 0 only (or give a subtracting --reset)")
+    in_div = float((1 << input_bits) - 1)
+    lo_m, hi_m = signed_range(membrane_bits)
+    qmax = (1 << (weight_bits - 1)) - 1
+    layers, report = [], []
+    for li, st in enumerate(stages):
+        role = "analog" if li == 0 else ("output" if st.theta is None else "spiking")
+        div = in_div if li == 0 else 1.0
+        Wx = st.W / div  # real weight per integer input
+        axes = tuple(range(1, Wx.ndim))
+        exact_leak = 1 if st.theta is None else 1 << (st.leak_frac * (t_max - 1))
+        s, exact = None, False
+        if st.leak_exact and st.dropped_leak == 0.0:
+            for m in ((1.0, div) if div != 1.0 else (1.0,)):
+                cand = m * exact_leak
+                wq, bq = Wx * cand, st.b * cand
+                th = None if st.theta is None else st.theta * cand
+                if _integral(wq) and _integral(bq) and (th is None or _integral(th)) \
+                        and np.abs(wq).max(initial=0) <= qmax and np.all(bq >= lo_m) and np.all(bq <= hi_m) \
+                        and (th is None or (th.min() >= 1 and th.max() <= hi_m)):
+                    s, exact = np.full(st.W.shape[0], cand), True
+                    break
+        if s is None:
+            per_channel = st.theta is not None
+            wabs = np.abs(Wx).reshape(Wx.shape[0], -1)
+            a = wabs.max(axis=1) if per_channel else np.full(Wx.shape[0], wabs.max())
+            s = np.where(a > 0, qmax / np.where(a > 0, a, 1), 1.0)
+            if st.theta is not None:
+                th_cap = (hi_m + 1) // 8  # headroom above the threshold, as IntSNN.qparams
+                s = np.minimum(s, th_cap / st.theta)
+                s = np.maximum(s, 1.0 / st.theta)  # a threshold of at least 1
+        sv = s.reshape((-1,) + (1,) * (Wx.ndim - 1))
+        wq = np.clip(np.rint(Wx * sv), -qmax, qmax).astype(np.int64)
+        bq = np.clip(np.rint(st.b * s), lo_m, hi_m).astype(np.int64)
+        thq = None if st.theta is None else np.clip(np.rint(st.theta * s), 1, hi_m).astype(np.int64)
+        neuron = None
+        if st.theta is not None:
+            neuron = LayerNeuron.from_beta(float(st.beta), st.leak_frac, ">", reset)
+        layer = Layer(name=_safe(st.nodes[0][0], li), role=role, weight=wq, bias=bq, threshold=thq,
+                      weight_bits=weight_bits, scale=[float(1.0 / v) for v in s], kind=st.kind,
+                      in_shape=tuple(st.in_shape) if st.kind == "conv" else (), stride=st.stride,
+                      padding=st.padding, pool=st.pool, neuron=neuron, pool_op="sum" if st.pool > 1 else "max")
+        layers.append(layer)
+        # errors in each node's own units
+        g = np.where(st.gain * st.fold != 0, st.gain * st.fold, 1.0)
+        rec_w = wq / sv * div / (g.reshape(sv.shape) * st.pre_div)
+        mapping = "exact" if exact else "quantized"
+        for nn, typ, what in st.nodes:
+            if what == "synapse":
+                err = float(np.abs(rec_w - st.W_orig).max(initial=0))
+                b_err = np.abs(bq / s - st.b) / g
+                err = max(err, float(b_err.max(initial=0)))
+            elif what == "neuron":
+                err = 0.0 if st.theta is None else float(np.abs(thq / s - st.theta).max())
+                if st.theta is not None:
+                    err = max(err, abs(neuron.beta - st.beta))
+                err = max(err, st.dropped_leak)
+            else:
+                err = 0.0
+            m = mapping if what != "neuron" or st.dropped_leak == 0.0 else "quantized"
+            report.append(NodeReport(nn, typ, m, err, layer.name))
+    if last_spiking:
+        if layers[-1].kind != "dense":
+            raise ModelFileError("NIR graph: a spiking class layer (IF/LIF before Output) must be dense")
+        if len(layers) == 1:
+            raise ModelFileError("NIR graph: a spike-count readout needs a hidden layer before the class layer")
+        layers.append(count_readout(layers[-1]))
+    model = QuantModel(name=name, dataset="nir", input_shape=tuple(input_shape), input_bits=input_bits,
+                       t_max=t_max, neuron=NeuronConfig(0, "zero" if reset == "zero" else "subtract", membrane_bits),
+                       exit_criterion="margin", exit_threshold=1 << membrane_bits, layers=layers)
+    validate(model, "imported NIR graph")
+    return model, report
+
+
+def _safe(name, i):
+    """A layer name from the NIR node name (model files name layers; keep them short and plain)."""
+    keep = "".join(c if c.isalnum() or c in "_-" else "_" for c in str(name))
+    return keep or f"layer{i}"
