@@ -199,6 +199,46 @@ def cmd_golden(a):
         "counters": {ln: {k: v.tolist() for k, v in cs.items()} for ln, cs in res.counters().items()}}, indent=1))
 
 
+def cmd_import(a):
+    """Check every value, read the NIR graph, map it, write the model file atomically, print the table."""
+    import os
+    import tempfile
+
+    from spikeloom.model import modelfile, nir_import
+    from spikeloom.model.config import RESETS
+    from spikeloom.model.errors import ConfigError
+
+    if not (a.dt > 0 and np.isfinite(a.dt)):
+        raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step, in the graph's time unit)")
+    if a.reset not in RESETS:
+        raise ConfigError(f"--reset = {a.reset!r}; allowed: {', '.join(RESETS)}")
+    for opt, v, lo, hi in (("--input-bits", a.input_bits, 1, 16), ("--t-max", a.t_max, 1, 64),
+                           ("--weight-bits", a.weight_bits, 2, 16), ("--membrane-bits", a.membrane_bits, 4, 32)):
+        if not lo <= v <= hi:
+            raise ConfigError(f"{opt} = {v} is outside the allowed range [{lo}, {hi}]")
+    if a.out.exists() and a.out.is_dir():
+        raise ConfigError(f"-o {a.out}: is a folder; give the model file's path")
+    graph = nir_import.read(a.graph)
+    model, report = nir_import.from_nir(graph, a.dt, a.reset, a.input_bits, a.t_max, a.weight_bits,
+                                        a.membrane_bits, name=a.graph.stem)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{a.out.name}.", suffix=".tmp", dir=a.out.parent)
+    os.close(fd)
+    try:
+        modelfile.save(model, tmp)
+        os.replace(tmp, a.out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    from .common import table
+
+    print(table([(r.name, r.type, r.layer, r.mapping, f"{r.max_abs_error:.3g}") for r in report],
+                ["node", "type", "layer", "mapping", "max_abs_error"]))
+    exact = all(r.mapping == "exact" for r in report)
+    print(f"model file: {a.out} ({len(model.layers)} layers, "
+          f"{'exact' if exact else 'quantized'}; T_max {model.t_max}, no early exit)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="spikeloom", description=(
         "From a trained spiking neural network to a verified hardware accelerator. "
@@ -241,6 +281,20 @@ def build_parser():
                         description=prune_flow.__doc__.split("\n\n")[0])
     prune_flow.add_arguments(sp)
     sp.set_defaults(fn=prune_flow.run_args)
+    sp = sub.add_parser("import", help="a NIR graph (snnTorch, SpikingJelly, Norse, ...) -> a model file",
+                        description="Map a NIR graph to a spikeloom model file: per node, exact or quantized "
+                        "and the largest error. README.md, 'Bring your own network'.")
+    sp.add_argument("graph", type=Path, help="the .nir file")
+    sp.add_argument("-o", "--out", type=Path, required=True, help="the model file to write (.slm)")
+    sp.add_argument("--dt", type=float, required=True, help="the Euler time step (NIR stores none)")
+    sp.add_argument("--reset", default="zero", metavar="{zero,subtract,subtract_next,subtract_recheck}",
+                    help="the spiking layers' reset (NIR cannot say 'subtract'; snnTorch's subtract-reset "
+                    "Leaky is subtract_next); default zero, NIR's reset to v_reset = 0")
+    sp.add_argument("--input-bits", type=int, default=8, help="unsigned input width (the graph's inputs in [0, 1])")
+    sp.add_argument("--t-max", type=int, default=8, help="timesteps per inference")
+    sp.add_argument("--weight-bits", type=int, default=8, help="signed weight width")
+    sp.add_argument("--membrane-bits", type=int, default=16, help="signed membrane width")
+    sp.set_defaults(fn=cmd_import)
     sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)")
     sp.add_argument("model", type=Path)
     sp.add_argument("--input", type=Path, required=True)
