@@ -464,6 +464,9 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
         if len(layers) == 1:
             raise ModelFileError("NIR graph: a spike-count readout needs a hidden layer before the class layer")
         layers.append(count_readout(layers[-1]))
+    # Input, Flatten and Output carry no parameters: exact, in chain order with the others
+    done = {r.name: r for r in report}
+    report = [done.get(nn) or NodeReport(nn, type(node).__name__, "exact", 0.0, "-") for nn, node in order]
     model = QuantModel(name=name, dataset="nir", input_shape=tuple(input_shape), input_bits=input_bits,
                        t_max=t_max, neuron=NeuronConfig(0, "zero" if reset == "zero" else "subtract", membrane_bits),
                        exit_criterion="margin", exit_threshold=1 << membrane_bits, layers=layers)
