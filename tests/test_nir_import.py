@@ -232,7 +232,7 @@ def test_real_weights_are_quantized_with_a_reported_error(tmp_path):
                      nir.Output(output_type=np.array([3])))
     model, report = from_nir(graph, DT, "subtract_next", input_bits=8, t_max=8, membrane_bits=24)
     by = {r.name: r for r in report}
-    assert all(r.mapping == "quantized" for r in report)
+    assert all(r.mapping == "quantized" for r in report if r.type not in ("Input", "Output"))
     assert 0 < by["affine"].max_abs_error < 0.02  # 8-bit weights of values within about 3
     # 16-bit membranes cap the threshold at 2^15 / 8 integers: a coarser weight scale, a larger error
     _, narrow = from_nir(graph, DT, "subtract_next", input_bits=8, t_max=8, membrane_bits=16)
