@@ -406,7 +406,6 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
         role = "analog" if li == 0 else ("output" if st.theta is None else "spiking")
         div = in_div if li == 0 else 1.0
         Wx = st.W / div  # real weight per integer input
-        axes = tuple(range(1, Wx.ndim))
         exact_leak = 1 if st.theta is None else 1 << (st.leak_frac * (t_max - 1))
         s, exact = None, False
         if st.leak_exact and st.dropped_leak == 0.0:
