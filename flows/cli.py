@@ -1,6 +1,7 @@
 """The ``spikeloom`` command line: one subcommand per pipeline step, and ``run`` for all of them."""
 
 import argparse
+import re
 import json
 import sys
 from pathlib import Path
@@ -51,31 +52,21 @@ def _add_pipeline_options(p):
 
 def _neuron(a):
     """The NeuronConfig of the neuron options; a bad value names its option and the allowed values."""
-    from spikeloom.model.config import FIRE_RULES, LEAK_FRAC_MAX, RESETS, NeuronConfig
+    from spikeloom.model.config import NeuronConfig
     from spikeloom.model.errors import ConfigError
 
-    if a.fire not in FIRE_RULES:
-        raise ConfigError(f"--fire = {a.fire!r}; allowed: {', '.join(map(repr, FIRE_RULES))}")
-    if a.reset not in RESETS:
-        raise ConfigError(f"--reset = {a.reset!r}; allowed: {', '.join(RESETS)}")
-    kw = {}
-    if a.beta is not None:
-        if a.leak_shift is not None:
-            raise ConfigError(f"--beta {a.beta} and --leak-shift {a.leak_shift} both set the leak; give one")
-        if not 0.0 <= a.beta <= 1.0:
-            raise ConfigError(f"--beta = {a.beta!r} is outside the allowed range [0, 1]")
-        kw["beta"] = a.beta
-        if a.leak_frac is not None:
-            if not 0 <= a.leak_frac <= LEAK_FRAC_MAX:
-                raise ConfigError(f"--leak-frac = {a.leak_frac!r} is outside the allowed range [0, {LEAK_FRAC_MAX}]")
-            kw["leak_frac"] = a.leak_frac
-    elif a.leak_frac is not None:
+    # NeuronConfig checks every range and choice; only which options were given is the CLI's to check
+    if a.beta is not None and a.leak_shift is not None:
+        raise ConfigError(f"--beta {a.beta} and --leak-shift {a.leak_shift} both set the leak; give one")
+    if a.leak_frac is not None and a.beta is None:
         raise ConfigError(f"--leak-frac {a.leak_frac} is the precision of --beta; give --beta too")
-    else:
-        kw["leak_shift"] = 1 if a.leak_shift is None else a.leak_shift
-        if not 0 <= kw["leak_shift"] <= 8:
-            raise ConfigError(f"--leak-shift = {kw['leak_shift']!r} is outside the allowed range [0, 8]")
-    return NeuronConfig(reset=a.reset, membrane_bits=a.membrane_bits, fire=a.fire, **kw)
+    kw = {k: v for k, v in (("beta", a.beta), ("leak_frac", a.leak_frac), ("leak_shift", a.leak_shift))
+          if v is not None}
+    try:
+        return NeuronConfig(reset=a.reset, membrane_bits=a.membrane_bits, fire=a.fire, **kw)
+    except ConfigError as e:
+        # name the option the user typed: "neuron.leak_frac = 20 ..." -> "--leak-frac = 20 ..."
+        raise ConfigError(re.sub(r"neuron\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
 
 
 def _context(a):

@@ -69,7 +69,6 @@ STORAGES = ("dense", "sparse")
 #: How the weight memories get their contents: initialised (``rom``, block RAM initial values) or
 #: written through the ``i_weights`` stream after reset (``load``: single-port RAM such as SPRAM).
 WEIGHT_STORES = ("rom", "load")
-#: Resets whose update reads and writes the per-neuron flag ``r`` (``golden.lif_step``).
 
 
 def source_map(layer, index, prev_shape):
@@ -372,16 +371,8 @@ class Plan:
 
     def _acc_bits(self, ly):
         # The acc memory holds one timestep's W x (shortcut included) without the bias (added in
-        # UPDATE); partial sums lie between the sums of the negative and of the positive terms,
-        # each weight times the largest value its source passes on (an input, a count or 1).
-        model = self.model
-        ws = [(ly.weight.astype(np.int64).reshape(len(ly.weight), -1), model.in_max(ly))]
-        if ly.shortcut_weight is not None:
-            ws.append((ly.shortcut_weight.astype(np.int64).reshape(len(ly.weight), -1),
-                       model.source(ly.shortcut).out_max))
-        pos = sum(np.clip(w, 0, None).sum(axis=1) * v for w, v in ws)
-        neg = sum(np.clip(w, None, 0).sum(axis=1) * v for w, v in ws)
-        return max(bits_for(int(neg.min()), int(pos.max())), self.model.acc_bits(ly))
+        # UPDATE); partial sums lie between the sums of the negative and of the positive terms.
+        return max(bits_for(*self.model.acc_range(ly, bias=False)), self.model.acc_bits(ly))
 
     # ------------------------------------------------------------------ sizes
 

@@ -140,6 +140,8 @@ class QuantModel:
 
     def __post_init__(self):
         # Version 1 has one neuron for the network: a spiking layer without its own takes it.
+        if isinstance(self.layers, tuple):
+            self.layers = list(self.layers)
         if isinstance(self.neuron, NeuronConfig) and isinstance(self.layers, list):
             try:
                 v1 = LayerNeuron.of(self.neuron)
@@ -193,13 +195,15 @@ class QuantModel:
         """True when every layer is fully connected."""
         return all(ly.kind == "dense" for ly in self.layers)
 
-    def acc_range(self, layer: Layer):
+    def acc_range(self, layer: Layer, bias=True):
         """Worst-case range of one timestep's input current ``W s + b`` of ``layer`` (per-channel fan-in
-        for conv layers, shortcut included; padding can only remove terms)."""
+        for conv layers, shortcut included; padding can only remove terms; ``bias=False``: of
+        ``W s`` alone), each weight times the largest value its source passes on."""
         in_max = self.in_max(layer)
         w = layer.weight.astype(np.int64).reshape(layer.channels, -1)
-        pos = np.clip(w, 0, None).sum(axis=1) * in_max + layer.bias
-        neg = np.clip(w, None, 0).sum(axis=1) * in_max + layer.bias
+        b = layer.bias if bias else 0
+        pos = np.clip(w, 0, None).sum(axis=1) * in_max + b
+        neg = np.clip(w, None, 0).sum(axis=1) * in_max + b
         if layer.shortcut_weight is not None:
             sc = layer.shortcut_weight.astype(np.int64).reshape(layer.channels, -1)
             sc_max = self.source(layer.shortcut).out_max

@@ -144,6 +144,8 @@ def read_meta(path):
     needs = meta.get("requires", [])
     if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
         fail(path, f"requires = {needs!r} must be a list of feature names")
+    if len(set(needs)) != len(needs):
+        fail(path, f"requires = {needs!r} lists a feature twice")
     unknown = [n for n in needs if n not in FEATURES]
     if isinstance(version, bool) or version not in range(1, VERSION + 1) or unknown:
         what = f" and requires {', '.join(map(repr, unknown or needs))}" if (unknown or needs) else ""
@@ -185,7 +187,13 @@ def load(path) -> QuantModel:
         inp = _get(meta, "input", dict, path, "")
         neu = _get(meta, "neuron", dict, path, "")
         ex = _get(meta, "exit", dict, path, "")
-        per_layer = "layer_neurons" in meta.get("requires", [])
+        needs = meta.get("requires", [])
+        per_layer = "layer_neurons" in needs
+        if per_layer:
+            v1_fields = sorted(set(neu) & {"leak_shift", "reset", "fire_when", "model"})
+            if v1_fields:
+                fail(path, f"neuron has {v1_fields}, version 1's network-wide neuron; a file that requires "
+                      "'layer_neurons' gives each spiking layer its own layers[i].neuron")
         try:
             if per_layer:
                 neuron = NeuronConfig(membrane_bits=_get(neu, "membrane_bits", int, path, "neuron."))
@@ -208,18 +216,20 @@ def load(path) -> QuantModel:
             if kind not in KINDS:
                 fail(path, f"{where}kind = {kind!r}; allowed: {KINDS}")
             geo = {}
+            if "pool_op" in ld:  # (any kind: validate() names a dense layer's)
+                if "sum_pool" not in needs:
+                    fail(path, f"{where}pool_op is set but requires does not list 'sum_pool'")
+                geo["pool_op"] = _get(ld, "pool_op", str, path, where)
+                if geo["pool_op"] not in POOL_OPS:
+                    fail(path, f"{where}pool_op = {geo['pool_op']!r}; allowed: {POOL_OPS}")
+            if "neuron" in ld and not per_layer:
+                fail(path, f"{where}neuron is set but requires does not list 'layer_neurons'")
             if kind == "conv":
                 in_shape = _get(ld, "in_shape", list, path, where)
                 if len(in_shape) != 3 or not all(int_at_least(v) for v in in_shape):
                     fail(path, f"{where}in_shape = {in_shape!r} must be [C, H, W], positive integers")
-                geo = {nm: _get(ld, nm, int, path, where) for nm in ("stride", "padding", "pool")}
+                geo.update({nm: _get(ld, nm, int, path, where) for nm in ("stride", "padding", "pool")})
                 geo["in_shape"] = tuple(in_shape)
-                if "pool_op" in ld:
-                    if "sum_pool" not in meta.get("requires", []):
-                        fail(path, f"{where}pool_op is set but requires does not list 'sum_pool'")
-                    geo["pool_op"] = _get(ld, "pool_op", str, path, where)
-                    if geo["pool_op"] not in POOL_OPS:
-                        fail(path, f"{where}pool_op = {geo['pool_op']!r}; allowed: {POOL_OPS}")
                 if "shortcut" in ld:
                     sc = _get(ld, "shortcut", dict, path, where)
                     geo["shortcut"] = _get(sc, "from", str, path, where + "shortcut.")
@@ -232,7 +242,8 @@ def load(path) -> QuantModel:
                 threshold=array(arrays["threshold"]) if "threshold" in arrays else None,
                 weight_bits=_get(ld, "weight_bits", int, path, where),
                 scale=list(ld.get("scale", [])), kind=kind,
-                neuron=_layer_neuron(ld, path, where) if per_layer and "threshold" in arrays else None, **geo)
+                neuron=_layer_neuron(ld, path, where) if per_layer and ("threshold" in arrays or "neuron" in ld)
+                else None, **geo)
             if kind == "conv":
                 if layer.weight.ndim != 4 or layer.weight.shape[2] != layer.weight.shape[3]:
                     fail(path, f"{where}weight must be (C_out, C_in, k, k) for a conv layer, got shape "
@@ -264,6 +275,8 @@ def load(path) -> QuantModel:
             exit_threshold=_get(ex, "threshold", int, path, "exit."),
             layers=layers, classes=tuple(meta.get("classes", ())), extra=meta.get("extra", {}))
     validate(model, path)
+    if "sum_pool" in needs and not any(ly.pool_op == "sum" for ly in model.layers):
+        fail(path, "requires lists 'sum_pool' but no layer has pool_op 'sum'")
     for i, (layer, ld) in enumerate(zip(model.layers, meta["layers"])):
         if ld.get("acc_bits") != model.acc_bits(layer):
             fail(path, f"layers[{i}].acc_bits = {ld.get('acc_bits')!r} but the weights need "

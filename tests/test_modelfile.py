@@ -11,7 +11,7 @@ from dataclasses import replace
 from spikeloom.model import golden, modelfile
 from spikeloom.model.config import LayerNeuron
 from spikeloom.model.errors import ModelFileError
-from spikeloom.model.randnet import random_inputs, random_model
+from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 
 
 @pytest.fixture
@@ -172,3 +172,32 @@ def _npy(a):
     buf = io.BytesIO()
     np.lib.format.write_array(buf, a)
     return buf.getvalue()
+
+
+def _v2_file(tmp_path):
+    m = random_conv_model(seed=3, pool_op="sum")
+    m.layers[1] = replace(m.layers[1], neuron=LayerNeuron(3, 2, ">", "subtract_next"))
+    return modelfile.save(m, tmp_path / "v2.slm")
+
+
+# Each field a version-2 file could state without the file meaning it: named, never ignored.
+@pytest.mark.parametrize("edit, message", [
+    # a layer neuron in a file that does not require per-layer neurons
+    (lambda d: (d.update(requires=["sum_pool"]), d.update(neuron={"model": "lif", "leak_shift": 1, "reset": "zero",
+                                                                  "membrane_bits": 14, "fire_when": "u >= threshold"})),
+     r"layers\[0\]\.neuron is set but requires does not list 'layer_neurons'"),
+    # a neuron on the output integrator
+    (lambda d: d["layers"][-1].update(neuron=d["layers"][0]["neuron"]), r"output integrator has no threshold and no neuron"),
+    # a pool_op on a dense layer
+    (lambda d: d["layers"][-1].update(pool_op="sum"), r"pool_op .*are for conv layers only"),
+    # version 1's network-wide neuron fields beside per-layer neurons
+    (lambda d: d["neuron"].update(leak_shift=99, reset="bogus"), r"neuron has \['leak_shift', 'reset'\], version 1"),
+    # a feature listed twice, or listed and not used
+    (lambda d: d.update(requires=["layer_neurons", "layer_neurons", "sum_pool"]), r"lists a feature twice"),
+    (lambda d: [ly.pop("pool_op", None) for ly in d["layers"]], r"requires lists 'sum_pool' but no layer"),
+])
+def test_version_2_fields_are_never_silently_ignored(tmp_path, edit, message):
+    path = _v2_file(tmp_path)
+    assert modelfile.load(path).layers[1].neuron == LayerNeuron(3, 2, ">", "subtract_next")
+    with pytest.raises(ModelFileError, match=message):
+        modelfile.load(_rewrite(path, edit_meta=edit))
