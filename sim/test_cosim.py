@@ -226,3 +226,23 @@ def test_sum_pooling(tmp_path):
     res = golden.run(model, x, trace=True, sparse=Plan(model, 3, "sparse").sparse_layers)
     s = res.spikes["conv1"].reshape((-1,) + model.layers[0].map_shape)
     assert golden.pool_spikes(s, 2, "sum").max() > 1, "some window must pass on more than one spike"
+
+
+def test_every_v2_option_at_once(tmp_path):
+    """One network with every option of Semantics v2 together under Verilator: a neuron model per
+    layer (the four resets, both rules, a multiplier leak, an IF layer), a sum-pooled conv, and a
+    spike-count readout (a spiking class layer counted by the identity integrator), saved and
+    read back as a version-2 model file: zero mismatches, and the counts exit early."""
+    neurons = [LayerNeuron(26, 8, ">", "subtract_next"), LayerNeuron(0, 0, ">=", "subtract_recheck"),
+               LayerNeuron(3, 2, ">", "zero"), LayerNeuron(1, 1, ">=", "subtract")]
+    model = random_conv_model(seed=5, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 2, False), (3, 3, 1, 1, 1, False)),
+                              hidden=(7,), pool_op="sum", neurons=neurons, readout="count", t_max=5,
+                              exit_threshold=1)
+    assert model.readout == "count" and model.layers[0].pool_op == "sum"
+    r, x = run_config(tmp_path, model, 3, n_images=12, trace=True)
+    assert modelfile.load(tmp_path / "model.slm").layers[2].neuron == neurons[2]
+    assert r["n_images"] == len(x)
+    assert r["mismatched_images"] == 0, r["mismatches"][:5]
+    res = golden.run(model, x, trace=True, sparse=())
+    assert all(res.spikes[ly.name].any() for ly in model.layers[:-1]), "every spiking layer should spike"
+    assert len(set(res.exit_t.tolist())) > 1, "the counts should exit early for some images, not all"
