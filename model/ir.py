@@ -25,6 +25,12 @@ def signed_range(bits):
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
+def threshold_cap(membrane_bits):
+    """The largest integer threshold quantization gives (1/8 of the membrane range): the headroom
+    above a threshold keeps saturation rare. Training (``IntSNN.qparams``) and import share it."""
+    return (signed_range(membrane_bits)[1] + 1) // 8
+
+
 def bits_for(lo, hi):
     """Smallest two's-complement width holding every integer in [lo, hi]."""
     b = 1

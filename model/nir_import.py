@@ -25,7 +25,7 @@ import numpy as np
 
 from .config import LEAK_FRAC_MAX, RESETS, LayerNeuron, NeuronConfig, check_choice, check_int
 from .errors import ConfigError, ModelFileError
-from .ir import Layer, QuantModel, count_readout, signed_range, validate
+from .ir import Layer, QuantModel, count_readout, signed_range, threshold_cap, validate
 
 #: Node types that have no spikeloom equivalent, and why (the one-line error names them).
 UNSUPPORTED = {
@@ -424,7 +424,7 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
             a = wabs.max(axis=1) if per_channel else np.full(Wx.shape[0], wabs.max())
             s = np.where(a > 0, qmax / np.where(a > 0, a, 1), 1.0)
             if st.theta is not None:
-                th_cap = (hi_m + 1) // 8  # headroom above the threshold, as IntSNN.qparams
+                th_cap = threshold_cap(membrane_bits)
                 s = np.minimum(s, th_cap / st.theta)
                 s = np.maximum(s, 1.0 / st.theta)  # a threshold of at least 1
         sv = s.reshape((-1,) + (1,) * (Wx.ndim - 1))

@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import LayerNeuron, NeuronConfig, QuantConfig
 from .errors import ConfigError
-from .ir import POOL_OPS, Layer, QuantModel, count_readout, signed_range
+from .ir import POOL_OPS, Layer, QuantModel, count_readout, signed_range, threshold_cap
 
 ARCHS = {
     # name: hidden stages; ("dense", n) | ("conv", channels[, kernel, stride, padding]) | ("pool", k)
@@ -472,7 +472,7 @@ class IntSNN(nn.Module):
         """[(Wq, bq, thq, eff_scale, Wscq)] integer-valued float tensors (thq None for the output,
         Wscq None without a shortcut)."""
         lo_m, hi_m = signed_range(self.neuron.membrane_bits)
-        th_cap = (hi_m + 1) // 8  # thresholds stay at most 1/8 of the membrane range: headroom
+        th_cap = threshold_cap(self.neuron.membrane_bits)
         s_x = 1.0 / ((1 << self.quant.input_bits) - 1)
         out, n = [], len(self.W)
         for i, (W, b) in enumerate(zip(self.W, self.b)):
