@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 ## make sim: the main job on the embedded default (digits): train (cached) -> quantize -> golden evaluation
+## (NET=mlp|vgg|resnet, or NET=graph.nir ARGS="--dt DT" to import a NIR graph in place of training)
 sim: $(STAMP)
-	$(PY) -m spikeloom.flows.cli run --build $(BUILD) --arch $(NET) --pes $(PES) --sim $(SIM) $(ARGS)
+	$(PY) -m spikeloom.flows.cli run --build $(BUILD) $(if $(filter %.nir,$(NET)),--nir $(NET),--arch $(NET)) \
+	    --pes $(PES) --sim $(SIM) $(ARGS)
 
 ## make test: the test suite (fast tier + co-simulation), what CI runs
 test: $(STAMP)

@@ -23,6 +23,11 @@ def _add_pipeline_options(p):
     g.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
     g.add_argument("--build", type=Path, default=Path("build"), help="output folder (default: build)")
     g.add_argument("--arch", default="mlp", help="network: mlp (default), vgg or resnet")
+    g.add_argument("--nir", type=Path, default=None, metavar="GRAPH",
+                   help="import this NIR graph instead of training (make sim NET=graph.nir); needs --dt")
+    g.add_argument("--dt", type=float, default=None, help="with --nir: the graph's Euler time step")
+    g.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+                   help="with --nir: QAT fine-tuning epochs of the imported network")
     g.add_argument("--pool", default="max", help="pool stages of vgg/resnet: max (default), sum (spike counts) "
                    "or avg (sum with 1/q^2 folded into the next weights)")
     g.add_argument("--t-max", type=int, default=4)
@@ -41,7 +46,8 @@ def _add_pipeline_options(p):
                    "a = rint((1 - beta) 2^F) (1: no leak)")
     g.add_argument("--leak-frac", type=int, default=None, help="F, fraction bits of the quantized --beta (default 8)")
     g.add_argument("--fire", default=">=", help="firing rule: '>=' (u >= threshold, default) or '>'")
-    g.add_argument("--reset", default="subtract", help="zero|subtract (default)|subtract_next|subtract_recheck")
+    g.add_argument("--reset", default=None, help="zero|subtract (default; with --nir: zero)|subtract_next|"
+                   "subtract_recheck")
     g.add_argument("--pes", type=int, default=8, help="processing elements of the generated accelerator")
     g.add_argument("--sim", default="verilator", help="co-simulator: verilator (default) or icarus")
     g.add_argument("--cosim-images", type=int, default=None, help="co-simulate only the first N test images")
@@ -63,7 +69,7 @@ def _neuron(a):
     kw = {k: v for k, v in (("beta", a.beta), ("leak_frac", a.leak_frac), ("leak_shift", a.leak_shift))
           if v is not None}
     try:
-        return NeuronConfig(reset=a.reset, membrane_bits=a.membrane_bits, fire=a.fire, **kw)
+        return NeuronConfig(reset=a.reset or "subtract", membrane_bits=a.membrane_bits, fire=a.fire, **kw)
     except ConfigError as e:
         # name the option the user typed: "neuron.leak_frac = 20 ..." -> "--leak-frac = 20 ..."
         raise ConfigError(re.sub(r"neuron\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
@@ -73,6 +79,9 @@ def _context(a):
     from spikeloom.model.config import QuantConfig
     from spikeloom.model.train import TrainConfig
 
+    for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune)):
+        if v:
+            raise SpikeloomError(f"{opt} applies to `run` with an imported graph only (run --nir GRAPH --dt DT)")
     kw = {}
     if a.epochs is not None:
         kw["epochs"] = a.epochs
@@ -88,9 +97,12 @@ def _context(a):
 
 def cmd_run(a):
     check_pes(a.pes)
-    ctx = _context(a)
-    fm = steps.step_train(ctx)
-    im, qm = steps.step_quantize(ctx, fm)
+    if a.nir is not None:
+        im, qm, ctx = _run_import(a)
+    else:
+        ctx = _context(a)
+        fm = steps.step_train(ctx)
+        im, qm = steps.step_quantize(ctx, fm)
     steps.step_evaluate(ctx, im, qm, a.pes)
     if not a.no_cosim:
         gen = steps.step_generate(ctx, qm, a.pes)
@@ -103,6 +115,30 @@ def cmd_run(a):
                                  "and the golden model (see cosim.first_mismatches in the report)")
         return
     steps.write_report(ctx)
+
+
+def _run_import(a):
+    """``run --nir``: the import step in place of training and quantization (calibrated on --dataset)."""
+    from spikeloom.model.errors import ConfigError
+
+    given = [o for o, v in (("--arch", a.arch != "mlp"), ("--epochs", a.epochs is not None),
+                            ("--qat-epochs", a.qat_epochs is not None), ("--leak-shift", a.leak_shift is not None),
+                            ("--beta", a.beta is not None), ("--leak-frac", a.leak_frac is not None),
+                            ("--fire", a.fire != ">="), ("--pool", a.pool != "max"), ("--loss", a.loss != "early"))
+             if v]
+    if given:
+        raise ConfigError(f"{given[0]} sets how a network is trained; with --nir the graph brings its own network "
+                          "(use --reset, --t-max, --input-bits, --weight-bits, --membrane-bits, --finetune)")
+    reset = a.reset or "zero"
+    _check_import_options(a, reset)
+    if not a.nir.is_file():
+        raise ConfigError(f"--nir {a.nir}: no such file")
+    a.graph = a.nir
+    ctx = _import_context(a, a.build)
+    ctx.report["model"] = {}
+    im, qm = steps.step_import(ctx, a.dt, reset, a.finetune)
+    ctx.report["model"]["accuracy_float"] = ctx.report["import"]["accuracy_float"]
+    return im, qm, ctx
 
 
 def cmd_generate(a):
@@ -190,44 +226,47 @@ def cmd_golden(a):
         "counters": {ln: {k: v.tolist() for k, v in cs.items()} for ln, cs in res.counters().items()}}, indent=1))
 
 
-def cmd_import(a):
-    """Check every value, read the NIR graph, map it, write the model file atomically, print the table."""
-    import os
-    import tempfile
-
-    from spikeloom.model import modelfile, nir_import
+def _check_import_options(a, reset):
+    """The NIR import options' ranges, before any work (one line naming the option)."""
     from spikeloom.model.config import RESETS
     from spikeloom.model.errors import ConfigError
 
-    if not (a.dt > 0 and np.isfinite(a.dt)):
-        raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step, in the graph's time unit)")
-    if a.reset not in RESETS:
-        raise ConfigError(f"--reset = {a.reset!r}; allowed: {', '.join(RESETS)}")
+    if a.dt is None or not (a.dt > 0 and np.isfinite(a.dt)):
+        raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step, in the graph's time unit; "
+                          "snnTorch and SpikingJelly export with 1e-4)")
+    if reset not in RESETS:
+        raise ConfigError(f"--reset = {reset!r}; allowed: {', '.join(RESETS)}")
     for opt, v, lo, hi in (("--input-bits", a.input_bits, 1, 16), ("--t-max", a.t_max, 1, 64),
-                           ("--weight-bits", a.weight_bits, 2, 16), ("--membrane-bits", a.membrane_bits, 4, 32)):
+                           ("--weight-bits", a.weight_bits, 2, 16), ("--membrane-bits", a.membrane_bits, 4, 32),
+                           ("--finetune", a.finetune, 0, 10000)):
         if not lo <= v <= hi:
             raise ConfigError(f"{opt} = {v} is outside the allowed range [{lo}, {hi}]")
+    if not 0.0 <= a.target_drop < 1.0:
+        raise ConfigError(f"--target-drop = {a.target_drop} is outside the allowed range [0, 1)")
+    if a.finetune and a.dataset is None:
+        raise ConfigError(f"--finetune {a.finetune} trains on a dataset; give --dataset too")
+
+
+def _import_context(a, build):
+    from spikeloom.model.config import NeuronConfig, QuantConfig
+    from spikeloom.model.train import TrainConfig
+
+    return steps.Context(build=build, dataset=a.dataset, data_seed=a.data_seed, nir=a.graph,
+                         train=TrainConfig(t_max=a.t_max, target_drop=a.target_drop, seed=a.seed),
+                         neuron=NeuronConfig(membrane_bits=a.membrane_bits),
+                         quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))
+
+
+def cmd_import(a):
+    """Check every value, read the NIR graph, map it (calibrated on --dataset), write the model file
+    atomically, print the table."""
+    from spikeloom.model.errors import ConfigError
+
+    _check_import_options(a, a.reset)
     if a.out.exists() and a.out.is_dir():
         raise ConfigError(f"-o {a.out}: is a folder; give the model file's path")
-    graph = nir_import.read(a.graph)
-    model, report = nir_import.from_nir(graph, a.dt, a.reset, a.input_bits, a.t_max, a.weight_bits,
-                                        a.membrane_bits, name=a.graph.stem)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{a.out.name}.", suffix=".tmp", dir=a.out.parent)
-    os.close(fd)
-    try:
-        modelfile.save(model, tmp)
-        os.replace(tmp, a.out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    from .common import table
-
-    print(table([(r.name, r.type, r.layer, r.mapping, f"{r.max_abs_error:.3g}") for r in report],
-                ["node", "type", "layer", "mapping", "max_abs_error"]))
-    exact = all(r.mapping == "exact" for r in report)
-    print(f"model file: {a.out} ({len(model.layers)} layers, "
-          f"{'exact' if exact else 'quantized'}; T_max {model.t_max}, no early exit)")
+    ctx = _import_context(a, a.out.parent)
+    steps.step_import(ctx, a.dt, a.reset, a.finetune, out=a.out)
 
 
 def build_parser():
@@ -285,6 +324,15 @@ def build_parser():
     sp.add_argument("--t-max", type=int, default=8, help="timesteps per inference")
     sp.add_argument("--weight-bits", type=int, default=8, help="signed weight width")
     sp.add_argument("--membrane-bits", type=int, default=16, help="signed membrane width")
+    sp.add_argument("--dataset", default=None, help="calibration data: 'digits', 'cifar:PATH' or 'folder:PATH' "
+                    "(validation split: membrane ranges and the exit threshold; test split: float vs integer "
+                    "accuracy). Without it: thresholds capped at 1/8 of the membrane range, no early exit")
+    sp.add_argument("--data-seed", type=int, default=0, help="seed of the dataset's train/val/test split")
+    sp.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+                    help="QAT fine-tuning of the imported integer network on --dataset's training split")
+    sp.add_argument("--target-drop", type=float, default=0.0,
+                    help="allowed validation accuracy drop when calibrating the exit threshold")
+    sp.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     sp.set_defaults(fn=cmd_import)
     sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)")
     sp.add_argument("model", type=Path)

@@ -7,7 +7,7 @@ the source of the code they run, so an unchanged ``make sim`` does not train aga
 
 import inspect
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +41,19 @@ class Context:
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     quant: QuantConfig = field(default_factory=lambda: QuantConfig(input_bits=4))
     image_size: int | None = None  # image folders: resize to S x S (None: the loader's default)
+    nir: Path | None = None  # a NIR graph to import instead of training (run --nir)
     report: dict = field(default_factory=dict)
     _split: object = None
 
     @property
+    def arch(self):
+        """The network's name in reports: the trained architecture, or ``nir:<graph stem>``."""
+        return f"nir:{Path(self.nir).stem}" if self.nir is not None else self.train.arch
+
+    @property
     def tag(self):
         name = Path(self.dataset.split(":", 1)[-1]).name if self.dataset != "digits" else "digits"
-        return f"{name}-{self.train.arch}"
+        return f"{name}-{self.arch.replace(':', '-')}"
 
     @property
     def workdir(self):
@@ -208,6 +214,86 @@ def step_quantize(ctx: Context, float_model, log=print):
     return imodel, back
 
 
+def step_import(ctx: Context, dt, reset, finetune=0, out=None, log=print):
+    """Import the NIR graph ``ctx.nir`` (:mod:`spikeloom.model.nir_import`) and write its model file
+    (``out``, default ``ctx.model_path``).
+
+    With a dataset (``ctx.dataset`` not ``None``): the validation split calibrates the quantization
+    (membrane ranges from the float simulation of the graph) and the early-exit threshold
+    (margin, ``ctx.train.target_drop``); the test split gives the float accuracy of the NIR graph
+    (float64 Euler simulation, :mod:`spikeloom.model.nir_sim`) beside the integer model's; with
+    ``finetune`` > 0 the integer network is fine-tuned (QAT) that many epochs on the training split.
+    Without one, the model runs every timestep (no early exit). Returns ``(IntSNN or None,
+    QuantModel)``; the report's ``import`` section has every node's mapping and error.
+    """
+    from spikeloom.model import nir_import, nir_sim
+
+    graph = nir_import.read(ctx.nir)
+    split = ctx.split() if ctx.dataset is not None else None
+    q, T = ctx.quant, ctx.train.t_max
+    model, nodes = nir_import.from_nir(graph, dt, reset, q.input_bits, T, q.weight_bits, ctx.neuron.membrane_bits,
+                                       name=Path(ctx.nir).stem,
+                                       calibration=None if split is None else split.val.x)
+    sec = {"graph": str(ctx.nir), "dt": dt, "reset": reset, "input_bits": q.input_bits, "t_max": T,
+           "weight_bits": q.weight_bits, "membrane_bits": ctx.neuron.membrane_bits,
+           "exact": all(r.mapping == "exact" for r in nodes), "nodes": [r.as_dict() for r in nodes]}
+    log(table([(r.name, r.type, r.layer, r.mapping, f"{r.max_abs_error:.3g}") for r in nodes],
+              ["node", "type", "layer", "mapping", "max_abs_error"]))
+    for r in nodes:
+        if r.note:
+            log(f"[import] note: layer {r.layer} ({r.name}): {r.note}")
+    imodel = None
+    if split is not None:
+        from spikeloom.model.snn import IntSNN
+        from spikeloom.model.train import finetune_imported
+
+        if model.n_classes != len(split.train.classes):
+            raise ConfigError(f"{ctx.nir}: the graph has {model.n_classes} outputs but dataset {ctx.dataset!r} "
+                              f"has {len(split.train.classes)} classes")
+        if tuple(split.train.shape) != tuple(model.input_shape) and \
+                int(np.prod(split.train.shape)) != model.input_size:
+            raise ConfigError(f"{ctx.nir}: the graph's input shape {tuple(model.input_shape)} does not take "
+                              f"dataset {ctx.dataset!r}'s images of shape {tuple(split.train.shape)}")
+        model = replace(model, dataset=ctx.dataset, classes=tuple(split.train.classes))
+        y = split.test.y
+        x = split.test.x.reshape((len(y),) + tuple(model.input_shape))
+        f_pred = nir_sim.simulate(nir_import.chain(graph), x, dt, T, reset).pred()
+        x_q = golden.quantize_input(model, split.test.x)
+
+        def accuracy(m):
+            g = golden.run(m, x_q, sparse=())
+            return float((g.fixed_pred() == y).mean()), float((g.fixed_pred() == f_pred).mean())
+
+        acc_q, agree = accuracy(model)
+        sec.update({"calibration": f"{ctx.dataset} validation split ({len(split.val)} images)",
+                    "accuracy_float": float((f_pred == y).mean()), "accuracy_quantized_fixed_t": acc_q,
+                    "agreement_with_float": agree, "finetune_epochs": int(finetune)})
+        log(f"[import] {ctx.dataset} test split, {len(y)} images: NIR graph in float64 {100 * sec['accuracy_float']:.2f}%, "
+            f"integer model {100 * acc_q:.2f}% at T = {T} (same class as the float graph on {100 * agree:.1f}%)")
+        if finetune:
+            log(f"[import] QAT fine-tuning {finetune} epochs on {len(split.train)} training images")
+            imodel, _ = finetune_imported(model, split, ctx.train, finetune)
+            model = imodel.export(model.name, model.dataset, model.exit_threshold, classes=model.classes,
+                                  extra=model.extra)
+            acc_ft, agree_ft = accuracy(model)
+            sec.update({"accuracy_finetuned_fixed_t": acc_ft, "agreement_with_float_finetuned": agree_ft})
+            log(f"[import] after fine-tuning: integer model {100 * acc_ft:.2f}% at T = {T}")
+        else:
+            imodel = IntSNN.from_model(model)
+        zv = imodel.exact_z(golden.quantize_input(model, split.val.x))
+        theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
+        model = model.with_exit_threshold(theta)
+        sec["exit_threshold"] = theta
+        log(f"[import] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation images for "
+            f"an accuracy drop <= {ctx.train.target_drop}")
+    ctx.report["import"] = sec
+    path = Path(out) if out is not None else ctx.model_path
+    modelfile.save(model, path)
+    log(f"[import] model file: {path} ({len(model.layers)} layers, {'exact' if sec['exact'] else 'quantized'}; "
+        f"T_max {T}{'' if split is not None else ', no early exit'})")
+    return imodel, modelfile.load(path)
+
+
 def step_evaluate(ctx: Context, imodel, qmodel, n_pe=None, log=print):
     """Golden-model evaluation on the test split, agreement with the fake-quant network, report.
 
@@ -236,7 +322,7 @@ def step_evaluate(ctx: Context, imodel, qmodel, n_pe=None, log=print):
     hist = np.bincount(res.exit_t, minlength=T + 1)[1:].tolist()
     m = ctx.report.setdefault("model", {})
     m.update({
-        "name": qmodel.name, "arch": ctx.train.arch, "n_test": int(len(y)),
+        "name": qmodel.name, "arch": ctx.arch, "n_test": int(len(y)),
         "accuracy_fixed_t": acc_fixed, "accuracy_adaptive": acc_adapt,
         "mean_timesteps": float(res.exit_t.mean()), "exit_histogram": hist,
         "exit_criterion": "margin", "exit_threshold": qmodel.exit_threshold,

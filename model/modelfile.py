@@ -11,6 +11,8 @@ semantics of every field are in ``model/SEMANTICS.md``. :func:`load` validates e
 """
 
 import io
+import os
+import tempfile
 import json
 import zipfile
 import zlib
@@ -87,11 +89,26 @@ def _meta(model: QuantModel):
 
 
 def save(model: QuantModel, path):
-    """Validate ``model`` and write it to ``path`` (deterministic bytes for the same model)."""
+    """Validate ``model`` and write it to ``path`` (deterministic bytes for the same model).
+
+    The write is atomic: the bytes go to a temporary file beside ``path`` that replaces it only when
+    complete, so an existing file is never left half-written or lost on an error."""
     validate(model, path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = _meta(model)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        _write(model, meta, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _write(model, meta, path):
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         def put(name, data):
             info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
@@ -106,7 +123,6 @@ def save(model: QuantModel, path):
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.ascontiguousarray(arr.astype(np.int32)), allow_pickle=False)
                 put(meta["layers"][i]["arrays"][key], buf.getvalue())
-    return path
 
 
 def _get(d, key, typ, path, where):

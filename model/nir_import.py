@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import nir_sim
 from .config import LEAK_FRAC_MAX, RESETS, LayerNeuron, NeuronConfig, check_choice, check_int
 from .errors import ConfigError, ModelFileError
 from .ir import Layer, QuantModel, count_readout, signed_range, threshold_cap, validate
@@ -39,8 +40,9 @@ UNSUPPORTED = {
 SYNAPSES = ("Affine", "Linear", "Conv2d")
 SPIKING = ("IF", "LIF")
 READOUTS = ("I", "LI")
-#: Leak fractions tried for an exactly dyadic ``beta``; otherwise beta is rounded to this many bits.
-DEFAULT_LEAK_FRAC = 8
+#: A ``beta`` that no leak fraction represents exactly is rounded with enough fraction bits that its
+#: decay ``1 - beta`` is off by at most this fraction of itself.
+LEAK_REL_ERROR = 0.005
 
 
 @dataclass
@@ -54,10 +56,11 @@ class NodeReport:
     mapping: str
     max_abs_error: float
     layer: str
+    note: str = ""
 
     def as_dict(self):
         return {"name": self.name, "type": self.type, "mapping": self.mapping,
-                "max_abs_error": self.max_abs_error, "layer": self.layer}
+                "max_abs_error": self.max_abs_error, "layer": self.layer, "note": self.note}
 
 
 def read(path):
@@ -175,11 +178,17 @@ def _per_unit(arr, shape, what, name, node):
 
 def _dyadic(beta):
     """(LayerNeuron leak fraction, exact) for ``beta``: the smallest ``f`` with ``(1 - beta) 2^f``
-    an integer, else :data:`DEFAULT_LEAK_FRAC` and rounding."""
+    an integer; else the smallest ``f`` that rounds the decay ``1 - beta`` to within
+    :data:`LEAK_REL_ERROR` of itself (``beta = 0.9``: ``f = 10``, ``a = 102``), at most
+    :data:`~spikeloom.model.config.LEAK_FRAC_MAX`."""
     for f in range(LEAK_FRAC_MAX + 1):
         if float((1.0 - beta) * (1 << f)).is_integer():
             return f, True
-    return DEFAULT_LEAK_FRAC, False
+    d = 1.0 - beta
+    for f in range(LEAK_FRAC_MAX + 1):
+        if abs(round(d * (1 << f)) / (1 << f) - d) <= LEAK_REL_ERROR * d:
+            return f, False
+    return LEAK_FRAC_MAX, False
 
 
 @dataclass
@@ -357,7 +366,8 @@ def _integral(a):
     return bool(np.all(np.asarray(a) == np.rint(a)))
 
 
-def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, membrane_bits=16, name="nir"):
+def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, membrane_bits=16, name="nir",
+             calibration=None):
     """Map ``graph`` (a ``nir.NIRGraph``) to ``(QuantModel, [NodeReport])``.
 
     Parameters
@@ -376,6 +386,15 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
     every leak product integral for ``t_max`` steps (the scale carries ``2^(f (t_max - 1))``);
     otherwise it is quantized with one scale per channel (as ``IntSNN.qparams``; the readout: one
     scale) and the report gives the largest error.
+
+    calibration : array or None
+        Real inputs ``(B, *input_shape)`` in ``[0, 1]`` (e.g. a validation split) for post-training
+        quantization. Without them a spiking layer's scale is capped so that its thresholds stay
+        within 1/8 of the membrane range (:func:`~spikeloom.model.ir.threshold_cap`: headroom
+        guessed); with them, the float64 simulation of the graph (:mod:`~spikeloom.model.nir_sim`)
+        on these inputs gives each channel's largest ``|v|``, and the scale is the largest at which
+        that peak still fits the membrane range (so nothing saturates on the calibration data),
+        for the readout too; an exact mapping that would saturate there is quantized instead.
     """
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or dt <= 0:
         raise ConfigError(f"dt = {dt!r} must be a number > 0")
@@ -398,6 +417,16 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
                 nn = st.nodes[-1][0] if st.pool == 1 else st.nodes[-2][0]
                 raise ModelFileError(f"NIR node {nn!r}: v_reset = {float(st.v_reset.max())!r}; --reset zero "
                                      "resets to 0 only (or give a subtracting --reset)")
+    peaks = {}
+    if calibration is not None:
+        x_cal = np.asarray(calibration, np.float64)
+        if x_cal.ndim < 1 or len(x_cal) == 0 or x_cal.size != len(x_cal) * int(np.prod(input_shape)):
+            raise ConfigError(f"calibration inputs of shape {x_cal.shape} do not match the graph's input "
+                              f"shape {tuple(input_shape)}")
+        x_cal = x_cal.reshape((len(x_cal),) + tuple(input_shape))
+        # the integer model sees the quantized input: calibrate on what it will see
+        x_cal = np.rint(np.clip(x_cal, 0.0, 1.0) * ((1 << input_bits) - 1)) / ((1 << input_bits) - 1)
+        peaks = nir_sim.simulate(order, x_cal, float(dt), t_max, reset).peaks
     in_div = float((1 << input_bits) - 1)
     lo_m, hi_m = signed_range(membrane_bits)
     qmax = (1 << (weight_bits - 1)) - 1
@@ -407,6 +436,12 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
         div = in_div if li == 0 else 1.0
         Wx = st.W / div  # real weight per integer input
         exact_leak = 1 if st.theta is None else 1 << (st.leak_frac * (t_max - 1))
+        neuron_node = next(nn for nn, _, what in st.nodes if what == "neuron")
+        peak = peaks.get(neuron_node)
+        if peak is not None:
+            peak = np.broadcast_to(np.asarray(peak, np.float64), (st.W.shape[0],))
+            if st.theta is None:
+                peak = np.full_like(peak, peak.max())  # the readout has one scale
         s, exact = None, False
         if st.leak_exact and st.dropped_leak == 0.0:
             for m in ((1.0, div) if div != 1.0 else (1.0,)):
@@ -415,7 +450,8 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
                 th = None if st.theta is None else st.theta * cand
                 if _integral(wq) and _integral(bq) and (th is None or _integral(th)) \
                         and np.abs(wq).max(initial=0) <= qmax and np.all(bq >= lo_m) and np.all(bq <= hi_m) \
-                        and (th is None or (th.min() >= 1 and th.max() <= hi_m)):
+                        and (th is None or (th.min() >= 1 and th.max() <= hi_m)) \
+                        and (peak is None or np.all(peak * cand <= hi_m)):
                     s, exact = np.full(st.W.shape[0], cand), True
                     break
         if s is None:
@@ -423,9 +459,12 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
             wabs = np.abs(Wx).reshape(Wx.shape[0], -1)
             a = wabs.max(axis=1) if per_channel else np.full(Wx.shape[0], wabs.max())
             s = np.where(a > 0, qmax / np.where(a > 0, a, 1), 1.0)
+            s_w = s
+            if peak is not None:
+                s = np.minimum(s, hi_m / np.where(peak > 0, peak, np.inf))
+            elif st.theta is not None:
+                s = np.minimum(s, threshold_cap(membrane_bits) / st.theta)
             if st.theta is not None:
-                th_cap = threshold_cap(membrane_bits)
-                s = np.minimum(s, th_cap / st.theta)
                 s = np.maximum(s, 1.0 / st.theta)  # a threshold of at least 1
         sv = s.reshape((-1,) + (1,) * (Wx.ndim - 1))
         wq = np.clip(np.rint(Wx * sv), -qmax, qmax).astype(np.int64)
@@ -443,6 +482,11 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
         g = np.where(st.gain * st.fold != 0, st.gain * st.fold, 1.0)
         rec_w = wq / sv * div / (g.reshape(sv.shape) * st.pre_div)
         mapping = "exact" if exact else "quantized"
+        note = ""
+        if not exact and np.any(s < s_w / 2):
+            levels = int(np.abs(wq).reshape(len(s), -1)[s < s_w / 2].max(axis=1, initial=0).min())
+            note = (f"the membrane range ({membrane_bits} bits) leaves the weights {levels} of {qmax} levels; "
+                    "more --membrane-bits or fewer --input-bits keep more")
         for nn, typ, what in st.nodes:
             if what == "synapse":
                 err = float(np.abs(rec_w - st.W_orig).max(initial=0))
@@ -456,7 +500,7 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
             else:
                 err = 0.0
             m = mapping if what != "neuron" or st.dropped_leak == 0.0 else "quantized"
-            report.append(NodeReport(nn, typ, m, err, layer.name))
+            report.append(NodeReport(nn, typ, m, err, layer.name, note if what == "synapse" else ""))
     if last_spiking:
         if layers[-1].kind != "dense":
             raise ModelFileError("NIR graph: a spiking class layer (IF/LIF before Output) must be dense")

@@ -208,20 +208,35 @@ def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: 
 
     torch.manual_seed(cfg.seed + 1)
     imodel = IntSNN(model.folded_stages(), split.train.shape, neuron, quant, model.t_max)
-    x_q = torch.as_tensor(quantize_values(split.train.x, quant.input_bits), dtype=torch.float32)
+    return imodel, _qat_fit(imodel, split, cfg, cfg.qat_epochs, "train (QAT)", each_step if hooks else None)
+
+
+def finetune_imported(model, split, cfg: TrainConfig, epochs):
+    """QAT fine-tuning of a model that was not trained here (an imported NIR graph): the network
+    :meth:`IntSNN.from_model` builds (its quantization steps, thresholds, neurons and readout
+    fixed; weights and biases trained straight-through) trained ``epochs`` epochs on
+    ``split.train`` with ``cfg``'s loss, learning rate and batch size, keeping the state with the
+    best validation accuracy. Returns ``(IntSNN, history)``; ``IntSNN.export`` gives the model."""
+    torch.manual_seed(cfg.seed + 1)
+    imodel = IntSNN.from_model(model)
+    return imodel, _qat_fit(imodel, split, cfg, epochs, "fine-tune (QAT)", None)
+
+
+def _qat_fit(imodel, split, cfg, epochs, desc, after_step):
+    """Straight-through training of an :class:`IntSNN` on its quantized inputs -> history."""
+    bits = imodel.quant.input_bits
+    dtype = next(imodel.parameters()).dtype
+    x_q = torch.as_tensor(quantize_values(split.train.x, bits), dtype=dtype)
     y = torch.as_tensor(split.train.y)
-    xv = quantize_values(split.val.x, quant.input_bits)
+    xv = quantize_values(split.val.x, bits)
 
     def val_acc(m):
         return float((first_argmax(_on_cpu(m).exact_z(xv)[-1]) == split.val.y).mean())
 
-    loss_fn = TimeLoss(cfg.loss, model.t_max)
-    history = []
-    if cfg.qat_epochs:
-        history = _fit(imodel, loss_fn, x_q, y, cfg.qat_epochs, cfg.qat_lr, 0.0, cfg.batch_size,
-                       cfg.seed + 1, "train (QAT)", val_acc, each_step if hooks else None,
-                       resolve_device(cfg.device))
-    return imodel, history
+    if not epochs:
+        return []
+    return _fit(imodel, TimeLoss(cfg.loss, imodel.t_max), x_q, y, epochs, cfg.qat_lr, 0.0, cfg.batch_size,
+                cfg.seed + 1, desc, val_acc, after_step, resolve_device(cfg.device))
 
 
 def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=None, history=None,

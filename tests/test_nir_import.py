@@ -9,82 +9,20 @@ from spikeloom.hw.plan import Plan
 from spikeloom.hw.simulate import rtl_run
 from spikeloom.model import golden, modelfile
 from spikeloom.model.errors import ConfigError, ModelFileError
-from spikeloom.model.nir_import import from_nir
+from spikeloom.model import nir_sim
+from spikeloom.model.nir_import import chain, from_nir
 from spikeloom.sim import records
 
 from test_cli import assert_clean_error, spikeloom_here
 
 
-# --- a float64 reference simulator of NIR chains (Euler steps of dt), independent of the importer ---
-
-def _conv(x, w, stride, pad):
-    b, c, h, wd = x.shape
-    k = w.shape[-1]
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    oh, ow = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
-    out = np.zeros((b, w.shape[0], oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            win = xp[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
-            out[:, :, i, j] = np.einsum("bchw,ochw->bo", win, w)
-    return out
-
-
-def _per(p, v):
-    """A neuron parameter broadcast against the state ``v`` (B, ...)."""
-    return np.asarray(p, np.float64).reshape(v.shape[1:]) if np.size(p) == np.prod(v.shape[1:]) else \
-        np.asarray(p, np.float64).reshape((-1,) + (1,) * (v.ndim - 2))
-
+# --- the float64 simulation of the NIR graph (model/nir_sim.py, written from NIR's equations) ---
 
 def simulate(graph, x, dt, reset, steps):
     """Spikes {node: (T, B, n)} of every IF/LIF node and the readout (T, B, K) of the graph's chain
     for the constant real input ``x`` (B, *input_shape)."""
-    succ = dict(graph.edges)
-    order, cur = [], next(n for n, v in graph.nodes.items() if isinstance(v, nir.Input))
-    while cur in succ:
-        cur = succ[cur]
-        order.append((cur, graph.nodes[cur]))
-    state, prev, spikes, out = {}, {}, {}, []
-    for _ in range(steps):
-        h = x.astype(np.float64)
-        for name, node in order:
-            if isinstance(node, nir.Affine):
-                h = h @ node.weight.T + node.bias
-            elif isinstance(node, nir.Linear):
-                h = h @ node.weight.T
-            elif isinstance(node, nir.Conv2d):
-                h = _conv(h, node.weight, int(node.stride[0]), int(node.padding[0])) + node.bias[:, None, None]
-            elif isinstance(node, nir.Scale):
-                h = h * _per(node.scale, h)
-            elif isinstance(node, nir.Flatten):
-                h = h.reshape(len(h), -1)
-            elif isinstance(node, nir.SumPool2d):
-                q = int(node.kernel_size[0])
-                b, c, hh, ww = h.shape
-                h = h[:, :, :hh // q * q, :ww // q * q].reshape(b, c, hh // q, q, ww // q, q).sum(axis=(3, 5))
-            elif isinstance(node, (nir.IF, nir.LIF, nir.I)):
-                v = state.get(name, np.zeros_like(h))
-                if isinstance(node, nir.LIF):
-                    v = v + dt / _per(node.tau, v) * (_per(node.v_leak, v) - v + _per(node.r, v) * h)
-                else:
-                    v = v + dt * _per(node.r, v) * h
-                if isinstance(node, nir.I):
-                    state[name], h = v, v
-                    continue
-                th = _per(node.v_threshold, v)
-                if reset == "subtract_next":
-                    v = v - th * prev.get(name, np.zeros(v.shape, bool))
-                s = v > th
-                if reset == "zero":
-                    v = np.where(s, _per(node.v_reset, v), v)
-                elif reset == "subtract":
-                    v = np.where(s, v - th, v)
-                state[name], prev[name], h = v, s, s.astype(np.float64)
-                spikes.setdefault(name, []).append(s.reshape(len(s), -1))
-            elif not isinstance(node, nir.Output):
-                raise AssertionError(f"the reference simulator has no {type(node).__name__}")
-        out.append(h)
-    return {k: np.stack(v) for k, v in spikes.items()}, np.stack(out)
+    r = nir_sim.simulate(chain(graph), x, dt, steps, reset)
+    return r.spikes, r.out
 
 
 def graph_of(*nodes):

@@ -1,0 +1,99 @@
+"""Networks trained in snnTorch 1.0 (tests/snntorch_nets.py: a digits MLP and a conv net with
+average pooling, beta = 0.9, snnTorch's default reset), exported with snnTorch's own NIR export and
+imported with `spikeloom import --dataset digits`: the integer golden model's test accuracy is
+within 0.5 point of snnTorch's float accuracy, and the imported model co-simulates with 0
+mismatches. The graphs in tests/data are what `python tests/snntorch_nets.py` writes; the slow test
+trains and exports afresh."""
+
+import numpy as np
+import pytest
+
+import snntorch_nets as nets
+from spikeloom.flows.cli import main
+from spikeloom.hw.plan import Plan
+from spikeloom.hw.simulate import rtl_run
+from spikeloom.model import golden, modelfile, nir_import, nir_sim
+from spikeloom.model.data import load_dataset
+from spikeloom.sim import records
+
+#: snnTorch's Leaky: reset by subtraction at the next step; NIR cannot say it, so the import is told.
+#: The digits carry 17 grey levels: 4-bit inputs (the pipeline's default) hold them, and leave the
+#: 16-bit membranes room for 8-bit weights (8-bit inputs would not: README, "Bring your own network").
+IMPORT = ["--dt", "1e-4", "--reset", "subtract_next", "--t-max", str(nets.T), "--input-bits", "4",
+          "--dataset", "digits"]
+
+
+@pytest.fixture(scope="module")
+def split():
+    return load_dataset("digits")
+
+
+def _import(graph_path, out, *extra):
+    assert main(["import", str(graph_path), "-o", str(out), *IMPORT, *extra]) == 0
+    return modelfile.load(out)
+
+
+@pytest.fixture(scope="module", params=["mlp", "conv"])
+def imported(request, split, tmp_path_factory):
+    kind = request.param
+    net = nets.load(kind)
+    acc_float, pred_float = nets.accuracy(net, split)
+    model = _import(nets.DATA / f"snntorch_{kind}.nir", tmp_path_factory.mktemp(kind) / "m.slm")
+    return kind, net, acc_float, pred_float, model
+
+
+def _golden_accuracy(model, split):
+    g = golden.run(model, golden.quantize_input(model, split.test.x), sparse=())
+    return float((g.fixed_pred() == split.test.y).mean()), float((g.pred == split.test.y).mean()), g
+
+
+def test_golden_accuracy_within_half_a_point_of_snntorch(imported, split):
+    kind, _, acc_float, _, model = imported
+    acc_fixed, acc_adaptive, g = _golden_accuracy(model, split)
+    print(f"{kind}: snnTorch float {100 * acc_float:.2f}%, golden at T = {model.t_max} {100 * acc_fixed:.2f}%, "
+          f"with early exit {100 * acc_adaptive:.2f}% at {g.exit_t.mean():.2f} mean timesteps")
+    assert acc_float > 0.85
+    assert abs(acc_fixed - acc_float) <= 0.005
+    # the exit threshold (calibrated on the validation split) costs at most a point here
+    assert acc_adaptive >= acc_fixed - 0.01 and g.exit_t.mean() < model.t_max
+
+
+def test_float_simulation_of_the_graph_is_snntorch(imported, split):
+    # the NIR graph's float64 simulation (what the importer calibrates on) decides as snnTorch does
+    kind, _, _, pred_float, _ = imported
+    graph = nir_import.read(nets.DATA / f"snntorch_{kind}.nir")
+    x = split.test.x.reshape((-1, 1, 8, 8))
+    pred = nir_sim.simulate(nir_import.chain(graph), x, 1e-4, nets.T, "subtract_next").pred()
+    assert (pred == pred_float).mean() >= 0.99
+
+
+def test_imported_snntorch_network_cosimulates(imported, split):
+    kind, _, _, _, model = imported
+    n = 6 if kind == "conv" else 16
+    x = golden.quantize_input(model, split.test.x[:n])
+    plan = Plan(model, 8)
+    g = golden.run(model, x, sparse=plan.sparse_layers)
+    got = rtl_run(model, 8, x, seed=1, idle=0.2, backpressure=0.2)
+    diff = records.field_mismatches(records.from_golden(g), got)
+    assert len(got) == n and not diff, "\n".join(diff)
+
+
+def test_finetune_keeps_the_scales_and_does_not_lose_accuracy(split, tmp_path):
+    model = _import(nets.DATA / "snntorch_mlp.nir", tmp_path / "ft.slm", "--finetune", "1")
+    before = _import(nets.DATA / "snntorch_mlp.nir", tmp_path / "m.slm")
+    assert [ly.scale for ly in model.layers] == [ly.scale for ly in before.layers]
+    assert any((a.weight != b.weight).any() for a, b in zip(model.layers, before.layers))
+    acc_ft, acc_before = _golden_accuracy(model, split)[0], _golden_accuracy(before, split)[0]
+    assert acc_ft >= acc_before - 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_trained_now_in_snntorch(kind, split, tmp_path):
+    net = nets.train(kind, split)
+    acc_float, _ = nets.accuracy(net, split)
+    nets.export(net, tmp_path / "g.nir")
+    model = _import(tmp_path / "g.nir", tmp_path / "m.slm")
+    acc_fixed = _golden_accuracy(model, split)[0]
+    print(f"{kind}: snnTorch float {100 * acc_float:.2f}%, golden {100 * acc_fixed:.2f}%")
+    assert abs(acc_fixed - acc_float) <= 0.005
