@@ -97,3 +97,50 @@ def test_trained_now_in_snntorch(kind, split, tmp_path):
     acc_fixed = _golden_accuracy(model, split)[0]
     print(f"{kind}: snnTorch float {100 * acc_float:.2f}%, golden {100 * acc_fixed:.2f}%")
     assert abs(acc_fixed - acc_float) <= 0.005
+
+
+def test_run_nir_reports_the_import(tmp_path, capsys):
+    # make sim NET=graph.nir: import in place of training; report.json gets the import section
+    import json
+
+    from test_cli import spikeloom_here
+
+    r = spikeloom_here(capsys, "run", "--nir", nets.DATA / "snntorch_mlp.nir", "--dt", "1e-4", "--reset",
+                       "subtract_next", "--t-max", nets.T, "--build", tmp_path, "--no-cosim")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "report.json").read_text())
+    imp = rep["import"]
+    assert imp["reset"] == "subtract_next" and imp["t_max"] == nets.T and imp["input_bits"] == 4
+    assert [n["type"] for n in imp["nodes"]] == ["Input", "Flatten", "Affine", "LIF", "Affine", "LIF", "Output"]
+    assert {"name", "type", "mapping", "max_abs_error", "layer", "note"} <= set(imp["nodes"][2])
+    assert abs(imp["accuracy_quantized_fixed_t"] - imp["accuracy_float"]) <= 0.005
+    assert rep["model"]["arch"] == "nir:snntorch_mlp" and rep["model"]["accuracy_float"] == imp["accuracy_float"]
+    assert rep["model"]["golden_vs_fakequant_agreement"] == 1.0
+    assert (tmp_path / "digits-nir-snntorch_mlp" / "model.slm").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--nir", "missing.nir", "--dt", "1e-4"], "--nir missing.nir: no such file"),
+    (["--nir", "G", "--dt", "1e-4", "--arch", "vgg"], "--arch sets how a network is trained"),
+    (["--nir", "G", "--dt", "1e-4", "--beta", "0.9"], "--beta sets how a network is trained"),
+    (["--nir", "G"], "--dt = None must be > 0"),
+    (["--nir", "G", "--dt", "1e-4", "--reset", "soft"], "--reset = 'soft'"),
+    (["--dt", "1e-4"], "--dt applies to `run` with an imported graph only"),
+    (["--finetune", "2"], "--finetune applies to `run` with an imported graph only"),
+])
+def test_run_nir_bad_options_are_one_line(tmp_path, capsys, args, needle):
+    from test_cli import assert_clean_error, spikeloom_here
+
+    args = [str(nets.DATA / "snntorch_mlp.nir") if a == "G" else a for a in args]
+    r = spikeloom_here(capsys, "run", "--build", tmp_path, "--no-cosim", *args)
+    assert_clean_error(r, needle)
+    assert not any(tmp_path.iterdir())
+
+
+def test_import_finetune_needs_a_dataset(tmp_path, capsys):
+    from test_cli import assert_clean_error, spikeloom_here
+
+    r = spikeloom_here(capsys, "import", nets.DATA / "snntorch_mlp.nir", "-o", tmp_path / "m.slm", "--dt", "1e-4",
+                       "--finetune", "1")
+    assert_clean_error(r, "--finetune 1 trains on a dataset; give --dataset too")
+    assert not (tmp_path / "m.slm").exists()
