@@ -75,7 +75,7 @@ def binary_inputs(rng, model, n=256):
 
 
 # reset: NIR's own (zero), a plain subtraction, snnTorch's subtract-reset Leaky (subtract_next)
-@pytest.mark.parametrize("reset", ["zero", "subtract", "subtract_next"])
+@pytest.mark.parametrize("reset", ["zero", "subtract", "subtract_next", "subtract_recheck"])
 def test_if_mlp_imports_exactly(reset):
     rng = np.random.default_rng(1)
     graph = mlp(rng, if_neuron())
@@ -88,7 +88,7 @@ def test_if_mlp_imports_exactly(reset):
 
 # tau = 2 dt (beta 1/2) and 4 dt (beta 3/4): dyadic leaks, exact through the 2^(f (T-1)) scale
 @pytest.mark.parametrize("tau_steps", [2, 4])
-@pytest.mark.parametrize("reset", ["zero", "subtract_next"])
+@pytest.mark.parametrize("reset", ["zero", "subtract_next", "subtract_recheck"])
 def test_lif_mlp_dyadic_beta_imports_exactly(tau_steps, reset):
     rng = np.random.default_rng(tau_steps)
     graph = mlp(rng, lif_neuron(tau_steps), wmax=2)
@@ -227,6 +227,15 @@ UNSUPPORTED = {
     "CubaLIF": (lambda: _mlp_with(nir.CubaLIF(tau_syn=np.ones(5), tau_mem=np.ones(5), r=np.ones(5),
                                               v_leak=np.zeros(5), v_threshold=np.ones(5))),
                 "'cubalif' (CubaLIF): a current-based synapse"),
+    "CubaLI": (lambda: graph_of(nir.Input(input_type=np.array([6])), nir.Affine(np.ones((5, 6)), np.zeros(5)),
+                                _lif(5), nir.Affine(np.ones((3, 5)), np.zeros(3)),
+                                nir.CubaLI(tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3)),
+                                nir.Output(output_type=np.array([3]))),
+               "'cubali' (CubaLI): a current-based synapse"),
+    "NIRGraph": (lambda: _mlp_with(nir.NIRGraph.from_list(nir.IF(r=np.ones(5), v_threshold=np.ones(5)),
+                                                          type_check=False)),
+                 "'nirgraph' (NIRGraph): nested subgraphs"),
+    "skip connection": (lambda: _skip(), "'input' (Input): branches to ['affine', 'skip']"),
     "Delay": (lambda: _mlp_with(nir.Delay(np.ones(5))), "'delay' (Delay): synaptic delays"),
     "Threshold": (lambda: _mlp_with(nir.Threshold(np.ones(5))), "'threshold' (Threshold): a stand-alone threshold"),
     "Conv1d": (lambda: graph_of(nir.Input(input_type=np.array([2, 6])),
@@ -245,6 +254,13 @@ UNSUPPORTED = {
                                                      v_threshold=np.ones(5))),
                            "'lif' (LIF): tau differs between neurons"),
 }
+
+
+def _skip():
+    g = mlp(np.random.default_rng(0), if_neuron())
+    g.nodes["skip"] = nir.Affine(np.ones((3, 6)), np.zeros(3))
+    g.edges += [("input", "skip"), ("skip", next(a for a, b in g.edges if b == "output"))]
+    return g
 
 
 def _pool_graph():
