@@ -101,8 +101,9 @@ def _batches(n, bs, gen):
 
 
 def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_step=None, device="cpu",
-         soft=None):
-    """Adam + cosine schedule; keeps the state with the best validation score.
+         soft=None, keep_start=False):
+    """Adam + cosine schedule; keeps the state with the best validation score (``keep_start``: the
+    starting state competes too, so a fine-tuning never ends below where it started).
 
     ``after_step(model)``, if given, runs once before training and after every optimizer step (e.g.
     to record and re-apply pruning masks, :class:`spikeloom.model.pruning.KeepZeros`). The model and
@@ -119,6 +120,8 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
     best, best_state, history = -1.0, None, []
     if after_step is not None:
         after_step(model)
+    if keep_start:
+        best, best_state = evaluate(model), copy.deepcopy(model.state_dict())
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, mininterval=1.0, disable=None)
     for _ in bar:
         model.train()
@@ -216,13 +219,13 @@ def finetune_imported(model, split, cfg: TrainConfig, epochs):
     :meth:`IntSNN.from_model` builds (its quantization steps, thresholds, neurons and readout
     fixed; weights and biases trained straight-through) trained ``epochs`` epochs on
     ``split.train`` with ``cfg``'s loss, learning rate and batch size, keeping the state with the
-    best validation accuracy. Returns ``(IntSNN, history)``; ``IntSNN.export`` gives the model."""
+    best validation accuracy, the imported one included. Returns ``(IntSNN, history)``; ``IntSNN.export`` gives the model."""
     torch.manual_seed(cfg.seed + 1)
     imodel = IntSNN.from_model(model)
-    return imodel, _qat_fit(imodel, split, cfg, epochs, "fine-tune (QAT)", None)
+    return imodel, _qat_fit(imodel, split, cfg, epochs, "fine-tune (QAT)", None, keep_start=True)
 
 
-def _qat_fit(imodel, split, cfg, epochs, desc, after_step):
+def _qat_fit(imodel, split, cfg, epochs, desc, after_step, keep_start=False):
     """Straight-through training of an :class:`IntSNN` on its quantized inputs -> history."""
     bits = imodel.quant.input_bits
     dtype = next(imodel.parameters()).dtype
@@ -236,7 +239,7 @@ def _qat_fit(imodel, split, cfg, epochs, desc, after_step):
     if not epochs:
         return []
     return _fit(imodel, TimeLoss(cfg.loss, imodel.t_max), x_q, y, epochs, cfg.qat_lr, 0.0, cfg.batch_size,
-                cfg.seed + 1, desc, val_acc, after_step, resolve_device(cfg.device))
+                cfg.seed + 1, desc, val_acc, after_step, resolve_device(cfg.device), keep_start=keep_start)
 
 
 def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=None, history=None,
