@@ -230,6 +230,33 @@ def cmd_import(a):
           f"{'exact' if exact else 'quantized'}; T_max {model.t_max}, no early exit)")
 
 
+def cmd_export_nir(a):
+    """Check every value, load the model file, map it, write the NIR graph atomically, print the table."""
+    from spikeloom.model import modelfile, nir_export
+    from spikeloom.model.errors import ConfigError
+
+    if a.form not in nir_export.FORMS:
+        raise ConfigError(f"--form = {a.form!r}; allowed: {', '.join(nir_export.FORMS)}")
+    if not (a.dt > 0 and np.isfinite(a.dt)):
+        raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step written into the graph)")
+    if a.out.is_dir():
+        raise ConfigError(f"-o {a.out}: is a folder; give the .nir file's path")
+    if not a.out.parent.is_dir():
+        raise ConfigError(f"-o {a.out}: the folder {a.out.parent} does not exist")
+    model = modelfile.load(a.model)
+    graph, rows, notes = nir_export.to_nir(model, a.dt, a.form)
+    try:
+        nir_export.write(graph, a.out)
+    except OSError as e:
+        raise ConfigError(f"-o {a.out}: cannot write ({e.strerror or e})") from e
+    from .common import table
+
+    print(table(rows, ["layer", "nodes", "neuron"]))
+    for n in notes:
+        print(f"note: {n}")
+    print(f"NIR graph: {a.out} ({a.form}, {len(graph.nodes)} nodes, dt = {a.dt:g})")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="spikeloom", description=(
         "From a trained spiking neural network to a verified hardware accelerator. "
@@ -286,6 +313,15 @@ def build_parser():
     sp.add_argument("--weight-bits", type=int, default=8, help="signed weight width")
     sp.add_argument("--membrane-bits", type=int, default=16, help="signed membrane width")
     sp.set_defaults(fn=cmd_import)
+    sp = sub.add_parser("export-nir", help="a model file -> a NIR graph (for snnTorch, Norse, SpikingJelly, ...)",
+                        description="Write a spikeloom model file as a NIR graph: portable (every backend's LIF, "
+                        "thresholds 1) or exact (integer units, for spikeloom import). README.md, 'Export to NIR'.")
+    sp.add_argument("model", type=Path, help="the model file (.slm)")
+    sp.add_argument("-o", "--out", type=Path, required=True, help="the .nir file to write")
+    sp.add_argument("--dt", type=float, default=1e-4, help="the Euler time step of the graph (default 1e-4, snnTorch's)")
+    sp.add_argument("--form", default="portable", metavar="{portable,exact}",
+                    help="portable (default): LIF nodes other backends load; exact: integer units, IF/LIF/I, SumPool2d")
+    sp.set_defaults(fn=cmd_export_nir)
     sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)")
     sp.add_argument("model", type=Path)
     sp.add_argument("--input", type=Path, required=True)
