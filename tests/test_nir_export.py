@@ -162,16 +162,23 @@ def digits_mlp(tmp_path_factory):
 
 
 def snntorch_net(graph):
-    """snnTorch's modules for the graph: ``import_from_nir`` where the installed nirtorch has
-    ``nir_to_torch`` (which it calls); nirtorch 1.0 has not, so then the same per-node map it uses
-    (``_nir_to_snntorch_module``) in chain order."""
+    """``(step, modules)``: one time step of snnTorch's network for the graph, and its modules.
+    ``import_from_nir`` where the installed nirtorch has the ``nir_to_torch`` it calls; the pinned
+    nirtorch 1.0 has not, so then the same per-node map it uses (``_nir_to_snntorch_module``),
+    applied in chain order."""
     import nirtorch
     from snntorch import import_nir
 
     if hasattr(nirtorch, "nir_to_torch"):
         net = import_nir.import_from_nir(graph)
-        return [m for m in net.modules() if m is not net and not list(m.children())]
-    return [import_nir._nir_to_snntorch_module(node, init_hidden=True) for _, node in chain(graph)[1:-1]]
+        return net, list(net.modules())
+    mods = [import_nir._nir_to_snntorch_module(node, init_hidden=True) for _, node in chain(graph)[1:-1]]
+
+    def step(h):
+        for m in mods:
+            h = m(h)
+        return h
+    return step, mods
 
 
 def test_portable_into_snntorch(digits_mlp, tmp_path, capsys):
@@ -186,7 +193,7 @@ def test_portable_into_snntorch(digits_mlp, tmp_path, capsys):
     assert "fc1" in r.stdout and "LIF" in r.stdout and "note:" in r.stdout
     graph = read(tmp_path / "mlp.nir")
     assert graph.metadata["spikeloom"]["form"] == "portable"
-    mods = snntorch_net(graph)
+    step, mods = snntorch_net(graph)
     leaky = [m for m in mods if isinstance(m, snn.Leaky)]
     assert len(leaky) == 3
     test = load_dataset("digits").test
@@ -200,9 +207,7 @@ def test_portable_into_snntorch(digits_mlp, tmp_path, capsys):
             for m in leaky:
                 m.reset_mem()
             for _ in range(model.t_max):
-                h = xi
-                for m in mods:
-                    h = m(h)
+                step(xi)
             pred.append(int(torch.argmax(leaky[-1].mem)))
     pred = np.array(pred)
     acc_snn = float((pred == test.y).mean())
@@ -248,3 +253,17 @@ def test_refusals(tmp_path, capsys):
     r = spikeloom_here(capsys, "export-nir", good, "-o", out, "--form", "exact")
     assert r.returncode == 0 and out.exists() and not list(tmp_path.glob(".g.nir.*"))
     assert "reset to zero" in r.stdout  # the model resets by subtraction in some layers
+
+
+def test_cli_exact_then_import_gives_the_same_model(tmp_path, capsys):
+    # export-nir --form exact, then spikeloom import with the matching options: the same model file layers
+    model = random_model((6, 5, 4, 3), seed=3, input_bits=3, t_max=5, neurons=[LayerNeuron(1, 2, ">=", "subtract")] * 2)
+    src = modelfile.save(model, tmp_path / "m.slm")
+    r = spikeloom_here(capsys, "export-nir", src, "-o", tmp_path / "m.nir", "--form", "exact", "--dt", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert "fc1    Affine -> LIF" in r.stdout and "IF" not in r.stdout.split("note:")[0].replace("LIF", "")
+    r = spikeloom_here(capsys, "import", tmp_path / "m.nir", "-o", tmp_path / "back.slm", "--dt", "0.5",
+                       "--reset", "subtract", "--input-bits", "3", "--t-max", "5", "--weight-bits", "6",
+                       "--membrane-bits", "16")
+    assert r.returncode == 0, r.stderr
+    same_layers(model, modelfile.load(tmp_path / "back.slm"))
