@@ -190,7 +190,7 @@ def to_nir(model, dt=1e-4, form="portable"):
     add("output", nir.Output({"output": out_shape}))
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"spikeloom": {
         "form": form, "dt": dt, "name": model.name, "input_bits": model.input_bits, "t_max": model.t_max,
-        "membrane_bits": model.neuron.membrane_bits, "readout": model.readout}}, type_check=False)
+        "membrane_bits": model.neuron.membrane_bits, "readout": model.readout}})  # nir checks every type
     notes = [f"run {model.t_max} steps of dt = {dt:g} with the input x in [0, 1] each step "
              f"(spikeloom reads rint(x (2^{model.input_bits} - 1))); NIR has no early exit"]
     if resets - {"zero"}:
