@@ -129,14 +129,14 @@ def _run_import(a):
     if given:
         raise ConfigError(f"{given[0]} sets how a network is trained; with --nir the graph brings its own network "
                           "(use --reset, --t-max, --input-bits, --weight-bits, --membrane-bits, --finetune)")
-    reset = a.reset or "zero"
+    reset = a.reset  # None: the graph's metadata, else zero (what NIR's equations say)
     _check_import_options(a, reset)
     if not a.nir.is_file():
         raise ConfigError(f"--nir {a.nir}: no such file")
     a.graph = a.nir
     ctx = _import_context(a, a.build)
     ctx.report["model"] = {}
-    im, qm = steps.step_import(ctx, a.dt, reset, a.finetune)
+    im, qm = steps.step_import(ctx, a.dt, _import_options(a, reset), a.finetune)
     ctx.report["model"]["accuracy_float"] = ctx.report["import"]["accuracy_float"]
     return im, qm, ctx
 
@@ -234,12 +234,12 @@ def _check_import_options(a, reset):
     if a.dt is None or not (a.dt > 0 and np.isfinite(a.dt)):
         raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step, in the graph's time unit; "
                           "snnTorch and SpikingJelly export with 1e-4)")
-    if reset not in RESETS:
+    if reset is not None and reset not in RESETS:
         raise ConfigError(f"--reset = {reset!r}; allowed: {', '.join(RESETS)}")
     for opt, v, lo, hi in (("--input-bits", a.input_bits, 1, 16), ("--t-max", a.t_max, 1, 64),
                            ("--weight-bits", a.weight_bits, 2, 16), ("--membrane-bits", a.membrane_bits, 4, 32),
                            ("--finetune", a.finetune, 0, 10000)):
-        if not lo <= v <= hi:
+        if v is not None and not lo <= v <= hi:
             raise ConfigError(f"{opt} = {v} is outside the allowed range [{lo}, {hi}]")
     if not 0.0 <= a.target_drop < 1.0:
         raise ConfigError(f"--target-drop = {a.target_drop} is outside the allowed range [0, 1)")
@@ -248,13 +248,17 @@ def _check_import_options(a, reset):
 
 
 def _import_context(a, build):
-    from spikeloom.model.config import NeuronConfig, QuantConfig
+    """The context of an import: the dataset, and what fine-tuning and exit calibration use (the
+    widths and T_max are the import's own, ``_import_options``)."""
     from spikeloom.model.train import TrainConfig
 
     return steps.Context(build=build, dataset=a.dataset, data_seed=a.data_seed, nir=a.graph,
-                         train=TrainConfig(t_max=a.t_max, target_drop=a.target_drop, seed=a.seed),
-                         neuron=NeuronConfig(membrane_bits=a.membrane_bits),
-                         quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))
+                         train=TrainConfig(target_drop=a.target_drop, seed=a.seed))
+
+
+def _import_options(a, reset):
+    return {"reset": reset, "input_bits": a.input_bits, "t_max": a.t_max, "weight_bits": a.weight_bits,
+            "membrane_bits": a.membrane_bits}
 
 
 def cmd_import(a):
@@ -266,7 +270,34 @@ def cmd_import(a):
     if a.out.exists() and a.out.is_dir():
         raise ConfigError(f"-o {a.out}: is a folder; give the model file's path")
     ctx = _import_context(a, a.out.parent)
-    steps.step_import(ctx, a.dt, a.reset, a.finetune, out=a.out)
+    steps.step_import(ctx, a.dt, _import_options(a, a.reset), a.finetune, out=a.out)
+
+
+def cmd_export_nir(a):
+    """Check every value, load the model file, map it, write the NIR graph atomically, print the table."""
+    from spikeloom.model import modelfile, nir_export
+    from spikeloom.model.errors import ConfigError
+
+    if a.form not in nir_export.FORMS:
+        raise ConfigError(f"--form = {a.form!r}; allowed: {', '.join(nir_export.FORMS)}")
+    if not (a.dt > 0 and np.isfinite(a.dt)):
+        raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step written into the graph)")
+    if a.out.is_dir():
+        raise ConfigError(f"-o {a.out}: is a folder; give the .nir file's path")
+    if not a.out.parent.is_dir():
+        raise ConfigError(f"-o {a.out}: the folder {a.out.parent} does not exist")
+    model = modelfile.load(a.model)
+    graph, rows, notes = nir_export.to_nir(model, a.dt, a.form)
+    try:
+        nir_export.write(graph, a.out)
+    except OSError as e:
+        raise ConfigError(f"-o {a.out}: cannot write ({e.strerror or e})") from e
+    from .common import table
+
+    print(table(rows, ["layer", "nodes", "neuron"]))
+    for n in notes:
+        print(f"note: {n}")
+    print(f"NIR graph: {a.out} ({a.form}, {len(graph.nodes)} nodes, dt = {a.dt:g})")
 
 
 def build_parser():
@@ -317,13 +348,16 @@ def build_parser():
     sp.add_argument("graph", type=Path, help="the .nir file")
     sp.add_argument("-o", "--out", type=Path, required=True, help="the model file to write (.slm)")
     sp.add_argument("--dt", type=float, required=True, help="the Euler time step (NIR stores none)")
-    sp.add_argument("--reset", default="zero", metavar="{zero,subtract,subtract_next,subtract_recheck}",
+    sp.add_argument("--reset", default=None, metavar="{zero,subtract,subtract_next,subtract_recheck}",
                     help="the spiking layers' reset (NIR cannot say 'subtract'; snnTorch's subtract-reset "
-                    "Leaky is subtract_next); default zero, NIR's reset to v_reset = 0")
-    sp.add_argument("--input-bits", type=int, default=8, help="unsigned input width (the graph's inputs in [0, 1])")
-    sp.add_argument("--t-max", type=int, default=8, help="timesteps per inference")
-    sp.add_argument("--weight-bits", type=int, default=8, help="signed weight width")
-    sp.add_argument("--membrane-bits", type=int, default=16, help="signed membrane width")
+                    "Leaky is subtract_next); default: the graph's spikeloom metadata (export-nir), else zero, "
+                    "NIR's reset to v_reset = 0")
+    meta = "default: the graph's spikeloom metadata, else"
+    sp.add_argument("--input-bits", type=int, default=None,
+                    help=f"unsigned input width (the graph's inputs in [0, 1]); {meta} 8")
+    sp.add_argument("--t-max", type=int, default=None, help=f"timesteps per inference; {meta} 8")
+    sp.add_argument("--weight-bits", type=int, default=None, help=f"signed weight width; {meta} 8")
+    sp.add_argument("--membrane-bits", type=int, default=None, help=f"signed membrane width; {meta} 16")
     sp.add_argument("--dataset", default=None, help="calibration data: 'digits', 'cifar:PATH' or 'folder:PATH' "
                     "(validation split: membrane ranges and the exit threshold; test split: float vs integer "
                     "accuracy). Without it: thresholds capped at 1/8 of the membrane range, no early exit")
@@ -334,6 +368,15 @@ def build_parser():
                     help="allowed validation accuracy drop when calibrating the exit threshold")
     sp.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     sp.set_defaults(fn=cmd_import)
+    sp = sub.add_parser("export-nir", help="a model file -> a NIR graph (for snnTorch, Norse, SpikingJelly, ...)",
+                        description="Write a spikeloom model file as a NIR graph: portable (every backend's LIF, "
+                        "thresholds 1) or exact (integer units, for spikeloom import). README.md, 'Export to NIR'.")
+    sp.add_argument("model", type=Path, help="the model file (.slm)")
+    sp.add_argument("-o", "--out", type=Path, required=True, help="the .nir file to write")
+    sp.add_argument("--dt", type=float, default=1e-4, help="the Euler time step of the graph (default 1e-4, snnTorch's)")
+    sp.add_argument("--form", default="portable", metavar="{portable,exact}",
+                    help="portable (default): LIF nodes other backends load; exact: integer units, IF/LIF/I, SumPool2d")
+    sp.set_defaults(fn=cmd_export_nir)
     sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)")
     sp.add_argument("model", type=Path)
     sp.add_argument("--input", type=Path, required=True)

@@ -214,9 +214,11 @@ def step_quantize(ctx: Context, float_model, log=print):
     return imodel, back
 
 
-def step_import(ctx: Context, dt, reset, finetune=0, out=None, log=print):
+def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
     """Import the NIR graph ``ctx.nir`` (:mod:`spikeloom.model.nir_import`) and write its model file
-    (``out``, default ``ctx.model_path``).
+    (``out``, default ``ctx.model_path``). ``options``: ``from_nir``'s ``reset``, ``input_bits``,
+    ``t_max``, ``weight_bits``, ``membrane_bits``; ``None`` for one takes the graph's spikeloom
+    metadata, else ``nir_import.DEFAULTS``.
 
     With a dataset (``ctx.dataset`` not ``None``): the validation split calibrates the quantization
     (membrane ranges from the float simulation of the graph) and the early-exit threshold
@@ -230,12 +232,15 @@ def step_import(ctx: Context, dt, reset, finetune=0, out=None, log=print):
 
     graph = nir_import.read(ctx.nir)
     split = ctx.split() if ctx.dataset is not None else None
-    q, T = ctx.quant, ctx.train.t_max
-    model, nodes = nir_import.from_nir(graph, dt, reset, q.input_bits, T, q.weight_bits, ctx.neuron.membrane_bits,
-                                       name=Path(ctx.nir).stem,
+    model, nodes = nir_import.from_nir(graph, dt, **options, name=Path(ctx.nir).stem,
                                        calibration=None if split is None else split.val.x)
-    sec = {"graph": str(ctx.nir), "dt": dt, "reset": reset, "input_bits": q.input_bits, "t_max": T,
-           "weight_bits": q.weight_bits, "membrane_bits": ctx.neuron.membrane_bits,
+    T = model.t_max
+    by_name = {ly.name: ly for ly in model.layers}
+    resets = {r.name: by_name[r.layer].neuron.reset for r in nodes if r.type in nir_import.SPIKING}
+    sec = {"graph": str(ctx.nir), "dt": dt, "reset": sorted(set(resets.values())), "input_bits": model.input_bits,
+           "t_max": T, "weight_bits": sorted({ly.weight_bits for ly in
+                                            (model.layers[:-1] if model.readout == "count" else model.layers)}),
+           "membrane_bits": model.neuron.membrane_bits,
            "exact": all(r.mapping == "exact" for r in nodes), "nodes": [r.as_dict() for r in nodes]}
     log(table([(r.name, r.type, r.layer, r.mapping, f"{r.max_abs_error:.3g}") for r in nodes],
               ["node", "type", "layer", "mapping", "max_abs_error"]))
@@ -257,7 +262,7 @@ def step_import(ctx: Context, dt, reset, finetune=0, out=None, log=print):
         model = replace(model, dataset=ctx.dataset, classes=tuple(split.train.classes))
         y = split.test.y
         x = split.test.x.reshape((len(y),) + tuple(model.input_shape))
-        f_pred = nir_sim.simulate(nir_import.chain(graph), x, dt, T, reset).pred()
+        f_pred = nir_sim.simulate(nir_import.chain(graph), x, dt, T, resets).pred()
         x_q = golden.quantize_input(model, split.test.x)
 
         def accuracy(m):

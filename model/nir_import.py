@@ -11,7 +11,8 @@ rules are in ``README.md``, "Bring your own network"; in short, with Euler steps
 * ``IF``: ``v <- v + dt r I`` (no leak), gain ``dt r``;
 * ``I``: the output integrator ``z <- z + dt r I``; ``LI``: the same with gain ``dt r / tau`` and
   its leak dropped (always reported as quantized);
-* a spike where ``v > v_threshold`` (rule ``>``); the reset is the caller's (:data:`RESETS`).
+* a spike where ``v > v_threshold`` (rule ``>``); the reset is the caller's (:data:`RESETS`), or a
+  spikeloom export's metadata (:func:`from_nir`).
 
 The NIR input is the real value ``x`` in ``[0, 1]``; our analog layer reads ``x_q = x (2^B - 1)``
 (``B = input_bits``), so the first layer's integer weights are its real weights times
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import nir_sim
-from .config import LEAK_FRAC_MAX, RESETS, LayerNeuron, NeuronConfig, check_choice, check_int
+from .config import FIRE_RULES, LEAK_FRAC_MAX, RESETS, LayerNeuron, NeuronConfig, check_choice, check_int
 from .errors import ConfigError, ModelFileError
 from .ir import Layer, QuantModel, count_readout, signed_range, threshold_cap, validate
 
@@ -214,6 +215,11 @@ class _Stage:
     dropped_leak: float = 0.0   # LI: the leak per step the integrator does not have
     v_reset: np.ndarray | None = None
     fold: np.ndarray | None = None  # folded Scale factors per output channel
+    meta: dict | None = None    # the neuron node's metadata["spikeloom"] (a spikeloom export), else {}
+    syn_meta: dict | None = None  # the synapse node's metadata["spikeloom"]
+    reset: str = "zero"         # the options from_nir resolves per layer (caller, metadata, default)
+    fire: str = ">"
+    weight_bits: int = 8
 
 
 def _stages(order, dt, input_shape):
@@ -296,7 +302,9 @@ def _stages(order, dt, input_shape):
             _bad(nn, neu, f"expected a neuron (IF, LIF, LI or I) after synapse {syn_name!r}")
         r = _per_unit(neu.r, out_shape, "r", nn, neu)
         st = _Stage(name=nn, kind=kind, W=W, b=b, in_shape=tuple(in_shape), stride=stride, padding=pad,
-                    W_orig=W_orig, pre_div=pre_div, fold=fold)
+                    W_orig=W_orig, pre_div=pre_div, fold=fold, meta=_meta(neu), syn_meta=_meta(syn))
+        # an LIF that never fires (v_threshold = +inf) is a readout integrator (its membrane is the score)
+        readout = isinstance(neu, nir.LIF) and np.all(np.isposinf(np.asarray(neu.v_threshold, np.float64)))
         if isinstance(neu, (nir.LIF, nir.LI)):
             tau = _per_unit(neu.tau, out_shape, "tau", nn, neu)
             if np.any(tau <= 0):
@@ -315,20 +323,23 @@ def _stages(order, dt, input_shape):
         st.W = st.W * gain.reshape((-1,) + (1,) * (W.ndim - 1))
         st.b = st.b * gain + extra
         i += 1
-        if type(neu).__name__ in SPIKING:
+        if type(neu).__name__ in SPIKING and not readout:
             st.theta = _per_unit(neu.v_threshold, out_shape, "v_threshold", nn, neu)
+            if st.meta.get("fire") == ">=":  # a spikeloom export writes rule '>=' as '>' at theta - 1/2
+                st.theta = st.theta + 0.5
             if np.any(st.theta <= 0):
                 _bad(nn, neu, f"v_threshold must be > 0 (spikeloom thresholds are positive), got {st.theta.min()}")
             st.v_reset = _per_unit(neu.v_reset, out_shape, "v_reset", nn, neu)
             st.beta = beta
             st.leak_frac, st.leak_exact = _dyadic(beta)
         else:
-            if isinstance(neu, nir.LI):
+            if isinstance(neu, (nir.LI, nir.LIF)):
                 st.dropped_leak = 1.0 - beta
             if kind != "dense":
                 _bad(nn, neu, "the readout integrator must follow a dense synapse (Affine or Linear)")
             if order[i][0] != order[-1][0]:
-                _bad(nn, neu, "a readout integrator (I, LI) must be the last node before Output")
+                _bad(nn, neu, "a readout integrator (I, LI, LIF with v_threshold = +inf) must be the last "
+                     "node before Output")
         nodes.append((nn, type(neu).__name__, "neuron"))
         shape = out_shape
         if i < n - 1 and isinstance(order[i][1], (nir.SumPool2d, nir.AvgPool2d)):
@@ -366,8 +377,22 @@ def _integral(a):
     return bool(np.all(np.asarray(a) == np.rint(a)))
 
 
-def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, membrane_bits=16, name="nir",
-             calibration=None):
+def _meta(node):
+    """The ``metadata["spikeloom"]`` that ``spikeloom export-nir`` writes on a node or graph, else {}
+    (plain Python values: nir reads integers back as numpy scalars)."""
+    m = getattr(node, "metadata", None)
+    m = m.get("spikeloom") if isinstance(m, dict) else None
+    if not isinstance(m, dict):
+        return {}
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in m.items()}
+
+
+#: The defaults of :func:`from_nir`'s options when neither the caller nor the graph's metadata give one.
+DEFAULTS = {"reset": "zero", "input_bits": 8, "t_max": 8, "weight_bits": 8, "membrane_bits": 16}
+
+
+def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=None, membrane_bits=None,
+             name="nir", calibration=None):
     """Map ``graph`` (a ``nir.NIRGraph``) to ``(QuantModel, [NodeReport])``.
 
     Parameters
@@ -381,11 +406,20 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
     input_bits, t_max, weight_bits, membrane_bits : int
         As in the model file (``model/SEMANTICS.md``).
 
+    An option left ``None`` comes from the graph's spikeloom metadata (``spikeloom export-nir``: the
+    graph's ``input_bits``, ``t_max``, ``membrane_bits``; each neuron node's ``reset`` and rule
+    ``fire``; each synapse node's ``weight_bits``), else from :data:`DEFAULTS`. A node without
+    metadata fires on ``>`` (NIR's rule); with ``fire: ">="`` its ``v_threshold`` is ``theta - 1/2``.
+
     A layer imports exactly (no rounding at all) when a scale exists that makes its weights, bias
     and thresholds integers within ``weight_bits`` and the membrane range, and, for a leak, keeps
     every leak product integral for ``t_max`` steps (the scale carries ``2^(f (t_max - 1))``);
     otherwise it is quantized with one scale per channel (as ``IntSNN.qparams``; the readout: one
-    scale) and the report gives the largest error.
+    scale) and the report gives the largest error. When the parameters are already integers in
+    range (a spikeloom export in integer units), the unit scale is a candidate too (first for a
+    node whose metadata says ``units: "integer"``): the layer comes back as it was written, "exact"
+    without a leak and "quantized" with error 0 with one (only the leak's floor differs from NIR's
+    real ``beta v``).
 
     calibration : array or None
         Real inputs ``(B, *input_shape)`` in ``[0, 1]`` (e.g. a validation split) for post-training
@@ -398,10 +432,15 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
     """
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or dt <= 0:
         raise ConfigError(f"dt = {dt!r} must be a number > 0")
-    check_choice("import", "reset", reset, RESETS)
+    gm = _meta(graph)
+    user_reset, user_wb = reset, weight_bits
+    input_bits, t_max, membrane_bits = (v if v is not None else gm.get(k, DEFAULTS[k]) for k, v in
+                                        (("input_bits", input_bits), ("t_max", t_max),
+                                         ("membrane_bits", membrane_bits)))
+    check_choice("import", "reset", DEFAULTS["reset"] if reset is None else reset, RESETS)
     check_int("import", "input_bits", input_bits, 1, 16)
     check_int("import", "t_max", t_max, 1, 64)
-    check_int("import", "weight_bits", weight_bits, 2, 16)
+    check_int("import", "weight_bits", DEFAULTS["weight_bits"] if weight_bits is None else weight_bits, 2, 16)
     check_int("import", "membrane_bits", membrane_bits, 4, 32)
     order = chain(graph)
     input_shape = _input_shape(order)
@@ -411,12 +450,17 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
     last_spiking = stages[-1].theta is not None
     if len(stages) < (1 if last_spiking else 2):
         raise ModelFileError("NIR graph: needs at least one spiking layer before the readout")
-    if reset == "zero":
-        for st in stages:
-            if st.theta is not None and np.any(st.v_reset != 0):
-                nn = st.nodes[-1][0] if st.pool == 1 else st.nodes[-2][0]
-                raise ModelFileError(f"NIR node {nn!r}: v_reset = {float(st.v_reset.max())!r}; --reset zero "
-                                     "resets to 0 only (or give a subtracting --reset)")
+    for st in stages:
+        st.reset = user_reset if user_reset is not None else st.meta.get("reset", DEFAULTS["reset"])
+        st.fire = st.meta.get("fire", ">")
+        st.weight_bits = user_wb if user_wb is not None else st.syn_meta.get("weight_bits", DEFAULTS["weight_bits"])
+        check_choice("import", "reset", st.reset, RESETS)
+        check_choice("import", "fire", st.fire, FIRE_RULES)
+        check_int("import", "weight_bits", st.weight_bits, 2, 16)
+        if st.theta is not None and st.reset == "zero" and np.any(st.v_reset != 0):
+            nn = st.nodes[-1][0] if st.pool == 1 else st.nodes[-2][0]
+            raise ModelFileError(f"NIR node {nn!r}: v_reset = {float(st.v_reset.max())!r}; --reset zero "
+                                 "resets to 0 only (or give a subtracting --reset)")
     peaks = {}
     if calibration is not None:
         x_cal = np.asarray(calibration, np.float64)
@@ -426,12 +470,13 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
         x_cal = x_cal.reshape((len(x_cal),) + tuple(input_shape))
         # the integer model sees the quantized input: calibrate on what it will see
         x_cal = np.rint(np.clip(x_cal, 0.0, 1.0) * ((1 << input_bits) - 1)) / ((1 << input_bits) - 1)
-        peaks = nir_sim.simulate(order, x_cal, float(dt), t_max, reset).peaks
+        resets = {next(nn for nn, _, what in st.nodes if what == "neuron"): st.reset for st in stages}
+        peaks = nir_sim.simulate(order, x_cal, float(dt), t_max, resets).peaks
     in_div = float((1 << input_bits) - 1)
     lo_m, hi_m = signed_range(membrane_bits)
-    qmax = (1 << (weight_bits - 1)) - 1
     layers, report = [], []
     for li, st in enumerate(stages):
+        qmax = (1 << (st.weight_bits - 1)) - 1
         role = "analog" if li == 0 else ("output" if st.theta is None else "spiking")
         div = in_div if li == 0 else 1.0
         Wx = st.W / div  # real weight per integer input
@@ -442,17 +487,21 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
             peak = np.broadcast_to(np.asarray(peak, np.float64), (st.W.shape[0],))
             if st.theta is None:
                 peak = np.full_like(peak, peak.max())  # the readout has one scale
-        s, exact = None, False
+        s, exact, s_w = None, False, None
+        # (scale, exact): integers that carry every leak product for t_max steps (exact in NIR's
+        # real dynamics), then the unit scale (the integers as written; a leak then floors)
+        cands = [(m * exact_leak, True) for m in ((1.0, div) if div != 1.0 else (1.0,))]
+        if exact_leak != 1:
+            cands.insert(0 if st.syn_meta.get("units") == "integer" else len(cands), (1.0, False))
         if st.leak_exact and st.dropped_leak == 0.0:
-            for m in ((1.0, div) if div != 1.0 else (1.0,)):
-                cand = m * exact_leak
+            for cand, leak_ok in cands:
                 wq, bq = Wx * cand, st.b * cand
                 th = None if st.theta is None else st.theta * cand
                 if _integral(wq) and _integral(bq) and (th is None or _integral(th)) \
                         and np.abs(wq).max(initial=0) <= qmax and np.all(bq >= lo_m) and np.all(bq <= hi_m) \
                         and (th is None or (th.min() >= 1 and th.max() <= hi_m)) \
                         and (peak is None or np.all(peak * cand <= hi_m)):
-                    s, exact = np.full(st.W.shape[0], cand), True
+                    s, exact = np.full(st.W.shape[0], cand), leak_ok
                     break
         if s is None:
             per_channel = st.theta is not None
@@ -472,9 +521,9 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
         thq = None if st.theta is None else np.clip(np.rint(st.theta * s), 1, hi_m).astype(np.int64)
         neuron = None
         if st.theta is not None:
-            neuron = LayerNeuron.from_beta(float(st.beta), st.leak_frac, ">", reset)
+            neuron = LayerNeuron.from_beta(float(st.beta), st.leak_frac, st.fire, st.reset)
         layer = Layer(name=_safe(st.nodes[0][0], li), role=role, weight=wq, bias=bq, threshold=thq,
-                      weight_bits=weight_bits, scale=[float(1.0 / v) for v in s], kind=st.kind,
+                      weight_bits=st.weight_bits, scale=[float(1.0 / v) for v in s], kind=st.kind,
                       in_shape=tuple(st.in_shape) if st.kind == "conv" else (), stride=st.stride,
                       padding=st.padding, pool=st.pool, neuron=neuron, pool_op="sum" if st.pool > 1 else "max")
         layers.append(layer)
@@ -483,7 +532,7 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
         rec_w = wq / sv * div / (g.reshape(sv.shape) * st.pre_div)
         mapping = "exact" if exact else "quantized"
         note = ""
-        if not exact and np.any(s < s_w / 2):
+        if s_w is not None and np.any(s < s_w / 2):
             levels = int(np.abs(wq).reshape(len(s), -1)[s < s_w / 2].max(axis=1, initial=0).min())
             note = (f"the membrane range ({membrane_bits} bits) leaves the weights {levels} of {qmax} levels; "
                     "more --membrane-bits or fewer --input-bits keep more")
@@ -510,8 +559,9 @@ def from_nir(graph, dt, reset="zero", input_bits=8, t_max=8, weight_bits=8, memb
     # Input, Flatten and Output carry no parameters: exact, in chain order with the others
     done = {r.name: r for r in report}
     report = [done.get(nn) or NodeReport(nn, type(node).__name__, "exact", 0.0, "-") for nn, node in order]
+    reset0 = next(st.reset for st in stages if st.theta is not None)  # the file's version-1 field
     model = QuantModel(name=name, dataset="nir", input_shape=tuple(input_shape), input_bits=input_bits,
-                       t_max=t_max, neuron=NeuronConfig(0, "zero" if reset == "zero" else "subtract", membrane_bits),
+                       t_max=t_max, neuron=NeuronConfig(0, "zero" if reset0 == "zero" else "subtract", membrane_bits),
                        exit_criterion="margin", exit_threshold=1 << membrane_bits, layers=layers)
     validate(model, "imported NIR graph")
     return model, report

@@ -28,12 +28,14 @@ class SimResult:
     """``spikes``: {node: (T, B, n) bool} of every IF/LIF node in chain order; ``out``: (T, B, K),
     what reaches the Output node at each step (the readout's state, or spikes); ``peaks``: {node:
     (C,) largest ``|v|`` per channel (conv: over the map) after integration and before the reset,
-    over every step and input}; ``readout``: ``"integrate"`` (an I/LI readout) or ``"count"``."""
+    over every step and input}; ``readout``: ``"integrate"`` (an I/LI readout) or ``"count"``;
+    ``state``: {node: the membrane after the last step} of every neuron node."""
 
     spikes: dict
     out: np.ndarray
     peaks: dict
     readout: str
+    state: dict
 
     def scores(self):
         """(T, B, K) class scores after each step: the readout's state, or the spike counts so far."""
@@ -81,7 +83,8 @@ def _padding(node, k):
 
 def simulate(order, x, dt, steps, reset="zero"):
     """Run the chain ``order`` ([(name, node)] from :func:`~spikeloom.model.nir_import.chain`) on
-    the real input ``x`` (B, *input_shape) for ``steps`` steps; returns a :class:`SimResult`."""
+    the real input ``x`` (B, *input_shape) for ``steps`` steps; returns a :class:`SimResult`.
+    ``reset``: one reset for every IF/LIF node, or {node name: reset} (``"zero"`` where absent)."""
     import nir
 
     state, flag, spikes, peaks, out = {}, {}, {}, {}, []
@@ -124,21 +127,22 @@ def simulate(order, x, dt, steps, reset="zero"):
                     continue
                 th = _per(node.v_threshold, v)
                 pending = flag.get(name, np.zeros(v.shape, bool))
-                if reset == "subtract_next":
+                rs = reset.get(name, "zero") if isinstance(reset, dict) else reset
+                if rs == "subtract_next":
                     v = v - th * pending
                     s = v > th
                     flag[name] = s
-                elif reset == "zero":
+                elif rs == "zero":
                     s = v > th
                     v = np.where(s, _per(node.v_reset, v), v)
                 else:  # subtract, subtract_recheck (model/SEMANTICS.md)
-                    s = (v - th * pending) > th if reset == "subtract_recheck" else v > th
+                    s = (v - th * pending) > th if rs == "subtract_recheck" else v > th
                     v = np.where(s, v - th, v)
-                    if reset == "subtract_recheck":
+                    if rs == "subtract_recheck":
                         flag[name] = v > th
                 state[name], h = v, s.astype(np.float64)
                 spikes.setdefault(name, []).append(s.reshape(len(s), -1))
             else:
                 raise ModelFileError(f"NIR node {name!r} ({type(node).__name__}): not simulated")
         out.append(h)
-    return SimResult({k: np.stack(v) for k, v in spikes.items()}, np.stack(out), peaks, readout)
+    return SimResult({k: np.stack(v) for k, v in spikes.items()}, np.stack(out), peaks, readout, state)

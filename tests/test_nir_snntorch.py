@@ -122,7 +122,8 @@ def test_run_nir_reports_the_import(tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "report.json").read_text())
     imp = rep["import"]
-    assert imp["reset"] == "subtract_next" and imp["t_max"] == nets.T and imp["input_bits"] == 4
+    assert imp["reset"] == ["subtract_next"] and imp["t_max"] == nets.T and imp["input_bits"] == 4
+    assert imp["weight_bits"] == [8] and imp["membrane_bits"] == 16 and imp["dt"] == 1e-4
     assert [n["type"] for n in imp["nodes"]] == ["Input", "Flatten", "Affine", "LIF", "Affine", "LIF", "Output"]
     assert {"name", "type", "mapping", "max_abs_error", "layer", "note"} <= set(imp["nodes"][2])
     assert abs(imp["accuracy_quantized_fixed_t"] - imp["accuracy_float"]) <= 0.005
