@@ -17,12 +17,13 @@ ARGS   ?=
 
 all: sim
 
-# SpikingJelly (tests/test_peers.py compares the golden model with it) requires torchvision, which
-# replaces the CPU torch with a CUDA build; the neuron module the test uses imports without it.
+# SpikingJelly (tests/test_peers.py compares the golden model with it; tests/test_nir_spikingjelly.py
+# exports through its NIR exchange) requires torchvision, which replaces the CPU torch with a CUDA
+# build; its neuron module and NIR export import without it, and need only loguru beside it.
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps spikingjelly==0.0.0.0.14
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps spikingjelly==2.0.0 loguru==0.7.3
 	@touch $(STAMP)
 
 venv: $(STAMP)

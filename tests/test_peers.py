@@ -20,13 +20,13 @@ import snntorch
 import torch
 
 with warnings.catch_warnings():
-    # SpikingJelly 0.0.0.0.14 compiles its neuron functions with torch.jit.script at import
+    # SpikingJelly before 2.0 compiled its neuron functions with torch.jit.script at import
     warnings.simplefilter("ignore", DeprecationWarning)
     try:
         from spikingjelly.activation_based import functional
         from spikingjelly.activation_based import neuron as sj
     except ImportError as e:
-        raise ImportError("tests/test_peers.py needs spikingjelly==0.0.0.0.14, which `make venv` installs "
+        raise ImportError("tests/test_peers.py needs spikingjelly==2.0.0, which `make venv` installs "
                           "(pip --no-deps: it requires torchvision, which would replace the CPU torch)") from e
 
 from spikeloom.model import golden
@@ -209,7 +209,7 @@ def test_snntorch_leaky(beta, t_max, mechanism, delay):
 
 
 # ---------------------------------------------------------------------------------------------
-# SpikingJelly 0.0.0.0.14 ``neuron.LIFNode`` / ``neuron.IFNode``: H = V - (V - V_reset) / tau + X
+# SpikingJelly 2.0 ``neuron.LIFNode`` / ``neuron.IFNode``: H = V - (V - V_reset) / tau + X
 # (``decay_input=False``) or V + (X - (V - V_reset)) / tau (``True``), IF: H = V + X; spike on
 # H >= v_threshold; hard reset to ``v_reset = 0`` or soft (``v_reset=None``) by subtraction.
 
