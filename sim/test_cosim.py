@@ -98,6 +98,7 @@ def test_hypothesis_random_networks(tmp_path_factory, model, n_pe, storage, seed
     assert r["mismatched_images"] == 0, r["mismatches"][:5]
 
 
+@pytest.mark.slow  # make test runs test_every_v2_option_at_once (the same neurons with a sum pool and counts)
 def test_per_layer_neurons(tmp_path):
     """Every spiking layer with its own neuron model (version 2): all four resets, both firing
     rules, a multiplier leak (beta 0.9 as 26 / 256), a shift leak and an IF layer, through the
@@ -209,6 +210,7 @@ def test_energy_from_rtl_counters_equals_golden(tmp_path):
         assert (rtl["by_kind"][k] == gold["by_kind"][k]).all(), k
 
 
+@pytest.mark.slow  # make test: test_every_v2_option_at_once here, shortcuts over sum pools in tests/test_hw_accel.py
 def test_sum_pooling(tmp_path):
     """Sum pooling of spikes under Verilator: a 2x2 sum-pooled first conv on 2-bit inputs (its
     counts 0..4 are wider than the inputs) that the next conv reads and the third reads through

@@ -43,7 +43,8 @@ def _run(folder, build, simulator):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
 
 
-@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=requires_icarus)])
+# make test: Verilator; the same run under Icarus in make test-slow (sim/test_icarus.py keeps Icarus in make test)
+@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=[requires_icarus, pytest.mark.slow])])
 def test_rgb_folder_run_cosimulates_exactly(rgb_folder, tmp_path_factory, simulator):
     build = tmp_path_factory.mktemp(f"run-{simulator}")
     r = _run(rgb_folder, build, simulator)
