@@ -30,16 +30,17 @@ def _add_pipeline_options(p):
                    help="with --nir: QAT fine-tuning epochs of the imported network")
     g.add_argument("--pool", default="max", help="pool stages of vgg/resnet: max (default), sum (spike counts) "
                    "or avg (sum with 1/q^2 folded into the next weights)")
-    g.add_argument("--t-max", type=int, default=4)
+    g.add_argument("--t-max", type=int, default=None, help="timesteps per inference (default 4; with --nir: "
+                   "the graph's spikeloom metadata, else 4)")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--qat-epochs", type=int, default=None)
     g.add_argument("--loss", default="early", help="uniform|early|late|learnable (ATSNN), final|tet (baselines)")
     g.add_argument("--seed", type=int, default=0, help="training seed")
     g.add_argument("--target-drop", type=float, default=0.0,
                    help="allowed validation accuracy drop when calibrating the exit threshold")
-    g.add_argument("--weight-bits", type=int, default=8)
-    g.add_argument("--input-bits", type=int, default=4)
-    g.add_argument("--membrane-bits", type=int, default=16)
+    g.add_argument("--weight-bits", type=int, default=None, help="signed weight width (default 8)")
+    g.add_argument("--input-bits", type=int, default=None, help="unsigned input width (default 4)")
+    g.add_argument("--membrane-bits", type=int, default=None, help="signed membrane width (default 16)")
     g.add_argument("--leak-shift", type=int, default=None, help="leak u -= u >>> k (0: no leak; default 1)")
     g.add_argument("--beta", type=float, default=None,
                    help="decay factor in [0, 1] instead of --leak-shift: leak u -= (u * a) >>> F with "
@@ -54,6 +55,18 @@ def _add_pipeline_options(p):
     g.add_argument("--no-cosim", action="store_true", help="stop after the golden-model evaluation")
     g.add_argument("--tech", type=Path, default=None, help="technology table (JSON) for the energy model; "
                    "default: model/tech/horowitz45.json")
+
+
+#: ``run``'s widths and T_max when not given (with --nir: when the graph's metadata does not give them).
+RUN_DEFAULTS = {"t_max": 4, "weight_bits": 8, "input_bits": 4, "membrane_bits": 16}
+
+
+def _fill_run_defaults(a, meta=None):
+    """Options left unset take the graph's spikeloom metadata (``meta``, from ``export-nir``: the
+    weight width is per synapse there), else :data:`RUN_DEFAULTS`."""
+    for k, v in RUN_DEFAULTS.items():
+        if getattr(a, k) is None and k not in (meta or {}) and not (meta and k == "weight_bits"):
+            setattr(a, k, v)
 
 
 def _neuron(a):
@@ -82,6 +95,7 @@ def _context(a):
     for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune)):
         if v:
             raise SpikeloomError(f"{opt} applies to `run` with an imported graph only (run --nir GRAPH --dt DT)")
+    _fill_run_defaults(a)
     kw = {}
     if a.epochs is not None:
         kw["epochs"] = a.epochs
@@ -133,6 +147,9 @@ def _run_import(a):
     _check_import_options(a, reset)
     if not a.nir.is_file():
         raise ConfigError(f"--nir {a.nir}: no such file")
+    from spikeloom.model import nir_import
+
+    _fill_run_defaults(a, nir_import.meta(nir_import.read(a.nir)))
     a.graph = a.nir
     ctx = _import_context(a, a.build)
     ctx.report["model"] = {}

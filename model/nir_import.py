@@ -302,7 +302,7 @@ def _stages(order, dt, input_shape):
             _bad(nn, neu, f"expected a neuron (IF, LIF, LI or I) after synapse {syn_name!r}")
         r = _per_unit(neu.r, out_shape, "r", nn, neu)
         st = _Stage(name=nn, kind=kind, W=W, b=b, in_shape=tuple(in_shape), stride=stride, padding=pad,
-                    W_orig=W_orig, pre_div=pre_div, fold=fold, meta=_meta(neu), syn_meta=_meta(syn))
+                    W_orig=W_orig, pre_div=pre_div, fold=fold, meta=meta(neu), syn_meta=meta(syn))
         # an LIF that never fires (v_threshold = +inf) is a readout integrator (its membrane is the score)
         readout = isinstance(neu, nir.LIF) and np.all(np.isposinf(np.asarray(neu.v_threshold, np.float64)))
         if isinstance(neu, (nir.LIF, nir.LI)):
@@ -377,7 +377,7 @@ def _integral(a):
     return bool(np.all(np.asarray(a) == np.rint(a)))
 
 
-def _meta(node):
+def meta(node):
     """The ``metadata["spikeloom"]`` that ``spikeloom export-nir`` writes on a node or graph, else {}
     (plain Python values: nir reads integers back as numpy scalars)."""
     m = getattr(node, "metadata", None)
@@ -432,7 +432,7 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
     """
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or dt <= 0:
         raise ConfigError(f"dt = {dt!r} must be a number > 0")
-    gm = _meta(graph)
+    gm = meta(graph)
     user_reset, user_wb = reset, weight_bits
     input_bits, t_max, membrane_bits = (v if v is not None else gm.get(k, DEFAULTS[k]) for k, v in
                                         (("input_bits", input_bits), ("t_max", t_max),

@@ -234,3 +234,23 @@ def test_cli_exact_then_import_gives_the_same_model(tmp_path, capsys):
                        "--membrane-bits", "16")
     assert r.returncode == 0, r.stderr
     same_layers(model, modelfile.load(tmp_path / "back.slm"))
+
+
+def test_run_nir_takes_t_max_and_widths_from_the_metadata(tmp_path, capsys):
+    # make sim NET=exported.nir: what export-nir wrote (T_max, input and membrane widths, resets)
+    # comes back without options; a given option still wins
+    import json
+
+    model = random_model((64, 12, 10), seed=2, t_max=5, input_bits=3, membrane_bits=20, weight_bits=7,
+                         reset="zero")
+    modelfile.save(model, tmp_path / "m.slm")
+    r = spikeloom_here(capsys, "export-nir", tmp_path / "m.slm", "-o", tmp_path / "g.nir", "--form", "exact")
+    assert r.returncode == 0, r.stderr
+    for extra, t_max in (([], 5), (["--t-max", "3"], 3)):
+        build = tmp_path / f"b{t_max}"
+        r = spikeloom_here(capsys, "run", "--nir", tmp_path / "g.nir", "--dt", "1e-4", "--build", build,
+                           "--no-cosim", *extra)
+        assert r.returncode == 0, r.stderr
+        imp = json.loads((build / "report.json").read_text())["import"]
+        assert (imp["t_max"], imp["input_bits"], imp["membrane_bits"], imp["weight_bits"]) == (t_max, 3, 20, [7])
+        assert imp["reset"] == ["zero"]
