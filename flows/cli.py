@@ -11,7 +11,7 @@ import numpy as np
 from spikeloom.model.errors import SpikeloomError
 
 from . import steps
-from .common import check_pes, guarded
+from .common import check_output_file, check_pes, guarded
 
 
 def _add_pipeline_options(p):
@@ -92,8 +92,8 @@ def _context(a):
     from spikeloom.model.config import QuantConfig
     from spikeloom.model.train import TrainConfig
 
-    for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune)):
-        if v:
+    for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune or None)):
+        if v is not None:
             raise SpikeloomError(f"{opt} applies to `run` with an imported graph only (run --nir GRAPH --dt DT)")
     _fill_run_defaults(a)
     kw = {}
@@ -248,7 +248,10 @@ def _check_import_options(a, reset):
     from spikeloom.model.config import RESETS
     from spikeloom.model.errors import ConfigError
 
-    if a.dt is None or not (a.dt > 0 and np.isfinite(a.dt)):
+    if a.dt is None:
+        raise ConfigError("--dt is missing: a NIR graph stores no time step; give --dt DT (snnTorch and "
+                          "SpikingJelly export with 1e-4)")
+    if not (a.dt > 0 and np.isfinite(a.dt)):
         raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step, in the graph's time unit; "
                           "snnTorch and SpikingJelly export with 1e-4)")
     if reset is not None and reset not in RESETS:
@@ -284,8 +287,7 @@ def cmd_import(a):
     from spikeloom.model.errors import ConfigError
 
     _check_import_options(a, a.reset)
-    if a.out.exists() and a.out.is_dir():
-        raise ConfigError(f"-o {a.out}: is a folder; give the model file's path")
+    check_output_file(a.out, "-o")
     ctx = _import_context(a, a.out.parent)
     steps.step_import(ctx, a.dt, _import_options(a, a.reset), a.finetune, out=a.out)
 
@@ -299,13 +301,11 @@ def cmd_export_nir(a):
         raise ConfigError(f"--form = {a.form!r}; allowed: {', '.join(nir_export.FORMS)}")
     if not (a.dt > 0 and np.isfinite(a.dt)):
         raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step written into the graph)")
-    if a.out.is_dir():
-        raise ConfigError(f"-o {a.out}: is a folder; give the .nir file's path")
-    if not a.out.parent.is_dir():
-        raise ConfigError(f"-o {a.out}: the folder {a.out.parent} does not exist")
+    check_output_file(a.out, "-o")
     model = modelfile.load(a.model)
     graph, rows, notes = nir_export.to_nir(model, a.dt, a.form)
     try:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
         nir_export.write(graph, a.out)
     except OSError as e:
         raise ConfigError(f"-o {a.out}: cannot write ({e.strerror or e})") from e

@@ -235,13 +235,20 @@ def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
     model, nodes = nir_import.from_nir(graph, dt, **options, name=Path(ctx.nir).stem,
                                        calibration=None if split is None else split.val.x)
     T = model.t_max
-    by_name = {ly.name: ly for ly in model.layers}
-    resets = {r.name: by_name[r.layer].neuron.reset for r in nodes if r.type in nir_import.SPIKING}
+    resets = {r.name: r.reset for r in nodes if r.reset is not None}
     sec = {"graph": str(ctx.nir), "dt": dt, "reset": sorted(set(resets.values())), "input_bits": model.input_bits,
            "t_max": T, "weight_bits": sorted({ly.weight_bits for ly in
                                             (model.layers[:-1] if model.readout == "count" else model.layers)}),
            "membrane_bits": model.neuron.membrane_bits,
            "exact": all(r.mapping == "exact" for r in nodes), "nodes": [r.as_dict() for r in nodes]}
+    if split is not None:
+        if model.n_classes != len(split.train.classes):
+            raise ConfigError(f"{ctx.nir}: the graph has {model.n_classes} outputs but dataset {ctx.dataset!r} "
+                              f"has {len(split.train.classes)} classes")
+        if tuple(split.train.shape) != tuple(model.input_shape) and \
+                int(np.prod(split.train.shape)) != model.input_size:
+            raise ConfigError(f"{ctx.nir}: the graph's input shape {tuple(model.input_shape)} does not take "
+                              f"dataset {ctx.dataset!r}'s images of shape {tuple(split.train.shape)}")
     log(table([(r.name, r.type, r.layer, r.mapping, f"{r.max_abs_error:.3g}") for r in nodes],
               ["node", "type", "layer", "mapping", "max_abs_error"]))
     for r in nodes:
@@ -252,13 +259,6 @@ def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
         from spikeloom.model.snn import IntSNN
         from spikeloom.model.train import finetune_imported
 
-        if model.n_classes != len(split.train.classes):
-            raise ConfigError(f"{ctx.nir}: the graph has {model.n_classes} outputs but dataset {ctx.dataset!r} "
-                              f"has {len(split.train.classes)} classes")
-        if tuple(split.train.shape) != tuple(model.input_shape) and \
-                int(np.prod(split.train.shape)) != model.input_size:
-            raise ConfigError(f"{ctx.nir}: the graph's input shape {tuple(model.input_shape)} does not take "
-                              f"dataset {ctx.dataset!r}'s images of shape {tuple(split.train.shape)}")
         model = replace(model, dataset=ctx.dataset, classes=tuple(split.train.classes))
         y = split.test.y
         x = split.test.x.reshape((len(y),) + tuple(model.input_shape))
@@ -293,7 +293,10 @@ def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
             f"an accuracy drop <= {ctx.train.target_drop}")
     ctx.report["import"] = sec
     path = Path(out) if out is not None else ctx.model_path
-    modelfile.save(model, path)
+    try:
+        modelfile.save(model, path)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write the model file ({e.strerror or e})") from e
     log(f"[import] model file: {path} ({len(model.layers)} layers, {'exact' if sec['exact'] else 'quantized'}; "
         f"T_max {T}{'' if split is not None else ', no early exit'})")
     return imodel, modelfile.load(path)

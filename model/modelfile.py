@@ -11,12 +11,12 @@ semantics of every field are in ``model/SEMANTICS.md``. :func:`load` validates e
 """
 
 import io
-import os
-import tempfile
 import json
 import zipfile
 import zlib
 from pathlib import Path
+
+from .files import atomic_write
 
 import numpy as np
 
@@ -97,15 +97,7 @@ def save(model: QuantModel, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = _meta(model)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        _write(model, meta, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: _write(model, meta, tmp))
 
 
 def _write(model, meta, path):
