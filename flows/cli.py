@@ -344,7 +344,8 @@ def build_parser():
     sp.add_argument("-o", "--out", type=Path, required=True,
                     help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
     sp.add_argument("--force", action="store_true",
-                    help="write into a non-empty folder spikeloom did not write (only its own files are replaced)")
+                    help="write into a non-empty folder spikeloom did not write (a file it did not write is never "
+                        "replaced or removed)")
     sp.add_argument("--trace", action="store_true", help="add the spike trace port")
     sp.add_argument("--weights", default="rom", choices=["rom", "load"],
                     help="rom: weight memories initialised (default); load: written through i_weights after reset")

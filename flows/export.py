@@ -398,7 +398,8 @@ def add_arguments(p):
     p.add_argument("-o", "--out", type=Path, required=True,
                    help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
     p.add_argument("--force", action="store_true",
-                   help="write into a non-empty folder spikeloom did not write (only its own files are replaced)")
+                   help="write into a non-empty folder spikeloom did not write (a file it did not write is never "
+                        "replaced or removed)")
     p.add_argument("--freq", type=float, default=25.0, help="clock (MHz) for the constraint examples (default 25)")
     # no argparse choices: a bad value gets the one-line error of run_args (exit 2), not a usage dump
     p.add_argument("--weights", default="rom", metavar="{" + ",".join(WEIGHT_STORES) + "}",

@@ -6,9 +6,9 @@ folder and only then move them into ``DIR`` (:func:`staged`). ``DIR`` gets a mar
 
 - a folder that does not exist yet appears whole, in one rename, or not at all;
 - an existing folder that is not empty and has no marker is refused, unless ``--force``;
-- into a folder with a marker (or with ``--force``) spikeloom replaces the files it writes and
-  removes the ones its marker lists that the new output no longer has; no other file is touched,
-  and a file the marker does not list is replaced only with ``--force``.
+- into a folder with a marker (or with ``--force``) spikeloom replaces the files its marker lists
+  and removes those of them that the new output no longer has; no other file is touched: an
+  output whose file names include one that exists but is not listed is refused, ``--force`` or not.
 
 :func:`check_out_dir` refuses, before any work, an output path that is a file, lies under a file
 or cannot be written; :func:`atomic_write` writes one file through a temporary file beside it
@@ -96,8 +96,8 @@ def _owned(folder, force, option):
         return marker["files"]
     if not force and any(not e.name.startswith(STAGE_PREFIX) for e in folder.iterdir()):
         raise ConfigError(f"{option} {folder}: the folder is not empty and spikeloom did not write it (no {MARKER}); "
-                          f"choose an empty or new folder, or add --force (only the files spikeloom writes are "
-                          "replaced; nothing else is touched)")
+                          f"choose an empty or new folder, or add --force to add spikeloom's files to it (a file "
+                          "spikeloom did not write is never replaced or removed)")
     return []
 
 
@@ -138,18 +138,24 @@ def _marker_text(command, files):
 def _install(stage, out, command, force, option):
     """Move the files of ``stage`` (inside ``out``) into ``out``; see the module docstring."""
     new = _files(stage)
-    old = _owned(out, force, option)
-    owned = set(old)
+    owned = set(_owned(out, force, option))
+    taken = []
     for rel in new:
         dest = out / rel
         for parent in reversed(PurePosixPath(rel).parents[:-1]):
             if (out / parent).exists() and not (out / parent).is_dir():
-                raise ConfigError(f"{option} {out}: {out / parent} is a file where spikeloom writes a folder")
+                raise ConfigError(f"{option} {out}: {out / parent} is a file where spikeloom writes a folder; "
+                                  "move it away, or choose another folder")
         if dest.is_dir() and not dest.is_symlink():
-            raise ConfigError(f"{option} {out}: {dest} is a folder where spikeloom writes a file")
-        if os.path.lexists(dest) and rel not in owned and not force:
-            raise ConfigError(f"{option} {out}: {dest} exists and spikeloom did not write it (not in {MARKER}); "
-                              "move it away, or add --force to replace it")
+            raise ConfigError(f"{option} {out}: {dest} is a folder where spikeloom writes a file; move it away, "
+                              "or choose another folder")
+        if os.path.lexists(dest) and rel not in owned:
+            taken.append(rel)
+    if taken:
+        more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
+        raise ConfigError(f"{option} {out}: {', '.join(taken[:3])}{more} would be overwritten but spikeloom did not "
+                          f"write {'them' if len(taken) > 1 else 'it'} (not in {MARKER}; spikeloom never replaces "
+                          "a file it did not write, --force or not): move them away, or choose another folder")
     # the marker first lists both lists, so that an interruption leaves every file spikeloom wrote listed
     atomic_write(out / MARKER, _marker_text(command, owned | set(new)))
     for rel in new:
