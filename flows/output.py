@@ -70,7 +70,7 @@ def read_marker(folder):
         if not (isinstance(files, list) and all(isinstance(f, str) and _safe(f) for f in files)):
             raise ValueError("'files' is not a list of relative paths inside the folder")
         return {"command": meta.get("command"), "files": files}
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise ConfigError(f"{path}: not a spikeloom output marker ({e}); remove it, or choose another "
                           "folder") from None
 
@@ -113,8 +113,13 @@ def atomic_write(path, fill):
     interrupted write leaves either the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:  # made like any new file (the umask's permissions, not mkstemp's 0600)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         if callable(fill):
             fill(Path(tmp))
