@@ -10,8 +10,8 @@ import numpy as np
 
 from spikeloom.model.errors import SpikeloomError
 
-from . import steps
-from .common import check_output_file, check_pes, guarded
+from . import output, steps
+from .common import check_pes, guarded
 
 
 def _add_pipeline_options(p):
@@ -95,6 +95,7 @@ def _context(a):
     for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune or None)):
         if v is not None:
             raise SpikeloomError(f"{opt} applies to `run` with an imported graph only (run --nir GRAPH --dt DT)")
+    output.check_out_dir(a.build, "--build")
     _fill_run_defaults(a)
     kw = {}
     if a.epochs is not None:
@@ -145,6 +146,7 @@ def _run_import(a):
                           "(use --reset, --t-max, --input-bits, --weight-bits, --membrane-bits, --finetune)")
     reset = a.reset  # None: the graph's metadata, else zero (what NIR's equations say)
     _check_import_options(a, reset)
+    output.check_out_dir(a.build, "--build")
     if not a.nir.is_file():
         raise ConfigError(f"--nir {a.nir}: no such file")
     from spikeloom.model import nir_import
@@ -163,9 +165,12 @@ def cmd_generate(a):
     from spikeloom.model import modelfile
 
     check_pes(a.pes)
+    output.check_replaceable(a.out, a.force)
     model = modelfile.load(a.model)
     steps.check_hardware(model, a.pes, "generate")
-    generate(model, a.pes, a.out, trace=a.trace, weights=a.weights)
+    command = f"spikeloom generate {a.model} --pes {a.pes} --weights {a.weights}" + (" --trace" if a.trace else "")
+    with output.staged(a.out, command, a.force) as (stage, _):
+        generate(model, a.pes, stage, trace=a.trace, weights=a.weights)
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
 
@@ -287,7 +292,7 @@ def cmd_import(a):
     from spikeloom.model.errors import ConfigError
 
     _check_import_options(a, a.reset)
-    check_output_file(a.out, "-o")
+    output.check_out_file(a.out, "-o")
     ctx = _import_context(a, a.out.parent)
     steps.step_import(ctx, a.dt, _import_options(a, a.reset), a.finetune, out=a.out)
 
@@ -301,7 +306,7 @@ def cmd_export_nir(a):
         raise ConfigError(f"--form = {a.form!r}; allowed: {', '.join(nir_export.FORMS)}")
     if not (a.dt > 0 and np.isfinite(a.dt)):
         raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step written into the graph)")
-    check_output_file(a.out, "-o")
+    output.check_out_file(a.out, "-o")
     model = modelfile.load(a.model)
     graph, rows, notes = nir_export.to_nir(model, a.dt, a.form)
     try:
@@ -336,7 +341,11 @@ def build_parser():
     sp = sub.add_parser("generate", help="generate the accelerator's Verilog for a model file")
     sp.add_argument("model", type=Path)
     sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
-    sp.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    sp.add_argument("-o", "--out", type=Path, required=True,
+                    help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
+    sp.add_argument("--force", action="store_true",
+                    help="write into a non-empty folder spikeloom did not write (a file it did not write is never "
+                        "replaced or removed)")
     sp.add_argument("--trace", action="store_true", help="add the spike trace port")
     sp.add_argument("--weights", default="rom", choices=["rom", "load"],
                     help="rom: weight memories initialised (default); load: written through i_weights after reset")

@@ -4,9 +4,7 @@ A module of its own so that the flows (``cli``, ``export``, ``synth``, ``prune``
 ``ablation``) import it instead of each other (no import cycles, see ``flows/sources.py``).
 """
 
-import os
 import sys
-from pathlib import Path
 
 from spikeloom.hw.plan import PES_RANGE
 from spikeloom.model.errors import ConfigError, SpikeloomError
@@ -30,22 +28,6 @@ def check_pes(pes, option="--pes"):
     lo, hi = PES_RANGE
     if not lo <= pes <= hi:
         raise ConfigError(f"{option} = {pes} is outside the allowed range [{lo}, {hi}]")
-
-
-def check_output_file(path, option="-o"):
-    """A file path a command will write (its missing folders are made when it writes): one
-    ConfigError line, before any work, when it is a folder, lies under a file, or its nearest
-    existing folder is not writable."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{option} {path}: is a folder; give the file's path")
-    up = path.parent
-    while not up.exists() and up != up.parent:
-        up = up.parent
-    if not up.is_dir():
-        raise ConfigError(f"{option} {path}: {up} is a file, not a folder")
-    if not os.access(up, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path}: the folder {up} is not writable")
 
 
 def table(rows, headers):
