@@ -11,7 +11,7 @@ import numpy as np
 from spikeloom.model.errors import SpikeloomError
 
 from . import steps
-from .common import check_cosim, check_pes, guarded
+from .common import check_cosim, check_out_folder, check_pes, guarded
 
 
 def _add_pipeline_options(p):
@@ -100,6 +100,7 @@ def _context(a):
     from spikeloom.model.train import TrainConfig
 
     _check_seeds(a)
+    check_out_folder(a.build, "--build")
     for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune)):
         if v:
             raise SpikeloomError(f"{opt} applies to `run` with an imported graph only (run --nir GRAPH --dt DT)")
@@ -160,6 +161,7 @@ def _run_import(a):
                           "(use --reset, --t-max, --input-bits, --weight-bits, --membrane-bits, --finetune)")
     reset = a.reset  # None: the graph's metadata, else zero (what NIR's equations say)
     _check_import_options(a, reset)
+    check_out_folder(a.build, "--build")
     if not a.nir.is_file():
         raise ConfigError(f"--nir {a.nir}: no such file")
     from spikeloom.model import nir_import
@@ -312,6 +314,7 @@ def cmd_import(a):
     _check_import_options(a, a.reset)
     if a.out.exists() and a.out.is_dir():
         raise ConfigError(f"-o {a.out}: is a folder; give the model file's path")
+    check_out_folder(a.out.parent, "-o", a.out)
     ctx = _import_context(a, a.out.parent)
     steps.step_import(ctx, a.dt, _import_options(a, a.reset), a.finetune, out=a.out)
 

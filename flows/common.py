@@ -4,7 +4,9 @@ A module of its own so that the flows (``cli``, ``export``, ``synth``, ``prune``
 ``ablation``) import it instead of each other (no import cycles, see ``flows/sources.py``).
 """
 
+import os
 import sys
+from pathlib import Path
 
 from spikeloom.hw.plan import PES_RANGE
 from spikeloom.model.errors import ConfigError, SpikeloomError
@@ -30,15 +32,32 @@ def check_pes(pes, option="--pes"):
         raise ConfigError(f"{option} = {pes} is outside the allowed range [{lo}, {hi}]")
 
 
-def check_cosim(simulator, n_images, sim_option="--sim"):
+def check_cosim(simulator, n_images):
     """The co-simulation options (``--sim``, ``--cosim-images``), checked before any work."""
     from spikeloom.model.config import check_int
     from spikeloom.sim.runner import SIMULATORS
 
     if simulator not in SIMULATORS:
-        raise ConfigError(f"{sim_option} = {simulator!r}; allowed: {', '.join(SIMULATORS)}")
+        raise ConfigError(f"--sim = {simulator!r}; allowed: {', '.join(SIMULATORS)}")
     if n_images is not None:
         check_int(None, "--cosim-images", n_images, 1)
+
+
+def check_out_folder(path, option, shown=None):
+    """A folder the command will create or write into (``--build``, or the folder of ``-o FILE``:
+    then ``shown`` is the file): not a file, not under a file, writable. Checked when the command
+    starts, before any work."""
+    path = Path(path)
+    where = f"{option} {shown if shown is not None else path}"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{where}: {path} is a file, not a folder")
+    base = path
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise ConfigError(f"{where}: {base} is a file, so no folder can be made under it")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: the folder {base} is not writable")
 
 
 def table(rows, headers):

@@ -47,7 +47,7 @@ import numpy as np
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 from . import common, steps
-from .common import check_cosim, check_pes, guarded
+from .common import check_cosim, check_out_folder, check_pes, guarded
 
 ROWS = ("dense-t4", "pruned80-t4", "pruned90-t4", "direct-t1", "stp-t1")
 
@@ -316,6 +316,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     check_seed(data_seed, "--data-seed")
     if cosim:
         check_cosim(simulator, cosim_images)
+    check_out_folder(build, "--build")
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ROWS)}")

@@ -338,10 +338,12 @@ def validate(model: QuantModel, path="model"):
 
 
 def _check_scale(path, where, scale, channels):
-    """``scale``: one real unit per channel, or one for the layer: finite numbers > 0."""
-    if not isinstance(scale, (list, tuple)) or len(scale) not in (1, channels):
+    """``scale``: one real unit per channel, one for the layer, or none (integers only): finite
+    numbers > 0."""
+    if not isinstance(scale, (list, tuple)) or len(scale) not in (0, 1, channels):
         n = f"{len(scale)} values" if isinstance(scale, (list, tuple)) else repr(scale)
-        fail(path, f"{where}: scale = {n} must be a list of numbers of length 1 or {channels} (one per channel)")
+        fail(path, f"{where}: scale = {n} must be a list of numbers of length 0, 1 or {channels} "
+              "(one per channel)")
     for v in scale:
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
             fail(path, f"{where}: scale value {v!r} is not a number (scale must be a list of numbers)")

@@ -254,7 +254,7 @@ for nm, path, value, needles in (
         ("scale-text-items", ["layers", 0, "scale"], ["a"], ("layer 0 ('fc1')", "scale value 'a'", "list of numbers")),
         ("scale-bool", ["layers", 0, "scale"], [True], ("layer 0 ('fc1')", "scale value True", "list of numbers")),
         ("scale-negative", ["layers", 0, "scale"], [-1.0], ("layer 0 ('fc1')", "scale value -1.0", "finite and > 0")),
-        ("scale-length", ["layers", 0, "scale"], [1.0, 2.0], ("layer 0 ('fc1')", "scale = 2 values", "length 1 or 5")),
+        ("scale-length", ["layers", 0, "scale"], [1.0, 2.0], ("layer 0 ('fc1')", "scale = 2 values", "length 0, 1 or 5")),
         ("input-scale-wrong", ["input", "scale"], 0.5, ("input.scale = 0.5", "reads only 0.142857")),
         ("input-signed", ["input", "signed"], True, ("input.signed = True", "reads only False")),
         ("fire-when-other", ["neuron", "fire_when"], "u > threshold", ("neuron.fire_when = 'u > threshold'",
@@ -594,6 +594,9 @@ cases("tech", {
     "curve-negative": (tech_curve_set({"8": -1.0}), ("t.json", "-1.0")),
     "curve-string-value": (tech_curve_set({"8": "x"}), ("t.json", "'x'", "number")),
     "unknown-field": (tech_set("dram_pj", 5), ("t.json", "unknown field 'dram_pj'")),
+    "deeply-nested": (tech(raw="[" * 100000 + "]" * 100000), ("t.json", "not a readable JSON", "RecursionError")),
+    "too-large": (tech(raw=" " * (2 << 20) + "{}"), ("t.json", "2097154 bytes", "at most 1048576")),
+    "empty-file": (tech(raw=""), ("t.json", "not a readable JSON")),
 })
 
 
@@ -728,6 +731,35 @@ for nm, (args, needles) in PRUNE_BAD.items():
     CASES.append(pytest.param(opts("prune", *args), needles, id=f"option-prune-{nm}"))
 
 
+# --------------------------------------------------------------------------- output locations
+
+def a_file(tmp):
+    (tmp / "f").write_text("mine\n")
+    return "f"
+
+
+def out_case(argv, needles):
+    def build(tmp):
+        a_file(tmp)
+        if any(str(x).endswith(".slm") for x in argv):
+            (tmp / "m.slm").write_bytes(base_bytes("dense"))
+        return [str(x).replace("GRAPH", str(graph(tmp))) for x in argv]
+    return build, needles
+
+
+cases("output", {
+    "run-build-a-file": out_case(["run", "--build", "f"], ("--build f", "is a file")),
+    "train-build-a-file": out_case(["train", "--build", "f"], ("--build f", "is a file")),
+    "quantize-build-under-a-file": out_case(["quantize", "--build", "f/b"], ("--build f/b", "f is a file")),
+    "evaluate-build-under-a-file": out_case(["evaluate", "--build", "f/b/c"], ("--build f/b/c", "f is a file")),
+    "run-nir-build-a-file": out_case(["run", "--nir", "GRAPH", "--dt", "1", "--build", "f"], ("--build f", "is a file")),
+    "prune-build-a-file": out_case(["prune", "--build", "f"], ("--build f", "is a file")),
+    "prune-build-under-a-file": out_case(["prune", "--build", "f/p"], ("--build f/p", "f is a file")),
+    "import-out-under-a-file": out_case(["import", "GRAPH", "--dt", "1", "-o", "f/m.slm"], ("-o f/m.slm", "f is a file")),
+    "export-nir-out-under-a-file": out_case(["export-nir", "m.slm", "-o", "f/g.nir"], ("-o f/g.nir", "f")),
+})
+
+
 # --------------------------------------------------------------------------- the checks
 
 
@@ -791,3 +823,23 @@ def test_bad_input_subprocess(name, tmp_path):
     before = listing(tmp_path)
     assert_one_line_error(spikeloom(*argv, cwd=tmp_path), needles)
     assert listing(tmp_path) == before, "files left behind"
+
+
+def test_zip_bomb_refused_before_inflating(tmp_path):
+    """A 100 MiB member (about 100 KB compressed) is refused from the zip directory: the peak of
+    what Python and numpy allocate stays far below the inflated size."""
+    import tracemalloc
+
+    from spikeloom.model.errors import ModelFileError
+
+    path = tmp_path / "m.slm"
+    path.write_bytes(bomb(base_bytes("dense"), {"layers/0/weight.npy": 100}))
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError, match="inflates to 100.0 MiB"):
+            modelfile.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
