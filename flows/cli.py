@@ -11,7 +11,7 @@ import numpy as np
 from spikeloom.model.errors import SpikeloomError
 
 from . import output, steps
-from .common import check_pes, guarded
+from .common import check_cosim, check_pes, guarded
 
 
 def _add_pipeline_options(p):
@@ -88,10 +88,18 @@ def _neuron(a):
         raise ConfigError(re.sub(r"neuron\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
 
 
+def _check_seeds(a):
+    from spikeloom.model.config import check_seed
+
+    check_seed(a.seed, "--seed")
+    check_seed(a.data_seed, "--data-seed")
+
+
 def _context(a):
     from spikeloom.model.config import QuantConfig
     from spikeloom.model.train import TrainConfig
 
+    _check_seeds(a)
     for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune or None)):
         if v is not None:
             raise SpikeloomError(f"{opt} applies to `run` with an imported graph only (run --nir GRAPH --dt DT)")
@@ -111,7 +119,14 @@ def _context(a):
 
 
 def cmd_run(a):
+    """Every option and the technology table are checked before the first step starts."""
     check_pes(a.pes)
+    if not a.no_cosim:
+        check_cosim(a.sim, a.cosim_images)
+    if a.tech is not None:
+        from spikeloom.model.power import load_tech
+
+        load_tech(a.tech)
     if a.nir is not None:
         im, qm, ctx = _run_import(a)
     else:
@@ -179,6 +194,9 @@ def cmd_gpu_baseline(a):
 
     from . import energy
 
+    from spikeloom.model.config import check_int
+
+    check_int(None, "--runs", a.runs, 1)
     model = modelfile.load(a.model)
     x = None
     if a.dataset:
@@ -235,12 +253,19 @@ def cmd_inspect(a):
 def cmd_golden(a):
     from spikeloom.model import golden, modelfile
 
+    from spikeloom.model.data import load_npy
+    from spikeloom.model.errors import InputError
+    from spikeloom.model.ir import check_exit_threshold
+
+    if a.exit_threshold is not None:
+        check_exit_threshold(a.exit_threshold, "--exit-threshold")
     model = modelfile.load(a.model)
     storage = steps.weight_storage(model, a.pes, a.ports)
     try:
-        x = np.load(a.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise SpikeloomError(f"{a.input}: cannot read a .npy integer array ({e})") from e
+        x = golden.check_input(model, load_npy(a.input, "--input"))
+    except InputError as e:
+        msg = str(e)
+        raise InputError(msg if msg.startswith("--input") else f"--input {a.input}: {msg}") from None
     res = golden.run(model, x, exit_threshold=a.exit_threshold, sparse=storage["sparse_layers"])
     out = [{"pred": int(p), "timesteps": int(t)} for p, t in zip(res.pred, res.exit_t)]
     print(json.dumps(out if not a.counters else {
@@ -253,6 +278,7 @@ def _check_import_options(a, reset):
     from spikeloom.model.config import RESETS
     from spikeloom.model.errors import ConfigError
 
+    _check_seeds(a)
     if a.dt is None:
         raise ConfigError("--dt is missing: a NIR graph stores no time step; give --dt DT (snnTorch and "
                           "SpikingJelly export with 1e-4)")
