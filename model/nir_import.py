@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import nir_sim
+from .golden import quantize_values
 from .config import FIRE_RULES, LEAK_FRAC_MAX, RESETS, LayerNeuron, NeuronConfig, check_choice, check_int
 from .errors import ConfigError, ModelFileError
 from .ir import Layer, QuantModel, count_readout, signed_range, threshold_cap, validate
@@ -488,7 +489,7 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
                               f"shape {tuple(input_shape)}")
         x_cal = x_cal.reshape((len(x_cal),) + tuple(input_shape))
         # the integer model sees the quantized input: calibrate on what it will see
-        x_cal = np.rint(np.clip(x_cal, 0.0, 1.0) * ((1 << input_bits) - 1)) / ((1 << input_bits) - 1)
+        x_cal = (quantize_values(x_cal, input_bits) / ((1 << input_bits) - 1)).reshape(x_cal.shape)
         resets = {next(nn for nn, _, what in st.nodes if what == "neuron"): st.reset for st in stages}
         peaks = nir_sim.simulate(order, x_cal, float(dt), t_max, resets).peaks
     in_div = float((1 << input_bits) - 1)
