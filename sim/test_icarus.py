@@ -5,9 +5,6 @@ Icarus 11 (Debian's) gets a copy of the generated Verilog whose time-0 always-bl
 Verilator tier's (:mod:`sim.test_cosim`).
 """
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 
@@ -18,10 +15,8 @@ from spikeloom.sim.runner import icarus_source
 from .test_cosim import rgb_dense_model, run_config
 
 # Icarus is a system tool the README's commands do not install (.ci/run does): without it these
-# tests skip with the reason, except under CI=true, where they run and fail.
-requires_icarus = pytest.mark.skipif(
-    shutil.which("iverilog") is None and os.environ.get("CI") != "true",
-    reason="Icarus Verilog (iverilog) is not installed: apt-get install iverilog (.ci/run installs it)")
+# tests skip with the reason, except under CI=true, where they fail (sim/testing.py)
+requires_icarus = pytest.mark.icarus
 pytestmark = [pytest.mark.cosim, requires_icarus]
 
 

@@ -12,7 +12,7 @@ from spikeloom.model import modelfile
 from spikeloom.model.randnet import random_inputs, random_model
 from spikeloom.sim.runner import build
 
-pytestmark = pytest.mark.cosim
+pytestmark = [pytest.mark.cosim, pytest.mark.icarus]
 
 
 def run_top(tmp_path, model, n_pe, weights, n_images=6, weights_from=None):

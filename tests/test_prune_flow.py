@@ -6,6 +6,7 @@ import pytest
 
 from spikeloom.flows import prune as flow
 from spikeloom.model.errors import ConfigError
+from spikeloom.sim.testing import require_icarus
 
 TINY = dict(net="mlp", pes=8, epochs=1, qat_epochs=1, finetune_epochs=1, stage_epochs=1, t_from=2)
 KEYS = ("name", "weight_sparsity", "timesteps", "accuracy", "synaptic_events_mean", "cycles_mean", "weight_bits",
@@ -35,7 +36,8 @@ def test_prune_flow_rows_cache_and_cosim(tmp_path):
     assert [s["t_max"] for s in stp["stages"]] == [2, 2, 1]  # T=2 training, pruned fine-tune, T=1
     assert "dense-t4" in logs[-2] and "stp-t1" in logs[-2]  # the table
 
-    # a second run trains nothing, and co-simulates the pruned row on the generated hardware
+    # a second run trains nothing, and co-simulates the pruned row on the generated hardware (Icarus)
+    require_icarus()
     logs.clear()
     rep = flow.run(tmp_path, rows=("pruned80-t4",), simulator="icarus", cosim_images=2, log=logs.append, **TINY)
     assert not any("training" in str(m) for m in logs) and any("reusing" in str(m) for m in logs)
