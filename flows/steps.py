@@ -186,9 +186,11 @@ def step_train(ctx: Context, log=print):
             f"T_max={ctx.train.t_max}, loss={ctx.train.loss})")
         model, _ = train_float(split, ctx.train, ctx.neuron)
         store(path, key, lambda tmp: torch.save(model.state_dict(), tmp))
+    from spikeloom.model.determinism import settings
     from spikeloom.model.train import accumulate
     z = accumulate(model, split.test.x)
-    ctx.report.setdefault("model", {})["accuracy_float"] = float((golden.first_argmax(z[-1]) == split.test.y).mean())
+    ctx.report.setdefault("model", {})["training_determinism"] = settings()
+    ctx.report["model"]["accuracy_float"] = float((golden.first_argmax(z[-1]) == split.test.y).mean())
     ctx.report["model"]["accuracy_float_per_t"] = [float((golden.first_argmax(z[t]) == split.test.y).mean())
                                                    for t in range(z.shape[0])]
     return model

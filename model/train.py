@@ -2,7 +2,8 @@
 
 :func:`train_float` trains :class:`~spikeloom.model.snn.SNN`; :func:`train_qat` folds its
 BatchNorm, quantizes, and fine-tunes the integer-exact :class:`~spikeloom.model.snn.IntSNN` so that
-the integer network keeps the float network's accuracy. Both are deterministic for a seed on CPU.
+the integer network keeps the float network's accuracy. Both are deterministic for a seed on CPU, on any
+machine (:mod:`spikeloom.model.determinism`).
 
 ``TrainConfig.device`` picks where the optimisation runs: ``"cpu"`` (default), ``"cuda"`` or
 ``"auto"`` (CUDA when PyTorch sees a GPU, else the CPU). The returned networks are always on the CPU.
@@ -16,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .config import EXIT_CRITERIA, NeuronConfig, QuantConfig, check_choice, check_int
+from .determinism import single_threaded
 from .errors import ConfigError
 from .golden import first_argmax, quantize_values
 from .losses import SCHEDULES, DistillLoss, TimeLoss
@@ -100,6 +102,7 @@ def _batches(n, bs, gen):
     return [perm[i:i + bs] for i in range(0, n, bs)]
 
 
+@single_threaded
 def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_step=None, device="cpu",
          soft=None, keep_start=False):
     """Adam + cosine schedule; keeps the state with the best validation score (``keep_start``: the
@@ -150,6 +153,7 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
     return history
 
 
+@single_threaded
 def accumulate(model: SNN, x, batch=1024):
     """Float accumulated outputs z (T, B, K) as numpy (the model may live on any device)."""
     model.eval()
