@@ -12,6 +12,8 @@ PES    ?= 8
 SIM    ?= verilator
 comma  := ,
 ARGS   ?=
+# pytest workers of make test / test-slow (pytest-xdist): one per core, at most 8
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
 
 .PHONY: all venv sim test test-slow bench ablation prune clean distclean
 
@@ -36,11 +38,11 @@ sim: $(STAMP)
 
 ## make test: the test suite (fast tier + co-simulation), what CI runs
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist worksteal
 
 ## make test-slow: longer sweeps marked `slow`
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m slow
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist worksteal -m slow
 
 ## make bench: cycles per inference vs N and vs spike count beside the bound -> build/bench.json, build/bench_cycles.png
 bench: $(STAMP)
