@@ -105,7 +105,9 @@ def check_fits(target, plan, weights):
 
 
 def step_export(model_path, n_pe, work, weights="rom", log=print):
-    files = export(model_path, n_pe, work / "export", freq_mhz=100.0, weights=weights)
+    # the synthesis work folder is spikeloom's own (under --build): an export folder written before
+    # the output marker existed is replaced file by file (force; files it does not write stay)
+    files = export(model_path, n_pe, work / "export", freq_mhz=100.0, weights=weights, force=True)
     rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / f"{TOP}.v"]
     if not all(p.exists() and p.stat().st_size for p in rtl):
         raise SpikeloomError(f"export wrote no Verilog under {work / 'export'}")
