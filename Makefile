@@ -13,7 +13,7 @@ SIM    ?= verilator
 comma  := ,
 ARGS   ?=
 
-.PHONY: all venv sim test test-slow bench ablation prune clean distclean
+.PHONY: all venv sim test test-slow bench ablation prune formal clean distclean
 
 all: sim
 
@@ -68,6 +68,12 @@ synth: $(STAMP)
 prune: $(STAMP)
 	$(PY) -m spikeloom.flows.prune --build $(BUILD) \
 	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) --sim $(SIM) $(ARGS)
+
+## make formal: the stream protocol of the generated core proved with SymbiYosys (YoWASP builds) on
+## small dense and conv networks (1-3 PEs): per property k-induction or bmc and its depth -> build/formal.json.
+## Takes minutes.
+formal: $(STAMP)
+	$(PY) -m spikeloom.flows.formal --build $(BUILD) $(ARGS)
 
 clean:
 	rm -rf $(BUILD) .hypothesis sim_build
