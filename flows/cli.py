@@ -10,8 +10,8 @@ import numpy as np
 
 from spikeloom.model.errors import SpikeloomError
 
-from . import steps
-from .common import check_pes, guarded
+from . import output, steps
+from .common import check_cosim, check_pes, guarded
 
 
 def _add_pipeline_options(p):
@@ -88,13 +88,22 @@ def _neuron(a):
         raise ConfigError(re.sub(r"neuron\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
 
 
+def _check_seeds(a):
+    from spikeloom.model.config import check_seed
+
+    check_seed(a.seed, "--seed")
+    check_seed(a.data_seed, "--data-seed")
+
+
 def _context(a):
     from spikeloom.model.config import QuantConfig
     from spikeloom.model.train import TrainConfig
 
-    for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune)):
-        if v:
+    _check_seeds(a)
+    for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune or None)):
+        if v is not None:
             raise SpikeloomError(f"{opt} applies to `run` with an imported graph only (run --nir GRAPH --dt DT)")
+    output.check_out_dir(a.build, "--build")
     _fill_run_defaults(a)
     kw = {}
     if a.epochs is not None:
@@ -110,7 +119,14 @@ def _context(a):
 
 
 def cmd_run(a):
+    """Every option and the technology table are checked before the first step starts."""
     check_pes(a.pes)
+    if not a.no_cosim:
+        check_cosim(a.sim, a.cosim_images)
+    if a.tech is not None:
+        from spikeloom.model.power import load_tech
+
+        load_tech(a.tech)
     if a.nir is not None:
         im, qm, ctx = _run_import(a)
     else:
@@ -145,6 +161,7 @@ def _run_import(a):
                           "(use --reset, --t-max, --input-bits, --weight-bits, --membrane-bits, --finetune)")
     reset = a.reset  # None: the graph's metadata, else zero (what NIR's equations say)
     _check_import_options(a, reset)
+    output.check_out_dir(a.build, "--build")
     if not a.nir.is_file():
         raise ConfigError(f"--nir {a.nir}: no such file")
     from spikeloom.model import nir_import
@@ -163,9 +180,12 @@ def cmd_generate(a):
     from spikeloom.model import modelfile
 
     check_pes(a.pes)
+    output.check_replaceable(a.out, a.force)
     model = modelfile.load(a.model)
     steps.check_hardware(model, a.pes, "generate")
-    generate(model, a.pes, a.out, trace=a.trace, weights=a.weights)
+    command = f"spikeloom generate {a.model} --pes {a.pes} --weights {a.weights}" + (" --trace" if a.trace else "")
+    with output.staged(a.out, command, a.force) as (stage, _):
+        generate(model, a.pes, stage, trace=a.trace, weights=a.weights)
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
 
@@ -174,6 +194,9 @@ def cmd_gpu_baseline(a):
 
     from . import energy
 
+    from spikeloom.model.config import check_int
+
+    check_int(None, "--runs", a.runs, 1)
     model = modelfile.load(a.model)
     x = None
     if a.dataset:
@@ -230,12 +253,19 @@ def cmd_inspect(a):
 def cmd_golden(a):
     from spikeloom.model import golden, modelfile
 
+    from spikeloom.model.data import load_npy
+    from spikeloom.model.errors import InputError
+    from spikeloom.model.ir import check_exit_threshold
+
+    if a.exit_threshold is not None:
+        check_exit_threshold(a.exit_threshold, "--exit-threshold")
     model = modelfile.load(a.model)
     storage = steps.weight_storage(model, a.pes, a.ports)
     try:
-        x = np.load(a.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise SpikeloomError(f"{a.input}: cannot read a .npy integer array ({e})") from e
+        x = golden.check_input(model, load_npy(a.input, "--input"))
+    except InputError as e:
+        msg = str(e)
+        raise InputError(msg if msg.startswith("--input") else f"--input {a.input}: {msg}") from None
     res = golden.run(model, x, exit_threshold=a.exit_threshold, sparse=storage["sparse_layers"])
     out = [{"pred": int(p), "timesteps": int(t)} for p, t in zip(res.pred, res.exit_t)]
     print(json.dumps(out if not a.counters else {
@@ -248,7 +278,11 @@ def _check_import_options(a, reset):
     from spikeloom.model.config import RESETS
     from spikeloom.model.errors import ConfigError
 
-    if a.dt is None or not (a.dt > 0 and np.isfinite(a.dt)):
+    _check_seeds(a)
+    if a.dt is None:
+        raise ConfigError("--dt is missing: a NIR graph stores no time step; give --dt DT (snnTorch and "
+                          "SpikingJelly export with 1e-4)")
+    if not (a.dt > 0 and np.isfinite(a.dt)):
         raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step, in the graph's time unit; "
                           "snnTorch and SpikingJelly export with 1e-4)")
     if reset is not None and reset not in RESETS:
@@ -284,8 +318,7 @@ def cmd_import(a):
     from spikeloom.model.errors import ConfigError
 
     _check_import_options(a, a.reset)
-    if a.out.exists() and a.out.is_dir():
-        raise ConfigError(f"-o {a.out}: is a folder; give the model file's path")
+    output.check_out_file(a.out, "-o")
     ctx = _import_context(a, a.out.parent)
     steps.step_import(ctx, a.dt, _import_options(a, a.reset), a.finetune, out=a.out)
 
@@ -299,13 +332,11 @@ def cmd_export_nir(a):
         raise ConfigError(f"--form = {a.form!r}; allowed: {', '.join(nir_export.FORMS)}")
     if not (a.dt > 0 and np.isfinite(a.dt)):
         raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step written into the graph)")
-    if a.out.is_dir():
-        raise ConfigError(f"-o {a.out}: is a folder; give the .nir file's path")
-    if not a.out.parent.is_dir():
-        raise ConfigError(f"-o {a.out}: the folder {a.out.parent} does not exist")
+    output.check_out_file(a.out, "-o")
     model = modelfile.load(a.model)
     graph, rows, notes = nir_export.to_nir(model, a.dt, a.form)
     try:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
         nir_export.write(graph, a.out)
     except OSError as e:
         raise ConfigError(f"-o {a.out}: cannot write ({e.strerror or e})") from e
@@ -336,7 +367,11 @@ def build_parser():
     sp = sub.add_parser("generate", help="generate the accelerator's Verilog for a model file")
     sp.add_argument("model", type=Path)
     sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
-    sp.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    sp.add_argument("-o", "--out", type=Path, required=True,
+                    help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
+    sp.add_argument("--force", action="store_true",
+                    help="write into a non-empty folder spikeloom did not write (a file it did not write is never "
+                        "replaced or removed)")
     sp.add_argument("--trace", action="store_true", help="add the spike trace port")
     sp.add_argument("--weights", default="rom", choices=["rom", "load"],
                     help="rom: weight memories initialised (default); load: written through i_weights after reset")

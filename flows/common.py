@@ -30,6 +30,17 @@ def check_pes(pes, option="--pes"):
         raise ConfigError(f"{option} = {pes} is outside the allowed range [{lo}, {hi}]")
 
 
+def check_cosim(simulator, n_images):
+    """The co-simulation options (``--sim``, ``--cosim-images``), checked before any work."""
+    from spikeloom.model.config import check_int
+    from spikeloom.sim.runner import SIMULATORS
+
+    if simulator not in SIMULATORS:
+        raise ConfigError(f"--sim = {simulator!r}; allowed: {', '.join(SIMULATORS)}")
+    if n_images is not None:
+        check_int(None, "--cosim-images", n_images, 1)
+
+
 def table(rows, headers):
     """Left-aligned columns with a dashed rule under the headers."""
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]

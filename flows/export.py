@@ -11,7 +11,6 @@ The output is deterministic: the same model file, ``n_pe`` and ``freq_mhz`` give
 """
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 from spikeloom.sim.ports import Ports
 
+from . import output
 from .common import check_pes, guarded
 
 __all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP"]
@@ -348,14 +348,18 @@ length (`hw/plan.py` documents the layout: for a dense-stored fully-connected la
 """
 
 
-def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom"):
-    """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return its file list.
+def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False):
+    """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return the
+    paths of the files written (the marker aside).
 
     ``weights``: ``"rom"`` (weight memories initialised in the Verilog) or ``"load"`` (no initial
     contents; the weights are streamed in after reset, see the wrapper header).
 
-    Files the export owns are rewritten; the folder is emptied of them first, so the result is
-    the same bytes whatever was there before.
+    The files are built in a staging folder and then moved into place (:mod:`.output`): a new
+    folder appears whole; a non-empty folder that spikeloom did not write (no marker
+    ``.spikeloom-output.json``) is refused unless ``force``; in a folder it wrote, the files of the
+    previous output that this one does not have are removed, so the export's files are the same
+    bytes whatever was there before, and the user's own files stay.
     """
     from spikeloom.hw.accel import generate
 
@@ -365,35 +369,37 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom"):
         raise SpikeloomError(f"--freq must be in (0, 1000] MHz, got {freq_mhz!r}")
     if weights not in WEIGHT_STORES:
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {weights!r}")
+    output.check_replaceable(out_dir, force)
     model = modelfile.load(model_path)
-    out = Path(out_dir)
-    for sub in ("rtl", "mem", "constraints"):
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
-    (out / "rtl").mkdir(parents=True, exist_ok=True)
-    (out / "constraints").mkdir(parents=True, exist_ok=True)
-    try:
-        generate(model, n_pe, out / "rtl", weights=weights)
-    except (TypeError, ValueError) as e:
-        raise SpikeloomError(str(e)) from e
-    # generate() writes ports.json and mem/ beside the Verilog; the export keeps them at the top.
-    (out / "rtl" / "ports.json").replace(out / "ports.json")
-    ports = Ports.load(out / "ports.json")
-    (out / "rtl" / "mem").replace(out / "mem")
-    (out / "rtl" / f"{TOP}.v").write_text(wrapper_verilog(ports, model.t_max))
-    for name, lines in constraints(freq_mhz).items():
-        (out / "constraints" / name).write_text("\n".join(lines) + "\n")
-    (out / "files.f").write_text(f"rtl/{CORE}.v\nrtl/{TOP}.v\n")
-    mem_files = sorted(p.name for p in (out / "mem").iterdir())
-    (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files))
-    return sorted(p for p in out.rglob("*") if p.is_file())
+    command = f"spikeloom export {model_path} --pes {n_pe} --freq {freq_mhz:g} --weights {weights}"
+    with output.staged(out_dir, command, force) as (out, result):
+        (out / "constraints").mkdir()
+        try:
+            generate(model, n_pe, out / "rtl", weights=weights)
+        except (TypeError, ValueError) as e:
+            raise SpikeloomError(str(e)) from e
+        # generate() writes ports.json and mem/ beside the Verilog; the export keeps them at the top.
+        (out / "rtl" / "ports.json").replace(out / "ports.json")
+        ports = Ports.load(out / "ports.json")
+        (out / "rtl" / "mem").replace(out / "mem")
+        (out / "rtl" / f"{TOP}.v").write_text(wrapper_verilog(ports, model.t_max))
+        for name, lines in constraints(freq_mhz).items():
+            (out / "constraints" / name).write_text("\n".join(lines) + "\n")
+        (out / "files.f").write_text(f"rtl/{CORE}.v\nrtl/{TOP}.v\n")
+        mem_files = sorted(p.name for p in (out / "mem").iterdir())
+        (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files))
+    return result.files
 
 
 def add_arguments(p):
     """The options of ``spikeloom export`` (the one parser: ``flows/cli.py`` and :func:`main` use it)."""
     p.add_argument("model", type=Path, help="model file (.slm)")
     p.add_argument("--pes", type=int, default=8, help="processing elements N (default 8)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder spikeloom did not write (a file it did not write is never "
+                        "replaced or removed)")
     p.add_argument("--freq", type=float, default=25.0, help="clock (MHz) for the constraint examples (default 25)")
     # no argparse choices: a bad value gets the one-line error of run_args (exit 2), not a usage dump
     p.add_argument("--weights", default="rom", metavar="{" + ",".join(WEIGHT_STORES) + "}",
@@ -406,10 +412,11 @@ def run_args(a):
     check_pes(a.pes)
     if a.weights not in WEIGHT_STORES:
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {a.weights!r}")
+    output.check_replaceable(a.out, a.force)
     from .steps import check_hardware
 
     check_hardware(modelfile.load(a.model), a.pes, "export")
-    files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights)
+    files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 

@@ -47,7 +47,8 @@ import numpy as np
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 from . import common, steps
-from .common import guarded
+from .common import check_cosim, check_pes, guarded
+from .output import atomic_write, check_out_dir
 
 ROWS = ("dense-t4", "pruned80-t4", "pruned90-t4", "direct-t1", "stp-t1")
 
@@ -201,11 +202,10 @@ def step_train_variant(ctx, recipe, dense_float, log=print):
         stages = meta["stages"]
     else:
         model, stages = _train_variant(ctx, recipe, dense_float, log)
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), path)
-        info.write_text(json.dumps({"t_max": model.t_max, "learn_threshold": model.learn_threshold,
-                                    "stages": stages}, indent=1) + "\n")
-        steps.mark(path, key)
+        steps.forget(path)  # the key, written last by store(), covers both files
+        atomic_write(info, json.dumps({"t_max": model.t_max, "learn_threshold": model.learn_threshold,
+                                       "stages": stages}, indent=1) + "\n")
+        steps.store(path, key, lambda tmp: torch.save(model.state_dict(), tmp))
     if model.t_max != ctx.train.t_max:
         raise SpikeloomError(f"{path}: the network runs {model.t_max} timesteps, the row {ctx.train.t_max}")
     z = accumulate(model, split.test.x)
@@ -309,8 +309,14 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     from spikeloom.model.config import NeuronConfig, QuantConfig
     from spikeloom.model.train import TrainConfig
 
-    if not 1 <= pes <= 64:
-        raise ConfigError(f"--pes = {pes} is outside the allowed range [1, 64]")
+    from spikeloom.model.config import check_seed
+
+    check_pes(pes)
+    check_seed(seed, "--seed")
+    check_seed(data_seed, "--data-seed")
+    if cosim:
+        check_cosim(simulator, cosim_images)
+    check_out_dir(build, "--build")
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ROWS)}")

@@ -21,13 +21,14 @@ from spikeloom.model.train import TrainConfig
 
 from . import sources
 from .common import check_pes, table
+from .output import atomic_write
 
 #: What training and quantization run: the modules :func:`step_train` and :func:`step_quantize`
 #: import. The cache key hashes these and every module they import (``flows/sources.py`` reads the
 #: import graph from the source), plus the two step functions' own source.
 TRAINING_ROOTS = ("spikeloom.model.train", "spikeloom.model.snn", "spikeloom.model.data", "spikeloom.model.exit_criteria",
                   "spikeloom.model.golden", "spikeloom.model.modelfile", "spikeloom.model.config",
-                  "spikeloom.model.errors", "spikeloom.flows.common")
+                  "spikeloom.model.errors", "spikeloom.flows.common", "spikeloom.flows.output")
 
 
 @dataclass
@@ -135,15 +136,34 @@ def _ports_storage(qmodel, path):
             "sparse_layers": [ly.name for ly in qmodel.layers if ly.name in ports.sparse_layers]}
 
 
+def _key_file(path: Path):
+    return path.with_suffix(path.suffix + ".key")
+
+
 def cached(path: Path, key: str):
-    """True when ``path`` exists and was written under cache key ``key`` (see :func:`mark`)."""
-    meta = path.with_suffix(path.suffix + ".key")
-    return path.exists() and meta.exists() and meta.read_text().strip() == key
+    """True when ``path`` exists and was written under cache key ``key`` (see :func:`store`)."""
+    meta = _key_file(path)
+    return path.is_file() and meta.is_file() and meta.read_text(errors="replace").strip() == key
 
 
 def mark(path: Path, key: str):
-    """Record that ``path`` was just written under cache key ``key`` (``<path>.key`` beside it)."""
-    path.with_suffix(path.suffix + ".key").write_text(key + "\n")
+    """Record that ``path`` was just written, whole, under cache key ``key`` (``<path>.key`` beside
+    it, written atomically)."""
+    atomic_write(_key_file(path), key + "\n")
+
+
+def forget(path: Path):
+    """Drop the cache key of ``path``: what is written there next is no cache entry until marked."""
+    _key_file(path).unlink(missing_ok=True)
+
+
+def store(path: Path, key: str, fill):
+    """Write the cache entry ``path`` under ``key``: ``fill(tmp)`` writes the file. An interrupted
+    run leaves no entry to reuse: the old key goes first, the file is written through a temporary
+    file that replaces ``path`` only when complete, and the key is written last."""
+    forget(path)
+    atomic_write(path, fill)
+    mark(path, key)
 
 
 def step_train(ctx: Context, log=print):
@@ -165,9 +185,7 @@ def step_train(ctx: Context, log=print):
         log(f"[train] training {ctx.train.arch} on {ctx.dataset} ({len(split.train)} images, "
             f"T_max={ctx.train.t_max}, loss={ctx.train.loss})")
         model, _ = train_float(split, ctx.train, ctx.neuron)
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), path)
-        mark(path, key)
+        store(path, key, lambda tmp: torch.save(model.state_dict(), tmp))
     from spikeloom.model.train import accumulate
     z = accumulate(model, split.test.x)
     ctx.report.setdefault("model", {})["accuracy_float"] = float((golden.first_argmax(z[-1]) == split.test.y).mean())
@@ -187,7 +205,7 @@ def step_quantize(ctx: Context, float_model, log=print):
     path = ctx.model_path
     qpath = ctx.workdir / "qat.pt"
     key = ctx.key("quantize")
-    if cached(path, key) and qpath.exists():
+    if cached(path, key) and cached(qpath, key):
         log(f"[quantize] reusing {path} (cache key {key})")
         imodel = IntSNN(float_model.folded_stages(), split.train.shape, ctx.neuron, ctx.quant, ctx.train.t_max)
         imodel.load_state_dict(torch.load(qpath, weights_only=True))
@@ -205,9 +223,8 @@ def step_quantize(ctx: Context, float_model, log=print):
                                extra={"data_seed": ctx.data_seed, "train": ctx.train.as_dict(),
                                       "quant": asdict(ctx.quant),
                                       **({"image_size": ctx.image_size} if ctx.image_size is not None else {})})
-        torch.save(imodel.state_dict(), qpath)
-        modelfile.save(qmodel, path)
-        mark(path, key)
+        store(qpath, key, lambda tmp: torch.save(imodel.state_dict(), tmp))
+        store(path, key, lambda tmp: modelfile.save(qmodel, tmp))
     back = modelfile.load(path)
     if any((a.weight != b.weight).any() for a, b in zip(back.layers, qmodel.layers)):
         raise ModelFileError(f"{path}: written model does not read back identically")
@@ -235,13 +252,20 @@ def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
     model, nodes = nir_import.from_nir(graph, dt, **options, name=Path(ctx.nir).stem,
                                        calibration=None if split is None else split.val.x)
     T = model.t_max
-    by_name = {ly.name: ly for ly in model.layers}
-    resets = {r.name: by_name[r.layer].neuron.reset for r in nodes if r.type in nir_import.SPIKING}
+    resets = {r.name: r.reset for r in nodes if r.reset is not None}
     sec = {"graph": str(ctx.nir), "dt": dt, "reset": sorted(set(resets.values())), "input_bits": model.input_bits,
            "t_max": T, "weight_bits": sorted({ly.weight_bits for ly in
                                             (model.layers[:-1] if model.readout == "count" else model.layers)}),
            "membrane_bits": model.neuron.membrane_bits,
            "exact": all(r.mapping == "exact" for r in nodes), "nodes": [r.as_dict() for r in nodes]}
+    if split is not None:
+        if model.n_classes != len(split.train.classes):
+            raise ConfigError(f"{ctx.nir}: the graph has {model.n_classes} outputs but dataset {ctx.dataset!r} "
+                              f"has {len(split.train.classes)} classes")
+        if tuple(split.train.shape) != tuple(model.input_shape) and \
+                int(np.prod(split.train.shape)) != model.input_size:
+            raise ConfigError(f"{ctx.nir}: the graph's input shape {tuple(model.input_shape)} does not take "
+                              f"dataset {ctx.dataset!r}'s images of shape {tuple(split.train.shape)}")
     log(table([(r.name, r.type, r.layer, r.mapping, f"{r.max_abs_error:.3g}") for r in nodes],
               ["node", "type", "layer", "mapping", "max_abs_error"]))
     for r in nodes:
@@ -252,13 +276,6 @@ def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
         from spikeloom.model.snn import IntSNN
         from spikeloom.model.train import finetune_imported
 
-        if model.n_classes != len(split.train.classes):
-            raise ConfigError(f"{ctx.nir}: the graph has {model.n_classes} outputs but dataset {ctx.dataset!r} "
-                              f"has {len(split.train.classes)} classes")
-        if tuple(split.train.shape) != tuple(model.input_shape) and \
-                int(np.prod(split.train.shape)) != model.input_size:
-            raise ConfigError(f"{ctx.nir}: the graph's input shape {tuple(model.input_shape)} does not take "
-                              f"dataset {ctx.dataset!r}'s images of shape {tuple(split.train.shape)}")
         model = replace(model, dataset=ctx.dataset, classes=tuple(split.train.classes))
         y = split.test.y
         x = split.test.x.reshape((len(y),) + tuple(model.input_shape))
@@ -293,7 +310,12 @@ def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
             f"an accuracy drop <= {ctx.train.target_drop}")
     ctx.report["import"] = sec
     path = Path(out) if out is not None else ctx.model_path
-    modelfile.save(model, path)
+    if out is None:
+        forget(path)  # no longer the trained model that a cache key may name
+    try:
+        modelfile.save(model, path)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write the model file ({e.strerror or e})") from e
     log(f"[import] model file: {path} ({len(model.layers)} layers, {'exact' if sec['exact'] else 'quantized'}; "
         f"T_max {T}{'' if split is not None else ', no early exit'})")
     return imodel, modelfile.load(path)
@@ -408,8 +430,7 @@ def plot_model(ctx: Context, m):
 
 def write_report(ctx: Context, log=print):
     ctx.build.mkdir(parents=True, exist_ok=True)
-    path = ctx.build / "report.json"
-    path.write_text(json.dumps(ctx.report, indent=2, sort_keys=True) + "\n")
+    path = atomic_write(ctx.build / "report.json", json.dumps(ctx.report, indent=2, sort_keys=True) + "\n")
     log(f"report: {path}")
     return path
 

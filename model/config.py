@@ -25,14 +25,25 @@ LEAK_FRAC_MAX = 16
 EXIT_CRITERIA = ("margin", "entropy", "max_softmax")
 
 
+#: Seeds (training, data split): what numpy's and scikit-learn's generators accept.
+SEED_RANGE = (0, 2 ** 32 - 1)
+
+
 def check_int(owner, field, value, lo, hi=None):
-    """Raise ConfigError unless ``lo <= value <= hi`` and value is an int (bool excluded)."""
+    """Raise ConfigError unless ``lo <= value <= hi`` and value is an int (bool excluded).
+    ``owner`` None: ``field`` is the whole name (a command-line option such as ``--seed``)."""
+    name = field if owner is None else f"{owner}.{field}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{owner}.{field} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
     if value < lo or (hi is not None and value > hi):
         rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ConfigError(f"{owner}.{field} = {value!r} is outside the allowed range {rng}")
+        raise ConfigError(f"{name} = {value!r} is outside the allowed range {rng}")
     return value
+
+
+def check_seed(value, name):
+    """A seed in :data:`SEED_RANGE` (``name``: the option or field that gave it)."""
+    return check_int(None, name, value, *SEED_RANGE)
 
 
 def check_choice(owner, field, value, choices):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import check_int, check_seed
 from .errors import ConfigError, DatasetError, InputError
 
 __all__ = [
@@ -30,8 +31,12 @@ __all__ = [
     "load_cifar",
     "load_image_folder",
     "load_dataset",
+    "load_npy",
     "standardise",
 ]
+
+#: Largest side image folders are resized to (``--image-size``).
+MAX_IMAGE_SIZE = 1024
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 
@@ -452,6 +457,9 @@ def load_image_folder(
     )
     if not class_dirs:
         raise DatasetError(f"image folder {path} has no class subfolders")
+    if len(class_dirs) < 2:
+        raise DatasetError(f"image folder {path} has 1 class folder ({class_dirs[0].name!r}); a classifier "
+                           "needs at least 2 (one subfolder per class)")
     files: list[list[Path]] = []
     for d in class_dirs:
         imgs = _class_images(d)
@@ -470,6 +478,47 @@ def load_image_folder(
     del pixels
     classes = tuple(d.name for d in class_dirs)
     return _make_split(path.name, x, y, classes, seed, val_fraction, test_fraction, str(path))
+
+
+# --------------------------------------------------------------------------- .npy arrays
+
+
+def load_npy(path: str | Path, what: str = "--input") -> np.ndarray:
+    """Read a ``.npy`` array of numbers (never Python objects) given by the user.
+
+    The header's shape and type are checked against the file's size before anything is
+    allocated, so a file that declares a huge array is refused at once. Every problem raises
+    :class:`~spikeloom.model.errors.InputError` naming ``what`` (the option) and the path.
+    """
+    path = Path(path)
+    where = f"{what} {path}"
+    if not path.exists():
+        raise InputError(f"{where}: does not exist")
+    if not path.is_file():
+        raise InputError(f"{where}: is not a file")
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise InputError(f"{where}: empty file (0 bytes); expected a .npy array")
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            header = {(1, 0): np.lib.format.read_array_header_1_0,
+                      (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if header is None:
+                raise InputError(f"{where}: .npy format version {version} is not supported (1.0 or 2.0)")
+            shape, _, dtype = header(f)
+            if dtype.hasobject:
+                raise InputError(f"{where}: holds Python objects (dtype {dtype}); expected an array of integers")
+            need, held = int(np.prod(shape, dtype=object)) * dtype.itemsize, size - f.tell()
+            if need != held:
+                raise InputError(f"{where}: the header declares shape {shape} of {dtype} ({need} bytes) but the "
+                                 f"file holds {held} bytes after it (truncated, or not a .npy file)")
+            f.seek(0)
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"{where}: not a .npy file ({e})") from None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -528,8 +577,11 @@ def load_dataset(spec: str, size: int | None = None, **kw: Any) -> Split:
     Split
     """
     spec = str(spec).strip()
-    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
-        raise DatasetError(f"--image-size = {size!r} is outside the allowed range: a whole number >= 1")
+    # the options first: nothing is read before they are known good
+    if size is not None:
+        check_int(None, "--image-size", int(size) if isinstance(size, np.integer) else size, 1, MAX_IMAGE_SIZE)
+    if "seed" in kw:
+        check_seed(int(kw["seed"]) if isinstance(kw["seed"], np.integer) else kw["seed"], "--data-seed")
 
     def fixed(kind):
         if size is not None:

@@ -182,6 +182,8 @@ def check_input(model: QuantModel, x_q):
     if x_q.ndim < 1 or x_q.dtype.kind not in "iu":
         raise InputError(f"input must be an integer array of shape (batch, {model.input_size}); "
                          f"got dtype {x_q.dtype} and shape {x_q.shape}")
+    if x_q.ndim > 1 and len(x_q) == 0:
+        raise InputError(f"input holds no images (shape {x_q.shape}); give at least one")
     x_q = x_q.reshape(len(x_q), -1) if x_q.ndim > 1 else x_q.reshape(1, -1)
     if x_q.shape[1] != model.input_size:
         raise InputError(f"input has {x_q.shape[1]} values per image, the model expects "

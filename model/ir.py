@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import geometry
-from .config import LayerNeuron, NeuronConfig
+from .config import LayerNeuron, NeuronConfig, check_int
 from .errors import ConfigError, ModelFileError
 
 ROLES = ("analog", "spiking", "output")
@@ -225,6 +225,11 @@ class QuantModel:
         return replace(self, exit_threshold=int(threshold))
 
 
+def check_exit_threshold(value, name="exit.threshold"):
+    """The exit margin: an integer >= 0 (``name``: the field or option that gave it)."""
+    return check_int(None, name, value, 0)
+
+
 def fail(path, msg):
     raise ModelFileError(f"{path}: {msg}")
 
@@ -243,13 +248,20 @@ def validate(model: QuantModel, path="model"):
         fail(path, f"input.bits = {model.input_bits!r} is outside the allowed range [1, 16]")
     if model.exit_criterion != "margin":
         fail(path, f"exit.criterion = {model.exit_criterion!r}; the integer model supports 'margin'")
-    if not isinstance(model.exit_threshold, int) or model.exit_threshold < 0:
-        fail(path, f"exit.threshold = {model.exit_threshold!r} must be an integer >= 0")
+    try:
+        check_exit_threshold(model.exit_threshold)
+    except ConfigError as e:
+        fail(path, str(e))
     lo_m, hi_m = signed_range(neuron.membrane_bits)
     expect_shape = tuple(model.input_shape)
     earlier = []
     for i, layer in enumerate(model.layers):
         where = f"layer {i} ({layer.name!r})"
+        if not isinstance(layer.name, str) or not layer.name:
+            fail(path, f"layer {i}: name = {layer.name!r} must be a non-empty string")
+        if any(ly.name == layer.name for ly in earlier):
+            fail(path, f"{where}: the name {layer.name!r} is used twice (layer names must be unique: "
+                  "counters, shortcuts and memories are named after them)")
         want_role = "analog" if i == 0 else ("output" if i == len(model.layers) - 1 else "spiking")
         if len(model.layers) == 1:
             fail(path, "needs at least two layers (an analog input layer and an output layer)")
@@ -266,6 +278,9 @@ def validate(model: QuantModel, path="model"):
             if not isinstance(arr, np.ndarray) or arr.ndim != ndim or arr.dtype.kind not in "iu":
                 fail(path, f"{where}: {nm} must be a {ndim}-d integer array, got "
                       f"{getattr(arr, 'dtype', type(arr))} with shape {getattr(arr, 'shape', None)}")
+        if 0 in layer.weight.shape:
+            fail(path, f"{where}: has no neurons or no inputs (weight shape {layer.weight.shape}); every layer "
+                  "needs at least one of each")
         if layer.kind == "dense":
             if layer.in_shape or layer.stride != 1 or layer.padding != 0 or layer.pool != 1 \
                     or layer.pool_op != "max" or layer.shortcut is not None or layer.shortcut_weight is not None:
@@ -281,6 +296,7 @@ def validate(model: QuantModel, path="model"):
             out = layer.channels
         if layer.bias.shape != (out,):
             fail(path, f"{where}: bias shape {layer.bias.shape} does not match {out} outputs")
+        _check_scale(path, where, layer.scale, layer.channels)
         lo_w, hi_w = signed_range(layer.weight_bits)
         for nm, arr in (("weight", layer.weight), ("shortcut_weight", layer.shortcut_weight)):
             if arr is None:
@@ -319,6 +335,20 @@ def validate(model: QuantModel, path="model"):
     if model.classes and len(model.classes) != model.n_classes:
         fail(path, f"{len(model.classes)} class names for {model.n_classes} outputs")
     return model
+
+
+def _check_scale(path, where, scale, channels):
+    """``scale``: one real unit per channel, one for the layer, or none (integers only): finite
+    numbers > 0."""
+    if not isinstance(scale, (list, tuple)) or len(scale) not in (0, 1, channels):
+        n = f"{len(scale)} values" if isinstance(scale, (list, tuple)) else repr(scale)
+        fail(path, f"{where}: scale = {n} must be a list of numbers of length 0, 1 or {channels} "
+              "(one per channel)")
+    for v in scale:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            fail(path, f"{where}: scale value {v!r} is not a number (scale must be a list of numbers)")
+        if not np.isfinite(v) or v <= 0:
+            fail(path, f"{where}: scale value {v!r} must be finite and > 0")
 
 
 def int_at_least(v, lo=1):

@@ -26,13 +26,10 @@ the spikeloom neuron (reset, rule, leak), ``weight_bits``, ``input_bits``, ``t_m
 shortcuts have no NIR chain form and are refused.
 """
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
 from .errors import ConfigError, ModelFileError
+from .files import atomic_write
 
 FORMS = ("portable", "exact")
 #: ``tau / dt`` of a layer without leak in the portable form: ``1 - 2^-60 == 1.0`` in float64.
@@ -209,12 +206,4 @@ def write(graph, path):
     ``os.replace``): never a half-written file."""
     import nir
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        nir.write(tmp, graph)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return atomic_write(path, lambda tmp: nir.write(tmp, graph))

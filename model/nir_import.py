@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import nir_sim
+from .golden import quantize_values
 from .config import FIRE_RULES, LEAK_FRAC_MAX, RESETS, LayerNeuron, NeuronConfig, check_choice, check_int
 from .errors import ConfigError, ModelFileError
 from .ir import Layer, QuantModel, count_readout, signed_range, threshold_cap, validate
@@ -58,10 +59,11 @@ class NodeReport:
     max_abs_error: float
     layer: str
     note: str = ""
+    reset: str | None = None  # a spiking neuron node's reset (``None`` for every other node)
 
     def as_dict(self):
         return {"name": self.name, "type": self.type, "mapping": self.mapping,
-                "max_abs_error": self.max_abs_error, "layer": self.layer, "note": self.note}
+                "max_abs_error": self.max_abs_error, "layer": self.layer, "note": self.note, "reset": self.reset}
 
 
 def read(path):
@@ -159,9 +161,18 @@ def _pair(v, what, name, node):
     return int(a[0])
 
 
+def _finite(a, what, name, node, inf_ok=False):
+    """``a`` as float64; NaN (or an infinity, unless ``inf_ok`` allows +inf) is one line naming the node."""
+    a = np.asarray(a, np.float64)
+    bad = np.isnan(a) | (np.isinf(a) & ~(inf_ok & (a > 0)))
+    if bad.any():
+        _bad(name, node, f"{what} has a non-finite value ({float(a[bad].ravel()[0])!r}); spikeloom maps finite numbers")
+    return a
+
+
 def _per_unit(arr, shape, what, name, node):
     """A neuron parameter as one value per output channel (conv: constant over H, W) -> (C,)."""
-    a = np.asarray(arr, np.float64)
+    a = _finite(arr, what, name, node, inf_ok=what == "v_threshold")
     if a.ndim == 0 or a.size == 1:
         return np.full(shape[0], float(a.ravel()[0]))
     if len(shape) == 3 and a.size == shape[0]:
@@ -248,7 +259,7 @@ def _stages(order, dt, input_shape):
                 _bad(name, node, f"groups = {syn.groups}; spikeloom convolutions have groups = 1")
             if _pair(syn.dilation, "dilation", name, node) != 1:
                 _bad(name, node, f"dilation = {np.asarray(syn.dilation).tolist()}; spikeloom needs dilation 1")
-            W = np.asarray(syn.weight, np.float64)
+            W = _finite(syn.weight, "weight", name, node)
             if W.ndim != 4 or W.shape[2] != W.shape[3]:
                 _bad(name, node, f"weight shape {W.shape}: spikeloom needs (C_out, C_in, k, k), a square kernel")
             if W.shape[1] != shape[0]:
@@ -266,18 +277,18 @@ def _stages(order, dt, input_shape):
                 pad = _pair(syn.padding, "padding", name, node)
             if syn.input_shape is not None and tuple(int(v) for v in syn.input_shape) != tuple(shape[1:]):
                 _bad(name, node, f"input_shape {tuple(syn.input_shape)} but the previous stage gives {shape[1:]}")
-            b = np.asarray(syn.bias, np.float64).reshape(-1) if syn.bias is not None else np.zeros(W.shape[0])
+            b = _finite(syn.bias, "bias", name, node).reshape(-1) if syn.bias is not None else np.zeros(W.shape[0])
             kind, in_shape = "conv", shape
             oh = (shape[1] + 2 * pad - k) // stride + 1
             ow = (shape[2] + 2 * pad - k) // stride + 1
             out_shape = (W.shape[0], oh, ow)
         else:
-            W = np.asarray(syn.weight, np.float64)
+            W = _finite(syn.weight, "weight", name, node)
             if W.ndim != 2:
                 _bad(name, node, f"weight shape {W.shape}: spikeloom needs (out, in)")
             if W.shape[1] != int(np.prod(shape)):
                 _bad(name, node, f"weight has {W.shape[1]} inputs, the previous stage gives {int(np.prod(shape))}")
-            b = np.asarray(syn.bias, np.float64).reshape(-1) if isinstance(syn, nir.Affine) \
+            b = _finite(syn.bias, "bias", name, node).reshape(-1) if isinstance(syn, nir.Affine) \
                 else np.zeros(W.shape[0])
             kind, in_shape, stride, pad = "dense", shape, 1, 0
             out_shape = (W.shape[0],)
@@ -304,7 +315,7 @@ def _stages(order, dt, input_shape):
         st = _Stage(name=nn, kind=kind, W=W, b=b, in_shape=tuple(in_shape), stride=stride, padding=pad,
                     W_orig=W_orig, pre_div=pre_div, fold=fold, meta=meta(neu), syn_meta=meta(syn))
         # an LIF that never fires (v_threshold = +inf) is a readout integrator (its membrane is the score)
-        readout = isinstance(neu, nir.LIF) and np.all(np.isposinf(np.asarray(neu.v_threshold, np.float64)))
+        readout = nir_sim.never_fires(neu)
         if isinstance(neu, (nir.LIF, nir.LI)):
             tau = _per_unit(neu.tau, out_shape, "tau", nn, neu)
             if np.any(tau <= 0):
@@ -316,7 +327,7 @@ def _stages(order, dt, input_shape):
             extra = dt * v_leak / tau
             beta = 1.0 - dt / tau[0]
             if not 0.0 <= beta <= 1.0:
-                _bad(nn, neu, f"dt / tau = {dt / tau[0]!r} > 1: the Euler step is unstable; give a smaller --dt")
+                _bad(nn, neu, f"dt / tau = {dt / tau[0]:g} > 1: the Euler step is unstable; give a smaller --dt")
         else:
             gain, extra, beta = dt * r, np.zeros_like(r), 1.0
         st.gain = gain
@@ -325,7 +336,9 @@ def _stages(order, dt, input_shape):
         i += 1
         if type(neu).__name__ in SPIKING and not readout:
             st.theta = _per_unit(neu.v_threshold, out_shape, "v_threshold", nn, neu)
-            if st.meta.get("fire") == ">=":  # a spikeloom export writes rule '>=' as '>' at theta - 1/2
+            if not np.all(np.isfinite(st.theta)):
+                _bad(nn, neu, "v_threshold is +inf for some neurons only (all +inf: a readout that never fires)")
+            if _integer_fire_ge(st):  # spikeloom's exact form writes rule '>=' as '>' at theta - 1/2
                 st.theta = st.theta + 0.5
             if np.any(st.theta <= 0):
                 _bad(nn, neu, f"v_threshold must be > 0 (spikeloom thresholds are positive), got {st.theta.min()}")
@@ -375,6 +388,13 @@ def _input_shape(order):
 
 def _integral(a):
     return bool(np.all(np.asarray(a) == np.rint(a)))
+
+
+def _integer_fire_ge(st):
+    """Whether a layer from spikeloom's exact form (integer units) had the rule ``>=``: written as
+    ``>`` at ``theta - 1/2``, read back as ``>=`` at ``theta``. In the portable form (threshold units,
+    weights divided by ``theta - 1/2``) the written rule ``>`` at the written threshold is the layer."""
+    return st.meta.get("fire") == ">=" and st.syn_meta.get("units") == "integer"
 
 
 def meta(node):
@@ -452,15 +472,15 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
         raise ModelFileError("NIR graph: needs at least one spiking layer before the readout")
     for st in stages:
         st.reset = user_reset if user_reset is not None else st.meta.get("reset", DEFAULTS["reset"])
-        st.fire = st.meta.get("fire", ">")
+        st.fire = ">=" if _integer_fire_ge(st) else ">"
         st.weight_bits = user_wb if user_wb is not None else st.syn_meta.get("weight_bits", DEFAULTS["weight_bits"])
         check_choice("import", "reset", st.reset, RESETS)
         check_choice("import", "fire", st.fire, FIRE_RULES)
         check_int("import", "weight_bits", st.weight_bits, 2, 16)
         if st.theta is not None and st.reset == "zero" and np.any(st.v_reset != 0):
-            nn = st.nodes[-1][0] if st.pool == 1 else st.nodes[-2][0]
-            raise ModelFileError(f"NIR node {nn!r}: v_reset = {float(st.v_reset.max())!r}; --reset zero "
-                                 "resets to 0 only (or give a subtracting --reset)")
+            nn, typ = next((n, t) for n, t, what in st.nodes if what == "neuron")
+            raise ModelFileError(f"NIR node {nn!r} ({typ}): v_reset = {float(st.v_reset[st.v_reset != 0][0])!r}; "
+                                 "--reset zero resets to 0 only (or give a subtracting --reset)")
     peaks = {}
     if calibration is not None:
         x_cal = np.asarray(calibration, np.float64)
@@ -469,7 +489,7 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
                               f"shape {tuple(input_shape)}")
         x_cal = x_cal.reshape((len(x_cal),) + tuple(input_shape))
         # the integer model sees the quantized input: calibrate on what it will see
-        x_cal = np.rint(np.clip(x_cal, 0.0, 1.0) * ((1 << input_bits) - 1)) / ((1 << input_bits) - 1)
+        x_cal = (quantize_values(x_cal, input_bits) / ((1 << input_bits) - 1)).reshape(x_cal.shape)
         resets = {next(nn for nn, _, what in st.nodes if what == "neuron"): st.reset for st in stages}
         peaks = nir_sim.simulate(order, x_cal, float(dt), t_max, resets).peaks
     in_div = float((1 << input_bits) - 1)
@@ -549,7 +569,8 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
             else:
                 err = 0.0
             m = mapping if what != "neuron" or st.dropped_leak == 0.0 else "quantized"
-            report.append(NodeReport(nn, typ, m, err, layer.name, note if what == "synapse" else ""))
+            report.append(NodeReport(nn, typ, m, err, layer.name, note if what == "synapse" else "",
+                                     neuron.reset if what == "neuron" and neuron is not None else None))
     if last_spiking:
         if layers[-1].kind != "dense":
             raise ModelFileError("NIR graph: a spiking class layer (IF/LIF before Output) must be dense")

@@ -13,7 +13,8 @@ constant over the steps):
 * ``LIF``: ``v <- v + dt/tau (v_leak - v + r I)``; ``IF``: ``v <- v + dt r I``; then a spike where
   ``v > v_threshold`` and the reset (``zero``: ``v <- v_reset``; the subtractions as
   ``model/SEMANTICS.md`` defines them, which NIR itself cannot express);
-* ``I``: ``z <- z + dt r I``; ``LI``: ``z <- z + dt/tau (v_leak - z + r I)``: the readout.
+* ``I``: ``z <- z + dt r I``; ``LI``: ``z <- z + dt/tau (v_leak - z + r I)``: the readout, and so
+  is an ``LIF`` whose thresholds are all ``+inf`` (it never fires).
 """
 
 from dataclasses import dataclass
@@ -71,6 +72,14 @@ def _per(p, v):
     return p.reshape((-1,) + (1,) * (v.ndim - 2))
 
 
+def never_fires(node):
+    """An LIF whose thresholds are all ``+inf``: a readout integrator (its membrane is the score), as
+    :mod:`~spikeloom.model.nir_import` and ``spikeloom export-nir`` read and write it."""
+    import nir
+
+    return isinstance(node, nir.LIF) and bool(np.all(np.isposinf(np.asarray(node.v_threshold, np.float64))))
+
+
 def _first(v):
     return int(np.atleast_1d(np.asarray(v)).ravel()[0])
 
@@ -122,7 +131,7 @@ def simulate(order, x, dt, steps, reset="zero"):
                 a = np.abs(v).reshape(v.shape[0], v.shape[1], -1).max(axis=(0, 2)) if v.ndim > 2 else \
                     np.abs(v).max(axis=0)
                 peaks[name] = np.maximum(peaks.get(name, 0.0), a)
-                if isinstance(node, (nir.I, nir.LI)):
+                if isinstance(node, (nir.I, nir.LI)) or never_fires(node):
                     state[name], h, readout = v, v, "integrate"
                     continue
                 th = _per(node.v_threshold, v)

@@ -93,17 +93,30 @@ def _curve(path, d, key, positive_keys=True):
     return out
 
 
+#: Every field a technology table may have (``name`` and ``sources`` are text for readers).
+TECH_FIELDS = ("format", "version", "name", "unit", "clock_mhz", "add_pj", "mult_pj", "sram_pj_per_64bit",
+               "register_pj_per_bit", "leakage_uw_per_kbyte", "logic_leakage_uw", "sources")
+#: Largest technology table read (a real one is a few KB).
+MAX_TECH_BYTES = 1 << 20
+
+
 def load_tech(path=DEFAULT_TECH) -> Tech:
     """Read and validate a technology table."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_TECH_BYTES:
+            raise TechTableError(f"{path}: {path.stat().st_size} bytes; a technology table has at most "
+                                 f"{MAX_TECH_BYTES} bytes")
         d = json.loads(path.read_text())
     except FileNotFoundError:
         raise TechTableError(f"{path}: technology table does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TechTableError(f"{path}: not a readable JSON technology table ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise TechTableError(f"{path}: not a readable JSON technology table ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict):
         raise TechTableError(f"{path}: expected a JSON object")
+    unknown = sorted(set(d) - set(TECH_FIELDS))
+    if unknown:
+        raise TechTableError(f"{path}: unknown field {unknown[0]!r} (allowed: {', '.join(TECH_FIELDS)})")
     if d.get("format") != "spikeloom.tech" or d.get("version") != 1:
         raise TechTableError(f"{path}: format/version is {d.get('format')!r}/{d.get('version')!r}, "
                              "expected 'spikeloom.tech'/1")

@@ -201,3 +201,22 @@ def test_version_2_fields_are_never_silently_ignored(tmp_path, edit, message):
     assert modelfile.load(path).layers[1].neuron == LayerNeuron(3, 2, ">", "subtract_next")
     with pytest.raises(ModelFileError, match=message):
         modelfile.load(_rewrite(path, edit_meta=edit))
+
+
+def test_save_is_atomic_and_keeps_plain_permissions(tmp_path):
+    # model files are written through a temporary file (model/files.py) yet get the permissions a
+    # plain write gives (0666 less the umask), or keep those of the file they replace
+    import os
+
+    from spikeloom.model.randnet import random_model
+
+    umask = os.umask(0o022)
+    try:
+        p = modelfile.save(random_model((6, 4, 3), seed=1), tmp_path / "m.slm")
+        assert p.stat().st_mode & 0o777 == 0o644
+        os.chmod(p, 0o600)
+        modelfile.save(random_model((6, 4, 3), seed=2), p)
+        assert p.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(umask)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.slm"]

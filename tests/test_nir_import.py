@@ -209,6 +209,12 @@ def _mlp_with(neuron_node):
                     nir.Output(output_type=np.array([3])))
 
 
+def _mlp_with_weight(v):
+    g = _mlp_with(nir.IF(r=np.ones(5), v_threshold=np.ones(5)))
+    g.nodes["affine"].weight[0, 0] = v
+    return g
+
+
 def _conv_with(**kw):
     args = dict(input_shape=(6, 6), weight=np.ones((3, 2, 3, 3)), stride=1, padding=0, dilation=1, groups=1,
                 bias=np.zeros(3))
@@ -249,7 +255,15 @@ UNSUPPORTED = {
     "pool with stride != kernel": (lambda: _pool_graph(), "'sumpool2d' (SumPool2d): kernel_size [2, 2], stride [1, 1]"),
     "v_reset != 0 with reset zero": (lambda: _mlp_with(nir.IF(r=np.ones(5), v_threshold=np.ones(5),
                                                               v_reset=np.full(5, -1.0))),
-                                     "'if': v_reset = -1.0; --reset zero resets to 0 only"),
+                                     "'if' (IF): v_reset = -1.0; --reset zero resets to 0 only"),
+    "NaN weight": (lambda: _mlp_with_weight(np.nan), "'affine' (Affine): weight has a non-finite value (nan)"),
+    "inf weight": (lambda: _mlp_with_weight(np.inf), "'affine' (Affine): weight has a non-finite value (inf)"),
+    "NaN threshold": (lambda: _mlp_with(nir.IF(r=np.ones(5), v_threshold=np.array([1, np.nan, 1, 1, 1.0]))),
+                      "'if' (IF): v_threshold has a non-finite value (nan)"),
+    "inf r": (lambda: _mlp_with(nir.IF(r=np.full(5, np.inf), v_threshold=np.ones(5))),
+              "'if' (IF): r has a non-finite value (inf)"),
+    "some +inf thresholds": (lambda: _mlp_with(nir.IF(r=np.ones(5), v_threshold=np.array([1, np.inf, 1, 1, 1.0]))),
+                             "'if' (IF): v_threshold is +inf for some neurons only"),
     "LIF tau per neuron": (lambda: _mlp_with(nir.LIF(tau=np.arange(1, 6.0), r=np.ones(5), v_leak=np.zeros(5),
                                                      v_threshold=np.ones(5))),
                            "'lif' (LIF): tau differs between neurons"),
@@ -329,6 +343,32 @@ def test_cli_bad_values_are_one_line_exit_2(tmp_path, capsys, monkeypatch, args,
     r = spikeloom_here(capsys, *argv)
     assert_clean_error(r, needle)
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.slm").exists()
+
+
+def test_cli_output_that_cannot_be_written_is_one_line_before_work(tmp_path, capsys):
+    nir.write(tmp_path / "g.nir", mlp(np.random.default_rng(0), if_neuron()))
+    (tmp_path / "file").write_text("x")
+    for out, needle in ((tmp_path / "file" / "m.slm", "is a file, not a folder"), (tmp_path, "is a folder")):
+        r = spikeloom_here(capsys, "import", tmp_path / "g.nir", "-o", out, "--dt", DT)
+        assert_clean_error(r, needle)
+        assert r.stdout == ""  # refused before the import ran (it prints its node table)
+
+
+def test_cli_keeps_an_existing_model_when_the_write_fails(tmp_path, capsys, monkeypatch):
+    # the write itself fails halfway: the user's old file stays, no temporary file is left
+    (tmp_path / "m.slm").write_bytes(b"old")
+    nir.write(tmp_path / "g.nir", mlp(np.random.default_rng(0), if_neuron()))
+
+    def half(model, meta, path):
+        with open(path, "wb") as f:
+            f.write(b"PK half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(modelfile, "_write", half)
+    r = spikeloom_here(capsys, "import", tmp_path / "g.nir", "-o", tmp_path / "m.slm", "--dt", DT)
+    assert_clean_error(r, "cannot write the model file (No space left on device)")
+    assert (tmp_path / "m.slm").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.nir", "m.slm"]
 
 
 def test_cli_keeps_an_existing_model_on_error(tmp_path, capsys):

@@ -17,8 +17,9 @@ from spikeloom.model.data import load_dataset
 from spikeloom.sim import records
 
 #: snnTorch's Leaky: reset by subtraction at the next step; NIR cannot say it, so the import is told.
-#: The digits carry 17 grey levels: 4-bit inputs (the pipeline's default) hold them, and leave the
-#: 16-bit membranes room for 8-bit weights (8-bit inputs would not: README, "Bring your own network").
+#: The digits carry 17 grey levels: 4-bit inputs (the pipeline's default) hold them. The 16-bit
+#: membranes then keep the MLP's first layer 45 of 127 weight levels (the import notes it); 8-bit
+#: inputs would leave the conv net's 6 (README, "Bring your own network").
 IMPORT = ["--dt", "1e-4", "--reset", "subtract_next", "--t-max", str(nets.T), "--input-bits", "4",
           "--dataset", "digits"]
 
@@ -136,7 +137,8 @@ def test_run_nir_reports_the_import(tmp_path, capsys):
     (["--nir", "missing.nir", "--dt", "1e-4"], "--nir missing.nir: no such file"),
     (["--nir", "G", "--dt", "1e-4", "--arch", "vgg"], "--arch sets how a network is trained"),
     (["--nir", "G", "--dt", "1e-4", "--beta", "0.9"], "--beta sets how a network is trained"),
-    (["--nir", "G"], "--dt = None must be > 0"),
+    (["--nir", "G"], "--dt is missing: a NIR graph stores no time step"),
+    (["--nir", "G", "--dt", "0"], "--dt = 0.0 must be > 0"),
     (["--nir", "G", "--dt", "1e-4", "--reset", "soft"], "--reset = 'soft'"),
     (["--dt", "1e-4"], "--dt applies to `run` with an imported graph only"),
     (["--finetune", "2"], "--finetune applies to `run` with an imported graph only"),

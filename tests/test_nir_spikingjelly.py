@@ -299,5 +299,5 @@ def test_nonzero_v_reset_is_one_line_exit_2(tmp_path, capsys):
     with pytest.raises(ModelFileError, match="v_reset = -0.5; --reset zero resets to 0 only"):
         nir_import.from_nir(nir_import.read(tmp_path / "g.nir"), DT)
     r = spikeloom_here(capsys, "import", tmp_path / "g.nir", "-o", tmp_path / "m.slm", "--dt", DT)
-    assert_clean_error(r, "NIR node '_2': v_reset = -0.5")
+    assert_clean_error(r, "NIR node '_2' (LIF): v_reset = -0.5")
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.slm").exists()
