@@ -70,8 +70,8 @@ prune: $(STAMP)
 	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) --sim $(SIM) $(ARGS)
 
 ## make formal: the stream protocol of the generated core proved with SymbiYosys (YoWASP builds) on
-## small dense and conv networks (1-3 PEs): per property k-induction or bmc and its depth -> build/formal.json.
-## Takes minutes.
+## six small networks (dense, conv, pooling, residual; 1-3 PEs): every property by k-induction (unbounded)
+## and the covers -> build/formal.json. Takes minutes (ARGS="--jobs 2": cases side by side).
 formal: $(STAMP)
 	$(PY) -m spikeloom.flows.formal --build $(BUILD) $(ARGS)
 
