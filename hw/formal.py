@@ -292,7 +292,10 @@ def _all(values):
 
 
 def _subfragment(fragment, name):
-    return next(sub for sub, sub_name, *_ in fragment.subfragments if sub_name == name)
+    sub = next((sub for sub, sub_name, *_ in fragment.subfragments if sub_name == name), None)
+    if sub is None:
+        raise RuntimeError(f"the design has no submodule named {name!r}")
+    return sub
 
 
 def _part(design, name):
