@@ -15,7 +15,7 @@ ARGS   ?=
 # pytest workers of make test / test-slow (pytest-xdist): one per core, at most 8
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
 
-.PHONY: all venv sim test test-slow bench ablation prune clean distclean
+.PHONY: all venv sim test test-slow bench ablation prune formal clean distclean
 
 all: sim
 
@@ -70,6 +70,12 @@ synth: $(STAMP)
 prune: $(STAMP)
 	$(PY) -m spikeloom.flows.prune --build $(BUILD) \
 	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) --sim $(SIM) $(ARGS)
+
+## make formal: the stream protocol of the generated core proved with SymbiYosys (YoWASP builds) on
+## six small networks (dense, conv, pooling, residual; 1-3 PEs): every property by k-induction (unbounded)
+## and the covers -> build/formal.json. Takes minutes (ARGS="--jobs 2": cases side by side).
+formal: $(STAMP)
+	$(PY) -m spikeloom.flows.formal --build $(BUILD) $(ARGS)
 
 clean:
 	rm -rf $(BUILD) .hypothesis sim_build
