@@ -9,7 +9,8 @@ on each output stream checks that valid, once high without ready, holds with a s
 the transfer (``protocol_errors`` in the results).
 
 The Python side never steps the clock while the accelerator computes: it waits on value changes of
-the stream handshakes, so the simulator runs free between transfers.
+the stream handshakes (the monitors step it only while a payload is offered), so the simulator runs
+free between transfers.
 """
 
 import json

@@ -150,10 +150,14 @@ class FaultBench:
         got = unpack(self.ports.result, await self.sink.recv(), "o_result")
         if self.sent != self.ports.input_count:
             self.order_errors.append(f"image {i}: its result was taken at cycle {self.cycle()} after {self.sent} "
-                                     f"of {self.ports.input_count} values (a duplicated or early result)")
+                                     f"of {self.ports.input_count} values (i_data opens only once the previous "
+                                     f"result is taken: a duplicated, early or stale result, or input taken while "
+                                     f"a result waited)")
         self.sent = 0
         self.problems.extend(compare(i, got, self.want[i]))
         self.checked += 1
+        if self.checked % 1000 == 0:
+            self.dut._log.info(f"{self.checked} inferences checked, resets so far {self.resets}")
 
     async def start_run(self, weight_faults):
         """After a reset: ``weight_faults`` interrupted weight loads, then the whole weight stream
@@ -229,7 +233,8 @@ class FaultBench:
         interrupted = sum(self.resets[k] for k in IMAGE_KINDS)
         return {"simulator": self.job["simulator"], "n_pe": self.ports.n_pe, "n_images": len(self.x),
                 "weights": "load" if self.load else "rom", "checked": self.checked, "interrupted": interrupted,
-                "resets": self.resets, "stalled_cycles": w.stalled_cycles, "stalled_results": w.stalled_transfers,
+                "resets": self.resets, "stalled_cycles": {m.rule.name: m.stalled_cycles for m in self.watch},
+                "stalled_results": w.stalled_transfers,
                 "result_transfers": w.transfers,
                 "mismatched_images": len({p.split(":")[0] for p in self.problems}),
                 "mismatches": self.problems[:200], "order_errors": self.order_errors[:200],
@@ -247,7 +252,7 @@ async def faults(dut):
     out = bench.report(wall)
     Path(job["results"]).write_text(json.dumps(out))
     dut._log.info(f"checked {out['checked']} inferences, resets {out['resets']}, "
-                  f"{out['stalled_cycles']} stalled cycles over {out['stalled_results']} results")
+                  f"{out['stalled_cycles']['o_result']} stalled cycles over {out['stalled_results']} results")
     assert out["checked"] + out["interrupted"] == len(bench.x), out
     assert not bench.problems, "\n".join(bench.problems[:20])
     assert not bench.order_errors, "\n".join(bench.order_errors[:20])
