@@ -12,6 +12,9 @@ high and the payload stays the same until the transfer (or a reset). It also cou
 stalled cycles.
 """
 
+from dataclasses import dataclass
+
+import cocotb
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
@@ -134,13 +137,16 @@ class StreamSink(_StreamEnd):
         self.ready.value = 0
 
 
+@dataclass(frozen=True)
 class Sample:
-    """The handshake of one stream at one rising edge: the values the edge samples."""
+    """The handshake of one stream at one rising edge: the values the edge samples (``payload`` an
+    int, or the 0/1/X/Z string of a value with unresolved bits)."""
 
-    __slots__ = ("cycle", "valid", "ready", "payload", "rst")
-
-    def __init__(self, cycle, valid, ready, payload, rst=False):
-        self.cycle, self.valid, self.ready, self.payload, self.rst = cycle, valid, ready, payload, rst
+    cycle: int
+    valid: bool
+    ready: bool
+    payload: int | str
+    rst: bool = False
 
 
 class HoldRule:
@@ -244,8 +250,7 @@ class StreamMonitor:
         return cls(dut.clk, *_ports(dut, prefix), name=prefix, fields=fields, rst=dut.rst, **kw)
 
     def start(self):
-        import cocotb
-
+        """Start watching (a background task); returns the monitor."""
         self._task = cocotb.start_soon(self._run())
         return self
 
