@@ -3,8 +3,8 @@ scoreboard bench, and return its results.
 
 A co-simulation is described by a *job* (JSON): the model file, the generated ``ports.json``, the
 quantized input images, and the stimulus settings (random idle and back-pressure). The bench
-(:mod:`spikeloom.sim.tb_accel`) computes the expected results with the golden model itself and writes
-``results.json`` next to the job.
+(:mod:`spikeloom.sim.tb_accel` by default; :mod:`spikeloom.sim.tb_faults` injects resets) computes the
+expected results with the golden model itself and writes ``results.json`` next to the job.
 """
 
 import json
@@ -21,6 +21,7 @@ from .ports import Ports
 
 TOPLEVEL = "spikeloom_accel"
 SIMULATORS = ("verilator", "icarus")
+BENCHES = ("tb_accel", "tb_faults")
 WAIVERS = Path(__file__).resolve().parent / "lint_waivers.vlt"
 
 
@@ -111,14 +112,19 @@ def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEV
 
 
 def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, idle=0.2, backpressure=0.2,
-          golden_model_path=None, trace=None, weights_dir=None):
+          golden_model_path=None, trace=None, weights_dir=None, bench="tb_accel", options=None):
     """Co-simulate images ``x_q`` (B, F) on the accelerator generated in ``gen_dir``.
 
     ``golden_model_path`` lets a test check the RTL against a deliberately different model (an
     injected mismatch). An accelerator generated with ``weights="load"`` first gets its weights
     through ``i_weights``, from ``gen_dir/mem`` or, if given, ``weights_dir/mem`` (a test's other
-    weights). Returns the bench's results dict (per-image fields, mismatches, timing).
+    weights). ``bench`` names the cocotb module under ``spikeloom.sim`` (one of ``BENCHES``) and
+    ``options`` (a JSON-able dict) its own settings, stored in the job as ``"options"``. Returns
+    the bench's results dict (per-image fields, mismatches, timing). A handshake violation on an
+    output stream (``protocol_errors``) is an error.
     """
+    if bench not in BENCHES:
+        raise SpikeloomError(f"bench {bench!r}; allowed: {', '.join(BENCHES)}")
     gen_dir, work_dir = Path(gen_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     ports = Ports.load(gen_dir / "ports.json")
@@ -130,16 +136,20 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
            "inputs": str((work_dir / "inputs.npy").resolve()), "results": str(results.resolve()),
            "seed": seed, "idle": idle, "backpressure": backpressure,
            "trace": ports.trace is not None if trace is None else trace, "simulator": simulator,
-           "weights_dir": str(Path(weights_dir).resolve()) if weights_dir else None}
+           "weights_dir": str(Path(weights_dir).resolve()) if weights_dir else None, "options": options or {}}
     (work_dir / "job.json").write_text(json.dumps(job, indent=1))
     runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}", simulator)
     env = {"SPIKELOOM_JOB": str((work_dir / "job.json").resolve())}
     try:
-        runner.test(test_module="spikeloom.sim.tb_accel", hdl_toplevel=TOPLEVEL, test_dir=work_dir.resolve(),
+        runner.test(test_module=f"spikeloom.sim.{bench}", hdl_toplevel=TOPLEVEL, test_dir=work_dir.resolve(),
                     extra_env=env, results_xml=str((work_dir / "results.xml").resolve()),
                     log_file=(work_dir / "sim.log").resolve())
     except SystemExit:
         pass  # cocotb's runner exits when the bench fails; its mismatches are in results.json
     if not results.exists():
         raise SpikeloomError(f"co-simulation wrote no results; see {work_dir / 'sim.log'}")
-    return json.loads(results.read_text())
+    out = json.loads(results.read_text())
+    if out.get("protocol_errors"):
+        raise SpikeloomError(f"stream protocol violated ({len(out['protocol_errors'])} times); first: "
+                             f"{out['protocol_errors'][0]}; see {results}")
+    return out

@@ -4,12 +4,21 @@
 :class:`StreamSink` takes one out of it (with random back-pressure: ready low, or the
 look-then-accept handshake of a read-out that inspects the held payload first). Both wait on value
 changes of the handshake, never step the clock while the design computes, so the simulator runs
-free between transfers. Every bench (``tb_accel.py``, ``tb_top.py``) uses them.
+free between transfers. Every bench (``tb_accel.py``, ``tb_top.py``, ``tb_faults.py``) uses them.
+
+:class:`StreamMonitor` watches a stream the design drives (``o_result``, ``o_trace``) and checks the
+handshake rule of :class:`HoldRule`: once valid is high without ready at a rising edge, valid stays
+high and the payload stays the same until the transfer (or a reset). It also counts transfers and
+stalled cycles.
 """
 
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from dataclasses import dataclass
 
-__all__ = ["StreamSource", "StreamSink", "wait_high"]
+import cocotb
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
+
+__all__ = ["StreamSource", "StreamSink", "StreamMonitor", "HoldRule", "Sample", "wait_high"]
 
 
 async def wait_high(signal):
@@ -91,7 +100,8 @@ class StreamSink(_StreamEnd):
     clk, valid, payload, ready : the clock and the stream's signal handles (``payload`` may be
         None for a read-out that :meth:`wait_valid` / :meth:`ack` drive).
     rng : a ``random.Random`` for the back-pressure (needed when ``backpressure`` > 0).
-    backpressure : probability, before each transfer, of dropping ready for 1..``max_stall`` cycles.
+    backpressure : probability, for each transfer, of a stall: ready low until valid is high, then
+        for 1..``max_stall`` cycles more (the payload waits with valid high, as the hold rule covers).
     """
 
     def __init__(self, clk, valid, payload, ready, rng=None, backpressure=0.0, max_stall=6):
@@ -100,8 +110,11 @@ class StreamSink(_StreamEnd):
     async def recv(self):
         """The payload (a cocotb value) of the next transfer, ready raised (after a random stall)
         until it happens."""
+        if self.chance and self.rng.random() < self.chance:
+            self.ready.value = 0
+            await wait_high(self.valid)
+            await ClockCycles(self.clk, self.rng.randint(1, self.longest))
         while True:
-            await self._maybe_wait(self.ready)
             self.ready.value = 1
             await wait_high(self.valid)
             await RisingEdge(self.clk)
@@ -122,3 +135,156 @@ class StreamSink(_StreamEnd):
         self.ready.value = 1
         await RisingEdge(self.clk)
         self.ready.value = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The handshake of one stream at one rising edge: the values the edge samples (``payload`` an
+    int, or the 0/1/X/Z string of a value with unresolved bits)."""
+
+    cycle: int
+    valid: bool
+    ready: bool
+    payload: int | str
+    rst: bool = False
+
+
+class HoldRule:
+    """The valid/ready hold rule, fed one :class:`Sample` per rising edge (or only the edges after a
+    stall: a sample without a pending stall asks nothing of the next one).
+
+    A stall (valid high, ready low, reset low at an edge) obliges the next edge to see valid high
+    and the same payload. :meth:`step` returns the violations as lines naming the stream, the cycle
+    and the payload fields that changed.
+
+    Parameters
+    ----------
+    name : the stream's name in the messages (``"o_result"``).
+    fields : optional :class:`~spikeloom.sim.ports.Field` list of the payload, to name the changed
+        fields; without it the payload is one field.
+    """
+
+    def __init__(self, name, fields=None):
+        self.name, self.fields = name, fields
+        self.prev = None
+        self.since = None
+
+    def changed_fields(self, old, new):
+        """Names of the payload fields that differ between the payloads ``old`` and ``new`` (strings
+        of 0/1/X/Z bits, MSB first, or ints)."""
+        if not self.fields:
+            return ["payload"]
+        if isinstance(old, int) and isinstance(new, int):
+            return [f.name for f in self.fields if f.extract(old) != f.extract(new)]
+        old, new = str(old), str(new)
+        n = max(len(old), len(new))
+        old, new = old.rjust(n, "0"), new.rjust(n, "0")
+        bad = {n - 1 - i for i in range(n) if old[i] != new[i]}
+        return [f.name for f in self.fields if any(f.offset <= b < f.offset + f.width for b in bad)]
+
+    def step(self, cur):
+        """Check sample ``cur`` against the previous one; the violations found (empty if none)."""
+        prev, out = self.prev, []
+        if prev is not None and prev.valid and not prev.ready and not prev.rst:
+            if self.since is None:
+                self.since = prev.cycle
+            if not cur.valid:
+                out.append(f"{self.name}: valid dropped at cycle {cur.cycle} before the transfer "
+                           f"(held without ready since cycle {self.since})")
+            elif cur.payload != prev.payload:
+                names = ", ".join(self.changed_fields(prev.payload, cur.payload))
+                out.append(f"{self.name}: payload field(s) {names} changed at cycle {cur.cycle} while valid was "
+                           f"held without ready (since cycle {self.since})")
+        if not (cur.valid and not cur.ready and not cur.rst):
+            self.since = None
+        self.prev = cur
+        return out
+
+
+def _value(handle):
+    """A handle's value as an int, or as its 0/1/X/Z string when it has unresolved bits."""
+    v = handle.value
+    try:
+        return v.to_unsigned()
+    except ValueError:
+        return str(v)
+
+
+class StreamMonitor:
+    """Checks :class:`HoldRule` on a stream the design drives, and counts its transfers and stalls.
+
+    Event-driven like the drivers: it steps the clock only while valid is high (so the simulator
+    still runs free while the design computes), and reads every sample in the read-only phase of
+    the cycle before the edge that takes it.
+
+    Parameters
+    ----------
+    clk, valid, payload, ready : the clock and the stream's signal handles.
+    name : the stream's name in the messages.
+    fields : the payload's :class:`~spikeloom.sim.ports.Field` list (to name a changed field).
+    rst : the reset handle: a stall with reset high obliges nothing (reset may drop valid).
+    period_ns : the clock period, for the cycle numbers in the messages.
+
+    Members
+    -------
+    errors : list of str
+        The violations found so far.
+    transfers, stalled_cycles : int
+        Transfers seen, and cycles with valid high and ready low (out of reset).
+    stalled_transfers : int
+        Transfers that waited at least one stalled cycle.
+    """
+
+    def __init__(self, clk, valid, payload, ready, name, fields=None, rst=None, period_ns=10):
+        self.clk, self.valid, self.payload, self.ready, self.rst = clk, valid, payload, ready, rst
+        self.rule = HoldRule(name, fields)
+        self.period_ns = period_ns
+        self.errors = []
+        self.transfers = self.stalled_cycles = self.stalled_transfers = 0
+        self._task = None
+
+    @classmethod
+    def of(cls, dut, prefix, fields=None, **kw):
+        """The monitor of the design's Amaranth stream port ``prefix`` (``"o_result"``), with the
+        design's ``rst``."""
+        return cls(dut.clk, *_ports(dut, prefix), name=prefix, fields=fields, rst=dut.rst, **kw)
+
+    def start(self):
+        """Start watching (a background task); returns the monitor."""
+        self._task = cocotb.start_soon(self._run())
+        return self
+
+    def _sample(self):
+        return Sample(int(get_sim_time("ns") // self.period_ns), bool(self.valid.value), bool(self.ready.value),
+                      _value(self.payload), bool(self.rst.value) if self.rst is not None else False)
+
+    async def _run(self):
+        await ReadOnly()
+        stalled = False
+        while True:
+            if not self.valid.value:
+                await RisingEdge(self.valid)
+                await ReadOnly()
+                continue
+            s = self._sample()
+            self.errors.extend(self.rule.step(s))
+            if s.valid and not s.rst:
+                if s.ready:
+                    self.transfers += 1
+                    self.stalled_transfers += stalled
+                    stalled = False
+                else:
+                    self.stalled_cycles += 1
+                    stalled = True
+            else:
+                stalled = False
+            await RisingEdge(self.clk)
+            await ReadOnly()
+            if not self.valid.value:
+                # a valid that drops after a stall is a violation the rule must see
+                self.errors.extend(self.rule.step(self._sample()))
+                stalled = False
+
+    def check(self):
+        """Raise ``AssertionError`` with the first violations, if any."""
+        assert not self.errors, "\n".join(self.errors[:20])

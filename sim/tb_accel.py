@@ -4,10 +4,13 @@ The job (``$SPIKELOOM_JOB``, written by :func:`spikeloom.sim.runner.cosim`) name
 the generated ``ports.json`` and the input images. The expected results come from the one golden
 model (:mod:`spikeloom.model.golden`). Every image's class, exit timestep and every activity counter
 must be equal; with the trace port, the spikes of every timestep and layer are compared too and the
-first divergence (image, timestep, layer, neuron) is reported.
+first divergence (image, timestep, layer, neuron) is reported. A :class:`~spikeloom.sim.streams.StreamMonitor`
+on each output stream checks that valid, once high without ready, holds with a stable payload until
+the transfer (``protocol_errors`` in the results).
 
 The Python side never steps the clock while the accelerator computes: it waits on value changes of
-the stream handshakes, so the simulator runs free between transfers.
+the stream handshakes (the monitors step it only while a payload is offered), so the simulator runs
+free between transfers.
 """
 
 import json
@@ -26,7 +29,7 @@ from spikeloom.model.geometry import channel
 
 from .ports import Ports
 from .records import field_mismatches, from_golden
-from .streams import StreamSink, StreamSource
+from .streams import StreamMonitor, StreamSink, StreamSource
 
 
 def unpack(stream, value, prefix):
@@ -58,6 +61,13 @@ async def collect(dut, prefix, n, stream, rng, backpressure, out, tag=None):
     while n is None or len(out) < n:
         item = unpack(stream, await sink.recv(), prefix)
         out.append(item if tag is None else (tag(), item))
+
+
+def monitors(dut, ports):
+    """A started :class:`StreamMonitor` on each of the design's output streams (``o_result``, and
+    ``o_trace`` if it has one), with the payload fields of ``ports`` to name a changed field."""
+    streams = [ports.result] + ([ports.trace] if ports.trace is not None else [])
+    return [StreamMonitor.of(dut, s.port, fields=s.fields).start() for s in streams]
 
 
 def expected(model, x, trace, sparse):
@@ -112,6 +122,7 @@ async def scoreboard(dut):
         dut.i_weights__valid.value = 0
         words = weight_words(ports, job.get("weights_dir"))
         assert len(words) == ports.weight_count, f"{len(words)} weight words, {ports.weight_count} expected"
+    watch = monitors(dut, ports)
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
     dut._log.info("reset released")
@@ -149,7 +160,11 @@ async def scoreboard(dut):
     out = {"simulator": job["simulator"], "n_pe": n_pe, "n_images": len(results),
            "mismatched_images": sum(not r["ok"] for r in images), "mismatches": problems_all[:200],
            "images": images, "wall_s": wall, "sim_cycles": sim_cycles,
-           "sim_cycles_per_s": sim_cycles / wall if wall else 0.0}
+           "sim_cycles_per_s": sim_cycles / wall if wall else 0.0,
+           "stalled_cycles": {w.rule.name: w.stalled_cycles for w in watch},
+           "protocol_errors": [e for w in watch for e in w.errors][:200]}
     Path(job["results"]).write_text(json.dumps(out))
     assert len(results) == len(x), f"{len(results)} results for {len(x)} images"
     assert not problems_all, "\n".join(problems_all[:20])
+    for w in watch:
+        w.check()
