@@ -12,8 +12,11 @@ PES    ?= 8
 SIM    ?= verilator
 comma  := ,
 ARGS   ?=
+FUZZ_N ?= 1000
+FUZZ_SEED ?= 0
+FUZZ_JOBS ?=
 
-.PHONY: all venv sim test test-slow bench ablation prune clean distclean
+.PHONY: all venv sim test test-slow bench ablation prune fuzz clean distclean
 
 all: sim
 
@@ -68,6 +71,14 @@ synth: $(STAMP)
 prune: $(STAMP)
 	$(PY) -m spikeloom.flows.prune --build $(BUILD) \
 	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) --sim $(SIM) $(ARGS)
+
+## make fuzz [FUZZ_N=1000] [FUZZ_SEED=0] [FUZZ_JOBS=2]: the random-network campaign: FUZZ_N random networks
+## (dense, conv, pooling, residual; every neuron and storage option; N = 1..16; widths at their ends) co-simulated
+## under Icarus against the golden model -> build/fuzz.json, and build/fuzz/fail-<i>/ per failing network
+## (replay: python -m spikeloom.flows.fuzz --replay build/fuzz/fail-<i>). Jobs: default the number of CPUs.
+fuzz: $(STAMP)
+	$(PY) -m spikeloom.flows.fuzz --build $(BUILD) --networks $(FUZZ_N) --seed $(FUZZ_SEED) \
+	  $(if $(FUZZ_JOBS),--jobs $(FUZZ_JOBS)) $(ARGS)
 
 clean:
 	rm -rf $(BUILD) .hypothesis sim_build
