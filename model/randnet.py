@@ -260,7 +260,7 @@ def random_any_model(rng):
     ib = _at_ends(rng, *WIDTH_RANGES["input_bits"])
     mb = _at_ends(rng, *WIDTH_RANGES["membrane_bits"])
     u = rng.random()
-    t_max = 1 if u < 0.2 else T_MAX_RANGE[1] if u < 0.28 else int(rng.integers(2, 9))
+    t_max = 1 if u < 0.2 else T_MAX_RANGE[1] if u < 0.25 else int(rng.integers(2, 7))
     conv = rng.random() < 0.55
     readout = "count" if rng.random() < 0.25 else "integrate"
     n_classes = int(rng.integers(2, 6))

@@ -31,7 +31,7 @@ MUST = {
     "storage": set(fuzz.STORAGE_CHOICES),
     "weights": set(fuzz.WEIGHT_MODES),
     "trace": {"on", "off"},
-    "n_pe": {str(fuzz.N_RANGE[0]), str(fuzz.N_RANGE[1]), "2", "8"},
+    "n_pe": {str(fuzz.N_RANGE[0]), str(fuzz.N_RANGE[1]), "2", "4", "10"},
     **{w: {f"min {lo}", f"max {hi}", "between"} for w, (lo, hi) in WIDTH_RANGES.items()},
     "t_max": {f"min {T_MAX_RANGE[0]}", f"max {T_MAX_RANGE[1]}", "between"},
     "exit_threshold": {"0", "1..9", ">=10", "unreachable"},
@@ -59,7 +59,7 @@ def test_drawn_networks_are_valid_and_the_generator_takes_them(cases):
         assert fuzz.N_RANGE[0] <= c.n_pe <= fuzz.N_RANGE[1]
         x = c.inputs
         hi = (1 << c.model.input_bits) - 1
-        assert x.shape == (4, c.model.input_size) and x.min() >= 0 and x.max() <= hi
+        assert x.shape == (3, c.model.input_size) and x.min() >= 0 and x.max() <= hi
         assert not x[0].any() and (x[1] == hi).all()
 
 
