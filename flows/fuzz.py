@@ -257,6 +257,17 @@ def _one(task):
     return out
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _worker_init():
+    """Workers leave Ctrl-C to the campaign, which reports what finished and stops them (and
+    end on SIGTERM, whose handler they would otherwise inherit from the campaign)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 _STALE = re.compile(r"(net|fail)-\d+")
 
 
@@ -336,15 +347,23 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
             counts["errors" if r["outcome"] == "error" else r["outcome"]] += 1
         progress.update(counts)
 
+    # interrupted (Ctrl-C, or SIGTERM to this process): the networks finished so far are reported
+    interrupted = False
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) if jobs > 1 else None
     try:
-        if jobs == 1:
+        if pool is None:
             for t in tasks:
                 note(_one(t))
         else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                for fut in as_completed([pool.submit(_one, t) for t in tasks]):
-                    note(fut.result())
+            for fut in as_completed([pool.submit(_one, t) for t in tasks]):
+                note(fut.result())
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         progress.close()
     results.sort(key=lambda r: r["index"])
     wall = time.perf_counter() - t0
@@ -354,7 +373,7 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
         "command": f"python -m spikeloom.flows.fuzz --networks {networks} --seed {seed} --jobs {jobs} "
                    f"--images {images}" + (" --inject-mismatch" if inject else ""),
         "seed": seed, "networks": networks, "images_per_network": images, "simulator": simulator, "jobs": jobs,
-        "injected_mismatch": inject, "wall_s": round(wall, 1),
+        "injected_mismatch": inject, "interrupted": interrupted, "wall_s": round(wall, 1),
         "seconds_per_network": {"mean": round(float(np.mean(secs)), 2) if secs else 0.0,
                                 "max": round(float(np.max(secs)), 2) if secs else 0.0},
         "counts": totals, "by": by,
@@ -368,6 +387,8 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
         f"processes; wrote {build / 'fuzz.json'}")
     for f in report["failures"][:10]:
         log(f"network {f['index']} {f['outcome']}: {f['detail'][:200]}\n  reproduce: {f['replay']}")
+    if interrupted:
+        raise KeyboardInterrupt  # after the report of the finished networks: exit status 130
     return report
 
 
