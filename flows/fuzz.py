@@ -175,6 +175,7 @@ def run_case(case, folder, simulator="icarus", golden_model=None, timeout=300):
     :data:`OUTCOMES` ``"passed"``, ``"mismatched"``, ``"refused"``, ``"error"``; ``detail``: the
     refusal, the first mismatches or the error)."""
     from spikeloom.hw.accel import generate
+    from spikeloom.hw.plan import Plan
     from spikeloom.model import modelfile
     from spikeloom.sim.runner import cosim
 
@@ -186,11 +187,11 @@ def run_case(case, folder, simulator="icarus", golden_model=None, timeout=300):
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(timeout)
     try:
-        try:
-            generate(case.model, case.n_pe, folder / "rtl", trace=case.trace, storage=case.storage,
-                     weights=case.weights)
+        try:  # the generator's documented refusals are its plan's (hw/plan.py); a later failure is an error
+            Plan(case.model, case.n_pe, case.storage)  # (trace and weights are always drawn valid)
         except (ValueError, TypeError) as e:
             return {**out, "outcome": "refused", "detail": _brief(e), "seconds": time.perf_counter() - t0}
+        generate(case.model, case.n_pe, folder / "rtl", trace=case.trace, storage=case.storage, weights=case.weights)
         r = cosim(model_path, folder / "rtl", case.inputs, folder / "work", simulator=simulator,
                   seed=case.sim_seed, idle=case.idle, backpressure=case.backpressure, golden_model_path=gpath)
         bad = r["mismatched_images"]
