@@ -14,8 +14,11 @@ comma  := ,
 ARGS   ?=
 # pytest workers of make test / test-slow (pytest-xdist): one per core, at most 8
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
+FUZZ_N ?= 1000
+FUZZ_SEED ?= 0
+FUZZ_JOBS ?=
 
-.PHONY: all venv sim test test-slow bench ablation prune formal clean distclean
+.PHONY: all venv sim test test-slow bench ablation prune formal fuzz clean distclean
 
 all: sim
 
@@ -76,6 +79,14 @@ prune: $(STAMP)
 ## and the covers -> build/formal.json. Takes minutes (ARGS="--jobs 2": cases side by side).
 formal: $(STAMP)
 	$(PY) -m spikeloom.flows.formal --build $(BUILD) $(ARGS)
+
+## make fuzz [FUZZ_N=1000] [FUZZ_SEED=0] [FUZZ_JOBS=2]: the random-network campaign: FUZZ_N random networks
+## (dense, conv, pooling, residual; every neuron and storage option; N = 1..16; widths at their ends) co-simulated
+## under Icarus against the golden model -> build/fuzz.json, and build/fuzz/fail-<i>/ per failing network
+## (replay: python -m spikeloom.flows.fuzz --replay build/fuzz/fail-<i>). Jobs: default the number of CPUs.
+fuzz: $(STAMP)
+	$(PY) -m spikeloom.flows.fuzz --build $(BUILD) --networks $(FUZZ_N) --seed $(FUZZ_SEED) \
+	  $(if $(FUZZ_JOBS),--jobs $(FUZZ_JOBS)) $(ARGS)
 
 clean:
 	rm -rf $(BUILD) .hypothesis sim_build

@@ -394,6 +394,12 @@ def build_parser():
                         description=prune_flow.__doc__.split("\n\n")[0])
     prune_flow.add_arguments(sp)
     sp.set_defaults(fn=prune_flow.run_args)
+    from . import fuzz as fuzz_flow
+
+    sp = sub.add_parser("fuzz", help="the random-network campaign -> build/fuzz.json (what `make fuzz` runs)",
+                        description=fuzz_flow.__doc__.split("\n\n")[0])
+    fuzz_flow.add_arguments(sp)
+    sp.set_defaults(fn=fuzz_flow.cli_args)
     sp = sub.add_parser("import", help="a NIR graph (snnTorch, SpikingJelly, Norse, ...) -> a model file",
                         description="Map a NIR graph to a spikeloom model file: per node, exact or quantized "
                         "and the largest error. README.md, 'Bring your own network'.")

@@ -145,3 +145,219 @@ def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, Fals
                               input_bits=input_bits, t_max=t_max, neuron=NeuronConfig(leak_shift, reset, membrane_bits),
                               exit_criterion="margin", exit_threshold=exit_threshold, layers=layers,
                               extra={"density": density}), neurons, readout)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole space: random networks for the random-network campaign (flows/fuzz.py)
+
+#: The widths and T_max the model file accepts (``ir.validate``, ``NeuronConfig``); the campaign
+#: draws both ends of each (``tests`` check that one step beyond either end is refused).
+WIDTH_RANGES = {"weight_bits": (2, 16), "input_bits": (1, 16), "membrane_bits": (4, 32)}
+T_MAX_RANGE = (1, 64)
+#: Largest worst-case input current ``validate`` accepts (``acc_bits <= 32``).
+ACC_MAX = (1 << 31) - 1
+
+
+def _at_ends(rng, lo, hi, p=0.3):
+    """``lo`` or ``hi`` with probability ``p`` each, else uniform in between (inclusive)."""
+    u = rng.random()
+    return lo if u < p else hi if u < 2 * p else int(rng.integers(lo, hi + 1))
+
+
+def _density(rng):
+    """A layer's fraction of nonzero weights: all pruned, none pruned, or anything between."""
+    u = rng.random()
+    return 0.0 if u < 0.05 else 1.0 if u < 0.3 else float(rng.uniform(0.05, 1.0))
+
+
+def _weights(rng, shape, bits, density):
+    """Integer weights in the symmetric range of ``bits``: uniform, biased positive (so that layers
+    spike), or only the two extreme values; ``1 - density`` of them pruned to exactly zero."""
+    hi = (1 << (bits - 1)) - 1
+    style = rng.integers(3)
+    if style == 0:
+        w = rng.integers(-hi, hi + 1, size=shape)
+    elif style == 1:
+        w = rng.integers(-(hi // 2), hi + 1, size=shape)
+    else:
+        w = np.where(rng.random(shape) < 0.65, hi, -hi)
+    w[rng.random(shape) >= density] = 0
+    return w.astype(np.int64)
+
+
+def _fit(w, b, in_max, sc=None, sc_max=1):
+    """Halve weights (toward zero) or biases until every channel's worst-case input current fits
+    in 32 bits (``ACC_MAX``), the most ``validate`` accepts."""
+    while True:
+        rows = [w.reshape(len(b), -1) * in_max] + ([sc.reshape(len(b), -1) * sc_max] if sc is not None else [])
+        pos = sum(np.clip(r, 0, None).sum(axis=1) for r in rows)
+        neg = sum(np.clip(r, None, 0).sum(axis=1) for r in rows)
+        if (pos + b).max() <= ACC_MAX and (neg + b).min() >= -ACC_MAX - 1:
+            return w, b, sc
+        if np.abs(b).max() > max(pos.max(), -neg.min()):
+            b = np.fix(b / 2).astype(np.int64)
+        else:
+            w = np.fix(w / 2).astype(np.int64)
+            sc = None if sc is None else np.fix(sc / 2).astype(np.int64)
+
+
+def _bias_threshold(rng, w, in_max, membrane_bits, spiking, sc=None, sc_max=1):
+    """Per channel: a bias (small, zero or a membrane extreme) and, for a spiking layer, a
+    threshold around the current of a partly active input (some neurons fire at most steps, some
+    rarely), or at its extremes 1 and the membrane maximum."""
+    lo_m, hi_m = signed_range(membrane_bits)
+    c = w.shape[0]
+    ref = np.clip(w.reshape(c, -1), 0, None).sum(axis=1) * in_max
+    if sc is not None:
+        ref = ref + np.clip(sc.reshape(c, -1), 0, None).sum(axis=1) * sc_max
+    ref = np.maximum(ref, 1)
+    u = rng.random()
+    if u < 0.2:
+        b = np.zeros(c, np.int64)
+    elif u < 0.35:
+        b = rng.choice([lo_m, hi_m], size=c).astype(np.int64)
+    else:
+        span = np.maximum(ref // 6, 1)
+        b = np.clip(rng.integers(-span, span + 1), lo_m, hi_m).astype(np.int64)
+    th = None
+    if spiking:
+        u = rng.random()
+        if u < 0.08:
+            th = np.ones(c, np.int64)
+        elif u < 0.16:
+            th = np.full(c, hi_m, np.int64)
+        else:
+            th = np.clip((ref * rng.uniform(0.05, 1.2, size=c)).astype(np.int64), 1, hi_m)
+    return b, th
+
+
+def random_layer_neuron(rng):
+    """One layer's neuron from the whole space of ``LayerNeuron``: no leak, a shift (``a = 1``), a
+    multiplier ``a / 2^f`` (``f`` up to ``LEAK_FRAC_MAX``) or the full leak ``a = 2^f`` (beta 0);
+    either firing rule; any reset."""
+    from .config import FIRE_RULES, LEAK_FRAC_MAX, RESETS, LayerNeuron
+
+    kind = rng.integers(4)
+    f = _at_ends(rng, 1, LEAK_FRAC_MAX, 0.2)
+    a, f = ((0, 0), (1, f), (int(rng.integers(1, (1 << f) + 1)), f), (1 << f, f))[kind]
+    return LayerNeuron(a, f, str(rng.choice(FIRE_RULES)), str(rng.choice(RESETS)))
+
+
+def random_any_model(rng):
+    """A valid QuantModel drawn from the whole space the model file and the generator accept
+    (``rng``: a numpy Generator): all-dense (flat or (C, H, W) inputs) or conv (C_in 1..3,
+    non-square maps, kernel 1..4, stride 1..3, any padding, max or sum pooling 2..3 where the map
+    divides evenly, residual shortcuts from any earlier conv layer without overlap) with 0..2
+    spiking dense layers; the integrating or the spike-count readout; version 1's network-wide
+    neuron or one :func:`random_layer_neuron` per spiking layer (all equal or each its own); bit
+    widths and T_max at both ends of ``WIDTH_RANGES`` / ``T_MAX_RANGE``; any exit threshold; per
+    layer a density from 0 to 1 and weights, biases and thresholds up to their extremes (halved
+    where the 32-bit input current requires it). Small enough to simulate in about a second.
+    """
+    from .config import RESET_MODES
+
+    wb = _at_ends(rng, *WIDTH_RANGES["weight_bits"])
+    ib = _at_ends(rng, *WIDTH_RANGES["input_bits"])
+    mb = _at_ends(rng, *WIDTH_RANGES["membrane_bits"])
+    u = rng.random()
+    t_max = 1 if u < 0.2 else T_MAX_RANGE[1] if u < 0.25 else int(rng.integers(2, 7))
+    conv = rng.random() < 0.55
+    readout = "count" if rng.random() < 0.25 else "integrate"
+    n_classes = int(rng.integers(2, 6))
+    layers, outs = [], []  # outs: (layer index, out_shape) of the conv layers
+    in_max = (1 << ib) - 1
+    if conv:
+        shape = (int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(2, 7)))
+        input_shape = shape
+        open_until = -1  # the hardware holds one shortcut map at a time: connections never overlap
+        for i in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(1, 5))
+            s = int(rng.integers(1, 4))
+            p = int(rng.integers(0, k))
+            ho, wo = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
+            if ho < 1 or wo < 1:
+                break
+            pools = [q for q in (2, 3) if ho % q == 0 and wo % q == 0]
+            q = int(rng.choice(pools)) if pools and rng.random() < 0.5 else 1
+            c_out = int(rng.integers(1, 5))
+            w = _weights(rng, (c_out, shape[0], k, k), wb, _density(rng))
+            kw, sc, sc_max = {}, None, 1
+            cands = [(j, src, r) for j, src in outs if j >= open_until for r in range(1, 5)
+                     if (src[1] - 1) // r + 1 == ho and (src[2] - 1) // r + 1 == wo]
+            if cands and rng.random() < 0.6:
+                j, src, r = cands[int(rng.integers(len(cands)))]
+                sc = _weights(rng, (c_out, src[0], 1, 1), wb, _density(rng))
+                sc_max = layers[j].out_max
+                open_until = i
+                kw = {"shortcut": layers[j].name, "shortcut_stride": r}
+            b, th = _bias_threshold(rng, w, in_max, mb, True, sc, sc_max)
+            w, b, sc = _fit(w, b, in_max, sc, sc_max)
+            ly = Layer(name=f"conv{i + 1}", role="analog" if i == 0 else "spiking", weight=w, bias=b,
+                       threshold=th, weight_bits=wb, scale=[1.0], kind="conv", in_shape=shape, stride=s,
+                       padding=p, pool=q, pool_op=str(rng.choice(("max", "sum"))) if q > 1 else "max",
+                       shortcut_weight=sc, **kw)
+            layers.append(ly)
+            outs.append((i, ly.out_shape))
+            shape = ly.out_shape
+            in_max = ly.out_max
+        if not layers:  # the first kernel did not fit the map: a 1x1 conv always does
+            w = _weights(rng, (2, shape[0], 1, 1), wb, 1.0)
+            b, th = _bias_threshold(rng, w, in_max, mb, True)
+            w, b, _ = _fit(w, b, in_max)
+            layers.append(Layer(name="conv1", role="analog", weight=w, bias=b, threshold=th, weight_bits=wb,
+                                scale=[1.0], kind="conv", in_shape=shape))
+            shape = layers[-1].out_shape
+            in_max = 1
+        n_in = int(np.prod(shape))
+    else:
+        if rng.random() < 0.5:
+            input_shape = (int(rng.integers(1, 25)),)
+        else:
+            input_shape = (int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+        n_in = int(np.prod(input_shape))
+    n_dense = int(rng.integers(0, 3)) + (0 if layers else 1)  # dense nets: an analog dense layer first
+    sizes = [int(rng.integers(1, 13)) for _ in range(n_dense)]
+    if readout == "count":
+        sizes.append(n_classes)
+    for j, n_out in enumerate(sizes):
+        w = _weights(rng, (n_out, n_in), wb, _density(rng))
+        b, th = _bias_threshold(rng, w, in_max, mb, True)
+        w, b, _ = _fit(w, b, in_max)
+        layers.append(Layer(name=f"fc{j + 1}", role="analog" if not layers else "spiking", weight=w, bias=b,
+                            threshold=th, weight_bits=wb, scale=[1.0]))
+        n_in, in_max = n_out, 1
+    if readout == "count":
+        layers.append(count_readout(layers[-1]))
+    else:
+        w = _weights(rng, (n_classes, n_in), wb, _density(rng))
+        b, _ = _bias_threshold(rng, w, in_max, mb, False)
+        w, b, _ = _fit(w, b, in_max)
+        layers.append(Layer(name="out", role="output", weight=w, bias=b, threshold=None, weight_bits=wb,
+                            scale=[1.0]))
+    spiking = [i for i, ly in enumerate(layers) if ly.role != "output"]
+    if rng.random() < 0.35:
+        neuron = NeuronConfig(int(rng.integers(0, 9)), str(rng.choice(RESET_MODES)), mb)
+    else:
+        neuron = NeuronConfig(1, "subtract", mb)
+        each = [random_layer_neuron(rng) for _ in spiking]
+        if len(each) > 1 and rng.random() < 0.3:
+            each = [each[0]] * len(each)
+        for i, nr in zip(spiking, each):
+            layers[i] = replace(layers[i], neuron=nr)
+    u = rng.random()
+    exit_threshold = (0 if u < 0.2 else int(rng.integers(1, 10)) if u < 0.5
+                      else int(rng.integers(10, 1000)) if u < 0.9 else (1 << mb) + int(rng.integers(0, 1 << 20)))
+    return QuantModel(name="fuzz", dataset="random", input_shape=tuple(input_shape), input_bits=ib, t_max=t_max,
+                      neuron=neuron, exit_criterion="margin", exit_threshold=exit_threshold, layers=layers)
+
+
+def extreme_inputs(model, n, rng):
+    """``n`` (>= 3) inputs for ``model``: all zeros, all at the largest value, then random values
+    with a random fraction of zeros (0 to 1) each, some of them at the largest value."""
+    hi = (1 << model.input_bits) - 1
+    x = rng.integers(0, hi + 1, size=(n, model.input_size))
+    x[rng.random(x.shape) < 0.2] = hi
+    for row in x[2:]:
+        row[rng.random(row.shape) < rng.uniform(0, 1)] = 0
+    x[0], x[1] = 0, hi
+    return x.astype(np.int64)

@@ -1,0 +1,477 @@
+"""``make fuzz``: the random-network campaign. Many small random networks, drawn from the whole space
+the model file and the generator accept, are generated and co-simulated under Icarus Verilog against
+the golden model (the scoreboard of ``sim/tb_accel.py``: every field of every image equal).
+
+Network ``i`` of seed ``S`` is drawn from ``numpy.random.default_rng([S, i])`` alone
+(:func:`draw`), so the same seed gives the same networks on any machine, whatever ``--jobs``. Per
+network: :func:`spikeloom.model.randnet.random_any_model` (dense, conv, pooling, residual; every
+neuron model, reset, firing rule and leak; both readouts; bit widths and T_max at both ends), the
+generator's options (N = 1..16, weight storage dense, compressed, auto or mixed per layer, weights
+``rom`` or ``load``, trace port on or off), random idle and back-pressure, and a few inputs (all
+zeros, all at the largest value, random with any density).
+
+``build/fuzz.json``: the counts (networks, images, passed, mismatched, refused, errors), broken down
+by every drawn axis, the wall time and, for every failing network, a folder ``build/fuzz/fail-<i>/``
+(``model.slm``, ``inputs.npy``, ``case.json`` with the generator's and the bench's options) that
+``python -m spikeloom.flows.fuzz --replay build/fuzz/fail-<i>`` co-simulates again. A network the
+generator refuses (a one-line ``ValueError``) counts as ``refused`` with its reason, not as passed.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from spikeloom.model.config import check_int, check_seed
+from spikeloom.model.errors import ConfigError, SpikeloomError
+from spikeloom.model.randnet import WIDTH_RANGES, T_MAX_RANGE, extreme_inputs, random_any_model
+
+from .common import check_cosim, guarded, table
+from .output import atomic_write, check_out_dir
+
+#: The generator's PE counts the campaign draws (both ends more often than the rest).
+N_RANGE = (1, 16)
+#: Weight storages drawn: every layer dense, every layer compressed, the plan's choice, or a
+#: random choice per layer (``hw/plan.py``).
+STORAGE_CHOICES = ("dense", "sparse", "auto", "mixed")
+WEIGHT_MODES = ("rom", "load")
+#: Idle (input) and back-pressure (outputs) probabilities of the bench's streams.
+STALLS = (0.0, 0.2, 0.6)
+OUTCOMES = ("passed", "mismatched", "refused", "errors")
+CASE_FILE = "case.json"
+
+
+@dataclass
+class Case:
+    """One network of a campaign and everything needed to co-simulate it again."""
+
+    seed: int
+    index: int
+    model: object
+    n_pe: int
+    storage: object  # "dense" | "sparse" | "auto" | {layer: "dense" | "sparse"}
+    weights: str
+    trace: bool
+    inputs: np.ndarray
+    sim_seed: int
+    idle: float
+    backpressure: float
+
+    @property
+    def options(self):
+        """The generator's and the bench's options (``case.json``)."""
+        return {"n_pe": self.n_pe, "storage": self.storage, "weights": self.weights, "trace": self.trace,
+                "sim_seed": self.sim_seed, "idle": self.idle, "backpressure": self.backpressure}
+
+
+def draw(seed, index, images=3):
+    """Network ``index`` of the campaign of ``seed`` (deterministic on any machine)."""
+    rng = np.random.default_rng([seed, index])
+    model = random_any_model(rng)
+    # both ends, and mostly few PEs: generation time grows with N (about 0.15 s per PE)
+    u = rng.random()
+    n_pe = (N_RANGE[0] if u < 0.25 else N_RANGE[1] if u < 0.3 else int(rng.integers(2, 5)) if u < 0.8
+            else int(rng.integers(5, N_RANGE[1])))
+    storage = str(rng.choice(STORAGE_CHOICES))
+    if storage == "mixed":
+        storage = {ly.name: str(rng.choice(("dense", "sparse"))) for ly in model.layers}
+    weights = str(rng.choice(WEIGHT_MODES))
+    trace = bool(rng.random() < 0.5)
+    inputs = extreme_inputs(model, images, rng)
+    return Case(seed, index, model, n_pe, storage, weights, trace, inputs, int(rng.integers(0, 1 << 16)),
+                float(rng.choice(STALLS)), float(rng.choice(STALLS)))
+
+
+def _width_class(value, name):
+    lo, hi = WIDTH_RANGES[name]
+    return f"min {lo}" if value == lo else f"max {hi}" if value == hi else "between"
+
+
+def _leak_class(nr):
+    a, f = nr.leak_mul, nr.leak_frac
+    return "none" if a == 0 else "full" if a == 1 << f else "shift" if a == 1 else "multiplier"
+
+
+def categories(case):
+    """``{axis: [values]}`` that ``case`` shows, read off the network and its options (a conv
+    network with pooling and a shortcut is ``conv``, ``pool`` and ``residual``)."""
+    m = case.model
+    convs = [ly for ly in m.layers if ly.kind == "conv"]
+    neurons = [ly.neuron for ly in m.layers if ly.role != "output"]
+    kind = ["dense"] if not convs else ["conv"]
+    kind += ["pool"] if any(ly.pool > 1 for ly in convs) else []
+    kind += ["sum_pool"] if any(ly.pool > 1 and ly.pool_op == "sum" for ly in convs) else []
+    kind += ["residual"] if any(ly.shortcut for ly in convs) else []
+    if convs and any(ly.kind == "dense" and ly.role != "output" for ly in m.layers):
+        kind.append("conv+dense")
+    t = m.t_max
+    e = m.exit_threshold
+    return {
+        "kind": kind,
+        "input": ["flat" if len(m.input_shape) == 1 else f"c_in {m.input_shape[0]}"],
+        "neurons": ["v1" if m.uses_v1_neuron() else "per_layer"],
+        "reset": sorted({nr.reset for nr in neurons}),
+        "fire": sorted({nr.fire for nr in neurons}),
+        "leak": sorted({_leak_class(nr) for nr in neurons}),
+        "readout": [m.readout],
+        "storage": ["mixed" if isinstance(case.storage, dict) else case.storage],
+        "weights": [case.weights],
+        "trace": ["on" if case.trace else "off"],
+        "n_pe": [str(case.n_pe)],
+        "weight_bits": [_width_class(m.layers[0].weight_bits, "weight_bits")],
+        "input_bits": [_width_class(m.input_bits, "input_bits")],
+        "membrane_bits": [_width_class(m.neuron.membrane_bits, "membrane_bits")],
+        "t_max": [f"min {T_MAX_RANGE[0]}" if t == T_MAX_RANGE[0] else f"max {T_MAX_RANGE[1]}"
+                  if t == T_MAX_RANGE[1] else "between"],
+        "exit_threshold": ["0" if e == 0 else "1..9" if e < 10 else "unreachable"
+                           if e >= 1 << m.neuron.membrane_bits else ">=10"],
+    }
+
+
+def injected(model):
+    """A copy of ``model`` whose golden results must differ from the hardware's: one weight of the
+    analog layer turned from zero to nonzero or back, the one (channel 0, input channel 0, tap
+    (p, p)) that the image's first value meets at output position (0, 0), so the all-max input
+    counts other synaptic events (``--inject-mismatch``: the campaign's checker is live)."""
+    from spikeloom.model.errors import ModelFileError
+    from spikeloom.model.ir import validate
+
+    first = model.layers[0]
+    at = (0, 0, first.padding, first.padding) if first.kind == "conv" else (0, 0)
+    for v in ((0,) if first.weight[at] else (1, -1)):
+        w = first.weight.copy()
+        w[at] = v
+        wrong = replace(model, layers=[replace(first, weight=w), *model.layers[1:]])
+        try:
+            return validate(wrong)
+        except ModelFileError:
+            continue
+    raise SpikeloomError("cannot inject a mismatch: every changed weight overflows the 32-bit current")
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout()
+
+
+def _brief(text, n=300):
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def run_case(case, folder, simulator="icarus", golden_model=None, timeout=300):
+    """Generate and co-simulate ``case`` in ``folder``; the outcome dict (``outcome`` one of
+    :data:`OUTCOMES` ``"passed"``, ``"mismatched"``, ``"refused"``, ``"error"``; ``detail``: the
+    refusal, the first mismatches or the error)."""
+    from spikeloom.hw.accel import generate
+    from spikeloom.hw.plan import Plan
+    from spikeloom.model import modelfile
+    from spikeloom.sim.runner import cosim
+
+    folder = Path(folder)
+    t0 = time.perf_counter()
+    out = {"index": case.index, "images": int(len(case.inputs)), "mismatched_images": 0}
+    model_path = modelfile.save(case.model, folder / "model.slm")
+    gpath = modelfile.save(golden_model, folder / "golden.slm") if golden_model is not None else None
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(timeout)
+    try:
+        try:  # the generator's documented refusals are its plan's (hw/plan.py); a later failure is an error
+            Plan(case.model, case.n_pe, case.storage)  # (trace and weights are always drawn valid)
+        except (ValueError, TypeError) as e:
+            return {**out, "outcome": "refused", "detail": _brief(e), "seconds": time.perf_counter() - t0}
+        generate(case.model, case.n_pe, folder / "rtl", trace=case.trace, storage=case.storage, weights=case.weights)
+        r = cosim(model_path, folder / "rtl", case.inputs, folder / "work", simulator=simulator,
+                  seed=case.sim_seed, idle=case.idle, backpressure=case.backpressure, golden_model_path=gpath)
+        bad = r["mismatched_images"]
+        if r["n_images"] != len(case.inputs):
+            out.update(outcome="mismatched", detail=f"{r['n_images']} results for {len(case.inputs)} images; "
+                       + "; ".join(r["mismatches"][:3]))
+        else:
+            out.update(outcome="mismatched" if bad else "passed", detail="; ".join(r["mismatches"][:5]))
+        out["mismatched_images"] = int(bad)
+    except _Timeout:
+        out.update(outcome="error", detail=f"no result within {timeout} s (a hang?)")
+    except Exception as e:  # noqa: BLE001 -- any failure of one network is recorded with its reproducer
+        out.update(outcome="error", detail=_brief(f"{type(e).__name__}: {e}"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def replay_command(folder):
+    return f"python -m spikeloom.flows.fuzz --replay {folder}"
+
+
+def _keep(case, folder, dest, outcome, simulator):
+    """The reproducer of a failing network: ``dest/`` with model.slm (golden.slm when injected),
+    inputs.npy, the work folder's sim.log and case.json (options, outcome, the one command)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.slm", "golden.slm"):
+        if (folder / name).exists():
+            shutil.copy2(folder / name, dest / name)
+    if (folder / "work" / "sim.log").exists():
+        shutil.copy2(folder / "work" / "sim.log", dest / "sim.log")
+    np.save(dest / "inputs.npy", case.inputs)
+    info = {"seed": case.seed, "index": case.index, "simulator": simulator, "options": case.options,
+            "outcome": outcome["outcome"], "detail": outcome["detail"], "replay": replay_command(dest)}
+    atomic_write(dest / CASE_FILE, json.dumps(info, indent=1) + "\n")
+
+
+def _one(task):
+    """A worker's network: draw, run, keep a reproducer on failure, remove the work folder."""
+    seed, index, build, images, simulator, inject, timeout = task
+    try:
+        case = draw(seed, index, images)
+        cats = categories(case)
+    except Exception as e:  # noqa: BLE001 -- a bug of the campaign's own generator: an error, no model file
+        return {"index": index, "outcome": "error", "detail": _brief(f"drawing failed: {type(e).__name__}: {e}"),
+                "images": 0, "mismatched_images": 0, "seconds": 0.0, "categories": {}}
+    folder = Path(build) / "fuzz" / f"net-{index}"
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        golden_model = injected(case.model) if inject else None
+        out = run_case(case, folder, simulator, golden_model, timeout)
+    except Exception as e:  # noqa: BLE001
+        out = {"index": index, "outcome": "error", "detail": _brief(f"{type(e).__name__}: {e}"),
+               "images": len(case.inputs), "mismatched_images": 0, "seconds": 0.0}
+    if out["outcome"] in ("mismatched", "error"):
+        dest = Path(build) / "fuzz" / f"fail-{index}"
+        _keep(case, folder, dest, out, simulator)
+        out["folder"] = str(dest)
+        out["replay"] = replay_command(dest)
+    shutil.rmtree(folder, ignore_errors=True)
+    out["categories"] = cats
+    return out
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _worker_init():
+    """Workers leave Ctrl-C to the campaign, which reports what finished and stops them (and
+    end on SIGTERM, whose handler they would otherwise inherit from the campaign)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_STALE = re.compile(r"(net|fail)-\d+")
+
+
+def _clear(fuzz_dir):
+    """Remove the previous campaign's network folders (only ``net-<i>``/``fail-<i>`` folders that
+    hold a campaign's files), so that every ``fail-<i>`` is this run's."""
+    if not fuzz_dir.is_dir():
+        return
+    for p in fuzz_dir.iterdir():
+        if p.is_dir() and _STALE.fullmatch(p.name) and (
+                (p / CASE_FILE).exists() or (p / "model.slm").exists() or not any(p.iterdir())):
+            shutil.rmtree(p)
+
+
+class _Progress:
+    """A tqdm bar on a terminal; in a log, a plain line every 5% of the networks."""
+
+    def __init__(self, total, log):
+        self.total, self.done, self.log, self.t0 = total, 0, log, time.perf_counter()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
+            self.bar = tqdm(total=total, unit="net", desc="fuzz", file=sys.stderr)
+        self.step = max(1, total // 20)
+
+    def update(self, counts):
+        self.done += 1
+        post = f"{counts['mismatched']} mismatched, {counts['errors']} errors, {counts['refused']} refused"
+        if self.bar is not None:
+            self.bar.set_postfix_str(post, refresh=False)
+            self.bar.update(1)
+        elif self.done % self.step == 0 or self.done == self.total:
+            self.log(f"fuzz: {self.done}/{self.total} networks, {post}, {time.perf_counter() - self.t0:.0f} s")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _tally(results):
+    counts = {"networks": len(results), "images": 0, "passed": 0, "mismatched": 0, "refused": 0, "errors": 0,
+              "mismatched_images": 0}
+    by = {}
+    for r in results:
+        key = "errors" if r["outcome"] == "error" else r["outcome"]
+        counts[key] += 1
+        counts["images"] += r["images"] if r["outcome"] != "refused" else 0
+        counts["mismatched_images"] += r["mismatched_images"]
+        for axis, values in r["categories"].items():
+            for v in values:
+                c = by.setdefault(axis, {}).setdefault(v, {"networks": 0, **{k: 0 for k in OUTCOMES}})
+                c["networks"] += 1
+                c[key] += 1
+    return counts, {a: dict(sorted(v.items())) for a, v in sorted(by.items())}
+
+
+def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, simulator="icarus",
+             inject=False, timeout=300, log=print):
+    """Run the campaign and write ``build/fuzz.json``; returns the report."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    build = Path(build)
+    jobs = jobs or os.cpu_count() or 1
+    _clear(build / "fuzz")
+    (build / "fuzz").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tasks = [(seed, i, str(build), images, simulator, inject, timeout) for i in range(networks)]
+    results = []
+    progress = _Progress(networks, log)
+    counts = {k: 0 for k in ("mismatched", "errors", "refused")}
+
+    def note(r):
+        results.append(r)
+        if r["outcome"] != "passed":
+            counts["errors" if r["outcome"] == "error" else r["outcome"]] += 1
+        progress.update(counts)
+
+    # interrupted (Ctrl-C, or SIGTERM to this process): the networks finished so far are reported
+    interrupted = False
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) if jobs > 1 else None
+    try:
+        if pool is None:
+            for t in tasks:
+                note(_one(t))
+        else:
+            for fut in as_completed([pool.submit(_one, t) for t in tasks]):
+                note(fut.result())
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+    results.sort(key=lambda r: r["index"])
+    wall = time.perf_counter() - t0
+    totals, by = _tally(results)
+    secs = [r["seconds"] for r in results if r["outcome"] != "refused"]
+    report = {
+        "command": f"python -m spikeloom.flows.fuzz --networks {networks} --seed {seed} --jobs {jobs} "
+                   f"--images {images}" + (" --inject-mismatch" if inject else ""),
+        "seed": seed, "networks": networks, "images_per_network": images, "simulator": simulator, "jobs": jobs,
+        "injected_mismatch": inject, "interrupted": interrupted, "wall_s": round(wall, 1),
+        "seconds_per_network": {"mean": round(float(np.mean(secs)), 2) if secs else 0.0,
+                                "max": round(float(np.max(secs)), 2) if secs else 0.0},
+        "counts": totals, "by": by,
+        "refused": [{"index": r["index"], "reason": r["detail"]} for r in results if r["outcome"] == "refused"],
+        "failures": [{k: r[k] for k in ("index", "outcome", "detail", "folder", "replay")}
+                     for r in results if r["outcome"] in ("mismatched", "error")],
+    }
+    atomic_write(build / "fuzz.json", json.dumps(report, indent=1) + "\n")
+    log(table([[k, v] for k, v in totals.items()], ["networks", "count"]))
+    log(f"{wall:.0f} s wall, {report['seconds_per_network']['mean']} s per network on each of {jobs} "
+        f"processes; wrote {build / 'fuzz.json'}")
+    for f in report["failures"][:10]:
+        log(f"network {f['index']} {f['outcome']}: {f['detail'][:200]}\n  reproduce: {f['replay']}")
+    if interrupted:
+        raise KeyboardInterrupt  # after the report of the finished networks: exit status 130
+    return report
+
+
+def replay(folder, log=print):
+    """Co-simulate a failing network's folder again (``--replay``); returns the outcome dict."""
+    from spikeloom.model import modelfile
+
+    folder = Path(folder)
+    if not (folder / CASE_FILE).is_file():
+        raise ConfigError(f"--replay {folder}: no {CASE_FILE} there (a build/fuzz/fail-<i> folder of a campaign)")
+    info = json.loads((folder / CASE_FILE).read_text())
+    o = info["options"]
+    model = modelfile.load(folder / "model.slm")
+    golden_model = modelfile.load(folder / "golden.slm") if (folder / "golden.slm").exists() else None
+    case = Case(info["seed"], info["index"], model, o["n_pe"], o["storage"], o["weights"], o["trace"],
+                np.load(folder / "inputs.npy"), o["sim_seed"], o["idle"], o["backpressure"])
+    work = folder / "replay"
+    shutil.rmtree(work, ignore_errors=True)
+    out = run_case(case, work, info["simulator"], golden_model)
+    log(f"network {case.index} (seed {case.seed}): {out['outcome']}"
+        + (f", {out['mismatched_images']} of {out['images']} images mismatched" if out["mismatched_images"] else "")
+        + (f": {out['detail']}" if out["detail"] else ""))
+    return out
+
+
+def _int(name, text, lo, hi=None):
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} = {text!r} must be an integer") from None
+    return check_int(None, name, v, lo, hi)
+
+
+def add_arguments(p):
+    # plain strings, checked by run_args: a bad value is one line and exit 2, not a usage dump
+    p.add_argument("--networks", default="1000", help="number of random networks (default 1000)")
+    p.add_argument("--seed", default="0", help="campaign seed: network i is drawn from (seed, i) (default 0)")
+    p.add_argument("--jobs", default=None, help="parallel processes (default: the number of CPUs)")
+    p.add_argument("--build", type=Path, default=Path("build"),
+                   help="output folder: fuzz.json and fuzz/fail-<i>/ (default: build)")
+    p.add_argument("--images", default="3", help="inputs per network, >= 3: all zeros, all max, random (default 3)")
+    p.add_argument("--sim", default="icarus", help="co-simulator: icarus (default) or verilator")
+    p.add_argument("--timeout", default="300", help="seconds one network may take before it counts as an error")
+    p.add_argument("--inject-mismatch", action="store_true",
+                   help="check the checker: every network's golden model gets one weight changed, so every "
+                        "network must be reported as mismatched, with its reproducer")
+    p.add_argument("--replay", type=Path, default=None, metavar="DIR",
+                   help="co-simulate a failing network again from its folder (build/fuzz/fail-<i>)")
+    return p
+
+
+def run_args(a):
+    """Check every option, then run the campaign (or the replay). Mismatches or errors: exit 1."""
+    if a.replay is not None:
+        out = replay(a.replay)
+        return 0 if out["outcome"] in ("passed", "refused") else 1
+    networks = _int("--networks", a.networks, 1)
+    seed = check_seed(_int("--seed", a.seed, 0), "--seed")
+    jobs = _int("--jobs", a.jobs, 1, 256) if a.jobs is not None else None
+    images = _int("--images", a.images, 3, 1000)
+    timeout = _int("--timeout", a.timeout, 1)
+    check_cosim(a.sim, None)
+    check_out_dir(a.build, "--build")
+    rep = campaign(networks, seed, jobs, a.build, images, a.sim, a.inject_mismatch, timeout)
+    return 1 if rep["counts"]["mismatched"] or rep["counts"]["errors"] else 0
+
+
+def cli_args(a):
+    """``spikeloom fuzz``: :func:`run_args`, whose status 1 (a mismatch or an error found) leaves
+    the process as its exit status (``guarded`` keeps only the one-line errors' 2)."""
+    status = run_args(a)
+    if status:
+        raise SystemExit(status)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="spikeloom-fuzz", description=__doc__.split("\n\n")[0])
+    a = add_arguments(p).parse_args(argv)
+    status = []
+    rc = guarded(lambda: status.append(run_args(a)))
+    return rc or (status[0] if status else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
