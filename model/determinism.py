@@ -9,7 +9,7 @@ So spikeloom pins both, for every x86-64 machine:
 
 * :data:`PINNED_ENV`: ATen's portable (non-vectorised) kernels, MKL's conditional numerical
   reproducibility in its ``COMPATIBLE`` mode, oneDNN limited to SSE4.1. These are read once, when
-  each library first runs a kernel, so :func:`pin_environment` sets them when ``spikeloom.model``
+  each library first runs a kernel, so ``spikeloom.model``'s ``__init__`` sets them when it
   is imported (a value already in the environment wins: set e.g. ``ATEN_CPU_CAPABILITY=avx2`` to
   trade reproducibility for speed). A program that ran PyTorch kernels before importing
   spikeloom keeps its own choice; :func:`settings` reports what is in force.
@@ -25,14 +25,9 @@ import functools
 import os
 from contextlib import contextmanager
 
-# variable -> value: the most portable kernels of ATen, MKL and oneDNN
-PINNED_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+from . import PINNED_ENV
 
-
-def pin_environment():
-    """Set :data:`PINNED_ENV` where the environment does not already name a value."""
-    for k, v in PINNED_ENV.items():
-        os.environ.setdefault(k, v)
+__all__ = ["PINNED_ENV", "one_thread", "settings", "single_threaded"]
 
 
 @contextmanager
