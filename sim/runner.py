@@ -57,6 +57,17 @@ def verilator_opt():
     return opt
 
 
+def _failure(results_xml):
+    """The first failure message of the bench in cocotb's JUnit file, or None."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        node = ET.parse(results_xml).getroot().find(".//failure")
+    except (OSError, ET.ParseError):
+        return None
+    return node.get("message") if node is not None else None
+
+
 def _prepare(simulator):
     if simulator not in SIMULATORS:
         raise SpikeloomError(f"simulator {simulator!r}; allowed: {', '.join(SIMULATORS)}")
@@ -147,7 +158,8 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
     except SystemExit:
         pass  # cocotb's runner exits when the bench fails; its mismatches are in results.json
     if not results.exists():
-        raise SpikeloomError(f"co-simulation wrote no results; see {work_dir / 'sim.log'}")
+        why = _failure(work_dir / "results.xml")
+        raise SpikeloomError(f"co-simulation wrote no results{f': {why}' if why else ''}; see {work_dir / 'sim.log'}")
     out = json.loads(results.read_text())
     if out.get("protocol_errors"):
         raise SpikeloomError(f"stream protocol violated ({len(out['protocol_errors'])} times); first: "

@@ -15,10 +15,27 @@ stalled cycles.
 from dataclasses import dataclass
 
 import cocotb
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotb.utils import get_sim_time
 
-__all__ = ["StreamSource", "StreamSink", "StreamMonitor", "HoldRule", "Sample", "wait_high"]
+__all__ = ["CLOCK_NS", "StreamSource", "StreamSink", "StreamMonitor", "HoldRule", "Sample", "cycle_now",
+           "patience", "wait_high"]
+
+#: The benches' clock period (ns): every cycle number a bench reports is simulated time / CLOCK_NS.
+CLOCK_NS = 10
+
+
+def cycle_now():
+    """The current cycle number (simulated time / :data:`CLOCK_NS`)."""
+    return int(get_sim_time("ns") // CLOCK_NS)
+
+
+def patience(cycle_bound, values, max_idle=4, max_stall=6):
+    """Cycles a bench waits for one result before it calls the result lost (or the design
+    deadlocked): ten times the golden model's cycle bound for the image plus every input value at
+    its longest idle, and the longest stall, with 1000 cycles to spare. A design within a small
+    factor of its bound never comes near it; a lost result fails the run instead of hanging it."""
+    return 10 * (int(cycle_bound) + values * (max_idle + 1) + max_stall) + 1000
 
 
 async def wait_high(signal):
@@ -107,9 +124,17 @@ class StreamSink(_StreamEnd):
     def __init__(self, clk, valid, payload, ready, rng=None, backpressure=0.0, max_stall=6):
         super().__init__(clk, valid, payload, ready, rng, backpressure, max_stall)
 
-    async def recv(self):
+    async def recv(self, within=None, what="result"):
         """The payload (a cocotb value) of the next transfer, ready raised (after a random stall)
-        until it happens."""
+        until it happens. ``within``: at most that many cycles, else an ``AssertionError`` naming
+        the stream and ``what`` was lost (or the design deadlocked)."""
+        if within is not None:
+            try:
+                return await with_timeout(self.recv(), within * CLOCK_NS, "ns")
+            except SimTimeoutError:
+                name = getattr(self.valid, "_name", "stream").removesuffix("__valid")
+                raise AssertionError(f"{name}: no transfer of the {what} within {within} cycles (cycle "
+                                     f"{cycle_now()}): a lost result or a deadlocked design") from None
         if self.chance and self.rng.random() < self.chance:
             self.ready.value = 0
             await wait_high(self.valid)
@@ -235,7 +260,7 @@ class StreamMonitor:
         Transfers that waited at least one stalled cycle.
     """
 
-    def __init__(self, clk, valid, payload, ready, name, fields=None, rst=None, period_ns=10):
+    def __init__(self, clk, valid, payload, ready, name, fields=None, rst=None, period_ns=CLOCK_NS):
         self.clk, self.valid, self.payload, self.ready, self.rst = clk, valid, payload, ready, rst
         self.rule = HoldRule(name, fields)
         self.period_ns = period_ns

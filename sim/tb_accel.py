@@ -29,7 +29,7 @@ from spikeloom.model.geometry import channel
 
 from .ports import Ports
 from .records import field_mismatches, from_golden
-from .streams import StreamMonitor, StreamSink, StreamSource
+from .streams import CLOCK_NS, StreamMonitor, StreamSink, StreamSource, cycle_now, patience
 
 
 def unpack(stream, value, prefix):
@@ -51,15 +51,17 @@ def weight_words(ports, folder=None):
     return [int(w, 16) for f in ports.weight_files() for w in (folder / f).read_text().split()]
 
 
-async def collect(dut, prefix, n, stream, rng, backpressure, out, tag=None):
+async def collect(dut, prefix, n, stream, rng, backpressure, out, tag=None, within=None):
     """Accept ``n`` transfers (forever if None) on stream ``prefix`` with random back-pressure.
 
     ``tag()``, if given, is stored with each transfer (the trace monitor tags entries with the
-    number of results seen so far, which is the index of the image they belong to).
+    number of results seen so far, which is the index of the image they belong to). ``within``:
+    the most cycles to wait for each transfer (:func:`~spikeloom.sim.streams.patience`) before the
+    run fails with a lost result.
     """
     sink = StreamSink.of(dut, prefix, rng=rng, backpressure=backpressure)
     while n is None or len(out) < n:
-        item = unpack(stream, await sink.recv(), prefix)
+        item = unpack(stream, await sink.recv(within, f"result of image {len(out)}"), prefix)
         out.append(item if tag is None else (tag(), item))
 
 
@@ -111,7 +113,7 @@ async def scoreboard(dut):
     res, want = expected(model, x, trace, ports.sparse_layers)
     dut._log.info(f"{len(x)} images, {model.name}, golden results ready; N = {ports.n_pe}")
 
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
     dut.rst.value = 1
     dut.i_data__valid.value = 0
     dut.o_result__ready.value = 0
@@ -138,9 +140,15 @@ async def scoreboard(dut):
     if ports.trace is not None:
         cocotb.start_soon(collect(dut, "o_trace", None, ports.trace, random.Random(job["seed"] + 1),
                                   job["backpressure"] if trace else 0.0, trace_entries, tag=lambda: len(results)))
-    await collect(dut, "o_result", len(x), ports.result, rng, job["backpressure"], results)
+    bound = res.cycle_bound(model, ports.n_pe)
+    within = patience(bound.max() if len(x) else 0, ports.input_count)
+    lost = []  # a result that never came (the watchdog of collect): reported, not a hang
+    try:
+        await collect(dut, "o_result", len(x), ports.result, rng, job["backpressure"], results, within=within)
+    except AssertionError as e:
+        lost.append(str(e))
     wall = time.perf_counter() - t0
-    sim_cycles = int(cocotb.utils.get_sim_time("ns") // 10)
+    sim_cycles = cycle_now()
 
     spikes = [dict() for _ in x]
     n_pe = ports.n_pe
@@ -151,14 +159,15 @@ async def scoreboard(dut):
             s.update(channel(b, e["chunk"], n_pe) * positions[e["layer"]] + e.get("pos", 0)
                      for b in range(n_pe) if e["mask"] >> b & 1)
 
-    problems_all, images = [], []
-    bound = res.cycle_bound(model, n_pe)
+    problems_all, images = list(lost), []
     for i, got in enumerate(results):
         problems = compare(i, got, want[i], res, model, spikes[i] if trace else None)
         problems_all.extend(problems)
         images.append({**{k: int(v) for k, v in got.items()}, "cycle_bound": int(bound[i]), "ok": not problems})
     out = {"simulator": job["simulator"], "n_pe": n_pe, "n_images": len(results),
-           "mismatched_images": sum(not r["ok"] for r in images), "mismatches": problems_all[:200],
+           # images without a result count as mismatched
+           "mismatched_images": sum(not r["ok"] for r in images) + len(x) - len(results),
+           "mismatches": problems_all[:200],
            "images": images, "wall_s": wall, "sim_cycles": sim_cycles,
            "sim_cycles_per_s": sim_cycles / wall if wall else 0.0,
            "stalled_cycles": {w.rule.name: w.stalled_cycles for w in watch},

@@ -38,13 +38,12 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-from cocotb.utils import get_sim_time
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 
 from spikeloom.model import modelfile
 
 from .ports import Ports
-from .streams import StreamSink, StreamSource, wait_high
+from .streams import CLOCK_NS, StreamSink, StreamSource, cycle_now, patience, wait_high
 from .tb_accel import compare, expected, monitors, unpack, weight_words
 
 #: The reset kinds, in the order of the results' counts.
@@ -93,7 +92,11 @@ class FaultBench:
                      if self.load else None)
 
     def cycle(self):
-        return int(get_sim_time("ns") // 10)
+        return cycle_now()
+
+    def patience(self, i):
+        """Cycles to wait for image ``i``'s result before calling it lost (streams.patience)."""
+        return patience(self.bound[i], self.ports.input_count)
 
     async def cycles(self, k):
         if k > 0:
@@ -147,7 +150,7 @@ class FaultBench:
 
     async def take(self, i):
         """Image ``i``'s result, with random back-pressure, checked against the golden model."""
-        got = unpack(self.ports.result, await self.sink.recv(), "o_result")
+        got = unpack(self.ports.result, await self.sink.recv(self.patience(i), f"result of image {i}"), "o_result")
         if self.sent != self.ports.input_count:
             self.order_errors.append(f"image {i}: its result was taken at cycle {self.cycle()} after {self.sent} "
                                      f"of {self.ports.input_count} values (i_data opens only once the previous "
@@ -165,7 +168,7 @@ class FaultBench:
         if not self.load:
             return None
         for _ in range(weight_faults):
-            for w in self.words[:self.rng.randrange(1, len(self.words))]:
+            for w in self.words[:self.rng.randrange(1, len(self.words)) if len(self.words) > 1 else 0]:
                 await self.wsrc.send(w)
             self.wsrc.close()
             await self.cycles(self.rng.randint(0, 3))
@@ -184,7 +187,11 @@ class FaultBench:
             if kind == "compute":
                 await self.cycles(rng.randint(0, max(0, int(self.bound[i]) - n) // 2))
             else:
-                await wait_high(dut.o_result__valid)
+                try:
+                    await with_timeout(wait_high(dut.o_result__valid), self.patience(i) * CLOCK_NS, "ns")
+                except SimTimeoutError:
+                    raise AssertionError(f"o_result: image {i}'s result never became valid within "
+                                         f"{self.patience(i)} cycles: a lost result or a deadlock") from None
                 await RisingEdge(dut.clk)
                 await self.cycles(rng.randint(0, self.opts.get("max_hold", 8)))
             await ReadOnly()
@@ -196,7 +203,7 @@ class FaultBench:
     async def run(self):
         dut, x = self.dut, self.x
         faults, weight_faults = schedule(self.rng, len(x), self.opts.get("resets", {}), self.load)
-        Clock(dut.clk, 10, unit="ns").start()
+        Clock(dut.clk, CLOCK_NS, unit="ns").start()
         dut.rst.value = 1
         self.quiet_inputs()
         if self.ports.trace is not None:

@@ -20,7 +20,7 @@ from cocotb.triggers import ClockCycles, Timer
 from spikeloom.model import modelfile
 
 from .ports import Ports
-from .streams import StreamSink, StreamSource
+from .streams import CLOCK_NS, StreamSink, StreamSource
 from .tb_accel import compare, expected, weight_words
 
 
@@ -55,7 +55,7 @@ async def wrapper(dut):
     res, want = expected(model, x, False, ports.sparse_layers)
     words = weight_words(ports) if ports.weights_loaded else None
 
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
     dut.rst.value = 1
     dut.in_valid.value = 0
     dut.res_ready.value = 0

@@ -194,3 +194,46 @@ def test_ten_thousand_inferences_with_resets(tmp_path, net):
     r, x = run_faults(tmp_path, model, n_pe, 10_000 + 3 * 110, {k: 110 for k in kinds}, weights=weights, seed=7)
     assert_clean(r, x, {k: 100 for k in kinds if k != "compute"})
     assert r["checked"] >= 10_000
+
+
+class Swallow(wiring.Component):
+    """The accelerator with its third result taken from the core and never offered (a lost result)."""
+
+    def __init__(self, accel):
+        self.core = accel
+        super().__init__(accel.signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        connect_others(m, self, core)
+        res, out = core.o_result, self.o_result
+        seen = Signal(range(4))
+        lose = seen == 2
+        m.d.comb += [out.payload.eq(res.payload), out.valid.eq(res.valid & ~lose), res.ready.eq(out.ready | lose)]
+        with m.If(res.valid & res.ready & (seen != 3)):
+            m.d.sync += seen.eq(seen + 1)
+        return m
+
+
+@pytest.mark.cosim
+@pytest.mark.icarus
+@pytest.mark.parametrize("bench", ["tb_accel", "tb_faults"])
+def test_a_lost_result_fails_the_run_instead_of_hanging_it(tmp_path, bench):
+    """The benches wait a bounded number of cycles for each result (streams.patience): a design that
+    loses one fails with the image named, and the images after it count as mismatched."""
+    model = random_model((10, 6, 3), seed=4, exit_threshold=20, t_max=3)
+    path = modelfile.save(model, tmp_path / "model.slm")
+    gen, work = tmp_path / "rtl", tmp_path / "work"
+    generate(model, 2, gen)
+    (gen / f"{TOP_NAME}.v").write_text(verilog.convert(Swallow(Accelerator(model, 2)), name=TOP_NAME,
+                                                       emit_src=False))
+    x = random_inputs(model, 6, seed=1)
+    if bench == "tb_accel":
+        # the third result is lost, the later ones come one image early: the last one never comes
+        r = cosim(path, gen, x, work, simulator="icarus")
+        assert r["n_images"] == 5 and r["mismatched_images"] >= 2
+        assert r["mismatches"][0].startswith("o_result: no transfer of the result of image 5 within"), r["mismatches"][:2]
+    else:
+        with pytest.raises(SpikeloomError, match="wrote no results: o_result: no transfer of the result of image 5"):
+            cosim(path, gen, x, work, simulator="icarus", bench=bench, options={"resets": {}})
