@@ -33,10 +33,12 @@ def check_pes(pes, option="--pes"):
 def check_cosim(simulator, n_images):
     """The co-simulation options (``--sim``, ``--cosim-images``), checked before any work."""
     from spikeloom.model.config import check_int
-    from spikeloom.sim.runner import SIMULATORS
+    from spikeloom.sim.runner import ICARUS_MISSING, SIMULATORS, icarus_available
 
     if simulator not in SIMULATORS:
         raise ConfigError(f"--sim = {simulator!r}; allowed: {', '.join(SIMULATORS)}")
+    if simulator == "icarus" and not icarus_available():
+        raise ConfigError(f"--sim icarus: {ICARUS_MISSING}")
     if n_images is not None:
         check_int(None, "--cosim-images", n_images, 1)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from spikeloom.model.config import check_int, check_seed
+from spikeloom.model.data import load_npy
 from spikeloom.model.errors import ConfigError, SpikeloomError
 from spikeloom.model.randnet import WIDTH_RANGES, T_MAX_RANGE, extreme_inputs, random_any_model
 
@@ -331,6 +332,7 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
              inject=False, timeout=300, log=print):
     """Run the campaign and write ``build/fuzz.json``; returns the report."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     build = Path(build)
     jobs = jobs or os.cpu_count() or 1
@@ -349,7 +351,7 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
         progress.update(counts)
 
     # interrupted (Ctrl-C, or SIGTERM to this process): the networks finished so far are reported
-    interrupted = False
+    interrupted = died = False
     old_term = signal.signal(signal.SIGTERM, _interrupt)
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) if jobs > 1 else None
     try:
@@ -361,6 +363,8 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
                 note(fut.result())
     except KeyboardInterrupt:
         interrupted = True
+    except BrokenProcessPool:
+        interrupted = died = True
     finally:
         signal.signal(signal.SIGTERM, old_term)
         if pool is not None:
@@ -374,7 +378,7 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
         "command": f"python -m spikeloom.flows.fuzz --networks {networks} --seed {seed} --jobs {jobs} "
                    f"--images {images}" + (" --inject-mismatch" if inject else ""),
         "seed": seed, "networks": networks, "images_per_network": images, "simulator": simulator, "jobs": jobs,
-        "injected_mismatch": inject, "interrupted": interrupted, "wall_s": round(wall, 1),
+        "injected_mismatch": inject, "interrupted": interrupted, "worker_died": died, "wall_s": round(wall, 1),
         "seconds_per_network": {"mean": round(float(np.mean(secs)), 2) if secs else 0.0,
                                 "max": round(float(np.max(secs)), 2) if secs else 0.0},
         "counts": totals, "by": by,
@@ -388,6 +392,9 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
         f"processes; wrote {build / 'fuzz.json'}")
     for f in report["failures"][:10]:
         log(f"network {f['index']} {f['outcome']}: {f['detail'][:200]}\n  reproduce: {f['replay']}")
+    if died:
+        raise SpikeloomError(f"fuzz: a worker process died (killed, or out of memory) after {len(results)} networks; "
+                             f"those are in {build / 'fuzz.json'}")
     if interrupted:
         raise KeyboardInterrupt  # after the report of the finished networks: exit status 130
     return report
@@ -400,15 +407,30 @@ def replay(folder, log=print):
     folder = Path(folder)
     if not (folder / CASE_FILE).is_file():
         raise ConfigError(f"--replay {folder}: no {CASE_FILE} there (a build/fuzz/fail-<i> folder of a campaign)")
-    info = json.loads((folder / CASE_FILE).read_text())
-    o = info["options"]
+    case_file = folder / CASE_FILE
+    try:
+        info = json.loads(case_file.read_text())
+        o = info["options"]
+        fields = (info["seed"], info["index"], o["n_pe"], o["storage"], o["weights"], o["trace"], o["sim_seed"],
+                  o["idle"], o["backpressure"], info["simulator"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--replay {folder}: {case_file} is not a readable case file ({e})") from None
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"--replay {folder}: {case_file} lacks the field {e} (not written by this version "
+                          "of spikeloom fuzz)") from None
+    for name in ("model.slm", "inputs.npy"):
+        if not (folder / name).is_file():
+            raise ConfigError(f"--replay {folder}: {name} is missing (a failing network's folder holds "
+                              f"{CASE_FILE}, model.slm and inputs.npy)")
+    seed, index, n_pe, storage, weights, trace, sim_seed, idle, backpressure, simulator = fields
+    check_cosim(simulator, None)
     model = modelfile.load(folder / "model.slm")
     golden_model = modelfile.load(folder / "golden.slm") if (folder / "golden.slm").exists() else None
-    case = Case(info["seed"], info["index"], model, o["n_pe"], o["storage"], o["weights"], o["trace"],
-                np.load(folder / "inputs.npy"), o["sim_seed"], o["idle"], o["backpressure"])
+    case = Case(seed, index, model, n_pe, storage, weights, trace, load_npy(folder / "inputs.npy", "--replay"), sim_seed,
+                idle, backpressure)
     work = folder / "replay"
     shutil.rmtree(work, ignore_errors=True)
-    out = run_case(case, work, info["simulator"], golden_model)
+    out = run_case(case, work, simulator, golden_model)
     log(f"network {case.index} (seed {case.seed}): {out['outcome']}"
         + (f", {out['mismatched_images']} of {out['images']} images mismatched" if out["mismatched_images"] else "")
         + (f": {out['detail']}" if out["detail"] else ""))
@@ -421,6 +443,13 @@ def _int(name, text, lo, hi=None):
     except (TypeError, ValueError):
         raise ConfigError(f"{name} = {text!r} must be an integer") from None
     return check_int(None, name, v, lo, hi)
+
+
+#: the most networks one campaign draws (its task list is built up front)
+MAX_NETWORKS = 1_000_000
+#: the campaign options and their defaults, which --replay refuses (its case file holds them)
+REPLAY_IGNORES = {"networks": "1000", "seed": "0", "jobs": None, "images": "3", "sim": "icarus", "timeout": "300",
+                  "inject_mismatch": False}
 
 
 def add_arguments(p):
@@ -444,13 +473,17 @@ def add_arguments(p):
 def run_args(a):
     """Check every option, then run the campaign (or the replay). Mismatches or errors: exit 1."""
     if a.replay is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in REPLAY_IGNORES.items() if getattr(a, k) != v]
+        if given:
+            raise ConfigError(f"--replay takes no other option (given: {', '.join(given)}): the folder's "
+                              f"{CASE_FILE} holds the network's options")
         out = replay(a.replay)
         return 0 if out["outcome"] in ("passed", "refused") else 1
-    networks = _int("--networks", a.networks, 1)
+    networks = _int("--networks", a.networks, 1, MAX_NETWORKS)
     seed = check_seed(_int("--seed", a.seed, 0), "--seed")
     jobs = _int("--jobs", a.jobs, 1, 256) if a.jobs is not None else None
     images = _int("--images", a.images, 3, 1000)
-    timeout = _int("--timeout", a.timeout, 1)
+    timeout = _int("--timeout", a.timeout, 1, 86400)
     check_cosim(a.sim, None)
     check_out_dir(a.build, "--build")
     rep = campaign(networks, seed, jobs, a.build, images, a.sim, a.inject_mismatch, timeout)

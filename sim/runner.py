@@ -57,6 +57,14 @@ def verilator_opt():
     return opt
 
 
+ICARUS_MISSING = "Icarus Verilog (iverilog, vvp) is not installed: apt-get install iverilog"
+
+
+def icarus_available():
+    """True when both of Icarus's programs are on PATH (the README's commands do not install them)."""
+    return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
+
+
 def _failure(results_xml):
     """The first failure message of the bench in cocotb's JUnit file, or None."""
     import xml.etree.ElementTree as ET
@@ -73,8 +81,8 @@ def _prepare(simulator):
         raise SpikeloomError(f"simulator {simulator!r}; allowed: {', '.join(SIMULATORS)}")
     if simulator == "verilator":
         os.environ.update(verilator_env())
-    elif shutil.which("iverilog") is None:
-        raise SpikeloomError("Icarus Verilog (iverilog) is not installed: apt-get install iverilog")
+    elif not icarus_available():
+        raise SpikeloomError(ICARUS_MISSING)
 
 
 # Yosys's write_verilog makes every `always @*` block sensitive to a trigger register declared as

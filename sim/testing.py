@@ -8,16 +8,12 @@ missing tool fails the test.
 """
 
 import os
-import shutil
 
 import pytest
 
-ICARUS_MISSING = "Icarus Verilog (iverilog, vvp) is not installed: apt-get install iverilog (.ci/run installs it)"
+from .runner import ICARUS_MISSING, icarus_available
 
-
-def icarus_available():
-    """True when both of Icarus's programs are on PATH."""
-    return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
+__all__ = ["require_icarus"]
 
 
 def require_icarus():
@@ -25,5 +21,6 @@ def require_icarus():
     if icarus_available():
         return
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{ICARUS_MISSING}; CI=true, where a skipped Icarus test is a failure", pytrace=False)
-    pytest.skip(ICARUS_MISSING)
+        pytest.fail(f"{ICARUS_MISSING} (.ci/run installs it); CI=true, where a skipped Icarus test is a failure",
+                    pytrace=False)
+    pytest.skip(f"{ICARUS_MISSING} (.ci/run installs it)")

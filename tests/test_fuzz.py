@@ -129,6 +129,8 @@ def test_injected_model_differs_on_the_all_max_input():
     (["--images", "2"], "--images = 2"),
     (["--timeout", "x"], "--timeout = 'x'"),
     (["--sim", "bogus"], "--sim = 'bogus'"),
+    (["--timeout", "100000000000"], "--timeout = 100000000000 is outside the allowed range [1, 86400]"),
+    (["--networks", "99999999999"], "--networks = 99999999999 is outside"),
 ])
 def test_bad_options_are_one_line(tmp_path, capsys, argv, needle):
     assert fuzz.main([*argv, "--build", str(tmp_path / "b")]) == 2
@@ -144,6 +146,29 @@ def test_bad_build_and_replay_folders_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(e.startswith("spikeloom: error: ") for e in err), err
     assert "case.json" in err[1]
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("{bad", "is not a readable case file"),
+    ('{"seed": 0}', "lacks the field 'options'"),
+    (None, "model.slm is missing"),
+])
+def test_bad_replay_folders_are_one_line(tmp_path, capsys, case, needle):
+    """A replay folder whose case file is corrupt, incomplete, or whose model is gone; and options
+    that --replay would ignore."""
+    folder = tmp_path / "fail-0"
+    folder.mkdir()
+    if case is None:
+        case = json.dumps({"seed": 0, "index": 0, "simulator": "icarus", "options": {
+            "n_pe": 1, "storage": "dense", "weights": "rom", "trace": False, "sim_seed": 0, "idle": 0.0,
+            "backpressure": 0.0}})
+    (folder / "case.json").write_text(case)
+    assert fuzz.main(["--replay", str(folder)]) == 2
+    assert fuzz.main(["--replay", str(folder), "--sim", "verilator"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(e.startswith("spikeloom: error: ") for e in err), err
+    assert needle in err[0] and "--replay takes no other option (given: --sim)" in err[1]
+    assert sorted(p.name for p in folder.iterdir()) == ["case.json"]
 
 
 def test_report_tallies_by_category():
