@@ -7,12 +7,13 @@ the source of the code they run, so an unchanged ``make sim`` does not train aga
 
 import inspect
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from spikeloom.model import exit_criteria
+from spikeloom.model import PINNED_ENV, exit_criteria
 from spikeloom.model import golden, modelfile
 from spikeloom.model.config import NeuronConfig, QuantConfig
 from spikeloom.model.data import load_dataset
@@ -73,7 +74,9 @@ class Context:
         """Cache key of a training stage: its configuration plus the source of every module that
         training and quantization can run (``TRAINING_ROOTS`` and all they import)."""
         cfg = {"stage": stage, "dataset": self.dataset, "data_seed": self.data_seed,
-               "train": self.train.as_dict(), "neuron": asdict(self.neuron)}
+               "train": self.train.as_dict(), "neuron": asdict(self.neuron),
+               # a network trained under other kernels (an environment override of the pins) is another network
+               "kernels": {k: os.environ.get(k) for k in PINNED_ENV}}
         if stage == "quantize":
             cfg["quant"] = asdict(self.quant)
         if self.image_size is not None:

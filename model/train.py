@@ -197,6 +197,7 @@ def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after
     return model, history
 
 
+@single_threaded
 def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: QuantConfig, after_step=None,
               keep_zeros=True):
     """Fold BatchNorm, quantize, and fine-tune the integer-exact network (straight-through).
