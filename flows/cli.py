@@ -275,7 +275,7 @@ def cmd_golden(a):
 
 def _check_import_options(a, reset):
     """The NIR import options' ranges, before any work (one line naming the option)."""
-    from spikeloom.model.config import RESETS
+    from spikeloom.model.config import RESETS, T_MAX_RANGE, WIDTH_RANGES
     from spikeloom.model.errors import ConfigError
 
     _check_seeds(a)
@@ -287,8 +287,10 @@ def _check_import_options(a, reset):
                           "snnTorch and SpikingJelly export with 1e-4)")
     if reset is not None and reset not in RESETS:
         raise ConfigError(f"--reset = {reset!r}; allowed: {', '.join(RESETS)}")
-    for opt, v, lo, hi in (("--input-bits", a.input_bits, 1, 16), ("--t-max", a.t_max, 1, 64),
-                           ("--weight-bits", a.weight_bits, 2, 16), ("--membrane-bits", a.membrane_bits, 4, 32),
+    for opt, v, lo, hi in (("--input-bits", a.input_bits, *WIDTH_RANGES["input_bits"]),
+                           ("--t-max", a.t_max, *T_MAX_RANGE),
+                           ("--weight-bits", a.weight_bits, *WIDTH_RANGES["weight_bits"]),
+                           ("--membrane-bits", a.membrane_bits, *WIDTH_RANGES["membrane_bits"]),
                            ("--finetune", a.finetune, 0, 10000)):
         if v is not None and not lo <= v <= hi:
             raise ConfigError(f"{opt} = {v} is outside the allowed range [{lo}, {hi}]")

@@ -22,6 +22,9 @@ FLAG_RESETS = ("subtract_next", "subtract_recheck")
 FIRE_RULES = (">=", ">")
 #: Largest number of fraction bits ``f`` of the leak multiplier ``a / 2^f``.
 LEAK_FRAC_MAX = 16
+#: The bit widths a model file, an option and the generator accept (inclusive), and T_max's range.
+WIDTH_RANGES = {"weight_bits": (2, 16), "input_bits": (1, 16), "membrane_bits": (4, 32)}
+T_MAX_RANGE = (1, 64)
 EXIT_CRITERIA = ("margin", "entropy", "max_softmax")
 
 
@@ -90,7 +93,7 @@ class NeuronConfig:
     def __post_init__(self):
         check_int("neuron", "leak_shift", self.leak_shift, 0, 8)
         check_choice("neuron", "reset", self.reset, RESETS)
-        check_int("neuron", "membrane_bits", self.membrane_bits, 4, 32)
+        check_int("neuron", "membrane_bits", self.membrane_bits, *WIDTH_RANGES["membrane_bits"])
         check_choice("neuron", "fire", self.fire, FIRE_RULES)
         check_int("neuron", "leak_frac", self.leak_frac, 0, LEAK_FRAC_MAX)
         if self.beta is not None:
@@ -225,7 +228,7 @@ class QuantConfig:
     per_channel: bool = True
 
     def __post_init__(self):
-        check_int("quant", "weight_bits", self.weight_bits, 2, 16)
-        check_int("quant", "input_bits", self.input_bits, 1, 16)
+        check_int("quant", "weight_bits", self.weight_bits, *WIDTH_RANGES["weight_bits"])
+        check_int("quant", "input_bits", self.input_bits, *WIDTH_RANGES["input_bits"])
         if not isinstance(self.per_channel, bool):
             raise ConfigError(f"quant.per_channel must be true or false, got {self.per_channel!r}")

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import geometry
-from .config import LayerNeuron, NeuronConfig, check_int
+from .config import T_MAX_RANGE, WIDTH_RANGES, LayerNeuron, NeuronConfig, check_int
 from .errors import ConfigError, ModelFileError
+
+#: The widest worst-case input current (bits, signed) a layer may need: the accumulators' width.
+ACC_BITS_MAX = 32
 
 ROLES = ("analog", "spiking", "output")
 KINDS = ("dense", "conv")
@@ -242,10 +245,12 @@ def validate(model: QuantModel, path="model"):
         neuron = NeuronConfig(model.neuron.leak_shift, model.neuron.reset, model.neuron.membrane_bits)
     except ConfigError as e:
         fail(path, str(e))
-    if not isinstance(model.t_max, int) or not 1 <= model.t_max <= 64:
-        fail(path, f"t_max = {model.t_max!r} is outside the allowed range [1, 64]")
-    if not isinstance(model.input_bits, int) or not 1 <= model.input_bits <= 16:
-        fail(path, f"input.bits = {model.input_bits!r} is outside the allowed range [1, 16]")
+    lo, hi = T_MAX_RANGE
+    if not isinstance(model.t_max, int) or not lo <= model.t_max <= hi:
+        fail(path, f"t_max = {model.t_max!r} is outside the allowed range [{lo}, {hi}]")
+    lo, hi = WIDTH_RANGES["input_bits"]
+    if not isinstance(model.input_bits, int) or not lo <= model.input_bits <= hi:
+        fail(path, f"input.bits = {model.input_bits!r} is outside the allowed range [{lo}, {hi}]")
     if model.exit_criterion != "margin":
         fail(path, f"exit.criterion = {model.exit_criterion!r}; the integer model supports 'margin'")
     try:
@@ -271,8 +276,8 @@ def validate(model: QuantModel, path="model"):
             fail(path, f"{where}: kind = {layer.kind!r}; allowed: {KINDS}")
         if layer.kind == "conv" and layer.role == "output":
             fail(path, f"{where}: the output layer must be 'dense' (one integrator per class), got 'conv'")
-        if not 2 <= layer.weight_bits <= 16:
-            fail(path, f"{where}: weight_bits = {layer.weight_bits!r} outside [2, 16]")
+        if not WIDTH_RANGES["weight_bits"][0] <= layer.weight_bits <= WIDTH_RANGES["weight_bits"][1]:
+            fail(path, f"{where}: weight_bits = {layer.weight_bits!r} outside [{', '.join(map(str, WIDTH_RANGES['weight_bits']))}]")
         wdim = 4 if layer.kind == "conv" else 2
         for nm, arr, ndim in (("weight", layer.weight, wdim), ("bias", layer.bias, 1)):
             if not isinstance(arr, np.ndarray) or arr.ndim != ndim or arr.dtype.kind not in "iu":
@@ -327,7 +332,7 @@ def validate(model: QuantModel, path="model"):
                       f"(min {int(th.min())}, max {int(th.max())})")
             if not isinstance(layer.neuron, LayerNeuron):
                 fail(path, f"{where}: neuron must be a LayerNeuron, got {layer.neuron!r}")
-        if model.acc_bits(layer) > 32:
+        if model.acc_bits(layer) > ACC_BITS_MAX:
             fail(path, f"{where}: the worst-case input current needs {model.acc_bits(layer)} bits; "
                   "at most 32 are supported (lower weight_bits or input bits)")
         expect_shape = layer.out_shape

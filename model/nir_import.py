@@ -26,7 +26,8 @@ import numpy as np
 
 from . import nir_sim
 from .golden import quantize_values
-from .config import FIRE_RULES, LEAK_FRAC_MAX, RESETS, LayerNeuron, NeuronConfig, check_choice, check_int
+from .config import (FIRE_RULES, LEAK_FRAC_MAX, RESETS, T_MAX_RANGE, WIDTH_RANGES, LayerNeuron, NeuronConfig,
+                     check_choice, check_int)
 from .errors import ConfigError, ModelFileError
 from .ir import Layer, QuantModel, count_readout, signed_range, threshold_cap, validate
 
@@ -458,10 +459,11 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
                                         (("input_bits", input_bits), ("t_max", t_max),
                                          ("membrane_bits", membrane_bits)))
     check_choice("import", "reset", DEFAULTS["reset"] if reset is None else reset, RESETS)
-    check_int("import", "input_bits", input_bits, 1, 16)
-    check_int("import", "t_max", t_max, 1, 64)
-    check_int("import", "weight_bits", DEFAULTS["weight_bits"] if weight_bits is None else weight_bits, 2, 16)
-    check_int("import", "membrane_bits", membrane_bits, 4, 32)
+    check_int("import", "input_bits", input_bits, *WIDTH_RANGES["input_bits"])
+    check_int("import", "t_max", t_max, *T_MAX_RANGE)
+    check_int("import", "weight_bits", DEFAULTS["weight_bits"] if weight_bits is None else weight_bits,
+              *WIDTH_RANGES["weight_bits"])
+    check_int("import", "membrane_bits", membrane_bits, *WIDTH_RANGES["membrane_bits"])
     order = chain(graph)
     input_shape = _input_shape(order)
     stages = _stages(order, float(dt), input_shape)
@@ -476,7 +478,7 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
         st.weight_bits = user_wb if user_wb is not None else st.syn_meta.get("weight_bits", DEFAULTS["weight_bits"])
         check_choice("import", "reset", st.reset, RESETS)
         check_choice("import", "fire", st.fire, FIRE_RULES)
-        check_int("import", "weight_bits", st.weight_bits, 2, 16)
+        check_int("import", "weight_bits", st.weight_bits, *WIDTH_RANGES["weight_bits"])
         if st.theta is not None and st.reset == "zero" and np.any(st.v_reset != 0):
             nn, typ = next((n, t) for n, t, what in st.nodes if what == "neuron")
             raise ModelFileError(f"NIR node {nn!r} ({typ}): v_reset = {float(st.v_reset[st.v_reset != 0][0])!r}; "

@@ -4,8 +4,8 @@ import numpy as np
 
 from dataclasses import replace
 
-from .config import NeuronConfig
-from .ir import Layer, QuantModel, count_readout, signed_range
+from .config import T_MAX_RANGE, WIDTH_RANGES, NeuronConfig  # noqa: F401 (WIDTH_RANGES, T_MAX_RANGE: re-exported)
+from .ir import ACC_BITS_MAX, Layer, QuantModel, count_readout, signed_range
 
 
 def _finish(model, neurons, readout):
@@ -152,10 +152,8 @@ def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, Fals
 
 #: The widths and T_max the model file accepts (``ir.validate``, ``NeuronConfig``); the campaign
 #: draws both ends of each (``tests`` check that one step beyond either end is refused).
-WIDTH_RANGES = {"weight_bits": (2, 16), "input_bits": (1, 16), "membrane_bits": (4, 32)}
-T_MAX_RANGE = (1, 64)
-#: Largest worst-case input current ``validate`` accepts (``acc_bits <= 32``).
-ACC_MAX = (1 << 31) - 1
+#: Largest worst-case input current ``validate`` accepts (``acc_bits <= ACC_BITS_MAX``).
+ACC_MAX = (1 << (ACC_BITS_MAX - 1)) - 1
 
 
 def _at_ends(rng, lo, hi, p=0.3):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import EXIT_CRITERIA, NeuronConfig, QuantConfig, check_choice, check_int
+from .config import EXIT_CRITERIA, T_MAX_RANGE, NeuronConfig, QuantConfig, check_choice, check_int
 from .determinism import single_threaded
 from .errors import ConfigError
 from .golden import first_argmax, quantize_values
@@ -70,7 +70,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choice("train", "arch", self.arch, tuple(ARCHS))
-        check_int("train", "t_max", self.t_max, 1, 64)
+        check_int("train", "t_max", self.t_max, *T_MAX_RANGE)
         check_int("train", "epochs", self.epochs, 1)
         check_int("train", "qat_epochs", self.qat_epochs, 0)
         check_int("train", "batch_size", self.batch_size, 1)

@@ -72,15 +72,9 @@ def connect_others(m, outer, core):
             wiring.connect(m, getattr(core, name), wiring.flipped(getattr(outer, name)))
 
 
-class Mutant(wiring.Component):
-    """The accelerator with faults on ``o_result`` that leave every transferred payload right, so
-    that the scoreboard's comparison alone cannot see them:
-
-    * a one-entry result buffer that reset does not clear: a result that waits when reset comes is
-      delivered after it (a stale result);
-    * from the second cycle of a stall on, ``pred`` reads inverted on odd stall cycles and valid
-      drops on even ones (the hold rule broken).
-    """
+class ResultFault(wiring.Component):
+    """The accelerator with every port passed through but ``o_result``, which :meth:`fault` drives
+    from the core's (``res``) to the wrapper's (``out``)."""
 
     def __init__(self, accel):
         self.core = accel
@@ -90,7 +84,21 @@ class Mutant(wiring.Component):
         m = Module()
         m.submodules.core = core = self.core
         connect_others(m, self, core)
-        res, out = core.o_result, self.o_result
+        self.fault(m, core.o_result, self.o_result)
+        return m
+
+
+class Mutant(ResultFault):
+    """The accelerator with faults on ``o_result`` that leave every transferred payload right, so
+    that the scoreboard's comparison alone cannot see them:
+
+    * a one-entry result buffer that reset does not clear: a result that waits when reset comes is
+      delivered after it (a stale result);
+    * from the second cycle of a stall on, ``pred`` reads inverted on odd stall cycles and valid
+      drops on even ones (the hold rule broken).
+    """
+
+    def fault(self, m, res, out):
         full = Signal(reset_less=True)
         buf = Signal(res.payload.shape(), reset_less=True)
         m.d.comb += res.ready.eq(~full)
@@ -107,7 +115,17 @@ class Mutant(wiring.Component):
         m.d.comb += [out.payload.eq(buf), out.valid.eq(full & ~(late & ~held[0]))]
         with m.If(late & held[0]):
             m.d.comb += out.payload.pred.eq(~buf.pred)
-        return m
+
+
+def faulty_design(tmp_path, wrapper):
+    """A small network's model file and generated folder whose top is ``wrapper`` (a
+    :class:`ResultFault`) around the accelerator (N = 2): ``(model, path, gen, work)``."""
+    model = random_model((10, 6, 3), seed=4, exit_threshold=20, t_max=3)
+    path = modelfile.save(model, tmp_path / "model.slm")
+    gen, work = tmp_path / "rtl", tmp_path / "work"
+    generate(model, 2, gen)
+    (gen / f"{TOP_NAME}.v").write_text(verilog.convert(wrapper(Accelerator(model, 2)), name=TOP_NAME, emit_src=False))
+    return model, path, gen, work
 
 
 @pytest.mark.cosim
@@ -115,12 +133,7 @@ def test_checks_catch_a_mutated_design(tmp_path):
     """Both benches on :class:`Mutant` (one build, one work folder): the scoreboard bench's monitor
     reports the unstable payload and the dropped valid with every result right; the fault bench
     reports the stale result after a reset and the next images' mismatches."""
-    model = random_model((10, 6, 3), seed=4, exit_threshold=20, t_max=3)
-    path = modelfile.save(model, tmp_path / "model.slm")
-    gen, work = tmp_path / "rtl", tmp_path / "work"
-    generate(model, 2, gen)
-    (gen / f"{TOP_NAME}.v").write_text(verilog.convert(Mutant(Accelerator(model, 2)), name=TOP_NAME,
-                                                       emit_src=False))
+    model, path, gen, work = faulty_design(tmp_path, Mutant)
     x = random_inputs(model, 30, seed=1)
     with pytest.raises(SpikeloomError, match="stream protocol violated"):
         cosim(path, gen, x, work, backpressure=0.6)
@@ -196,24 +209,15 @@ def test_ten_thousand_inferences_with_resets(tmp_path, net):
     assert r["checked"] >= 10_000
 
 
-class Swallow(wiring.Component):
+class Swallow(ResultFault):
     """The accelerator with its third result taken from the core and never offered (a lost result)."""
 
-    def __init__(self, accel):
-        self.core = accel
-        super().__init__(accel.signature)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.core = core = self.core
-        connect_others(m, self, core)
-        res, out = core.o_result, self.o_result
+    def fault(self, m, res, out):
         seen = Signal(range(4))
         lose = seen == 2
         m.d.comb += [out.payload.eq(res.payload), out.valid.eq(res.valid & ~lose), res.ready.eq(out.ready | lose)]
         with m.If(res.valid & res.ready & (seen != 3)):
             m.d.sync += seen.eq(seen + 1)
-        return m
 
 
 @pytest.mark.cosim
@@ -222,12 +226,7 @@ class Swallow(wiring.Component):
 def test_a_lost_result_fails_the_run_instead_of_hanging_it(tmp_path, bench):
     """The benches wait a bounded number of cycles for each result (streams.patience): a design that
     loses one fails with the image named, and the images after it count as mismatched."""
-    model = random_model((10, 6, 3), seed=4, exit_threshold=20, t_max=3)
-    path = modelfile.save(model, tmp_path / "model.slm")
-    gen, work = tmp_path / "rtl", tmp_path / "work"
-    generate(model, 2, gen)
-    (gen / f"{TOP_NAME}.v").write_text(verilog.convert(Swallow(Accelerator(model, 2)), name=TOP_NAME,
-                                                       emit_src=False))
+    model, path, gen, work = faulty_design(tmp_path, Swallow)
     x = random_inputs(model, 6, seed=1)
     if bench == "tb_accel":
         # the third result is lost, the later ones come one image early: the last one never comes
