@@ -68,6 +68,13 @@ def test_the_cases_cover_dense_conv_pes_and_timesteps():
     assert {1, 2, 3} <= {c.n_pe for c in cs}
     assert all(c.model.t_max >= 2 for c in cs)
     assert any(ly.shortcut is not None for c in cs for ly in c.model.layers)
+    assert any(ly.pool_op == "sum" for c in cs for ly in c.model.layers)
+    assert any(c.model.readout == "count" for c in cs)
+    # both weight storages, as the generator resolves each case's choice
+    from spikeloom.hw.plan import Plan
+
+    sparse = [bool(Plan(c.model, c.n_pe, c.storage).sparse_layers) for c in cs]
+    assert any(sparse) and not all(sparse)
 
 
 # each fault breaks the property it names: the proof does not pass, and bmc finds a trace that
