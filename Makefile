@@ -18,9 +18,13 @@ FUZZ_N ?= 1000
 FUZZ_SEED ?= 0
 FUZZ_JOBS ?=
 
-.PHONY: all venv sim test test-slow bench ablation prune formal fuzz clean distclean
+.PHONY: all help venv sim test test-slow bench ablation prune formal fuzz clean distclean
 
 all: sim
+
+## make help: this list (every target with its options)
+help:
+	@sed -n 's/^## \{0,1\}//p' Makefile
 
 # SpikingJelly (tests/test_peers.py compares the golden model with it; tests/test_nir_spikingjelly.py
 # exports through its NIR exchange) requires torchvision, which replaces the CPU torch with a CUDA

@@ -350,10 +350,22 @@ def cmd_export_nir(a):
     print(f"NIR graph: {a.out} ({a.form}, {len(graph.nodes)} nodes, dt = {a.dt:g})")
 
 
+def version():
+    """The installed package's version (pyproject.toml), or ``unknown`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("spikeloom")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="spikeloom", description=(
         "From a trained spiking neural network to a verified hardware accelerator. "
         "Steps: train -> quantize -> evaluate (golden model); 'run' does them all."))
+    p.add_argument("--version", action="version", version=f"spikeloom {version()}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name, fn, help_ in (("run", cmd_run, "the main job (what `make sim` runs)"),
                             ("train", cmd_train, "train the float SNN (cached)"),

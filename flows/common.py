@@ -4,17 +4,30 @@ A module of its own so that the flows (``cli``, ``export``, ``synth``, ``prune``
 ``ablation``) import it instead of each other (no import cycles, see ``flows/sources.py``).
 """
 
+import os
 import sys
 
 from spikeloom.hw.plan import PES_RANGE
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 
+#: Exit status when the reader of our output went away (``spikeloom inspect M | head``): 128 + SIGPIPE,
+#: what a shell reports for a program the closed pipe stopped.
+EXIT_CLOSED_PIPE = 141
+
+
 def guarded(fn, *args):
     """Run ``fn(*args)`` for a command-line entry point: a user-facing error (SpikeloomError) is
-    printed as one line, exit status 2, never a traceback. Returns the exit status."""
+    printed as one line, exit status 2, never a traceback; a closed output pipe ends quietly with
+    :data:`EXIT_CLOSED_PIPE`. Returns the exit status."""
     try:
         fn(*args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows at the last flush
+    except BrokenPipeError:
+        # nothing more can be written to stdout, and Python's flush at exit would fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
     except SpikeloomError as e:
         print(f"spikeloom: error: {e}", file=sys.stderr)
         return 2

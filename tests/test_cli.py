@@ -46,6 +46,24 @@ def test_help():
     assert r.returncode == 0 and "run" in r.stdout and "inspect" in r.stdout
 
 
+def test_version_is_the_installed_package_version():
+    from importlib.metadata import version
+
+    r = spikeloom("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"spikeloom {version('spikeloom')}", r
+
+
+def test_a_closed_output_pipe_ends_quietly(model_path):
+    """``spikeloom inspect M | head -0``: the reader is gone before the first line; no traceback,
+    exit status 141 (128 + SIGPIPE, as a shell reports it)."""
+    p = subprocess.Popen([sys.executable, "-m", "spikeloom.flows.cli", "inspect", str(model_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 141 and err == "", err
+
+
+
 def test_inspect_ok(model_path, capsys):
     r = spikeloom_here(capsys, "inspect", model_path)
     assert r.returncode == 0 and "fc1" in r.stdout
