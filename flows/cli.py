@@ -235,9 +235,12 @@ def cmd_inspect(a):
         print(json.dumps(meta, indent=2))
         return
     v1 = model.uses_v1_neuron()
-    neuron = model.neuron if v1 else f"per layer, {model.neuron.membrane_bits}-bit membranes"
+    n = model.neuron
+    neuron = (f"leak shift {n.leak_shift}, reset {n.reset}, {n.membrane_bits}-bit membranes" if v1
+              else f"per layer, {n.membrane_bits}-bit membranes")
+    shape = "x".join(str(d) for d in model.input_shape)
     print(f"{a.model}: {model.name} (format v{meta['version']}), dataset {model.dataset}, T_max {model.t_max}, "
-          f"input {model.input_shape} x {model.input_bits} bit, neuron {neuron}, "
+          f"input {shape} at {model.input_bits} bits, neuron {neuron}, "
           f"exit margin >= {model.exit_threshold}" + ("" if model.readout == "integrate" else ", spike-count readout"))
     for ly in model.layers:
         th = "" if ly.threshold is None else f", thresholds {int(ly.threshold.min())}..{int(ly.threshold.max())}"

@@ -185,5 +185,6 @@ def test_inspect_names_v2_neurons_pools_and_readout(tmp_path, capsys):
     assert "leak a = 26, f = 8 (beta 0.898438), fire '>', reset subtract_next" in r.stdout
     assert "leak a = 0, f = 0 (beta 1), fire '>=', reset zero" in r.stdout
     r = spikeloom_here(capsys, "inspect", modelfile.save(random_model((6, 5, 3), seed=1), tmp_path / "v1.slm"))
-    assert "neuron NeuronConfig(leak_shift=1, reset='subtract', membrane_bits=16), exit" in r.stdout
+    assert "input 6 at " in r.stdout and "neuron leak shift 1, reset subtract, 16-bit membranes, exit" in r.stdout
+    assert "NeuronConfig" not in r.stdout and "(" not in r.stdout.split("(format v1)")[1]  # plain text, no reprs
     assert "leak a" not in r.stdout
