@@ -74,8 +74,13 @@ class InputEventSource(wiring.Component):
         All values of the image have been transferred (registered).
     """
 
+    @staticmethod
+    def chw(shape):
+        """The (C, H, W) the values are counted in: a conv input's own, a dense input's (F,) as (F, 1, 1)."""
+        return tuple(shape) if len(shape) == 3 else (int(shape[0]), 1, 1)
+
     def __init__(self, shape, input_bits, layout):
-        self._shape = tuple(shape) if len(shape) == 3 else (int(shape[0]), 1, 1)
+        self._shape = self.chw(shape)
         super().__init__({
             "i_data": In(stream.Signature(unsigned(input_bits))),
             "events": Out(stream.Signature(layout)),

@@ -73,6 +73,7 @@ from amaranth.hdl import Assert, Assume, Cover, Fragment
 from amaranth.lib import data, wiring
 
 from .accel import Accelerator
+from .events import InputEventSource
 from .pe import PE
 from .pool import shortcut_readers
 from .sequencer import Phase, exit_wait
@@ -133,9 +134,8 @@ class StreamCheck(wiring.Component):
         self.invariants = invariants
         self.covers = tuple(covers)
         self.input_size = model.input_size
-        # the input source's (C, H, W): a dense first layer's (F,) is (F, 1, 1) (InputEventSource)
-        shape = tuple(self.accel.plan.layers[0].sources[0].shape)
-        self._shape = shape if len(shape) == 3 else (shape[0], 1, 1)
+        # the input source's (C, H, W)
+        self._shape = InputEventSource.chw(self.accel.plan.layers[0].sources[0].shape)
         super().__init__(self.accel.signature)
 
     def elaborate(self, platform):
