@@ -23,6 +23,8 @@ __all__ = ["CLOCK_NS", "StreamSource", "StreamSink", "StreamMonitor", "HoldRule"
 
 #: The benches' clock period (ns): every cycle number a bench reports is simulated time / CLOCK_NS.
 CLOCK_NS = 10
+#: The longest random idle (valid low) a source draws, and the longest stall (ready low) a sink draws.
+MAX_IDLE, MAX_STALL = 4, 6
 
 
 def cycle_now():
@@ -30,7 +32,7 @@ def cycle_now():
     return int(get_sim_time("ns") // CLOCK_NS)
 
 
-def patience(cycle_bound, values, max_idle=4, max_stall=6):
+def patience(cycle_bound, values, max_idle=MAX_IDLE, max_stall=MAX_STALL):
     """Cycles a bench waits for one result before it calls the result lost (or the design
     deadlocked): ten times the golden model's cycle bound for the image plus every input value at
     its longest idle, and the longest stall, with 1000 cycles to spare. A design within a small
@@ -84,7 +86,7 @@ class StreamSource(_StreamEnd):
     idle : probability, before each value, of dropping valid for 1..``max_idle`` cycles.
     """
 
-    def __init__(self, clk, valid, payload, ready, rng=None, idle=0.0, max_idle=4):
+    def __init__(self, clk, valid, payload, ready, rng=None, idle=0.0, max_idle=MAX_IDLE):
         super().__init__(clk, valid, payload, ready, rng, idle, max_idle)
 
     async def send(self, value):
@@ -121,7 +123,7 @@ class StreamSink(_StreamEnd):
         for 1..``max_stall`` cycles more (the payload waits with valid high, as the hold rule covers).
     """
 
-    def __init__(self, clk, valid, payload, ready, rng=None, backpressure=0.0, max_stall=6):
+    def __init__(self, clk, valid, payload, ready, rng=None, backpressure=0.0, max_stall=MAX_STALL):
         super().__init__(clk, valid, payload, ready, rng, backpressure, max_stall)
 
     async def recv(self, within=None, what="result"):
