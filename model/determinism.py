@@ -27,16 +27,19 @@ from contextlib import contextmanager
 
 from . import PINNED_ENV
 
-__all__ = ["PINNED_ENV", "one_thread", "settings", "single_threaded"]
+__all__ = ["PINNED_ENV", "TRAINING_THREADS", "one_thread", "settings", "single_threaded"]
+
+#: PyTorch intra-op threads while training and evaluating the float network
+TRAINING_THREADS = 1
 
 
 @contextmanager
 def one_thread():
-    """PyTorch's intra-op threads set to 1 inside, restored after."""
+    """PyTorch's intra-op threads set to :data:`TRAINING_THREADS` inside, restored after."""
     import torch
 
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TRAINING_THREADS)
     try:
         yield
     finally:
@@ -57,4 +60,4 @@ def settings():
     import torch
 
     return {**{k: os.environ.get(k) for k in PINNED_ENV}, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "training_threads": 1}
+            "training_threads": TRAINING_THREADS}
