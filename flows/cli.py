@@ -14,47 +14,120 @@ from . import output, steps
 from .common import check_cosim, check_pes, guarded
 
 
-def _add_pipeline_options(p):
-    g = p.add_argument_group("pipeline")
+class _Help(argparse.HelpFormatter):
+    """Help that states every option's default: one the help text does not already give is added as
+    ``(default: X)``; flags (``store_true``) and ``None`` defaults state none."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        d = action.default
+        if (d is not None and d is not False and d != argparse.SUPPRESS and action.option_strings
+                and "default" not in h and action.nargs != 0):
+            h += f" (default: {d})"
+        return h
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are the one line every spikeloom error is (exit 2, no usage
+    dump): ``spikeloom: error: COMMAND: message``; an option of another subcommand names the
+    subcommands that take it. The error is raised (a :class:`SpikeloomError`), and :func:`main`
+    prints it like any other."""
+
+    #: option string -> the subcommands that take it (filled by :func:`build_parser`)
+    owners: dict = {}
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kw)
+
+    def error(self, message, prog=None):
+        hint = ""
+        m = re.match(r"unrecognized arguments: (.*)", message)
+        if m:
+            known = [(o, self.owners[o]) for o in m.group(1).split() if o in self.owners]
+            if known:
+                o, cmds = known[0]
+                hint = f" ({o} is an option of {', '.join(f'`spikeloom {c}`' for c in cmds)})"
+        prog = prog or self.prog
+        where = prog.removeprefix("spikeloom").strip()
+        raise SpikeloomError(f"{where + ': ' if where else ''}{message}{hint}; see `{prog} --help`")
+
+
+def _add_data_options(p):
+    g = p.add_argument_group("data and output")
     g.add_argument("--dataset", default="digits",
                    help="'digits' (embedded default), 'cifar:PATH' or 'folder:PATH' (local folders only)")
-    g.add_argument("--image-size", type=int, default=None,
-                   help="image folders: resize every image to S x S RGB (default 64)")
+    g.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="image folders: resize every image to S x S (default 64)")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
-    g.add_argument("--build", type=Path, default=Path("build"), help="output folder (default: build)")
-    g.add_argument("--arch", default="mlp", help="network: mlp (default), vgg or resnet")
-    g.add_argument("--nir", type=Path, default=None, metavar="GRAPH",
-                   help="import this NIR graph instead of training (make sim NET=graph.nir); needs --dt")
-    g.add_argument("--dt", type=float, default=None, help="with --nir: the graph's Euler time step")
-    g.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
-                   help="with --nir: QAT fine-tuning epochs of the imported network")
-    g.add_argument("--pool", default="max", help="pool stages of vgg/resnet: max (default), sum (spike counts) "
+    g.add_argument("--build", type=Path, default=Path("build"), help="output folder")
+
+
+def _add_training_options(p, run=False):
+    g = p.add_argument_group("network and training")
+    g.add_argument("--arch", default="mlp", help="network: mlp, vgg or resnet")
+    g.add_argument("--pool", default="max", help="pool stages of vgg/resnet: max, sum (spike counts) "
                    "or avg (sum with 1/q^2 folded into the next weights)")
-    g.add_argument("--t-max", type=int, default=None, help="timesteps per inference (default 4; with --nir: "
-                   "the graph's spikeloom metadata, else 4)")
-    g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--qat-epochs", type=int, default=None)
+    g.add_argument("--t-max", type=int, default=None, help="timesteps per inference (default 4" +
+                   ("; with --nir: the graph's spikeloom metadata, else 4)" if run else ")"))
+    g.add_argument("--epochs", type=int, default=None,
+                   help="float training epochs (default: the architecture's, model/train.py TrainConfig)")
+    g.add_argument("--qat-epochs", type=int, default=None,
+                   help="quantization-aware fine-tuning epochs (default: the architecture's)")
     g.add_argument("--loss", default="early", help="uniform|early|late|learnable (ATSNN), final|tet (baselines)")
     g.add_argument("--seed", type=int, default=0, help="training seed")
-    g.add_argument("--target-drop", type=float, default=0.0,
-                   help="allowed validation accuracy drop when calibrating the exit threshold")
-    g.add_argument("--weight-bits", type=int, default=None, help="signed weight width (default 8)")
-    g.add_argument("--input-bits", type=int, default=None, help="unsigned input width (default 4)")
+    g = p.add_argument_group("neuron")
     g.add_argument("--membrane-bits", type=int, default=None, help="signed membrane width (default 16)")
     g.add_argument("--leak-shift", type=int, default=None, help="leak u -= u >>> k (0: no leak; default 1)")
     g.add_argument("--beta", type=float, default=None,
                    help="decay factor in [0, 1] instead of --leak-shift: leak u -= (u * a) >>> F with "
                    "a = rint((1 - beta) 2^F) (1: no leak)")
     g.add_argument("--leak-frac", type=int, default=None, help="F, fraction bits of the quantized --beta (default 8)")
-    g.add_argument("--fire", default=">=", help="firing rule: '>=' (u >= threshold, default) or '>'")
-    g.add_argument("--reset", default=None, help="zero|subtract (default; with --nir: zero)|subtract_next|"
-                   "subtract_recheck")
-    g.add_argument("--pes", type=int, default=8, help="processing elements of the generated accelerator")
-    g.add_argument("--sim", default="verilator", help="co-simulator: verilator (default) or icarus")
-    g.add_argument("--cosim-images", type=int, default=None, help="co-simulate only the first N test images")
+    g.add_argument("--fire", default=">=", help="firing rule: '>=' (u >= threshold) or '>'")
+    g.add_argument("--reset", default=None, help="zero|subtract|subtract_next|subtract_recheck (default subtract" +
+                   ("; with --nir: the graph's metadata, else zero)" if run else ")"))
+
+
+def _add_quant_options(p):
+    g = p.add_argument_group("quantization and early exit")
+    g.add_argument("--weight-bits", type=int, default=None, help="signed weight width (default 8)")
+    g.add_argument("--input-bits", type=int, default=None, help="unsigned input width (default 4)")
+    g.add_argument("--target-drop", type=float, default=0.0,
+                   help="allowed validation accuracy drop when calibrating the exit threshold")
+
+
+def _add_hardware_options(p, cosim):
+    g = p.add_argument_group("hardware" + (" and co-simulation" if cosim else ""))
+    g.add_argument("--pes", type=int, default=8, help="processing elements N of the accelerator" +
+                   ("" if cosim else " (the weight storage that the counters assume)"))
+    if not cosim:
+        return
+    g.add_argument("--sim", default="verilator", help="co-simulator: verilator or icarus")
+    g.add_argument("--cosim-images", type=int, default=None, metavar="K",
+                   help="co-simulate only the first K test images (default: all)")
     g.add_argument("--no-cosim", action="store_true", help="stop after the golden-model evaluation")
-    g.add_argument("--tech", type=Path, default=None, help="technology table (JSON) for the energy model; "
-                   "default: model/tech/horowitz45.json")
+    g.add_argument("--tech", type=Path, default=None, help="technology table (JSON) for the energy model "
+                   "(default: model/tech/horowitz45.json, 45 nm CMOS)")
+
+
+def _add_import_options(p):
+    g = p.add_argument_group("a network trained elsewhere (NIR), in place of training")
+    g.add_argument("--nir", type=Path, default=None, metavar="GRAPH",
+                   help="import this NIR graph instead of training (make sim NET=graph.nir); needs --dt")
+    g.add_argument("--dt", type=float, default=None, help="with --nir: the graph's Euler time step")
+    g.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+                   help="with --nir: QAT fine-tuning epochs of the imported network")
+
+
+#: Which option groups each pipeline subcommand takes.
+PIPELINE = {
+    "train": (_add_data_options, _add_training_options),
+    "quantize": (_add_data_options, _add_training_options, _add_quant_options),
+    "evaluate": (_add_data_options, _add_training_options, _add_quant_options,
+                 lambda p: _add_hardware_options(p, cosim=False)),
+    "run": (_add_data_options, lambda p: _add_training_options(p, run=True), _add_quant_options,
+            lambda p: _add_hardware_options(p, cosim=True), _add_import_options),
+}
 
 
 #: ``run``'s widths and T_max when not given (with --nir: when the graph's metadata does not give them).
@@ -65,7 +138,7 @@ def _fill_run_defaults(a, meta=None):
     """Options left unset take the graph's spikeloom metadata (``meta``, from ``export-nir``: the
     weight width is per synapse there), else :data:`RUN_DEFAULTS`."""
     for k, v in RUN_DEFAULTS.items():
-        if getattr(a, k) is None and k not in (meta or {}) and not (meta and k == "weight_bits"):
+        if getattr(a, k, None) is None and k not in (meta or {}) and not (meta and k == "weight_bits"):
             setattr(a, k, v)
 
 
@@ -100,7 +173,8 @@ def _context(a):
     from spikeloom.model.train import TrainConfig
 
     _check_seeds(a)
-    for opt, v in (("--nir", a.nir), ("--dt", a.dt), ("--finetune", a.finetune or None)):
+    for opt, v in (("--nir", getattr(a, "nir", None)), ("--dt", getattr(a, "dt", None)),
+                   ("--finetune", getattr(a, "finetune", 0) or None)):
         if v is not None:
             raise SpikeloomError(f"{opt} applies to `run` with an imported graph only (run --nir GRAPH --dt DT)")
     output.check_out_dir(a.build, "--build")
@@ -112,7 +186,8 @@ def _context(a):
         kw["qat_epochs"] = a.qat_epochs
     return steps.Context(
         build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size,
-        train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed, target_drop=a.target_drop,
+        train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed,
+                          target_drop=getattr(a, "target_drop", 0.0),
                           pool=a.pool, **kw),
         neuron=_neuron(a),
         quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))
@@ -270,10 +345,24 @@ def cmd_golden(a):
         msg = str(e)
         raise InputError(msg if msg.startswith("--input") else f"--input {a.input}: {msg}") from None
     res = golden.run(model, x, exit_threshold=a.exit_threshold, sparse=storage["sparse_layers"])
-    out = [{"pred": int(p), "timesteps": int(t)} for p, t in zip(res.pred, res.exit_t)]
-    print(json.dumps(out if not a.counters else {
-        "results": out, "storage": {"source": storage["source"], "n_pe": storage["n_pe"], "layers": res.storage()},
-        "counters": {ln: {k: v.tolist() for k, v in cs.items()} for ln, cs in res.counters().items()}}, indent=1))
+    print(json.dumps(golden_json(model, res, storage, a.exit_threshold, a.counters), indent=1))
+
+
+def golden_json(model, res, storage, exit_threshold=None, counters=False):
+    """What ``spikeloom golden`` prints: one shape whatever the options. Per image the class index
+    ``pred``, its name ``class`` (the model file's class names, else the index), the exit
+    ``timesteps`` and the output layer's accumulated ``scores`` at the exit (the values the exit
+    margin and the arg-max read); ``counters`` is ``null`` unless asked for."""
+    names = [str(c) for c in model.classes] or [str(k) for k in range(model.n_classes)]
+    z = res.z[res.exit_t - 1, np.arange(len(res.pred))]
+    results = [{"pred": int(p), "class": names[int(p)], "timesteps": int(t), "scores": [int(v) for v in s]}
+               for p, t, s in zip(res.pred, res.exit_t, z)]
+    return {"model": model.name, "classes": names, "t_max": int(model.t_max),
+            "exit_threshold": int(model.exit_threshold if exit_threshold is None else exit_threshold),
+            "results": results,
+            "storage": {"source": storage["source"], "n_pe": storage["n_pe"], "layers": res.storage()},
+            "counters": ({ln: {k: v.tolist() for k, v in cs.items()} for ln, cs in res.counters().items()}
+                         if counters else None)}
 
 
 def _check_import_options(a, reset):
@@ -365,24 +454,26 @@ def version():
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="spikeloom", description=(
+    p = _Parser(prog="spikeloom", description=(
         "From a trained spiking neural network to a verified hardware accelerator. "
         "Steps: train -> quantize -> evaluate (golden model); 'run' does them all."))
     p.add_argument("--version", action="version", version=f"spikeloom {version()}")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for name, fn, help_ in (("run", cmd_run, "the main job (what `make sim` runs)"),
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
+    for name, fn, help_ in (("run", cmd_run, "the main job (what `make sim` runs): train (cached) -> quantize -> "
+                             "golden evaluation -> generate -> co-simulation -> energy"),
                             ("train", cmd_train, "train the float SNN (cached)"),
                             ("quantize", cmd_quantize, "fold BN, QAT, calibrate the exit, write the model file"),
                             ("evaluate", cmd_evaluate, "golden-model evaluation and report")):
-        sp = sub.add_parser(name, help=help_)
-        _add_pipeline_options(sp)
+        sp = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+        for add in PIPELINE[name]:
+            add(sp)
         sp.set_defaults(fn=fn)
     sp = sub.add_parser("inspect", help="validate a model file and summarise it")
-    sp.add_argument("model", type=Path)
+    sp.add_argument("model", type=Path, help="the model file (.slm)")
     sp.add_argument("--json", action="store_true", help="print the metadata as JSON")
     sp.set_defaults(fn=cmd_inspect)
     sp = sub.add_parser("generate", help="generate the accelerator's Verilog for a model file")
-    sp.add_argument("model", type=Path)
+    sp.add_argument("model", type=Path, help="the model file (.slm)")
     sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
     sp.add_argument("-o", "--out", type=Path, required=True,
                     help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
@@ -401,7 +492,7 @@ def build_parser():
     sp.set_defaults(fn=export_flow.run_args)
     sp = sub.add_parser("gpu-baseline", help="joules per inference of the network run densely on a GPU "
                         "(NVML energy counter when a CUDA GPU is present, else a documented estimate)")
-    sp.add_argument("model", type=Path)
+    sp.add_argument("model", type=Path, help="the model file (.slm)")
     sp.add_argument("--dataset", default="digits", help="images to run on the GPU (test split)")
     sp.add_argument("--runs", type=int, default=200, help="repetitions over the test split (NVML)")
     sp.set_defaults(fn=cmd_gpu_baseline)
@@ -452,23 +543,51 @@ def build_parser():
     sp.add_argument("--form", default="portable", metavar="{portable,exact}",
                     help="portable (default): LIF nodes other backends load; exact: integer units, IF/LIF/I, SumPool2d")
     sp.set_defaults(fn=cmd_export_nir)
-    sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)")
-    sp.add_argument("model", type=Path)
-    sp.add_argument("--input", type=Path, required=True)
-    sp.add_argument("--exit-threshold", type=int, default=None)
-    sp.add_argument("--counters", action="store_true", help="print every layer's counters per image")
+    sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)",
+                        description="Run the integer golden model and print JSON: per image the class (index and "
+                        "name), the exit timestep and the output scores at the exit; with --counters every "
+                        "layer's activity counters (else null).")
+    sp.add_argument("model", type=Path, help="the model file (.slm)")
+    sp.add_argument("--input", type=Path, required=True,
+                    help="a .npy of (B, F) or (B, C, H, W) unsigned integers within the model's input bits")
+    sp.add_argument("--exit-threshold", type=int, default=None,
+                    help="early-exit margin (default: the model file's calibrated threshold)")
+    sp.add_argument("--counters", action="store_true", help="fill `counters`: every layer's counters per image")
     g = sp.add_argument_group("weight storage of the counters (weight_reads), as the RTL counts them; "
                               "default: every layer dense")
     g.add_argument("--pes", type=int, default=None, help="the storage the generator picks for N processing elements")
     g.add_argument("--ports", type=Path, default=None,
                    help="the storage of a generated accelerator: its ports.json (spikeloom generate -o DIR)")
     sp.set_defaults(fn=cmd_golden)
+    _Parser.owners = _option_owners(sub)
     return p
 
 
+def _option_owners(sub):
+    """Option string -> the subcommands (of the subparsers action ``sub``) that take it."""
+    owners = {}
+    for name, sp in sub.choices.items():
+        for act in sp._actions:
+            for o in act.option_strings:
+                if o not in ("-h", "--help"):
+                    owners.setdefault(o, []).append(name)
+    return owners
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    return guarded(args.fn, args)
+    p = build_parser()
+
+    def parse():
+        args, extra = p.parse_known_args(argv)
+        if extra:  # named by the subcommand they were given to
+            p.error(f"unrecognized arguments: {' '.join(extra)}", prog=f"spikeloom {args.cmd}")
+        return args
+
+    parsed = []
+    code = guarded(lambda: parsed.append(parse()))
+    if code:
+        return code
+    return guarded(parsed[0].fn, parsed[0])
 
 
 if __name__ == "__main__":

@@ -382,11 +382,12 @@ def add_arguments(p):
     p.add_argument("--dataset", default="digits", help="'digits', 'cifar:PATH' or 'folder:PATH' (local only)")
     p.add_argument("--image-size", type=int, default=None,
                    help="folder datasets: resize every image to S x S (default 64)")
-    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present; default)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of each from-scratch training")
-    p.add_argument("--qat-epochs", type=int, default=None)
+    p.add_argument("--qat-epochs", type=int, default=None,
+                   help="quantization-aware fine-tuning epochs per row (default: the architecture's)")
     p.add_argument("--finetune-epochs", type=int, default=80, help="epochs of fine-tuning after pruning")
     p.add_argument("--stage-epochs", type=int, default=20, help="epochs of each timestep-reduction stage")
     p.add_argument("--units", type=int, default=None,
@@ -401,8 +402,8 @@ def add_arguments(p):
     p.add_argument("--distill", type=float, default=0.5,
                    help="weight alpha of distillation from the dense network while fine-tuning (default 0.5; 0 = off)")
     p.add_argument("--t-from", type=int, default=5, help="stp: timesteps before the reduction (default 5)")
-    p.add_argument("--weight-bits", type=int, default=8)
-    p.add_argument("--input-bits", type=int, default=4)
+    p.add_argument("--weight-bits", type=int, default=8, help="signed weight width")
+    p.add_argument("--input-bits", type=int, default=4, help="unsigned input width")
     p.add_argument("--sim", default="verilator", help="co-simulator: verilator (default) or icarus")
     p.add_argument("--cosim-images", type=int, default=None, help="co-simulate only the first N test images")
     p.add_argument("--no-cosim", action="store_true",

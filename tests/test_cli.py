@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -188,3 +189,95 @@ def test_inspect_names_v2_neurons_pools_and_readout(tmp_path, capsys):
     assert "input 6 at " in r.stdout and "neuron leak shift 1, reset subtract, 16-bit membranes, exit" in r.stdout
     assert r.stdout.splitlines()[0].count("(") == 1  # "(format v1)": plain text, no Python reprs
     assert "leak a" not in r.stdout
+
+
+def _subparsers():
+    import argparse
+
+    from spikeloom.flows.cli import build_parser
+
+    p = build_parser()
+    return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_every_option_has_help_and_states_its_default():
+    """`spikeloom CMD --help` explains every argument; an option with a default says what it is."""
+    for name, sp in _subparsers().items():
+        text = sp.format_help()
+        for act in sp._actions:
+            assert act.help and act.help.strip(), (name, act.option_strings or act.dest)
+            d = act.default
+            if act.option_strings and d not in (None, False) and act.nargs != 0 and act.dest != "help":
+                line = sp._get_formatter()._get_help_string(act)
+                assert "default" in line, (name, act.option_strings, line)
+        assert "--help" in text
+
+
+def test_pipeline_subcommands_take_only_their_steps_options(capsys):
+    """train does not offer quantization or hardware options; evaluate offers --pes (its counters) but no
+    co-simulation; run offers them all. An option given to the wrong subcommand is one line naming the
+    subcommands that take it."""
+    subs = _subparsers()
+
+    def opts(name):
+        return {o for a in subs[name]._actions for o in a.option_strings}
+    assert not opts("train") & {"--weight-bits", "--input-bits", "--target-drop", "--pes", "--sim", "--cosim-images",
+                                "--no-cosim", "--tech", "--nir", "--dt", "--finetune"}
+    assert {"--weight-bits", "--target-drop"} <= opts("quantize") and "--pes" not in opts("quantize")
+    assert "--pes" in opts("evaluate") and not opts("evaluate") & {"--sim", "--cosim-images", "--tech", "--nir"}
+    assert opts("train") | opts("evaluate") | {"--sim", "--cosim-images", "--no-cosim", "--tech", "--nir", "--dt",
+                                               "--finetune"} == opts("run")
+    r = spikeloom_here(capsys, "train", "--sim", "icarus")
+    assert_clean_error(r, "train: unrecognized arguments: --sim icarus", "`spikeloom run`", "spikeloom train --help")
+    assert len(r.stderr.splitlines()) == 1
+    assert_clean_error(spikeloom_here(capsys, "run", "--pes", "many"), "run: argument --pes: invalid int value: 'many'")
+
+
+def test_golden_prints_one_shape_with_class_names_and_scores(tmp_path, capsys):
+    """With or without --counters the same keys; per image the class index and name, the exit step and
+    the output scores at the exit (their first arg-max is the class)."""
+    from dataclasses import replace
+
+    from spikeloom.model import golden
+
+    m = replace(random_model((6, 5, 3), seed=1, input_bits=3), classes=("cat", "dog", "owl"))
+    path = modelfile.save(m, tmp_path / "m.slm")
+    x = np.random.default_rng(0).integers(0, 8, (5, 6))
+    np.save(tmp_path / "x.npy", x)
+    plain = json.loads(spikeloom_here(capsys, "golden", path, "--input", tmp_path / "x.npy").stdout)
+    full = json.loads(spikeloom_here(capsys, "golden", path, "--input", tmp_path / "x.npy", "--counters").stdout)
+    assert plain.keys() == full.keys() and plain["counters"] is None and full["counters"]
+    assert plain["results"] == full["results"] and plain["classes"] == ["cat", "dog", "owl"]
+    ref = golden.run(m, x, sparse=())
+    for i, r in enumerate(plain["results"]):
+        assert r["pred"] == ref.pred[i] and r["timesteps"] == ref.exit_t[i]
+        assert r["class"] == plain["classes"][r["pred"]]
+        assert r["scores"] == ref.z[ref.exit_t[i] - 1, i].tolist() and int(np.argmax(r["scores"])) == r["pred"]
+
+
+def test_readme_command_examples_use_real_options():
+    """Every `spikeloom CMD ...` and `make sim ... ARGS="..."` example in README.md names options that CMD
+    takes, and the files an example passes to --tech exist."""
+    import re
+    import shlex
+
+    subs = _subparsers()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    seen = 0
+    for line in readme.splitlines():
+        for cmd, rest in re.findall(r"spikeloom ([a-z][a-z-]+)((?: [^`#]*)?)", line):
+            if cmd not in subs:
+                continue
+            takes = {o for a in subs[cmd]._actions for o in a.option_strings}
+            for o in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest):
+                assert o in takes, (cmd, o, line)
+                seen += 1
+        for args in re.findall(r'make sim[^`]*ARGS="([^"]*)"', line):
+            from spikeloom.flows.cli import build_parser
+
+            a, extra = build_parser().parse_known_args(["run", *shlex.split(args)])
+            assert not extra, (line, extra)
+            if a.tech is not None:
+                assert (Path(__file__).parents[1] / a.tech).is_file(), line
+            seen += 1
+    assert seen > 20
