@@ -10,7 +10,7 @@ import numpy as np
 
 from spikeloom.model.errors import SpikeloomError
 
-from . import output, steps
+from . import fit, output, steps
 from .common import check_cosim, check_pes, guarded
 
 
@@ -59,6 +59,8 @@ def _add_data_options(p):
                    help="'digits' (embedded default), 'cifar:PATH' or 'folder:PATH' (local folders only)")
     g.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="image folders: resize every image to S x S (default 64)")
+    g.add_argument("--channels", type=int, default=None, metavar="{1,3}",
+                   help="image folders: 3 (RGB) or 1 (grey levels) (default 3)")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
     g.add_argument("--build", type=Path, default=Path("build"), help="output folder")
 
@@ -106,6 +108,9 @@ def _add_hardware_options(p, cosim):
     g.add_argument("--cosim-images", type=int, default=None, metavar="K",
                    help="co-simulate only the first K test images (default: all)")
     g.add_argument("--no-cosim", action="store_true", help="stop after the golden-model evaluation")
+    g.add_argument("--allow-large", action="store_true",
+                   help="generate even when the weights exceed the largest documented FPGA's block RAM "
+                   "(flows/fit.py; refused otherwise, before training)")
     g.add_argument("--tech", type=Path, default=None, help="technology table (JSON) for the energy model "
                    "(default: model/tech/horowitz45.json, 45 nm CMOS)")
 
@@ -185,7 +190,7 @@ def _context(a):
     if a.qat_epochs is not None:
         kw["qat_epochs"] = a.qat_epochs
     return steps.Context(
-        build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size,
+        build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size, channels=a.channels,
         train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed,
                           target_drop=getattr(a, "target_drop", 0.0),
                           pool=a.pool, **kw),
@@ -204,8 +209,10 @@ def cmd_run(a):
         load_tech(a.tech)
     if a.nir is not None:
         im, qm, ctx = _run_import(a)
+        fit.preflight(ctx, a.pes, generate=not a.no_cosim, allow_large=a.allow_large, qmodel=qm)
     else:
         ctx = _context(a)
+        fit.preflight(ctx, a.pes, generate=not a.no_cosim, allow_large=a.allow_large)
         fm = steps.step_train(ctx)
         im, qm = steps.step_quantize(ctx, fm)
     steps.step_evaluate(ctx, im, qm, a.pes)
@@ -283,18 +290,21 @@ def cmd_gpu_baseline(a):
 
 def cmd_train(a):
     ctx = _context(a)
+    fit.preflight(ctx)
     steps.step_train(ctx)
     print(f"float accuracy on the test split: {ctx.report['model']['accuracy_float']:.4f}")
 
 
 def cmd_quantize(a):
     ctx = _context(a)
+    fit.preflight(ctx)
     _, qm = steps.step_quantize(ctx, steps.step_train(ctx))
     print(f"model file: {ctx.model_path}")
 
 
 def cmd_evaluate(a):
     ctx = _context(a)
+    fit.preflight(ctx, a.pes)
     fm = steps.step_train(ctx)
     im, qm = steps.step_quantize(ctx, fm)
     steps.step_evaluate(ctx, im, qm, a.pes)
@@ -398,6 +408,7 @@ def _import_context(a, build):
     from spikeloom.model.train import TrainConfig
 
     return steps.Context(build=build, dataset=a.dataset, data_seed=a.data_seed, nir=a.graph,
+                         image_size=getattr(a, "image_size", None), channels=getattr(a, "channels", None),
                          train=TrainConfig(target_drop=a.target_drop, seed=a.seed))
 
 

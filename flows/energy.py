@@ -197,23 +197,43 @@ def records_energy(qmodel, ports, recs, names, tech):
 
 
 def plot(sec, path, title):
+    """Energy per inference by event kind, early exit beside every timestep, each bar with its total;
+    the dense (no sparsity) energy as a reference line and the GPU baseline named (a line when it is
+    on the same scale)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     kinds = [k for k in EVENT_KINDS if sec["fixed_t_breakdown"].get(k, 0) > 0 or sec["breakdown"].get(k, 0) > 0]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9.5, 4))
     y = np.arange(2)
     left = np.zeros(2)
-    cmap = plt.get_cmap("tab20")
+    # distinct hues first (tab10), then the same hues hatched: no two neighbours in paired shades
+    base = plt.get_cmap("tab10").colors
     for i, k in enumerate(kinds):
         vals = np.array([sec["breakdown"].get(k, 0), sec["fixed_t_breakdown"].get(k, 0)])
-        ax.barh(y, vals, left=left, color=cmap(i), label=k)
+        ax.barh(y, vals, left=left, color=base[i % 10], hatch=None if i < 10 else "//", edgecolor="white",
+                label=k)
         left += vals
-    ax.set_yticks(y, ["early exit", "fixed T_max"])
+    totals = [sec["per_inference_nj"], sec["fixed_t_per_inference_nj"]]
+    for yi, t in zip(y, totals):
+        ax.text(t, yi, f" {t:.1f} nJ", va="center", fontsize=9)
+    dense = sec["dense_per_inference_nj"]
+    ax.axvline(dense, color="0.3", ls="--", lw=1, label=f"dense, every timestep: {dense:.1f} nJ")
+    gpu = sec["gpu_baseline_nj"]
+    name = sec.get("gpu", {}).get("device", "GPU")
+    how = "measured" if sec.get("gpu_method") == "nvml" else "estimate"
+    if gpu <= 1.5 * max(dense, *totals):
+        ax.axvline(gpu, color="tab:red", ls=":", lw=1.2, label=f"GPU ({how}): {gpu:.1f} nJ")
+        right = 1.15 * max(gpu, dense, *totals)
+    else:
+        right = 1.2 * max(dense, *totals)
+    ax.set_xlim(0, right)
+    ax.set_yticks(y, ["early exit", "every timestep"])
     ax.set_xlabel("energy per inference (nJ)")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.set_title(f"{title}\nGPU baseline ({how}): {gpu:.1f} nJ, {gpu / max(totals[0], 1e-12):.0f}x the early-exit "
+                 f"accelerator\n({name})", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -43,6 +43,7 @@ class Context:
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     quant: QuantConfig = field(default_factory=lambda: QuantConfig(input_bits=4))
     image_size: int | None = None  # image folders: resize to S x S (None: the loader's default)
+    channels: int | None = None  # image folders: 1 (grey) or 3 (RGB) (None: the loader's default, RGB)
     nir: Path | None = None  # a NIR graph to import instead of training (run --nir)
     report: dict = field(default_factory=dict)
     _split: object = None
@@ -67,7 +68,8 @@ class Context:
 
     def split(self):
         if self._split is None:
-            self._split = load_dataset(self.dataset, seed=self.data_seed, size=self.image_size)
+            self._split = load_dataset(self.dataset, seed=self.data_seed, size=self.image_size,
+                                       channels=self.channels)
         return self._split
 
     def key(self, stage):
@@ -81,6 +83,8 @@ class Context:
             cfg["quant"] = asdict(self.quant)
         if self.image_size is not None:
             cfg["image_size"] = self.image_size
+        if self.channels is not None:
+            cfg["channels"] = self.channels
         h = sources.source_hash(TRAINING_ROOTS, json.dumps(cfg, sort_keys=True).encode())
         for fn in (step_train, step_quantize, Context.split):
             h.update(inspect.getsource(fn).encode())
@@ -227,7 +231,8 @@ def step_quantize(ctx: Context, float_model, log=print):
         qmodel = imodel.export(ctx.tag, ctx.dataset, theta, classes=split.train.classes,
                                extra={"data_seed": ctx.data_seed, "train": ctx.train.as_dict(),
                                       "quant": asdict(ctx.quant),
-                                      **({"image_size": ctx.image_size} if ctx.image_size is not None else {})})
+                                      **({"image_size": ctx.image_size} if ctx.image_size is not None else {}),
+                                      **({"channels": ctx.channels} if ctx.channels is not None else {})})
         store(qpath, key, lambda tmp: torch.save(imodel.state_dict(), tmp))
         store(path, key, lambda tmp: modelfile.save(qmodel, tmp))
     back = modelfile.load(path)
@@ -384,17 +389,21 @@ def step_evaluate(ctx: Context, imodel, qmodel, n_pe=None, log=print):
                           "sweep": [{"threshold": float(a), "accuracy": b, "mean_timesteps": c}
                                     for a, b, c in exit_criteria.sweep(zs, y, crit)]}
     m["criteria"] = criteria
-    rows = [["SNN (fixed T)", f"{T:.2f}", f"{100 * acc_fixed:.2f}", "1.00"],
-            ["ATSNN (margin, integer)", f"{res.exit_t.mean():.2f} ({T})", f"{100 * acc_adapt:.2f}",
-             f"{m['relative_complexity']:.2f}"]]
+    rows = [["SNN, every timestep", f"{T} of {T}", f"{100 * acc_fixed:.2f}", "1.00"],
+            ["ATSNN early exit (margin, integer: the hardware's)", f"{res.exit_t.mean():.2f} of {T}",
+             f"{100 * acc_adapt:.2f}", f"{m['relative_complexity']:.2f}"]]
     for crit in ("max_softmax", "entropy"):
         c = criteria[crit]
-        rows.append([f"ATSNN ({crit}, software)", f"{c['mean_timesteps']:.2f} ({T})", f"{100 * c['accuracy']:.2f}",
-                     f"{c['relative_complexity']:.2f}"])
-    text = table(rows, ["method", "timesteps", "accuracy (%)", "complexity"])
-    log(f"\n{ctx.dataset} test split, {len(y)} images, float SNN accuracy {100 * m['accuracy_float']:.2f}% "
-        f"(golden model = fake-quant network on {100 * agree:.1f}% of images)\n{text}\n"
-        f"exit histogram (t=1..{T}): {hist}\n")
+        rows.append([f"ATSNN early exit ({crit}, software only)", f"{c['mean_timesteps']:.2f} of {T}",
+                     f"{100 * c['accuracy']:.2f}", f"{c['relative_complexity']:.2f}"])
+    text = table(rows, ["method", "mean timesteps of T_max", "test accuracy (%)", "synaptic ops vs every timestep"])
+    n_val = len(split.val)
+    log(f"\n{ctx.dataset} test split, {len(y)} images; float SNN {100 * m['accuracy_float']:.2f}%; golden model = "
+        f"fake-quant network on {100 * agree:.1f}% of images\n"
+        f"(exit thresholds calibrated on the validation split, {n_val} images, for an accuracy drop <= "
+        f"{100 * ctx.train.target_drop:g} points there; the test split can differ by a few images)\n{text}\n"
+        "synaptic ops vs every timestep: synaptic events per inference relative to running all T_max timesteps\n"
+        f"images exiting after t = {', '.join(map(str, range(1, T + 1)))} timesteps: {', '.join(map(str, hist))}\n")
     if agree != 1.0:
         raise SpikeloomError(f"golden model and fake-quant network disagree on {100 * (1 - agree):.2f}% "
                              "of test images: the integer semantics have diverged")
@@ -402,31 +411,70 @@ def step_evaluate(ctx: Context, imodel, qmodel, n_pe=None, log=print):
     return res
 
 
+def _accuracy_floor(values):
+    """The lower end of an accuracy axis (percent): 10 points under the lowest value, in tens, so
+    that a one-image difference does not fill the plot."""
+    return max(0.0, 10 * np.floor(min(values) / 10) - 10)
+
+
 def plot_model(ctx: Context, m):
+    """``accuracy_vs_timesteps.png`` (the exit-threshold sweep of each criterion, the whole range and
+    a zoom on the calibrated point, with the every-timestep and float accuracies as reference lines)
+    and ``exit_histogram.png`` (images per exit timestep, counted on the bars)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     T = ctx.report["t_max"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for crit, c in m["criteria"].items():
-        sw = c["sweep"]
-        ax.plot([r["mean_timesteps"] for r in sw], [100 * r["accuracy"] for r in sw], ".-", ms=3, label=crit)
-    ax.plot([m["mean_timesteps"]], [100 * m["accuracy_adaptive"]], "r*", ms=12, label="calibrated (margin)")
-    ax.axhline(100 * m["accuracy_fixed_t"], color="gray", ls="--", lw=1, label=f"fixed T={T}")
-    ax.set_xlabel("mean timesteps")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{ctx.tag}: accuracy vs mean timesteps\n(exit threshold sweep, test split)", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    colours = {"margin": "tab:blue", "max_softmax": "tab:orange", "entropy": "tab:green"}
+    accs = [100 * r["accuracy"] for c in m["criteria"].values() for r in c["sweep"]]
+    accs += [100 * m["accuracy_fixed_t"], 100 * m["accuracy_float"]]
+    lo = _accuracy_floor(accs)
+    zoom_hi = max(1.25, min(T, 1 + 2 * (m["mean_timesteps"] - 1)))  # T = 1: a window around the one point
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
+    for ax, (x0, x1), zoomed in zip(axes, ((1, max(T, 1.25)), (1, zoom_hi)), (False, True)):
+        for crit, c in m["criteria"].items():
+            sw = [r for r in c["sweep"] if x0 - 1e-9 <= r["mean_timesteps"] <= x1 + 1e-9]
+            ax.plot([r["mean_timesteps"] for r in sw], [100 * r["accuracy"] for r in sw], ".-", ms=3,
+                    color=colours.get(crit), label=f"{crit} threshold sweep")
+        ax.plot([m["mean_timesteps"]], [100 * m["accuracy_adaptive"]], "*", color="tab:red", ms=12,
+                label=f"calibrated margin: {100 * m['accuracy_adaptive']:.2f}% at {m['mean_timesteps']:.2f}")
+        ax.axhline(100 * m["accuracy_fixed_t"], color="0.3", ls="--", lw=1,
+                   label=f"every timestep (T={T}): {100 * m['accuracy_fixed_t']:.2f}%")
+        ax.axhline(100 * m["accuracy_float"], color="tab:purple", ls=":", lw=1,
+                   label=f"float SNN: {100 * m['accuracy_float']:.2f}%")
+        ax.set_xlim(x0 - 0.02 * (x1 - x0), x1 + 0.02 * (x1 - x0))
+        if zoomed:
+            near = [a for c in m["criteria"].values() for r in c["sweep"] if r["mean_timesteps"] <= x1
+                    for a in [100 * r["accuracy"]]] + [100 * m["accuracy_adaptive"], 100 * m["accuracy_fixed_t"]]
+            pad = max(1.0, 100 / m["n_test"])  # at least one image either side
+            ax.set_ylim(max(0, min(near) - pad), min(100.5, max(near) + pad))
+            ax.set_title(f"zoom: mean timesteps 1 to {x1:.2f} (one image = {100 / m['n_test']:.2f} points)",
+                         fontsize=9)
+        else:
+            ax.set_ylim(lo, 100.5)
+            ax.set_title(f"{ctx.tag}: test accuracy vs mean timesteps\n(exit threshold sweep, test split, "
+                         f"{m['n_test']} images)", fontsize=9)
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xlabel("mean timesteps per image")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(ctx.build / "accuracy_vs_timesteps.png", dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.bar(range(1, T + 1), m["exit_histogram"], color="tab:blue")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    hist = m["exit_histogram"]
+    bars = ax.bar(range(1, T + 1), hist, color="tab:blue")
+    ax.bar_label(bars, labels=[str(h) for h in hist], fontsize=8)
+    if max(hist) > 20 * max(1, min(h for h in hist if h) if any(hist) else 1):
+        ax.set_yscale("symlog", linthresh=1)  # small counts stay visible beside a tall bar
+        ax.set_ylabel("images (symmetric log scale)")
+    else:
+        ax.set_ylabel("images")
+    ax.set_ylim(top=max(hist) * (3 if ax.get_yscale() != "linear" else 1.15) + 1)
     ax.set_xlabel("exit timestep")
-    ax.set_ylabel("images")
-    ax.set_title(f"{ctx.tag}: exit histogram (mean {m['mean_timesteps']:.2f} of {T})")
+    ax.set_title(f"{ctx.tag}: exit timestep per image\n(test split, {sum(hist)} images, mean {m['mean_timesteps']:.2f} "
+                 f"of {T})", fontsize=9)
     ax.set_xticks(range(1, T + 1))
     fig.tight_layout()
     fig.savefig(ctx.build / "exit_histogram.png", dpi=120)
@@ -523,11 +571,15 @@ def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=
     ctx.report["neurobench"] = nb
     rows = [[k, f"{v:.2f}", f"{sec['fixed_t_breakdown'][k]:.2f}"] for k, v in sec["breakdown"].items()]
     rows.append(["total", f"{sec['per_inference_nj']:.2f}", f"{sec['fixed_t_per_inference_nj']:.2f}"])
-    log(f"\nenergy per inference ({tech.name}; {sec['source']}), nJ\n"
-        + table(rows, ["event kind", "early exit", f"fixed T={qmodel.t_max}"]))
-    log(f"early exit saves {100 * sec['saving_early_exit']:.1f}% vs fixed T_max; sparsity saves "
+    log(f"\nenergy per inference in nJ, {len(x_q)} test images; technology: {tech.name} (an ASIC model, "
+        f"--tech to change); activity: {sec['source']}\n"
+        + table(rows, ["event kind", "early exit (nJ)", f"every timestep, T={qmodel.t_max} (nJ)"]))
+    gpu = sec["gpu"]
+    log(f"early exit saves {100 * sec['saving_early_exit']:.1f}% vs every timestep; sparsity saves "
         f"{100 * sec['saving_sparsity']:.1f}% vs dense ({sec['dense_per_inference_nj']:.1f} nJ); "
-        f"{sec['pj_per_sop']:.2f} pJ/SOP (ODIN 12.7, ReckOn 5.3); GPU baseline ({sec['gpu_method']}) "
-        f"{sec['gpu_baseline_nj']:.1f} nJ -> accelerator/GPU = {100 * sec['accelerator_vs_gpu']:.2f}%")
+        f"{sec['pj_per_sop']:.2f} pJ per synaptic op (ODIN 12.7, ReckOn 5.3)\n"
+        f"GPU baseline: {gpu.get('device', 'GPU')}, {'measured (NVML)' if sec['gpu_method'] == 'nvml' else 'estimated'}"
+        f", {sec['gpu_baseline_nj']:.1f} nJ per inference -> accelerator / GPU = "
+        f"{100 * sec['accelerator_vs_gpu']:.2f}%")
     energy.plot(sec, ctx.build / "energy_breakdown.png", f"{ctx.tag}: energy per inference by event kind")
     return sec

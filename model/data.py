@@ -120,11 +120,14 @@ class Dataset:
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Train, validation and test sets of one dataset."""
+    """Train, validation and test sets of one dataset. ``skipped``: ``(path, reason)`` of every
+    file the loader could not read and left out (image folders: a corrupt image is skipped and
+    counted, not fatal)."""
 
     train: Dataset
     val: Dataset
     test: Dataset
+    skipped: tuple = ()
 
     def __repr__(self) -> str:
         return f"Split(train={self.train!r}, val={self.val!r}, test={self.test!r})"
@@ -399,15 +402,15 @@ def _class_images(folder: Path) -> list[Path]:
     )
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
+def _read_image(path: Path, size: int, channels: int = 3) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img = img.convert("RGB" if channels == 3 else "L")
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad files
         raise DatasetError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
 
@@ -415,6 +418,7 @@ def _read_image(path: Path, size: int) -> np.ndarray:
 def load_image_folder(
     path: str | Path,
     size: int = 64,
+    channels: int = 3,
     seed: int = 0,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
@@ -429,7 +433,8 @@ def load_image_folder(
         extensions in :data:`IMAGE_EXTENSIONS` (any case) are images; other files, hidden files
         and deeper folders are ignored.
     size : int
-        Images are converted to RGB and resized (bilinear) to ``size x size``.
+        Images are converted to RGB (``channels`` 3) or grey levels (``channels`` 1) and resized
+        (bilinear) to ``size x size``.
     seed : int
         Seed of the stratified split.
     val_fraction, test_fraction : float
@@ -440,7 +445,7 @@ def load_image_folder(
     Returns
     -------
     Split
-        Images of shape ``(N, 3, size, size)``, named after the folder.
+        Images of shape ``(N, channels, size, size)``, named after the folder.
     """
     path = Path(path).expanduser()
     _check_dir(path, "image folder")
@@ -470,14 +475,25 @@ def load_image_folder(
         files.append(imgs[:max_per_class] if max_per_class is not None else imgs)
 
     n = sum(len(f) for f in files)
-    pixels = np.empty((n, size, size, 3), dtype=np.uint8)
+    pixels = np.empty((n, size, size, channels), dtype=np.uint8)
     y = np.repeat(np.arange(len(files), dtype=np.int64), [len(f) for f in files])
+    ok = np.ones(n, dtype=bool)
+    skipped = []
     for i, f in enumerate(p for group in files for p in group):
-        pixels[i] = _read_image(f, size)
-    x = _to_float(pixels.transpose(0, 3, 1, 2))
+        try:
+            pixels[i] = _read_image(f, size, channels)
+        except DatasetError as e:  # one unreadable file is left out and counted, not the end of the load
+            ok[i] = False
+            skipped.append((str(f), str(e).split(": ", 1)[-1]))
+    for k, d in enumerate(class_dirs):
+        if not ok[y == k].any():
+            raise DatasetError(f"class folder {d} has no readable image ({len(files[k])} unreadable, e.g. "
+                               f"{files[k][0].name}: {skipped[[s[0] for s in skipped].index(str(files[k][0]))][1]})")
+    x = _to_float(pixels[ok].transpose(0, 3, 1, 2))
     del pixels
     classes = tuple(d.name for d in class_dirs)
-    return _make_split(path.name, x, y, classes, seed, val_fraction, test_fraction, str(path))
+    split = _make_split(path.name, x, y[ok], classes, seed, val_fraction, test_fraction, str(path))
+    return Split(split.train, split.val, split.test, skipped=tuple(skipped))
 
 
 # --------------------------------------------------------------------------- .npy arrays
@@ -555,10 +571,10 @@ def standardise(split: Split) -> tuple[Split, np.ndarray, np.ndarray]:
         z = (d.x - mean32[None, :, None, None]) / std32[None, :, None, None]
         return Dataset(d.name, z.astype(np.float32, copy=False), d.y, d.classes)
 
-    return Split(apply(split.train), apply(split.val), apply(split.test)), mean32, std32
+    return Split(apply(split.train), apply(split.val), apply(split.test), split.skipped), mean32, std32
 
 
-def load_dataset(spec: str, size: int | None = None, **kw: Any) -> Split:
+def load_dataset(spec: str, size: int | None = None, channels: int | None = None, **kw: Any) -> Split:
     """Load a dataset from a short specification.
 
     Parameters
@@ -569,6 +585,9 @@ def load_dataset(spec: str, size: int | None = None, **kw: Any) -> Split:
     size : int, optional
         Image folders only: the side images are resized to (default: :func:`load_image_folder`'s);
         given for digits or CIFAR, whose images have a fixed size, it is an error.
+    channels : int, optional
+        Image folders only: 3 (RGB, the default) or 1 (grey levels); like ``size``, an error for
+        digits or CIFAR.
     **kw
         Passed on to :func:`load_digits`, :func:`load_cifar` or :func:`load_image_folder`.
 
@@ -580,16 +599,19 @@ def load_dataset(spec: str, size: int | None = None, **kw: Any) -> Split:
     # the options first: nothing is read before they are known good
     if size is not None:
         check_int(None, "--image-size", int(size) if isinstance(size, np.integer) else size, 1, MAX_IMAGE_SIZE)
+    if channels is not None and channels not in (1, 3):
+        raise ConfigError(f"--channels = {channels!r}; allowed: 1 (grey levels), 3 (RGB)")
     if "seed" in kw:
         check_seed(int(kw["seed"]) if isinstance(kw["seed"], np.integer) else kw["seed"], "--data-seed")
 
     def fixed(kind):
-        if size is not None:
-            raise DatasetError(f"--image-size = {size!r} applies to image folders only; dataset {spec!r} is "
-                               f"{kind}, whose images have a fixed size")
+        for opt, v in (("--image-size", size), ("--channels", channels)):
+            if v is not None:
+                raise DatasetError(f"{opt} = {v!r} applies to image folders only; dataset {spec!r} is "
+                                   f"{kind}, whose images have a fixed size and channels")
         return kw
 
-    sized = dict(kw, size=size) if size is not None else kw
+    sized = dict(kw, **{k: v for k, v in (("size", size), ("channels", channels)) if v is not None})
     if spec == "digits":
         return load_digits(**fixed("the 8x8 digits"))
     if spec.startswith("cifar:"):

@@ -1,5 +1,6 @@
-"""A user's RGB image folder through the whole pipeline: ``spikeloom run --dataset folder:`` trains
-the default MLP on a tiny generated folder, quantizes it and co-simulates every test image.
+"""A user's RGB image folder through the whole pipeline: ``spikeloom run --dataset folder:
+--image-size 16`` trains the default MLP on a small generated folder (one of its images corrupt:
+skipped and counted), quantizes it and co-simulates every test image.
 
 Issue 18: this run once ended with "18 of 18 images differ between the RTL and the golden model"
 (the dense first layer over a (3, H, W) input). The run must co-simulate with zero mismatches under
@@ -23,22 +24,23 @@ CLASSES = ("blue", "green", "red")
 
 @pytest.fixture(scope="module")
 def rgb_folder(tmp_path_factory):
-    """Three classes x 30 noisy 10x10 RGB PNGs; a class is its brighter channel (some images are
-    ambiguous, so that not every image exits at the first timestep)."""
+    """Three classes x 30 noisy 20x20 RGB PNGs; a class is its brighter channel (some images are
+    ambiguous, so that not every image exits at the first timestep); one more file is corrupt."""
     root = tmp_path_factory.mktemp("rgb") / "scenes"
     rng = np.random.default_rng(0)
     for k, cls in enumerate(CLASSES):
         d = root / cls
         d.mkdir(parents=True)
         for i in range(30):
-            a = rng.integers(0, 160, (10, 10, 3))
+            a = rng.integers(0, 160, (20, 20, 3))
             a[..., 2 - k] += rng.integers(10, 90)
             Image.fromarray(a.astype(np.uint8), "RGB").save(d / f"{i:02d}.png")
+    (root / "red" / "99.png").write_bytes(b"\x89PNG\r\n\x1a\n cut off in a copy")
     return root
 
 
 def _run(folder, build, simulator):
-    cmd = [sys.executable, "-m", "spikeloom.flows.cli", "run", "--dataset", f"folder:{folder}", "--image-size", "6",
+    cmd = [sys.executable, "-m", "spikeloom.flows.cli", "run", "--dataset", f"folder:{folder}", "--image-size", "16",
            "--epochs", "30", "--qat-epochs", "5", "--pes", "3", "--sim", simulator, "--build", str(build)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
 
@@ -53,10 +55,14 @@ def test_rgb_folder_run_cosimulates_exactly(rgb_folder, tmp_path_factory, simula
     c = report["cosim"]
     assert c["simulator"] == simulator and c["n_pe"] == 3
     assert c["n_images"] == 18 and c["mismatches"] == 0
+    data = report["preflight"]["data"]
+    assert data["skipped_images"] == 1 and data["skipped"][0]["file"].endswith("99.png")
+    assert "1 unreadable image(s) skipped" in r.stdout and "the test split has 18 images" in r.stdout
+    assert report["preflight"]["hardware"]["weights"] == 3 * 16 * 16 * 128 + 128 * 128 + 128 * 3
     model = report["model"]
     assert model["golden_vs_fakequant_agreement"] == 1.0
     assert model["accuracy_adaptive"] > 0.5  # trained, not a constant classifier
-    # the generated hardware reads a (3, 6, 6) image through a dense first layer
+    # the generated hardware reads a (3, 16, 16) image through a dense first layer
     from spikeloom.model import modelfile
     qm = modelfile.load(next(build.glob("*/model.slm")))
-    assert tuple(qm.input_shape) == (3, 6, 6) and qm.layers[0].kind == "dense"
+    assert tuple(qm.input_shape) == (3, 16, 16) and qm.layers[0].kind == "dense"

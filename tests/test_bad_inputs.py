@@ -432,9 +432,12 @@ def one_class(tmp):
     return train_on(f"folder:{folder_set(tmp, ('only',))}")
 
 
-def corrupt_image(tmp):
+def corrupt_class(tmp):
+    """Every image of class b corrupt: one corrupt image is skipped and counted (tests/test_fit.py),
+    a class with none readable is an error."""
     root = folder_set(tmp)
-    (root / "b" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    for p in (root / "b").iterdir():
+        p.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     return train_on(f"folder:{root}")
 
 
@@ -466,7 +469,10 @@ def image_size(n):
 
 cases("images", {
     "one-class": (one_class, ("imgs", "1 class", "at least 2")),
-    "corrupt-image": (corrupt_image, ("3.png", "cannot read image")),
+    "corrupt-class": (corrupt_class, ("imgs/b", "no readable image", "6 unreadable", "0.png")),
+    "channels-2": (lambda tmp: train_on(f"folder:{folder_set(tmp)}", "--channels", "2"),
+                   ("--channels = 2", "1 (grey levels), 3 (RGB)")),
+    "channels-digits": (lambda tmp: train_on("digits", "--channels", "1"), ("--channels = 1", "image folders")),
     "class-without-images": (no_images, ("imgs/b", "no images")),
     "folder-is-a-file": (folder_is_file, ("is not a directory",)),
     "empty-folder": (empty_folder, ("no class subfolders",)),
