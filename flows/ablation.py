@@ -7,7 +7,6 @@ mean timesteps and relative synaptic work under the calibrated early exit. Write
 ``build/ablation.json``.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from spikeloom.model.losses import SCHEDULES
 from spikeloom.model.train import TrainConfig
 
 from . import steps
-from .common import guarded, table
+from .common import Parser, parse_and_run, table
 
 
 def run(build=Path("build"), losses=SCHEDULES, log=print):
@@ -44,11 +43,10 @@ def run(build=Path("build"), losses=SCHEDULES, log=print):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="spikeloom-ablation", description=__doc__.split("\n\n")[0])
-    p.add_argument("--build", type=Path, default=Path("build"))
-    p.add_argument("--losses", default=",".join(SCHEDULES))
-    a = p.parse_args(argv)
-    return guarded(run, a.build, tuple(a.losses.split(",")))
+    p = Parser(prog="spikeloom-ablation", description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", type=Path, default=Path("build"), help="output folder")
+    p.add_argument("--losses", default=",".join(SCHEDULES), help="comma-separated loss schedules to train")
+    return parse_and_run(p, argv, lambda a: run(a.build, tuple(a.losses.split(","))))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ count, each beside its bound, measured by Verilator co-simulation of the default
 Writes ``build/bench.json`` and ``build/bench_cycles.png``. Every figure is from one run.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -16,7 +15,9 @@ from spikeloom.model import golden
 from spikeloom.model.errors import SpikeloomError
 
 from . import steps
-from .common import check_pes, guarded, table
+from spikeloom.hw.plan import PES_RANGE
+
+from .common import Parser, int_option, parse_and_run, table
 
 
 def run(build=Path("build"), pes=(1, 2, 4, 8, 16), n_images=200, simulator="verilator", log=print):
@@ -87,17 +88,16 @@ def plot(report, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="spikeloom-bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--build", type=Path, default=Path("build"))
-    p.add_argument("--pes", type=lambda s: tuple(int(v) for v in s.split(",")), default=(1, 2, 4, 8, 16))
-    p.add_argument("--images", type=int, default=200)
-    p.add_argument("--sim", default="verilator")
-    a = p.parse_args(argv)
-    def job():
-        for n in a.pes:
-            check_pes(n)
-        run(a.build, a.pes, a.images, a.sim)
-    return guarded(job)
+    p = Parser(prog="spikeloom-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", type=Path, default=Path("build"), help="output folder")
+    p.add_argument("--pes", default="1,2,4,8,16", help="comma-separated PE counts N of the sweep")
+    p.add_argument("--images", type=int, default=200, help="test images per point")
+    p.add_argument("--sim", default="verilator", help="co-simulator: verilator or icarus")
+
+    def job(a):
+        pes = tuple(int_option("--pes", v, *PES_RANGE) for v in a.pes.split(","))
+        run(a.build, pes, a.images, a.sim)
+    return parse_and_run(p, argv, job)
 
 
 if __name__ == "__main__":

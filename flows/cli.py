@@ -1,6 +1,5 @@
 """The ``spikeloom`` command line: one subcommand per pipeline step, and ``run`` for all of them."""
 
-import argparse
 import re
 import json
 import sys
@@ -11,46 +10,7 @@ import numpy as np
 from spikeloom.model.errors import SpikeloomError
 
 from . import fit, output, steps
-from .common import check_cosim, check_pes, guarded
-
-
-class _Help(argparse.HelpFormatter):
-    """Help that states every option's default: one the help text does not already give is added as
-    ``(default: X)``; flags (``store_true``) and ``None`` defaults state none."""
-
-    def _get_help_string(self, action):
-        h = action.help or ""
-        d = action.default
-        if (d is not None and d is not False and d != argparse.SUPPRESS and action.option_strings
-                and "default" not in h and action.nargs != 0):
-            h += f" (default: {d})"
-        return h
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are the one line every spikeloom error is (exit 2, no usage
-    dump): ``spikeloom: error: COMMAND: message``; an option of another subcommand names the
-    subcommands that take it. The error is raised (a :class:`SpikeloomError`), and :func:`main`
-    prints it like any other."""
-
-    #: option string -> the subcommands that take it (filled by :func:`build_parser`)
-    owners: dict = {}
-
-    def __init__(self, *args, **kw):
-        kw.setdefault("formatter_class", _Help)
-        super().__init__(*args, **kw)
-
-    def error(self, message, prog=None):
-        hint = ""
-        m = re.match(r"unrecognized arguments: (.*)", message)
-        if m:
-            known = [(o, self.owners[o]) for o in m.group(1).split() if o in self.owners]
-            if known:
-                o, cmds = known[0]
-                hint = f" ({o} is an option of {', '.join(f'`spikeloom {c}`' for c in cmds)})"
-        prog = prog or self.prog
-        where = prog.removeprefix("spikeloom").strip()
-        raise SpikeloomError(f"{where + ': ' if where else ''}{message}{hint}; see `{prog} --help`")
+from .common import Parser, check_cosim, check_pes, parse_and_run
 
 
 def _add_data_options(p):
@@ -465,11 +425,11 @@ def version():
 
 
 def build_parser():
-    p = _Parser(prog="spikeloom", description=(
+    p = Parser(prog="spikeloom", description=(
         "From a trained spiking neural network to a verified hardware accelerator. "
         "Steps: train -> quantize -> evaluate (golden model); 'run' does them all."))
     p.add_argument("--version", action="version", version=f"spikeloom {version()}")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=Parser)
     for name, fn, help_ in (("run", cmd_run, "the main job (what `make sim` runs): train (cached) -> quantize -> "
                              "golden evaluation -> generate -> co-simulation -> energy"),
                             ("train", cmd_train, "train the float SNN (cached)"),
@@ -570,7 +530,7 @@ def build_parser():
     g.add_argument("--ports", type=Path, default=None,
                    help="the storage of a generated accelerator: its ports.json (spikeloom generate -o DIR)")
     sp.set_defaults(fn=cmd_golden)
-    _Parser.owners = _option_owners(sub)
+    p.owners = _option_owners(sub)
     return p
 
 
@@ -586,19 +546,7 @@ def _option_owners(sub):
 
 
 def main(argv=None):
-    p = build_parser()
-
-    def parse():
-        args, extra = p.parse_known_args(argv)
-        if extra:  # named by the subcommand they were given to
-            p.error(f"unrecognized arguments: {' '.join(extra)}", prog=f"spikeloom {args.cmd}")
-        return args
-
-    parsed = []
-    code = guarded(lambda: parsed.append(parse()))
-    if code:
-        return code
-    return guarded(parsed[0].fn, parsed[0])
+    return parse_and_run(build_parser(), argv, lambda a: a.fn(a), subcommand="cmd")
 
 
 if __name__ == "__main__":

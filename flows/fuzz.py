@@ -17,7 +17,6 @@ by every drawn axis, the wall time and, for every failing network, a folder ``bu
 generator refuses (a one-line ``ValueError``) counts as ``refused`` with its reason, not as passed.
 """
 
-import argparse
 import json
 import os
 import re
@@ -35,7 +34,7 @@ from spikeloom.model.data import load_npy
 from spikeloom.model.errors import ConfigError, SpikeloomError
 from spikeloom.model.randnet import WIDTH_RANGES, T_MAX_RANGE, extreme_inputs, random_any_model
 
-from .common import check_cosim, guarded, int_option, table
+from .common import Parser, check_cosim, int_option, parse_and_run, table
 from .output import atomic_write, check_out_dir
 
 #: The generator's PE counts the campaign draws (both ends more often than the rest).
@@ -491,10 +490,9 @@ def cli_args(a):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="spikeloom-fuzz", description=__doc__.split("\n\n")[0])
-    a = add_arguments(p).parse_args(argv)
+    p = Parser(prog="spikeloom-fuzz", description=__doc__.split("\n\n")[0])
     status = []
-    rc = guarded(lambda: status.append(run_args(a)))
+    rc = parse_and_run(add_arguments(p), argv, lambda a: status.append(run_args(a)))
     return rc or (status[0] if status else 0)
 
 

@@ -33,7 +33,6 @@ recipe and the source of every module training imports (``model/pruning.py`` inc
 Writes ``build/pruning.json`` (``rows``) and prints a table.
 """
 
-import argparse
 import copy
 import hashlib
 import inspect
@@ -47,7 +46,7 @@ import numpy as np
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 from . import common, steps
-from .common import check_cosim, check_pes, guarded
+from .common import Parser, check_cosim, check_pes, parse_and_run
 from .output import atomic_write, check_out_dir
 
 ROWS = ("dense-t4", "pruned80-t4", "pruned90-t4", "direct-t1", "stp-t1")
@@ -422,10 +421,8 @@ def run_args(a):
 
 
 def main(argv=None):
-
-    p = argparse.ArgumentParser(prog="spikeloom-prune", description=__doc__.split("\n\n")[0])
-    a = add_arguments(p).parse_args(argv)
-    return guarded(run_args, a)
+    p = Parser(prog="spikeloom-prune", description=__doc__.split("\n\n")[0])
+    return parse_and_run(add_arguments(p), argv, run_args)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 from spikeloom.sim.ports import Ports
 
-from .common import guarded
+from .common import Parser, parse_and_run
 from .export import TOP, ecp5_ram_styles, export
 
 __all__ = ["TARGETS", "DEFAULT_BUILD", "default_model", "run_target", "run", "main"]
@@ -468,8 +468,8 @@ def _pes(text):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="spikeloom-synth", description=__doc__.split("\n\n")[0])
-    p.add_argument("--build", type=Path, default=Path("build"))
+    p = Parser(prog="spikeloom-synth", description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", type=Path, default=Path("build"), help="output folder")
     p.add_argument("--target", action="append", choices=sorted(TARGETS),
                    help="repeatable; default: ecp5-25k (N = 8) and ice40-up5k (N = 4)")
     p.add_argument("--pes", type=_pes, default=None, help="N, or a comma-separated sweep (e.g. 1,2,4,8,16)")
@@ -478,9 +478,7 @@ def main(argv=None):
                         "reset (SPRAM on iCE40 UltraPlus). Default: per target (ECP5 rom, iCE40 UP5K load)")
     p.add_argument("--model", type=Path, default=None,
                    help="model file, or an arch name (mlp) for BUILD/digits-<arch>/model.slm; default: the default model")
-    a = p.parse_args(argv)
-
-    def job():
+    def job(a):
         model = a.model
         if model is not None and model.suffix != ".slm" and not model.exists():
             from spikeloom.model.snn import ARCHS
@@ -493,7 +491,7 @@ def main(argv=None):
         bad = [t for t, e in report["targets"].items() if not e.get("fmax_ok")]
         if bad:
             print(f"spikeloom: warning: fmax below the goal on {', '.join(bad)}", file=sys.stderr)
-    return guarded(job)
+    return parse_and_run(p, argv, job)
 
 
 if __name__ == "__main__":

@@ -281,3 +281,27 @@ def test_readme_command_examples_use_real_options():
                 assert (Path(__file__).parents[1] / a.tech).is_file(), line
             seen += 1
     assert seen > 20
+
+
+@pytest.mark.parametrize("module, args, needle", [
+    ("bench", ["--pes", "1,x"], "--pes = 'x' must be an integer"),
+    ("bench", ["--images"], "argument --images: expected one argument"),
+    ("ablation", ["--bogus"], "spikeloom-ablation: unrecognized arguments: --bogus"),
+    ("synth", ["--target", "vu9p"], "argument --target: invalid choice: 'vu9p'"),
+    ("formal", ["--jobs", "x", "--nope"], "spikeloom-formal: unrecognized arguments: --nope"),
+    ("fuzz", ["--networks", "many", "--x"], "spikeloom-fuzz: unrecognized arguments: --x"),
+    ("prune", ["--rows"], "argument --rows: expected one argument"),
+])
+def test_make_target_flows_parse_errors_are_one_line(capsys, module, args, needle):
+    """The flows behind make targets (make bench, synth, formal, ...) parse like `spikeloom`: a bad
+    option is one line naming it, exit 2, before any work."""
+    import importlib
+
+    main = importlib.import_module(f"spikeloom.flows.{module}").main
+    capsys.readouterr()
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("spikeloom: error:") and len(err.splitlines()) == 1, err
+    assert needle in err, err
+    if "argument" in needle:  # argparse's own checks name where the help is
+        assert f"see `spikeloom-{module} --help`" in err, err
