@@ -110,12 +110,12 @@ def _context(a):
         kw["epochs"] = a.epochs
     if a.qat_epochs is not None:
         kw["qat_epochs"] = a.qat_epochs
-    return steps.Context(
+    return steps.RunContext(
         build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size,
         train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed, target_drop=a.target_drop,
                           pool=a.pool, **kw),
         neuron=_neuron(a),
-        quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))
+        quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits), **steps.run_settings(a))
 
 
 def cmd_run(a):
@@ -131,6 +131,7 @@ def cmd_run(a):
         im, qm, ctx = _run_import(a)
     else:
         ctx = _context(a)
+        ctx.open()
         fm = steps.step_train(ctx)
         im, qm = steps.step_quantize(ctx, fm)
     steps.step_evaluate(ctx, im, qm, a.pes)
@@ -168,7 +169,9 @@ def _run_import(a):
 
     _fill_run_defaults(a, nir_import.meta(nir_import.read(a.nir)))
     a.graph = a.nir
-    ctx = _import_context(a, a.build)
+    ctx = steps.in_run_folder(_import_context(a, a.build), **steps.run_settings(a),
+                              import_options={"dt": a.dt, "finetune": a.finetune, **_import_options(a, reset)})
+    ctx.open()
     ctx.report["model"] = {}
     im, qm = steps.step_import(ctx, a.dt, _import_options(a, reset), a.finetune)
     ctx.report["model"]["accuracy_float"] = ctx.report["import"]["accuracy_float"]
@@ -208,18 +211,23 @@ def cmd_gpu_baseline(a):
 
 def cmd_train(a):
     ctx = _context(a)
+    ctx.open()
     steps.step_train(ctx)
+    steps.write_report(ctx)
     print(f"float accuracy on the test split: {ctx.report['model']['accuracy_float']:.4f}")
 
 
 def cmd_quantize(a):
     ctx = _context(a)
+    ctx.open()
     _, qm = steps.step_quantize(ctx, steps.step_train(ctx))
+    steps.write_report(ctx)
     print(f"model file: {ctx.model_path}")
 
 
 def cmd_evaluate(a):
     ctx = _context(a)
+    ctx.open()
     fm = steps.step_train(ctx)
     im, qm = steps.step_quantize(ctx, fm)
     steps.step_evaluate(ctx, im, qm, a.pes)
@@ -376,6 +384,7 @@ def build_parser():
                             ("evaluate", cmd_evaluate, "golden-model evaluation and report")):
         sp = sub.add_parser(name, help=help_)
         _add_pipeline_options(sp)
+        steps.add_run_folder_options(sp)
         sp.set_defaults(fn=fn)
     sp = sub.add_parser("inspect", help="validate a model file and summarise it")
     sp.add_argument("model", type=Path)

@@ -58,5 +58,5 @@ def test_rgb_folder_run_cosimulates_exactly(rgb_folder, tmp_path_factory, simula
     assert model["accuracy_adaptive"] > 0.5  # trained, not a constant classifier
     # the generated hardware reads a (3, 6, 6) image through a dense first layer
     from spikeloom.model import modelfile
-    qm = modelfile.load(next(build.glob("*/model.slm")))
+    qm = modelfile.load(build / "latest" / "model.slm")
     assert tuple(qm.input_shape) == (3, 6, 6) and qm.layers[0].kind == "dense"
