@@ -137,11 +137,10 @@ class Step:
             # no count: the activity and the time it has taken so far
             self._bar = tqdm(total=None, desc=desc, bar_format="{desc} {elapsed}", file=self.stream, leave=False)
         else:
-            self._bar = tqdm(total=self.total, desc=desc, unit=self.unit, file=self.stream, leave=False,
-                             dynamic_ncols=True)
+            self._bar = tqdm(total=self.total, desc=desc, unit=self.unit, file=self.stream, leave=False)
 
     def _tick(self):
-        while not self._stop.wait(1.0 if self.tty else min(1.0, self.every / 4)):
+        while not self._stop.wait(1.0 if self.tty else max(0.01, min(1.0, self.every / 4))):
             with self._lock:
                 if self.tty:
                     self._bar.refresh()

@@ -139,17 +139,18 @@ def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEV
                      timescale=("1ns", "1ps"), build_args=args, log_file=log_file)
     except RuntimeError as e:  # cocotb: "Command failed with return code: N"
         raise SpikeloomError(f"the {simulator} build of {toplevel} failed ({e}); see {log_file}"
-                             f"{_last_line(log_file)}") from None
+                             f"{_first_error(log_file)}") from None
     return runner
 
 
-def _last_line(path):
-    """``: <the last non-empty line of path>`` (what a failed build said last), or nothing."""
+def _first_error(path):
+    """``: <the first line of path that says error>`` (else its last line), or nothing."""
     try:
         lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    return f": {lines[-1][:300]}" if lines else ""
+    line = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+    return f": {line[:300]}" if line else ""
 
 
 def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, idle=0.2, backpressure=0.2,
