@@ -225,7 +225,9 @@ class RunContext(Context):
     def open(self, log=print):
         """Make the run folder, point ``build/latest`` at it and load the report it has for the same
         model. Called once the options are checked, before the first step."""
-        progress.interval()  # a bad SPIKELOOM_PROGRESS_INTERVAL is refused before any work
+        progress.interval()  # a bad SPIKELOOM_PROGRESS_INTERVAL is refused before any work,
+        if self.dataset is not None:
+            self.split()  # and so is a bad dataset: no run folder is made for either
         folder = self.workdir
         old = _read_report(folder / "report.json")
         run = old.get("run") if isinstance(old.get("run"), dict) else {}
