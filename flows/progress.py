@@ -99,6 +99,20 @@ class Step:
             elif time.perf_counter() - self._last >= self.every:
                 self._write(self._status())
 
+    def wrap(self, log):
+        """``log`` (a ``print``-like function) made safe to call while the step shows its progress:
+        on a terminal the bar is cleared and redrawn around the line; in a log the line counts as
+        the step's latest output."""
+        def out(*args, **kwargs):
+            with self._lock:
+                if self._bar is not None:
+                    with self._bar.external_write_mode(file=self.stream):
+                        log(*args, **kwargs)
+                else:
+                    log(*args, **kwargs)
+                self._last = time.perf_counter()
+        return out
+
     @contextmanager
     def epochs(self):
         """Training inside this block shows its epochs here (the hook of :mod:`spikeloom.model.train`)."""

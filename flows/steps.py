@@ -376,6 +376,7 @@ def step_train(ctx: Context, log=print):
     from spikeloom.model.train import accumulate
 
     with progress.step("train", ctx.timing, f"{ctx.train.arch} on {ctx.dataset}") as p:
+        log = p.wrap(log)
         split = ctx.split()
         key = ctx.key("train")
         path = ctx.cache_dir("train") / "float.pt"
@@ -406,6 +407,7 @@ def step_quantize(ctx: Context, float_model, log=print):
     from spikeloom.model.train import train_qat
 
     with progress.step("quantize", ctx.timing, "BN folding, QAT, exit calibration") as p:
+        log = p.wrap(log)
         split = ctx.split()
         key = ctx.key("quantize")
         path = ctx.cache_dir("quantize") / "model.slm"
@@ -454,7 +456,7 @@ def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
     QuantModel)``; the report's ``import`` section has every node's mapping and error.
     """
     with progress.step("import", ctx.timing, f"NIR graph {Path(ctx.nir).name}") as p:
-        return _import(ctx, dt, options, finetune, out, log, p)
+        return _import(ctx, dt, options, finetune, out, p.wrap(log), p)
 
 
 def _import(ctx, dt, options, finetune, out, log, p):
@@ -542,8 +544,8 @@ def step_evaluate(ctx: Context, imodel, qmodel, n_pe=None, log=print):
     ``n_pe`` PEs, as the RTL counts them (a model the generator cannot map, or no ``n_pe``: dense
     storage); the report's ``counters_storage`` says which.
     """
-    with progress.step("evaluate", ctx.timing, f"golden model on the test split of {ctx.dataset}"):
-        return _evaluate(ctx, imodel, qmodel, n_pe, log)
+    with progress.step("evaluate", ctx.timing, f"golden model on the test split of {ctx.dataset}") as p:
+        return _evaluate(ctx, imodel, qmodel, n_pe, p.wrap(log))
 
 
 def _evaluate(ctx, imodel, qmodel, n_pe, log):
@@ -669,8 +671,8 @@ def write_report(ctx: Context, log=print):
 
 def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
     """Generate the accelerator's Verilog, memory images and port description for ``qmodel``."""
-    with progress.step("generate", ctx.timing, f"{qmodel.name} on N = {n_pe} PEs"):
-        return _generate(ctx, qmodel, n_pe, trace, log)
+    with progress.step("generate", ctx.timing, f"{qmodel.name} on N = {n_pe} PEs") as p:
+        return _generate(ctx, qmodel, n_pe, trace, p.wrap(log))
 
 
 def _generate(ctx, qmodel, n_pe, trace, log):
@@ -736,8 +738,8 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
 
 def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=None, log=print):
     """Energy per inference from the co-simulated RTL counters (checked against the golden counts)."""
-    with progress.step("energy", ctx.timing, "energy model on the co-simulated counters"):
-        return _energy(ctx, qmodel, gen_dir, simulator, tech_path, log)
+    with progress.step("energy", ctx.timing, "energy model on the co-simulated counters") as p:
+        return _energy(ctx, qmodel, gen_dir, simulator, tech_path, p.wrap(log))
 
 
 def _energy(ctx, qmodel, gen_dir, simulator, tech_path, log):
