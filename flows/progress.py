@@ -156,10 +156,13 @@ class Step:
     def _tick(self):
         while not self._stop.wait(1.0 if self.tty else max(0.01, min(1.0, self.every / 4))):
             with self._lock:
-                if self.tty:
-                    self._bar.refresh()
-                elif time.perf_counter() - self._last >= self.every:
-                    self._write(self._status())
+                try:
+                    if self.tty:
+                        self._bar.refresh()
+                    elif time.perf_counter() - self._last >= self.every:
+                        self._write(self._status())
+                except (OSError, ValueError):  # the reader went away (a closed pipe): the command's own
+                    return                     # next write reports it
 
     def _start(self):
         with self._lock:

@@ -92,7 +92,7 @@ class Context:
     @property
     def model_name(self):
         """The model's name in its file (``spikeloom inspect``): :attr:`tag`, and the options that
-        differ from ``run``'s defaults, e.g. ``digits-mlp-loss=uniform,epochs=2``; a hash of them
+        differ from ``run``'s defaults, e.g. ``digits-mlp-epochs=2,loss=uniform``; a hash of them
         when that would be longer than :data:`NAME_OPTIONS_MAX` characters."""
         ref = Context(build=self.build)
         parts = [(k, getattr(self, k)) for k in ("data_seed", "image_size") if getattr(self, k) != getattr(ref, k)]
@@ -143,12 +143,15 @@ def add_run_folder_options(group):
                             "configuration>); letters, digits, '.', '_' and '-'")
 
 
+#: :class:`RunContext`'s own fields and the command-line options that give them.
+_RUN_OPTIONS = {"n_pe": "pes", "simulator": "sim", "cosim_images": "cosim_images", "tech": "tech", "name": "name"}
+
+
 def run_settings(args):
     """:class:`RunContext`'s own fields from parsed pipeline options (an option a subcommand does
     not have takes the field's default)."""
-    return {"n_pe": getattr(args, "pes", 8), "simulator": getattr(args, "sim", "verilator"),
-            "cosim_images": getattr(args, "cosim_images", None), "tech": getattr(args, "tech", None),
-            "name": getattr(args, "name", None)}
+    defaults = {f.name: f.default for f in fields(RunContext)}
+    return {k: getattr(args, opt, defaults[k]) for k, opt in _RUN_OPTIONS.items()}
 
 
 def _file_hash(path, option):
