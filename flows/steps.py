@@ -247,7 +247,8 @@ class RunContext(Context):
             folder.mkdir(parents=True, exist_ok=True)
             _link_latest(self.build, folder)
         except OSError as e:
-            raise ConfigError(f"--build {self.build}: cannot make the run folder {folder} ({e.strerror or e})") from None
+            raise ConfigError(f"--build {self.build}: cannot make the run folder {folder} "
+                              f"({e.strerror or e})") from None
         log(f"[run] run folder {folder} ({'--name ' + self.name if self.name else 'configuration ' + self.config_hash}"
             f"); {self.build / 'latest'} points to it")
         return folder
