@@ -149,13 +149,13 @@ def _context(a):
         kw["epochs"] = a.epochs
     if a.qat_epochs is not None:
         kw["qat_epochs"] = a.qat_epochs
-    return steps.Context(
+    return steps.RunContext(
         build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size, channels=a.channels,
         train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed,
                           target_drop=getattr(a, "target_drop", 0.0),
                           pool=a.pool, **kw),
         neuron=_neuron(a),
-        quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits))
+        quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits), **steps.run_settings(a))
 
 
 def cmd_run(a):
@@ -173,6 +173,7 @@ def cmd_run(a):
     else:
         ctx = _context(a)
         fit.preflight(ctx, a.pes, generate=not a.no_cosim, allow_large=a.allow_large)
+        ctx.open()
         fm = steps.step_train(ctx)
         im, qm = steps.step_quantize(ctx, fm)
     steps.step_evaluate(ctx, im, qm, a.pes)
@@ -210,7 +211,9 @@ def _run_import(a):
 
     _fill_run_defaults(a, nir_import.meta(nir_import.read(a.nir)))
     a.graph = a.nir
-    ctx = _import_context(a, a.build)
+    ctx = steps.in_run_folder(_import_context(a, a.build), **steps.run_settings(a),
+                              import_options={"dt": a.dt, "finetune": a.finetune, **_import_options(a, reset)})
+    ctx.open()
     ctx.report["model"] = {}
     im, qm = steps.step_import(ctx, a.dt, _import_options(a, reset), a.finetune)
     ctx.report["model"]["accuracy_float"] = ctx.report["import"]["accuracy_float"]
@@ -251,20 +254,25 @@ def cmd_gpu_baseline(a):
 def cmd_train(a):
     ctx = _context(a)
     fit.preflight(ctx)
+    ctx.open()
     steps.step_train(ctx)
+    steps.write_report(ctx)
     print(f"float accuracy on the test split: {ctx.report['model']['accuracy_float']:.4f}")
 
 
 def cmd_quantize(a):
     ctx = _context(a)
     fit.preflight(ctx)
+    ctx.open()
     _, qm = steps.step_quantize(ctx, steps.step_train(ctx))
+    steps.write_report(ctx)
     print(f"model file: {ctx.model_path}")
 
 
 def cmd_evaluate(a):
     ctx = _context(a)
     fit.preflight(ctx, a.pes)
+    ctx.open()
     fm = steps.step_train(ctx)
     im, qm = steps.step_quantize(ctx, fm)
     steps.step_evaluate(ctx, im, qm, a.pes)
@@ -438,6 +446,7 @@ def build_parser():
         sp = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         for add in PIPELINE[name]:
             add(sp)
+        steps.add_run_folder_options(sp)
         sp.set_defaults(fn=fn)
     sp = sub.add_parser("inspect", help="validate a model file and summarise it")
     sp.add_argument("model", type=Path, help="the model file (.slm)")

@@ -1,14 +1,25 @@
-"""The pipeline as named steps: train -> quantize -> evaluate (-> generate -> cosim in hw issues).
+"""The pipeline as named steps: train -> quantize -> evaluate -> generate -> cosim -> energy.
 
 Each step reads what the previous one wrote, checks its own output before returning, and adds a
 section to the run's report. Steps that train are cached on a key made of their configuration and
-the source of the code they run, so an unchanged ``make sim`` does not train again.
+the source of the code they run, so an unchanged ``make sim`` does not train again. Every step shows
+its progress and records its wall time (:mod:`spikeloom.flows.progress`, the report's ``timing``).
+
+The command line's pipeline commands work in a :class:`RunContext`: one run folder per
+configuration (``build/runs/<dataset>-<net>-<hash>/`` or ``build/runs/<name>/``), caches under
+``build/cache/<key>/``, ``build/latest`` and ``build/report.json`` for the last run. Other flows
+(prune, ablation, bench) use a plain :class:`Context`: everything under their own ``build`` folder.
 """
 
+import hashlib
 import inspect
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +31,7 @@ from spikeloom.model.data import load_dataset
 from spikeloom.model.errors import ConfigError, InputError, ModelFileError, SpikeloomError
 from spikeloom.model.train import TrainConfig
 
-from . import sources
+from . import progress, sources
 from .common import check_pes, table
 from .output import atomic_write
 
@@ -29,7 +40,8 @@ from .output import atomic_write
 #: import graph from the source), plus the two step functions' own source.
 TRAINING_ROOTS = ("spikeloom.model.train", "spikeloom.model.snn", "spikeloom.model.data", "spikeloom.model.exit_criteria",
                   "spikeloom.model.golden", "spikeloom.model.modelfile", "spikeloom.model.config",
-                  "spikeloom.model.errors", "spikeloom.flows.common", "spikeloom.flows.output")
+                  "spikeloom.model.errors", "spikeloom.flows.common", "spikeloom.flows.output",
+                  "spikeloom.flows.progress")
 
 
 @dataclass
@@ -46,6 +58,8 @@ class Context:
     channels: int | None = None  # image folders: 1 (grey) or 3 (RGB) (None: the loader's default, RGB)
     nir: Path | None = None  # a NIR graph to import instead of training (run --nir)
     report: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)  # this command's wall time per step (flows/progress.py)
+    started: float = field(default_factory=time.perf_counter)
     _split: object = None
 
     @property
@@ -60,11 +74,39 @@ class Context:
 
     @property
     def workdir(self):
+        """The folder of this configuration's files (model, generated RTL, co-simulations)."""
         return self.build / self.tag
+
+    @property
+    def out_dir(self):
+        """Where the report and the plots go."""
+        return self.build
+
+    def cache_dir(self, stage):
+        """The folder of the cache entries of training stage ``stage`` (``"train"``, ``"quantize"``)."""
+        return self.workdir
 
     @property
     def model_path(self):
         return self.workdir / "model.slm"
+
+    @property
+    def model_name(self):
+        """The model's name in its file (``spikeloom inspect``): :attr:`tag`, and the options that
+        differ from ``run``'s defaults, e.g. ``digits-mlp-epochs=2,loss=uniform``; a hash of them
+        when that would be longer than :data:`NAME_OPTIONS_MAX` characters."""
+        ref = Context(build=self.build)
+        parts = [(k, getattr(self, k)) for k in ("data_seed", "image_size", "channels")
+                 if getattr(self, k) != getattr(ref, k)]
+        for mine, default in ((self.train.as_dict(), ref.train.as_dict()), (asdict(self.neuron), asdict(ref.neuron)),
+                              (asdict(self.quant), asdict(ref.quant))):
+            parts += [(k, v) for k, v in mine.items() if k != "arch" and v != default.get(k)]
+        if not parts:
+            return self.tag
+        text = ",".join(f"{k}={_FIRE_NAMES.get(v, re.sub(r'[^A-Za-z0-9._+-]', '', str(v)))}" for k, v in parts)
+        if len(text) > NAME_OPTIONS_MAX:
+            text = hashlib.sha256(text.encode()).hexdigest()[:8]
+        return f"{self.tag}-{text}"
 
     def split(self):
         if self._split is None:
@@ -81,6 +123,7 @@ class Context:
                "kernels": {k: os.environ.get(k) for k in PINNED_ENV}}
         if stage == "quantize":
             cfg["quant"] = asdict(self.quant)
+            cfg["name"] = self.model_name
         if self.image_size is not None:
             cfg["image_size"] = self.image_size
         if self.channels is not None:
@@ -89,6 +132,165 @@ class Context:
         for fn in (step_train, step_quantize, Context.split):
             h.update(inspect.getsource(fn).encode())
         return h.hexdigest()[:16]
+
+
+#: The longest list of non-default options in a model's name (:attr:`Context.model_name`).
+NAME_OPTIONS_MAX = 48
+_FIRE_NAMES = {">=": "ge", ">": "gt"}
+#: A run folder's name given by the user (``--name``).
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+
+def add_run_folder_options(group):
+    """The run-folder option of the pipeline commands (``run``, ``train``, ``quantize``, ``evaluate``)."""
+    group.add_argument("--name", default=None, metavar="NAME",
+                       help="the run folder: BUILD/runs/NAME (default: BUILD/runs/<dataset>-<net>-<hash of the "
+                            "configuration>); letters, digits, '.', '_' and '-'")
+
+
+#: :class:`RunContext`'s own fields and the command-line options that give them.
+_RUN_OPTIONS = {"n_pe": "pes", "simulator": "sim", "cosim_images": "cosim_images", "tech": "tech", "name": "name"}
+
+
+def run_settings(args):
+    """:class:`RunContext`'s own fields from parsed pipeline options (an option a subcommand does
+    not have takes the field's default)."""
+    defaults = {f.name: f.default for f in fields(RunContext)}
+    return {k: getattr(args, opt, defaults[k]) for k, opt in _RUN_OPTIONS.items()}
+
+
+def _file_hash(path, option):
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise ConfigError(f"{option} {path}: cannot read it ({e.strerror or e})") from None
+
+
+@dataclass
+class RunContext(Context):
+    """A :class:`Context` whose results go to the run folder of its configuration (README, "Run folders").
+
+    - :attr:`workdir`: ``build/runs/<dataset>-<net>-<hash>/`` (:attr:`config_hash`, of everything that
+      determines the results: :meth:`config`) or ``build/runs/<name>/`` (``--name``): the model file,
+      ``report.json``, the plots, and ``rtl_n<N>/`` (the generated Verilog; ``cosim_<simulator>/``:
+      the co-simulation's results, ``sim.log`` and ``sim_build_<simulator>/build.log``);
+    - the training and quantization caches in ``build/cache/<key>/`` (:meth:`Context.key`), shared by
+      every configuration that trains the same network and never written by another;
+    - :meth:`open` points ``build/latest`` at the folder, and loads its report: the commands that
+      write into one folder (``train``, ``quantize``, ``evaluate``, ``run``) add to each other's
+      sections as long as the model is the same (:attr:`model_key`);
+    - :func:`write_report` copies the report to ``build/report.json`` (what other tools read).
+    """
+
+    n_pe: int = 8
+    simulator: str = "verilator"
+    cosim_images: int | None = None
+    tech: Path | None = None
+    import_options: dict | None = None  # run --nir: dt, finetune and the import's options
+    name: str | None = None
+
+    def __post_init__(self):
+        if self.name is not None and not RUN_NAME.fullmatch(self.name):
+            raise ConfigError(f"--name {self.name!r}: a run folder's name is 1 to 80 letters, digits, '.', '_' "
+                              "or '-', starting with a letter or a digit")
+
+    def config(self):
+        """Everything that determines the run's results; its hash names the run folder."""
+        cfg = {"dataset": self.dataset, "data_seed": self.data_seed, "image_size": self.image_size,
+               **({"channels": self.channels} if self.channels is not None else {}),
+               "train": self.train.as_dict(), "neuron": asdict(self.neuron), "quant": asdict(self.quant),
+               "n_pe": self.n_pe, "simulator": self.simulator, "cosim_images": self.cosim_images,
+               "tech": _file_hash(self.tech, "--tech"), "kernels": {k: os.environ.get(k) for k in PINNED_ENV}}
+        if self.nir is not None:
+            cfg["nir"] = {"graph": _file_hash(self.nir, "--nir"), **(self.import_options or {})}
+        return cfg
+
+    @cached_property
+    def config_hash(self):
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    @cached_property
+    def model_key(self):
+        """Names the model of this run and the code that made it: a report written for another key
+        describes another model, and :meth:`open` does not keep its sections."""
+        if self.nir is None:
+            return self.key("quantize")
+        cfg = json.dumps(self.config(), sort_keys=True, default=str).encode()
+        return sources.source_hash(TRAINING_ROOTS + ("spikeloom.model.nir_import",), cfg).hexdigest()[:16]
+
+    @property
+    def workdir(self):
+        return self.build / "runs" / (self.name or f"{self.tag}-{self.config_hash}")
+
+    @property
+    def out_dir(self):
+        return self.workdir
+
+    def cache_dir(self, stage):
+        return self.build / "cache" / self.key(stage)
+
+    def open(self, log=print):
+        """Make the run folder, point ``build/latest`` at it and load the report it has for the same
+        model. Called once the options are checked, before the first step."""
+        progress.interval()  # a bad SPIKELOOM_PROGRESS_INTERVAL is refused before any work,
+        if self.dataset is not None:
+            self.split()  # and so is a bad dataset: no run folder is made for either
+        folder = self.workdir
+        old = _read_report(folder / "report.json")
+        run = old.get("run") if isinstance(old.get("run"), dict) else {}
+        if old and self.name is not None and run.get("config_hash") != self.config_hash:
+            raise ConfigError(f"--name {self.name}: {folder} holds the run of another configuration (hash "
+                              f"{run.get('config_hash')}; this one is {self.config_hash}): choose another name "
+                              "or remove that folder")
+        if old and run.get("model_key") == self.model_key:
+            self.report = {**old, **self.report}
+        elif old:
+            log(f"[run] {folder}: its report describes another model (the code or the cache changed); "
+                "it starts anew")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _link_latest(self.build, folder)
+        except OSError as e:
+            raise ConfigError(f"--build {self.build}: cannot make the run folder {folder} "
+                              f"({e.strerror or e})") from None
+        log(f"[run] run folder {folder} ({'--name ' + self.name if self.name else 'configuration ' + self.config_hash}"
+            f"); {self.build / 'latest'} points to it")
+        return folder
+
+    def run_section(self):
+        return {"folder": str(self.workdir), "name": self.name, "config_hash": self.config_hash,
+                "config": self.config(), "model_key": self.model_key}
+
+
+def in_run_folder(ctx, **settings):
+    """A :class:`RunContext` with ``ctx``'s configuration and ``settings`` (its own fields)."""
+    return RunContext(**{f.name: getattr(ctx, f.name) for f in fields(Context)}, **settings)
+
+
+def _read_report(path):
+    """The report at ``path`` as a dict; ``{}`` when there is none or it cannot be read."""
+    try:
+        rep = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return rep if isinstance(rep, dict) else {}
+
+
+def _link_latest(build, folder):
+    """``build/latest`` -> ``folder`` (a relative link), replaced in one step: a new link under a
+    temporary name, renamed over the old one."""
+    link = Path(build) / "latest"
+    if link.exists() and not link.is_symlink():
+        raise ConfigError(f"{link} is not the link spikeloom keeps there (a file or folder); move it away")
+    tmp = link.parent / f".latest.{secrets.token_hex(4)}"
+    os.symlink(os.path.relpath(folder, link.parent), tmp)
+    try:
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def describe_neuron(n):
@@ -180,22 +382,26 @@ def step_train(ctx: Context, log=print):
     from spikeloom.model.snn import SNN
     from spikeloom.model.train import train_float
 
-    split = ctx.split()
-    path = ctx.workdir / "float.pt"
-    key = ctx.key("train")
-    if cached(path, key):
-        log(f"[train] reusing {path} (cache key {key})")
-        model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, ctx.train.t_max,
-                    pool=ctx.train.pool)
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
-        log(f"[train] training {ctx.train.arch} on {ctx.dataset} ({len(split.train)} images, "
-            f"T_max={ctx.train.t_max}, loss={ctx.train.loss})")
-        model, _ = train_float(split, ctx.train, ctx.neuron)
-        store(path, key, lambda tmp: torch.save(model.state_dict(), tmp))
     from spikeloom.model.determinism import settings
     from spikeloom.model.train import accumulate
-    z = accumulate(model, split.test.x)
+
+    with progress.step("train", ctx.timing, f"{ctx.train.arch} on {ctx.dataset}") as p:
+        log = p.wrap(log)
+        split = ctx.split()
+        key = ctx.key("train")
+        path = ctx.cache_dir("train") / "float.pt"
+        if cached(path, key):
+            log(f"[train] reusing {path} (cache key {key})")
+            model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, ctx.train.t_max,
+                        pool=ctx.train.pool)
+            model.load_state_dict(torch.load(path, weights_only=True))
+        else:
+            log(f"[train] training {ctx.train.arch} on {ctx.dataset} ({len(split.train)} images, "
+                f"T_max={ctx.train.t_max}, loss={ctx.train.loss})")
+            with p.epochs():
+                model, _ = train_float(split, ctx.train, ctx.neuron)
+            store(path, key, lambda tmp: torch.save(model.state_dict(), tmp))
+        z = accumulate(model, split.test.x)
     ctx.report.setdefault("model", {})["training_determinism"] = settings()
     ctx.report["model"]["accuracy_float"] = float((golden.first_argmax(z[-1]) == split.test.y).mean())
     ctx.report["model"]["accuracy_float_per_t"] = [float((golden.first_argmax(z[t]) == split.test.y).mean())
@@ -210,34 +416,39 @@ def step_quantize(ctx: Context, float_model, log=print):
     from spikeloom.model.snn import IntSNN
     from spikeloom.model.train import train_qat
 
-    split = ctx.split()
-    path = ctx.model_path
-    qpath = ctx.workdir / "qat.pt"
-    key = ctx.key("quantize")
-    if cached(path, key) and cached(qpath, key):
-        log(f"[quantize] reusing {path} (cache key {key})")
-        imodel = IntSNN(float_model.folded_stages(), split.train.shape, ctx.neuron, ctx.quant, ctx.train.t_max)
-        imodel.load_state_dict(torch.load(qpath, weights_only=True))
-        qmodel = modelfile.load(path)
-    else:
-        neu = "" if ctx.neuron.is_v1 else f"; neurons: {describe_neuron(ctx.neuron.layer_neuron())}"
-        log(f"[quantize] BN folding + QAT ({ctx.quant.weight_bits}-bit weights, "
-            f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes{neu})")
-        imodel, _ = train_qat(float_model, split, ctx.train, ctx.neuron, ctx.quant)
-        zv = imodel.exact_z(golden.quantize_values(split.val.x, ctx.quant.input_bits))
-        theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
-        log(f"[quantize] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation "
-            f"images for an accuracy drop <= {ctx.train.target_drop}")
-        qmodel = imodel.export(ctx.tag, ctx.dataset, theta, classes=split.train.classes,
-                               extra={"data_seed": ctx.data_seed, "train": ctx.train.as_dict(),
-                                      "quant": asdict(ctx.quant),
-                                      **({"image_size": ctx.image_size} if ctx.image_size is not None else {}),
-                                      **({"channels": ctx.channels} if ctx.channels is not None else {})})
-        store(qpath, key, lambda tmp: torch.save(imodel.state_dict(), tmp))
-        store(path, key, lambda tmp: modelfile.save(qmodel, tmp))
-    back = modelfile.load(path)
+    with progress.step("quantize", ctx.timing, "BN folding, QAT, exit calibration") as p:
+        log = p.wrap(log)
+        split = ctx.split()
+        key = ctx.key("quantize")
+        path = ctx.cache_dir("quantize") / "model.slm"
+        qpath = path.with_name("qat.pt")
+        if cached(path, key) and cached(qpath, key):
+            log(f"[quantize] reusing {path} (cache key {key})")
+            imodel = IntSNN(float_model.folded_stages(), split.train.shape, ctx.neuron, ctx.quant, ctx.train.t_max)
+            imodel.load_state_dict(torch.load(qpath, weights_only=True))
+            qmodel = modelfile.load(path)
+        else:
+            neu = "" if ctx.neuron.is_v1 else f"; neurons: {describe_neuron(ctx.neuron.layer_neuron())}"
+            log(f"[quantize] BN folding + QAT ({ctx.quant.weight_bits}-bit weights, "
+                f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes{neu})")
+            with p.epochs():
+                imodel, _ = train_qat(float_model, split, ctx.train, ctx.neuron, ctx.quant)
+            zv = imodel.exact_z(golden.quantize_values(split.val.x, ctx.quant.input_bits))
+            theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
+            log(f"[quantize] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation "
+                f"images for an accuracy drop <= {ctx.train.target_drop}")
+            qmodel = imodel.export(ctx.model_name, ctx.dataset, theta, classes=split.train.classes,
+                                   extra={"data_seed": ctx.data_seed, "train": ctx.train.as_dict(),
+                                          "quant": asdict(ctx.quant),
+                                          **({"image_size": ctx.image_size} if ctx.image_size is not None else {}),
+                                          **({"channels": ctx.channels} if ctx.channels is not None else {})})
+            store(qpath, key, lambda tmp: torch.save(imodel.state_dict(), tmp))
+            store(path, key, lambda tmp: modelfile.save(qmodel, tmp))
+        if path != ctx.model_path:  # a run folder: its own copy of the cached model file
+            atomic_write(ctx.model_path, path.read_bytes())
+        back = modelfile.load(ctx.model_path)
     if any((a.weight != b.weight).any() for a, b in zip(back.layers, qmodel.layers)):
-        raise ModelFileError(f"{path}: written model does not read back identically")
+        raise ModelFileError(f"{ctx.model_path}: written model does not read back identically")
     return imodel, back
 
 
@@ -255,6 +466,11 @@ def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
     Without one, the model runs every timestep (no early exit). Returns ``(IntSNN or None,
     QuantModel)``; the report's ``import`` section has every node's mapping and error.
     """
+    with progress.step("import", ctx.timing, f"NIR graph {Path(ctx.nir).name}") as p:
+        return _import(ctx, dt, options, finetune, out, p.wrap(log), p)
+
+
+def _import(ctx, dt, options, finetune, out, log, p):
     from spikeloom.model import nir_import, nir_sim
 
     graph = nir_import.read(ctx.nir)
@@ -304,7 +520,8 @@ def step_import(ctx: Context, dt, options, finetune=0, out=None, log=print):
             f"integer model {100 * acc_q:.2f}% at T = {T} (same class as the float graph on {100 * agree:.1f}%)")
         if finetune:
             log(f"[import] QAT fine-tuning {finetune} epochs on {len(split.train)} training images")
-            imodel, _ = finetune_imported(model, split, ctx.train, finetune)
+            with p.epochs():
+                imodel, _ = finetune_imported(model, split, ctx.train, finetune)
             model = imodel.export(model.name, model.dataset, model.exit_threshold, classes=model.classes,
                                   extra=model.extra)
             acc_ft, agree_ft = accuracy(model)
@@ -338,6 +555,11 @@ def step_evaluate(ctx: Context, imodel, qmodel, n_pe=None, log=print):
     ``n_pe`` PEs, as the RTL counts them (a model the generator cannot map, or no ``n_pe``: dense
     storage); the report's ``counters_storage`` says which.
     """
+    with progress.step("evaluate", ctx.timing, f"golden model on the test split of {ctx.dataset}") as p:
+        return _evaluate(ctx, imodel, qmodel, n_pe, p.wrap(log))
+
+
+def _evaluate(ctx, imodel, qmodel, n_pe, log):
     split = ctx.split()
     x_q = golden.quantize_input(qmodel, split.test.x)
     y = split.test.y
@@ -426,6 +648,7 @@ def plot_model(ctx: Context, m):
     import matplotlib.pyplot as plt
 
     T = ctx.report["t_max"]
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
     colours = {"margin": "tab:blue", "max_softmax": "tab:orange", "entropy": "tab:green"}
     accs = [100 * r["accuracy"] for c in m["criteria"].values() for r in c["sweep"]]
     accs += [100 * m["accuracy_fixed_t"], 100 * m["accuracy_float"]]
@@ -460,7 +683,7 @@ def plot_model(ctx: Context, m):
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(ctx.build / "accuracy_vs_timesteps.png", dpi=120)
+    fig.savefig(ctx.out_dir / "accuracy_vs_timesteps.png", dpi=120)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     hist = m["exit_histogram"]
@@ -477,19 +700,36 @@ def plot_model(ctx: Context, m):
                  f"of {T})", fontsize=9)
     ax.set_xticks(range(1, T + 1))
     fig.tight_layout()
-    fig.savefig(ctx.build / "exit_histogram.png", dpi=120)
+    fig.savefig(ctx.out_dir / "exit_histogram.png", dpi=120)
     plt.close(fig)
 
 
 def write_report(ctx: Context, log=print):
-    ctx.build.mkdir(parents=True, exist_ok=True)
-    path = atomic_write(ctx.build / "report.json", json.dumps(ctx.report, indent=2, sort_keys=True) + "\n")
-    log(f"report: {path}")
+    """Write the report with its ``timing`` section (this command's steps, over those of earlier
+    commands on the same run folder; ``total``: this command) and print the timing table. A run
+    folder's report is copied to ``build/report.json``, which always holds the last run's report."""
+    total = time.perf_counter() - ctx.started
+    ctx.report["timing"] = {**ctx.report.get("timing", {}), **ctx.timing, "total": round(total, 3)}
+    if isinstance(ctx, RunContext):
+        ctx.report["run"] = ctx.run_section()
+    text = json.dumps(ctx.report, indent=2, sort_keys=True) + "\n"
+    path = atomic_write(ctx.out_dir / "report.json", text)
+    log(progress.table(ctx.timing, total))
+    if ctx.out_dir != ctx.build:
+        copy = atomic_write(ctx.build / "report.json", text)
+        log(f"report: {path} (copied to {copy})")
+    else:
+        log(f"report: {path}")
     return path
 
 
 def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
     """Generate the accelerator's Verilog, memory images and port description for ``qmodel``."""
+    with progress.step("generate", ctx.timing, f"{qmodel.name} on N = {n_pe} PEs") as p:
+        return _generate(ctx, qmodel, n_pe, trace, p.wrap(log))
+
+
+def _generate(ctx, qmodel, n_pe, trace, log):
     from spikeloom.hw.accel import generate
     from spikeloom.sim.ports import Ports
 
@@ -522,12 +762,14 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
     if n_images:
         x_q, y = x_q[:n_images], y[:n_images]
     log(f"[cosim] {len(x_q)} images under {simulator} (random idle and back-pressure on the streams)")
-    r = cosim(ctx.model_path, gen_dir, x_q, Path(gen_dir) / f"cosim_{simulator}", simulator=simulator, seed=seed)
-    imgs = r["images"]
-    pred = np.array([i["pred"] for i in imgs])
-    cycles = np.array([i["cycles"] for i in imgs], dtype=float)
-    bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
-    res = golden.run(qmodel, x_q, sparse=Ports.load(gen_dir).sparse_layers)
+    with progress.Phases(ctx.timing) as phase:  # "build", then "cosim"
+        r = cosim(ctx.model_path, gen_dir, x_q, Path(gen_dir) / f"cosim_{simulator}", simulator=simulator, seed=seed,
+                  phase=phase)
+        imgs = r["images"]
+        pred = np.array([i["pred"] for i in imgs])
+        cycles = np.array([i["cycles"] for i in imgs], dtype=float)
+        bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
+        res = golden.run(qmodel, x_q, sparse=Ports.load(gen_dir).sparse_layers)
     c = {"simulator": simulator, "n_pe": r["n_pe"], "n_images": r["n_images"],
          "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
          "accuracy_golden_same_images": float((res.pred == y).mean()),
@@ -550,6 +792,11 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
 
 def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=None, log=print):
     """Energy per inference from the co-simulated RTL counters (checked against the golden counts)."""
+    with progress.step("energy", ctx.timing, "energy model on the co-simulated counters") as p:
+        return _energy(ctx, qmodel, gen_dir, simulator, tech_path, p.wrap(log))
+
+
+def _energy(ctx, qmodel, gen_dir, simulator, tech_path, log):
     from spikeloom.model.power import DEFAULT_TECH, load_tech
     from spikeloom.sim.ports import Ports
 
@@ -581,5 +828,5 @@ def step_energy(ctx: Context, qmodel, gen_dir, simulator="verilator", tech_path=
         f"GPU baseline: {gpu.get('device', 'GPU')}, {'measured (NVML)' if sec['gpu_method'] == 'nvml' else 'estimated'}"
         f", {sec['gpu_baseline_nj']:.1f} nJ per inference -> accelerator / GPU = "
         f"{100 * sec['accelerator_vs_gpu']:.2f}%")
-    energy.plot(sec, ctx.build / "energy_breakdown.png", f"{ctx.tag}: energy per inference by event kind")
+    energy.plot(sec, ctx.out_dir / "energy_breakdown.png", f"{ctx.tag}: energy per inference by event kind")
     return sec

@@ -404,14 +404,15 @@ def plot(runs, path):
 
 
 def default_model(build=Path("build"), arch="mlp", log=print):
-    """``BUILD/digits-<arch>/model.slm``, the model ``make sim NET=<arch>`` co-simulates. A model
-    already there is used as it is (whatever options ``make sim`` trained it with); a missing one is
-    trained and quantized first by the same cached steps, so ``make synth`` works on a fresh clone."""
+    """The model file in the run folder of ``make sim NET=<arch>`` (its other options at their
+    defaults: ``BUILD/runs/digits-<arch>-<hash>/model.slm``). A model already there is used as it is; a
+    missing one is trained and quantized first by the same cached steps, so ``make synth`` works on a
+    fresh clone."""
     from spikeloom.model.train import TrainConfig
 
     from . import steps
 
-    ctx = steps.Context(build=Path(build), train=TrainConfig(arch=arch))
+    ctx = steps.RunContext(build=Path(build), train=TrainConfig(arch=arch))
     if not ctx.model_path.exists():
         log(f"[model] {ctx.model_path} does not exist: training the default {arch} model first (as make sim does)")
         steps.step_quantize(ctx, steps.step_train(ctx, log=log), log=log)

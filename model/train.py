@@ -9,6 +9,7 @@ machine (:mod:`spikeloom.model.determinism`).
 ``"auto"`` (CUDA when PyTorch sees a GPU, else the CPU). The returned networks are always on the CPU.
 """
 
+import contextvars
 import copy
 from dataclasses import asdict, dataclass, replace
 
@@ -26,6 +27,11 @@ from .snn import ARCHS, SNN, TRAIN_POOLS, IntSNN
 
 
 DEVICES = ("cpu", "cuda", "auto")
+
+#: Who shows the epochs of a training: ``None``, a tqdm bar on a terminal only; or ``bar(epochs, desc)``
+#: returning an iterable over ``range(epochs)`` with ``set_postfix(**values)``, which the pipeline's
+#: steps install for the duration of a step (``spikeloom.flows.progress.Step.epochs``: lines in a log too).
+EPOCH_BAR = contextvars.ContextVar("spikeloom_epoch_bar", default=None)
 
 
 def resolve_device(name):
@@ -125,7 +131,9 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
         after_step(model)
     if keep_start:
         best, best_state = evaluate(model), copy.deepcopy(model.state_dict())
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, mininterval=1.0, disable=None)
+    make_bar = EPOCH_BAR.get()
+    bar = (make_bar(epochs, desc) if make_bar is not None
+           else tqdm(range(epochs), desc=desc, unit="epoch", leave=False, mininterval=1.0, disable=None))
     for _ in bar:
         model.train()
         total = 0.0

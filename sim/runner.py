@@ -106,13 +106,22 @@ def icarus_source(verilog: Path, build_dir: Path) -> Path:
     return out
 
 
-def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEVEL, extra_sources=()):
+def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEVEL, extra_sources=(), phase=None):
     """Compile ``verilog`` (the generated core) and ``extra_sources`` (e.g. the export's wrapper,
-    with ``toplevel="spikeloom_top"``) into ``build_dir`` (make rebuilds only what changed)."""
+    with ``toplevel="spikeloom_top"``) into ``build_dir`` (make rebuilds only what changed).
+
+    The compilers' output goes to ``build_dir/build.log``, which exists before they start; a failed
+    build is an error that names it. ``phase``, if given, is called as ``phase("build", text)``
+    before the build starts, ``text`` naming the log (:class:`spikeloom.flows.progress.Phases`)."""
     from cocotb_tools.runner import get_runner
 
     _prepare(simulator)
     build_dir = Path(build_dir).resolve()
+    log_file = build_dir / "build.log"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log_file.touch()
+    if phase is not None:
+        phase("build", f"{simulator} build of {toplevel} ({Path(verilog).name}); log: {log_file}")
     runner = get_runner(simulator)
     sources = [Path(verilog).resolve()]
     if simulator == "icarus":
@@ -125,13 +134,27 @@ def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEV
         args = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
         if verilator_opt():
             args += ["-CFLAGS", verilator_opt()]
-    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
-                 timescale=("1ns", "1ps"), build_args=args, log_file=build_dir / "build.log")
+    try:
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                     timescale=("1ns", "1ps"), build_args=args, log_file=log_file)
+    except RuntimeError as e:  # cocotb: "Command failed with return code: N"
+        raise SpikeloomError(f"the {simulator} build of {toplevel} failed ({e}); see {log_file}"
+                             f"{_first_error(log_file)}") from None
     return runner
 
 
+def _first_error(path):
+    """``: <the first line of path that says error>`` (else its last line), or nothing."""
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    line = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+    return f": {line[:300]}" if line else ""
+
+
 def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, idle=0.2, backpressure=0.2,
-          golden_model_path=None, trace=None, weights_dir=None, bench="tb_accel", options=None):
+          golden_model_path=None, trace=None, weights_dir=None, bench="tb_accel", options=None, phase=None):
     """Co-simulate images ``x_q`` (B, F) on the accelerator generated in ``gen_dir``.
 
     ``golden_model_path`` lets a test check the RTL against a deliberately different model (an
@@ -140,7 +163,8 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
     weights). ``bench`` names the cocotb module under ``spikeloom.sim`` (one of ``BENCHES``) and
     ``options`` (a JSON-able dict) its own settings, stored in the job as ``"options"``. Returns
     the bench's results dict (per-image fields, mismatches, timing). A handshake violation on an
-    output stream (``protocol_errors``) is an error.
+    output stream (``protocol_errors``) is an error. ``phase``: called as ``phase("build", text)``
+    and ``phase("cosim", text)`` when each begins, ``text`` naming its log (:func:`build`).
     """
     if bench not in BENCHES:
         raise SpikeloomError(f"bench {bench!r}; allowed: {', '.join(BENCHES)}")
@@ -157,8 +181,10 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
            "trace": ports.trace is not None if trace is None else trace, "simulator": simulator,
            "weights_dir": str(Path(weights_dir).resolve()) if weights_dir else None, "options": options or {}}
     (work_dir / "job.json").write_text(json.dumps(job, indent=1))
-    runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}", simulator)
+    runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}", simulator, phase=phase)
     env = {"SPIKELOOM_JOB": str((work_dir / "job.json").resolve())}
+    if phase is not None:
+        phase("cosim", f"{len(x_q)} images under {simulator} ({bench}); log: {(work_dir / 'sim.log').resolve()}")
     try:
         runner.test(test_module=f"spikeloom.sim.{bench}", hdl_toplevel=TOPLEVEL, test_dir=work_dir.resolve(),
                     extra_env=env, results_xml=str((work_dir / "results.xml").resolve()),

@@ -64,5 +64,10 @@ def test_rgb_folder_run_cosimulates_exactly(rgb_folder, tmp_path_factory, simula
     assert model["accuracy_adaptive"] > 0.5  # trained, not a constant classifier
     # the generated hardware reads a (3, 16, 16) image through a dense first layer
     from spikeloom.model import modelfile
-    qm = modelfile.load(next(build.glob("*/model.slm")))
+    qm = modelfile.load(build / "latest" / "model.slm")
     assert tuple(qm.input_shape) == (3, 16, 16) and qm.layers[0].kind == "dense"
+    # the build step named its log before it started, the log is there, and every step was timed
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith(f"[build] {simulator} build"))
+    log = (build / "latest" / "rtl_n3" / f"cosim_{simulator}" / f"sim_build_{simulator}" / "build.log").resolve()
+    assert line.endswith(f"log: {log}") and log.is_file()
+    assert set(report["timing"]) == {"train", "quantize", "evaluate", "generate", "build", "cosim", "energy", "total"}

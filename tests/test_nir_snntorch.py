@@ -130,7 +130,8 @@ def test_run_nir_reports_the_import(tmp_path, capsys):
     assert abs(imp["accuracy_quantized_fixed_t"] - imp["accuracy_float"]) <= 0.005
     assert rep["model"]["arch"] == "nir:snntorch_mlp" and rep["model"]["accuracy_float"] == imp["accuracy_float"]
     assert rep["model"]["golden_vs_fakequant_agreement"] == 1.0
-    assert (tmp_path / "digits-nir-snntorch_mlp" / "model.slm").exists()
+    assert (tmp_path / "latest" / "model.slm").exists()
+    assert (tmp_path / "latest").resolve().name.startswith("digits-nir-snntorch_mlp-")
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -103,7 +103,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_default_model_is_trained_when_missing(tmp_path, monkeypatch):
-    """A fresh clone has no build/digits-mlp/model.slm: plain `make synth` trains it with make sim's
+    """A fresh clone has no model in make sim's run folder: plain `make synth` trains it with make sim's
     cached steps; a model already there (whatever it was trained with) is used as it is."""
     from spikeloom.flows import steps
 
@@ -122,7 +122,8 @@ def test_default_model_is_trained_when_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(steps, "step_train", fake_train)
     monkeypatch.setattr(steps, "step_quantize", fake_quantize)
     path = synth.default_model(tmp_path, log=lambda *a: None)
-    assert path == tmp_path / "digits-mlp" / "model.slm" and path.exists()
+    assert path == steps.RunContext(build=tmp_path).model_path and path.exists()
+    assert path.parent.parent == tmp_path / "runs" and path.parent.name.startswith("digits-mlp-")
     assert calls == [("train", "mlp", path), ("quantize", "float")]
     assert synth.default_model(tmp_path, log=lambda *a: None) == path
     assert len(calls) == 2  # the existing model is not retrained
@@ -131,7 +132,7 @@ def test_default_model_is_trained_when_missing(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("n_pe", [1, 2, 4, 8, 16])
 def test_default_network_ecp5_85k_sweep(n_pe):
-    """`make synth TARGET=ecp5-85k PES=1,2,4,8,16` one N at a time (needs build/digits-mlp/model.slm)."""
+    """`make synth TARGET=ecp5-85k PES=1,2,4,8,16` one N at a time (on make sim's default model)."""
     report = synth.run(["ecp5-85k"], [n_pe])
     assert report["targets"]["ecp5-85k"]["brams"]["used"] >= n_pe
 
