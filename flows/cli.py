@@ -368,14 +368,10 @@ def cmd_export_nir(a):
 
 
 def version():
-    """The installed package's version (pyproject.toml), or ``unknown`` when it is not installed."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    """The installed package's version, :data:`spikeloom.__version__`."""
+    from spikeloom import __version__
 
-    try:
-        return dist_version("spikeloom")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def build_parser():

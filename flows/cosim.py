@@ -296,6 +296,8 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
              f"{sec['per_inference_nj']:.2f}" if sec else "-"]]
     log("\n" + table(rows, ["simulator", "N", "images", "mismatches", "mean timesteps", "cycles (mean)",
                             "bound (mean)", "cycles/bound", "accuracy (%)", "energy (nJ/inference)"]))
+    if span is not None:
+        log(f"waveform of images {span[0]}..{span[1]}: {ctx.report['waves']['path']}")
     report = steps.write_report(ctx, log=log)
     import json
 
