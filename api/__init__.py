@@ -149,8 +149,10 @@ def cosim(model, x=None, *, pes=8, simulator="verilator", dataset=None, images=N
 
 def energy(model, x, hardware, *, tech=None):
     """Energy per inference of images ``x`` on the accelerator generated in folder ``hardware``
-    (:func:`generate`'s ``out``), from the golden model's counters and the exact cycle model (equal
-    to the RTL's counters: :func:`cosim` checks that, and its ``energy`` uses the RTL's).
+    (:func:`generate`'s ``out``), from the golden model's counters (the RTL's are equal:
+    :func:`cosim` checks that, and its ``energy`` uses the RTL's own) and the cycle model's
+    cycles, which leakage follows (no stream stalls: a co-simulation with random idle and
+    back-pressure takes more cycles).
 
     ``tech``: a technology table (JSON path); default the 45 nm table (``spikeloom.model.power``).
     Returns the report's ``energy`` section: ``per_inference_nj``, ``breakdown`` (nJ by event
