@@ -16,6 +16,7 @@ those images only; the waves run checks its images against the golden model too.
 is what :func:`spikeloom.cosim` (the Python API) and the command run.
 """
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,6 +223,7 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
     any work (:class:`~spikeloom.model.errors.SpikeloomError` naming it).
     """
     from spikeloom.model import golden, modelfile
+    from spikeloom.model.config import check_int, check_seed
     from spikeloom.model.data import load_npy
     from spikeloom.model.errors import InputError
 
@@ -229,8 +231,6 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
 
     if (x is None) == (dataset is None):
         raise ConfigError("give the images: --input X.npy or --dataset SPEC (one of them)")
-    from spikeloom.model.config import check_int, check_seed
-
     check_pes(pes)
     check_cosim(simulator, None)
     if images is not None:
@@ -238,7 +238,7 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
     check_seed(seed, "--seed")
     if data_seed is not None:
         check_seed(data_seed, "--data-seed")
-    span = waves if isinstance(waves, tuple) or waves is None else parse_waves(waves)
+    span = parse_waves(":".join(map(str, waves)) if isinstance(waves, (tuple, list)) else waves)
     if span is not None:
         check_waves_simulator(simulator)
     output.check_out_dir(build, "--build")
@@ -299,8 +299,6 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
     if span is not None:
         log(f"waveform of images {span[0]}..{span[1]}: {ctx.report['waves']['path']}")
     report = steps.write_report(ctx, log=log)
-    import json
-
     from spikeloom.sim.records import InferenceRecord
 
     res = json.loads((Path(gen) / f"cosim_{simulator}" / "results.json").read_text())
