@@ -144,8 +144,7 @@ def cmd_run(a):
             cosim_flow.step_waves(ctx, qm, gen, a.sim, waves, a.cosim_images)
         steps.write_report(ctx)
         if c["mismatches"]:
-            raise SpikeloomError(f"{c['mismatches']} of {c['n_images']} images differ between the RTL "
-                                 "and the golden model (see cosim.first_mismatches in the report)")
+            raise cosim_flow.mismatch_error(c["mismatches"], c["n_images"])
         return
     steps.write_report(ctx)
 
@@ -186,7 +185,7 @@ def cmd_cosim(a):
                     images=a.images, build=a.build or Path("build") / f"cosim-{a.model.stem}", waves=a.waves,
                     tech=a.tech, seed=a.seed)
     if r.mismatches:
-        raise mismatch_error({"mismatches": r.mismatches, "n_images": r.n_images})
+        raise mismatch_error(r.mismatches, r.n_images)
 
 
 def cmd_generate(a):

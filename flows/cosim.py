@@ -105,10 +105,10 @@ def step_waves(ctx, qmodel, gen_dir, simulator, span, n_images=None, seed=0, log
     return sec
 
 
-def mismatch_error(c):
-    """The error of a co-simulation section ``c`` with mismatches (``run``'s words)."""
-    return SpikeloomError(f"{c['mismatches']} of {c['n_images']} images differ between the RTL "
-                          "and the golden model (see cosim.first_mismatches in the report)")
+def mismatch_error(mismatches, n_images):
+    """The error that ends ``run`` and ``cosim`` when ``mismatches`` of ``n_images`` images differ."""
+    return SpikeloomError(f"{mismatches} of {n_images} images differ between the RTL and the golden model "
+                          "(see cosim.first_mismatches in the report)")
 
 
 @dataclass(frozen=True)
