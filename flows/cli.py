@@ -9,7 +9,7 @@ import numpy as np
 
 from spikeloom.model.errors import SpikeloomError
 
-from . import fit, output, steps
+from . import cosim as cosim_flow, fit, output, steps
 from .common import Parser, check_cosim, check_pes, parse_and_run
 
 
@@ -163,6 +163,7 @@ def cmd_run(a):
     check_pes(a.pes)
     if not a.no_cosim:
         check_cosim(a.sim, a.cosim_images)
+    waves = cosim_flow.check_run_waves(a)
     if a.tech is not None:
         from spikeloom.model.power import load_tech
 
@@ -182,10 +183,11 @@ def cmd_run(a):
         c = steps.step_cosim(ctx, qm, gen, a.sim, a.cosim_images)
         if not c["mismatches"]:
             steps.step_energy(ctx, qm, gen, a.sim, a.tech)
+        if waves:
+            cosim_flow.step_waves(ctx, qm, gen, a.sim, waves, a.cosim_images)
         steps.write_report(ctx)
         if c["mismatches"]:
-            raise SpikeloomError(f"{c['mismatches']} of {c['n_images']} images differ between the RTL "
-                                 "and the golden model (see cosim.first_mismatches in the report)")
+            raise cosim_flow.mismatch_error(c["mismatches"], c["n_images"])
         return
     steps.write_report(ctx)
 
@@ -218,6 +220,17 @@ def _run_import(a):
     im, qm = steps.step_import(ctx, a.dt, _import_options(a, reset), a.finetune)
     ctx.report["model"]["accuracy_float"] = ctx.report["import"]["accuracy_float"]
     return im, qm, ctx
+
+
+def cmd_cosim(a):
+    """Every option, the model file and the images are checked before generation starts."""
+    from .cosim import cosim_model, mismatch_error
+
+    r = cosim_model(a.model, a.input, dataset=a.dataset, data_seed=a.data_seed, pes=a.pes, simulator=a.sim,
+                    images=a.images, build=a.build or Path("build") / f"cosim-{a.model.stem}", waves=a.waves,
+                    tech=a.tech, seed=a.seed)
+    if r.mismatches:
+        raise mismatch_error(r.mismatches, r.n_images)
 
 
 def cmd_generate(a):
@@ -422,14 +435,10 @@ def cmd_export_nir(a):
 
 
 def version():
-    """The installed package's version (pyproject.toml), or ``unknown`` when it is not installed."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    """The installed package's version, :data:`spikeloom.__version__`."""
+    from spikeloom import __version__
 
-    try:
-        return dist_version("spikeloom")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def build_parser():
@@ -523,6 +532,28 @@ def build_parser():
     sp.add_argument("--form", default="portable", metavar="{portable,exact}",
                     help="portable (default): LIF nodes other backends load; exact: integer units, IF/LIF/I, SumPool2d")
     sp.set_defaults(fn=cmd_export_nir)
+    cosim_flow.add_waves_option(sub.choices["run"])
+    sp = sub.add_parser("cosim", help="generate and co-simulate a model file you have (no training) against the "
+                        "golden model", description=cosim_flow.__doc__.split("\n\n")[0])
+    sp.add_argument("model", type=Path, help="the model file (.slm)")
+    sp.add_argument("--input", type=Path, default=None, metavar="X.npy",
+                    help="quantized images: (B, F) or (B, C, H, W) unsigned ints in the model's input range")
+    sp.add_argument("--dataset", default=None, help="instead of --input, a dataset's test split (with labels: accuracy too): "
+                    "'digits', 'cifar:PATH' or 'folder:PATH'")
+    sp.add_argument("--data-seed", type=int, default=None,
+                    help="with --dataset: seed of its train/val/test split (default: the model's, else 0)")
+    sp.add_argument("--pes", type=int, default=8, help="processing elements of the generated accelerator (default 8)")
+    sp.add_argument("--sim", default="verilator", help="co-simulator: verilator (default) or icarus")
+    sp.add_argument("--images", type=int, default=None, metavar="K", help="co-simulate only the first K images "
+                    "(default: all)")
+    sp.add_argument("--build", type=Path, default=None, metavar="DIR",
+                    help="the run's folder: model copy, Verilog, co-simulation, report.json (default: "
+                    "build/cosim-<model file name>)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the random idle and back-pressure on the streams")
+    sp.add_argument("--tech", type=Path, default=None, help="technology table (JSON) for the energy model; "
+                    "default: model/tech/horowitz45.json")
+    cosim_flow.add_waves_option(sp)
+    sp.set_defaults(fn=cmd_cosim)
     sp = sub.add_parser("golden", help="run the integer golden model on quantized inputs (.npy, (B, F) ints)",
                         description="Run the integer golden model and print JSON: per image the class (index and "
                         "name), the exit timestep and the output scores at the exit; with --counters every "

@@ -65,6 +65,20 @@ def icarus_available():
     return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
 
 
+FST_MISSING = "its FST writer needs the lz4 headers, which are not installed: apt-get install liblz4-dev"
+
+
+def fst_available():
+    """True when the C++ compiler finds ``lz4.h``, which Verilator's FST writer includes."""
+    import subprocess
+
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        return False
+    r = subprocess.run([cxx, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n", capture_output=True, text=True)
+    return r.returncode == 0
+
+
 def _failure(results_xml):
     """The first failure message of the bench in cocotb's JUnit file, or None."""
     import xml.etree.ElementTree as ET
@@ -106,13 +120,16 @@ def icarus_source(verilog: Path, build_dir: Path) -> Path:
     return out
 
 
-def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEVEL, extra_sources=(), phase=None):
+def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEVEL, extra_sources=(), phase=None,
+          waves=False):
     """Compile ``verilog`` (the generated core) and ``extra_sources`` (e.g. the export's wrapper,
     with ``toplevel="spikeloom_top"``) into ``build_dir`` (make rebuilds only what changed).
 
     The compilers' output goes to ``build_dir/build.log``, which exists before they start; a failed
     build is an error that names it. ``phase``, if given, is called as ``phase("build", text)``
-    before the build starts, ``text`` naming the log (:class:`spikeloom.flows.progress.Phases`)."""
+    before the build starts, ``text`` naming the log (:class:`spikeloom.flows.progress.Phases`).
+    ``waves``: a model that can dump every signal as FST (Verilator ``--trace-fst``; Icarus dumps
+    through cocotb's ``$dumpfile`` module, FST by vvp's ``-fst``); give it its own ``build_dir``."""
     from cocotb_tools.runner import get_runner
 
     _prepare(simulator)
@@ -134,9 +151,11 @@ def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEV
         args = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
         if verilator_opt():
             args += ["-CFLAGS", verilator_opt()]
+        if waves:
+            args += ["--trace-fst"]  # cocotb's waves=True asks for --trace, a VCD; FST is 10-50x smaller
     try:
         runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
-                     timescale=("1ns", "1ps"), build_args=args, log_file=log_file)
+                     timescale=("1ns", "1ps"), build_args=args, log_file=log_file, waves=waves)
     except RuntimeError as e:  # cocotb: "Command failed with return code: N"
         raise SpikeloomError(f"the {simulator} build of {toplevel} failed ({e}); see {log_file}"
                              f"{_first_error(log_file)}") from None
@@ -154,7 +173,8 @@ def _first_error(path):
 
 
 def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, idle=0.2, backpressure=0.2,
-          golden_model_path=None, trace=None, weights_dir=None, bench="tb_accel", options=None, phase=None):
+          golden_model_path=None, trace=None, weights_dir=None, bench="tb_accel", options=None, phase=None,
+          waves=None):
     """Co-simulate images ``x_q`` (B, F) on the accelerator generated in ``gen_dir``.
 
     ``golden_model_path`` lets a test check the RTL against a deliberately different model (an
@@ -165,6 +185,9 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
     the bench's results dict (per-image fields, mismatches, timing). A handshake violation on an
     output stream (``protocol_errors``) is an error. ``phase``: called as ``phase("build", text)``
     and ``phase("cosim", text)`` when each begins, ``text`` naming its log (:func:`build`).
+
+    ``waves``: a path; every signal of the whole run is dumped there as FST, by a model built for
+    it in ``work_dir/sim_build_<simulator>_waves`` (results' ``"waves"`` is the path).
     """
     if bench not in BENCHES:
         raise SpikeloomError(f"bench {bench!r}; allowed: {', '.join(BENCHES)}")
@@ -181,20 +204,32 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
            "trace": ports.trace is not None if trace is None else trace, "simulator": simulator,
            "weights_dir": str(Path(weights_dir).resolve()) if weights_dir else None, "options": options or {}}
     (work_dir / "job.json").write_text(json.dumps(job, indent=1))
-    runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}", simulator, phase=phase)
+    runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}{'_waves' if waves else ''}",
+                   simulator, phase=phase, waves=bool(waves))
     env = {"SPIKELOOM_JOB": str((work_dir / "job.json").resolve())}
+    dump = {}
+    if waves:
+        waves = Path(waves).resolve()
+        waves.unlink(missing_ok=True)
+        # the FST's path: an argument of cocotb's Verilator main(), a plusarg of its Icarus $dumpfile module
+        dump = ({"test_args": ["--trace-file", str(waves)]} if simulator == "verilator"
+                else {"plusargs": [f"+dumpfile_path={waves}"]})
     if phase is not None:
         phase("cosim", f"{len(x_q)} images under {simulator} ({bench}); log: {(work_dir / 'sim.log').resolve()}")
     try:
         runner.test(test_module=f"spikeloom.sim.{bench}", hdl_toplevel=TOPLEVEL, test_dir=work_dir.resolve(),
                     extra_env=env, results_xml=str((work_dir / "results.xml").resolve()),
-                    log_file=(work_dir / "sim.log").resolve())
+                    log_file=(work_dir / "sim.log").resolve(), waves=bool(waves), **dump)
     except SystemExit:
         pass  # cocotb's runner exits when the bench fails; its mismatches are in results.json
     if not results.exists():
         why = _failure(work_dir / "results.xml")
         raise SpikeloomError(f"co-simulation wrote no results{f': {why}' if why else ''}; see {work_dir / 'sim.log'}")
     out = json.loads(results.read_text())
+    if waves:
+        if not waves.is_file() or not waves.stat().st_size:
+            raise SpikeloomError(f"the waves run wrote no waveform {waves}; see {work_dir / 'sim.log'}")
+        out["waves"] = str(waves)
     if out.get("protocol_errors"):
         raise SpikeloomError(f"stream protocol violated ({len(out['protocol_errors'])} times); first: "
                              f"{out['protocol_errors'][0]}; see {results}")

@@ -225,7 +225,7 @@ def test_pipeline_subcommands_take_only_their_steps_options(capsys):
                                 "--no-cosim", "--tech", "--nir", "--dt", "--finetune"}
     assert {"--weight-bits", "--target-drop"} <= opts("quantize") and "--pes" not in opts("quantize")
     assert "--pes" in opts("evaluate") and not opts("evaluate") & {"--sim", "--cosim-images", "--tech", "--nir"}
-    assert opts("train") | opts("evaluate") | {"--sim", "--cosim-images", "--no-cosim", "--allow-large", "--tech",
+    assert opts("train") | opts("evaluate") | {"--sim", "--cosim-images", "--no-cosim", "--allow-large", "--tech", "--waves",
                                                "--nir", "--dt", "--finetune"} == opts("run")
     r = spikeloom_here(capsys, "train", "--sim", "icarus")
     assert_clean_error(r, "train: unrecognized arguments: --sim icarus", "`spikeloom run`", "spikeloom train --help")
