@@ -22,8 +22,10 @@ from spikeloom.sim.ports import Ports
 
 from . import output
 from .common import check_pes, guarded
+from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, axis_constraint_ports, axis_verilog, check_axis_width,
+                          check_tb_images, tb_inputs, tb_name, tb_vectors, testbench_verilog)
 
-__all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP"]
+__all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP", "AXIS"]
 
 TOP = "spikeloom_top"
 CORE = "spikeloom_accel"
@@ -243,6 +245,29 @@ def constraints(freq_mhz):
     return {f"{TOP}.lpf": lpf, f"{TOP}.pcf": pcf, f"{TOP}.xdc": xdc, f"{TOP}.sdc": sdc}
 
 
+def axis_constraints(freq_mhz):
+    """Constraint examples of the AXI4-Stream wrapper (clock ``aclk``): {file name: text}."""
+    mhz, ns = f"{freq_mhz:g}", _period(freq_mhz)
+    clock, ins, outs = axis_constraint_ports()
+    lpf = [f"# ECP5 (nextpnr-ecp5 --lpf): the clock constraint; pin locations are board specific.",
+           f'FREQUENCY PORT "{clock}" {mhz} MHZ;']
+    pcf = [f"# iCE40 (nextpnr-ice40 --pcf): the clock frequency is given to nextpnr with --freq {mhz}",
+           f"# (or set_frequency {clock} {mhz} in a pre-pack script); pin locations are board specific:"]
+    pcf += [f"# set_io {p.replace('[*]', '[0]')} <PIN>" for p in (clock,) + ins + outs]
+    xdc = [f"# Vivado: {mhz} MHz on {clock}; inputs and outputs relative to the same clock (example budgets).",
+           f"create_clock -period {ns} -name {clock} [get_ports {clock}]",
+           f"set_input_delay -clock {clock} 2.000 [get_ports {{{' '.join(ins)}}}]",
+           f"set_output_delay -clock {clock} 2.000 [get_ports {{{' '.join(outs)}}}]",
+           "# Inside a block design the AXI clock comes from the interconnect: keep only create_clock if",
+           "# aclk is a top-level port."]
+    sdc = [f"# Quartus (TimeQuest): {mhz} MHz on {clock}.",
+           f"create_clock -name {clock} -period {ns} [get_ports {clock}]",
+           "derive_clock_uncertainty",
+           f"set_input_delay -clock {clock} 2.000 [get_ports {{{' '.join(ins)}}}]",
+           f"set_output_delay -clock {clock} 2.000 [get_ports {{{' '.join(outs)}}}]"]
+    return {f"{AXIS}.lpf": lpf, f"{AXIS}.pcf": pcf, f"{AXIS}.xdc": xdc, f"{AXIS}.sdc": sdc}
+
+
 # ECP5: the PE's per-neuron memories up to LUTRAM_MAX_DEPTH deep are kept out of block RAM (by
 # `make synth` and by the export README's Yosys commands). Left to Yosys, at N <= 2 the MLP's
 # 266-deep ones become DP16KD, whose unregistered output (5.6-5.8 ns clock-to-out) starts the loops
@@ -348,12 +373,15 @@ length (`hw/plan.py` documents the layout: for a dense-stored fully-connected la
 """
 
 
-def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False):
+def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False, axis=False, axis_width=8,
+           tb_images=TB_IMAGES, log=print):
     """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return the
     paths of the files written (the marker aside).
 
     ``weights``: ``"rom"`` (weight memories initialised in the Verilog) or ``"load"`` (no initial
-    contents; the weights are streamed in after reset, see the wrapper header).
+    contents; the weights are streamed in after reset, see the wrapper header). ``axis``: also
+    write the AXI4-Stream wrapper (``rtl/spikeloom_axis.v``, ``axis_width``-bit streams) and its
+    testbench. ``tb_images``: images in the testbenches' vectors (``tb/``).
 
     The files are built in a staging folder and then moved into place (:mod:`.output`): a new
     folder appears whole; a non-empty folder that spikeloom did not write (no marker
@@ -369,11 +397,17 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False)
         raise SpikeloomError(f"--freq must be in (0, 1000] MHz, got {freq_mhz!r}")
     if weights not in WEIGHT_STORES:
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {weights!r}")
+    axis_width = check_axis_width(axis_width)
+    tb_images = check_tb_images(tb_images)
     output.check_replaceable(out_dir, force)
     model = modelfile.load(model_path)
     command = f"spikeloom export {model_path} --pes {n_pe} --freq {freq_mhz:g} --weights {weights}"
+    if axis:
+        command += f" --axis --axis-width {axis_width}"
+    command += f" --tb-images {tb_images}"
     with output.staged(out_dir, command, force) as (out, result):
         (out / "constraints").mkdir()
+        (out / "tb").mkdir()
         try:
             generate(model, n_pe, out / "rtl", weights=weights)
         except (TypeError, ValueError) as e:
@@ -382,10 +416,24 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False)
         (out / "rtl" / "ports.json").replace(out / "ports.json")
         ports = Ports.load(out / "ports.json")
         (out / "rtl" / "mem").replace(out / "mem")
+        worst = worst_case_cycles(ports, model.t_max)
         (out / "rtl" / f"{TOP}.v").write_text(wrapper_verilog(ports, model.t_max))
-        for name, lines in constraints(freq_mhz).items():
+        wrappers = [TOP]
+        files = {**constraints(freq_mhz)}
+        if axis:
+            (out / "rtl" / f"{AXIS}.v").write_text(axis_verilog(ports, model.t_max, axis_width, CORE, worst))
+            wrappers.append(AXIS)
+            files.update(axis_constraints(freq_mhz))
+        for name, lines in files.items():
             (out / "constraints" / name).write_text("\n".join(lines) + "\n")
-        (out / "files.f").write_text(f"rtl/{CORE}.v\nrtl/{TOP}.v\n")
+        x, source = tb_inputs(model, tb_images, log=log)
+        inputs, expected, _ = tb_vectors(model, ports, x)
+        (out / "tb" / "inputs.hex").write_text(inputs)
+        (out / "tb" / "expected.hex").write_text(expected)
+        for w in wrappers:
+            (out / "tb" / f"{tb_name(w)}.v").write_text(
+                testbench_verilog(ports, model.t_max, w, len(x), worst, width=axis_width, source=source))
+        (out / "files.f").write_text("".join(f"rtl/{v}.v\n" for v in [CORE] + wrappers))
         mem_files = sorted(p.name for p in (out / "mem").iterdir())
         (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files))
     return result.files
@@ -405,6 +453,15 @@ def add_arguments(p):
     p.add_argument("--weights", default="rom", metavar="{" + ",".join(WEIGHT_STORES) + "}",
                    help="rom: weight memories initialised (default); load: no initial contents, streamed in "
                         "after reset (iCE40 UltraPlus SPRAM)")
+    p.add_argument("--axis", action="store_true",
+                   help=f"also write the AXI4-Stream wrapper rtl/{AXIS}.v (aclk, aresetn, s_axis_*, m_axis_*) and "
+                        "its testbench")
+    # as text: a bad value gets the one-line error of run_args (exit 2), not a usage dump
+    p.add_argument("--axis-width", default="8", metavar="{" + ",".join(map(str, AXIS_WIDTHS)) + "}",
+                   help="tdata width in bits of both AXI4-Stream ports (one input value per byte lane; default 8)")
+    p.add_argument("--tb-images", default=str(TB_IMAGES), metavar="K",
+                   help=f"images in the testbench vectors tb/*.hex: the model's dataset's first K test images, or "
+                        f"K random inputs without a dataset (default {TB_IMAGES})")
 
 
 def run_args(a):
@@ -412,11 +469,14 @@ def run_args(a):
     check_pes(a.pes)
     if a.weights not in WEIGHT_STORES:
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {a.weights!r}")
+    width = check_axis_width(a.axis_width)
+    tb_images = check_tb_images(a.tb_images)
     output.check_replaceable(a.out, a.force)
     from .steps import check_hardware
 
     check_hardware(modelfile.load(a.model), a.pes, "export")
-    files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force)
+    files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force, axis=a.axis,
+                   axis_width=width, tb_images=tb_images)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 
