@@ -22,8 +22,9 @@ from spikeloom.sim.ports import Ports
 
 from . import output
 from .common import check_pes, guarded
-from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, axis_constraint_ports, axis_verilog, check_axis_width,
-                          check_tb_images, tb_inputs, tb_name, tb_vectors, testbench_verilog)
+from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, AxisLayout, axis_constraint_ports, axis_verilog,
+                          check_axis_width, check_lanes, check_tb_images, tb_inputs, tb_name, tb_vectors,
+                          testbench_verilog)
 
 __all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP", "AXIS"]
 
@@ -308,7 +309,57 @@ written by the load.
 """
 
 
-def readme(ports, model, freq_mhz, mem_files):
+def _axis_section(ports, width):
+    ly = AxisLayout(ports, width)
+    weights = (f"\nWith `--weights load` the first frame after every reset is the weight frame: the "
+               f"{ports.weight_count} weight words\n(the `mem/pe_<p>_weight.hex` words, PE by PE), each as {ly.pieces} "
+               f"{ly.lane}-bit lane(s), least significant first,\n{ly.weight_lanes} lanes = {ly.weight_beats} beats, "
+               f"tlast on the last.\n") if ly.load else ""
+    return f"""
+## AXI4-Stream wrapper (`rtl/{AXIS}.v`, `--axis --axis-width {width}`)
+
+- `aclk`, `aresetn`: one clock, synchronous active-low reset.
+- `s_axis_tdata[{width - 1}:0]`/`tvalid`/`tready`/`tlast`: {ly.lanes} input value(s) per beat, one per {ly.lane}-bit lane
+  (lane 0 = the low bits, the value in the lane's low {ly.in_w} bits); an image is {ly.count} values in index
+  order, {ly.beats} beat(s), the last beat padded and marked by `tlast`. No bubble between beats while
+  the core takes a value per cycle.
+- `m_axis_tdata[{width - 1}:0]`/`tvalid`/`tready`/`tlast`: one frame per image: the {ly.result_w}-bit result payload
+  as {ly.result_bytes} byte(s), low byte first ({ly.result_beats} beat(s), `tlast` on the last; bytes past the payload
+  are 0). The fields (`ports.json` `result.fields`, or the wrapper header) are bit ranges of the
+  payload: e.g. `pred` is bits {ports.result.field("pred").offset}..{ports.result.field("pred").offset + ports.result.field("pred").width - 1} of byte 0.
+- A misplaced `tlast` never hangs the wrapper: an early one completes the image with zero values,
+  a missing one discards the frame's further beats up to the next `tlast`; that image's result is
+  dropped (no result frame) and `frame_errors` (saturating count since reset) counts the frame.
+{weights}"""
+
+
+def _tb_section(wrappers, n_tb, source):
+    tops = " and ".join(f"`tb/{tb_name(w)}.v`" for w in wrappers)
+    return f"""
+## Self-checking testbench
+
+{tops} (one per wrapper) stream {n_tb} images ({source}) from `tb/inputs.hex`
+through the wrapper with random gaps on both sides (seeded LFSRs; `+seed=N` changes the seed)
+and compare every field of every result with `tb/expected.hex` (the golden model's results; `cycles`
+from the cycle model, compared on the images streamed without gaps). They print `PASS`, or `FAIL`
+with the first mismatch and the counts, and end in `$fatal` (nonzero exit status) on a failure or
+the timeout. Run them from this folder (the `$readmemh` paths are relative to it); for the other
+wrapper replace `{tb_name(wrappers[0])}` by `{tb_name(wrappers[-1])}`:
+
+```sh
+# Icarus Verilog
+iverilog -g2005 -o tb.vvp -s {tb_name(wrappers[0])} -c files.f tb/{tb_name(wrappers[0])}.v && vvp -n tb.vvp
+# Verilator (5.x; a C++20 compiler)
+verilator --binary -Wno-fatal --top-module {tb_name(wrappers[0])} -f files.f tb/{tb_name(wrappers[0])}.v && obj_dir/V{tb_name(wrappers[0])}
+# Vivado xsim
+xvlog -sv $(cat files.f) tb/{tb_name(wrappers[0])}.v && xelab {tb_name(wrappers[0])} -s tb && xsim tb -R
+# Questa / ModelSim
+vlib work && vlog -sv $(cat files.f) tb/{tb_name(wrappers[0])}.v && vsim -c {tb_name(wrappers[0])} -do "run -all; quit -f"
+```
+"""
+
+
+def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source=""):
     load = ports.weights_loaded
     layers = " -> ".join([str(ports.input_count)] + [str(ly.out_features) for ly in ports.layers])
     mems = sorted({(m.name, m.depth, m.width) for m in ports.memories})
@@ -319,6 +370,8 @@ def readme(ports, model, freq_mhz, mem_files):
                  "LUT ROM for the\nread-only ones): a DP16KD's unregistered output would start the PE's "
                  "accumulate loop and cost\nabout 20% of fmax.") if styles else ""
     mem_rows = "\n".join(f"| `{n}` | {d} | {w} | {kinds.get(n, 'per-neuron')} |" for n, d, w in mems)
+    axis = axis_width is not None
+    wrappers = [TOP] + ([AXIS] if axis else [])
     return f"""\
 # spikeloom accelerator: {ports.model} on N = {ports.n_pe} PEs
 
@@ -329,9 +382,10 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
 | --- | --- |
 | `rtl/{CORE}.v` | the accelerator core (all submodules in one file; memories initialised by `initial` blocks{', except the weight memories' if load else ''}) |
 | `rtl/{TOP}.v` | top level with a narrow result read-out; its header documents every port |
-| `mem/pe_<p>_<memory>.hex` | the memory contents, one word per line, for `$readmemh` or post-synthesis weight updates{'; the weight files are what the weight load streams' if load else ''} ({len(mem_files)} files) |
+{f"| `rtl/{AXIS}.v` | AXI4-Stream top level ({axis_width}-bit tdata); its header documents every port |{chr(10)}" if axis else ""}| `mem/pe_<p>_<memory>.hex` | the memory contents, one word per line, for `$readmemh` or post-synthesis weight updates{'; the weight files are what the weight load streams' if load else ''} ({len(mem_files)} files) |
 | `ports.json` | ports, result payload fields (bit offset, width), memories, per-layer sizes |
 | `constraints/{TOP}.{{lpf,pcf,xdc,sdc}}` | constraint examples ({freq_mhz:g} MHz clock): ECP5, iCE40, Vivado, Quartus |
+{f"| `constraints/{AXIS}.{{lpf,pcf,xdc,sdc}}` | the same for the AXI4-Stream wrapper ({freq_mhz:g} MHz on `aclk`) |{chr(10)}" if axis else ""}| `tb/<wrapper>_tb.v`, `tb/inputs.hex`, `tb/expected.hex` | self-checking testbench per wrapper and its test vectors (below) |
 | `files.f` | the source list, in compile order |
 
 ## Interface
@@ -345,7 +399,7 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
   inference's `cycles` and per-layer activity counters (see `ports.json` or the wrapper header).
 - Latency: the payload's `cycles` field; the wrapper header gives the worst case for this model.
   Peak synaptic operations per second are N x f_clk.
-{_weights_section(ports) if load else ""}
+{_weights_section(ports) if load else ""}{_axis_section(ports, axis_width) if axis else ""}{_tb_section(wrappers, n_tb, source)}
 ## Synthesis
 
 Yosys (ECP5 / iCE40):
@@ -357,7 +411,7 @@ ecppack top.config top.bit
 ```
 
 Vivado: add `rtl/*.v` and `constraints/{TOP}.xdc`, top `{TOP}`. Quartus: add `rtl/*.v` and
-`constraints/{TOP}.sdc`, top `{TOP}`. The weight memories infer block RAM in every tool (one
+`constraints/{TOP}.sdc`, top `{TOP}`{f" (for the AXI4-Stream wrapper: `rtl/{AXIS}.v` and `constraints/{AXIS}.*` instead, top `{AXIS}`)" if axis else ""}. The weight memories infer block RAM in every tool (one
 synchronous read port); the small per-neuron memories may become distributed RAM.{ecp5_note}
 
 ## Memories per PE
@@ -401,6 +455,8 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
     tb_images = check_tb_images(tb_images)
     output.check_replaceable(out_dir, force)
     model = modelfile.load(model_path)
+    if axis:
+        check_lanes(model.input_bits, axis_width)
     command = f"spikeloom export {model_path} --pes {n_pe} --freq {freq_mhz:g} --weights {weights}"
     if axis:
         command += f" --axis --axis-width {axis_width}"
@@ -435,7 +491,8 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
                 testbench_verilog(ports, model.t_max, w, len(x), worst, width=axis_width, source=source))
         (out / "files.f").write_text("".join(f"rtl/{v}.v\n" for v in [CORE] + wrappers))
         mem_files = sorted(p.name for p in (out / "mem").iterdir())
-        (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files))
+        (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files, axis_width if axis else None,
+                                              len(x), source))
     return result.files
 
 
@@ -474,7 +531,10 @@ def run_args(a):
     output.check_replaceable(a.out, a.force)
     from .steps import check_hardware
 
-    check_hardware(modelfile.load(a.model), a.pes, "export")
+    model = modelfile.load(a.model)
+    if a.axis:
+        check_lanes(model.input_bits, width)
+    check_hardware(model, a.pes, "export")
     files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force, axis=a.axis,
                    axis_width=width, tb_images=tb_images)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")

@@ -18,7 +18,7 @@ from spikeloom.hw.common import bits
 from spikeloom.model.errors import ConfigError
 
 __all__ = ["AXIS", "AXIS_WIDTHS", "TB_IMAGES", "TB_IMAGES_MAX", "TB_SEED", "ERROR_BITS", "check_axis_width",
-           "check_tb_images", "AxisLayout", "axis_verilog", "axis_constraint_ports", "tb_inputs", "tb_vectors",
+           "check_tb_images", "check_lanes", "AxisLayout", "axis_verilog", "axis_constraint_ports", "tb_inputs", "tb_vectors",
            "testbench_verilog", "tb_name"]
 
 AXIS = "spikeloom_axis"
@@ -54,6 +54,16 @@ def check_tb_images(text):
     return int_option("--tb-images", text, 1, TB_IMAGES_MAX)
 
 
+def check_lanes(input_bits, width):
+    """The lane width (bits) of ``input_bits``-bit values: whole bytes; ``width`` must hold whole
+    lanes (only inputs wider than 8 bits can fail it), else a one-line error."""
+    lane = BYTE * -(-input_bits // BYTE)
+    if width % lane:
+        raise ConfigError(f"--axis-width = {width} holds no whole number of {lane}-bit input lanes "
+                          f"(the model's inputs have {input_bits} bits); use a multiple of {lane}")
+    return lane
+
+
 class AxisLayout:
     """How the streams of :data:`AXIS` carry values, weight words and results for one core.
 
@@ -75,10 +85,7 @@ class AxisLayout:
     def __init__(self, ports, width):
         self.width = width
         self.in_w = ports.input_width
-        self.lane = BYTE * -(-self.in_w // BYTE)
-        if width % self.lane:
-            raise ConfigError(f"--axis-width = {width} holds no whole number of {self.lane}-bit input lanes "
-                              f"({self.in_w}-bit inputs); use a multiple of {self.lane}")
+        self.lane = check_lanes(self.in_w, width)
         self.lanes = width // self.lane
         self.count = ports.input_count
         self.beats = -(-self.count // self.lanes)
@@ -372,7 +379,7 @@ def tb_inputs(model, n, log=print):
         except (SpikeloomError, OSError, ValueError) as e:
             why = str(e)
         log(f"[export] testbench: dataset {spec!r} is not usable ({why}); random inputs instead")
-    return random_inputs(model, n, seed=0), f"{n} random valid inputs (seed 0)"
+    return random_inputs(model, n, seed=0), "random valid inputs, seed 0"
 
 
 def tb_vectors(model, ports, x):
@@ -702,10 +709,11 @@ module {name};
             $display("PASS: %0d images, every result field equal to the golden model (%0d fields each; cycles on %0d images)",
                      IMAGES, {len(fields)}, cycles_checked);
             $finish;
+        end else begin  // (statements after $finish would still run in some simulators)
+            $display("FAIL: %0d mismatched fields in %0d of %0d images, %0d protocol errors", mismatches, bad_images,
+                     IMAGES, protocol_errors);
+            $fatal(1, "{name}: FAIL");
         end
-        $display("FAIL: %0d mismatched fields in %0d of %0d images, %0d protocol errors", mismatches, bad_images,
-                 IMAGES, protocol_errors);
-        $fatal(1, "{name}: FAIL");
     end
 
     initial begin
