@@ -328,8 +328,9 @@ def _axis_section(ports, width):
   are 0). The fields (`ports.json` `result.fields`, or the wrapper header) are bit ranges of the
   payload: e.g. `pred` is bits {ports.result.field("pred").offset}..{ports.result.field("pred").offset + ports.result.field("pred").width - 1} of byte 0.
 - A misplaced `tlast` never hangs the wrapper: an early one completes the image with zero values,
-  a missing one discards the frame's further beats up to the next `tlast`; that image's result is
-  dropped (no result frame) and `frame_errors` (saturating count since reset) counts the frame.
+  a missing one discards the frame's further beats up to and including the next `tlast` (a forgotten
+  `tlast` costs the next frame too); that image's result is dropped (no result frame) and
+  `frame_errors` (saturating count since reset) counts the frame.
 {weights}"""
 
 

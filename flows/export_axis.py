@@ -155,13 +155,14 @@ def axis_verilog(ports, t_max, width, core, worst):
         end
     end
 """
-        weights_decl = f"""    // weight load (--weights load): the first frame after reset carries the weight words
+        weights_regs = f"""    // weight load (--weights load): the first frame after reset carries the weight words
     reg  weights_phase = 1'b1;  // high until the weight frame's last lane is taken
-{asm_regs}    wire last_piece = {last_piece};
+{asm_regs}"""
+        weights_wires = f"""    wire last_piece = {last_piece};
     wire [{P * LANE - 1}:0] word = {word};
     wire weights_ready;
     wire value_ready = weights_phase ? (~last_piece | weights_ready) : data_ready;
-{asm_step}"""
+"""
         phase_step = f"""            if (take & frame_end & weights_phase)
                 weights_phase <= 1'b0;
 """
@@ -183,7 +184,8 @@ def axis_verilog(ports, t_max, width, core, worst):
 // handled as for an image (zero words / skipped beats, frame_errors counts it).
 """
     else:
-        weights_decl = "    wire value_ready = data_ready;\n"
+        weights_regs, asm_step = "", ""
+        weights_wires = "    wire value_ready = data_ready;\n"
         phase_step = phase_rst = ""
         core_in = f"""        .i_data__payload(value[{in_w - 1}:0]),
         .i_data__valid(value_valid),
@@ -222,8 +224,10 @@ def axis_verilog(ports, t_max, width, core, worst):
 //   s_axis_tlast  high on the last beat of each image (frame). A frame whose tlast comes early
 //                 (before its last value) is completed with zero values; one without tlast on its
 //                 last value's beat has its further beats discarded up to and including the next
-//                 beat with tlast. Either way the image's result is dropped (no result frame) and
-//                 frame_errors counts it; the next beat starts a new frame. Never a hang.
+//                 beat with tlast (when a sender only forgot a tlast, that is the next frame's
+//                 last beat: that frame is lost too). Either way the image's result is dropped (no
+//                 result frame) and frame_errors counts it; the beat after the frame's end starts a
+//                 new frame. Never a hang.
 //   Values of the next image are taken only after the previous result has left the core (it
 //   waits in the result register below, so the next image streams in while it is sent).
 //
@@ -236,10 +240,10 @@ def axis_verilog(ports, t_max, width, core, worst):
 //   m_axis_tlast  high on the last beat of each result frame.
 //   frame_errors  [{ERROR_BITS - 1}:0]  frames with a misplaced tlast since reset (saturating; 0 = none).
 //
-// Latency: `cycles` (a payload field) counts the clock cycles strictly between the core's first
-// input value of an image (one cycle after its first beat is taken) and the core's result; with
-// the beats streamed without gaps it is at most {worst} cycles for this model and N. The result
-// frame's first beat is offered the cycle after the core's result.
+// Latency: `cycles` (a payload field) counts the clock cycles strictly between the cycle in which
+// the core takes an image's first value (at the earliest the cycle after the image's first beat)
+// and the core's result; with the beats streamed without gaps it is at most {worst} cycles for this
+// model and N. The result frame's first beat is offered the cycle after the core's result.
 //
 // Result payload fields (bit ranges in the {res_w}-bit payload, LSB first; also in ports.json):
 //   pred is the predicted class, [{pred.offset + pred.width - 1}:{pred.offset}]; timesteps the executed timesteps (1..{t_max}), [{steps.offset + steps.width - 1}:{steps.offset}].
@@ -259,6 +263,10 @@ module {AXIS} (
     output wire [{ERROR_BITS - 1:>2}:0]       frame_errors
 );
     wire rst = ~aresetn;
+    wire [{res_w - 1}:0] payload;  // the core's result stream
+    wire res_valid;
+    wire res_ready;
+    wire res_fire = res_valid & res_ready;
 
     // input side: one beat register, offered to the core one lane (value) at a time
     localparam [1:0] SEND = 2'd0;  // lanes of `beat` go to the core
@@ -271,10 +279,10 @@ module {AXIS} (
 {lane_reg}    reg  [{pw - 1}:0] pos = {pw}'d0;  // the index in its frame of the value offered
     reg  drop = 1'b0;  // the core's next result belongs to a malformed frame
     reg  [{ERROR_BITS - 1}:0] errors = {ERROR_BITS}'d0;
-    wire data_ready;
+{weights_regs}    wire data_ready;
     wire [{LANE - 1}:0] value = state == FILL ? {LANE}'d0 : {lane_sel};
     wire value_valid = (state == SEND & beat_valid) | state == FILL;
-{weights_decl}{unused}    wire take = value_valid & value_ready;
+{weights_wires}{unused}    wire take = value_valid & value_ready;
     wire frame_end = pos == {frame_len};
     wire lane_end = {lane_end};
     wire beat_done = state == SEND & take & (lane_end | frame_end);
@@ -283,7 +291,7 @@ module {AXIS} (
     assign s_axis_tready = aresetn & (state == SKIP | ~beat_valid | beat_done);
     wire beat_in = s_axis_tvalid & s_axis_tready;
     assign frame_errors = errors;
-
+{asm_step}
     always @(posedge aclk) begin
         if (rst) begin
             state <= SEND;
@@ -321,15 +329,12 @@ module {AXIS} (
     end
 
     // result side: the payload's bytes as {R} beat(s); a dropped frame's result is taken and discarded
-    wire [{res_w - 1}:0] payload;
-    wire res_valid;
     reg  [{R * W - 1}:0] out = {R * W}'d0;
     reg  [{rb - 1}:0] beats_left = {rb}'d0;
     assign m_axis_tvalid = beats_left != {rb}'d0;
     assign m_axis_tlast = beats_left == {rb}'d1;
     assign m_axis_tdata = out[{W - 1}:0];
-    wire res_ready = drop | ~m_axis_tvalid | (m_axis_tlast & m_axis_tready);
-    wire res_fire = res_valid & res_ready;
+    assign res_ready = drop | ~m_axis_tvalid | (m_axis_tlast & m_axis_tready);
 
     always @(posedge aclk) begin
         if (rst) begin
