@@ -23,7 +23,7 @@ from spikeloom.sim.ports import Ports
 from . import output
 from .common import check_pes, guarded
 from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, AxisLayout, axis_constraint_ports, axis_verilog,
-                          check_axis_width, check_lanes, check_tb_images, tb_inputs, tb_name, tb_vectors,
+                          check_axis_width, check_lanes, check_tb_images, field_rows, tb_inputs, tb_name, tb_vectors,
                           testbench_verilog)
 
 __all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP", "AXIS"]
@@ -125,9 +125,7 @@ def wrapper_verilog(ports, t_max):
     sel_w = bits(n_bytes)
     padded = (1 << sel_w) * BYTE
     pred, steps = ports.result.field("pred"), ports.result.field("timesteps")
-    rows = "\n".join(f"//   {f.name:<34} [{f.offset + f.width - 1:>4}:{f.offset:<4}]  "
-                     f"bytes {f.offset // BYTE}..{(f.offset + f.width - 1) // BYTE}"
-                     for f in ports.result.fields)
+    rows = field_rows(ports)
     worst = worst_case_cycles(ports, t_max)
     load = ports.weights_loaded
     last = ports.layers[-1]

@@ -17,8 +17,10 @@ import numpy as np
 from spikeloom.hw.common import bits
 from spikeloom.model.errors import ConfigError
 
+from .common import int_option
+
 __all__ = ["AXIS", "AXIS_WIDTHS", "TB_IMAGES", "TB_IMAGES_MAX", "TB_SEED", "ERROR_BITS", "check_axis_width",
-           "check_tb_images", "check_lanes", "AxisLayout", "axis_verilog", "axis_constraint_ports", "tb_inputs", "tb_vectors",
+           "check_tb_images", "check_lanes", "AxisLayout", "field_rows", "axis_verilog", "axis_constraint_ports", "tb_inputs", "tb_vectors",
            "testbench_verilog", "tb_name"]
 
 AXIS = "spikeloom_axis"
@@ -49,8 +51,6 @@ def check_axis_width(text):
 
 def check_tb_images(text):
     """``--tb-images`` (given as text): an integer in [1, :data:`TB_IMAGES_MAX`]."""
-    from .common import int_option
-
     return int_option("--tb-images", text, 1, TB_IMAGES_MAX)
 
 
@@ -98,7 +98,8 @@ class AxisLayout:
         self.result_beats = -(-self.result_bytes * BYTE // width)
 
 
-def _field_rows(ports):
+def field_rows(ports):
+    """The headers' table of the result payload's fields: name, bit range, bytes."""
     return "\n".join(f"//   {f.name:<34} [{f.offset + f.width - 1:>4}:{f.offset:<4}]  "
                      f"bytes {f.offset // BYTE}..{(f.offset + f.width - 1) // BYTE}"
                      for f in ports.result.fields)
@@ -247,7 +248,7 @@ def axis_verilog(ports, t_max, width, core, worst):
 //
 // Result payload fields (bit ranges in the {res_w}-bit payload, LSB first; also in ports.json):
 //   pred is the predicted class, [{pred.offset + pred.width - 1}:{pred.offset}]; timesteps the executed timesteps (1..{t_max}), [{steps.offset + steps.width - 1}:{steps.offset}].
-{_field_rows(ports)}
+{field_rows(ports)}
 `default_nettype none
 module {AXIS} (
     input  wire              aclk,
