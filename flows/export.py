@@ -18,13 +18,13 @@ from spikeloom.hw.common import bits
 from spikeloom.hw.plan import WEIGHT_STORES
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
+from spikeloom.sim.axis import AxisLayout, check_lanes
 from spikeloom.sim.ports import Ports
 
 from . import output
 from .common import check_pes, guarded
-from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, AxisLayout, axis_constraint_ports, axis_verilog,
-                          check_axis_width, check_lanes, check_tb_images, field_rows, tb_inputs, tb_name, tb_vectors,
-                          testbench_verilog)
+from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, axis_constraint_ports, axis_verilog, check_axis_width,
+                          check_tb_images, field_rows, tb_inputs, tb_name, tb_vectors, testbench_verilog)
 
 __all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP", "AXIS"]
 
@@ -487,7 +487,7 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         (out / "tb" / "expected.hex").write_text(expected)
         for w in wrappers:
             (out / "tb" / f"{tb_name(w)}.v").write_text(
-                testbench_verilog(ports, model.t_max, w, len(x), worst, width=axis_width, source=source))
+                testbench_verilog(ports, w, len(x), worst, width=axis_width, source=source))
         (out / "files.f").write_text("".join(f"rtl/{v}.v\n" for v in [CORE] + wrappers))
         mem_files = sorted(p.name for p in (out / "mem").iterdir())
         (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files, axis_width if axis else None,

@@ -16,11 +16,12 @@ import numpy as np
 
 from spikeloom.hw.common import bits
 from spikeloom.model.errors import ConfigError
+from spikeloom.sim.axis import BYTE, AxisLayout, check_lanes, expected_records
 
 from .common import int_option
 
 __all__ = ["AXIS", "AXIS_WIDTHS", "TB_IMAGES", "TB_IMAGES_MAX", "TB_SEED", "ERROR_BITS", "check_axis_width",
-           "check_tb_images", "check_lanes", "AxisLayout", "field_rows", "axis_verilog", "axis_constraint_ports", "tb_inputs", "tb_vectors",
+           "check_tb_images", "field_rows", "axis_verilog", "axis_constraint_ports", "tb_inputs", "tb_vectors",
            "testbench_verilog", "tb_name"]
 
 AXIS = "spikeloom_axis"
@@ -32,7 +33,6 @@ TB_IMAGES, TB_IMAGES_MAX = 8, 1000
 TB_SEED = 1
 #: Width of the wrapper's saturating ``frame_errors`` counter.
 ERROR_BITS = 16
-BYTE = 8
 #: Model files' ``dataset`` values that name no dataset (random networks, NIR imports).
 NO_DATASET = ("", "random", "nir")
 
@@ -52,50 +52,6 @@ def check_axis_width(text):
 def check_tb_images(text):
     """``--tb-images`` (given as text): an integer in [1, :data:`TB_IMAGES_MAX`]."""
     return int_option("--tb-images", text, 1, TB_IMAGES_MAX)
-
-
-def check_lanes(input_bits, width):
-    """The lane width (bits) of ``input_bits``-bit values: whole bytes; ``width`` must hold whole
-    lanes (only inputs wider than 8 bits can fail it), else a one-line error."""
-    lane = BYTE * -(-input_bits // BYTE)
-    if width % lane:
-        raise ConfigError(f"--axis-width = {width} holds no whole number of {lane}-bit input lanes "
-                          f"(the model's inputs have {input_bits} bits); use a multiple of {lane}")
-    return lane
-
-
-class AxisLayout:
-    """How the streams of :data:`AXIS` carry values, weight words and results for one core.
-
-    Parameters
-    ----------
-    ports : the core's :class:`~spikeloom.sim.ports.Ports`.
-    width : tdata width in bits (both streams), one of :data:`AXIS_WIDTHS`.
-
-    Members
-    -------
-    lane : bits per input lane: the input value's width rounded up to whole bytes.
-    lanes : input values per beat.
-    beats : beats of one image frame (its last beat padded).
-    pieces : lanes per weight word (``--weights load``), least significant first.
-    weight_lanes, weight_beats : lanes and beats of the weight frame (0 without a weight load).
-    result_bytes, result_beats : whole bytes of the result payload, and the beats of one result frame.
-    """
-
-    def __init__(self, ports, width):
-        self.width = width
-        self.in_w = ports.input_width
-        self.lane = check_lanes(self.in_w, width)
-        self.lanes = width // self.lane
-        self.count = ports.input_count
-        self.beats = -(-self.count // self.lanes)
-        self.load = ports.weights_loaded
-        self.pieces = -(-ports.weight_width // self.lane) if self.load else 0
-        self.weight_lanes = ports.weight_count * self.pieces if self.load else 0
-        self.weight_beats = -(-self.weight_lanes // self.lanes)
-        self.result_w = ports.result.width
-        self.result_bytes = -(-self.result_w // BYTE)
-        self.result_beats = -(-self.result_bytes * BYTE // width)
 
 
 def field_rows(ports):
@@ -390,17 +346,9 @@ def tb_inputs(model, n, log=print):
 
 def tb_vectors(model, ports, x):
     """``(inputs.hex text, expected.hex text, expected records)`` for images ``x``: one input
-    value per line, image by image; one result payload per line, every field as the golden model
-    and the cycle model (``cycles``, exact when the input never idles) give it."""
-    from spikeloom.hw.plan import Plan
-    from spikeloom.model import golden
-    from spikeloom.sim.records import from_golden
-
-    from .energy import cycles_model
-
-    res = golden.run(model, x, trace=True, sparse=ports.sparse_layers)  # the cycle model replays the spikes
-    plan = Plan(model, ports.n_pe, ports.storage())
-    recs = from_golden(res, cycles_model(model, ports.n_pe, x, res, plan))
+    value per line, image by image; one result payload per line, every field of
+    :func:`~spikeloom.sim.axis.expected_records`."""
+    recs = expected_records(model, ports, x)
     vd = -(-ports.input_width // 4)
     rd = -(-ports.result.width // 4)
     inputs = "".join(f"{int(v):0{vd}x}\n" for image in x for v in image)
@@ -416,7 +364,7 @@ def _lfsr(name):
     return f"{name} <= {{1'b0, {name}[15:1]}} ^ ({name}[0] ? 16'hB400 : 16'h0000);"
 
 
-def testbench_verilog(ports, t_max, wrapper, n_images, worst, width=None, source=""):
+def testbench_verilog(ports, wrapper, n_images, worst, width=None, source=""):
     """A self-checking testbench of ``wrapper`` (``"spikeloom_top"`` or :data:`AXIS`, the latter
     with tdata ``width``) on ``n_images`` images of ``tb/inputs.hex``, checked against
     ``tb/expected.hex``. ``worst``: the bound on ``cycles`` per image (for the timeout)."""

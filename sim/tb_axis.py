@@ -25,7 +25,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from spikeloom.flows.export_axis import AxisLayout, tb_vectors
+from .axis import AxisLayout, expected_records
 from spikeloom.model import golden, modelfile
 
 from .ports import Ports
@@ -109,7 +109,7 @@ async def receive(sink, ly, n, within, out):
 async def frames(dut):
     job, ports, model, ly = setup(dut)
     x = np.load(job["inputs"])
-    _, _, want = tb_vectors(model, ports, x)
+    want = expected_records(model, ports, x)
     rng = random.Random(job["seed"])
     await reset(dut)
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from spikeloom.flows.export import AXIS, TOP, export
-from spikeloom.flows.export_axis import AXIS_WIDTHS, TB_IMAGES_MAX, AxisLayout, tb_inputs
+from spikeloom.flows.export_axis import AXIS_WIDTHS, TB_IMAGES_MAX, tb_inputs
 from spikeloom.model import golden, modelfile
 from spikeloom.model.randnet import random_model
+from spikeloom.sim.axis import AxisLayout
 from spikeloom.sim.ports import Ports
 from spikeloom.sim.runner import WAIVERS, verilator_env
 from spikeloom.sim.testing import require_icarus
