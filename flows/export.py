@@ -10,7 +10,6 @@ and a README. Nothing in it needs Python or Amaranth.
 The output is deterministic: the same model file, ``n_pe`` and ``freq_mhz`` give the same bytes.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,12 +17,15 @@ from spikeloom.hw.common import bits
 from spikeloom.hw.plan import WEIGHT_STORES
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
+from spikeloom.sim.axis import AxisLayout, check_lanes
 from spikeloom.sim.ports import Ports
 
 from . import output
-from .common import check_pes, guarded
+from .common import Parser, check_pes, parse_and_run
+from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, axis_constraint_ports, axis_verilog, check_axis_width,
+                          check_tb_images, field_rows, tb_inputs, tb_name, tb_vectors, testbench_verilog)
 
-__all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP"]
+__all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP", "AXIS"]
 
 TOP = "spikeloom_top"
 CORE = "spikeloom_accel"
@@ -122,9 +124,7 @@ def wrapper_verilog(ports, t_max):
     sel_w = bits(n_bytes)
     padded = (1 << sel_w) * BYTE
     pred, steps = ports.result.field("pred"), ports.result.field("timesteps")
-    rows = "\n".join(f"//   {f.name:<34} [{f.offset + f.width - 1:>4}:{f.offset:<4}]  "
-                     f"bytes {f.offset // BYTE}..{(f.offset + f.width - 1) // BYTE}"
-                     for f in ports.result.fields)
+    rows = field_rows(ports)
     worst = worst_case_cycles(ports, t_max)
     load = ports.weights_loaded
     last = ports.layers[-1]
@@ -243,6 +243,29 @@ def constraints(freq_mhz):
     return {f"{TOP}.lpf": lpf, f"{TOP}.pcf": pcf, f"{TOP}.xdc": xdc, f"{TOP}.sdc": sdc}
 
 
+def axis_constraints(freq_mhz):
+    """Constraint examples of the AXI4-Stream wrapper (clock ``aclk``): {file name: text}."""
+    mhz, ns = f"{freq_mhz:g}", _period(freq_mhz)
+    clock, ins, outs = axis_constraint_ports()
+    lpf = [f"# ECP5 (nextpnr-ecp5 --lpf): the clock constraint; pin locations are board specific.",
+           f'FREQUENCY PORT "{clock}" {mhz} MHZ;']
+    pcf = [f"# iCE40 (nextpnr-ice40 --pcf): the clock frequency is given to nextpnr with --freq {mhz}",
+           f"# (or set_frequency {clock} {mhz} in a pre-pack script); pin locations are board specific:"]
+    pcf += [f"# set_io {p.replace('[*]', '[0]')} <PIN>" for p in (clock,) + ins + outs]
+    xdc = [f"# Vivado: {mhz} MHz on {clock}; inputs and outputs relative to the same clock (example budgets).",
+           f"create_clock -period {ns} -name {clock} [get_ports {clock}]",
+           f"set_input_delay -clock {clock} 2.000 [get_ports {{{' '.join(ins)}}}]",
+           f"set_output_delay -clock {clock} 2.000 [get_ports {{{' '.join(outs)}}}]",
+           "# Inside a block design the AXI clock comes from the interconnect: keep only create_clock if",
+           "# aclk is a top-level port."]
+    sdc = [f"# Quartus (TimeQuest): {mhz} MHz on {clock}.",
+           f"create_clock -name {clock} -period {ns} [get_ports {clock}]",
+           "derive_clock_uncertainty",
+           f"set_input_delay -clock {clock} 2.000 [get_ports {{{' '.join(ins)}}}]",
+           f"set_output_delay -clock {clock} 2.000 [get_ports {{{' '.join(outs)}}}]"]
+    return {f"{AXIS}.lpf": lpf, f"{AXIS}.pcf": pcf, f"{AXIS}.xdc": xdc, f"{AXIS}.sdc": sdc}
+
+
 # ECP5: the PE's per-neuron memories up to LUTRAM_MAX_DEPTH deep are kept out of block RAM (by
 # `make synth` and by the export README's Yosys commands). Left to Yosys, at N <= 2 the MLP's
 # 266-deep ones become DP16KD, whose unregistered output (5.6-5.8 ns clock-to-out) starts the loops
@@ -283,7 +306,58 @@ written by the load.
 """
 
 
-def readme(ports, model, freq_mhz, mem_files):
+def _axis_section(ports, width):
+    ly = AxisLayout(ports, width)
+    weights = (f"\nWith `--weights load` the first frame after every reset is the weight frame: the "
+               f"{ports.weight_count} weight words\n(the `mem/pe_<p>_weight.hex` words, PE by PE), each as {ly.pieces} "
+               f"{ly.lane}-bit lane(s), least significant first,\n{ly.weight_lanes} lanes = {ly.weight_beats} beats, "
+               f"tlast on the last.\n") if ly.load else ""
+    return f"""
+## AXI4-Stream wrapper (`rtl/{AXIS}.v`, `--axis --axis-width {width}`)
+
+- `aclk`, `aresetn`: one clock, synchronous active-low reset.
+- `s_axis_tdata[{width - 1}:0]`/`tvalid`/`tready`/`tlast`: {ly.lanes} input value(s) per beat, one per {ly.lane}-bit lane
+  (lane 0 = the low bits, the value in the lane's low {ly.in_w} bits); an image is {ly.count} values in index
+  order, {ly.beats} beat(s), the last beat padded and marked by `tlast`. No bubble between beats while
+  the core takes a value per cycle.
+- `m_axis_tdata[{width - 1}:0]`/`tvalid`/`tready`/`tlast`: one frame per image: the {ly.result_w}-bit result payload
+  as {ly.result_bytes} byte(s), low byte first ({ly.result_beats} beat(s), `tlast` on the last; bytes past the payload
+  are 0). The fields (`ports.json` `result.fields`, or the wrapper header) are bit ranges of the
+  payload: e.g. `pred` is bits {ports.result.field("pred").offset}..{ports.result.field("pred").offset + ports.result.field("pred").width - 1} of byte 0.
+- A misplaced `tlast` never hangs the wrapper: an early one completes the image with zero values,
+  a missing one discards the frame's further beats up to and including the next `tlast` (a forgotten
+  `tlast` costs the next frame too); that image's result is dropped (no result frame) and
+  `frame_errors` (saturating count since reset) counts the frame.
+{weights}"""
+
+
+def _tb_section(wrappers, n_tb, source):
+    tops = " and ".join(f"`tb/{tb_name(w)}.v`" for w in wrappers)
+    return f"""
+## Self-checking testbench
+
+{tops} (one per wrapper) stream {n_tb} images ({source}) from `tb/inputs.hex`
+through the wrapper with random gaps on both sides (seeded LFSRs; `+seed=N` changes the seed)
+and compare every field of every result with `tb/expected.hex` (the golden model's results; `cycles`
+from the cycle model, compared on the images streamed without gaps). They print `PASS`, or `FAIL`
+with the first mismatch and the counts, and end in `$fatal` (nonzero exit status) on a failure or
+the timeout. Run them from this folder (the `$readmemh` paths are relative to it); for the other
+wrapper replace `{tb_name(wrappers[0])}` by `{tb_name(wrappers[-1])}`:
+
+```sh
+# Icarus Verilog
+iverilog -g2005 -o tb.vvp -s {tb_name(wrappers[0])} -c files.f tb/{tb_name(wrappers[0])}.v && vvp -n tb.vvp
+# Verilator (5.x; a C++20 compiler)
+verilator --binary -Wno-fatal --top-module {tb_name(wrappers[0])} -f files.f tb/{tb_name(wrappers[0])}.v && obj_dir/V{tb_name(wrappers[0])}
+# Vivado xsim
+xvlog -sv $(cat files.f) tb/{tb_name(wrappers[0])}.v && xelab {tb_name(wrappers[0])} -s tb && xsim tb -R
+# Questa / ModelSim
+vlib work && vlog -sv $(cat files.f) tb/{tb_name(wrappers[0])}.v && vsim -c {tb_name(wrappers[0])} -do "run -all; quit -f"
+```
+"""
+
+
+def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source=""):
     load = ports.weights_loaded
     layers = " -> ".join([str(ports.input_count)] + [str(ly.out_features) for ly in ports.layers])
     mems = sorted({(m.name, m.depth, m.width) for m in ports.memories})
@@ -294,6 +368,8 @@ def readme(ports, model, freq_mhz, mem_files):
                  "LUT ROM for the\nread-only ones): a DP16KD's unregistered output would start the PE's "
                  "accumulate loop and cost\nabout 20% of fmax.") if styles else ""
     mem_rows = "\n".join(f"| `{n}` | {d} | {w} | {kinds.get(n, 'per-neuron')} |" for n, d, w in mems)
+    axis = axis_width is not None
+    wrappers = [TOP] + ([AXIS] if axis else [])
     return f"""\
 # spikeloom accelerator: {ports.model} on N = {ports.n_pe} PEs
 
@@ -304,9 +380,10 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
 | --- | --- |
 | `rtl/{CORE}.v` | the accelerator core (all submodules in one file; memories initialised by `initial` blocks{', except the weight memories' if load else ''}) |
 | `rtl/{TOP}.v` | top level with a narrow result read-out; its header documents every port |
-| `mem/pe_<p>_<memory>.hex` | the memory contents, one word per line, for `$readmemh` or post-synthesis weight updates{'; the weight files are what the weight load streams' if load else ''} ({len(mem_files)} files) |
+{f"| `rtl/{AXIS}.v` | AXI4-Stream top level ({axis_width}-bit tdata); its header documents every port |{chr(10)}" if axis else ""}| `mem/pe_<p>_<memory>.hex` | the memory contents, one word per line, for `$readmemh` or post-synthesis weight updates{'; the weight files are what the weight load streams' if load else ''} ({len(mem_files)} files) |
 | `ports.json` | ports, result payload fields (bit offset, width), memories, per-layer sizes |
 | `constraints/{TOP}.{{lpf,pcf,xdc,sdc}}` | constraint examples ({freq_mhz:g} MHz clock): ECP5, iCE40, Vivado, Quartus |
+{f"| `constraints/{AXIS}.{{lpf,pcf,xdc,sdc}}` | the same for the AXI4-Stream wrapper ({freq_mhz:g} MHz on `aclk`) |{chr(10)}" if axis else ""}| `tb/<wrapper>_tb.v`, `tb/inputs.hex`, `tb/expected.hex` | self-checking testbench per wrapper and its test vectors (below) |
 | `files.f` | the source list, in compile order |
 
 ## Interface
@@ -320,7 +397,7 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
   inference's `cycles` and per-layer activity counters (see `ports.json` or the wrapper header).
 - Latency: the payload's `cycles` field; the wrapper header gives the worst case for this model.
   Peak synaptic operations per second are N x f_clk.
-{_weights_section(ports) if load else ""}
+{_weights_section(ports) if load else ""}{_axis_section(ports, axis_width) if axis else ""}{_tb_section(wrappers, n_tb, source)}
 ## Synthesis
 
 Yosys (ECP5 / iCE40):
@@ -332,7 +409,7 @@ ecppack top.config top.bit
 ```
 
 Vivado: add `rtl/*.v` and `constraints/{TOP}.xdc`, top `{TOP}`. Quartus: add `rtl/*.v` and
-`constraints/{TOP}.sdc`, top `{TOP}`. The weight memories infer block RAM in every tool (one
+`constraints/{TOP}.sdc`, top `{TOP}`{f" (for the AXI4-Stream wrapper: `rtl/{AXIS}.v` and `constraints/{AXIS}.*` instead, top `{AXIS}`)" if axis else ""}. The weight memories infer block RAM in every tool (one
 synchronous read port); the small per-neuron memories may become distributed RAM.{ecp5_note}
 
 ## Memories per PE
@@ -348,12 +425,15 @@ length (`hw/plan.py` documents the layout: for a dense-stored fully-connected la
 """
 
 
-def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False):
+def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False, axis=False, axis_width=8,
+           tb_images=TB_IMAGES, log=print):
     """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return the
     paths of the files written (the marker aside).
 
     ``weights``: ``"rom"`` (weight memories initialised in the Verilog) or ``"load"`` (no initial
-    contents; the weights are streamed in after reset, see the wrapper header).
+    contents; the weights are streamed in after reset, see the wrapper header). ``axis``: also
+    write the AXI4-Stream wrapper (``rtl/spikeloom_axis.v``, ``axis_width``-bit streams) and its
+    testbench. ``tb_images``: images in the testbenches' vectors (``tb/``).
 
     The files are built in a staging folder and then moved into place (:mod:`.output`): a new
     folder appears whole; a non-empty folder that spikeloom did not write (no marker
@@ -369,11 +449,19 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False)
         raise SpikeloomError(f"--freq must be in (0, 1000] MHz, got {freq_mhz!r}")
     if weights not in WEIGHT_STORES:
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {weights!r}")
+    axis_width = check_axis_width(axis_width)
+    tb_images = check_tb_images(tb_images)
     output.check_replaceable(out_dir, force)
     model = modelfile.load(model_path)
+    if axis:
+        check_lanes(model.input_bits, axis_width)
     command = f"spikeloom export {model_path} --pes {n_pe} --freq {freq_mhz:g} --weights {weights}"
+    if axis:
+        command += f" --axis --axis-width {axis_width}"
+    command += f" --tb-images {tb_images}"
     with output.staged(out_dir, command, force) as (out, result):
         (out / "constraints").mkdir()
+        (out / "tb").mkdir()
         try:
             generate(model, n_pe, out / "rtl", weights=weights)
         except (TypeError, ValueError) as e:
@@ -382,12 +470,27 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False)
         (out / "rtl" / "ports.json").replace(out / "ports.json")
         ports = Ports.load(out / "ports.json")
         (out / "rtl" / "mem").replace(out / "mem")
+        worst = worst_case_cycles(ports, model.t_max)
         (out / "rtl" / f"{TOP}.v").write_text(wrapper_verilog(ports, model.t_max))
-        for name, lines in constraints(freq_mhz).items():
+        wrappers = [TOP]
+        files = {**constraints(freq_mhz)}
+        if axis:
+            (out / "rtl" / f"{AXIS}.v").write_text(axis_verilog(ports, model.t_max, axis_width, CORE, worst))
+            wrappers.append(AXIS)
+            files.update(axis_constraints(freq_mhz))
+        for name, lines in files.items():
             (out / "constraints" / name).write_text("\n".join(lines) + "\n")
-        (out / "files.f").write_text(f"rtl/{CORE}.v\nrtl/{TOP}.v\n")
+        x, source = tb_inputs(model, tb_images, log=log)
+        inputs, expected, _ = tb_vectors(model, ports, x)
+        (out / "tb" / "inputs.hex").write_text(inputs)
+        (out / "tb" / "expected.hex").write_text(expected)
+        for w in wrappers:
+            (out / "tb" / f"{tb_name(w)}.v").write_text(
+                testbench_verilog(ports, w, len(x), worst, width=axis_width, source=source))
+        (out / "files.f").write_text("".join(f"rtl/{v}.v\n" for v in [CORE] + wrappers))
         mem_files = sorted(p.name for p in (out / "mem").iterdir())
-        (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files))
+        (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files, axis_width if axis else None,
+                                              len(x), source))
     return result.files
 
 
@@ -405,6 +508,15 @@ def add_arguments(p):
     p.add_argument("--weights", default="rom", metavar="{" + ",".join(WEIGHT_STORES) + "}",
                    help="rom: weight memories initialised (default); load: no initial contents, streamed in "
                         "after reset (iCE40 UltraPlus SPRAM)")
+    p.add_argument("--axis", action="store_true",
+                   help=f"also write the AXI4-Stream wrapper rtl/{AXIS}.v (aclk, aresetn, s_axis_*, m_axis_*) and "
+                        "its testbench")
+    # as text: a bad value gets the one-line error of run_args (exit 2), not a usage dump
+    p.add_argument("--axis-width", default="8", metavar="{" + ",".join(map(str, AXIS_WIDTHS)) + "}",
+                   help="tdata width in bits of both AXI4-Stream ports (one input value per byte lane; default 8)")
+    p.add_argument("--tb-images", default=str(TB_IMAGES), metavar="K",
+                   help=f"images in the testbench vectors tb/*.hex: the model's dataset's first K test images, or "
+                        f"K random inputs without a dataset (default {TB_IMAGES})")
 
 
 def run_args(a):
@@ -412,18 +524,24 @@ def run_args(a):
     check_pes(a.pes)
     if a.weights not in WEIGHT_STORES:
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {a.weights!r}")
+    width = check_axis_width(a.axis_width)
+    tb_images = check_tb_images(a.tb_images)
     output.check_replaceable(a.out, a.force)
     from .steps import check_hardware
 
-    check_hardware(modelfile.load(a.model), a.pes, "export")
-    files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force)
+    model = modelfile.load(a.model)
+    if a.axis:
+        check_lanes(model.input_bits, width)
+    check_hardware(model, a.pes, "export")
+    files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force, axis=a.axis,
+                   axis_width=width, tb_images=tb_images)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="spikeloom-export", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="spikeloom-export", description=__doc__.split("\n\n")[0])
     add_arguments(p)
-    return guarded(run_args, p.parse_args(argv))
+    return parse_and_run(p, argv, run_args)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,17 @@ class Stream:
         """``{field name: int}`` of one payload value."""
         return {f.name: f.extract(payload) for f in self.fields}
 
+    def pack(self, values):
+        """The payload value of ``{field name: int}`` (the inverse of :meth:`unpack`; every field
+        must be given, and fit its width)."""
+        out = 0
+        for f in self.fields:
+            v = int(values[f.name])
+            if not 0 <= v <= f.mask:
+                raise ValueError(f"field {f.name} = {v} does not fit its {f.width} bits")
+            out |= v << f.offset
+        return out
+
 
 @dataclass(frozen=True)
 class LayerPorts:
