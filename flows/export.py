@@ -23,7 +23,7 @@ from spikeloom.sim.ports import Ports
 from . import output
 from .common import Parser, check_pes, parse_and_run
 from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, axis_constraint_ports, axis_verilog, check_axis_width,
-                          check_tb_images, field_rows, tb_inputs, tb_name, tb_vectors, testbench_verilog)
+                          check_tb_images, field_rows, tb_inputs, tb_name, tb_vectors, testbench_verilog, word_pieces)
 
 __all__ = ["export", "main", "add_arguments", "run_args", "wrapper_verilog", "worst_case_cycles", "TOP", "AXIS"]
 
@@ -77,27 +77,7 @@ def _weight_load(ports):
 // in_data value(s), least significant {in_w} bits first. in_ready is high during the load;
 // after the last word the core clears its accumulators and then takes images as below.
 """
-    piece_w = bits(pieces)
-    if pieces == 1:
-        regs, word = "", f"in_data[{wb - 1}:0]"
-        step = ""
-    else:
-        low_w = (pieces - 1) * in_w
-        regs = (f"    reg  [{piece_w - 1}:0] piece = {piece_w}'d0;  // in_data pieces of the current word so far\n"
-                f"    reg  [{low_w - 1}:0] low = {low_w}'d0;  // its earlier pieces, the first in the low bits\n")
-        word = f"{{in_data, low}}"
-        shift = f"{{in_data, low[{low_w - 1}:{in_w}]}}" if pieces > 2 else "in_data"
-        step = f"""
-    always @(posedge clk) begin
-        if (rst) begin
-            piece <= {piece_w}'d0;
-        end else if (loading & in_valid) begin
-            piece <= last_piece ? {piece_w}'d0 : piece + {piece_w}'d1;
-            low <= {shift};
-        end
-    end
-"""
-    last = "1'b1" if pieces == 1 else f"piece == {piece_w}'d{pieces - 1}"
+    regs, last, word, step = word_pieces(pieces, in_w, "in_data", "clk", "loading & in_valid", "in_data pieces")
     body = f"""    // weight load: the core's i_weights is ready from reset until its last word
     wire loading;
     wire data_ready;

@@ -20,6 +20,32 @@ from spikeloom.sim.axis import BYTE, AxisLayout, check_lanes, expected_records
 
 from .common import int_option
 
+
+def word_pieces(pieces, piece_bits, value, clk, take, what):
+    """Verilog that assembles a weight word from ``pieces`` values of ``piece_bits`` bits each,
+    least significant first (both wrappers' weight load): ``(regs, last_piece, word, always)``.
+    ``value``: the piece offered now; ``take``: the condition that takes it on ``clk``'s edge
+    (``rst`` clears the count); ``what``: the pieces' name in the comments. ``word`` is
+    ``pieces * piece_bits`` wide, its last piece ``value`` itself."""
+    if pieces == 1:
+        return "", "1'b1", value, ""
+    pc_w = bits(pieces)
+    low_w = (pieces - 1) * piece_bits
+    regs = (f"    reg  [{pc_w - 1}:0] piece = {pc_w}'d0;  // {what} of the current weight word so far\n"
+            f"    reg  [{low_w - 1}:0] low = {low_w}'d0;  // its earlier {what}, the first in the low bits\n")
+    nxt = f"{{{value}, low[{low_w - 1}:{piece_bits}]}}" if pieces > 2 else value
+    step = f"""
+    always @(posedge {clk}) begin
+        if (rst) begin
+            piece <= {pc_w}'d0;
+        end else if ({take}) begin
+            piece <= last_piece ? {pc_w}'d0 : piece + {pc_w}'d1;
+            low <= {nxt};
+        end
+    end
+"""
+    return regs, f"piece == {pc_w}'d{pieces - 1}", f"{{{value}, low}}", step
+
 __all__ = ["AXIS", "AXIS_WIDTHS", "TB_IMAGES", "TB_IMAGES_MAX", "TB_SEED", "ERROR_BITS", "check_axis_width",
            "check_tb_images", "field_rows", "axis_verilog", "axis_constraint_ports", "tb_inputs", "tb_vectors",
            "testbench_verilog", "tb_name"]
@@ -92,26 +118,7 @@ def axis_verilog(ports, t_max, width, core, worst):
     if load:
         P = ly.pieces
         wb = ports.weight_width
-        pc_w = bits(P)
-        if P == 1:
-            asm_regs, last_piece, word, asm_step = "", "1'b1", "value", ""
-        else:
-            low_w = (P - 1) * LANE
-            asm_regs = (f"    reg  [{pc_w - 1}:0] piece = {pc_w}'d0;  // lanes of the current weight word so far\n"
-                        f"    reg  [{low_w - 1}:0] low = {low_w}'d0;  // its earlier lanes, the first in the low bits\n")
-            last_piece = f"piece == {pc_w}'d{P - 1}"
-            word = "{value, low}"
-            nxt = f"{{value, low[{low_w - 1}:{LANE}]}}" if P > 2 else "value"
-            asm_step = f"""
-    always @(posedge aclk) begin
-        if (rst) begin
-            piece <= {pc_w}'d0;
-        end else if (take & weights_phase) begin
-            piece <= last_piece ? {pc_w}'d0 : piece + {pc_w}'d1;
-            low <= {nxt};
-        end
-    end
-"""
+        asm_regs, last_piece, word, asm_step = word_pieces(P, LANE, "value", "aclk", "take & weights_phase", "lanes")
         weights_regs = f"""    // weight load (--weights load): the first frame after reset carries the weight words
     reg  weights_phase = 1'b1;  // high until the weight frame's last lane is taken
 {asm_regs}"""

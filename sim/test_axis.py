@@ -4,13 +4,12 @@ model, and no bubble between beats (:mod:`spikeloom.sim.tb_axis`)."""
 
 import json
 
-import numpy as np
 import pytest
 
 from spikeloom.flows.export import AXIS, export
 from spikeloom.model import modelfile
 from spikeloom.model.randnet import random_inputs, random_model
-from spikeloom.sim.runner import build
+from spikeloom.sim.testing import run_wrapper_bench
 
 pytestmark = pytest.mark.cosim
 
@@ -22,23 +21,9 @@ def run_axis(tmp_path, model, n_pe, weights, width, n_images=6):
     x = random_inputs(model, n_images, seed=2)
     x[0] = 0
     work = tmp_path / "work"
-    work.mkdir()
-    np.save(work / "inputs.npy", x)
-    job = {"model": str(path.resolve()), "ports": str((out / "ports.json").resolve()),
-           "inputs": str((work / "inputs.npy").resolve()), "results": str((work / "results.json").resolve()),
-           "seed": 5, "idle": 0.3, "backpressure": 0.3, "width": width}
-    (work / "job.json").write_text(json.dumps(job))
-    runner = build(out / "rtl" / "spikeloom_accel.v", work / "sim_build", "verilator", toplevel=AXIS,
-                   extra_sources=[out / "rtl" / f"{AXIS}.v"])
-    try:
-        runner.test(test_module="spikeloom.sim.tb_axis", hdl_toplevel=AXIS, test_dir=work.resolve(),
-                    extra_env={"SPIKELOOM_JOB": str((work / "job.json").resolve())},
-                    results_xml=str((work / "results.xml").resolve()), log_file=(work / "sim.log").resolve())
-    except SystemExit:
-        pass
-    log = (work / "sim.log").read_text() if (work / "sim.log").exists() else ""
-    return (json.loads((work / "results.json").read_text()), json.loads((work / "throughput.json").read_text()),
-            log)
+    results, log = run_wrapper_bench(path, out, x, work, simulator="verilator", toplevel=AXIS, bench="tb_axis",
+                                     seed=5, idle=0.3, backpressure=0.3, width=width)
+    return results, json.loads((work / "throughput.json").read_text()), log
 
 
 # one lane per beat with initialised weights; four lanes (the last beat of an image padded) with

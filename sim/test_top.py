@@ -2,15 +2,13 @@
 stream (``--weights load``) or initialised (``rom``), images, and every result byte read through
 ``res_byte_sel``/``res_byte`` and checked against the golden model (:mod:`spikeloom.sim.tb_top`)."""
 
-import json
 
-import numpy as np
 import pytest
 
 from spikeloom.flows.export import TOP, export
 from spikeloom.model import modelfile
 from spikeloom.model.randnet import random_inputs, random_model
-from spikeloom.sim.runner import build
+from spikeloom.sim.testing import run_wrapper_bench
 
 pytestmark = [pytest.mark.cosim, pytest.mark.icarus]
 
@@ -26,21 +24,9 @@ def run_top(tmp_path, model, n_pe, weights, n_images=6, weights_from=None):
             (out / "mem" / f.name).write_text(f.read_text())
     x = random_inputs(model, n_images, seed=2)
     x[0] = 0
-    work = tmp_path / "work"
-    work.mkdir()
-    np.save(work / "inputs.npy", x)
-    job = {"model": str(path.resolve()), "ports": str((out / "ports.json").resolve()),
-           "inputs": str((work / "inputs.npy").resolve()), "results": str((work / "results.json").resolve())}
-    (work / "job.json").write_text(json.dumps(job))
-    runner = build(out / "rtl" / "spikeloom_accel.v", work / "sim_build", "icarus", toplevel=TOP,
-                   extra_sources=[out / "rtl" / f"{TOP}.v"])
-    try:
-        runner.test(test_module="spikeloom.sim.tb_top", hdl_toplevel=TOP, test_dir=work.resolve(),
-                    extra_env={"SPIKELOOM_JOB": str((work / "job.json").resolve())},
-                    results_xml=str((work / "results.xml").resolve()), log_file=(work / "sim.log").resolve())
-    except SystemExit:
-        pass
-    return json.loads((work / "results.json").read_text())
+    results, _ = run_wrapper_bench(path, out, x, tmp_path / "work", simulator="icarus", toplevel=TOP,
+                                   bench="tb_top")
+    return results
 
 
 # weights: streamed through the wrapper's input stream after reset, or initialised in the Verilog
