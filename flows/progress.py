@@ -125,8 +125,10 @@ class Step:
             train.EPOCH_BAR.reset(token)
 
     # -- display ---------------------------------------------------------------------------------
-    def _status(self):
-        line = f"[{self.name}] {self.activity}"
+    def _status(self, periodic=False):
+        # a periodic line of a step without a count does not repeat the activity (it was printed
+        # when it began, often with a long log path): the step and its time so far
+        line = f"[{self.name}] {'running' if periodic and self.total is None else self.activity}"
         if self.total is not None:
             line += f": {self.unit} {self.done}/{self.total}"
             if self.info:
@@ -160,7 +162,7 @@ class Step:
                     if self.tty:
                         self._bar.refresh()
                     elif time.perf_counter() - self._last >= self.every:
-                        self._write(self._status())
+                        self._write(self._status(periodic=True))
                 except (OSError, ValueError):  # the reader went away (a closed pipe): the command's own
                     return                     # next write reports it
 
