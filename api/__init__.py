@@ -164,7 +164,10 @@ def energy(model, x, hardware, *, tech=None):
     from spikeloom.model.power import DEFAULT_TECH, load_tech
     from spikeloom.sim.ports import Ports
 
+    from spikeloom.flows.steps import weight_storage
+
     model = _model(model)
+    weight_storage(model, ports=Path(hardware) / "ports.json")  # refuses hardware generated for another model
     sec, _ = flow.compute(model, Ports.load(Path(hardware)), ref.check_input(model, x), None,
                           load_tech(tech or DEFAULT_TECH), log=lambda *a, **k: None)
     return sec

@@ -159,10 +159,10 @@ def _context(a):
 
 
 def cmd_run(a):
-    """Every option and the technology table are checked before the first step starts."""
+    """Every option and the technology table are checked before the first step starts (the
+    co-simulation's too with --no-cosim: they are recorded in the run's report)."""
     check_pes(a.pes)
-    if not a.no_cosim:
-        check_cosim(a.sim, a.cosim_images)
+    check_cosim(a.sim, a.cosim_images)
     waves = cosim_flow.check_run_waves(a)
     if a.tech is not None:
         from spikeloom.model.power import load_tech
@@ -174,6 +174,10 @@ def cmd_run(a):
     else:
         ctx = _context(a)
         fit.preflight(ctx, a.pes, generate=not a.no_cosim, allow_large=a.allow_large)
+    if waves:  # the range against the images the co-simulation will run, before any of it
+        n = len(ctx.split().test)
+        cosim_flow.check_waves_range(waves, min(n, a.cosim_images or n))
+    if a.nir is None:
         ctx.open()
         fm = steps.step_train(ctx)
         im, qm = steps.step_quantize(ctx, fm)
@@ -181,13 +185,20 @@ def cmd_run(a):
     if not a.no_cosim:
         gen = steps.step_generate(ctx, qm, a.pes)
         c = steps.step_cosim(ctx, qm, gen, a.sim, a.cosim_images)
+        for stale in ("energy", "neurobench", "waves"):  # an earlier command's, on this folder
+            ctx.report.pop(stale, None)
         if not c["mismatches"]:
             steps.step_energy(ctx, qm, gen, a.sim, a.tech)
-        if waves:
-            cosim_flow.step_waves(ctx, qm, gen, a.sim, waves, a.cosim_images)
-        steps.write_report(ctx)
+        w = None
+        try:  # the waveform of a mismatch is what one wants most; the report is written whatever happens
+            if waves:
+                w = cosim_flow.step_waves(ctx, qm, gen, a.sim, waves, a.cosim_images)
+        finally:
+            steps.write_report(ctx)
         if c["mismatches"]:
             raise cosim_flow.mismatch_error(c["mismatches"], c["n_images"])
+        if w is not None and w["mismatches"]:
+            raise cosim_flow.mismatch_error(w["mismatches"], w["images"][1] - w["images"][0] + 1)
         return
     steps.write_report(ctx)
 
@@ -222,12 +233,22 @@ def _run_import(a):
     return im, qm, ctx
 
 
+def default_cosim_build(model_path):
+    """``build/cosim-<model file stem>-<hash of its bytes>``: two model files of one name (every run
+    folder's is ``model.slm``) never share a folder; the same model file always finds its own."""
+    import hashlib
+
+    p = Path(model_path)
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()[:8] if p.is_file() else "missing"
+    return Path("build") / f"cosim-{p.stem}-{digest}"
+
+
 def cmd_cosim(a):
     """Every option, the model file and the images are checked before generation starts."""
     from .cosim import cosim_model, mismatch_error
 
     r = cosim_model(a.model, a.input, dataset=a.dataset, data_seed=a.data_seed, pes=a.pes, simulator=a.sim,
-                    images=a.images, build=a.build or Path("build") / f"cosim-{a.model.stem}", waves=a.waves,
+                    images=a.images, build=a.build or default_cosim_build(a.model), waves=a.waves,
                     tech=a.tech, seed=a.seed)
     if r.mismatches:
         raise mismatch_error(r.mismatches, r.n_images)
@@ -283,6 +304,7 @@ def cmd_quantize(a):
 
 
 def cmd_evaluate(a):
+    check_pes(a.pes)
     ctx = _context(a)
     fit.preflight(ctx, a.pes)
     ctx.open()

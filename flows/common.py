@@ -133,3 +133,18 @@ def parse_and_run(parser, argv, fn, subcommand=None):
         parsed.append(args)
 
     return guarded(parse) or guarded(fn, parsed[0])
+
+
+def dataset_options(model, dataset, data_seed=None):
+    """How to load ``dataset`` the way ``model`` was trained on it: ``(split seed, image size,
+    channels)``. The seed: ``data_seed``, else the model file's (``extra.data_seed``), else 0; for an
+    image folder (``folder:PATH``) the side and channels of the model's input (its ``extra``, else
+    its input shape), else ``None`` (digits and CIFAR have fixed sizes)."""
+    extra = model.extra or {}
+    seed = data_seed if data_seed is not None else int(extra.get("data_seed", 0))
+    size = channels = None
+    if str(dataset).startswith("folder:"):
+        shape = tuple(model.input_shape)
+        size = extra.get("image_size") or (shape[-1] if len(shape) == 3 else None)
+        channels = extra.get("channels") or (shape[0] if len(shape) == 3 else None)
+    return seed, size, channels

@@ -25,7 +25,7 @@ import numpy as np
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 from . import output
-from .common import check_cosim, check_pes, table
+from .common import check_cosim, check_pes, dataset_options, table
 
 __all__ = ["CosimResult", "cosim_model", "add_waves_option", "parse_waves", "check_run_waves", "step_waves",
            "mismatch_error"]
@@ -84,14 +84,14 @@ def check_run_waves(a):
 
 def step_waves(ctx, qmodel, gen_dir, simulator, span, n_images=None, seed=0, log=print):
     """Co-simulate images ``span = (A, B)`` of the run's test split again, alone and traced, into an
-    FST in ``ctx.build``; adds the report's ``waves`` section and returns it."""
+    FST in the run's folder (``ctx.out_dir``); adds the report's ``waves`` section and returns it."""
     from spikeloom.model import golden
     from spikeloom.sim.runner import cosim
 
     a, b = span
     x_q = golden.quantize_input(qmodel, ctx.split().test.x)
     check_waves_range(span, min(len(x_q), n_images or len(x_q)))
-    path = Path(ctx.build).resolve() / f"waves_{simulator}_images_{a}-{b}.fst"
+    path = Path(ctx.out_dir).resolve() / f"waves_{simulator}_images_{a}-{b}.fst"
     log(f"[waves] images {a}..{b} again under {simulator}, traced (a separate build)")
     r = cosim(ctx.model_path, gen_dir, x_q[a:b + 1], Path(gen_dir) / f"waves_{simulator}", simulator=simulator,
               seed=seed, waves=path)
@@ -155,7 +155,7 @@ class CosimResult:
         return np.array([r.timesteps for r in self.images], dtype=np.int64)
 
 
-def _context(build, model, dataset, data_seed, image_size, split=None):
+def _context(build, model, dataset, data_seed, image_size, split=None, channels=None):
     """A :class:`~spikeloom.flows.steps.Context` whose folder is ``build`` itself (the model file
     goes in ``build/model.slm``) and whose plots are titled with the model's name; ``split``:
     images given by the user, not a dataset's."""
@@ -175,8 +175,8 @@ def _context(build, model, dataset, data_seed, image_size, split=None):
         def tag(self):
             return self.model_name
 
-    return ModelRun(build=Path(build), dataset=dataset, data_seed=data_seed, image_size=image_size, _split=split,
-                    model_name=model.name)
+    return ModelRun(build=Path(build), dataset=dataset, data_seed=data_seed, image_size=image_size,
+                    channels=channels, _split=split, model_name=model.name)
 
 
 def _input_split(model, x_q):
@@ -188,17 +188,6 @@ def _input_split(model, x_q):
     x = (x_q / qmax).astype(np.float32).reshape(len(x_q), -1, 1, 1)
     d = Dataset("input", x, np.full(len(x_q), -1, np.int64), tuple(model.classes or ()))
     return Split(train=d, val=d, test=d)
-
-
-def _dataset_options(model, dataset, data_seed):
-    """A dataset's split seed (default: the model's ``data_seed``, else 0) and, for an image
-    folder, the side its images are resized to (the model's own)."""
-    extra = model.extra or {}
-    seed = data_seed if data_seed is not None else int(extra.get("data_seed", 0))
-    size = None
-    if dataset.startswith("folder:"):
-        size = extra.get("image_size") or (model.input_shape[-1] if len(model.input_shape) == 3 else None)
-    return seed, size
 
 
 def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator="verilator", images=None,
@@ -241,7 +230,7 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
     span = parse_waves(":".join(map(str, waves)) if isinstance(waves, (tuple, list)) else waves)
     if span is not None:
         check_waves_simulator(simulator)
-    output.check_out_dir(build, "--build")
+    output.check_claimable(build, "--build")  # a user's non-empty folder is refused, not written into
     if tech is not None:
         from spikeloom.model.power import load_tech
 
@@ -259,8 +248,8 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
         ctx = _context(build, model, "input", 0, None, _input_split(model, x_q))
         source = {"input": str(x) if isinstance(x, (str, Path)) else "array", "labels": False}
     else:
-        dseed, size = _dataset_options(model, dataset, data_seed)
-        ctx = _context(build, model, dataset, dseed, size)
+        dseed, size, channels = dataset_options(model, dataset, data_seed)
+        ctx = _context(build, model, dataset, dseed, size, channels=channels)
         test = ctx.split().test
         if int(np.prod(test.shape)) != model.input_size:
             raise InputError(f"--dataset {dataset}: images of shape {test.shape} ({int(np.prod(test.shape))} "
@@ -272,6 +261,7 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
     n_run = min(n, images) if images else n
     check_waves_range(span, n_run)
 
+    output.claim_folder(build, f"spikeloom cosim {model.name}", "--build")
     modelfile.save(model, ctx.model_path)
     ctx.report.update({"dataset": ctx.dataset, "t_max": model.t_max, "images": {**source, "n_images": n_run},
                        "model": {"name": model.name, "model_file": str(ctx.model_path)}})

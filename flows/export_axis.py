@@ -18,7 +18,7 @@ from spikeloom.hw.common import bits
 from spikeloom.model.errors import ConfigError
 from spikeloom.sim.axis import BYTE, AxisLayout, check_lanes, expected_records
 
-from .common import int_option
+from .common import dataset_options, int_option
 
 
 def word_pieces(pieces, piece_bits, value, clk, take, what):
@@ -336,11 +336,10 @@ def tb_inputs(model, n, log=print):
     if spec not in NO_DATASET:
         from spikeloom.model.data import load_dataset
 
-        shape = tuple(model.input_shape)
-        folder = not (spec == "digits" or spec.startswith("cifar:")) and len(shape) == 3
         try:
-            # an image folder is resized to the model's input (its default size would not fit)
-            split = load_dataset(spec, size=shape[-1]) if folder else load_dataset(spec)
+            # as the model was trained: its split seed, and an image folder at its input's size and channels
+            seed, size, channels = dataset_options(model, spec)
+            split = load_dataset(spec, seed=seed, size=size, channels=channels)
             x = golden.quantize_input(model, split.test.x[:n])
             if x.shape[1] == model.input_size and len(x):
                 return x.astype(np.int64), f"the first {len(x)} test images of dataset {spec!r}"

@@ -26,7 +26,8 @@ from pathlib import Path, PurePosixPath
 from spikeloom.model.errors import ConfigError
 from spikeloom.model.files import atomic_write  # the one atomic writer, re-exported for the flows
 
-__all__ = ["MARKER", "check_out_dir", "check_out_file", "check_replaceable", "staged", "atomic_write", "read_marker"]
+__all__ = ["MARKER", "check_out_dir", "check_out_file", "check_replaceable", "check_claimable", "claim_folder", "staged", "atomic_write",
+           "read_marker"]
 
 #: The marker file in every folder that ``generate`` or ``export`` wrote.
 MARKER = ".spikeloom-output.json"
@@ -123,6 +124,30 @@ def check_replaceable(path, force=False, option="-o"):
     """:func:`check_out_dir`, then refuse a non-empty ``path`` without a marker unless ``force``."""
     check_out_dir(path, option)
     _owned(path, force, option)
+
+
+def check_claimable(folder, option="--build"):
+    """Refuse, before any work, a work folder (:func:`claim_folder`) that is not empty and that
+    spikeloom did not write."""
+    check_out_dir(folder, option)
+    folder = Path(folder)
+    if folder.is_dir() and read_marker(folder) is None and any(folder.iterdir()):
+        raise ConfigError(f"{option} {folder}: the folder is not empty and spikeloom did not write it (no {MARKER}); "
+                          "choose an empty or new folder")
+
+
+def claim_folder(folder, command, option="--build"):
+    """A work folder that a command fills step by step (``spikeloom cosim --build``): refused, before
+    any work, when it is not empty and spikeloom did not write it (no :data:`MARKER`); else made, and
+    marked as spikeloom's (a marker listing no files: nothing in it is a user's to keep)."""
+    check_claimable(folder, option)
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if read_marker(folder) is None:
+            atomic_write(folder / MARKER, _marker_text(command, []))
+    except OSError as e:
+        raise ConfigError(f"{option} {folder}: cannot write ({e.strerror or e})") from None
 
 
 def _files(stage):

@@ -83,8 +83,10 @@ class Context:
         return self.build
 
     def cache_dir(self, stage):
-        """The folder of the cache entries of training stage ``stage`` (``"train"``, ``"quantize"``)."""
-        return self.workdir
+        """The folder of the cache entries of training stage ``stage`` (``"train"``, ``"quantize"``):
+        ``build/cache/<key>/``, shared by every flow (``run``, ``make bench``, ...) that trains the same
+        network under the same code, and never written by another."""
+        return self.build / "cache" / self.key(stage)
 
     @property
     def model_path(self):
@@ -168,6 +170,10 @@ def _file_hash(path, option):
         raise ConfigError(f"{option} {path}: cannot read it ({e.strerror or e})") from None
 
 
+#: Report sections that a later command on the same run folder adds to, key by key (RunContext.open).
+MERGED_SECTIONS = ("model", "preflight")
+
+
 @dataclass
 class RunContext(Context):
     """A :class:`Context` whose results go to the run folder of its configuration (README, "Run folders").
@@ -201,8 +207,7 @@ class RunContext(Context):
         cfg = {"dataset": self.dataset, "data_seed": self.data_seed, "image_size": self.image_size,
                **({"channels": self.channels} if self.channels is not None else {}),
                "train": self.train.as_dict(), "neuron": asdict(self.neuron), "quant": asdict(self.quant),
-               "n_pe": self.n_pe, "simulator": self.simulator, "cosim_images": self.cosim_images,
-               "tech": _file_hash(self.tech, "--tech"), "kernels": {k: os.environ.get(k) for k in PINNED_ENV}}
+               "n_pe": self.n_pe, "kernels": {k: os.environ.get(k) for k in PINNED_ENV}}
         if self.nir is not None:
             cfg["nir"] = {"graph": _file_hash(self.nir, "--nir"), **(self.import_options or {})}
         return cfg
@@ -228,16 +233,15 @@ class RunContext(Context):
     def out_dir(self):
         return self.workdir
 
-    def cache_dir(self, stage):
-        return self.build / "cache" / self.key(stage)
-
     def open(self, log=print):
-        """Make the run folder, point ``build/latest`` at it and load the report it has for the same
-        model. Called once the options are checked, before the first step."""
+        """Make the run folder and load the report it has for the same model (``build/latest`` points
+        at it once its report is written, :func:`write_report`). Called once the options are
+        checked, before the first step."""
         progress.interval()  # a bad SPIKELOOM_PROGRESS_INTERVAL is refused before any work,
         if self.dataset is not None:
             self.split()  # and so is a bad dataset: no run folder is made for either
         folder = self.workdir
+        _check_latest(self.build)  # before the folder is made: a refusal leaves nothing behind
         old = _read_report(folder / "report.json")
         run = old.get("run") if isinstance(old.get("run"), dict) else {}
         if old and self.name is not None and run.get("config_hash") != self.config_hash:
@@ -245,23 +249,30 @@ class RunContext(Context):
                               f"{run.get('config_hash')}; this one is {self.config_hash}): choose another name "
                               "or remove that folder")
         if old and run.get("model_key") == self.model_key:
-            self.report = {**old, **self.report}
+            # sections that several commands fill (train the float accuracy, evaluate the rest;
+            # preflight's data and hardware) merge key by key; the others are replaced whole
+            merged = {k: {**old[k], **v} if k in MERGED_SECTIONS and isinstance(old.get(k), dict) else v
+                      for k, v in self.report.items()}
+            self.report = {**old, **merged}
         elif old:
             log(f"[run] {folder}: its report describes another model (the code or the cache changed); "
                 "it starts anew")
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _link_latest(self.build, folder)
         except OSError as e:
             raise ConfigError(f"--build {self.build}: cannot make the run folder {folder} "
                               f"({e.strerror or e})") from None
         log(f"[run] run folder {folder} ({'--name ' + self.name if self.name else 'configuration ' + self.config_hash}"
-            f"); {self.build / 'latest'} points to it")
+            f"); {self.build / 'latest'} points to it once its report is written")
         return folder
 
     def run_section(self):
+        # the co-simulation settings are the last command's: they change how a result was obtained
+        # (simulator, images, energy table), not the model or the hardware, so they do not name the folder
         return {"folder": str(self.workdir), "name": self.name, "config_hash": self.config_hash,
-                "config": self.config(), "model_key": self.model_key}
+                "config": self.config(), "model_key": self.model_key,
+                "settings": {"simulator": self.simulator, "cosim_images": self.cosim_images,
+                             "tech": _file_hash(self.tech, "--tech")}}
 
 
 def in_run_folder(ctx, **settings):
@@ -278,12 +289,17 @@ def _read_report(path):
     return rep if isinstance(rep, dict) else {}
 
 
-def _link_latest(build, folder):
-    """``build/latest`` -> ``folder`` (a relative link), replaced in one step: a new link under a
-    temporary name, renamed over the old one."""
+def _check_latest(build):
     link = Path(build) / "latest"
     if link.exists() and not link.is_symlink():
         raise ConfigError(f"{link} is not the link spikeloom keeps there (a file or folder); move it away")
+
+
+def _link_latest(build, folder):
+    """``build/latest`` -> ``folder`` (a relative link), replaced in one step: a new link under a
+    temporary name, renamed over the old one."""
+    _check_latest(build)
+    link = Path(build) / "latest"
     tmp = link.parent / f".latest.{secrets.token_hex(4)}"
     os.symlink(os.path.relpath(folder, link.parent), tmp)
     try:
@@ -716,7 +732,10 @@ def write_report(ctx: Context, log=print):
     path = atomic_write(ctx.out_dir / "report.json", text)
     log(progress.table(ctx.timing, total))
     if ctx.out_dir != ctx.build:
+        # build/report.json and build/latest move together, when a run's report is complete
         copy = atomic_write(ctx.build / "report.json", text)
+        if isinstance(ctx, RunContext):
+            _link_latest(ctx.build, ctx.workdir)
         log(f"report: {path} (copied to {copy})")
     else:
         log(f"report: {path}")

@@ -478,7 +478,8 @@ def main(argv=None):
                    help="rom: weights initialised in block RAM; load: no initial contents, streamed in after "
                         "reset (SPRAM on iCE40 UltraPlus). Default: per target (ECP5 rom, iCE40 UP5K load)")
     p.add_argument("--model", type=Path, default=None,
-                   help="model file, or an arch name (mlp) for BUILD/digits-<arch>/model.slm; default: the default model")
+                   help="model file, or an arch name (mlp) for make sim NET=<arch>'s model (BUILD/runs/digits-<arch>-<hash>/"
+                        "model.slm, trained first if missing); default: the default model")
     def job(a):
         model = a.model
         if model is not None and model.suffix != ".slm" and not model.exists():

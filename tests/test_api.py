@@ -13,7 +13,7 @@ import pytest
 
 import spikeloom
 from spikeloom.model import golden, modelfile
-from spikeloom.model.errors import ConfigError, InputError, ModelFileError
+from spikeloom.model.errors import ConfigError, InputError, ModelFileError, SpikeloomError
 from spikeloom.model.randnet import random_inputs, random_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +84,11 @@ def test_api_errors_name_the_problem(tmp_path):
         spikeloom.cosim(m, build=tmp_path / "c")
     with pytest.raises(ModelFileError, match="does not exist"):
         spikeloom.load(tmp_path / "none.slm")
+    # energy on hardware generated for another model: refused, not a wrong figure
+    other = random_model((6, 4, 3), seed=2, input_bits=3)
+    spikeloom.generate(other, pes=2, out=tmp_path / "other")
+    with pytest.raises(SpikeloomError, match="written for model"):
+        spikeloom.energy(m, np.ones((2, 6), np.int64), tmp_path / "other")
 
 
 def test_import_is_lazy_and_versioned():

@@ -305,3 +305,14 @@ def test_make_target_flows_parse_errors_are_one_line(capsys, module, args, needl
     assert needle in err, err
     if "argument" in needle:  # argparse's own checks name where the help is
         assert f"see `spikeloom-{module} --help`" in err, err
+
+
+def test_hardware_and_cosimulation_options_are_checked_even_when_unused(tmp_path, capsys):
+    """evaluate's --pes and run --no-cosim's --sim / --cosim-images are recorded in the run: a bad
+    value is refused, one line, before any work."""
+    assert_clean_error(spikeloom_here(capsys, "evaluate", "--pes", "0", "--build", tmp_path), "--pes = 0", "[1, 64]")
+    assert_clean_error(spikeloom_here(capsys, "run", "--no-cosim", "--sim", "bogus", "--build", tmp_path),
+                       "--sim = 'bogus'")
+    assert_clean_error(spikeloom_here(capsys, "run", "--no-cosim", "--cosim-images", "-5", "--build", tmp_path),
+                       "--cosim-images = -5")
+    assert not any(tmp_path.iterdir())

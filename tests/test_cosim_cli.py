@@ -80,7 +80,7 @@ def test_cosim_dataset_digits(tmp_path, monkeypatch, capsys):
     modelfile.save(m, tmp_path / "d.slm")
     r = spikeloom_here(capsys, "cosim", "d.slm", "--dataset", "digits", "--images", "12", "--pes", "4")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    rep = json.loads((tmp_path / "build" / "cosim-d" / "report.json").read_text())
+    rep = json.loads((next((tmp_path / "build").glob("cosim-d-*")) / "report.json").read_text())
     c = rep["cosim"]
     assert (c["simulator"], c["n_images"], c["mismatches"]) == ("verilator", 12, 0)
     assert rep["images"] == {"dataset": "digits", "data_seed": 0, "split": "test", "labels": True, "n_images": 12}
@@ -90,7 +90,7 @@ def test_cosim_dataset_digits(tmp_path, monkeypatch, capsys):
     res = golden.run(m, golden.quantize_input(m, test.x[:12]), sparse=())
     assert c["accuracy"] == pytest.approx(float((res.pred == test.y[:12]).mean()))
     assert f"{100 * c['accuracy']:.2f}" in r.stdout
-    assert (tmp_path / "build" / "cosim-d" / "model.slm").read_bytes() == (tmp_path / "d.slm").read_bytes()
+    assert (next((tmp_path / "build").glob("cosim-d-*")) / "model.slm").read_bytes() == (tmp_path / "d.slm").read_bytes()
 
 
 @pytest.mark.cosim
@@ -108,7 +108,7 @@ def test_cosim_mismatch_is_reported_as_run_does(tmp_path, monkeypatch, capsys):
     real = runner.cosim
     monkeypatch.setattr(runner, "cosim", lambda *a, **k: real(*a, **{**k, "golden_model_path": other}))
     r = spikeloom_here(capsys, "cosim", "m.slm", "--input", "x.npy", "--sim", "icarus", "--pes", "2")
-    n = json.loads((tmp_path / "build" / "cosim-m" / "report.json").read_text())["cosim"]["mismatches"]
+    n = json.loads((next((tmp_path / "build").glob("cosim-m-*")) / "report.json").read_text())["cosim"]["mismatches"]
     assert n > 0
     assert_one_line_error(r, (f"{n} of 6 images differ between the RTL and the golden model",
                               "cosim.first_mismatches"))
@@ -152,6 +152,9 @@ def test_run_waves(tmp_path, monkeypatch):
     rep = json.loads((tmp_path / "b" / "report.json").read_text())
     assert rep["cosim"]["mismatches"] == 0 and rep["waves"]["images"] == [3, 4]
     assert Path(rep["waves"]["path"]).stat().st_size > 0
+    # the waveform is the run folder's own: another configuration's run does not overwrite it
+    assert Path(rep["waves"]["path"]).parent == (tmp_path / "b" / "latest").resolve()
+    assert json.loads((tmp_path / "b" / "latest" / "report.json").read_text())["waves"] == rep["waves"]
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -226,6 +229,7 @@ def test_cosim_waves_under_verilator_without_lz4(tmp_path, monkeypatch, capsys, 
 
 
 @pytest.mark.parametrize("args, needles", [
+    (["--waves", "359:360"], ("--waves 359:360", "image 360 is not co-simulated", "images 0..359")),
     (["--waves", "x"], ("--waves = 'x'", "A:B")),
     (["--waves", "1:2", "--no-cosim"], ("--waves 1:2", "--no-cosim")),
     (["--waves", "3:5", "--cosim-images", "4"], ("--waves 3:5", "image 5 is not co-simulated")),
@@ -248,3 +252,39 @@ def test_fst_available_finds_the_header(monkeypatch, tmp_path):
     fake.chmod(0o755)
     monkeypatch.setenv("CXX", str(fake))
     assert fst_available() is False
+
+
+def test_cosim_refuses_a_users_folder_and_names_its_own(tmp_path, monkeypatch, capsys, no_long_work):  # noqa: F811
+    """--build: a non-empty folder spikeloom did not write is refused before any work (the user's
+    files stay); the default folder carries the model file's hash (two model.slm never share one)."""
+    from spikeloom.flows.cli import default_cosim_build
+
+    monkeypatch.chdir(tmp_path)
+    _files(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.json").write_text("my notes\n")
+    assert_one_line_error(spikeloom_here(capsys, "cosim", "m.slm", "--input", "x.npy", "--build", "mine"),
+                          ("--build mine", "not empty", "spikeloom did not write it"))
+    assert [p.name for p in mine.iterdir()] == ["report.json"] and (mine / "report.json").read_text() == "my notes\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model.slm").write_bytes(base_bytes("dense"))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "model.slm").write_bytes(base_bytes("conv"))
+    da, db = default_cosim_build(tmp_path / "a" / "model.slm"), default_cosim_build(tmp_path / "b" / "model.slm")
+    assert da != db and da.name.startswith("cosim-model-") and da == default_cosim_build(tmp_path / "a" / "model.slm")
+
+
+def test_a_folder_models_dataset_options():
+    """cosim --dataset and the export's testbench load an image folder as the model saw it: its size,
+    channels and split seed (flows/common.dataset_options)."""
+    from dataclasses import replace
+
+    from spikeloom.flows.common import dataset_options
+
+    m = replace(random_model((36, 5, 3), seed=1, input_shape=(1, 6, 6)), extra={"data_seed": 7})
+    assert dataset_options(m, "folder:/x") == (7, 6, 1)
+    assert dataset_options(m, "folder:/x", data_seed=2) == (2, 6, 1)
+    assert dataset_options(m, "digits") == (7, None, None)
+    m3 = replace(m, extra={"image_size": 16, "channels": 3})
+    assert dataset_options(m3, "folder:/x") == (0, 16, 3)

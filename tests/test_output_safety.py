@@ -300,12 +300,15 @@ def test_a_run_killed_while_writing_its_model_then_runs_again(tmp_path):
     ready = tmp_path / "ready"
     _kill_when_ready([sys.executable, "-c", RUN_CHILD, str(tmp_path), str(ready)], ready, timeout=300)
     ctx = steps.Context(build=tmp_path, train=TrainConfig(epochs=1, qat_epochs=0, batch_size=512, t_max=2))
-    work = ctx.workdir
-    assert steps.cached(work / "float.pt", ctx.key("train"))
-    assert not steps.cached(work / "qat.pt", ctx.key("quantize")) and not (work / "model.slm").exists()
+    trained, quantized = ctx.cache_dir("train"), ctx.cache_dir("quantize")
+    assert steps.cached(trained / "float.pt", ctx.key("train"))
+    assert not steps.cached(quantized / "qat.pt", ctx.key("quantize")) and not (quantized / "model.slm").exists()
+    assert not ctx.model_path.exists()
     logs = []
     _, qm = steps.step_quantize(ctx, steps.step_train(ctx, log=logs.append), log=logs.append)
     assert any("reusing" in s and "float.pt" in s for s in logs)
     assert not any("reusing" in s and ("qat.pt" in s or "model.slm" in s) for s in logs)
-    assert steps.cached(work / "qat.pt", ctx.key("quantize")) and steps.cached(ctx.model_path, ctx.key("quantize"))
+    assert steps.cached(quantized / "qat.pt", ctx.key("quantize"))
+    assert steps.cached(quantized / "model.slm", ctx.key("quantize"))
+    assert ctx.model_path.read_bytes() == (quantized / "model.slm").read_bytes()
     assert modelfile.load(ctx.model_path).name == qm.name

@@ -141,3 +141,62 @@ def test_the_defaults_run_folder_is_make_sims():
     assert cli.model_name == "digits-mlp"
     other = _context(build_parser().parse_args(["run", "--build", "b", "--pes", "4"]))
     assert other.workdir != cli.workdir and other.cache_dir("train") == cli.cache_dir("train")
+
+
+def test_a_failed_run_leaves_latest_and_the_report_copy_at_the_last_complete_run(tmp_path, capsys, monkeypatch):
+    """build/latest and build/report.json move together, when a run's report is written."""
+    from spikeloom.model.errors import SpikeloomError
+
+    build = tmp_path / "build"
+    assert spikeloom_here(capsys, *B, "--build", build).returncode == 0
+    first, copy = latest(build), (build / "report.json").read_text()
+
+    def fail(ctx, log=print):
+        raise SpikeloomError("training stopped")
+    monkeypatch.setattr(steps, "step_train", fail)
+    assert_clean_error(spikeloom_here(capsys, *B, "--seed", "5", "--build", build), "training stopped")
+    assert latest(build) == first and (build / "report.json").read_text() == copy
+
+
+def test_a_folder_named_latest_is_refused_before_any_folder_is_made(tmp_path, capsys):
+    build = tmp_path / "build"
+    (build / "latest").mkdir(parents=True)
+    assert_clean_error(spikeloom_here(capsys, *B, "--build", build), "latest", "move it away")
+    assert sorted(p.name for p in build.iterdir()) == ["latest"]
+
+
+def test_the_folder_is_the_model_and_hardware_not_the_simulator():
+    """--sim, --cosim-images and --tech are how a result was obtained: the same folder (train,
+    quantize and evaluate, which do not take them, find it); N is the hardware: another folder."""
+    def ctx(*args):
+        return _context(build_parser().parse_args(["run", *args]))
+    base = ctx()
+    assert ctx("--sim", "icarus", "--cosim-images", "4").workdir == base.workdir
+    assert ctx("--tech", "model/tech/horowitz45.json").workdir == base.workdir
+    assert ctx("--pes", "4").workdir != base.workdir
+    assert _context(build_parser().parse_args(["evaluate"])).workdir == base.workdir
+    assert ctx("--sim", "icarus").run_section()["settings"]["simulator"] == "icarus"
+
+
+def test_every_flow_shares_the_training_cache():
+    """make bench and make ablation (plain contexts) find the network make sim trained."""
+    from spikeloom.model.train import TrainConfig
+
+    run = _context(build_parser().parse_args(["run"]))
+    plain = steps.Context(build=run.build, train=TrainConfig())
+    for stage in ("train", "quantize"):
+        assert plain.cache_dir(stage) == run.cache_dir(stage) == run.build / "cache" / run.key(stage)
+
+
+def test_sections_filled_by_several_commands_merge(tmp_path):
+    """train after run on one folder: preflight's hardware estimate (run's) stays beside train's data."""
+    build = tmp_path / "b"
+    ctx = _context(build_parser().parse_args(["run", "--build", str(build)]))
+    ctx.workdir.mkdir(parents=True)
+    old = {"run": {"model_key": ctx.model_key, "config_hash": ctx.config_hash},
+           "preflight": {"data": {"n_test": 1}, "hardware": {"weights": 7}}, "model": {"accuracy_fixed_t": 0.5}}
+    (ctx.workdir / "report.json").write_text(json.dumps(old))
+    ctx.report = {"preflight": {"data": {"n_test": 360}}, "model": {"accuracy_float": 0.9}}
+    ctx.open(log=lambda *a: None)
+    assert ctx.report["preflight"] == {"data": {"n_test": 360}, "hardware": {"weights": 7}}
+    assert ctx.report["model"] == {"accuracy_fixed_t": 0.5, "accuracy_float": 0.9}
