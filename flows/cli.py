@@ -570,7 +570,7 @@ def build_parser():
                     "(default: all)")
     sp.add_argument("--build", type=Path, default=None, metavar="DIR",
                     help="the run's folder: model copy, Verilog, co-simulation, report.json (default: "
-                    "build/cosim-<model file name>)")
+                    "build/cosim-<model file name>-<hash of its bytes>)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the random idle and back-pressure on the streams")
     sp.add_argument("--tech", type=Path, default=None, help="technology table (JSON) for the energy model; "
                     "default: model/tech/horowitz45.json")
