@@ -195,6 +195,26 @@ def check_input(model: QuantModel, x_q):
     return x_q.astype(np.int64)
 
 
+#: Every integer of magnitude below this is a float64 exactly (53-bit significand).
+FLOAT64_EXACT = 1 << 53
+
+
+def int_matmul(a, b):
+    """``a @ b`` of integer arrays, exactly, as int64: through float64 BLAS when no product and no
+    partial sum can reach :data:`FLOAT64_EXACT` (then every one is an integer a float64 holds, and
+    every addition is exact), else in int64 (no BLAS path, slow). The bound: each output is a sum
+    of ``a[..., k] * b[k, j]``, at most ``max|a| * max_j sum_k |b[k, j]|`` in magnitude, and so is
+    every partial sum in any order of addition."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.size and b.size:
+        amax = int(np.abs(a).max())
+        bcol = int(np.abs(b.astype(np.int64)).sum(axis=0).max())
+        if amax * bcol < FLOAT64_EXACT:
+            return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    return a.astype(np.int64) @ b.astype(np.int64)
+
+
 def conv2d(x, w, stride=1, padding=0):
     """Exact integer cross-correlation (``torch.nn.functional.conv2d`` without bias), int64.
 
@@ -205,7 +225,8 @@ def conv2d(x, w, stride=1, padding=0):
     out = np.zeros((x.shape[0], w.shape[0], ho, wo), np.int64)
     w = w.astype(np.int64)
     for ky, kx, win in kn.windows(x.astype(np.int64), (ho, wo)):
-        out += np.tensordot(win, w[:, :, ky, kx], axes=([1], [1])).transpose(0, 3, 1, 2)
+        # (B, C_in, ho, wo) x (C_out, C_in) -> (B, ho, wo, C_out): one exact product per tap
+        out += int_matmul(win.transpose(0, 2, 3, 1), w[:, :, ky, kx].T).transpose(0, 3, 1, 2)
     return out
 
 
@@ -226,11 +247,11 @@ def _conv_counts(x, w, kn, out_hw, sparse=False):
     taps = np.zeros(len(x), np.int64)
     for ky, kx, win in kn.windows(nz, out_hw):
         per_c = win.sum(axis=(2, 3))  # (B, C_in): events landing through this tap
-        syn += per_c @ nnz[:, ky, kx]
+        syn += int_matmul(per_c, nnz[:, ky, kx])
         taps += per_c.sum(axis=1)
     if sparse:
         cover = kn.cover(x.shape[2:], out_hw)
-        reads = (nz * cover).sum(axis=(2, 3)) @ nnz.sum(axis=(1, 2))
+        reads = int_matmul((nz * cover).sum(axis=(2, 3)), nnz.sum(axis=(1, 2)))
     else:
         reads = taps * c_out
     return nz.sum(axis=(1, 2, 3)), syn, reads
@@ -265,9 +286,9 @@ def synapses(layer: Layer, inp, shortcut_inp=None, sparse=False):
     if kn is None:
         v = inp.reshape(nb, -1).astype(np.int64)
         nz = (v != 0).astype(np.int64)
-        current = v @ layer.weight.T.astype(np.int64) + layer.bias
+        current = int_matmul(v, layer.weight.T) + layer.bias
         ev = nz.sum(axis=1)
-        syn = nz @ (layer.weight != 0).sum(axis=0).astype(np.int64)
+        syn = int_matmul(nz, (layer.weight != 0).sum(axis=0))
         return current, {"input_events": ev, "synaptic_events": syn,
                          "weight_reads": syn if sparse else ev * layer.out_features}
     out_hw = geometry.map_hw(layer)

@@ -138,3 +138,22 @@ def test_subtract_next_equals_subtract_without_leak():
     b = _trace(LayerNeuron(0, 0, ">=", "subtract_next"), cur)
     assert [s for s, _, _ in a] == [s for s, _, _ in b]
     assert any(s for s, _, _ in a)
+
+
+def test_int_matmul_is_exact_on_both_paths():
+    """golden.int_matmul: float64 BLAS below the 2^53 bound, int64 above it; int64 @'s result either way,
+    including products a float64 could not hold (where the int64 path must be taken)."""
+    from spikeloom.model.golden import FLOAT64_EXACT, int_matmul
+
+    rng = np.random.default_rng(0)
+    for shape_a, shape_b, hi in (((7, 300), (300, 11), 2 ** 15), ((5, 64), (64,), 2 ** 20), ((3, 4, 9), (9, 2), 7)):
+        a = rng.integers(-hi, hi, shape_a)
+        b = rng.integers(-hi, hi, shape_b)
+        got = int_matmul(a, b)
+        assert got.dtype == np.int64 and np.array_equal(got, a @ b)
+    # just above the bound: 2^53 + 1 is no float64, the int64 path gives it exactly
+    a = np.array([[2 ** 27, 1]], np.int64)
+    b = np.array([[2 ** 26], [1]], np.int64)
+    assert 2 ** 27 * (2 ** 26 + 1) >= FLOAT64_EXACT
+    assert int_matmul(a, b)[0, 0] == 2 ** 53 + 1
+    assert int_matmul(np.zeros((0, 3), np.int64), np.ones((3, 2), np.int64)).shape == (0, 2)
