@@ -53,7 +53,7 @@ def dense_step_synapses(model):
 
 def cycles_model(model, n_pe, x, res, plan):
     """Cycles of every image of ``x`` from the cycle model (hw/perf.py), an int array."""
-    return np.array([perf.cycles(model, n_pe, x[b], res, b, plan=plan) for b in range(len(x))])
+    return perf.batch_cycles(model, n_pe, x, res, plan)
 
 
 def neurobench(model, res):

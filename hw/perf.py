@@ -122,6 +122,13 @@ def _next_phase(state, layers, exit_wait, exit_t, *, load_end, acc_end, trace_em
     return state
 
 
+def batch_cycles(model, n_pe, x, result, plan=None):
+    """Expected ``cycles`` of every image of the batch ``x`` (``result`` its golden run with
+    ``trace=True``), an int64 array: :func:`cycles` image by image."""
+    plan = _plan(model, n_pe, plan)
+    return np.array([cycles(model, n_pe, x[b], result, b, plan=plan) for b in range(len(x))], dtype=np.int64)
+
+
 def cycles(model, n_pe, x, result, b, plan=None, trace=False):
     """Expected ``cycles`` of image ``b`` (input ``x``, ``result = golden.run(..., trace=True)``;
     ``trace``: the accelerator has the trace port, consumed at once)."""

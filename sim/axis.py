@@ -72,4 +72,4 @@ def expected_records(model, ports, x):
 
     res = golden.run(model, x, trace=True, sparse=ports.sparse_layers)  # the cycle model replays the spikes
     plan = Plan(model, ports.n_pe, ports.storage())
-    return from_golden(res, [perf.cycles(model, ports.n_pe, x[b], res, b, plan=plan) for b in range(len(x))])
+    return from_golden(res, perf.batch_cycles(model, ports.n_pe, x, res, plan))
