@@ -16,7 +16,7 @@ import numpy as np
 
 from spikeloom.hw.common import bits
 from spikeloom.model.errors import ConfigError
-from spikeloom.sim.axis import BYTE, AxisLayout, check_lanes, expected_records
+from spikeloom.sim.axis import BYTE, AxisLayout, expected_records
 
 from .common import dataset_options, int_option
 

@@ -21,6 +21,8 @@ import math
 
 from spikeloom.model.errors import SpikeloomError
 
+from .synth import TARGETS, check_fits
+
 #: A test split smaller than this gets a warning: one image is more than one point of accuracy.
 MIN_TEST_IMAGES = 100
 
@@ -32,15 +34,9 @@ LOGIC_BYTES_PER_PE = 23_500
 LOGIC_BYTES_PER_CONV = 25_000
 
 
-def _largest_bits():
-    from .synth import TARGETS
-
-    return max(t["blocks"] * t["block_bits"] for t in TARGETS.values())
-
-
 #: Weight memory bits above which ``run`` refuses to generate unless asked (``--allow-large``): the
 #: block RAM of the largest documented FPGA target.
-LARGE_BITS = _largest_bits()
+LARGE_BITS = max(t["blocks"] * t["block_bits"] for t in TARGETS.values())
 
 
 def _digits(n):
@@ -86,8 +82,6 @@ def estimate(qmodel, n_pe):
     "verilog_bytes", "fits": {target: null or the reason it does not fit}}``; ``None`` when the
     generator cannot map the network (the generate step says why)."""
     from spikeloom.hw.plan import Plan
-
-    from .synth import TARGETS, check_fits
 
     try:
         plan = Plan(qmodel, n_pe)

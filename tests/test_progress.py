@@ -8,7 +8,6 @@ import re
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from spikeloom.flows import progress
