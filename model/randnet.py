@@ -147,6 +147,28 @@ def random_conv_model(*, seed=0, in_shape=(1, 6, 6), convs=((4, 3, 1, 1, 1, Fals
                               extra={"density": density}), neurons, readout)
 
 
+#: Named reference networks (``make sim NET=<name>``, ``make bench``): random integer weights with a
+#: fixed seed, so that anyone can verify at the size of a real workload without a dataset.
+#: ``cifar-random``: CIFAR-10 shaped input 3x32x32, five 3x3 conv layers (padding 1) of 32, 32 + pool 2,
+#: 64, 64 + pool 2, 128 + pool 2 channels, a dense 10-class output; 8-bit weights at density 0.5,
+#: 16-bit membranes, T_max = 4 (about 160k weights).
+NAMED = {
+    "cifar-random": lambda: random_conv_model(
+        seed=1, in_shape=(3, 32, 32),
+        convs=((32, 3, 1, 1, 1, False), (32, 3, 1, 1, 2, False), (64, 3, 1, 1, 1, False), (64, 3, 1, 1, 2, False),
+               (128, 3, 1, 1, 2, False)),
+        n_classes=10, t_max=4, weight_bits=8, membrane_bits=16, density=0.5),
+}
+
+
+def named_model(name):
+    """The named reference network ``name`` (a key of :data:`NAMED`), as a QuantModel called ``name``."""
+    if name not in NAMED:
+        raise KeyError(f"no named network {name!r}; known: {', '.join(NAMED)}")
+    m = NAMED[name]()
+    return replace(m, name=name)
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole space: random networks for the random-network campaign (flows/fuzz.py)
 
