@@ -303,6 +303,68 @@ def synapses(layer: Layer, inp, shortcut_inp=None, sparse=False):
     return current, {"input_events": ev, "synaptic_events": syn, "weight_reads": reads}
 
 
+#: Bytes of working arrays :func:`run` allows itself per block of images (it runs larger batches block by block).
+BLOCK_BYTES = 1 << 29
+
+
+def block_images(model: QuantModel):
+    """Images per block of :func:`run`: all ``t_max`` timesteps of a block go through each layer at
+    once, so its largest map (inputs or outputs, a few int64/float64 copies) of ``t_max`` images
+    stays within :data:`BLOCK_BYTES`."""
+    widest = max(max(ly.in_features, ly.out_features) for ly in model.layers)
+    return max(1, BLOCK_BYTES // (64 * model.t_max * widest))
+
+
+def _dynamics(model: QuantModel, x, sparse, trace):
+    """The output layer's membranes ``(T, B, classes)``, the per-timestep counters ``{layer:
+    {counter: (T, B)}}`` and (``trace``) the spikes ``{layer: (T, B, out_features)}`` of the images
+    ``x`` (B, input_size), every timestep. Layer by layer: a layer's input currents of all ``T``
+    timesteps are one batch of ``T * B`` images (the inputs at timestep t depend only on the layers
+    before it at t), then its membranes step through t."""
+    nb, T, mb = len(x), model.t_max, model.neuron.membrane_bits
+    step = {ly.name: {k: np.zeros((T, nb), np.int64) for k in COUNTERS} for ly in model.layers}
+    spikes = {}
+    first = model.layers[0]
+    x0 = x if geometry.kernel(first) is None else x.reshape((nb,) + tuple(first.in_shape))
+    outs, s_prev, z_hist = {}, None, None
+    for i, ly in enumerate(model.layers):
+        c = step[ly.name]
+        if i == 0:
+            # the encoded input is the same at every timestep: its current is computed once
+            current, counts = synapses(first, x0, sparse=first.name in sparse)
+            for k, v in counts.items():
+                c[k][0] = v
+            currents = [current] * T
+        else:
+            sc = outs.get(ly.shortcut) if ly.shortcut is not None else None
+            current, counts = synapses(ly, s_prev, sc, ly.name in sparse)
+            for k, v in counts.items():
+                c[k][:] = v.reshape(T, nb)
+            currents = current.reshape((T, nb) + current.shape[1:])
+        c["membrane_reads"][:] = ly.out_features
+        c["membrane_writes"][:] = ly.out_features
+        if ly.role == "output":
+            z_hist = np.zeros((T, nb, model.n_classes), np.int64)
+            state = np.zeros((nb,) + ly.map_shape, np.int64)
+            for t in range(T):
+                state = saturate(state + currents[t], mb)
+                z_hist[t] = state
+            continue
+        thr = ly.threshold.astype(np.int64).reshape((-1,) + (1,) * (len(ly.map_shape) - 1))
+        u = np.zeros((nb,) + ly.map_shape, np.int64)
+        flag = np.zeros((nb,) + ly.map_shape, bool)
+        s_all = np.zeros((T, nb) + ly.map_shape, bool)
+        for t in range(T):
+            u, flag, s_all[t] = lif_step(u, flag, currents[t], thr, ly.neuron, mb)
+        flat = s_all.reshape(T, nb, -1)
+        c["spikes"][:] = flat.sum(axis=2)
+        if trace:
+            spikes[ly.name] = flat
+        s_prev = pool_spikes(s_all.reshape((T * nb,) + ly.map_shape), geometry.pool(ly), ly.pool_op)
+        outs[ly.name] = s_prev
+    return z_hist, step, spikes
+
+
 def run(model: QuantModel, x_q, *, sparse, exit_threshold=None, trace=False) -> GoldenResult:
     """Run integer inference on a batch of quantized inputs ``x_q`` (B, input_size).
 
@@ -319,49 +381,19 @@ def run(model: QuantModel, x_q, *, sparse, exit_threshold=None, trace=False) -> 
     """
     x = check_input(model, x_q)
     thr = model.exit_threshold if exit_threshold is None else exit_threshold
-    nb, T, mb = len(x), model.t_max, model.neuron.membrane_bits
-    step = {ly.name: {k: np.zeros((T, nb), np.int64) for k in COUNTERS} for ly in model.layers}
-    spikes = {ly.name: np.zeros((T, nb, ly.out_features), bool) for ly in model.layers[:-1]} if trace else {}
-    state = [np.zeros((nb,) + ly.map_shape, np.int64) for ly in model.layers]
-    flags = [np.zeros((nb,) + ly.map_shape, bool) for ly in model.layers]
-    thresholds = [None if ly.threshold is None else
-                  ly.threshold.astype(np.int64).reshape((-1,) + (1,) * (len(ly.map_shape) - 1))
-                  for ly in model.layers]
-    first = model.layers[0]
-    x0 = x if geometry.kernel(first) is None else x.reshape((nb,) + tuple(first.in_shape))
     if isinstance(sparse, str):
         raise TypeError(f"sparse must be a collection of layer names, got the string {sparse!r}")
     sparse = tuple(sparse)
     unknown = sorted(set(sparse) - {ly.name for ly in model.layers})
     if unknown:
         raise InputError(f"sparse names layers the model does not have: {unknown}")
-    current0, counts0 = synapses(first, x0, sparse=first.name in sparse)
-    for k, v in counts0.items():
-        step[first.name][k][0] = v
-    z_hist = np.zeros((T, nb, model.n_classes), np.int64)
-    for t in range(T):
-        s_prev, outs = None, {}
-        for i, ly in enumerate(model.layers):
-            c = step[ly.name]
-            if i == 0:
-                current = current0
-            else:
-                current, counts = synapses(ly, s_prev, outs.get(ly.shortcut), ly.name in sparse)
-                for k, v in counts.items():
-                    c[k][t] = v
-            c["membrane_reads"][t] = ly.out_features
-            c["membrane_writes"][t] = ly.out_features
-            if ly.role == "output":
-                state[i] = saturate(state[i] + current, mb)
-            else:
-                state[i], flags[i], s = lif_step(state[i], flags[i], current, thresholds[i], ly.neuron, mb)
-                flat = s.reshape(nb, -1)
-                c["spikes"][t] = flat.sum(axis=1)
-                if trace:
-                    spikes[ly.name][t] = flat
-                s_prev = pool_spikes(s, geometry.pool(ly), ly.pool_op)
-                outs[ly.name] = s_prev
-        z_hist[t] = state[-1]
+    nb, T = len(x), model.t_max
+    block = block_images(model)
+    parts = [_dynamics(model, x[i:i + block], sparse, trace) for i in range(0, nb, block)]
+    z_hist = np.concatenate([p[0] for p in parts], axis=1)
+    step = {ly.name: {k: np.concatenate([p[1][ly.name][k] for p in parts], axis=1) for k in COUNTERS}
+            for ly in model.layers}
+    spikes = {name: np.concatenate([p[2][name] for p in parts], axis=1) for name in parts[0][2]}
     margin = top2_margin(z_hist)
     exit_t = exit_steps(margin, thr, T)
     pred = first_argmax(z_hist[exit_t - 1, np.arange(nb)])
