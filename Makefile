@@ -38,7 +38,9 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 ## make sim: the main job on the embedded default (digits): train (cached) -> quantize -> golden evaluation
-## (NET=mlp|vgg|resnet, or NET=graph.nir ARGS="--dt DT" to import a NIR graph in place of training)
+## (NET=mlp|vgg|resnet, or NET=graph.nir ARGS="--dt DT" to import a NIR graph in place of training;
+## NET=cifar-random: the CIFAR-size reference network with fixed random weights, generated and co-simulated
+## on 20 random-valued images, no dataset needed; ARGS="--dataset cifar:PATH" for CIFAR-10 test images)
 sim: $(STAMP)
 	$(PY) -m spikeloom.flows.cli run --build $(BUILD) $(if $(filter %.nir,$(NET)),--nir $(NET),--arch $(NET)) \
 	    --pes $(PES) --sim $(SIM) $(ARGS)
@@ -51,7 +53,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist worksteal -m slow
 
-## make bench: cycles per inference vs N and vs spike count beside the bound -> build/bench.json, build/bench_cycles.png
+## make bench: cycles per inference vs N and vs spike count beside the bound, and the speed of verification
+## (golden model, cycle model, co-simulation, build) on the digits MLP and cifar-random
+## -> build/bench.json, build/bench_cycles.png, build/bench_verification.png
 bench: $(STAMP)
 	$(PY) -m spikeloom.flows.bench --build $(BUILD) $(ARGS)
 

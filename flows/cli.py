@@ -27,7 +27,9 @@ def _add_data_options(p):
 
 def _add_training_options(p, run=False):
     g = p.add_argument_group("network and training")
-    g.add_argument("--arch", default="mlp", help="network: mlp, vgg or resnet")
+    g.add_argument("--arch", default="mlp", help="network: mlp, vgg or resnet" +
+                   ("; or a named reference network with fixed random weights, generated and co-simulated "
+                    "without training: cifar-random (model/randnet.py NAMED)" if run else ""))
     g.add_argument("--pool", default="max", help="pool stages of vgg/resnet: max, sum (spike counts) "
                    "or avg (sum with 1/q^2 folded into the next weights)")
     g.add_argument("--t-max", type=int, default=None, help="timesteps per inference (default 4" +
@@ -161,8 +163,12 @@ def _context(a):
 def cmd_run(a):
     """Every option and the technology table are checked before the first step starts (the
     co-simulation's too with --no-cosim: they are recorded in the run's report)."""
+    from spikeloom.model.randnet import NAMED
+
     check_pes(a.pes)
     check_cosim(a.sim, a.cosim_images)
+    if a.arch in NAMED:
+        return _run_named(a)
     waves = cosim_flow.check_run_waves(a)
     if a.tech is not None:
         from spikeloom.model.power import load_tech
@@ -201,6 +207,49 @@ def cmd_run(a):
             raise cosim_flow.mismatch_error(w["mismatches"], w["images"][1] - w["images"][0] + 1)
         return
     steps.write_report(ctx)
+
+
+#: Images a named network co-simulates unless --cosim-images says otherwise (each CIFAR-size
+#: inference is about 12.5M cycles at N = 8).
+NAMED_IMAGES = 20
+
+
+def _run_named(a):
+    """``run --arch NAME`` of a named reference network (model/randnet.py ``NAMED``, fixed random
+    weights): no training; generate and co-simulate :data:`NAMED_IMAGES` random-valued images
+    (``random_inputs``, seed 0), or with ``--dataset cifar:PATH`` the test split's first images,
+    through ``spikeloom cosim``'s flow, into ``build/runs/NAME`` (or ``--name``)."""
+    from spikeloom.model.errors import ConfigError
+    from spikeloom.model.randnet import named_model, random_inputs
+
+    given = [o for o, v in (("--epochs", a.epochs is not None), ("--qat-epochs", a.qat_epochs is not None),
+                            ("--leak-shift", a.leak_shift is not None), ("--beta", a.beta is not None),
+                            ("--leak-frac", a.leak_frac is not None), ("--fire", a.fire != ">="),
+                            ("--pool", a.pool != "max"), ("--loss", a.loss != "early"), ("--seed", a.seed != 0),
+                            ("--t-max", a.t_max is not None), ("--reset", a.reset is not None),
+                            ("--membrane-bits", a.membrane_bits is not None),
+                            ("--weight-bits", a.weight_bits is not None), ("--input-bits", a.input_bits is not None),
+                            ("--nir", a.nir is not None), ("--no-cosim", a.no_cosim),
+                            ("--image-size", a.image_size is not None), ("--channels", a.channels is not None))
+             if v]
+    if given:
+        raise ConfigError(f"{given[0]}: --arch {a.arch} is a named network with fixed weights and widths; it is "
+                          "generated and co-simulated as it is (options: --dataset cifar:PATH, --cosim-images, "
+                          "--pes, --sim, --tech, --waves, --build, --name)")
+    _check_seeds(a)
+    if a.name is not None:
+        steps.RunContext(build=a.build, name=a.name)  # the same rule as every run folder's name
+    output.check_out_dir(a.build, "--build")
+    model = named_model(a.arch)
+    images = a.cosim_images or NAMED_IMAGES
+    dataset = None if a.dataset == "digits" else a.dataset
+    x = None if dataset else random_inputs(model, images, seed=0)
+    folder = a.build / "runs" / (a.name or a.arch)
+    r = cosim_flow.cosim_model(model, x, dataset=dataset, data_seed=a.data_seed, pes=a.pes, simulator=a.sim,
+                               images=images, build=folder, waves=a.waves, tech=a.tech,
+                               input_name=f"random images (model/randnet.py random_inputs, seed 0)")
+    if r.mismatches:
+        raise cosim_flow.mismatch_error(r.mismatches, r.n_images)
 
 
 def _run_import(a):

@@ -246,7 +246,8 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
         except InputError as e:
             raise InputError(f"{where}: {e}") from None
         ctx = _context(build, model, "input", 0, None, _input_split(model, x_q))
-        source = {"input": str(x) if isinstance(x, (str, Path)) else "array", "labels": False}
+        source = {"input": str(x) if isinstance(x, (str, Path)) else "array" if input_name == "--input" else input_name,
+                  "labels": False}
     else:
         dseed, size, channels = dataset_options(model, dataset, data_seed)
         ctx = _context(build, model, dataset, dseed, size, channels=channels)

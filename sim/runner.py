@@ -17,11 +17,16 @@ import numpy as np
 
 from spikeloom.model.errors import SpikeloomError
 
+from .harness import TOP as HARNESS_TOP
+from .harness import Depths, harness_public_vlt, harness_verilog
 from .ports import Ports
 
 TOPLEVEL = "spikeloom_accel"
 SIMULATORS = ("verilator", "icarus")
 BENCHES = ("tb_accel", "tb_faults")
+#: Benches that run the free-running harness (sim/harness.py) around the core; the others drive the
+#: core's ports themselves.
+HARNESS_BENCHES = ("tb_accel",)
 WAIVERS = Path(__file__).resolve().parent / "lint_waivers.vlt"
 
 
@@ -120,6 +125,43 @@ def icarus_source(verilog: Path, build_dir: Path) -> Path:
     return out
 
 
+# Yosys's write_verilog initialises a memory with one assignment per word:
+#   reg [16:0] acc [33:0];
+#   initial begin
+#     acc[0] = 17'h00000;
+#     ...
+#   end
+# A simulator compiles each assignment (Verilator: a C++ statement; 160k weights took most of a
+# CIFAR-size build). The simulators' copy reads the same words from a file at time 0 instead.
+_MEM_INIT = re.compile(r"^(?P<ind>[ \t]*)reg (?P<width>\[\d+:0\] )?(?P<name>\S+) \[(?P<hi>\d+):0\];\n"
+                       r"(?P=ind)initial begin\n(?P<body>(?:[ \t]*(?P=name)\[\d+\] = \d+'h[0-9a-fA-F]+;\n)+)"
+                       r"(?P=ind)end\n", re.M)
+_WORD = re.compile(r"\[(\d+)\] = \d+'h([0-9a-fA-F]+);")
+
+
+def readmem_source(verilog: Path, build_dir: Path) -> Path:
+    """A copy of ``verilog`` for the simulators in which every memory initialised word by word
+    (``_MEM_INIT``) reads the same words with ``$readmemh`` from ``build_dir/meminit/<k>.hex`` (an
+    ``@address`` line per word) at time 0: the same initial contents, compiled in seconds."""
+    build_dir = Path(build_dir)
+    folder = build_dir / "meminit"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+
+    def swap(m):
+        words = _WORD.findall(m["body"])
+        hi = int(m["hi"])
+        if len(words) != m["body"].count("\n") or any(int(a) > hi for a, _ in words):
+            raise SpikeloomError(f"{verilog}: memory {m['name']}: an initial word outside [0, {hi}] or unreadable")
+        path = folder / f"{len(files)}.hex"
+        files.append(write_if_changed(path, "".join(f"@{int(a):x} {v}\n" for a, v in words)))
+        decl = m[0].split("\n", 1)[0]
+        return f'{decl}\n{m["ind"]}initial $readmemh("{path.resolve()}", {m["name"]});\n'
+
+    text = _MEM_INIT.sub(swap, Path(verilog).read_text())
+    return write_if_changed(build_dir / Path(verilog).name.replace(".v", "_sim.v"), text)
+
+
 def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEVEL, extra_sources=(), phase=None,
           waves=False):
     """Compile ``verilog`` (the generated core) and ``extra_sources`` (e.g. the export's wrapper,
@@ -140,15 +182,21 @@ def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEV
     if phase is not None:
         phase("build", f"{simulator} build of {toplevel} ({Path(verilog).name}); log: {log_file}")
     runner = get_runner(simulator)
-    sources = [Path(verilog).resolve()]
+    sources = [readmem_source(verilog, build_dir).resolve()]
     if simulator == "icarus":
-        sources = [icarus_source(verilog, build_dir)]
+        sources = [icarus_source(sources[0], build_dir)]
     sources += [Path(p).resolve() for p in extra_sources]
     args = []
     if simulator == "verilator":
         # No -Wno-fatal: with the documented waivers any remaining warning stops the build.
         sources.insert(0, WAIVERS)
         args = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
+        if toplevel == HARNESS_TOP:
+            # the harness's clock is an `always #` delay; only the harness's own signals are visible
+            # to the bench (cocotb's --public-flat-rw keeps every signal of the core as written,
+            # unoptimised: 5.6x slower on the digits MLP, see BENCHMARKS.md)
+            args += ["--timing", "--no-public-flat-rw"]
+            sources.insert(1, write_if_changed(Path(build_dir) / "harness_public.vlt", harness_public_vlt()))
         if verilator_opt():
             args += ["-CFLAGS", verilator_opt()]
         if waves:
@@ -160,6 +208,15 @@ def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEV
         raise SpikeloomError(f"the {simulator} build of {toplevel} failed ({e}); see {log_file}"
                              f"{_first_error(log_file)}") from None
     return runner
+
+
+def write_if_changed(path, text):
+    """Write ``text`` to ``path`` unless it holds it already (make rebuilds only what changed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
 
 
 def _first_error(path):
@@ -204,8 +261,15 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
            "trace": ports.trace is not None if trace is None else trace, "simulator": simulator,
            "weights_dir": str(Path(weights_dir).resolve()) if weights_dir else None, "options": options or {}}
     (work_dir / "job.json").write_text(json.dumps(job, indent=1))
-    runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"sim_build_{simulator}{'_waves' if waves else ''}",
-                   simulator, phase=phase, waves=bool(waves))
+    if bench in HARNESS_BENCHES:
+        # the free-running harness around the core (sim/harness.py), written for these ports
+        depths = Depths(ports, (options or {}).get("round_images"))
+        harness = write_if_changed(work_dir / "spikeloom_cosim.v", harness_verilog(ports, depths))
+        top, extra, folder = HARNESS_TOP, [harness], f"sim_build_{simulator}"
+    else:
+        top, extra, folder = TOPLEVEL, [], f"sim_build_{simulator}_core"
+    runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"{folder}{'_waves' if waves else ''}",
+                   simulator, toplevel=top, extra_sources=extra, phase=phase, waves=bool(waves))
     env = {"SPIKELOOM_JOB": str((work_dir / "job.json").resolve())}
     dump = {}
     if waves:
@@ -217,7 +281,7 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
     if phase is not None:
         phase("cosim", f"{len(x_q)} images under {simulator} ({bench}); log: {(work_dir / 'sim.log').resolve()}")
     try:
-        runner.test(test_module=f"spikeloom.sim.{bench}", hdl_toplevel=TOPLEVEL, test_dir=work_dir.resolve(),
+        runner.test(test_module=f"spikeloom.sim.{bench}", hdl_toplevel=top, test_dir=work_dir.resolve(),
                     extra_env=env, results_xml=str((work_dir / "results.xml").resolve()),
                     log_file=(work_dir / "sim.log").resolve(), waves=bool(waves), **dump)
     except SystemExit:

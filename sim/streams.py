@@ -19,7 +19,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, 
 from cocotb.utils import get_sim_time
 
 __all__ = ["CLOCK_NS", "StreamSource", "StreamSink", "StreamMonitor", "HoldRule", "Sample", "cycle_now",
-           "patience", "wait_high"]
+           "patience", "wait_high", "lost_message"]
 
 #: The benches' clock period (ns): every cycle number a bench reports is simulated time / CLOCK_NS.
 CLOCK_NS = 10
@@ -38,6 +38,12 @@ def patience(cycle_bound, values, max_idle=MAX_IDLE, max_stall=MAX_STALL):
     its longest idle, and the longest stall, with 1000 cycles to spare. A design within a small
     factor of its bound never comes near it; a lost result fails the run instead of hanging it."""
     return 10 * (int(cycle_bound) + values * (max_idle + 1) + max_stall) + 1000
+
+
+def lost_message(name, what, within):
+    """The failure of a bench that waited ``within`` cycles on stream ``name`` for ``what``."""
+    return (f"{name}: no transfer of the {what} within {within} cycles (cycle {cycle_now()}): a lost result or a "
+            "deadlocked design")
 
 
 async def wait_high(signal):
@@ -135,8 +141,7 @@ class StreamSink(_StreamEnd):
                 return await with_timeout(self.recv(), within * CLOCK_NS, "ns")
             except SimTimeoutError:
                 name = getattr(self.valid, "_name", "stream").removesuffix("__valid")
-                raise AssertionError(f"{name}: no transfer of the {what} within {within} cycles (cycle "
-                                     f"{cycle_now()}): a lost result or a deadlocked design") from None
+                raise AssertionError(lost_message(name, what, within)) from None
         if self.chance and self.rng.random() < self.chance:
             self.ready.value = 0
             await wait_high(self.valid)

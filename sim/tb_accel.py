@@ -1,35 +1,35 @@
-"""cocotb scoreboard bench for the generated accelerator (driver, monitors, golden model, checker).
+"""cocotb scoreboard bench for the generated accelerator (stimulus, golden model, checker).
 
 The job (``$SPIKELOOM_JOB``, written by :func:`spikeloom.sim.runner.cosim`) names the model file,
 the generated ``ports.json`` and the input images. The expected results come from the one golden
 model (:mod:`spikeloom.model.golden`). Every image's class, exit timestep and every activity counter
 must be equal; with the trace port, the spikes of every timestep and layer are compared too and the
-first divergence (image, timestep, layer, neuron) is reported. A :class:`~spikeloom.sim.streams.StreamMonitor`
-on each output stream checks that valid, once high without ready, holds with a stable payload until
-the transfer (``protocol_errors`` in the results).
+first divergence (image, timestep, layer, neuron) is reported.
 
-The Python side never steps the clock while the accelerator computes: it waits on value changes of
-the stream handshakes (the monitors step it only while a payload is offered), so the simulator runs
-free between transfers.
+The design runs inside the free-running harness of :mod:`spikeloom.sim.harness` (the toplevel
+``spikeloom_cosim``): its own clock, the input stream with random idle cycles, random back-pressure
+on every output stream, the hold rule checked on them at every edge (``protocol_errors``), and a
+watchdog per result, all in Verilog. This bench only sets each round of images up and wakes when the
+round is done, so the simulator runs at its own speed. The other benches (``tb_faults``, ``tb_top``)
+drive the core's ports from Python with :mod:`spikeloom.sim.streams` and use the helpers here.
 """
 
 import json
 import os
-import random
 import time
 from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge
 
 from spikeloom.model import golden, modelfile
 from spikeloom.model.geometry import channel
 
+from .harness import FILES, Depths, parse_words, rounds, threshold, unpack_word
 from .ports import Ports
 from .records import field_mismatches, from_golden
-from .streams import CLOCK_NS, StreamMonitor, StreamSink, StreamSource, cycle_now, patience
+from .streams import MAX_IDLE, HoldRule, StreamMonitor, StreamSink, cycle_now, lost_message, patience
 
 
 def unpack(stream, value, prefix):
@@ -38,10 +38,7 @@ def unpack(stream, value, prefix):
     try:
         return stream.unpack(value.to_unsigned())
     except ValueError:
-        raw = str(value)
-        bad = [len(raw) - 1 - i for i, ch in enumerate(raw) if ch not in "01"]
-        names = sorted({f.name for f in stream.fields for b in bad if f.offset <= b < f.offset + f.width})
-        raise ValueError(f"{prefix}: non-0/1 bits in fields {names}") from None
+        return unpack_word(stream, str(value), prefix)
 
 
 def weight_words(ports, folder=None):
@@ -102,53 +99,95 @@ def first_divergence(i, spikes_got, res, model):
     return [f"image {i}: spikes agree in every timestep and layer; the difference is in the output layer"]
 
 
+def hold_violations(h, stream):
+    """The hold-rule violations the harness counted on output ``stream`` (a :class:`Ports` stream),
+    in :class:`~spikeloom.sim.streams.HoldRule`'s words: the first dropped valid and the first changed
+    payload in full, then how many more of each."""
+    name, out = stream.port, []
+    drops, changes = (int(getattr(h, f"{name}_{k}").value) for k in ("drops", "changes"))
+    if drops:
+        out.append(f"{name}: valid dropped at cycle {int(getattr(h, f'{name}_drop_cycle').value)} before the "
+                   f"transfer (held without ready; {drops} times in all)")
+    if changes:
+        old, new = (int(getattr(h, f"{name}_change_{k}").value) for k in ("old", "new"))
+        fields = ", ".join(HoldRule(name, stream.fields).changed_fields(old, new))
+        out.append(f"{name}: payload field(s) {fields} changed at cycle {int(getattr(h, f'{name}_change_cycle').value)}"
+                   f" while valid was held without ready ({changes} times in all)")
+    return out
+
+
 @cocotb.test()
 async def scoreboard(dut):
+    """Images through the free-running harness (:mod:`spikeloom.sim.harness`): the bench sets a round
+    of images up, raises ``go``, and wakes again when the round is done (or its watchdog fired)."""
+    h = dut
     job = json.loads(Path(os.environ["SPIKELOOM_JOB"]).read_text())
     ports = Ports.load(job["ports"])
     model = modelfile.load(job["model"])
     x = np.load(job["inputs"])
-    rng = random.Random(job["seed"])
     trace = job["trace"] and ports.trace is not None
     res, want = expected(model, x, trace, ports.sparse_layers)
+    depths = Depths(ports, job["options"].get("round_images"))  # as sim/runner.py built the harness
     dut._log.info(f"{len(x)} images, {model.name}, golden results ready; N = {ports.n_pe}")
 
-    Clock(dut.clk, CLOCK_NS, unit="ns").start()
-    dut.rst.value = 1
-    dut.i_data__valid.value = 0
-    dut.o_result__ready.value = 0
-    if ports.trace is not None:
-        dut.o_trace__ready.value = 1
+    h.seed.value = int(job["seed"]) & 0xFFFFFFFF
+    h.idle_th.value = threshold(job["idle"])
+    h.bp_o_result.value = threshold(job["backpressure"])
+    h.bp_o_trace.value = threshold(job["backpressure"] if trace else 0.0)
     load = ports.weights_loaded
+    words = []
     if load:
-        dut.i_weights__valid.value = 0
         words = weight_words(ports, job.get("weights_dir"))
         assert len(words) == ports.weight_count, f"{len(words)} weight words, {ports.weight_count} expected"
-    watch = monitors(dut, ports)
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+        Path(FILES["weights"]).write_text("".join(f"{w:x}\n" for w in words))
+    await ClockCycles(h.clk, 3)
+    h.rst.value = 0
     dut._log.info("reset released")
 
-    results, trace_entries = [], []
-    t0 = time.perf_counter()
-    if load:
-        src = StreamSource.of(dut, "i_weights", rng=random.Random(job["seed"] + 2), idle=job["idle"])
-        cocotb.start_soon(src.send_all(words))
-        dut._log.info(f"streaming {len(words)} weight words into i_weights")
-    cocotb.start_soon(StreamSource.of(dut, "i_data", rng=rng, idle=job["idle"]).send_all(
-        v for image in x for v in image))
-    if ports.trace is not None:
-        cocotb.start_soon(collect(dut, "o_trace", None, ports.trace, random.Random(job["seed"] + 1),
-                                  job["backpressure"] if trace else 0.0, trace_entries, tag=lambda: len(results)))
     bound = res.cycle_bound(model, ports.n_pe)
-    within = patience(bound.max() if len(x) else 0, ports.input_count)
-    lost = []  # a result that never came (the watchdog of collect): reported, not a hang
-    try:
-        await collect(dut, "o_result", len(x), ports.result, rng, job["backpressure"], results, within=within)
-    except AssertionError as e:
-        lost.append(str(e))
+    results, trace_entries, lost = [], [], []
+    t0 = time.perf_counter()
+    for start, stop in rounds(ports, res.exit_t, depths):
+        chunk = np.asarray(x[start:stop], dtype=np.int64)
+        Path(FILES["inputs"]).write_text("".join(f"{int(v):x}\n" for v in chunk.ravel()))
+        within = patience(bound[start:stop].max(), ports.input_count)
+        if load and start == 0:
+            within += len(words) * (MAX_IDLE + 1)
+        h.n_values.value = chunk.size
+        h.n_images.value = len(chunk)
+        h.patience.value = within
+        h.load_weights.value = int(load and start == 0)
+        h.go.value = 1
+        await RisingEdge(h.clk)
+        h.go.value = 0
+        await First(RisingEdge(h.done), RisingEdge(h.timeout))
+        await ReadOnly()
+        n_res = int(h.o_result_n.value)
+        words_res = parse_words(FILES["results"], ports.result.width) if n_res else []
+        for k, w in enumerate(words_res[:n_res]):
+            try:
+                results.append(unpack_word(ports.result, w, "o_result"))
+            except ValueError as e:
+                lost.append(f"image {start + k}: {e}")
+                results.append({})
+        if ports.trace is not None and int(h.o_trace_n.value):
+            n_tr = int(h.o_trace_n.value)
+            if int(h.o_trace_overflow.value):
+                lost.append(f"o_trace: {n_tr} entries in images {start}..{stop - 1}, more than the {depths.trace} "
+                            "the harness holds (the golden model expects fewer)")
+            for w in parse_words(FILES["trace"], ports.trace.width + 32)[:n_tr]:
+                if isinstance(w, int):
+                    tag, payload = w >> ports.trace.width, w & ((1 << ports.trace.width) - 1)
+                    trace_entries.append((start + tag, ports.trace.unpack(payload)))
+        if int(h.timeout.value):
+            lost.append(lost_message("o_result", f"result of image {start + n_res}", within))
+            break
+        await RisingEdge(h.clk)
     wall = time.perf_counter() - t0
     sim_cycles = cycle_now()
+    streams = [ports.result] + ([ports.trace] if ports.trace is not None else [])
+    protocol = [m for s in streams for m in hold_violations(h, s)]
+    stalled = {s.port: int(getattr(h, f"{s.port}_stalled").value) for s in streams}
 
     spikes = [dict() for _ in x]
     n_pe = ports.n_pe
@@ -161,8 +200,9 @@ async def scoreboard(dut):
 
     problems_all, images = list(lost), []
     for i, got in enumerate(results):
-        problems = compare(i, got, want[i], res, model, spikes[i] if trace else None)
-        problems_all.extend(problems)
+        problems = compare(i, got, want[i], res, model, spikes[i] if trace else None) if got else [f"image {i}: no result"]
+        if got:
+            problems_all.extend(problems)
         images.append({**{k: int(v) for k, v in got.items()}, "cycle_bound": int(bound[i]), "ok": not problems})
     out = {"simulator": job["simulator"], "n_pe": n_pe, "n_images": len(results),
            # images without a result count as mismatched
@@ -170,10 +210,8 @@ async def scoreboard(dut):
            "mismatches": problems_all[:200],
            "images": images, "wall_s": wall, "sim_cycles": sim_cycles,
            "sim_cycles_per_s": sim_cycles / wall if wall else 0.0,
-           "stalled_cycles": {w.rule.name: w.stalled_cycles for w in watch},
-           "protocol_errors": [e for w in watch for e in w.errors][:200]}
+           "stalled_cycles": stalled, "protocol_errors": protocol[:200]}
     Path(job["results"]).write_text(json.dumps(out))
     assert len(results) == len(x), f"{len(results)} results for {len(x)} images"
     assert not problems_all, "\n".join(problems_all[:20])
-    for w in watch:
-        w.check()
+    assert not protocol, "\n".join(protocol[:20])

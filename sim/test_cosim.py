@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spikeloom.hw import perf
 from spikeloom.hw.accel import generate
 from spikeloom.hw.plan import Plan
 from spikeloom.model import golden, modelfile
@@ -248,3 +249,29 @@ def test_every_v2_option_at_once(tmp_path):
     res = golden.run(model, x, trace=True, sparse=())
     assert all(res.spikes[ly.name].any() for ly in model.layers[:-1]), "every spiking layer should spike"
     assert len(set(res.exit_t.tolist())) > 1, "the counts should exit early for some images, not all"
+
+
+def test_harness_rounds_idle_backpressure_and_exact_cycles(tmp_path):
+    """The free-running harness (sim/harness.py), three images per round: with the input never idle
+    the RTL's cycles equal the cycle model's exactly; random idle cycles lengthen them and random
+    back-pressure stalls results (the hold rule is checked on every stall), every result still equal
+    to the golden model; the same seed gives the same run, another seed another one. With the trace
+    port, its entries are tagged with their image across the rounds."""
+    model = random_model((20, 13, 11, 5), seed=8, exit_threshold=20, t_max=4)
+    path = modelfile.save(model, tmp_path / "model.slm")
+    gen, work = tmp_path / "rtl", tmp_path / "work"
+    generate(model, 3, gen, trace=True)
+    x = random_inputs(model, 10, seed=3)
+    rounds = {"round_images": 3}
+    plain = cosim(path, gen, x, work, idle=0.0, backpressure=0.5, trace=False, options=rounds)
+    assert (plain["n_images"], plain["mismatched_images"]) == (10, 0), plain["mismatches"][:5]
+    res = golden.run(model, x, sparse=Ports.load(gen).sparse_layers, trace=True)
+    want = [perf.cycles(model, 3, x[b], res, b, trace=True) for b in range(len(x))]
+    assert [i["cycles"] for i in plain["images"]] == want
+    assert plain["stalled_cycles"]["o_result"] > 0 and not plain["protocol_errors"]
+    runs = [cosim(path, gen, x, work, idle=0.5, backpressure=0.5, seed=s, options=rounds) for s in (1, 1, 2)]
+    for r in runs:
+        assert (r["n_images"], r["mismatched_images"]) == (10, 0), r["mismatches"][:5]
+    assert sum(i["cycles"] for i in runs[0]["images"]) > sum(want)
+    assert runs[0]["images"] == runs[1]["images"] and runs[0]["sim_cycles"] == runs[1]["sim_cycles"]
+    assert runs[0]["sim_cycles"] != runs[2]["sim_cycles"]

@@ -288,3 +288,30 @@ def test_a_folder_models_dataset_options():
     assert dataset_options(m, "digits") == (7, None, None)
     m3 = replace(m, extra={"image_size": 16, "channels": 3})
     assert dataset_options(m3, "folder:/x") == (0, 16, 3)
+
+
+@pytest.mark.cosim
+@pytest.mark.icarus
+def test_run_named_network(tmp_path, monkeypatch, capsys):
+    """``run --arch NAME`` of a named reference network (model/randnet.py NAMED; here a small one put
+    in its place): no training, random-valued images generated, co-simulated and compared, the
+    report in build/runs/NAME with the timing of generate, build and co-simulation. Training options
+    are refused in one line before any work."""
+    from spikeloom.model import randnet
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(randnet.NAMED, "tiny-random", lambda: small_model())
+    r = spikeloom_here(capsys, "run", "--arch", "tiny-random", "--sim", "icarus", "--pes", "3", "--cosim-images", "6")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((tmp_path / "build" / "runs" / "tiny-random" / "report.json").read_text())
+    assert rep["model"]["name"] == "tiny-random" and rep["images"]["n_images"] == 6
+    assert "random_inputs" in rep["images"]["input"]
+    assert (rep["cosim"]["n_images"], rep["cosim"]["mismatches"]) == (6, 0)
+    assert {"generate", "build", "cosim"} <= set(rep["timing"])
+    res = golden.run(small_model(), random_inputs(small_model(), 6, seed=0), sparse=())
+    rtl = json.loads((tmp_path / "build" / "runs" / "tiny-random" / "rtl_n3" / "cosim_icarus" / "results.json").read_text())
+    assert [i["pred"] for i in rtl["images"]] == res.pred.tolist()
+    for bad in (["--epochs", "2"], ["--t-max", "3"], ["--no-cosim"]):
+        r = spikeloom_here(capsys, "run", "--arch", "tiny-random", *bad)
+        assert r.returncode == 2 and r.stderr.startswith(f"spikeloom: error: {bad[0]}: --arch tiny-random is a named"), \
+            r.stderr
