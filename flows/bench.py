@@ -25,7 +25,7 @@ from .common import Parser, int_option, parse_and_run, table
 
 
 def run(build=Path("build"), pes=(1, 2, 4, 8, 16), n_images=200, simulator="verilator", log=print, verify=True,
-        cifar_images=4):
+        cifar_images=4, profile=False):
     ctx = steps.Context(build=build)
     fm = steps.step_train(ctx, log=log)
     _, qm = steps.step_quantize(ctx, fm, log=log)
@@ -52,7 +52,10 @@ def run(build=Path("build"), pes=(1, 2, 4, 8, 16), n_images=200, simulator="veri
                             "timesteps": res.exit_t.tolist(),
                             **{f"n{n}": v for n, v in per_image.items()}}}
     if verify:
-        report["verification"] = verification(build, ctx, qm, x_q, simulator, cifar_images, log)
+        report["verification"] = verification(build, verification_nets(qm, x_q, cifar_images), simulator, log)
+    if profile:
+        report["cosim_profile"] = cosim_profile(build, qm, golden.quantize_input(qm, ctx.split().test.x), simulator,
+                                                log=log)
     build.mkdir(parents=True, exist_ok=True)
     (build / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
     plot(report, build / "bench_cycles.png")
@@ -70,9 +73,19 @@ def run(build=Path("build"), pes=(1, 2, 4, 8, 16), n_images=200, simulator="veri
 VERIFY_PES = 8
 
 
-def verification(build, ctx, qm, x_q, simulator, cifar_images, log=print):
-    """The ``verification`` section: one row per network (the digits MLP on its test images, and
-    ``cifar-random`` on ``cifar_images`` random-valued images), each timed in this run:
+def verification_nets(qm, x_q, cifar_images):
+    """The networks of the ``verification`` section: ``(name, model, images, images whose cycles are
+    compared with the cycle model)``: the digits MLP on its test images (all), and ``cifar-random`` on
+    ``cifar_images`` random-valued images (the first; 12.5M cycles each)."""
+    from spikeloom.model.randnet import named_model, random_inputs
+
+    cifar = named_model("cifar-random")
+    return [("digits-mlp", qm, x_q, len(x_q)), ("cifar-random", cifar, random_inputs(cifar, cifar_images, seed=0), 1)]
+
+
+def verification(build, nets, simulator, log=print):
+    """The ``verification`` section: one row per network of ``nets`` (:func:`verification_nets`),
+    each timed in this run:
 
     - ``golden_images_per_s``: :func:`golden.run` of every image, all T_max timesteps, with the trace;
     - ``cycle_model_cycles_per_s``: :func:`spikeloom.hw.perf.batch_cycles`, modelled cycles per second;
@@ -80,19 +93,15 @@ def verification(build, ctx, qm, x_q, simulator, cifar_images, log=print):
     - ``build_s``: the Verilator build of the co-simulation harness around it;
     - ``cosim_cycles_per_s``, ``cosim_images_per_s``: the co-simulation with random idle cycles on the
       input and back-pressure on the results, every result field compared (0 mismatches, else an error);
-    - ``cycles_equal_cycle_model``: a second co-simulation without input idle cycles, whose RTL cycle
-      counts must equal the cycle model's (for cifar-random only the first image, 12.5M cycles).
+    - ``cycles_equal_cycle_model``: how many images a second co-simulation, without input idle cycles,
+      ran: their RTL cycle counts must equal the cycle model's.
     """
     from spikeloom.hw import perf
     from spikeloom.hw.accel import generate
     from spikeloom.hw.plan import Plan
-    from spikeloom.model.randnet import named_model, random_inputs
+    from spikeloom.model import modelfile
     from spikeloom.sim.runner import cosim
 
-    from spikeloom.model import modelfile
-
-    cifar = named_model("cifar-random")
-    nets = [("digits-mlp", qm, x_q, len(x_q)), ("cifar-random", cifar, random_inputs(cifar, cifar_images, seed=0), 1)]
     rows = []
     for name, model, x, n_exact in nets:
         folder = Path(build) / "bench_verification" / name
@@ -113,7 +122,7 @@ def verification(build, ctx, qm, x_q, simulator, cifar_images, log=print):
         r = cosim(path, gen, x, folder / "cosim", simulator=simulator,
                   phase=lambda ph, _t: marks.setdefault(ph, time.perf_counter()))
         build_s = marks["cosim"] - marks["build"]
-        exact = cosim(path, gen, x[:n_exact], folder / "cosim_no_idle", simulator=simulator, idle=0.0)
+        exact = cosim(path, gen, x[:n_exact], folder / "cosim", simulator=simulator, idle=0.0)  # the same build
         bad = r["mismatched_images"] + exact["mismatched_images"]
         if bad:
             raise SpikeloomError(f"{name}: {bad} mismatching images; see {folder}")
@@ -136,6 +145,66 @@ def verification(build, ctx, qm, x_q, simulator, cifar_images, log=print):
                 f"{r['cosim_images_per_s']:.2f}"] for r in rows],
               ["network (N = 8)", "weights", "images", "golden images/s", "cycle model cycles/s", "generate (s)",
                "Verilog (MiB)", "build (s)", "co-sim cycles/s", "co-sim images/s"]))
+    return rows
+
+
+#: The co-simulation profile's variants: (name, bench, build options, C++ optimisation or None for
+#: Verilator's default). The first is how every image was co-simulated before the harness.
+PROFILE_VARIANTS = (
+    ("Python drives every value and handshake (cocotb clock), core public", "tb_faults", {"public": True}, None),
+    ("harness, core public through VPI (cocotb's default)", "tb_accel", {"public": True}, None),
+    ("harness, memories initialised word by word in the C++", "tb_accel", {"readmem": False}, None),
+    ("harness (the default)", "tb_accel", {}, None),
+    ("harness, C++ at -O0 (make test's builds)", "tb_accel", {}, "-O0"),
+    ("harness, C++ at -O2", "tb_accel", {}, "-O2"),
+)
+
+
+def cosim_profile(build, qm, x_q, simulator="verilator", pes=VERIFY_PES, log=print):
+    """Where a co-simulation's time goes: the digits MLP on ``pes`` PEs and the images ``x_q``
+    under each of :data:`PROFILE_VARIANTS`, each built in its own folder: build seconds, simulated
+    cycles/s, images/s, and the seconds the simulator ran free against the bench's own. Every
+    variant must give 0 mismatches."""
+    import os
+
+    from spikeloom.hw.accel import generate
+    from spikeloom.model import modelfile
+    from spikeloom.sim.runner import OPT_ENV, cosim
+
+    folder = Path(build) / "bench_profile"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = modelfile.save(qm, folder / "model.slm")
+    gen = folder / f"rtl_n{pes}"
+    generate(qm, pes, gen)
+    rows, saved = [], os.environ.get(OPT_ENV)
+    try:
+        for k, (name, bench, opts, opt) in enumerate(PROFILE_VARIANTS):
+            if opt is None:
+                os.environ.pop(OPT_ENV, None)
+            else:
+                os.environ[OPT_ENV] = opt
+            marks = {}
+            r = cosim(path, gen, x_q, folder / f"variant{k}", simulator=simulator, bench=bench, build_options=opts,
+                      options={"resets": {}} if bench == "tb_faults" else None,
+                      phase=lambda ph, _t: marks.setdefault(ph, time.perf_counter()))
+            if r["mismatched_images"]:
+                raise SpikeloomError(f"profile variant {name!r}: {r['mismatched_images']} mismatching images")
+            rows.append({"variant": name, "build_s": marks["cosim"] - marks["build"], "wall_s": r["wall_s"],
+                         "sim_cycles": r["sim_cycles"], "sim_cycles_per_s": r["sim_cycles_per_s"],
+                         "images_per_s": len(x_q) / r["wall_s"], "free_running_s": r.get("free_running_s")})
+            log(f"[profile] {name}: {rows[-1]['sim_cycles_per_s'] / 1e6:.2f}M cycles/s")
+    finally:
+        if saved is None:
+            os.environ.pop(OPT_ENV, None)
+        else:
+            os.environ[OPT_ENV] = saved
+    base = rows[0]["sim_cycles_per_s"]
+    log(table([[r["variant"], f"{r['build_s']:.1f}", f"{r['sim_cycles_per_s'] / 1e6:.3f}M",
+                f"{r['sim_cycles_per_s'] / base:.1f}x", f"{r['images_per_s']:.0f}",
+                "-" if r["free_running_s"] is None else f"{100 * r['free_running_s'] / r['wall_s']:.0f}%"]
+               for r in rows],
+              ["variant (digits MLP, N = %d, %d images)" % (pes, len(x_q)), "build (s)", "sim cycles/s",
+               "vs Python-driven", "images/s", "simulator free-running"]))
     return rows
 
 
@@ -209,11 +278,14 @@ def main(argv=None):
                    help="random-valued images of the cifar-random verification row (about 12.5M cycles each)")
     p.add_argument("--no-verification", action="store_true",
                    help="skip the verification section (the digits MLP and cifar-random timed)")
+    p.add_argument("--profile-cosim", action="store_true",
+                   help="also profile the co-simulation (six builds of the digits MLP, N = 8, every test image: "
+                   "report key cosim_profile)")
 
     def job(a):
         pes = tuple(int_option("--pes", v, *PES_RANGE) for v in a.pes.split(","))
         cifar = int_option("--cifar-images", a.cifar_images, 1, 1000)
-        run(a.build, pes, a.images, a.sim, verify=not a.no_verification, cifar_images=cifar)
+        run(a.build, pes, a.images, a.sim, verify=not a.no_verification, cifar_images=cifar, profile=a.profile_cosim)
     return parse_and_run(p, argv, job)
 
 

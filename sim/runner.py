@@ -163,7 +163,7 @@ def readmem_source(verilog: Path, build_dir: Path) -> Path:
 
 
 def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEVEL, extra_sources=(), phase=None,
-          waves=False):
+          waves=False, public=False, readmem=True):
     """Compile ``verilog`` (the generated core) and ``extra_sources`` (e.g. the export's wrapper,
     with ``toplevel="spikeloom_top"``) into ``build_dir`` (make rebuilds only what changed).
 
@@ -171,7 +171,10 @@ def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEV
     build is an error that names it. ``phase``, if given, is called as ``phase("build", text)``
     before the build starts, ``text`` naming the log (:class:`spikeloom.flows.progress.Phases`).
     ``waves``: a model that can dump every signal as FST (Verilator ``--trace-fst``; Icarus dumps
-    through cocotb's ``$dumpfile`` module, FST by vvp's ``-fst``); give it its own ``build_dir``."""
+    through cocotb's ``$dumpfile`` module, FST by vvp's ``-fst``); give it its own ``build_dir``.
+    ``public`` (Verilator, the harness): every signal of the core visible through VPI too, as cocotb
+    builds by default (slower: Verilator cannot optimise what stays public); ``readmem=False``:
+    compile the memories' initial words as written (:func:`readmem_source`); both for profiling."""
     from cocotb_tools.runner import get_runner
 
     _prepare(simulator)
@@ -182,7 +185,7 @@ def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEV
     if phase is not None:
         phase("build", f"{simulator} build of {toplevel} ({Path(verilog).name}); log: {log_file}")
     runner = get_runner(simulator)
-    sources = [readmem_source(verilog, build_dir).resolve()]
+    sources = [(readmem_source(verilog, build_dir) if readmem else Path(verilog)).resolve()]
     if simulator == "icarus":
         sources = [icarus_source(sources[0], build_dir)]
     sources += [Path(p).resolve() for p in extra_sources]
@@ -195,8 +198,10 @@ def build(verilog: Path, build_dir: Path, simulator="verilator", toplevel=TOPLEV
             # the harness's clock is an `always #` delay; only the harness's own signals are visible
             # to the bench (cocotb's --public-flat-rw keeps every signal of the core as written,
             # unoptimised: 5.6x slower on the digits MLP, see BENCHMARKS.md)
-            args += ["--timing", "--no-public-flat-rw"]
-            sources.insert(1, write_if_changed(Path(build_dir) / "harness_public.vlt", harness_public_vlt()))
+            args += ["--timing"]
+            if not public:
+                args += ["--no-public-flat-rw"]
+                sources.insert(1, write_if_changed(Path(build_dir) / "harness_public.vlt", harness_public_vlt()))
         if verilator_opt():
             args += ["-CFLAGS", verilator_opt()]
         if waves:
@@ -231,7 +236,7 @@ def _first_error(path):
 
 def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, idle=0.2, backpressure=0.2,
           golden_model_path=None, trace=None, weights_dir=None, bench="tb_accel", options=None, phase=None,
-          waves=None):
+          waves=None, build_options=None):
     """Co-simulate images ``x_q`` (B, F) on the accelerator generated in ``gen_dir``.
 
     ``golden_model_path`` lets a test check the RTL against a deliberately different model (an
@@ -245,6 +250,8 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
 
     ``waves``: a path; every signal of the whole run is dumped there as FST, by a model built for
     it in ``work_dir/sim_build_<simulator>_waves`` (results' ``"waves"`` is the path).
+    ``build_options``: :func:`build`'s ``public`` and ``readmem`` (profiling; give such a build its
+    own ``work_dir``).
     """
     if bench not in BENCHES:
         raise SpikeloomError(f"bench {bench!r}; allowed: {', '.join(BENCHES)}")
@@ -269,7 +276,8 @@ def cosim(model_path, gen_dir, x_q, work_dir, *, simulator="verilator", seed=0, 
     else:
         top, extra, folder = TOPLEVEL, [], f"sim_build_{simulator}_core"
     runner = build(gen_dir / f"{TOPLEVEL}.v", work_dir / f"{folder}{'_waves' if waves else ''}",
-                   simulator, toplevel=top, extra_sources=extra, phase=phase, waves=bool(waves))
+                   simulator, toplevel=top, extra_sources=extra, phase=phase, waves=bool(waves),
+                   **(build_options or {}))
     env = {"SPIKELOOM_JOB": str((work_dir / "job.json").resolve())}
     dump = {}
     if waves:
