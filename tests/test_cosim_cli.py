@@ -15,6 +15,7 @@ from spikeloom.model.randnet import random_inputs, random_model
 from spikeloom.sim.streams import CLOCK_NS
 
 from test_bad_inputs import assert_one_line_error, base_bytes, listing, no_long_work  # noqa: F401  (a fixture)
+from test_data import cifar10  # noqa: F401  (a fixture)
 from test_cli import spikeloom_here
 
 
@@ -315,3 +316,26 @@ def test_run_named_network(tmp_path, monkeypatch, capsys):
         r = spikeloom_here(capsys, "run", "--arch", "tiny-random", *bad)
         assert r.returncode == 2 and r.stderr.startswith(f"spikeloom: error: {bad[0]}: --arch tiny-random is a named"), \
             r.stderr
+
+
+@pytest.mark.cosim
+@pytest.mark.icarus
+def test_run_named_network_on_cifar_test_images(tmp_path, monkeypatch, capsys, cifar10):
+    """``--dataset cifar:PATH`` gives a named network the first images of the CIFAR-10 test split (a
+    small 3x32x32 conv network in the named one's place): labels, so accuracy too, every image equal."""
+    from spikeloom.model import randnet
+
+    folder, written = cifar10
+    monkeypatch.chdir(tmp_path)
+    net = lambda: randnet.random_conv_model(seed=5, in_shape=(3, 32, 32), convs=((2, 3, 2, 1, 2, False),),  # noqa: E731
+                                            n_classes=10, t_max=2)
+    monkeypatch.setitem(randnet.NAMED, "tiny-cifar", net)
+    r = spikeloom_here(capsys, "run", "--arch", "tiny-cifar", "--sim", "icarus", "--pes", "2", "--cosim-images", "3",
+                       "--dataset", f"cifar:{folder}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((tmp_path / "build" / "runs" / "tiny-cifar" / "report.json").read_text())
+    assert rep["images"]["dataset"] == f"cifar:{folder}" and rep["images"]["labels"]
+    assert (rep["cosim"]["n_images"], rep["cosim"]["mismatches"]) == (3, 0) and "accuracy" in rep["cosim"]
+    x = golden.quantize_input(net(), written["test_batch"][0].reshape(-1, 3, 32, 32) / 255.0)
+    rtl = json.loads((tmp_path / "build" / "runs" / "tiny-cifar" / "rtl_n2" / "cosim_icarus" / "results.json").read_text())
+    assert [i["pred"] for i in rtl["images"]] == golden.run(net(), x[:3], sparse=()).pred.tolist()
