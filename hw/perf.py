@@ -167,8 +167,7 @@ class CycleModel:
     def _pushes(self, li, spikes, u0):
         """The events that the update phase of layer ``li`` (first update in cycle ``u0``; its
         ``(out_features,)`` spikes) pushes: per consumer (main, and the shortcut reader's if any)
-        ``(a, m, ln)`` lists (``a``: the cycle its event is readable), whether its last update
-        pushes."""
+        ``(a, m, ln)`` lists (``a``: the cycle its event is readable)."""
         lp, n = self.plan.layers[li], self.plan.n_pe
         q, ch_n = lp.pool, lp.chunks
         s = np.zeros((ch_n * n, lp.ho, lp.wo), bool)
@@ -183,7 +182,7 @@ class CycleModel:
         for tab in (self.main_table[li], self.sc_table.get(li)):
             if tab is not None:
                 out.append((a, tab[0][ch, py, px].tolist(), tab[1][ch, py, px].tolist()))
-        return out, bool(len(k)) and int(k[-1]) == lp.updates - 1
+        return out
 
     def cycles(self, x, result, b):
         """Expected ``cycles`` of image ``b`` (input ``x``, ``result = golden.run(..., trace=True)``)."""
@@ -201,17 +200,18 @@ class CycleModel:
                     c += lp.updates + self.exit_wait + 1   # its updates, EXIT_WAIT, EXIT
                     break
                 u_last = c + lp.updates - 1
-                pushed, push_last = self._pushes(li, result.spikes[lp.name][t - 1, b], c)
+                pushed = self._pushes(li, result.spikes[lp.name][t - 1, b], c)
                 if li in self.sc_of:
                     sc_events = pushed[1]
-                # ACC of layer li + 1 from u_last + 1: it ends drained, its queues empty and no push in flight
+                # ACC of layer li + 1 from u_last + 1: it ends drained, its queues empty and no update
+                # in the PE pipeline (a push after that would bring an event, which ends later)
                 pipe.f = max(pipe.f, u_last + 1)
                 if li + 1 in readers:
                     a, m, ln = sc_events
                     pipe.run_two(pushed[0], ([max(v, c) for v in a], m, ln))
                 else:
                     pipe.run(*pushed[0])
-                c = max(u_last + 1, pipe.quiet(), u_last + SPIKE_STAGE + push_last) + 1
+                c = max(pipe.quiet(), u_last + SPIKE_STAGE) + 1
         return c - 1   # the first cycle in RESULT is not counted
 
 
