@@ -168,16 +168,15 @@ class CycleModel:
         """The events that the update phase of layer ``li`` (first update in cycle ``u0``; its
         ``(out_features,)`` spikes) pushes: per consumer (main, and the shortcut reader's if any)
         ``(a, m, ln)`` lists (``a``: the cycle its event is readable)."""
-        lp, n = self.plan.layers[li], self.plan.n_pe
-        q, ch_n = lp.pool, lp.chunks
-        s = np.zeros((ch_n * n, lp.ho, lp.wo), bool)
-        s[:lp.channels] = np.asarray(spikes, bool).reshape(lp.channels, lp.ho, lp.wo)
+        lp, q = self.plan.layers[li], self.plan.layers[li].pool
+        s = np.asarray(spikes, bool).reshape(lp.channels, lp.ho, lp.wo)
         hp, wp = lp.ho // q, lp.wo // q
-        pooled = s[:, :hp * q, :wp * q].reshape(ch_n * n, hp, q, wp, q).any(axis=(2, 4)) if q > 1 else s
-        py, px, c, p = np.nonzero(pooled.reshape(ch_n, n, hp, wp).transpose(2, 3, 0, 1))
-        k = ((py * q + q - 1) * lp.wo + px * q + q - 1) * ch_n + c   # the update that pushes (window_end)
+        pooled = s[:, :hp * q, :wp * q].reshape(lp.channels, hp, q, wp, q).any(axis=(2, 4)) if q > 1 else s
+        # entries in push order, an entry's events lowest lane first: (py, px, chunk, lane), i.e.
+        # (py, px, channel) as channel = chunk * n_pe + lane
+        py, px, ch = np.nonzero(pooled.transpose(1, 2, 0))
+        k = ((py * q + q - 1) * lp.wo + px * q + q - 1) * lp.chunks + ch // self.plan.n_pe  # window_end's update
         a = (u0 + SPIKE_STAGE + SpikeEventSource.LATENCY + k).tolist()
-        ch = c * n + p
         out = []
         for tab in (self.main_table[li], self.sc_table.get(li)):
             if tab is not None:
