@@ -145,6 +145,7 @@ class CycleModel:
         self.sc_table = {li: tables[gid[(r, True)]] for li, r in self.sc_of.items()}
         m, ln = tables[gid[(0, False)]]
         self.input_m, self.input_len = m.ravel(), ln.ravel()  # per value index (C, H, W row-major)
+        self.push_update = [self._push_updates(lp) for lp in plan.layers]
 
     @staticmethod
     def _burst_table(plan, g):
@@ -164,6 +165,17 @@ class CycleModel:
                     ln[ch, y, x] = bursts[0] if bursts else 0
         return m, ln
 
+    @staticmethod
+    def _push_updates(lp):
+        """``(ho // pool, wo // pool, chunks)``: the update (index in :func:`scan_order`) that pushes
+        the entry of each pooled position and chunk of layer ``lp`` (:func:`window_end`)."""
+        k = np.zeros((lp.ho // lp.pool, lp.wo // lp.pool, lp.chunks), np.int64)
+        for i, (y, x, c) in enumerate(scan_order(lp)):
+            end = window_end(lp.pool, y, x)
+            if end is not None:
+                k[end[0], end[1], c] = i
+        return k
+
     def _pushes(self, li, spikes, u0):
         """The events that the update phase of layer ``li`` (first update in cycle ``u0``; its
         ``(out_features,)`` spikes) pushes: per consumer (main, and the shortcut reader's if any)
@@ -175,7 +187,7 @@ class CycleModel:
         # entries in push order, an entry's events lowest lane first: (py, px, chunk, lane), i.e.
         # (py, px, channel) as channel = chunk * n_pe + lane
         py, px, ch = np.nonzero(pooled.transpose(1, 2, 0))
-        k = ((py * q + q - 1) * lp.wo + px * q + q - 1) * lp.chunks + ch // self.plan.n_pe  # window_end's update
+        k = self.push_update[li][py, px, ch // self.plan.n_pe]
         a = (u0 + SPIKE_STAGE + SpikeEventSource.LATENCY + k).tolist()
         out = []
         for tab in (self.main_table[li], self.sc_table.get(li)):
