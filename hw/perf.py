@@ -71,8 +71,8 @@ class _Pipe:
 
     def run(self, a, m, ln, gaps=None):
         """Pass events of ``m`` bursts of ``ln`` words each, offered from cycles ``a`` (ascending),
-        or with ``gaps``, input values: the value after the previous event's (or from cycle 0), once
-        its ``gaps`` zero values before it are accepted, one per cycle."""
+        or, with ``gaps`` instead, input values: each offered once the ``gaps`` zero values between
+        it and the previous event's value are accepted, one per cycle."""
         e, r, tl, gp, f = self.e, self.r, self.tl, self.gp, self.f
         for ai, z, mi, li in zip(a, gaps if gaps is not None else repeat(0), m, ln):
             if gaps is not None:
@@ -111,7 +111,7 @@ class _Pipe:
         if not len(nz):
             return len(x)  # the zeros are accepted one per cycle
         self.e = -1
-        self.run(nz.tolist(), m[nz].tolist(), ln[nz].tolist(), gaps=(np.diff(nz, prepend=-1) - 1).tolist())
+        self.run(repeat(None), m[nz].tolist(), ln[nz].tolist(), gaps=(np.diff(nz, prepend=-1) - 1).tolist())
         done = self.e + len(x) - int(nz[-1])  # the cycle after the last value is accepted
         return max(done, self.quiet())
 
