@@ -120,13 +120,14 @@ class CycleModel:
     """The cycle model of one plan: the tables every image shares (the cost of every event of every
     source), then :meth:`cycles` per image.
 
-    A trace port consumed at once does not change the count: the update phase of a spiking layer
-    waits for the trace queue to empty, which holds an update's entry only in the cycle
-    ``SPIKE_STAGE + 1`` after the update, and every update phase starts later than that after
-    the last spiking update: an accumulate phase ends no earlier than ``SPIKE_STAGE`` cycles after
-    the last update before it, one more when that update pushes, and a spiking last update of a
-    layer always pushes (its pooling window ends there: the plan pools only maps that divide
-    evenly). The tests check it against :func:`cycles_reference`, which replays the trace queue.
+    A trace port consumed at once does not change the count. The update phase of a spiking layer
+    waits for the trace queue to empty, which holds the entry of a spiking update ``u`` in cycle
+    ``u + SPIKE_STAGE + 1`` only; the accumulate phase before an update phase ends
+    ``SPIKE_STAGE`` cycles after the last update ``u`` before it at the earliest, and later when
+    ``u`` pushes (its events pass the pipeline first), which it does when it spikes (its pooling
+    window ends there: the plan pools only maps that divide evenly). So no update phase starts
+    in such a cycle. The tests check it against :func:`cycles_reference`, which replays the
+    trace queue.
 
     Parameters
     ----------
