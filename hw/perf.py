@@ -1,15 +1,31 @@
 """Cycle model of the accelerator, from the golden model's activity (no RTL simulation needed).
 
-:func:`cycles` replays the sequencer of :class:`~spikeloom.hw.accel.Accelerator` register by
-register (phases, the EV/RW/TP event pipeline, the issue stage, the spike and shortcut queues, the
-update pipeline and the trace queue) with the golden model's spikes as the only data, and returns
-the ``cycles`` field of ``o_result`` when the input stream never idles (and, with a trace port,
-the trace is consumed at once); the fast tests check it against the RTL for dense, conv, pooled,
-residual, dense- and sparse-stored networks. The work bound the design is measured against is
-:meth:`spikeloom.model.golden.GoldenResult.cycle_bound`.
+:func:`cycles` gives the ``cycles`` field of :class:`~spikeloom.hw.accel.Accelerator`'s
+``o_result`` when the input stream never idles (and, with a trace port, the trace is consumed at
+once), exactly: the fast tests check it against the RTL for dense, conv, pooled, residual, dense-
+and sparse-stored networks, and against :func:`cycles_reference` on random networks. The work bound
+the design is measured against is :meth:`spikeloom.model.golden.GoldenResult.cycle_bound`.
+
+**How.** Time advances event by event, not cycle by cycle. The sequencer's phases have
+data-independent lengths except the accumulate phases (``LOAD``, ``ACC``), whose length is that of
+the event pipeline (:class:`~spikeloom.hw.pipeline.EventPipeline`: ``EV``, ``RW``, ``TP``, the
+issue stage) draining its events. Every event costs ``max(m, 1)`` ``RW`` cycles and ``m`` bursts of
+``L`` words (:meth:`EventPipeline.bursts`); between the stages the pipeline is a chain of
+one-entry registers with back-pressure, so each event's cycles follow from the previous one's in
+a few ``max`` and ``+`` (:class:`_Pipe`): the cycle ``E`` it enters ``EV`` (its source offers it,
+``EV`` frees), ``R`` it moves to ``RW`` (``RW`` frees), ``T1`` its first burst moves to ``TP``
+(``TP`` frees), ``G1`` that burst starts to issue (the issue stage frees, the phase issues); the
+bursts of one event then issue back to back. The events' sources are the golden model's spikes:
+the spike queue's entries are pushed ``SPIKE_STAGE`` cycles after their update and readable
+``SpikeEventSource.LATENCY`` later, a pooled entry at its window's last update
+(:func:`~spikeloom.hw.pool.window_end`), in the update scan's order
+(:func:`~spikeloom.hw.scan.scan_order`), one event per spiking lane; they are computed with numpy
+per layer and timestep. :func:`cycles_reference` is the former register-by-register replay, one
+loop iteration per cycle, kept as the reference the tests compare the fast model with.
 """
 
 from collections import deque
+from itertools import repeat
 
 import numpy as np
 
@@ -28,6 +44,205 @@ SPIKE_STAGE = PE.SPIKE_STAGE
 
 def _plan(model, n_pe, plan):
     return plan if plan is not None else Plan(model, n_pe)
+
+
+#: A cycle before any other: "no such event yet".
+_NEVER = -(1 << 60)
+
+
+class _Pipe:
+    """The event pipeline's timing state after the events so far (cycles; see the module docstring).
+
+    ``e``: the last event entered ``EV``; ``r``: it moved to ``RW`` (``EV`` takes the next event
+    from then on); ``tl``: its last ``RW`` cycle (``RW`` takes the next event from then on); ``gp``:
+    the cycle the burst in ``TP`` after that issues (``_NEVER``: ``TP`` is empty after ``tl``);
+    ``f``: the first cycle the issue stage is free (and the phase issues).
+    """
+
+    __slots__ = ("e", "r", "tl", "gp", "f")
+
+    def __init__(self):
+        self.e = self.r = self.tl = self.gp = _NEVER
+        self.f = 0
+
+    def quiet(self):
+        """The first cycle the pipeline is drained after (the sequencer's ``quiet``), if no event follows."""
+        return max(self.tl + 1, self.f - 1)
+
+    def run(self, a, m, ln, gaps=None):
+        """Pass events of ``m`` bursts of ``ln`` words each, offered from cycles ``a`` (ascending),
+        or, with ``gaps`` instead, input values: each offered once the ``gaps`` zero values between
+        it and the previous event's value are accepted, one per cycle."""
+        e, r, tl, gp, f = self.e, self.r, self.tl, self.gp, self.f
+        for ai, z, mi, li in zip(a, gaps if gaps is not None else repeat(0), m, ln):
+            if gaps is not None:
+                ai = e + 1 + z
+            e = ai if ai > r else r
+            r = e + 1 if e + 1 > tl else tl
+            t1 = r + 1 if r + 1 > gp else gp
+            if mi:
+                g1 = t1 + 1 if t1 + 1 > f else f
+                f = g1 + mi * li
+                gp = f - li
+                tl = t1 if mi == 1 else gp - li
+            else:
+                tl, gp = t1, _NEVER
+        self.e, self.r, self.tl, self.gp, self.f = e, r, tl, gp, f
+
+    def run_two(self, main, sc):
+        """Pass the events of two queues (``(a, m, ln)`` lists each): the main queue's first whenever
+        it offers one in the cycle ``EV`` takes an event (the event pipeline's source order)."""
+        (a0, m0, l0), (a1, m1, l1) = main, sc
+        i = j = 0
+        n0, n1 = len(a0), len(a1)
+        while i < n0 or j < n1:
+            c = self.r
+            if i < n0 and (j >= n1 or max(a0[i], c) <= max(a1[j], c)):
+                self.run((a0[i],), (m0[i],), (l0[i],))
+                i += 1
+            else:
+                self.run((a1[j],), (m1[j],), (l1[j],))
+                j += 1
+
+    def load(self, x, m, ln):
+        """The load phase from cycle 0 (``m``, ``ln``: the bursts of each input value index's
+        event). Returns its last cycle."""
+        nz = np.flatnonzero(x)
+        if not len(nz):
+            return len(x)  # the zeros are accepted one per cycle
+        self.e = -1
+        self.run(repeat(None), m[nz].tolist(), ln[nz].tolist(), gaps=(np.diff(nz, prepend=-1) - 1).tolist())
+        done = self.e + len(x) - int(nz[-1])  # the cycle after the last value is accepted
+        return max(done, self.quiet())
+
+
+class CycleModel:
+    """The cycle model of one plan: the tables every image shares (the cost of every event of every
+    source), then :meth:`cycles` per image.
+
+    A trace port consumed at once does not change the count. The update phase of a spiking layer
+    waits for the trace queue to empty, which holds the entry of a spiking update ``u`` in cycle
+    ``u + SPIKE_STAGE + 1`` only; the accumulate phase before an update phase ends
+    ``SPIKE_STAGE`` cycles after the last update ``u`` before it at the earliest, and later when
+    ``u`` pushes (its events pass the pipeline first), which it does when it spikes (its pooling
+    window ends there: the plan pools only maps that divide evenly). So no update phase starts
+    in such a cycle. The tests check it against :func:`cycles_reference`, which replays the
+    trace queue.
+
+    Parameters
+    ----------
+    plan : Plan
+    """
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.exit_wait = exit_wait_of(plan.n_pe)
+        self.sc_of = shortcut_readers(plan.model)
+        geos = geometries(plan)
+        gid = {(g.layer, g.shortcut): i for i, g in enumerate(geos)}
+        tables = [self._burst_table(plan, g) for g in geos]
+        self.main_table = [tables[gid[(li + 1, False)]] if li + 1 < plan.n_layers else None
+                           for li in range(plan.n_layers)]
+        self.sc_table = {li: tables[gid[(r, True)]] for li, r in self.sc_of.items()}
+        m, ln = tables[gid[(0, False)]]
+        self.input_m, self.input_len = m.ravel(), ln.ravel()  # per value index (C, H, W row-major)
+        self.push_update = [self._push_updates(lp) for lp in plan.layers]
+
+    @staticmethod
+    def _burst_table(plan, g):
+        """``(m, ln)``, each ``(c_in, h, w)``: the bursts (``m`` of ``ln`` words) of every event of
+        source ``g`` (:meth:`EventPipeline.bursts`; in dense storage they depend on the position only)."""
+        lp = plan.layers[g.layer]
+        m = np.zeros((g.c_in, g.h, g.w), np.int64)
+        ln = np.zeros_like(m)
+        chans = range(g.c_in) if lp.storage == "sparse" else (slice(None),)
+        for y in range(g.h):
+            for x in range(g.w):
+                for ch in chans:
+                    rw, bursts = EventPipeline.bursts(plan, g, 0 if isinstance(ch, slice) else ch, y, x)
+                    # the timing below holds for an event of max(m, 1) RW cycles and equal bursts
+                    assert rw == max(len(bursts), 1) and len(set(bursts)) <= 1, (rw, bursts)
+                    m[ch, y, x] = len(bursts)
+                    ln[ch, y, x] = bursts[0] if bursts else 0
+        return m, ln
+
+    @staticmethod
+    def _push_updates(lp):
+        """``(ho // pool, wo // pool, chunks)``: the update (index in :func:`scan_order`) that pushes
+        the entry of each pooled position and chunk of layer ``lp`` (:func:`window_end`)."""
+        k = np.zeros((lp.ho // lp.pool, lp.wo // lp.pool, lp.chunks), np.int64)
+        for i, (y, x, c) in enumerate(scan_order(lp)):
+            end = window_end(lp.pool, y, x)
+            if end is not None:
+                k[end[0], end[1], c] = i
+        return k
+
+    def _pushes(self, li, spikes, u0):
+        """The events that the update phase of layer ``li`` (first update in cycle ``u0``; its
+        ``(out_features,)`` spikes) pushes: per consumer (main, and the shortcut reader's if any)
+        ``(a, m, ln)`` lists (``a``: the cycle its event is readable)."""
+        lp, q = self.plan.layers[li], self.plan.layers[li].pool
+        s = np.asarray(spikes, bool).reshape(lp.channels, lp.ho, lp.wo)
+        hp, wp = lp.ho // q, lp.wo // q
+        pooled = s[:, :hp * q, :wp * q].reshape(lp.channels, hp, q, wp, q).any(axis=(2, 4)) if q > 1 else s
+        # entries in push order, an entry's events lowest lane first: (py, px, chunk, lane), i.e.
+        # (py, px, channel) as channel = chunk * n_pe + lane
+        py, px, ch = np.nonzero(pooled.transpose(1, 2, 0))
+        k = self.push_update[li][py, px, ch // self.plan.n_pe]
+        a = (u0 + SPIKE_STAGE + SpikeEventSource.LATENCY + k).tolist()
+        out = []
+        for tab in (self.main_table[li], self.sc_table.get(li)):
+            if tab is not None:
+                out.append((a, tab[0][ch, py, px].tolist(), tab[1][ch, py, px].tolist()))
+        return out
+
+    def cycles(self, x, result, b):
+        """Expected ``cycles`` of image ``b`` (input ``x``, ``result = golden.run(..., trace=True)``)."""
+        plan = self.plan
+        layers = plan.layers
+        out_layer = len(layers) - 1
+        readers = {r: li for li, r in self.sc_of.items()}
+        pipe = _Pipe()
+        c = pipe.load(np.asarray(x).ravel(), self.input_m, self.input_len) + 1
+        sc_events = None
+        for t in range(1, int(result.exit_t[b]) + 1):
+            for li, lp in enumerate(layers):
+                # UPDATE of layer li, from cycle c (the next layer's events are fetched from now)
+                if li == out_layer:
+                    c += lp.updates + self.exit_wait + 1   # its updates, EXIT_WAIT, EXIT
+                    break
+                u_last = c + lp.updates - 1
+                pushed = self._pushes(li, result.spikes[lp.name][t - 1, b], c)
+                if li in self.sc_of:
+                    sc_events = pushed[1]
+                # ACC of layer li + 1 from u_last + 1: it ends drained, its queues empty and no update
+                # in the PE pipeline (a push after that would bring an event, which ends later)
+                pipe.f = max(pipe.f, u_last + 1)
+                if li + 1 in readers:
+                    a, m, ln = sc_events
+                    pipe.run_two(pushed[0], ([max(v, c) for v in a], m, ln))
+                else:
+                    pipe.run(*pushed[0])
+                c = max(pipe.quiet(), u_last + SPIKE_STAGE) + 1
+        return c - 1   # the first cycle in RESULT is not counted
+
+
+def batch_cycles(model, n_pe, x, result, plan=None):
+    """Expected ``cycles`` of every image of the batch ``x`` (``result`` its golden run with
+    ``trace=True``), an int64 array: one :class:`CycleModel` for the batch, :meth:`CycleModel.cycles`
+    image by image."""
+    cm = CycleModel(_plan(model, n_pe, plan))
+    return np.array([cm.cycles(x[b], result, b) for b in range(len(x))], dtype=np.int64)
+
+
+def cycles(model, n_pe, x, result, b, plan=None, trace=False):
+    """Expected ``cycles`` of image ``b`` (input ``x``, ``result = golden.run(..., trace=True)``;
+    ``trace``: the accelerator has the trace port, consumed at once, which does not change the
+    count: see :class:`CycleModel`)."""
+    return CycleModel(_plan(model, n_pe, plan)).cycles(x, result, b)
+
+
+# ---------------------------------------------------------------------- the per-cycle replay
 
 
 class _Queue:
@@ -122,16 +337,9 @@ def _next_phase(state, layers, exit_wait, exit_t, *, load_end, acc_end, trace_em
     return state
 
 
-def batch_cycles(model, n_pe, x, result, plan=None):
-    """Expected ``cycles`` of every image of the batch ``x`` (``result`` its golden run with
-    ``trace=True``), an int64 array: :func:`cycles` image by image."""
-    plan = _plan(model, n_pe, plan)
-    return np.array([cycles(model, n_pe, x[b], result, b, plan=plan) for b in range(len(x))], dtype=np.int64)
-
-
-def cycles(model, n_pe, x, result, b, plan=None, trace=False):
-    """Expected ``cycles`` of image ``b`` (input ``x``, ``result = golden.run(..., trace=True)``;
-    ``trace``: the accelerator has the trace port, consumed at once)."""
+def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
+    """:func:`cycles` by the per-cycle replay: every register of the sequencer and the event
+    pipeline, one loop iteration per clock cycle (slow; the fast model is tested against it)."""
     plan = _plan(model, n_pe, plan)
     layers = plan.layers
     n_layers = len(layers)

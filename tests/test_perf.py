@@ -1,0 +1,140 @@
+"""The cycle model (hw/perf.py): the event-by-event model against the per-cycle replay of the
+sequencer (``cycles_reference``), exactly, image by image.
+
+The RTL's ``cycles`` field is checked against the model in tests/test_hw_accel.py,
+test_hw_readout.py and test_export.py; here the fast model meets the replay on many more networks
+than the RTL simulator can afford.
+"""
+
+import numpy as np
+import pytest
+
+from spikeloom.hw import perf
+from spikeloom.hw.plan import Plan
+from spikeloom.hw.pool import shortcut_readers
+from spikeloom.model import golden
+from spikeloom.model.randnet import (extreme_inputs, named_model, random_any_model, random_conv_model,
+                                     random_inputs, random_model)
+
+NEVER = 1 << 40  # an exit threshold above any margin: every image runs t_max timesteps
+
+
+def images(model, n, seed):
+    """``n`` random inputs with zeros, an all-zero and a full one among them."""
+    x = random_inputs(model, n, seed=seed)
+    x[0] = 0
+    x[1] = (1 << model.input_bits) - 1
+    return x
+
+
+def mixed_exits(model, x):
+    """``model`` with an exit threshold at which some images of ``x`` exit early and others do not."""
+    g = golden.run(model.with_exit_threshold(NEVER), x, sparse=())
+    return model.with_exit_threshold(int(np.median(g.margin[0])) + 1)
+
+
+def compare(model, n_pe, x, storage="auto", trace=False):
+    """The fast model == the replay on every image (per image and as a batch); returns the plan,
+    the golden run and the cycles."""
+    plan = Plan(model, n_pe, storage)
+    res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+    want = [perf.cycles_reference(model, n_pe, x[b], res, b, plan=plan, trace=trace) for b in range(len(x))]
+    got = [perf.cycles(model, n_pe, x[b], res, b, plan=plan, trace=trace) for b in range(len(x))]
+    assert got == want
+    batch = perf.batch_cycles(model, n_pe, x, res, plan=plan)
+    assert batch.dtype == np.int64 and batch.tolist() == want
+    return plan, res, want
+
+
+# n_pe: 1 = no lane parallelism; 3 = no layer size is a multiple; 8 = more lanes than classes;
+# 16 = more lanes than most layers' neurons (one chunk, padding lanes)
+@pytest.mark.parametrize("n_pe", [1, 3, 8, 16])
+# storage: every zero weight read (a burst per event) or compressed (rows of different lengths, empty rows)
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_dense_net(n_pe, storage):
+    model = random_model((24, 12, 9, 5), seed=n_pe, density=0.5, t_max=4)
+    for ly in model.layers:
+        ly.weight[:, ::4] = 0  # empty rows: an event with no burst
+    x = images(model, 6, seed=n_pe)
+    model = mixed_exits(model, x)
+    plan, res, want = compare(model, n_pe, x, storage, trace=n_pe == 3)
+    assert (res.exit_t < model.t_max).any() and (res.exit_t == model.t_max).any()
+    assert len(set(want)) > 2
+    if storage == "sparse":
+        assert 0 in plan.row_len
+
+
+CONVS = {
+    # max pooling, the default residual 1x1 shortcut from conv1 into conv2 (its source is the layer
+    # just before: both queues fill during one update phase)
+    "pool_max_residual": dict(),
+    # sum pooling: the events carry window counts (the timing is the same as a spike's)
+    "pool_sum_residual": dict(pool_op="sum"),
+    # a residual from two layers before: the shortcut queue waits through a whole layer
+    "residual_two_back": dict(convs=((4, 3, 1, 1, 1, False), (3, 3, 1, 1, 1, False), (5, 3, 1, 1, 2, True))),
+    # stride 2 without padding, then a 2x2 kernel: events at positions where no tap lands
+    "stride_no_pad": dict(in_shape=(2, 7, 7), convs=((4, 3, 2, 0, 1, False), (3, 2, 2, 0, 1, False))),
+    # 1x1 maps: update phases of one or two cycles, shorter than the event pipeline's fill (the
+    # shortcut queue, from two layers before, is fetched from the update phase before its reader)
+    "residual_tiny_maps": dict(in_shape=(2, 3, 3), convs=((8, 3, 1, 0, 1, False), (1, 1, 1, 0, 1, False),
+                                                          (4, 1, 1, 0, 1, True))),
+    # a spiking dense layer on the flattened map (position-major rows) and a count readout
+    "hidden_count": dict(hidden=(6,), readout="count"),
+}
+
+
+@pytest.mark.parametrize("net", sorted(CONVS))
+@pytest.mark.parametrize("n_pe", [1, 3, 8])
+# dense storage: an event's landing taps are bursts of `chunks` words each, back to back
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_conv_net(net, n_pe, storage):
+    model = random_conv_model(seed=n_pe, t_max=3, density=0.6, threshold_range=(2, 8), **CONVS[net])
+    x = images(model, 4, seed=n_pe)
+    model = mixed_exits(model, x)
+    plan, _, _ = compare(model, n_pe, x, storage, trace=n_pe == 8)
+    if "residual" in net:
+        assert shortcut_readers(model)
+    if net == "stride_no_pad":
+        g, lp = plan.layers[1].sources[0], plan.layers[1]
+        assert any(not g.landing(y, x, lp.ho, lp.wo) for y in range(g.h) for x in range(g.w))
+
+
+# seeds: networks from the whole space the generator accepts (random_any_model)
+@pytest.mark.parametrize("seed", range(12))
+def test_random_any_net(seed):
+    rng = np.random.default_rng(seed)
+    model = random_any_model(rng)
+    x = extreme_inputs(model, 3, rng)
+    n_pe = (1, 2, 3, 8, 16)[seed % 5]
+    compare(model, n_pe, x, ("auto", "dense", "sparse")[seed % 3], trace=seed % 2 == 1)
+
+
+# n_pe, storage: the cases where the order of the two queues' events changes the count
+@pytest.mark.parametrize("n_pe, storage", [(3, "dense"), (8, "sparse")])
+def test_shortcut_queue_order(n_pe, storage):
+    """The main queue's event first whenever both queues offer one (a residual network from the
+    generator's whole space, seed 20, where taking the shortcut queue's first changes the count)."""
+    rng = np.random.default_rng(20)
+    model = random_any_model(rng)
+    assert shortcut_readers(model)
+    compare(model, n_pe, extreme_inputs(model, 3, rng), storage)
+
+
+def test_trace_port_does_not_change_cycles():
+    """The replay with the trace queue gives the same cycles as without it (see ``CycleModel``):
+    the fast model does not model the trace queue."""
+    model = random_conv_model(seed=2, t_max=3, density=0.9, threshold_range=(1, 3))
+    x = images(model, 4, seed=2)
+    plan = Plan(model, 3)
+    res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+    assert sum(int(s.sum()) for s in res.spikes.values()) > 0
+    for b in range(len(x)):
+        assert (perf.cycles_reference(model, 3, x[b], res, b, plan=plan, trace=True)
+                == perf.cycles_reference(model, 3, x[b], res, b, plan=plan, trace=False))
+
+
+@pytest.mark.slow  # the replay runs about 30 s per image of this size
+def test_cifar_random():
+    model = named_model("cifar-random")
+    x = random_inputs(model, 1, seed=0)
+    compare(model, 8, x)
