@@ -176,8 +176,10 @@ def load_spec(path):
         for k in given:
             if k not in names:
                 raise bad(f"{sec}.{k}: unknown field; allowed: {', '.join(sorted(names))}")
-            if k in AXES or (sec, k) == ("train", "arch"):
-                raise bad(f"{sec}.{k}: set it as sweep.network or under [axes], not here")
+            if k in axes:
+                raise bad(f"{sec}.{k} = {given[k]!r}: {k} is an axis of this sweep (axes.{k}); give it in one place")
+            if (sec, k) == ("train", "arch"):
+                raise bad(f"train.arch = {given[k]!r}: the network is sweep.network")
         if sec == "train":
             given["arch"] = network
         if sec == "quant":
@@ -434,6 +436,12 @@ def synthesise(target, model_path, n_pe, build, folder, log=print):
     return entry
 
 
+def executing_points(dask_worker):
+    """The keys of the points a worker is running now (``client.run(executing_points)``; the
+    scheduler's ``processing`` also counts the tasks waiting in a worker's queue)."""
+    return [str(ts.key) for ts in dask_worker.state.executing if str(ts.key).startswith("point-")]
+
+
 # -- the client ------------------------------------------------------------------------------------
 
 def read_results(path):
@@ -550,25 +558,40 @@ def _compute(spec, build, out, todo, results_path, scheduler, workers, log):
             folder = out / "points" / f"{k}"
             futures[client.submit(task_point, spec, p, str(build), str(folder), split_f, quants[qkey],
                                   key=f"point-{k}", pure=False)] = (k, p)
-        n_ok = n_failed = 0
+        counts = {"ok": 0, "failed": 0}
+
+        def status():
+            try:
+                running = sum(len(v) for v in client.run(executing_points).values())
+            except Exception:  # noqa: BLE001 - a worker that went away while asked: counted next time
+                running = "?"
+            return f"{counts['ok']} done, {running} running, {counts['failed']} failed"
+
         with progress.step("sweep", None, f"{len(todo)} points on {where}") as bar:
             bar.count(len(todo), "points")
-            for f in as_completed(futures):
-                k, p = futures[f]
-                try:
-                    rec = f.result()
-                except Exception as e:  # noqa: BLE001 - a task that raised (its training, a lost worker)
-                    rec = {"status": "failed", "error": one_line(e)}
-                rec = {"point": k, "label": p.label, "axes": p.values, "stages": list(p.stages), **rec,
-                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                _append(results_path, rec)
-                n_ok += rec["status"] == "ok"
-                n_failed += rec["status"] != "ok"
-                running = sum(len([t for t in ts if str(t).startswith("point-")])
-                              for ts in client.processing().values())
-                bar.update(1, f"{n_ok} done, {running} running, {n_failed} failed")
-                if rec["status"] != "ok":
-                    bar.wrap(log)(f"[sweep] {p.label}: FAILED: {rec['error']}")
+            bar.info = status()
+            ac = as_completed(futures)
+            asked = time.perf_counter()
+            while not ac.is_empty():
+                batch = ac.next_batch(block=False)
+                if not batch:
+                    time.sleep(0.2)
+                    if time.perf_counter() - asked > 2:
+                        bar.info, asked = status(), time.perf_counter()  # shown by the next periodic line
+                    continue
+                for f in batch:
+                    k, p = futures[f]
+                    try:
+                        rec = f.result()
+                    except Exception as e:  # noqa: BLE001 - a task that raised (its training, a lost worker)
+                        rec = {"status": "failed", "error": one_line(e)}
+                    rec = {"point": k, "label": p.label, "axes": p.values, "stages": list(p.stages), **rec,
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    _append(results_path, rec)
+                    counts["ok" if rec["status"] == "ok" else "failed"] += 1
+                    if rec["status"] != "ok":
+                        bar.wrap(log)(f"[sweep] {p.label}: FAILED: {rec['error']}")
+                    bar.update(1, status())
         return {"where": where, "workers": n_workers}
 
 
