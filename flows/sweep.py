@@ -24,9 +24,10 @@ Writes ``BUILD/sweep/<name>/``: ``results.jsonl`` (one line per point, appended 
 a rerun computes only the points it lacks, and an interrupted sweep loses nothing done), a table
 (``table.txt``, also printed), ``pareto_energy.png`` (accuracy vs energy per inference) and
 ``pareto_lut.png`` (images/s vs LUTs of the synthesised points; dominated points grey),
-``summary.json`` (the spec, the cluster, the wall time), and a folder per point (``points/``: its
-model file, generated Verilog, synthesis and ``log.txt``). A point that fails is recorded with
-its one-line error and the sweep goes on; ``--retry-failed`` runs failed points again.
+``summary.json`` (the spec, the counts, and per run its cluster and wall time), and a folder per
+point (``points/``: its model file, generated Verilog, synthesis and ``log.txt``). A point that
+fails is recorded with its one-line error and the sweep goes on; ``--retry-failed`` runs failed
+points again.
 """
 
 import contextlib
@@ -58,7 +59,7 @@ AXES = {"n_pe": ("hardware", PES_RANGE), "weight_bits": ("quant", WIDTH_RANGES["
 #: The stages a point can run besides quantize (always: the point's model), in this order.
 STAGES = ("evaluate", "cycles", "energy", "cosim", "synth")
 #: The fields of a result line that differ between two runs of the same point (time, place).
-VOLATILE = ("wall_s", "worker", "finished", "folder")
+VOLATILE = ("wall_s", "synth_wall_s", "worker", "finished", "folder")
 SPEC_SECTIONS = ("sweep", "axes", "sample", "train", "quant", "neuron", "synth")
 
 
@@ -382,8 +383,9 @@ def _point(spec, point, build, folder, split, quantized, log):
     if "evaluate" in point.stages:
         steps.step_evaluate(ctx, imodel, qmodel, n_pe=n_pe, log=log)
         m = ctx.report["model"]
-        out.update(accuracy_float=m["accuracy_float"], accuracy_fixed_t=m["accuracy_fixed_t"], accuracy_adaptive=m["accuracy_adaptive"],
-                   mean_timesteps=m["mean_timesteps"], relative_complexity=m["relative_complexity"])
+        out.update(accuracy_float=m["accuracy_float"], accuracy_fixed_t=m["accuracy_fixed_t"],
+                   accuracy_adaptive=m["accuracy_adaptive"], mean_timesteps=m["mean_timesteps"],
+                   relative_complexity=m["relative_complexity"])
     if "cycles" in point.stages:
         x = golden.quantize_input(qmodel, split.test.x)
         plan = steps.check_hardware(qmodel, n_pe, "cycles")
@@ -492,9 +494,16 @@ def connect(scheduler=None, workers=None, log=print):
         with client:
             yield client, f"scheduler {scheduler}"
         return
+    import warnings
+
     n = workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with warnings.catch_warnings():
+        # no dashboard, but the scheduler's HTTP endpoint still asks for its port, which another
+        # sweep's cluster may hold: it takes another, and says so
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+    with cluster, Client(cluster) as client:
         yield client, f"LocalCluster, {n} worker process{'es' if n > 1 else ''}"
 
 
@@ -519,6 +528,7 @@ def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=Fa
         f"{f', a sample of {spec.sample}' if spec.sample else ''}); {len(pts) - len(todo)} already in "
         f"{results_path}, {len(todo)} to run")
     t0 = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     cluster = None
     if todo:
         cluster = _compute(spec, build, out, todo, results_path, scheduler, workers, log)
@@ -526,11 +536,17 @@ def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=Fa
     results = read_results(results_path)
     mine = {k: results[k] for k in keys if k in results}
     report(spec, mine, out, log)
+    try:
+        old = json.loads((out / "summary.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        old = []
+    runs = (old if isinstance(old, list) else []) + [{
+        "started": started, "computed": len(todo), "cluster": cluster, "wall_s": round(wall, 1)}]
     atomic_write(out / "summary.json", json.dumps({
-        "spec": str(spec.path), "name": spec.name, "points": len(pts), "computed": len(todo),
+        "spec": str(spec.path), "name": spec.name, "points": len(pts),
         "ok": sum(r.get("status") == "ok" for r in mine.values()),
         "failed": sum(r.get("status") != "ok" for r in mine.values()),
-        "cluster": cluster, "wall_s": round(wall, 1)}, indent=1) + "\n")
+        "missing": len(pts) - len(mine), "runs": runs}, indent=1) + "\n")
     return mine
 
 
