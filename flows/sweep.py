@@ -354,14 +354,15 @@ def one_line(e):
 
 def task_point(spec, point, build, folder, split, quantized):
     """Run ``point``'s stages; returns its result line (``status`` "failed" with the one-line error
-    of the stage that failed: a point's failure is a result, not an exception)."""
+    of the stage that failed, and the figures of the stages before it: a point's failure is a
+    result, not an exception)."""
     import socket
 
     t0 = time.perf_counter()
     rec = {"status": "ok", "error": None}
     try:
         with _logged(folder) as log:
-            rec.update(_point(spec, point, build, folder, split, quantized, log))
+            _point(spec, point, build, folder, split, quantized, log, rec)
     except Exception as e:  # noqa: BLE001 - any failure of a point is recorded and the sweep goes on
         rec.update(status="failed", error=one_line(e))
     rec.update(wall_s=round(time.perf_counter() - t0, 2), worker=f"{socket.gethostname()}:{os.getpid()}",
@@ -369,7 +370,8 @@ def task_point(spec, point, build, folder, split, quantized):
     return rec
 
 
-def _point(spec, point, build, folder, split, quantized, log):
+def _point(spec, point, build, folder, split, quantized, log, out):
+    """The stages of ``point``, each adding its figures to ``out`` as it finishes."""
     from spikeloom.model import golden, modelfile
 
     from .energy import cycles_model
@@ -379,7 +381,6 @@ def _point(spec, point, build, folder, split, quantized, log):
     ctx.report["model"] = dict(float_section)
     _, _, _, n_pe = configs(spec, point)
     modelfile.save(qmodel, ctx.model_path)
-    out = {}
     if "evaluate" in point.stages:
         steps.step_evaluate(ctx, imodel, qmodel, n_pe=n_pe, log=log)
         m = ctx.report["model"]
@@ -415,7 +416,6 @@ def _point(spec, point, build, folder, split, quantized, log):
         cycles = out.get("cosim_cycles_mean") or out.get("cycles_mean") or th.get("cycles_mean")
         if cycles:
             out["images_per_s"] = e["fmax_mhz"] * 1e6 / cycles
-    return out
 
 
 def synthesise(target, model_path, n_pe, build, folder, log=print):
