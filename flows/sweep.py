@@ -480,7 +480,7 @@ def _append(path, rec):
 
 
 @contextlib.contextmanager
-def connect(scheduler=None, workers=None, log=print):
+def connect(scheduler=None, workers=None):
     """A Dask client: of the scheduler at ``scheduler`` (``tcp://HOST:PORT``), else of an embedded
     ``LocalCluster`` with ``workers`` single-threaded worker processes (default: one per CPU)."""
     from distributed import Client, LocalCluster
@@ -519,11 +519,19 @@ def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=Fa
     keys = [point_key(spec, p) for p in pts]
     if len(set(keys)) != len(keys):
         raise ConfigError(f"{spec.path}: two points of the sweep are the same")
-    claim_folder(out, f"spikeloom sweep {spec.path}", "--build")
     results_path = out / "results.jsonl"
     done = read_results(results_path)
     todo = [(k, p) for k, p in zip(keys, pts)
             if k not in done or (retry_failed and done[k].get("status") != "ok")]
+    split = None
+    if todo:  # a dataset that cannot be loaded is refused before the folder is made
+        from spikeloom.model.data import load_dataset
+
+        try:
+            split = load_dataset(spec.dataset, seed=spec.data_seed)
+        except SpikeloomError as e:
+            raise ConfigError(f"{spec.path}: sweep.dataset = {spec.dataset!r}: {e}") from None
+    claim_folder(out, f"spikeloom sweep {spec.path}", "--build")
     log(f"[sweep] {spec.name}: {len(pts)} points ({', '.join(f'{a} {list(v)}' for a, v in spec.axes.items())}"
         f"{f', a sample of {spec.sample}' if spec.sample else ''}); {len(pts) - len(todo)} already in "
         f"{results_path}, {len(todo)} to run")
@@ -531,7 +539,7 @@ def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=Fa
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     cluster = None
     if todo:
-        cluster = _compute(spec, build, out, todo, results_path, scheduler, workers, log)
+        cluster = _compute(spec, build, out, split, todo, results_path, scheduler, workers, log)
     wall = time.perf_counter() - t0
     results = read_results(results_path)
     mine = {k: results[k] for k in keys if k in results}
@@ -550,13 +558,10 @@ def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=Fa
     return mine
 
 
-def _compute(spec, build, out, todo, results_path, scheduler, workers, log):
+def _compute(spec, build, out, split, todo, results_path, scheduler, workers, log):
     from distributed import as_completed
 
-    from spikeloom.model.data import load_dataset
-
-    split = load_dataset(spec.dataset, seed=spec.data_seed)
-    with connect(scheduler, workers, log) as (client, where):
+    with connect(scheduler, workers) as (client, where):
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
         log(f"[sweep] {where} ({n_workers} workers now); dataset {spec.dataset} loaded once and scattered")
         split_f = client.scatter(split, broadcast=True, hash=False)
