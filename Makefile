@@ -17,8 +17,9 @@ TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; ec
 FUZZ_N ?= 1000
 FUZZ_SEED ?= 0
 FUZZ_JOBS ?=
+SPEC ?= flows/sweeps/digits.toml
 
-.PHONY: all help venv sim test test-slow bench ablation prune formal fuzz clean distclean
+.PHONY: all help venv sim test test-slow bench ablation prune formal fuzz sweep clean distclean
 
 all: sim
 
@@ -95,6 +96,13 @@ formal: $(STAMP)
 fuzz: $(STAMP)
 	$(PY) -m spikeloom.flows.fuzz --build $(BUILD) --networks $(FUZZ_N) --seed $(FUZZ_SEED) \
 	  $(if $(FUZZ_JOBS),--jobs $(FUZZ_JOBS)) $(ARGS)
+
+## make sweep [SPEC=flows/sweeps/digits.toml] [WORKERS=N] [SCHEDULER=tcp://HOST:PORT]: a design-space sweep on
+## Dask (embedded LocalCluster, one worker per CPU, or the cluster of SCHEDULER) -> build/sweep/<name>/:
+## results.jsonl (resumable: a rerun runs only the missing points), table.txt, pareto_energy.png, pareto_lut.png
+sweep: $(STAMP)
+	$(PY) -m spikeloom.flows.sweep $(SPEC) --build $(BUILD) $(if $(WORKERS),--workers $(WORKERS)) \
+	  $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
 clean:
 	rm -rf $(BUILD) .hypothesis sim_build

@@ -641,6 +641,12 @@ def build_parser():
     g.add_argument("--ports", type=Path, default=None,
                    help="the storage of a generated accelerator: its ports.json (spikeloom generate -o DIR)")
     sp.set_defaults(fn=cmd_golden)
+    from . import sweep as sweep_flow
+
+    sp = sub.add_parser("sweep", help="design-space exploration on Dask -> build/sweep/<name>/ (what `make sweep` runs)",
+                        description=sweep_flow.__doc__.split("\n\n")[0])
+    sweep_flow.add_arguments(sp)
+    sp.set_defaults(fn=sweep_flow.cli_args)
     p.owners = _option_owners(sub)
     return p
 
