@@ -29,7 +29,8 @@ def _add_training_options(p, run=False):
     g = p.add_argument_group("network and training")
     g.add_argument("--arch", default="mlp", help="network: mlp, vgg or resnet" +
                    ("; or a named reference network with fixed random weights, generated and co-simulated "
-                    "without training: cifar-random (model/randnet.py NAMED)" if run else ""))
+                    "without training: cifar-random (model/randnet.py NAMED), on random-valued images unless "
+                    "--dataset names a dataset other than digits" if run else ""))
     g.add_argument("--pool", default="max", help="pool stages of vgg/resnet: max, sum (spike counts) "
                    "or avg (sum with 1/q^2 folded into the next weights)")
     g.add_argument("--t-max", type=int, default=None, help="timesteps per inference (default 4" +
@@ -229,7 +230,9 @@ def _run_named(a):
                             ("--t-max", a.t_max is not None), ("--reset", a.reset is not None),
                             ("--membrane-bits", a.membrane_bits is not None),
                             ("--weight-bits", a.weight_bits is not None), ("--input-bits", a.input_bits is not None),
-                            ("--nir", a.nir is not None), ("--no-cosim", a.no_cosim),
+                            ("--nir", a.nir is not None), ("--dt", a.dt is not None), ("--finetune", a.finetune),
+                            ("--target-drop", a.target_drop != 0.0), ("--allow-large", a.allow_large),
+                            ("--data-seed", a.data_seed != 0 and a.dataset == "digits"), ("--no-cosim", a.no_cosim),
                             ("--image-size", a.image_size is not None), ("--channels", a.channels is not None))
              if v]
     if given:

@@ -56,10 +56,16 @@ def threshold(p):
     return min(int(round(p * (1 << PROB_BITS))), (1 << PROB_BITS))
 
 
+def trace_per_timestep(ports: Ports):
+    """The most trace entries one timestep of an image gives (one per update of a traced layer)."""
+    return sum(ly.positions * ly.chunks for ly in ports.layers[:-1]) if ports.trace is not None else 0
+
+
 class Depths:
     """Memory depths of a harness for ``ports``: a round holds ``images`` images (at most
-    ``max_images``, default 1024, and as many as 2^17 input values allow), the trace memory 2^16
-    entries per round."""
+    ``max_images``, default 1024, and as many as 2^17 input values allow); the trace memory at least
+    2^16 entries per round and at least the most one image can give (every update of every traced
+    layer in as many timesteps as the ``timesteps`` field counts), so any image fits in a round."""
 
     INPUT_VALUES = 1 << 17
     MAX_IMAGES = 1024
@@ -71,7 +77,8 @@ class Depths:
             raise ValueError(f"a round holds at least one image, not {most}")
         self.images = max(1, min(most, self.INPUT_VALUES // ports.input_count))
         self.inputs = self.images * ports.input_count
-        self.trace = self.TRACE if ports.trace is not None else 1
+        most = trace_per_timestep(ports) * ((1 << ports.result.field("timesteps").width) - 1)
+        self.trace = max(self.TRACE, 1 << max(0, most - 1).bit_length()) if ports.trace is not None else 1
         self.weights = ports.weight_count if ports.weights_loaded else 1
 
 
@@ -108,11 +115,15 @@ def _sink(name, width, tag_width, depth, mem_width):
   reg [{width - 1}:0] {name}_change_old, {name}_change_new;
   reg {name}_was_stalled;
   reg [{width - 1}:0] {name}_prev;
+  wire [10:0] {name}_draw = {{3'd0, {name}_rng[23:16]}} * 11'd{MAX_STALL};
+  wire [2:0] {name}_k = {name}_draw[10:8];   // uniform in 0..MAX_STALL-1
+  wire {name}_stall = {{1'b0, {name}_rng[15:0]}} < bp_{name};
   always @(posedge clk) begin
     {name}_rng <= rst ? (seed ^ 32'h{_salt(name):08x}) | 32'd1 : xorshift({name}_rng);
     if (go) begin
       {name}_n <= 32'd0;
-      {name}_st <= ({name}_rng[15:0] < bp_{name}) ? 2'd1 : 2'd0;
+      {name}_overflow <= 32'd0;
+      {name}_st <= {name}_stall ? 2'd1 : 2'd0;
     end else begin
       case ({name}_st)
         2'd0: if ({name}_valid && {name}_ready) begin
@@ -121,21 +132,22 @@ def _sink(name, width, tag_width, depth, mem_width):
           else
             {name}_overflow <= {name}_overflow + 32'd1;
           {name}_n <= {name}_n + 32'd1;
-          if ({name}_rng[15:0] < bp_{name}) {name}_st <= 2'd1;
+          if ({name}_stall) {name}_st <= 2'd1;
         end
+        // valid seen while stalled: this edge stalls, then k = 0..MAX_STALL-1 more (1..MAX_STALL in all)
         2'd1: if ({name}_valid) begin
-          {name}_st <= 2'd2;
-          {name}_cnt <= {name}_rng[18:16] % 3'd{MAX_STALL};
+          {name}_st <= {name}_k == 3'd0 ? 2'd0 : 2'd2;
+          {name}_cnt <= {name}_k - 3'd1;
         end
         default: if ({name}_cnt == 3'd0) {name}_st <= 2'd0; else {name}_cnt <= {name}_cnt - 3'd1;
       endcase
     end
     // the hold rule (streams.HoldRule): a stall at an edge obliges the next edge to see valid high
     // and the same payload
-    if ({name}_was_stalled && !{name}_valid) begin
+    if ({name}_was_stalled && {name}_valid !== 1'b1) begin
       if ({name}_drops == 32'd0) {name}_drop_cycle <= cycle;
       {name}_drops <= {name}_drops + 32'd1;
-    end else if ({name}_was_stalled && {name}_payload != {name}_prev) begin
+    end else if ({name}_was_stalled && {name}_payload !== {name}_prev) begin
       if ({name}_changes == 32'd0) begin
         {name}_change_cycle <= cycle;
         {name}_change_old <= {name}_prev;
@@ -168,16 +180,19 @@ def _source(name, width, depth, count_expr, start_expr):
   reg [{width - 1}:0] {name}_mem [0:{depth - 1}];
   reg [31:0] {name}_i;            // next value
   reg [2:0] {name}_idle;          // idle cycles left before it
+  wire [10:0] {name}_draw = {{3'd0, {name}_rng[23:16]}} * 11'd{MAX_IDLE};
+  wire [2:0] {name}_len = 3'd1 + {name}_draw[10:8];   // uniform in 1..MAX_IDLE
+  wire {name}_wait = {{1'b0, {name}_rng[15:0]}} < idle_th;
   assign {name}_valid = running && {name}_i < {count_expr} && {name}_idle == 3'd0;
   assign {name}_payload = {name}_mem[{name}_i[{_bits(depth - 1) - 1}:0]];
   always @(posedge clk) begin
     {name}_rng <= rst ? (seed ^ 32'h{_salt(name):08x}) | 32'd1 : xorshift({name}_rng);
     if (go) begin
       {name}_i <= {start_expr};
-      {name}_idle <= ({name}_rng[15:0] < idle_th) ? 3'd1 + {name}_rng[18:16] % 3'd{MAX_IDLE} : 3'd0;
+      {name}_idle <= {name}_wait ? {name}_len : 3'd0;
     end else if ({name}_valid && {name}_ready) begin
       {name}_i <= {name}_i + 32'd1;
-      {name}_idle <= ({name}_rng[15:0] < idle_th) ? 3'd1 + {name}_rng[18:16] % 3'd{MAX_IDLE} : 3'd0;
+      {name}_idle <= {name}_wait ? {name}_len : 3'd0;
     end else if ({name}_idle != 3'd0)
       {name}_idle <= {name}_idle - 3'd1;
     if (rst) {name}_i <= {count_expr};
@@ -193,7 +208,7 @@ def harness_verilog(ports: Ports, depths: Depths | None = None) -> str:
     """The Verilog text of the harness module :data:`TOP` around ``ports.top`` (see the module doc).
 
     Its registers that the bench sets before raising ``go`` (all inputs of the harness are
-    registers deposited through VPI): ``seed`` (mixed into every generator at ``go``), ``idle_th``,
+    registers deposited through VPI): ``seed`` (mixed into every generator while ``rst`` is high), ``idle_th``,
     ``bp_o_result``/``bp_o_trace`` (:func:`threshold` of the probabilities), ``n_values`` and
     ``n_images`` of the round, ``patience`` (cycles), ``load_weights`` (stream the weights first:
     the first round after reset of a ``weights="load"`` design).
@@ -243,13 +258,15 @@ module {TOP};
   reg rst = 1'b1;
   // set by the bench before it raises go
   reg go = 1'b0;
-  reg [15:0] idle_th = 16'd0, bp_o_result = 16'd0, bp_o_trace = 16'd0;
-  reg [31:0] seed = 32'd0, n_values = 32'd0, n_images = 32'd0, patience = 32'd0;
+  reg [16:0] idle_th = 17'd0, bp_o_result = 17'd0, bp_o_trace = 17'd0;  // threshold(p): 0..2^16
+  reg [31:0] seed = 32'd0, n_values = 32'd0, n_images = 32'd0;
+  reg [63:0] patience = 64'd0;
   reg load_weights = 1'b0;
   // status the bench reads
   reg running = 1'b0, done = 1'b0, timeout = 1'b0;
   reg [63:0] cycle = 64'd0;
-  reg [31:0] n_res = 32'd0, since = 32'd0;
+  reg [31:0] n_res = 32'd0;
+  reg [63:0] since = 64'd0;
 
   function [31:0] xorshift(input [31:0] s);
     reg [31:0] x;
@@ -271,18 +288,18 @@ module {TOP};
       done <= 1'b0;
       timeout <= 1'b0;
       n_res <= 32'd0;
-      since <= 32'd0;
+      since <= 64'd0;
     end else if (running) begin
       if (o_result_valid && o_result_ready) begin
         n_res <= n_res + 32'd1;
-        since <= 32'd0;
+        since <= 64'd0;
       end else
-        since <= since + 32'd1;
+        since <= since + 64'd1;
       if (n_res >= n_images) begin
 {chr(10).join("        " + s for s in dumps)}
         running <= 1'b0;
         done <= 1'b1;
-      end else if (since >= patience) begin
+      end else if (since >= patience && !(o_result_valid && o_result_ready)) begin
 {chr(10).join("        " + s for s in dumps)}
         running <= 1'b0;
         timeout <= 1'b1;
@@ -324,7 +341,7 @@ def rounds(ports, exit_t, depths):
     no more trace entries than its trace memory holds (each image's at most one per update with a
     spike: executed timesteps ``exit_t`` (the golden model's, per image) times the updates of every
     traced layer)."""
-    per_step = sum(ly.positions * ly.chunks for ly in ports.layers[:-1]) if ports.trace is not None else 0
+    per_step = trace_per_timestep(ports)
     out, start, entries = [], 0, 0
     n = len(exit_t)
     for i in range(n):

@@ -77,17 +77,21 @@ def expected(model, x, trace, sparse):
 
 def compare(i, got, want, res=None, model=None, spikes_got=None):
     """List of mismatch descriptions for image ``i`` (empty when everything is equal): the RTL's
-    payload fields ``got`` against the golden record ``want``; with the trace's spikes, the first
-    divergence too."""
+    payload fields ``got`` against the golden record ``want``; with the trace's spikes
+    (``spikes_got``), every spike of every executed timestep and layer too (the first divergence is
+    named; when only the fields differ, that the spikes agree)."""
     out = field_mismatches([want], [got], first=i)
-    if spikes_got is not None and out:
-        out.extend(first_divergence(i, spikes_got, res, model))
+    if spikes_got is not None:
+        div = first_divergence(i, spikes_got, res, model)
+        if div or out:
+            out.extend(div or [f"image {i}: spikes agree in every timestep and layer; the difference is in the "
+                                "output layer"])
     return out
 
 
 def first_divergence(i, spikes_got, res, model):
     """The first (timestep, layer, neuron) whose spike differs, from the trace port (neurons in
-    golden's flat (C, H, W) order)."""
+    golden's flat (C, H, W) order), as a one-line list; empty when every spike agrees."""
     for t in range(int(max(res.exit_t[i], max((k[0] for k in spikes_got), default=0)))):
         for li, ly in enumerate(model.layers[:-1]):
             want = set(np.flatnonzero(res.spikes[ly.name][t, i]).tolist()) if t < res.t_max else set()
@@ -96,7 +100,7 @@ def first_divergence(i, spikes_got, res, model):
                 n = min(want ^ got)
                 return [f"image {i}: first divergence at timestep {t + 1}, layer {li} ({ly.name}), neuron {n}: "
                         f"RTL {'spikes' if n in got else 'silent'}, golden model {'spikes' if n in want else 'silent'}"]
-    return [f"image {i}: spikes agree in every timestep and layer; the difference is in the output layer"]
+    return []
 
 
 def hold_violations(h, stream):
@@ -166,6 +170,10 @@ async def scoreboard(dut):
         simulating += time.perf_counter() - waited
         await ReadOnly()
         n_res = int(h.o_result_n.value)
+        if n_res > stop - start:  # a result beyond the round's last image (captured before it closed)
+            lost.append(f"o_result: {n_res - (stop - start)} result(s) more than the {stop - start} images of "
+                        f"images {start}..{stop - 1}")
+            n_res = stop - start
         words_res = parse_words(FILES["results"], ports.result.width) if n_res else []
         for k, w in enumerate(words_res[:n_res]):
             try:
@@ -183,6 +191,8 @@ async def scoreboard(dut):
                 if isinstance(w, int):
                     tag, payload = w >> ports.trace.width, w & ((1 << ports.trace.width) - 1)
                     trace_entries.append((start + tag, ports.trace.unpack(payload)))
+                else:
+                    lost.append(f"o_trace: an entry in images {start}..{stop - 1} had X/Z bits")
         if int(h.timeout.value):
             lost.append(lost_message("o_result", f"result of image {start + n_res}", within))
             break
@@ -218,6 +228,8 @@ async def scoreboard(dut):
            "sim_cycles_per_s": sim_cycles / wall if wall else 0.0,
            # of wall_s: seconds the simulator ran free (the rest is this bench's Python between rounds)
            "free_running_s": simulating, "rounds": n_rounds,
+           # images whose every spike was compared through the trace port
+           "spikes_compared": len(results) if trace else 0,
            "stalled_cycles": stalled, "protocol_errors": protocol[:200]}
     Path(job["results"]).write_text(json.dumps(out))
     assert len(results) == len(x), f"{len(results)} results for {len(x)} images"

@@ -22,6 +22,7 @@ from spikeloom.model.randnet import random_conv_model, random_inputs, random_mod
 from spikeloom.sim import records
 from spikeloom.sim.ports import Ports
 from spikeloom.sim.runner import cosim
+from spikeloom.sim.streams import MAX_STALL
 from spikeloom.sim.strategies import N_PES, STORAGES, conv_nets, dense_nets
 
 pytestmark = pytest.mark.cosim
@@ -275,3 +276,8 @@ def test_harness_rounds_idle_backpressure_and_exact_cycles(tmp_path):
     assert sum(i["cycles"] for i in runs[0]["images"]) > sum(want)
     assert runs[0]["images"] == runs[1]["images"] and runs[0]["sim_cycles"] == runs[1]["sim_cycles"]
     assert runs[0]["sim_cycles"] != runs[2]["sim_cycles"]
+    assert runs[0]["spikes_compared"] == 10 and runs[0]["rounds"] == 4
+    # every value idle first, every result stalled: 1..MAX_STALL edges each, as sim/streams.py's sink
+    r = cosim(path, gen, x, work, idle=1.0, backpressure=1.0, options=rounds)
+    assert (r["n_images"], r["mismatched_images"]) == (10, 0), r["mismatches"][:5]
+    assert 10 <= r["stalled_cycles"]["o_result"] <= MAX_STALL * 10
