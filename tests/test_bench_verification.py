@@ -11,6 +11,7 @@ from spikeloom.model.randnet import random_conv_model, random_inputs, random_mod
 pytestmark = pytest.mark.cosim
 
 
+@pytest.mark.slow  # a benchmark flow: generate, build and two co-simulations
 def test_verification_rows(tmp_path):
     conv = random_conv_model(seed=3)
     nets = [("conv", conv, random_inputs(conv, 6, seed=2), 4)]
