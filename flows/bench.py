@@ -154,9 +154,9 @@ PROFILE_VARIANTS = (
     ("Python drives every value and handshake (cocotb clock), core public", "tb_faults", {"public": True}, None),
     ("harness, core public through VPI (cocotb's default)", "tb_accel", {"public": True}, None),
     ("harness, memories initialised word by word in the C++", "tb_accel", {"readmem": False}, None),
-    ("harness (the default)", "tb_accel", {}, None),
+    ("harness, C++ at Verilator's own -Os", "tb_accel", {}, "-Os"),
     ("harness, C++ at -O0 (make test's builds)", "tb_accel", {}, "-O0"),
-    ("harness, C++ at -O2", "tb_accel", {}, "-O2"),
+    ("harness (the default: C++ at -O2)", "tb_accel", {}, None),
 )
 
 

@@ -48,18 +48,20 @@ def verilator_env():
 
 
 #: C++ optimisation of the Verilator model, from the environment variable ``SPIKELOOM_VERILATOR_OPT``
-#: (passed as ``-CFLAGS``, after Verilator's own ``-Os``). Unset: Verilator's default, which makes
-#: sim's 360-image runs fast. The test suite (conftest.py) sets ``-O0``: its builds simulate a few
-#: dozen images, and compiling at -O0 takes about half the time (26 s against 59 s for a 4-layer net).
+#: (passed as ``-CFLAGS``, after Verilator's own ``-Os``). Unset: ``-O2`` (:data:`OPT_DEFAULT`), which
+#: simulates the digits MLP 1.3x faster than Verilator's ``-Os`` for a second more of compiling
+#: (BENCHMARKS.md, "Verification at scale"). The test suite (conftest.py) sets ``-O0``: its builds
+#: simulate a few dozen images, and compiling at -O0 takes about half the time.
 OPT_ENV = "SPIKELOOM_VERILATOR_OPT"
 OPT_CHOICES = ("-O0", "-O1", "-O2", "-O3", "-Os")
+OPT_DEFAULT = "-O2"
 
 
 def verilator_opt():
     opt = os.environ.get(OPT_ENV, "")
     if opt and opt not in OPT_CHOICES:
-        raise SpikeloomError(f"{OPT_ENV}={opt!r}; allowed: {', '.join(OPT_CHOICES)} (or unset)")
-    return opt
+        raise SpikeloomError(f"{OPT_ENV}={opt!r}; allowed: {', '.join(OPT_CHOICES)} (or unset: {OPT_DEFAULT})")
+    return opt or OPT_DEFAULT
 
 
 ICARUS_MISSING = "Icarus Verilog (iverilog, vvp) is not installed: apt-get install iverilog"
