@@ -195,6 +195,7 @@ def local_run(tmp_path_factory):
     return spec, build, res, before
 
 
+@pytest.mark.slow  # the interrupted local sweep behind it runs for one to two minutes
 def test_interrupted_sweep_finishes_only_the_missing_points(local_run):
     spec, build, res, before = local_run
     out = build / "sweep" / "tiny"
@@ -279,6 +280,7 @@ def _stop(procs):
         p.wait(timeout=30)
 
 
+@pytest.mark.slow  # the interrupted local sweep behind it runs for one to two minutes
 def test_scheduler_and_two_workers_give_the_local_results(local_run, tmp_path):
     spec, _, local, _ = local_run
     procs = []
