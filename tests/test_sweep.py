@@ -296,7 +296,7 @@ def test_scheduler_and_two_workers_give_the_local_results(local_run, tmp_path):
     assert {r["worker"].rsplit(":", 1)[1] for r in remote.values()} <= {str(p.pid) for p in procs[1:]}
 
 
-@pytest.mark.slow  # two minutes of a real cluster; make test keeps the scheduler-and-two-workers test
+@pytest.mark.slow  # two minutes of a real cluster (make test-slow, with the other cluster tests)
 def test_a_worker_killed_mid_sweep_loses_no_point(tmp_path):
     spec = write_spec(tmp_path, stages=("evaluate",), pes=(2, 8))  # no failing point
     build = tmp_path / "build"
