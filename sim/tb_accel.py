@@ -29,7 +29,7 @@ from spikeloom.model.geometry import channel
 from .harness import FILES, Depths, parse_words, rounds, threshold, unpack_word
 from .ports import Ports
 from .records import field_mismatches, from_golden
-from .streams import MAX_IDLE, HoldRule, StreamMonitor, StreamSink, cycle_now, lost_message, patience
+from .streams import MAX_IDLE, HoldRule, StreamMonitor, cycle_now, lost_message, patience
 
 
 def unpack(stream, value, prefix):
@@ -46,20 +46,6 @@ def weight_words(ports, folder=None):
     by the generator next to ``ports.json`` (or under ``folder``)."""
     folder = Path(folder) if folder else ports.folder
     return [int(w, 16) for f in ports.weight_files() for w in (folder / f).read_text().split()]
-
-
-async def collect(dut, prefix, n, stream, rng, backpressure, out, tag=None, within=None):
-    """Accept ``n`` transfers (forever if None) on stream ``prefix`` with random back-pressure.
-
-    ``tag()``, if given, is stored with each transfer (the trace monitor tags entries with the
-    number of results seen so far, which is the index of the image they belong to). ``within``:
-    the most cycles to wait for each transfer (:func:`~spikeloom.sim.streams.patience`) before the
-    run fails with a lost result.
-    """
-    sink = StreamSink.of(dut, prefix, rng=rng, backpressure=backpressure)
-    while n is None or len(out) < n:
-        item = unpack(stream, await sink.recv(within, f"result of image {len(out)}"), prefix)
-        out.append(item if tag is None else (tag(), item))
 
 
 def monitors(dut, ports):

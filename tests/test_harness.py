@@ -6,7 +6,8 @@ import pytest
 
 from spikeloom.hw.accel import generate
 from spikeloom.model.randnet import random_model
-from spikeloom.sim.harness import TOP, Depths, harness_verilog, parse_words, rounds, threshold, unpack_word
+from spikeloom.sim.harness import (TOP, Depths, harness_verilog, parse_words, rounds, threshold,
+                                   trace_per_timestep, unpack_word)
 from spikeloom.sim.ports import Field, Ports, Stream
 
 
@@ -43,7 +44,7 @@ def test_rounds_respect_both_memories(tmp_path):
     d = Depths(ports, max_images=4)
     assert d.images == 4 and d.inputs == 4 * ports.input_count
     exit_t = np.array([4, 1, 2, 4, 4, 3, 1, 1, 4, 2])
-    per_step = sum(ly.positions * ly.chunks for ly in ports.layers[:-1])
+    per_step = trace_per_timestep(ports)
     d.trace = 9 * per_step  # room for 9 timesteps of entries per round
     r = rounds(ports, exit_t, d)
     assert [i for a, b in r for i in range(a, b)] == list(range(10))
