@@ -65,8 +65,10 @@ ablation: $(STAMP)
 	$(PY) -m spikeloom.flows.ablation --build $(BUILD) $(ARGS)
 
 ## make synth [TARGET=ecp5-25k|ecp5-85k|ice40-up5k] [PES=4 or PES=1,2,4,8,16] [NET=mlp or NET=path.slm]
-##            [WEIGHTS=rom|load]:
+##            [WEIGHTS=rom|load] [WORKERS=N] [SCHEDULER=tcp://HOST:PORT]:
 ## export -> Yosys -> nextpnr -> timing -> bitstream; build/synth.json, table, build/synth.png.
+## Each (target, N) is a task on Dask (as make sweep's points): in parallel on the embedded
+## LocalCluster (one worker per build, up to the CPUs; WORKERS=N), or on the cluster of SCHEDULER.
 ## Plain `make synth`: the default network on ecp5-25k (N = 8, weights in initialised block RAM) and
 ## ice40-up5k (N = 4, weights in SPRAM, streamed in after reset).
 synth: $(STAMP)
@@ -74,7 +76,8 @@ synth: $(STAMP)
 	  $(if $(TARGET),$(foreach t,$(subst $(comma), ,$(TARGET)),--target $(t))) \
 	  $(if $(filter command line environment,$(origin PES)),--pes $(PES)) \
 	  $(if $(filter command line environment,$(origin NET)),--model $(NET)) \
-	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(ARGS)
+	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(WORKERS),--workers $(WORKERS)) \
+	  $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
 ## make prune [NET=vgg|mlp|resnet] [PES=8]: spatio-temporal pruning rows (dense, balanced-pruned, T=1)
 ## trained (cached under build/prune/), golden-evaluated and co-simulated -> build/pruning.json, table.
@@ -92,10 +95,12 @@ formal: $(STAMP)
 ## make fuzz [FUZZ_N=1000] [FUZZ_SEED=0] [FUZZ_JOBS=2]: the random-network campaign: FUZZ_N random networks
 ## (dense, conv, pooling, residual; every neuron and storage option; N = 1..16; widths at their ends) co-simulated
 ## under Icarus against the golden model -> build/fuzz.json, and build/fuzz/fail-<i>/ per failing network
-## (replay: python -m spikeloom.flows.fuzz --replay build/fuzz/fail-<i>). Jobs: default the number of CPUs.
+## (replay: python -m spikeloom.flows.fuzz --replay build/fuzz/fail-<i>). The networks are tasks on Dask (as make
+## sweep's points): FUZZ_JOBS worker processes of the embedded LocalCluster (default the number of CPUs), or the
+## cluster of SCHEDULER=tcp://HOST:PORT.
 fuzz: $(STAMP)
 	$(PY) -m spikeloom.flows.fuzz --build $(BUILD) --networks $(FUZZ_N) --seed $(FUZZ_SEED) \
-	  $(if $(FUZZ_JOBS),--jobs $(FUZZ_JOBS)) $(ARGS)
+	  $(if $(FUZZ_JOBS),--jobs $(FUZZ_JOBS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
 ## make sweep [SPEC=flows/sweeps/digits.toml] [WORKERS=N] [SCHEDULER=tcp://HOST:PORT]: a design-space sweep on
 ## Dask (embedded LocalCluster, one worker per CPU, or the cluster of SCHEDULER) -> build/sweep/<name>/:

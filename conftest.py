@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 # Verilator models compiled without C++ optimisation: every co-simulation test builds its own model
 # and simulates a few dozen images, so compiling dominates (sim/runner.py OPT_ENV). A value set in
 # the environment wins.
@@ -14,3 +16,86 @@ def pytest_runtest_setup(item):
         from spikeloom.sim.testing import require_icarus
 
         require_icarus()
+
+
+class DaskCluster:
+    """A real ``dask scheduler`` and single-threaded ``dask worker`` processes (no nanny: killing a
+    worker's process kills the worker) on 127.0.0.1, ports chosen by the OS, for the tests of the
+    flows that run on Dask (flows/cluster.py: sweep, fuzz, synth). Made by the ``dask_cluster`` fixture."""
+
+    def __init__(self, folder):
+        self.folder, self.procs, self.address, self.workers = folder, [], None, []
+
+    def env(self):
+        return {**os.environ, "SPIKELOOM_PROGRESS_INTERVAL": "1", "PYTHONUNBUFFERED": "1"}
+
+    def start(self, n_workers=2):
+        """Start the scheduler and ``n_workers`` workers; returns (address, worker processes)."""
+        import json
+        import subprocess
+        import sys
+        import time
+        from pathlib import Path
+
+        dask = Path(sys.executable).parent / "dask"
+        sched_file = self.folder / "scheduler.json"
+        log = open(self.folder / "dask.log", "w")
+        self.procs.append(subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                            "--no-dashboard", "--scheduler-file", str(sched_file)],
+                                           stdout=log, stderr=log, env=self.env(), cwd=self.folder))
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            assert self.procs[0].poll() is None and time.monotonic() < deadline, (self.folder / "dask.log").read_text()
+            time.sleep(0.1)
+        self.address = json.loads(sched_file.read_text())["address"]
+        self.workers = [subprocess.Popen([str(dask), "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
+                                          "--no-nanny", "--no-dashboard", "--name", f"w{i}"], stdout=log, stderr=log,
+                                         env=self.env(), cwd=self.folder) for i in range(n_workers)]
+        self.procs += self.workers
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as c:
+            c.wait_for_workers(n_workers, timeout=60)
+        return self.address, self.workers
+
+    def kill_busy_worker(self, prefix, ready, watched, within=120):
+        """Once ``ready()`` is true, SIGKILL a worker while it runs a task whose key starts with
+        ``prefix``; ``watched`` (the client's process) must run meanwhile. Returns (its process id,
+        the keys it was running, ``prefix`` removed)."""
+        import signal
+        import time
+
+        from distributed import Client
+
+        from spikeloom.flows import cluster
+
+        with Client(self.address, timeout="30s") as c:
+            pids = c.run(os.getpid)  # worker address -> process id
+            deadline = time.monotonic() + within
+            while True:
+                assert watched.poll() is None, watched.stdout.read().decode()
+                assert time.monotonic() < deadline, f"no worker ran a {prefix} task after ready() in {within} s"
+                if ready():
+                    busy = {w: ks for w, ks in cluster.executing(c, prefix).items() if ks}
+                    if busy:
+                        w, ks = next(iter(busy.items()))
+                        os.kill(pids[w], signal.SIGKILL)
+                        return pids[w], {k.removeprefix(prefix) for k in ks}
+                time.sleep(0.05)
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            p.wait(timeout=30)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A :class:`DaskCluster` (``.start(n_workers)``), every process of it stopped after the test."""
+    c = DaskCluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()

@@ -15,14 +15,22 @@ by every drawn axis, the wall time and, for every failing network, a folder ``bu
 (``model.slm``, ``inputs.npy``, ``case.json`` with the generator's and the bench's options) that
 ``python -m spikeloom.flows.fuzz --replay build/fuzz/fail-<i>`` co-simulates again. A network the
 generator refuses (a one-line ``ValueError``) counts as ``refused`` with its reason, not as passed.
+
+The networks are tasks on Dask (:mod:`spikeloom.flows.cluster`, the sweep's and ``make synth``'s
+executor): an embedded LocalCluster of ``--jobs`` worker processes (default one per CPU), or the
+cluster of ``--scheduler tcp://HOST:PORT``. A network whose worker dies is run again on another
+worker; one that kills every worker it runs on is an error with its reproducer.
 """
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +42,7 @@ from spikeloom.model.data import load_npy
 from spikeloom.model.errors import ConfigError, SpikeloomError
 from spikeloom.model.randnet import WIDTH_RANGES, T_MAX_RANGE, extreme_inputs, random_any_model
 
+from . import cluster
 from .common import Parser, check_cosim, int_option, parse_and_run, table
 from .output import atomic_write, check_out_dir
 
@@ -165,6 +174,52 @@ def _alarm(signum, frame):
     raise _Timeout()
 
 
+@contextlib.contextmanager
+def _time_limit(seconds):
+    """Raise :class:`_Timeout` in the block once ``seconds`` have passed. In the main thread (a
+    replay) SIGALRM interrupts whatever runs; in a Dask worker's thread (a campaign's network) a
+    timer kills the processes the block started (the simulator), and the failure that follows is
+    reported as the timeout."""
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+        return
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    fired, done = threading.Event(), threading.Event()
+
+    def expire():  # from the deadline to the block's end: every process it starts is killed
+        if done.wait(seconds):
+            return
+        fired.set()
+        while not done.is_set():
+            for p in me.children(recursive=True):
+                if p.pid not in before:
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+            done.wait(0.2)
+
+    timer = threading.Thread(target=expire, daemon=True)
+    timer.start()
+    try:
+        yield
+    except Exception:
+        if fired.is_set():
+            raise _Timeout() from None
+        raise
+    finally:
+        done.set()
+    if fired.is_set():  # it finished, but after its time
+        raise _Timeout()
+
+
 def _brief(text, n=300):
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 3] + "..."
@@ -184,16 +239,16 @@ def run_case(case, folder, simulator="icarus", golden_model=None, timeout=300):
     out = {"index": case.index, "images": int(len(case.inputs)), "mismatched_images": 0}
     model_path = modelfile.save(case.model, folder / "model.slm")
     gpath = modelfile.save(golden_model, folder / "golden.slm") if golden_model is not None else None
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(timeout)
     try:
-        try:  # the generator's documented refusals are its plan's (hw/plan.py); a later failure is an error
-            Plan(case.model, case.n_pe, case.storage)  # (trace and weights are always drawn valid)
-        except (ValueError, TypeError) as e:
-            return {**out, "outcome": "refused", "detail": _brief(e), "seconds": time.perf_counter() - t0}
-        generate(case.model, case.n_pe, folder / "rtl", trace=case.trace, storage=case.storage, weights=case.weights)
-        r = cosim(model_path, folder / "rtl", case.inputs, folder / "work", simulator=simulator,
-                  seed=case.sim_seed, idle=case.idle, backpressure=case.backpressure, golden_model_path=gpath)
+        with _time_limit(timeout):
+            try:  # the generator's documented refusals are its plan's (hw/plan.py); a later failure is an error
+                Plan(case.model, case.n_pe, case.storage)  # (trace and weights are always drawn valid)
+            except (ValueError, TypeError) as e:
+                return {**out, "outcome": "refused", "detail": _brief(e), "seconds": time.perf_counter() - t0}
+            generate(case.model, case.n_pe, folder / "rtl", trace=case.trace, storage=case.storage,
+                     weights=case.weights)
+            r = cosim(model_path, folder / "rtl", case.inputs, folder / "work", simulator=simulator,
+                      seed=case.sim_seed, idle=case.idle, backpressure=case.backpressure, golden_model_path=gpath)
         bad = r["mismatched_images"]
         if r["n_images"] != len(case.inputs):
             out.update(outcome="mismatched", detail=f"{r['n_images']} results for {len(case.inputs)} images; "
@@ -205,9 +260,6 @@ def run_case(case, folder, simulator="icarus", golden_model=None, timeout=300):
         out.update(outcome="error", detail=f"no result within {timeout} s (a hang?)")
     except Exception as e:  # noqa: BLE001 -- any failure of one network is recorded with its reproducer
         out.update(outcome="error", detail=_brief(f"{type(e).__name__}: {e}"))
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -216,19 +268,29 @@ def replay_command(folder):
     return f"python -m spikeloom.flows.fuzz --replay {folder}"
 
 
-def _keep(case, folder, dest, outcome, simulator):
-    """The reproducer of a failing network: ``dest/`` with model.slm (golden.slm when injected),
-    inputs.npy, the work folder's sim.log and case.json (options, outcome, the one command)."""
+def _keep(case, dest, outcome, simulator, inject, work=None):
+    """The reproducer of a failing network: ``dest/`` with model.slm (and golden.slm, the golden
+    model's, when ``inject``), inputs.npy, case.json (options, outcome, the one command) and the
+    co-simulation's sim.log when its work folder ``work`` has one."""
+    from spikeloom.model import modelfile
+
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("model.slm", "golden.slm"):
-        if (folder / name).exists():
-            shutil.copy2(folder / name, dest / name)
-    if (folder / "work" / "sim.log").exists():
-        shutil.copy2(folder / "work" / "sim.log", dest / "sim.log")
+    modelfile.save(case.model, dest / "model.slm")
+    if inject:
+        modelfile.save(injected(case.model), dest / "golden.slm")
+    if work is not None and (Path(work) / "work" / "sim.log").exists():
+        shutil.copy2(Path(work) / "work" / "sim.log", dest / "sim.log")
     np.save(dest / "inputs.npy", case.inputs)
     info = {"seed": case.seed, "index": case.index, "simulator": simulator, "options": case.options,
             "outcome": outcome["outcome"], "detail": outcome["detail"], "replay": replay_command(dest)}
     atomic_write(dest / CASE_FILE, json.dumps(info, indent=1) + "\n")
+
+
+def _failed(case, build, out, simulator, inject, work=None):
+    """``out`` with the folder and the command of the reproducer it now has."""
+    dest = Path(build) / "fuzz" / f"fail-{case.index}"
+    _keep(case, dest, out, simulator, inject, work)
+    return {**out, "folder": str(dest), "replay": replay_command(dest)}
 
 
 def _one(task):
@@ -240,7 +302,8 @@ def _one(task):
     except Exception as e:  # noqa: BLE001 -- a bug of the campaign's own generator: an error, no model file
         return {"index": index, "outcome": "error", "detail": _brief(f"drawing failed: {type(e).__name__}: {e}"),
                 "images": 0, "mismatched_images": 0, "seconds": 0.0, "categories": {}}
-    folder = Path(build) / "fuzz" / f"net-{index}"
+    # this attempt's own folder: a worker killed mid-network leaves its simulator running in its own
+    folder = Path(build) / "fuzz" / f"net-{index}-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
     try:
         golden_model = injected(case.model) if inject else None
@@ -249,12 +312,10 @@ def _one(task):
         out = {"index": index, "outcome": "error", "detail": _brief(f"{type(e).__name__}: {e}"),
                "images": len(case.inputs), "mismatched_images": 0, "seconds": 0.0}
     if out["outcome"] in ("mismatched", "error"):
-        dest = Path(build) / "fuzz" / f"fail-{index}"
-        _keep(case, folder, dest, out, simulator)
-        out["folder"] = str(dest)
-        out["replay"] = replay_command(dest)
+        out = _failed(case, build, out, simulator, inject, folder)
     shutil.rmtree(folder, ignore_errors=True)
     out["categories"] = cats
+    out["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return out
 
 
@@ -262,18 +323,11 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _worker_init():
-    """Workers leave Ctrl-C to the campaign, which reports what finished and stops them (and
-    end on SIGTERM, whose handler they would otherwise inherit from the campaign)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-_STALE = re.compile(r"(net|fail)-\d+")
+_STALE = re.compile(r"net-\d+(-\d+)?|fail-\d+")
 
 
 def _clear(fuzz_dir):
-    """Remove the previous campaign's network folders (only ``net-<i>``/``fail-<i>`` folders that
+    """Remove the previous campaign's network folders (only ``net-<i>[-<pid>]``/``fail-<i>`` folders that
     hold a campaign's files), so that every ``fail-<i>`` is this run's."""
     if not fuzz_dir.is_dir():
         return
@@ -292,7 +346,6 @@ class _Progress:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
             self.bar = tqdm(total=total, unit="net", desc="fuzz", file=sys.stderr)
         self.step = max(1, total // 20)
 
@@ -327,57 +380,82 @@ def _tally(results):
     return counts, {a: dict(sorted(v.items())) for a, v in sorted(by.items())}
 
 
-def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, simulator="icarus",
-             inject=False, timeout=300, log=print):
-    """Run the campaign and write ``build/fuzz.json``; returns the report."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+def _lost(task, error, build):
+    """The record of a network whose task did not return (its workers died, or it raised on the
+    way): an error, with its reproducer drawn again here."""
+    seed, index, _, images, simulator, inject, _ = task
+    out = {"index": index, "outcome": "error", "detail": _brief(error), "images": 0, "mismatched_images": 0,
+           "seconds": 0.0, "categories": {}}
+    try:
+        case = draw(seed, index, images)
+        out.update(images=len(case.inputs), categories=categories(case))
+        return _failed(case, build, out, simulator, inject)
+    except Exception as e:  # noqa: BLE001 -- no reproducer: the record says why
+        return {**out, "detail": _brief(f"{error}; no reproducer: {type(e).__name__}: {e}")}
 
-    build = Path(build)
-    jobs = jobs or os.cpu_count() or 1
-    _clear(build / "fuzz")
-    (build / "fuzz").mkdir(parents=True, exist_ok=True)
+
+def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, simulator="icarus",
+             inject=False, timeout=300, log=print, scheduler=None, on_network=None):
+    """Run the campaign on Dask (:mod:`spikeloom.flows.cluster`: an embedded LocalCluster of
+    ``jobs`` worker processes, default one per CPU, or the cluster of ``scheduler``) and write
+    ``build/fuzz.json``; returns the report. ``on_network``: called with each network's record
+    (outcome, detail, images, categories, seconds, worker) as it finishes."""
+    import uuid
+
+    scheduler, jobs = cluster.check_args(scheduler, jobs, "--jobs", 256)
+    build = Path(build).absolute()  # the workers' tasks write there, whatever their working folder
     t0 = time.perf_counter()
     tasks = [(seed, i, str(build), images, simulator, inject, timeout) for i in range(networks)]
     results = []
-    progress = _Progress(networks, log)
     counts = {k: 0 for k in ("mismatched", "errors", "refused")}
-
-    def note(r):
-        results.append(r)
-        if r["outcome"] != "passed":
-            counts["errors" if r["outcome"] == "error" else r["outcome"]] += 1
-        progress.update(counts)
+    lost = []
 
     # interrupted (Ctrl-C, or SIGTERM to this process): the networks finished so far are reported
-    interrupted = died = False
+    interrupted = False
+    where, n_workers = None, jobs
     old_term = signal.signal(signal.SIGTERM, _interrupt)
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) if jobs > 1 else None
+    progress = None
     try:
-        if pool is None:
-            for t in tasks:
-                note(_one(t))
-        else:
-            for fut in as_completed([pool.submit(_one, t) for t in tasks]):
-                note(fut.result())
+        with cluster.connect(scheduler, jobs) as (client, where):
+            n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            _clear(build / "fuzz")  # connected: the previous campaign's folders go only now
+            (build / "fuzz").mkdir(parents=True, exist_ok=True)
+            log(f"fuzz: {networks} networks on {where} ({n_workers} workers now)")
+            progress = _Progress(networks, log)
+            run = uuid.uuid4().hex[:8]  # two campaigns on one scheduler never share a task
+            futures = {client.submit(_one, t, key=f"net-{t[1]}-{run}", pure=False): t for t in tasks}
+            for fut in cluster.completed(futures):
+                try:
+                    r = fut.result()
+                except Exception as e:  # noqa: BLE001 -- its workers died (or Dask failed it): an error
+                    r = _lost(futures[fut], cluster.task_error(e), build)
+                    lost.append(r["index"])
+                results.append(r)
+                if on_network is not None:
+                    on_network(r)
+                if r["outcome"] != "passed":
+                    counts["errors" if r["outcome"] == "error" else r["outcome"]] += 1
+                progress.update(counts)
     except KeyboardInterrupt:
         interrupted = True
-    except BrokenProcessPool:
-        interrupted = died = True
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        progress.close()
+        if progress is not None:
+            progress.close()
+        for p in (build / "fuzz").glob("net-*"):  # the work folders of networks an interrupt cut short
+            if p.is_dir() and _STALE.fullmatch(p.name):
+                shutil.rmtree(p, ignore_errors=True)
     results.sort(key=lambda r: r["index"])
     wall = time.perf_counter() - t0
     totals, by = _tally(results)
     secs = [r["seconds"] for r in results if r["outcome"] != "refused"]
     report = {
-        "command": f"python -m spikeloom.flows.fuzz --networks {networks} --seed {seed} --jobs {jobs} "
-                   f"--images {images}" + (" --inject-mismatch" if inject else ""),
-        "seed": seed, "networks": networks, "images_per_network": images, "simulator": simulator, "jobs": jobs,
-        "injected_mismatch": inject, "interrupted": interrupted, "worker_died": died, "wall_s": round(wall, 1),
+        "command": f"python -m spikeloom.flows.fuzz --networks {networks} --seed {seed} "
+                   + (f"--scheduler {scheduler}" if scheduler else f"--jobs {n_workers}")
+                   + f" --images {images}" + (" --inject-mismatch" if inject else ""),
+        "seed": seed, "networks": networks, "images_per_network": images, "simulator": simulator, "jobs": n_workers,
+        "cluster": where, "injected_mismatch": inject, "interrupted": interrupted, "worker_died": bool(lost),
+        "workers_died_on": sorted(lost), "wall_s": round(wall, 1),
         "seconds_per_network": {"mean": round(float(np.mean(secs)), 2) if secs else 0.0,
                                 "max": round(float(np.max(secs)), 2) if secs else 0.0},
         "counts": totals, "by": by,
@@ -387,13 +465,10 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
     }
     atomic_write(build / "fuzz.json", json.dumps(report, indent=1) + "\n")
     log(table([[k, v] for k, v in totals.items()], ["networks", "count"]))
-    log(f"{wall:.0f} s wall, {report['seconds_per_network']['mean']} s per network on each of {jobs} "
-        f"processes; wrote {build / 'fuzz.json'}")
+    log(f"{wall:.0f} s wall, {report['seconds_per_network']['mean']} s per network on each of {n_workers} "
+        f"workers ({where}); wrote {build / 'fuzz.json'}")
     for f in report["failures"][:10]:
         log(f"network {f['index']} {f['outcome']}: {f['detail'][:200]}\n  reproduce: {f['replay']}")
-    if died:
-        raise SpikeloomError(f"fuzz: a worker process died (killed, or out of memory) after {len(results)} networks; "
-                             f"those are in {build / 'fuzz.json'}")
     if interrupted:
         raise KeyboardInterrupt  # after the report of the finished networks: exit status 130
     return report
@@ -439,7 +514,7 @@ def replay(folder, log=print):
 #: the most networks one campaign draws (its task list is built up front)
 MAX_NETWORKS = 1_000_000
 #: the campaign options and their defaults, which --replay refuses (its case file holds them)
-REPLAY_IGNORES = {"networks": "1000", "seed": "0", "jobs": None, "images": "3", "sim": "icarus", "timeout": "300",
+REPLAY_IGNORES = {"networks": "1000", "seed": "0", "jobs": None, "scheduler": None, "images": "3", "sim": "icarus", "timeout": "300",
                   "inject_mismatch": False}
 
 
@@ -447,7 +522,9 @@ def add_arguments(p):
     # plain strings, checked by run_args: a bad value is one line and exit 2, not a usage dump
     p.add_argument("--networks", default="1000", help="number of random networks (default 1000)")
     p.add_argument("--seed", default="0", help="campaign seed: network i is drawn from (seed, i) (default 0)")
-    p.add_argument("--jobs", default=None, help="parallel processes (default: the number of CPUs)")
+    p.add_argument("--jobs", default=None, help="worker processes of the embedded Dask LocalCluster (default: "
+                   "the number of CPUs)")
+    cluster.add_arguments(p, workers=None)
     p.add_argument("--build", type=Path, default=Path("build"),
                    help="output folder: fuzz.json and fuzz/fail-<i>/ (default: build)")
     p.add_argument("--images", default="3", help="inputs per network, >= 3: all zeros, all max, random (default 3)")
@@ -472,12 +549,12 @@ def run_args(a):
         return 0 if out["outcome"] in ("passed", "refused") else 1
     networks = int_option("--networks", a.networks, 1, MAX_NETWORKS)
     seed = check_seed(int_option("--seed", a.seed, 0), "--seed")
-    jobs = int_option("--jobs", a.jobs, 1, 256) if a.jobs is not None else None
+    scheduler, jobs = cluster.check_args(a.scheduler, a.jobs, "--jobs", 256)
     images = int_option("--images", a.images, 3, 1000)
     timeout = int_option("--timeout", a.timeout, 1, 86400)
     check_cosim(a.sim, None)
     check_out_dir(a.build, "--build")
-    rep = campaign(networks, seed, jobs, a.build, images, a.sim, a.inject_mismatch, timeout)
+    rep = campaign(networks, seed, jobs, a.build, images, a.sim, a.inject_mismatch, timeout, scheduler=scheduler)
     return 1 if rep["counts"]["mismatched"] or rep["counts"]["errors"] else 0
 
 

@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import logging
 import os
 import random
 import sys
@@ -46,7 +45,8 @@ from spikeloom.hw.plan import PES_RANGE
 from spikeloom.model.config import T_MAX_RANGE, WIDTH_RANGES, NeuronConfig, QuantConfig, check_int
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
-from . import progress, steps
+from . import cluster, progress, steps
+from .cluster import one_line
 from .common import Parser, parse_and_run, table
 from .output import atomic_write, claim_folder, check_claimable
 
@@ -345,13 +345,6 @@ def task_quantize(spec, point, build, folder, split, trained):
     return imodel, qmodel, trained[1]
 
 
-def one_line(e):
-    """An error as the one line a result records."""
-    text = str(e).strip().splitlines()
-    text = text[0] if text else ""
-    return text if isinstance(e, SpikeloomError) else f"{type(e).__name__}: {text}".rstrip(": ")
-
-
 def task_point(spec, point, build, folder, split, quantized):
     """Run ``point``'s stages; returns its result line (``status`` "failed" with the one-line error
     of the stage that failed, and the figures of the stages before it: a point's failure is a
@@ -438,12 +431,6 @@ def synthesise(target, model_path, n_pe, build, folder, log=print):
     return entry
 
 
-def executing_points(dask_worker):
-    """The keys of the points a worker is running now (``client.run(executing_points)``; the
-    scheduler's ``processing`` also counts the tasks waiting in a worker's queue)."""
-    return [str(ts.key) for ts in dask_worker.state.executing if str(ts.key).startswith("point-")]
-
-
 # -- the client ------------------------------------------------------------------------------------
 
 def read_results(path):
@@ -479,42 +466,13 @@ def _append(path, rec):
         os.fsync(f.fileno())
 
 
-@contextlib.contextmanager
-def connect(scheduler=None, workers=None):
-    """A Dask client: of the scheduler at ``scheduler`` (``tcp://HOST:PORT``), else of an embedded
-    ``LocalCluster`` with ``workers`` single-threaded worker processes (default: one per CPU)."""
-    from distributed import Client, LocalCluster
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as e:
-            raise ConfigError(f"--scheduler {scheduler}: cannot connect ({one_line(e)})") from None
-        with client:
-            yield client, f"scheduler {scheduler}"
-        return
-    import warnings
-
-    n = workers or os.cpu_count() or 1
-    with warnings.catch_warnings():
-        # no dashboard, but the scheduler's HTTP endpoint still asks for its port, which another
-        # sweep's cluster may hold: it takes another, and says so
-        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
-    with cluster, Client(cluster) as client:
-        yield client, f"LocalCluster, {n} worker process{'es' if n > 1 else ''}"
-
-
 def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=False, log=print):
     """Run the sweep ``spec`` (a :class:`Spec` or a path); returns ``{point key: result}`` of its points."""
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     build = Path(build).resolve()
     out = build / "sweep" / spec.name
     check_claimable(out, "--build")
-    if workers is not None:
-        check_int(None, "--workers", workers, 1)
+    scheduler, workers = cluster.check_args(scheduler, workers)
     pts = points(spec)
     keys = [point_key(spec, p) for p in pts]
     if len(set(keys)) != len(keys):
@@ -537,9 +495,9 @@ def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=Fa
         f"{results_path}, {len(todo)} to run")
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    cluster = None
+    ran_on = None
     if todo:
-        cluster = _compute(spec, build, out, split, todo, results_path, scheduler, workers, log)
+        ran_on = _compute(spec, build, out, split, todo, results_path, scheduler, workers, log)
     wall = time.perf_counter() - t0
     results = read_results(results_path)
     mine = {k: results[k] for k in keys if k in results}
@@ -549,7 +507,7 @@ def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=Fa
     except (OSError, ValueError, KeyError, TypeError):
         old = []
     runs = (old if isinstance(old, list) else []) + [{
-        "started": started, "computed": len(todo), "cluster": cluster, "wall_s": round(wall, 1)}]
+        "started": started, "computed": len(todo), "cluster": ran_on, "wall_s": round(wall, 1)}]
     atomic_write(out / "summary.json", json.dumps({
         "spec": str(spec.path), "name": spec.name, "points": len(pts),
         "ok": sum(r.get("status") == "ok" for r in mine.values()),
@@ -559,9 +517,7 @@ def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=Fa
 
 
 def _compute(spec, build, out, split, todo, results_path, scheduler, workers, log):
-    from distributed import as_completed
-
-    with connect(scheduler, workers) as (client, where):
+    with cluster.connect(scheduler, workers) as (client, where):
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
         log(f"[sweep] {where} ({n_workers} workers now); dataset {spec.dataset} loaded once and scattered")
         split_f = client.scatter(split, broadcast=True, hash=False)
@@ -582,37 +538,28 @@ def _compute(spec, build, out, split, todo, results_path, scheduler, workers, lo
         counts = {"ok": 0, "failed": 0}
 
         def status():
-            try:
-                running = sum(len(v) for v in client.run(executing_points).values())
-            except Exception:  # noqa: BLE001 - a worker that went away while asked: counted next time
-                running = "?"
-            return f"{counts['ok']} done, {running} running, {counts['failed']} failed"
+            return f"{counts['ok']} done, {cluster.running(client, 'point-')} running, {counts['failed']} failed"
 
         with progress.step("sweep", None, f"{len(todo)} points on {where}") as bar:
             bar.count(len(todo), "points")
             bar.info = status()
-            ac = as_completed(futures)
-            asked = time.perf_counter()
-            while not ac.is_empty():
-                batch = ac.next_batch(block=False)
-                if not batch:
-                    time.sleep(0.2)
-                    if time.perf_counter() - asked > 2:
-                        bar.info, asked = status(), time.perf_counter()  # shown by the next periodic line
-                    continue
-                for f in batch:
-                    k, p = futures[f]
-                    try:
-                        rec = f.result()
-                    except Exception as e:  # noqa: BLE001 - a task that raised (its training, a lost worker)
-                        rec = {"status": "failed", "error": one_line(e)}
-                    rec = {"point": k, "label": p.label, "axes": p.values, "stages": list(p.stages), **rec,
-                           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                    _append(results_path, rec)
-                    counts["ok" if rec["status"] == "ok" else "failed"] += 1
-                    if rec["status"] != "ok":
-                        bar.wrap(log)(f"[sweep] {p.label}: FAILED: {rec['error']}")
-                    bar.update(1, status())
+
+            def tick():
+                bar.info = status()  # shown by the next periodic line
+
+            for f in cluster.completed(futures, tick):
+                k, p = futures[f]
+                try:
+                    rec = f.result()
+                except Exception as e:  # noqa: BLE001 - a task that raised (its training, lost workers)
+                    rec = {"status": "failed", "error": cluster.task_error(e)}
+                rec = {"point": k, "label": p.label, "axes": p.values, "stages": list(p.stages), **rec,
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                _append(results_path, rec)
+                counts["ok" if rec["status"] == "ok" else "failed"] += 1
+                if rec["status"] != "ok":
+                    bar.wrap(log)(f"[sweep] {p.label}: FAILED: {rec['error']}")
+                bar.update(1, status())
         return {"where": where, "workers": n_workers}
 
 
@@ -718,24 +665,15 @@ def add_arguments(p):
     p.add_argument("spec", help="the sweep spec (TOML), or the name of a shipped one (digits: flows/sweeps/digits.toml)")
     p.add_argument("--build", type=Path, default=Path("build"), help="output folder: BUILD/sweep/<name>/, "
                    "caches in BUILD/cache/")
-    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
-                   help="run on the Dask cluster of this scheduler (default: an embedded LocalCluster)")
-    p.add_argument("--workers", default=None, metavar="N",
-                   help="worker processes of the embedded LocalCluster (default: one per CPU)")
+    cluster.add_arguments(p)
     p.add_argument("--retry-failed", action="store_true", help="run the points recorded as failed again")
 
 
 def cli_args(a):
-    from .common import int_option
-
-    workers = int_option("--workers", a.workers, 1) if a.workers is not None else None
-    if workers is not None and a.scheduler is not None:
-        raise ConfigError("--workers sizes the embedded LocalCluster; with --scheduler the cluster has its own")
-    if a.scheduler is not None and not str(a.scheduler).startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
-        raise ConfigError(f"--scheduler {a.scheduler!r}: give the scheduler's address, e.g. tcp://HOST:8786")
+    scheduler, workers = cluster.check_args(a.scheduler, a.workers)
     spec = load_spec(a.spec)
     progress.interval()
-    res = run(spec, a.build, a.scheduler, workers, a.retry_failed)
+    res = run(spec, a.build, scheduler, workers, a.retry_failed)
     if any(r.get("status") != "ok" for r in res.values()):
         print(f"spikeloom: warning: {sum(r.get('status') != 'ok' for r in res.values())} of {len(res)} points "
               "failed (their errors are in the table)", file=sys.stderr)

@@ -314,17 +314,14 @@ def model_cycles(model_path, n_pe):
             "n_images": len(x), "dataset": qm.dataset}
 
 
-def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=print):
-    """The flow for one target and N; returns the target's entry of synth.json.
-
-    ``weights``: ``"rom"`` or ``"load"`` (hw/plan.py ``WEIGHT_STORES``); None: the target's default.
-    """
+def check_target(target, model_path, n_pe, weights=None):
+    """The checks before any tool runs: the target, the weight store, the generator's plan of the
+    model at N and :func:`check_fits`. Returns the weight store (``weights`` None: the target's)."""
     from spikeloom.hw.plan import WEIGHT_STORES, Plan
 
     if target not in TARGETS:
         raise SpikeloomError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
-    t = TARGETS[target]
-    weights = t["weights"] if weights is None else weights
+    weights = TARGETS[target]["weights"] if weights is None else weights
     if weights not in WEIGHT_STORES:
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {weights!r}")
     try:
@@ -332,6 +329,15 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
     except (TypeError, ValueError) as e:
         raise SpikeloomError(str(e)) from e
     check_fits(target, plan, weights)
+    return weights
+
+
+def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=print):
+    """The flow for one target and N; returns the target's entry of synth.json.
+
+    ``weights``: ``"rom"`` or ``"load"`` (hw/plan.py ``WEIGHT_STORES``); None: the target's default.
+    """
+    t, weights = TARGETS.get(target), check_target(target, model_path, n_pe, weights)
     work = Path(build) / "synth" / f"{target}-n{n_pe}"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -419,26 +425,71 @@ def default_model(build=Path("build"), arch="mlp", log=print):
     return ctx.model_path
 
 
-def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=None, log=print):
-    """Build every (target, N); merge into ``build/synth.json``; table and plot. Returns the report.
-    ``model_path`` None: the default network (:func:`default_model`, trained first if missing)."""
+def _job(target, model_path, n_pe, build, weights):
+    """One (target, N) on a worker: :func:`run_target`, its log in its work folder's ``flow.log``."""
+    log_path = Path(build) / "synth" / f"{target}-n{n_pe}" / "flow.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as f:
+        def log(*a):
+            print(*a, file=f, flush=True)
+
+        return run_target(target, model_path, n_pe, build, weights=weights, log=log)
+
+
+def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=None, log=print, scheduler=None,
+        workers=None):
+    """Build every (target, N), each a task on Dask (:mod:`spikeloom.flows.cluster`: an embedded
+    LocalCluster of ``workers`` processes, default one per job up to the CPUs, or the cluster of
+    ``scheduler``); merge into ``build/synth.json``; table and plot. Returns the report.
+    ``model_path`` None: the default network (:func:`default_model`, trained first if missing).
+    Every job is checked (:func:`check_target`) before any runs; a job that fails is reported with
+    the others' results written, then raised."""
+    import os
+    import uuid
+
+    from . import cluster, progress
+
+    scheduler, workers = cluster.check_args(scheduler, workers)
     build = Path(build)
     model_path = Path(model_path) if model_path is not None else default_model(build, log=log)
     if not model_path.exists():
         raise SpikeloomError(f"model file {model_path} does not exist")
     modelfile.load(model_path)
     jobs = [(t, n) for t in (targets or DEFAULT_BUILD) for n in (pes or [DEFAULT_BUILD.get(t, 8)])]
+    for t, n in jobs:
+        check_target(t, model_path, n, weights)
     out_path = build / "synth.json"
     report = json.loads(out_path.read_text()) if out_path.exists() else {}
     report.setdefault("targets", {})
-    runs = [r for r in report.get("runs", []) if Path(r.get("model", "")) == model_path]
-    done = []
-    for target, n in jobs:
-        log(f"== {target}, N = {n}, {model_path}")
-        e = run_target(target, model_path, n, build, weights=weights, log=log)
-        report["targets"][target] = e
-        runs = [r for r in runs if not (r["target"] == target and r["n_pe"] == n)] + [{"target": target, **e}]
-        done.append((target, e))
+    runs = [r for r in report.get("runs", []) if Path(r.get("model", "")).resolve() == model_path.resolve()]
+    done, errors = [], []
+    if scheduler is None and workers is None:
+        workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    with cluster.connect(scheduler, workers) as (client, where):
+        token = uuid.uuid4().hex[:8]
+        # the workers' paths are absolute: their working folder need not be this one
+        futures = {client.submit(_job, t, model_path.absolute(), n, build.absolute(), weights,
+                                 key=f"synth-{t}-n{n}-{token}", pure=False): (t, n) for t, n in jobs}
+        with progress.step("synth", None, f"{len(jobs)} builds ({', '.join(f'{t} N = {n}' for t, n in jobs)}) "
+                           f"on {where}; each logs to {build / 'synth' / '<target>-n<N>' / 'flow.log'}") as bar:
+            bar.count(len(jobs), "builds")
+            for fut in cluster.completed(futures):
+                target, n = futures[fut]
+                try:
+                    e = fut.result()
+                except Exception as exc:  # noqa: BLE001 -- the others' results are still written
+                    errors.append(f"{target} N = {n}: {cluster.task_error(exc)}")
+                    bar.wrap(log)(f"[synth] {target} N = {n}: FAILED: {cluster.task_error(exc)}")
+                    bar.update(1)
+                    continue
+                bar.wrap(log)(f"[synth] {target} N = {n}: fmax {e['fmax_mhz']} MHz, {e['luts']['used']} LUTs, "
+                              f"{e['wall_s']} s; critical path {e['critical_path'].get('delay_ns')} ns")
+                e["model"] = str(model_path)
+                report["targets"][target] = e
+                runs = [r for r in runs if not (r["target"] == target and r["n_pe"] == n)] + [{"target": target, **e}]
+                done.append((target, e))
+                bar.update(1)
+    done.sort(key=lambda te: (te[0], te[1]["n_pe"]))
     report["runs"] = sorted(runs, key=lambda r: (r["target"], r["n_pe"]))
     report["notes"] = {
         "fmax_mhz": "nextpnr's achieved fmax for clk after routing (seed 1; --freq is the goal)",
@@ -452,9 +503,12 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
     }
     build.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=1) + "\n")
-    log(table(done))
+    if done:
+        log(table(done))
     plot(report["runs"], build / "synth.png")
     log(f"wrote {out_path} and {build / 'synth.png'}")
+    if errors:
+        raise SpikeloomError("synth: " + "; ".join(errors))
     return report
 
 
@@ -480,7 +534,13 @@ def main(argv=None):
     p.add_argument("--model", type=Path, default=None,
                    help="model file, or an arch name (mlp) for make sim NET=<arch>'s model (BUILD/runs/digits-<arch>-<hash>/"
                         "model.slm, trained first if missing); default: the default model")
+    from . import cluster
+
+    cluster.add_arguments(p, workers_help="worker processes of the embedded Dask LocalCluster, each running one "
+                          "(target, N) build (default: one per build, up to the number of CPUs)")
+
     def job(a):
+        scheduler, workers = cluster.check_args(a.scheduler, a.workers)
         model = a.model
         if model is not None and model.suffix != ".slm" and not model.exists():
             from spikeloom.model.snn import ARCHS
@@ -489,7 +549,7 @@ def main(argv=None):
                 raise SpikeloomError(f"--model {model}: no such model file, and not an arch name "
                                      f"({', '.join(ARCHS)})")
             model = default_model(a.build, str(model))
-        report = run(a.target, a.pes, model, a.build, a.weights)
+        report = run(a.target, a.pes, model, a.build, a.weights, scheduler=scheduler, workers=workers)
         bad = [t for t, e in report["targets"].items() if not e.get("fmax_ok")]
         if bad:
             print(f"spikeloom: warning: fmax below the goal on {', '.join(bad)}", file=sys.stderr)

@@ -131,6 +131,9 @@ def test_injected_model_differs_on_the_all_max_input():
     (["--sim", "bogus"], "--sim = 'bogus'"),
     (["--timeout", "100000000000"], "--timeout = 100000000000 is outside the allowed range [1, 86400]"),
     (["--networks", "99999999999"], "--networks = 99999999999 is outside"),
+    (["--jobs", "300"], "--jobs = 300 is outside the allowed range [1, 256]"),
+    (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"], "--jobs sizes the embedded LocalCluster"),
+    (["--scheduler", "localhost:8786"], "--scheduler 'localhost:8786': give the scheduler's address"),
 ])
 def test_bad_options_are_one_line(tmp_path, capsys, argv, needle):
     assert fuzz.main([*argv, "--build", str(tmp_path / "b")]) == 2
@@ -165,9 +168,11 @@ def test_bad_replay_folders_are_one_line(tmp_path, capsys, case, needle):
     (folder / "case.json").write_text(case)
     assert fuzz.main(["--replay", str(folder)]) == 2
     assert fuzz.main(["--replay", str(folder), "--sim", "verilator"]) == 2
+    assert fuzz.main(["--replay", str(folder), "--scheduler", "tcp://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and all(e.startswith("spikeloom: error: ") for e in err), err
+    assert len(err) == 3 and all(e.startswith("spikeloom: error: ") for e in err), err
     assert needle in err[0] and "--replay takes no other option (given: --sim)" in err[1]
+    assert "--replay takes no other option (given: --scheduler)" in err[2]
     assert sorted(p.name for p in folder.iterdir()) == ["case.json"]
 
 

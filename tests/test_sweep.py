@@ -17,7 +17,6 @@ from spikeloom.flows import cli, sweep
 from spikeloom.model.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-DASK = Path(sys.executable).parent / "dask"
 
 #: A small sweep: the digits MLP trained one epoch (float and QAT), T_max 2, 2 x 2 points.
 TINY = """
@@ -246,88 +245,31 @@ def test_synthesis_is_cached_by_content(tmp_path, monkeypatch):
     assert len(calls) == 4  # another N, another target, another model: synthesised
 
 
-def _free_dask_cluster(tmp_path, n_workers=2):
-    """A real scheduler and ``n_workers`` single-threaded workers (no nanny: killing a worker's
-    process kills the worker) on 127.0.0.1, ports chosen by the OS. Returns (address, worker procs,
-    all procs)."""
-    sched_file = tmp_path / "scheduler.json"
-    procs = []
-    log = open(tmp_path / "dask.log", "w")
-    procs.append(subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                   "--scheduler-file", str(sched_file)], stdout=log, stderr=log, env=_env(),
-                                  cwd=tmp_path))
-    deadline = time.monotonic() + 60
-    while not sched_file.exists():
-        assert procs[0].poll() is None and time.monotonic() < deadline, (tmp_path / "dask.log").read_text()
-        time.sleep(0.1)
-    address = json.loads(sched_file.read_text())["address"]
-    workers = [subprocess.Popen([str(DASK), "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                                 "--no-nanny", "--no-dashboard", "--name", f"w{i}"], stdout=log, stderr=log,
-                                env=_env(), cwd=tmp_path) for i in range(n_workers)]
-    procs += workers
-    from distributed import Client
-
-    with Client(address, timeout="30s") as c:
-        c.wait_for_workers(n_workers, timeout=60)
-    return address, workers, procs
-
-
-def _stop(procs):
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-    for p in procs:
-        p.wait(timeout=30)
-
-
 @pytest.mark.slow  # the interrupted local sweep behind it runs for one to two minutes
-def test_scheduler_and_two_workers_give_the_local_results(local_run, tmp_path):
+def test_scheduler_and_two_workers_give_the_local_results(local_run, tmp_path, dask_cluster):
     spec, _, local, _ = local_run
-    procs = []
-    try:
-        address, _, procs = _free_dask_cluster(tmp_path)
-        build = tmp_path / "build"
-        assert cli.main(["sweep", str(spec), "--build", str(build), "--scheduler", address]) == 0
-        remote = sweep.read_results(build / "sweep" / "tiny" / "results.jsonl")
-    finally:
-        _stop(procs)
+    address, workers = dask_cluster.start(2)
+    build = tmp_path / "build"
+    assert cli.main(["sweep", str(spec), "--build", str(build), "--scheduler", address]) == 0
+    remote = sweep.read_results(build / "sweep" / "tiny" / "results.jsonl")
     assert stable(remote) == stable(local)
     # the points ran on the two workers, not in this process
-    assert {r["worker"].rsplit(":", 1)[1] for r in remote.values()} <= {str(p.pid) for p in procs[1:]}
+    assert {r["worker"].rsplit(":", 1)[1] for r in remote.values()} <= {str(p.pid) for p in workers}
 
 
-@pytest.mark.slow  # two minutes of a real cluster (make test-slow, with the other cluster tests)
-def test_a_worker_killed_mid_sweep_loses_no_point(tmp_path):
+def test_a_worker_killed_mid_sweep_loses_no_point(tmp_path, dask_cluster):
     spec = write_spec(tmp_path, stages=("evaluate",), pes=(2, 8))  # no failing point
     build = tmp_path / "build"
     results = build / "sweep" / "tiny" / "results.jsonl"
-    procs = []
-    try:
-        address, workers, procs = _free_dask_cluster(tmp_path)
-        sweep_proc = subprocess.Popen([sys.executable, "-m", "spikeloom.flows.sweep", str(spec), "--build", str(build),
-                                       "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      env=_env(), cwd=tmp_path)
-        procs.append(sweep_proc)
-        from distributed import Client
-
-        killed = None
-        with Client(address, timeout="30s") as c:
-            pids = c.run(os.getpid)  # worker address -> process id
-            deadline = time.monotonic() + 120
-            while killed is None:
-                assert sweep_proc.poll() is None, sweep_proc.stdout.read().decode()
-                assert time.monotonic() < deadline, "no worker was running a point with another done"
-                if results.exists() and results.read_text().count("\n") >= 1:
-                    busy = {w: ks for w, ks in c.run(sweep.executing_points).items() if ks}
-                    if busy:
-                        w, ks = next(iter(busy.items()))
-                        killed, lost = pids[w], {k.removeprefix("point-") for k in ks}
-                        os.kill(killed, signal.SIGKILL)
-                time.sleep(0.05)
-        out = sweep_proc.communicate(timeout=240)[0].decode()
-        assert sweep_proc.returncode == 0, out
-    finally:
-        _stop(procs)
+    address, workers = dask_cluster.start(2)
+    sweep_proc = subprocess.Popen([sys.executable, "-m", "spikeloom.flows.sweep", str(spec), "--build", str(build),
+                                   "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env=_env(), cwd=tmp_path)
+    dask_cluster.procs.append(sweep_proc)
+    killed, lost = dask_cluster.kill_busy_worker(  # with another point done
+        "point-", lambda: results.exists() and results.read_text().count("\n") >= 1, sweep_proc)
+    out = sweep_proc.communicate(timeout=240)[0].decode()
+    assert sweep_proc.returncode == 0, out
     recs = lines(results)
     keys = [r["point"] for r in recs]
     assert len(keys) == len(set(keys)) == 4, recs  # every point once: none lost, none twice

@@ -102,6 +102,28 @@ def test_bad_arguments(tmp_path):
     assert synth.main(["--build", str(tmp_path), "--model", "lenet"]) == 2  # neither a file nor an arch
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["--workers", "0"], "--workers = 0 is outside the allowed range"),
+    (["--workers", "two"], "--workers = 'two' must be an integer"),
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "--workers sizes the embedded LocalCluster"),
+    (["--scheduler", "127.0.0.1:8786"], "--scheduler '127.0.0.1:8786': give the scheduler's address"),
+])
+def test_bad_cluster_options_are_one_line_before_any_work(tmp_path, capsys, argv, needle):
+    """Checked before the default model would be trained, and before any build."""
+    assert synth.main(["--build", str(tmp_path / "b"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spikeloom: error: ") and needle in err, err
+    assert not (tmp_path / "b").exists()
+
+
+def test_every_build_is_checked_before_any_runs(tmp_path):
+    """ice40-up5k N = 8 cannot hold the weights: refused before the ecp5-25k build would start."""
+    model = modelfile.save(random_model((64, 128, 128, 10), seed=1, weight_bits=8), tmp_path / "mlp.slm")
+    with pytest.raises(SpikeloomError, match="8 for N = 8; the device has 4"):
+        synth.run(["ecp5-25k", "ice40-up5k"], [8], model, tmp_path / "b", weights="load")
+    assert not (tmp_path / "b").exists()
+
+
 def test_default_model_is_trained_when_missing(tmp_path, monkeypatch):
     """A fresh clone has no model in make sim's run folder: plain `make synth` trains it with make sim's
     cached steps; a model already there (whatever it was trained with) is used as it is."""
