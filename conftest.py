@@ -44,18 +44,23 @@ class DaskCluster:
                                             "--no-dashboard", "--scheduler-file", str(sched_file)],
                                            stdout=log, stderr=log, env=self.env(), cwd=self.folder))
         deadline = time.monotonic() + 60
-        while not sched_file.exists():
-            assert self.procs[0].poll() is None and time.monotonic() < deadline, (self.folder / "dask.log").read_text()
-            time.sleep(0.1)
-        self.address = json.loads(sched_file.read_text())["address"]
+        while True:  # the file appears before its contents
+            try:
+                self.address = json.loads(sched_file.read_text())["address"]
+                break
+            except (OSError, ValueError, KeyError):
+                assert self.procs[0].poll() is None and time.monotonic() < deadline, \
+                    (self.folder / "dask.log").read_text()
+                time.sleep(0.1)
         self.workers = [subprocess.Popen([str(dask), "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
                                           "--no-nanny", "--no-dashboard", "--name", f"w{i}"], stdout=log, stderr=log,
                                          env=self.env(), cwd=self.folder) for i in range(n_workers)]
         self.procs += self.workers
         from distributed import Client
 
-        with Client(self.address, timeout="30s") as c:
-            c.wait_for_workers(n_workers, timeout=60)
+        if n_workers:
+            with Client(self.address, timeout="30s") as c:
+                c.wait_for_workers(n_workers, timeout=60)
         return self.address, self.workers
 
     def kill_busy_worker(self, prefix, ready, watched, within=120):

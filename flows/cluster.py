@@ -24,7 +24,12 @@ from spikeloom.model.errors import ConfigError
 __all__ = ["connect", "add_arguments", "check_args", "completed", "executing", "task_error", "SCHEMES"]
 
 #: The address schemes of a Dask scheduler that ``--scheduler`` takes.
-SCHEMES = ("tcp://", "tls://", "inproc://", "ws://", "wss://")
+SCHEMES = ("tcp://", "tls://", "ws://", "wss://")
+#: The most worker processes an embedded LocalCluster starts (``--workers``, ``--jobs``).
+MAX_WORKERS = 256
+#: Seconds ``--scheduler`` tries to connect, then waits for its cluster's first worker.
+CONNECT_S = 20
+WAIT_FOR_WORKER_S = 60
 
 
 def one_line(e):
@@ -56,13 +61,18 @@ def connect(scheduler=None, workers=None):
     worker processes (default: one per CPU); ``where`` says which, for a log line."""
     from distributed import Client, LocalCluster
 
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as e:
+            client = Client(scheduler, timeout=f"{CONNECT_S}s")
+        except (OSError, TimeoutError, ValueError) as e:
             raise ConfigError(f"--scheduler {scheduler}: cannot connect ({one_line(e)})") from None
-        with client:
+        with client, _sigterm_interrupts():
+            try:
+                client.wait_for_workers(1, timeout=WAIT_FOR_WORKER_S)
+            except (TimeoutError, OSError) as e:
+                raise ConfigError(f"--scheduler {scheduler}: no worker joined the cluster within "
+                                  f"{WAIT_FOR_WORKER_S} s (start one: dask worker {scheduler} --nthreads 1)") from e
             yield client, f"scheduler {scheduler}"
         return
     import warnings
@@ -72,11 +82,13 @@ def connect(scheduler=None, workers=None):
         # no dashboard, but the scheduler's HTTP endpoint still asks for its port, which another
         # cluster on this machine may hold: it takes another, and says so
         warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        # a task's own error comes back with its result: the workers' log of it ("Compute Failed",
+        # with a traceback) would only repeat it
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR, preload=[__name__])
+                               silence_logs=logging.CRITICAL, preload=[__name__])
     left = []
     try:
-        with cluster, Client(cluster) as client:
+        with cluster, Client(cluster) as client, _sigterm_interrupts():
             try:
                 yield client, f"LocalCluster, {n} worker process{'es' if n > 1 else ''}"
             finally:
@@ -101,6 +113,27 @@ def _no_sigint():
         signal.signal(signal.SIGINT, old)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM to the client meanwhile is Ctrl-C: the flow reports what finished and the embedded
+    cluster closes (its workers, and what they started, end with it)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def dask_setup(worker):
     """Run in every worker process of the embedded LocalCluster at its start (Dask's ``preload``):
     Ctrl-C, which reaches every process of the terminal's process group, is the client's to handle
@@ -114,7 +147,8 @@ def dask_setup(worker):
 
 
 def _started_by_workers(client):
-    """The processes the workers started that run now (a simulator or a synthesis tool)."""
+    """The worker processes and the processes they started that run now (a simulator or a
+    synthesis tool): what must be gone once the cluster is closed."""
     import psutil
 
     try:
@@ -124,13 +158,14 @@ def _started_by_workers(client):
     out = []
     for pid in pids:
         with contextlib.suppress(psutil.Error):
-            out += psutil.Process(pid).children(recursive=True)
+            worker = psutil.Process(pid)
+            out += [worker, *worker.children(recursive=True)]
     return out
 
 
 def _kill(procs):
-    """Kill what the closed LocalCluster's workers left running (the processes of a task that
-    Ctrl-C cut short would otherwise run on, orphaned)."""
+    """Kill what the closed LocalCluster left running (a worker slow to close, the processes of a
+    task that Ctrl-C cut short, which would otherwise run on, orphaned)."""
     import psutil
 
     for p in procs:
@@ -152,17 +187,28 @@ def add_arguments(p, workers="--workers", workers_help=None):
 
 def check_args(scheduler, workers, option="--workers", most=None):
     """``(scheduler, workers)`` checked: ``workers`` (text or int) a whole number in ``[1, most]``
-    or None, and not given with ``scheduler``, whose address has a Dask scheme. One line, exit 2."""
+    (default :data:`MAX_WORKERS`) or None, and not given with ``scheduler``, a Dask address
+    (``tcp://HOST[:PORT]``, default port 8786). One line, exit 2."""
     from .common import int_option
 
+    most = MAX_WORKERS if most is None else most
     if workers is not None:
         workers = int_option(option, workers, 1, most) if isinstance(workers, str) else workers
         check_int(None, option, workers, 1, most)
     if scheduler is not None:
+        from distributed.comm.addressing import parse_address, parse_host_port
+
         if workers is not None:
             raise ConfigError(f"{option} sizes the embedded LocalCluster; with --scheduler the cluster has its own")
+        usage = f"--scheduler {scheduler!r}: give the scheduler's address, e.g. tcp://HOST:8786"
         if not str(scheduler).startswith(SCHEMES):
-            raise ConfigError(f"--scheduler {scheduler!r}: give the scheduler's address, e.g. tcp://HOST:8786")
+            raise ConfigError(f"{usage} (schemes: {', '.join(SCHEMES)})")
+        try:
+            host, _ = parse_host_port(parse_address(str(scheduler), strict=True)[1], 8786)
+        except ValueError as e:
+            raise ConfigError(f"{usage} ({one_line(e)})") from None
+        if not host:
+            raise ConfigError(f"{usage} (no host)")
     return scheduler, workers
 
 

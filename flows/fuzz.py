@@ -167,57 +167,110 @@ def injected(model):
 
 
 class _Timeout(Exception):
-    pass
+    """A network ran past its time limit."""
+
+
+class _Cancelled(Exception):
+    """The campaign no longer wants this network (interrupted, or its client gone)."""
 
 
 def _alarm(signum, frame):
     raise _Timeout()
 
 
-@contextlib.contextmanager
-def _time_limit(seconds):
-    """Raise :class:`_Timeout` in the block once ``seconds`` have passed. In the main thread (a
-    replay) SIGALRM interrupts whatever runs; in a Dask worker's thread (a campaign's network) a
-    timer kills the processes the block started (the simulator), and the failure that follows is
-    reported as the timeout."""
-    if threading.current_thread() is threading.main_thread():
-        old = signal.signal(signal.SIGALRM, _alarm)
-        signal.alarm(seconds)
-        try:
-            yield
-        finally:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, old)
-        return
-    import psutil
+def _raise_in(thread_id, exc):
+    """Raise ``exc`` (a class; None: clear a pending one) in the thread ``thread_id`` at its next
+    Python instruction (CPython's ``PyThreadState_SetAsyncExc``)."""
+    import ctypes
 
-    me = psutil.Process()
-    before = {p.pid for p in me.children(recursive=True)}
-    fired, done = threading.Event(), threading.Event()
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
 
-    def expire():  # from the deadline to the block's end: every process it starts is killed
-        if done.wait(seconds):
-            return
-        fired.set()
-        while not done.is_set():
-            for p in me.children(recursive=True):
-                if p.pid not in before:
+
+def _dask_cancelled():
+    """A function telling whether the Dask task running this thread was cancelled (its client
+    cancelled it, was interrupted or went away), or None outside a Dask task."""
+    try:
+        from distributed import get_worker
+        from distributed.worker import thread_state
+
+        worker, key = get_worker(), thread_state.key
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+    def cancelled():
+        ts = worker.state.tasks.get(key)
+        return ts is None or ts.state in ("cancelled", "released", "forgotten")
+
+    return cancelled
+
+
+class _Deadline:
+    """The block of one network, ended by :class:`_Timeout` once ``seconds`` have passed, or by
+    :class:`_Cancelled` once ``cancelled()`` is true.
+
+    In the main thread (a replay) SIGALRM interrupts whatever runs. In a Dask worker's thread (a
+    campaign's network; a worker may run several at once) a watchdog thread kills this network's
+    processes only (those whose working folder or command line lies in ``folder``: its simulator,
+    its compiler) and raises the exception in this thread at its next Python instruction, again
+    every half second until the block ends, so a hang in Python (the generator) ends too."""
+
+    def __init__(self, seconds, folder, cancelled=None):
+        self.seconds, self.folder, self.cancelled = seconds, str(Path(folder).absolute()), cancelled
+        self.fired = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def __enter__(self):
+        self.main = threading.current_thread() is threading.main_thread()
+        if self.main:
+            self._old = signal.signal(signal.SIGALRM, _alarm)
+            signal.alarm(self.seconds)
+            return self
+        self._tid = threading.get_ident()
+        self._watch = threading.Thread(target=self._watchdog, daemon=True)
+        self._watch.start()
+        return self
+
+    def _mine(self):
+        import psutil
+
+        out = []
+        for p in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if p.cwd().startswith(self.folder) or any(self.folder in a for a in p.cmdline()):
+                    out += [p, *p.children(recursive=True)]
+        return out
+
+    def _watchdog(self):
+        import psutil
+
+        end = time.monotonic() + self.seconds
+        while not self._done.wait(0.5):
+            reason = _Timeout if time.monotonic() >= end else (
+                _Cancelled if self.cancelled is not None and self.cancelled() else None)
+            if reason is None:
+                continue
+            with self._lock:
+                if self._done.is_set():
+                    return
+                self.fired = self.fired or reason
+                for p in self._mine():
                     with contextlib.suppress(psutil.Error):
                         p.kill()
-            done.wait(0.2)
+                _raise_in(self._tid, self.fired)
 
-    timer = threading.Thread(target=expire, daemon=True)
-    timer.start()
-    try:
-        yield
-    except Exception:
-        if fired.is_set():
-            raise _Timeout() from None
-        raise
-    finally:
-        done.set()
-    if fired.is_set():  # it finished, but after its time
-        raise _Timeout()
+    def __exit__(self, et, ev, tb):
+        if self.main:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, self._old)
+            return False
+        with self._lock:
+            self._done.set()
+            _raise_in(self._tid, None)  # one raised just now, not yet seen: cleared
+        self._watch.join()
+        if self.fired is not None:  # whatever the block ended with, it ran past its time, or is unwanted
+            raise self.fired() from None
+        return False
 
 
 def _brief(text, n=300):
@@ -240,7 +293,7 @@ def run_case(case, folder, simulator="icarus", golden_model=None, timeout=300):
     model_path = modelfile.save(case.model, folder / "model.slm")
     gpath = modelfile.save(golden_model, folder / "golden.slm") if golden_model is not None else None
     try:
-        with _time_limit(timeout):
+        with _Deadline(timeout, folder, _dask_cancelled()):
             try:  # the generator's documented refusals are its plan's (hw/plan.py); a later failure is an error
                 Plan(case.model, case.n_pe, case.storage)  # (trace and weights are always drawn valid)
             except (ValueError, TypeError) as e:
@@ -258,6 +311,8 @@ def run_case(case, folder, simulator="icarus", golden_model=None, timeout=300):
         out["mismatched_images"] = int(bad)
     except _Timeout:
         out.update(outcome="error", detail=f"no result within {timeout} s (a hang?)")
+    except _Cancelled:
+        out.update(outcome="cancelled", detail="the campaign no longer wants it")
     except Exception as e:  # noqa: BLE001 -- any failure of one network is recorded with its reproducer
         out.update(outcome="error", detail=_brief(f"{type(e).__name__}: {e}"))
     out["seconds"] = time.perf_counter() - t0
@@ -303,6 +358,10 @@ def _one(task):
         return {"index": index, "outcome": "error", "detail": _brief(f"drawing failed: {type(e).__name__}: {e}"),
                 "images": 0, "mismatched_images": 0, "seconds": 0.0, "categories": {}}
     # this attempt's own folder: a worker killed mid-network leaves its simulator running in its own
+    cancelled = _dask_cancelled()
+    if cancelled is not None and cancelled():  # the campaign stopped while it waited: not started
+        return {"index": index, "outcome": "cancelled", "detail": "", "images": 0, "mismatched_images": 0,
+                "seconds": 0.0, "categories": cats}
     folder = Path(build) / "fuzz" / f"net-{index}-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
     try:
@@ -311,16 +370,12 @@ def _one(task):
     except Exception as e:  # noqa: BLE001
         out = {"index": index, "outcome": "error", "detail": _brief(f"{type(e).__name__}: {e}"),
                "images": len(case.inputs), "mismatched_images": 0, "seconds": 0.0}
-    if out["outcome"] in ("mismatched", "error"):
-        out = _failed(case, build, out, simulator, inject, folder)
+    if out["outcome"] in ("mismatched", "error") and not (cancelled is not None and cancelled()):
+        out = _failed(case, build, out, simulator, inject, folder)  # (an unwanted network leaves nothing)
     shutil.rmtree(folder, ignore_errors=True)
     out["categories"] = cats
     out["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return out
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 _STALE = re.compile(r"net-\d+(-\d+)?|fail-\d+")
@@ -401,8 +456,11 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
     ``build/fuzz.json``; returns the report. ``on_network``: called with each network's record
     (outcome, detail, images, categories, seconds, worker) as it finishes."""
     import uuid
+    from concurrent.futures import CancelledError
 
-    scheduler, jobs = cluster.check_args(scheduler, jobs, "--jobs", 256)
+    from distributed import KilledWorker
+
+    scheduler, jobs = cluster.check_args(scheduler, jobs, "--jobs")
     build = Path(build).absolute()  # the workers' tasks write there, whatever their working folder
     t0 = time.perf_counter()
     tasks = [(seed, i, str(build), images, simulator, inject, timeout) for i in range(networks)]
@@ -410,10 +468,10 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
     counts = {k: 0 for k in ("mismatched", "errors", "refused")}
     lost = []
 
-    # interrupted (Ctrl-C, or SIGTERM to this process): the networks finished so far are reported
-    interrupted = False
+    # interrupted (Ctrl-C, or SIGTERM to this process): the networks finished so far are reported;
+    # stopped (the scheduler lost, the tasks cancelled by someone else): the same, then one line
+    interrupted, stopped = False, None
     where, n_workers = None, jobs
-    old_term = signal.signal(signal.SIGTERM, _interrupt)
     progress = None
     try:
         with cluster.connect(scheduler, jobs) as (client, where):
@@ -424,27 +482,36 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
             progress = _Progress(networks, log)
             run = uuid.uuid4().hex[:8]  # two campaigns on one scheduler never share a task
             futures = {client.submit(_one, t, key=f"net-{t[1]}-{run}", pure=False): t for t in tasks}
-            for fut in cluster.completed(futures):
-                try:
-                    r = fut.result()
-                except Exception as e:  # noqa: BLE001 -- its workers died (or Dask failed it): an error
-                    r = _lost(futures[fut], cluster.task_error(e), build)
-                    lost.append(r["index"])
-                results.append(r)
-                if on_network is not None:
-                    on_network(r)
-                if r["outcome"] != "passed":
-                    counts["errors" if r["outcome"] == "error" else r["outcome"]] += 1
-                progress.update(counts)
+            try:
+                for fut in cluster.completed(futures):
+                    try:
+                        r = fut.result()
+                    except KilledWorker as e:  # every worker that ran it died: an error, with its reproducer
+                        r = _lost(futures[fut], cluster.task_error(e), build)
+                        lost.append(r["index"])
+                    except CancelledError as e:  # not this campaign's doing: the campaign cannot go on
+                        stopped = cluster.task_error(e)
+                        break
+                    except Exception as e:  # noqa: BLE001 -- the task itself raised (a bug of the campaign's)
+                        r = _lost(futures[fut], f"the network's task failed: {cluster.task_error(e)}", build)
+                    results.append(r)
+                    if on_network is not None:
+                        on_network(r)
+                    if r["outcome"] != "passed":
+                        counts["errors" if r["outcome"] == "error" else r["outcome"]] += 1
+                    progress.update(counts)
+            finally:  # the networks still queued or running stop (a running one sees it within a second)
+                with contextlib.suppress(Exception):
+                    client.cancel(list(futures))
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        signal.signal(signal.SIGTERM, old_term)
         if progress is not None:
             progress.close()
-        for p in (build / "fuzz").glob("net-*"):  # the work folders of networks an interrupt cut short
-            if p.is_dir() and _STALE.fullmatch(p.name):
-                shutil.rmtree(p, ignore_errors=True)
+        if scheduler is None:  # the embedded cluster is closed: the cut-short networks' work folders go
+            for p in (build / "fuzz").glob("net-*"):  # (a remote worker removes its own, once it stops)
+                if p.is_dir() and _STALE.fullmatch(p.name):
+                    shutil.rmtree(p, ignore_errors=True)
     results.sort(key=lambda r: r["index"])
     wall = time.perf_counter() - t0
     totals, by = _tally(results)
@@ -454,7 +521,8 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
                    + (f"--scheduler {scheduler}" if scheduler else f"--jobs {n_workers}")
                    + f" --images {images}" + (" --inject-mismatch" if inject else ""),
         "seed": seed, "networks": networks, "images_per_network": images, "simulator": simulator, "jobs": n_workers,
-        "cluster": where, "injected_mismatch": inject, "interrupted": interrupted, "worker_died": bool(lost),
+        "cluster": where, "injected_mismatch": inject, "interrupted": interrupted or stopped is not None,
+        "stopped_by": stopped, "worker_died": bool(lost),
         "workers_died_on": sorted(lost), "wall_s": round(wall, 1),
         "seconds_per_network": {"mean": round(float(np.mean(secs)), 2) if secs else 0.0,
                                 "max": round(float(np.max(secs)), 2) if secs else 0.0},
@@ -471,6 +539,9 @@ def campaign(networks=1000, seed=0, jobs=None, build=Path("build"), images=3, si
         log(f"network {f['index']} {f['outcome']}: {f['detail'][:200]}\n  reproduce: {f['replay']}")
     if interrupted:
         raise KeyboardInterrupt  # after the report of the finished networks: exit status 130
+    if stopped is not None:
+        raise SpikeloomError(f"fuzz: stopped after {len(results)} of {networks} networks ({stopped}); "
+                             f"those are in {build / 'fuzz.json'}")
     return report
 
 
@@ -549,7 +620,7 @@ def run_args(a):
         return 0 if out["outcome"] in ("passed", "refused") else 1
     networks = int_option("--networks", a.networks, 1, MAX_NETWORKS)
     seed = check_seed(int_option("--seed", a.seed, 0), "--seed")
-    scheduler, jobs = cluster.check_args(a.scheduler, a.jobs, "--jobs", 256)
+    scheduler, jobs = cluster.check_args(a.scheduler, a.jobs, "--jobs")
     images = int_option("--images", a.images, 3, 1000)
     timeout = int_option("--timeout", a.timeout, 1, 86400)
     check_cosim(a.sim, None)

@@ -437,13 +437,14 @@ def _job(target, model_path, n_pe, build, weights):
 
 
 def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=None, log=print, scheduler=None,
-        workers=None):
+        workers=None, arch="mlp"):
     """Build every (target, N), each a task on Dask (:mod:`spikeloom.flows.cluster`: an embedded
     LocalCluster of ``workers`` processes, default one per job up to the CPUs, or the cluster of
-    ``scheduler``); merge into ``build/synth.json``; table and plot. Returns the report.
-    ``model_path`` None: the default network (:func:`default_model`, trained first if missing).
-    Every job is checked (:func:`check_target`) before any runs; a job that fails is reported with
-    the others' results written, then raised."""
+    ``scheduler``); merge into ``build/synth.json`` in the order of the jobs (targets, then
+    ``pes``); table and plot. Returns the report. ``model_path`` None: ``make sim NET=<arch>``'s
+    model (:func:`default_model`, trained first if missing, once the cluster is there). Every job
+    is checked (:func:`check_target`) before any runs; a job that fails is reported after the
+    others' results are written, then raised."""
     import os
     import uuid
 
@@ -451,21 +452,25 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
 
     scheduler, workers = cluster.check_args(scheduler, workers)
     build = Path(build)
-    model_path = Path(model_path) if model_path is not None else default_model(build, log=log)
-    if not model_path.exists():
-        raise SpikeloomError(f"model file {model_path} does not exist")
-    modelfile.load(model_path)
     jobs = [(t, n) for t in (targets or DEFAULT_BUILD) for n in (pes or [DEFAULT_BUILD.get(t, 8)])]
-    for t, n in jobs:
-        check_target(t, model_path, n, weights)
-    out_path = build / "synth.json"
-    report = json.loads(out_path.read_text()) if out_path.exists() else {}
-    report.setdefault("targets", {})
-    runs = [r for r in report.get("runs", []) if Path(r.get("model", "")).resolve() == model_path.resolve()]
-    done, errors = [], []
-    if scheduler is None and workers is None:
-        workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    for t, _ in jobs:
+        if t not in TARGETS:
+            raise SpikeloomError(f"unknown target {t!r}; allowed: {', '.join(TARGETS)}")
+    if model_path is not None:
+        model_path = Path(model_path)
+        if not model_path.exists():
+            raise SpikeloomError(f"model file {model_path} does not exist")
+        modelfile.load(model_path)
+        for t, n in jobs:
+            check_target(t, model_path, n, weights)
+    if scheduler is None:
+        workers = min(workers or os.cpu_count() or 1, len(jobs))
+    results = {}
     with cluster.connect(scheduler, workers) as (client, where):
+        if model_path is None:  # trained (if missing) only once the cluster is known to be there
+            model_path = default_model(build, arch, log=log)
+            for t, n in jobs:
+                check_target(t, model_path, n, weights)
         token = uuid.uuid4().hex[:8]
         # the workers' paths are absolute: their working folder need not be this one
         futures = {client.submit(_job, t, model_path.absolute(), n, build.absolute(), weights,
@@ -478,18 +483,30 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
                 try:
                     e = fut.result()
                 except Exception as exc:  # noqa: BLE001 -- the others' results are still written
-                    errors.append(f"{target} N = {n}: {cluster.task_error(exc)}")
-                    bar.wrap(log)(f"[synth] {target} N = {n}: FAILED: {cluster.task_error(exc)}")
+                    results[(target, n)] = cluster.task_error(exc)
+                    bar.wrap(log)(f"[synth] {target} N = {n}: FAILED: {results[(target, n)]}")
                     bar.update(1)
                     continue
                 bar.wrap(log)(f"[synth] {target} N = {n}: fmax {e['fmax_mhz']} MHz, {e['luts']['used']} LUTs, "
                               f"{e['wall_s']} s; critical path {e['critical_path'].get('delay_ns')} ns")
+                # the paths as the client gave them, not the workers' absolute ones
                 e["model"] = str(model_path)
-                report["targets"][target] = e
-                runs = [r for r in runs if not (r["target"] == target and r["n_pe"] == n)] + [{"target": target, **e}]
-                done.append((target, e))
+                e["bitstream"] = str(build / Path(e["bitstream"]).relative_to(build.absolute()))
+                results[(target, n)] = e
                 bar.update(1)
-    done.sort(key=lambda te: (te[0], te[1]["n_pe"]))
+    out_path = build / "synth.json"
+    report = json.loads(out_path.read_text()) if out_path.exists() else {}
+    report.setdefault("targets", {})
+    runs = [r for r in report.get("runs", []) if Path(r.get("model", "")).resolve() == model_path.resolve()]
+    done, errors = [], []
+    for target, n in jobs:  # in the jobs' order, whichever finished first
+        e = results.get((target, n), "not run")
+        if isinstance(e, str):
+            errors.append(f"{target} N = {n}: {e}")
+            continue
+        report["targets"][target] = e
+        runs = [r for r in runs if not (r["target"] == target and r["n_pe"] == n)] + [{"target": target, **e}]
+        done.append((target, e))
     report["runs"] = sorted(runs, key=lambda r: (r["target"], r["n_pe"]))
     report["notes"] = {
         "fmax_mhz": "nextpnr's achieved fmax for clk after routing (seed 1; --freq is the goal)",
@@ -548,8 +565,10 @@ def main(argv=None):
             if str(model) not in ARCHS:
                 raise SpikeloomError(f"--model {model}: no such model file, and not an arch name "
                                      f"({', '.join(ARCHS)})")
-            model = default_model(a.build, str(model))
-        report = run(a.target, a.pes, model, a.build, a.weights, scheduler=scheduler, workers=workers)
+            report = run(a.target, a.pes, None, a.build, a.weights, scheduler=scheduler, workers=workers,
+                         arch=str(model))
+        else:
+            report = run(a.target, a.pes, model, a.build, a.weights, scheduler=scheduler, workers=workers)
         bad = [t for t, e in report["targets"].items() if not e.get("fmax_ok")]
         if bad:
             print(f"spikeloom: warning: fmax below the goal on {', '.join(bad)}", file=sys.stderr)

@@ -189,3 +189,114 @@ def test_report_tallies_by_category():
     assert by["n_pe"]["1"] == {"networks": 2, "passed": 1, "mismatched": 1, "refused": 0, "errors": 0}
     assert by["kind"]["dense"]["refused"] == 1 and by["kind"]["pool"]["passed"] == 1
     json.dumps(by)
+
+
+def _in_thread(fn):
+    """Run ``fn`` in a thread (as a Dask worker runs a network); returns (outcome, seconds)."""
+    import threading
+    import time
+
+    out = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            out["r"] = fn()
+        except Exception as e:  # noqa: BLE001 -- the outcome under test
+            out["r"] = type(e).__name__
+        out["s"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def test_a_networks_time_limit_ends_only_that_network(tmp_path):
+    """Two networks in two threads of one worker process: the one past its limit is ended (its
+    simulator killed), the other's process is not touched."""
+    import subprocess
+
+    def network(folder, seconds, limit):
+        folder.mkdir()
+        with fuzz._Deadline(limit, folder):
+            subprocess.run(["sleep", str(seconds)], cwd=folder, check=True)
+        return "finished"
+
+    a, ra = _in_thread(lambda: network(tmp_path / "a", 60, 1))
+    b, rb = _in_thread(lambda: network(tmp_path / "b", 4, 100))
+    a.join(30)
+    b.join(30)
+    assert ra["r"] == "_Timeout" and ra["s"] < 5, ra
+    assert rb["r"] == "finished", rb
+
+
+def test_a_hang_in_python_is_ended_too(tmp_path):
+    """The generator is Python: a loop there ends at the limit, as a simulator's hang does."""
+    def network():
+        with fuzz._Deadline(1, tmp_path):
+            while True:
+                pass
+
+    t, r = _in_thread(network)
+    t.join(30)
+    assert not t.is_alive() and r["r"] == "_Timeout" and r["s"] < 5, r
+
+
+def test_an_unwanted_network_stops(tmp_path):
+    """A network whose task was cancelled (the campaign interrupted, its client gone) stops within
+    a second or so, before its limit."""
+    import subprocess
+    import time
+
+    t_cancel = time.monotonic() + 1
+
+    def network():
+        with fuzz._Deadline(100, tmp_path, cancelled=lambda: time.monotonic() > t_cancel):
+            subprocess.run(["sleep", "30"], cwd=tmp_path)  # its simulator
+
+    t, r = _in_thread(network)
+    t.join(30)
+    assert r["r"] == "_Cancelled" and r["s"] < 5, r
+
+
+def test_a_network_in_time_is_not_touched(tmp_path):
+    t, r = _in_thread(lambda: [fuzz._Deadline(2, tmp_path).__enter__().__exit__(None, None, None), "ok"][1])
+    t.join(10)
+    assert r["r"] == "ok"
+
+
+def test_a_scheduler_without_workers_is_one_line_and_keeps_the_last_campaign(tmp_path, capsys, monkeypatch,
+                                                                             dask_cluster):
+    from spikeloom.flows import cluster
+
+    address, _ = dask_cluster.start(0)
+    kept = tmp_path / "b" / "fuzz" / "fail-3"
+    kept.mkdir(parents=True)
+    (kept / "case.json").write_text("{}")
+    monkeypatch.setattr(cluster, "WAIT_FOR_WORKER_S", 1)
+    assert fuzz.main(["--networks", "2", "--scheduler", address, "--build", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--scheduler {address}: no worker joined the cluster within 1 s" in err, err
+    assert (kept / "case.json").exists() and not (tmp_path / "b" / "fuzz.json").exists()
+
+
+def test_a_task_that_raises_is_an_error_not_a_lost_worker(tmp_path, monkeypatch):
+    """A network's task that raises (a bug of the campaign's own code, not of the design) is an
+    error with its reproducer; no worker died. (A cluster in this process, so that the task can
+    be faked.)"""
+    from distributed import LocalCluster
+
+    def fake_one(task):
+        seed, index = task[:2]
+        if index == 1:
+            raise RuntimeError("boom")
+        return {"index": index, "outcome": "passed", "detail": "", "images": 3, "mismatched_images": 0,
+                "seconds": 0.0, "categories": {}}
+
+    monkeypatch.setattr(fuzz, "_one", fake_one)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None) as c:
+        rep = fuzz.campaign(3, seed=4, build=tmp_path, scheduler=c.scheduler_address, log=lambda *a: None)
+    assert rep["counts"]["passed"] == 2 and rep["counts"]["errors"] == 1 and not rep["worker_died"], rep
+    f = rep["failures"][0]
+    assert f["index"] == 1 and f["detail"] == "the network's task failed: RuntimeError: boom"
+    assert sorted(p.name for p in (tmp_path / "fuzz" / "fail-1").iterdir()) == ["case.json", "inputs.npy", "model.slm"]

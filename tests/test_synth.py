@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from spikeloom.flows import synth
+from spikeloom.flows import cluster, synth
 from spikeloom.flows.export import LUTRAM_MAX_DEPTH
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
@@ -178,3 +178,50 @@ def test_images_per_s_only_from_a_cosim_of_the_same_model(tmp_path):
     assert want["n_images"] == 360 and want["cycles_to_bound"] >= 1
     assert got["cycles_mean"] == want["cycles_mean"] and "perf.py" in got["cycles_source"]
     assert got["images_per_s"] == pytest.approx(100e6 / want["cycles_mean"])
+
+
+def test_builds_run_as_tasks_and_merge_in_the_jobs_order(tmp_path, monkeypatch):
+    """``make synth PES=4,2,1`` on a cluster (here one in this process, so that the flow can be
+    faked): the builds finish in any order, synth.json takes them in the jobs' order (its
+    ``targets`` entry is the last N given), paths stay as the user gave them, and a build that
+    fails is reported after the others are written."""
+    import os
+    import time
+
+    from distributed import LocalCluster
+
+    def fake_run_target(target, model_path, n_pe, build, weights=None, log=print):
+        log(f"building {target} N = {n_pe}")
+        time.sleep(0.2 * n_pe)  # N = 1 finishes first
+        if n_pe == 2:
+            raise SpikeloomError("nextpnr: routing failed")
+        bit = Path(build) / "synth" / f"{target}-n{n_pe}" / "spikeloom_top.bit"
+        return {"n_pe": n_pe, "model": str(model_path), "bitstream": str(bit), "fmax_mhz": 100.0 + n_pe,
+                "fmax_ok": True, **{k: {"used": n_pe, "available": 9} for k in ("luts", "ffs", "brams", "dsps")},
+                "critical_path": {"delay_ns": 1.0}, "throughput": {"peak_sops": 1e8}, "wall_s": 0.1}
+
+    from pathlib import Path
+
+    monkeypatch.setattr(synth, "run_target", fake_run_target)
+    model = modelfile.save(random_model((16, 12, 4), seed=1, weight_bits=8), tmp_path / "tiny.slm")
+    monkeypatch.chdir(tmp_path)
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=None) as c:
+        with pytest.raises(SpikeloomError, match=r"^synth: ecp5-25k N = 2: nextpnr: routing failed$"):
+            synth.run(["ecp5-25k"], [4, 2, 1], Path("tiny.slm"), Path("b"), scheduler=c.scheduler_address,
+                      log=lambda *a: None)
+    rep = json.loads((tmp_path / "b" / "synth.json").read_text())
+    assert [(r["target"], r["n_pe"]) for r in rep["runs"]] == [("ecp5-25k", 1), ("ecp5-25k", 4)]
+    e = rep["targets"]["ecp5-25k"]
+    assert e["n_pe"] == 1  # the last N given, though N = 1 finished first
+    assert e["model"] == "tiny.slm" and e["bitstream"] == os.path.join("b", "synth", "ecp5-25k-n1", "spikeloom_top.bit")
+    assert (tmp_path / "b" / "synth" / "ecp5-25k-n4" / "flow.log").read_text() == "building ecp5-25k N = 4\n"
+    assert model.exists()
+
+
+def test_the_default_model_is_trained_only_once_the_cluster_is_there(tmp_path, monkeypatch, capsys):
+    trained = []
+    monkeypatch.setattr(synth, "default_model", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr(cluster, "CONNECT_S", 2)
+    assert synth.main(["--build", str(tmp_path / "b"), "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "--scheduler tcp://127.0.0.1:9: cannot connect" in capsys.readouterr().err and not trained
