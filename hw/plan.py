@@ -299,18 +299,16 @@ class Plan:
             tb = max(bits(s.taps) if s.taps > 1 else 0 for s in srcs)
             cb = bits(chunks) if chunks > 1 else 0
             sparse_bits = sum(int(v.sum()) for v in lens) * (self.weight_bits + tb + cb) * n_pe
-            cost = {"dense": (dense_bits, dense_bits), "sparse": (sparse_bits, sparse_bits)}
-            for st in STORAGES:
-                cost[st] = (sum(self._source_cycles(s, st, chunks, ho, wo, ln) for s, ln in zip(srcs, lens)),
-                            cost[st][1])
+            size = {"dense": dense_bits, "sparse": sparse_bits}
+            cycles = {st: sum(self._source_cycles(s, st, chunks, ho, wo, ln) for s, ln in zip(srcs, lens))
+                      for st in STORAGES}
             want = choice.get(ly.name, "auto")
-            if want == "auto":
-                st = "sparse" if sparse_bits < dense_bits else "dense"
-            elif want == "fast":
-                st = "sparse" if cost["sparse"] < cost["dense"] else "dense"  # (cycles, bits)
+            if want in STORAGE_RULES:  # (ties: fewer bits, then dense)
+                key = (lambda k: size[k]) if want == "auto" else (lambda k: (cycles[k], size[k]))
+                st = min(STORAGES, key=key)
             else:
                 st = want
-            decided.append((st, lens, tb, cb, dense_bits, sparse_bits, cost["dense"][0], cost["sparse"][0]))
+            decided.append((st, lens, tb, cb, dense_bits, sparse_bits, cycles["dense"], cycles["sparse"]))
             if st == "sparse":
                 self.tap_bits = max(self.tap_bits, tb)
                 self.chunk_bits = max(self.chunk_bits, cb)
