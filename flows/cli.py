@@ -10,7 +10,7 @@ import numpy as np
 from spikeloom.model.errors import SpikeloomError
 
 from . import cosim as cosim_flow, fit, output, steps
-from .common import Parser, check_cosim, check_pes, parse_and_run
+from .common import STORAGE_HELP, Parser, check_cosim, check_pes, check_storage, parse_and_run, storage_text
 
 
 def _add_data_options(p):
@@ -65,6 +65,7 @@ def _add_hardware_options(p, cosim):
     g = p.add_argument_group("hardware" + (" and co-simulation" if cosim else ""))
     g.add_argument("--pes", type=int, default=8, help="processing elements N of the accelerator" +
                    ("" if cosim else " (the weight storage that the counters assume)"))
+    g.add_argument("--storage", default="auto", metavar="RULE", help=STORAGE_HELP)
     if not cosim:
         return
     g.add_argument("--sim", default="verilator", help="co-simulator: verilator or icarus")
@@ -167,6 +168,7 @@ def cmd_run(a):
     from spikeloom.model.randnet import NAMED
 
     check_pes(a.pes)
+    a.storage = check_storage(a.storage)
     check_cosim(a.sim, a.cosim_images)
     if a.arch in NAMED:
         return _run_named(a)
@@ -177,10 +179,10 @@ def cmd_run(a):
         load_tech(a.tech)
     if a.nir is not None:
         im, qm, ctx = _run_import(a)
-        fit.preflight(ctx, a.pes, generate=not a.no_cosim, allow_large=a.allow_large, qmodel=qm)
+        fit.preflight(ctx, a.pes, generate=not a.no_cosim, allow_large=a.allow_large, qmodel=qm, storage=a.storage)
     else:
         ctx = _context(a)
-        fit.preflight(ctx, a.pes, generate=not a.no_cosim, allow_large=a.allow_large)
+        fit.preflight(ctx, a.pes, generate=not a.no_cosim, allow_large=a.allow_large, storage=a.storage)
     if waves:  # the range against the images the co-simulation will run, before any of it
         n = len(ctx.split().test)
         cosim_flow.check_waves_range(waves, min(n, a.cosim_images or n))
@@ -238,7 +240,7 @@ def _run_named(a):
     if given:
         raise ConfigError(f"{given[0]}: --arch {a.arch} is a named network with fixed weights and widths; it is "
                           "generated and co-simulated as it is (options: --dataset cifar:PATH, --cosim-images, "
-                          "--pes, --sim, --tech, --waves, --build, --name)")
+                          "--pes, --storage, --sim, --tech, --waves, --build, --name)")
     _check_seeds(a)
     if a.name is not None:
         steps.RunContext(build=a.build, name=a.name)  # the same rule as every run folder's name
@@ -249,7 +251,7 @@ def _run_named(a):
     x = None if dataset else random_inputs(model, images, seed=0)
     folder = a.build / "runs" / (a.name or a.arch)
     r = cosim_flow.cosim_model(model, x, dataset=dataset, data_seed=a.data_seed, pes=a.pes, simulator=a.sim,
-                               images=images, build=folder, waves=a.waves, tech=a.tech,
+                               images=images, storage=a.storage, build=folder, waves=a.waves, tech=a.tech,
                                input_name=f"random images (model/randnet.py random_inputs, seed 0)")
     if r.mismatches:
         raise cosim_flow.mismatch_error(r.mismatches, r.n_images)
@@ -300,7 +302,7 @@ def cmd_cosim(a):
     from .cosim import cosim_model, mismatch_error
 
     r = cosim_model(a.model, a.input, dataset=a.dataset, data_seed=a.data_seed, pes=a.pes, simulator=a.sim,
-                    images=a.images, build=a.build or default_cosim_build(a.model), waves=a.waves,
+                    images=a.images, storage=a.storage, build=a.build or default_cosim_build(a.model), waves=a.waves,
                     tech=a.tech, seed=a.seed)
     if r.mismatches:
         raise mismatch_error(r.mismatches, r.n_images)
@@ -311,12 +313,14 @@ def cmd_generate(a):
     from spikeloom.model import modelfile
 
     check_pes(a.pes)
+    storage = check_storage(a.storage)
     output.check_replaceable(a.out, a.force)
     model = modelfile.load(a.model)
-    steps.check_hardware(model, a.pes, "generate")
-    command = f"spikeloom generate {a.model} --pes {a.pes} --weights {a.weights}" + (" --trace" if a.trace else "")
+    steps.check_hardware(model, a.pes, "generate", storage)
+    command = (f"spikeloom generate {a.model} --pes {a.pes} --storage {storage_text(storage)} --weights {a.weights}"
+               + (" --trace" if a.trace else ""))
     with output.staged(a.out, command, a.force) as (stage, _):
-        generate(model, a.pes, stage, trace=a.trace, weights=a.weights)
+        generate(model, a.pes, stage, trace=a.trace, weights=a.weights, storage=storage)
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
 
@@ -358,7 +362,7 @@ def cmd_quantize(a):
 def cmd_evaluate(a):
     check_pes(a.pes)
     ctx = _context(a)
-    fit.preflight(ctx, a.pes)
+    fit.preflight(ctx, a.pes, storage=ctx.storage)
     ctx.open()
     fm = steps.step_train(ctx)
     im, qm = steps.step_quantize(ctx, fm)
@@ -538,6 +542,7 @@ def build_parser():
     sp = sub.add_parser("generate", help="generate the accelerator's Verilog for a model file")
     sp.add_argument("model", type=Path, help="the model file (.slm)")
     sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
+    sp.add_argument("--storage", default="auto", metavar="RULE", help=STORAGE_HELP)
     sp.add_argument("-o", "--out", type=Path, required=True,
                     help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
     sp.add_argument("--force", action="store_true",
@@ -617,6 +622,7 @@ def build_parser():
     sp.add_argument("--data-seed", type=int, default=None,
                     help="with --dataset: seed of its train/val/test split (default: the model's, else 0)")
     sp.add_argument("--pes", type=int, default=8, help="processing elements of the generated accelerator (default 8)")
+    sp.add_argument("--storage", default="auto", metavar="RULE", help=STORAGE_HELP)
     sp.add_argument("--sim", default="verilator", help="co-simulator: verilator (default) or icarus")
     sp.add_argument("--images", type=int, default=None, metavar="K", help="co-simulate only the first K images "
                     "(default: all)")

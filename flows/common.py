@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-from spikeloom.hw.plan import PES_RANGE
+from spikeloom.hw.plan import PES_RANGE, STORAGE_RULES, STORAGES
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 
@@ -55,6 +55,46 @@ def check_pes(pes, option="--pes"):
     lo, hi = PES_RANGE
     if not lo <= pes <= hi:
         raise ConfigError(f"{option} = {pes} is outside the allowed range [{lo}, {hi}]")
+
+
+#: ``--storage``'s help (generate, export, run, evaluate, cosim).
+STORAGE_HELP = ("weight storage per layer: auto (default: fewer bits), fast (fewer cycles per input event), dense, "
+                "sparse (zero-skipping), or LAYER=S[,LAYER=S...] (the layers not named: auto)")
+
+
+def check_storage(storage, option="--storage"):
+    """``--storage`` as the plan takes it (``hw/plan.py`` ``Plan``): ``"auto"``, ``"fast"``,
+    ``"dense"``, ``"sparse"``, or ``"NAME=S,..."`` -> ``{NAME: S}`` (a dict is checked as it is).
+    The layer names are checked against the model by :func:`spikeloom.flows.steps.check_hardware`."""
+    allowed = ", ".join(STORAGE_RULES + STORAGES)
+    if isinstance(storage, dict):
+        items = list(storage.items())
+    elif isinstance(storage, str) and "=" not in storage:
+        if storage not in STORAGE_RULES + STORAGES:
+            raise ConfigError(f"{option} = {storage!r}; allowed: {allowed}, or LAYER=S[,LAYER=S...]")
+        return storage
+    elif isinstance(storage, str):
+        items = []
+        for part in storage.split(","):
+            name, eq, value = part.partition("=")
+            if not eq or not name.strip():
+                raise ConfigError(f"{option} = {storage!r}: {part!r} is not LAYER=S (S one of {allowed})")
+            items.append((name.strip(), value.strip()))
+    else:
+        raise ConfigError(f"{option} must be a string or a dict, got {storage!r}")
+    out = {}
+    for name, value in items:
+        if value not in STORAGE_RULES + STORAGES:
+            raise ConfigError(f"{option}: layer {name!r} = {value!r}; allowed: {allowed}")
+        if name in out:
+            raise ConfigError(f"{option}: layer {name!r} is given twice")
+        out[name] = value
+    return out
+
+
+def storage_text(storage):
+    """``--storage``'s text for a checked value (:func:`check_storage`)."""
+    return storage if isinstance(storage, str) else ",".join(f"{k}={v}" for k, v in storage.items())
 
 
 def check_cosim(simulator, n_images):

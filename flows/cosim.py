@@ -25,7 +25,7 @@ import numpy as np
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 from . import output
-from .common import check_cosim, check_pes, dataset_options, table
+from .common import check_cosim, check_pes, check_storage, dataset_options, table
 
 __all__ = ["CosimResult", "cosim_model", "add_waves_option", "parse_waves", "check_run_waves", "step_waves",
            "mismatch_error"]
@@ -190,7 +190,7 @@ def _input_split(model, x_q):
     return Split(train=d, val=d, test=d)
 
 
-def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator="verilator", images=None,
+def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, storage="auto", simulator="verilator", images=None,
                 build, waves=None, energy=True, tech=None, seed=0, log=print, input_name="--input"):
     """Generate the accelerator for ``model`` on ``pes`` PEs and co-simulate images on it.
 
@@ -202,6 +202,8 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
     dataset : ``"digits"``, ``"cifar:PATH"`` or ``"folder:PATH"``: its test split, labels included
         (then accuracy is reported); ``data_seed`` its split seed (default: the model's).
     pes, simulator : processing elements; ``"verilator"`` or ``"icarus"``.
+    storage : the weight storage per layer (``--storage``: ``"auto"``, ``"fast"``, ``"dense"``,
+        ``"sparse"``, ``"LAYER=S,..."`` or a dict; ``hw/plan.py``).
     images : co-simulate only the first ``images`` images.
     build : the run's folder (model copy, Verilog, co-simulation, report).
     waves : ``(A, B)`` or ``"A:B"``: an FST of images A..B (module docstring).
@@ -221,6 +223,7 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
     if (x is None) == (dataset is None):
         raise ConfigError("give the images: --input X.npy or --dataset SPEC (one of them)")
     check_pes(pes)
+    storage = check_storage(storage)
     check_cosim(simulator, None)
     if images is not None:
         check_int(None, "--images", images, 1)
@@ -237,7 +240,7 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
         load_tech(tech)
     if not hasattr(model, "layers"):
         model = modelfile.load(model)
-    steps.check_hardware(model, pes, "cosim")
+    steps.check_hardware(model, pes, "cosim", storage)
     if x is not None:
         where = f"{input_name} {x}" if isinstance(x, (str, Path)) else input_name
         arr = load_npy(x, input_name) if isinstance(x, (str, Path)) else np.asarray(x)
@@ -267,7 +270,7 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, simulator
     ctx.report.update({"dataset": ctx.dataset, "t_max": model.t_max, "images": {**source, "n_images": n_run},
                        "model": {"name": model.name, "model_file": str(ctx.model_path)}})
     log(f"[cosim] {model.name}: {n_run} images from {source.get('input') or dataset}, N = {pes}, {simulator}")
-    gen = steps.step_generate(ctx, model, pes, log=log)
+    gen = steps.step_generate(ctx, model, pes, log=log, storage=storage)
     step_lines = []
     c = steps.step_cosim(ctx, model, gen, simulator, images, seed=seed, log=step_lines.append)
     if not source["labels"]:  # the step scores -1 labels: no accuracy without labels

@@ -21,7 +21,7 @@ from spikeloom.sim.axis import AxisLayout, check_lanes
 from spikeloom.sim.ports import Ports
 
 from . import output
-from .common import Parser, check_pes, parse_and_run
+from .common import STORAGE_HELP, Parser, check_pes, check_storage, parse_and_run, storage_text
 from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, axis_constraint_ports, axis_verilog, check_axis_width,
                           check_tb_images, field_rows, tb_inputs, tb_name, tb_vectors, testbench_verilog, word_pieces)
 
@@ -337,6 +337,71 @@ vlib work && vlog -sv $(cat files.f) tb/{tb_name(wrappers[0])}.v && vsim -c {tb_
 """
 
 
+def _bits(lsb, width):
+    return f"[{lsb + width - 1}:{lsb}]" if width > 1 else f"[{lsb}]"
+
+
+def weight_layout_section(ports):
+    """The README's exact weight memory layout, from ``ports.json`` (``weight_word``, ``rows_word``,
+    the layers' ``sources``; the layout's home is ``hw/plan.py``)."""
+    raw = ports.raw
+    ww, rw = raw["weight_word"], raw["rows_word"]
+    width, fields = ww["width"], ww["fields"]
+    meaning = {"w": "the weight, two's complement",
+               "t": "the tap `t = ky * k + kx` of the kernel (0 for a dense layer or a shortcut)",
+               "c": "the chunk `c`: the weight's output channel is `o = c * N + p`"}
+    names = {"dense": "dense", "sparse": "compressed"}
+    used = sorted({ly.storage for ly in ports.layers}, key=list(names).index)
+    rows = []
+    for st in used:
+        top = 0
+        for name, f in fields[st].items():
+            rows.append(f"| {names[st]} | {_bits(f['lsb'], f['width'])} | `{name}`: {meaning[name]} |")
+            top = f["lsb"] + f["width"]
+        if top < width:
+            rows.append(f"| {names[st]} | {_bits(top, width - top)} | 0 |")
+    sb, lb = rw["start_bits"], rw["len_bits"]
+    layer_rows = []
+    for ly, r in zip(ports.layers, raw["layers"]):
+        src = "; ".join(f"{'shortcut' if g['shortcut'] else 'main'}: rows {g['row_base']}..{g['row_base'] + g['rows'] - 1}"
+                        f" (k = {g['k']})" for g in r["sources"] if g["rows"])
+        layer_rows.append(f"| `{ly.name}` | {ly.kind} | {names[ly.storage]} | {ly.chunks} | {src} |")
+    n = ports.n_pe
+    return f"""
+## Weight memory layout
+
+Every weight word is {width} bits wide, in every layer (`ports.json` `weight_word`). `mem/pe_<p>_weight.hex`
+holds PE p's words, address 0 first, one hexadecimal word per line; PE p holds the weights of the
+output channels `o = c * {n} + p` (chunk `c`). The fields of a word, bit ranges LSB first
+(`ports.json` `weight_word.fields`, "sparse" = compressed):
+
+| storage | bits | field |
+| --- | --- | --- |
+{chr(10).join(rows)}
+
+**Rows.** The input rows are numbered from 0, layer by layer, each layer's main source first and
+then its residual shortcut (table below). A conv layer's row is an input channel `ch`, its k x k
+kernel read with tap `t = ky * k + kx`. A dense layer's row is an input index `i` (one tap, `t = 0`):
+column `i` of `W` for the first layer and after a dense layer; after a conv map `(C, H, W)` the
+rows are position-major, row `(y * W + x) * C + ch` holding column `ch * H * W + y * W + x` of `W`
+(PyTorch's flatten). A shortcut's row is a channel of the shortcut map (1 x 1 kernel, `t = 0`).
+
+`mem/rows.hex` holds one word per row (`ports.json` `rows_word`): bits {_bits(0, sb)} the address of
+the row's first weight word, bits {_bits(sb, lb)} its length `L` in words (the same in every PE).
+
+**Words of a row**, in PE p, from its first word on:
+
+- dense: `k * k * chunks` words; word `t * chunks + c` is `W[o, ch, ky, kx]` with `o = c * {n} + p`
+  (0 when `o` is not a channel of the layer);
+- compressed: PE p's nonzero weights of the row as entries `(w, t, c)`, in the order of `t`, then
+  `c`, followed by entries whose bits are all 0 up to the row's length `L`.
+
+| layer | kind | storage | chunks | rows |
+| --- | --- | --- | --- | --- |
+{chr(10).join(layer_rows)}
+"""
+
+
 def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source=""):
     load = ports.weights_loaded
     layers = " -> ".join([str(ports.input_count)] + [str(ly.out_features) for ly in ports.layers])
@@ -398,22 +463,19 @@ synchronous read port); the small per-neuron memories may become distributed RAM
 | --- | --- | --- | --- |
 {mem_rows}
 
-`mem/pe_<p>_weight.hex` holds PE p's weight words row by row, `mem/rows.hex` each row's start and
-length (`hw/plan.py` documents the layout: for a dense-stored fully-connected layer, word
-`weight_base[l] + i * chunks[l] + c` is `W_l[c * N + p, i]`; compressed layers store packed
-`(w, tap, chunk)` entries). `ports.json` lists per layer its storage, `weight_base` and `chunks`.
-"""
+{weight_layout_section(ports)}"""
 
 
 def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False, axis=False, axis_width=8,
-           tb_images=TB_IMAGES, log=print):
+           tb_images=TB_IMAGES, storage="auto", log=print):
     """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return the
     paths of the files written (the marker aside).
 
     ``weights``: ``"rom"`` (weight memories initialised in the Verilog) or ``"load"`` (no initial
     contents; the weights are streamed in after reset, see the wrapper header). ``axis``: also
     write the AXI4-Stream wrapper (``rtl/spikeloom_axis.v``, ``axis_width``-bit streams) and its
-    testbench. ``tb_images``: images in the testbenches' vectors (``tb/``).
+    testbench. ``tb_images``: images in the testbenches' vectors (``tb/``). ``storage``: the weight
+    storage per layer (``--storage``, ``hw/plan.py``).
 
     The files are built in a staging folder and then moved into place (:mod:`.output`): a new
     folder appears whole; a non-empty folder that spikeloom did not write (no marker
@@ -431,11 +493,16 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {weights!r}")
     axis_width = check_axis_width(axis_width)
     tb_images = check_tb_images(tb_images)
+    storage = check_storage(storage)
     output.check_replaceable(out_dir, force)
     model = modelfile.load(model_path)
     if axis:
         check_lanes(model.input_bits, axis_width)
-    command = f"spikeloom export {model_path} --pes {n_pe} --freq {freq_mhz:g} --weights {weights}"
+    from .steps import check_storage_names
+
+    check_storage_names(model, storage)
+    command = (f"spikeloom export {model_path} --pes {n_pe} --storage {storage_text(storage)} --freq {freq_mhz:g} "
+               f"--weights {weights}")
     if axis:
         command += f" --axis --axis-width {axis_width}"
     command += f" --tb-images {tb_images}"
@@ -443,7 +510,7 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         (out / "constraints").mkdir()
         (out / "tb").mkdir()
         try:
-            generate(model, n_pe, out / "rtl", weights=weights)
+            generate(model, n_pe, out / "rtl", weights=weights, storage=storage)
         except (TypeError, ValueError) as e:
             raise SpikeloomError(str(e)) from e
         # generate() writes ports.json and mem/ beside the Verilog; the export keeps them at the top.
@@ -478,6 +545,7 @@ def add_arguments(p):
     """The options of ``spikeloom export`` (the one parser: ``flows/cli.py`` and :func:`main` use it)."""
     p.add_argument("model", type=Path, help="model file (.slm)")
     p.add_argument("--pes", type=int, default=8, help="processing elements N (default 8)")
+    p.add_argument("--storage", default="auto", metavar="RULE", help=STORAGE_HELP)
     p.add_argument("-o", "--out", type=Path, required=True,
                    help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
     p.add_argument("--force", action="store_true",
@@ -506,15 +574,16 @@ def run_args(a):
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {a.weights!r}")
     width = check_axis_width(a.axis_width)
     tb_images = check_tb_images(a.tb_images)
+    storage = check_storage(a.storage)
     output.check_replaceable(a.out, a.force)
     from .steps import check_hardware
 
     model = modelfile.load(a.model)
     if a.axis:
         check_lanes(model.input_bits, width)
-    check_hardware(model, a.pes, "export")
+    check_hardware(model, a.pes, "export", storage)
     files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force, axis=a.axis,
-                   axis_width=width, tb_images=tb_images)
+                   axis_width=width, tb_images=tb_images, storage=storage)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 

@@ -77,14 +77,15 @@ def shape_model(ctx):
     return i.export(ctx.tag, ctx.dataset, 0, classes=classes)
 
 
-def estimate(qmodel, n_pe):
-    """The hardware ``qmodel`` asks for on ``n_pe`` PEs: ``{"weights", "weight_memory_bits",
+def estimate(qmodel, n_pe, storage="auto"):
+    """The hardware ``qmodel`` asks for on ``n_pe`` PEs with weight storage ``storage`` (``--storage``,
+    checked): ``{"weights", "weight_memory_bits",
     "verilog_bytes", "fits": {target: null or the reason it does not fit}}``; ``None`` when the
     generator cannot map the network (the generate step says why)."""
     from spikeloom.hw.plan import Plan
 
     try:
-        plan = Plan(qmodel, n_pe)
+        plan = Plan(qmodel, n_pe, storage)
     except ValueError:
         return None
     fits = {}
@@ -117,19 +118,24 @@ def data_notes(split, log=print):
     return sec
 
 
-def preflight(ctx, n_pe=None, generate=False, allow_large=False, qmodel=None, log=print):
+def preflight(ctx, n_pe=None, generate=False, allow_large=False, qmodel=None, storage="auto", log=print):
     """Data notes and the hardware estimate (see the module text) into ``ctx.report["preflight"]``.
 
     ``n_pe``: the PEs the estimate assumes (``None``: no hardware estimate); ``generate``: the command
     will generate the hardware, so a network above :data:`LARGE_BITS` is refused unless
     ``allow_large``; ``qmodel``: the model when it exists already (an imported graph), else the
-    configuration's untrained network.
+    configuration's untrained network; ``storage``: the ``--storage`` the estimate assumes (checked,
+    its layer names against the network's, before training).
     """
     sec = {"data": data_notes(ctx.split(), log) if ctx.dataset is not None else None}
     ctx.report["preflight"] = sec
     if n_pe is None:
         return sec
-    est = estimate(qmodel if qmodel is not None else shape_model(ctx), n_pe)
+    from .steps import check_storage_names
+
+    model = qmodel if qmodel is not None else shape_model(ctx)
+    check_storage_names(model, storage)
+    est = estimate(model, n_pe, storage)
     sec["hardware"] = est
     if est is None:
         return sec

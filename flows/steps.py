@@ -32,7 +32,7 @@ from spikeloom.model.errors import ConfigError, InputError, ModelFileError, Spik
 from spikeloom.model.train import TrainConfig
 
 from . import progress, sources
-from .common import check_pes, table
+from .common import check_pes, check_storage, storage_text, table
 from .output import atomic_write
 
 #: What training and quantization run: the modules :func:`step_train` and :func:`step_quantize`
@@ -151,14 +151,17 @@ def add_run_folder_options(group):
 
 
 #: :class:`RunContext`'s own fields and the command-line options that give them.
-_RUN_OPTIONS = {"n_pe": "pes", "simulator": "sim", "cosim_images": "cosim_images", "tech": "tech", "name": "name"}
+_RUN_OPTIONS = {"n_pe": "pes", "storage": "storage", "simulator": "sim", "cosim_images": "cosim_images",
+                "tech": "tech", "name": "name"}
 
 
 def run_settings(args):
     """:class:`RunContext`'s own fields from parsed pipeline options (an option a subcommand does
-    not have takes the field's default)."""
+    not have takes the field's default; ``--storage`` is checked here)."""
     defaults = {f.name: f.default for f in fields(RunContext)}
-    return {k: getattr(args, opt, defaults[k]) for k, opt in _RUN_OPTIONS.items()}
+    settings = {k: getattr(args, opt, defaults[k]) for k, opt in _RUN_OPTIONS.items()}
+    settings["storage"] = check_storage(settings["storage"])
+    return settings
 
 
 def _file_hash(path, option):
@@ -191,6 +194,7 @@ class RunContext(Context):
     """
 
     n_pe: int = 8
+    storage: str | dict = "auto"  # --storage (flows/common.py check_storage)
     simulator: str = "verilator"
     cosim_images: int | None = None
     tech: Path | None = None
@@ -208,6 +212,8 @@ class RunContext(Context):
                **({"channels": self.channels} if self.channels is not None else {}),
                "train": self.train.as_dict(), "neuron": asdict(self.neuron), "quant": asdict(self.quant),
                "n_pe": self.n_pe, "kernels": {k: os.environ.get(k) for k in PINNED_ENV}}
+        if self.storage != "auto":  # (the default names the folders it named before --storage existed)
+            cfg["storage"] = self.storage
         if self.nir is not None:
             cfg["nir"] = {"graph": _file_hash(self.nir, "--nir"), **(self.import_options or {})}
         return cfg
@@ -314,21 +320,32 @@ def describe_neuron(n):
     return f"leak a = {n.leak_mul}, f = {n.leak_frac} (beta {n.beta:g}), fire '{n.fire}', reset {n.reset}"
 
 
-def check_hardware(qmodel, n_pe, step):
-    """The hardware plan of ``qmodel`` on ``n_pe`` PEs; a model the generator cannot map (e.g. a
-    pooled map that does not divide evenly) is a one-line error naming the layer."""
+def check_storage_names(qmodel, storage):
+    """``--storage`` (checked, :func:`~spikeloom.flows.common.check_storage`) names only layers of ``qmodel``."""
+    names = [ly.name for ly in qmodel.layers]
+    for k in storage if isinstance(storage, dict) else ():
+        if k not in names:
+            raise ConfigError(f"--storage names layer {k!r}; the network's layers are {', '.join(names)}")
+
+
+def check_hardware(qmodel, n_pe, step, storage="auto"):
+    """The hardware plan of ``qmodel`` on ``n_pe`` PEs with weight storage ``storage``; a model the
+    generator cannot map (e.g. a pooled map that does not divide evenly) is a one-line error naming
+    the layer."""
     from spikeloom.hw.plan import Plan
 
+    storage = check_storage(storage)
+    check_storage_names(qmodel, storage)
     try:
-        return Plan(qmodel, n_pe)
+        return Plan(qmodel, n_pe, storage)
     except ValueError as e:
         raise SpikeloomError(f"{step}: {qmodel.name!r} cannot be mapped to the hardware: {e}") from None
 
 
-def weight_storage(qmodel, n_pe=None, ports=None):
+def weight_storage(qmodel, n_pe=None, ports=None, storage="auto"):
     """The weight storage that the golden counters assume, as the hardware has it.
 
-    ``n_pe``: what the generator picks for ``qmodel`` on ``n_pe`` PEs (``Plan(qmodel, n_pe)``);
+    ``n_pe``: what the generator picks for ``qmodel`` on ``n_pe`` PEs (``Plan(qmodel, n_pe, storage)``);
     ``ports``: the ``sparse_layers`` of a ``ports.json`` written by ``spikeloom generate`` (a path;
     it must describe ``qmodel``); neither: every layer dense. Returns ``{"source", "n_pe",
     "sparse_layers"}``; errors name the option (``--pes`` or ``--ports``) and its value.
@@ -340,8 +357,10 @@ def weight_storage(qmodel, n_pe=None, ports=None):
     if n_pe is None:
         return {"source": "dense (neither --pes nor --ports given)", "n_pe": None, "sparse_layers": []}
     check_pes(n_pe)
-    plan = check_hardware(qmodel, n_pe, f"--pes {n_pe}")
-    return {"source": f"generator's choice for --pes {n_pe}", "n_pe": n_pe, "sparse_layers": list(plan.sparse_layers)}
+    plan = check_hardware(qmodel, n_pe, f"--pes {n_pe}", storage)
+    how = "" if storage == "auto" else f" --storage {storage_text(storage)}"
+    return {"source": f"generator's choice for --pes {n_pe}{how}", "n_pe": n_pe,
+            "sparse_layers": list(plan.sparse_layers)}
 
 
 def _ports_storage(qmodel, path):
@@ -580,7 +599,7 @@ def _evaluate(ctx, imodel, qmodel, n_pe, log):
     x_q = golden.quantize_input(qmodel, split.test.x)
     y = split.test.y
     try:
-        storage = weight_storage(qmodel, n_pe)
+        storage = weight_storage(qmodel, n_pe, storage=getattr(ctx, "storage", "auto"))
     except SpikeloomError as e:
         log(f"[evaluate] counters assume dense weight storage: {e}")
         storage = {"source": f"dense ({e})", "n_pe": None, "sparse_layers": []}
@@ -742,31 +761,48 @@ def write_report(ctx: Context, log=print):
     return path
 
 
-def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print):
-    """Generate the accelerator's Verilog, memory images and port description for ``qmodel``."""
+def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print, storage=None):
+    """Generate the accelerator's Verilog, memory images and port description for ``qmodel``
+    (``storage``: ``--storage``, default the run's, ``ctx.storage``, else ``"auto"``)."""
+    if storage is None:
+        storage = getattr(ctx, "storage", "auto")
     with progress.step("generate", ctx.timing, f"{qmodel.name} on N = {n_pe} PEs") as p:
-        return _generate(ctx, qmodel, n_pe, trace, p.wrap(log))
+        return _generate(ctx, qmodel, n_pe, trace, storage, p.wrap(log))
 
 
-def _generate(ctx, qmodel, n_pe, trace, log):
+#: The report's ``hardware.layers`` keys, from ``ports.json``'s layers.
+HARDWARE_LAYER_KEYS = ("name", "kind", "storage", "weight_words", "dense_bits", "sparse_bits", "storage_rule",
+                       "dense_cycles", "sparse_cycles")
+
+
+def storage_table(ports):
+    """Per layer: the storage chosen (and by which rule), its weight bits, and the cycles of an event
+    at every input summed for both storages (``hw/plan.py``): the generate step's summary."""
+    rows = [[ly.name, ly.storage, ly.storage_rule or "-",
+             f"{ly.dense_bits if ly.storage == 'dense' else ly.sparse_bits:,}",
+             f"{ly.dense_cycles:,}" if ly.dense_cycles is not None else "-",
+             f"{ly.sparse_cycles:,}" if ly.sparse_cycles is not None else "-"] for ly in ports.layers]
+    return table(rows, ["layer", "storage", "rule", "weight bits", "event cycles dense", "event cycles sparse"])
+
+
+def _generate(ctx, qmodel, n_pe, trace, storage, log):
     from spikeloom.hw.accel import generate
     from spikeloom.sim.ports import Ports
 
-    check_hardware(qmodel, n_pe, "generate")
+    storage = check_storage(storage)
+    check_hardware(qmodel, n_pe, "generate", storage)
     out = ctx.workdir / f"rtl_n{n_pe}{'_trace' if trace else ''}"
-    generate(qmodel, n_pe, out, trace=trace)
+    generate(qmodel, n_pe, out, trace=trace, storage=storage)
     verilog = out / "spikeloom_accel.v"
     if not verilog.exists() or not (out / "ports.json").exists():
         raise SpikeloomError(f"generate wrote no Verilog into {out}")
     ports = Ports.load(out)
-    storage = ", ".join(f"{ly.name} {ly.storage}" for ly in ports.layers)
-    log(f"[generate] {verilog} ({verilog.stat().st_size // 1024} KiB, N = {n_pe} PEs); weight storage: {storage}; "
-        f"{ports.weight_memory_bits} weight bits")
-    ctx.report["hardware"] = {"n_pe": n_pe, "storage": ports.storage(),
+    log(f"[generate] {verilog} ({verilog.stat().st_size // 1024} KiB, N = {n_pe} PEs, --storage "
+        f"{storage_text(storage)}); {ports.weight_memory_bits} weight bits; per layer (event cycles: an event at "
+        f"every input, summed):\n{storage_table(ports)}")
+    ctx.report["hardware"] = {"n_pe": n_pe, "storage": ports.storage(), "storage_option": storage,
                               "weight_memory_bits": ports.weight_memory_bits,
-                              "layers": [{k: getattr(ly, k) for k in ("name", "kind", "storage", "weight_words",
-                                                                      "dense_bits", "sparse_bits")}
-                                         for ly in ports.layers]}
+                              "layers": [{k: getattr(ly, k) for k in HARDWARE_LAYER_KEYS} for ly in ports.layers]}
     return out
 
 

@@ -47,7 +47,7 @@ from .counters import COUNTER_BITS, ActivityCounters, layers_layout
 from .events import InputEventSource, SpikeEventSource, spike_entry_layout
 from .pe import PE
 from .pipeline import EventPipeline, rows_words
-from .plan import MEMORIES, WEIGHT_STORES, Plan, geometries
+from .plan import MEMORIES, STORAGES, WEIGHT_STORES, Plan, geometries
 from .pool import SpikePush, pushes, shortcut_readers
 from .sequencer import Phase, Sequencer
 from .top2 import Top2
@@ -304,10 +304,18 @@ def describe(accel):
                     "out_features": lp.out_features, "channels": lp.channels, "map": [lp.ho, lp.wo],
                     "pool": lp.pool, "positions": lp.positions, "chunks": lp.chunks,
                     "neuron_base": lp.neuron_base, "weight_base": lp.weight_base, "storage": lp.storage,
-                    "weight_words": r["words"], "dense_bits": r["dense_bits"], "sparse_bits": r["sparse_bits"]}
+                    "weight_words": r["words"], "dense_bits": r["dense_bits"], "sparse_bits": r["sparse_bits"],
+                    "storage_rule": r["rule"], "dense_cycles": r["dense_cycles"], "sparse_cycles": r["sparse_cycles"],
+                    "sources": [{"shortcut": g.shortcut, "row_base": g.row_base, "rows": g.rows, "k": g.k}
+                                for g in lp.sources]}
                    for lp, r in zip(plan.layers, plan.storage_report)],
         "sparse_layers": list(plan.sparse_layers),
-        "weight_word": {"weight_bits": plan.weight_bits, "tap_bits": plan.tap_bits, "chunk_bits": plan.chunk_bits},
+        "rows_word": {"start_bits": bits(plan.weight_depth + 1),  # (rows_words: start, then the length)
+                      "len_bits": plan.rows_bits - bits(plan.weight_depth + 1)},
+        "weight_word": {"weight_bits": plan.weight_bits, "tap_bits": plan.tap_bits, "chunk_bits": plan.chunk_bits,
+                        "width": plan.word_bits,
+                        "fields": {st: {k: {"lsb": lsb, "width": w} for k, (lsb, w) in plan.word_fields(st).items()}
+                                   for st in STORAGES}},
         "weight_memory_bits": plan.weight_memory_bits,
         "memories": [{"pe": f"pe_{p}", "name": mem, "depth": depths[mem], "width": widths[mem],
                       "file": f"mem/pe_{p}_{mem}.hex",

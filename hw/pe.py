@@ -355,10 +355,12 @@ class PE(wiring.Component):
         w1, mem1, leak1, bias1, flag1, pend1 = self._stage1(m, mems, w_rd, mem_rd, bias_rd)
 
         # Stage 2: product; leak + bias; the neuron of a compressed entry and whether it lands.
-        wb, tb, cb = plan.weight_bits, plan.tap_bits, plan.chunk_bits
-        w = Signal(signed(wb), name="w")
-        m.d.comb += w.eq(w1[:wb])
-        prod = Signal(signed(wb + plan.value_bits + 1), name="prod")
+        # the stored word's fields (plan.word_fields: a dense word's bits above w are 0)
+        fields = plan.word_fields("sparse")
+        field = {k: w1[lsb:lsb + n] for k, (lsb, n) in fields.items()}
+        w = Signal(signed(plan.weight_bits), name="w")
+        m.d.comb += w.eq(field["w"])
+        prod = Signal(signed(plan.weight_bits + plan.value_bits + 1), name="prod")
         base = Signal(signed(mb + 2), name="base")
         nbits = bits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
@@ -367,8 +369,8 @@ class PE(wiring.Component):
         base_sum = self._base(m, s2, base, mem1, leak1, bias1, pend1)
         # (a compressed layer whose rows need no index fields, one tap and one chunk, still takes
         # the compressed path: its padding entries must neither count nor write)
-        t = w1[wb:wb + tb] if tb else Const(0, 1)
-        c = w1[wb + tb:wb + tb + cb] if cb else Const(0, 1)
+        t = field.get("t", Const(0, 1))
+        c = field.get("c", Const(0, 1))
         d_sel = self._entry_offset(m, s2.geo, t, nbits)
         lands = Signal(name="lands")
         m.d.comb += lands.eq((s2.mask >> t)[0])

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .common import bits, per_layer
 from .events import event_layout
-from .plan import geometries
+from .plan import bursts as plan_bursts, geometries
 
 
 def issue_signature(plan):
@@ -83,15 +83,12 @@ class EventPipeline(wiring.Component):
     @staticmethod
     def bursts(plan, g, ch, y, x):
         """The work of the event ``(ch, y, x)`` of source ``g``: (cycles it holds ``RW``, burst
-        lengths in words). Dense storage: one burst of ``chunks`` words per landing tap (``RW``
-        holds the event one cycle per tap, at least one); compressed storage: one burst of the
-        row's ``row_len`` entries if a tap lands and the row has entries."""
+        lengths in words), by the plan's burst rule (:func:`spikeloom.hw.plan.bursts`: one burst of
+        ``chunks`` words per landing tap for dense storage, one of the row's ``row_len`` entries
+        for compressed storage)."""
         lp = plan.layers[g.layer]
         taps = len(g.landing(y, x, lp.ho, lp.wo))
-        if lp.storage == "sparse":
-            ln = plan.row_len[g.row_base + g.row(ch, y, x)]
-            return 1, [ln] if taps and ln else []
-        return max(taps, 1), [lp.chunks] * taps
+        return plan_bursts(lp.storage, taps, lp.chunks, plan.row_len[g.row_base + g.row(ch, y, x)])
 
     def __init__(self, plan, shortcut=False):
         self._plan = plan

@@ -32,10 +32,20 @@ Its weights form one *row*:
   tap does not land (or a padding entry) does nothing. A pruned weight costs no cycle, no read and
   no storage (beyond the imbalance between PEs, which balanced pruning removes).
 
-``auto`` picks, per layer, the storage with fewer bits. Word layout (LSB first): ``w``
-(``weight_bits``), then ``t`` (``tap_bits``) and ``c`` (``chunk_bits``), present when any layer is
-sparse and sized for the sparse layers; they are zero in the words of dense layers.
-``row_start``/``row_len`` form one shared table (the ``rows`` memory).
+The burst rule of the two storages (:func:`bursts`) is what the event pipeline issues
+(``EventPipeline.bursts`` applies it to an event) and what the cycle model replays.
+
+``auto`` picks, per layer, the storage with fewer bits; ``fast`` the one with fewer event cycles
+(:func:`event_cycles` of an event at every input ``(ch, y, x)`` of each of the layer's sources,
+summed: the layer's cost if every input were active once), fewer bits on a tie. Both figures of
+both storages are in ``storage_report`` whatever the choice.
+
+**Weight word** (:meth:`Plan.word_fields`, LSB first, ``word_bits`` wide, one width for every
+layer): ``w`` (``weight_bits``, two's complement) at bit 0; in the words of compressed layers
+``t`` (``tap_bits``) above it and ``c`` (``chunk_bits``) above that, sized for the compressed
+layers only (0 bits when no layer is compressed); in the words of dense layers, and in padding
+entries, every bit above ``w`` is 0. ``row_start``/``row_len`` form one shared table (the
+``rows`` memory).
 
 **Event values.** An event multiplies its row's weights by its value: the input value for the
 analog layer, 1 for a spike, and the window's spike count (1..``pool^2``) for the events of a
@@ -66,9 +76,29 @@ from .common import bits
 PES_RANGE = (1, 64)
 MEMORIES = ("weight", "acc", "membrane", "bias", "threshold")
 STORAGES = ("dense", "sparse")
+#: Rules that pick a storage per layer: fewer bits (``auto``, the default) or fewer event cycles (``fast``).
+STORAGE_RULES = ("auto", "fast")
 #: How the weight memories get their contents: initialised (``rom``, block RAM initial values) or
 #: written through the ``i_weights`` stream after reset (``load``: single-port RAM such as SPRAM).
 WEIGHT_STORES = ("rom", "load")
+
+
+def bursts(storage, taps, chunks, row_len):
+    """The work of one event: (cycles it holds the event pipeline's ``RW`` register, burst lengths
+    in words). ``taps``: how many of its taps land; ``chunks``: its layer's; ``row_len``: its
+    row's entries (compressed storage). Dense storage: one burst of ``chunks`` words per landing
+    tap (``RW`` holds the event one cycle per tap, at least one); compressed storage: one burst of
+    the row's ``row_len`` entries if a tap lands and the row has entries."""
+    if storage == "sparse":
+        return 1, [row_len] if taps and row_len else []
+    return max(taps, 1), [chunks] * taps
+
+
+def event_cycles(rw, words):
+    """Cycles an event occupies the event pipeline when events follow back to back (``rw``,
+    ``words``: :func:`bursts`): the issue stage takes one word per cycle, ``RW`` holds the event
+    ``rw`` cycles (``tests/test_perf.py`` checks the cycle model's pipeline against it)."""
+    return max(rw, sum(words))
 
 
 def source_map(layer, index, prev_shape):
@@ -263,15 +293,22 @@ class Plan:
         self.chunk_bits = 0
         decided = []
         for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
-            chunks = geo[i][3]
+            _, ho, wo, chunks = geo[i]
             dense_bits = sum(s.rows * s.taps * chunks for s in srcs) * self.weight_bits * n_pe
             lens = [self._sparse_lens(s, chunks) for s in srcs]
             tb = max(bits(s.taps) if s.taps > 1 else 0 for s in srcs)
             cb = bits(chunks) if chunks > 1 else 0
             sparse_bits = sum(int(v.sum()) for v in lens) * (self.weight_bits + tb + cb) * n_pe
+            size = {"dense": dense_bits, "sparse": sparse_bits}
+            cycles = {st: sum(self._source_cycles(s, st, chunks, ho, wo, ln) for s, ln in zip(srcs, lens))
+                      for st in STORAGES}
             want = choice.get(ly.name, "auto")
-            st = want if want != "auto" else ("sparse" if sparse_bits < dense_bits else "dense")
-            decided.append((st, lens, tb, cb, dense_bits, sparse_bits))
+            if want in STORAGE_RULES:  # (ties: fewer bits, then dense)
+                key = (lambda k: size[k]) if want == "auto" else (lambda k: (cycles[k], size[k]))
+                st = min(STORAGES, key=key)
+            else:
+                st = want
+            decided.append((st, lens, tb, cb, dense_bits, sparse_bits, cycles["dense"], cycles["sparse"]))
             if st == "sparse":
                 self.tap_bits = max(self.tap_bits, tb)
                 self.chunk_bits = max(self.chunk_bits, cb)
@@ -282,7 +319,7 @@ class Plan:
         nb = wb = 0
         for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
             ch_out, ho, wo, chunks = geo[i]
-            st, lens, _, _, dense_bits, sparse_bits = decided[i]
+            st, lens, _, _, dense_bits, sparse_bits, dense_cycles, sparse_cycles = decided[i]
             layer_wb = wb
             for s, ln in zip(srcs, lens):
                 for r in range(s.rows):
@@ -292,8 +329,9 @@ class Plan:
                     wb += n_words
             self.layers.append(LayerPlan(ly.name, ly.role, ly.kind, ch_out, ho, wo, geometry.pool(ly), chunks,
                                          ch_out - channel(0, chunks - 1, n_pe), nb, layer_wb, st, srcs))
-            self.storage_report.append({"layer": ly.name, "storage": st, "words": wb - layer_wb,
-                                        "dense_bits": dense_bits, "sparse_bits": sparse_bits})
+            self.storage_report.append({"layer": ly.name, "storage": st, "rule": choice.get(ly.name, "auto"),
+                                        "words": wb - layer_wb, "dense_bits": dense_bits, "sparse_bits": sparse_bits,
+                                        "dense_cycles": dense_cycles, "sparse_cycles": sparse_cycles})
             nb += ho * wo * chunks
         self.neuron_depth = nb
         self.weight_depth = max(wb, 1)
@@ -313,17 +351,18 @@ class Plan:
 
     @staticmethod
     def _storage_choice(storage, names):
+        allowed = ", ".join(repr(v) for v in STORAGE_RULES + STORAGES)
         if isinstance(storage, str):
-            if storage not in STORAGES + ("auto",):
-                raise ValueError(f"storage = {storage!r}; allowed: 'auto', 'dense', 'sparse' or a dict")
+            if storage not in STORAGE_RULES + STORAGES:
+                raise ValueError(f"storage = {storage!r}; allowed: {allowed} or a dict")
             return {} if storage == "auto" else {n: storage for n in names}
         if not isinstance(storage, dict):
             raise TypeError(f"storage must be a string or a dict, got {type(storage).__name__}")
         for k, v in storage.items():
             if k not in names:
                 raise ValueError(f"storage names layer {k!r}, which the model does not have ({names})")
-            if v not in STORAGES + ("auto",):
-                raise ValueError(f"storage[{k!r}] = {v!r}; allowed: 'auto', 'dense', 'sparse'")
+            if v not in STORAGE_RULES + STORAGES:
+                raise ValueError(f"storage[{k!r}] = {v!r}; allowed: {allowed}")
         return dict(storage)
 
     @staticmethod
@@ -368,6 +407,21 @@ class Plan:
                 per_pe[owner(o, n)[0]] += int(nz[o].sum())
             out[r] = per_pe.max()
         return out
+
+    @staticmethod
+    def _source_cycles(s, storage, chunks, ho, wo, lens):
+        """:func:`event_cycles` of an event at every input ``(ch, y, x)`` of source ``s``, summed,
+        were its layer stored as ``storage`` (``lens``: the source's compressed row lengths)."""
+        total = 0
+        for y in range(s.h):
+            for x in range(s.w):
+                taps = len(s.landing(y, x, ho, wo))
+                if storage == "dense":
+                    total += s.c_in * event_cycles(*bursts("dense", taps, chunks, 0))
+                else:
+                    total += sum(event_cycles(*bursts("sparse", taps, chunks, int(lens[s.row(ch, y, x)])))
+                                 for ch in range(s.c_in))
+        return total
 
     def _acc_bits(self, ly):
         # The acc memory holds one timestep's W x (shortcut included) without the bias (added in
@@ -429,14 +483,28 @@ class Plan:
         ln = self.row_len[s.row_base + r]
         return ents + [(0, 0, 0)] * (ln - len(ents))
 
-    def word(self, w, t, c):
-        """A packed weight word. Only compressed layers use the index fields ``t`` and ``c`` (sized
-        for them: a dense layer's tap may not fit ``tap_bits``, so :meth:`pe_entries` gives dense
-        words t = c = 0)."""
-        mask = (1 << self.weight_bits) - 1
-        v = w & mask
-        if self.tap_bits or self.chunk_bits:
-            v |= t << self.weight_bits | c << (self.weight_bits + self.tap_bits)
+    def word_fields(self, storage):
+        """The fields of a weight word of a layer in ``storage``: ``{name: (lsb, width)}``, LSB
+        first (module docstring, "Weight word"); the word's other bits are 0."""
+        fields = {"w": (0, self.weight_bits)}
+        if storage == "sparse":
+            fields.update({"t": (self.weight_bits, self.tap_bits),
+                           "c": (self.weight_bits + self.tap_bits, self.chunk_bits)})
+        return {k: v for k, v in fields.items() if v[1]}
+
+    def word(self, w, t, c, storage="sparse"):
+        """The packed (unsigned) weight word of entry ``(w, t, c)`` of a layer in ``storage``
+        (:meth:`word_fields`); a field that does not hold its value is an error, never truncated."""
+        v, fields = 0, self.word_fields(storage)
+        for name, val in (("w", w), ("t", t), ("c", c)):
+            lsb, width = fields.get(name, (0, 0))
+            if name == "w":
+                if not -(1 << (width - 1)) <= val < 1 << (width - 1):
+                    raise ValueError(f"weight {val} does not fit the {width}-bit field w")
+                val &= (1 << width) - 1
+            elif not 0 <= val < 1 << width:
+                raise ValueError(f"{name} = {val} does not fit its {width}-bit field of a {storage} word")
+            v |= val << lsb
         return v
 
     def init(self, pe, mem):
@@ -449,7 +517,7 @@ class Plan:
             if mem == "weight":
                 for s in lp.sources:
                     for r in range(s.rows):
-                        out += [self._signed_word(self.word(*e)) for e in self.pe_entries(pe, lp, s, r)]
+                        out += [self._signed_word(self.word(*e, lp.storage)) for e in self.pe_entries(pe, lp, s, r)]
             else:
                 arr = ly.bias if mem == "bias" else ly.threshold
                 for _ in range(lp.positions):

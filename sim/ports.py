@@ -116,6 +116,11 @@ class LayerPorts:
     weight_words: int
     dense_bits: int
     sparse_bits: int
+    # how the storage was chosen and the event cycles of both storages (hw/plan.py; absent in the
+    # ports.json of older generators)
+    storage_rule: str | None = None
+    dense_cycles: int | None = None
+    sparse_cycles: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,9 @@ class Ports:
         if store not in ("rom", "load"):
             raise PortsError(f"{r.source}: field 'weights.store' must be 'rom' or 'load', got {store!r}")
         load = store == "load"
-        layers = tuple(LayerPorts(**{k: ly.get(k, str if k in ("name", "role", "kind", "storage") else int)
+        optional = ("storage_rule", "dense_cycles", "sparse_cycles")
+        layers = tuple(LayerPorts(**{k: ly.get(k, str if k in ("name", "role", "kind", "storage", "storage_rule")
+                                               else int, optional=k in optional)
                                      for k in LayerPorts.__dataclass_fields__}) for ly in r.items("layers"))
         names = {ly.name for ly in layers}
         sparse = tuple(r.get("sparse_layers", list))

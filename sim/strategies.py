@@ -74,8 +74,9 @@ AXES = {
 
 #: PE counts the tests draw: one lane, lanes that do or do not divide the layers.
 N_PES = (1, 2, 3, 4, 7)
-#: Weight storages the tests draw (``hw/plan.py``).
-STORAGES = ("dense", "sparse", "auto")
+#: Weight storages the tests draw (``hw/plan.py``): every layer dense or compressed, or per layer
+#: by bits (``auto``) or by event cycles (``fast``).
+STORAGES = ("dense", "sparse", "auto", "fast")
 
 
 def _threshold_class(t):

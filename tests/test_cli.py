@@ -316,3 +316,32 @@ def test_hardware_and_cosimulation_options_are_checked_even_when_unused(tmp_path
     assert_clean_error(spikeloom_here(capsys, "run", "--no-cosim", "--cosim-images", "-5", "--build", tmp_path),
                        "--cosim-images = -5")
     assert not any(tmp_path.iterdir())
+
+
+def test_storage_option(model_path, tmp_path, capsys):
+    """``--storage``: a rule, a storage, or LAYER=S per layer; every bad value one line, before any work."""
+    gen = ("generate", model_path, "--pes", "2", "-o")
+    assert_clean_error(spikeloom_here(capsys, *gen, tmp_path / "a", "--storage", "quick"), "--storage = 'quick'",
+                       "auto, fast, dense, sparse")
+    assert_clean_error(spikeloom_here(capsys, *gen, tmp_path / "a", "--storage", "fc1=dense,fc2"), "'fc2' is not LAYER=S")
+    assert_clean_error(spikeloom_here(capsys, *gen, tmp_path / "a", "--storage", "fc1=slow"), "layer 'fc1' = 'slow'")
+    assert_clean_error(spikeloom_here(capsys, *gen, tmp_path / "a", "--storage", "fc9=dense"),
+                       "--storage names layer 'fc9'", "fc1, fc2")
+    assert_clean_error(spikeloom_here(capsys, "export", model_path, "-o", tmp_path / "a", "--storage", "fc9=dense"),
+                       "--storage names layer 'fc9'")
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((2, 6), np.int64))
+    assert_clean_error(spikeloom_here(capsys, "cosim", model_path, "--input", x, "--build", tmp_path / "a",
+                                      "--storage", "fc1=dense,fc1=sparse"), "layer 'fc1' is given twice")
+    assert_clean_error(spikeloom_here(capsys, "run", "--no-cosim", "--storage", "zero", "--build", tmp_path / "a"),
+                       "--storage = 'zero'")
+    # the layer names of a network still to be trained: against its untrained shape, before training
+    assert_clean_error(spikeloom_here(capsys, "run", "--no-cosim", "--storage", "fc9=dense", "--build", tmp_path / "a"),
+                       "--storage names layer 'fc9'", "fc1, fc2, fc3")
+    assert not (tmp_path / "a").exists()
+    r = spikeloom_here(capsys, *gen, tmp_path / "g", "--storage", "fc1=fast,fc2=sparse")
+    assert r.returncode == 0, r.stderr
+    layers = json.loads((tmp_path / "g" / "ports.json").read_text())["layers"]
+    assert [(ly["storage_rule"], ly["storage"] if ly["storage_rule"] != "fast" else "-") for ly in layers] == \
+        [("fast", "-"), ("sparse", "sparse")]
+    assert all(ly["dense_cycles"] > 0 and ly["sparse_cycles"] > 0 for ly in layers)

@@ -339,3 +339,28 @@ def test_run_named_network_on_cifar_test_images(tmp_path, monkeypatch, capsys, c
     x = golden.quantize_input(net(), written["test_batch"][0].reshape(-1, 3, 32, 32) / 255.0)
     rtl = json.loads((tmp_path / "build" / "runs" / "tiny-cifar" / "rtl_n2" / "cosim_icarus" / "results.json").read_text())
     assert [i["pred"] for i in rtl["images"]] == golden.run(net(), x[:3], sparse=()).pred.tolist()
+
+
+@pytest.mark.cosim
+@pytest.mark.icarus
+def test_run_named_network_storage_fast(tmp_path, monkeypatch, capsys):
+    """``run --storage fast``: the generated core has each layer in the storage with fewer event
+    cycles, co-simulates with 0 mismatches, and the run prints and reports per layer the storage, its
+    rule, and both storages' bits and event cycles."""
+    from spikeloom.model import randnet
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(randnet.NAMED, "tiny-random", lambda: small_model())
+    r = spikeloom_here(capsys, "run", "--arch", "tiny-random", "--sim", "icarus", "--pes", "2", "--cosim-images", "4",
+                       "--storage", "fast")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((tmp_path / "build" / "runs" / "tiny-random" / "report.json").read_text())
+    assert (rep["cosim"]["n_images"], rep["cosim"]["mismatches"]) == (4, 0)
+    hw = rep["hardware"]
+    assert hw["storage_option"] == "fast" and [ly["name"] for ly in hw["layers"]] == [ly.name for ly in small_model().layers]
+    for ly in hw["layers"]:
+        assert ly["storage_rule"] == "fast" and hw["storage"][ly["name"]] == ly["storage"]
+        cost = {s: (ly[f"{s}_cycles"], ly[f"{s}_bits"]) for s in ("dense", "sparse")}
+        assert ly["storage"] == ("sparse" if cost["sparse"] < cost["dense"] else "dense"), ly
+        assert f"{ly['name']} " in r.stdout
+    assert "event cycles dense" in r.stdout and "event cycles sparse" in r.stdout

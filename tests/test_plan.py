@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from spikeloom.hw.plan import Plan
+from spikeloom.hw.pipeline import EventPipeline
+from spikeloom.hw.plan import STORAGES as KINDS, Plan, event_cycles
 from spikeloom.model import golden
 from spikeloom.model.config import LayerNeuron
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
@@ -183,3 +184,57 @@ def test_neurons_once_per_model_and_flag_bit():
         assert plan.word_widths()["membrane"] == plan.widths()["membrane"] + 1 == plan.membrane_bits + 1
     plan = Plan(random_model([6, 5, 3], seed=0, neurons=[shift]), 2)
     assert plan.flag_bits == 0 and plan.word_widths()["membrane"] == plan.membrane_bits
+
+
+def _event_cycles_by_the_pipeline(model, n_pe, storage, layer):
+    """Cycles of an event at every input (ch, y, x) of each source of ``layer``, summed, read off
+    the event pipeline's bursts on a plan built with every layer in ``storage``."""
+    plan = Plan(model, n_pe, storage)
+    lp = plan.layers[layer]
+    return sum(event_cycles(*EventPipeline.bursts(plan, g, ch, y, x))
+               for g in lp.sources for ch in range(g.c_in) for y in range(g.h) for x in range(g.w))
+
+
+# the networks: a dense MLP at 50% weights, a conv net with pooling, a shortcut and a dense layer after
+# the map, at 40% (compressed rows shorter than a dense tap burst) and 90% (longer)
+@pytest.mark.parametrize("make", [lambda: random_model([20, 16, 12, 5], seed=3, density=0.5),
+                                  lambda: random_conv_model(seed=2, density=0.4, hidden=(6,)),
+                                  lambda: random_conv_model(seed=4, density=0.9)])
+@pytest.mark.parametrize("n_pe", [1, 3, 8])
+def test_fast_storage_picks_fewer_event_cycles_and_auto_fewer_bits(make, n_pe):
+    """``fast``'s figures are the event pipeline's own bursts (the cycle model's), for both
+    storages; per layer ``fast`` takes the fewer cycles and ``auto`` the fewer bits (ties: bits)."""
+    model = make()
+    fast, auto = Plan(model, n_pe, "fast"), Plan(model, n_pe, "auto")
+    assert [r["dense_cycles"] for r in fast.storage_report] == [r["dense_cycles"] for r in auto.storage_report]
+    for i, (f, a) in enumerate(zip(fast.storage_report, auto.storage_report)):
+        for st in KINDS:
+            assert f[f"{st}_cycles"] == _event_cycles_by_the_pipeline(model, n_pe, st, i), (f["layer"], st)
+        cost = {st: (f[f"{st}_cycles"], f[f"{st}_bits"]) for st in KINDS}
+        assert f["storage"] == min(KINDS, key=lambda st: (cost[st], st == "sparse")), f
+        assert a["storage"] == ("sparse" if a["sparse_bits"] < a["dense_bits"] else "dense"), a
+        assert (f["rule"], a["rule"]) == ("fast", "auto")
+
+
+def test_fast_storage_per_layer_and_errors():
+    model = random_conv_model(seed=2, density=0.4, hidden=(6,))
+    names = [ly.name for ly in model.layers]
+    plan = Plan(model, 3, {names[0]: "fast", names[1]: "dense"})
+    rep = {r["layer"]: r for r in plan.storage_report}
+    assert rep[names[0]]["rule"] == "fast" and rep[names[1]] == {**rep[names[1]], "rule": "dense", "storage": "dense"}
+    assert [rep[n]["rule"] for n in names[2:]] == ["auto"] * (len(names) - 2)
+    with pytest.raises(ValueError, match="allowed: 'auto', 'fast', 'dense', 'sparse'"):
+        Plan(model, 3, {names[0]: "quick"})
+
+
+def test_weight_words_never_truncate():
+    """Every word is its fields, packed by ``word_fields``: a value a field cannot hold is refused."""
+    plan = Plan(random_conv_model(seed=2, density=0.4), 3, "sparse")
+    assert plan.word_fields("dense") == {"w": (0, plan.weight_bits)}
+    assert plan.word(-1, 0, 0, "dense") == (1 << plan.weight_bits) - 1
+    with pytest.raises(ValueError, match="does not fit"):
+        plan.word(1 << plan.weight_bits, 0, 0, "dense")
+    with pytest.raises(ValueError, match="t = 1 does not fit its 0-bit field of a dense word"):
+        plan.word(1, 1, 0, "dense")
+    with pytest.raises(ValueError, match="does not fit"):
+        plan.word(1, 1 << plan.tap_bits, 0, "sparse")

@@ -178,6 +178,20 @@ def test_the_folder_is_the_model_and_hardware_not_the_simulator():
     assert ctx("--sim", "icarus").run_section()["settings"]["simulator"] == "icarus"
 
 
+def test_the_storage_is_hardware_another_folder_unless_auto():
+    """--storage changes the hardware (and the counters evaluate reports): another folder, with the
+    checked value in the configuration; the default, auto, keeps the folders named before it existed."""
+    def ctx(*args):
+        return _context(build_parser().parse_args(["run", *args]))
+    base = ctx()
+    assert "storage" not in base.config() and ctx("--storage", "auto").workdir == base.workdir
+    fast, per_layer = ctx("--storage", "fast"), ctx("--storage", "fc1=sparse, fc2=fast")
+    assert fast.workdir != base.workdir and per_layer.workdir not in (base.workdir, fast.workdir)
+    assert (fast.storage, per_layer.config()["storage"]) == ("fast", {"fc1": "sparse", "fc2": "fast"})
+    assert _context(build_parser().parse_args(["evaluate", "--storage", "fast"])).workdir == fast.workdir
+    assert fast.cache_dir("train") == base.cache_dir("train")
+
+
 def test_every_flow_shares_the_training_cache():
     """make bench and make ablation (plain contexts) find the network make sim trained."""
     from spikeloom.model.train import TrainConfig
