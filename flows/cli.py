@@ -646,7 +646,8 @@ def build_parser():
     sp.add_argument("--counters", action="store_true", help="fill `counters`: every layer's counters per image")
     g = sp.add_argument_group("weight storage of the counters (weight_reads), as the RTL counts them; "
                               "default: every layer dense")
-    g.add_argument("--pes", type=int, default=None, help="the storage the generator picks for N processing elements")
+    g.add_argument("--pes", type=int, default=None, help="the storage the generator picks for N processing elements "
+                   "by default (--storage auto); for another --storage, give the generated core's --ports")
     g.add_argument("--ports", type=Path, default=None,
                    help="the storage of a generated accelerator: its ports.json (spikeloom generate -o DIR)")
     sp.set_defaults(fn=cmd_golden)

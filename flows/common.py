@@ -58,7 +58,8 @@ def check_pes(pes, option="--pes"):
 
 
 #: ``--storage``'s help (generate, export, run, evaluate, cosim).
-STORAGE_HELP = ("weight storage per layer: auto (default: fewer bits), fast (fewer cycles per input event), dense, "
+STORAGE_HELP = ("weight storage per layer: auto (default: fewer bits), fast (fewer cycles per input event, every "
+                "input channel and position counted as equally active), dense, "
                 "sparse (zero-skipping), or LAYER=S[,LAYER=S...] (the layers not named: auto)")
 
 

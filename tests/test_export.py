@@ -350,4 +350,7 @@ def test_readme_layout_decodes_to_the_weights(tmp_path, make, storage, n_pe):
         if ly.shortcut_weight is not None:
             assert np.array_equal(got[ly.name]["shortcut"], ly.shortcut_weight), ly.name
     kinds = {ly.storage for ly in Ports.load(tmp_path / "x" / "ports.json").layers}
-    assert kinds == ({"dense", "sparse"} if isinstance(storage, dict) else kinds)
+    if isinstance(storage, dict):
+        assert kinds == {"dense", "sparse"}
+    elif storage in ("dense", "sparse"):
+        assert kinds == {storage}
