@@ -221,7 +221,7 @@ def _storage_of(model, draw):
     return {ly.name: draw(st.sampled_from(("dense", "sparse")), label=f"storage[{ly.name}]") for ly in model.layers}
 
 
-@settings(max_examples=14, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_export_of_random_networks_warns_nothing(tmp_path, data):
     """Dense and conv networks of the shared strategies (every width and geometry axis), every N
