@@ -315,8 +315,8 @@ def describe_neuron(n):
 
 
 def check_hardware(qmodel, n_pe, step):
-    """The hardware plan of ``qmodel`` on ``n_pe`` PEs; a model the generator cannot map (e.g. a
-    pooled map that does not divide evenly) is a one-line error naming the layer."""
+    """The hardware plan of ``qmodel`` on ``n_pe`` PEs; a model the generator cannot map (e.g.
+    residual connections that overlap) is a one-line error naming the layer."""
     from spikeloom.hw.plan import Plan
 
     try:

@@ -127,12 +127,13 @@ def test_random_any_net(seed):
     compare(model, n_pe, x, ("auto", "dense", "sparse")[seed % 3], trace=seed % 2 == 1)
 
 
-# n_pe, storage: the cases where the order of the two queues' events changes the count
-@pytest.mark.parametrize("n_pe, storage", [(3, "dense"), (8, "sparse")])
-def test_shortcut_queue_order(n_pe, storage):
+# n_pe, storage, seed: residual networks of random_any_model where taking the shortcut queue's
+# event first would change the count (seed 116: the residual layer pools its 2x3 map by 2, floor mode)
+@pytest.mark.parametrize("n_pe, storage, seed", [(3, "dense", 130), (8, "sparse", 116)])
+def test_shortcut_queue_order(n_pe, storage, seed):
     """The main queue's event first whenever both queues offer one (a residual network from the
-    generator's whole space, seed 20, where taking the shortcut queue's first changes the count)."""
-    rng = np.random.default_rng(20)
+    generator's whole space where the order changes the count)."""
+    rng = np.random.default_rng(seed)
     model = random_any_model(rng)
     assert shortcut_readers(model)
     compare(model, n_pe, extreme_inputs(model, 3, rng), storage)
