@@ -266,6 +266,7 @@ def floor_pool_cosim(tmp_path, net, simulator):
     res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
     assert [i["cycles"] for i in exact["images"]] == [perf.cycles(model, n_pe, x[b], res, b, plan=plan, trace=True)
                                                       for b in range(len(x))]
+    assert all(i["cycles"] >= i["cycle_bound"] for i in exact["images"])
     for ly in pooled:  # the rows and columns past the last whole window spike (and pass on nothing)
         s = res.spikes[ly.name].reshape((-1,) + ly.map_shape)
         hp, wp = ly.out_shape[1:]
