@@ -111,13 +111,15 @@ def _leak_class(nr):
 
 def categories(case):
     """``{axis: [values]}`` that ``case`` shows, read off the network and its options (a conv
-    network with pooling and a shortcut is ``conv``, ``pool`` and ``residual``)."""
+    network with pooling and a shortcut is ``conv``, ``pool`` and ``residual``; ``floor_pool``: a
+    pooled map that does not divide by its pool)."""
     m = case.model
     convs = [ly for ly in m.layers if ly.kind == "conv"]
     neurons = [ly.neuron for ly in m.layers if ly.role != "output"]
     kind = ["dense"] if not convs else ["conv"]
     kind += ["pool"] if any(ly.pool > 1 for ly in convs) else []
     kind += ["sum_pool"] if any(ly.pool > 1 and ly.pool_op == "sum" for ly in convs) else []
+    kind += ["floor_pool"] if any(ly.map_shape[1] % ly.pool or ly.map_shape[2] % ly.pool for ly in convs) else []
     kind += ["residual"] if any(ly.shortcut for ly in convs) else []
     if convs and any(ly.kind == "dense" and ly.role != "output" for ly in m.layers):
         kind.append("conv+dense")

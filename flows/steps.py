@@ -330,8 +330,8 @@ def check_storage_names(qmodel, storage):
 
 def check_hardware(qmodel, n_pe, step, storage="auto"):
     """The hardware plan of ``qmodel`` on ``n_pe`` PEs with weight storage ``storage``; a model the
-    generator cannot map (e.g. a pooled map that does not divide evenly) is a one-line error naming
-    the layer."""
+    generator cannot map (e.g. residual connections that overlap) is a one-line error naming the
+    layer."""
     from spikeloom.hw.plan import Plan
 
     storage = check_storage(storage)

@@ -35,7 +35,7 @@ from .events import SpikeEventSource
 from .pe import PE
 from .pipeline import EventPipeline
 from .plan import Plan, geometries
-from .pool import shortcut_readers, window_end
+from .pool import shortcut_readers, window_end, windows
 from .scan import scan_order
 from .sequencer import exit_wait as exit_wait_of
 
@@ -124,10 +124,11 @@ class CycleModel:
     waits for the trace queue to empty, which holds the entry of a spiking update ``u`` in cycle
     ``u + SPIKE_STAGE + 1`` only; the accumulate phase before an update phase ends
     ``SPIKE_STAGE`` cycles after the last update ``u`` before it at the earliest, and later when
-    ``u`` pushes (its events pass the pipeline first), which it does when it spikes (its pooling
-    window ends there: the plan pools only maps that divide evenly). So no update phase starts
-    in such a cycle. The tests check it against :func:`cycles_reference`, which replays the
-    trace queue.
+    ``u`` spikes: then it pushes (its events pass the pipeline first), or, when its pooling window
+    is not whole (floor mode: the last position of a map that does not divide by ``pool``), its
+    spikes keep the phase one cycle more (:class:`~spikeloom.hw.pool.SpikePush`'s ``push``). So
+    no update phase starts in such a cycle. The tests check it against :func:`cycles_reference`,
+    which replays the trace queue.
 
     Parameters
     ----------
@@ -147,6 +148,7 @@ class CycleModel:
         m, ln = tables[gid[(0, False)]]
         self.input_m, self.input_len = m.ravel(), ln.ravel()  # per value index (C, H, W row-major)
         self.push_update = [self._push_updates(lp) for lp in plan.layers]
+        self.tail = [self._tail(lp, plan.n_pe) for lp in plan.layers]
 
     @staticmethod
     def _burst_table(plan, g):
@@ -167,10 +169,19 @@ class CycleModel:
         return m, ln
 
     @staticmethod
+    def _tail(lp, n_pe):
+        """The channels of layer ``lp``'s last update if it is in no whole pooling window (floor
+        mode; it pushes nothing, and its spikes hold the accumulate phase after it one cycle
+        more), else ``None``."""
+        if window_end(lp.pool, lp.ho - 1, lp.wo - 1) is not None:
+            return None
+        return slice((lp.chunks - 1) * n_pe, lp.channels)
+
+    @staticmethod
     def _push_updates(lp):
-        """``(ho // pool, wo // pool, chunks)``: the update (index in :func:`scan_order`) that pushes
-        the entry of each pooled position and chunk of layer ``lp`` (:func:`window_end`)."""
-        k = np.zeros((lp.ho // lp.pool, lp.wo // lp.pool, lp.chunks), np.int64)
+        """``windows(lp) + (chunks,)``: the update (index in :func:`scan_order`) that pushes the
+        entry of each pooled position and chunk of layer ``lp`` (:func:`window_end`)."""
+        k = np.zeros(windows(lp) + (lp.chunks,), np.int64)
         for i, (y, x, c) in enumerate(scan_order(lp)):
             end = window_end(lp.pool, y, x)
             if end is not None:
@@ -183,7 +194,7 @@ class CycleModel:
         ``(a, m, ln)`` lists (``a``: the cycle its event is readable)."""
         lp, q = self.plan.layers[li], self.plan.layers[li].pool
         s = np.asarray(spikes, bool).reshape(lp.channels, lp.ho, lp.wo)
-        hp, wp = lp.ho // q, lp.wo // q
+        hp, wp = windows(lp)
         pooled = s[:, :hp * q, :wp * q].reshape(lp.channels, hp, q, wp, q).any(axis=(2, 4)) if q > 1 else s
         # entries in push order, an entry's events lowest lane first: (py, px, chunk, lane), i.e.
         # (py, px, channel) as channel = chunk * n_pe + lane
@@ -212,7 +223,11 @@ class CycleModel:
                     c += lp.updates + self.exit_wait + 1   # its updates, EXIT_WAIT, EXIT
                     break
                 u_last = c + lp.updates - 1
-                pushed = self._pushes(li, result.spikes[lp.name][t - 1, b], c)
+                spikes = result.spikes[lp.name][t - 1, b]
+                pushed = self._pushes(li, spikes, c)
+                tail = self.tail[li]
+                held = int(tail is not None
+                           and bool(np.asarray(spikes).reshape(lp.channels, lp.positions)[tail, -1].any()))
                 if li in self.sc_of:
                     sc_events = pushed[1]
                 # ACC of layer li + 1 from u_last + 1: it ends drained, its queues empty and no update
@@ -223,7 +238,7 @@ class CycleModel:
                     pipe.run_two(pushed[0], ([max(v, c) for v in a], m, ln))
                 else:
                     pipe.run(*pushed[0])
-                c = max(pipe.quiet(), u_last + SPIKE_STAGE) + 1
+                c = max(pipe.quiet(), u_last + SPIKE_STAGE + held) + 1
         return c - 1   # the first cycle in RESULT is not counted
 
 
@@ -371,6 +386,7 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
         # pipeline outputs at SPIKE_STAGE (pushes) of updates issued at c - SPIKE_STAGE
         push_now = []
         trace_now = 0
+        spike_now = False
         while upd and upd[0][0] <= c - SPIKE_STAGE:
             ic, li, k, tt = upd.popleft()
             if ic == c - SPIKE_STAGE:
@@ -379,9 +395,11 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
                     pushes_cache[key] = _update_pushes(plan, li, result.spikes[layers[li].name][tt - 1, b])
                 any_spike, entry = pushes_cache[key][k]
                 trace_now += any_spike and trace
+                spike_now = spike_now or any_spike
                 if entry is not None:
                     push_now.append((li, entry))
-        in_flight = bool(push_now) or any(c - SPIKE_STAGE < ic < c for ic, _, _, _ in upd)
+        # SpikePush's push: an entry, or the spikes of an update that pushes none (floor mode)
+        in_flight = bool(push_now) or spike_now or any(c - SPIKE_STAGE < ic < c for ic, _, _, _ in upd)
         trace_empty = trace_level == 0
         if phase == "RESULT" and trace_empty:
             return c - 1

@@ -367,19 +367,19 @@ class Plan:
 
     @staticmethod
     def _check_geometry(model):
+        """Refuses what the hardware does not map (model/SEMANTICS.md, "What the hardware maps"):
+        residual connections that overlap (one shortcut queue holds one source map at a time; a
+        connection may start at the layer where the previous one ends). Pooling of any map size
+        is mapped (floor mode, :mod:`~spikeloom.hw.pool`)."""
         by_name = {ly.name: i for i, ly in enumerate(model.layers)}
         open_until = -1
         for i, ly in enumerate(model.layers):
-            if geometry.pool(ly) > 1:
-                _, ho, wo = ly.map_shape
-                if ho % ly.pool or wo % ly.pool:
-                    raise ValueError(f"layer {ly.name!r}: the hardware pools only maps that divide evenly; "
-                                     f"its {ho}x{wo} map does not divide by pool = {ly.pool}")
             if ly.shortcut is not None:
                 s = by_name[ly.shortcut]
                 if s < open_until:
-                    raise ValueError(f"layer {ly.name!r}: its shortcut from {ly.shortcut!r} overlaps another "
-                                     f"residual connection; the hardware holds one shortcut map at a time")
+                    raise ValueError(f"layer {ly.name!r}: its shortcut from {ly.shortcut!r} overlaps the residual "
+                                     f"connection into {model.layers[open_until].name!r}; the hardware holds one "
+                                     f"shortcut map at a time (model/SEMANTICS.md, \"What the hardware maps\")")
                 open_until = i
 
     @staticmethod

@@ -1,10 +1,17 @@
 """Pooling of a layer's spikes (OR, or the window's count for ``pool_op = "sum"``) and the pushes
 into the spike and shortcut queues.
 
-The rules here are the one home of three facts that the RTL and the cycle model (``hw/perf.py``)
+The rules here are the one home of the facts that the RTL and the cycle model (``hw/perf.py``)
 both use: which layer reads a layer's spikes through a residual connection
-(:func:`shortcut_readers`), at which update a pooled entry is pushed (:func:`window_end`) and how
-many entries a layer's update pushes at most (:func:`pushes`).
+(:func:`shortcut_readers`), which windows a layer pools (:func:`windows`: floor mode, as in
+model/SEMANTICS.md), at which update a pooled entry is pushed (:func:`window_end`), how many
+entries a layer's update pushes at most (:func:`pushes`) and the pool memory's words
+(:func:`pool_words`).
+
+**Floor mode.** A map that does not divide by ``pool`` has rows and columns past its last whole
+window. Their neurons update like every other (membranes, counters, trace), and their spikes are
+pooled into words of their own like a whole window's, but such a window never reaches its last
+update (its window counters stop short of ``pool - 1``), so it pushes nothing.
 """
 
 from amaranth import Array, Const, Module, Mux, Signal, unsigned
@@ -21,23 +28,39 @@ def shortcut_readers(model):
     return {names.index(ly.shortcut): li for li, ly in enumerate(model.layers) if ly.shortcut is not None}
 
 
+def windows(lp):
+    """``(rows, columns)`` of whole ``pool x pool`` windows of layer ``lp``'s map (floor mode: the
+    pooled map the layer passes on; the rows and columns past them join no window)."""
+    return lp.ho // lp.pool, lp.wo // lp.pool
+
+
 def window_end(pool, y, x):
     """The pooled position ``(y // pool, x // pool)`` if the update of output position ``(y, x)``
-    is the last of its ``pool x pool`` window (its entry is pushed then), else ``None``."""
+    is the last of its ``pool x pool`` window (its entry is pushed then), else ``None``. A
+    position past the last whole window (floor mode) is never a window's last: its row or column
+    within the window stops short of ``pool - 1``."""
     if y % pool == pool - 1 and x % pool == pool - 1:
         return y // pool, x // pool
     return None
 
 
 def pushes(lp):
-    """At most this many queue entries per update pass of layer ``lp`` (one per pooled position
-    and chunk)."""
-    return (lp.positions // (lp.pool * lp.pool)) * lp.chunks
+    """At most this many queue entries per update pass of layer ``lp`` (one per whole window and
+    chunk)."""
+    hp, wp = windows(lp)
+    return hp * wp * lp.chunks
+
+
+def pool_words(lp):
+    """Words of the pool memory that layer ``lp``'s pass uses: one per window of a pooled row
+    (the partial window past the last whole one included, which is pooled but never pushed) and
+    chunk; 0 without pooling."""
+    return -(-lp.wo // lp.pool) * lp.chunks if lp.pool > 1 else 0
 
 
 def pool_depth(layers):
-    """Entries of the pool memory: one pooled row of the widest pooled layer (0: none pools)."""
-    return max(((lp.wo // lp.pool) * lp.chunks for lp in layers if lp.pool > 1), default=0)
+    """Entries of the pool memory: the :func:`pool_words` of the widest pooled layer (0: none pools)."""
+    return max((pool_words(lp) for lp in layers), default=0)
 
 
 class SpikePush(wiring.Component):
@@ -45,9 +68,10 @@ class SpikePush(wiring.Component):
 
     Updates arrive in the scan order of :class:`~spikeloom.hw.scan.UpdateScan` (rows of
     positions, chunks innermost). With pooling, a pooled row's masks are ORed into the ``pool``
-    memory (one word per pooled column and chunk) until the window's last update
-    (:func:`window_end`), which pushes the ORed mask; without pooling every update pushes its own
-    mask. Entries with an empty mask are not pushed.
+    memory (one word per window of the row and chunk, :func:`pool_words`) until the window's last
+    update (:func:`window_end`), which pushes the ORed mask; without pooling every update pushes
+    its own mask. Entries with an empty mask are not pushed. The windows past the last whole one
+    (floor mode) are pooled the same way and never pushed.
 
     When the plan has a sum-pooled layer (``plan.count_bits``), the ``pool`` words hold a count per
     lane instead of a bit: a sum-pooled layer's updates add their spikes to it, the others' OR them
@@ -78,7 +102,10 @@ class SpikePush(wiring.Component):
     shortcut : Out(stream.Signature(entry)), only if the plan has a residual layer
         The same entry with ``rbs``, for layers whose spikes a later layer reads.
     push : Out(1)
-        ``main.valid``.
+        ``main.valid``, or a spiking update that pushes nothing (its window is not whole, floor
+        mode): the sequencer's accumulate phase does not end in this cycle (a spike still
+        leaves the PEs), so the next update phase never starts while the trace queue holds the
+        entry of this update, and the count of cycles is the same with or without a trace port.
     """
 
     def __init__(self, plan, entry, pidx_bits):
@@ -127,8 +154,8 @@ class SpikePush(wiring.Component):
             else:
                 m.d.comb += orv.eq(mask)
         m.d.comb += [
-            self.push.eq(self.en & self.last & (orv != 0)),
-            self.main.valid.eq(self.push),
+            self.main.valid.eq(self.en & self.last & (orv != 0)),
+            self.push.eq(self.main.valid | (self.en & (mask != 0))),
             self.main.payload.rbase.eq(self.rbm),
             self.main.payload.y.eq(self.py),
             self.main.payload.x.eq(self.px),
@@ -139,7 +166,7 @@ class SpikePush(wiring.Component):
         if self._sc_of:
             is_src = Array(Const(int(li in self._sc_of), 1) for li in range(plan.n_layers))[self.layer]
             m.d.comb += [
-                self.shortcut.valid.eq(self.push & is_src),
+                self.shortcut.valid.eq(self.main.valid & is_src),
                 self.shortcut.payload.rbase.eq(self.rbs),
                 self.shortcut.payload.y.eq(self.py),
                 self.shortcut.payload.x.eq(self.px),

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .common import bits, per_layer
 from .plan import geometries
-from .pool import shortcut_readers
+from .pool import pool_words, shortcut_readers, windows
 
 
 def scan_order(lp):
@@ -25,7 +25,7 @@ def row_bases(plan):
         dense_next = nxt is not None and not nxt.conv
         out["main"].append(nxt.row_base if nxt else 0)
         out["pos"].append(lp.channels if dense_next else 0)
-        out["prow"].append(lp.channels * (lp.wo // lp.pool) if dense_next else 0)
+        out["prow"].append(lp.channels * windows(lp)[1] if dense_next else 0)
         out["sc"].append(layers[sc_of[li]].sources[1].row_base if li in sc_of else 0)
     return out
 
@@ -37,7 +37,7 @@ def scan_widths(plan):
     return {
         "c": bits(plan.max_chunks),
         "pos": bits(max(lp.positions for lp in layers)),
-        "pidx": bits(max(max((lp.wo // lp.pool) * lp.chunks for lp in layers), 1)),
+        "pidx": bits(max(max(pool_words(lp) for lp in layers), 1)),
         "py": bits(max(g.h for g in geos)),
         "px": bits(max(g.w for g in geos)),
         "first": 1,
@@ -69,7 +69,11 @@ class UpdateScan(wiring.Component):
         Combinational from the counters (registers) and ``layer``, for the current update: its
         chunk, position ``y * wo + x``, pool word, pooled position, first/last update of its
         pooling window (both 1 without pooling), the row bases of its spike entry (main and
-        shortcut source), and the lanes holding a channel.
+        shortcut source), and the lanes holding a channel. Past the last whole window of a map
+        that does not divide by ``pool`` (floor mode, :mod:`~spikeloom.hw.pool`), ``last`` stays 0
+        (the window's row and column counters stop short of ``pool - 1``) and the pooled position
+        and row bases, which only a pushed entry carries, may wrap; ``pidx`` points to the
+        partial window's own word (:func:`~spikeloom.hw.pool.pool_words`).
     last_chunk, last_lanes : Out
         ``layer``'s last chunk index and the lanes of its last chunk.
     """

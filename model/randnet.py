@@ -266,8 +266,9 @@ def random_layer_neuron(rng):
 def random_any_model(rng):
     """A valid QuantModel drawn from the whole space the model file and the generator accept
     (``rng``: a numpy Generator): all-dense (flat or (C, H, W) inputs) or conv (C_in 1..3,
-    non-square maps, kernel 1..4, stride 1..3, any padding, max or sum pooling 2..3 where the map
-    divides evenly, residual shortcuts from any earlier conv layer without overlap) with 0..2
+    non-square maps, kernel 1..4, stride 1..3, any padding, max or sum pooling 2..3 of any map with
+    a whole window (floor mode where it does not divide), residual shortcuts from any earlier conv
+    layer without overlap (model/SEMANTICS.md, "What the hardware maps")) with 0..2
     spiking dense layers; the integrating or the spike-count readout; version 1's network-wide
     neuron or one :func:`random_layer_neuron` per spiking layer (all equal or each its own); bit
     widths and T_max at both ends of ``WIDTH_RANGES`` / ``T_MAX_RANGE``; any exit threshold; per
@@ -297,7 +298,7 @@ def random_any_model(rng):
             ho, wo = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
             if ho < 1 or wo < 1:
                 break
-            pools = [q for q in (2, 3) if ho % q == 0 and wo % q == 0]
+            pools = [q for q in (2, 3) if ho >= q and wo >= q]
             q = int(rng.choice(pools)) if pools and rng.random() < 0.5 else 1
             c_out = int(rng.integers(1, 5))
             w = _weights(rng, (c_out, shape[0], k, k), wb, _density(rng))

@@ -59,6 +59,9 @@ AXES = {
         "stride": (1, 2),
         "padding": (0, 1, 2),
         "pool": (1, 2),
+        # of the pooling conv layers: the map divides by the pool, or rows/columns are left past the
+        # last whole window (floor mode, model/SEMANTICS.md)
+        "pool_fit": ("divides", "floor"),
         "pool_op": ("max", "sum"),         # of the pooling conv layers: OR, or the window's count
         "shortcut": (False, True),
         "hidden_layers": (0, 1),           # a spiking dense layer after the last conv map
@@ -142,8 +145,9 @@ def dense_nets(draw, max_side=4, max_flat=24, max_hidden=12):
 @st.composite
 def conv_nets(draw, max_convs=3, max_hw=6):
     """A random conv/pool/residual QuantModel: a C_in = 1..4 input map (square or not), 1-3 conv
-    layers (kernel 1-3, stride 1-2, padding < kernel, 1-5 channels, 2x2 OR- or sum-pooling where
-    the map divides evenly, residual 1x1 shortcuts), an optional spiking dense layer on the flattened map
+    layers (kernel 1-3, stride 1-2, padding < kernel, 1-5 channels, 2x2 OR- or sum-pooling of any
+    map with a whole window, floor mode where it does not divide, residual 1x1 shortcuts), an
+    optional spiking dense layer on the flattened map
     and a dense output layer, with random integer weights (30% or 80% nonzero) and the bit widths,
     neuron options (version 1's or per layer) and exit thresholds of ``AXES``."""
     axes = AXES["conv_nets"]
@@ -159,7 +163,7 @@ def conv_nets(draw, max_convs=3, max_hw=6):
         wo = (shape[2] + 2 * p - k) // s + 1
         if ho < 1 or wo < 1:
             break
-        q = 2 if ho % 2 == 0 and wo % 2 == 0 and draw(st.booleans(), label="pool") else 1
+        q = 2 if ho >= 2 and wo >= 2 and draw(st.booleans(), label="pool") else 1
         c = draw(st.integers(1, 5), label="c_out")
         convs.append((c, k, s, p, q, i > 0 and draw(st.booleans(), label="shortcut")))
         shape = (c, ho // q, wo // q)
@@ -202,6 +206,8 @@ def axes_of(model):
         out.update(n_conv=len(convs), kernel={ly.kernel for ly in convs}, stride={ly.stride for ly in convs},
                    padding={ly.padding for ly in convs}, pool={ly.pool for ly in convs},
                    pool_op={ly.pool_op for ly in convs if ly.pool > 1},
+                   pool_fit={"floor" if ly.map_shape[1] % ly.pool or ly.map_shape[2] % ly.pool else "divides"
+                             for ly in convs if ly.pool > 1},
                    shortcut={ly.shortcut is not None for ly in convs})
     return out
 

@@ -232,6 +232,54 @@ def test_sum_pooling(tmp_path):
     assert golden.pool_spikes(s, 2, "sum").max() > 1, "some window must pass on more than one spike"
 
 
+# Floor-mode pooling (maps that do not divide by their pool, model/SEMANTICS.md): (pool_op, N,
+# storage, model) per net; the same nets as tests/test_hw_accel.py FLOOR_POOL_NETS
+FLOOR_POOL_NETS = {
+    # 5x5 pooled by 2 (OR), read by the next conv and by conv3's shortcut; 3 lanes, compressed rows
+    "5x5_by_2_residual": ("max", 3, "sparse", dict(
+        seed=31, in_shape=(2, 5, 5), convs=((4, 3, 1, 1, 2, False), (3, 3, 1, 1, 1, False), (4, 1, 1, 0, 1, True)),
+        hidden=(5,))),
+    # a spiking 7x5 map sum-pooled by 3 (one row and two columns left over); one lane, dense words
+    "7x5_by_3_sum": ("sum", 1, "dense", dict(
+        seed=32, in_shape=(1, 7, 5), convs=((3, 3, 1, 1, 1, False), (5, 3, 1, 1, 3, False), (3, 1, 1, 0, 1, False)))),
+}
+
+
+def floor_pool_cosim(tmp_path, net, simulator):
+    """Co-simulate FLOOR_POOL_NETS[net] with the trace port: zero mismatches (every field and every
+    traced spike) with random idle cycles and back-pressure; without them (the trace consumed at
+    once) every image's cycles equal the cycle model's too."""
+    pool_op, n_pe, storage, kw = FLOOR_POOL_NETS[net]
+    model = random_conv_model(pool_op=pool_op, t_max=3, density=0.8, threshold_range=(1, 4), **kw)
+    pooled = [ly for ly in model.layers if ly.pool > 1]
+    assert pooled and all(ly.map_shape[1] % ly.pool or ly.map_shape[2] % ly.pool for ly in pooled)
+    path = modelfile.save(model, tmp_path / "model.slm")
+    generate(model, n_pe, tmp_path / "rtl", trace=True, storage=storage)
+    x = random_inputs(model, 8, seed=n_pe)
+    r = cosim(path, tmp_path / "rtl", x, tmp_path / "work", simulator=simulator, idle=0.3, backpressure=0.3)
+    exact = cosim(path, tmp_path / "rtl", x, tmp_path / "work", simulator=simulator, idle=0.0, backpressure=0.0)
+    for run in (r, exact):
+        assert run["simulator"] == simulator and run["n_images"] == len(x)
+        assert run["mismatched_images"] == 0, run["mismatches"][:5]
+        assert run["spikes_compared"] == len(x)
+    plan = Plan(model, n_pe, storage)
+    res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+    assert [i["cycles"] for i in exact["images"]] == [perf.cycles(model, n_pe, x[b], res, b, plan=plan, trace=True)
+                                                      for b in range(len(x))]
+    assert all(i["cycles"] >= i["cycle_bound"] for i in exact["images"])
+    for ly in pooled:  # the rows and columns past the last whole window spike (and pass on nothing)
+        s = res.spikes[ly.name].reshape((-1,) + ly.map_shape)
+        hp, wp = ly.out_shape[1:]
+        assert s[:, :, hp * ly.pool:].any() or s[:, :, :, wp * ly.pool:].any()
+    return r
+
+
+# net: see FLOOR_POOL_NETS
+@pytest.mark.parametrize("net", sorted(FLOOR_POOL_NETS))
+def test_floor_pooling(tmp_path, net):
+    floor_pool_cosim(tmp_path, net, "verilator")
+
+
 def test_every_v2_option_at_once(tmp_path):
     """One network with every option of Semantics v2 together under Verilator: a neuron model per
     layer (the four resets, both rules, a multiplier leak, an IF layer), a sum-pooled conv, and a

@@ -12,7 +12,7 @@ from spikeloom.model import golden
 from spikeloom.model.randnet import random_model
 from spikeloom.sim.runner import icarus_source
 
-from .test_cosim import rgb_dense_model, run_config
+from .test_cosim import FLOOR_POOL_NETS, floor_pool_cosim, rgb_dense_model, run_config
 
 # Icarus is a system tool the README's commands do not install (.ci/run does): without it these
 # tests skip with the reason, except under CI=true, where they fail (sim/testing.py)
@@ -30,6 +30,12 @@ def test_icarus_random_network(tmp_path, n_pe, trace):
     res = golden.run(model, x, sparse=())
     assert [i["pred"] for i in r["images"]] == res.pred.tolist()
     assert (np.array([i["cycles"] for i in r["images"]]) >= np.array([i["cycle_bound"] for i in r["images"]])).all()
+
+
+# net: floor-mode pooling, see sim/test_cosim.py FLOOR_POOL_NETS
+@pytest.mark.parametrize("net", sorted(FLOOR_POOL_NETS))
+def test_icarus_floor_pooling(tmp_path, net):
+    floor_pool_cosim(tmp_path, net, "icarus")
 
 
 def test_icarus_dense_first_layer_on_an_rgb_image(tmp_path):

@@ -21,7 +21,7 @@ DRAWS = 200
 
 #: Every value each axis must show within DRAWS networks of one seed.
 MUST = {
-    "kind": {"dense", "conv", "pool", "sum_pool", "residual", "conv+dense"},
+    "kind": {"dense", "conv", "pool", "sum_pool", "floor_pool", "residual", "conv+dense"},
     "input": {"flat", "c_in 1", "c_in 2", "c_in 3"},
     "neurons": {"v1", "per_layer"},
     "reset": set(RESETS),

@@ -12,6 +12,7 @@ import pytest
 from amaranth.back import verilog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_perf import floor_tail_case
 
 from spikeloom.hw import perf
 from spikeloom.hw.accel import Accelerator, describe, generate
@@ -416,3 +417,45 @@ def test_sum_pooling(net, n_pe, storage):
     assert max(counts) > 1
     if net == "shortcut":
         assert model.layers[2].shortcut == "conv1" and Plan(model, n_pe).value_bits > model.input_bits
+
+
+# Floor-mode pooling (model/SEMANTICS.md): maps that do not divide by their pool; the updates past
+# the last whole window update their neurons (counters, trace) and push nothing.
+FLOOR_POOL_NETS = {
+    # 5x5 pooled by 2, read by the next conv and by conv3's shortcut, before a spiking dense layer
+    "5x5_by_2_residual": dict(seed=31, in_shape=(2, 5, 5), convs=((4, 3, 1, 1, 2, False), (3, 3, 1, 1, 1, False),
+                                                                  (4, 1, 1, 0, 1, True)), hidden=(5,)),
+    # a spiking 7x5 map pooled by 3 (one row and two columns left over) read by a conv
+    "7x5_by_3": dict(seed=32, in_shape=(1, 7, 5), convs=((3, 3, 1, 1, 1, False), (5, 3, 1, 1, 3, False),
+                                                          (3, 1, 1, 0, 1, False))),
+}
+
+
+# net: see FLOOR_POOL_NETS
+@pytest.mark.parametrize("net", sorted(FLOOR_POOL_NETS))
+# pool_op: OR of each whole window, or its count
+@pytest.mark.parametrize("pool_op", ["max", "sum"])
+# n_pe, storage: one lane with dense words; 3 lanes (partial chunks) with compressed entries
+@pytest.mark.parametrize("n_pe, storage", [(1, "dense"), (3, "sparse")])
+def test_floor_pooling(net, pool_op, n_pe, storage):
+    """RTL == golden on every field and spike, and the cycle model is exact, with spikes past the
+    last whole window."""
+    model = random_conv_model(pool_op=pool_op, t_max=3, density=0.8, threshold_range=(1, 4), **FLOOR_POOL_NETS[net])
+    pooled = [ly for ly in model.layers if ly.pool > 1]
+    assert pooled and all(ly.map_shape[1] % ly.pool or ly.map_shape[2] % ly.pool for ly in pooled)
+    x = random_inputs(model, 3, seed=n_pe)
+    g, _ = check(model, n_pe, x, trace=True, storage=storage, cycles=True)
+    for ly in pooled:
+        s = g.spikes[ly.name].reshape((-1,) + ly.map_shape)
+        hp, wp = ly.out_shape[1:]
+        assert s[:, :, hp * ly.pool:].any() or s[:, :, :, wp * ly.pool:].any(), "the test needs spikes outside windows"
+
+
+# trace: with the trace port, the spikes of the last update (pushing nothing) hold the phase, so
+# the next layer's pass does not stall on the trace queue; without it, the count is the same
+@pytest.mark.parametrize("trace", [False, True])
+def test_floor_pooling_tail(trace):
+    """The last update of a floor-pooled layer spikes and pushes nothing (tests/test_perf.py
+    ``floor_tail_case``): the cycles equal the cycle model's with and without the trace port."""
+    model, x = floor_tail_case()
+    check(model, 1, x, trace=trace, cycles=True)

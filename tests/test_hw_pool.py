@@ -7,26 +7,39 @@ from amaranth.sim import Simulator
 
 from spikeloom.hw.events import spike_entry_layout
 from spikeloom.hw.plan import Plan
-from spikeloom.hw.pool import SpikePush, pushes, shortcut_readers, window_end
+from spikeloom.hw.pool import SpikePush, pool_words, pushes, shortcut_readers, window_end, windows
 from spikeloom.model.randnet import random_conv_model
 
 # conv1 pools by 2 and is read by conv3 through its shortcut; conv2 does not pool
 MODEL = dict(in_shape=(2, 8, 8), convs=((5, 3, 1, 1, 2, False), (3, 3, 1, 1, 1, False), (4, 1, 1, 0, 1, True)),
              hidden=(6,))
+# the same with a 7x5 map pooled by 2 (floor mode: a row and a column past the last whole window)
+MODEL_FLOOR = dict(MODEL, in_shape=(2, 7, 5))
+# a 7x5 map pooled by 3 (a row and two columns past the last whole window), then 2x1 maps
+MODEL_FLOOR3 = dict(MODEL, in_shape=(1, 7, 5), convs=((5, 3, 1, 1, 3, False),) + MODEL["convs"][1:])
+MODELS = {"divides": MODEL, "floor2": MODEL_FLOOR, "floor3": MODEL_FLOOR3}
 
 
 def test_shortcut_readers_and_window_rule():
     model = random_conv_model(seed=0, **MODEL)
     assert [ly.shortcut for ly in model.layers] == [None, None, "conv1", None, None]
     assert shortcut_readers(model) == {0: 2}
-    for q, h, w in [(1, 3, 4), (2, 4, 6), (3, 6, 3)]:
+    for q, h, w in [(1, 3, 4), (2, 4, 6), (3, 6, 3), (2, 5, 5), (3, 7, 5), (2, 4, 3), (3, 3, 4)]:
         ends = [window_end(q, y, x) for y in range(h) for x in range(w)]
-        # every pooled position exactly once, at its window's bottom-right update, in raster order
+        # every whole window's pooled position exactly once, at its bottom-right update, in raster
+        # order; the positions past the last whole window (floor mode) end none
         assert [e for e in ends if e is not None] == [(py, px) for py in range(h // q) for px in range(w // q)]
         assert ends[(q - 1) * w + q - 1] == (0, 0)
-    plan = Plan(model, 3, "dense")
-    assert [pushes(lp) for lp in plan.layers] == [(lp.ho // lp.pool) * (lp.wo // lp.pool) * lp.chunks
-                                                  for lp in plan.layers]
+    for m in MODELS.values():
+        plan = Plan(random_conv_model(seed=0, **m), 3, "dense")
+        assert [pushes(lp) for lp in plan.layers] == [(lp.ho // lp.pool) * (lp.wo // lp.pool) * lp.chunks
+                                                      for lp in plan.layers]
+        assert [windows(lp) for lp in plan.layers] == [ly.out_shape[1:] for ly in plan.model.layers if ly.kind == "conv"] \
+            + [(1, 1)] * (plan.n_layers - sum(ly.kind == "conv" for ly in plan.model.layers))
+        # a pooled row's windows, the partial one included, per chunk
+        assert [pool_words(lp) for lp in plan.layers] == [-(-lp.wo // lp.pool) * lp.chunks if lp.pool > 1 else 0
+                                                          for lp in plan.layers]
+    assert Plan(random_conv_model(seed=0, **MODEL_FLOOR3), 1).layers[0].pool == 3
 
 
 def test_count_widths():
@@ -51,8 +64,11 @@ def test_count_widths():
 # pool_op: max = OR of the window (no counts); sum = layer 0's window counts (layer 1, unpooled,
 # then passes counts 0/1 through the same count memory)
 @pytest.mark.parametrize("pool_op", ["max", "sum"])
-def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op):
-    plan = Plan(random_conv_model(seed=0, pool_op=pool_op, **MODEL), n_pe, "dense")
+# net: a map that divides by pool; 7x5 by 2 and by 3 (floor mode: updates past the last whole window
+# are pooled into words of their own and never pushed)
+@pytest.mark.parametrize("net", sorted(MODELS))
+def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op, net):
+    plan = Plan(random_conv_model(seed=0, pool_op=pool_op, **MODELS[net]), n_pe, "dense")
     assert plan.model.layers[0].pool_op == pool_op and plan.model.layers[1].pool_op == "max"
     lp, q = plan.layers[li], plan.layers[li].pool
     rng = np.random.default_rng(n_pe + 10 * li)
@@ -63,6 +79,7 @@ def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op):
     assert counted == (pool_op == "sum")
     dut = SpikePush(plan, entry, 8)
     got = {"main": [], "shortcut": []}
+    spiked = [0]
 
     def counts(c, ys, xs):
         """The window's count per lane as the entry carries it (0/1 for an OR-pooled layer)."""
@@ -93,7 +110,10 @@ def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op):
                     for k, port in (("main", dut.main), ("shortcut", dut.shortcut)):
                         if ctx.get(port.valid):
                             got[k].append(fields(ctx, port.payload))
-                    assert ctx.get(dut.push) == ctx.get(dut.main.valid)
+                    # push: an entry, or spikes that push none (floor mode) keep the sequencer's ACC open
+                    assert ctx.get(dut.push) == (ctx.get(dut.main.valid) or ctx.get(dut.mask) != 0)
+                    if ctx.get(dut.mask) != 0:
+                        spiked[0] += 1
                     await ctx.tick()
                     # an idle cycle in between: nothing is pushed
                     ctx.set(dut.en, 0)
@@ -117,3 +137,7 @@ def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op):
         assert max(max(v[1]) for *_, v in want) > 1, "the test needs a window with two spikes"
     assert got["main"] == [(7 * c + 1, py, px, *v) for c, py, px, v in want]
     assert got["shortcut"] == ([(5 * c + 2, py, px, *v) for c, py, px, v in want] if li == 0 else [])
+    if net != "divides" and li == 0:
+        # spikes past the last whole window, which must not reach an entry
+        hp, wp = windows(lp)
+        assert spikes[:, hp * q:, :].any() or spikes[:, :, wp * q:].any(), "the test needs spikes outside windows"

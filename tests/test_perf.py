@@ -80,7 +80,25 @@ CONVS = {
                                                           (4, 1, 1, 0, 1, True))),
     # a spiking dense layer on the flattened map (position-major rows) and a count readout
     "hidden_count": dict(hidden=(6,), readout="count"),
+    # floor-mode pooling: a 5x5 map pooled by 2 that a residual layer reads, a spiking 7x5 map
+    # pooled by 3 before a dense layer (updates past the last whole window push nothing)
+    "floor_pool_residual": dict(in_shape=(2, 5, 5), convs=((4, 3, 1, 1, 2, False), (3, 3, 1, 1, 1, False),
+                                                           (4, 1, 1, 0, 1, True))),
+    "floor_pool3": dict(in_shape=(1, 7, 5), convs=((4, 3, 1, 1, 1, False), (5, 3, 1, 1, 3, False)), hidden=(4,)),
 }
+
+
+def floor_tail_case():
+    """A 3x3 map pooled by 2 (one whole window) whose bottom-right neurons spike alone: the last
+    update of the layer's pass spikes and pushes nothing, with no event in the pipeline, so its
+    spikes alone hold the accumulate phase after it (``CycleModel``)."""
+    model = random_conv_model(seed=5, in_shape=(1, 3, 3), convs=((2, 1, 1, 0, 2, False), (2, 1, 1, 0, 1, False)),
+                              t_max=3, density=1.0, threshold_range=(1, 2), exit_threshold=NEVER)
+    x = np.zeros((3, 9), np.int64)
+    x[:, 8] = 15   # the bottom-right pixel, in no whole window
+    x[1, 0] = 15   # and the whole window's first pixel
+    x[2, 4] = 7    # and its last
+    return model, x
 
 
 @pytest.mark.parametrize("net", sorted(CONVS))
@@ -109,28 +127,51 @@ def test_random_any_net(seed):
     compare(model, n_pe, x, ("auto", "dense", "sparse")[seed % 3], trace=seed % 2 == 1)
 
 
-# n_pe, storage: the cases where the order of the two queues' events changes the count
-@pytest.mark.parametrize("n_pe, storage", [(3, "dense"), (8, "sparse")])
-def test_shortcut_queue_order(n_pe, storage):
+# n_pe, storage, seed: residual networks of random_any_model where taking the shortcut queue's
+# event first would change the count (seed 116: the residual layer pools its 2x3 map by 2, floor mode)
+@pytest.mark.parametrize("n_pe, storage, seed", [(3, "dense", 130), (8, "sparse", 116)])
+def test_shortcut_queue_order(n_pe, storage, seed):
     """The main queue's event first whenever both queues offer one (a residual network from the
-    generator's whole space, seed 20, where taking the shortcut queue's first changes the count)."""
-    rng = np.random.default_rng(20)
+    generator's whole space where the order changes the count)."""
+    rng = np.random.default_rng(seed)
     model = random_any_model(rng)
     assert shortcut_readers(model)
     compare(model, n_pe, extreme_inputs(model, 3, rng), storage)
 
 
-def test_trace_port_does_not_change_cycles():
+# net: a network whose maps divide by their pool; the floor-mode case whose last update spikes
+# without pushing
+@pytest.mark.parametrize("net", ["divides", "floor_tail"])
+def test_trace_port_does_not_change_cycles(net):
     """The replay with the trace queue gives the same cycles as without it (see ``CycleModel``):
     the fast model does not model the trace queue."""
-    model = random_conv_model(seed=2, t_max=3, density=0.9, threshold_range=(1, 3))
-    x = images(model, 4, seed=2)
+    if net == "divides":
+        model = random_conv_model(seed=2, t_max=3, density=0.9, threshold_range=(1, 3))
+        x = images(model, 4, seed=2)
+    else:
+        model, x = floor_tail_case()
     plan = Plan(model, 3)
     res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
     assert sum(int(s.sum()) for s in res.spikes.values()) > 0
     for b in range(len(x)):
         assert (perf.cycles_reference(model, 3, x[b], res, b, plan=plan, trace=True)
                 == perf.cycles_reference(model, 3, x[b], res, b, plan=plan, trace=False))
+
+
+# n_pe: one lane (the layer's last update is its second chunk); two lanes (one chunk)
+@pytest.mark.parametrize("n_pe", [1, 2])
+def test_floor_mode_tail(n_pe):
+    """The last update of a floor-pooled layer's pass spikes and pushes nothing: the fast model
+    and the replay agree (with and without the trace queue) and the tail costs a cycle there."""
+    model, x = floor_tail_case()
+    plan, res, want = compare(model, n_pe, x, trace=True)
+    lp = plan.layers[0]
+    assert (lp.ho, lp.wo, lp.pool) == (3, 3, 2)
+    assert res.spikes["conv1"].reshape(model.t_max, len(x), lp.channels, -1)[..., -1].any()
+    cm = perf.CycleModel(plan)
+    cm.tail = [None] * plan.n_layers  # as if the tail's spikes did not hold the phase
+    without = [cm.cycles(x[b], res, b) for b in range(len(x))]
+    assert all(a <= b for a, b in zip(without, want)) and without != want
 
 
 @pytest.mark.slow  # the replay runs about 30 s per image of this size

@@ -1,6 +1,9 @@
 """The memory plan's weight storage (dense and compressed) against the golden model: walking every
 event through the stored words the way the hardware does reproduces golden currents and counters."""
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -10,6 +13,7 @@ from spikeloom.hw.pipeline import EventPipeline
 from spikeloom.hw.plan import STORAGES as KINDS, Plan, event_cycles
 from spikeloom.model import golden
 from spikeloom.model.config import LayerNeuron
+from spikeloom.model.ir import validate
 from spikeloom.model.randnet import random_conv_model, random_inputs, random_model
 from spikeloom.sim.strategies import N_PES, STORAGES, conv_nets, dense_nets
 
@@ -114,13 +118,13 @@ def test_conv_plan_walk_equals_golden(data):
     convs = data.draw(st.lists(conv_layers, min_size=1, max_size=3), label="convs")
     hw = data.draw(st.integers(4, 8), label="hw")
     convs = [(c, k, s, min(p, k - 1), 1, sc) for c, k, s, p, _, sc in convs]
-    # pooling only where the map divides evenly (what the hardware supports)
+    # pooling by 2 of any map with a whole window (floor mode where it does not divide)
     in_shape = shape = (data.draw(st.integers(1, 3), label="c_in"), hw, hw)
     fixed = []
     for c, k, s, p, _, sc in convs:
         ho = (shape[1] + 2 * p - k) // s + 1
         assume(ho >= 1)
-        q = 2 if ho >= 2 and ho % 2 == 0 and data.draw(st.booleans(), label="pool") else 1
+        q = 2 if ho >= 2 and data.draw(st.booleans(), label="pool") else 1
         fixed.append((c, k, s, p, q, sc))
         shape = (c, ho // q, ho // q)
     model = random_conv_model(seed=data.draw(st.integers(0, 999), label="seed"), in_shape=in_shape, convs=fixed)
@@ -238,3 +242,23 @@ def test_weight_words_never_truncate():
         plan.word(1, 1, 0, "dense")
     with pytest.raises(ValueError, match="does not fit"):
         plan.word(1, 1 << plan.tap_bits, 0, "sparse")
+
+
+def test_hardware_limits():
+    """Maps that do not divide by their pool are mapped (floor mode); residual connections that
+    overlap are refused, and the message points to where model/SEMANTICS.md states the limit."""
+    floor = random_conv_model(seed=0, in_shape=(1, 7, 5), convs=((3, 3, 1, 1, 2, False), (2, 1, 1, 0, 2, False)))
+    assert [(ly.map_shape[1:], ly.out_shape[1:]) for ly in floor.layers[:2]] == [((7, 5), (3, 2)), ((3, 2), (1, 1))]
+    check_plan(floor, 2, "auto", random_inputs(floor, 3, seed=1))
+    # conv3 reads conv1 (from two layers back), conv4 reads conv2: the two connections overlap
+    convs = ((2, 1, 1, 0, 1, False), (2, 1, 1, 0, 1, False), (2, 1, 1, 0, 1, True), (2, 1, 1, 0, 1, False))
+    model = random_conv_model(seed=0, in_shape=(1, 3, 3), convs=convs)
+    model.layers[3] = replace(model.layers[3], shortcut="conv2", shortcut_stride=1,
+                              shortcut_weight=np.ones((2, 2, 1, 1), np.int64))
+    validate(model)
+    assert [ly.shortcut for ly in model.layers[:4]] == [None, None, "conv1", "conv2"]
+    with pytest.raises(ValueError, match=r"'conv4': its shortcut from 'conv2' overlaps the residual connection "
+                                         r"into 'conv3'.*model/SEMANTICS.md, \"What the hardware maps\""):
+        Plan(model, 2)
+    with open(Path(__file__).parents[1] / "model" / "SEMANTICS.md") as f:
+        assert "\n### What the hardware maps\n" in f.read()
