@@ -58,7 +58,9 @@ class Sequencer(wiring.Component):
         The event pipeline's word of this cycle.
     load_done, quiet, main_empty, sc_empty, push, trace_empty, margin_ok, taken, loaded : In(1)
         All input values transferred; the event pipeline is drained after this cycle; the spike
-        and shortcut queues are empty; a queue push this cycle; the trace queue is empty; the exit
+        and shortcut queues are empty; a spiking update this cycle (a queue push, or spikes of a
+        partial floor-mode window that push nothing: :class:`~spikeloom.hw.pool.SpikePush` ``push``,
+        so that a trace port never changes the cycle count); the trace queue is empty; the exit
         unit's registered margin; ``o_result`` transferred; the last weight word transferred.
     in_load, in_acc, in_result : Out(1)
         Registered phase flags (a flip-flop each, not a decode of the phase).
@@ -168,7 +170,8 @@ class Sequencer(wiring.Component):
         common = [cmd.first_t.eq(t == 1), cmd.output.eq(layer == out_layer), cmd.img.eq(img), nxt.layer.eq(layer)]
         if len(plan.neurons) > 1:
             common.append(cmd.neuron.eq(per_layer(plan.neuron_of, cmd.neuron.shape().width, layer)))
-        # A spiking-layer update still in the pipeline may yet push a spike-queue entry.
+        # A spiking-layer update still in the pipeline may yet push a spike-queue entry (``push``:
+        # one that spikes this cycle, whether its window ends or not).
         in_flight = self.push
         for s in range(1, PE.SPIKE_STAGE):
             st = getattr(self, f"s{s}")
