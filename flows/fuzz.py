@@ -180,6 +180,13 @@ def _alarm(signum, frame):
     raise _Timeout()
 
 
+def _quiet_unraisable(u):
+    """``sys.unraisablehook``: our own asynchronous exception, delivered inside a destructor
+    (``__del__`` cannot pass it on), is not news; the watchdog raises it again. Others as usual."""
+    if not isinstance(u.exc_value, (_Timeout, _Cancelled)):
+        sys.__unraisablehook__(u)
+
+
 def _raise_in(thread_id, exc):
     """Raise ``exc`` (a class; None: clear a pending one) in the thread ``thread_id`` at its next
     Python instruction (CPython's ``PyThreadState_SetAsyncExc``)."""
@@ -229,6 +236,7 @@ class _Deadline:
             signal.alarm(self.seconds)
             return self
         self._tid = threading.get_ident()
+        sys.unraisablehook = _quiet_unraisable
         self._watch = threading.Thread(target=self._watchdog, daemon=True)
         self._watch.start()
         return self

@@ -139,8 +139,9 @@ def rgb_dense_model(shape=(3, 4, 4)):
                               Layer("fc2", "output", w2, b2, None, 8, scale=[1.0])])
 
 
-# the input shape of the dense first layer: RGB (the case), four channels and non-square
-@pytest.mark.parametrize("shape", [(3, 4, 4), (4, 3, 5)])
+# the input shape of the dense first layer: RGB (the case); four channels and non-square in
+# make test-slow
+@pytest.mark.parametrize("shape", [(3, 4, 4), pytest.param((4, 3, 5), marks=pytest.mark.slow)])
 def test_dense_first_layer_on_multichannel_images(tmp_path, shape):
     model = rgb_dense_model(shape)
     r, x = run_config(tmp_path, model, 8, n_images=12)
@@ -274,8 +275,10 @@ def floor_pool_cosim(tmp_path, net, simulator):
     return r
 
 
-# net: see FLOOR_POOL_NETS
-@pytest.mark.parametrize("net", sorted(FLOOR_POOL_NETS))
+# net: see FLOOR_POOL_NETS; make test runs the 7x5 one here and the 5x5 one under Icarus
+# (sim/test_icarus.py), make test-slow both on both
+@pytest.mark.parametrize("net", [pytest.param(n, marks=pytest.mark.slow) if n == "5x5_by_2_residual" else n
+                                 for n in sorted(FLOOR_POOL_NETS)])
 def test_floor_pooling(tmp_path, net):
     floor_pool_cosim(tmp_path, net, "verilator")
 

@@ -80,7 +80,8 @@ def test_export_is_deterministic(tmp_path, tiny):
     assert _digest(tmp_path / "d") != da
 
 
-@pytest.mark.parametrize("synth", ["synth", "synth_ice40", "synth_ecp5"])  # generic, and both FPGA families
+# generic; both FPGA families in make test-slow (make test's tests/test_synth.py runs both flows to a bitstream)
+@pytest.mark.parametrize("synth", ["synth", *(pytest.param(s, marks=pytest.mark.slow) for s in ("synth_ice40", "synth_ecp5"))])
 def test_exported_folder_synthesises_with_yosys_alone(tmp_path, tiny, synth):
     out = tmp_path / "out"
     export(tiny, 2, out)

@@ -433,10 +433,12 @@ FLOOR_POOL_NETS = {
 
 # net: see FLOOR_POOL_NETS
 @pytest.mark.parametrize("net", sorted(FLOOR_POOL_NETS))
-# pool_op: OR of each whole window, or its count
-@pytest.mark.parametrize("pool_op", ["max", "sum"])
-# n_pe, storage: one lane with dense words; 3 lanes (partial chunks) with compressed entries
-@pytest.mark.parametrize("n_pe, storage", [(1, "dense"), (3, "sparse")])
+# pool_op: OR of each whole window, or its count; n_pe, storage: one lane with dense words, 3 lanes
+# (partial chunks) with compressed entries. make test: each pool_op and each lane/storage once; the
+# other two pairs in make test-slow
+@pytest.mark.parametrize("pool_op, n_pe, storage", [
+    ("max", 1, "dense"), ("sum", 3, "sparse"),
+    *(pytest.param(*p, marks=pytest.mark.slow) for p in [("sum", 1, "dense"), ("max", 3, "sparse")])])
 def test_floor_pooling(net, pool_op, n_pe, storage):
     """RTL == golden on every field and spike, and the cycle model is exact, with spikes past the
     last whole window."""
