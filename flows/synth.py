@@ -314,13 +314,17 @@ def model_cycles(model_path, n_pe):
             "n_images": len(x), "dataset": qm.dataset}
 
 
+def _check_target_name(target):
+    if target not in TARGETS:
+        raise SpikeloomError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
+
+
 def check_target(target, model_path, n_pe, weights=None):
     """The checks before any tool runs: the target, the weight store, the generator's plan of the
     model at N and :func:`check_fits`. Returns the weight store (``weights`` None: the target's)."""
     from spikeloom.hw.plan import WEIGHT_STORES, Plan
 
-    if target not in TARGETS:
-        raise SpikeloomError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
+    _check_target_name(target)
     weights = TARGETS[target]["weights"] if weights is None else weights
     if weights not in WEIGHT_STORES:
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {weights!r}")
@@ -454,8 +458,7 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
     build = Path(build)
     jobs = [(t, n) for t in (targets or DEFAULT_BUILD) for n in (pes or [DEFAULT_BUILD.get(t, 8)])]
     for t, _ in jobs:
-        if t not in TARGETS:
-            raise SpikeloomError(f"unknown target {t!r}; allowed: {', '.join(TARGETS)}")
+        _check_target_name(t)
     if model_path is not None:
         model_path = Path(model_path)
         if not model_path.exists():

@@ -310,8 +310,7 @@ def describe(accel):
                                 for g in lp.sources]}
                    for lp, r in zip(plan.layers, plan.storage_report)],
         "sparse_layers": list(plan.sparse_layers),
-        "rows_word": {"start_bits": bits(plan.weight_depth + 1),  # (rows_words: start, then the length)
-                      "len_bits": plan.rows_bits - bits(plan.weight_depth + 1)},
+        "rows_word": dict(zip(("start_bits", "len_bits"), plan.rows_fields)),  # (rows_words: start, then length)
         "weight_word": {"weight_bits": plan.weight_bits, "tap_bits": plan.tap_bits, "chunk_bits": plan.chunk_bits,
                         "width": plan.word_bits,
                         "fields": {st: {k: {"lsb": lsb, "width": w} for k, (lsb, w) in plan.word_fields(st).items()}

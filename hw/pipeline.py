@@ -30,7 +30,7 @@ def issue_signature(plan):
 def rows_words(plan):
     """Contents of the ``rows`` table (``mem/rows.hex``): per row its first weight word, then its
     length in words above it."""
-    sbits = bits(plan.weight_depth + 1)
+    sbits, _ = plan.rows_fields
     return [st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)]
 
 
@@ -146,7 +146,7 @@ class EventPipeline(wiring.Component):
         n_layers = plan.n_layers
         max_taps = max(g.taps for g in geos)
         nbits, wbits = bits(plan.neuron_depth), bits(plan.weight_depth)
-        sbits, lbits = bits(plan.weight_depth + 1), bits(plan.max_row_len + 1)
+        sbits, lbits = plan.rows_fields
         m.submodules.rows = rows = Memory(
             shape=unsigned(sbits + lbits), depth=max(plan.n_rows, 1),
             init=rows_words(plan))

@@ -441,8 +441,14 @@ class Plan:
         return self.n_pe * self.weight_depth * self.word_bits + self.n_rows * self.rows_bits
 
     @property
+    def rows_fields(self):
+        """``(start_bits, len_bits)`` of a ``rows`` table word: its row's first weight word, then
+        its length in words above it."""
+        return bits(self.weight_depth + 1), bits(self.max_row_len + 1)
+
+    @property
     def rows_bits(self):
-        return bits(self.weight_depth + 1) + bits(self.max_row_len + 1)
+        return sum(self.rows_fields)
 
     def widths(self):
         """Value width of each per-PE memory (``acc``: the accumulator value, without its parity bit)."""
