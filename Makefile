@@ -14,12 +14,13 @@ comma  := ,
 ARGS   ?=
 # pytest workers of make test / test-slow (pytest-xdist): one per core, at most 8
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
+SEEDS  ?= 3
 FUZZ_N ?= 1000
 FUZZ_SEED ?= 0
 FUZZ_JOBS ?=
 SPEC ?= flows/sweeps/digits.toml
 
-.PHONY: all help venv sim test test-slow bench ablation prune formal fuzz sweep clean distclean
+.PHONY: all help venv sim test test-slow bench ablation prune prune-ablation formal fuzz sweep clean distclean
 
 all: sim
 
@@ -79,12 +80,25 @@ synth: $(STAMP)
 	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(WORKERS),--workers $(WORKERS)) \
 	  $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
-## make prune [NET=vgg|mlp|resnet] [PES=8]: spatio-temporal pruning rows (dense, balanced-pruned, T=1)
-## trained (cached under build/prune/), golden-evaluated and co-simulated -> build/pruning.json, table.
+## make prune [NET=vgg|mlp|resnet] [PES=8] [SEEDS=3] [WORKERS=N] [SCHEDULER=tcp://HOST:PORT]:
+## spatio-temporal pruning rows (dense, balanced-pruned, T=1) for SEEDS training seeds, trained
+## (cached under build/prune/seed-<seed>/), golden-evaluated and co-simulated -> build/pruning.json,
+## a table of each row's mean and spread over the seeds. The seeds train side by side as Dask tasks
+## (one worker per seed up to the CPUs; WORKERS=N, or the cluster of SCHEDULER).
 ## NET defaults to vgg here; ARGS="--no-cosim" stops after the golden model.
 prune: $(STAMP)
 	$(PY) -m spikeloom.flows.prune --build $(BUILD) \
-	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) --sim $(SIM) $(ARGS)
+	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) --sim $(SIM) \
+	  --seeds $(SEEDS) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
+
+## make prune-ablation [NET=vgg] [SEEDS=3]: the stp row with each part of its schedule taken away
+## (Units, timestep stages, distillation, step-by-step pruning), beside direct-t1 and dense-t4, over the
+## seeds -> build/pruning_ablation.json and a table (what each part buys).
+prune-ablation: $(STAMP)
+	$(PY) -m spikeloom.flows.prune --build $(BUILD) --out $(BUILD)/pruning_ablation.json --no-cosim \
+	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) \
+	  --rows dense-t4,direct-t1,stp-t1,stp-t1-no-units,stp-t1-no-stages,stp-t1-no-distill,stp-t1-at-once \
+	  --seeds $(SEEDS) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
 ## make formal: the stream protocol of the generated core proved with SymbiYosys (YoWASP builds) on
 ## six small networks (dense, conv, pooling, residual; 1-3 PEs): every property by k-induction (unbounded)

@@ -28,15 +28,28 @@ and empties the others (an empty row costs no storage and no cycle). It is prune
 (``--head-sparsity``, default 0.5) and the hidden layers more, so that the row's sparsity over all
 weights is the one asked for.
 
-Variants are cached under ``build/prune/<row>/`` on a key made of the configuration, the row's
-recipe and the source of every module training imports (``model/pruning.py`` included), so a second run does not train.
-Writes ``build/pruning.json`` (``rows``) and prints a table.
+Pruning is step by step (``--ramp``, default over the first half of the fine-tuning epochs, the
+cubic schedule of Zhu & Gupta, re-pruned every epoch; :class:`spikeloom.model.pruning.GradualPrune`)
+and the fine-tuning keeps the best state only from the ramp's end; the quantization-aware
+fine-tuning of the pruned rows is distilled from the dense network too (``--no-qat-distill``).
+
+``--seeds K`` trains every row with K seeds (``--seed``, ``--seed + 1``, ...), side by side as Dask
+tasks (:mod:`spikeloom.flows.cluster`); training is deterministic, so each seed's figures are the
+same wherever it ran. The ablation rows (:data:`ABLATION`, ``make prune-ablation``) take one part
+of the stp schedule away each.
+
+Variants are cached under ``build/prune/seed-<seed>/<row>/`` on a key made of the configuration,
+the row's recipe and the source of every module training imports (``model/pruning.py`` included),
+so a second run does not train. Writes ``build/pruning.json`` (``rows``: every seed's rows;
+``summary``: each row's mean, sample standard deviation and per-seed values over the seeds) and
+prints a table.
 """
 
 import copy
 import hashlib
 import inspect
 import json
+import math
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,13 +60,20 @@ from spikeloom.model.errors import ConfigError, SpikeloomError
 
 from . import common, steps
 from .common import Parser, check_cosim, check_pes, parse_and_run
-from .output import atomic_write, check_out_dir
+from .output import atomic_write, check_out_dir, check_out_file
 
 ROWS = ("dense-t4", "pruned80-t4", "pruned90-t4", "direct-t1", "stp-t1")
+#: The stp row with one part of its schedule taken away (``--rows``, ``make prune-ablation``): what
+#: each part buys. ``no-units``: no Units while training at ``t_from``; ``no-stages``: ``t_from``
+#: straight to 1 in one stage of the same epochs as all the stages; ``no-distill``: no distillation
+#: (fine-tuning, stages and QAT); ``at-once``: pruned all at once instead of step by step.
+ABLATION = {"stp-t1-no-units": {"units": 0}, "stp-t1-no-stages": {"one_stage": True},
+            "stp-t1-no-distill": {"distill": 0.0, "qat_distill": False}, "stp-t1-at-once": {"ramp": 0.0}}
+ALL_ROWS = ROWS + tuple(ABLATION)
 
 
 def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetune_epochs=80,
-            stage_epochs=20, head_sparsity=0.5, first_sparsity=None, distill=0.5):
+            stage_epochs=20, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True):
     """{row name: recipe} for ``net`` and ``pes`` processing elements (the recipe is part of the
     row's cache key). ``units=None``: 2 Units for a conv network, none for a fully-connected one."""
     from spikeloom.model.snn import ARCHS
@@ -68,8 +88,9 @@ def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetun
     if first_sparsity is None and stages[0][0] == "conv":
         first_sparsity = 0.0  # a conv first layer is small: keep it (see prune_weights)
     prune = {"balance": pes, "finetune_epochs": finetune_epochs, "head_sparsity": head_sparsity,
-             "first_sparsity": first_sparsity, "distill": distill}
-    return {
+             "first_sparsity": first_sparsity, "distill": distill, "ramp": ramp,
+             "qat_distill": bool(qat_distill and distill)}
+    book = {
         "dense-t4": {"kind": "dense", "t_max": 4},
         "pruned80-t4": {"kind": "prune", "t_max": 4, "sparsity": 0.8, **prune},
         "pruned90-t4": {"kind": "prune", "t_max": 4, "sparsity": 0.9, **prune},
@@ -77,6 +98,9 @@ def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetun
         "stp-t1": {"kind": "stp", "t_max": 1, "t_from": t_from, "units": units, "unit_at": unit_at,
                    "sparsity": stp_sparsity, "stage_epochs": stage_epochs, **prune},
     }
+    for name, change in ABLATION.items():
+        book[name] = {**book["stp-t1"], **change}
+    return book
 
 
 @dataclass
@@ -138,9 +162,9 @@ def _train_variant(ctx, recipe, dense_float, log):
     alpha = recipe.get("distill", 0.0)
     teacher = dense_float if alpha else None  # distillation from the dense network (fine-tuning only)
 
-    def fit(desc, model, c, after_step=None, teacher=None):
+    def fit(desc, model, c, after_step=None, teacher=None, select_from=0):
         model, hist = train_float(split, c, neu, model=model, after_step=after_step, teacher=teacher,
-                                  distill=alpha)
+                                  distill=alpha, select_from=select_from)
         stages.append({"stage": desc, "t_max": model.t_max, "epochs": c.epochs,
                        "val_accuracy": max(h["val"] for h in hist)})
         log(f"[prune] {desc}: best validation accuracy {100 * stages[-1]['val_accuracy']:.2f}%")
@@ -150,34 +174,86 @@ def _train_variant(ctx, recipe, dense_float, log):
     if kind == "direct":
         return fit(f"trained directly at T={recipe['t_max']}", None, replace(cfg, t_max=recipe["t_max"])), stages
     ft = replace(cfg, epochs=recipe["finetune_epochs"], lr=cfg.lr / 3)
+
+    def pruned_finetune(model, c, what):
+        """Prune ``model`` (at once, or step by step over the first ``ramp`` of the epochs) and
+        fine-tune it with ``c``; returns (model, the final masks)."""
+        sp, pes, head, first = (recipe["sparsity"], recipe["balance"], recipe["head_sparsity"],
+                                recipe["first_sparsity"])
+        ramp = math.floor(recipe.get("ramp", 0.0) * c.epochs)  # < c.epochs: the last epochs are selectable
+        if not ramp:
+            masks = prune_weights(model, sp, pes, head, first)
+            hook = prune.keep_masks(masks)
+        else:
+            per_epoch = -(-len(split.train) // c.batch_size)
+            hook = prune.GradualPrune(lambda m, f: prune_weights(m, f * sp, pes, f * head,
+                                                                 None if first is None else f * first),
+                                      ramp * per_epoch, per_epoch)
+        how = f"over {ramp} epochs" if ramp else "at once"
+        model = fit(f"{what}pruned to {100 * sp:.0f}% {how} (balanced, N={pes}), fine-tuned", model, c, hook, teacher,
+                    select_from=ramp)
+        masks = masks if not ramp else hook.masks
+        stages[-1]["sparsity"] = prune.sparsity(model)["total"]
+        return model, masks
+
     if kind == "prune":
-        model = copy.deepcopy(dense_float)
-        masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"],
-                              recipe["first_sparsity"])
-        model = fit(f"pruned {100 * prune.sparsity(model)['total']:.1f}% (balanced, N={recipe['balance']}), "
-                    "fine-tuned", model, ft, prune.keep_masks(masks), teacher)
-        return model, stages
+        return pruned_finetune(copy.deepcopy(dense_float), ft, "")[0], stages
     # stp: Units during training, removed; balanced weight pruning; T = t_from -> 1
     t_from, m = recipe["t_from"], recipe["units"]
-    net = SNN(split.train.shape, len(split.train.classes), cfg.arch, neu, t_from, units=m,
-              unit_at=recipe["unit_at"])
-    model = fit(f"T={t_from} with {m} Unit(s) after stage {recipe['unit_at']}", net, replace(cfg, t_max=t_from))
-    if m:
-        model = prune.remove_units(model)
-    masks = prune_weights(model, recipe["sparsity"], recipe["balance"], recipe["head_sparsity"],
-                          recipe["first_sparsity"])
-    model = fit(f"T={t_from}, Units removed, pruned {100 * prune.sparsity(model)['total']:.1f}% "
-                f"(balanced, N={recipe['balance']}), fine-tuned", model, replace(ft, t_max=t_from),
-                prune.keep_masks(masks), teacher)
+    shape, classes = split.train.shape, len(split.train.classes)
+    start = ("t_from", "units", "unit_at")
+
+    def train_units():
+        net = SNN(shape, classes, cfg.arch, neu, t_from, units=m, unit_at=recipe["unit_at"])
+        return fit(f"T={t_from} with {m} Unit(s) after stage {recipe['unit_at']}", net, replace(cfg, t_max=t_from))
+
+    def pruned():
+        model = _shared_stage(ctx, "units", start, recipe, stages, log, train_units,
+                              lambda: SNN(shape, classes, cfg.arch, neu, t_from, units=m, unit_at=recipe["unit_at"]))
+        if m:
+            model = prune.remove_units(model)
+        return pruned_finetune(model, replace(ft, t_max=t_from), f"T={t_from}, Units removed, ")[0]
+
+    model = _shared_stage(ctx, "pruned", start + ("sparsity", "balance", "head_sparsity", "first_sparsity",
+                                                  "finetune_epochs", "distill", "ramp"),
+                          recipe, stages, log, pruned, lambda: SNN(shape, classes, cfg.arch, neu, t_from))
+    masks = {n: p.detach() != 0 for n, p in prune.prunable(model).items()}  # the pruned weights are exact zeros
     history = []
-    model = reduce_timesteps(model, split, cfg, t_from=t_from, t_to=recipe["t_max"],
-                             epochs=recipe["stage_epochs"], history=history, after_step=prune.keep_masks(masks),
-                             teacher=teacher, distill=alpha)
+    t_to, ep = recipe["t_max"], recipe["stage_epochs"]
+    one = recipe.get("one_stage", False)  # the ablation: straight to t_to, with every stage's epochs
+    model = reduce_timesteps(model, split, cfg, t_from=t_from, t_to=t_to, epochs=ep * (t_from - t_to) if one else ep,
+                             history=history, after_step=prune.keep_masks(masks), teacher=teacher, distill=alpha,
+                             stages=[t_to] if one else None)
     for h in history:
         stages.append({"stage": f"T={h['t_max']} (trainable thresholds)", "t_max": h["t_max"],
                        "epochs": len(h["history"]), "val_accuracy": max(e["val"] for e in h["history"])})
         log(f"[prune] {stages[-1]['stage']}: best validation accuracy {100 * stages[-1]['val_accuracy']:.2f}%")
     return model, stages
+
+
+def _shared_stage(ctx, tag, keys, recipe, stages, log, train, make):
+    """The float network after one of the stp schedule's first stages, which rows that differ only
+    later share (the ablation's): trained by ``train()`` (which appends to ``stages``), or read
+    from ``build/prune/seed-<seed>/stages/<tag>-<key>.pt``, whose key covers the configuration,
+    the recipe's ``keys`` and the training code; ``make()`` builds the empty network to load."""
+    import torch
+
+    key = replace(ctx, recipe={"kind": f"stp-stage-{tag}", **{k: recipe.get(k) for k in keys}}).key("train")
+    path = Path(ctx.build).parent / "stages" / f"{tag}-{key}.pt"
+    info = path.with_suffix(".json")
+    if steps.cached(path, key) and info.is_file():
+        model = make()
+        model.load_state_dict(torch.load(path, weights_only=True))
+        done = json.loads(info.read_text())
+        stages.extend(done)
+        log(f"[prune] reusing {path} ({done[-1]['stage']})")
+        return model
+    n = len(stages)
+    model = train()
+    steps.forget(path)  # the key, written last by store(), covers both files
+    atomic_write(info, json.dumps(stages[n:], indent=1) + "\n")
+    steps.store(path, key, lambda tmp: torch.save(model.state_dict(), tmp))
+    return model
 
 
 def step_train_variant(ctx, recipe, dense_float, log=print):
@@ -233,7 +309,9 @@ def evaluate_row(name, ctx, pes, dense_float=None, log=print):
         fm = steps.step_train(ctx, log=log)
     else:
         fm = step_train_variant(ctx, ctx.recipe, dense_float, log=log)
-    im, qm = steps.step_quantize(ctx, fm, log=log)
+    distil = ctx.recipe.get("qat_distill") and dense_float is not None
+    im, qm = steps.step_quantize(ctx, fm, log=log, teacher=dense_float if distil else None,
+                                 distill=ctx.recipe.get("distill", 0.0))
     res = steps.step_evaluate(ctx, im, qm, pes, log=quiet)
     steps.write_report(ctx, log=quiet)
     m = ctx.report["model"]
@@ -300,41 +378,68 @@ def table(rows):
                                "bits/dense"])
 
 
-def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", image_size=None, data_seed=0,
-        epochs=None, qat_epochs=None, finetune_epochs=80, stage_epochs=20, units=None, unit_at=1,
-        stp_sparsity=0.8, t_from=5, head_sparsity=0.5, first_sparsity=None, distill=0.5, seed=0, device="auto",
-        weight_bits=8, input_bits=4, simulator="verilator", cosim_images=None, cosim=True, log=print):
-    """Train, quantize, evaluate (and co-simulate) every row; writes ``build/pruning.json``."""
-    from spikeloom.model.config import NeuronConfig, QuantConfig
-    from spikeloom.model.train import TrainConfig
+#: What ``summary`` averages over the seeds (mean and sample standard deviation), per row.
+SUMMARY_KEYS = ("accuracy", "accuracy_fixed_t", "accuracy_float", "mean_timesteps", "weight_sparsity",
+                "synaptic_events_mean", "cycles_bound_mean", "cycles_mean", "cycles_to_bound", "weight_bits",
+                "cycles_mean_vs_dense", "cycles_bound_mean_vs_dense", "weight_bits_vs_dense", "accuracy_vs_dense")
 
-    from spikeloom.model.config import check_seed
 
-    check_pes(pes)
-    check_seed(seed, "--seed")
-    check_seed(data_seed, "--data-seed")
-    if cosim:
-        check_cosim(simulator, cosim_images)
-    check_out_dir(build, "--build")
-    unknown = [r for r in rows if r not in ROWS]
-    if unknown or not rows:
-        raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ROWS)}")
-    if first_sparsity is not None and not 0.0 <= first_sparsity <= 1.0:
-        raise ConfigError(f"--first-sparsity = {first_sparsity} is outside the allowed range [0, 1]")
-    if not 0.0 <= distill <= 1.0:
-        raise ConfigError(f"--distill = {distill} is outside the allowed range [0, 1]")
-    book = recipes(net, pes, units, unit_at, stp_sparsity, t_from, finetune_epochs, stage_epochs, head_sparsity,
-                   first_sparsity, distill)
-    kw = {k: v for k, v in (("epochs", epochs), ("qat_epochs", qat_epochs)) if v is not None}
-    base = TrainConfig(arch=net, seed=seed, device=device, **kw)
-    quant = QuantConfig(weight_bits=weight_bits, input_bits=input_bits)
-    build = Path(build)
+def summarize(by_seed):
+    """``[{name, seeds, <key>_mean, <key>_std, <key>_per_seed ...}]``: each row over the seeds of
+    ``by_seed`` (``{seed: [rows]}``), for every key of :data:`SUMMARY_KEYS` that every seed has; the
+    standard deviation is the sample one (0 for one seed); ``cosim_mismatches`` is the sum."""
+    seeds = sorted(by_seed)
+    names = [r["name"] for r in by_seed[seeds[0]]]
+    out = []
+    for name in names:
+        rows = [next(r for r in by_seed[s] if r["name"] == name) for s in seeds]
+        e = {"name": name, "seeds": seeds, "timesteps": rows[0]["timesteps"]}
+        for k in SUMMARY_KEYS:
+            vals = [r.get(k) for r in rows]
+            if any(v is None for v in vals):
+                continue
+            a = np.asarray(vals, dtype=np.float64)
+            e[f"{k}_mean"] = float(a.mean())
+            e[f"{k}_std"] = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+            e[f"{k}_per_seed"] = [float(v) for v in vals]
+        if all("cosim_mismatches" in r for r in rows):
+            e["cosim_mismatches"] = int(sum(r["cosim_mismatches"] for r in rows))
+        out.append(e)
+    return out
+
+
+def summary_table(summary):
+    """The rows over the seeds: mean +- sample standard deviation, and each seed's accuracy."""
+    def f(e, k, fmt, scale=1.0, spread=False):
+        if f"{k}_mean" not in e:
+            return "-"
+        m = format(scale * e[f"{k}_mean"], fmt)
+        return f"{m} ± {format(scale * e[f'{k}_std'], fmt)}" if spread else m
+
+    body = [[e["name"], e["timesteps"], f(e, "mean_timesteps", ".2f"), f(e, "accuracy", ".2f", 100, True),
+             " ".join(format(100 * v, ".2f") for v in e.get("accuracy_per_seed", [])),
+             f(e, "accuracy_vs_dense", "+.2f", 100), f(e, "weight_sparsity", ".1f", 100),
+             f(e, "cycles_bound_mean", ".0f"), f(e, "cycles_mean", ".0f", spread=True),
+             f(e, "cycles_mean_vs_dense", ".3f"), f(e, "cycles_to_bound", ".3f"), f(e, "weight_bits_vs_dense", ".3f"),
+             e.get("cosim_mismatches", "-")]
+            for e in summary]
+    return common.table(body, ["row", "T", "mean T", "acc (%)", "acc per seed (%)", "acc - dense", "sparsity (%)",
+                               "cycle bound", "cycles", "cycles/dense", "cycles/bound", "bits/dense", "mismatches"])
+
+
+def _seed_rows(build, seed, order, book, base, quant, dataset, data_seed, image_size, pes, cosim, simulator,
+               cosim_images, log):
+    """Train (cached), evaluate and (``cosim``) co-simulate ``order``'s rows for one training seed,
+    each under ``build/prune/seed-<seed>/<row>/``; returns the rows (with their ratios to dense)."""
+    from spikeloom.model.config import NeuronConfig
+
+    base = replace(base, seed=seed)
     shared = None
 
     def context(name):
         nonlocal shared
         recipe = book[name]
-        ctx = PruneContext(build=build / "prune" / name, dataset=dataset, data_seed=data_seed,
+        ctx = PruneContext(build=Path(build) / "prune" / f"seed-{seed}" / name, dataset=dataset, data_seed=data_seed,
                            train=replace(base, t_max=recipe["t_max"]), neuron=NeuronConfig(), quant=quant,
                            recipe=recipe, image_size=image_size)
         ctx._split = shared
@@ -342,7 +447,6 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
         return ctx
 
     done, dense_float = [], None  # (row, context, integer model)
-    order = sorted(rows, key=ROWS.index)
     if "dense-t4" in order:
         ctx = context("dense-t4")
         row, dense_float, qm = evaluate_row("dense-t4", ctx, pes, log=log)
@@ -355,19 +459,127 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
             row, _, qm = evaluate_row(name, ctx, pes, dense_float, log=log)
             done.append((row, ctx, qm))
     out = [r for r, _, _ in done]
+    for r in out:
+        r["seed"] = seed
     _ratios(out)
-    log(f"\n{dataset}, {net}, N = {pes} PEs, test split (golden model)\n{table(out)}\n")
-    report = {"dataset": dataset, "net": net, "n_pe": pes, "image_size": image_size, "rows": out}
+    log(f"\n{dataset}, {base.arch}, seed {seed}, N = {pes} PEs, test split (golden model)\n{table(out)}\n")
     if cosim:
         for row, ctx, qm in done:
             hardware_row(row, ctx, qm, pes, simulator, cosim_images, log=log)
         _ratios(out)
-        log(f"\n{dataset}, {net}, N = {pes} PEs, with co-simulated cycles ({simulator})\n{table(out)}\n")
-    build.mkdir(parents=True, exist_ok=True)
-    path = build / "pruning.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
+        log(f"\n{dataset}, {base.arch}, seed {seed}, N = {pes} PEs, with co-simulated cycles ({simulator})\n"
+            f"{table(out)}\n")
+    return out
+
+
+def _seed_task(kw, log_path):
+    """One seed's rows on a Dask worker: its whole log (progress included) into ``log_path``."""
+    import contextlib
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        return _seed_rows(**kw, log=print)
+
+
+def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", image_size=None, data_seed=0,
+        epochs=None, qat_epochs=None, finetune_epochs=80, stage_epochs=20, units=None, unit_at=1,
+        stp_sparsity=0.8, t_from=5, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True,
+        seed=0, seeds=1,
+        device="auto", weight_bits=8, input_bits=4, simulator="verilator", cosim_images=None, cosim=True,
+        workers=None, scheduler=None, out=None, log=print):
+    """Train, quantize, evaluate (and co-simulate) every row for ``seeds`` training seeds
+    (``seed``, ``seed + 1``, ...); writes ``build/pruning.json``: ``rows`` (every seed's rows, each
+    with its ``seed``), ``summary`` (each row's mean and spread over the seeds) and a table
+    (``out``: another report file, e.g. the ablation's).
+
+    One seed runs in this process; several run side by side as tasks on Dask
+    (:mod:`spikeloom.flows.cluster`: an embedded LocalCluster of ``workers`` processes, default one
+    per seed up to the CPUs, or the cluster of ``scheduler``), each logging to
+    ``build/prune/seed-<seed>/prune.log``. Training is deterministic
+    (:mod:`spikeloom.model.determinism`), so the figures do not depend on where a seed ran."""
+    import os
+
+    from spikeloom.model.config import QuantConfig, check_int, check_seed
+    from spikeloom.model.train import TrainConfig
+
+    from . import cluster, progress
+
+    check_pes(pes)
+    check_seed(seed, "--seed")
+    check_int(None, "--seeds", seeds, 1, 64)
+    check_seed(seed + seeds - 1, f"the last seed (--seed {seed} with --seeds {seeds})")
+    check_seed(data_seed, "--data-seed")
+    scheduler, workers = cluster.check_args(scheduler, workers)
+    if cosim:
+        check_cosim(simulator, cosim_images)
+    check_out_dir(build, "--build")
+    path = Path(build) / "pruning.json" if out is None else Path(out)
+    check_out_file(path, "--out")
+    unknown = [r for r in rows if r not in ALL_ROWS]
+    if unknown or not rows:
+        raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ALL_ROWS)}")
+    if first_sparsity is not None and not 0.0 <= first_sparsity <= 1.0:
+        raise ConfigError(f"--first-sparsity = {first_sparsity} is outside the allowed range [0, 1]")
+    if not 0.0 <= distill <= 1.0:
+        raise ConfigError(f"--distill = {distill} is outside the allowed range [0, 1]")
+    if not 0.0 <= ramp < 1.0:
+        raise ConfigError(f"--ramp = {ramp} is outside the allowed range [0, 1)")
+    book = recipes(net, pes, units, unit_at, stp_sparsity, t_from, finetune_epochs, stage_epochs, head_sparsity,
+                   first_sparsity, distill, ramp, qat_distill)
+    kw = {k: v for k, v in (("epochs", epochs), ("qat_epochs", qat_epochs)) if v is not None}
+    base = TrainConfig(arch=net, seed=seed, device=device, **kw)
+    build = Path(build)
+    order = sorted(dict.fromkeys(rows), key=ALL_ROWS.index)
+    task = dict(order=order, book=book, base=base, quant=QuantConfig(weight_bits=weight_bits, input_bits=input_bits),
+                dataset=dataset, data_seed=data_seed, image_size=image_size, pes=pes, cosim=cosim,
+                simulator=simulator, cosim_images=cosim_images)
+    seed_list = list(range(seed, seed + seeds))
+    by_seed = {}
+    if len(seed_list) == 1 and scheduler is None:
+        by_seed[seed] = _seed_rows(build, seed, log=log, **task)
+    else:
+        import uuid
+
+        if scheduler is None:
+            workers = min(workers or os.cpu_count() or 1, len(seed_list))
+        logs = {s: build / "prune" / f"seed-{s}" / "prune.log" for s in seed_list}
+        errors = []
+        with cluster.connect(scheduler, workers) as (client, where):
+            token = uuid.uuid4().hex[:8]
+            # the workers' paths are absolute: their working folder need not be this one
+            # by reference to this module (run as ``python -m``, it is ``__main__`` here, whose
+            # functions Dask would ship by value, without their source for the cache key)
+            from spikeloom.flows.prune import _seed_task as seed_task
+
+            futures = {client.submit(seed_task, {**task, "build": build.absolute(), "seed": s},
+                                     logs[s].absolute(), key=f"prune-seed{s}-{token}", pure=False): s
+                       for s in seed_list}
+            with progress.step("prune", None, f"{len(seed_list)} seeds ({', '.join(map(str, seed_list))}) on "
+                               f"{where}; each logs to {build / 'prune' / 'seed-<seed>' / 'prune.log'}") as bar:
+                bar.count(len(seed_list), "seeds")
+                for fut in cluster.completed(futures):
+                    s = futures[fut]
+                    try:
+                        by_seed[s] = fut.result()
+                    except Exception as exc:  # noqa: BLE001 -- the other seeds still finish
+                        errors.append(f"seed {s}: {cluster.task_error(exc)} (log: {logs[s]})")
+                        bar.wrap(log)(f"[prune] seed {s}: FAILED: {errors[-1]}")
+                    else:
+                        bar.wrap(log)(f"[prune] seed {s} done\n{table(by_seed[s])}")
+                    bar.update(1)
+        if errors:
+            raise SpikeloomError(f"{len(errors)} of {len(seed_list)} seeds failed: {'; '.join(errors)}")
+    out = [r for s in seed_list for r in by_seed[s]]
+    summary = summarize(by_seed)
+    report = {"dataset": dataset, "net": net, "n_pe": pes, "image_size": image_size, "seeds": seed_list,
+              "rows": out, "summary": summary}
+    log(f"\n{dataset}, {net}, N = {pes} PEs, test split, {len(seed_list)} seed(s) {seed_list}: mean ± sample "
+        f"standard deviation{' (co-simulated cycles, ' + simulator + ')' if cosim else ' (golden model)'}\n"
+        f"{summary_table(summary)}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(report, indent=1) + "\n")
     log(f"wrote {path}")
-    bad = [r["name"] for r in out if r.get("cosim_mismatches")]
+    bad = sorted({r["name"] for r in out if r.get("cosim_mismatches")})
     if bad:
         raise SpikeloomError(f"rows {bad}: the RTL and the golden model differ (see {path})")
     return report
@@ -375,14 +587,19 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
 
 def add_arguments(p):
     p.add_argument("--build", type=Path, default=Path("build"), help="output folder (default: build)")
+    p.add_argument("--out", type=Path, default=None, help="the report file (default: BUILD/pruning.json)")
     p.add_argument("--net", default="vgg", help="network (a key of spikeloom.model.snn.ARCHS; default vgg)")
     p.add_argument("--pes", type=int, default=8, help="processing elements N (balance and hardware)")
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows (default: {','.join(ROWS)})")
+    p.add_argument("--rows", default=",".join(ROWS),
+                   help=f"comma-separated rows (default: {','.join(ROWS)}; the ablation's: {','.join(ABLATION)})")
     p.add_argument("--dataset", default="digits", help="'digits', 'cifar:PATH' or 'folder:PATH' (local only)")
     p.add_argument("--image-size", type=int, default=None,
                    help="folder datasets: resize every image to S x S (default 64)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
-    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the first one with --seeds)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train every row with this many seeds (--seed, --seed + 1, ...): the table gives "
+                        "each row's mean and spread over them (default 1)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present; default)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of each from-scratch training")
     p.add_argument("--qat-epochs", type=int, default=None,
@@ -400,6 +617,11 @@ def add_arguments(p):
                         "else like the hidden layers)")
     p.add_argument("--distill", type=float, default=0.5,
                    help="weight alpha of distillation from the dense network while fine-tuning (default 0.5; 0 = off)")
+    p.add_argument("--ramp", type=float, default=0.5,
+                   help="prune step by step over this fraction of the fine-tuning epochs (cubic schedule, "
+                        "re-pruned every epoch; 0 = all at once; default 0.5)")
+    p.add_argument("--no-qat-distill", action="store_true",
+                   help="quantization-aware fine-tuning of the pruned rows without distillation from the dense network")
     p.add_argument("--t-from", type=int, default=5, help="stp: timesteps before the reduction (default 5)")
     p.add_argument("--weight-bits", type=int, default=8, help="signed weight width")
     p.add_argument("--input-bits", type=int, default=4, help="unsigned input width")
@@ -407,6 +629,10 @@ def add_arguments(p):
     p.add_argument("--cosim-images", type=int, default=None, help="co-simulate only the first N test images")
     p.add_argument("--no-cosim", action="store_true",
                    help="stop after the golden model (no cycles_mean; for networks the hardware cannot take)")
+    from . import cluster
+
+    cluster.add_arguments(p, workers_help="worker processes of the embedded Dask LocalCluster that trains the "
+                          "seeds side by side (default: one per seed, up to the CPUs)")
     return p
 
 
@@ -415,8 +641,9 @@ def run_args(a):
                dataset=a.dataset, image_size=a.image_size, data_seed=a.data_seed, epochs=a.epochs,
                qat_epochs=a.qat_epochs, finetune_epochs=a.finetune_epochs, stage_epochs=a.stage_epochs,
                units=a.units, unit_at=a.unit_at, stp_sparsity=a.stp_sparsity, t_from=a.t_from,
-               head_sparsity=a.head_sparsity, first_sparsity=a.first_sparsity, distill=a.distill, seed=a.seed,
-               device=a.device, weight_bits=a.weight_bits, input_bits=a.input_bits, simulator=a.sim,
+               head_sparsity=a.head_sparsity, first_sparsity=a.first_sparsity, distill=a.distill, ramp=a.ramp,
+               qat_distill=not a.no_qat_distill, seed=a.seed,
+               seeds=a.seeds, workers=a.workers, scheduler=a.scheduler, out=a.out, device=a.device, weight_bits=a.weight_bits, input_bits=a.input_bits, simulator=a.sim,
                cosim_images=a.cosim_images, cosim=not a.no_cosim)
 
 

@@ -444,8 +444,10 @@ def step_train(ctx: Context, log=print):
     return model
 
 
-def step_quantize(ctx: Context, float_model, log=print):
-    """Fold BatchNorm, quantization-aware fine-tuning, exit threshold calibration, model file."""
+def step_quantize(ctx: Context, float_model, log=print, teacher=None, distill=0.5):
+    """Fold BatchNorm, quantization-aware fine-tuning (distilled from ``teacher``, a float
+    network, with weight ``distill`` when given: ``train_qat``), exit threshold calibration, model
+    file. The teacher must be part of ``ctx``'s cache key (as a pruning row's recipe is)."""
     import torch
 
     from spikeloom.model.snn import IntSNN
@@ -467,7 +469,8 @@ def step_quantize(ctx: Context, float_model, log=print):
             log(f"[quantize] BN folding + QAT ({ctx.quant.weight_bits}-bit weights, "
                 f"{ctx.quant.input_bits}-bit inputs, {ctx.neuron.membrane_bits}-bit membranes{neu})")
             with p.epochs():
-                imodel, _ = train_qat(float_model, split, ctx.train, ctx.neuron, ctx.quant)
+                imodel, _ = train_qat(float_model, split, ctx.train, ctx.neuron, ctx.quant, teacher=teacher,
+                                      distill=distill)
             zv = imodel.exact_z(golden.quantize_values(split.val.x, ctx.quant.input_bits))
             theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
             log(f"[quantize] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation "

@@ -247,6 +247,35 @@ def attach_masks(optimizer, model, masks):
     return optimizer.register_step_post_hook(lambda *_: apply_masks(model, masks))
 
 
+class GradualPrune:
+    """``after_step`` hook that prunes step by step (Zhu & Gupta 2017, "To prune, or not to prune"):
+    the sparsity rises as ``final * (1 - (1 - k / ramp)^3)`` over the first ``ramp`` optimizer steps
+    (fast while the network has much to spare, slowly near the end), re-pruning every ``every`` steps
+    with ``prune_fn(model, fraction)`` (which prunes ``fraction`` of the way to the final masks, and
+    returns the masks it applied); between re-prunings, and after the ramp, the last masks are kept,
+    so a pruned weight stays zero. ``masks``: the final masks once the ramp is over.
+
+    The training should keep no state from the ramp (``train_float(select_from=...)``): those are
+    denser than the result."""
+
+    def __init__(self, prune_fn, ramp, every):
+        if not (isinstance(ramp, int) and ramp >= 1 and isinstance(every, int) and every >= 1):
+            raise ConfigError(f"GradualPrune needs whole ramp >= 1 and every >= 1 steps, got {ramp!r}, {every!r}")
+        self.prune_fn, self.ramp, self.every = prune_fn, ramp, every
+        self.step, self.masks = 0, None
+
+    def fraction(self, k):
+        """How far along the way to the final sparsity step ``k`` is, in [0, 1]."""
+        return 1.0 - (1.0 - min(k, self.ramp) / self.ramp) ** 3
+
+    def __call__(self, model):
+        k, self.step = self.step, self.step + 1
+        if self.masks is None or (k <= self.ramp and k % self.every == 0) or k == self.ramp:
+            self.masks = self.prune_fn(model, self.fraction(k))
+        else:
+            apply_masks(model, self.masks)
+
+
 class KeepZeros:
     """``after_step`` hook that keeps every synaptic weight that is zero at the first call at zero.
 
@@ -297,4 +326,4 @@ def remove_units(model: SNN) -> SNN:
 
 
 __all__ = ["prunable", "apply_masks", "magnitude_prune", "balanced_keep", "pe_load", "channel_prune", "keep_masks", "attach_masks",
-           "KeepZeros", "sparsity", "remove_units"]
+           "GradualPrune", "KeepZeros", "sparsity", "remove_units"]

@@ -110,9 +110,11 @@ def _batches(n, bs, gen):
 
 @single_threaded
 def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_step=None, device="cpu",
-         soft=None, keep_start=False):
+         soft=None, keep_start=False, select_from=0):
     """Adam + cosine schedule; keeps the state with the best validation score (``keep_start``: the
-    starting state competes too, so a fine-tuning never ends below where it started).
+    starting state competes too, so a fine-tuning never ends below where it started) among the
+    epochs from ``select_from`` on (0-based; e.g. those after a pruning ramp, whose earlier states
+    are denser than the result must be).
 
     ``after_step(model)``, if given, runs once before training and after every optimizer step (e.g.
     to record and re-apply pruning masks, :class:`spikeloom.model.pruning.KeepZeros`). The model and
@@ -129,12 +131,14 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
     best, best_state, history = -1.0, None, []
     if after_step is not None:
         after_step(model)
-    if keep_start:
+    if not 0 <= select_from < max(1, epochs):
+        raise ConfigError(f"select_from = {select_from!r} is outside the allowed range [0, {max(1, epochs) - 1}]")
+    if keep_start and not select_from:
         best, best_state = evaluate(model), copy.deepcopy(model.state_dict())
     make_bar = EPOCH_BAR.get()
     bar = (make_bar(epochs, desc) if make_bar is not None
            else tqdm(range(epochs), desc=desc, unit="epoch", leave=False, mininterval=1.0, disable=None))
-    for _ in bar:
+    for epoch in bar:
         model.train()
         total = 0.0
         for idx in _batches(len(x), bs, gen):
@@ -153,7 +157,7 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
         score = evaluate(model)
         history.append({"loss": total / len(x), "val": score})
         bar.set_postfix(loss=f"{total / len(x):.3f}", val=f"{score:.3f}")
-        if score >= best:
+        if epoch >= select_from and score >= best:
             best, best_state = score, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.cpu()
@@ -178,13 +182,14 @@ def teacher_logits(teacher, x):
 
 
 def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after_step=None, teacher=None,
-                distill=0.5):
+                distill=0.5, select_from=0):
     """Train the float SNN on ``split.train``, selecting the epoch with the best validation accuracy.
 
     ``model``: start from this :class:`SNN` (fine-tuning; its own ``t_max`` is used) instead of a
     fresh ``cfg.arch`` network. ``after_step``: see :func:`_fit`. ``teacher``: a trained network
     whose outputs the training also matches (:class:`~spikeloom.model.losses.DistillLoss` with
     ``alpha = distill``), e.g. the dense network while a pruned copy of it is fine-tuned.
+    ``select_from``: the first epoch whose state may be kept (see :func:`_fit`).
     """
     torch.manual_seed(cfg.seed)
     if model is None:
@@ -201,20 +206,23 @@ def train_float(split, cfg: TrainConfig, neuron: NeuronConfig, model=None, after
         return float((first_argmax(accumulate(m, split.val.x)[-1]) == split.val.y).mean())
 
     history = _fit(model, loss_fn, x, y, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size,
-                   cfg.seed, "train (float)", val_acc, after_step, resolve_device(cfg.device), soft)
+                   cfg.seed, "train (float)", val_acc, after_step, resolve_device(cfg.device), soft,
+                   select_from=select_from)
     return model, history
 
 
 @single_threaded
 def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: QuantConfig, after_step=None,
-              keep_zeros=True):
+              keep_zeros=True, teacher=None, distill=0.5):
     """Fold BatchNorm, quantize, and fine-tune the integer-exact network (straight-through).
 
     Works for every architecture (dense, conv, pool, residual); ``after_step``: see :func:`_fit`.
     ``keep_zeros``: synaptic weights that are exactly zero in the folded network stay exactly zero
     during the fine-tuning (:class:`~spikeloom.model.pruning.KeepZeros`), so a pruned network exports
     with its pruned weights as integer zeros. A trained dense network has no exact zeros, so for it
-    this changes nothing.
+    this changes nothing. ``teacher`` / ``distill``: distillation from a trained float network, as
+    in :func:`train_float` (the teacher sees the float images, the integer network their quantized
+    values).
     """
     hooks = [h for h in (KeepZeros() if keep_zeros else None, after_step) if h is not None]
 
@@ -224,7 +232,9 @@ def train_qat(model: SNN, split, cfg: TrainConfig, neuron: NeuronConfig, quant: 
 
     torch.manual_seed(cfg.seed + 1)
     imodel = IntSNN(model.folded_stages(), split.train.shape, neuron, quant, model.t_max)
-    return imodel, _qat_fit(imodel, split, cfg, cfg.qat_epochs, "train (QAT)", each_step if hooks else None)
+    soft = teacher_logits(teacher, split.train.x) if teacher is not None else None
+    return imodel, _qat_fit(imodel, split, cfg, cfg.qat_epochs, "train (QAT)", each_step if hooks else None,
+                            soft=soft, distill=distill)
 
 
 def finetune_imported(model, split, cfg: TrainConfig, epochs):
@@ -238,8 +248,9 @@ def finetune_imported(model, split, cfg: TrainConfig, epochs):
     return imodel, _qat_fit(imodel, split, cfg, epochs, "fine-tune (QAT)", None, keep_start=True)
 
 
-def _qat_fit(imodel, split, cfg, epochs, desc, after_step, keep_start=False):
-    """Straight-through training of an :class:`IntSNN` on its quantized inputs -> history."""
+def _qat_fit(imodel, split, cfg, epochs, desc, after_step, keep_start=False, soft=None, distill=0.5):
+    """Straight-through training of an :class:`IntSNN` on its quantized inputs -> history
+    (``soft``: a teacher's logits on the training split, distilled with weight ``distill``)."""
     bits = imodel.quant.input_bits
     dtype = next(imodel.parameters()).dtype
     x_q = torch.as_tensor(quantize_values(split.train.x, bits), dtype=dtype)
@@ -251,12 +262,15 @@ def _qat_fit(imodel, split, cfg, epochs, desc, after_step, keep_start=False):
 
     if not epochs:
         return []
-    return _fit(imodel, TimeLoss(cfg.loss, imodel.t_max), x_q, y, epochs, cfg.qat_lr, 0.0, cfg.batch_size,
-                cfg.seed + 1, desc, val_acc, after_step, resolve_device(cfg.device), keep_start=keep_start)
+    loss = TimeLoss(cfg.loss, imodel.t_max)
+    if soft is not None:
+        loss = DistillLoss(loss, distill)
+    return _fit(imodel, loss, x_q, y, epochs, cfg.qat_lr, 0.0, cfg.batch_size,
+                cfg.seed + 1, desc, val_acc, after_step, resolve_device(cfg.device), soft=soft, keep_start=keep_start)
 
 
 def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=None, history=None,
-                     after_step=None, teacher=None, distill=0.5):
+                     after_step=None, teacher=None, distill=0.5, stages=None):
     """Progressive temporal pruning: from a network at ``t_from`` timesteps, retrain at ``t_from - 1``
     initialised from it, and so on down to ``t_to``; returns the ``t_to`` network (a new object).
 
@@ -265,7 +279,9 @@ def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=No
     (:meth:`SNN.enable_threshold_learning`). Each stage trains ``epochs`` (default ``cfg.epochs``)
     epochs with ``cfg``; ``history``, if a list, receives ``{"t_max", "history"}`` per stage.
     ``after_step`` (e.g. :func:`~spikeloom.model.pruning.keep_masks`) is passed to every stage, and so are ``teacher`` and
-    ``distill`` (distillation from a trained network, see :func:`train_float`).
+    ``distill`` (distillation from a trained network, see :func:`train_float`). ``stages``: the
+    timesteps of the stages, decreasing from below ``t_from`` to ``t_to`` (default: every one,
+    ``t_from - 1, ..., t_to``; ``[t_to]``: in one stage).
     """
     if not (isinstance(t_from, int) and isinstance(t_to, int) and 1 <= t_to <= t_from <= 64):
         raise ConfigError(f"need 1 <= t_to <= t_from <= 64, got t_from = {t_from!r}, t_to = {t_to!r}")
@@ -278,8 +294,12 @@ def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=No
             history.append({"t_max": t_from, "history": hist})
     elif model.t_max != t_from:
         raise ConfigError(f"the model runs {model.t_max} timesteps but t_from = {t_from}")
+    stages = list(range(t_from - 1, t_to - 1, -1)) if stages is None else list(stages)
+    if t_to < t_from and (not stages or stages[-1] != t_to or stages[0] >= t_from
+                          or any(b >= a for a, b in zip(stages, stages[1:]))):
+        raise ConfigError(f"stages = {stages!r} must decrease from below t_from = {t_from} to t_to = {t_to}")
     model = copy.deepcopy(model).enable_threshold_learning()
-    for T in range(t_from - 1, t_to - 1, -1):
+    for T in stages if t_to < t_from else []:
         model = copy.deepcopy(model)
         model.t_max = T
         stage_cfg = replace(cfg, t_max=T, epochs=epochs or cfg.epochs)

@@ -736,6 +736,14 @@ PRUNE_BAD = {
     "image-size-0": (("--image-size", "0"), ("--image-size = 0", "[1, 1024]")),
     "cosim-images-0": (("--cosim-images", "0"), ("--cosim-images = 0", ">= 1")),
     "weight-bits-1": (("--weight-bits", "1"), ("weight_bits = 1", "[2, 16]")),
+    "seeds-0": (("--seeds", "0"), ("--seeds = 0", "[1, 64]")),
+    "seeds-past-the-range": (("--seed", "4294967295", "--seeds", "2"), ("the last seed", "4294967296",
+                                                                         "[0, 4294967295]")),
+    "ramp-1": (("--ramp", "1"), ("--ramp = 1.0", "[0, 1)")),
+    "workers-0": (("--seeds", "2", "--workers", "0"), ("--workers = 0", "[1, 256]")),
+    "workers-with-scheduler": (("--seeds", "2", "--workers", "2", "--scheduler", "tcp://h:1"), ("--workers",
+                                                                                                "--scheduler")),
+    "scheduler-bogus": (("--scheduler", "nowhere"), ("--scheduler 'nowhere'", "tcp://")),
 }
 for nm, (args, needles) in PRUNE_BAD.items():
     CASES.append(pytest.param(opts("prune", *args), needles, id=f"option-prune-{nm}"))
@@ -765,6 +773,8 @@ cases("output", {
     "run-nir-build-a-file": out_case(["run", "--nir", "GRAPH", "--dt", "1", "--build", "f"], ("--build f", "is a file")),
     "prune-build-a-file": out_case(["prune", "--build", "f"], ("--build f", "is a file")),
     "prune-build-under-a-file": out_case(["prune", "--build", "f/p"], ("--build f/p", "f is a file")),
+    "prune-out-a-folder": out_case(["prune", "--out", "."], ("--out .", "is a folder")),
+    "prune-out-under-a-file": out_case(["prune", "--out", "f/p.json"], ("--out f/p.json", "f is a file")),
     "import-out-under-a-file": out_case(["import", "GRAPH", "--dt", "1", "-o", "f/m.slm"], ("-o f/m.slm", "f is a file")),
     "export-nir-out-under-a-file": out_case(["export-nir", "m.slm", "-o", "f/g.nir"], ("-o f/g.nir", "f")),
 })

@@ -35,6 +35,11 @@ def test_prune_flow_rows_cache_and_cosim(tmp_path):
         assert r["synaptic_events_mean"] < dense["synaptic_events_mean"]
     assert [s["t_max"] for s in stp["stages"]] == [2, 2, 1]  # T=2 training, pruned fine-tune, T=1
     assert "dense-t4" in logs[-2] and "stp-t1" in logs[-2]  # the table
+    assert all(r["seed"] == 0 for r in rep["rows"]) and on_disk["seeds"] == [0]
+    assert [e["name"] for e in on_disk["summary"]] == ["dense-t4", "pruned80-t4", "stp-t1"]
+    assert all(e["accuracy_mean"] == rows[e["name"]]["accuracy"] and e["accuracy_std"] == 0.0
+               for e in on_disk["summary"])
+    assert (tmp_path / "prune" / "seed-0" / "stp-t1" / "digits-mlp" / "model.slm").exists()
 
     # a second run trains nothing, and co-simulates the pruned row on the generated hardware (Icarus)
     require_icarus()
@@ -146,3 +151,66 @@ def test_prune_flow_distils_from_the_dense_network(tmp_path, monkeypatch):
     (row,) = rep["rows"]
     assert row["recipe"]["distill"] == 0.5 and row["weight_sparsity"] >= 0.8
     assert (True, 0.5) in seen  # the fine-tuning had the dense network as its teacher
+
+
+def test_seeds_on_dask_equal_the_same_seeds_one_by_one(tmp_path):
+    """--seeds 2 on two Dask worker processes gives, seed by seed, the rows of each seed trained
+    alone in this process (with another PyTorch thread count): the table does not depend on where
+    or beside what a seed ran. The summary is the mean and sample spread of those rows; the pruned
+    row is pruned step by step (--ramp) and fine-tuned only from the ramp's end."""
+    import torch
+
+    kw = dict(TINY, finetune_epochs=4, ramp=0.5, rows=("dense-t4", "pruned80-t4"), cosim=False)
+    both = flow.run(tmp_path / "both", seeds=2, workers=2, log=lambda *_: None, **kw)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1 if n > 1 else 2)
+    try:
+        alone = [flow.run(tmp_path / f"s{s}", seed=s, log=lambda *_: None, **kw) for s in (0, 1)]
+    finally:
+        torch.set_num_threads(n)
+    keys = ("accuracy", "accuracy_fixed_t", "accuracy_float", "mean_timesteps", "nonzero_weights",
+            "synaptic_events_mean", "cycles_bound_mean", "weight_bits", "exit_threshold", "layer_sparsity")
+    assert [(r["seed"], r["name"]) for r in both["rows"]] == [(0, "dense-t4"), (0, "pruned80-t4"),
+                                                               (1, "dense-t4"), (1, "pruned80-t4")]
+    for r in both["rows"]:
+        (same,) = [a for a in alone[r["seed"]]["rows"] if a["name"] == r["name"]]
+        assert {k: r[k] for k in keys} == {k: same[k] for k in keys}
+    assert both["rows"][0]["accuracy"] != both["rows"][2]["accuracy"] or \
+        both["rows"][0]["nonzero_weights"] != both["rows"][2]["nonzero_weights"] or \
+        both["rows"][0]["exit_threshold"] != both["rows"][2]["exit_threshold"]  # the seeds differ
+    import numpy as np
+
+    for e in both["summary"]:
+        acc = [r["accuracy"] for r in both["rows"] if r["name"] == e["name"]]
+        assert e["seeds"] == [0, 1] and e["accuracy_per_seed"] == acc
+        assert e["accuracy_mean"] == pytest.approx(np.mean(acc)) and e["accuracy_std"] == pytest.approx(np.std(acc, ddof=1))
+    p80 = [r for r in both["rows"] if r["name"] == "pruned80-t4"]
+    for r in p80:
+        (stage,) = r["stages"]
+        assert "over 2 epochs" in stage["stage"] and stage["sparsity"] >= 0.8 and r["weight_sparsity"] >= 0.8
+    assert (tmp_path / "both" / "prune" / "seed-1" / "prune.log").read_text().count("[prune]") >= 2
+    on_disk = json.loads((tmp_path / "both" / "pruning.json").read_text())
+    assert on_disk["summary"] == both["summary"] and on_disk["seeds"] == [0, 1]
+
+
+def test_ablation_rows_take_one_part_of_the_schedule_away(tmp_path):
+    book = flow.recipes("vgg", 8)
+    stp = book["stp-t1"]
+    assert stp["units"] == 2 and stp["ramp"] == 0.5 and stp["qat_distill"] and stp["distill"] == 0.5
+    for name, change in flow.ABLATION.items():
+        diff = {k for k in set(stp) | set(book[name]) if stp.get(k) != book[name].get(k)}
+        assert diff == set(change), name
+    logs = []
+    rep = flow.run(tmp_path, rows=("stp-t1", "stp-t1-no-stages", "stp-t1-at-once"), cosim=False,
+                   out=tmp_path / "abl.json", log=logs.append, **dict(TINY, t_from=3, stage_epochs=2, finetune_epochs=4))
+    rows = {r["name"]: r for r in rep["rows"]}
+    # the rows share the stages before the one they change: trained once, then read back
+    reused = [m for m in map(str, logs) if m.startswith("[prune] reusing")]
+    assert len(reused) == 2 and "pruned-" in reused[0] and "units-" in reused[1], reused
+    assert rows["stp-t1-no-stages"]["stages"][:2] == rows["stp-t1"]["stages"][:2]
+    assert rows["stp-t1-at-once"]["stages"][0] == rows["stp-t1"]["stages"][0]
+    # straight from T=3 to T=1 in one stage with both stages' epochs
+    assert [(s["t_max"], s["epochs"]) for s in rows["stp-t1-no-stages"]["stages"]] == [(3, 1), (3, 4), (1, 4)]
+    assert "over 2 epochs" in rows["stp-t1-no-stages"]["stages"][1]["stage"]
+    assert "at once" in rows["stp-t1-at-once"]["stages"][1]["stage"]
+    assert json.loads((tmp_path / "abl.json").read_text())["summary"] and not (tmp_path / "pruning.json").exists()

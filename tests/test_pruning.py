@@ -261,3 +261,33 @@ def test_balanced_fill_spends_the_budget_on_whole_rows(shape, sparsity):
 def test_fill_needs_balance():
     with pytest.raises(ConfigError, match="fill"):
         prune.magnitude_prune(_layer((16, 8)), 0.5, fill=True)
+
+
+def test_gradual_prune_ramps_to_the_final_masks_and_keeps_them():
+    net = _net()
+    names = ["blocks.1.syn.weight"]
+    w = prune.prunable(net)[names[0]]
+    seen = []
+
+    def prune_fn(m, f):
+        seen.append(f)
+        return prune.magnitude_prune(m, 0.8 * f, names=names)
+
+    hook = prune.GradualPrune(prune_fn, ramp=8, every=2)
+    assert hook.fraction(0) == 0.0 and hook.fraction(8) == 1.0 == hook.fraction(99)
+    assert all(hook.fraction(k) < hook.fraction(k + 1) for k in range(8))
+    zero_before = None
+    for k in range(12):
+        with torch.no_grad():
+            w.add_(0.01)  # an optimizer step that would move pruned weights
+        hook(net)
+        zeros = w == 0
+        if zero_before is not None:
+            assert (zeros | ~zero_before).all()  # a pruned weight stays pruned
+        zero_before = zeros
+        if k >= 8:
+            assert float(zeros.float().mean()) == pytest.approx(0.8, abs=0.01)
+    assert seen == [hook.fraction(k) for k in (0, 2, 4, 6, 8)]  # re-pruned every 2 steps, then kept
+    assert ((w != 0) == hook.masks[names[0]]).all()
+    with pytest.raises(ConfigError, match="GradualPrune"):
+        prune.GradualPrune(prune_fn, ramp=0, every=1)

@@ -106,3 +106,65 @@ def test_sum_pool_trains_and_exports_exactly():
     assert all(ly.neuron.reset == "subtract_recheck" and ly.neuron.leak_mul == 26 for ly in model.layers[:-1])
     x_q = golden.quantize_input(model, split.val.x)
     assert (imodel.exact_z(x_q) == golden.run(model, x_q, sparse=()).z).all()
+
+
+def test_reduce_timesteps_in_chosen_stages():
+    split = _split(n=32)
+    torch.manual_seed(0)
+    net = SNN((1, 4, 4), 4, "mlp", NeuronConfig(), t_max=4)
+    cfg = TrainConfig(t_max=4, epochs=1, batch_size=16)
+    history = []
+    one = reduce_timesteps(net, split, cfg, t_from=4, t_to=1, epochs=2, history=history, stages=[1])
+    assert one.t_max == 1 and [(h["t_max"], len(h["history"])) for h in history] == [(1, 2)]
+    history.clear()
+    reduce_timesteps(net, split, cfg, t_from=4, t_to=1, history=history, stages=[2, 1])
+    assert [h["t_max"] for h in history] == [2, 1]
+    for bad in ([], [3, 2], [4, 1], [1, 2, 1], [2, 2, 1]):
+        with pytest.raises(ConfigError, match="stages"):
+            reduce_timesteps(net, split, cfg, t_from=4, t_to=1, stages=bad)
+
+
+def test_fit_keeps_no_state_before_select_from():
+    """A pruning ramp's early states are denser than the result: the best validation state is
+    picked among the epochs from ``select_from`` on, even when an earlier one scored higher."""
+    from spikeloom.model import train
+
+    split = _split()
+    torch.manual_seed(0)
+    net = SNN((1, 4, 4), 4, "mlp", NeuronConfig(), t_max=2)
+    states = []
+    scores = iter([0.9, 0.8, 0.1, 0.5, 0.3])  # epoch 0 best overall, epoch 3 best from epoch 2 on
+
+    def evaluate(m):
+        states.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    x, y = torch.as_tensor(split.train.x), torch.as_tensor(split.train.y)
+    hist = train._fit(net, train.TimeLoss("early", 2), x, y, 5, 1e-2, 0.0, 16, 0, "t", evaluate, select_from=2)
+    assert len(hist) == 5
+    assert all((net.state_dict()[k] == v).all() for k, v in states[3].items())
+    assert not all((net.state_dict()[k] == v).all() for k, v in states[0].items())
+    with pytest.raises(ConfigError, match="select_from"):
+        train._fit(net, train.TimeLoss("early", 2), x, y, 2, 1e-2, 0.0, 16, 0, "t", evaluate, select_from=2)
+
+
+def test_qat_distils_from_a_teacher(monkeypatch):
+    """train_qat(teacher=...) trains on DistillLoss with the teacher's logits on the float images."""
+    from spikeloom.model import losses, train
+
+    split = _split()
+    cfg = TrainConfig(t_max=2, epochs=1, qat_epochs=1, batch_size=16)
+    torch.manual_seed(0)
+    net, _ = train_float(split, cfg, NeuronConfig())
+    seen = []
+    orig = losses.DistillLoss.forward
+
+    def spy(self, z, y, soft):
+        seen.append((self.alpha, tuple(soft.shape)))
+        return orig(self, z, y, soft)
+
+    monkeypatch.setattr(losses.DistillLoss, "forward", spy)
+    train_qat(net, split, cfg, NeuronConfig(), QuantConfig())
+    assert not seen  # no teacher: the plain time-dependent loss
+    train_qat(net, split, cfg, NeuronConfig(), QuantConfig(), teacher=net, distill=0.25)
+    assert seen and all(a == 0.25 and s[1] == 4 for a, s in seen)
