@@ -73,7 +73,8 @@ ALL_ROWS = ROWS + tuple(ABLATION)
 
 
 def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetune_epochs=80,
-            stage_epochs=20, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True):
+            stage_epochs=20, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True,
+            final_epochs=None):
     """{row name: recipe} for ``net`` and ``pes`` processing elements (the recipe is part of the
     row's cache key). ``units=None``: 2 Units for a conv network, none for a fully-connected one."""
     from spikeloom.model.snn import ARCHS
@@ -96,7 +97,8 @@ def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetun
         "pruned90-t4": {"kind": "prune", "t_max": 4, "sparsity": 0.9, **prune},
         "direct-t1": {"kind": "direct", "t_max": 1},
         "stp-t1": {"kind": "stp", "t_max": 1, "t_from": t_from, "units": units, "unit_at": unit_at,
-                   "sparsity": stp_sparsity, "stage_epochs": stage_epochs, **prune},
+                   "sparsity": stp_sparsity, "stage_epochs": stage_epochs,
+                   "final_epochs": stage_epochs if final_epochs is None else final_epochs, **prune},
     }
     for name, change in ABLATION.items():
         book[name] = {**book["stp-t1"], **change}
@@ -220,8 +222,9 @@ def _train_variant(ctx, recipe, dense_float, log):
     masks = {n: p.detach() != 0 for n, p in prune.prunable(model).items()}  # the pruned weights are exact zeros
     history = []
     t_to, ep = recipe["t_max"], recipe["stage_epochs"]
+    each = [ep] * (t_from - t_to - 1) + [recipe.get("final_epochs") or ep]  # the last stage (T = t_to) its own
     one = recipe.get("one_stage", False)  # the ablation: straight to t_to, with every stage's epochs
-    model = reduce_timesteps(model, split, cfg, t_from=t_from, t_to=t_to, epochs=ep * (t_from - t_to) if one else ep,
+    model = reduce_timesteps(model, split, cfg, t_from=t_from, t_to=t_to, epochs=[sum(each)] if one else each,
                              history=history, after_step=prune.keep_masks(masks), teacher=teacher, distill=alpha,
                              stages=[t_to] if one else None)
     for h in history:
@@ -484,6 +487,7 @@ def _seed_task(kw, log_path):
 def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", image_size=None, data_seed=0,
         epochs=None, qat_epochs=None, finetune_epochs=80, stage_epochs=20, units=None, unit_at=1,
         stp_sparsity=0.8, t_from=5, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True,
+        final_epochs=None,
         seed=0, seeds=1,
         device="auto", weight_bits=8, input_bits=4, simulator="verilator", cosim_images=None, cosim=True,
         workers=None, scheduler=None, out=None, log=print):
@@ -522,10 +526,14 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
         raise ConfigError(f"--first-sparsity = {first_sparsity} is outside the allowed range [0, 1]")
     if not 0.0 <= distill <= 1.0:
         raise ConfigError(f"--distill = {distill} is outside the allowed range [0, 1]")
+    for opt, v, lo in (("--finetune-epochs", finetune_epochs, 1), ("--stage-epochs", stage_epochs, 1),
+                       ("--final-epochs", final_epochs, 1), ("--t-from", t_from, 2), ("--units", units, 0)):
+        if v is not None:
+            check_int(None, opt, v, lo, 64 if opt == "--t-from" else 10_000)
     if not 0.0 <= ramp < 1.0:
         raise ConfigError(f"--ramp = {ramp} is outside the allowed range [0, 1)")
     book = recipes(net, pes, units, unit_at, stp_sparsity, t_from, finetune_epochs, stage_epochs, head_sparsity,
-                   first_sparsity, distill, ramp, qat_distill)
+                   first_sparsity, distill, ramp, qat_distill, final_epochs)
     kw = {k: v for k, v in (("epochs", epochs), ("qat_epochs", qat_epochs)) if v is not None}
     base = TrainConfig(arch=net, seed=seed, device=device, **kw)
     build = Path(build)
@@ -606,6 +614,8 @@ def add_arguments(p):
                    help="quantization-aware fine-tuning epochs per row (default: the architecture's)")
     p.add_argument("--finetune-epochs", type=int, default=80, help="epochs of fine-tuning after pruning")
     p.add_argument("--stage-epochs", type=int, default=20, help="epochs of each timestep-reduction stage")
+    p.add_argument("--final-epochs", type=int, default=None,
+                   help="epochs of the last timestep-reduction stage (T = 1; default: --stage-epochs)")
     p.add_argument("--units", type=int, default=None,
                    help="stp: Units M (default 2 for conv networks, 0 for fully-connected)")
     p.add_argument("--unit-at", type=int, default=1, help="stp: the stage AS after which the Units sit")
@@ -639,7 +649,7 @@ def add_arguments(p):
 def run_args(a):
     return run(build=a.build, net=a.net, pes=a.pes, rows=tuple(r for r in a.rows.split(",") if r),
                dataset=a.dataset, image_size=a.image_size, data_seed=a.data_seed, epochs=a.epochs,
-               qat_epochs=a.qat_epochs, finetune_epochs=a.finetune_epochs, stage_epochs=a.stage_epochs,
+               qat_epochs=a.qat_epochs, finetune_epochs=a.finetune_epochs, stage_epochs=a.stage_epochs, final_epochs=a.final_epochs,
                units=a.units, unit_at=a.unit_at, stp_sparsity=a.stp_sparsity, t_from=a.t_from,
                head_sparsity=a.head_sparsity, first_sparsity=a.first_sparsity, distill=a.distill, ramp=a.ramp,
                qat_distill=not a.no_qat_distill, seed=a.seed,

@@ -276,8 +276,8 @@ def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=No
 
     ``model`` is an :class:`SNN` (trained at ``t_from``; its ``t_max`` must equal it) or ``None``
     (train one at ``t_from`` with ``cfg`` first). Thresholds are made trainable
-    (:meth:`SNN.enable_threshold_learning`). Each stage trains ``epochs`` (default ``cfg.epochs``)
-    epochs with ``cfg``; ``history``, if a list, receives ``{"t_max", "history"}`` per stage.
+    (:meth:`SNN.enable_threshold_learning`). Each stage trains ``epochs`` (default ``cfg.epochs``;
+    a list: each stage's, in the order of ``stages``) epochs with ``cfg``; ``history``, if a list, receives ``{"t_max", "history"}`` per stage.
     ``after_step`` (e.g. :func:`~spikeloom.model.pruning.keep_masks`) is passed to every stage, and so are ``teacher`` and
     ``distill`` (distillation from a trained network, see :func:`train_float`). ``stages``: the
     timesteps of the stages, decreasing from below ``t_from`` to ``t_to`` (default: every one,
@@ -298,11 +298,14 @@ def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=No
     if t_to < t_from and (not stages or stages[-1] != t_to or stages[0] >= t_from
                           or any(b >= a for a, b in zip(stages, stages[1:]))):
         raise ConfigError(f"stages = {stages!r} must decrease from below t_from = {t_from} to t_to = {t_to}")
+    if isinstance(epochs, (list, tuple)) and len(epochs) != len(stages):
+        raise ConfigError(f"epochs = {list(epochs)!r}: one per stage of {stages!r}")
     model = copy.deepcopy(model).enable_threshold_learning()
     for T in stages if t_to < t_from else []:
         model = copy.deepcopy(model)
         model.t_max = T
-        stage_cfg = replace(cfg, t_max=T, epochs=epochs or cfg.epochs)
+        n = epochs[stages.index(T)] if isinstance(epochs, (list, tuple)) else epochs
+        stage_cfg = replace(cfg, t_max=T, epochs=n or cfg.epochs)
         model, hist = train_float(split, stage_cfg, neuron, model=model, after_step=after_step, teacher=teacher,
                                   distill=distill)
         if history is not None:
