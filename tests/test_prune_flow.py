@@ -202,15 +202,18 @@ def test_ablation_rows_take_one_part_of_the_schedule_away(tmp_path):
         assert diff == set(change), name
     logs = []
     rep = flow.run(tmp_path, rows=("stp-t1", "stp-t1-no-stages", "stp-t1-at-once"), cosim=False,
-                   out=tmp_path / "abl.json", log=logs.append, **dict(TINY, t_from=3, stage_epochs=2, finetune_epochs=4))
+                   out=tmp_path / "abl.json", log=logs.append,
+                   **dict(TINY, t_from=3, stage_epochs=2, final_epochs=3, finetune_epochs=4))
     rows = {r["name"]: r for r in rep["rows"]}
     # the rows share the stages before the one they change: trained once, then read back
     reused = [m for m in map(str, logs) if m.startswith("[prune] reusing")]
     assert len(reused) == 2 and "pruned-" in reused[0] and "units-" in reused[1], reused
     assert rows["stp-t1-no-stages"]["stages"][:2] == rows["stp-t1"]["stages"][:2]
     assert rows["stp-t1-at-once"]["stages"][0] == rows["stp-t1"]["stages"][0]
-    # straight from T=3 to T=1 in one stage with both stages' epochs
-    assert [(s["t_max"], s["epochs"]) for s in rows["stp-t1-no-stages"]["stages"]] == [(3, 1), (3, 4), (1, 4)]
+    # T=3 with Units, pruned at T=3, T=2 (--stage-epochs), T=1 (--final-epochs); or straight from T=3
+    # to T=1 in one stage with both stages' epochs
+    assert [(s["t_max"], s["epochs"]) for s in rows["stp-t1"]["stages"]] == [(3, 1), (3, 4), (2, 2), (1, 3)]
+    assert [(s["t_max"], s["epochs"]) for s in rows["stp-t1-no-stages"]["stages"]] == [(3, 1), (3, 4), (1, 5)]
     assert "over 2 epochs" in rows["stp-t1-no-stages"]["stages"][1]["stage"]
     assert "at once" in rows["stp-t1-at-once"]["stages"][1]["stage"]
     assert json.loads((tmp_path / "abl.json").read_text())["summary"] and not (tmp_path / "pruning.json").exists()

@@ -117,8 +117,10 @@ def test_reduce_timesteps_in_chosen_stages():
     one = reduce_timesteps(net, split, cfg, t_from=4, t_to=1, epochs=2, history=history, stages=[1])
     assert one.t_max == 1 and [(h["t_max"], len(h["history"])) for h in history] == [(1, 2)]
     history.clear()
-    reduce_timesteps(net, split, cfg, t_from=4, t_to=1, history=history, stages=[2, 1])
-    assert [h["t_max"] for h in history] == [2, 1]
+    reduce_timesteps(net, split, cfg, t_from=4, t_to=1, history=history, stages=[2, 1], epochs=[1, 3])
+    assert [(h["t_max"], len(h["history"])) for h in history] == [(2, 1), (1, 3)]  # each stage its epochs
+    with pytest.raises(ConfigError, match="one per stage"):
+        reduce_timesteps(net, split, cfg, t_from=4, t_to=1, epochs=[1, 1])
     for bad in ([], [3, 2], [4, 1], [1, 2, 1], [2, 2, 1]):
         with pytest.raises(ConfigError, match="stages"):
             reduce_timesteps(net, split, cfg, t_from=4, t_to=1, stages=bad)
