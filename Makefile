@@ -84,7 +84,7 @@ synth: $(STAMP)
 ## spatio-temporal pruning rows (dense, balanced-pruned, T=1) for SEEDS training seeds, trained
 ## (cached under build/prune/seed-<seed>/), golden-evaluated and co-simulated -> build/pruning.json,
 ## a table of each row's mean and spread over the seeds. The seeds train side by side as Dask tasks
-## (one worker per seed up to the CPUs; WORKERS=N, or the cluster of SCHEDULER).
+## (one worker per seed, up to 4 per CPU; WORKERS=N, or the cluster of SCHEDULER).
 ## NET defaults to vgg here; ARGS="--no-cosim" stops after the golden model.
 prune: $(STAMP)
 	$(PY) -m spikeloom.flows.prune --build $(BUILD) \

@@ -498,7 +498,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
 
     One seed runs in this process; several run side by side as tasks on Dask
     (:mod:`spikeloom.flows.cluster`: an embedded LocalCluster of ``workers`` processes, default one
-    per seed up to the CPUs, or the cluster of ``scheduler``), each logging to
+    per seed up to 4 per CPU, or the cluster of ``scheduler``), each logging to
     ``build/prune/seed-<seed>/prune.log``. Training is deterministic
     (:mod:`spikeloom.model.determinism`), so the figures do not depend on where a seed ran."""
     import os
@@ -549,7 +549,9 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
         import uuid
 
         if scheduler is None:
-            workers = min(workers or os.cpu_count() or 1, len(seed_list))
+            # seeds take about the same time: all at once ends no later than in rounds of one per
+            # CPU (3 seeds on 2 cores: 1.5 seeds' time, not 2), at some memory per worker
+            workers = workers or min(len(seed_list), 4 * (os.cpu_count() or 1))
         logs = {s: build / "prune" / f"seed-{s}" / "prune.log" for s in seed_list}
         errors = []
         with cluster.connect(scheduler, workers) as (client, where):
@@ -642,7 +644,8 @@ def add_arguments(p):
     from . import cluster
 
     cluster.add_arguments(p, workers_help="worker processes of the embedded Dask LocalCluster that trains the "
-                          "seeds side by side (default: one per seed, up to the CPUs)")
+                          "seeds side by side (default: one per seed, up to 4 per CPU: seeds take about the same "
+                          "time, so all at once end first)")
     return p
 
 
