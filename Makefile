@@ -97,7 +97,7 @@ prune: $(STAMP)
 prune-ablation: $(STAMP)
 	$(PY) -m spikeloom.flows.prune --build $(BUILD) --out $(BUILD)/pruning_ablation.json --no-cosim \
 	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) \
-	  --rows dense-t4,direct-t1,stp-t1,stp-t1-no-units,stp-t1-no-stages,stp-t1-no-distill,stp-t1-at-once \
+	  --rows ablation \
 	  --seeds $(SEEDS) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
 ## make formal: the stream protocol of the generated core proved with SymbiYosys (YoWASP builds) on

@@ -74,7 +74,7 @@ ALL_ROWS = ROWS + tuple(ABLATION)
 
 def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetune_epochs=80,
             stage_epochs=20, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True,
-            final_epochs=None):
+            final_epochs=60):
     """{row name: recipe} for ``net`` and ``pes`` processing elements (the recipe is part of the
     row's cache key). ``units=None``: 2 Units for a conv network, none for a fully-connected one."""
     from spikeloom.model.snn import ARCHS
@@ -395,7 +395,9 @@ def summarize(by_seed):
     names = [r["name"] for r in by_seed[seeds[0]]]
     out = []
     for name in names:
-        rows = [next(r for r in by_seed[s] if r["name"] == name) for s in seeds]
+        rows = [r for s in seeds for r in by_seed[s] if r["name"] == name]
+        if len(rows) != len(seeds):
+            raise ValueError(f"row {name!r}: {len(rows)} entries over the {len(seeds)} seeds {seeds}")
         e = {"name": name, "seeds": seeds, "timesteps": rows[0]["timesteps"]}
         for k in SUMMARY_KEYS:
             vals = [r.get(k) for r in rows]
@@ -487,7 +489,7 @@ def _seed_task(kw, log_path):
 def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", image_size=None, data_seed=0,
         epochs=None, qat_epochs=None, finetune_epochs=80, stage_epochs=20, units=None, unit_at=1,
         stp_sparsity=0.8, t_from=5, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True,
-        final_epochs=None,
+        final_epochs=60,
         seed=0, seeds=1,
         device="auto", weight_bits=8, input_bits=4, simulator="verilator", cosim_images=None, cosim=True,
         workers=None, scheduler=None, out=None, log=print):
@@ -519,11 +521,14 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     check_out_dir(build, "--build")
     path = Path(build) / "pruning.json" if out is None else Path(out)
     check_out_file(path, "--out")
-    unknown = [r for r in rows if r not in ALL_ROWS]
+    unknown = [r for r in rows if r not in ALL_ROWS and r != "ablation"]
     if unknown or not rows:
-        raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ALL_ROWS)}")
-    if first_sparsity is not None and not 0.0 <= first_sparsity <= 1.0:
-        raise ConfigError(f"--first-sparsity = {first_sparsity} is outside the allowed range [0, 1]")
+        raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ALL_ROWS)}, or 'ablation' "
+                          f"(dense-t4, direct-t1, stp-t1 and the ablation's rows)")
+    for opt, v in (("--first-sparsity", first_sparsity), ("--head-sparsity", head_sparsity),
+                   ("--stp-sparsity", stp_sparsity)):
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ConfigError(f"{opt} = {v} is outside the allowed range [0, 1]")
     if not 0.0 <= distill <= 1.0:
         raise ConfigError(f"--distill = {distill} is outside the allowed range [0, 1]")
     for opt, v, lo in (("--finetune-epochs", finetune_epochs, 1), ("--stage-epochs", stage_epochs, 1),
@@ -537,7 +542,24 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     kw = {k: v for k, v in (("epochs", epochs), ("qat_epochs", qat_epochs)) if v is not None}
     base = TrainConfig(arch=net, seed=seed, device=device, **kw)
     build = Path(build)
+    no_units = book["stp-t1"]["units"] == 0
+    if "ablation" in rows:  # the rows that show what each part of the stp schedule buys
+        rows = [r for r in rows if r != "ablation"] + ["dense-t4", "direct-t1", "stp-t1"] + \
+            [r for r in ABLATION if not (no_units and r == "stp-t1-no-units")]
+        if no_units:
+            log(f"[prune] the stp row of {net!r} has no Units (a fully-connected network has no feature map for "
+                "them): no stp-t1-no-units row")
+    elif no_units and "stp-t1-no-units" in rows:
+        raise ConfigError(f"rows: stp-t1-no-units would repeat stp-t1: the stp row of {net!r} has no Units "
+                          f"(--units {book['stp-t1']['units']})")
     order = sorted(dict.fromkeys(rows), key=ALL_ROWS.index)
+    # the data and the device are known before any worker starts (a bad one: one line, at once)
+    from spikeloom.model.train import resolve_device
+
+    resolve_device(device)
+    probe = PruneContext(build=build / "prune", dataset=dataset, data_seed=data_seed, train=base,
+                         image_size=image_size)
+    probe.split()
     task = dict(order=order, book=book, base=base, quant=QuantConfig(weight_bits=weight_bits, input_bits=input_bits),
                 dataset=dataset, data_seed=data_seed, image_size=image_size, pes=pes, cosim=cosim,
                 simulator=simulator, cosim_images=cosim_images)
@@ -573,12 +595,15 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
                         by_seed[s] = fut.result()
                     except Exception as exc:  # noqa: BLE001 -- the other seeds still finish
                         errors.append(f"seed {s}: {cluster.task_error(exc)} (log: {logs[s]})")
-                        bar.wrap(log)(f"[prune] seed {s}: FAILED: {errors[-1]}")
+                        bar.wrap(log)(f"[prune] FAILED: {errors[-1]}")
                     else:
                         bar.wrap(log)(f"[prune] seed {s} done\n{table(by_seed[s])}")
                     bar.update(1)
         if errors:
             raise SpikeloomError(f"{len(errors)} of {len(seed_list)} seeds failed: {'; '.join(errors)}")
+        for s in seed_list:  # the paths as the caller gave them, not the workers' absolute ones
+            for r in by_seed[s]:
+                r["model_file"] = str(build / Path(r["model_file"]).relative_to(build.absolute()))
     out = [r for s in seed_list for r in by_seed[s]]
     summary = summarize(by_seed)
     report = {"dataset": dataset, "net": net, "n_pe": pes, "image_size": image_size, "seeds": seed_list,
@@ -601,7 +626,8 @@ def add_arguments(p):
     p.add_argument("--net", default="vgg", help="network (a key of spikeloom.model.snn.ARCHS; default vgg)")
     p.add_argument("--pes", type=int, default=8, help="processing elements N (balance and hardware)")
     p.add_argument("--rows", default=",".join(ROWS),
-                   help=f"comma-separated rows (default: {','.join(ROWS)}; the ablation's: {','.join(ABLATION)})")
+                   help=f"comma-separated rows (default: {','.join(ROWS)}); the ablation's: {','.join(ABLATION)}; "
+                        "'ablation': dense-t4, direct-t1, stp-t1 and the ablation's rows that apply to --net")
     p.add_argument("--dataset", default="digits", help="'digits', 'cifar:PATH' or 'folder:PATH' (local only)")
     p.add_argument("--image-size", type=int, default=None,
                    help="folder datasets: resize every image to S x S (default 64)")
@@ -616,8 +642,9 @@ def add_arguments(p):
                    help="quantization-aware fine-tuning epochs per row (default: the architecture's)")
     p.add_argument("--finetune-epochs", type=int, default=80, help="epochs of fine-tuning after pruning")
     p.add_argument("--stage-epochs", type=int, default=20, help="epochs of each timestep-reduction stage")
-    p.add_argument("--final-epochs", type=int, default=None,
-                   help="epochs of the last timestep-reduction stage (T = 1; default: --stage-epochs)")
+    p.add_argument("--final-epochs", type=int, default=60,
+                   help="epochs of the last timestep-reduction stage (T = 1): the network that is kept trains longest "
+                        "(default 60)")
     p.add_argument("--units", type=int, default=None,
                    help="stp: Units M (default 2 for conv networks, 0 for fully-connected)")
     p.add_argument("--unit-at", type=int, default=1, help="stp: the stage AS after which the Units sit")

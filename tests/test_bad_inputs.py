@@ -744,6 +744,10 @@ PRUNE_BAD = {
     "workers-with-scheduler": (("--seeds", "2", "--workers", "2", "--scheduler", "tcp://h:1"), ("--workers",
                                                                                                 "--scheduler")),
     "scheduler-bogus": (("--scheduler", "nowhere"), ("--scheduler 'nowhere'", "tcp://")),
+    "stp-sparsity-2": (("--stp-sparsity", "1.5"), ("--stp-sparsity = 1.5", "[0, 1]")),
+    "head-sparsity-2": (("--head-sparsity", "2"), ("--head-sparsity = 2.0", "[0, 1]")),
+    "seeds-3-dataset-bogus": (("--seeds", "3", "--dataset", "bogus"), ("dataset 'bogus'",)),
+    "seeds-3-device-bogus": (("--seeds", "3", "--device", "tpu"), ("'tpu'", "cpu")),
 }
 for nm, (args, needles) in PRUNE_BAD.items():
     CASES.append(pytest.param(opts("prune", *args), needles, id=f"option-prune-{nm}"))

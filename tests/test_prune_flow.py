@@ -5,10 +5,10 @@ import json
 import pytest
 
 from spikeloom.flows import prune as flow
-from spikeloom.model.errors import ConfigError
+from spikeloom.model.errors import ConfigError, SpikeloomError
 from spikeloom.sim.testing import require_icarus
 
-TINY = dict(net="mlp", pes=8, epochs=1, qat_epochs=1, finetune_epochs=1, stage_epochs=1, t_from=2)
+TINY = dict(net="mlp", pes=8, epochs=1, qat_epochs=1, finetune_epochs=1, stage_epochs=1, final_epochs=1, t_from=2)
 KEYS = ("name", "weight_sparsity", "timesteps", "accuracy", "synaptic_events_mean", "cycles_mean", "weight_bits",
         "mean_timesteps", "accuracy_fixed_t", "cycles_bound_mean")
 
@@ -83,7 +83,7 @@ def _scene_folder(root, n_per_class=10, size=20):
 def test_remote_sensing_recipe_on_an_image_folder(tmp_path):
     data = _scene_folder(tmp_path / "scenes")
     kw = dict(net="vgg", pes=8, dataset=f"folder:{data}", image_size=8, rows=("dense-t4", "stp-t1"), epochs=1,
-              qat_epochs=1, finetune_epochs=1, stage_epochs=1, t_from=2, device="auto", cosim=False)
+              qat_epochs=1, finetune_epochs=1, stage_epochs=1, final_epochs=1, t_from=2, device="auto", cosim=False)
     logs = []
     rep = flow.run(tmp_path / "build", log=logs.append, **kw)
     assert rep["dataset"] == f"folder:{data}" and rep["image_size"] == 8
@@ -160,10 +160,10 @@ def test_seeds_on_dask_equal_the_same_seeds_one_by_one(tmp_path):
     row is pruned step by step (--ramp) and fine-tuned only from the ramp's end."""
     import torch
 
-    kw = dict(TINY, finetune_epochs=4, ramp=0.5, rows=("dense-t4", "pruned80-t4"), cosim=False)
+    kw = dict(TINY, finetune_epochs=2, ramp=0.5, rows=("dense-t4", "pruned80-t4"), cosim=False)
     both = flow.run(tmp_path / "both", seeds=2, workers=2, log=lambda *_: None, **kw)
     n = torch.get_num_threads()
-    torch.set_num_threads(1 if n > 1 else 2)
+    torch.set_num_threads(max(2, n))  # the Dask workers run one thread each
     try:
         alone = [flow.run(tmp_path / f"s{s}", seed=s, log=lambda *_: None, **kw) for s in (0, 1)]
     finally:
@@ -187,7 +187,8 @@ def test_seeds_on_dask_equal_the_same_seeds_one_by_one(tmp_path):
     p80 = [r for r in both["rows"] if r["name"] == "pruned80-t4"]
     for r in p80:
         (stage,) = r["stages"]
-        assert "over 2 epochs" in stage["stage"] and stage["sparsity"] >= 0.8 and r["weight_sparsity"] >= 0.8
+        assert "over 1 epochs" in stage["stage"] and stage["sparsity"] >= 0.8 and r["weight_sparsity"] >= 0.8
+        assert r["model_file"].startswith(str(tmp_path / "both" / "prune" / f"seed-{r['seed']}"))
     assert (tmp_path / "both" / "prune" / "seed-1" / "prune.log").read_text().count("[prune]") >= 2
     on_disk = json.loads((tmp_path / "both" / "pruning.json").read_text())
     assert on_disk["summary"] == both["summary"] and on_disk["seeds"] == [0, 1]
@@ -217,3 +218,26 @@ def test_ablation_rows_take_one_part_of_the_schedule_away(tmp_path):
     assert "over 2 epochs" in rows["stp-t1-no-stages"]["stages"][1]["stage"]
     assert "at once" in rows["stp-t1-at-once"]["stages"][1]["stage"]
     assert json.loads((tmp_path / "abl.json").read_text())["summary"] and not (tmp_path / "pruning.json").exists()
+
+
+def test_ablation_alias_and_rows_that_do_not_apply(tmp_path):
+    """--rows ablation: dense-t4, direct-t1, stp-t1 and the ablation rows that apply to the network
+    (an MLP's stp row has no Units, so no stp-t1-no-units; asked for by name it is refused)."""
+    with pytest.raises(ConfigError, match="stp-t1-no-units would repeat stp-t1"):
+        flow.run(tmp_path, rows=("stp-t1-no-units",), cosim=False, **TINY)
+    logs = []
+    rep = flow.run(tmp_path, rows=("ablation",), cosim=False, log=logs.append, **TINY)
+    assert [r["name"] for r in rep["rows"]] == ["dense-t4", "direct-t1", "stp-t1", "stp-t1-no-stages",
+                                                "stp-t1-no-distill", "stp-t1-at-once"]
+    assert any("no stp-t1-no-units row" in str(m) for m in logs)
+
+
+def test_several_seeds_check_the_data_before_any_worker(tmp_path):
+    """A bad dataset is one line before the cluster starts, with one seed or several."""
+    import time
+
+    for seeds in (1, 3):
+        t = time.perf_counter()
+        with pytest.raises(SpikeloomError, match="does not exist"):
+            flow.run(tmp_path, dataset=f"folder:{tmp_path / 'nowhere'}", seeds=seeds, cosim=False, **TINY)
+        assert time.perf_counter() - t < 10 and not (tmp_path / "prune").exists()
