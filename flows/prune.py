@@ -107,9 +107,10 @@ def recipes(net, pes, units=None, unit_at=1, stp_sparsity=0.8, t_from=5, finetun
 
 @dataclass
 class PruneContext(steps.Context):
-    """A :class:`steps.Context` for one row: the recipe and this row's training code join the cache
-    key (the dense row's key is ``steps.Context``'s own: it is the plain pipeline's network; the
-    image size and model/pruning.py are in that key already)."""
+    """A :class:`steps.Context` for one row: the recipe and this module's source (the training
+    schedule of every row lives here) join the cache key (the dense row's key is ``steps.Context``'s
+    own: it is the plain pipeline's network; the image size and model/pruning.py are in that key
+    already)."""
 
     recipe: dict = field(default_factory=dict)
 
@@ -119,7 +120,8 @@ class PruneContext(steps.Context):
             return base
         h = hashlib.sha256(base.encode())
         h.update(json.dumps({"recipe": self.recipe}, sort_keys=True).encode())
-        h.update(inspect.getsource(_train_variant).encode())
+        # this module decides what a row trains (its schedule, pruning, teachers, shared stages)
+        h.update(inspect.getsource(sys.modules[__name__]).encode())
         return h.hexdigest()[:16]
 
 
@@ -156,7 +158,7 @@ def _train_variant(ctx, recipe, dense_float, log):
     validation accuracy of each training stage."""
     from spikeloom.model import pruning as prune
     from spikeloom.model.snn import SNN
-    from spikeloom.model.train import reduce_timesteps, train_float
+    from spikeloom.model.train import reduce_timesteps, steps_per_epoch, train_float
 
     split, cfg, neu = ctx.split(), ctx.train, ctx.neuron
     stages = []
@@ -187,7 +189,7 @@ def _train_variant(ctx, recipe, dense_float, log):
             masks = prune_weights(model, sp, pes, head, first)
             hook = prune.keep_masks(masks)
         else:
-            per_epoch = -(-len(split.train) // c.batch_size)
+            per_epoch = steps_per_epoch(len(split.train), c.batch_size)
             hook = prune.GradualPrune(lambda m, f: prune_weights(m, f * sp, pes, f * head,
                                                                  None if first is None else f * first),
                                       ramp * per_epoch, per_epoch)
@@ -234,56 +236,67 @@ def _train_variant(ctx, recipe, dense_float, log):
     return model, stages
 
 
+def _cached_net(path, key, train, make):
+    """A float network cached at ``path`` (its state) and ``<path>.json`` (what ``train`` returned
+    beside it) under ``key``: ``(model, info, reused)``, with ``train() -> (model, info)`` run when
+    the entry is missing or stale and ``make(info)`` building the empty network to load."""
+    import torch
+
+    info_path = path.with_suffix(".json")
+    if steps.cached(path, key) and info_path.is_file():
+        info = json.loads(info_path.read_text())
+        model = make(info)
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model, info, True
+    model, info = train()
+    steps.forget(path)  # the key, written last by store(), covers both files
+    atomic_write(info_path, json.dumps(info, indent=1) + "\n")
+    steps.store(path, key, lambda tmp: torch.save(model.state_dict(), tmp))
+    return model, info, False
+
+
 def _shared_stage(ctx, tag, keys, recipe, stages, log, train, make):
     """The float network after one of the stp schedule's first stages, which rows that differ only
     later share (the ablation's): trained by ``train()`` (which appends to ``stages``), or read
     from ``build/prune/seed-<seed>/stages/<tag>-<key>.pt``, whose key covers the configuration,
     the recipe's ``keys`` and the training code; ``make()`` builds the empty network to load."""
-    import torch
-
     key = replace(ctx, recipe={"kind": f"stp-stage-{tag}", **{k: recipe.get(k) for k in keys}}).key("train")
     path = Path(ctx.build).parent / "stages" / f"{tag}-{key}.pt"
-    info = path.with_suffix(".json")
-    if steps.cached(path, key) and info.is_file():
-        model = make()
-        model.load_state_dict(torch.load(path, weights_only=True))
-        done = json.loads(info.read_text())
+    n = len(stages)
+
+    def fresh():
+        model = train()
+        return model, stages[n:]
+
+    model, done, reused = _cached_net(path, key, fresh, lambda _: make())
+    if reused:
         stages.extend(done)
         log(f"[prune] reusing {path} ({done[-1]['stage']})")
-        return model
-    n = len(stages)
-    model = train()
-    steps.forget(path)  # the key, written last by store(), covers both files
-    atomic_write(info, json.dumps(stages[n:], indent=1) + "\n")
-    steps.store(path, key, lambda tmp: torch.save(model.state_dict(), tmp))
     return model
 
 
 def step_train_variant(ctx, recipe, dense_float, log=print):
     """Train (or reuse) the float network of a non-dense row; also sets ``accuracy_float``."""
-    import torch
-
     from spikeloom.model import golden
     from spikeloom.model.snn import SNN
     from spikeloom.model.train import accumulate
 
     split = ctx.split()
     path = ctx.workdir / "float.pt"
-    info = ctx.workdir / "float.json"
     key = ctx.key("train")
-    if steps.cached(path, key) and info.exists():
-        meta = json.loads(info.read_text())
-        log(f"[train] reusing {path} (cache key {key})")
-        model = SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, meta["t_max"],
-                    learn_threshold=meta["learn_threshold"])
-        model.load_state_dict(torch.load(path, weights_only=True))
-        stages = meta["stages"]
-    else:
+
+    def train():
         model, stages = _train_variant(ctx, recipe, dense_float, log)
-        steps.forget(path)  # the key, written last by store(), covers both files
-        atomic_write(info, json.dumps({"t_max": model.t_max, "learn_threshold": model.learn_threshold,
-                                       "stages": stages}, indent=1) + "\n")
-        steps.store(path, key, lambda tmp: torch.save(model.state_dict(), tmp))
+        return model, {"t_max": model.t_max, "learn_threshold": model.learn_threshold, "stages": stages}
+
+    def make(meta):
+        return SNN(split.train.shape, len(split.train.classes), ctx.train.arch, ctx.neuron, meta["t_max"],
+                   learn_threshold=meta["learn_threshold"])
+
+    model, meta, reused = _cached_net(path, key, train, make)
+    if reused:
+        log(f"[train] reusing {path} (cache key {key})")
+    stages = meta["stages"]
     if model.t_max != ctx.train.t_max:
         raise SpikeloomError(f"{path}: the network runs {model.t_max} timesteps, the row {ctx.train.t_max}")
     z = accumulate(model, split.test.x)
@@ -491,7 +504,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
         stp_sparsity=0.8, t_from=5, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True,
         final_epochs=60,
         seed=0, seeds=1,
-        device="auto", weight_bits=8, input_bits=4, simulator="verilator", cosim_images=None, cosim=True,
+        device="cpu", weight_bits=8, input_bits=4, simulator="verilator", cosim_images=None, cosim=True,
         workers=None, scheduler=None, out=None, log=print):
     """Train, quantize, evaluate (and co-simulate) every row for ``seeds`` training seeds
     (``seed``, ``seed + 1``, ...); writes ``build/pruning.json``: ``rows`` (every seed's rows, each
@@ -540,7 +553,10 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     book = recipes(net, pes, units, unit_at, stp_sparsity, t_from, finetune_epochs, stage_epochs, head_sparsity,
                    first_sparsity, distill, ramp, qat_distill, final_epochs)
     kw = {k: v for k, v in (("epochs", epochs), ("qat_epochs", qat_epochs)) if v is not None}
-    base = TrainConfig(arch=net, seed=seed, device=device, **kw)
+    from spikeloom.model.train import resolve_device
+
+    # the device that trains is part of every cache key ("auto" is the CPU or CUDA, whichever it is here)
+    base = TrainConfig(arch=net, seed=seed, device=resolve_device(device).type, **kw)
     build = Path(build)
     no_units = book["stp-t1"]["units"] == 0
     if "ablation" in rows:  # the rows that show what each part of the stp schedule buys
@@ -553,10 +569,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
         raise ConfigError(f"rows: stp-t1-no-units would repeat stp-t1: the stp row of {net!r} has no Units "
                           f"(--units {book['stp-t1']['units']})")
     order = sorted(dict.fromkeys(rows), key=ALL_ROWS.index)
-    # the data and the device are known before any worker starts (a bad one: one line, at once)
-    from spikeloom.model.train import resolve_device
-
-    resolve_device(device)
+    # the data is known to be there before any worker starts (a bad one: one line, at once)
     probe = PruneContext(build=build / "prune", dataset=dataset, data_seed=data_seed, train=base,
                          image_size=image_size)
     probe.split()
@@ -636,7 +649,9 @@ def add_arguments(p):
     p.add_argument("--seeds", type=int, default=1,
                    help="train every row with this many seeds (--seed, --seed + 1, ...): the table gives "
                         "each row's mean and spread over them (default 1)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present; default)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default: the same figures on any machine, model/determinism.py), cuda or auto "
+                        "(CUDA when present; not covered by the determinism, and another cache entry)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of each from-scratch training")
     p.add_argument("--qat-epochs", type=int, default=None,
                    help="quantization-aware fine-tuning epochs per row (default: the architecture's)")
@@ -679,11 +694,13 @@ def add_arguments(p):
 def run_args(a):
     return run(build=a.build, net=a.net, pes=a.pes, rows=tuple(r for r in a.rows.split(",") if r),
                dataset=a.dataset, image_size=a.image_size, data_seed=a.data_seed, epochs=a.epochs,
-               qat_epochs=a.qat_epochs, finetune_epochs=a.finetune_epochs, stage_epochs=a.stage_epochs, final_epochs=a.final_epochs,
+               qat_epochs=a.qat_epochs, finetune_epochs=a.finetune_epochs, stage_epochs=a.stage_epochs,
+               final_epochs=a.final_epochs,
                units=a.units, unit_at=a.unit_at, stp_sparsity=a.stp_sparsity, t_from=a.t_from,
                head_sparsity=a.head_sparsity, first_sparsity=a.first_sparsity, distill=a.distill, ramp=a.ramp,
                qat_distill=not a.no_qat_distill, seed=a.seed,
-               seeds=a.seeds, workers=a.workers, scheduler=a.scheduler, out=a.out, device=a.device, weight_bits=a.weight_bits, input_bits=a.input_bits, simulator=a.sim,
+               seeds=a.seeds, workers=a.workers, scheduler=a.scheduler, out=a.out, device=a.device,
+               weight_bits=a.weight_bits, input_bits=a.input_bits, simulator=a.sim,
                cosim_images=a.cosim_images, cosim=not a.no_cosim)
 
 

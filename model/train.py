@@ -103,6 +103,11 @@ class TrainConfig:
         return d
 
 
+def steps_per_epoch(n, bs):
+    """Optimizer steps in one epoch of ``n`` samples in batches of ``bs`` (the last one short)."""
+    return len(range(0, n, bs))
+
+
 def _batches(n, bs, gen):
     perm = torch.randperm(n, generator=gen)
     return [perm[i:i + bs] for i in range(0, n, bs)]
@@ -122,6 +127,8 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
     ``soft``: per-sample targets aligned with ``x`` (a teacher's logits), passed to the loss as its
     third argument (:class:`~spikeloom.model.losses.DistillLoss`).
     """
+    if not 0 <= select_from < max(1, epochs):
+        raise ConfigError(f"select_from = {select_from!r} is outside the allowed range [0, {max(1, epochs) - 1}]")
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     loss_fn.to(device)
@@ -131,8 +138,6 @@ def _fit(model, loss_fn, x, y, epochs, lr, wd, bs, seed, desc, evaluate, after_s
     best, best_state, history = -1.0, None, []
     if after_step is not None:
         after_step(model)
-    if not 0 <= select_from < max(1, epochs):
-        raise ConfigError(f"select_from = {select_from!r} is outside the allowed range [0, {max(1, epochs) - 1}]")
     if keep_start and not select_from:
         best, best_state = evaluate(model), copy.deepcopy(model.state_dict())
     make_bar = EPOCH_BAR.get()
@@ -277,7 +282,8 @@ def reduce_timesteps(model, split, cfg, neuron=None, t_from=5, t_to=1, epochs=No
     ``model`` is an :class:`SNN` (trained at ``t_from``; its ``t_max`` must equal it) or ``None``
     (train one at ``t_from`` with ``cfg`` first). Thresholds are made trainable
     (:meth:`SNN.enable_threshold_learning`). Each stage trains ``epochs`` (default ``cfg.epochs``;
-    a list: each stage's, in the order of ``stages``) epochs with ``cfg``; ``history``, if a list, receives ``{"t_max", "history"}`` per stage.
+    a list: each stage's, in the order of ``stages``) epochs with ``cfg``; ``history``, if a list,
+    receives ``{"t_max", "history"}`` per stage.
     ``after_step`` (e.g. :func:`~spikeloom.model.pruning.keep_masks`) is passed to every stage, and so are ``teacher`` and
     ``distill`` (distillation from a trained network, see :func:`train_float`). ``stages``: the
     timesteps of the stages, decreasing from below ``t_from`` to ``t_to`` (default: every one,

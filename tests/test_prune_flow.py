@@ -183,7 +183,8 @@ def test_seeds_on_dask_equal_the_same_seeds_one_by_one(tmp_path):
     for e in both["summary"]:
         acc = [r["accuracy"] for r in both["rows"] if r["name"] == e["name"]]
         assert e["seeds"] == [0, 1] and e["accuracy_per_seed"] == acc
-        assert e["accuracy_mean"] == pytest.approx(np.mean(acc)) and e["accuracy_std"] == pytest.approx(np.std(acc, ddof=1))
+        assert e["accuracy_mean"] == pytest.approx(np.mean(acc))
+        assert e["accuracy_std"] == pytest.approx(np.std(acc, ddof=1))
     p80 = [r for r in both["rows"] if r["name"] == "pruned80-t4"]
     for r in p80:
         (stage,) = r["stages"]
@@ -241,3 +242,16 @@ def test_several_seeds_check_the_data_before_any_worker(tmp_path):
         with pytest.raises(SpikeloomError, match="does not exist"):
             flow.run(tmp_path, dataset=f"folder:{tmp_path / 'nowhere'}", seeds=seeds, cosim=False, **TINY)
         assert time.perf_counter() - t < 10 and not (tmp_path / "prune").exists()
+
+
+def test_the_training_device_is_in_the_key_as_resolved(tmp_path):
+    """--device auto trains on the CPU of a machine without CUDA and shares the CPU's cache entry;
+    on CUDA it would be another entry (CUDA training is outside the determinism)."""
+    import torch
+
+    logs = []
+    flow.run(tmp_path, rows=("dense-t4",), cosim=False, device="cpu", log=logs.append, **TINY)
+    logs.clear()
+    flow.run(tmp_path, rows=("dense-t4",), cosim=False, device="auto", log=logs.append, **TINY)
+    reused = any("reusing" in str(m) for m in logs)
+    assert reused != torch.cuda.is_available()
