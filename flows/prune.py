@@ -514,7 +514,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     One seed runs in this process; several run side by side as tasks on Dask
     (:mod:`spikeloom.flows.cluster`: an embedded LocalCluster of ``workers`` processes, default one
     per seed up to 4 per CPU, or the cluster of ``scheduler``), each logging to
-    ``build/prune/seed-<seed>/prune.log``. Training is deterministic
+    ``build/prune/seed-<seed>/<dataset>-<net>.log``. Training is deterministic
     (:mod:`spikeloom.model.determinism`), so the figures do not depend on where a seed ran."""
     import os
 
@@ -587,7 +587,8 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
             # seeds take about the same time: all at once ends no later than in rounds of one per
             # CPU (3 seeds on 2 cores: 1.5 seeds' time, not 2), at some memory per worker
             workers = workers or min(len(seed_list), 4 * (os.cpu_count() or 1))
-        logs = {s: build / "prune" / f"seed-{s}" / "prune.log" for s in seed_list}
+        # one log per seed and network (the MLP's and the VGG's seeds share build/prune/seed-<seed>/)
+        logs = {s: build / "prune" / f"seed-{s}" / f"{probe.tag}.log" for s in seed_list}
         errors = []
         with cluster.connect(scheduler, workers) as (client, where):
             token = uuid.uuid4().hex[:8]
@@ -600,7 +601,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
                                      logs[s].absolute(), key=f"prune-seed{s}-{token}", pure=False): s
                        for s in seed_list}
             with progress.step("prune", None, f"{len(seed_list)} seeds ({', '.join(map(str, seed_list))}) on "
-                               f"{where}; each logs to {build / 'prune' / 'seed-<seed>' / 'prune.log'}") as bar:
+                               f"{where}; each logs to {build / 'prune' / 'seed-<seed>' / (probe.tag + '.log')}") as bar:
                 bar.count(len(seed_list), "seeds")
                 for fut in cluster.completed(futures):
                     s = futures[fut]

@@ -190,7 +190,7 @@ def test_seeds_on_dask_equal_the_same_seeds_one_by_one(tmp_path):
         (stage,) = r["stages"]
         assert "over 1 epochs" in stage["stage"] and stage["sparsity"] >= 0.8 and r["weight_sparsity"] >= 0.8
         assert r["model_file"].startswith(str(tmp_path / "both" / "prune" / f"seed-{r['seed']}"))
-    assert (tmp_path / "both" / "prune" / "seed-1" / "prune.log").read_text().count("[prune]") >= 2
+    assert (tmp_path / "both" / "prune" / "seed-1" / "digits-mlp.log").read_text().count("[prune]") >= 2
     on_disk = json.loads((tmp_path / "both" / "pruning.json").read_text())
     assert on_disk["summary"] == both["summary"] and on_disk["seeds"] == [0, 1]
 
