@@ -221,6 +221,7 @@ def test_ablation_rows_take_one_part_of_the_schedule_away(tmp_path):
     assert json.loads((tmp_path / "abl.json").read_text())["summary"] and not (tmp_path / "pruning.json").exists()
 
 
+@pytest.mark.slow  # six tiny trainings; the fast tier keeps the ablation rows' own test
 def test_ablation_alias_and_rows_that_do_not_apply(tmp_path):
     """--rows ablation: dense-t4, direct-t1, stp-t1 and the ablation rows that apply to the network
     (an MLP's stp row has no Units, so no stp-t1-no-units; asked for by name it is refused)."""
