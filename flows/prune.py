@@ -446,13 +446,13 @@ def summary_table(summary):
 
 
 def _seed_rows(build, seed, order, book, base, quant, dataset, data_seed, image_size, pes, cosim, simulator,
-               cosim_images, log):
+               cosim_images, log, split=None):
     """Train (cached), evaluate and (``cosim``) co-simulate ``order``'s rows for one training seed,
     each under ``build/prune/seed-<seed>/<row>/``; returns the rows (with their ratios to dense)."""
     from spikeloom.model.config import NeuronConfig
 
     base = replace(base, seed=seed)
-    shared = None
+    shared = split  # the split already read (in this process), else read by the first row
 
     def context(name):
         nonlocal shared
@@ -579,7 +579,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     seed_list = list(range(seed, seed + seeds))
     by_seed = {}
     if len(seed_list) == 1 and scheduler is None:
-        by_seed[seed] = _seed_rows(build, seed, log=log, **task)
+        by_seed[seed] = _seed_rows(build, seed, log=log, split=probe.split(), **task)
     else:
         import uuid
 
