@@ -156,6 +156,8 @@ def prune_weights(model, sparsity, pes, head_sparsity=0.5, first_sparsity=None):
 def _train_variant(ctx, recipe, dense_float, log):
     """Train the float network of one non-dense row; returns (model, stages) with stages the best
     validation accuracy of each training stage."""
+    import torch
+
     from spikeloom.model import pruning as prune
     from spikeloom.model.snn import SNN
     from spikeloom.model.train import reduce_timesteps, steps_per_epoch, train_float
@@ -208,6 +210,10 @@ def _train_variant(ctx, recipe, dense_float, log):
     start = ("t_from", "units", "unit_at")
 
     def train_units():
+        # its initial weights are the seed's own: without this they came from the global generator
+        # as the rows before it in the process left it (a row's result depended on the --rows
+        # asked for, and a cached stp row on the run that had cached it)
+        torch.manual_seed(cfg.seed)
         net = SNN(shape, classes, cfg.arch, neu, t_from, units=m, unit_at=recipe["unit_at"])
         return fit(f"T={t_from} with {m} Unit(s) after stage {recipe['unit_at']}", net, replace(cfg, t_max=t_from))
 

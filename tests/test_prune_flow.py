@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from spikeloom.flows import prune as flow
@@ -256,3 +257,18 @@ def test_the_training_device_is_in_the_key_as_resolved(tmp_path):
     flow.run(tmp_path, rows=("dense-t4",), cosim=False, device="auto", log=logs.append, **TINY)
     reused = any("reusing" in str(m) for m in logs)
     assert reused != torch.cuda.is_available()
+
+
+def test_a_row_does_not_depend_on_the_rows_run_before_it(tmp_path):
+    """The stp row trains its own network from scratch: its initial weights come from its seed,
+    not from the global generator as the rows before it left it (the same row, alone or after
+    direct-t1 in the same process, is the same network)."""
+    from spikeloom.model import modelfile
+
+    alone = flow.run(tmp_path / "alone", rows=("stp-t1",), cosim=False, **TINY)
+    after = flow.run(tmp_path / "after", rows=("direct-t1", "stp-t1"), cosim=False, **TINY)
+    a, b = (modelfile.load(r["model_file"]) for r in (alone["rows"][-1], after["rows"][-1]))
+    assert [ly.name for ly in a.layers] == [ly.name for ly in b.layers]
+    for la, lb in zip(a.layers, b.layers):
+        assert np.array_equal(la.weight, lb.weight) and np.array_equal(la.threshold, lb.threshold), la.name
+    assert alone["rows"][-1]["accuracy"] == after["rows"][-1]["accuracy"]
