@@ -105,8 +105,12 @@ def _shims(folder):
     folder.mkdir(parents=True, exist_ok=True)
     for name, (module, func) in _TOOLS.items():
         path = folder / name
+        # the solver's stderr to a file: the YoWASP runtime's "Preparing to run boolector" notice
+        # (a first run, or a cache file another process is still writing) must not reach smtbmc,
+        # which reads it as the solver's answer
+        err = f' 2>>"{folder / (name + ".stderr")}"' if name == "boolector" else ""
         path.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "import sys; sys.argv[0] = \'{name}\'; '
-                        f'from {module} import {func}; {func}()" "$@"\n')
+                        f'from {module} import {func}; {func}()" "$@"{err}\n')
         path.chmod(0o755)
     return folder
 

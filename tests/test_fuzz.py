@@ -274,7 +274,8 @@ def test_a_scheduler_without_workers_is_one_line_and_keeps_the_last_campaign(tmp
     kept.mkdir(parents=True)
     (kept / "case.json").write_text("{}")
     monkeypatch.setattr(cluster, "WAIT_FOR_WORKER_S", 1)
-    assert fuzz.main(["--networks", "2", "--scheduler", address, "--build", str(tmp_path / "b")]) == 2
+    assert fuzz.main(["--networks", "2", "--sim", "verilator", "--scheduler", address,
+                      "--build", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--scheduler {address}: no worker joined the cluster within 1 s" in err, err
     assert (kept / "case.json").exists() and not (tmp_path / "b" / "fuzz.json").exists()
