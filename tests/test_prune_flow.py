@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from spikeloom.flows import prune as flow
+from spikeloom.model import golden, modelfile
+from spikeloom.model.data import load_dataset
 from spikeloom.model.errors import ConfigError, SpikeloomError
 from spikeloom.sim.testing import require_icarus
 
 TINY = dict(net="mlp", pes=8, epochs=1, qat_epochs=1, finetune_epochs=1, stage_epochs=1, final_epochs=1, t_from=2)
 KEYS = ("name", "weight_sparsity", "timesteps", "accuracy", "synaptic_events_mean", "cycles_mean", "weight_bits",
-        "mean_timesteps", "accuracy_fixed_t", "cycles_bound_mean")
+        "mean_timesteps", "accuracy_fixed_t", "accuracy_t1", "cycles_bound_mean")
 
 
 def test_prune_flow_rows_cache_and_cosim(tmp_path):
@@ -34,12 +36,18 @@ def test_prune_flow_rows_cache_and_cosim(tmp_path):
         assert all(1.0 <= v < 1.02 for v in r["pe_imbalance"].values())
         assert r["weight_bits"] < 0.4 * dense["weight_bits"]  # compressed storage of the kept weights
         assert r["synaptic_events_mean"] < dense["synaptic_events_mean"]
+    # acc t=1: the integer network read after timestep 1 (a T = 1 row: its accuracy)
+    assert stp["accuracy_t1"] == stp["accuracy_fixed_t"] == stp["accuracy"]
+    qm = modelfile.load(dense["model_file"])
+    split = load_dataset("digits", seed=0)
+    z = golden.run(qm, golden.quantize_input(qm, split.test.x), sparse=()).z
+    assert dense["accuracy_t1"] == float((golden.first_argmax(z[0]) == split.test.y).mean())
     assert [s["t_max"] for s in stp["stages"]] == [2, 2, 1]  # T=2 training, pruned fine-tune, T=1
     assert "dense-t4" in logs[-2] and "stp-t1" in logs[-2]  # the table
     assert all(r["seed"] == 0 for r in rep["rows"]) and on_disk["seeds"] == [0]
     assert [e["name"] for e in on_disk["summary"]] == ["dense-t4", "pruned80-t4", "stp-t1"]
     assert all(e["accuracy_mean"] == rows[e["name"]]["accuracy"] and e["accuracy_std"] == 0.0
-               for e in on_disk["summary"])
+               and e["accuracy_t1_mean"] == rows[e["name"]]["accuracy_t1"] for e in on_disk["summary"])
     assert (tmp_path / "prune" / "seed-0" / "stp-t1" / "digits-mlp" / "model.slm").exists()
 
     # a second run trains nothing, and co-simulates the pruned row on the generated hardware (Icarus)
