@@ -436,16 +436,17 @@ def summarize(by_seed):
 
 
 def summary_table(summary):
-    """The rows over the seeds: mean +- sample standard deviation, and each seed's accuracy."""
+    """The rows over the seeds: mean +- sample standard deviation, and each seed's accuracy (``acc -
+    dense``: the spread of the difference seed by seed, which is what a comparison with dense needs)."""
     def f(e, k, fmt, scale=1.0, spread=False):
         if f"{k}_mean" not in e:
             return "-"
         m = format(scale * e[f"{k}_mean"], fmt)
-        return f"{m} ± {format(scale * e[f'{k}_std'], fmt)}" if spread else m
+        return f"{m} ± {format(scale * e[f'{k}_std'], fmt.lstrip('+'))}" if spread else m
 
     body = [[e["name"], e["timesteps"], f(e, "mean_timesteps", ".2f"), f(e, "accuracy", ".2f", 100, True),
              " ".join(format(100 * v, ".2f") for v in e.get("accuracy_per_seed", [])),
-             f(e, "accuracy_vs_dense", "+.2f", 100), f(e, "accuracy_t1", ".2f", 100, True),
+             f(e, "accuracy_vs_dense", "+.2f", 100, True), f(e, "accuracy_t1", ".2f", 100, True),
              f(e, "weight_sparsity", ".1f", 100),
              f(e, "cycles_bound_mean", ".0f"), f(e, "cycles_mean", ".0f", spread=True),
              f(e, "cycles_mean_vs_dense", ".3f"), f(e, "cycles_to_bound", ".3f"), f(e, "weight_bits_vs_dense", ".3f"),

@@ -280,3 +280,17 @@ def test_a_row_does_not_depend_on_the_rows_run_before_it(tmp_path):
     for la, lb in zip(a.layers, b.layers):
         assert np.array_equal(la.weight, lb.weight) and np.array_equal(la.threshold, lb.threshold), la.name
     assert alone["rows"][-1]["accuracy"] == after["rows"][-1]["accuracy"]
+
+
+def test_the_summary_table_gives_the_spread_of_the_difference_to_dense_and_acc_at_t1():
+    def row(name, t, acc, t1, dense):
+        return {"name": name, "timesteps": t, "accuracy": acc, "accuracy_t1": t1, "accuracy_vs_dense": acc - dense}
+
+    by_seed = {0: [row("dense-t4", 4, 0.98, 0.97, 0.98), row("stp-t1", 1, 0.97, 0.97, 0.98)],
+               1: [row("dense-t4", 4, 0.99, 0.98, 0.99), row("stp-t1", 1, 0.975, 0.975, 0.99)]}
+    summary = flow.summarize(by_seed)
+    assert summary[1]["accuracy_t1_per_seed"] == [0.97, 0.975]
+    lines = {ln.split()[0]: ln for ln in flow.summary_table(summary).splitlines()[2:]}
+    # the difference seed by seed: -1.0 and -1.5 points, spread 0.35 (not the rows' own spreads)
+    assert "-1.25 ± 0.35" in lines["stp-t1"] and "+0.00 ± 0.00" in lines["dense-t4"]
+    assert "97.50 ± 0.71" in lines["dense-t4"]  # acc t=1 of the T = 4 row
