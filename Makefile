@@ -91,8 +91,8 @@ prune: $(STAMP)
 	  --net $(if $(filter command line environment,$(origin NET)),$(NET),vgg) --pes $(PES) --sim $(SIM) \
 	  --seeds $(SEEDS) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
-## make prune-ablation [NET=vgg] [SEEDS=3]: the stp row with each part of its schedule taken away
-## (Units, timestep stages, distillation, step-by-step pruning), beside direct-t1 and dense-t4, over the
+## make prune-ablation [NET=vgg] [SEEDS=3]: the stp row with each part of its schedule changed (2 Units
+## added; timestep stages, distillation, step-by-step pruning taken away), beside direct-t1 and dense-t4, over the
 ## seeds -> build/pruning_ablation.json and a table (what each part buys).
 prune-ablation: $(STAMP)
 	$(PY) -m spikeloom.flows.prune --build $(BUILD) --out $(BUILD)/pruning_ablation.json --no-cosim \

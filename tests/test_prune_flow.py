@@ -69,6 +69,11 @@ def test_prune_flow_errors(tmp_path):
         flow.run(tmp_path, unit_at=9, **TINY)
     with pytest.raises(ConfigError, match="Units need"):  # the MLP has no feature map for a Unit
         flow.run(tmp_path, rows=("stp-t1",), units=1, cosim=False, **TINY)
+    # the ablation's Units row is refused where it would repeat the stp row or cannot be built
+    with pytest.raises(ConfigError, match="stp-t1-units would repeat stp-t1: the stp row has Units"):
+        flow.run(tmp_path, rows=("stp-t1-units",), units=2, cosim=False, **{**TINY, "net": "vgg"})
+    with pytest.raises(ConfigError, match="stp-t1-units: 'mlp' can take no Units after stage 1"):
+        flow.run(tmp_path, rows=("stp-t1-units",), cosim=False, **TINY)
     assert flow.main(["--build", str(tmp_path), "--rows", "nope"]) == 2
 
 
@@ -92,7 +97,8 @@ def _scene_folder(root, n_per_class=10, size=20):
 def test_remote_sensing_recipe_on_an_image_folder(tmp_path):
     data = _scene_folder(tmp_path / "scenes")
     kw = dict(net="vgg", pes=8, dataset=f"folder:{data}", image_size=8, rows=("dense-t4", "stp-t1"), epochs=1,
-              qat_epochs=1, finetune_epochs=1, stage_epochs=1, final_epochs=1, t_from=2, device="auto", cosim=False)
+              qat_epochs=1, finetune_epochs=1, stage_epochs=1, final_epochs=1, t_from=2, device="auto", cosim=False,
+              units=2)
     logs = []
     rep = flow.run(tmp_path / "build", log=logs.append, **kw)
     assert rep["dataset"] == f"folder:{data}" and rep["image_size"] == 8
@@ -207,10 +213,13 @@ def test_seeds_on_dask_equal_the_same_seeds_one_by_one(tmp_path):
 def test_ablation_rows_take_one_part_of_the_schedule_away(tmp_path):
     book = flow.recipes("vgg", 8)
     stp = book["stp-t1"]
-    assert stp["units"] == 2 and stp["ramp"] == 0.5 and stp["qat_distill"] and stp["distill"] == 0.5
-    for name, change in flow.ABLATION.items():
-        diff = {k for k in set(stp) | set(book[name]) if stp.get(k) != book[name].get(k)}
-        assert diff == set(change), name
+    assert stp["units"] == 0 and stp["ramp"] == 0.5 and stp["qat_distill"] and stp["distill"] == 0.5
+    for units, moot in ((0, "stp-t1-no-units"), (flow.ABLATION_UNITS, "stp-t1-units")):  # default, --units 2
+        book = flow.recipes("vgg", 8, units=units)
+        stp = book["stp-t1"]
+        for name, change in flow.ABLATION.items():
+            diff = {k for k in set(stp) | set(book[name]) if stp.get(k) != book[name].get(k)}
+            assert diff == (set() if name == moot else set(change)), (units, name)
     logs = []
     rep = flow.run(tmp_path, rows=("stp-t1", "stp-t1-no-stages", "stp-t1-at-once"), cosim=False,
                    out=tmp_path / "abl.json", log=logs.append,
@@ -233,14 +242,15 @@ def test_ablation_rows_take_one_part_of_the_schedule_away(tmp_path):
 @pytest.mark.slow  # six tiny trainings; the fast tier keeps the ablation rows' own test
 def test_ablation_alias_and_rows_that_do_not_apply(tmp_path):
     """--rows ablation: dense-t4, direct-t1, stp-t1 and the ablation rows that apply to the network
-    (an MLP's stp row has no Units, so no stp-t1-no-units; asked for by name it is refused)."""
+    (an MLP's stp row has no Units and can take none, so neither stp-t1-no-units nor stp-t1-units;
+    asked for by name they are refused)."""
     with pytest.raises(ConfigError, match="stp-t1-no-units would repeat stp-t1"):
         flow.run(tmp_path, rows=("stp-t1-no-units",), cosim=False, **TINY)
     logs = []
     rep = flow.run(tmp_path, rows=("ablation",), cosim=False, log=logs.append, **TINY)
     assert [r["name"] for r in rep["rows"]] == ["dense-t4", "direct-t1", "stp-t1", "stp-t1-no-stages",
                                                 "stp-t1-no-distill", "stp-t1-at-once"]
-    assert any("no stp-t1-no-units row" in str(m) for m in logs)
+    assert any("no stp-t1-units row" in str(m) for m in logs)
 
 
 def test_several_seeds_check_the_data_before_any_worker(tmp_path):
