@@ -58,7 +58,8 @@ def _add_quant_options(p):
     g.add_argument("--weight-bits", type=int, default=None, help="signed weight width (default 8)")
     g.add_argument("--input-bits", type=int, default=None, help="unsigned input width (default 4)")
     g.add_argument("--target-drop", type=float, default=0.0,
-                   help="allowed validation accuracy drop when calibrating the exit threshold")
+                   help="exit calibration: the share of validation images whose decision exiting early may change "
+                        "(bounds the validation accuracy drop; default 0: none)")
 
 
 def _add_hardware_options(p, cosim):
@@ -599,7 +600,8 @@ def build_parser():
     sp.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
                     help="QAT fine-tuning of the imported integer network on --dataset's training split")
     sp.add_argument("--target-drop", type=float, default=0.0,
-                    help="allowed validation accuracy drop when calibrating the exit threshold")
+                    help="exit calibration: the share of validation images whose decision exiting early may change "
+                        "(bounds the validation accuracy drop; default 0: none)")
     sp.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     sp.set_defaults(fn=cmd_import)
     sp = sub.add_parser("export-nir", help="a model file -> a NIR graph (for snnTorch, Norse, SpikingJelly, ...)",

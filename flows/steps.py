@@ -474,7 +474,7 @@ def step_quantize(ctx: Context, float_model, log=print, teacher=None, distill=0.
             zv = imodel.exact_z(golden.quantize_values(split.val.x, ctx.quant.input_bits))
             theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
             log(f"[quantize] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation "
-                f"images for an accuracy drop <= {ctx.train.target_drop}")
+                f"images: at most {ctx.train.target_drop:g} of their decisions changed by exiting early")
             qmodel = imodel.export(ctx.model_name, ctx.dataset, theta, classes=split.train.classes,
                                    extra={"data_seed": ctx.data_seed, "train": ctx.train.as_dict(),
                                           "quant": asdict(ctx.quant),
@@ -571,8 +571,8 @@ def _import(ctx, dt, options, finetune, out, log, p):
         theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
         model = model.with_exit_threshold(theta)
         sec["exit_threshold"] = theta
-        log(f"[import] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation images for "
-            f"an accuracy drop <= {ctx.train.target_drop}")
+        log(f"[import] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation images: at "
+            f"most {ctx.train.target_drop:g} of their decisions changed by exiting early")
     ctx.report["import"] = sec
     path = Path(out) if out is not None else ctx.model_path
     if out is None:
@@ -660,8 +660,9 @@ def _evaluate(ctx, imodel, qmodel, n_pe, log):
     n_val = len(split.val)
     log(f"\n{ctx.dataset} test split, {len(y)} images; float SNN {100 * m['accuracy_float']:.2f}%; golden model = "
         f"fake-quant network on {100 * agree:.1f}% of images\n"
-        f"(exit thresholds calibrated on the validation split, {n_val} images, for an accuracy drop <= "
-        f"{100 * ctx.train.target_drop:g} points there; the test split can differ by a few images)\n{text}\n"
+        f"(exit thresholds calibrated on the validation split, {n_val} images: at most "
+        f"{100 * ctx.train.target_drop:g}% of their decisions changed by exiting early; the test split can differ "
+        f"by a few images)\n{text}\n"
         "synaptic ops vs every timestep: synaptic events per inference relative to running all T_max timesteps\n"
         f"images exiting after t = {', '.join(map(str, range(1, T + 1)))} timesteps: {', '.join(map(str, hist))}\n")
     if agree != 1.0:

@@ -39,6 +39,21 @@ def test_calibrate_picks_smallest_feasible_threshold():
     assert ee.evaluate(z, y, 2)[0] < 1.0
 
 
+def test_calibrate_changes_no_decision_that_running_all_timesteps_makes():
+    """An image an early exit loses is not paid for by one it gets right by chance: sample 0 is right
+    at t=1 but wrong at T, sample 1 the other way round, both with margin 3 at t=1. Exiting at
+    theta <= 3 keeps the accuracy (1 of 2) but changes both decisions; the threshold is above 3."""
+    z = np.array([[[4, 1, 0], [1, 4, 0]],
+                  [[4, 9, 0], [9, 4, 0]]])
+    y = np.array([0, 0])
+    assert ee.evaluate(z, y, 3)[0] == ee.evaluate(z, y, 10)[0] == 0.5
+    th = ee.calibrate(z, y, 0.0)
+    assert th > 3 and ee.evaluate(z, y, th)[2].tolist() == [2, 2]
+    assert ee.calibrate(z, None, 0.0) == th  # no labels needed
+    assert ee.calibrate(z, y, 0.5) == 5  # one changed decision in two allowed: still not both
+    assert ee.calibrate(z, y, 0.0, "max_softmax") > max(ee.confidence(z[0], "max_softmax"))
+
+
 def test_sweep_monotone_in_timesteps():
     z, y = _z()
     rows = ee.sweep(z, y)
