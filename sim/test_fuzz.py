@@ -149,7 +149,10 @@ def test_ctrl_c_reports_the_finished_networks_and_leaves_nothing_running(tmp_pat
         buf += proc.stdout.read1(4096)
     group = [p for p in psutil.Process(proc.pid).children(recursive=True)]
     os.killpg(proc.pid, signal.SIGINT)
-    out = (buf + proc.communicate(timeout=60)[0]).decode()
+    # a running network sees the cancel once its Verilator build or simulation step returns, then
+    # the embedded cluster closes: with other jobs on the 2 cores that took over 60 s, so the
+    # ceiling is the one the other campaigns here get (a hang still fails)
+    out = (buf + proc.communicate(timeout=300)[0]).decode()
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     rep = json.loads((tmp_path / "fuzz.json").read_text())
