@@ -38,14 +38,18 @@ def evaluate(z, y, theta, criterion="margin"):
     return float((pred == y).mean()), float(steps.mean()), steps
 
 
-def _candidates(conf, criterion, n_max):
+def _candidates(conf, criterion, n_max, smallest=False):
     """Thresholds worth trying, ascending: the distinct confidences seen (thinned to ``n_max``),
-    plus one above the largest (which never exits early)."""
+    plus one above the largest (which never exits early). ``smallest``: instead, the smallest
+    threshold of each stretch that behaves alike on ``conf`` (the lowest confidence, then just
+    above each one: ``c + 1`` for the integer margin), so that none smaller behaves the same."""
     cands = np.unique(conf)
     if len(cands) > n_max:
         cands = np.unique(np.quantile(cands, np.linspace(0, 1, n_max), method="nearest"))
-    top = cands.max() + 1 if criterion == "margin" else np.nextafter(cands.max(), np.inf)
-    return np.append(cands, top)
+    above = cands + 1 if criterion == "margin" else np.nextafter(cands, np.inf)
+    if smallest:
+        return np.concatenate([cands[:1], above])
+    return np.append(cands, above[-1])
 
 
 def sweep(z, y, criterion="margin", n_max=200):
@@ -72,11 +76,13 @@ def calibrate(z, y=None, target_drop=0.0, criterion="margin"):
     chance pay for images it loses; on a 360-image validation split that picked thresholds that
     lost up to 2.5 points on the test split (BENCHMARKS.md, "Exit calibration"). Mean timesteps
     never decrease as theta grows, so the smallest feasible theta gives the fewest timesteps;
-    candidates are the distinct confidences seen, plus one above the largest (never exits early).
+    the threshold returned is the smallest of its stretch (one above the largest margin of a
+    decision it must not change), not the next confidence seen: the stretch between behaves
+    alike on the validation split, and its lower end exits most.
     """
     conf = confidence(z, criterion)
     final = first_argmax(z[-1])
-    cands = _candidates(conf, criterion, 10_000)
+    cands = _candidates(conf, criterion, 10_000, smallest=True)
     for th in cands:
         steps = exit_steps(conf, th, z.shape[0])
         changed = float((first_argmax(z[steps - 1, np.arange(z.shape[1])]) != final).mean())
