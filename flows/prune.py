@@ -229,7 +229,7 @@ def _train_variant(ctx, recipe, dense_float, log):
                               lambda: SNN(shape, classes, cfg.arch, neu, t_from, units=m, unit_at=recipe["unit_at"]))
         if m:
             model = prune.remove_units(model)
-        return pruned_finetune(model, replace(ft, t_max=t_from), f"T={t_from}, Units removed, ")[0]
+        return pruned_finetune(model, replace(ft, t_max=t_from), f"T={t_from}, {'Units removed, ' if m else ''}")[0]
 
     model = _shared_stage(ctx, "pruned", start + ("sparsity", "balance", "head_sparsity", "first_sparsity",
                                                   "finetune_epochs", "distill", "ramp"),
