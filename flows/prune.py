@@ -577,25 +577,28 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     # the device that trains is part of every cache key ("auto" is the CPU or CUDA, whichever it is here)
     base = TrainConfig(arch=net, seed=seed, device=resolve_device(device).type, **kw)
     build = Path(build)
-    # the Units' row of the ablation is the one that differs from the stp row and that the network can take
+    # the ablation's Units rows apply where they differ from the stp row and the network can take Units
     m = book["stp-t1"]["units"]
     from spikeloom.model.snn import ARCHS
 
     takes_units = ARCHS[net][unit_at - 1][0] != "dense"  # recipes() has checked net and unit_at
-    moot = {"stp-t1-no-units": f"would repeat stp-t1: the stp row has no Units (--units {m})" if m == 0 else None,
-            "stp-t1-units": (f"would repeat stp-t1: the stp row has Units (--units {m})" if m else
-                             None if takes_units else
-                             f"{net!r} can take no Units after stage {unit_at} (a fully-connected stage has no "
-                             "feature map for them)")}
+    moot = {}  # row: why it does not apply
+    if m == 0:
+        moot["stp-t1-no-units"] = f"would repeat stp-t1 (the stp row has no Units: --units {m})"
+    if not takes_units:
+        moot["stp-t1-units"] = (f"does not apply: {net!r} can take no Units after stage {unit_at} (a fully-connected "
+                                "stage has no feature map for them)")
+    elif m == ABLATION_UNITS:
+        moot["stp-t1-units"] = f"would repeat stp-t1 (the stp row has {m} Units: --units {m})"
     if "ablation" in rows:  # the rows that show what each part of the stp schedule buys
         rows = [r for r in rows if r != "ablation"] + ["dense-t4", "direct-t1", "stp-t1"] + \
-            [r for r in ABLATION if not moot.get(r)]
-        if not takes_units:
-            log(f"[prune] {moot['stp-t1-units']}: no stp-t1-units row")
+            [r for r in ABLATION if r not in moot]
+        for r, why in moot.items():
+            log(f"[prune] no {r} row: it {why}")
     else:
         for r in rows:
-            if moot.get(r):
-                raise ConfigError(f"rows: {r} {moot[r]}" if "repeat" in moot[r] else f"rows: {r}: {moot[r]}")
+            if r in moot:
+                raise ConfigError(f"rows: {r} {moot[r]}")
     order = sorted(dict.fromkeys(rows), key=ALL_ROWS.index)
     # the data is known to be there before any worker starts (a bad one: one line, at once)
     probe = PruneContext(build=build / "prune", dataset=dataset, data_seed=data_seed, train=base,

@@ -474,7 +474,7 @@ def step_quantize(ctx: Context, float_model, log=print, teacher=None, distill=0.
             zv = imodel.exact_z(golden.quantize_values(split.val.x, ctx.quant.input_bits))
             theta = int(exit_criteria.calibrate(zv, split.val.y, ctx.train.target_drop, "margin"))
             log(f"[quantize] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation "
-                f"images: at most {ctx.train.target_drop:g} of their decisions changed by exiting early")
+                f"images: at most {100 * ctx.train.target_drop:g}% of their decisions changed by exiting early")
             qmodel = imodel.export(ctx.model_name, ctx.dataset, theta, classes=split.train.classes,
                                    extra={"data_seed": ctx.data_seed, "train": ctx.train.as_dict(),
                                           "quant": asdict(ctx.quant),
@@ -572,7 +572,7 @@ def _import(ctx, dt, options, finetune, out, log, p):
         model = model.with_exit_threshold(theta)
         sec["exit_threshold"] = theta
         log(f"[import] exit threshold (margin) = {theta}, calibrated on {len(split.val)} validation images: at "
-            f"most {ctx.train.target_drop:g} of their decisions changed by exiting early")
+            f"most {100 * ctx.train.target_drop:g}% of their decisions changed by exiting early")
     ctx.report["import"] = sec
     path = Path(out) if out is not None else ctx.model_path
     if out is None:
