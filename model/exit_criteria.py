@@ -80,12 +80,9 @@ def calibrate(z, y=None, target_drop=0.0, criterion="margin"):
     decision it must not change), not the next confidence seen: the stretch between behaves
     alike on the validation split, and its lower end exits most.
     """
-    conf = confidence(z, criterion)
-    final = first_argmax(z[-1])
-    cands = _candidates(conf, criterion, 10_000, smallest=True)
+    final = first_argmax(z[-1])  # the decisions of running all timesteps, as the labels to keep
+    cands = _candidates(confidence(z, criterion), criterion, 10_000, smallest=True)
     for th in cands:
-        steps = exit_steps(conf, th, z.shape[0])
-        changed = float((first_argmax(z[steps - 1, np.arange(z.shape[1])]) != final).mean())
-        if changed <= target_drop + 1e-12:
+        if 1.0 - evaluate(z, final, th, criterion)[0] <= target_drop + 1e-12:
             return th.item()
     return cands[-1].item()  # not reached: the last candidate never exits early
