@@ -402,11 +402,16 @@ the row's first weight word, bits {_bits(sb, lb)} its length `L` in words (the s
 """
 
 
-def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source=""):
+def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source="", bank_depth=None):
     load = ports.weights_loaded
     layers = " -> ".join([str(ports.input_count)] + [str(ly.out_features) for ly in ports.layers])
     mems = sorted({(m.name, m.depth, m.width) for m in ports.memories})
-    kinds = {"weight": "weights (read-only)", "rows": "row start and length per input row (read-only, shared)"}
+    wdepth = ports.memory("weight", 0).depth
+    banks = -(-wdepth // bank_depth) if bank_depth and wdepth > bank_depth else 0
+    kinds = {"weight": "weights (read-only)" + (
+        f"; {banks} banks of {bank_depth} words (`pe_<p>.weight.bank_<k>`, words k * {bank_depth} on), each "
+        f"read into a register of its own, the bank chosen after it (`--weight-bank-depth`)" if banks else ""),
+        "rows": "row start and length per input row (read-only, shared)"}
     styles = ecp5_ram_styles(ports.memories)
     ecp5_marks = "".join(f'setattr -set ram_style \\"{s}\\" m:{n}; ' for n, s in styles.items())
     ecp5_note = ("\nThe `setattr` commands keep the per-neuron memories out of ECP5 block RAM (distributed RAM, "
@@ -467,7 +472,7 @@ synchronous read port); the small per-neuron memories may become distributed RAM
 
 
 def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False, axis=False, axis_width=8,
-           tb_images=TB_IMAGES, storage="auto", log=print):
+           tb_images=TB_IMAGES, storage="auto", log=print, bank_depth=None):
     """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return the
     paths of the files written (the marker aside).
 
@@ -475,7 +480,9 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
     contents; the weights are streamed in after reset, see the wrapper header). ``axis``: also
     write the AXI4-Stream wrapper (``rtl/spikeloom_axis.v``, ``axis_width``-bit streams) and its
     testbench. ``tb_images``: images in the testbenches' vectors (``tb/``). ``storage``: the weight
-    storage per layer (``--storage``, ``hw/plan.py``).
+    storage per layer (``--storage``, ``hw/plan.py``). ``bank_depth``: weight memories deeper than
+    this are split into banks with a register each (``--weight-bank-depth``, ``hw/pe.py``
+    ``BankedROM``).
 
     The files are built in a staging folder and then moved into place (:mod:`.output`): a new
     folder appears whole; a non-empty folder that spikeloom did not write (no marker
@@ -494,6 +501,7 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
     axis_width = check_axis_width(axis_width)
     tb_images = check_tb_images(tb_images)
     storage = check_storage(storage)
+    bank_depth = check_weight_bank_depth(bank_depth, weights)
     output.check_replaceable(out_dir, force)
     model = modelfile.load(model_path)
     if axis:
@@ -503,6 +511,8 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
     check_storage_names(model, storage)
     command = (f"spikeloom export {model_path} --pes {n_pe} --storage {storage_text(storage)} --freq {freq_mhz:g} "
                f"--weights {weights}")
+    if bank_depth is not None:
+        command += f" --weight-bank-depth {bank_depth}"
     if axis:
         command += f" --axis --axis-width {axis_width}"
     command += f" --tb-images {tb_images}"
@@ -510,7 +520,7 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         (out / "constraints").mkdir()
         (out / "tb").mkdir()
         try:
-            generate(model, n_pe, out / "rtl", weights=weights, storage=storage)
+            generate(model, n_pe, out / "rtl", weights=weights, storage=storage, bank_depth=bank_depth)
         except (TypeError, ValueError) as e:
             raise SpikeloomError(str(e)) from e
         # generate() writes ports.json and mem/ beside the Verilog; the export keeps them at the top.
@@ -537,8 +547,24 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         (out / "files.f").write_text("".join(f"rtl/{v}.v\n" for v in [CORE] + wrappers))
         mem_files = sorted(p.name for p in (out / "mem").iterdir())
         (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files, axis_width if axis else None,
-                                              len(x), source))
+                                              len(x), source, bank_depth))
     return result.files
+
+
+def check_weight_bank_depth(value, weights):
+    """``--weight-bank-depth``: None, or a power of two >= 2 (text or int) with ``--weights rom``."""
+    if value is None:
+        return None
+    try:
+        depth = int(value, 10) if isinstance(value, str) else value if type(value) is int else None
+    except ValueError:
+        depth = None
+    if depth is None or depth < 2 or depth & (depth - 1):
+        raise SpikeloomError(f"--weight-bank-depth must be a power of two >= 2 (e.g. 2048), got {value!r}")
+    if weights != "rom":
+        raise SpikeloomError(f"--weight-bank-depth needs --weights rom (banks of initialised memories), "
+                             f"got --weights {weights}")
+    return depth
 
 
 def add_arguments(p):
@@ -556,6 +582,10 @@ def add_arguments(p):
     p.add_argument("--weights", default="rom", metavar="{" + ",".join(WEIGHT_STORES) + "}",
                    help="rom: weight memories initialised (default); load: no initial contents, streamed in "
                         "after reset (iCE40 UltraPlus SPRAM)")
+    p.add_argument("--weight-bank-depth", default=None, metavar="D",
+                   help="with --weights rom: split each PE's weight memory into banks of D words (a power of two, "
+                        "e.g. the block RAM's depth at the word's width), each with its own read register, the "
+                        "bank chosen a stage later; the same cycles (default: one memory)")
     p.add_argument("--axis", action="store_true",
                    help=f"also write the AXI4-Stream wrapper rtl/{AXIS}.v (aclk, aresetn, s_axis_*, m_axis_*) and "
                         "its testbench")
@@ -575,6 +605,7 @@ def run_args(a):
     width = check_axis_width(a.axis_width)
     tb_images = check_tb_images(a.tb_images)
     storage = check_storage(a.storage)
+    bank_depth = check_weight_bank_depth(a.weight_bank_depth, a.weights)
     output.check_replaceable(a.out, a.force)
     from .steps import check_hardware
 
@@ -583,7 +614,7 @@ def run_args(a):
         check_lanes(model.input_bits, width)
     check_hardware(model, a.pes, "export", storage)
     files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force, axis=a.axis,
-                   axis_width=width, tb_images=tb_images, storage=storage)
+                   axis_width=width, tb_images=tb_images, storage=storage, bank_depth=bank_depth)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 

@@ -45,7 +45,7 @@ from spikeloom.model.golden import COUNTERS
 from .common import bits
 from .counters import COUNTER_BITS, ActivityCounters, layers_layout
 from .events import InputEventSource, SpikeEventSource, spike_entry_layout
-from .pe import PE
+from .pe import PE, check_bank_depth
 from .pipeline import EventPipeline, rows_words
 from .plan import MEMORIES, STORAGES, WEIGHT_STORES, Plan, geometries
 from .pool import SpikePush, pushes, shortcut_readers
@@ -103,6 +103,10 @@ class Accelerator(wiring.Component):
         ``"rom"`` (default): the weight memories are initialised with the model's weights (block
         RAM initial contents). ``"load"``: they have no initial contents and are written through
         ``i_weights`` after every reset (single-port RAM such as iCE40 UltraPlus SPRAM).
+    bank_depth : int or None
+        With ``"rom"``: weight memories deeper than this are split into banks this deep, each
+        with its own read register (:class:`~spikeloom.hw.pe.BankedROM`); the same cycles and
+        results. ``make synth`` gives the ECP5 block RAM's depth at the word's width.
 
     Members
     -------
@@ -130,12 +134,13 @@ class Accelerator(wiring.Component):
         stalls the next spiking-layer update until the queue is empty; nothing is dropped.
     """
 
-    def __init__(self, model, n_pe, trace=False, storage="auto", weights="rom"):
+    def __init__(self, model, n_pe, trace=False, storage="auto", weights="rom", bank_depth=None):
         try:
             if not isinstance(trace, bool):
                 raise TypeError(f"trace must be a bool, got {trace!r}")
             if weights not in WEIGHT_STORES:
                 raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHT_STORES))}, got {weights!r}")
+            self.bank_depth = check_bank_depth(bank_depth, weights)
             self.plan = Plan(model, n_pe, storage)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated: no "created but never used" warning
@@ -164,7 +169,7 @@ class Accelerator(wiring.Component):
         geos = geometries(plan)
         entry = spike_entry_layout(n, plan.n_rows, max(g.h for g in geos), max(g.w for g in geos), plan.count_bits)
 
-        pes = [PE(plan, p, self.weights) for p in range(n)]
+        pes = [PE(plan, p, self.weights, self.bank_depth) for p in range(n)]
         for p, pe in enumerate(pes):
             m.submodules[f"pe_{p}"] = pe
         m.submodules.events = pipe = EventPipeline(plan, shortcut=bool(sc_of))
@@ -215,7 +220,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += pe.lead.neuron.eq(nxt.cmd.neuron)
 
         # the PEs' outputs: counters, pooled spike pushes, trace, exit unit
-        sw, ss, sz = (getattr(seq, f"s{s}") for s in (PE.W_NZ_STAGE, PE.SPIKE_STAGE, PE.Z_STAGE))
+        sw, ss = (getattr(seq, f"s{s}") for s in (PE.W_NZ_STAGE, PE.SPIKE_STAGE))
         spikes = Cat(pe.spike for pe in pes)
         m.d.comb += [
             counters.event.eq(pipe.counted), counters.event_geo.eq(pipe.counted_geo),
@@ -228,11 +233,15 @@ class Accelerator(wiring.Component):
             push.last.eq(ss.last), push.pidx.eq(ss.pidx), push.py.eq(ss.py), push.px.eq(ss.px),
             push.rbm.eq(ss.rbm), push.rbs.eq(ss.rbs), push.mask.eq(spikes),
         ]
-        z_base = Signal.like(top2.base)
-        m.d.sync += z_base.eq(getattr(seq, f"s{PE.Z_STAGE - 1}").c * n)
+        # the exit unit's controls of the z stage, registered from the stage before (the decodes
+        # of sz's fields would come before its comparisons)
+        s_pre = getattr(seq, f"s{PE.Z_STAGE - 1}")
+        z_base, z_valid = Signal.like(top2.base), Signal(n, name="z_valid")
+        z_en, z_restart = Signal(name="z_en"), Signal(name="z_restart")
+        m.d.sync += [z_base.eq(s_pre.c * n), z_en.eq(s_pre.cmd.update & s_pre.cmd.output),
+                     z_restart.eq(s_pre.c == 0), *(z_valid[p].eq(s_pre.lanes > p) for p in range(n))]
         m.d.comb += [top2.values[p].eq(pe.z) for p, pe in enumerate(pes)]
-        m.d.comb += [top2.valid[p].eq(sz.lanes > p) for p in range(n)]
-        m.d.comb += [top2.base.eq(z_base), top2.en.eq(sz.cmd.update & sz.cmd.output), top2.restart.eq(sz.c == 0)]
+        m.d.comb += [top2.valid.eq(z_valid), top2.base.eq(z_base), top2.en.eq(z_en), top2.restart.eq(z_restart)]
         trace_empty = Const(1)
         if self.trace:
             m.submodules.trace_queue = tq = TraceQueue(self.trace_layout, max(lp.updates for lp in layers[:-1]))
@@ -348,13 +357,13 @@ def verilog_text(accel):
     return text
 
 
-def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom"):
+def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom", bank_depth=None):
     """Write ``spikeloom_accel.v``, ``ports.json``, ``mem/pe_<p>_<mem>.hex`` and ``mem/rows.hex``
     under ``out_dir``.
 
     The output is deterministic: the same arguments give the same bytes. Returns the paths written.
     """
-    accel = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights)
+    accel = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights, bank_depth=bank_depth)
     out = Path(out_dir)
     (out / "mem").mkdir(parents=True, exist_ok=True)
     text = verilog_text(accel)

@@ -1,6 +1,6 @@
 """One processing element: its slice of weights, input currents and membranes, and the LIF datapath."""
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -62,6 +62,53 @@ def exec_layout(plan):
     })
 
 
+def check_bank_depth(bank_depth, weights="rom"):
+    """``bank_depth`` (:class:`PE`): None, or a power of two >= 2 with ``weights="rom"``."""
+    if bank_depth is None:
+        return None
+    if isinstance(bank_depth, bool) or not isinstance(bank_depth, int) or bank_depth < 2 \
+            or bank_depth & (bank_depth - 1):
+        raise ValueError(f"weight bank depth must be a power of two >= 2, got {bank_depth!r}")
+    if weights != "rom":
+        raise ValueError(f"weight banks need weights 'rom' (initialised memories), got weights {weights!r}")
+    return bank_depth
+
+
+class BankedROM(Elaboratable):
+    """A read-only memory split by depth into banks of ``bank_depth`` words, each bank's read data
+    registered, and the bank chosen after those registers: ``data`` is the word at the ``addr`` of
+    two cycles before, as a memory read port followed by a register, but no bank's read data
+    passes a multiplexer before its register (on ECP5 the register can be the block RAM's own
+    output register, see ``flows/synth.py``). The registers and the select have no reset."""
+
+    def __init__(self, shape, init, bank_depth, attrs=None):
+        self.depth, self.bank_depth = len(init), bank_depth
+        self._shape, self._init, self._attrs = shape, list(init), attrs
+        self.banks = -(-self.depth // bank_depth)
+        self.addr = Signal(bits(self.depth))
+        self.data = Signal(shape)
+
+    def elaborate(self, platform):
+        m = Module()
+        lo, bd = bits(self.bank_depth), self.bank_depth
+        regs = []
+        for b in range(self.banks):
+            # (a last bank of one word gets a second, never read: no zero-width address)
+            words = self._init[b * bd:(b + 1) * bd]
+            mem = m.submodules[f"bank_{b}"] = Memory(shape=self._shape, depth=max(len(words), 2), init=words,
+                                                     attrs=self._attrs)
+            rd = mem.read_port()
+            q = Signal(self._shape, name=f"q_{b}", reset_less=True)
+            m.d.comb += rd.addr.eq(self.addr[:lo])
+            m.d.sync += q.eq(rd.data)
+            regs.append(q)
+        sel1 = Signal(range(self.banks), name="sel1", reset_less=True)
+        sel2 = Signal(range(self.banks), name="sel2", reset_less=True)
+        m.d.sync += [sel1.eq(self.addr[lo:]), sel2.eq(sel1)]
+        m.d.comb += self.data.eq(Array(regs)[sel2])
+        return m
+
+
 class PE(wiring.Component):
     """Processing element ``index`` of the array.
 
@@ -72,11 +119,12 @@ class PE(wiring.Component):
       the old membrane and its flag as 0 in timestep 1; with a shift leak the same for every layer
       (:func:`leak_in_stage1`), its term ``u >> f`` beside it (0 for the output integrator); with
       a ``subtract_next`` layer, the pending threshold ``theta * r`` (a second threshold read);
-    * stage 2 (k + 2): ``w * val``, and for compressed storage the entry's neuron address
+    * stage 2 (k + 2): the weight and the value (0 unless ``acc``) registered for the product,
+      and for compressed storage the entry's neuron address
       ``addr - D[geo][t] + c`` and whether its tap lands, registered; with the stage-1 leak, the
       leaked old membrane plus bias; otherwise the layer's leak term ``(u * a) >> f`` (a constant
       multiplier per neuron model) and the old membrane plus bias minus the pending threshold;
-    * stage 3 (k + 3): the acc memory is read at the command's neuron (data registered); the
+    * stage 3 (k + 3): ``w * val``; the acc memory is read at the command's neuron (data registered); the
       leaked membrane plus bias is registered (formed here from stage 2's two terms, when the
       leak is a product);
     * stage 4 (k + 4): ``acc + w * val`` is written back (``acc``); the membrane update adds the
@@ -109,6 +157,10 @@ class PE(wiring.Component):
         contents). ``"load"``: it starts empty and is written through ``load_en``/``load_data``;
         its one address (``issue.w_addr``) serves the reads and the writes, so that the memory
         maps to single-port RAM without initial contents (iCE40 UltraPlus SPRAM).
+    bank_depth : int or None
+        With ``weights="rom"``: a weight memory deeper than this is a :class:`BankedROM` of banks
+        this deep (a power of two; the FPGA's block RAM depth at the word's width), each with its
+        own stage-1 register, and the bank chosen in stage 2. None: one memory. Same cycles.
 
     Members
     -------
@@ -140,12 +192,13 @@ class PE(wiring.Component):
 
     W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = W_NZ_STAGE, Z_STAGE, SPIKE_STAGE
 
-    def __init__(self, plan, index, weights="rom"):
+    def __init__(self, plan, index, weights="rom", bank_depth=None):
         if weights not in WEIGHT_STORES:
             raise ValueError(f"weights must be one of {WEIGHT_STORES!r}, got {weights!r}")
         self._plan = plan
         self._index = index
         self._weights = weights
+        self._bank_depth = check_bank_depth(bank_depth, weights)
         mb = plan.membrane_bits
         ports = {
             "issue": In(issue_layout(plan)),
@@ -175,8 +228,13 @@ class PE(wiring.Component):
             # (a word with a bit beside its value, the acc parity or the membrane flag, is unsigned)
             shape = unsigned(widths[name]) if widths[name] != values[name] else signed(widths[name])
             init = [] if name == "weight" and self._weights == "load" else plan.init(p, name)
+            if name == "weight" and self._bank_depth is not None and depths[name] > self._bank_depth:
+                mems[name] = m.submodules[name] = BankedROM(shape, init, self._bank_depth, attrs)
+                continue
             mems[name] = m.submodules[name] = Memory(shape=shape, depth=depths[name], init=init, attrs=attrs)
 
+        if isinstance(mems["weight"], BankedROM):
+            return mems, mems["weight"]
         w_rd = mems["weight"].read_port()
         if self._weights == "load":
             # One address for the write and the read port, and no read while writing: Yosys maps
@@ -269,7 +327,10 @@ class PE(wiring.Component):
             # subtract_next subtracts theta * r before saturation: a second threshold read at issue
             thr_early = mems["threshold"].read_port()
             m.d.comb += thr_early.addr.eq(self.issue.n_addr)
-        w1 = Signal.like(w_rd.data, name="w1")
+        # (no reset: w1 only enters what stage 2's command bits, reset, gate; a BankedROM's data is
+        # its banks' registers already)
+        banked = isinstance(w_rd, BankedROM)
+        w1 = w_rd.data if banked else Signal.like(w_rd.data, name="w1", reset_less=True)
         mem1 = Signal(signed(mb), name="mem1")
         bias1 = Signal.like(bias_rd.data, name="bias1")
         old = mem_rd.data[:mb].as_signed() if fb else mem_rd.data
@@ -283,7 +344,9 @@ class PE(wiring.Component):
             a, f = kinds[0].leak_key()
             leak1, zero_leak = Signal(signed(mb), name="leak1"), Signal(name="zero_leak")
             m.d.sync += zero_leak.eq((lead.first_t | lead.output) & lead.lane)
-        m.d.sync += [w1.eq(w_rd.data), mem1.eq(Mux(zero_old, 0, old))]
+        if not banked:
+            m.d.sync += w1.eq(w_rd.data)
+        m.d.sync += mem1.eq(Mux(zero_old, 0, old))
         if shift_leak:
             m.d.sync += leak1.eq(Mux(zero_leak, 0, old >> f) if a else 0)
         m.d.sync += bias1.eq(bias_rd.data)
@@ -354,18 +417,25 @@ class PE(wiring.Component):
         ]
         w1, mem1, leak1, bias1, flag1, pend1 = self._stage1(m, mems, w_rd, mem_rd, bias_rd)
 
-        # Stage 2: product; leak + bias; the neuron of a compressed entry and whether it lands.
+        # Stage 2: the product's operands; leak + bias; the neuron of a compressed entry and whether it lands.
         # the stored word's fields (plan.word_fields: a dense word's bits above w are 0)
         fields = plan.word_fields("sparse")
         field = {k: w1[lsb:lsb + n] for k, (lsb, n) in fields.items()}
         w = Signal(signed(plan.weight_bits), name="w")
         m.d.comb += w.eq(field["w"])
-        prod = Signal(signed(plan.weight_bits + plan.value_bits + 1), name="prod")
+        # The product's operands, registered for stage 3's multiply (the weight's bank multiplexer
+        # and the multiplier are a cycle each); the value is 0 unless the command accumulates, so
+        # that the product is. (No reset, as w1: what reads them is gated by reset command bits.)
+        # (the value is zeroed a stage earlier, into val2: val3 is then a plain copy, which the
+        # multiplier's input register can hold, as w3)
+        w3 = Signal(signed(plan.weight_bits), name="w3", reset_less=True)
+        val2 = Signal.like(s2.val, name="val2")
+        val3 = Signal.like(s2.val, name="val3", reset_less=True)
+        m.d.sync += [val2.eq(Mux(exe.acc, exe.val, 0)), w3.eq(w), val3.eq(val2)]
         base = Signal(signed(mb + 2), name="base")
         nbits = bits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
         ok3 = Signal(name="ok3")  # an acc command that writes
-        m.d.sync += prod.eq(w * s2.val)
         base_sum = self._base(m, s2, base, mem1, leak1, bias1, pend1)
         # (a compressed layer whose rows need no index fields, one tap and one chunk, still takes
         # the compressed path: its padding entries must neither count nor write)
@@ -382,9 +452,10 @@ class PE(wiring.Component):
             self.syn.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane & (w != 0))),
         ]
 
-        # Stage 3: acc read. The product is zeroed unless the command accumulates and wz4 marks
-        # a command that writes 0 (a clear), so that stage 4's write data is the adder's output.
-        prod4 = Signal.like(prod, name="prod4")
+        # Stage 3: acc read; the product (0 unless the command accumulates; on ECP5 the multiplier's
+        # own output register, no reset). wz4 marks a command that writes 0 (a clear), so that
+        # stage 4's write data is the adder's output.
+        prod4 = Signal(signed(plan.weight_bits + plan.value_bits + 1), name="prod4", reset_less=True)
         base4 = Signal.like(base, name="base4")
         addr4 = Signal.like(addr3, name="addr4")
         ok4 = Signal(name="ok4")
@@ -395,7 +466,7 @@ class PE(wiring.Component):
         par1_4, par0_4 = Signal(name="par1_4"), Signal(name="par0_4")
         m.d.comb += acc_rd.addr.eq(addr3)
         m.d.sync += [
-            prod4.eq(Mux(s3.acc, prod, 0)), base4.eq(base_sum),
+            prod4.eq(w3 * val3), base4.eq(base_sum),
             addr4.eq(addr3), ok4.eq(ok3),
             wz4.eq(~s3.acc & ~(s3.update & s3.layer0)),
             par1_4.eq(s3.layer0 & s3_lane & s3.img),

@@ -16,7 +16,7 @@ def decode(fields, payload):
 
 
 def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3, max_cycles=1_000_000,
-            storage="auto", weights="rom", load_model=None):
+            storage="auto", weights="rom", load_model=None, bank_depth=None):
     """Stream the images ``x_q`` (B, input_size) through an ``Accelerator`` and collect the results.
 
     ``storage``: the weight storage (:class:`~spikeloom.hw.plan.Plan`); the golden model counts
@@ -24,7 +24,7 @@ def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3
 
     With ``weights="load"`` the weights are first streamed into ``i_weights`` (with idle cycles
     too), those of ``load_model`` if given (a test's deliberately different weights), else
-    ``model``'s.
+    ``model``'s. ``bank_depth``: the weight memories' banks (:class:`Accelerator`).
 
     Random idle cycles (probability ``idle``) on the input and random back-pressure (probability
     ``backpressure`` of ``ready`` low) on ``o_result`` and ``o_trace``.
@@ -36,7 +36,7 @@ def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3
         ``trace``, ``"trace"``: the image's trace entries as dicts ``timestep, layer, chunk, mask``.
     """
     x_q = np.asarray(x_q, dtype=np.int64).reshape(len(x_q), -1)
-    dut = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights)
+    dut = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights, bank_depth=bank_depth)
     desc = describe(dut)
     rng = random.Random(seed)
     results, pending = [], []

@@ -5,6 +5,7 @@ the trace port) every spike; cycle counts against the cycle model in ``hw/perf.p
 """
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -357,6 +358,36 @@ def test_weights_loaded_through_port(n_pe, storage):
     # with the input never idle the cycle model holds as for the initialised memories
     got = rtl_run(model, n_pe, x, seed=7, idle=0.0, backpressure=0.0, weights="load", storage=storage)
     assert [r["cycles"] for r in got] == [perf.cycles(model, n_pe, x[b], g, b, plan=plan) for b in range(len(x))]
+
+
+# bank_depth: 2 = the smallest banks (the select at its widest), 8 = banks and a short last bank
+@pytest.mark.parametrize("n_pe,storage,bank_depth", [(1, "dense", 8), (3, "sparse", 2), (2, "dense", 32)])
+def test_banked_weight_memories(n_pe, storage, bank_depth):
+    """``bank_depth``: each weight memory in banks with a register each and the bank chosen a
+    stage later (``BankedROM``) gives the same results, counters, spikes and cycles."""
+    model = make_model([16, 11, 10, 5], seed=70 + n_pe)
+    x = make_images(model, 4, seed=71)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    plan = Plan(model, n_pe, storage)
+    assert plan.weight_depth > 2 * bank_depth  # several banks
+    g = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+    got = rtl_run(model, n_pe, x, trace=True, seed=8, idle=0.0, backpressure=0.0, storage=storage,
+                  bank_depth=bank_depth)
+    assert not differences(expected(g), got)
+    for b, r in enumerate(got):
+        check_trace(plan, g, b, r["trace"])
+    assert [r["cycles"] for r in got] == [perf.cycles(model, n_pe, x[b], g, b, plan=plan) for b in range(len(x))]
+    text = verilog.convert(Accelerator(model, n_pe, storage=storage, bank_depth=bank_depth), emit_src=False)
+    banks = -(-plan.weight_depth // bank_depth)
+    assert len(re.findall(r"reg \[\d+:0\] bank_\d+ ?\[", text)) == n_pe * banks
+
+
+@pytest.mark.parametrize("bank_depth,weights,needle", [
+    (3, "rom", "power of two"), (1, "rom", "power of two"), (True, "rom", "power of two"),
+    (4, "load", "weights 'rom'")])
+def test_bad_bank_depth(bank_depth, weights, needle):
+    with pytest.raises(ValueError, match=needle):
+        Accelerator(make_model([4, 3, 2]), 1, weights=weights, bank_depth=bank_depth)
 
 
 def test_loaded_weights_are_used():
