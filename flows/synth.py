@@ -6,13 +6,17 @@ A flow of named steps, each checking its output before the next runs:
 ``export`` (:func:`spikeloom.flows.export.export`: Verilog, wrapper, memory files) ->
 ``synthesis`` (Yosys ``synth_ecp5`` / ``synth_ice40``; every PE's weight memory must be mapped to
 block RAM, or SPRAM for loaded weights on iCE40 UltraPlus; a weight memory blown up into logic
-fails loudly) -> ``place_route`` (nextpnr, its ``--report`` JSON) -> ``timing`` (fmax and the
+fails loudly; on ECP5 the flip-flops registering block RAM read data and multiplier operands and
+products then move into the blocks' own registers, :func:`absorb_output_registers`) ->
+``place_route`` (nextpnr, its ``--report`` JSON) -> ``timing`` (fmax and the
 register-to-register critical path of the clock from that report) -> ``bitstream`` (``ecppack`` /
 ``icepack``).
 
 Weights (``--weights``, default per target): ``rom`` keeps them in block RAM initialised by the
-bitstream (ECP5); ``load`` generates weight memories without initial contents, written through
-the accelerator's weight-load port after reset (the wrapper takes them from the input stream),
+bitstream (ECP5; a weight memory deeper than one block configuration is exported in banks of that
+depth, :func:`weight_bank_depth`, so that each block's read data has a register of its own);
+``load`` generates weight memories without initial contents, written through the accelerator's
+weight-load port after reset (the wrapper takes them from the input stream),
 which on the UP5K are its four SPRAMs: the default network's 207 kbit of weights do not fit the
 UP5K's 120 kbit of EBR.
 
@@ -50,6 +54,10 @@ def _tool(name):
     return str(BIN / f"yowasp-{name}")
 
 
+# (depth, data bits) of a DP16KD port's configurations (not PDPW16KD's 512 x 36 read port, whose
+# read register absorb_output_registers does not move)
+ECP5_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
+
 # block_bits: bits of one block RAM, a lower bound on the blocks a memory needs: ECP5's DP16KD holds
 # 18 kbit with its 9th bits, which Yosys packs with 8-bit data too (the default network's
 # 25856 x 8 weight memory at N = 1 takes 12 DP16KD, not 13);
@@ -59,9 +67,11 @@ def _tool(name):
 # spram: the single-port RAM a "load" weight memory is mapped to, (cell, data bits, count).
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
-                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 56, "weights": "rom"},
+                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 56, "weights": "rom",
+                 "bram_shapes": ECP5_BRAM_SHAPES},
     "ecp5-85k": {"family": "ecp5", "device": ["--85k", "--package", "CABGA381", "--speed", "6"],
-                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 208, "weights": "rom"},
+                 "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 208, "weights": "rom",
+                 "bram_shapes": ECP5_BRAM_SHAPES},
     "ice40-up5k": {"family": "ice40", "device": ["--up5k", "--package", "sg48"],
                    "bram": "SB_RAM40_4K", "dsp": "SB_MAC16", "block_bits": 4096, "blocks": 30, "weights": "load",
                    "spram": ("SB_SPRAM256KA", 16384 * 16, 4)},
@@ -104,15 +114,182 @@ def check_fits(target, plan, weights):
             f"({t['blocks'] * t['block_bits'] // 1024} kbit).{hint}")
 
 
-def step_export(model_path, n_pe, work, weights="rom", log=print):
+def step_export(model_path, n_pe, work, weights="rom", log=print, bank_depth=None):
     # the synthesis work folder is spikeloom's own (under --build): an export folder written before
     # the output marker existed is replaced file by file (force; files it does not write stay)
-    files = export(model_path, n_pe, work / "export", freq_mhz=100.0, weights=weights, force=True)
+    files = export(model_path, n_pe, work / "export", freq_mhz=100.0, weights=weights, force=True,
+                   bank_depth=bank_depth)
     rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / f"{TOP}.v"]
     if not all(p.exists() and p.stat().st_size for p in rtl):
         raise SpikeloomError(f"export wrote no Verilog under {work / 'export'}")
     log(f"[export] {len(files)} files under {work / 'export'}")
     return rtl
+
+
+def weight_bank_depth(target, depth, width, weights):
+    """The weight memory's bank depth on ``target`` (``BankedROM``, ``--weight-bank-depth``), or None
+    for one memory: the block RAM configuration that holds ``depth`` x ``width`` in the fewest
+    blocks, and of those the widest (shallowest), so that Yosys has no other way to map a bank in
+    as few blocks (a deeper bank it may split by depth again, behind a multiplexer). Banks make
+    every block's read data end in a register of its own (which :func:`absorb_output_registers`
+    moves into the block) instead of passing the depth multiplexer first; a memory one
+    configuration deep needs none."""
+    shapes = TARGETS[target].get("bram_shapes")
+    if weights != "rom" or not shapes:
+        return None
+    bd, _ = min(shapes, key=lambda s: (math.ceil(width / s[1]) * math.ceil(depth / s[0]), s[0]))
+    return bd if depth > bd else None
+
+
+# Output registers of ECP5 hard blocks that absorb_output_registers fills with the fabric
+# flip-flops registering the block's outputs: cell type -> [(output pins, clock pin, parameters
+# that must hold before, parameters set after, pins that must be constant before, pins tied after)].
+# DP16KD: each read port's REGMODE; MULT18X18D: the output register (P) on clock CLK0, with its
+# enable CE0 tied to 1 and reset RST0 to 0 (Yosys leaves every register of the block unused).
+HARD_BLOCK_REGISTERS = {
+    "DP16KD": [([f"DO{p}{i}" for i in range(18)], f"CLK{p}", {f"REGMODE_{p}": "NOREG", f"CLK{p}MUX": f"CLK{p}"},
+                {f"REGMODE_{p}": "OUTREG"}, {f"OCE{p}": "1", f"RST{p}": "0"}, {}) for p in "AB"],
+    "MULT18X18D": [([f"P{i}" for i in range(36)], "CLK0", {"REG_OUTPUT_CLK": "NONE"},
+                    {"REG_OUTPUT_CLK": "CLK0", "REG_OUTPUT_CE": "CE0", "REG_OUTPUT_RST": "RST0"},
+                    {}, {"CE0": "1", "RST0": "0"})],
+}
+
+
+# The input registers likewise (fabric flip-flops that drive the block's input pins, a copy per
+# block): MULT18X18D's A and B registers on clock CLK0.
+HARD_BLOCK_INPUT_REGISTERS = {
+    "MULT18X18D": [([f"{g}{i}" for i in range(18)], "CLK0", {f"REG_INPUT{g}_CLK": "NONE"},
+                    {f"REG_INPUT{g}_CLK": "CLK0", f"REG_INPUT{g}_CE": "CE0", f"REG_INPUT{g}_RST": "RST0"},
+                    {}, {"CE0": "1", "RST0": "0"}) for g in "AB"],
+}
+
+
+def absorb_output_registers(net_path):
+    """Move the flip-flops that register a hard block's outputs into the block's own output
+    register (:data:`HARD_BLOCK_REGISTERS`: a DP16KD read port's ``REGMODE = "OUTREG"``, a
+    MULT18X18D's output register), in the Yosys JSON netlist ``net_path`` (rewritten in place).
+    Yosys maps those registers to fabric flip-flops, so every path from a block RAM starts with its
+    slow clock-to-output and every multiply ends with a route to the fabric.
+
+    A group of outputs qualifies when each output that is used drives exactly one flip-flop (its
+    D input, nothing else, no top-level port) that has no enable and no reset and one clock, not
+    inverted (for a DP16KD port: the port's clock, with its output enable 1 and reset 0); a group
+    of inputs when each input that is not constant is such a flip-flop's output (the block then
+    registers the flip-flop's D itself; the flip-flop stays while other cells read it). The
+    block's register holds, every cycle, what those flip-flops held (the initial value aside, which
+    the design does not rely on: ``BankedROM``'s registers and the PE's ``w1``, ``w3``, ``val3``
+    and ``prod4`` are ``reset_less``). Returns the number of groups moved."""
+    net = json.loads(Path(net_path).read_text())
+    top = next(m for m in net["modules"].values() if m.get("attributes", {}).get("top"))
+    cells = top["cells"]
+    outs = {b for p in top["ports"].values() if p["direction"] != "input" for b in p["bits"]}
+    sinks = {}
+    for name, c in cells.items():
+        for port, bits_ in c["connections"].items():
+            if c["port_directions"].get(port) != "output":
+                for b in bits_:
+                    if not isinstance(b, str):
+                        sinks.setdefault(b, []).append((name, port))
+
+    def plain_ff(name):
+        """The clock net of a flip-flop without enable or reset on the rising edge, else None."""
+        c = cells[name]
+        if c["type"] != "TRELLIS_FF" or c["parameters"].get("CLKMUX", "CLK").strip() != "CLK":
+            return None
+        con, par = c["connections"], c["parameters"]
+        cemux, lsrmux = par.get("CEMUX", "CE").strip(), par.get("LSRMUX", "LSR").strip()
+        no_ce = cemux == "1" or (cemux == "CE" and con.get("CE", ["1"]) == ["1"])
+        no_lsr = lsrmux == "0" or (lsrmux == "LSR" and con.get("LSR", ["0"]) == ["0"])
+        clk = con.get("CLK", ["x"])
+        return clk if no_ce and no_lsr and not isinstance(clk[0], str) else None
+
+    changed, drop = 0, set()
+    for name, c in cells.items():
+        con, par = c["connections"], c["parameters"]
+        for pins, clk_pin, before, after, fixed, tie in HARD_BLOCK_REGISTERS.get(c["type"], []):
+            if any(par.get(k, v).strip() != v for k, v in before.items()) or \
+                    any(con.get(k) != [v] for k, v in fixed.items()) or \
+                    any(con.get(k, ["0"]) not in (["0"], [v]) for k, v in tie.items()):
+                continue
+            clk, moves = con.get(clk_pin), []
+            for pin in pins:
+                b = con.get(pin, ["x"])[0]
+                if not isinstance(b, str) and b in outs:  # read by a top-level port: not a register's alone
+                    moves = None
+                    break
+                if isinstance(b, str) or not sinks.get(b):
+                    continue
+                s = sinks[b]
+                ff_clk = plain_ff(s[0][0]) if len(s) == 1 and s[0][1] == "DI" and s[0][0] not in drop else None
+                if ff_clk is None or (clk is not None and ff_clk != clk):
+                    moves = None
+                    break
+                clk = ff_clk
+                moves.append((pin, s[0][0]))
+            if not moves:
+                continue
+            for pin, ff in moves:
+                con[pin] = cells[ff]["connections"]["Q"]
+                drop.add(ff)
+            for pin, v in {clk_pin: clk, **{k: [v] for k, v in tie.items()}}.items():
+                con[pin] = clk if pin == clk_pin else v
+                c["port_directions"][pin] = "input"
+            par.update(after)
+            changed += 1
+    # Input registers: a flip-flop may feed several blocks (Yosys merges the equal operand
+    # registers of the PEs) and other logic; each block takes a copy of it (its D net, its own
+    # register), and the flip-flop goes only when nothing else reads it.
+    drivers = {}
+    for name, c in cells.items():
+        for port, bits_ in c["connections"].items():
+            if c["port_directions"].get(port) == "output":
+                for b in bits_:
+                    if not isinstance(b, str):
+                        drivers[b] = (name, port)
+    moved = set()  # (cell, pin) no longer reading a flip-flop's Q
+    for name, c in cells.items():
+        con, par = c["connections"], c["parameters"]
+        for pins, clk_pin, before, after, fixed, tie in HARD_BLOCK_INPUT_REGISTERS.get(c["type"], []):
+            if any(par.get(k, v).strip() != v for k, v in before.items()) or \
+                    any(con.get(k, ["0"]) not in (["0"], [v]) for k, v in tie.items()):
+                continue
+            clk = con.get(clk_pin)
+            if clk is not None and clk != ["0"] and isinstance(clk[0], str):
+                continue
+            clk, moves = (None if clk in (None, ["0"]) else clk), {}
+            for pin in pins:
+                b = con.get(pin, ["0"])[0]
+                if isinstance(b, str):
+                    continue
+                ff, port = drivers.get(b, (None, None))
+                ff_clk = plain_ff(ff) if port == "Q" and ff not in drop else None
+                if ff_clk is None or (clk is not None and ff_clk != clk):
+                    moves = None
+                    break
+                clk = ff_clk
+                moves[pin] = ff
+            if not moves:
+                continue
+            for pin, ff in moves.items():
+                con[pin] = cells[ff]["connections"]["DI"]
+                moved.add((name, pin))
+            for pin, v in {clk_pin: clk, **{k: [v] for k, v in tie.items()}}.items():
+                con[pin] = clk if pin == clk_pin else v
+                c["port_directions"][pin] = "input"
+            par.update(after)
+            changed += 1
+    for name, c in cells.items():
+        if c["type"] == "TRELLIS_FF" and name not in drop:
+            q = c["connections"].get("Q", ["x"])[0]
+            if not isinstance(q, str) and q not in outs and sinks.get(q) and \
+                    all(s in moved for s in sinks[q]):
+                drop.add(name)
+    for ff in drop:
+        del cells[ff]
+    tmp = Path(str(net_path) + ".tmp")
+    tmp.write_text(json.dumps(net))
+    tmp.replace(net_path)
+    return changed
 
 
 def lutram_memories(target, ports):
@@ -319,9 +496,10 @@ def _check_target_name(target):
         raise SpikeloomError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
 
 
-def check_target(target, model_path, n_pe, weights=None):
+def check_target(target, model_path, n_pe, weights=None, plan_out=None):
     """The checks before any tool runs: the target, the weight store, the generator's plan of the
-    model at N and :func:`check_fits`. Returns the weight store (``weights`` None: the target's)."""
+    model at N and :func:`check_fits`. Returns the weight store (``weights`` None: the target's);
+    the plan is appended to the list ``plan_out`` when given."""
     from spikeloom.hw.plan import WEIGHT_STORES, Plan
 
     _check_target_name(target)
@@ -333,6 +511,8 @@ def check_target(target, model_path, n_pe, weights=None):
     except (TypeError, ValueError) as e:
         raise SpikeloomError(str(e)) from e
     check_fits(target, plan, weights)
+    if plan_out is not None:
+        plan_out.append(plan)
     return weights
 
 
@@ -341,13 +521,19 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
 
     ``weights``: ``"rom"`` or ``"load"`` (hw/plan.py ``WEIGHT_STORES``); None: the target's default.
     """
-    t, weights = TARGETS.get(target), check_target(target, model_path, n_pe, weights)
+    plans = []
+    t, weights = TARGETS.get(target), check_target(target, model_path, n_pe, weights, plans)
+    bank_depth = weight_bank_depth(target, plans[0].weight_depth, plans[0].word_bits, weights)
     work = Path(build) / "synth" / f"{target}-n{n_pe}"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rtl = step_export(model_path, n_pe, work, weights=weights, log=log)
+    rtl = step_export(model_path, n_pe, work, weights=weights, log=log, bank_depth=bank_depth)
     ports = Ports.load(work / "export" / "ports.json")
     net, types = step_synthesis(target, rtl, work, ports, log=log)
+    if t["family"] == "ecp5":
+        absorbed = absorb_output_registers(net)
+        log(f"[synthesis] {absorbed} DP16KD read ports / MULT18X18D take their data register as output register"
+            + (f"; weight memories in banks of {bank_depth} words" if bank_depth else ""))
     freq = FREQ_MHZ[t["family"]]
     rep, routed = step_place_route(target, net, work, freq, log=log)
     res = _resources(target, rep, types, ports)
@@ -361,7 +547,7 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
     fmax = round(fmax, 2)
     entry = {"n_pe": n_pe, "model": str(model_path), "weights": weights, **res, "fmax_mhz": fmax,
              "fmax_goal_mhz": freq,
-             "fmax_ok": fmax >= freq, "critical_path": path, "bitstream": str(bit),
+             "fmax_ok": fmax >= freq, "weight_bank_depth": bank_depth, "critical_path": path, "bitstream": str(bit),
              "throughput": _throughput(n_pe, fmax, model_path, build), "wall_s": round(time.perf_counter() - t0, 1)}
     return entry
 

@@ -27,6 +27,7 @@ from spikeloom.hw.pipeline import EventPipeline
 from spikeloom.hw.plan import WEIGHT_STORES, Plan
 from spikeloom.hw.sequencer import exit_wait
 from spikeloom.model import golden, modelfile
+from spikeloom.model.errors import SpikeloomError
 from spikeloom.model.randnet import random_conv_model, random_model
 from spikeloom.sim.ports import Ports
 from spikeloom.sim.strategies import N_PES, conv_nets, dense_nets
@@ -143,6 +144,45 @@ def test_cli_errors(tmp_path, tiny, capsys):
     assert main([str(tiny), "--pes", "2", "-o", str(tmp_path / "ok")]) == 0
     assert main([str(tiny), "--pes", "2", "--weights", "flash", "-o", str(tmp_path / "x")]) == 2
     assert "--weights" in capsys.readouterr().err
+
+
+def test_weight_bank_depth_option(tmp_path, tiny, capsys):
+    """--weight-bank-depth: the banks in the Verilog, the README and the recorded command; the same
+    weight file; Yosys maps every bank to block RAM and absorb_output_registers moves every bank's
+    read register into its DP16KD. Bad values are one-line errors before any work."""
+    from spikeloom.flows import synth
+
+    out = tmp_path / "out"
+    assert main([str(tiny), "--pes", "2", "--weight-bank-depth", "8", "-o", str(out)]) == 0
+    ports = Ports.load(out / "ports.json")
+    depth = ports.memory("weight", 0).depth
+    banks = -(-depth // 8)
+    assert banks >= 3
+    core = (out / "rtl" / "spikeloom_accel.v").read_text()
+    assert len(re.findall(r"reg \[\d+:0\] bank_\d+ ?\[", core)) == 2 * banks
+    assert f"{banks} banks of 8 words" in (out / "README.md").read_text()
+    assert "--weight-bank-depth 8" in (out / ".spikeloom-output.json").read_text()
+    assert len((out / "mem" / "pe_0_weight.hex").read_text().split()) == depth
+    srcs = " ".join((out / "files.f").read_text().split())
+    r = subprocess.run([YOSYS, "-q", "-p", f"read_verilog {srcs}; synth_ecp5 -top {TOP} -json net.json"],
+                       cwd=out, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    # (and the PEs' multiplier operand and product registers into their MULT18X18D)
+    assert synth.absorb_output_registers(out / "net.json") >= 2 * banks
+    cells = json.loads((out / "net.json").read_text())["modules"][TOP]["cells"]
+    weights = [c for n, c in cells.items() if c["type"] == "DP16KD" and ".weight." in n]
+    assert len(weights) == 2 * banks and all("OUTREG" in (c["parameters"]["REGMODE_A"],
+                                                         c["parameters"]["REGMODE_B"]) for c in weights)
+    capsys.readouterr()
+    for bad in ("6", "1", "x", "-8"):
+        assert main([str(tiny), "--weight-bank-depth", bad, "-o", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert "--weight-bank-depth must be a power of two" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SpikeloomError, match="power of two"):
+        export(tiny, 2, tmp_path / "bad", bank_depth=8.5)
+    assert main([str(tiny), "--weights", "load", "--weight-bank-depth", "8", "-o", str(tmp_path / "bad")]) == 2
+    assert "needs --weights rom" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def _saturated(model):

@@ -225,3 +225,118 @@ def test_the_default_model_is_trained_only_once_the_cluster_is_there(tmp_path, m
     monkeypatch.setattr(cluster, "CONNECT_S", 2)
     assert synth.main(["--build", str(tmp_path / "b"), "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert "--scheduler tcp://127.0.0.1:9: cannot connect" in capsys.readouterr().err and not trained
+
+
+def _bram_netlist(tmp_path, ff_params=None, ff_extra=None, extra_sink=False, to_port=False):
+    """A Yosys JSON netlist: one DP16KD whose port A's two read data bits feed flip-flops."""
+    ff_params = {"CEMUX": "1 ", "CLKMUX": "CLK", "GSR": "DISABLED", "LSRMUX": "LSR", "REGSET": "RESET",
+                 "SRMODE": "LSR_OVER_CE", **(ff_params or {})}
+    ram = {"type": "DP16KD", "parameters": {"REGMODE_A": "NOREG", "REGMODE_B": "NOREG", "CLKAMUX": "CLKA"},
+           "port_directions": {"CLKA": "input", "OCEA": "input", "RSTA": "input", "DOA0": "output",
+                               "DOA1": "output", "DOA2": "output"},
+           "connections": {"CLKA": [2], "OCEA": ["1"], "RSTA": ["0"], "DOA0": [10], "DOA1": [11], "DOA2": [12]}}
+    cells = {"ram": ram}
+    for i in range(2):
+        con = {"CLK": [2], "DI": [10 + i], "Q": [20 + i], "LSR": ["0"], **(ff_extra or {})}
+        cells[f"ff{i}"] = {"type": "TRELLIS_FF", "parameters": dict(ff_params),
+                           "port_directions": {"CLK": "input", "DI": "input", "Q": "output", "LSR": "input",
+                                               "CE": "input"}, "connections": con}
+    if extra_sink:
+        cells["lut"] = {"type": "LUT4", "parameters": {}, "port_directions": {"A": "input", "Z": "output"},
+                        "connections": {"A": [10], "Z": [30]}}
+    net = {"modules": {"top": {"attributes": {"top": "00000000000000000000000000000001"},
+                               "ports": {"clk": {"direction": "input", "bits": [2]},
+                                         "q": {"direction": "output", "bits": [20, 21] + [12] * to_port}},
+                               "cells": cells, "netnames": {}}}}
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(net))
+    return path
+
+
+def test_read_data_registers_move_into_the_block_ram(tmp_path):
+    path = _bram_netlist(tmp_path)
+    assert synth.absorb_output_registers(path) == 1
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    assert set(cells) == {"ram"}  # both flip-flops are the block's output register now
+    ram = cells["ram"]
+    assert ram["parameters"]["REGMODE_A"] == "OUTREG" and ram["parameters"]["REGMODE_B"] == "NOREG"
+    assert (ram["connections"]["DOA0"], ram["connections"]["DOA1"], ram["connections"]["DOA2"]) == ([20], [21], [12])
+
+
+@pytest.mark.parametrize("case", [
+    {"ff_params": {"CEMUX": "CE"}, "ff_extra": {"CE": [5]}},   # an enable the output register does not have
+    {"ff_extra": {"LSR": [6]}},                                # a reset
+    {"ff_params": {"CLKMUX": "INV"}},                          # the other clock edge
+    {"ff_extra": {"CLK": [7]}},                                # another clock
+    {"ff_params": {"CEMUX": "INV"}},                           # an inverted enable (tied 1: never loads)
+    {"extra_sink": True},                                      # the read data also used unregistered
+    {"to_port": True}])                                        # a read data bit straight to a port
+def test_read_data_registers_that_differ_stay_flip_flops(tmp_path, case):
+    path = _bram_netlist(tmp_path, **case)
+    before = json.loads(path.read_text())
+    assert synth.absorb_output_registers(path) == 0
+    assert json.loads(path.read_text()) == before
+
+
+@pytest.mark.parametrize("depth,width,weights,want", [
+    (25856, 8, "rom", 2048),   # the default MLP at N = 1: 13 banks of one 2048 x 9 block each
+    (6464, 8, "rom", 2048),    # N = 4: 4 banks (8192 x 2 four side by side is as few, but Yosys splits it)
+    (3232, 8, "rom", 2048),    # N = 8: 2 banks of one block, not one of two 4096 x 4 side by side
+    (1616, 8, "rom", None),    # N = 16: one block
+    (3000, 20, "rom", None),   # 4096 x 4: five blocks side by side, fewer than any banks
+    (5000, 20, "rom", 2048),   # wide words: three 2048 x 9 blocks side by side per bank
+    (25856, 8, "load", None)])  # loaded weights (SPRAM on iCE40) are never banked
+def test_weight_bank_depth(depth, width, weights, want):
+    assert synth.weight_bank_depth("ecp5-85k", depth, width, weights) == want
+    assert synth.weight_bank_depth("ice40-up5k", depth, width, weights) is None
+
+
+def _dsp_netlist(tmp_path, shared_q=False):
+    """A MULT18X18D whose A0, A1 (and A2, a sign-extension copy of A1) come from flip-flops and whose
+    P0 feeds one."""
+    ff = {"CEMUX": "1 ", "CLKMUX": "CLK", "GSR": "DISABLED", "LSRMUX": "LSR", "REGSET": "RESET"}
+    dirs = {"CLK": "input", "DI": "input", "Q": "output", "LSR": "input"}
+    cells = {"mul": {"type": "MULT18X18D", "parameters": {},
+                     "port_directions": {"A0": "input", "A1": "input", "A2": "input", "B0": "input",
+                                         "P0": "output"},
+                     "connections": {"A0": [40], "A1": [41], "A2": [41], "B0": ["1"], "P0": [50]}},
+             "fa0": {"type": "TRELLIS_FF", "parameters": ff, "port_directions": dirs,
+                     "connections": {"CLK": [2], "DI": [30], "Q": [40], "LSR": ["0"]}},
+             "fa1": {"type": "TRELLIS_FF", "parameters": ff, "port_directions": dirs,
+                     "connections": {"CLK": [2], "DI": [31], "Q": [41], "LSR": ["0"]}},
+             "fp0": {"type": "TRELLIS_FF", "parameters": ff, "port_directions": dirs,
+                     "connections": {"CLK": [2], "DI": [50], "Q": [60], "LSR": ["0"]}}}
+    if shared_q:  # A1's register also feeds other logic: it must stay
+        cells["lut"] = {"type": "LUT4", "parameters": {}, "port_directions": {"A": "input", "Z": "output"},
+                        "connections": {"A": [41], "Z": [70]}}
+    net = {"modules": {"top": {"attributes": {"top": "1"}, "ports": {"clk": {"direction": "input", "bits": [2]}},
+                               "cells": cells, "netnames": {}}}}
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(net))
+    return path
+
+
+def test_multiplier_registers_move_into_the_dsp(tmp_path):
+    path = _dsp_netlist(tmp_path)
+    assert synth.absorb_output_registers(path) == 2  # the output register and the A input register
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    assert set(cells) == {"mul"}
+    mul = cells["mul"]
+    assert mul["parameters"] == {"REG_OUTPUT_CLK": "CLK0", "REG_OUTPUT_CE": "CE0", "REG_OUTPUT_RST": "RST0",
+                                 "REG_INPUTA_CLK": "CLK0", "REG_INPUTA_CE": "CE0", "REG_INPUTA_RST": "RST0"}
+    con = mul["connections"]
+    assert (con["A0"], con["A1"], con["A2"], con["P0"], con["CLK0"], con["CE0"], con["RST0"]) == \
+        ([30], [31], [31], [60], [2], ["1"], ["0"])
+    # A1's register also feeds other logic: the DSP takes a copy, the flip-flop stays for the LUT
+    path = _dsp_netlist(tmp_path, shared_q=True)
+    assert synth.absorb_output_registers(path) == 2
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    assert set(cells) == {"fa1", "mul", "lut"} and cells["mul"]["parameters"]["REG_INPUTA_CLK"] == "CLK0"
+    assert cells["mul"]["connections"]["A1"] == [31] and cells["lut"]["connections"]["A"] == [41]
+    # an input from logic, not a flip-flop: the A register stays unused
+    path = _dsp_netlist(tmp_path)
+    net = json.loads(path.read_text())
+    net["modules"]["top"]["cells"]["mul"]["connections"]["A2"] = [30]
+    path.write_text(json.dumps(net))
+    assert synth.absorb_output_registers(path) == 1
+    assert "REG_INPUTA_CLK" not in json.loads(path.read_text())["modules"]["top"]["cells"]["mul"]["parameters"]
