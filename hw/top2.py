@@ -97,20 +97,39 @@ class Top2(wiring.Component):
             ]
             return out
 
-        level = []
-        for p in range(self._n):
-            leaf = node(f"lane_{p}")
+        def leaf(p):
+            out = node(f"lane_{p}")
             m.d.comb += [
-                leaf[0].eq(Mux(self.valid[p], self.values[p], neg)),
-                leaf[1].eq(self.base + p),
-                leaf[2].eq(neg),
+                out[0].eq(Mux(self.valid[p], self.values[p], neg)),
+                out[1].eq(self.base + p),
+                out[2].eq(neg),
             ]
-            level.append(leaf)
+            return out
+
+        def merge_lanes(p, name):
+            # merge(leaf(p), leaf(p + 1)) with the valid bits in the comparison's result instead of
+            # its operands (the values are compared as they come, from registers outside): an
+            # invalid lane (-2**bits) never wins, and a leaf's second value is -2**bits
+            out = node(name)
+            va, vb = self.valid[p], self.valid[p + 1]
+            za, zb = self.values[p], self.values[p + 1]
+            b_wins = vb & (~va | (zb > za))
+            m.d.comb += [
+                out[0].eq(Mux(b_wins, zb, Mux(va, za, neg))),
+                out[1].eq(Mux(b_wins, self.base + (p + 1), self.base + p)),
+                out[2].eq(Mux(b_wins, Mux(va, za, neg), Mux(vb, zb, neg))),
+            ]
+            return out
+
         en, restart = self.en, self.restart
         depth = 0
+        level = list(range(self._n))  # lanes, then nodes
         while len(level) > 1:
-            merged = [merge(level[i], level[i + 1], f"t{depth}_{i // 2}") if i + 1 < len(level) else level[i]
-                      for i in range(0, len(level), 2)]
+            if depth == 0:
+                merged = [merge_lanes(p, f"t0_{p // 2}") if p + 1 < self._n else leaf(p) for p in level[::2]]
+            else:
+                merged = [merge(level[i], level[i + 1], f"t{depth}_{i // 2}") if i + 1 < len(level) else level[i]
+                          for i in range(0, len(level), 2)]
             level = []
             for j, nd in enumerate(merged):
                 reg = node(f"r{depth}_{j}")
@@ -123,10 +142,21 @@ class Top2(wiring.Component):
         # merge() of the running values (forgotten on restart) with the step's: restart enters the
         # comparisons' results, not their operands, so that they start at registers. On restart
         # the step wins (it has a valid lane, above the forgotten values).
-        b = level[0]
-        b_wins = restart | (b[0] > self.top1)
-        a1_over_b2 = ~restart & (self.top1 > b[2])
-        a2_over_b1 = ~restart & (self.top2 > b[0])
+        b = level[0] if depth else leaf(0)
+        if depth:
+            b_wins = restart | (b[0] > self.top1)
+            a1_over_b2 = ~restart & (self.top1 > b[2])
+            a2_over_b1 = ~restart & (self.top2 > b[0])
+        else:
+            # one lane, no tree: the lane's value is compared as it comes (a register outside),
+            # its valid bit enters the results, not the operands (an invalid lane, the leaf's
+            # value -2**bits, never wins, and keeping top2 equals taking that value only when
+            # top2 is -2**bits too); the leaf's second value is -2**bits.
+            v, valid = self.values[0], self.valid[0]
+            b = (v, b[1], b[2])
+            b_wins = restart | (valid & (v > self.top1))
+            a1_over_b2 = ~restart & (self.top1 > neg)
+            a2_over_b1 = ~restart & (~valid | (self.top2 > v))
         with m.If(en):
             m.d.sync += [
                 self.top1.eq(Mux(b_wins, b[0], self.top1)),

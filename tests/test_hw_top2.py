@@ -76,3 +76,43 @@ def test_extremes(n_lanes):
     z = np.array([[127, -128]])
     assert run_top2(z, n_lanes, 8, threshold=255).tolist() == [[127, -128, 0, 1]]
     assert run_top2(z, n_lanes, 8, threshold=256).tolist() == [[127, -128, 0, 0]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n_lanes=st.sampled_from([1, 2, 3, 4]), k=st.integers(1, 4))
+def test_invalid_lanes_are_ignored(seed, n_lanes, k):
+    """Steps with invalid lanes (and, at one lane, steps with no valid lane at all): the outputs are
+    those of the valid values alone (one lane merges its step without a tree, the valid bit
+    entering the comparisons' results)."""
+    rng = np.random.default_rng(seed)
+    bits = 6
+    dut = Top2(n_lanes, bits, k * n_lanes)
+    lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
+    steps = [(rng.integers(lo, hi, n_lanes), rng.integers(0, 2, n_lanes)) for _ in range(k)]
+    steps[0][1][0] = 1  # the restart step has a valid lane
+    got = []
+
+    async def bench(ctx):
+        for cyc in range(k + dut.latency):
+            if cyc < k:
+                vals, valid = steps[cyc]
+                for p in range(n_lanes):
+                    ctx.set(dut.values[p], int(vals[p]))
+                ctx.set(dut.valid, int(sum(int(v) << p for p, v in enumerate(valid))))
+                ctx.set(dut.base, cyc * n_lanes)
+                ctx.set(dut.en, 1)
+                ctx.set(dut.restart, cyc == 0)
+            else:
+                ctx.set(dut.en, 0)
+            await ctx.tick()
+        got.extend([ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.top1_index)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    seen = [(int(v), c * n_lanes + p) for c, (vals, valid) in enumerate(steps)
+            for p, v in enumerate(vals) if valid[p]]
+    ordered = sorted(seen, key=lambda e: (-e[0], e[1]))
+    top2 = ordered[1][0] if len(ordered) > 1 else -(1 << bits)
+    assert got == [ordered[0][0], top2, ordered[0][1]]
