@@ -242,11 +242,20 @@ def _bram_netlist(tmp_path, ff_params=None, ff_extra=None, extra_sink=False, to_
                            "port_directions": {"CLK": "input", "DI": "input", "Q": "output", "LSR": "input",
                                                "CE": "input"}, "connections": con}
     if extra_sink:
-        cells["lut"] = {"type": "LUT4", "parameters": {}, "port_directions": {"A": "input", "Z": "output"},
-                        "connections": {"A": [10], "Z": [30]}}
+        cells["lut"] = _lut(10, 30)
+    return _netlist(tmp_path, cells, [20, 21] + [12] * to_port)
+
+
+def _lut(a, z):
+    return {"type": "LUT4", "parameters": {}, "port_directions": {"A": "input", "Z": "output"},
+            "connections": {"A": [a], "Z": [z]}}
+
+
+def _netlist(tmp_path, cells, outs):
+    """Write a Yosys JSON netlist of ``cells`` (clock net 2, output port bits ``outs``)."""
     net = {"modules": {"top": {"attributes": {"top": "00000000000000000000000000000001"},
                                "ports": {"clk": {"direction": "input", "bits": [2]},
-                                         "q": {"direction": "output", "bits": [20, 21] + [12] * to_port}},
+                                         "q": {"direction": "output", "bits": outs}},
                                "cells": cells, "netnames": {}}}}
     path = tmp_path / "net.json"
     path.write_text(json.dumps(net))
@@ -307,13 +316,8 @@ def _dsp_netlist(tmp_path, shared_q=False):
              "fp0": {"type": "TRELLIS_FF", "parameters": ff, "port_directions": dirs,
                      "connections": {"CLK": [2], "DI": [50], "Q": [60], "LSR": ["0"]}}}
     if shared_q:  # A1's register also feeds other logic: it must stay
-        cells["lut"] = {"type": "LUT4", "parameters": {}, "port_directions": {"A": "input", "Z": "output"},
-                        "connections": {"A": [41], "Z": [70]}}
-    net = {"modules": {"top": {"attributes": {"top": "1"}, "ports": {"clk": {"direction": "input", "bits": [2]}},
-                               "cells": cells, "netnames": {}}}}
-    path = tmp_path / "net.json"
-    path.write_text(json.dumps(net))
-    return path
+        cells["lut"] = _lut(41, 70)
+    return _netlist(tmp_path, cells, [])
 
 
 def test_multiplier_registers_move_into_the_dsp(tmp_path):
