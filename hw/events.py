@@ -183,24 +183,17 @@ class SpikeEventSource(wiring.Component):
         m.d.comb += r_rdy.eq(level != 0)
         head = data.View(entry, rd.data)
 
-        def single(mask):
-            return (mask != 0) & ((mask & (mask - 1)) == 0)
-
         # The entry being split into events sits in a register; its mask keeps the lanes not yet
         # issued. Events come from it only (no queue read in the event path): it takes the
         # queue's next entry in the cycle its last lane is taken, or a pushed entry directly when
-        # the queue is empty, which is the timing of a first-word-fall-through queue. Whether it
-        # holds a lane (hvalid) and exactly one (hsingle) are flags of their own, set with it from
-        # the mask it takes, so that the handshake (valid, and hold's update when its last lane is
-        # taken) does not wait for reductions of the mask.
+        # the queue is empty, which is the timing of a first-word-fall-through queue.
         hold = Signal(entry)
-        hvalid, hsingle = Signal(name="hvalid"), Signal(name="hsingle")
         # at least 1 bit: a zero-width signal (N = 1) is emitted as an ascending `[-1:0]` vector
         lane = Signal(range(max(n, 2)))
         for b in reversed(range(n)):
             with m.If(hold.mask[b]):
                 m.d.comb += lane.eq(b)
-        valid = hvalid
+        valid = hold.mask != 0
         m.d.comb += [
             self.events.valid.eq(valid),
             self.events.payload.row.eq(hold.rbase + lane),
@@ -213,7 +206,7 @@ class SpikeEventSource(wiring.Component):
         m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
         take = valid & self.events.ready
         # hold is free after this cycle: empty, or its last lane is taken now
-        free = ~valid | (take & hsingle)
+        free = ~valid | (take & (rest == 0))
         direct = free & ~r_rdy & self.push.valid
         w_en = Signal()
         r_en = Signal()
@@ -237,13 +230,11 @@ class SpikeEventSource(wiring.Component):
             m.d.sync += level.eq(level - 1)
         with m.If(free):
             with m.If(r_rdy):
-                m.d.sync += [hold.eq(head), hvalid.eq(head.mask != 0), hsingle.eq(single(head.mask))]
+                m.d.sync += hold.eq(head)
             with m.Elif(self.push.valid):
-                m.d.sync += [hold.eq(self.push.payload), hvalid.eq(self.push.payload.mask != 0),
-                             hsingle.eq(single(self.push.payload.mask))]
+                m.d.sync += hold.eq(self.push.payload)
             with m.Else():
-                m.d.sync += [hold.mask.eq(0), hvalid.eq(0), hsingle.eq(0)]
+                m.d.sync += hold.mask.eq(0)
         with m.Elif(take):
-            # (not the last lane: rest has one lane or more)
-            m.d.sync += [hold.mask.eq(rest), hsingle.eq(single(rest))]
+            m.d.sync += hold.mask.eq(rest)
         return m

@@ -224,14 +224,9 @@ class StreamCheck(wiring.Component):
         inputs = _part(design, "inputs")
         row, y, x = (_register(design, "inputs", name) for name in ("row", "y", "x"))
         cnt, layer = _register(design, "seq", "cnt"), _register(design, "seq", "layer")
-        present = [q for q in ("spikes", "shortcut") if any(name == q for _, name, *_ in design.subfragments)]
-        masks = {q: data.View(_part(design, q).push.payload.shape(), _register(design, q, "hold")).mask
-                 for q in present}
-        queues = {q: (masks[q] == 0) & (_register(design, q, "level") == 0) for q in present}
-        # the hold register's flags: a lane, exactly one lane
-        hold_flags = _all((_register(design, q, "hvalid") == (mk != 0))
-                          & (_register(design, q, "hsingle") == ((mk != 0) & ((mk & (mk - 1)) == 0)))
-                          for q, mk in masks.items())
+        queues = {q: (data.View(_part(design, q).push.payload.shape(), _register(design, q, "hold")).mask == 0)
+                  & (_register(design, q, "level") == 0)
+                  for q in ("spikes", "shortcut") if any(name == q for _, name, *_ in design.subfragments)}
         plan = self.accel.plan
         n_c, n_h, n_w = self._shape
         stages = [getattr(seq, f"s{i}") for i in range(1, PE.SPIKE_STAGE + 1)]
@@ -278,7 +273,7 @@ class StreamCheck(wiring.Component):
             & (~drained(PE.SPIKE_STAGE + 1) | ~_register(design, "counters", "upd_cnt_valid")),
             "inv_tail": ~tail | (_all(queues.values()) & ~_part(design, "events").counted
                                  & _all(~(st.cmd.update & ~st.cmd.output) for st in stages)),
-            "inv_queues": placed & shortcut_placed & hold_flags,
+            "inv_queues": placed & shortcut_placed,
         }
 
 
