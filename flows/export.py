@@ -406,8 +406,9 @@ def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source=""
     load = ports.weights_loaded
     layers = " -> ".join([str(ports.input_count)] + [str(ly.out_features) for ly in ports.layers])
     mems = sorted({(m.name, m.depth, m.width) for m in ports.memories})
-    wdepth = ports.memory("weight", 0).depth
-    banks = -(-wdepth // bank_depth) if bank_depth and wdepth > bank_depth else 0
+    from spikeloom.hw.pe import BankedROM
+
+    banks = BankedROM.count(ports.memory("weight", 0).depth, bank_depth)
     kinds = {"weight": "weights (read-only)" + (
         f"; {banks} banks of {bank_depth} words (`pe_<p>.weight.bank_<k>`, words k * {bank_depth} on), each "
         f"read into a register of its own, the bank chosen after it (`--weight-bank-depth`)" if banks else ""),
@@ -555,11 +556,13 @@ def check_weight_bank_depth(value, weights):
     """``--weight-bank-depth``: None, or a power of two >= 2 (text or int) with ``--weights rom``."""
     if value is None:
         return None
+    from spikeloom.hw.pe import is_bank_depth
+
     try:
-        depth = int(value, 10) if isinstance(value, str) else value if type(value) is int else None
+        depth = int(value, 10) if isinstance(value, str) else value
     except ValueError:
         depth = None
-    if depth is None or depth < 2 or depth & (depth - 1):
+    if not is_bank_depth(depth):
         raise SpikeloomError(f"--weight-bank-depth must be a power of two >= 2 (e.g. 2048), got {value!r}")
     if weights != "rom":
         raise SpikeloomError(f"--weight-bank-depth needs --weights rom (banks of initialised memories), "

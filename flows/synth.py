@@ -183,13 +183,16 @@ def absorb_output_registers(net_path):
     top = next(m for m in net["modules"].values() if m.get("attributes", {}).get("top"))
     cells = top["cells"]
     outs = {b for p in top["ports"].values() if p["direction"] != "input" for b in p["bits"]}
-    sinks = {}
+    sinks, drivers = {}, {}  # net -> [(cell, pin) reading it]; net -> (cell, pin) driving it
     for name, c in cells.items():
         for port, bits_ in c["connections"].items():
-            if c["port_directions"].get(port) != "output":
-                for b in bits_:
-                    if not isinstance(b, str):
-                        sinks.setdefault(b, []).append((name, port))
+            for b in bits_:
+                if isinstance(b, str):
+                    continue
+                if c["port_directions"].get(port) == "output":
+                    drivers[b] = (name, port)
+                else:
+                    sinks.setdefault(b, []).append((name, port))
 
     def plain_ff(name):
         """The clock net of a flip-flop without enable or reset on the rising edge, else None."""
@@ -203,13 +206,26 @@ def absorb_output_registers(net_path):
         clk = con.get("CLK", ["x"])
         return clk if no_ce and no_lsr and not isinstance(clk[0], str) else None
 
+    def unused(c, before, fixed, tie):
+        """The block's register is free: its parameters as Yosys leaves them, the pins ``fixed``
+        constant, the pins to ``tie`` unconnected or already tied so."""
+        con, par = c["connections"], c["parameters"]
+        return (all(par.get(k, v).strip() == v for k, v in before.items())
+                and all(con.get(k) == [v] for k, v in fixed.items())
+                and all(con.get(k, ["0"]) in (["0"], [v]) for k, v in tie.items()))
+
+    def enable(c, clk_pin, clk, tie, after):
+        """Turn the block's register on: its clock, the tied pins, its parameters."""
+        for pin, v in {clk_pin: clk, **{k: [v] for k, v in tie.items()}}.items():
+            c["connections"][pin] = v
+            c["port_directions"][pin] = "input"
+        c["parameters"].update(after)
+
     changed, drop = 0, set()
     for name, c in cells.items():
-        con, par = c["connections"], c["parameters"]
+        con = c["connections"]
         for pins, clk_pin, before, after, fixed, tie in HARD_BLOCK_REGISTERS.get(c["type"], []):
-            if any(par.get(k, v).strip() != v for k, v in before.items()) or \
-                    any(con.get(k) != [v] for k, v in fixed.items()) or \
-                    any(con.get(k, ["0"]) not in (["0"], [v]) for k, v in tie.items()):
+            if not unused(c, before, fixed, tie):
                 continue
             clk, moves = con.get(clk_pin), []
             for pin in pins:
@@ -231,27 +247,17 @@ def absorb_output_registers(net_path):
             for pin, ff in moves:
                 con[pin] = cells[ff]["connections"]["Q"]
                 drop.add(ff)
-            for pin, v in {clk_pin: clk, **{k: [v] for k, v in tie.items()}}.items():
-                con[pin] = clk if pin == clk_pin else v
-                c["port_directions"][pin] = "input"
-            par.update(after)
+            enable(c, clk_pin, clk, tie, after)
             changed += 1
     # Input registers: a flip-flop may feed several blocks (Yosys merges the equal operand
     # registers of the PEs) and other logic; each block takes a copy of it (its D net, its own
-    # register), and the flip-flop goes only when nothing else reads it.
-    drivers = {}
-    for name, c in cells.items():
-        for port, bits_ in c["connections"].items():
-            if c["port_directions"].get(port) == "output":
-                for b in bits_:
-                    if not isinstance(b, str):
-                        drivers[b] = (name, port)
+    # register), and the flip-flop goes only when nothing else reads it. (``drivers`` may name a
+    # flip-flop dropped above as a Q net's driver; ``drop`` excludes it.)
     moved = set()  # (cell, pin) no longer reading a flip-flop's Q
     for name, c in cells.items():
-        con, par = c["connections"], c["parameters"]
+        con = c["connections"]
         for pins, clk_pin, before, after, fixed, tie in HARD_BLOCK_INPUT_REGISTERS.get(c["type"], []):
-            if any(par.get(k, v).strip() != v for k, v in before.items()) or \
-                    any(con.get(k, ["0"]) not in (["0"], [v]) for k, v in tie.items()):
+            if not unused(c, before, fixed, tie):
                 continue
             clk = con.get(clk_pin)
             if clk is not None and clk != ["0"] and isinstance(clk[0], str):
@@ -273,10 +279,7 @@ def absorb_output_registers(net_path):
             for pin, ff in moves.items():
                 con[pin] = cells[ff]["connections"]["DI"]
                 moved.add((name, pin))
-            for pin, v in {clk_pin: clk, **{k: [v] for k, v in tie.items()}}.items():
-                con[pin] = clk if pin == clk_pin else v
-                c["port_directions"][pin] = "input"
-            par.update(after)
+            enable(c, clk_pin, clk, tie, after)
             changed += 1
     for name, c in cells.items():
         if c["type"] == "TRELLIS_FF" and name not in drop:

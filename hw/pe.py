@@ -62,12 +62,16 @@ def exec_layout(plan):
     })
 
 
+def is_bank_depth(value):
+    """A weight bank depth: an int, a power of two >= 2."""
+    return type(value) is int and value >= 2 and not value & (value - 1)
+
+
 def check_bank_depth(bank_depth, weights="rom"):
     """``bank_depth`` (:class:`PE`): None, or a power of two >= 2 with ``weights="rom"``."""
     if bank_depth is None:
         return None
-    if isinstance(bank_depth, bool) or not isinstance(bank_depth, int) or bank_depth < 2 \
-            or bank_depth & (bank_depth - 1):
+    if not is_bank_depth(bank_depth):
         raise ValueError(f"weight bank depth must be a power of two >= 2, got {bank_depth!r}")
     if weights != "rom":
         raise ValueError(f"weight banks need weights 'rom' (initialised memories), got weights {weights!r}")
@@ -84,9 +88,14 @@ class BankedROM(Elaboratable):
     def __init__(self, shape, init, bank_depth, attrs=None):
         self.depth, self.bank_depth = len(init), bank_depth
         self._shape, self._init, self._attrs = shape, list(init), attrs
-        self.banks = -(-self.depth // bank_depth)
+        self.banks = self.count(self.depth, bank_depth)
         self.addr = Signal(bits(self.depth))
         self.data = Signal(shape)
+
+    @staticmethod
+    def count(depth, bank_depth):
+        """Banks of a ``depth``-word memory: 0 when it needs none (``bank_depth`` None or not below ``depth``)."""
+        return -(-depth // bank_depth) if bank_depth and depth > bank_depth else 0
 
     def elaborate(self, platform):
         m = Module()
@@ -228,7 +237,7 @@ class PE(wiring.Component):
             # (a word with a bit beside its value, the acc parity or the membrane flag, is unsigned)
             shape = unsigned(widths[name]) if widths[name] != values[name] else signed(widths[name])
             init = [] if name == "weight" and self._weights == "load" else plan.init(p, name)
-            if name == "weight" and self._bank_depth is not None and depths[name] > self._bank_depth:
+            if name == "weight" and BankedROM.count(depths[name], self._bank_depth):
                 mems[name] = m.submodules[name] = BankedROM(shape, init, self._bank_depth, attrs)
                 continue
             mems[name] = m.submodules[name] = Memory(shape=shape, depth=depths[name], init=init, attrs=attrs)
