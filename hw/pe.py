@@ -469,33 +469,56 @@ class PE(wiring.Component):
         addr4 = Signal.like(addr3, name="addr4")
         ok4 = Signal(name="ok4")
         wz4 = Signal(name="wz4")
-        # The parity a read word of the analog layer must have, as two flags that include this
-        # PE's lane (registers of this PE's own: the command bits are shared by every PE, far
-        # apart). A word of an invalid lane is never used, and it is never read as valid later.
-        par1_4, par0_4 = Signal(name="par1_4"), Signal(name="par0_4")
+        # Stage 4's operand selection, decided in stage 3 as registered flags, so that between
+        # the acc memory's read data and the adders lie one shared LUT (the read word's parity
+        # bit picks one of two flags) and one LUT per bit (read bit or forwarded bit): the
+        # read-modify-write loop is the design's longest path on the iCE40 UltraPlus. Forwarded:
+        # the stage-4 write of this cycle wrote the address the stage-3 command reads. A
+        # forwarded word is of the current image (or a cleared 0); a read word of the analog
+        # layer must have the image's parity, else it reads as 0 (stale). The flags include this
+        # PE's lane, so they are registers of this PE's own (the command bits are shared by
+        # every PE, far apart); a word of an invalid lane is never used, and it is never read as
+        # valid later. For a word read with parity p, the read data is used when ``take_p`` (not
+        # forwarded, not stale); the ``_w`` flags also drop the operand of the write's adder when
+        # the command writes 0 or its own product (a clear, an update: wz).
+        fwd3 = Signal(name="fwd3")
+        wz3 = Signal(name="wz3")
+        par = [Signal(name=f"par{p}_3") for p in (0, 1)]  # the analog layer's word must have parity p
+        m.d.comb += [
+            fwd3.eq(acc_wr.en & (acc_wr.addr == addr3)),
+            wz3.eq(~s3.acc & ~(s3.update & s3.layer0)),
+            par[1].eq(s3.layer0 & s3_lane & s3.img),
+            par[0].eq(s3.layer0 & s3_lane & ~s3.img),
+        ]
+        take = [Signal(name=f"take{p}_4") for p in (0, 1)]      # use a read word of parity p
+        take_w = [Signal(name=f"take{p}_w4") for p in (0, 1)]   # ... as the write's operand
+        fwd, fwd_w = Signal(name="fwd"), Signal(name="fwd_w")
+        fwd_data = Signal.like(acc_rd.data, name="fwd_data")
         m.d.comb += acc_rd.addr.eq(addr3)
         m.d.sync += [
             prod4.eq(w3 * val3), base4.eq(base_sum),
             addr4.eq(addr3), ok4.eq(ok3),
-            wz4.eq(~s3.acc & ~(s3.update & s3.layer0)),
-            par1_4.eq(s3.layer0 & s3_lane & s3.img),
-            par0_4.eq(s3.layer0 & s3_lane & ~s3.img),
+            wz4.eq(wz3),
+            fwd.eq(fwd3), fwd_w.eq(fwd3 & ~wz3), fwd_data.eq(acc_wr.data),
+            *(take[p].eq(~fwd3 & ~par[1 - p]) for p in (0, 1)),
+            *(take_w[p].eq(~fwd3 & ~wz3 & ~par[1 - p]) for p in (0, 1)),
         ]
 
-        # The stage-4 write of this cycle, for the stage-3 command reading the same address.
-        fwd = Signal(name="fwd")
-        fwd_data = Signal.like(acc_rd.data, name="fwd_data")
-        m.d.sync += [fwd.eq(acc_wr.en & (acc_wr.addr == addr3)), fwd_data.eq(acc_wr.data)]
-
-        # Stage 4: acc write-back; the membrane update adds the acc value (registered as pre). A
-        # forwarded word is of the current image (or a cleared 0): only a read word can be stale.
+        # Stage 4: acc write-back; the membrane update adds the acc value (registered as pre).
         rd = acc_rd.data
-        stale = ~fwd & Mux(rd[abits], par0_4, par1_4)
-        old_acc = Signal(signed(abits), name="old_acc")
-        m.d.comb += old_acc.eq(Mux(fwd, fwd_data[:abits], Mux(stale, 0, rd[:abits])))
+
+        def operand(name, take_p, use_fwd):
+            use_rd = Signal(name=f"{name}_rd")
+            v = Signal(signed(abits), name=name)
+            m.d.comb += [use_rd.eq(Mux(rd[abits], take_p[1], take_p[0])),
+                         v.eq((rd[:abits] & use_rd.replicate(abits)) | (fwd_data[:abits] & use_fwd.replicate(abits)))]
+            return v
+
+        old_acc = operand("old_acc", take, fwd)       # the acc value
+        acc_in = operand("acc_in", take_w, fwd_w)     # the write's operand: 0 for a clear or an update
         new_acc = Signal(signed(abits), name="new_acc")
         m.d.comb += [
-            new_acc.eq(Mux(wz4, 0, old_acc) + prod4),
+            new_acc.eq(acc_in + prod4),
             acc_wr.addr.eq(Mux(s4.acc, addr4, s4.addr)),
             acc_wr.en.eq(ok4 | s4.clear | (s4.update & s4.layer0)),
             acc_wr.data.eq(Cat(new_acc, s4.img & ~wz4)),
