@@ -10,8 +10,8 @@ from .plan import MEMORIES, WEIGHT_STORES, geometries
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
 #: ``exe`` is stage 1; an output "in stage s" is a register written at the end of stage s - 1):
-#: ``read``/``syn`` in stage 3, ``z`` in stage 6, ``spike`` in stage 7.
-W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 3, 6, 7
+#: ``read``/``syn`` in stage 4, ``z`` in stage 6, ``spike`` in stage 7.
+W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = 4, 6, 7
 
 
 def issue_layout(plan):
@@ -133,8 +133,9 @@ class PE(wiring.Component):
       ``addr - D[geo][t] + c`` and whether its tap lands, registered; with the stage-1 leak, the
       leaked old membrane plus bias; otherwise the layer's leak term ``(u * a) >> f`` (a constant
       multiplier per neuron model) and the old membrane plus bias minus the pending threshold;
-    * stage 3 (k + 3): ``w * val``; the acc memory is read at the command's neuron (data registered); the
-      leaked membrane plus bias is registered (formed here from stage 2's two terms, when the
+    * stage 3 (k + 3): ``w * val``; whether the weight is nonzero (the write enable, ``read``
+      and ``syn``, registered); the acc memory is read at the command's neuron (data registered);
+      the leaked membrane plus bias is registered (formed here from stage 2's two terms, when the
       leak is a product);
     * stage 4 (k + 4): ``acc + w * val`` is written back (``acc``); the membrane update adds the
       acc value (registered); the acc is cleared (or, for the analog layer, rewritten with the
@@ -185,7 +186,7 @@ class PE(wiring.Component):
         what stage 1 needs of them in flip-flops of its own (the shared ``exe`` bits would have to
         reach every PE's stage-1 registers from one place in the same cycle).
     read, syn : Out(1)
-        Registered, stage ``W_NZ_STAGE`` (3), for ``acc`` commands: this lane read a stored weight
+        Registered, stage ``W_NZ_STAGE`` (4), for ``acc`` commands: this lane read a stored weight
         (``read``) and it was a synaptic event (nonzero weight whose tap lands: ``syn``).
     z : Out(signed(membrane_bits))
         Registered, stage ``Z_STAGE`` (6): the saturated updated membrane / output value of an
@@ -444,7 +445,7 @@ class PE(wiring.Component):
         base = Signal(signed(mb + 2), name="base")
         nbits = bits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
-        ok3 = Signal(name="ok3")  # an acc command that writes
+        lands3 = Signal(name="lands3")
         base_sum = self._base(m, s2, base, mem1, leak1, bias1, pend1)
         # (a compressed layer whose rows need no index fields, one tap and one chunk, still takes
         # the compressed path: its padding entries must neither count nor write)
@@ -453,13 +454,7 @@ class PE(wiring.Component):
         d_sel = self._entry_offset(m, s2.geo, t, nbits)
         lands = Signal(name="lands")
         m.d.comb += lands.eq((s2.mask >> t)[0])
-        sp_ok = (w != 0) & lands
-        m.d.sync += [
-            addr3.eq(Mux(s2.sparse, s2.addr - d_sel + c, s2.addr)),
-            ok3.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane)),
-            self.read.eq(s2.acc & Mux(s2.sparse, w != 0, s2_lane)),
-            self.syn.eq(s2.acc & Mux(s2.sparse, sp_ok, s2_lane & (w != 0))),
-        ]
+        m.d.sync += [addr3.eq(Mux(s2.sparse, s2.addr - d_sel + c, s2.addr)), lands3.eq(lands)]
 
         # Stage 3: acc read; the product (0 unless the command accumulates; on ECP5 the multiplier's
         # own output register, no reset). wz4 marks a command that writes 0 (a clear), so that
@@ -497,11 +492,21 @@ class PE(wiring.Component):
         m.d.comb += acc_rd.addr.eq(addr3)
         m.d.sync += [
             prod4.eq(w3 * val3), base4.eq(base_sum),
-            addr4.eq(addr3), ok4.eq(ok3),
+            addr4.eq(addr3),
             wz4.eq(wz3),
             fwd.eq(fwd3), fwd_w.eq(fwd3 & ~wz3), fwd_data.eq(acc_wr.data),
             *(take[p].eq(~fwd3 & ~par[1 - p]) for p in (0, 1)),
             *(take_w[p].eq(~fwd3 & ~wz3 & ~par[1 - p]) for p in (0, 1)),
+        ]
+
+        # Whether the weight is nonzero is decided on the registered operand w3, so that no
+        # multiplexer (a banked weight memory's) lies before it: ok4, an acc command that writes;
+        # read and syn (stage W_NZ_STAGE).
+        w_nz = w3 != 0
+        m.d.sync += [
+            ok4.eq(s3.acc & Mux(s3.sparse, w_nz & lands3, s3_lane)),
+            self.read.eq(s3.acc & Mux(s3.sparse, w_nz, s3_lane)),
+            self.syn.eq(s3.acc & Mux(s3.sparse, w_nz & lands3, s3_lane & w_nz)),
         ]
 
         # Stage 4: acc write-back; the membrane update adds the acc value (registered as pre).
