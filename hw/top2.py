@@ -1,6 +1,6 @@
 """Early-exit support: a running top-1 / top-2 over the output values as the output layer updates."""
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -21,6 +21,11 @@ class Top2(wiring.Component):
     ``margin_ok`` (``top1 - top2 >= threshold``) is registered: it follows the outputs one cycle
     later (``latency + 1`` cycles after a step), so that the subtraction and the comparison are
     not in the path of the exit decision that uses it.
+
+    Inside, the values are held in offset binary (``v + 2**value_bits``, unsigned, "none" is 0):
+    the order is the same, and an unsigned comparison is one carry chain whose carry out is the
+    result, where a signed one also needs the chain's last sum bit (on ECP5 a second carry cell
+    and a route back into the chain's row). A lane value's conversion inverts its sign bit only.
 
     Parameters
     ----------
@@ -65,8 +70,8 @@ class Top2(wiring.Component):
             "base": In(unsigned(ib)),
             "en": In(1),
             "restart": In(1),
-            "top1": Out(signed(value_bits + 1), init=-(1 << value_bits)),
-            "top2": Out(signed(value_bits + 1), init=-(1 << value_bits)),
+            "top1": Out(signed(value_bits + 1)),
+            "top2": Out(signed(value_bits + 1)),
             "top1_index": Out(unsigned(ib)),
             "margin_ok": Out(1),
         })
@@ -79,8 +84,18 @@ class Top2(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        neg = -(1 << self._bits)
-        vshape, ishape = signed(self._bits + 1), self.top1_index.shape()
+        nb = self._bits
+        neg = 0   # "none", in offset binary below every value
+        vshape, ishape = unsigned(nb + 1), self.top1_index.shape()
+
+        def offset(v):
+            # v + 2**bits in bits + 1 bits: v sign-extended, its top bit inverted
+            return Cat(v[:nb], ~v[nb - 1])
+
+        values = [offset(self.values[p]) for p in range(self._n)]
+        top1, top2 = Signal(vshape, name="t1"), Signal(vshape, name="t2")   # offset binary; 0 = none
+        m.d.comb += [self.top1.eq(Cat(top1[:nb], ~top1[nb]).as_signed()),
+                     self.top2.eq(Cat(top2[:nb], ~top2[nb]).as_signed())]
 
         def node(name):
             return (Signal(vshape, name=f"{name}_v1"), Signal(ishape, name=f"{name}_i1"),
@@ -100,7 +115,7 @@ class Top2(wiring.Component):
         def leaf(p):
             out = node(f"lane_{p}")
             m.d.comb += [
-                out[0].eq(Mux(self.valid[p], self.values[p], neg)),
+                out[0].eq(Mux(self.valid[p], values[p], neg)),
                 out[1].eq(self.base + p),
                 out[2].eq(neg),
             ]
@@ -109,10 +124,10 @@ class Top2(wiring.Component):
         def merge_lanes(p, name):
             # merge(leaf(p), leaf(p + 1)) with the valid bits in the comparison's result instead of
             # its operands (the values are compared as they come, from registers outside): an
-            # invalid lane (-2**bits) never wins, and a leaf's second value is -2**bits
+            # invalid lane (none) never wins, and a leaf's second value is none
             out = node(name)
             va, vb = self.valid[p], self.valid[p + 1]
-            za, zb = self.values[p], self.values[p + 1]
+            za, zb = values[p], values[p + 1]
             b_wins = vb & (~va | (zb > za))
             m.d.comb += [
                 out[0].eq(Mux(b_wins, zb, Mux(va, za, neg))),
@@ -144,24 +159,25 @@ class Top2(wiring.Component):
         # the step wins (it has a valid lane, above the forgotten values).
         b = level[0] if depth else leaf(0)
         if depth:
-            b_wins = restart | (b[0] > self.top1)
-            a1_over_b2 = ~restart & (self.top1 > b[2])
-            a2_over_b1 = ~restart & (self.top2 > b[0])
+            b_wins = restart | (b[0] > top1)
+            a1_over_b2 = ~restart & (top1 > b[2])
+            a2_over_b1 = ~restart & (top2 > b[0])
         else:
             # one lane, no tree: the lane's value is compared as it comes (a register outside),
             # its valid bit enters the results, not the operands (an invalid lane, the leaf's
-            # value -2**bits, never wins, and keeping top2 equals taking that value only when
-            # top2 is -2**bits too); the leaf's second value is -2**bits.
-            v, valid = self.values[0], self.valid[0]
+            # value none, never wins, and keeping top2 equals taking that value only when top2
+            # is none too); the leaf's second value is none.
+            v, valid = values[0], self.valid[0]
             b = (v, b[1], b[2])
-            b_wins = restart | (valid & (v > self.top1))
-            a1_over_b2 = ~restart & (self.top1 > neg)
-            a2_over_b1 = ~restart & (~valid | (self.top2 > v))
+            b_wins = restart | (valid & (v > top1))
+            a1_over_b2 = ~restart & (top1 != neg)
+            a2_over_b1 = ~restart & (~valid | (top2 > v))
         with m.If(en):
             m.d.sync += [
-                self.top1.eq(Mux(b_wins, b[0], self.top1)),
+                top1.eq(Mux(b_wins, b[0], top1)),
                 self.top1_index.eq(Mux(b_wins, b[1], self.top1_index)),
-                self.top2.eq(Mux(b_wins, Mux(a1_over_b2, self.top1, b[2]), Mux(a2_over_b1, self.top2, b[0]))),
+                top2.eq(Mux(b_wins, Mux(a1_over_b2, top1, b[2]), Mux(a2_over_b1, top2, b[0]))),
             ]
-        m.d.sync += self.margin_ok.eq(self.top1 - self.top2 >= self._thr)
+        # (the offset cancels in the difference; top1 >= top2)
+        m.d.sync += self.margin_ok.eq(top1 - top2 >= self._thr)
         return m
