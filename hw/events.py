@@ -207,13 +207,17 @@ class SpikeEventSource(wiring.Component):
         take = valid & self.events.ready
         # hold is free after this cycle: empty, or its last lane is taken now
         free = ~valid | (take & (rest == 0))
+        # A pushed entry is always written (the write does not wait for the events' ready, which
+        # comes back through the event pipeline); when hold takes it directly (hold free, queue
+        # empty), the read pointer steps over it in the same cycle. (The queue is never full and
+        # empty at once: a direct take is never refused.)
         direct = free & ~r_rdy & self.push.valid
         w_en = Signal()
-        r_en = Signal()
+        r_en = Signal()   # the read pointer advances
         m.d.comb += [
-            w_en.eq(self.push.valid & ~direct & (level != depth)),
-            r_en.eq(free & r_rdy),
-            self.push.ready.eq((level != depth) | direct),
+            w_en.eq(self.push.valid & (level != depth)),
+            r_en.eq(free & r_rdy | direct),
+            self.push.ready.eq(level != depth),
             wr.addr.eq(produce),
             wr.data.eq(self.push.payload.as_value()),
             wr.en.eq(w_en),
