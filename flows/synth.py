@@ -81,14 +81,37 @@ DEFAULT_BUILD = {"ecp5-25k": 8, "ice40-up5k": 4}
 FREQ_MHZ = {"ecp5": 100.0, "ice40": 30.0}  # the issue's fmax goals, given to nextpnr as --freq
 
 
-def _run(cmd, log_path, cwd, timeout=3600):
+def _run(cmd, log_path, cwd, timeout=3600, tool_log=None):
+    """Run a tool; on failure a SpikeloomError with the last lines of its output, or of
+    ``tool_log`` (the tool's own log file) where the output is empty (Yosys with ``-q``)."""
     # The YoWASP tools see only their working directory (a WASI sandbox): paths are relative to it.
     with open(log_path, "w") as f:
         r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, cwd=cwd)
     if r.returncode:
-        tail = Path(log_path).read_text().splitlines()[-15:]
-        raise SpikeloomError(f"{Path(cmd[0]).name} failed (exit {r.returncode}); see {log_path}:\n  "
+        shown = Path(log_path)
+        if not shown.read_text(errors="replace").strip() and tool_log is not None and Path(tool_log).exists():
+            shown = Path(tool_log)
+        tail = shown.read_text(errors="replace").splitlines()[-15:]
+        raise SpikeloomError(f"{Path(cmd[0]).name} failed (exit {r.returncode}); see {shown}:\n  "
                              + "\n  ".join(tail))
+
+
+#: Yosys's ABC9 LUT mapping (synth_ecp5's ``map_luts``; Yosys 0.70 has no ``-noabc9``) can fail an
+#: internal assertion when it puts ABC's result back into the netlist, on some netlists and not on
+#: others that differ in a few cells (``Assert `GetSize(conn.first) == GetSize(conn.second)'
+#: failed`` after ``ABC_OPS_REINTEGRATE``). ``step_synthesis`` then runs synth_ecp5 again with
+#: ``map_luts`` done by classic ABC (:data:`ECP5_CLASSIC_ABC`).
+ABC9_FAILURE = re.compile(r"Executing ABC[^\n]*\n(?:(?![^\n]*Executing )[^\n]*\n)*ERROR: Assert")
+
+
+ECP5_CLASSIC_ABC = ("synth_ecp5 -top {top} -run :map_luts; techmap -map +/lattice/latches_map.v; abc -lut 4:7; "
+                    "clean; synth_ecp5 -top {top} -json {net} -run map_cells:")
+
+
+def abc9_failed(yosys_log):
+    """True when the Yosys log ends in an assertion failure within an ABC9 step (:data:`ABC9_FAILURE`)."""
+    text = Path(yosys_log).read_text(errors="replace")[-20000:] if Path(yosys_log).exists() else ""
+    return bool(ABC9_FAILURE.search(text))
 
 
 def check_fits(target, plan, weights):
@@ -302,7 +325,8 @@ def lutram_memories(target, ports):
 
 def step_synthesis(target, rtl, work, ports, log=print):
     """Yosys synthesis to a JSON netlist; checks that every PE's weight memory is in block RAM
-    (SPRAM for a loaded weight memory on iCE40 UltraPlus)."""
+    (SPRAM for a loaded weight memory on iCE40 UltraPlus). Returns the netlist, its cell counts
+    by type and the Yosys synthesis command that made it (:func:`abc9_failed`)."""
     t = TARGETS[target]
     net = work / "synth.json"
     if net.exists():
@@ -314,9 +338,23 @@ def step_synthesis(target, rtl, work, ports, log=print):
     mark = 'setattr -set ram_style "huge" m:weight; ' if spram else ""
     for name, style in lutram_memories(target, ports).items():
         mark += f'setattr -set ram_style "{style}" m:{name}; '
-    script = f"read_verilog {srcs}; {mark}{cmd} -top {TOP} -json {net.name}; tee -q -o stat.txt stat"
+    def run(synth):
+        script = f"read_verilog {srcs}; {mark}{synth}; tee -q -o stat.txt stat"
+        _run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], work / "yosys.out", work,
+             tool_log=work / "yosys.log")
+
     log(f"[synthesis] yosys {cmd} ({target})")
-    _run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], work / "yosys.out", work)
+    cmd = f"{cmd} -top {TOP} -json {net.name}"
+    try:
+        run(cmd)
+    except SpikeloomError:
+        if t["family"] != "ecp5" or not abc9_failed(work / "yosys.log"):
+            raise
+        (work / "yosys.log").replace(work / "yosys_abc9.log")
+        cmd = ECP5_CLASSIC_ABC.format(top=TOP, net=net.name)
+        log(f"[synthesis] Yosys's ABC9 LUT mapping failed an internal assertion (see {work / 'yosys_abc9.log'}); "
+            f"again with classic ABC: yosys {cmd}")
+        run(cmd)
     if not net.exists():
         raise SpikeloomError(f"yosys wrote no netlist {net}")
     cells = json.loads(net.read_text())["modules"][TOP]["cells"]
@@ -336,7 +374,7 @@ def step_synthesis(target, rtl, work, ports, log=print):
                 f"block RAM: {got} {ram} cells for it, at least {need} needed; Yosys mapped it to logic "
                 f"(see {work / 'stat.txt'}). The device has too few block RAMs for this model and N, or the "
                 f"memory's shape does not fit a block RAM port.")
-    return net, types
+    return net, types, cmd
 
 
 def step_place_route(target, net, work, freq, log=print):
@@ -532,7 +570,7 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
     t0 = time.perf_counter()
     rtl = step_export(model_path, n_pe, work, weights=weights, log=log, bank_depth=bank_depth)
     ports = Ports.load(work / "export" / "ports.json")
-    net, types = step_synthesis(target, rtl, work, ports, log=log)
+    net, types, yosys_cmd = step_synthesis(target, rtl, work, ports, log=log)
     if t["family"] == "ecp5":
         absorbed = absorb_output_registers(net)
         log(f"[synthesis] {absorbed} DP16KD read ports / MULT18X18D take their data register as output register"
@@ -550,7 +588,8 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
     fmax = round(fmax, 2)
     entry = {"n_pe": n_pe, "model": str(model_path), "weights": weights, **res, "fmax_mhz": fmax,
              "fmax_goal_mhz": freq,
-             "fmax_ok": fmax >= freq, "weight_bank_depth": bank_depth, "critical_path": path, "bitstream": str(bit),
+             "fmax_ok": fmax >= freq, "weight_bank_depth": bank_depth, "yosys_synth": yosys_cmd,
+             "critical_path": path, "bitstream": str(bit),
              "throughput": _throughput(n_pe, fmax, model_path, build), "wall_s": round(time.perf_counter() - t0, 1)}
     return entry
 
@@ -706,6 +745,8 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
         "weights": "rom: weight memories initialised block RAM; load: no initial contents, streamed in after "
                    "reset (iCE40 UP5K: SB_SPRAM256KA, counted in sprams)",
         "critical_path": "nextpnr's register-to-register critical path of the clock (the one that sets fmax)",
+        "yosys_synth": "the Yosys synthesis command of the netlist: on ECP5 the LUTs mapped by classic ABC "
+                       "when Yosys's ABC9 mapping failed an internal assertion (its log kept as yosys_abc9.log)",
         "peak_sops": "N x fmax: one synaptic operation per PE per cycle",
         "images_per_s": "fmax / cycles per inference: measured by make sim's co-simulation of the same model "
                         "(build/report.json cosim), else the cycle model on the test images (cycles_source)",

@@ -344,3 +344,21 @@ def test_multiplier_registers_move_into_the_dsp(tmp_path):
     path.write_text(json.dumps(net))
     assert synth.absorb_output_registers(path) == 1
     assert "REG_INPUTA_CLK" not in json.loads(path.read_text())["modules"]["top"]["cells"]["mul"]["parameters"]
+
+
+def test_abc9_failure_is_recognised(tmp_path):
+    """Only an assertion failure inside an ABC9 step of Yosys's log makes step_synthesis map again
+    with classic ABC: other failures (a missing file, an assertion in another pass) are errors."""
+    log = tmp_path / "yosys.log"
+    abc9 = ("3.46.19.6. Executing AIGER frontend.\nRemoved 25561 unused cells.\n\n"
+            "3.46.19.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).\n"
+            "<suppressed ~18650 debug messages>\n"
+            "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in kernel/rtlil.cc:3091.\n")
+    other = ("3.46.19.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).\n"
+             "3.47. Executing OPT_CLEAN pass.\n"
+             "ERROR: Assert `x' failed in passes/opt/opt_clean.cc:1.\n")
+    missing = "1. Executing Verilog-2005 frontend: a.v\nERROR: Can't open input file `a.v' for reading\n"
+    for text, want in ((abc9, True), (other, False), (missing, False)):
+        log.write_text(text)
+        assert synth.abc9_failed(log) is want, text
+    assert not synth.abc9_failed(tmp_path / "absent.log")
