@@ -5,7 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import bits, per_layer
+from .common import bits, per_layer, signed_ge
 from .plan import MEMORIES, WEIGHT_STORES, geometries
 
 #: Pipeline stages of the PE outputs (stage ``s`` of a command issued in cycle k is cycle k + s;
@@ -292,7 +292,7 @@ class PE(wiring.Component):
     @staticmethod
     def _rule(nr, v, theta):
         """``golden.fires``: ``v >= theta`` or ``v > theta``."""
-        return v > theta if nr.fire == ">" else v >= theta
+        return signed_ge(v, theta, strict=nr.fire == ">")
 
     def _fire_reset_of(self, nr, u, thr, r):
         """(spike, membrane written on a spike, new flag) of the saturated ``u`` for neuron model

@@ -5,7 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .common import bits
+from .common import bits, ordered
 
 
 class Top2(wiring.Component):
@@ -88,11 +88,8 @@ class Top2(wiring.Component):
         neg = 0   # "none", in offset binary below every value
         vshape, ishape = unsigned(nb + 1), self.top1_index.shape()
 
-        def offset(v):
-            # v + 2**bits in bits + 1 bits: v sign-extended, its top bit inverted
-            return Cat(v[:nb], ~v[nb - 1])
-
-        values = [offset(self.values[p]) for p in range(self._n)]
+        # v + 2**bits in bits + 1 bits
+        values = [ordered(self.values[p], nb + 1) for p in range(self._n)]
         top1, top2 = Signal(vshape, name="t1"), Signal(vshape, name="t2")   # offset binary; 0 = none
         m.d.comb += [self.top1.eq(Cat(top1[:nb], ~top1[nb]).as_signed()),
                      self.top2.eq(Cat(top2[:nb], ~top2[nb]).as_signed())]

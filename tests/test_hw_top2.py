@@ -116,3 +116,32 @@ def test_invalid_lanes_are_ignored(seed, n_lanes, k):
     ordered = sorted(seen, key=lambda e: (-e[0], e[1]))
     top2 = ordered[1][0] if len(ordered) > 1 else -(1 << bits)
     assert got == [ordered[0][0], top2, ordered[0][1]]
+
+
+def test_ordered_comparisons_match_signed():
+    """``hw/common.py`` ``signed_ge`` (the exit unit's and the PE's firing comparisons): every pair
+    of a signed and an unsigned or wider signed value compares as integers do."""
+    from amaranth import Module, Signal, signed, unsigned
+
+    from spikeloom.hw.common import signed_ge
+
+    a, b, c = Signal(signed(4)), Signal(unsigned(3)), Signal(signed(5))
+    cases = {"a>=b": (signed_ge(a, b), lambda x, y, z: x >= y), "a>b": (signed_ge(a, b, True), lambda x, y, z: x > y),
+             "a>=c": (signed_ge(a, c), lambda x, y, z: x >= z), "c>a": (signed_ge(c, a, True), lambda x, y, z: z > x),
+             "b>=a": (signed_ge(b, a), lambda x, y, z: y >= x)}
+    m = Module()
+    outs = {k: Signal(name=k.replace(">", "gt").replace("=", "e")) for k in cases}
+    m.d.comb += [outs[k].eq(v[0]) for k, v in cases.items()]
+    bad = []
+
+    async def bench(ctx):
+        for x in range(-8, 8):
+            for y in range(8):
+                for z in range(-16, 16):
+                    ctx.set(a, x), ctx.set(b, y), ctx.set(c, z)
+                    bad.extend((k, x, y, z) for k, (_, f) in cases.items() if ctx.get(outs[k]) != f(x, y, z))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not bad, bad[:5]
