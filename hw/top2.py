@@ -5,7 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .common import bits, ordered
+from .common import bits, ordered, signed_ge
 
 
 class Top2(wiring.Component):
@@ -169,12 +169,19 @@ class Top2(wiring.Component):
             b_wins = restart | (valid & (v > top1))
             a1_over_b2 = ~restart & (top1 != neg)
             a2_over_b1 = ~restart & (~valid | (top2 > v))
+        # top1 - threshold beside top1 (the step's value minus the threshold is formed beside the
+        # comparisons that pick it), so that margin_ok is one comparison: top1 - top2 >= threshold
+        # iff top1 - threshold >= top2
+        mshape = signed(nb + 3)
+        t1m = Signal(mshape, name="t1m", init=-self._thr)
+        b0m = Signal(mshape, name="b0m")
+        m.d.comb += b0m.eq(b[0] - self._thr)
         with m.If(en):
             m.d.sync += [
                 top1.eq(Mux(b_wins, b[0], top1)),
+                t1m.eq(Mux(b_wins, b0m, t1m)),
                 self.top1_index.eq(Mux(b_wins, b[1], self.top1_index)),
                 top2.eq(Mux(b_wins, Mux(a1_over_b2, top1, b[2]), Mux(a2_over_b1, top2, b[0]))),
             ]
-        # (the offset cancels in the difference; top1 >= top2)
-        m.d.sync += self.margin_ok.eq(top1 - top2 >= self._thr)
+        m.d.sync += self.margin_ok.eq(signed_ge(t1m, top2))
         return m
