@@ -345,6 +345,7 @@ def step_synthesis(target, rtl, work, ports, log=print):
 
     log(f"[synthesis] yosys {cmd} ({target})")
     cmd = f"{cmd} -top {TOP} -json {net.name}"
+    (work / "yosys_abc9.log").unlink(missing_ok=True)   # an earlier build's
     try:
         run(cmd)
     except SpikeloomError:

@@ -457,8 +457,8 @@ class PE(wiring.Component):
         m.d.sync += [addr3.eq(Mux(s2.sparse, s2.addr - d_sel + c, s2.addr)), lands3.eq(lands)]
 
         # Stage 3: acc read; the product (0 unless the command accumulates; on ECP5 the multiplier's
-        # own output register, no reset). wz4 marks a command that writes 0 (a clear), so that
-        # stage 4's write data is the adder's output.
+        # own output register, no reset). wz4 marks a command that writes 0 or its own product (a
+        # clear, an update): the written word then has parity 0.
         prod4 = Signal(signed(plan.weight_bits + plan.value_bits + 1), name="prod4", reset_less=True)
         base4 = Signal.like(base, name="base4")
         addr4 = Signal.like(addr3, name="addr4")

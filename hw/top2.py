@@ -147,6 +147,10 @@ class Top2(wiring.Component):
                 reg = node(f"r{depth}_{j}")
                 m.d.sync += [r.eq(v) for r, v in zip(reg, nd)]
                 level.append(reg)
+            if len(level) == 1:
+                # the step's values also inverted, for the running merge's comparisons
+                inv = (Signal(vshape, name=f"r{depth}_0_nv1"), Signal(vshape, name=f"r{depth}_0_nv2"))
+                m.d.sync += [inv[0].eq(~merged[0][0]), inv[1].eq(~merged[0][2])]
             en_r, restart_r = Signal(name=f"en_{depth}"), Signal(name=f"restart_{depth}")
             m.d.sync += [en_r.eq(en), restart_r.eq(restart)]
             en, restart = en_r, restart_r
@@ -155,10 +159,20 @@ class Top2(wiring.Component):
         # comparisons' results, not their operands, so that they start at registers. On restart
         # the step wins (it has a valid lane, above the forgotten values).
         b = level[0] if depth else leaf(0)
+        # top1 also held inverted (ntop1)
+        w = nb + 1
+        ntop1 = Signal(vshape, name="nt1", init=(1 << w) - 1)
+
+        def greater(a, not_b):
+            # a > b for unsigned w-bit a, b: the carry out of a + ~b (a - b - 1 >= 0), with ~b from
+            # a register: an addition, whose carry chain needs no inverter in front of it (on the
+            # iCE40 an inverted operand is a logic cell per bit before the chain)
+            return (a + not_b)[w]
+
         if depth:
-            b_wins = restart | (b[0] > top1)
-            a1_over_b2 = ~restart & (top1 > b[2])
-            a2_over_b1 = ~restart & (top2 > b[0])
+            b_wins = restart | greater(b[0], ntop1)
+            a1_over_b2 = ~restart & greater(top1, inv[1])
+            a2_over_b1 = ~restart & greater(top2, inv[0])
         else:
             # one lane, no tree: the lane's value is compared as it comes (a register outside),
             # its valid bit enters the results, not the operands (an invalid lane, the leaf's
@@ -179,6 +193,7 @@ class Top2(wiring.Component):
         with m.If(en):
             m.d.sync += [
                 top1.eq(Mux(b_wins, b[0], top1)),
+                ntop1.eq(Mux(b_wins, ~b[0] if not depth else inv[0], ntop1)),
                 t1m.eq(Mux(b_wins, b0m, t1m)),
                 self.top1_index.eq(Mux(b_wins, b[1], self.top1_index)),
                 top2.eq(Mux(b_wins, Mux(a1_over_b2, top1, b[2]), Mux(a2_over_b1, top2, b[0]))),

@@ -362,3 +362,19 @@ def test_abc9_failure_is_recognised(tmp_path):
         log.write_text(text)
         assert synth.abc9_failed(log) is want, text
     assert not synth.abc9_failed(tmp_path / "absent.log")
+
+
+def test_classic_abc_script_synthesises(tmp_path):
+    """The script ``step_synthesis`` falls back to when ABC9 fails (``ECP5_CLASSIC_ABC``) is a whole
+    synth_ecp5: a small counter with a comparison maps to LUT4s, carry cells and flip-flops."""
+    (tmp_path / "t.v").write_text(
+        "module t(input clk, input [7:0] a, output reg [7:0] q, output reg gt);\n"
+        "  always @(posedge clk) begin q <= q + a; gt <= q > a; end\nendmodule\n")
+    script = "read_verilog t.v; " + synth.ECP5_CLASSIC_ABC.format(top="t", net="t.json")
+    synth._run([synth._tool("yosys"), "-q", "-l", "yosys.log", "-p", script], tmp_path / "yosys.out", tmp_path,
+               tool_log=tmp_path / "yosys.log")
+    cells = json.loads((tmp_path / "t.json").read_text())["modules"]["t"]["cells"].values()
+    types = {c["type"] for c in cells}
+    assert {"LUT4", "CCU2C", "TRELLIS_FF"} <= types, types
+    log = (tmp_path / "yosys.log").read_text()
+    assert "Executing ABC pass" in log and "Executing ABC9 pass" not in log
