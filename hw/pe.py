@@ -396,6 +396,53 @@ class PE(wiring.Component):
                         m.d.comb += term.eq(self._leak_term(mem1, nr))
         return base - leak2
 
+    def _acc_operands(self, m, acc_wr, acc_rd, addr3, s3, s3_lane, wz4):
+        """Stage 4's two acc operands, ``(old_acc, acc_in)``: the acc value (for the membrane
+        update) and the write's adder operand (0 for a command that writes 0 or its own product:
+        a clear, an update); ``wz4`` is registered here.
+
+        The selection is decided in stage 3 as registered flags, so that between the acc
+        memory's read data and the adders lie one shared LUT (the read word's parity bit picks
+        one of two flags) and one LUT per bit (read bit or forwarded bit): the read-modify-write
+        loop is the design's longest path on the iCE40 UltraPlus. Forwarded: the stage-4 write of
+        this cycle wrote the address the stage-3 command reads. A forwarded word is of the
+        current image (or a cleared 0); a read word of the analog layer must have the image's
+        parity, else it reads as 0 (stale). The flags include this PE's lane, so they are
+        registers of this PE's own (the command bits are shared by every PE, far apart); a word
+        of an invalid lane is never used, and it is never read as valid later. For a word read
+        with parity p, the read data is used when ``take_p`` (not forwarded, not stale); the
+        ``_w`` flags also drop the write's operand (wz)."""
+        abits = self._plan.widths()["acc"]
+        fwd3 = Signal(name="fwd3")
+        wz3 = Signal(name="wz3")
+        par = [Signal(name=f"par{p}_3") for p in (0, 1)]  # the analog layer's word must have parity p
+        m.d.comb += [
+            fwd3.eq(acc_wr.en & (acc_wr.addr == addr3)),
+            wz3.eq(~s3.acc & ~(s3.update & s3.layer0)),
+            par[1].eq(s3.layer0 & s3_lane & s3.img),
+            par[0].eq(s3.layer0 & s3_lane & ~s3.img),
+        ]
+        take = [Signal(name=f"take{p}_4") for p in (0, 1)]      # use a read word of parity p
+        take_w = [Signal(name=f"take{p}_w4") for p in (0, 1)]   # ... as the write's operand
+        fwd, fwd_w = Signal(name="fwd"), Signal(name="fwd_w")
+        fwd_data = Signal.like(acc_rd.data, name="fwd_data")
+        m.d.sync += [
+            wz4.eq(wz3),
+            fwd.eq(fwd3), fwd_w.eq(fwd3 & ~wz3), fwd_data.eq(acc_wr.data),
+            *(take[p].eq(~fwd3 & ~par[1 - p]) for p in (0, 1)),
+            *(take_w[p].eq(~fwd3 & ~wz3 & ~par[1 - p]) for p in (0, 1)),
+        ]
+        rd = acc_rd.data
+
+        def operand(name, take_p, use_fwd):
+            use_rd = Signal(name=f"{name}_rd")
+            v = Signal(signed(abits), name=name)
+            m.d.comb += [use_rd.eq(Mux(rd[abits], take_p[1], take_p[0])),
+                         v.eq((rd[:abits] & use_rd.replicate(abits)) | (fwd_data[:abits] & use_fwd.replicate(abits)))]
+            return v
+
+        return operand("old_acc", take, fwd), operand("acc_in", take_w, fwd_w)
+
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
@@ -464,40 +511,9 @@ class PE(wiring.Component):
         addr4 = Signal.like(addr3, name="addr4")
         ok4 = Signal(name="ok4")
         wz4 = Signal(name="wz4")
-        # Stage 4's operand selection, decided in stage 3 as registered flags, so that between
-        # the acc memory's read data and the adders lie one shared LUT (the read word's parity
-        # bit picks one of two flags) and one LUT per bit (read bit or forwarded bit): the
-        # read-modify-write loop is the design's longest path on the iCE40 UltraPlus. Forwarded:
-        # the stage-4 write of this cycle wrote the address the stage-3 command reads. A
-        # forwarded word is of the current image (or a cleared 0); a read word of the analog
-        # layer must have the image's parity, else it reads as 0 (stale). The flags include this
-        # PE's lane, so they are registers of this PE's own (the command bits are shared by
-        # every PE, far apart); a word of an invalid lane is never used, and it is never read as
-        # valid later. For a word read with parity p, the read data is used when ``take_p`` (not
-        # forwarded, not stale); the ``_w`` flags also drop the operand of the write's adder when
-        # the command writes 0 or its own product (a clear, an update: wz).
-        fwd3 = Signal(name="fwd3")
-        wz3 = Signal(name="wz3")
-        par = [Signal(name=f"par{p}_3") for p in (0, 1)]  # the analog layer's word must have parity p
-        m.d.comb += [
-            fwd3.eq(acc_wr.en & (acc_wr.addr == addr3)),
-            wz3.eq(~s3.acc & ~(s3.update & s3.layer0)),
-            par[1].eq(s3.layer0 & s3_lane & s3.img),
-            par[0].eq(s3.layer0 & s3_lane & ~s3.img),
-        ]
-        take = [Signal(name=f"take{p}_4") for p in (0, 1)]      # use a read word of parity p
-        take_w = [Signal(name=f"take{p}_w4") for p in (0, 1)]   # ... as the write's operand
-        fwd, fwd_w = Signal(name="fwd"), Signal(name="fwd_w")
-        fwd_data = Signal.like(acc_rd.data, name="fwd_data")
         m.d.comb += acc_rd.addr.eq(addr3)
-        m.d.sync += [
-            prod4.eq(w3 * val3), base4.eq(base_sum),
-            addr4.eq(addr3),
-            wz4.eq(wz3),
-            fwd.eq(fwd3), fwd_w.eq(fwd3 & ~wz3), fwd_data.eq(acc_wr.data),
-            *(take[p].eq(~fwd3 & ~par[1 - p]) for p in (0, 1)),
-            *(take_w[p].eq(~fwd3 & ~wz3 & ~par[1 - p]) for p in (0, 1)),
-        ]
+        m.d.sync += [prod4.eq(w3 * val3), base4.eq(base_sum), addr4.eq(addr3)]
+        old_acc, acc_in = self._acc_operands(m, acc_wr, acc_rd, addr3, s3, s3_lane, wz4)
 
         # Whether the weight is nonzero is decided on the registered operand w3, so that no
         # multiplexer (a banked weight memory's) lies before it: ok4, an acc command that writes;
@@ -510,17 +526,6 @@ class PE(wiring.Component):
         ]
 
         # Stage 4: acc write-back; the membrane update adds the acc value (registered as pre).
-        rd = acc_rd.data
-
-        def operand(name, take_p, use_fwd):
-            use_rd = Signal(name=f"{name}_rd")
-            v = Signal(signed(abits), name=name)
-            m.d.comb += [use_rd.eq(Mux(rd[abits], take_p[1], take_p[0])),
-                         v.eq((rd[:abits] & use_rd.replicate(abits)) | (fwd_data[:abits] & use_fwd.replicate(abits)))]
-            return v
-
-        old_acc = operand("old_acc", take, fwd)       # the acc value
-        acc_in = operand("acc_in", take_w, fwd_w)     # the write's operand: 0 for a clear or an update
         new_acc = Signal(signed(abits), name="new_acc")
         m.d.comb += [
             new_acc.eq(acc_in + prod4),
