@@ -36,6 +36,12 @@ def ordered(v, width=None):
     return Cat(ext[:width - 1], ~ext[width - 1])
 
 
+def from_ordered(v):
+    """The signed value of the offset-binary ``v`` (:func:`ordered` of ``len(v)`` bits): its top bit
+    inverted, read as signed."""
+    return Cat(v[:-1], ~v[-1]).as_signed()
+
+
 def signed_ge(a, b, strict=False):
     """``a >= b`` (``a > b`` when ``strict``), as an unsigned comparison of their :func:`ordered`
     forms (either may be signed or unsigned)."""

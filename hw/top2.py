@@ -1,11 +1,11 @@
 """Early-exit support: a running top-1 / top-2 over the output values as the output layer updates."""
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .common import bits, ordered, signed_ge
+from .common import bits, from_ordered, ordered, signed_ge
 
 
 class Top2(wiring.Component):
@@ -91,8 +91,7 @@ class Top2(wiring.Component):
         # v + 2**bits in bits + 1 bits
         values = [ordered(self.values[p], nb + 1) for p in range(self._n)]
         top1, top2 = Signal(vshape, name="t1"), Signal(vshape, name="t2")   # offset binary; 0 = none
-        m.d.comb += [self.top1.eq(Cat(top1[:nb], ~top1[nb]).as_signed()),
-                     self.top2.eq(Cat(top2[:nb], ~top2[nb]).as_signed())]
+        m.d.comb += [self.top1.eq(from_ordered(top1)), self.top2.eq(from_ordered(top2))]
 
         def node(name):
             return (Signal(vshape, name=f"{name}_v1"), Signal(ishape, name=f"{name}_i1"),
@@ -159,17 +158,18 @@ class Top2(wiring.Component):
         # comparisons' results, not their operands, so that they start at registers. On restart
         # the step wins (it has a valid lane, above the forgotten values).
         b = level[0] if depth else leaf(0)
-        # top1 also held inverted (ntop1)
-        w = nb + 1
-        ntop1 = Signal(vshape, name="nt1", init=(1 << w) - 1)
-
-        def greater(a, not_b):
-            # a > b for unsigned w-bit a, b: the carry out of a + ~b (a - b - 1 >= 0), with ~b from
-            # a register: an addition, whose carry chain needs no inverter in front of it (on the
-            # iCE40 an inverted operand is a logic cell per bit before the chain)
-            return (a + not_b)[w]
-
+        hold_inv = []   # (register, its next value when the step wins) of top1 held inverted
         if depth:
+            w = nb + 1
+            ntop1 = Signal(vshape, name="nt1", init=(1 << w) - 1)
+            hold_inv.append((ntop1, inv[0]))
+
+            def greater(a, not_b):
+                # a > b for unsigned w-bit a, b: the carry out of a + ~b (a - b - 1 >= 0), with ~b
+                # from a register: an addition, whose carry chain needs no inverter in front of it
+                # (on the iCE40 an inverted operand is a logic cell per bit before the chain)
+                return (a + not_b)[w]
+
             b_wins = restart | greater(b[0], ntop1)
             a1_over_b2 = ~restart & greater(top1, inv[1])
             a2_over_b1 = ~restart & greater(top2, inv[0])
@@ -193,7 +193,7 @@ class Top2(wiring.Component):
         with m.If(en):
             m.d.sync += [
                 top1.eq(Mux(b_wins, b[0], top1)),
-                ntop1.eq(Mux(b_wins, ~b[0] if not depth else inv[0], ntop1)),
+                *(r.eq(Mux(b_wins, v, r)) for r, v in hold_inv),
                 t1m.eq(Mux(b_wins, b0m, t1m)),
                 self.top1_index.eq(Mux(b_wins, b[1], self.top1_index)),
                 top2.eq(Mux(b_wins, Mux(a1_over_b2, top1, b[2]), Mux(a2_over_b1, top2, b[0]))),
