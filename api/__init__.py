@@ -78,7 +78,7 @@ def golden(model, x, *, pes=None, exit_threshold=None, trace=False):
     if pes is not None:
         from spikeloom.flows.steps import weight_storage
 
-        sparse = weight_storage(model, pes)["sparse_layers"]
+        sparse = weight_storage(model, pes)["sparse_segments"]
     if exit_threshold is not None:
         from spikeloom.model.ir import check_exit_threshold
 

@@ -414,7 +414,7 @@ def cmd_golden(a):
     except InputError as e:
         msg = str(e)
         raise InputError(msg if msg.startswith("--input") else f"--input {a.input}: {msg}") from None
-    res = golden.run(model, x, exit_threshold=a.exit_threshold, sparse=storage["sparse_layers"])
+    res = golden.run(model, x, exit_threshold=a.exit_threshold, sparse=storage["sparse_segments"])
     print(json.dumps(golden_json(model, res, storage, a.exit_threshold, a.counters), indent=1))
 
 

@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-from spikeloom.hw.plan import PES_RANGE, STORAGE_RULES, STORAGES
+from spikeloom.hw.plan import PES_RANGE, STORAGE_CHOICES
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 
@@ -60,18 +60,20 @@ def check_pes(pes, option="--pes"):
 #: ``--storage``'s help (generate, export, run, evaluate, cosim).
 STORAGE_HELP = ("weight storage per layer: auto (default: fewer bits), fast (fewer cycles per input event, every "
                 "input channel and position counted as equally active), dense, "
-                "sparse (zero-skipping), or LAYER=S[,LAYER=S...] (the layers not named: auto)")
+                "sparse (zero-skipping; its rows cut as auto picks), sparse:row, sparse:kernel-row, sparse:tap "
+                "(zero-skipping, rows cut so: a burst per landing kernel row or tap), or LAYER=S[,LAYER=S...] "
+                "(the layers not named: auto)")
 
 
 def check_storage(storage, option="--storage"):
     """``--storage`` as the plan takes it (``hw/plan.py`` ``Plan``): ``"auto"``, ``"fast"``,
     ``"dense"``, ``"sparse"``, or ``"NAME=S,..."`` -> ``{NAME: S}`` (a dict is checked as it is).
     The layer names are checked against the model by :func:`spikeloom.flows.steps.check_hardware`."""
-    allowed = ", ".join(STORAGE_RULES + STORAGES)
+    allowed = ", ".join(STORAGE_CHOICES)
     if isinstance(storage, dict):
         items = list(storage.items())
     elif isinstance(storage, str) and "=" not in storage:
-        if storage not in STORAGE_RULES + STORAGES:
+        if storage not in STORAGE_CHOICES:
             raise ConfigError(f"{option} = {storage!r}; allowed: {allowed}, or LAYER=S[,LAYER=S...]")
         return storage
     elif isinstance(storage, str):
@@ -85,7 +87,7 @@ def check_storage(storage, option="--storage"):
         raise ConfigError(f"{option} must be a string or a dict, got {storage!r}")
     out = {}
     for name, value in items:
-        if value not in STORAGE_RULES + STORAGES:
+        if value not in STORAGE_CHOICES:
             raise ConfigError(f"{option}: layer {name!r} = {value!r}; allowed: {allowed}")
         if name in out:
             raise ConfigError(f"{option}: layer {name!r} is given twice")

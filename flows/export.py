@@ -361,11 +361,17 @@ def weight_layout_section(ports):
         if top < width:
             rows.append(f"| {names[st]} | {_bits(top, width - top)} | 0 |")
     sb, lb = rw["start_bits"], rw["len_bits"]
+    extra = [(k, f) for k, f in rw.get("fields", {}).items() if k not in ("start", "len0")]
+    seg_text = ("; then, for each further segment j = 1.." + str(rw["segments"] - 1) + ", its first word's offset `offj`"
+                " from the row's first word and its length `Lj`: "
+                + ", ".join(f"`{k}` bits {_bits(f['lsb'], f['width'])}" for k, f in extra)
+                + " (0 for segments a row does not have)") if extra else ""
     layer_rows = []
     for ly, r in zip(ports.layers, raw["layers"]):
         src = "; ".join(f"{'shortcut' if g['shortcut'] else 'main'}: rows {g['row_base']}..{g['row_base'] + g['rows'] - 1}"
                         f" (k = {g['k']})" for g in r["sources"] if g["rows"])
-        layer_rows.append(f"| `{ly.name}` | {ly.kind} | {names[ly.storage]} | {ly.chunks} | {src} |")
+        cut = f" (rows cut by {ly.segments})" if ly.storage == "sparse" and ly.segments not in (None, "row") else ""
+        layer_rows.append(f"| `{ly.name}` | {ly.kind} | {names[ly.storage]}{cut} | {ly.chunks} | {src} |")
     n = ports.n_pe
     return f"""
 ## Weight memory layout
@@ -386,15 +392,21 @@ column `i` of `W` for the first layer and after a dense layer; after a conv map 
 rows are position-major, row `(y * W + x) * C + ch` holding column `ch * H * W + y * W + x` of `W`
 (PyTorch's flatten). A shortcut's row is a channel of the shortcut map (1 x 1 kernel, `t = 0`).
 
-`mem/rows.hex` holds one word per row (`ports.json` `rows_word`): bits {_bits(0, sb)} the address of
-the row's first weight word, bits {_bits(sb, lb)} its length `L` in words (the same in every PE).
+`mem/rows.hex` holds one word per row (`ports.json` `rows_word`, {rw.get("width", sb + lb)} bits): bits
+{_bits(0, sb)} the address of the row's first weight word, bits {_bits(sb, lb)} the length `L0` in
+words of its segment 0 (the same in every PE){seg_text}. A dense row and an uncut compressed row
+are one segment, the whole row.
 
 **Words of a row**, in PE p, from its first word on:
 
 - dense: `k * k * chunks` words; word `t * chunks + c` is `W[o, ch, ky, kx]` with `o = c * {n} + p`
   (0 when `o` is not a channel of the layer);
 - compressed: PE p's nonzero weights of the row as entries `(w, t, c)`, in the order of `t`, then
-  `c`, followed by entries whose bits are all 0 up to the row's length `L`.
+  `c`, segment by segment: segment `j` (taps `t` of the whole row, of kernel row `ky = j` when the
+  layer cuts its rows by kernel row, or `t = j` when it cuts them by tap) holds PE p's entries of
+  those taps followed by entries whose bits are all 0 up to its length `Lj`, from the row's first
+  word plus `offj` (`off0 = 0`).
+  An event reads only the segments that hold one of its landing taps.
 
 | layer | kind | storage | chunks | rows |
 | --- | --- | --- | --- | --- |

@@ -5,9 +5,11 @@ and (unless ``--no-cosim``) generated and co-simulated like ``make sim``:
 
 * ``dense-t4``: the default network at T = 4 (``steps.step_train`` / ``step_quantize``);
 * ``pruned80-t4``, ``pruned90-t4``: the dense float network magnitude-pruned to 80 / 90% with
-  ``balance = N`` (the same number of weights in every PE's share of every input row, so a
-  zero-skipping PE array walks ``synaptic events / N`` cycles), fine-tuned with the masks kept,
-  then QAT (which keeps pruned weights at exactly zero);
+  ``balance = N`` (the same number of weights in every PE's share of every input row, and with
+  ``--balance-groups tap``, the default, of every tap of a conv row: the hardware cuts those rows
+  by tap and reads only the landing taps, so a zero-skipping PE array walks ``synaptic events / N``
+  cycles, at the map's edges too), fine-tuned with the masks kept, then QAT (which keeps pruned
+  weights at exactly zero);
 * ``direct-t1``: trained directly at T = 1, the baseline the seed says fails;
 * ``stp-t1``: the seed's spatio-temporal pruning: trained at T = 5 (with ``--units M`` removable
   Units after stage AS, then removed), balanced-pruned and fine-tuned, then the timesteps reduced
@@ -81,7 +83,7 @@ ALL_ROWS = ROWS + tuple(ABLATION)
 
 def recipes(net, pes, units=0, unit_at=1, stp_sparsity=0.8, t_from=5, finetune_epochs=80,
             stage_epochs=20, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True,
-            final_epochs=60):
+            final_epochs=60, balance_groups="tap"):
     """{row name: recipe} for ``net`` and ``pes`` processing elements (the recipe is part of the
     row's cache key). ``units``: the stp row's Units (a fully-connected network can take none)."""
     from spikeloom.model.snn import ARCHS
@@ -96,7 +98,7 @@ def recipes(net, pes, units=0, unit_at=1, stp_sparsity=0.8, t_from=5, finetune_e
         first_sparsity = 0.0  # a conv first layer is small: keep it (see prune_weights)
     prune = {"balance": pes, "finetune_epochs": finetune_epochs, "head_sparsity": head_sparsity,
              "first_sparsity": first_sparsity, "distill": distill, "ramp": ramp,
-             "qat_distill": bool(qat_distill and distill)}
+             "qat_distill": bool(qat_distill and distill), "balance_groups": balance_groups}
     book = {
         "dense-t4": {"kind": "dense", "t_max": 4},
         "pruned80-t4": {"kind": "prune", "t_max": 4, "sparsity": 0.8, **prune},
@@ -131,10 +133,11 @@ class PruneContext(steps.Context):
         return h.hexdigest()[:16]
 
 
-def prune_weights(model, sparsity, pes, head_sparsity=0.5, first_sparsity=None):
+def prune_weights(model, sparsity, pes, head_sparsity=0.5, first_sparsity=None, groups="row"):
     """Balanced magnitude pruning over ``pes`` PEs (with ``fill``) of every layer to ``sparsity`` of
     all weights: the output layer to ``head_sparsity``, the first (analog-input) layer to
     ``first_sparsity`` (``None``: like the others), the other layers to what makes up the total.
+    ``groups``: what is balanced inside a conv row (``model/pruning.py`` ``GROUPS``).
 
     The first layer is a small share of the weights (144 of 15248 in the VGG default) and does its
     synaptic work once per inference, on the image; pruning it makes its neurons fire more (they
@@ -153,9 +156,9 @@ def prune_weights(model, sparsity, pes, head_sparsity=0.5, first_sparsity=None):
     s_hidden = min(1.0, max(0.0, (sparsity * n_all - spent) / n_hidden)) if n_hidden else 0.0
     masks = {}
     if hidden:
-        masks.update(prune.magnitude_prune(model, s_hidden, balance=pes, fill=True, names=hidden))
+        masks.update(prune.magnitude_prune(model, s_hidden, balance=pes, fill=True, names=hidden, groups=groups))
     for n, s in fixed.items():
-        masks.update(prune.magnitude_prune(model, s, balance=pes, fill=True, names=[n]))
+        masks.update(prune.magnitude_prune(model, s, balance=pes, fill=True, names=[n], groups=groups))
     return masks
 
 
@@ -192,17 +195,19 @@ def _train_variant(ctx, recipe, dense_float, log):
         fine-tune it with ``c``; returns (model, the final masks)."""
         sp, pes, head, first = (recipe["sparsity"], recipe["balance"], recipe["head_sparsity"],
                                 recipe["first_sparsity"])
+        groups = recipe.get("balance_groups", "row")
         ramp = math.floor(recipe.get("ramp", 0.0) * c.epochs)  # < c.epochs: the last epochs are selectable
         if not ramp:
-            masks = prune_weights(model, sp, pes, head, first)
+            masks = prune_weights(model, sp, pes, head, first, groups)
             hook = prune.keep_masks(masks)
         else:
             per_epoch = steps_per_epoch(len(split.train), c.batch_size)
             hook = prune.GradualPrune(lambda m, f: prune_weights(m, f * sp, pes, f * head,
-                                                                 None if first is None else f * first),
+                                                                 None if first is None else f * first, groups),
                                       ramp * per_epoch, per_epoch)
         how = f"over {ramp} epochs" if ramp else "at once"
-        model = fit(f"{what}pruned to {100 * sp:.0f}% {how} (balanced, N={pes}), fine-tuned", model, c, hook, teacher,
+        model = fit(f"{what}pruned to {100 * sp:.0f}% {how} (balanced per {groups}, N={pes}), fine-tuned", model, c,
+                    hook, teacher,
                     select_from=ramp)
         masks = masks if not ramp else hook.masks
         stages[-1]["sparsity"] = prune.sparsity(model)["total"]
@@ -232,7 +237,7 @@ def _train_variant(ctx, recipe, dense_float, log):
         return pruned_finetune(model, replace(ft, t_max=t_from), f"T={t_from}, {'Units removed, ' if m else ''}")[0]
 
     model = _shared_stage(ctx, "pruned", start + ("sparsity", "balance", "head_sparsity", "first_sparsity",
-                                                  "finetune_epochs", "distill", "ramp"),
+                                                  "finetune_epochs", "distill", "ramp", "balance_groups"),
                           recipe, stages, log, pruned, lambda: SNN(shape, classes, cfg.arch, neu, t_from))
     masks = {n: p.detach() != 0 for n, p in prune.prunable(model).items()}  # the pruned weights are exact zeros
     history = []
@@ -521,7 +526,7 @@ def _seed_task(kw, log_path):
 def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", image_size=None, data_seed=0,
         epochs=None, qat_epochs=None, finetune_epochs=80, stage_epochs=20, units=0, unit_at=1,
         stp_sparsity=0.8, t_from=5, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True,
-        final_epochs=60,
+        final_epochs=60, balance_groups="tap",
         seed=0, seeds=1,
         device="cpu", weight_bits=8, input_bits=4, simulator="verilator", cosim_images=None, cosim=True,
         workers=None, scheduler=None, out=None, log=print):
@@ -569,8 +574,12 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
             check_int(None, opt, v, lo, 64 if opt == "--t-from" else 10_000)
     if not 0.0 <= ramp < 1.0:
         raise ConfigError(f"--ramp = {ramp} is outside the allowed range [0, 1)")
+    from spikeloom.model.pruning import GROUPS
+
+    if balance_groups not in GROUPS:
+        raise ConfigError(f"--balance-groups = {balance_groups!r}; allowed: {', '.join(GROUPS)}")
     book = recipes(net, pes, units, unit_at, stp_sparsity, t_from, finetune_epochs, stage_epochs, head_sparsity,
-                   first_sparsity, distill, ramp, qat_distill, final_epochs)
+                   first_sparsity, distill, ramp, qat_distill, final_epochs, balance_groups)
     kw = {k: v for k, v in (("epochs", epochs), ("qat_epochs", qat_epochs)) if v is not None}
     from spikeloom.model.train import resolve_device
 
@@ -707,6 +716,10 @@ def add_arguments(p):
     p.add_argument("--ramp", type=float, default=0.5,
                    help="prune step by step over this fraction of the fine-tuning epochs (cubic schedule, "
                         "re-pruned every epoch; 0 = all at once; default 0.5)")
+    p.add_argument("--balance-groups", default="tap",
+                   help="what balanced pruning balances inside a conv weight row: tap (default: every PE keeps "
+                        "as many weights of each tap, so the hardware's rows cut by tap skip the taps that fall "
+                        "off the map at no imbalance), kernel-row or row (the whole k x k row)")
     p.add_argument("--no-qat-distill", action="store_true",
                    help="quantization-aware fine-tuning of the pruned rows without distillation from the dense network")
     p.add_argument("--t-from", type=int, default=5, help="stp: timesteps before the reduction (default 5)")
@@ -731,7 +744,7 @@ def run_args(a):
                final_epochs=a.final_epochs,
                units=a.units, unit_at=a.unit_at, stp_sparsity=a.stp_sparsity, t_from=a.t_from,
                head_sparsity=a.head_sparsity, first_sparsity=a.first_sparsity, distill=a.distill, ramp=a.ramp,
-               qat_distill=not a.no_qat_distill, seed=a.seed,
+               qat_distill=not a.no_qat_distill, balance_groups=a.balance_groups, seed=a.seed,
                seeds=a.seeds, workers=a.workers, scheduler=a.scheduler, out=a.out, device=a.device,
                weight_bits=a.weight_bits, input_bits=a.input_bits, simulator=a.sim,
                cosim_images=a.cosim_images, cosim=not a.no_cosim)

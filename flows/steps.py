@@ -348,19 +348,22 @@ def weight_storage(qmodel, n_pe=None, ports=None, storage="auto"):
     ``n_pe``: what the generator picks for ``qmodel`` on ``n_pe`` PEs (``Plan(qmodel, n_pe, storage)``);
     ``ports``: the ``sparse_layers`` of a ``ports.json`` written by ``spikeloom generate`` (a path;
     it must describe ``qmodel``); neither: every layer dense. Returns ``{"source", "n_pe",
-    "sparse_layers"}``; errors name the option (``--pes`` or ``--ports``) and its value.
+    "sparse_layers", "sparse_segments"}`` (the compressed layers' names, and how each cuts its rows:
+    what ``golden.run``'s ``sparse`` takes); errors name the option (``--pes`` or ``--ports``) and
+    its value.
     """
     if n_pe is not None and ports is not None:
         raise ConfigError(f"--pes {n_pe} and --ports {ports} both give the weight storage; give one")
     if ports is not None:
         return _ports_storage(qmodel, Path(ports))
     if n_pe is None:
-        return {"source": "dense (neither --pes nor --ports given)", "n_pe": None, "sparse_layers": []}
+        return {"source": "dense (neither --pes nor --ports given)", "n_pe": None, "sparse_layers": [],
+                "sparse_segments": {}}
     check_pes(n_pe)
     plan = check_hardware(qmodel, n_pe, f"--pes {n_pe}", storage)
     how = "" if storage == "auto" else f" --storage {storage_text(storage)}"
     return {"source": f"generator's choice for --pes {n_pe}{how}", "n_pe": n_pe,
-            "sparse_layers": list(plan.sparse_layers)}
+            "sparse_layers": list(plan.sparse_layers), "sparse_segments": dict(plan.sparse_layers)}
 
 
 def _ports_storage(qmodel, path):
@@ -376,8 +379,9 @@ def _ports_storage(qmodel, path):
     if ports.model != qmodel.name or got != want:
         raise InputError(f"--ports {path}: written for model {ports.model!r} with layers "
                          f"{[g[0] for g in got]}, not for {qmodel.name!r} with layers {[w[0] for w in want]}")
-    return {"source": f"--ports {path}", "n_pe": ports.n_pe,
-            "sparse_layers": [ly.name for ly in qmodel.layers if ly.name in ports.sparse_layers]}
+    sparse = [ly.name for ly in qmodel.layers if ly.name in ports.sparse_layers]
+    return {"source": f"--ports {path}", "n_pe": ports.n_pe, "sparse_layers": sparse,
+            "sparse_segments": {n: ports.sparse_layers[n] for n in sparse}}
 
 
 def _key_file(path: Path):
@@ -605,8 +609,8 @@ def _evaluate(ctx, imodel, qmodel, n_pe, log):
         storage = weight_storage(qmodel, n_pe, storage=getattr(ctx, "storage", "auto"))
     except SpikeloomError as e:
         log(f"[evaluate] counters assume dense weight storage: {e}")
-        storage = {"source": f"dense ({e})", "n_pe": None, "sparse_layers": []}
-    res = golden.run(qmodel, x_q, sparse=storage["sparse_layers"])
+        storage = {"source": f"dense ({e})", "n_pe": None, "sparse_layers": [], "sparse_segments": {}}
+    res = golden.run(qmodel, x_q, sparse=storage["sparse_segments"])
     T = qmodel.t_max
     acc_fixed = float((res.fixed_pred() == y).mean())
     acc_adapt = float((res.pred == y).mean())
@@ -776,13 +780,15 @@ def step_generate(ctx: Context, qmodel, n_pe=8, trace=False, log=print, storage=
 
 #: The report's ``hardware.layers`` keys, from ``ports.json``'s layers.
 HARDWARE_LAYER_KEYS = ("name", "kind", "storage", "weight_words", "dense_bits", "sparse_bits", "storage_rule",
-                       "dense_cycles", "sparse_cycles")
+                       "dense_cycles", "sparse_cycles", "segments")
 
 
 def storage_table(ports):
-    """Per layer: the storage chosen (and by which rule), its weight bits, and the cycles of an event
-    at every input summed for both storages (``hw/plan.py``): the generate step's summary."""
-    rows = [[ly.name, ly.storage, ly.storage_rule or "-",
+    """Per layer: the storage chosen (and by which rule; a compressed layer's rows cut by kernel row
+    or tap say so), its weight bits, and the cycles of an event at every input summed for both
+    storages (``hw/plan.py``; compressed: as cut by the rule): the generate step's summary."""
+    rows = [[ly.name, ly.storage + (f" ({ly.segments})" if ly.storage == "sparse" and ly.segments not in (None, "row")
+                                    else ""), ly.storage_rule or "-",
              f"{ly.dense_bits if ly.storage == 'dense' else ly.sparse_bits:,}",
              f"{ly.dense_cycles:,}" if ly.dense_cycles is not None else "-",
              f"{ly.sparse_cycles:,}" if ly.sparse_cycles is not None else "-"] for ly in ports.layers]

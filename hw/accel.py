@@ -313,13 +313,17 @@ def describe(accel):
                     "out_features": lp.out_features, "channels": lp.channels, "map": [lp.ho, lp.wo],
                     "pool": lp.pool, "positions": lp.positions, "chunks": lp.chunks,
                     "neuron_base": lp.neuron_base, "weight_base": lp.weight_base, "storage": lp.storage,
+                    "segments": lp.segments if lp.storage == "sparse" else None,
                     "weight_words": r["words"], "dense_bits": r["dense_bits"], "sparse_bits": r["sparse_bits"],
                     "storage_rule": r["rule"], "dense_cycles": r["dense_cycles"], "sparse_cycles": r["sparse_cycles"],
                     "sources": [{"shortcut": g.shortcut, "row_base": g.row_base, "rows": g.rows, "k": g.k}
                                 for g in lp.sources]}
                    for lp, r in zip(plan.layers, plan.storage_report)],
         "sparse_layers": list(plan.sparse_layers),
-        "rows_word": dict(zip(("start_bits", "len_bits"), plan.rows_fields)),  # (rows_words: start, then length)
+        "sparse_segments": dict(plan.sparse_layers),  # how each compressed layer cuts its rows
+        "rows_word": {**dict(zip(("start_bits", "len_bits"), plan.rows_fields)), "segments": plan.rows_segments,
+                      "width": plan.rows_bits,
+                      "fields": {k: {"lsb": lsb, "width": w} for k, (lsb, w) in plan.rows_layout().items()}},
         "weight_word": {"weight_bits": plan.weight_bits, "tap_bits": plan.tap_bits, "chunk_bits": plan.chunk_bits,
                         "width": plan.word_bits,
                         "fields": {st: {k: {"lsb": lsb, "width": w} for k, (lsb, w) in plan.word_fields(st).items()}

@@ -9,8 +9,9 @@ the design is measured against is :meth:`spikeloom.model.golden.GoldenResult.cyc
 **How.** Time advances event by event, not cycle by cycle. The sequencer's phases have
 data-independent lengths except the accumulate phases (``LOAD``, ``ACC``), whose length is that of
 the event pipeline (:class:`~spikeloom.hw.pipeline.EventPipeline`: ``EV``, ``RW``, ``TP``, the
-issue stage) draining its events. Every event costs ``max(m, 1)`` ``RW`` cycles and ``m`` bursts of
-``L`` words (:meth:`EventPipeline.bursts`); between the stages the pipeline is a chain of
+issue stage) draining its events. Every event costs ``max(m, 1)`` ``RW`` cycles and ``m`` bursts
+(:meth:`EventPipeline.bursts`: ``L`` words each for dense storage; for compressed storage one per
+landing segment, of its length), of ``S`` words in all, the last two of ``L1`` and ``L2``; between the stages the pipeline is a chain of
 one-entry registers with back-pressure, so each event's cycles follow from the previous one's in
 a few ``max`` and ``+`` (:class:`_Pipe`): the cycle ``E`` it enters ``EV`` (its source offers it,
 ``EV`` frees), ``R`` it moves to ``RW`` (``RW`` frees), ``T1`` its first burst moves to ``TP``
@@ -69,12 +70,13 @@ class _Pipe:
         """The first cycle the pipeline is drained after (the sequencer's ``quiet``), if no event follows."""
         return max(self.tl + 1, self.f - 1)
 
-    def run(self, a, m, ln, gaps=None):
-        """Pass events of ``m`` bursts of ``ln`` words each, offered from cycles ``a`` (ascending),
-        or, with ``gaps`` instead, input values: each offered once the ``gaps`` zero values between
-        it and the previous event's value are accepted, one per cycle."""
+    def run(self, a, m, tot, last, prev, gaps=None):
+        """Pass events of ``m`` bursts, ``tot`` words in all, the last burst ``last`` words and the
+        one before it ``prev``, offered from cycles ``a`` (ascending), or, with ``gaps`` instead,
+        input values: each offered once the ``gaps`` zero values between it and the previous
+        event's value are accepted, one per cycle."""
         e, r, tl, gp, f = self.e, self.r, self.tl, self.gp, self.f
-        for ai, z, mi, li in zip(a, gaps if gaps is not None else repeat(0), m, ln):
+        for ai, z, mi, si, li, pi in zip(a, gaps if gaps is not None else repeat(0), m, tot, last, prev):
             if gaps is not None:
                 ai = e + 1 + z
             e = ai if ai > r else r
@@ -82,36 +84,37 @@ class _Pipe:
             t1 = r + 1 if r + 1 > gp else gp
             if mi:
                 g1 = t1 + 1 if t1 + 1 > f else f
-                f = g1 + mi * li
+                f = g1 + si
                 gp = f - li
-                tl = t1 if mi == 1 else gp - li
+                tl = t1 if mi == 1 else gp - pi
             else:
                 tl, gp = t1, _NEVER
         self.e, self.r, self.tl, self.gp, self.f = e, r, tl, gp, f
 
     def run_two(self, main, sc):
-        """Pass the events of two queues (``(a, m, ln)`` lists each): the main queue's first whenever
-        it offers one in the cycle ``EV`` takes an event (the event pipeline's source order)."""
-        (a0, m0, l0), (a1, m1, l1) = main, sc
+        """Pass the events of two queues (``(a, m, tot, last, prev)`` lists each): the main queue's
+        first whenever it offers one in the cycle ``EV`` takes an event (the event pipeline's
+        source order)."""
+        a0, a1 = main[0], sc[0]
         i = j = 0
         n0, n1 = len(a0), len(a1)
         while i < n0 or j < n1:
             c = self.r
             if i < n0 and (j >= n1 or max(a0[i], c) <= max(a1[j], c)):
-                self.run((a0[i],), (m0[i],), (l0[i],))
+                self.run(*((v[i],) for v in main))
                 i += 1
             else:
-                self.run((a1[j],), (m1[j],), (l1[j],))
+                self.run(*((v[j],) for v in sc))
                 j += 1
 
-    def load(self, x, m, ln):
-        """The load phase from cycle 0 (``m``, ``ln``: the bursts of each input value index's
-        event). Returns its last cycle."""
+    def load(self, x, tab):
+        """The load phase from cycle 0 (``tab``: ``(m, tot, last, prev)`` of each input value
+        index's event). Returns its last cycle."""
         nz = np.flatnonzero(x)
         if not len(nz):
             return len(x)  # the zeros are accepted one per cycle
         self.e = -1
-        self.run(repeat(None), m[nz].tolist(), ln[nz].tolist(), gaps=(np.diff(nz, prepend=-1) - 1).tolist())
+        self.run(repeat(None), *(v[nz].tolist() for v in tab), gaps=(np.diff(nz, prepend=-1) - 1).tolist())
         done = self.e + len(x) - int(nz[-1])  # the cycle after the last value is accepted
         return max(done, self.quiet())
 
@@ -145,28 +148,27 @@ class CycleModel:
         self.main_table = [tables[gid[(li + 1, False)]] if li + 1 < plan.n_layers else None
                            for li in range(plan.n_layers)]
         self.sc_table = {li: tables[gid[(r, True)]] for li, r in self.sc_of.items()}
-        m, ln = tables[gid[(0, False)]]
-        self.input_m, self.input_len = m.ravel(), ln.ravel()  # per value index (C, H, W row-major)
+        self.input_tab = tuple(v.ravel() for v in tables[gid[(0, False)]])  # per value index (C, H, W row-major)
         self.push_update = [self._push_updates(lp) for lp in plan.layers]
         self.tail = [self._tail(lp, plan.n_pe) for lp in plan.layers]
 
     @staticmethod
     def _burst_table(plan, g):
-        """``(m, ln)``, each ``(c_in, h, w)``: the bursts (``m`` of ``ln`` words) of every event of
-        source ``g`` (:meth:`EventPipeline.bursts`; in dense storage they depend on the position only)."""
+        """``(m, tot, last, prev)``, each ``(c_in, h, w)``: the bursts of every event of source
+        ``g`` (:meth:`EventPipeline.bursts`; in dense storage they depend on the position only):
+        how many, their words in all, the last one's and the one's before it."""
         lp = plan.layers[g.layer]
-        m = np.zeros((g.c_in, g.h, g.w), np.int64)
-        ln = np.zeros_like(m)
+        tab = np.zeros((4, g.c_in, g.h, g.w), np.int64)
         chans = range(g.c_in) if lp.storage == "sparse" else (slice(None),)
         for y in range(g.h):
             for x in range(g.w):
                 for ch in chans:
                     rw, bursts = EventPipeline.bursts(plan, g, 0 if isinstance(ch, slice) else ch, y, x)
-                    # the timing below holds for an event of max(m, 1) RW cycles and equal bursts
-                    assert rw == max(len(bursts), 1) and len(set(bursts)) <= 1, (rw, bursts)
-                    m[ch, y, x] = len(bursts)
-                    ln[ch, y, x] = bursts[0] if bursts else 0
-        return m, ln
+                    # the timing below holds for an event of max(m, 1) RW cycles
+                    assert rw == max(len(bursts), 1), (rw, bursts)
+                    v = (len(bursts), sum(bursts), bursts[-1] if bursts else 0, bursts[-2] if len(bursts) > 1 else 0)
+                    tab[:, ch, y, x] = np.array(v)[:, None] if isinstance(ch, slice) else v
+        return tuple(tab)
 
     @staticmethod
     def _tail(lp, n_pe):
@@ -191,7 +193,7 @@ class CycleModel:
     def _pushes(self, li, spikes, u0):
         """The events that the update phase of layer ``li`` (first update in cycle ``u0``; its
         ``(out_features,)`` spikes) pushes: per consumer (main, and the shortcut reader's if any)
-        ``(a, m, ln)`` lists (``a``: the cycle its event is readable)."""
+        ``(a, m, tot, last, prev)`` lists (``a``: the cycle its event is readable)."""
         lp, q = self.plan.layers[li], self.plan.layers[li].pool
         s = np.asarray(spikes, bool).reshape(lp.channels, lp.ho, lp.wo)
         hp, wp = windows(lp)
@@ -204,7 +206,7 @@ class CycleModel:
         out = []
         for tab in (self.main_table[li], self.sc_table.get(li)):
             if tab is not None:
-                out.append((a, tab[0][ch, py, px].tolist(), tab[1][ch, py, px].tolist()))
+                out.append((a, *(v[ch, py, px].tolist() for v in tab)))
         return out
 
     def cycles(self, x, result, b):
@@ -214,7 +216,7 @@ class CycleModel:
         out_layer = len(layers) - 1
         readers = {r: li for li, r in self.sc_of.items()}
         pipe = _Pipe()
-        c = pipe.load(np.asarray(x).ravel(), self.input_m, self.input_len) + 1
+        c = pipe.load(np.asarray(x).ravel(), self.input_tab) + 1
         sc_events = None
         for t in range(1, int(result.exit_t[b]) + 1):
             for li, lp in enumerate(layers):
@@ -234,8 +236,8 @@ class CycleModel:
                 # in the PE pipeline (a push after that would bring an event, which ends later)
                 pipe.f = max(pipe.f, u_last + 1)
                 if li + 1 in readers:
-                    a, m, ln = sc_events
-                    pipe.run_two(pushed[0], ([max(v, c) for v in a], m, ln))
+                    a, *rest = sc_events
+                    pipe.run_two(pushed[0], ([max(v, c) for v in a], *rest))
                 else:
                     pipe.run(*pushed[0])
                 c = max(pipe.quiet(), u_last + SPIKE_STAGE + held) + 1

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .common import bits, per_layer
 from .events import event_layout
-from .plan import bursts as plan_bursts, geometries
+from .plan import bursts as plan_bursts, geometries, segment_taps
 
 
 def issue_signature(plan):
@@ -28,10 +28,9 @@ def issue_signature(plan):
 
 
 def rows_words(plan):
-    """Contents of the ``rows`` table (``mem/rows.hex``): per row its first weight word, then its
-    length in words above it."""
-    sbits, _ = plan.rows_fields
-    return [st | ln << sbits for st, ln in zip(plan.row_start, plan.row_len)]
+    """Contents of the ``rows`` table (``mem/rows.hex``): per row its first weight word and its
+    segments' lengths and offsets (:meth:`~spikeloom.hw.plan.Plan.rows_word`)."""
+    return [plan.rows_word(r) for r in range(plan.n_rows)]
 
 
 class EventPipeline(wiring.Component):
@@ -43,7 +42,8 @@ class EventPipeline(wiring.Component):
     * ``RW``: its row's start and length from the ``rows`` table (a registered read), the taps
       that land and the event's neuron base.
     * ``TP``: one burst: a landing tap's ``chunks`` words for dense storage (one burst per tap,
-      lowest tap first), or the row's ``row_len`` entries for compressed storage.
+      lowest tap first), or for compressed storage one segment's entries (one burst per segment
+      with a landing tap and entries, lowest first; an uncut row is one segment).
     * issue: the burst's words, one per cycle, back to back, while ``enable``.
 
     An event offered in cycle k is in ``EV`` in k + 1; with no stall its first word is issued in
@@ -88,7 +88,9 @@ class EventPipeline(wiring.Component):
         for compressed storage)."""
         lp = plan.layers[g.layer]
         taps = len(g.landing(y, x, lp.ho, lp.wo))
-        return plan_bursts(lp.storage, taps, lp.chunks, plan.row_len[g.row_base + g.row(ch, y, x)])
+        segs = plan.row_segs[g.row_base + g.row(ch, y, x)]
+        hit = g.segment_landing(lp.segments, y, x, lp.ho, lp.wo)
+        return plan_bursts(lp.storage, taps, lp.chunks, [ln for (_, ln), h in zip(segs, hit) if h])
 
     def __init__(self, plan, shortcut=False):
         self._plan = plan
@@ -147,8 +149,9 @@ class EventPipeline(wiring.Component):
         max_taps = max(g.taps for g in geos)
         nbits, wbits = bits(plan.neuron_depth), bits(plan.weight_depth)
         sbits, lbits = plan.rows_fields
+        n_seg = plan.rows_segments
         m.submodules.rows = rows = Memory(
-            shape=unsigned(sbits + lbits), depth=max(plan.n_rows, 1),
+            shape=unsigned(plan.rows_bits), depth=max(plan.n_rows, 1),
             init=rows_words(plan))
         rows_rd = rows.read_port()
 
@@ -172,7 +175,10 @@ class EventPipeline(wiring.Component):
         rw_val = Signal(plan.value_bits)
         rw_mask = Signal(max_taps)
         rw_e = Signal(nbits)  # modulo 2**nbits: a landing tap's neuron is exact in these bits
-        rw_start, rw_len = rows_rd.data[:sbits], rows_rd.data[sbits:]
+        rw_seg = Signal(n_seg)  # compressed rows cut in segments: those with a landing tap, not yet issued
+        lay = plan.rows_layout()
+        field = lambda name: rows_rd.data[lay[name][0]:lay[name][0] + lay[name][1]]
+        rw_start, rw_len = field("start"), field("len0")
         m.d.comb += [rows_rd.addr.eq(ev.row), rows_rd.en.eq(ev_valid & rw_ready)]
         with m.If(rw_ready):
             m.d.sync += [rw_valid.eq(ev_valid), rw_geo.eq(ev_geo), rw_val.eq(ev.val)]
@@ -188,8 +194,13 @@ class EventPipeline(wiring.Component):
                             xo = Array(Const(v[1] % (1 << nbits), nbits) for v in xs)[ev.x]
                             taps = [ym[t // g.k] & xm[t % g.k] for t in range(g.taps)]
                             m.d.sync += [rw_mask.eq(Cat(*taps)), rw_e.eq(lp.neuron_base + yo + xo)]
+                            if n_seg > 1:
+                                segs = [Cat(*(taps[t] for t in seg)).any() for seg in segment_taps(lp.segments, g.k)]
+                                m.d.sync += rw_seg.eq(Cat(*segs))
                         else:
                             m.d.sync += [rw_mask.eq(1), rw_e.eq(lp.neuron_base)]
+                            if n_seg > 1:
+                                m.d.sync += rw_seg.eq(1)
 
         # TP: one burst of words.
         tp_valid = Signal()
@@ -222,17 +233,38 @@ class EventPipeline(wiring.Component):
                         toff.eq(Array(Const(tt * lp.chunks, wbits) for tt in range(g.taps))[tap]),
                         dtap.eq(Array(Const(v % (1 << nbits), nbits) for v in d)[tap]),
                     ]
-        rw_done = Mux(rw_sparse, 1, rest == 0)
+        if n_seg > 1:
+            # compressed: the next segment with a landing tap and entries (lowest first)
+            seg_len = [field(f"len{j}") for j in range(n_seg)]
+            seg_off = [Const(0, lbits)] + [field(f"off{j}") for j in range(1, n_seg)]
+            pend = Signal(n_seg)
+            seg = Signal(range(max(n_seg, 2)))
+            m.d.comb += pend.eq(rw_seg & Cat(*(ln != 0 for ln in seg_len)))
+            for b in reversed(range(n_seg)):
+                with m.If(pend[b]):
+                    m.d.comb += seg.eq(b)
+            seg_rest = Signal(n_seg)
+            m.d.comb += seg_rest.eq(pend & ~(Const(1, n_seg) << seg))
+            rw_done = Mux(rw_sparse, seg_rest == 0, rest == 0)
+            tp_load = rw_valid & Mux(rw_sparse, pend != 0, rw_mask != 0)
+            s_w0, s_last = rw_start + Array(seg_off)[seg], Array(seg_len)[seg] - 1
+        else:
+            rw_done = Mux(rw_sparse, 1, rest == 0)
+            tp_load = rw_valid & (rw_mask != 0) & (~rw_sparse | (rw_len != 0))
+            s_w0, s_last = rw_start, rw_len - 1
         m.d.comb += rw_ready.eq(~rw_valid | (tp_ready & rw_done))
         with m.If(tp_ready):
-            m.d.sync += tp_valid.eq(rw_valid & (rw_mask != 0) & (~rw_sparse | (rw_len != 0)))
+            m.d.sync += tp_valid.eq(tp_load)
         # (the rows table's read data is defined only once an event has been looked up: a
         # simulator with X values, e.g. Icarus, must not see it on the weight address)
         with m.If(tp_ready & rw_valid):
             m.d.sync += [tp_val.eq(rw_val), tp_sparse.eq(rw_sparse), tp_mask.eq(rw_mask), tp_geo.eq(rw_geo),
                          tp_chunked.eq(~rw_sparse)]
             with m.If(rw_sparse):
-                m.d.sync += [tp_w0.eq(rw_start), tp_n0.eq(rw_e), tp_last.eq(rw_len - 1)]
+                m.d.sync += [tp_w0.eq(s_w0), tp_n0.eq(rw_e), tp_last.eq(s_last)]
+                if n_seg > 1:
+                    with m.If(~rw_done):
+                        m.d.sync += rw_seg.eq(seg_rest)
             with m.Else():
                 m.d.sync += [tp_w0.eq(rw_start + toff), tp_n0.eq(rw_e - dtap), tp_last.eq(rw_chunks)]
                 with m.If(~rw_done):

@@ -27,25 +27,39 @@ Its weights form one *row*:
   ``t * chunks + c`` of PE ``p`` is ``W[c * n_pe + p, ch, ky, kx]`` (0 for padding lanes). An event
   costs ``chunks`` cycles per landing tap; zero weights are read.
 * ``sparse`` (zero-skipping): PE ``p`` stores only its nonzero weights of the row, as entries
-  ``(w, t, c)`` in (t, c) order, padded with ``w = 0`` entries to ``row_len[r]`` = the longest PE list.
-  An event with a landing tap costs ``row_len[r]`` cycles whatever its position; an entry whose
-  tap does not land (or a padding entry) does nothing. A pruned weight costs no cycle, no read and
-  no storage (beyond the imbalance between PEs, which balanced pruning removes).
+  ``(w, t, c)`` in (t, c) order. The row is cut into *segments* (``segments``, per layer, one of
+  :data:`SEGMENTS`): the whole row, its kernel rows (taps ``ky * k .. ky * k + k - 1``) or its
+  single taps, each a contiguous range of taps. Segment ``j`` of every PE is padded with ``w = 0``
+  entries to the longest PE list of that segment; it starts at word ``row_start[r] + off`` and
+  holds ``len`` words (``row_segs[r][j] = (off, len)``; ``row_len[r]`` is the row's total). An
+  event issues one burst per segment with a landing tap and at least one entry; an entry whose
+  tap does not land (or a padding entry) does nothing. So a pruned weight costs no cycle, no read
+  and no storage (beyond the imbalance between PEs inside a segment, which balanced pruning of the
+  same groups removes, ``model/pruning.py``), and with tap segments a tap that falls off the map
+  costs nothing either.
 
 The burst rule of the two storages (:func:`bursts`) is what the event pipeline issues
 (``EventPipeline.bursts`` applies it to an event) and what the cycle model replays.
 
-``auto`` picks, per layer, the storage with fewer bits; ``fast`` the one with fewer event cycles
-(:func:`event_cycles` of an event at every input ``(ch, y, x)`` of each of the layer's sources,
-summed: the layer's cost if every input were active once), fewer bits on a tie. Both figures of
-both storages are in ``storage_report`` whatever the choice.
+A layer's *forms* are ``dense`` and ``sparse`` with each segmentation (one, ``row``, when no
+source has more than one tap). ``auto`` picks, per layer, the form with fewer bits, then fewer
+event cycles; ``fast`` the one with fewer event cycles (:func:`event_cycles` of an event at every
+input ``(ch, y, x)`` of each of the layer's sources, summed: the layer's cost if every input were
+active once), then fewer bits; ``sparse`` the compressed form with fewer bits, then cycles; a form
+by name (``sparse:tap``) that form. On a tie the earlier form in (dense, row, kernel-row, tap)
+order. The figures of every form are in ``storage_report`` (``forms``) whatever the choice;
+``sparse_bits``/``sparse_cycles`` there are the compressed form's that the layer's rule would cut
+(``fast``: by cycles; otherwise by bits).
 
 **Weight word** (:meth:`Plan.word_fields`, LSB first, ``word_bits`` wide, one width for every
 layer): ``w`` (``weight_bits``, two's complement) at bit 0; in the words of compressed layers
 ``t`` (``tap_bits``) above it and ``c`` (``chunk_bits``) above that, sized for the compressed
 layers only (0 bits when no layer is compressed); in the words of dense layers, and in padding
-entries, every bit above ``w`` is 0. ``row_start``/``row_len`` form one shared table (the
-``rows`` memory).
+entries, every bit above ``w`` is 0. ``row_start`` and ``row_segs`` form one shared table (the
+``rows`` memory, :meth:`Plan.rows_word`): per row, LSB first, its first word (``start_bits``),
+the length of segment 0 (``len_bits``), then for each further segment ``j`` its offset and its
+length (``len_bits`` each), up to ``rows_segments`` segments (unused ones 0). A dense row is one
+segment, its ``k * k * chunks`` words.
 
 **Event values.** An event multiplies its row's weights by its value: the input value for the
 analog layer, 1 for a spike, and the window's spike count (1..``pool^2``) for the events of a
@@ -67,7 +81,7 @@ import numpy as np
 
 from spikeloom.model import geometry
 from spikeloom.model.errors import ModelFileError
-from spikeloom.model.geometry import DENSE_LANDING, Kernel, channel, owner, pe_channels
+from spikeloom.model.geometry import DENSE_LANDING, SEGMENTS, Kernel, channel, owner, pe_channels, segment_taps
 from spikeloom.model.ir import QuantModel, bits_for, validate
 
 from .common import bits
@@ -76,21 +90,29 @@ from .common import bits
 PES_RANGE = (1, 64)
 MEMORIES = ("weight", "acc", "membrane", "bias", "threshold")
 STORAGES = ("dense", "sparse")
+#: A compressed storage with its segmentation named (``--storage LAYER=sparse:tap``).
+SPARSE_FORMS = tuple(f"sparse:{sg}" for sg in SEGMENTS)
 #: Rules that pick a storage per layer: fewer bits (``auto``, the default) or fewer event cycles (``fast``).
 STORAGE_RULES = ("auto", "fast")
+#: Every value ``storage`` (and ``--storage``) takes, for the whole network or a layer.
+STORAGE_CHOICES = STORAGE_RULES + STORAGES + SPARSE_FORMS
 #: How the weight memories get their contents: initialised (``rom``, block RAM initial values) or
 #: written through the ``i_weights`` stream after reset (``load``: single-port RAM such as SPRAM).
 WEIGHT_STORES = ("rom", "load")
 
 
-def bursts(storage, taps, chunks, row_len):
+def bursts(storage, taps, chunks, seg_lens):
     """The work of one event: (cycles it holds the event pipeline's ``RW`` register, burst lengths
-    in words). ``taps``: how many of its taps land; ``chunks``: its layer's; ``row_len``: its
-    row's entries (compressed storage). Dense storage: one burst of ``chunks`` words per landing
-    tap (``RW`` holds the event one cycle per tap, at least one); compressed storage: one burst of
-    the row's ``row_len`` entries if a tap lands and the row has entries."""
+    in words). ``taps``: how many of its taps land; ``chunks``: its layer's; ``seg_lens`` (compressed
+    storage): the lengths of its row's segments that have a landing tap, in order (an int: the
+    whole row as one segment). Dense storage: one burst of ``chunks`` words per landing tap;
+    compressed storage: one burst per landing segment with entries. ``RW`` holds the event one
+    cycle per burst, at least one."""
     if storage == "sparse":
-        return 1, [row_len] if taps and row_len else []
+        if isinstance(seg_lens, (int, np.integer)):
+            seg_lens = [seg_lens] if taps else []
+        words = [int(v) for v in seg_lens if v]
+        return max(len(words), 1), words
     return max(taps, 1), [chunks] * taps
 
 
@@ -165,6 +187,23 @@ class SourcePlan:
         pos, ch = divmod(r, self.c_in)
         return self.weight[:, ch, pos // self.w, pos % self.w][:, None]
 
+    def pe_counts(self, n_pe):
+        """(n_pe, rows, taps): the nonzero weights PE ``p`` holds of each row and tap (it owns the
+        output channels ``o`` with ``owner(o) = p``)."""
+        nz = self.weight != 0
+        if self.conv:
+            nz = nz.reshape(len(nz), self.c_in, self.taps)
+        else:  # row (y * w + x) * c_in + ch
+            nz = nz.reshape(len(nz), self.c_in, self.h * self.w).transpose(0, 2, 1).reshape(len(nz), -1, 1)
+        pad = -len(nz) % n_pe
+        nz = np.concatenate([nz, np.zeros((pad,) + nz.shape[1:], bool)]) if pad else nz
+        return nz.reshape(-1, n_pe, *nz.shape[1:]).sum(axis=0, dtype=np.int64)
+
+    def segment_landing(self, segments, y, x, ho, wo):
+        """Whether each segment (:func:`segment_taps`) of an event at ``(y, x)`` has a landing tap."""
+        land = {t for t, _, _ in self.landing(y, x, ho, wo)}
+        return [any(t in land for t in seg) for seg in segment_taps(segments, self.k)]
+
     def tables(self, chunks, ho, wo):
         """Event geometry for the hardware: per input row ``y``: (landing-tap mask over ky, neuron
         offset ``floor((y + p) / s) * Wo * chunks``), the same per column ``x`` (offset
@@ -207,6 +246,7 @@ class LayerPlan:
     weight_base: int
     storage: str
     sources: tuple
+    segments: str = "row"   # how its compressed rows are cut (SEGMENTS; "row" for dense storage)
 
     @property
     def positions(self):
@@ -236,8 +276,9 @@ class Plan:
     n_pe : int
         Number of processing elements, 1..64.
     storage : str or dict
-        ``"auto"`` (default: per layer, whichever needs fewer bits), ``"dense"``, ``"sparse"``, or
-        ``{layer name: "dense" | "sparse"}`` (unnamed layers: auto).
+        ``"auto"`` (default: per layer, whichever form needs fewer bits), ``"fast"``, ``"dense"``,
+        ``"sparse"``, ``"sparse:<segments>"`` (:data:`SPARSE_FORMS`), or ``{layer name: any of
+        these}`` (unnamed layers: auto). See the module docstring, "Weight storage".
     """
 
     def __init__(self, model, n_pe, storage="auto"):
@@ -294,44 +335,47 @@ class Plan:
         decided = []
         for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
             _, ho, wo, chunks = geo[i]
-            dense_bits = sum(s.rows * s.taps * chunks for s in srcs) * self.weight_bits * n_pe
-            lens = [self._sparse_lens(s, chunks) for s in srcs]
-            tb = max(bits(s.taps) if s.taps > 1 else 0 for s in srcs)
-            cb = bits(chunks) if chunks > 1 else 0
-            sparse_bits = sum(int(v.sum()) for v in lens) * (self.weight_bits + tb + cb) * n_pe
-            size = {"dense": dense_bits, "sparse": sparse_bits}
-            cycles = {st: sum(self._source_cycles(s, st, chunks, ho, wo, ln) for s, ln in zip(srcs, lens))
-                      for st in STORAGES}
+            forms = self._forms(srcs, chunks, ho, wo)
             want = choice.get(ly.name, "auto")
-            if want in STORAGE_RULES:  # (ties: fewer bits, then dense)
-                key = (lambda k: size[k]) if want == "auto" else (lambda k: (cycles[k], size[k]))
-                st = min(STORAGES, key=key)
-            else:
-                st = want
-            decided.append((st, lens, tb, cb, dense_bits, sparse_bits, cycles["dense"], cycles["sparse"]))
+            decided.append((self._pick(forms, want), forms))
+            st, segs = decided[-1][0]
             if st == "sparse":
-                self.tap_bits = max(self.tap_bits, tb)
-                self.chunk_bits = max(self.chunk_bits, cb)
+                self.tap_bits = max(self.tap_bits, max(bits(s.taps) if s.taps > 1 else 0 for s in srcs))
+                self.chunk_bits = max(self.chunk_bits, bits(chunks) if chunks > 1 else 0)
         self.word_bits = self.weight_bits + self.tap_bits + self.chunk_bits
 
-        self.layers, self.row_start, self.row_len = [], [], []
+        self.layers, self.row_start, self.row_len, self.row_segs = [], [], [], []
         self.storage_report = []
         nb = wb = 0
         for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
             ch_out, ho, wo, chunks = geo[i]
-            st, lens, _, _, dense_bits, sparse_bits, dense_cycles, sparse_cycles = decided[i]
+            (st, segs), forms = decided[i]
             layer_wb = wb
-            for s, ln in zip(srcs, lens):
+            for s, lens in zip(srcs, forms[(st, segs)]["lens"]):
                 for r in range(s.rows):
-                    n_words = s.taps * chunks if st == "dense" else int(ln[r])
+                    if st == "dense":
+                        row_segs = ((0, s.taps * chunks),)
+                    else:
+                        offs = np.concatenate([[0], np.cumsum(lens[r])[:-1]])
+                        row_segs = tuple((int(o), int(v)) for o, v in zip(offs, lens[r]))
+                    n_words = sum(v for _, v in row_segs)
                     self.row_start.append(wb)
                     self.row_len.append(n_words)
+                    self.row_segs.append(row_segs)
                     wb += n_words
             self.layers.append(LayerPlan(ly.name, ly.role, ly.kind, ch_out, ho, wo, geometry.pool(ly), chunks,
-                                         ch_out - channel(0, chunks - 1, n_pe), nb, layer_wb, st, srcs))
-            self.storage_report.append({"layer": ly.name, "storage": st, "rule": choice.get(ly.name, "auto"),
-                                        "words": wb - layer_wb, "dense_bits": dense_bits, "sparse_bits": sparse_bits,
-                                        "dense_cycles": dense_cycles, "sparse_cycles": sparse_cycles})
+                                         ch_out - channel(0, chunks - 1, n_pe), nb, layer_wb, st, srcs, segs))
+            want = choice.get(ly.name, "auto")
+            # the compressed figures reported: of the cut the layer's rule would take were it compressed
+            best_sparse = self._pick(forms, want if want.startswith("sparse:") or want == "fast" else "sparse",
+                                     sparse_only=True)
+            self.storage_report.append({
+                "layer": ly.name, "storage": st, "segments": segs if st == "sparse" else None,
+                "rule": choice.get(ly.name, "auto"), "words": wb - layer_wb,
+                "dense_bits": forms[("dense", "row")]["bits"], "sparse_bits": forms[best_sparse]["bits"],
+                "dense_cycles": forms[("dense", "row")]["cycles"], "sparse_cycles": forms[best_sparse]["cycles"],
+                "forms": {("dense" if f[0] == "dense" else f"sparse:{f[1]}"): {"bits": v["bits"], "cycles": v["cycles"]}
+                          for f, v in forms.items()}})
             nb += ho * wo * chunks
         self.neuron_depth = nb
         self.weight_depth = max(wb, 1)
@@ -351,9 +395,9 @@ class Plan:
 
     @staticmethod
     def _storage_choice(storage, names):
-        allowed = ", ".join(repr(v) for v in STORAGE_RULES + STORAGES)
+        allowed = ", ".join(repr(v) for v in STORAGE_CHOICES)
         if isinstance(storage, str):
-            if storage not in STORAGE_RULES + STORAGES:
+            if storage not in STORAGE_CHOICES:
                 raise ValueError(f"storage = {storage!r}; allowed: {allowed} or a dict")
             return {} if storage == "auto" else {n: storage for n in names}
         if not isinstance(storage, dict):
@@ -361,7 +405,7 @@ class Plan:
         for k, v in storage.items():
             if k not in names:
                 raise ValueError(f"storage names layer {k!r}, which the model does not have ({names})")
-            if v not in STORAGE_RULES + STORAGES:
+            if v not in STORAGE_CHOICES:
                 raise ValueError(f"storage[{k!r}] = {v!r}; allowed: {allowed}")
         return dict(storage)
 
@@ -396,31 +440,61 @@ class Plan:
             of.append(j)
         return tuple(kinds), tuple(of)
 
-    def _sparse_lens(self, s, chunks):
-        """(rows,) longest per-PE list of nonzero weights of each row of source ``s``."""
+    def _forms(self, srcs, chunks, ho, wo):
+        """``{(storage, segments): {"bits", "cycles", "lens"}}`` of a layer with sources ``srcs``:
+        its weight bits and event cycles (:meth:`_source_cycles`) in every form; ``lens``: per
+        source, the (rows, segments) lengths of its compressed rows (``None`` for dense)."""
         n = self.n_pe
-        out = np.zeros(s.rows, np.int64)
-        for r in range(s.rows):
-            nz = s.row_weights(r) != 0  # (C_out, taps)
-            per_pe = np.zeros(n, np.int64)
-            for o in range(nz.shape[0]):
-                per_pe[owner(o, n)[0]] += int(nz[o].sum())
-            out[r] = per_pe.max()
-        return out
+        wb = self.weight_bits
+        forms = {("dense", "row"): {
+            "bits": sum(s.rows * s.taps * chunks for s in srcs) * wb * n,
+            "cycles": sum(self._source_cycles(s, "dense", "row", chunks, ho, wo, None) for s in srcs),
+            "lens": [None] * len(srcs)}}
+        tb = max(bits(s.taps) if s.taps > 1 else 0 for s in srcs)
+        cb = bits(chunks) if chunks > 1 else 0
+        counts = [s.pe_counts(n) for s in srcs]
+        cuts = SEGMENTS if any(s.taps > 1 for s in srcs) else SEGMENTS[:1]
+        for segs in cuts:
+            lens = [np.stack([cnt[:, :, seg].sum(axis=2).max(axis=0) for seg in segment_taps(segs, s.k)], axis=1)
+                    for s, cnt in zip(srcs, counts)]
+            forms[("sparse", segs)] = {
+                "bits": sum(int(v.sum()) for v in lens) * (wb + tb + cb) * n,
+                "cycles": sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v) for s, v in zip(srcs, lens)),
+                "lens": lens}
+        return forms
 
     @staticmethod
-    def _source_cycles(s, storage, chunks, ho, wo, lens):
+    def _pick(forms, want, sparse_only=False):
+        """The form ``want`` asks for among ``forms`` (module docstring, "Weight storage";
+        ``sparse_only``: among the compressed ones)."""
+        order = [f for f in forms if not sparse_only or f[0] == "sparse"]  # dense, then SEGMENTS: the tie order
+        by_bits = lambda f: (forms[f]["bits"], forms[f]["cycles"], order.index(f))
+        if want == "auto":
+            return min(order, key=by_bits)
+        if want == "fast":
+            return min(order, key=lambda f: (forms[f]["cycles"], forms[f]["bits"], order.index(f)))
+        if want == "dense":
+            return ("dense", "row")
+        if want == "sparse":
+            return min((f for f in order if f[0] == "sparse"), key=by_bits)
+        segs = want.split(":", 1)[1]
+        return ("sparse", segs) if ("sparse", segs) in forms else ("sparse", "row")
+
+    @staticmethod
+    def _source_cycles(s, storage, segs, chunks, ho, wo, lens):
         """:func:`event_cycles` of an event at every input ``(ch, y, x)`` of source ``s``, summed,
-        were its layer stored as ``storage`` (``lens``: the source's compressed row lengths)."""
+        were its layer stored as ``storage`` (``lens``: the source's (rows, segments) compressed
+        row segment lengths)."""
         total = 0
         for y in range(s.h):
             for x in range(s.w):
-                taps = len(s.landing(y, x, ho, wo))
                 if storage == "dense":
-                    total += s.c_in * event_cycles(*bursts("dense", taps, chunks, 0))
-                else:
-                    total += sum(event_cycles(*bursts("sparse", taps, chunks, int(lens[s.row(ch, y, x)])))
-                                 for ch in range(s.c_in))
+                    taps = len(s.landing(y, x, ho, wo))
+                    total += s.c_in * event_cycles(*bursts("dense", taps, chunks, ()))
+                    continue
+                hit = np.array(s.segment_landing(segs, y, x, ho, wo))
+                rows = [s.row(ch, y, x) for ch in range(s.c_in)]
+                total += int(np.maximum(lens[rows][:, hit].sum(axis=1), 1).sum())
         return total
 
     def _acc_bits(self, ly):
@@ -442,13 +516,39 @@ class Plan:
 
     @property
     def rows_fields(self):
-        """``(start_bits, len_bits)`` of a ``rows`` table word: its row's first weight word, then
-        its length in words above it."""
+        """``(start_bits, len_bits)`` of a ``rows`` table word (:meth:`rows_word`): its row's first
+        weight word, and each segment's length (and offset, from segment 1 on)."""
         return bits(self.weight_depth + 1), bits(self.max_row_len + 1)
 
     @property
+    def rows_segments(self):
+        """Segments a ``rows`` word has room for: the most of any row (1 without cut rows)."""
+        return max((len(v) for v in self.row_segs), default=1)
+
+    @property
     def rows_bits(self):
-        return sum(self.rows_fields)
+        sbits, lbits = self.rows_fields
+        return sbits + (2 * self.rows_segments - 1) * lbits
+
+    def rows_layout(self):
+        """``{field: (lsb, width)}`` of a ``rows`` word, LSB first: ``start``, ``len0``, then
+        ``off1``, ``len1``, ... up to :attr:`rows_segments`."""
+        sbits, lbits = self.rows_fields
+        out, lsb = {"start": (0, sbits), "len0": (sbits, lbits)}, sbits + lbits
+        for j in range(1, self.rows_segments):
+            out[f"off{j}"], out[f"len{j}"] = (lsb, lbits), (lsb + lbits, lbits)
+            lsb += 2 * lbits
+        return out
+
+    def rows_word(self, r):
+        """The ``rows`` table word of global row ``r`` (:meth:`rows_layout`; unused segments 0)."""
+        lay = self.rows_layout()
+        v = self.row_start[r] << lay["start"][0]
+        for j, (off, ln) in enumerate(self.row_segs[r]):
+            v |= ln << lay[f"len{j}"][0]
+            if j:
+                v |= off << lay[f"off{j}"][0]
+        return v
 
     def widths(self):
         """Value width of each per-PE memory (``acc``: the accumulator value, without its parity bit)."""
@@ -467,8 +567,9 @@ class Plan:
 
     @property
     def sparse_layers(self):
-        """Names of the layers in compressed storage (``golden.run(..., sparse=...)``)."""
-        return tuple(lp.name for lp in self.layers if lp.storage == "sparse")
+        """``{name: segments}`` of the layers in compressed storage, in layer order: how each cuts
+        its rows (``golden.run(..., sparse=...)``; a dict, so ``name in`` and ``list()`` give names)."""
+        return {lp.name: lp.segments for lp in self.layers if lp.storage == "sparse"}
 
     # ------------------------------------------------------------------ contents
 
@@ -484,10 +585,12 @@ class Plan:
                     o = channel(pe, c, n)
                     out.append((int(wr[o, t]) if o < lp.channels else 0, 0, 0))
             return out
-        ents = [(int(wr[o, t]), t, owner(o, n)[1]) for t in range(s.taps) for o in pe_channels(pe, lp.channels, n)
-                if wr[o, t] != 0]
-        ln = self.row_len[s.row_base + r]
-        return ents + [(0, 0, 0)] * (ln - len(ents))
+        out = []
+        for seg, (_, ln) in zip(segment_taps(lp.segments, s.k), self.row_segs[s.row_base + r]):
+            ents = [(int(wr[o, t]), t, owner(o, n)[1]) for t in seg for o in pe_channels(pe, lp.channels, n)
+                    if wr[o, t] != 0]
+            out += ents + [(0, 0, 0)] * (ln - len(ents))
+        return out
 
     def word_fields(self, storage):
         """The fields of a weight word of a layer in ``storage``: ``{name: (lsb, width)}``, LSB

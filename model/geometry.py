@@ -107,18 +107,39 @@ class Kernel:
             for kx in range(self.k):
                 yield ky, kx, xp[:, :, ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s]
 
-    def cover(self, hw, out_hw):
-        """(H, W) 0/1 array: the input positions with at least one landing tap in ``out_hw``."""
+    def cover(self, hw, out_hw, taps=None):
+        """(H, W) 0/1 array: the input positions with at least one landing tap in ``out_hw``
+        (``taps``: only these taps ``t = ky * k + kx`` count; default all)."""
         cover = np.zeros(hw, np.int64)
         ho, wo = out_hw
         for ky in range(self.k):
             ys = np.arange(ho) * self.stride + ky - self.pad
             ys = ys[(ys >= 0) & (ys < hw[0])]
             for kx in range(self.k):
+                if taps is not None and ky * self.k + kx not in taps:
+                    continue
                 xs = np.arange(wo) * self.stride + kx - self.pad
                 xs = xs[(xs >= 0) & (xs < hw[1])]
                 cover[np.ix_(ys, xs)] = 1
         return cover
+
+
+#: How a compressed weight row (an input channel's ``k x k`` taps) is cut into segments, each
+#: read as a burst of its own when one of its taps lands (``hw/plan.py``, "Weight storage"): the
+#: whole row, its kernel rows, or its single taps.
+SEGMENTS = ("row", "kernel-row", "tap")
+
+
+def segment_taps(segments, k):
+    """The taps of each segment of a ``k x k`` row cut by ``segments`` (:data:`SEGMENTS`), as
+    ``range``s of ``t = ky * k + kx`` in order (a one-tap row is one segment whatever the cut)."""
+    if segments not in SEGMENTS:
+        raise ValueError(f"segments = {segments!r}; allowed: {', '.join(SEGMENTS)}")
+    if segments == "row" or k == 1:
+        return [range(k * k)]
+    if segments == "kernel-row":
+        return [range(ky * k, ky * k + k) for ky in range(k)]
+    return [range(t, t + 1) for t in range(k * k)]
 
 
 # ---------------------------------------------------------------------- per layer kind

@@ -5,6 +5,7 @@ arithmetic in prose; this module is the reference when the two differ (they must
 the cocotb checkers and the energy model import this module; there is no second copy.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +43,7 @@ class GoldenResult:
     step_counters: dict
     spikes: dict = field(default_factory=dict)
     sparse: tuple = ()
+    segments: dict = field(default_factory=dict)  # {sparse layer: how its rows are cut}
 
     @property
     def t_max(self):
@@ -237,8 +239,10 @@ def _conv_counts(x, w, kn, out_hw, sparse=False):
     Every nonzero input is one event; it meets kernel tap (ky, kx) when the tap lands inside the
     output map. ``synaptic_events`` counts the nonzero weights ``w[:, c, ky, kx]`` of the taps that
     land. ``weight_reads`` depends on the storage: dense kernel storage reads the ``C_out`` weights
-    of every landing tap; compressed (``sparse``) storage reads the nonzero weights of the event's
-    input channel ``w[:, c, :, :]`` (all taps) once for every event that has a landing tap.
+    of every landing tap; compressed (``sparse``: its segmentation, ``True`` = ``"row"``) storage
+    reads the nonzero weights of each segment of the event's input channel ``w[:, c, :, :]``
+    (:func:`~spikeloom.model.geometry.segment_taps`; the whole row when uncut) for every event
+    with a landing tap in that segment.
     """
     nz = (x != 0).astype(np.int64)
     c_out = w.shape[0]
@@ -250,8 +254,11 @@ def _conv_counts(x, w, kn, out_hw, sparse=False):
         syn += int_matmul(per_c, nnz[:, ky, kx])
         taps += per_c.sum(axis=1)
     if sparse:
-        cover = kn.cover(x.shape[2:], out_hw)
-        reads = int_matmul((nz * cover).sum(axis=(2, 3)), nnz.sum(axis=(1, 2)))
+        reads = np.zeros(len(x), np.int64)
+        flat = nnz.reshape(len(nnz), -1)
+        for seg in geometry.segment_taps("row" if sparse is True else sparse, kn.k):
+            cover = kn.cover(x.shape[2:], out_hw, taps=seg)
+            reads += int_matmul((nz * cover).sum(axis=(2, 3)), flat[:, list(seg)].sum(axis=1))
     else:
         reads = taps * c_out
     return nz.sum(axis=(1, 2, 3)), syn, reads
@@ -278,7 +285,8 @@ def synapses(layer: Layer, inp, shortcut_inp=None, sparse=False):
 
     Returns ``(current, counts)``: current (B, *layer.map_shape) int64 (bias included) and
     ``counts`` = {"input_events", "synaptic_events", "weight_reads"} each (B,). ``sparse``: the
-    layer's weights are in compressed storage (only nonzero weights are read, see
+    layer's weights are in compressed storage (``True``, or how its rows are cut, one of
+    :data:`~spikeloom.model.geometry.SEGMENTS`: only nonzero weights are read, see
     :func:`_conv_counts`); otherwise every weight of an event's row is read, zeros included.
     """
     nb = len(inp)
@@ -331,13 +339,13 @@ def _dynamics(model: QuantModel, x, sparse, trace):
         c = step[ly.name]
         if i == 0:
             # the encoded input is the same at every timestep: its current is computed once
-            current, counts = synapses(first, x0, sparse=first.name in sparse)
+            current, counts = synapses(first, x0, sparse=sparse.get(first.name, False))
             for k, v in counts.items():
                 c[k][0] = v
             currents = [current] * T
         else:
             sc = outs.get(ly.shortcut) if ly.shortcut is not None else None
-            current, counts = synapses(ly, s_prev, sc, ly.name in sparse)
+            current, counts = synapses(ly, s_prev, sc, sparse.get(ly.name, False))
             for k, v in counts.items():
                 c[k][:] = v.reshape(T, nb)
             currents = current.reshape((T, nb) + current.shape[1:])
@@ -368,11 +376,13 @@ def _dynamics(model: QuantModel, x, sparse, trace):
 def run(model: QuantModel, x_q, *, sparse, exit_threshold=None, trace=False) -> GoldenResult:
     """Run integer inference on a batch of quantized inputs ``x_q`` (B, input_size).
 
-    ``sparse`` (required) names the layers whose weights are in compressed storage. It changes only
-    the ``weight_reads`` counter, but that counter is what the hardware counts, so every caller
-    says which storage it means: the hardware plan's (``Plan(model, n_pe).sparse_layers``, or
-    ``ports.json``'s ``sparse_layers``), or ``()`` for dense storage of every layer. The result
-    records it (:attr:`GoldenResult.sparse`).
+    ``sparse`` (required) names the layers whose weights are in compressed storage: a collection
+    of names (rows uncut), or ``{name: segments}`` with how each layer's rows are cut
+    (:data:`~spikeloom.model.geometry.SEGMENTS`). It changes only the ``weight_reads`` counter,
+    but that counter is what the hardware counts, so every caller says which storage it means:
+    the hardware plan's (``Plan(model, n_pe).sparse_layers``, or ``ports.json``'s, ``Ports.sparse_layers``),
+    or ``()`` for dense storage of every layer. The result records it (:attr:`GoldenResult.sparse`,
+    :attr:`GoldenResult.segments`).
 
     All ``t_max`` timesteps are computed (the dynamics up to t do not depend on the exit), then each
     inference's exit timestep is the first ``t`` with ``margin(z_t) >= exit_threshold``. Dense and
@@ -383,10 +393,13 @@ def run(model: QuantModel, x_q, *, sparse, exit_threshold=None, trace=False) -> 
     thr = model.exit_threshold if exit_threshold is None else exit_threshold
     if isinstance(sparse, str):
         raise TypeError(f"sparse must be a collection of layer names, got the string {sparse!r}")
-    sparse = tuple(sparse)
+    sparse = dict(sparse) if isinstance(sparse, Mapping) else {n: "row" for n in sparse}
     unknown = sorted(set(sparse) - {ly.name for ly in model.layers})
     if unknown:
         raise InputError(f"sparse names layers the model does not have: {unknown}")
+    bad = {n: v for n, v in sparse.items() if v not in geometry.SEGMENTS}
+    if bad:
+        raise InputError(f"sparse: segments {bad}; allowed: {', '.join(geometry.SEGMENTS)}")
     nb, T = len(x), model.t_max
     block = block_images(model)
     parts = [_dynamics(model, x[i:i + block], sparse, trace) for i in range(0, nb, block)]
@@ -398,4 +411,5 @@ def run(model: QuantModel, x_q, *, sparse, exit_threshold=None, trace=False) -> 
     exit_t = exit_steps(margin, thr, T)
     pred = first_argmax(z_hist[exit_t - 1, np.arange(nb)])
     return GoldenResult(pred=pred, exit_t=exit_t, z=z_hist, margin=margin, step_counters=step, spikes=spikes,
-                        sparse=tuple(ly.name for ly in model.layers if ly.name in sparse))
+                        sparse=tuple(ly.name for ly in model.layers if ly.name in sparse),
+                        segments={ly.name: sparse[ly.name] for ly in model.layers if ly.name in sparse})

@@ -28,6 +28,8 @@ from .errors import ConfigError
 from .snn import SNN
 
 SCOPES = ("layer", "global")
+#: The groups balanced pruning balances inside a conv row: the hardware's cuts of a compressed row.
+GROUPS = geometry.SEGMENTS
 
 
 def prunable(model):
@@ -87,9 +89,12 @@ def balanced_keep(shape, keep, n):
     return min(math.floor(keep * row / len(pes) + 1e-9), min(sizes))
 
 
-def _balanced_mask(w, keep, n, fill=False):
+def _balanced_mask(w, keep, n, fill=False, groups="row"):
     """Mask (True = kept) keeping the ``balanced_keep`` largest magnitudes of every (row, PE) group;
-    on ties the lower flat index inside the group stays. ``fill``: see :func:`magnitude_prune`."""
+    on ties the lower flat index inside the group stays. ``fill``: see :func:`magnitude_prune`.
+    ``groups``: a conv weight's rows are cut into segments first (:func:`_segment_rows`)."""
+    if groups != "row" and w.dim() == 4 and w.shape[-1] > 1:
+        return _balanced_mask(_segment_rows(w, groups), keep, n, fill).reshape(w.shape)
     a = w.abs().transpose(0, 1)  # (rows, out, *taps)
     rows, out = a.shape[0], a.shape[1]
     a = a.reshape(rows, out, -1)
@@ -111,8 +116,17 @@ def _balanced_mask(w, keep, n, fill=False):
     return mask.reshape(w.transpose(0, 1).shape).transpose(0, 1).contiguous()
 
 
+def _segment_rows(w, groups):
+    """A conv weight ``(out, in, k, k)`` with every input row cut into its segments
+    (:data:`spikeloom.model.geometry.SEGMENTS`: kernel rows, or taps), as ``(out, in * S, k * k / S)``:
+    each segment a row of its own (the hardware's compressed rows cut so, ``hw/plan.py``)."""
+    k = w.shape[-1]
+    per = k if groups == "kernel-row" else 1
+    return w.reshape(w.shape[0], -1, per)
+
+
 @torch.no_grad()
-def magnitude_prune(model, sparsity, scope="layer", names=None, balance=None, fill=False):
+def magnitude_prune(model, sparsity, scope="layer", names=None, balance=None, fill=False, groups="row"):
     """Zero the smallest-magnitude synaptic weights; return the masks (already applied).
 
     Parameters
@@ -145,7 +159,16 @@ def magnitude_prune(model, sparsity, scope="layer", names=None, balance=None, fi
         balanced (an event costs its row's count on every PE), the sparsity is still at least
         ``sparsity`` (and within ``P`` weights of it), and a layer with fewer outputs per PE than
         ``1 / (1 - sparsity)`` keeps one weight per PE in its best rows and empties the others.
+    groups : str
+        With ``balance``: the groups balanced inside a conv weight's row (:data:`GROUPS`): the
+        whole row (``"row"``, default), each kernel row (``"kernel-row"``: the ``k`` taps of one
+        ``ky``) or each tap (``"tap"``), every one a row of its own above. The hardware cuts a
+        compressed row the same way (``hw/plan.py``, "Weight storage") and reads only the
+        segments with a landing tap, so with ``"tap"`` an event costs exactly its landing
+        synaptic events / N cycles, at the map's edges too. Dense weights have one tap: a row.
     """
+    if groups not in GROUPS:
+        raise ConfigError(f"groups = {groups!r}; allowed: {', '.join(GROUPS)}")
     _check_fraction("sparsity", sparsity)
     if scope not in SCOPES:
         raise ConfigError(f"scope = {scope!r}; allowed: {', '.join(SCOPES)}")
@@ -163,7 +186,7 @@ def magnitude_prune(model, sparsity, scope="layer", names=None, balance=None, fi
             raise ConfigError(f"not prunable weights of this model: {missing}; prunable: {sorted(params)}")
         params = {n: params[n] for n in names}
     if balance is not None:
-        masks = {n: _balanced_mask(p.detach(), 1.0 - sparsity, balance, fill) for n, p in params.items()}
+        masks = {n: _balanced_mask(p.detach(), 1.0 - sparsity, balance, fill, groups) for n, p in params.items()}
     elif scope == "layer":
         masks = {n: _smallest(p.abs(), round(sparsity * p.numel())) for n, p in params.items()}
     else:

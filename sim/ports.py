@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spikeloom.model.errors import SpikeloomError
+from spikeloom.model.geometry import SEGMENTS
 
 __all__ = ["Field", "Stream", "LayerPorts", "Memory", "Ports", "PortsError"]
 
@@ -121,6 +122,7 @@ class LayerPorts:
     storage_rule: str | None = None
     dense_cycles: int | None = None
     sparse_cycles: int | None = None
+    segments: str | None = None   # how a compressed layer cuts its rows (SEGMENTS; None: dense)
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ class Ports:
     weight_order: str
     counters: tuple
     layers: tuple
-    sparse_layers: tuple
+    sparse_layers: dict     # {compressed layer: how its rows are cut}, as golden.run's ``sparse`` takes it
     weight_memory_bits: int
     memories: tuple
     raw: dict
@@ -184,8 +186,9 @@ class Ports:
         if store not in ("rom", "load"):
             raise PortsError(f"{r.source}: field 'weights.store' must be 'rom' or 'load', got {store!r}")
         load = store == "load"
-        optional = ("storage_rule", "dense_cycles", "sparse_cycles")
-        layers = tuple(LayerPorts(**{k: ly.get(k, str if k in ("name", "role", "kind", "storage", "storage_rule")
+        optional = ("storage_rule", "dense_cycles", "sparse_cycles", "segments")
+        layers = tuple(LayerPorts(**{k: ly.get(k, str if k in ("name", "role", "kind", "storage", "storage_rule",
+                                                               "segments")
                                                else int, optional=k in optional)
                                      for k in LayerPorts.__dataclass_fields__}) for ly in r.items("layers"))
         names = {ly.name for ly in layers}
@@ -193,6 +196,11 @@ class Ports:
         for s in sparse:
             if not isinstance(s, str) or s not in names:
                 raise PortsError(f"{r.source}: field 'sparse_layers' names {s!r}, which is not a layer")
+        segs = r.get("sparse_segments", dict, optional=True) or {}
+        for k, v in segs.items():
+            if k not in sparse or v not in SEGMENTS:
+                raise PortsError(f"{r.source}: field 'sparse_segments' = {{{k!r}: {v!r}}}: the key must be one of "
+                                 f"'sparse_layers' {list(sparse)}, the value one of {', '.join(SEGMENTS)}")
         marked = sorted(ly.name for ly in layers if ly.storage == "sparse")
         if sorted(sparse) != marked:
             raise PortsError(f"{r.source}: field 'sparse_layers' = {list(sparse)!r} disagrees with the layers' "
@@ -208,7 +216,7 @@ class Ports:
             weight_store=store, weight_port=w.get("port", str) if load else None,
             weight_width=w.get("width", int) if load else None, weight_count=w.get("count", int) if load else None,
             weight_order=w.get("order", str),
-            counters=counters, layers=layers, sparse_layers=sparse,
+            counters=counters, layers=layers, sparse_layers={n: segs.get(n, "row") for n in sparse},
             weight_memory_bits=r.get("weight_memory_bits", int),
             memories=tuple(Memory(pe=m.get("pe", str, optional=True), name=m.get("name", str),
                                   depth=m.get("depth", int), width=m.get("width", int), file=m.get("file", str),

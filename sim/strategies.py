@@ -77,9 +77,10 @@ AXES = {
 
 #: PE counts the tests draw: one lane, lanes that do or do not divide the layers.
 N_PES = (1, 2, 3, 4, 7)
-#: Weight storages the tests draw (``hw/plan.py``): every layer dense or compressed, or per layer
-#: by bits (``auto``) or by event cycles (``fast``).
-STORAGES = ("dense", "sparse", "auto", "fast")
+#: Weight storages the tests draw (``hw/plan.py``): every layer dense or compressed (rows cut as
+#: ``auto`` picks, or by kernel row or tap: a burst per landing segment), or per layer by bits
+#: (``auto``) or by event cycles (``fast``).
+STORAGES = ("dense", "sparse", "auto", "fast", "sparse:kernel-row", "sparse:tap")
 
 
 def _threshold_class(t):

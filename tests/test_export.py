@@ -311,22 +311,27 @@ def readme_layout(readme):
     fields = {}
     for st_, bits_, name in re.findall(r"^\| (dense|compressed) \| (\[[\d:]+\]) \| (?:`(\w)`|0)", readme, re.M):
         fields.setdefault(st_, {})[name or "zero"] = _bit_range(bits_)
-    start, length = re.search(r"bits (\[[\d:]+\]) the address of\s+the row's first weight word, bits (\[[\d:]+\]) "
-                              r"its length", readme).groups()
+    start, length = re.search(r"bits\s+(\[[\d:]+\]) the address of\s+the row's first weight word, bits\s+(\[[\d:]+\])"
+                              r"\s+the length `L0`", readme).groups()
+    # segments 1.. of a cut row: its offset from the row's first word and its length
+    segs = {}
+    for what, j, bits_ in re.findall(r"`(off|len)(\d+)` bits (\[[\d:]+\])", readme):
+        segs.setdefault(int(j), {})[what] = _bit_range(bits_)
     n_pe = int(re.search(r"output channels `o = c \* (\d+) \+ p`", readme).group(1))
     layers = {}
-    for name, st_, chunks, srcs in re.findall(r"^\| `(\w+)` \| \w+ \| (dense|compressed) \| (\d+) \| (.*) \|$",
+    for name, st_, chunks, srcs in re.findall(r"^\| `(\w+)` \| \w+ \| (dense|compressed)(?: \(rows cut by [\w-]+\))? "
+                                              r"\| (\d+) \| (.*) \|$",
                                               readme, re.M):
         rows = [(s, int(a), int(b) - int(a) + 1, int(k))
                 for s, a, b, k in re.findall(r"(main|shortcut): rows (\d+)\.\.(\d+) \(k = (\d+)\)", srcs)]
         layers[name] = (st_, int(chunks), rows)
-    return fields, _bit_range(start), _bit_range(length), n_pe, layers
+    return fields, _bit_range(start), _bit_range(length), [segs[j] for j in sorted(segs)], n_pe, layers
 
 
 def decode_weights(folder, model):
     """Every layer's weights (and shortcut weights) read back from ``folder``'s memory files by the
     README's layout alone: {layer: {"main" | "shortcut": array shaped like the model's}}."""
-    fields, start_f, len_f, n_pe, layers = readme_layout((folder / "README.md").read_text())
+    fields, start_f, len_f, seg_f, n_pe, layers = readme_layout((folder / "README.md").read_text())
     rows_tab = [int(v, 16) for v in (folder / "mem" / "rows.hex").read_text().split()]
     mems = [[int(v, 16) for v in (folder / "mem" / f"pe_{p}_weight.hex").read_text().split()] for p in range(n_pe)]
     out, prev = {}, tuple(model.input_shape)
@@ -338,9 +343,10 @@ def decode_weights(folder, model):
             got = np.zeros_like(want)
             for r in range(n_rows):
                 word = rows_tab[first + r]
-                base, n_words = _field(word, *start_f), _field(word, *len_f)
+                base = _field(word, *start_f)
+                spans = [(0, _field(word, *len_f))] + [(_field(word, *sf["off"]), _field(word, *sf["len"])) for sf in seg_f]
                 for p in range(n_pe):
-                    for j, w in enumerate(mems[p][base:base + n_words]):
+                    for j, w in enumerate(w for off, ln in spans for w in mems[p][base + off:base + off + ln]):
                         v = _field(w, *f["w"])
                         v -= (v >> (f["w"][1] - 1) & 1) << f["w"][1]
                         if st_ == "dense":
@@ -375,6 +381,9 @@ def decode_weights(folder, model):
     (lambda: random_conv_model(seed=2, density=0.4, hidden=(6,)), {"conv1": "dense", "conv2": "sparse", "fc1": "sparse"}, 3),
     (lambda: random_conv_model(seed=3, density=0.6, hidden=(6,)), {"conv1": "sparse", "conv2": "dense", "fc": "sparse"}, 1),
     (lambda: random_conv_model(seed=4, density=0.5), "fast", 8),
+    # compressed rows cut by tap and by kernel row: a burst per segment, its offset and length in the rows word
+    (lambda: random_conv_model(seed=5, density=0.5), {"conv1": "sparse:tap", "conv2": "sparse:kernel-row",
+                                                      "fc": "dense"}, 3),
 ])
 def test_readme_layout_decodes_to_the_weights(tmp_path, make, storage, n_pe):
     """The memory files, read by the README's documented layout (fields and bit ranges per storage,
@@ -389,5 +398,8 @@ def test_readme_layout_decodes_to_the_weights(tmp_path, make, storage, n_pe):
     kinds = {ly.storage for ly in Ports.load(tmp_path / "x" / "ports.json").layers}
     if isinstance(storage, dict):
         assert kinds == {"dense", "sparse"}
+        ports = Ports.load(tmp_path / "x" / "ports.json")
+        want_cut = {n: v.split(":")[1] for n, v in storage.items() if v.startswith("sparse:")}
+        assert {n: ports.sparse_layers[n] for n in want_cut} == want_cut
     elif storage in ("dense", "sparse"):
         assert kinds == {storage}

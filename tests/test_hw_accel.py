@@ -407,7 +407,7 @@ def test_compressed_layer_without_index_fields():
                               density=0.6, t_max=2)
     storage = {"conv1": "dense", "conv2": "sparse", "fc": "dense"}
     plan = Plan(model, 2, storage)
-    assert plan.sparse_layers == ("conv2",) and plan.tap_bits == 0 and plan.chunk_bits == 0
+    assert tuple(plan.sparse_layers) == ("conv2",) and plan.tap_bits == 0 and plan.chunk_bits == 0
     check(model, 2, random_inputs(model, 3, seed=0), storage=storage, cycles=True)
 
 

@@ -30,7 +30,9 @@ def expected_words(plan, gi, ch, y, x, val):
             return []
         oy, ox = ((y + g.pad) // g.stride, (x + g.pad) // g.stride) if g.conv else (0, 0)
         base = (lp.neuron_base + (oy * lp.wo + ox) * lp.chunks) & nmask
-        return [(plan.row_start[row] + k, base, val) for k in range(plan.row_len[row])]
+        hit = g.segment_landing(lp.segments, y, x, lp.ho, lp.wo)
+        return [(plan.row_start[row] + off + k, base, val)
+                for (off, ln), h in zip(plan.row_segs[row], hit) if h for k in range(ln)]
     return [(plan.row_start[row] + t * lp.chunks + k, lp.neuron_base + (oy * lp.wo + ox) * lp.chunks + k, val)
             for t, oy, ox in taps for k in range(lp.chunks)]
 
@@ -48,7 +50,7 @@ def events_of(plan, rng, n):
     return out
 
 
-@pytest.mark.parametrize("storage", ["dense", "sparse"])
+@pytest.mark.parametrize("storage", ["dense", "sparse", "sparse:kernel-row", "sparse:tap"])
 @pytest.mark.parametrize("n_pe", [1, 3])
 # model: spike events of value 1; or events of a sum-pooled layer, whose values are its counts
 @pytest.mark.parametrize("model", [MODEL, SUM_MODEL], ids=["max", "sum"])

@@ -103,8 +103,9 @@ def floor_tail_case():
 
 @pytest.mark.parametrize("net", sorted(CONVS))
 @pytest.mark.parametrize("n_pe", [1, 3, 8])
-# dense storage: an event's landing taps are bursts of `chunks` words each, back to back
-@pytest.mark.parametrize("storage", ["dense", "sparse"])
+# dense storage: an event's landing taps are bursts of `chunks` words each, back to back; compressed
+# rows cut by kernel row or tap: a burst per landing segment, of unequal lengths
+@pytest.mark.parametrize("storage", ["dense", "sparse", "sparse:kernel-row", "sparse:tap"])
 def test_conv_net(net, n_pe, storage):
     model = random_conv_model(seed=n_pe, t_max=3, density=0.6, threshold_range=(2, 8), **CONVS[net])
     x = images(model, 4, seed=n_pe)
@@ -124,7 +125,8 @@ def test_random_any_net(seed):
     model = random_any_model(rng)
     x = extreme_inputs(model, 3, rng)
     n_pe = (1, 2, 3, 8, 16)[seed % 5]
-    compare(model, n_pe, x, ("auto", "dense", "sparse")[seed % 3], trace=seed % 2 == 1)
+    compare(model, n_pe, x, ("auto", "dense", "sparse", "sparse:tap", "fast", "sparse:kernel-row")[seed % 6],
+            trace=seed % 2 == 1)
 
 
 # n_pe, storage, seed: residual networks of random_any_model where taking the shortcut queue's
@@ -181,10 +183,12 @@ def test_cifar_random():
     compare(model, 8, x)
 
 
-# (taps landing, chunks, compressed row length): no tap, one, several; one chunk and several; empty,
-# short and long rows
+# (taps landing, chunks, compressed row length or its landing segments' lengths): no tap, one,
+# several; one chunk and several; empty, short and long rows; cut rows with segments of unequal
+# lengths, empty ones among them
 @pytest.mark.parametrize("taps,chunks,row_len", [(0, 1, 3), (1, 1, 0), (1, 3, 2), (2, 1, 5), (4, 2, 1), (9, 3, 7),
-                                                 (3, 5, 12)])
+                                                 (3, 5, 12), (2, 1, [1, 3]), (3, 2, [2, 0, 5]), (9, 1, [1] * 9),
+                                                 (4, 1, [4, 1]), (6, 3, [0, 0])])
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_event_cycles_is_the_pipelines_rate(taps, chunks, row_len, storage):
     """``plan.event_cycles`` (what ``--storage fast`` minimises) is the cycles the cycle model's
@@ -192,11 +196,12 @@ def test_event_cycles_is_the_pipelines_rate(taps, chunks, row_len, storage):
     from spikeloom.hw.plan import bursts, event_cycles
 
     rw, words = bursts(storage, taps, chunks, row_len)
-    m, ln = len(words), (words[0] if words else 0)
+    assert rw == max(len(words), 1) and all(words)
+    ev = (len(words), sum(words), words[-1] if words else 0, words[-2] if len(words) > 1 else 0)
 
     def drained_after(k):
         pipe = perf._Pipe()
-        pipe.run([0] * k, [m] * k, [ln] * k)
+        pipe.run([0] * k, *([v] * k for v in ev))
         return pipe.quiet()
 
     assert drained_after(60) - drained_after(40) == 20 * event_cycles(rw, words)

@@ -65,7 +65,10 @@ def walk(plan, li, inputs):
                                 else:
                                     assert w == 0
                 elif land:
-                    for j in range(ln):
+                    hit = s.segment_landing(lp.segments, y, x, lp.ho, lp.wo)
+                    seg_words = [j for (off, sl), h in zip(plan.row_segs[row], hit) if h for j in range(off, off + sl)]
+                    assert sum(sl for _, sl in plan.row_segs[row]) == ln
+                    for j in seg_words:
                         for p in range(n):
                             w, t, c = decode(plan, words[p][start + j])
                             if w == 0:
@@ -85,7 +88,7 @@ def check_plan(model, n_pe, storage, x):
     first = model.layers[0]
     inp = [x.reshape((len(x),) + tuple(first.in_shape)) if first.kind == "conv" else x.reshape(len(x), -1, 1, 1)]
     cur, reads = walk(plan, 0, inp)
-    want, counts = golden.synapses(first, inp[0] if first.kind == "conv" else x, sparse=first.name in plan.sparse_layers)
+    want, counts = golden.synapses(first, inp[0] if first.kind == "conv" else x, sparse=plan.sparse_layers.get(first.name, False))
     assert (cur.reshape(want.shape) == want - first.bias.reshape((-1,) + (1,) * (want.ndim - 2))).all()
     assert (reads == counts["weight_reads"]).all()
     assert (reads == res.step_counters[first.name]["weight_reads"][0]).all()
@@ -101,7 +104,7 @@ def check_plan(model, n_pe, storage, x):
         if ly.shortcut:
             srcs.append(outs[ly.shortcut])
         cur, reads = walk(plan, li, [v.astype(np.int64) for v in srcs])
-        want, counts = golden.synapses(ly, prev, outs.get(ly.shortcut), ly.name in plan.sparse_layers)
+        want, counts = golden.synapses(ly, prev, outs.get(ly.shortcut), plan.sparse_layers.get(ly.name, False))
         assert (cur.reshape(want.shape) == want - ly.bias.reshape((-1,) + (1,) * (want.ndim - 2))).all()
         assert (reads == counts["weight_reads"]).all()
         assert (reads == res.step_counters[ly.name]["weight_reads"][0]).all()
@@ -129,7 +132,8 @@ def test_conv_plan_walk_equals_golden(data):
         shape = (c, ho // q, ho // q)
     model = random_conv_model(seed=data.draw(st.integers(0, 999), label="seed"), in_shape=in_shape, convs=fixed)
     n_pe = data.draw(st.sampled_from([1, 2, 3, 4]), label="n_pe")
-    storage = data.draw(st.sampled_from(["dense", "sparse", "auto"]), label="storage")
+    storage = data.draw(st.sampled_from(["dense", "sparse", "auto", "fast", "sparse:kernel-row", "sparse:tap"]),
+                        label="storage")
     check_plan(model, n_pe, storage, random_inputs(model, 3, seed=1))
 
 
@@ -206,17 +210,27 @@ def _event_cycles_by_the_pipeline(model, n_pe, storage, layer):
                                   lambda: random_conv_model(seed=4, density=0.9)])
 @pytest.mark.parametrize("n_pe", [1, 3, 8])
 def test_fast_storage_picks_fewer_event_cycles_and_auto_fewer_bits(make, n_pe):
-    """``fast``'s figures are the event pipeline's own bursts (the cycle model's), for both
-    storages; per layer ``fast`` takes the fewer cycles and ``auto`` the fewer bits (ties: bits)."""
+    """``fast``'s figures are the event pipeline's own bursts (the cycle model's), for every form
+    (dense, and compressed with each cut of its rows); per layer ``fast`` takes the fewer cycles and
+    ``auto`` the fewer bits (ties: the other figure, then dense, row, kernel-row, tap)."""
     model = make()
     fast, auto = Plan(model, n_pe, "fast"), Plan(model, n_pe, "auto")
-    assert [r["dense_cycles"] for r in fast.storage_report] == [r["dense_cycles"] for r in auto.storage_report]
+    assert [r["forms"] for r in fast.storage_report] == [r["forms"] for r in auto.storage_report]
     for i, (f, a) in enumerate(zip(fast.storage_report, auto.storage_report)):
-        for st in KINDS:
-            assert f[f"{st}_cycles"] == _event_cycles_by_the_pipeline(model, n_pe, st, i), (f["layer"], st)
-        cost = {st: (f[f"{st}_cycles"], f[f"{st}_bits"]) for st in KINDS}
-        assert f["storage"] == min(KINDS, key=lambda st: (cost[st], st == "sparse")), f
-        assert a["storage"] == ("sparse" if a["sparse_bits"] < a["dense_bits"] else "dense"), a
+        forms = f["forms"]
+        assert list(forms)[:2] == ["dense", "sparse:row"]
+        for form, v in forms.items():
+            assert v["cycles"] == _event_cycles_by_the_pipeline(model, n_pe, form, i), (f["layer"], form)
+        order = list(forms)
+        chosen = lambda r: "dense" if r["storage"] == "dense" else f"sparse:{r['segments']}"
+        assert chosen(f) == min(order, key=lambda k: (forms[k]["cycles"], forms[k]["bits"], order.index(k))), f
+        assert chosen(a) == min(order, key=lambda k: (forms[k]["bits"], forms[k]["cycles"], order.index(k))), a
+        # the compressed figures: of the cut the rule takes among the compressed forms
+        for r, key in ((f, lambda k: (forms[k]["cycles"], forms[k]["bits"])), (a, lambda k: (forms[k]["bits"],
+                                                                                           forms[k]["cycles"]))):
+            best = min(order[1:], key=lambda k: (*key(k), order.index(k)))
+            assert (r["sparse_bits"], r["sparse_cycles"]) == (forms[best]["bits"], forms[best]["cycles"])
+        assert (f["dense_bits"], f["dense_cycles"]) == (forms["dense"]["bits"], forms["dense"]["cycles"])
         assert (f["rule"], a["rule"]) == ("fast", "auto")
 
 
@@ -227,7 +241,7 @@ def test_fast_storage_per_layer_and_errors():
     rep = {r["layer"]: r for r in plan.storage_report}
     assert rep[names[0]]["rule"] == "fast" and rep[names[1]] == {**rep[names[1]], "rule": "dense", "storage": "dense"}
     assert [rep[n]["rule"] for n in names[2:]] == ["auto"] * (len(names) - 2)
-    with pytest.raises(ValueError, match="allowed: 'auto', 'fast', 'dense', 'sparse'"):
+    with pytest.raises(ValueError, match="allowed: 'auto', 'fast', 'dense', 'sparse', 'sparse:row'"):
         Plan(model, 3, {names[0]: "quick"})
 
 
@@ -262,3 +276,43 @@ def test_hardware_limits():
         Plan(model, 2)
     with open(Path(__file__).parents[1] / "model" / "SEMANTICS.md") as f:
         assert "\n### What the hardware maps\n" in f.read()
+
+
+@pytest.mark.parametrize("n_pe", [3, 8])
+@pytest.mark.parametrize("groups", ["kernel-row", "tap"])
+def test_rows_cut_as_pruning_balanced_them_cost_the_landing_work(n_pe, groups):
+    """Conv weights balanced per kernel row or tap (``model/pruning.py`` ``groups``) over the PEs:
+    ``auto`` cuts their compressed rows the same way (no padding, so no more bits than an uncut
+    row, and fewer cycles), and with tap cuts an event costs exactly its landing synaptic events
+    over the PEs that own outputs, at the map's edges too (one cycle when none lands)."""
+    import torch
+
+    from spikeloom.model import pruning
+
+    model = random_conv_model(seed=3, in_shape=(2, 6, 6), convs=((16, 3, 1, 1, 1, False), (12, 3, 1, 1, 2, False)),
+                              density=1.0)
+    torch.manual_seed(0)
+    for ly in model.layers[:2]:
+        ly.weight[ly.weight == 0] = 1  # every group can keep its count
+        w = torch.tensor(ly.weight, dtype=torch.float32) + 0.01 * torch.randn(ly.weight.shape)
+        keep = pruning._balanced_mask(w, 0.25, n_pe, fill=True, groups=groups).numpy()
+        ly.weight[~keep] = 0
+    plan = Plan(model, n_pe, "auto")
+    for lp, r in zip(plan.layers[:2], plan.storage_report):
+        assert (lp.storage, lp.segments) == ("sparse", groups), r
+        assert r["forms"][f"sparse:{groups}"]["bits"] == r["forms"]["sparse:row"]["bits"]
+        assert r["forms"][f"sparse:{groups}"]["cycles"] < r["forms"]["sparse:row"]["cycles"]
+        if groups != "tap":
+            continue
+        g = lp.sources[0]
+        owners = min(n_pe, lp.channels)
+        want = 0
+        for ch in range(g.c_in):
+            for y in range(g.h):
+                for x in range(g.w):
+                    landing = [t for t, _, _ in g.landing(y, x, lp.ho, lp.wo)]
+                    syn = int((g.weight[:, ch].reshape(lp.channels, -1)[:, landing] != 0).sum())
+                    assert syn % owners == 0
+                    want += max(syn // owners, 1)
+        assert r["forms"]["sparse:tap"]["cycles"] == want
+    check_plan(model, n_pe, "auto", random_inputs(model, 2, seed=0))

@@ -35,7 +35,7 @@ def test_every_field_as_written(folders):
         assert [ly.name for ly in p.layers] == [ly["name"] for ly in raw["layers"]]
         for ly, r in zip(p.layers, raw["layers"]):
             assert all(getattr(ly, k) == r[k] for k in ly.__dataclass_fields__), ly.name
-        assert p.sparse_layers == tuple(raw["sparse_layers"]) and p.counters == tuple(raw["counters"])
+        assert tuple(p.sparse_layers) == tuple(raw["sparse_layers"]) and p.counters == tuple(raw["counters"])
         assert [m.file for m in p.memories] == [m["file"] for m in raw["memories"]]
         assert p.weight_files() == [m["file"] for m in raw["memories"] if m["name"] == "weight"]
         assert p.memory("rows", None).pe is None and p.memory("weight", p.n_pe - 1).pe == f"pe_{p.n_pe - 1}"
@@ -48,7 +48,7 @@ def test_every_field_as_written(folders):
     assert not rom.weights_loaded and rom.weight_count is None
     assert load.weights_loaded and load.weight_port == "i_weights"
     assert load.weight_count == load.n_pe * load.memory("weight", 0).depth
-    assert load.sparse_layers == (load.layers[1].name,) and load.storage()[load.layers[1].name] == "sparse"
+    assert tuple(load.sparse_layers) == (load.layers[1].name,) and load.storage()[load.layers[1].name] == "sparse"
 
 
 def test_payload_fields():

@@ -258,6 +258,35 @@ def test_balanced_fill_spends_the_budget_on_whole_rows(shape, sparsity):
         assert k == 0 and int(filled.sum()) == 32  # 256 weights: 32 rows of one weight per PE
 
 
+@pytest.mark.parametrize("groups", ["kernel-row", "tap"])
+@pytest.mark.parametrize("shape", [(32, 16, 3, 3), (20, 3, 3, 3), (6, 4, 5, 5)])
+@pytest.mark.parametrize("n", [3, 8])
+def test_balanced_prune_per_segment_of_a_row(groups, shape, n):
+    """``groups``: every PE keeps as many weights of each kernel row (or tap) of every input row,
+    the largest of that segment, with ``fill`` spending the budget on whole segments; a row stays
+    balanced as a whole too."""
+    net = _layer(shape, seed=2)
+    before = net[0].weight.detach().abs().clone()
+    mask = prune.magnitude_prune(net, 0.8, balance=n, fill=True, groups=groups)["0.weight"]
+    k = shape[-1]
+    per = k if groups == "kernel-row" else 1
+    seg_mask = mask.reshape(shape[0], -1, per)
+    pes = min(n, shape[0])
+    counts = torch.stack([seg_mask[p::n].sum(dim=(0, 2)) for p in range(pes)], 1)  # (rows * segments, PEs)
+    assert (counts == counts[:, :1]).all() and counts.sum() > 0
+    budget = int(np.floor(0.2 * mask.numel() + 1e-9))
+    assert budget - pes * per < int(mask.sum()) <= budget
+    seg_before = before.reshape(shape[0], -1, per)
+    for r in range(seg_mask.shape[1]):
+        for p in range(pes):
+            g_m, g_b = seg_mask[p::n, r].flatten(), seg_before[p::n, r].flatten()
+            if g_m.any() and not g_m.all():
+                assert g_b[g_m].min() >= g_b[~g_m].max()
+    assert prune.pe_load(net[0].weight, n)[1] == 1.0
+    with pytest.raises(ConfigError, match="groups = 'ky'; allowed: row, kernel-row, tap"):
+        prune.magnitude_prune(_layer(shape), 0.5, balance=n, groups="ky")
+
+
 def test_fill_needs_balance():
     with pytest.raises(ConfigError, match="fill"):
         prune.magnitude_prune(_layer((16, 8)), 0.5, fill=True)
