@@ -51,6 +51,8 @@ N_RANGE = (1, 16)
 #: Weight storages drawn: every layer dense, every layer compressed, the plan's choice, or a
 #: random choice per layer (``hw/plan.py``).
 STORAGE_CHOICES = ("dense", "sparse", "auto", "mixed")
+#: What "mixed" draws per layer: dense, or compressed with its rows whole or cut by kernel row or tap.
+MIXED_FORMS = ("dense", "sparse", "sparse:kernel-row", "sparse:tap")
 WEIGHT_MODES = ("rom", "load")
 #: Idle (input) and back-pressure (outputs) probabilities of the bench's streams.
 STALLS = (0.0, 0.2, 0.6)
@@ -66,7 +68,7 @@ class Case:
     index: int
     model: object
     n_pe: int
-    storage: object  # "dense" | "sparse" | "auto" | {layer: "dense" | "sparse"}
+    storage: object  # "dense" | "sparse" | "auto" | {layer: one of MIXED_FORMS}
     weights: str
     trace: bool
     inputs: np.ndarray
@@ -91,7 +93,7 @@ def draw(seed, index, images=3):
             else int(rng.integers(5, N_RANGE[1])))
     storage = str(rng.choice(STORAGE_CHOICES))
     if storage == "mixed":
-        storage = {ly.name: str(rng.choice(("dense", "sparse"))) for ly in model.layers}
+        storage = {ly.name: str(rng.choice(MIXED_FORMS)) for ly in model.layers}
     weights = str(rng.choice(WEIGHT_MODES))
     trace = bool(rng.random() < 0.5)
     inputs = extreme_inputs(model, images, rng)
