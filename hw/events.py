@@ -232,12 +232,12 @@ class SpikeEventSource(wiring.Component):
             m.d.sync += level.eq(level + 1)
         with m.Elif(r_en & ~w_en):
             m.d.sync += level.eq(level - 1)
-        # hold's next entry: the queue's head, else the pushed entry (when nothing is pushed its
-        # mask is cleared, and the other fields it loads do not matter). A 2:1 choice behind the
-        # queue's memory, whose read data (block RAM without an output register) arrives late.
         with m.If(free):
-            m.d.sync += hold.eq(Mux(r_rdy, head.as_value(), self.push.payload.as_value()))
-            with m.If(~r_rdy & ~self.push.valid):
+            with m.If(r_rdy):
+                m.d.sync += hold.eq(head)
+            with m.Elif(self.push.valid):
+                m.d.sync += hold.eq(self.push.payload)
+            with m.Else():
                 m.d.sync += hold.mask.eq(0)
         with m.Elif(take):
             m.d.sync += hold.mask.eq(rest)
