@@ -430,7 +430,8 @@ def golden_json(model, res, storage, exit_threshold=None, counters=False):
     return {"model": model.name, "classes": names, "t_max": int(model.t_max),
             "exit_threshold": int(model.exit_threshold if exit_threshold is None else exit_threshold),
             "results": results,
-            "storage": {"source": storage["source"], "n_pe": storage["n_pe"], "layers": res.storage()},
+            "storage": {"source": storage["source"], "n_pe": storage["n_pe"], "layers": res.storage(),
+                        "segments": dict(res.segments)},
             "counters": ({ln: {k: v.tolist() for k, v in cs.items()} for ln, cs in res.counters().items()}
                          if counters else None)}
 

@@ -147,7 +147,7 @@ def compute(qmodel, ports, x_q, rtl_images=None, tech=None, x_float=None, log=pr
     n_pe = ports.n_pe
     sparse = ports.sparse_layers
     names = [ly.name for ly in qmodel.layers]
-    plan = Plan(qmodel, n_pe, {name: f"sparse:{sparse[name]}" if name in sparse else "dense" for name in names})
+    plan = Plan(qmodel, n_pe, ports.plan_storage())
     res = golden.run(qmodel, x_q, trace=True, sparse=sparse)
     g_recs = records.from_golden(res, cycles_model(qmodel, n_pe, x_q, res, plan))
     e_golden = records_energy(qmodel, ports, g_recs, names, tech)

@@ -363,7 +363,7 @@ def weight_layout_section(ports):
     sb, lb = rw["start_bits"], rw["len_bits"]
     extra = [(k, f) for k, f in rw.get("fields", {}).items() if k not in ("start", "len0")]
     seg_text = ("; then, for each further segment j = 1.." + str(rw["segments"] - 1) + ", its first word's offset `offj`"
-                " from the row's first word and its length `Lj`: "
+                " from the row's first word and its length `lenj`: "
                 + ", ".join(f"`{k}` bits {_bits(f['lsb'], f['width'])}" for k, f in extra)
                 + " (0 for segments a row does not have)") if extra else ""
     layer_rows = []
@@ -393,9 +393,9 @@ rows are position-major, row `(y * W + x) * C + ch` holding column `ch * H * W +
 (PyTorch's flatten). A shortcut's row is a channel of the shortcut map (1 x 1 kernel, `t = 0`).
 
 `mem/rows.hex` holds one word per row (`ports.json` `rows_word`, {rw.get("width", sb + lb)} bits): bits
-{_bits(0, sb)} the address of the row's first weight word, bits {_bits(sb, lb)} the length `L0` in
-words of its segment 0 (the same in every PE){seg_text}. A dense row and an uncut compressed row
-are one segment, the whole row.
+{_bits(0, sb)} the address of the row's first weight word, bits {_bits(sb, lb)} the length `len0` in
+words of its segment 0 (the same in every PE){seg_text}. A dense row, an uncut compressed row and
+a row of one tap (a dense layer's, a shortcut's, a 1 x 1 kernel's) are one segment, the whole row.
 
 **Words of a row**, in PE p, from its first word on:
 
@@ -404,7 +404,7 @@ are one segment, the whole row.
 - compressed: PE p's nonzero weights of the row as entries `(w, t, c)`, in the order of `t`, then
   `c`, segment by segment: segment `j` (taps `t` of the whole row, of kernel row `ky = j` when the
   layer cuts its rows by kernel row, or `t = j` when it cuts them by tap) holds PE p's entries of
-  those taps followed by entries whose bits are all 0 up to its length `Lj`, from the row's first
+  those taps followed by entries whose bits are all 0 up to its length `lenj`, from the row's first
   word plus `offj` (`off0 = 0`).
   An event reads only the segments that hold one of its landing taps.
 
@@ -424,7 +424,7 @@ def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source=""
     kinds = {"weight": "weights (read-only)" + (
         f"; {banks} banks of {bank_depth} words (`pe_<p>.weight.bank_<k>`, words k * {bank_depth} on), each "
         f"read into a register of its own, the bank chosen after it (`--weight-bank-depth`)" if banks else ""),
-        "rows": "row start and length per input row (read-only, shared)"}
+        "rows": "row start and segment lengths and offsets per input row (read-only, shared)"}
     styles = ecp5_ram_styles(ports.memories)
     ecp5_marks = "".join(f'setattr -set ram_style \\"{s}\\" m:{n}; ' for n, s in styles.items())
     ecp5_note = ("\nThe `setattr` commands keep the per-neuron memories out of ECP5 block RAM (distributed RAM, "

@@ -810,7 +810,8 @@ def _generate(ctx, qmodel, n_pe, trace, storage, log):
     log(f"[generate] {verilog} ({verilog.stat().st_size // 1024} KiB, N = {n_pe} PEs, --storage "
         f"{storage_text(storage)}); {ports.weight_memory_bits} weight bits; per layer (event cycles: an event at "
         f"every input, summed):\n{storage_table(ports)}")
-    ctx.report["hardware"] = {"n_pe": n_pe, "storage": ports.storage(), "storage_option": storage,
+    ctx.report["hardware"] = {"n_pe": n_pe, "storage": ports.storage(), "segments": dict(ports.sparse_layers),
+                              "storage_option": storage,
                               "weight_memory_bits": ports.weight_memory_bits,
                               "layers": [{k: getattr(ly, k) for k in HARDWARE_LAYER_KEYS} for ly in ports.layers]}
     return out

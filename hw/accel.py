@@ -313,7 +313,7 @@ def describe(accel):
                     "out_features": lp.out_features, "channels": lp.channels, "map": [lp.ho, lp.wo],
                     "pool": lp.pool, "positions": lp.positions, "chunks": lp.chunks,
                     "neuron_base": lp.neuron_base, "weight_base": lp.weight_base, "storage": lp.storage,
-                    "segments": lp.segments if lp.storage == "sparse" else None,
+                    "segments": lp.segments if lp.storage == "sparse" else None, "forms": r["forms"],
                     "weight_words": r["words"], "dense_bits": r["dense_bits"], "sparse_bits": r["sparse_bits"],
                     "storage_rule": r["rule"], "dense_cycles": r["dense_cycles"], "sparse_cycles": r["sparse_cycles"],
                     "sources": [{"shortcut": g.shortcut, "row_base": g.row_base, "rows": g.rows, "k": g.k}

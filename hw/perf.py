@@ -11,7 +11,8 @@ data-independent lengths except the accumulate phases (``LOAD``, ``ACC``), whose
 the event pipeline (:class:`~spikeloom.hw.pipeline.EventPipeline`: ``EV``, ``RW``, ``TP``, the
 issue stage) draining its events. Every event costs ``max(m, 1)`` ``RW`` cycles and ``m`` bursts
 (:meth:`EventPipeline.bursts`: ``L`` words each for dense storage; for compressed storage one per
-landing segment, of its length), of ``S`` words in all, the last two of ``L1`` and ``L2``; between the stages the pipeline is a chain of
+landing segment, of its length), of ``S`` words in all (the last burst ``L1`` words, the one before
+it ``L2``); between the stages the pipeline is a chain of
 one-entry registers with back-pressure, so each event's cycles follow from the previous one's in
 a few ``max`` and ``+`` (:class:`_Pipe`): the cycle ``E`` it enters ``EV`` (its source offers it,
 ``EV`` frees), ``R`` it moves to ``RW`` (``RW`` frees), ``T1`` its first burst moves to ``TP``

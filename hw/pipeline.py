@@ -84,8 +84,8 @@ class EventPipeline(wiring.Component):
     def bursts(plan, g, ch, y, x):
         """The work of the event ``(ch, y, x)`` of source ``g``: (cycles it holds ``RW``, burst
         lengths in words), by the plan's burst rule (:func:`spikeloom.hw.plan.bursts`: one burst of
-        ``chunks`` words per landing tap for dense storage, one of the row's ``row_len`` entries
-        for compressed storage)."""
+        ``chunks`` words per landing tap for dense storage; for compressed storage one per segment
+        of its row with a landing tap and entries, of that segment's length)."""
         lp = plan.layers[g.layer]
         taps = len(g.landing(y, x, lp.ho, lp.wo))
         segs = plan.row_segs[g.row_base + g.row(ch, y, x)]

@@ -42,8 +42,9 @@ The burst rule of the two storages (:func:`bursts`) is what the event pipeline i
 (``EventPipeline.bursts`` applies it to an event) and what the cycle model replays.
 
 A layer's *forms* are ``dense`` and ``sparse`` with each segmentation (one, ``row``, when no
-source has more than one tap). ``auto`` picks, per layer, the form with fewer bits, then fewer
-event cycles; ``fast`` the one with fewer event cycles (:func:`event_cycles` of an event at every
+source has more than one tap). ``auto`` picks, per layer, the form with fewer weight-word bits (the
+shared ``rows`` table is not counted: its word has room for the most-cut layer's segments, see
+"Weight word"), then fewer event cycles; ``fast`` the one with fewer event cycles (:func:`event_cycles` of an event at every
 input ``(ch, y, x)`` of each of the layer's sources, summed: the layer's cost if every input were
 active once), then fewer bits; ``sparse`` the compressed form with fewer bits, then cycles; a form
 by name (``sparse:tap``) that form. On a tie the earlier form in (dense, row, kernel-row, tap)

@@ -71,5 +71,5 @@ def expected_records(model, ports, x):
     from .records import from_golden
 
     res = golden.run(model, x, trace=True, sparse=ports.sparse_layers)  # the cycle model replays the spikes
-    plan = Plan(model, ports.n_pe, ports.storage())
+    plan = Plan(model, ports.n_pe, ports.plan_storage())
     return from_golden(res, perf.batch_cycles(model, ports.n_pe, x, res, plan))

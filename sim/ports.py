@@ -201,6 +201,10 @@ class Ports:
             if k not in sparse or v not in SEGMENTS:
                 raise PortsError(f"{r.source}: field 'sparse_segments' = {{{k!r}: {v!r}}}: the key must be one of "
                                  f"'sparse_layers' {list(sparse)}, the value one of {', '.join(SEGMENTS)}")
+        for ly in layers:
+            if ly.name in sparse and ly.segments is not None and segs.get(ly.name, "row") != ly.segments:
+                raise PortsError(f"{r.source}: layer {ly.name!r} has segments {ly.segments!r}, but field "
+                                 f"'sparse_segments' gives it {segs.get(ly.name, 'row')!r}")
         marked = sorted(ly.name for ly in layers if ly.storage == "sparse")
         if sorted(sparse) != marked:
             raise PortsError(f"{r.source}: field 'sparse_layers' = {list(sparse)!r} disagrees with the layers' "
@@ -254,6 +258,12 @@ class Ports:
     def storage(self):
         """``{layer name: "dense" | "sparse"}``: each layer's weight storage."""
         return {ly.name: ly.storage for ly in self.layers}
+
+    def plan_storage(self):
+        """``{layer name: "dense" | "sparse:<segments>"}``: the ``storage`` that rebuilds this
+        core's plan (``Plan(model, n_pe, ports.plan_storage())``), compressed rows cut as here."""
+        return {ly.name: f"sparse:{self.sparse_layers[ly.name]}" if ly.name in self.sparse_layers else "dense"
+                for ly in self.layers}
 
     def counter_field(self, layer, counter):
         """The result payload field of one per-layer activity counter."""

@@ -312,7 +312,7 @@ def readme_layout(readme):
     for st_, bits_, name in re.findall(r"^\| (dense|compressed) \| (\[[\d:]+\]) \| (?:`(\w)`|0)", readme, re.M):
         fields.setdefault(st_, {})[name or "zero"] = _bit_range(bits_)
     start, length = re.search(r"bits\s+(\[[\d:]+\]) the address of\s+the row's first weight word, bits\s+(\[[\d:]+\])"
-                              r"\s+the length `L0`", readme).groups()
+                              r"\s+the length `len0`", readme).groups()
     # segments 1.. of a cut row: its offset from the row's first word and its length
     segs = {}
     for what, j, bits_ in re.findall(r"`(off|len)(\d+)` bits (\[[\d:]+\])", readme):

@@ -96,12 +96,30 @@ def test_export_testbench_vectors_are_the_golden_models(tmp_path, small):
     x = np.array([int(v, 16) for v in (tmp_path / "out" / "tb" / "inputs.hex").read_text().split()]).reshape(5, -1)
     assert (x == tb_inputs(model, 5)[0]).all()
     res = golden.run(model, x, trace=True, sparse=ports.sparse_layers)
-    recs = from_golden(res, cycles_model(model, 2, x, res, Plan(model, 2, ports.storage())))
+    recs = from_golden(res, cycles_model(model, 2, x, res, Plan(model, 2, ports.plan_storage())))
     got = [ports.result.unpack(int(v, 16)) for v in (tmp_path / "out" / "tb" / "expected.hex").read_text().split()]
     assert got == [r.flat() for r in recs]
     assert all(r.cycles > 0 for r in recs)
     rc, text = run_tb(tmp_path / "out", TOP)
     assert rc == 0 and "PASS: 5 images" in text, text[-3000:]
+
+
+@pytest.mark.icarus
+def test_export_testbench_of_rows_cut_by_tap(tmp_path):
+    """A conv core whose compressed rows are cut by tap and by kernel row: the exported testbench's
+    expected cycles come from the plan as generated (``Ports.plan_storage``), and it passes."""
+    from spikeloom.model.randnet import random_conv_model
+
+    model = random_conv_model(seed=4, in_shape=(2, 6, 6), convs=((4, 3, 1, 1, 2, False), (5, 3, 1, 1, 1, True)),
+                              hidden=(5,), t_max=2)
+    path = modelfile.save(model, tmp_path / "conv.slm")
+    export(path, 3, tmp_path / "out", tb_images=3, storage={"conv1": "sparse:tap", "conv2": "sparse:kernel-row"},
+           log=lambda *a: None)
+    ports = Ports.load(tmp_path / "out")
+    assert (ports.sparse_layers["conv1"], ports.sparse_layers["conv2"]) == ("tap", "kernel-row")
+    assert {n: ports.plan_storage()[n] for n in ("conv1", "conv2")} == {"conv1": "sparse:tap", "conv2": "sparse:kernel-row"}
+    rc, text = run_tb(tmp_path / "out", TOP)
+    assert rc == 0 and "PASS: 3 images" in text, text[-3000:]
 
 
 def test_testbench_images_come_from_the_dataset(tmp_path):

@@ -49,6 +49,13 @@ def test_every_field_as_written(folders):
     assert load.weights_loaded and load.weight_port == "i_weights"
     assert load.weight_count == load.n_pe * load.memory("weight", 0).depth
     assert tuple(load.sparse_layers) == (load.layers[1].name,) and load.storage()[load.layers[1].name] == "sparse"
+    cut = load.sparse_layers[load.layers[1].name]
+    assert load.plan_storage() == {ly.name: f"sparse:{cut}" if i == 1 else "dense" for i, ly in enumerate(load.layers)}
+    # a layer's own segments must agree with sparse_segments
+    raw = json.loads((folders / "load" / "ports.json").read_text())
+    raw["layers"][1]["segments"] = "tap" if cut != "tap" else "row"
+    with pytest.raises(PortsError, match=f"layer '{load.layers[1].name}' has segments"):
+        Ports.from_dict(raw)
 
 
 def test_payload_fields():
@@ -80,6 +87,7 @@ def _minimal():
     (lambda d: d["weights"].update(store="flash"), "'weights.store' must be 'rom' or 'load'"),
     (lambda d: d["weights"].update(store="load"), "field 'weights.port' must be str, got None"),
     (lambda d: d.update(sparse_layers=["fc9"]), "'sparse_layers' names 'fc9'"),
+    (lambda d: d.update(sparse_segments={"fc9": "tap"}), "field 'sparse_segments' = {'fc9': 'tap'}"),
     (lambda d: d.update(memories=[{"pe": None, "name": "rows"}]), "field 'memories[0].depth' is missing"),
 ])
 def test_errors_name_file_and_field(tmp_path, edit, needle):
