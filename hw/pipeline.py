@@ -140,6 +140,30 @@ class EventPipeline(wiring.Component):
         m.d.comb += self.i_main.ready.eq(take_main)
         return src_valid, src, src_geo
 
+    @staticmethod
+    def _next_burst(m, field, n_seg, rw_seg, rw_valid, rw_sparse, rw_mask, rest, rw_start, rw_len):
+        """The burst ``RW`` moves to ``TP`` next: (the event's last, a burst is loaded, its first
+        word, its words - 1, the segments left after it). Dense storage: the lowest landing tap
+        (``rest``: the taps after it). Compressed: the lowest segment with a landing tap and
+        entries (``rw_seg``: the segments with a landing tap not yet issued; ``field``: a field of
+        the row's ``rows`` word); an uncut row (``n_seg == 1``) is one burst at the row's start."""
+        if n_seg == 1:
+            return (Mux(rw_sparse, 1, rest == 0), rw_valid & (rw_mask != 0) & (~rw_sparse | (rw_len != 0)),
+                    rw_start, rw_len - 1, None)
+        lbits = len(field("len0"))
+        seg_len = [field(f"len{j}") for j in range(n_seg)]
+        seg_off = [Const(0, lbits)] + [field(f"off{j}") for j in range(1, n_seg)]
+        pend = Signal(n_seg)
+        seg = Signal(range(max(n_seg, 2)))
+        m.d.comb += pend.eq(rw_seg & Cat(*(ln != 0 for ln in seg_len)))
+        for b in reversed(range(n_seg)):
+            with m.If(pend[b]):
+                m.d.comb += seg.eq(b)
+        seg_rest = Signal(n_seg)
+        m.d.comb += seg_rest.eq(pend & ~(Const(1, n_seg) << seg))
+        return (Mux(rw_sparse, seg_rest == 0, rest == 0), rw_valid & Mux(rw_sparse, pend != 0, rw_mask != 0),
+                rw_start + Array(seg_off)[seg], Array(seg_len)[seg] - 1, seg_rest)
+
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
@@ -233,25 +257,8 @@ class EventPipeline(wiring.Component):
                         toff.eq(Array(Const(tt * lp.chunks, wbits) for tt in range(g.taps))[tap]),
                         dtap.eq(Array(Const(v % (1 << nbits), nbits) for v in d)[tap]),
                     ]
-        if n_seg > 1:
-            # compressed: the next segment with a landing tap and entries (lowest first)
-            seg_len = [field(f"len{j}") for j in range(n_seg)]
-            seg_off = [Const(0, lbits)] + [field(f"off{j}") for j in range(1, n_seg)]
-            pend = Signal(n_seg)
-            seg = Signal(range(max(n_seg, 2)))
-            m.d.comb += pend.eq(rw_seg & Cat(*(ln != 0 for ln in seg_len)))
-            for b in reversed(range(n_seg)):
-                with m.If(pend[b]):
-                    m.d.comb += seg.eq(b)
-            seg_rest = Signal(n_seg)
-            m.d.comb += seg_rest.eq(pend & ~(Const(1, n_seg) << seg))
-            rw_done = Mux(rw_sparse, seg_rest == 0, rest == 0)
-            tp_load = rw_valid & Mux(rw_sparse, pend != 0, rw_mask != 0)
-            s_w0, s_last = rw_start + Array(seg_off)[seg], Array(seg_len)[seg] - 1
-        else:
-            rw_done = Mux(rw_sparse, 1, rest == 0)
-            tp_load = rw_valid & (rw_mask != 0) & (~rw_sparse | (rw_len != 0))
-            s_w0, s_last = rw_start, rw_len - 1
+        rw_done, tp_load, s_w0, s_last, seg_rest = self._next_burst(m, field, n_seg, rw_seg, rw_valid, rw_sparse,
+                                                                    rw_mask, rest, rw_start, rw_len)
         m.d.comb += rw_ready.eq(~rw_valid | (tp_ready & rw_done))
         with m.If(tp_ready):
             m.d.sync += tp_valid.eq(tp_load)
