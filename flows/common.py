@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-from spikeloom.hw.plan import PES_RANGE, STORAGE_CHOICES
+from spikeloom.hw.plan import PES_RANGE, SPARSE_FORMS, STORAGE_CHOICES
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 
@@ -60,7 +60,7 @@ def check_pes(pes, option="--pes"):
 #: ``--storage``'s help (generate, export, run, evaluate, cosim).
 STORAGE_HELP = ("weight storage per layer: auto (default: fewer bits), fast (fewer cycles per input event, every "
                 "input channel and position counted as equally active), dense, "
-                "sparse (zero-skipping; its rows cut as auto picks), sparse:row, sparse:kernel-row, sparse:tap "
+                "sparse (zero-skipping; its rows cut as auto picks), " + ", ".join(SPARSE_FORMS) + " "
                 "(zero-skipping, rows cut so: a burst per landing kernel row or tap), or LAYER=S[,LAYER=S...] "
                 "(the layers not named: auto)")
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikeloom.hw.plan import SPARSE_FORMS, STORAGES
 from spikeloom.model.config import check_seed
 from spikeloom.model.data import load_npy
 from spikeloom.model.errors import ConfigError, SpikeloomError
@@ -52,7 +53,7 @@ N_RANGE = (1, 16)
 #: random choice per layer (``hw/plan.py``).
 STORAGE_CHOICES = ("dense", "sparse", "auto", "mixed")
 #: What "mixed" draws per layer: dense, or compressed with its rows whole or cut by kernel row or tap.
-MIXED_FORMS = ("dense", "sparse", "sparse:kernel-row", "sparse:tap")
+MIXED_FORMS = STORAGES + tuple(f for f in SPARSE_FORMS if f != "sparse:row")
 WEIGHT_MODES = ("rom", "load")
 #: Idle (input) and back-pressure (outputs) probabilities of the bench's streams.
 STALLS = (0.0, 0.2, 0.6)

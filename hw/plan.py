@@ -105,13 +105,11 @@ WEIGHT_STORES = ("rom", "load")
 def bursts(storage, taps, chunks, seg_lens):
     """The work of one event: (cycles it holds the event pipeline's ``RW`` register, burst lengths
     in words). ``taps``: how many of its taps land; ``chunks``: its layer's; ``seg_lens`` (compressed
-    storage): the lengths of its row's segments that have a landing tap, in order (an int: the
-    whole row as one segment). Dense storage: one burst of ``chunks`` words per landing tap;
+    storage): the lengths of its row's segments that have a landing tap, in order. Dense storage:
+    one burst of ``chunks`` words per landing tap;
     compressed storage: one burst per landing segment with entries. ``RW`` holds the event one
     cycle per burst, at least one."""
     if storage == "sparse":
-        if isinstance(seg_lens, (int, np.integer)):
-            seg_lens = [seg_lens] if taps else []
         words = [int(v) for v in seg_lens if v]
         return max(len(words), 1), words
     return max(taps, 1), [chunks] * taps
@@ -339,10 +337,10 @@ class Plan:
             forms = self._forms(srcs, chunks, ho, wo)
             want = choice.get(ly.name, "auto")
             decided.append((self._pick(forms, want), forms))
-            st, segs = decided[-1][0]
-            if st == "sparse":
-                self.tap_bits = max(self.tap_bits, max(bits(s.taps) if s.taps > 1 else 0 for s in srcs))
-                self.chunk_bits = max(self.chunk_bits, bits(chunks) if chunks > 1 else 0)
+            chosen = forms[decided[-1][0]]
+            if "index_bits" in chosen:  # compressed: the words' tap and chunk fields
+                self.tap_bits = max(self.tap_bits, chosen["index_bits"][0])
+                self.chunk_bits = max(self.chunk_bits, chosen["index_bits"][1])
         self.word_bits = self.weight_bits + self.tap_bits + self.chunk_bits
 
         self.layers, self.row_start, self.row_len, self.row_segs = [], [], [], []
@@ -372,7 +370,7 @@ class Plan:
                                      sparse_only=True)
             self.storage_report.append({
                 "layer": ly.name, "storage": st, "segments": segs if st == "sparse" else None,
-                "rule": choice.get(ly.name, "auto"), "words": wb - layer_wb,
+                "rule": want, "words": wb - layer_wb,
                 "dense_bits": forms[("dense", "row")]["bits"], "sparse_bits": forms[best_sparse]["bits"],
                 "dense_cycles": forms[("dense", "row")]["cycles"], "sparse_cycles": forms[best_sparse]["cycles"],
                 "forms": {("dense" if f[0] == "dense" else f"sparse:{f[1]}"): {"bits": v["bits"], "cycles": v["cycles"]}
@@ -444,7 +442,8 @@ class Plan:
     def _forms(self, srcs, chunks, ho, wo):
         """``{(storage, segments): {"bits", "cycles", "lens"}}`` of a layer with sources ``srcs``:
         its weight bits and event cycles (:meth:`_source_cycles`) in every form; ``lens``: per
-        source, the (rows, segments) lengths of its compressed rows (``None`` for dense)."""
+        source, the (rows, segments) lengths of its compressed rows (``None`` for dense); the
+        compressed forms' ``index_bits``: the (tap, chunk) field widths their words need."""
         n = self.n_pe
         wb = self.weight_bits
         forms = {("dense", "row"): {
@@ -461,7 +460,7 @@ class Plan:
             forms[("sparse", segs)] = {
                 "bits": sum(int(v.sum()) for v in lens) * (wb + tb + cb) * n,
                 "cycles": sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v) for s, v in zip(srcs, lens)),
-                "lens": lens}
+                "lens": lens, "index_bits": (tb, cb)}
         return forms
 
     @staticmethod

@@ -195,7 +195,8 @@ def test_event_cycles_is_the_pipelines_rate(taps, chunks, row_len, storage):
     event pipeline takes per event of these bursts when events follow back to back."""
     from spikeloom.hw.plan import bursts, event_cycles
 
-    rw, words = bursts(storage, taps, chunks, row_len)
+    # an uncut row (an int): one segment, which lands when a tap does
+    rw, words = bursts(storage, taps, chunks, row_len if isinstance(row_len, list) else [row_len] * bool(taps))
     assert rw == max(len(words), 1) and all(words)
     ev = (len(words), sum(words), words[-1] if words else 0, words[-2] if len(words) > 1 else 0)
 
