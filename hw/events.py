@@ -44,8 +44,9 @@ def spike_entry_layout(n_pe, n_rows, max_h, max_w, count_bits=0):
 class InputEventSource(wiring.Component):
     """Events of the analog layer, from the image's input values.
 
-    A zero value is accepted in the cycle it is offered, whatever ``events.ready``; a nonzero
-    value becomes an event and is accepted with it. Values arrive in row-major order of
+    A value is accepted in the cycle it is offered unless an event waits in the skid register; a
+    nonzero value becomes an event, which waits in the skid while ``events.ready`` is low (the
+    values are accepted in the same cycles as if a nonzero one waited for ``events.ready``). Values arrive in row-major order of
     ``shape``: (C, H, W) for a conv first layer (event row = channel, at ``(y, x)``), or (F,) for
     a dense one (event row = index, at (0, 0)).
 
@@ -60,10 +61,10 @@ class InputEventSource(wiring.Component):
     Members
     -------
     i_data : In(stream.Signature(unsigned(input_bits)))
-        Input values in order; ``ready`` is combinational from ``valid``, the payload, ``enable``
-        and ``events.ready``.
+        Input values in order; ``ready`` is combinational from ``enable`` and registers.
     events : Out(stream.Signature(layout))
-        Nonzero values; ``valid`` combinational from ``i_data``.
+        Nonzero values; ``valid`` combinational from ``i_data`` (or the skid register, which holds
+        an event that was not taken).
     enable : In(1)
         Accept values (the load phase).
     restart : In(1)
@@ -98,14 +99,27 @@ class InputEventSource(wiring.Component):
         x = Signal(range(max(n_w, 2)))
         value = self.i_data.payload
         open_ = self.enable & ~self.done
+        # A value is accepted whenever the skid register is empty (`ready` does not depend on the
+        # event's `ready`, which comes back through the event pipeline); a nonzero value's event
+        # goes out at once, and waits in the skid while `events.ready` is low. The stream then stops
+        # until the skid's event is taken, so values are accepted in the same cycles as when a
+        # nonzero value waited for `events.ready` on `i_data` itself.
+        skid_valid = Signal(name="skid_valid")
+        skid = Signal(self.events.payload.shape(), name="skid")
+        ev = Signal(self.events.payload.shape())
         m.d.comb += [
-            self.events.valid.eq(open_ & self.i_data.valid & (value != 0)),
-            self.events.payload.row.eq(row),
-            self.events.payload.y.eq(y),
-            self.events.payload.x.eq(x),
-            self.events.payload.val.eq(value),
-            self.i_data.ready.eq(open_ & ((value == 0) | self.events.ready)),
+            ev.row.eq(row), ev.y.eq(y), ev.x.eq(x), ev.val.eq(value),
+            self.i_data.ready.eq(open_ & ~skid_valid),
+            self.events.valid.eq(skid_valid | (open_ & self.i_data.valid & (value != 0))),
         ]
+        with m.If(skid_valid):
+            m.d.comb += self.events.payload.eq(skid)
+            with m.If(self.events.ready):
+                m.d.sync += skid_valid.eq(0)
+        with m.Else():
+            m.d.comb += self.events.payload.eq(ev)
+            with m.If(self.events.valid & ~self.events.ready):
+                m.d.sync += [skid_valid.eq(1), skid.eq(ev)]
         accept = self.i_data.valid & self.i_data.ready
         m.d.comb += self.first.eq(accept & (row == 0) & (y == 0) & (x == 0))
         with m.If(self.restart):
@@ -145,15 +159,21 @@ class SpikeEventSource(wiring.Component):
     -------
     push : In(stream.Signature(entry))
         Entries with a nonzero mask; ``ready`` is low only when the queue is full. An entry
-        pushed in cycle k can be an event from cycle k + 1.
+        pushed in cycle k can be an event from cycle k + ``LATENCY``.
     events : Out(stream.Signature(layout))
-        ``row = rbase + lane``; ``valid`` and the payload come from registers only.
+        ``row = rbase + lane``; ``valid`` and the payload come from registers only (``hold``, or
+        the skid register that keeps an event not taken).
     empty : Out(1)
-        No entry is queued or being split (combinational).
+        No entry is queued or being split, no event waits (combinational).
     """
 
-    #: Cycles from an entry's push to the first cycle its events can be taken.
-    LATENCY = 1
+    #: Cycles from an entry's push to the first cycle its events can be taken: the push register,
+    #: then ``hold``.
+    LATENCY = 2
+
+    #: Entries held in registers between the queue memory and ``hold`` (see :meth:`elaborate`):
+    #: enough to hide the memory's two cycles of read latency (address register, output register).
+    PREFETCH = 3
 
     def __init__(self, n_pe, depth, entry, layout):
         self._n_pe = n_pe
@@ -164,81 +184,174 @@ class SpikeEventSource(wiring.Component):
             "empty": Out(1),
         })
 
+    @classmethod
+    def consistent(cls, reg, entry):
+        """The states the queue reaches from reset, as an expression of its registers (``reg(name)``
+        gives the register ``name``; ``entry``: the entry layout), for a proof by induction
+        (``hw/formal.py``): hold's lane registers are those of its mask, the allocated
+        slots are a prefix, each holds its entry or is a read in flight, the flights are in order,
+        and the memory holds entries only while every slot is allocated."""
+        k = cls.PREFETCH
+        alloc, full, level = reg("alloc"), reg("pre_full"), reg("level")
+        mask, lane = data.View(entry, reg("hold")).mask, reg("hold_lane")
+        ok = (reg("hold_valid") == (mask != 0)) & (~reg("hold_valid") | (reg("hold_last") == ((mask & (mask - 1)) == 0)))
+        for b in range(len(mask)):   # hold_lane is the lowest lane of the mask
+            ok &= ~mask[b] | ((mask & ((1 << b) - 1)) != 0) | (lane == b)
+        flights = [(reg(f"flight{i}"), reg(f"flight{i}_slot")) for i in (1, 2)]
+        ok &= (alloc <= k) & ((level == 0) | (alloc == k))
+        for f, slot in flights:
+            ok &= ~f | ((slot < alloc) & ~full.bit_select(slot, 1))
+        ok &= ~(flights[0][0] & flights[1][0]) | (flights[1][1] < flights[0][1])
+        for i in range(k):
+            in_flight = (flights[0][0] & (flights[0][1] == i)) | (flights[1][0] & (flights[1][1] == i))
+            ok &= (i < alloc) == (full[i] | in_flight)
+        return ok
+
     def elaborate(self, platform):
         m = Module()
         n = self._n_pe
         entry = self.push.payload.shape()
-        # The queue: a memory with a registered read port, read one entry ahead (at the pointer
-        # it will have in the next cycle) and transparent to the write port, so that its head has
-        # the timing of a first-word-fall-through queue and the memory can be block RAM (iCE40
-        # EBR) instead of flip-flops and a read multiplexer. depth >= 2: no zero-width pointers.
-        depth = max(self._depth, 2)
+        k = self.PREFETCH
+        # The entry being split into events sits in a register, `hold`; its mask keeps the lanes
+        # not yet issued. Events come from it only (through the skid register below). It takes the
+        # next entry in the cycle its last lane leaves (it is then "free"): the head of the prefetch
+        # registers below, or, when no entry is queued, a pushed entry directly. That is the timing
+        # of a first-word-fall-through queue behind the push register (LATENCY = 2). The push
+        # register takes every push: the spike flags of all PEs, ORed into the entry's mask, end in
+        # it, and the queue's decisions below start at registers only.
+        #
+        # Queued entries are in order: first the prefetch registers `pre` (a shift register whose
+        # slot 0 is the head; a slot is allocated in order and filled now (a push) or when its read
+        # lands), then the queue memory. A push goes to the registers while the memory holds no
+        # entry and a slot is free, else to the memory. The memory is read at `consume` every
+        # cycle; a read is "issued" (its entry allocated a slot) when the memory holds an entry and
+        # a slot is free, and lands two cycles later from the memory's output register (a DP16KD's
+        # OUTREG, or an iCE40 EBR's read register and a flip-flop). The registers cut the memory's
+        # clock-to-output, and the events' `ready` (which comes back through the event pipeline)
+        # out of its address and write enable: a pushed entry is always written at `produce`,
+        # which advances only when the entry stays in the memory.
+        #
+        # Why PREFETCH = 3 slots keep the timing: the memory holds an entry only while all slots
+        # are allocated (it receives pushes only then, and issues a read whenever a slot frees,
+        # which then refills it in the same cycle). An entry issued in cycle c therefore has
+        # PREFETCH - 1 entries before it in the slots after that cycle's take; `hold` takes one
+        # a cycle at most, so it needs the entry in cycle c + PREFETCH at the earliest, when it is
+        # in slot 0 (read address registered after c, output register after c + 1, slot after c + 2).
+        depth = max(self._depth, 2)  # no zero-width pointers
         m.submodules.storage = storage = Memory(shape=unsigned(entry.size), depth=depth, init=[])
         wr = storage.write_port()
-        rd = storage.read_port(transparent_for=(wr,))
+        rd = storage.read_port()
         produce = Signal(range(depth))
         consume = Signal(range(depth))
-        level = Signal(range(depth + 1))
-        r_rdy = Signal()
-        m.d.comb += r_rdy.eq(level != 0)
-        head = data.View(entry, rd.data)
+        level = Signal(range(depth + 1))   # entries in the memory, not yet issued
+        q = Signal(entry.size, reset_less=True)   # the memory's output register
+        pre = [Signal(entry, name=f"pre{i}", reset_less=True) for i in range(k)]
+        full = Signal(k, name="pre_full")   # slot i holds its entry
+        alloc = Signal(range(k + 1))        # slots allocated (a prefix)
+        flight = [Signal(range(k), name=f"flight{i}_slot") for i in (1, 2)]   # the slot of the read
+        issued = [Signal(name=f"flight{i}") for i in (1, 2)]                 # issued 1 / 2 cycles ago
 
-        # The entry being split into events sits in a register; its mask keeps the lanes not yet
-        # issued. Events come from it only (no queue read in the event path): it takes the
-        # queue's next entry in the cycle its last lane is taken, or a pushed entry directly when
-        # the queue is empty, which is the timing of a first-word-fall-through queue.
+        # the push register
+        push = Signal(entry, name="push_entry", reset_less=True)
+        pushed = Signal(name="push_valid")
+        m.d.sync += [push.eq(self.push.payload), pushed.eq(self.push.valid & self.push.ready)]
+
         hold = Signal(entry)
-        # at least 1 bit: a zero-width signal (N = 1) is emitted as an ascending `[-1:0]` vector
-        lane = Signal(range(max(n, 2)))
-        for b in reversed(range(n)):
-            with m.If(hold.mask[b]):
-                m.d.comb += lane.eq(b)
-        valid = hold.mask != 0
+        # hold's lowest lane, and whether it is its last, are registers of their own, so that
+        # whether hold is free comes from registers (`valid`, `last`) and no priority encoder
+        valid = Signal(name="hold_valid")
+        lane = Signal(range(max(n, 2)), name="hold_lane")   # >= 1 bit: N = 1 gives no zero-width signal
+        last = Signal(name="hold_last")
+        # hold's event leaves whenever the skid register is empty: to the consumer, or into the
+        # skid while `events.ready` is low (a first-word-fall-through queue's timing all the same:
+        # the consumer sees the skid's event, then hold's). So `ready`, which comes back through
+        # the event pipeline, reaches the skid only, not hold or the queue behind it.
+        skid_valid = Signal(name="skid_valid")
+        skid = Signal(self.events.payload.shape(), name="skid")
+        ev = Signal(self.events.payload.shape())
         m.d.comb += [
-            self.events.valid.eq(valid),
-            self.events.payload.row.eq(hold.rbase + lane),
-            self.events.payload.y.eq(hold.y),
-            self.events.payload.x.eq(hold.x),
-            self.events.payload.val.eq(hold.count[lane] if "count" in entry.members else 1),
-            self.empty.eq(~valid & ~r_rdy),
+            ev.row.eq(hold.rbase + lane), ev.y.eq(hold.y), ev.x.eq(hold.x),
+            ev.val.eq(hold.count[lane] if "count" in entry.members else 1),
+            self.events.valid.eq(skid_valid | valid),
+            self.empty.eq(~pushed & ~valid & ~skid_valid & (alloc == 0) & (level == 0)),
         ]
+        with m.If(skid_valid):
+            m.d.comb += self.events.payload.eq(skid)
+            with m.If(self.events.ready):
+                m.d.sync += skid_valid.eq(0)
+        with m.Else():
+            m.d.comb += self.events.payload.eq(ev)
+            with m.If(valid & ~self.events.ready):
+                m.d.sync += [skid_valid.eq(1), skid.eq(ev)]
         rest = Signal(n)
         m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
-        take = valid & self.events.ready
-        # hold is free after this cycle: empty, or its last lane is taken now
-        free = ~valid | (take & (rest == 0))
-        # A pushed entry is always written (the write does not wait for the events' ready, which
-        # comes back through the event pipeline); when hold takes it directly (hold free, queue
-        # empty), the read pointer steps over it in the same cycle. (The queue is never full and
-        # empty at once: a direct take is never refused.)
-        direct = free & ~r_rdy & self.push.valid
-        w_en = Signal()
-        r_en = Signal()   # the read pointer advances
+        take = valid & ~skid_valid
+        free = ~valid | (take & last)   # hold is free after this cycle
+        take_pre = free & full[0]
+        direct = free & (alloc == 0) & (level == 0) & pushed
+        room = Signal(range(k + 1))   # slots allocated after this cycle's take
+        m.d.comb += room.eq(alloc - take_pre)
+        to_pre = pushed & ~direct & (level == 0) & (room != k)
+        to_mem = pushed & ~direct & ~to_pre
+        issue = (level != 0) & (room != k)
         m.d.comb += [
-            w_en.eq(self.push.valid & (level != depth)),
-            r_en.eq(free & r_rdy | direct),
-            self.push.ready.eq(level != depth),
-            wr.addr.eq(produce),
-            wr.data.eq(self.push.payload.as_value()),
-            wr.en.eq(w_en),
+            # full: the memory, or all but one entry of it with one in the push register (it
+            # may go to the memory)
+            self.push.ready.eq(~((level == depth) | ((level == depth - 1) & pushed))),
+            wr.addr.eq(produce), wr.data.eq(push.as_value()),
+            wr.en.eq(pushed),
+            rd.addr.eq(consume),
         ]
-        nxt_consume = Mux(consume == depth - 1, 0, consume + 1)
-        m.d.comb += rd.addr.eq(Mux(r_en, nxt_consume, consume))
-        with m.If(w_en):
+        m.d.sync += q.eq(rd.data)
+        with m.If(to_mem):
             m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
-        with m.If(r_en):
-            m.d.sync += consume.eq(nxt_consume)
-        with m.If(w_en & ~r_en):
-            m.d.sync += level.eq(level + 1)
-        with m.Elif(r_en & ~w_en):
-            m.d.sync += level.eq(level - 1)
+        with m.If(issue):
+            m.d.sync += consume.eq(Mux(consume == depth - 1, 0, consume + 1))
+        m.d.sync += [level.eq(level + to_mem - issue), alloc.eq(room + to_pre + issue),
+                     issued[0].eq(issue), issued[1].eq(issued[0]),
+                     flight[0].eq(room), flight[1].eq(flight[0] - take_pre)]
+
+        # the slots: shift by one on a take, then the pushed entry into its slot, the landing one
+        # into its slot (never the same slot: a push to the slots waits for an empty memory, and
+        # a landing read was issued while the memory held it)
+        land = flight[1] - take_pre   # the landing read's slot after the shift
+        for i in range(k):
+            with m.If(to_pre & (room == i)):
+                m.d.sync += [pre[i].eq(push), full[i].eq(1)]
+            with m.Elif(issued[1] & (land == i)):
+                m.d.sync += [pre[i].eq(q), full[i].eq(1)]
+            with m.Elif(take_pre):
+                if i + 1 < k:
+                    m.d.sync += [pre[i].eq(pre[i + 1]), full[i].eq(full[i + 1])]
+                else:
+                    m.d.sync += full[i].eq(0)
         with m.If(free):
-            with m.If(r_rdy):
-                m.d.sync += hold.eq(head)
-            with m.Elif(self.push.valid):
-                m.d.sync += hold.eq(self.push.payload)
+            with m.If(full[0]):
+                m.d.sync += [hold.eq(pre[0]), *_first_lane(m, pre[0].mask, valid, lane, last, "pre")]
+            with m.Elif(direct):
+                m.d.sync += [hold.eq(push), *_first_lane(m, push.mask, valid, lane, last, "push")]
             with m.Else():
-                m.d.sync += hold.mask.eq(0)
+                m.d.sync += [hold.mask.eq(0), valid.eq(0)]
         with m.Elif(take):
-            m.d.sync += hold.mask.eq(rest)
+            m.d.sync += [hold.mask.eq(rest), *_first_lane(m, rest, valid, lane, last, "rest")]
         return m
+
+
+def _first_lane(m, mask, valid, lane, last, name):
+    """Assignments to ``valid``, ``lane`` and ``last`` of a lane mask: it has a lane, its lowest
+    lane, it has one lane at most. Each is a balanced tree over the lanes (no carry chain), so
+    that a pushed mask, which comes from every PE, reaches them in a few logic levels."""
+    low = Signal.like(lane, name=f"{name}_lane")
+
+    def tree(lo, hi):
+        # (any lane set, at most one set, lowest set lane - lo) of mask[lo:hi]
+        if hi - lo == 1:
+            return mask[lo], Const(1, 1), Const(0, 1)
+        mid = lo + (hi - lo + 1) // 2
+        (a_any, a_one, a_low), (b_any, b_one, b_low) = tree(lo, mid), tree(mid, hi)
+        return (a_any | b_any, a_one & b_one & ~(a_any & b_any),
+                Mux(a_any, a_low, b_low + (mid - lo)))
+
+    anyset, one, first = tree(0, len(mask))
+    m.d.comb += low.eq(first)
+    return [valid.eq(anyset), lane.eq(low), last.eq(one)]

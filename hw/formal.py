@@ -53,7 +53,8 @@ however long after reset, without unrolling an inference):
 ``inv_queues``
     A spiking-layer update in the PE pipeline belongs to the layer updating (or, in ``ACC``, to the
     one before); the shortcut queue holds entries only from its source layer's ``UPDATE`` to its
-    reader's ``ACC``.
+    reader's ``ACC``; each spike queue's registers are in a state it reaches from reset
+    (:meth:`~spikeloom.hw.events.SpikeEventSource.consistent`).
 
 ``Cover`` statements (``COVERS``) show the properties are not vacuous: a result is transferred,
 a result is held under back-pressure, a second image follows a first.
@@ -73,7 +74,7 @@ from amaranth.hdl import Assert, Assume, Cover, Fragment
 from amaranth.lib import data, wiring
 
 from .accel import Accelerator
-from .events import InputEventSource
+from .events import InputEventSource, SpikeEventSource
 from .pe import PE
 from .pool import shortcut_readers
 from .sequencer import Phase, exit_wait
@@ -224,8 +225,7 @@ class StreamCheck(wiring.Component):
         inputs = _part(design, "inputs")
         row, y, x = (_register(design, "inputs", name) for name in ("row", "y", "x"))
         cnt, layer = _register(design, "seq", "cnt"), _register(design, "seq", "layer")
-        queues = {q: (data.View(_part(design, q).push.payload.shape(), _register(design, q, "hold")).mask == 0)
-                  & (_register(design, q, "level") == 0)
+        queues = {q: _queue_idle(design, q)
                   for q in ("spikes", "shortcut") if any(name == q for _, name, *_ in design.subfragments)}
         plan = self.accel.plan
         n_c, n_h, n_w = self._shape
@@ -273,7 +273,9 @@ class StreamCheck(wiring.Component):
             & (~drained(PE.SPIKE_STAGE + 1) | ~_register(design, "counters", "upd_cnt_valid")),
             "inv_tail": ~tail | (_all(queues.values()) & ~_part(design, "events").counted
                                  & _all(~(st.cmd.update & ~st.cmd.output) for st in stages)),
-            "inv_queues": placed & shortcut_placed,
+            "inv_queues": placed & shortcut_placed
+            & _all(SpikeEventSource.consistent(lambda name, q=q: _register(design, q, name),
+                                               _part(design, q).push.payload.shape()) for q in queues),
         }
 
 
@@ -301,6 +303,16 @@ def _subfragment(fragment, name):
 def _part(design, name):
     """The component of the design's submodule ``name`` (its ports are the design's signals)."""
     return _subfragment(design, name).origins[0]
+
+
+def _queue_idle(design, q):
+    """The spike queue ``q`` holds nothing: no entry in its push register or being split, no event
+    in its skid register,
+    no prefetch slot allocated (in a consistent state, none full and no read in flight), nothing
+    in its memory."""
+    return (~_register(design, q, "push_valid") & ~_register(design, q, "hold_valid") & ~_register(design, q, "skid_valid")
+            & (_register(design, q, "level") == 0)
+            & (_register(design, q, "alloc") == 0))
 
 
 def _register(design, part, name):

@@ -285,7 +285,13 @@ class _Queue:
             self.hold = self.fifo.popleft()[1][1:]
 
     def empty(self, c):
+        """No event to offer in cycle ``c``."""
         return self.head(c) is None
+
+    def idle(self):
+        """Nothing pushed is left (the queue's ``empty``; an entry counts from its push on, readable
+        or not)."""
+        return not self.hold and not self.fifo
 
 
 def _events_of(plan, geo_id, ch_list, y, x):
@@ -434,7 +440,7 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
             src, src_q = mainq.head(c), mainq
         elif sc_here and not scq.empty(c):
             src, src_q = scq.head(c), scq
-        queues_empty = mainq.empty(c) and (not sc_here or scq.empty(c))
+        queues_empty = mainq.idle() and (not sc_here or scq.idle())
 
         # ---- registers at the end of cycle c
         # trace queue (consumed at once): pops what was readable, pushes this cycle's entries
