@@ -39,8 +39,8 @@ class EventPipeline(wiring.Component):
 
     * ``EV``: the event taken from one of the sources (the input values in the load phase, else
       the spike queue, then the shortcut queue when the fetched layer has a shortcut source).
-    * ``RW``: its row's start and length from the ``rows`` table (a registered read), the taps
-      that land and the event's neuron base.
+    * ``RW``: its row's start and length from the ``rows`` table (read as the event enters
+      ``EV``, registered with it into ``RW``), the taps that land and the event's neuron base.
     * ``TP``: one burst: a landing tap's ``chunks`` words for dense storage (one burst per tap,
       lowest tap first), or for compressed storage one segment's entries (one burst per segment
       with a landing tap and entries, lowest first; an uncut row is one segment).
@@ -201,11 +201,16 @@ class EventPipeline(wiring.Component):
         rw_e = Signal(nbits)  # modulo 2**nbits: a landing tap's neuron is exact in these bits
         rw_seg = Signal(n_seg)  # compressed rows cut in segments: those with a landing tap, not yet issued
         lay = plan.rows_layout()
-        field = lambda name: rows_rd.data[lay[name][0]:lay[name][0] + lay[name][1]]
+        # the rows word is read as the event enters EV and registered with it into RW: no path
+        # from the block RAM's slow clock-to-output goes beyond that register
+        rw_row = Signal(plan.rows_bits)
+        field = lambda name: rw_row[lay[name][0]:lay[name][0] + lay[name][1]]
         rw_start, rw_len = field("start"), field("len0")
-        m.d.comb += [rows_rd.addr.eq(ev.row), rows_rd.en.eq(ev_valid & rw_ready)]
+        m.d.comb += [rows_rd.addr.eq(src.row), rows_rd.en.eq(ev_ready)]
         with m.If(rw_ready):
             m.d.sync += [rw_valid.eq(ev_valid), rw_geo.eq(ev_geo), rw_val.eq(ev.val)]
+            with m.If(ev_valid):
+                m.d.sync += rw_row.eq(rows_rd.data)
             with m.Switch(ev_geo):
                 for gi, g in enumerate(geos):
                     lp = plan.layers[g.layer]
