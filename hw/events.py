@@ -104,22 +104,10 @@ class InputEventSource(wiring.Component):
         # goes out at once, and waits in the skid while `events.ready` is low. The stream then stops
         # until the skid's event is taken, so values are accepted in the same cycles as when a
         # nonzero value waited for `events.ready` on `i_data` itself.
-        skid_valid = Signal(name="skid_valid")
-        skid = Signal(self.events.payload.shape(), name="skid")
         ev = Signal(self.events.payload.shape())
-        m.d.comb += [
-            ev.row.eq(row), ev.y.eq(y), ev.x.eq(x), ev.val.eq(value),
-            self.i_data.ready.eq(open_ & ~skid_valid),
-            self.events.valid.eq(skid_valid | (open_ & self.i_data.valid & (value != 0))),
-        ]
-        with m.If(skid_valid):
-            m.d.comb += self.events.payload.eq(skid)
-            with m.If(self.events.ready):
-                m.d.sync += skid_valid.eq(0)
-        with m.Else():
-            m.d.comb += self.events.payload.eq(ev)
-            with m.If(self.events.valid & ~self.events.ready):
-                m.d.sync += [skid_valid.eq(1), skid.eq(ev)]
+        m.d.comb += [ev.row.eq(row), ev.y.eq(y), ev.x.eq(x), ev.val.eq(value)]
+        skid_valid = _skid(m, self.events, ev, open_ & self.i_data.valid & (value != 0))
+        m.d.comb += self.i_data.ready.eq(open_ & ~skid_valid)
         accept = self.i_data.valid & self.i_data.ready
         m.d.comb += self.first.eq(accept & (row == 0) & (y == 0) & (x == 0))
         with m.If(self.restart):
@@ -266,23 +254,13 @@ class SpikeEventSource(wiring.Component):
         # skid while `events.ready` is low (a first-word-fall-through queue's timing all the same:
         # the consumer sees the skid's event, then hold's). So `ready`, which comes back through
         # the event pipeline, reaches the skid only, not hold or the queue behind it.
-        skid_valid = Signal(name="skid_valid")
-        skid = Signal(self.events.payload.shape(), name="skid")
         ev = Signal(self.events.payload.shape())
         m.d.comb += [
             ev.row.eq(hold.rbase + lane), ev.y.eq(hold.y), ev.x.eq(hold.x),
             ev.val.eq(hold.count[lane] if "count" in entry.members else 1),
-            self.events.valid.eq(skid_valid | valid),
-            self.empty.eq(~pushed & ~valid & ~skid_valid & (alloc == 0) & (level == 0)),
         ]
-        with m.If(skid_valid):
-            m.d.comb += self.events.payload.eq(skid)
-            with m.If(self.events.ready):
-                m.d.sync += skid_valid.eq(0)
-        with m.Else():
-            m.d.comb += self.events.payload.eq(ev)
-            with m.If(valid & ~self.events.ready):
-                m.d.sync += [skid_valid.eq(1), skid.eq(ev)]
+        skid_valid = _skid(m, self.events, ev, valid)
+        m.d.comb += self.empty.eq(~pushed & ~valid & ~skid_valid & (alloc == 0) & (level == 0))
         rest = Signal(n)
         m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
         take = valid & ~skid_valid
@@ -335,6 +313,25 @@ class SpikeEventSource(wiring.Component):
         with m.Elif(take):
             m.d.sync += [hold.mask.eq(rest), *_first_lane(m, rest, valid, lane, last, "rest")]
         return m
+
+
+def _skid(m, events, ev, offered):
+    """A skid register in front of the stream ``events``: the event ``ev``, offered while
+    ``offered``, goes out at once, or waits in the skid while ``events.ready`` is low (the skid's
+    event goes out first). Returns the skid's valid, a register: while it is set the source keeps
+    its next event, so ``events.ready`` reaches the skid only."""
+    skid_valid = Signal(name="skid_valid")
+    skid = Signal(events.payload.shape(), name="skid")
+    m.d.comb += events.valid.eq(skid_valid | offered)
+    with m.If(skid_valid):
+        m.d.comb += events.payload.eq(skid)
+        with m.If(events.ready):
+            m.d.sync += skid_valid.eq(0)
+    with m.Else():
+        m.d.comb += events.payload.eq(ev)
+        with m.If(offered & ~events.ready):
+            m.d.sync += [skid_valid.eq(1), skid.eq(ev)]
+    return skid_valid
 
 
 def _first_lane(m, mask, valid, lane, last, name):
