@@ -134,9 +134,10 @@ def wrapper_verilog(ports, t_max):
 {wl_header}//
 // Input stream (valid/ready, a transfer happens on a rising edge where in_valid & in_ready)
 //   in_data  [{in_w - 1}:0]   {ports.input_count} unsigned input values per image, in index order, no framing.
-//   in_valid / in_ready   in_ready is combinational from in_valid and in_data (a zero value is
-//                taken at once, a nonzero one when the PE array is free). Values of the next image
-//                are accepted only after the previous result has been transferred.
+//   in_valid / in_ready   in_ready comes from registers only (no path from in_valid or in_data):
+//                during the load it is high unless the event of an accepted nonzero value still
+//                waits for the PE array. Values of the next image are accepted only after the
+//                previous result has been transferred.
 //
 // Result stream (one transfer per image)
 //   res_valid / res_ready   res_valid stays high, with a stable payload, until res_ready.

@@ -113,8 +113,8 @@ class Accelerator(wiring.Component):
     i_data : In(stream.Signature(unsigned(model.input_bits)))
         ``model.input_size`` values per image in row-major order of ``model.input_shape``, no
         framing. Accepted only in the load phase of an image, i.e. after the previous image's
-        result has been transferred. ``ready`` is combinational from ``valid`` and the payload
-        (zeros are taken at once).
+        result has been transferred. ``ready`` comes from registers only (during the load it is
+        high unless the event of an accepted nonzero value still waits for the event pipeline).
     o_result : Out(stream.Signature(result_layout(plan)))
         One transfer per image: ``pred``, ``timesteps`` (executed, 1..t_max), ``cycles`` (see
         ``CYCLES_DEFINITION``) and per layer the six ``golden.COUNTERS`` summed over executed

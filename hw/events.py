@@ -45,8 +45,10 @@ class InputEventSource(wiring.Component):
     """Events of the analog layer, from the image's input values.
 
     A value is accepted in the cycle it is offered unless an event waits in the skid register; a
-    nonzero value becomes an event, which waits in the skid while ``events.ready`` is low (the
-    values are accepted in the same cycles as if a nonzero one waited for ``events.ready``). Values arrive in row-major order of
+    nonzero value becomes an event, which waits in the skid while ``events.ready`` is low, and
+    the next value is accepted only once that event is taken (the events are taken in the same
+    cycles as when a nonzero value waited on ``i_data`` for ``events.ready``; that value itself
+    is accepted earlier). Values arrive in row-major order of
     ``shape``: (C, H, W) for a conv first layer (event row = channel, at ``(y, x)``), or (F,) for
     a dense one (event row = index, at (0, 0)).
 
@@ -102,8 +104,8 @@ class InputEventSource(wiring.Component):
         # A value is accepted whenever the skid register is empty (`ready` does not depend on the
         # event's `ready`, which comes back through the event pipeline); a nonzero value's event
         # goes out at once, and waits in the skid while `events.ready` is low. The stream then stops
-        # until the skid's event is taken, so values are accepted in the same cycles as when a
-        # nonzero value waited for `events.ready` on `i_data` itself.
+        # until the skid's event is taken, so the events, and the values after a waiting one, go
+        # in the same cycles as when a nonzero value waited for `events.ready` on `i_data` itself.
         ev = Signal(self.events.payload.shape())
         m.d.comb += [ev.row.eq(row), ev.y.eq(y), ev.x.eq(x), ev.val.eq(value)]
         skid_valid = _skid(m, self.events, ev, open_ & self.i_data.valid & (value != 0))
@@ -146,8 +148,9 @@ class SpikeEventSource(wiring.Component):
     Members
     -------
     push : In(stream.Signature(entry))
-        Entries with a nonzero mask; ``ready`` is low only when the queue is full. An entry
-        pushed in cycle k can be an event from cycle k + ``LATENCY``.
+        Entries with a nonzero mask; ``ready`` is low only when the queue is full, or one entry
+        short of it with an entry in the push register. An entry pushed in cycle k can be an
+        event from cycle k + ``LATENCY``.
     events : Out(stream.Signature(layout))
         ``row = rbase + lane``; ``valid`` and the payload come from registers only (``hold``, or
         the skid register that keeps an event not taken).
@@ -226,7 +229,11 @@ class SpikeEventSource(wiring.Component):
         # a cycle at most, so it needs the entry in cycle c + PREFETCH at the earliest, when it is
         # in slot 0 (read address registered after c, output register after c + 1, slot after c + 2).
         depth = max(self._depth, 2)  # no zero-width pointers
-        m.submodules.storage = storage = Memory(shape=unsigned(entry.size), depth=depth, init=[])
+        # no_rw_check: a read that lands is never of the entry being written (it reads an entry
+        # written in an earlier cycle), so Yosys need not keep old data on a collision; without it,
+        # it puts a bypass multiplexer between the memory and `q` (not the block's output register)
+        m.submodules.storage = storage = Memory(shape=unsigned(entry.size), depth=depth, init=[],
+                                                attrs={"no_rw_check": 1})
         wr = storage.write_port()
         rd = storage.read_port()
         produce = Signal(range(depth))

@@ -29,9 +29,9 @@ the environment: reset is asserted in the first cycle. The properties (``PROPERT
 Invariants (``INVARIANTS``, asserted and proved with the properties) relate the wrapper's
 tracking state and the result's sources to the design's registers, which the wrapper reads from
 the elaborated design by name (the sequencer's ``phase``, ``cnt``, ``layer``; the input source's
-position; the queues' ``hold`` and ``level``; the exit unit's and the counters' pipeline
-registers), so that every property is inductive at a small ``k`` (2: every reachable state,
-however long after reset, without unrolling an inference):
+position; the queues' registers (push, ``hold``, skid, prefetch slots, memory level); the exit
+unit's and the counters' pipeline registers), so that every property is inductive at a small
+``k`` (2: every reachable state, however long after reset, without unrolling an inference):
 
 ``inv_phase``
     ``phase`` is one of the phases of a design with initialised weights, the registered phase

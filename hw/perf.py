@@ -116,7 +116,9 @@ class _Pipe:
             return len(x)  # the zeros are accepted one per cycle
         self.e = -1
         self.run(repeat(None), *(v[nz].tolist() for v in tab), gaps=(np.diff(nz, prepend=-1) - 1).tolist())
-        done = self.e + len(x) - int(nz[-1])  # the cycle after the last value is accepted
+        # the cycle after the last value is accepted: the zeros after the last event are taken
+        # one per cycle once it has entered EV
+        done = self.e + len(x) - int(nz[-1])
         return max(done, self.quiet())
 
 

@@ -108,21 +108,22 @@ def test_input_events_carry_position(seed, shape):
     assert got == want
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), n_pe=st.integers(1, 4), entries=st.integers(1, 40),
-       push_rate=st.floats(0.2, 1.0), ready_rate=st.floats(0.1, 1.0))
-def test_queue_has_first_word_fall_through_timing(seed, n_pe, entries, push_rate, ready_rate):
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n_pe=st.sampled_from([1, 2, 3, 4, 8]), entries=st.integers(1, 40),
+       depth=st.integers(1, 12), push_rate=st.floats(0.2, 1.0), ready_rate=st.floats(0.1, 1.0))
+def test_queue_has_first_word_fall_through_timing(seed, n_pe, entries, depth, push_rate, ready_rate):
     """Cycle by cycle, the events are those of an unbounded first-word-fall-through queue whose
     entry is split lane by lane: an entry pushed in cycle k is an event from cycle k + LATENCY when
-    the entries before it are taken, under random pushes and back-pressure (the queue memory and
-    its prefetch registers, full or draining, never show)."""
+    the entries before it are taken, under random pushes (held while ``ready`` is low: a queue
+    memory shallower than the entries fills up and its pointers wrap) and back-pressure; ``empty``
+    is high exactly when nothing pushed in an earlier cycle is left."""
     rng = random.Random(seed)
     masks = [rng.randrange(1, 1 << n_pe) for _ in range(entries)]
     layout = event_layout(max(entries * n_pe, 2), 3, 3, 3)
-    dut = SpikeEventSource(n_pe, entries, spike_entry_layout(n_pe, max(entries * n_pe, 2), 3, 3), layout)
+    dut = SpikeEventSource(n_pe, depth, spike_entry_layout(n_pe, max(entries * n_pe, 2), 3, 3), layout)
     lanes = sum(bin(mask).count("1") for mask in masks)
     pushes = []   # (cycle, rbase, mask)
-    seen = []     # per cycle: (valid, row, ready)
+    seen = []     # per cycle: (valid, row, ready, empty)
 
     async def producer(ctx):
         c = 0
@@ -133,7 +134,9 @@ def test_queue_has_first_word_fall_through_timing(seed, n_pe, entries, push_rate
             ctx.set(dut.push.payload.rbase, e * n_pe)
             ctx.set(dut.push.payload.mask, mask)
             ctx.set(dut.push.valid, 1)
-            assert ctx.get(dut.push.ready)   # depth = entries: never full
+            while not ctx.get(dut.push.ready):
+                await ctx.tick()
+                c += 1
             pushes.append((c, e * n_pe, mask))
             await ctx.tick()
             c += 1
@@ -145,11 +148,11 @@ def test_queue_has_first_word_fall_through_timing(seed, n_pe, entries, push_rate
             ready = rng.random() < ready_rate
             ctx.set(dut.events.ready, ready)
             valid, row = ctx.get(dut.events.valid), ctx.get(dut.events.payload.row)
-            seen.append((valid, row if valid else None, ready))
+            seen.append((valid, row if valid else None, ready, ctx.get(dut.empty)))
             taken += valid and ready
             await ctx.tick()
         for _ in range(3):
-            seen.append((ctx.get(dut.events.valid), None, False))
+            seen.append((ctx.get(dut.events.valid), None, False, ctx.get(dut.empty)))
             await ctx.tick()
 
     sim = Simulator(dut)
@@ -159,15 +162,17 @@ def test_queue_has_first_word_fall_through_timing(seed, n_pe, entries, push_rate
     sim.run()
 
     # the reference queue, driven by the same pushes and ready
+    lat = SpikeEventSource.LATENCY
     want, hold, fifo, i = [], [], [], 0
-    for c, (_, _, ready) in enumerate(seen):
-        want.append((bool(hold), hold[0] if hold else None))
+    for c, (_, _, ready, _) in enumerate(seen):
+        on_way = any(c - lat < p < c for p, _, _ in pushes)   # pushed, not yet queued here
+        want.append((bool(hold), hold[0] if hold else None, not hold and not fifo and not on_way))
         if hold and ready:
             hold.pop(0)
-        while i < len(pushes) and pushes[i][0] + SpikeEventSource.LATENCY - 1 == c:   # queued from now on
+        while i < len(pushes) and pushes[i][0] + lat - 1 == c:   # queued from now on
             fifo.append([pushes[i][1] + p for p in range(n_pe) if pushes[i][2] >> p & 1])
             i += 1
         if not hold and fifo:
             hold = fifo.pop(0)
-    assert [(bool(v), r) for v, r, _ in seen] == want
+    assert [(bool(v), r, bool(e)) for v, r, _, e in seen] == want
     assert not hold and not fifo
