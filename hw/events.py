@@ -343,8 +343,8 @@ def _skid(m, events, ev, offered):
 
 def _first_lane(m, mask, valid, lane, last, name):
     """Assignments to ``valid``, ``lane`` and ``last`` of a lane mask: it has a lane, its lowest
-    lane, it has one lane at most. Each is a balanced tree over the lanes (no carry chain), so
-    that a pushed mask, which comes from every PE, reaches them in a few logic levels."""
+    lane, it has one lane at most. Each is a balanced tree over the lanes (no carry chain): a
+    few logic levels between the slot or push register and hold's lane registers."""
     low = Signal.like(lane, name=f"{name}_lane")
 
     def tree(lo, hi):
