@@ -43,7 +43,8 @@ LOAD_DRAIN = 16
 #: last spikes reach the next layer's queue, and the phase changes to the next layer.
 LAYER_DRAIN = 16
 #: Per timestep: the output layer's values reach the top-2 tree at ``Z_STAGE``, the tree adds
-#: ``Top2.latency`` and the exit decision its registered margin comparison (one cycle).
+#: ``Top2.latency`` (its registered margin comparison beside its outputs), or the activity
+#: counters' wait if longer (``hw/sequencer.py`` ``exit_wait``), and the exit decision a cycle.
 EXIT_WAIT = 16
 #: Per input spike to a layer, besides its weight words: the cycle that issues the event.
 EVENT_ISSUE = 1

@@ -5,6 +5,7 @@ from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import bits, per_layer
+from .counters import ActivityCounters
 from .pe import PE, exec_layout
 from .pipeline import issue_signature
 from .pool import shortcut_readers
@@ -24,10 +25,13 @@ class Phase(enum.Enum, shape=3):
 
 
 def exit_wait(n_pe):
-    """Cycles of ``EXIT_WAIT``: between the last output update's issue and ``EXIT``. Its values are
-    in the exit unit ``PE.Z_STAGE + Top2.latency_of(n_pe) - 1`` cycles after the issue, the
-    registered margin comparison one cycle later."""
-    return PE.Z_STAGE + Top2.latency_of(n_pe)
+    """Cycles of ``EXIT_WAIT``: between the last output update's issue and ``EXIT``, the longer of
+    two waits. The exit unit's values, and the registered margin comparison beside them, are in
+    place ``PE.Z_STAGE + Top2.latency_of(n_pe) - 1`` cycles after the issue. The last update's
+    count reaches the activity counters ``ActivityCounters.LATENCY`` cycles after the PE's spike
+    stage, which the result (a cycle after ``EXIT``) must include: ``PE.SPIKE_STAGE +
+    ActivityCounters.LATENCY - 2``, the longer wait when the exit unit's tree is short (N <= 2)."""
+    return max(PE.Z_STAGE + Top2.latency_of(n_pe) - 1, PE.SPIKE_STAGE + ActivityCounters.LATENCY - 2)
 
 
 def control_layout(plan):

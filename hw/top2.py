@@ -15,12 +15,20 @@ class Top2(wiring.Component):
     later value replaces the top-1 only when strictly greater: the lowest index wins ties, as in
     ``golden.first_argmax``. The lanes are merged by a balanced tree (depth ``ceil_log2(n_lanes)``)
     with a register after every level, then into the running top-1 / top-2: a step's values are
-    included in the outputs ``latency = ceil_log2(n_lanes) + 1`` cycles after it is presented.
-    Steps may be presented back to back.
+    included in the outputs ``latency = ceil_log2(n_lanes) + 1`` cycles after it is presented
+    (one more from ``INPUT_REGISTER_LANES`` lanes on, below). Steps may be presented back to back.
 
-    ``margin_ok`` (``top1 - top2 >= threshold``) is registered: it follows the outputs one cycle
-    later (``latency + 1`` cycles after a step), so that the subtraction and the comparison are
-    not in the path of the exit decision that uses it.
+    ``margin_ok`` (``top1 - top2 >= threshold``) is a register too, valid in the same cycle as the
+    outputs: it is computed beside them from the running values and the step's, as the margin of
+    whichever values the merge keeps (four comparisons of registers, then the merge's choice), so
+    that neither a subtraction nor a comparison of the merge's result is in the path of the exit
+    decision that uses it.
+
+    From ``INPUT_REGISTER_LANES`` lanes on, the lane values, their valid bits and the controls are
+    registered before the tree's first level: the lanes come from PEs spread over the die, and the
+    first level's comparison, with the long routes in front of it, was the critical path of a
+    16-PE ECP5-85F build. The register costs a cycle of ``latency``; the margin computed beside the
+    outputs gave one back.
 
     Inside, the values are held in offset binary (``v + 2**value_bits``, unsigned, "none" is 0):
     the order is the same, and an unsigned comparison is one carry chain whose carry out is the
@@ -52,8 +60,10 @@ class Top2(wiring.Component):
         Largest and second-largest values so far (``-2**value_bits`` when none).
     top1_index : Out(unsigned(...))
     margin_ok : Out(1)
-        Registered: ``top1 - top2 >= threshold`` of the outputs in the previous cycle.
+        Registered: ``top1 - top2 >= threshold`` of the outputs in the same cycle.
     """
+
+    INPUT_REGISTER_LANES = 16
 
     def __init__(self, n_lanes, value_bits, n_values, threshold=0):
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
@@ -78,18 +88,32 @@ class Top2(wiring.Component):
 
     @staticmethod
     def latency_of(n_lanes):
-        """``latency`` of a ``Top2`` of ``n_lanes`` lanes: a register per tree level, then the running
-        top-1 / top-2 register."""
-        return ceil_log2(n_lanes) + 1
+        """``latency`` of a ``Top2`` of ``n_lanes`` lanes: the input register (from
+        ``INPUT_REGISTER_LANES`` lanes on), a register per tree level, then the running top-1 /
+        top-2 register (with ``margin_ok`` beside it)."""
+        return (n_lanes >= Top2.INPUT_REGISTER_LANES) + ceil_log2(n_lanes) + 1
 
     def elaborate(self, platform):
         m = Module()
         nb = self._bits
         neg = 0   # "none", in offset binary below every value
         vshape, ishape = unsigned(nb + 1), self.top1_index.shape()
+        mshape = signed(nb + 3)   # a value minus or plus the threshold
+        thr = self._thr
 
         # v + 2**bits in bits + 1 bits
         values = [ordered(self.values[p], nb + 1) for p in range(self._n)]
+        valid, base, en, restart = self.valid, self.base, self.en, self.restart
+        stage = 0   # registers of en so far (named en_0, en_1, ... in order)
+        if self._n >= self.INPUT_REGISTER_LANES:
+            regs = ([Signal(vshape, name=f"in_{p}", reset_less=True) for p in range(self._n)]
+                    + [Signal.like(valid, name="in_valid", reset_less=True),
+                       Signal.like(base, name="in_base", reset_less=True)])
+            m.d.sync += [r.eq(v) for r, v in zip(regs, [*values, valid, base])]
+            *values, valid, base = regs
+            en, restart = self._delayed(m, en, restart, stage)
+            stage += 1
+
         top1, top2 = Signal(vshape, name="t1"), Signal(vshape, name="t2")   # offset binary; 0 = none
         m.d.comb += [self.top1.eq(from_ordered(top1)), self.top2.eq(from_ordered(top2))]
 
@@ -98,7 +122,8 @@ class Top2(wiring.Component):
                     Signal(vshape, name=f"{name}_v2"))
 
         def merge(a, b, name):
-            # a holds lower indices than b
+            # a holds lower indices than b; also the winner's value minus the threshold, picked
+            # beside the value (both differences are formed from the operands' registers)
             out = node(name)
             b_wins = b[0] > a[0]
             m.d.comb += [
@@ -106,63 +131,67 @@ class Top2(wiring.Component):
                 out[1].eq(Mux(b_wins, b[1], a[1])),
                 out[2].eq(Mux(b_wins, Mux(a[0] > b[2], a[0], b[2]), Mux(a[2] > b[0], a[2], b[0]))),
             ]
-            return out
+            return out, Mux(b_wins, b[0] - thr, a[0] - thr)
 
         def leaf(p):
             out = node(f"lane_{p}")
             m.d.comb += [
-                out[0].eq(Mux(self.valid[p], values[p], neg)),
-                out[1].eq(self.base + p),
+                out[0].eq(Mux(valid[p], values[p], neg)),
+                out[1].eq(base + p),
                 out[2].eq(neg),
             ]
             return out
 
         def merge_lanes(p, name):
             # merge(leaf(p), leaf(p + 1)) with the valid bits in the comparison's result instead of
-            # its operands (the values are compared as they come, from registers outside): an
-            # invalid lane (none) never wins, and a leaf's second value is none
+            # its operands (the values are compared as they come, from registers): an invalid lane
+            # (none) never wins, and a leaf's second value is none
             out = node(name)
-            va, vb = self.valid[p], self.valid[p + 1]
+            va, vb = valid[p], valid[p + 1]
             za, zb = values[p], values[p + 1]
             b_wins = vb & (~va | (zb > za))
             m.d.comb += [
                 out[0].eq(Mux(b_wins, zb, Mux(va, za, neg))),
-                out[1].eq(Mux(b_wins, self.base + (p + 1), self.base + p)),
+                out[1].eq(Mux(b_wins, base + (p + 1), base + p)),
                 out[2].eq(Mux(b_wins, Mux(va, za, neg), Mux(vb, zb, neg))),
             ]
-            return out
+            return out, Mux(b_wins, zb - thr, Mux(va, za - thr, neg - thr))
 
-        en, restart = self.en, self.restart
         depth = 0
         level = list(range(self._n))  # lanes, then nodes
         while len(level) > 1:
             if depth == 0:
-                merged = [merge_lanes(p, f"t0_{p // 2}") if p + 1 < self._n else leaf(p) for p in level[::2]]
+                merged = [merge_lanes(p, f"t0_{p // 2}") if p + 1 < self._n else (leaf(p), None)
+                          for p in level[::2]]
             else:
-                merged = [merge(level[i], level[i + 1], f"t{depth}_{i // 2}") if i + 1 < len(level) else level[i]
-                          for i in range(0, len(level), 2)]
+                merged = [merge(level[i], level[i + 1], f"t{depth}_{i // 2}") if i + 1 < len(level)
+                          else (level[i], None) for i in range(0, len(level), 2)]
             level = []
-            for j, nd in enumerate(merged):
+            for j, (nd, _) in enumerate(merged):
                 reg = node(f"r{depth}_{j}")
                 m.d.sync += [r.eq(v) for r, v in zip(reg, nd)]
                 level.append(reg)
             if len(level) == 1:
-                # the step's values also inverted, for the running merge's comparisons
+                # the step's values also inverted, for the running merge's comparisons, and its
+                # top-1 minus the threshold, for the margins
                 inv = (Signal(vshape, name=f"r{depth}_0_nv1"), Signal(vshape, name=f"r{depth}_0_nv2"))
-                m.d.sync += [inv[0].eq(~merged[0][0]), inv[1].eq(~merged[0][2])]
-            en_r, restart_r = Signal(name=f"en_{depth}"), Signal(name=f"restart_{depth}")
-            m.d.sync += [en_r.eq(en), restart_r.eq(restart)]
-            en, restart = en_r, restart_r
+                step_m = Signal(mshape, name=f"r{depth}_0_m1")
+                m.d.sync += [inv[0].eq(~merged[0][0][0]), inv[1].eq(~merged[0][0][2]), step_m.eq(merged[0][1])]
+            en, restart = self._delayed(m, en, restart, stage)
+            stage += 1
             depth += 1
         # merge() of the running values (forgotten on restart) with the step's: restart enters the
         # comparisons' results, not their operands, so that they start at registers. On restart
         # the step wins (it has a valid lane, above the forgotten values).
         b = level[0] if depth else leaf(0)
-        hold_inv = []   # (register, its next value when the step wins) of top1 held inverted
+        # top1 - threshold beside top1, so that a margin is one comparison: top1 - top2 >= threshold
+        # iff top1 - threshold >= top2
+        t1m = Signal(mshape, name="t1m", init=-thr)
+        # hold: (register, its next value when the step wins) of the registers held beside top1
         if depth:
             w = nb + 1
             ntop1 = Signal(vshape, name="nt1", init=(1 << w) - 1)
-            hold_inv.append((ntop1, inv[0]))
+            hold = [(ntop1, inv[0]), (t1m, step_m)]
 
             def greater(a, not_b):
                 # a > b for unsigned w-bit a, b: the carry out of a + ~b (a - b - 1 >= 0), with ~b
@@ -173,30 +202,45 @@ class Top2(wiring.Component):
             b_wins = restart | greater(b[0], ntop1)
             a1_over_b2 = ~restart & greater(top1, inv[1])
             a2_over_b1 = ~restart & greater(top2, inv[0])
+            # the step's top-1 minus the threshold against the step's top-2 and the running top-1;
+            # the running top-1 minus the threshold against the step's top-1
+            step_margin = signed_ge(step_m, b[2])
+            over_top1 = signed_ge(step_m, top1)
+            keeps_over_step = signed_ge(t1m, b[0])
         else:
             # one lane, no tree: the lane's value is compared as it comes (a register outside),
             # its valid bit enters the results, not the operands (an invalid lane, the leaf's
             # value none, never wins, and keeping top2 equals taking that value only when top2
             # is none too); the leaf's second value is none.
-            v, valid = values[0], self.valid[0]
+            v, lane_valid = values[0], valid[0]
             b = (v, b[1], b[2])
-            b_wins = restart | (valid & (v > top1))
+            b_wins = restart | (lane_valid & (v > top1))
             a1_over_b2 = ~restart & (top1 != neg)
-            a2_over_b1 = ~restart & (~valid | (top2 > v))
-        # top1 - threshold beside top1 (the step's value minus the threshold is formed beside the
-        # comparisons that pick it), so that margin_ok is one comparison: top1 - top2 >= threshold
-        # iff top1 - threshold >= top2
-        mshape = signed(nb + 3)
-        t1m = Signal(mshape, name="t1m", init=-self._thr)
-        b0m = Signal(mshape, name="b0m")
-        m.d.comb += b0m.eq(b[0] - self._thr)
+            a2_over_b1 = ~restart & (~lane_valid | (top2 > v))
+            # top1 + threshold beside top1: v - threshold >= top1 iff v >= top1 + threshold
+            t1p = Signal(mshape, name="t1p", init=thr)
+            hold = [(t1m, v - thr), (t1p, v + thr)]
+            step_margin = signed_ge(v, thr)   # against the step's top-2, none
+            over_top1 = signed_ge(v, t1p)
+            keeps_over_step = ~lane_valid | signed_ge(t1m, v)
+        keeps_margin = signed_ge(t1m, top2)
         with m.If(en):
             m.d.sync += [
                 top1.eq(Mux(b_wins, b[0], top1)),
-                *(r.eq(Mux(b_wins, v, r)) for r, v in hold_inv),
-                t1m.eq(Mux(b_wins, b0m, t1m)),
+                *(r.eq(Mux(b_wins, v, r)) for r, v in hold),
                 self.top1_index.eq(Mux(b_wins, b[1], self.top1_index)),
                 top2.eq(Mux(b_wins, Mux(a1_over_b2, top1, b[2]), Mux(a2_over_b1, top2, b[0]))),
             ]
-        m.d.sync += self.margin_ok.eq(signed_ge(t1m, top2))
+        # the margin of the values kept: when the step wins, top2 becomes the larger of the step's
+        # top-2 and (unless restart) the running top-1; when it does not, the larger of the running
+        # top-2 and the step's top-1. Without a step the values stay, and so does their margin.
+        m.d.sync += self.margin_ok.eq(Mux(en, Mux(b_wins, step_margin & (restart | over_top1),
+                                                  keeps_margin & keeps_over_step), keeps_margin))
         return m
+
+    @staticmethod
+    def _delayed(m, en, restart, stage):
+        """``en`` and ``restart`` a register later (``en_<stage>``, ``restart_<stage>``)."""
+        en_r, restart_r = Signal(name=f"en_{stage}"), Signal(name=f"restart_{stage}")
+        m.d.sync += [en_r.eq(en), restart_r.eq(restart)]
+        return en_r, restart_r

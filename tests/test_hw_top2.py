@@ -10,57 +10,67 @@ from spikeloom.hw.top2 import Top2
 from spikeloom.model import golden
 
 
-def run_top2(z, n_lanes, bits, threshold=0):
-    """Feed the K values of each row of ``z`` in chunks of ``n_lanes``, the rows back to back.
+def run_top2(z, n_lanes, bits, threshold=0, idle=None):
+    """Feed the K values of each row of ``z`` in chunks of ``n_lanes``, the rows back to back, or
+    with ``idle[i]`` cycles without a step (``en`` low) before step ``i``.
 
     Returns (top1, top2, index, margin_ok) per row, sampled ``dut.latency`` cycles after the row's
-    last chunk (``margin_ok`` one cycle later).
+    last chunk (``margin_ok`` in the same cycle as the values); every later cycle before the next
+    row's first step is included must show the same outputs (the values and their margin stay
+    while no step comes).
     """
     dut = Top2(n_lanes, bits, z.shape[1], threshold)
-    assert dut.latency == Top2.latency_of(n_lanes) == max(0, int(np.ceil(np.log2(n_lanes)))) + 1
-    steps = []  # (lanes, base, restart, last chunk of the row)
-    for row in z:
+    assert dut.latency == Top2.latency_of(n_lanes) == (
+        max(0, int(np.ceil(np.log2(n_lanes)))) + 1 + (n_lanes >= Top2.INPUT_REGISTER_LANES))
+    steps = []  # (lanes, base, restart, row whose last chunk this is, or None)
+    for r, row in enumerate(z):
         bases = list(range(0, len(row), n_lanes))
-        steps += [(row[b:b + n_lanes], b, c == 0, c == len(bases) - 1) for c, b in enumerate(bases)]
-    out = []
+        steps += [(row[b:b + n_lanes], b, c == 0, r if c == len(bases) - 1 else None) for c, b in enumerate(bases)]
+    idle = [0] * len(steps) if idle is None else idle
+    schedule = [s for i, step in enumerate(steps) for s in [None] * idle[i] + [step]]
+    out = {}
 
     async def bench(ctx):
-        pending = None
-        for cyc in range(len(steps) + dut.latency + 1):
-            if cyc < len(steps):
-                lanes, base, restart, _ = steps[cyc]
+        merged = None   # the last step the outputs include
+        for cyc in range(len(schedule) + dut.latency + 2):
+            step = schedule[cyc] if cyc < len(schedule) else None
+            if step is not None:
+                lanes, base, restart, _ = step
                 for p in range(n_lanes):
                     ctx.set(dut.values[p], int(lanes[p]) if p < len(lanes) else 0)
                 ctx.set(dut.valid, (1 << len(lanes)) - 1)
                 ctx.set(dut.base, base)
-                ctx.set(dut.en, 1)
-                ctx.set(dut.restart, restart)
-            else:
-                ctx.set(dut.en, 0)
+            ctx.set(dut.en, step is not None)
+            ctx.set(dut.restart, step is not None and step[2])
             await ctx.tick()
-            if pending is not None:
-                out.append(pending + (ctx.get(dut.margin_ok),))
-                pending = None
-            done = cyc + 1 - dut.latency  # the step whose result the outputs now include
-            if 0 <= done < len(steps) and steps[done][3]:
-                pending = (ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.top1_index))
+            done = cyc + 1 - dut.latency  # the cycle whose step (if any) the outputs now include
+            if 0 <= done < len(schedule) and schedule[done] is not None:
+                merged = schedule[done]
+            if merged is not None and merged[3] is not None:
+                got = (ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.top1_index), ctx.get(dut.margin_ok))
+                assert out.setdefault(merged[3], got) == got, (merged[3], got, out[merged[3]])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    return np.array(out)
+    assert sorted(out) == list(range(len(z)))
+    return np.array([out[r] for r in range(len(z))])
 
 
 @settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 10_000), k=st.integers(2, 13), n_lanes=st.integers(1, 8), ties=st.booleans(),
-       threshold=st.sampled_from([0, 1, 2, 3, 40, 255, 511, 512, 1 << 40]))
-def test_top2_matches_golden(seed, k, n_lanes, ties, threshold):
+@given(seed=st.integers(0, 10_000), k=st.integers(2, 40),
+       n_lanes=st.one_of(st.integers(1, 8), st.sampled_from([16, 17, 24])), ties=st.booleans(),
+       gaps=st.booleans(), threshold=st.sampled_from([0, 1, 2, 3, 40, 255, 511, 512, 1 << 40]))
+def test_top2_matches_golden(seed, k, n_lanes, ties, gaps, threshold):
+    """Lane counts below and from ``INPUT_REGISTER_LANES`` on, rows of one chunk and of several,
+    steps back to back or with idle cycles between them."""
     rng = np.random.default_rng(seed)
     bits = 8
     # small ranges make equal values (ties) frequent
     z = rng.integers(-3, 4, (6, k)) if ties else rng.integers(-(1 << 7), 1 << 7, (6, k))
-    got = run_top2(z, n_lanes, bits, threshold)
+    chunks = 6 * -(-k // n_lanes)
+    got = run_top2(z, n_lanes, bits, threshold, idle=list(rng.integers(0, 3, chunks)) if gaps else None)
     assert (got[:, 0] - got[:, 1] == golden.top2_margin(z)).all()
     assert (got[:, 2] == golden.first_argmax(z)).all()
     assert (got[:, 0] == z.max(axis=1)).all()
@@ -79,14 +89,15 @@ def test_extremes(n_lanes):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), n_lanes=st.sampled_from([1, 2, 3, 4]), k=st.integers(1, 4))
-def test_invalid_lanes_are_ignored(seed, n_lanes, k):
+@given(seed=st.integers(0, 10_000), n_lanes=st.sampled_from([1, 2, 3, 4, 16]), k=st.integers(1, 4),
+       threshold=st.sampled_from([0, 1, 5, 40]))
+def test_invalid_lanes_are_ignored(seed, n_lanes, k, threshold):
     """Steps with invalid lanes (and, at one lane, steps with no valid lane at all): the outputs are
     those of the valid values alone (one lane merges its step without a tree, the valid bit
     entering the comparisons' results)."""
     rng = np.random.default_rng(seed)
     bits = 6
-    dut = Top2(n_lanes, bits, k * n_lanes)
+    dut = Top2(n_lanes, bits, k * n_lanes, threshold)
     lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
     steps = [(rng.integers(lo, hi, n_lanes), rng.integers(0, 2, n_lanes)) for _ in range(k)]
     steps[0][1][0] = 1  # the restart step has a valid lane
@@ -105,7 +116,7 @@ def test_invalid_lanes_are_ignored(seed, n_lanes, k):
             else:
                 ctx.set(dut.en, 0)
             await ctx.tick()
-        got.extend([ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.top1_index)])
+        got.extend([ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.top1_index), ctx.get(dut.margin_ok)])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -115,7 +126,7 @@ def test_invalid_lanes_are_ignored(seed, n_lanes, k):
             for p, v in enumerate(vals) if valid[p]]
     ordered = sorted(seen, key=lambda e: (-e[0], e[1]))
     top2 = ordered[1][0] if len(ordered) > 1 else -(1 << bits)
-    assert got == [ordered[0][0], top2, ordered[0][1]]
+    assert got == [ordered[0][0], top2, ordered[0][1], int(ordered[0][0] - top2 >= threshold)]
 
 
 def test_ordered_comparisons_match_signed():
