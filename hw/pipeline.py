@@ -18,7 +18,7 @@ def issue_signature(plan):
         "valid": Out(1),                                   # a word is issued this cycle
         "w": Out(bits(plan.weight_depth)),                 # its weight address
         "n": Out(bits(plan.neuron_depth)),                 # its neuron (dense) or event base (sparse)
-        "k": Out(bits(plan.max_row_len + 1)),              # word index in its burst
+        "last": Out(1),                                    # the last word of its burst
         "val": Out(plan.value_bits),
         "sparse": Out(1),
         "chunked": Out(1),                                 # dense storage: word k is chunk k
@@ -284,7 +284,10 @@ class EventPipeline(wiring.Component):
 
         # Issue: the burst's words, one per cycle, back to back; `e*` hold the burst after its first word.
         busy = Signal()
-        ek, elast = Signal(lbits), Signal(lbits)
+        # the words of the burst after the held one, and whether the held one is the last, as
+        # registers: the last-word flag (which ends the burst and picks the PEs' lanes in the
+        # sequencer) is a choice between two registers' values, not a comparison of a word index
+        erem, e_last = Signal(lbits), Signal()
         ew, en_ = Signal(wbits), Signal(nbits)
         eval_ = Signal(plan.value_bits)
         esparse, echunked = Signal(), Signal()
@@ -292,10 +295,12 @@ class EventPipeline(wiring.Component):
         egeo = Signal(gbits)
         take = ~busy & tp_valid & self.enable
         iss = self.issue
+        rem = Mux(busy, erem, tp_last)   # words after the issued one
+        at_last = Mux(busy, e_last, tp_last == 0)
         m.d.comb += [
             tp_ready.eq(~tp_valid | take),
             iss.valid.eq(busy | take),
-            iss.k.eq(Mux(busy, ek, 0)),
+            iss.last.eq(at_last),
             iss.w.eq(Mux(busy, ew, tp_w0)),
             iss.n.eq(Mux(busy, en_, tp_n0)),
             iss.val.eq(Mux(busy, eval_, tp_val)),
@@ -304,12 +309,10 @@ class EventPipeline(wiring.Component):
             iss.geo.eq(Mux(busy, egeo, tp_geo)),
             iss.chunked.eq(Mux(busy, echunked, tp_chunked)),
         ]
-        cur_last = Mux(busy, elast, tp_last)
-        at_last = iss.k == cur_last
         with m.If(iss.valid & ~at_last):
-            m.d.sync += [busy.eq(1), ek.eq(iss.k + 1), ew.eq(iss.w + 1), en_.eq(iss.n + iss.chunked),
-                         elast.eq(cur_last), eval_.eq(iss.val), esparse.eq(iss.sparse), emask.eq(iss.mask),
-                         egeo.eq(iss.geo), echunked.eq(iss.chunked)]
+            m.d.sync += [busy.eq(1), erem.eq(rem - 1), e_last.eq(rem == 1), ew.eq(iss.w + 1),
+                         en_.eq(iss.n + iss.chunked), eval_.eq(iss.val), esparse.eq(iss.sparse),
+                         emask.eq(iss.mask), egeo.eq(iss.geo), echunked.eq(iss.chunked)]
         with m.Else():
             m.d.sync += busy.eq(0)
         m.d.comb += self.quiet.eq(~ev_valid & ~rw_valid & Mux(busy, at_last & ~tp_valid, ~tp_valid | (take & at_last)))

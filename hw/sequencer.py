@@ -203,7 +203,7 @@ class Sequencer(wiring.Component):
                     cmd.geo.eq(iss.geo),
                     cmd.val.eq(iss.val),
                     cmd.layer0.eq(layer == 0),
-                    nxt.lanes.eq(Mux(iss.chunked & (iss.k == scan.last_chunk), scan.last_lanes, n)),
+                    nxt.lanes.eq(Mux(iss.chunked & iss.last, scan.last_lanes, n)),   # a dense burst's last word: the last chunk
                 ]
                 with m.If(self.in_load & self.load_done & self.quiet):
                     m.d.sync += cnt.eq(0)
