@@ -283,16 +283,12 @@ class EventPipeline(wiring.Component):
                     m.d.sync += rw_mask.eq(rest)
 
         # Issue: the burst's words, one per cycle, back to back; `e*` hold the burst after its first word.
-        busy = Signal()
-        # the words of the burst after the held one, and whether the held one is the last, as
-        # registers: the last-word flag (which ends the burst and picks the PEs' lanes in the
-        # sequencer) is a choice between two registers' values, not a comparison of a word index
-        erem, e_last = Signal(lbits), Signal()
+        # the held word's burst: words left after it, whether it is the last (so the last-word flag,
+        # which ends the burst and picks the PEs' lanes, is a choice of registers, not a comparison)
+        busy, erem, e_last = Signal(), Signal(lbits), Signal()
         ew, en_ = Signal(wbits), Signal(nbits)
-        eval_ = Signal(plan.value_bits)
+        eval_, emask, egeo = Signal(plan.value_bits), Signal(max_taps), Signal(gbits)
         esparse, echunked = Signal(), Signal()
-        emask = Signal(max_taps)
-        egeo = Signal(gbits)
         take = ~busy & tp_valid & self.enable
         iss = self.issue
         rem = Mux(busy, erem, tp_last)   # words after the issued one
