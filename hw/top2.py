@@ -184,6 +184,11 @@ class Top2(wiring.Component):
         # comparisons' results, not their operands, so that they start at registers. On restart
         # the step wins (it has a valid lane, above the forgotten values).
         b = level[0] if depth else leaf(0)
+        if depth:
+            # the step's top-2 from its inverted register only: a second register of the same
+            # select (the deepest logic of the tree) shared its logic with this one and put a
+            # logic level, and a route, after the select (the 85F N = 4 critical path)
+            b = (b[0], b[1], ~inv[1])
         # top1 - threshold beside top1, so that a margin is one comparison: top1 - top2 >= threshold
         # iff top1 - threshold >= top2
         t1m = Signal(mshape, name="t1m", init=-thr)
