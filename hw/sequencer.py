@@ -160,10 +160,26 @@ class Sequencer(wiring.Component):
         with m.Else():
             m.d.sync += [upd_addr.eq(n_base), upd_next.eq(n_base + 1)]
 
-        self._phases(m, phase, phase_nxt, layer, img, cnt, scan)
+        # "cnt is the layer's last update" in a register of its own, counted beside cnt like the
+        # address above (preset in the phases before an UPDATE): the comparison of cnt with the
+        # layer's update count was in front of the phase's and the scan's next values, the
+        # 85F N = 1 critical path.
+        upd_last = Signal(name="upd_last", init=int(layers[0].updates == 1))
+        with m.If(in_update):
+            with m.If(nxt.cmd.update):
+                # the next update is the last when this one is the one before it (after the last,
+                # the phase leaves UPDATE and the value is preset again)
+                m.d.sync += upd_last.eq(cnt == per_layer([max(lp.updates - 2, 0) for lp in layers],
+                                                         cnt.shape().width, layer))
+        with m.Elif(phase == Phase.EXIT):
+            m.d.sync += upd_last.eq(layers[0].updates == 1)
+        with m.Else():
+            m.d.sync += upd_last.eq(per_layer([int(lp.updates == 1) for lp in layers], 1, layer))
+
+        self._phases(m, phase, phase_nxt, layer, img, cnt, scan, upd_last)
         return m
 
-    def _phases(self, m, phase, phase_nxt, layer, img, cnt, scan):
+    def _phases(self, m, phase, phase_nxt, layer, img, cnt, scan, last_update):
         plan, n = self._plan, self._plan.n_pe
         out_layer = plan.n_layers - 1
         t, nxt, iss = self.t, self.nxt, self.issue
@@ -223,7 +239,6 @@ class Sequencer(wiring.Component):
                     cmd.layer0.eq(layer == 0),
                 ]
                 with m.If(~stall):
-                    last_update = cnt == per_layer([lp.updates - 1 for lp in plan.layers], cnt.shape().width, layer)
                     m.d.comb += [cmd.update.eq(1), cmd.clear.eq(layer != 0), scan.step.eq(1),
                                  scan.restart.eq(last_update)]
                     with m.If(last_update):
