@@ -73,3 +73,42 @@ def test_phases(n_pe):
     for cyc in range(len(stages)):
         for s in range(1, PE.SPIKE_STAGE + 1):
             assert stages[cyc][s - 1] == (nxt_raw[cyc - s] if cyc >= s else 0), (cyc, s)
+
+
+# Layers of one update (7 -> 1 -> 1 -> 3 at 4 lanes) and of several; stalls on the trace queue,
+# exits at random timesteps, images back to back, the weights port (WEIGHTS first) or not.
+@pytest.mark.parametrize("sizes,n_pe,loading", [((7, 5, 4, 3), 3, False), ((7, 1, 1, 3), 4, True),
+                                                ((7, 4, 1, 2), 1, True)])
+def test_updates_in_order_under_random_handshakes(sizes, n_pe, loading):
+    """Whatever the handshakes do, the issued updates walk every layer's neurons in order, each
+    layer's exactly ``updates`` of them (the last-update flag ends each pass at its last neuron)."""
+    import random
+
+    plan = Plan(random_model(sizes, seed=0, t_max=3), n_pe, "dense")
+    dut = Sequencer(plan, loading=loading)
+    layers, rng = plan.layers, random.Random(sum(sizes) * 10 + n_pe)
+    seen = {"layer": 0, "k": 0, "updates": 0, "timesteps": 0}
+
+    async def bench(ctx):
+        for _ in range(3000):
+            for port in (dut.quiet, dut.main_empty, dut.sc_empty, dut.load_done, dut.loaded):
+                ctx.set(port, rng.random() < 0.7)
+            ctx.set(dut.trace_empty, rng.random() < 0.4)
+            ctx.set(dut.margin_ok, rng.random() < 0.3)
+            ctx.set(dut.taken, rng.random() < 0.5)
+            ctx.set(dut.push, 0)
+            if ctx.get(dut.nxt.cmd.update):
+                li, addr = ctx.get(dut.nxt.layer), ctx.get(dut.nxt.cmd.addr)
+                assert (li, addr) == (seen["layer"], layers[li].neuron_base + seen["k"]), seen
+                seen["k"] += 1
+                seen["updates"] += 1
+                if seen["k"] == layers[li].updates:
+                    seen["k"], seen["layer"] = 0, (li + 1) % len(layers)
+                    seen["timesteps"] += li == len(layers) - 1
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["timesteps"] >= 20, seen   # many passes, not a few
