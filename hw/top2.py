@@ -169,14 +169,20 @@ class Top2(wiring.Component):
             level = []
             for j, (nd, _) in enumerate(merged):
                 reg = node(f"r{depth}_{j}")
-                m.d.sync += [r.eq(v) for r, v in zip(reg, nd)]
-                level.append(reg)
-            if len(level) == 1:
-                # the step's values also inverted, for the running merge's comparisons, and its
-                # top-1 minus the threshold, for the margins
+                if len(merged) > 1:
+                    m.d.sync += [r.eq(v) for r, v in zip(reg, nd)]
+                    level.append(reg)
+                    continue
+                # the last level: the step's values also inverted, for the running merge's
+                # comparisons, and its top-1 minus the threshold, for the margins. Its second
+                # value is held inverted only: a plain register of the same select as well shared
+                # that select's logic with the inverted one and put a logic level, and a route,
+                # after it (the 85F N = 4 critical path).
                 inv = (Signal(vshape, name=f"r{depth}_0_nv1"), Signal(vshape, name=f"r{depth}_0_nv2"))
                 step_m = Signal(mshape, name=f"r{depth}_0_m1")
-                m.d.sync += [inv[0].eq(~merged[0][0][0]), inv[1].eq(~merged[0][0][2]), step_m.eq(merged[0][1])]
+                m.d.sync += [reg[0].eq(nd[0]), reg[1].eq(nd[1]), inv[0].eq(~nd[0]), inv[1].eq(~nd[2]),
+                             step_m.eq(merged[0][1])]
+                level.append((reg[0], reg[1], ~inv[1]))
             en, restart = self._delayed(m, en, restart, stage)
             stage += 1
             depth += 1
@@ -184,11 +190,6 @@ class Top2(wiring.Component):
         # comparisons' results, not their operands, so that they start at registers. On restart
         # the step wins (it has a valid lane, above the forgotten values).
         b = level[0] if depth else leaf(0)
-        if depth:
-            # the step's top-2 from its inverted register only: a second register of the same
-            # select (the deepest logic of the tree) shared its logic with this one and put a
-            # logic level, and a route, after the select (the 85F N = 4 critical path)
-            b = (b[0], b[1], ~inv[1])
         # top1 - threshold beside top1, so that a margin is one comparison: top1 - top2 >= threshold
         # iff top1 - threshold >= top2
         t1m = Signal(mshape, name="t1m", init=-thr)

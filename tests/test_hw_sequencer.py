@@ -1,6 +1,8 @@
 """The sequencer under Amaranth's simulator, with an idle event pipeline and empty queues: the
 phases of two images, cycle by cycle, from the durations its documentation gives."""
 
+import random
+
 import pytest
 from amaranth import Value
 from amaranth.sim import Simulator
@@ -82,8 +84,6 @@ def test_phases(n_pe):
 def test_updates_in_order_under_random_handshakes(sizes, n_pe, loading):
     """Whatever the handshakes do, the issued updates walk every layer's neurons in order, each
     layer's exactly ``updates`` of them (the last-update flag ends each pass at its last neuron)."""
-    import random
-
     plan = Plan(random_model(sizes, seed=0, t_max=3), n_pe, "dense")
     dut = Sequencer(plan, loading=loading)
     layers, rng = plan.layers, random.Random(sum(sizes) * 10 + n_pe)
