@@ -1,6 +1,6 @@
 """Early-exit support: a running top-1 / top-2 over the output values as the output layer updates."""
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -23,6 +23,14 @@ class Top2(wiring.Component):
     whichever values the merge keeps (four comparisons of registers, then the merge's choice), so
     that neither a subtraction nor a comparison of the merge's result is in the path of the exit
     decision that uses it.
+
+    From ``RANKED_FROM`` lanes on, groups of up to ``RANK_LANES`` lanes take the place of the
+    tree's first ``RANK_STAGES`` levels, ranked in as many stages (``_ranked``): every pair of a
+    group's lanes compared, each result into one register; each lane's losses decoded into "is the
+    top-1" and "is the top-2"; those flags select the values and the index. In a tree level a
+    comparison's result selects about 20 value and index bits in the same cycle: on the ECP5-25F
+    that fan-out was 1.4 ns of route after the carry chain, and a level 7.6-8 ns (the N = 8
+    critical path, at levels 0 and 1). The latency stays the tree's, and the tree merges the groups.
 
     From ``INPUT_REGISTER_LANES`` lanes on, the lane values, their valid bits and the controls are
     registered before the tree's first level: the lanes come from PEs spread over the die, and the
@@ -64,6 +72,9 @@ class Top2(wiring.Component):
     """
 
     INPUT_REGISTER_LANES = 16
+    #: From ``RANKED_FROM`` lanes on, groups of up to ``RANK_LANES`` lanes are ranked in
+    #: ``RANK_STAGES`` stages (``_ranked``) in place of the tree's first levels.
+    RANKED_FROM, RANK_LANES, RANK_STAGES = 5, 8, 3
 
     def __init__(self, n_lanes, value_bits, n_values, threshold=0):
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
@@ -97,7 +108,7 @@ class Top2(wiring.Component):
         m = Module()
         nb = self._bits
         neg = 0   # "none", in offset binary below every value
-        vshape, ishape = unsigned(nb + 1), self.top1_index.shape()
+        vshape = unsigned(nb + 1)
         mshape = signed(nb + 3)   # a value minus or plus the threshold
         thr = self._thr
 
@@ -117,79 +128,7 @@ class Top2(wiring.Component):
         top1, top2 = Signal(vshape, name="t1"), Signal(vshape, name="t2")   # offset binary; 0 = none
         m.d.comb += [self.top1.eq(from_ordered(top1)), self.top2.eq(from_ordered(top2))]
 
-        def node(name):
-            return (Signal(vshape, name=f"{name}_v1"), Signal(ishape, name=f"{name}_i1"),
-                    Signal(vshape, name=f"{name}_v2"))
-
-        def merge(a, b, name):
-            # a holds lower indices than b; also the winner's value minus the threshold, picked
-            # beside the value (both differences are formed from the operands' registers)
-            out = node(name)
-            b_wins = b[0] > a[0]
-            m.d.comb += [
-                out[0].eq(Mux(b_wins, b[0], a[0])),
-                out[1].eq(Mux(b_wins, b[1], a[1])),
-                out[2].eq(Mux(b_wins, Mux(a[0] > b[2], a[0], b[2]), Mux(a[2] > b[0], a[2], b[0]))),
-            ]
-            return out, Mux(b_wins, b[0] - thr, a[0] - thr)
-
-        def leaf(p):
-            out = node(f"lane_{p}")
-            m.d.comb += [
-                out[0].eq(Mux(valid[p], values[p], neg)),
-                out[1].eq(base + p),
-                out[2].eq(neg),
-            ]
-            return out
-
-        def merge_lanes(p, name):
-            # merge(leaf(p), leaf(p + 1)) with the valid bits in the comparison's result instead of
-            # its operands (the values are compared as they come, from registers): an invalid lane
-            # (none) never wins, and a leaf's second value is none
-            out = node(name)
-            va, vb = valid[p], valid[p + 1]
-            za, zb = values[p], values[p + 1]
-            b_wins = vb & (~va | (zb > za))
-            m.d.comb += [
-                out[0].eq(Mux(b_wins, zb, Mux(va, za, neg))),
-                out[1].eq(Mux(b_wins, base + (p + 1), base + p)),
-                out[2].eq(Mux(b_wins, Mux(va, za, neg), Mux(vb, zb, neg))),
-            ]
-            return out, Mux(b_wins, zb - thr, Mux(va, za - thr, neg - thr))
-
-        depth = 0
-        level = list(range(self._n))  # lanes, then nodes
-        while len(level) > 1:
-            if depth == 0:
-                merged = [merge_lanes(p, f"t0_{p // 2}") if p + 1 < self._n else (leaf(p), None)
-                          for p in level[::2]]
-            else:
-                merged = [merge(level[i], level[i + 1], f"t{depth}_{i // 2}") if i + 1 < len(level)
-                          else (level[i], None) for i in range(0, len(level), 2)]
-            level = []
-            for j, (nd, _) in enumerate(merged):
-                reg = node(f"r{depth}_{j}")
-                if len(merged) > 1:
-                    m.d.sync += [r.eq(v) for r, v in zip(reg, nd)]
-                    level.append(reg)
-                    continue
-                # the last level: the step's values also inverted, for the running merge's
-                # comparisons, and its top-1 minus the threshold, for the margins. Its second
-                # value is held inverted only: a plain register of the same select as well shared
-                # that select's logic with the inverted one and put a logic level, and a route,
-                # after it (the 85F N = 4 critical path).
-                inv = (Signal(vshape, name=f"r{depth}_0_nv1"), Signal(vshape, name=f"r{depth}_0_nv2"))
-                step_m = Signal(mshape, name=f"r{depth}_0_m1")
-                m.d.sync += [reg[0].eq(nd[0]), reg[1].eq(nd[1]), inv[0].eq(~nd[0]), inv[1].eq(~nd[2]),
-                             step_m.eq(merged[0][1])]
-                level.append((reg[0], reg[1], ~inv[1]))
-            en, restart = self._delayed(m, en, restart, stage)
-            stage += 1
-            depth += 1
-        # merge() of the running values (forgotten on restart) with the step's: restart enters the
-        # comparisons' results, not their operands, so that they start at registers. On restart
-        # the step wins (it has a valid lane, above the forgotten values).
-        b = level[0] if depth else leaf(0)
+        b, inv, step_m, depth, en, restart = self._step(m, values, valid, base, en, restart, stage)
         # top1 - threshold beside top1, so that a margin is one comparison: top1 - top2 >= threshold
         # iff top1 - threshold >= top2
         t1m = Signal(mshape, name="t1m", init=-thr)
@@ -243,6 +182,157 @@ class Top2(wiring.Component):
         m.d.sync += self.margin_ok.eq(Mux(en, Mux(b_wins, step_margin & (restart | over_top1),
                                                   keeps_margin & keeps_over_step), keeps_margin))
         return m
+
+    def _step(self, m, values, valid, base, en, restart, stage):
+        """The step's top-1 (value, index) and top-2 value, through the groups and the tree, as
+        ``(b, inv, step_m, depth, en, restart)``: ``b`` the last level's node (one lane: the lane's
+        leaf, ``depth`` 0), ``inv`` its inverted top-1 and top-2 registers, ``step_m`` its top-1
+        minus the threshold, ``depth`` the levels, ``en`` and ``restart`` delayed as many cycles."""
+        nb, neg, thr = self._bits, 0, self._thr
+        vshape, ishape = unsigned(nb + 1), self.top1_index.shape()
+        mshape = signed(nb + 3)
+        inv = step_m = None
+
+        def node(name):
+            return (Signal(vshape, name=f"{name}_v1"), Signal(ishape, name=f"{name}_i1"),
+                    Signal(vshape, name=f"{name}_v2"))
+
+        def merge(a, b, name):
+            # a holds lower indices than b; also the winner's value minus the threshold, picked
+            # beside the value (both differences are formed from the operands' registers)
+            out = node(name)
+            b_wins = b[0] > a[0]
+            m.d.comb += [
+                out[0].eq(Mux(b_wins, b[0], a[0])),
+                out[1].eq(Mux(b_wins, b[1], a[1])),
+                out[2].eq(Mux(b_wins, Mux(a[0] > b[2], a[0], b[2]), Mux(a[2] > b[0], a[2], b[0]))),
+            ]
+            return out, Mux(b_wins, b[0] - thr, a[0] - thr)
+
+        def leaf(p):
+            out = node(f"lane_{p}")
+            m.d.comb += [
+                out[0].eq(Mux(valid[p], values[p], neg)),
+                out[1].eq(base + p),
+                out[2].eq(neg),
+            ]
+            return out
+
+        def merge_lanes(p, name):
+            # merge(leaf(p), leaf(p + 1)) with the valid bits in the comparison's result instead of
+            # its operands (the values are compared as they come, from registers): an invalid lane
+            # (none) never wins, and a leaf's second value is none
+            out = node(name)
+            va, vb = valid[p], valid[p + 1]
+            za, zb = values[p], values[p + 1]
+            b_wins = vb & (~va | (zb > za))
+            m.d.comb += [
+                out[0].eq(Mux(b_wins, zb, Mux(va, za, neg))),
+                out[1].eq(Mux(b_wins, base + (p + 1), base + p)),
+                out[2].eq(Mux(b_wins, Mux(va, za, neg), Mux(vb, zb, neg))),
+            ]
+            return out, Mux(b_wins, zb - thr, Mux(va, za - thr, neg - thr))
+
+        def last(nd, m1, name):
+            # the last level's registers: the step's values also inverted, for the running merge's
+            # comparisons, and its top-1 minus the threshold, for the margins. Its second value is
+            # held inverted only: a plain register of the same select as well shared that select's
+            # logic with the inverted one and put a logic level, and a route, after it (the 85F
+            # N = 4 critical path).
+            reg = node(name)
+            inv = (Signal(vshape, name=f"{name}_nv1"), Signal(vshape, name=f"{name}_nv2"))
+            step_m = Signal(mshape, name=f"{name}_m1")
+            m.d.sync += [reg[0].eq(nd[0]), reg[1].eq(nd[1]), inv[0].eq(~nd[0]), inv[1].eq(~nd[2]),
+                         step_m.eq(m1)]
+            return (reg[0], reg[1], ~inv[1]), inv, step_m
+
+        depth = 0
+        level = list(range(self._n))  # lanes, then nodes
+        if self._n >= self.RANKED_FROM:
+            # groups of up to RANK_LANES lanes ranked in three stages, as deep as the tree levels
+            # they stand for; the tree below merges the groups
+            groups = range(0, self._n, self.RANK_LANES)
+            level = []
+            for g in groups:
+                lanes = range(g, min(g + self.RANK_LANES, self._n))
+                nd, m1 = self._ranked(m, [values[p] for p in lanes], [valid[p] for p in lanes], base, g,
+                                      thr, mshape, f"g{g // self.RANK_LANES}")
+                if len(groups) == 1:
+                    nd, inv, step_m = last(nd, m1, f"r{self.RANK_STAGES - 1}_0")
+                else:
+                    reg = node(f"r{self.RANK_STAGES - 1}_{g // self.RANK_LANES}")
+                    m.d.sync += [r.eq(v) for r, v in zip(reg, nd)]
+                    nd = reg
+                level.append(nd)
+            for _ in range(self.RANK_STAGES):
+                en, restart = self._delayed(m, en, restart, stage)
+                stage += 1
+            depth = self.RANK_STAGES
+        while len(level) > 1:
+            if depth == 0:
+                merged = [merge_lanes(p, f"t0_{p // 2}") if p + 1 < self._n else (leaf(p), None)
+                          for p in level[::2]]
+            else:
+                merged = [merge(level[i], level[i + 1], f"t{depth}_{i // 2}") if i + 1 < len(level)
+                          else (level[i], None) for i in range(0, len(level), 2)]
+            level = []
+            for j, (nd, m1) in enumerate(merged):
+                if len(merged) > 1:
+                    reg = node(f"r{depth}_{j}")
+                    m.d.sync += [r.eq(v) for r, v in zip(reg, nd)]
+                    level.append(reg)
+                else:
+                    nd, inv, step_m = last(nd, m1, f"r{depth}_0")
+                    level.append(nd)
+            en, restart = self._delayed(m, en, restart, stage)
+            stage += 1
+            depth += 1
+        # merge() of the running values (forgotten on restart) with the step's: restart enters the
+        # comparisons' results, not their operands, so that they start at registers. On restart
+        # the step wins (it has a valid lane, above the forgotten values).
+        return (level[0] if depth else leaf(0)), inv, step_m, depth, en, restart
+
+    def _ranked(self, m, values, valid, base, first, thr, mshape, name):
+        """The top-1 (value, index) and top-2 value of ``values`` (offset binary, lanes
+        ``first, first + 1, ...``, invalid ones none), ``RANK_STAGES`` registers later, and the
+        top-1 minus ``thr``: every pair compared (a result's one register is all it drives), each
+        lane's losses decoded into "is top-1" and "is top-2", then those select (AND-OR; exactly one
+        lane is each, and "none" is 0). Returns ``((v1, i1, v2), v1 - thr)`` of the last stage's
+        inputs (the caller registers them)."""
+        r = len(values)
+        vshape, ishape = unsigned(self._bits + 1), self.top1_index.shape()
+        # stage 0: "lane j is above lane i" for i < j (a later lane must be strictly greater),
+        # the lanes' values with invalid ones none, and the step's base
+        above = {}
+        for i in range(r):
+            for j in range(i + 1, r):
+                above[i, j] = Signal(name=f"{name}_a{i}_{j}", reset_less=True)
+                m.d.sync += above[i, j].eq(valid[j] & (~valid[i] | (values[j] > values[i])))
+        v0 = [Signal(vshape, name=f"{name}_s0_v{i}", reset_less=True) for i in range(r)]
+        base0 = Signal.like(base, name=f"{name}_s0_base", reset_less=True)
+        m.d.sync += [base0.eq(base), *(v.eq(Mux(valid[i], values[i], 0)) for i, v in enumerate(v0))]
+        # stage 1: lane i is the top-1 when no lane is above it, the top-2 when exactly one is
+        sel1 = [Signal(name=f"{name}_s1_top1_{i}", reset_less=True) for i in range(r)]
+        sel2 = [Signal(name=f"{name}_s1_top2_{i}", reset_less=True) for i in range(r)]
+        v1 = [Signal(vshape, name=f"{name}_s1_v{i}", reset_less=True) for i in range(r)]
+        m1 = [Signal(mshape, name=f"{name}_s1_m{i}", reset_less=True) for i in range(r)]
+        i1 = [Signal(ishape, name=f"{name}_s1_i{i}", reset_less=True) for i in range(r)]
+        for i in range(r):
+            over = [above[i, j] for j in range(i + 1, r)] + [~above[j, i] for j in range(i)]
+            some, several = Const(0), Const(0)
+            for o in over:
+                some, several = some | o, several | (some & o)
+            m.d.sync += [sel1[i].eq(~some), sel2[i].eq(some & ~several), v1[i].eq(v0[i]),
+                         m1[i].eq(v0[i] - thr), i1[i].eq(base0 + (first + i))]
+
+        def pick(sel, vals):
+            out = Const(0, vals[0].shape())
+            for s, v in zip(sel, vals):
+                out = out | Mux(s, v, 0)
+            return out
+
+        # stage 2 (the caller's registers): the selections
+        return (pick(sel1, v1), pick(sel1, i1), pick(sel2, v1)), pick(sel1, m1)
 
     @staticmethod
     def _delayed(m, en, restart, stage):

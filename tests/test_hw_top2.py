@@ -89,7 +89,7 @@ def test_extremes(n_lanes):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), n_lanes=st.sampled_from([1, 2, 3, 4, 16]), k=st.integers(1, 4),
+@given(seed=st.integers(0, 10_000), n_lanes=st.sampled_from([1, 2, 3, 4, 8, 12, 16]), k=st.integers(1, 4),
        threshold=st.sampled_from([0, 1, 5, 40]))
 def test_invalid_lanes_are_ignored(seed, n_lanes, k, threshold):
     """Steps with invalid lanes (and, at one lane, steps with no valid lane at all): the outputs are
