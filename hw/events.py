@@ -168,7 +168,8 @@ class SpikeEventSource(wiring.Component):
 
     def __init__(self, n_pe, depth, entry, layout):
         self._n_pe = n_pe
-        self._depth = depth
+        #: Entries of the queue memory (``depth``, at least 2: no zero-width pointers).
+        self.memory_depth = max(depth, 2)
         super().__init__({
             "push": In(stream.Signature(entry)),
             "events": Out(stream.Signature(layout)),
@@ -176,12 +177,14 @@ class SpikeEventSource(wiring.Component):
         })
 
     @classmethod
-    def consistent(cls, reg, entry):
+    def consistent(cls, reg, entry, depth):
         """The states the queue reaches from reset, as an expression of its registers (``reg(name)``
-        gives the register ``name``; ``entry``: the entry layout), for a proof by induction
+        gives the register ``name``; ``entry``: the entry layout; ``depth``: the queue's
+        :attr:`memory_depth`), for a proof by induction
         (``hw/formal.py``): hold's lane registers are those of its mask, the allocated
         slots are a prefix, each holds its entry or is a read in flight, the flights are in order,
-        and the memory holds entries only while every slot is allocated."""
+        and the memory holds entries only while every slot is allocated, with room for the entry in
+        the push register; the level's flags are its comparisons."""
         k = cls.PREFETCH
         alloc, full, level = reg("alloc"), reg("pre_full"), reg("level")
         mask, lane = data.View(entry, reg("hold")).mask, reg("hold_lane")
@@ -190,6 +193,11 @@ class SpikeEventSource(wiring.Component):
             ok &= ~mask[b] | ((mask & ((1 << b) - 1)) != 0) | (lane == b)
         flights = [(reg(f"flight{i}"), reg(f"flight{i}_slot")) for i in (1, 2)]
         ok &= (alloc <= k) & ((level == 0) | (alloc == k))
+        # the memory has room for the entry in the push register, and the level's flags are its
+        # comparisons
+        ok &= level + reg("push_valid") <= depth
+        for c in {0, depth - 1, depth}:
+            ok &= reg(f"level_is_{c}") == (level == c)
         for f, slot in flights:
             ok &= ~f | ((slot < alloc) & ~full.bit_select(slot, 1))
         ok &= ~(flights[0][0] & flights[1][0]) | (flights[1][1] < flights[0][1])
@@ -228,7 +236,7 @@ class SpikeEventSource(wiring.Component):
         # PREFETCH - 1 entries before it in the slots after that cycle's take; `hold` takes one
         # a cycle at most, so it needs the entry in cycle c + PREFETCH at the earliest, when it is
         # in slot 0 (read address registered after c, output register after c + 1, slot after c + 2).
-        depth = max(self._depth, 2)  # no zero-width pointers
+        depth = self.memory_depth
         # no_rw_check: a read that lands is never of the entry being written (it reads an entry
         # written in an earlier cycle), so Yosys need not keep old data on a collision; without it,
         # it puts a bypass multiplexer between the memory and `q` (not the block's output register)
@@ -239,6 +247,10 @@ class SpikeEventSource(wiring.Component):
         produce = Signal(range(depth))
         consume = Signal(range(depth))
         level = Signal(range(depth + 1))   # entries in the memory, not yet issued
+        # level == 0, == depth, == depth - 1, each a register of its own: the decisions below and
+        # the sequencer's (through `empty`) read a flip-flop instead of a comparison of `level`
+        # (the 25F N = 8 critical path ran from `level` through `empty` into the sequencer)
+        at = {c: Signal(name=f"level_is_{c}", init=int(c == 0)) for c in sorted({0, depth - 1, depth})}
         q = Signal(entry.size, reset_less=True)   # the memory's output register
         pre = [Signal(entry, name=f"pre{i}", reset_less=True) for i in range(k)]
         full = Signal(k, name="pre_full")   # slot i holds its entry
@@ -267,22 +279,32 @@ class SpikeEventSource(wiring.Component):
             ev.val.eq(hold.count[lane] if "count" in entry.members else 1),
         ]
         skid_valid = _skid(m, self.events, ev, valid)
-        m.d.comb += self.empty.eq(~pushed & ~valid & ~skid_valid & (alloc == 0) & (level == 0))
+        m.d.comb += self.empty.eq(~pushed & ~valid & ~skid_valid & (alloc == 0) & at[0])
         rest = Signal(n)
         m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
         take = valid & ~skid_valid
         free = ~valid | (take & last)   # hold is free after this cycle
         take_pre = free & full[0]
-        direct = free & (alloc == 0) & (level == 0) & pushed
+        direct = free & (alloc == 0) & at[0] & pushed
+
+        def after_take(x, test=None):
+            # x - take_pre (a slot number or count after the shift), or test() of it, as a choice
+            # between the two cases' values formed from registers: take_pre comes through hold's
+            # handshake, and it then selects, last, instead of entering a subtraction and a
+            # comparison (the queue's control was the 85F N = 8 critical path, six logic levels)
+            test = test or (lambda v: v)
+            return Mux(take_pre, test((x - 1)[:len(x)]), test(x))
+
         room = Signal(range(k + 1))   # slots allocated after this cycle's take
-        m.d.comb += room.eq(alloc - take_pre)
-        to_pre = pushed & ~direct & (level == 0) & (room != k)
+        room_has = after_take(alloc, lambda v: v != k)   # a free slot after the take
+        m.d.comb += room.eq(after_take(alloc))
+        to_pre = pushed & ~direct & at[0] & room_has
         to_mem = pushed & ~direct & ~to_pre
-        issue = (level != 0) & (room != k)
+        issue = ~at[0] & room_has
         m.d.comb += [
             # full: the memory, or all but one entry of it with one in the push register (it
             # may go to the memory)
-            self.push.ready.eq(~((level == depth) | ((level == depth - 1) & pushed))),
+            self.push.ready.eq(~(at[depth] | (at[depth - 1] & pushed))),
             wr.addr.eq(produce), wr.data.eq(push.as_value()),
             wr.en.eq(pushed),
             rd.addr.eq(consume),
@@ -292,18 +314,20 @@ class SpikeEventSource(wiring.Component):
             m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
         with m.If(issue):
             m.d.sync += consume.eq(Mux(consume == depth - 1, 0, consume + 1))
+        up, down = to_mem & ~issue, issue & ~to_mem   # level + 1, level - 1
+        m.d.sync += [r.eq(Mux(up, level == c - 1, Mux(down, level == c + 1, level == c))) for c, r in at.items()]
         m.d.sync += [level.eq(level + to_mem - issue), alloc.eq(room + to_pre + issue),
                      issued[0].eq(issue), issued[1].eq(issued[0]),
-                     flight[0].eq(room), flight[1].eq(flight[0] - take_pre)]
+                     flight[0].eq(room), flight[1].eq(after_take(flight[0]))]
 
         # the slots: shift by one on a take, then the pushed entry into its slot, the landing one
         # into its slot (never the same slot: a push to the slots waits for an empty memory, and
         # a landing read was issued while the memory held it)
-        land = flight[1] - take_pre   # the landing read's slot after the shift
         for i in range(k):
-            with m.If(to_pre & (room == i)):
+            # the pushed entry's slot, and the landing read's, after the shift
+            with m.If(to_pre & after_take(alloc, lambda v: v == i)):
                 m.d.sync += [pre[i].eq(push), full[i].eq(1)]
-            with m.Elif(issued[1] & (land == i)):
+            with m.Elif(issued[1] & after_take(flight[1], lambda v: v == i)):
                 m.d.sync += [pre[i].eq(q), full[i].eq(1)]
             with m.Elif(take_pre):
                 if i + 1 < k:

@@ -275,7 +275,8 @@ class StreamCheck(wiring.Component):
                                  & _all(~(st.cmd.update & ~st.cmd.output) for st in stages)),
             "inv_queues": placed & shortcut_placed
             & _all(SpikeEventSource.consistent(lambda name, q=q: _register(design, q, name),
-                                               _part(design, q).push.payload.shape()) for q in queues),
+                                               _part(design, q).push.payload.shape(), _part(design, q).memory_depth)
+                   for q in queues),
         }
 
 
