@@ -20,17 +20,19 @@ class Top2(wiring.Component):
 
     ``margin_ok`` (``top1 - top2 >= threshold``) is a register too, valid in the same cycle as the
     outputs: it is computed beside them from the running values and the step's, as the margin of
-    whichever values the merge keeps (four comparisons of registers, then the merge's choice), so
-    that neither a subtraction nor a comparison of the merge's result is in the path of the exit
-    decision that uses it.
+    whichever values the merge keeps (three comparisons of registers, or, for the running values
+    kept, ``margin_ok`` itself; then the merge's choice), so that neither a subtraction nor a
+    comparison of the merge's result is in the path of the exit decision that uses it.
 
-    From ``RANKED_FROM`` lanes on, groups of up to ``RANK_LANES`` lanes take the place of the
-    tree's first ``RANK_STAGES`` levels, ranked in as many stages (``_ranked``): every pair of a
-    group's lanes compared, each result into one register; each lane's losses decoded into "is the
-    top-1" and "is the top-2"; those flags select the values and the index. In a tree level a
-    comparison's result selects about 20 value and index bits in the same cycle: on the ECP5-25F
-    that fan-out was 1.4 ns of route after the carry chain, and a level 7.6-8 ns (the N = 8
-    critical path, at levels 0 and 1). The latency stays the tree's, and the tree merges the groups.
+    From 5 to 8 lanes (``RANKED``) the lanes are ranked in as many stages as the tree has levels
+    (``_ranked``), in place of the tree: every pair of lanes compared, each result into one
+    register; each lane's losses decoded into "is the top-1" and "is the top-2"; those flags
+    select the values and the index. In a tree level a comparison's result selects about 20 value
+    and index bits in the same cycle: on the ECP5-25F that fan-out was 1.4 ns of route after the
+    carry chain, and a level 7.6-8 ns (the N = 8 critical path, at levels 0 and 1). Over 8 lanes
+    the tree stays: groups of 8 ranked, then merged by the tree, made the 85F N = 16 build slower
+    (106.16 MHz against 127.11), the larger exit unit having moved the PEs' spike flags away from
+    the sequencer.
 
     From ``INPUT_REGISTER_LANES`` lanes on, the lane values, their valid bits and the controls are
     registered before the tree's first level: the lanes come from PEs spread over the die, and the
@@ -72,9 +74,9 @@ class Top2(wiring.Component):
     """
 
     INPUT_REGISTER_LANES = 16
-    #: From ``RANKED_FROM`` lanes on, groups of up to ``RANK_LANES`` lanes are ranked in
-    #: ``RANK_STAGES`` stages (``_ranked``) in place of the tree's first levels.
-    RANKED_FROM, RANK_LANES, RANK_STAGES = 5, 8, 3
+    #: Lane counts whose values are ranked (``_ranked``) in ``RANK_STAGES`` stages in place of
+    #: the tree's ``ceil_log2(n_lanes) = RANK_STAGES`` levels.
+    RANKED, RANK_STAGES = range(5, 9), 3
 
     def __init__(self, n_lanes, value_bits, n_values, threshold=0):
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
@@ -94,7 +96,7 @@ class Top2(wiring.Component):
             "top1": Out(signed(value_bits + 1)),
             "top2": Out(signed(value_bits + 1)),
             "top1_index": Out(unsigned(ib)),
-            "margin_ok": Out(1),
+            "margin_ok": Out(1, init=self._thr == 0),
         })
 
     @staticmethod
@@ -168,7 +170,9 @@ class Top2(wiring.Component):
             step_margin = signed_ge(v, thr)   # against the step's top-2, none
             over_top1 = signed_ge(v, t1p)
             keeps_over_step = ~lane_valid | signed_ge(t1m, v)
-        keeps_margin = signed_ge(t1m, top2)
+        # the margin of the values as they are, t1m >= top2, is margin_ok itself (its init is that
+        # of the registers' inits): one comparison fewer in front of it
+        keeps_margin = self.margin_ok
         with m.If(en):
             m.d.sync += [
                 top1.eq(Mux(b_wins, b[0], top1)),
@@ -184,7 +188,7 @@ class Top2(wiring.Component):
         return m
 
     def _step(self, m, values, valid, base, en, restart, stage):
-        """The step's top-1 (value, index) and top-2 value, through the groups and the tree, as
+        """The step's top-1 (value, index) and top-2 value, ranked or through the tree, as
         ``(b, inv, step_m, depth, en, restart)``: ``b`` the last level's node (one lane: the lane's
         leaf, ``depth`` 0), ``inv`` its inverted top-1 and top-2 registers, ``step_m`` its top-1
         minus the threshold, ``depth`` the levels, ``en`` and ``restart`` delayed as many cycles."""
@@ -248,22 +252,11 @@ class Top2(wiring.Component):
 
         depth = 0
         level = list(range(self._n))  # lanes, then nodes
-        if self._n >= self.RANKED_FROM:
-            # groups of up to RANK_LANES lanes ranked in three stages, as deep as the tree levels
-            # they stand for; the tree below merges the groups
-            groups = range(0, self._n, self.RANK_LANES)
-            level = []
-            for g in groups:
-                lanes = range(g, min(g + self.RANK_LANES, self._n))
-                nd, m1 = self._ranked(m, [values[p] for p in lanes], [valid[p] for p in lanes], base, g,
-                                      thr, mshape, f"g{g // self.RANK_LANES}")
-                if len(groups) == 1:
-                    nd, inv, step_m = last(nd, m1, f"r{self.RANK_STAGES - 1}_0")
-                else:
-                    reg = node(f"r{self.RANK_STAGES - 1}_{g // self.RANK_LANES}")
-                    m.d.sync += [r.eq(v) for r, v in zip(reg, nd)]
-                    nd = reg
-                level.append(nd)
+        if self._n in self.RANKED:
+            # the lanes ranked in three stages, as deep as the tree's levels
+            nd, m1 = self._ranked(m, values, valid, base, thr, mshape, "g")
+            nd, inv, step_m = last(nd, m1, f"r{self.RANK_STAGES - 1}_0")
+            level = [nd]
             for _ in range(self.RANK_STAGES):
                 en, restart = self._delayed(m, en, restart, stage)
                 stage += 1
@@ -292,9 +285,9 @@ class Top2(wiring.Component):
         # the step wins (it has a valid lane, above the forgotten values).
         return (level[0] if depth else leaf(0)), inv, step_m, depth, en, restart
 
-    def _ranked(self, m, values, valid, base, first, thr, mshape, name):
+    def _ranked(self, m, values, valid, base, thr, mshape, name):
         """The top-1 (value, index) and top-2 value of ``values`` (offset binary, lanes
-        ``first, first + 1, ...``, invalid ones none), ``RANK_STAGES`` registers later, and the
+        ``0, 1, ...`` after ``base``, invalid ones none), ``RANK_STAGES`` registers later, and the
         top-1 minus ``thr``: every pair compared (a result's one register is all it drives), each
         lane's losses decoded into "is top-1" and "is top-2", then those select (AND-OR; exactly one
         lane is each, and "none" is 0). Returns ``((v1, i1, v2), v1 - thr)`` of the last stage's
@@ -323,7 +316,7 @@ class Top2(wiring.Component):
             for o in over:
                 some, several = some | o, several | (some & o)
             m.d.sync += [sel1[i].eq(~some), sel2[i].eq(some & ~several), v1[i].eq(v0[i]),
-                         m1[i].eq(v0[i] - thr), i1[i].eq(base0 + (first + i))]
+                         m1[i].eq(v0[i] - thr), i1[i].eq(base0 + i)]
 
         def pick(sel, vals):
             out = Const(0, vals[0].shape())

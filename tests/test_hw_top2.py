@@ -129,6 +129,28 @@ def test_invalid_lanes_are_ignored(seed, n_lanes, k, threshold):
     assert got == [ordered[0][0], top2, ordered[0][1], int(ordered[0][0] - top2 >= threshold)]
 
 
+@pytest.mark.parametrize("n_lanes", [1, 2, 8, 16])
+@pytest.mark.parametrize("threshold", [0, 1])
+def test_outputs_before_any_step(n_lanes, threshold):
+    """Before a step: top1 = top2 = none and ``margin_ok`` their margin (0 >= threshold), held
+    while ``en`` stays low (``margin_ok`` keeps itself when the running values stay)."""
+    dut = Top2(n_lanes, 6, 10, threshold)
+    seen = []
+
+    async def bench(ctx):
+        for _ in range(dut.latency + 3):
+            ctx.set(dut.values[0], 5)
+            ctx.set(dut.valid, 1)
+            seen.append((ctx.get(dut.top1), ctx.get(dut.top2), ctx.get(dut.margin_ok)))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert set(seen) == {(-64, -64, int(threshold == 0))}
+
+
 def test_ordered_comparisons_match_signed():
     """``hw/common.py`` ``signed_ge`` (the exit unit's and the PE's firing comparisons): every pair
     of a signed and an unsigned or wider signed value compares as integers do."""
