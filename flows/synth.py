@@ -64,21 +64,22 @@ ECP5_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
 # blocks: how many the device has. weights: how the default build stores the weights (hw/plan.py
 # WEIGHT_STORES); the UP5K's 120 kbit of EBR cannot hold the default network's weights, its four
 # 256 kbit SPRAMs (single-port, no initial contents) can, written through the weight-load port.
+# fmax_goal_mhz: the clock goal (issue 21's floors), given to nextpnr as --freq and reported as
+# synth.json's fmax_goal_mhz / fmax_ok (the 25F N = 8 build reached the same fmax at --freq 150 and 100).
 # spram: the single-port RAM a "load" weight memory is mapped to, (cell, data bits, count).
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 56, "weights": "rom",
-                 "bram_shapes": ECP5_BRAM_SHAPES},
+                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 150.0},
     "ecp5-85k": {"family": "ecp5", "device": ["--85k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 208, "weights": "rom",
-                 "bram_shapes": ECP5_BRAM_SHAPES},
+                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 120.0},
     "ice40-up5k": {"family": "ice40", "device": ["--up5k", "--package", "sg48"],
                    "bram": "SB_RAM40_4K", "dsp": "SB_MAC16", "block_bits": 4096, "blocks": 30, "weights": "load",
-                   "spram": ("SB_SPRAM256KA", 16384 * 16, 4)},
+                   "spram": ("SB_SPRAM256KA", 16384 * 16, 4), "fmax_goal_mhz": 38.0},
 }
 # plain `make synth`: the default network on these targets and N
 DEFAULT_BUILD = {"ecp5-25k": 8, "ice40-up5k": 4}
-FREQ_MHZ = {"ecp5": 100.0, "ice40": 30.0}  # the issue's fmax goals, given to nextpnr as --freq
 
 
 def _run(cmd, log_path, cwd, timeout=3600, tool_log=None):
@@ -576,7 +577,7 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
         absorbed = absorb_output_registers(net)
         log(f"[synthesis] {absorbed} DP16KD read ports / MULT18X18D take their data register as output register"
             + (f"; weight memories in banks of {bank_depth} words" if bank_depth else ""))
-    freq = FREQ_MHZ[t["family"]]
+    freq = t["fmax_goal_mhz"]
     rep, routed = step_place_route(target, net, work, freq, log=log)
     res = _resources(target, rep, types, ports)
     for k, v in res.items():
