@@ -89,17 +89,20 @@ def test_extremes(n_lanes):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), n_lanes=st.sampled_from([1, 2, 3, 4, 8, 12, 16]), k=st.integers(1, 4),
+@given(seed=st.integers(0, 10_000), n_lanes=st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 12, 16]), k=st.integers(1, 4),
        threshold=st.sampled_from([0, 1, 5, 40]))
 def test_invalid_lanes_are_ignored(seed, n_lanes, k, threshold):
-    """Steps with invalid lanes (and, at one lane, steps with no valid lane at all): the outputs are
+    """Steps with invalid lanes (and steps with no valid lane at all): the outputs are
     those of the valid values alone (one lane merges its step without a tree, the valid bit
     entering the comparisons' results)."""
     rng = np.random.default_rng(seed)
     bits = 6
     dut = Top2(n_lanes, bits, k * n_lanes, threshold)
     lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
-    steps = [(rng.integers(lo, hi, n_lanes), rng.integers(0, 2, n_lanes)) for _ in range(k)]
+    # sparse, half or dense valid lanes (steps with no valid lane, or one); values from a few
+    # (ties) or from the whole range
+    density, span = rng.choice([0.0, 0.2, 0.5, 0.9]), rng.choice([3, hi - lo])
+    steps = [(rng.integers(lo, lo + span, n_lanes), (rng.random(n_lanes) < density).astype(int)) for _ in range(k)]
     steps[0][1][0] = 1  # the restart step has a valid lane
     got = []
 
