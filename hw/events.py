@@ -282,10 +282,17 @@ class SpikeEventSource(wiring.Component):
         m.d.comb += self.empty.eq(~pushed & ~valid & ~skid_valid & (alloc == 0) & at[0])
         rest = Signal(n)
         m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
-        take = valid & ~skid_valid
-        free = ~valid | (take & last)   # hold is free after this cycle
-        take_pre = free & full[0]
-        direct = free & (alloc == 0) & at[0] & pushed
+        # the decisions below as named wires: an expression used in several places is written
+        # out in the Verilog at each (the queue's module had grown by 80%)
+        take, free, take_pre, direct, room_has, to_pre, to_mem, issue, up, down = (
+            Signal(name=name) for name in ("take", "free", "take_pre", "direct", "room_has", "to_pre", "to_mem",
+                                           "issue", "level_up", "level_down"))
+        m.d.comb += [
+            take.eq(valid & ~skid_valid),
+            free.eq(~valid | (take & last)),   # hold is free after this cycle
+            take_pre.eq(free & full[0]),
+            direct.eq(free & (alloc == 0) & at[0] & pushed),
+        ]
 
         def after_take(x, test=None):
             # x - take_pre (a slot number or count after the shift), or test() of it, as a choice
@@ -296,11 +303,13 @@ class SpikeEventSource(wiring.Component):
             return Mux(take_pre, test((x - 1)[:len(x)]), test(x))
 
         room = Signal(range(k + 1))   # slots allocated after this cycle's take
-        room_has = after_take(alloc, lambda v: v != k)   # a free slot after the take
-        m.d.comb += room.eq(after_take(alloc))
-        to_pre = pushed & ~direct & at[0] & room_has
-        to_mem = pushed & ~direct & ~to_pre
-        issue = ~at[0] & room_has
+        m.d.comb += [
+            room.eq(after_take(alloc)),
+            room_has.eq(after_take(alloc, lambda v: v != k)),   # a free slot after the take
+            to_pre.eq(pushed & ~direct & at[0] & room_has),
+            to_mem.eq(pushed & ~direct & ~to_pre),
+            issue.eq(~at[0] & room_has),
+        ]
         m.d.comb += [
             # full: the memory, or all but one entry of it with one in the push register (it
             # may go to the memory)
@@ -314,7 +323,7 @@ class SpikeEventSource(wiring.Component):
             m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
         with m.If(issue):
             m.d.sync += consume.eq(Mux(consume == depth - 1, 0, consume + 1))
-        up, down = to_mem & ~issue, issue & ~to_mem   # level + 1, level - 1
+        m.d.comb += [up.eq(to_mem & ~issue), down.eq(issue & ~to_mem)]   # level + 1, level - 1
         m.d.sync += [r.eq(Mux(up, level == c - 1, Mux(down, level == c + 1, level == c))) for c, r in at.items()]
         m.d.sync += [level.eq(level + to_mem - issue), alloc.eq(room + to_pre + issue),
                      issued[0].eq(issue), issued[1].eq(issued[0]),
