@@ -138,10 +138,11 @@ def check_fits(target, plan, weights):
             f"({t['blocks'] * t['block_bits'] // 1024} kbit).{hint}")
 
 
-def step_export(model_path, n_pe, work, weights="rom", log=print, bank_depth=None):
+def step_export(model_path, n_pe, work, weights="rom", log=print, bank_depth=None, freq_mhz=100.0):
     # the synthesis work folder is spikeloom's own (under --build): an export folder written before
-    # the output marker existed is replaced file by file (force; files it does not write stay)
-    files = export(model_path, n_pe, work / "export", freq_mhz=100.0, weights=weights, force=True,
+    # the output marker existed is replaced file by file (force; files it does not write stay);
+    # its constraint examples name the target's goal
+    files = export(model_path, n_pe, work / "export", freq_mhz=freq_mhz, weights=weights, force=True,
                    bank_depth=bank_depth)
     rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / f"{TOP}.v"]
     if not all(p.exists() and p.stat().st_size for p in rtl):
@@ -570,7 +571,8 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
     work = Path(build) / "synth" / f"{target}-n{n_pe}"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rtl = step_export(model_path, n_pe, work, weights=weights, log=log, bank_depth=bank_depth)
+    rtl = step_export(model_path, n_pe, work, weights=weights, log=log, bank_depth=bank_depth,
+                      freq_mhz=t["fmax_goal_mhz"])
     ports = Ports.load(work / "export" / "ports.json")
     net, types, yosys_cmd = step_synthesis(target, rtl, work, ports, log=log)
     if t["family"] == "ecp5":

@@ -176,6 +176,12 @@ class SpikeEventSource(wiring.Component):
             "empty": Out(1),
         })
 
+    @staticmethod
+    def level_marks(depth):
+        """The fill levels of a queue memory of ``depth`` entries that have a flag register of
+        their own (``level_is_<c>``): empty, one short of full, full."""
+        return sorted({0, depth - 1, depth})
+
     @classmethod
     def consistent(cls, reg, entry, depth):
         """The states the queue reaches from reset, as an expression of its registers (``reg(name)``
@@ -196,7 +202,7 @@ class SpikeEventSource(wiring.Component):
         # the memory has room for the entry in the push register, and the level's flags are its
         # comparisons
         ok &= level + reg("push_valid") <= depth
-        for c in {0, depth - 1, depth}:
+        for c in cls.level_marks(depth):
             ok &= reg(f"level_is_{c}") == (level == c)
         for f, slot in flights:
             ok &= ~f | ((slot < alloc) & ~full.bit_select(slot, 1))
@@ -250,7 +256,7 @@ class SpikeEventSource(wiring.Component):
         # level == 0, == depth, == depth - 1, each a register of its own: the decisions below and
         # the sequencer's (through `empty`) read a flip-flop instead of a comparison of `level`
         # (the 25F N = 8 critical path ran from `level` through `empty` into the sequencer)
-        at = {c: Signal(name=f"level_is_{c}", init=int(c == 0)) for c in sorted({0, depth - 1, depth})}
+        at = {c: Signal(name=f"level_is_{c}", init=int(c == 0)) for c in self.level_marks(depth)}
         q = Signal(entry.size, reset_less=True)   # the memory's output register
         pre = [Signal(entry, name=f"pre{i}", reset_less=True) for i in range(k)]
         full = Signal(k, name="pre_full")   # slot i holds its entry

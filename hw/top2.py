@@ -191,7 +191,8 @@ class Top2(wiring.Component):
         """The step's top-1 (value, index) and top-2 value, ranked or through the tree, as
         ``(b, inv, step_m, depth, en, restart)``: ``b`` the last level's node (one lane: the lane's
         leaf, ``depth`` 0), ``inv`` its inverted top-1 and top-2 registers, ``step_m`` its top-1
-        minus the threshold (both None for one lane), ``depth`` the levels, ``en`` and ``restart`` delayed as many cycles."""
+        minus the threshold (both None for one lane), ``depth`` the levels, ``en`` and
+        ``restart`` delayed as many cycles."""
         nb, neg, thr = self._bits, 0, self._thr
         vshape, ishape = unsigned(nb + 1), self.top1_index.shape()
         mshape = signed(nb + 3)
