@@ -52,16 +52,33 @@ class DaskCluster:
                 assert self.procs[0].poll() is None and time.monotonic() < deadline, \
                     (self.folder / "dask.log").read_text()
                 time.sleep(0.1)
-        self.workers = [subprocess.Popen([str(dask), "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
-                                          "--no-nanny", "--no-dashboard", "--name", f"w{i}"], stdout=log, stderr=log,
-                                         env=self.env(), cwd=self.folder) for i in range(n_workers)]
-        self.procs += self.workers
+        self.add_workers(n_workers)
+        return self.address, self.workers
+
+    def add_workers(self, n):
+        """Start ``n`` more workers and wait until the scheduler has them all; returns their processes."""
+        import subprocess
+        import sys
+        import time
+        from pathlib import Path
+
         from distributed import Client
 
-        if n_workers:
-            with Client(self.address, timeout="30s") as c:
-                c.wait_for_workers(n_workers, timeout=60)
-        return self.address, self.workers
+        dask = Path(sys.executable).parent / "dask"
+        log = open(self.folder / "dask.log", "a")
+        names = [f"w{len(self.workers) + i}" for i in range(n)]
+        new = [subprocess.Popen([str(dask), "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
+                                 "--no-nanny", "--no-dashboard", "--name", name], stdout=log, stderr=log,
+                                env=self.env(), cwd=self.folder) for name in names]
+        self.workers += new
+        self.procs += new
+        deadline = time.monotonic() + 60
+        with Client(self.address, timeout="30s") as c:  # by name: a killed worker may not be gone yet
+            while not set(names) <= {w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values()}:
+                assert all(p.poll() is None for p in new) and time.monotonic() < deadline, \
+                    (self.folder / "dask.log").read_text()
+                time.sleep(0.1)
+        return new
 
     def kill_busy_worker(self, prefix, ready, watched, within=120):
         """Once ``ready()`` is true, SIGKILL a worker while it runs a task whose key starts with

@@ -14,7 +14,10 @@ RAM, DSP, fmax and images/s).
 The engine is Dask distributed: an embedded ``LocalCluster`` (one single-threaded worker process
 per CPU, ``--workers N``), or ``--scheduler tcp://HOST:PORT`` for a cluster someone started
 (``dask scheduler`` and ``dask worker``, or ``dask-jobqueue`` on Slurm/PBS/LSF: README, "Sweeps").
-The dataset split is loaded once by the client and scattered to the workers; the float network is
+The dataset split is loaded once by the client and sent with the graph as a task of its own (not
+scattered: Dask's memory manager drops a scattered key's extra copies, and a scattered key whose
+last copy dies with its worker is lost for good, failing every point that needs it; a task's
+result is computed again on another worker); the float network is
 trained once per training configuration (a task), and each model quantized once (a task) for all
 the points that share it; training, QAT and synthesis are cached by content under
 ``BUILD/cache/`` (:meth:`Context.key <spikeloom.flows.steps.Context.key>`), so sweeps that share
@@ -38,6 +41,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -516,11 +520,19 @@ def run(spec, build=Path("build"), scheduler=None, workers=None, retry_failed=Fa
     return mine
 
 
+def _given(value):
+    """``value`` itself, as a task's result: data in the graph that Dask can compute again on
+    another worker when the workers holding it die (scattered data it cannot)."""
+    return value
+
+
 def _compute(spec, build, out, split, todo, results_path, scheduler, workers, log):
     with cluster.connect(scheduler, workers) as (client, where):
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
-        log(f"[sweep] {where} ({n_workers} workers now); dataset {spec.dataset} loaded once and scattered")
-        split_f = client.scatter(split, broadcast=True, hash=False)
+        log(f"[sweep] {where} ({n_workers} workers now); dataset {spec.dataset} loaded once, sent as a task")
+        with warnings.catch_warnings():  # the graph carries the dataset once, on purpose
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            split_f = client.submit(_given, split, key=f"dataset-{spec.name}", pure=False)
         trains, quants, futures = {}, {}, {}
         for k, p in todo:
             train, quant, neuron, _ = configs(spec, p)

@@ -278,3 +278,27 @@ def test_a_worker_killed_mid_sweep_loses_no_point(tmp_path, dask_cluster):
     # the points the killed worker was running were run again, by the other worker
     by_key = {r["point"]: r for r in recs}
     assert lost and all(by_key[k]["worker"].rsplit(":", 1)[1] != str(killed) for k in lost), (lost, recs)
+
+
+def test_the_dataset_outlives_the_only_worker_that_held_it(tmp_path, dask_cluster):
+    """The dataset's only copy dies with the one worker of the cluster; a worker that joins later
+    computes it again and runs every point (a scattered dataset would be lost for good, and every
+    point not yet done would fail: 'cancelled for reason: already forgotten')."""
+    spec = write_spec(tmp_path, stages=("evaluate",), pes=(2, 8))
+    build = tmp_path / "build"
+    results = build / "sweep" / "tiny" / "results.jsonl"
+    address, (first,) = dask_cluster.start(1)
+    sweep_proc = subprocess.Popen([sys.executable, "-m", "spikeloom.flows.sweep", str(spec), "--build", str(build),
+                                   "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env=_env(), cwd=tmp_path)
+    dask_cluster.procs.append(sweep_proc)
+    killed, lost = dask_cluster.kill_busy_worker("point-", lambda: True, sweep_proc)
+    assert killed == first.pid and lost
+    (second,) = dask_cluster.add_workers(1)
+    out = sweep_proc.communicate(timeout=240)[0].decode()
+    assert sweep_proc.returncode == 0, out
+    recs = lines(results)
+    assert sorted(r["point"] for r in recs) == sorted(set(r["point"] for r in recs)) and len(recs) == 4, recs
+    assert all(r["status"] == "ok" for r in recs), recs
+    by_key = {r["point"]: r for r in recs}
+    assert all(by_key[k]["worker"].rsplit(":", 1)[1] == str(second.pid) for k in lost), (lost, recs)
