@@ -41,6 +41,7 @@ import os
 import random
 import sys
 import time
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -532,7 +533,10 @@ def _compute(spec, build, out, split, todo, results_path, scheduler, workers, lo
         log(f"[sweep] {where} ({n_workers} workers now); dataset {spec.dataset} loaded once, sent as a task")
         with warnings.catch_warnings():  # the graph carries the dataset once, on purpose
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-            split_f = client.submit(_given, split, key=f"dataset-{spec.name}", pure=False)
+            # keys of this run's own (the dataset's, and those of the tasks that train on it): a
+            # client of the same scheduler with another dataset must not share them
+            run_id = uuid.uuid4().hex[:12]
+            split_f = client.submit(_given, split, key=f"dataset-{run_id}", pure=False)
         trains, quants, futures = {}, {}, {}
         for k, p in todo:
             train, quant, neuron, _ = configs(spec, p)
@@ -540,10 +544,10 @@ def _compute(spec, build, out, split, todo, results_path, scheduler, workers, lo
             qkey = hashlib.sha256(f"{tkey}{asdict(quant)}".encode()).hexdigest()[:12]
             if tkey not in trains:
                 trains[tkey] = client.submit(task_train, spec, p, str(build), str(out / "models" / f"float-{tkey}"),
-                                             split_f, key=f"train-{tkey}", pure=False)
+                                             split_f, key=f"train-{tkey}-{run_id}", pure=False)
             if qkey not in quants:
                 quants[qkey] = client.submit(task_quantize, spec, p, str(build), str(out / "models" / f"q-{qkey}"),
-                                             split_f, trains[tkey], key=f"quantize-{qkey}", pure=False)
+                                             split_f, trains[tkey], key=f"quantize-{qkey}-{run_id}", pure=False)
             folder = out / "points" / f"{k}"
             futures[client.submit(task_point, spec, p, str(build), str(folder), split_f, quants[qkey],
                                   key=f"point-{k}", pure=False)] = (k, p)
