@@ -24,25 +24,30 @@ class DaskCluster:
     flows that run on Dask (flows/cluster.py: sweep, fuzz, synth). Made by the ``dask_cluster`` fixture."""
 
     def __init__(self, folder):
-        self.folder, self.procs, self.address, self.workers = folder, [], None, []
+        self.folder, self.procs, self.address, self.workers, self.log = folder, [], None, [], None
 
     def env(self):
         return {**os.environ, "SPIKELOOM_PROGRESS_INTERVAL": "1", "PYTHONUNBUFFERED": "1"}
 
+    def _spawn(self, *args):
+        """``dask ARGS`` in the test's folder, its output to ``dask.log``."""
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        if self.log is None:
+            self.log = open(self.folder / "dask.log", "w")
+        return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args], stdout=self.log,
+                                stderr=self.log, env=self.env(), cwd=self.folder)
+
     def start(self, n_workers=2):
         """Start the scheduler and ``n_workers`` workers; returns (address, worker processes)."""
         import json
-        import subprocess
-        import sys
         import time
-        from pathlib import Path
 
-        dask = Path(sys.executable).parent / "dask"
         sched_file = self.folder / "scheduler.json"
-        log = open(self.folder / "dask.log", "w")
-        self.procs.append(subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                            "--no-dashboard", "--scheduler-file", str(sched_file)],
-                                           stdout=log, stderr=log, env=self.env(), cwd=self.folder))
+        self.procs.append(self._spawn("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                      "--scheduler-file", str(sched_file)))
         deadline = time.monotonic() + 60
         while True:  # the file appears before its contents
             try:
@@ -57,19 +62,13 @@ class DaskCluster:
 
     def add_workers(self, n):
         """Start ``n`` more workers and wait until the scheduler has them all; returns their processes."""
-        import subprocess
-        import sys
         import time
-        from pathlib import Path
 
         from distributed import Client
 
-        dask = Path(sys.executable).parent / "dask"
-        log = open(self.folder / "dask.log", "a")
         names = [f"w{len(self.workers) + i}" for i in range(n)]
-        new = [subprocess.Popen([str(dask), "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
-                                 "--no-nanny", "--no-dashboard", "--name", name], stdout=log, stderr=log,
-                                env=self.env(), cwd=self.folder) for name in names]
+        new = [self._spawn("worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
+                           "--no-dashboard", "--name", name) for name in names]
         self.workers += new
         self.procs += new
         deadline = time.monotonic() + 60
@@ -111,6 +110,8 @@ class DaskCluster:
                 p.kill()
         for p in self.procs:
             p.wait(timeout=30)
+        if self.log is not None:
+            self.log.close()
 
 
 @pytest.fixture

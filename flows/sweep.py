@@ -531,11 +531,11 @@ def _compute(spec, build, out, split, todo, results_path, scheduler, workers, lo
     with cluster.connect(scheduler, workers) as (client, where):
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
         log(f"[sweep] {where} ({n_workers} workers now); dataset {spec.dataset} loaded once, sent as a task")
+        # keys of this run's own (the dataset's, and those of the tasks that train on it): a client
+        # of the same scheduler with another dataset must not share them
+        run_id = uuid.uuid4().hex[:12]
         with warnings.catch_warnings():  # the graph carries the dataset once, on purpose
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-            # keys of this run's own (the dataset's, and those of the tasks that train on it): a
-            # client of the same scheduler with another dataset must not share them
-            run_id = uuid.uuid4().hex[:12]
             split_f = client.submit(_given, split, key=f"dataset-{run_id}", pure=False)
         trains, quants, futures = {}, {}, {}
         for k, p in todo:
