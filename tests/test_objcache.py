@@ -1,0 +1,147 @@
+"""The compile cache of the Verilator run-time library (sim/objcache.py), driven with a stand-in
+compiler that logs every compile it really runs; sim/runner.py's environment that turns it on."""
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from spikeloom.sim import objcache, runner
+
+# A stand-in for c++: "-c -o OUT SRC" writes OUT (the source's bytes and the headers it names in
+# lines "#include <PATH>", read now) and, with -MMD, OUT.d listing SRC and those headers; every
+# run appends a line to $FAKE_CXX_LOG. "#error" in the source fails the compile.
+FAKE_CXX = r'''
+import os, sys
+args = sys.argv[1:]
+out = args[args.index("-o") + 1]
+src = [a for a in args if a.endswith(".cpp")][0]
+text = open(src).read()
+with open(os.environ["FAKE_CXX_LOG"], "a") as f:
+    f.write(src + "\n")
+if "#error" in text:
+    sys.exit(1)
+heads = [ln.split("<", 1)[1].rstrip(">") for ln in text.splitlines() if ln.startswith("#include <")]
+with open(out, "w") as f:
+    f.write(text + "".join(open(h).read() for h in heads))
+if "-MMD" in args:
+    with open(out[:-2] + ".d", "w") as f:
+        f.write(out + ": " + " \\\n ".join([src] + heads) + "\n")
+'''
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """(run, log, lib): ``run(build_dir, src, *extra)`` compiles through the cache from
+    ``build_dir``; ``log()`` lists the compiles that really ran; ``lib`` is a library folder
+    outside every build folder."""
+    cxx = tmp_path / "fake_cxx"
+    cxx.write_text(f"#!{sys.executable}\n{FAKE_CXX}")
+    cxx.chmod(0o755)
+    log = tmp_path / "compiles.log"
+    log.touch()
+    monkeypatch.setenv("FAKE_CXX_LOG", str(log))
+    monkeypatch.setenv(objcache.ENV, str(tmp_path / "cache"))
+    lib = tmp_path / "lib"
+    lib.mkdir()
+
+    def run(build, src, *extra, out="lib.o"):
+        build.mkdir(parents=True, exist_ok=True)
+        here = Path.cwd()
+        os.chdir(build)
+        try:
+            return objcache.main([str(cxx), "-MMD", *extra, "-c", "-o", out, str(src)])
+        finally:
+            os.chdir(here)
+
+    return run, lambda: log.read_text().split(), lib
+
+
+def test_a_library_object_is_compiled_once_and_copied_into_later_builds(tmp_path, fake):
+    run, log, lib = fake
+    (lib / "h.h").write_text("header 1\n")
+    src = lib / "lib.cpp"
+    src.write_text(f"#include <{lib / 'h.h'}>\n")
+    assert run(tmp_path / "b1", src) == 0
+    assert run(tmp_path / "b2", src) == 0
+    assert log() == [str(src)]  # the second build compiled nothing
+    for name in ("lib.o", "lib.d"):
+        assert (tmp_path / "b2" / name).read_bytes() == (tmp_path / "b1" / name).read_bytes()
+    assert "header 1" in (tmp_path / "b2" / "lib.o").read_text()
+
+
+def test_a_changed_header_source_or_flag_compiles_again(tmp_path, fake):
+    run, log, lib = fake
+    head, src = lib / "h.h", lib / "lib.cpp"
+    head.write_text("header 1\n")
+    src.write_text(f"#include <{head}>\n")
+    run(tmp_path / "b1", src)
+    head.write_text("header two\n")  # another size: the recorded stamp no longer matches
+    run(tmp_path / "b2", src)
+    assert "header two" in (tmp_path / "b2" / "lib.o").read_text()
+    run(tmp_path / "b3", src)  # the entry was replaced: served again
+    src.write_text(f"#include <{head}>\n// edited\n")
+    run(tmp_path / "b4", src)
+    run(tmp_path / "b5", src, "-DVM_TRACE=1")
+    assert len(log()) == 4  # b1, b2, b4, b5
+    assert "edited" in (tmp_path / "b4" / "lib.o").read_text()
+
+
+def test_design_files_and_what_reads_them_are_never_cached(tmp_path, fake):
+    run, log, lib = fake
+    build = tmp_path / "b1"
+    build.mkdir()
+    (build / "Vtop.h").write_text("design 1\n")
+    main = lib / "main.cpp"  # like cocotb's verilator.cpp: a library file that includes the design
+    main.write_text(f"#include <{build / 'Vtop.h'}>\n")
+    design = build / "Vtop__ALL.cpp"
+    design.write_text("design\n")
+    for _ in range(2):
+        assert run(build, main, out="main.o") == 0
+        assert run(build, design, out="all.o") == 0
+    assert len(log()) == 4
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+
+
+def test_a_failed_compile_keeps_its_status_and_stores_nothing(tmp_path, fake):
+    run, log, lib = fake
+    src = lib / "bad.cpp"
+    src.write_text("#error no\n")
+    assert run(tmp_path / "b1", src) == 1
+    assert run(tmp_path / "b2", src) == 1
+    assert len(log()) == 2
+
+
+def test_commands_it_cannot_serve_run_as_given(tmp_path, fake):
+    run, log, lib = fake
+    src = lib / "lib.cpp"
+    src.write_text("x\n")
+    run(tmp_path / "b1", src, "-x", "c++-header")  # a precompiled header
+    run(tmp_path / "b2", src, "-x", "c++-header")
+    assert len(log()) == 2
+    assert objcache.main([]) == 2
+
+
+def test_the_runner_turns_the_cache_on_and_off_and_keeps_a_users_own(monkeypatch, tmp_path):
+    ours = f"{shlex.quote(sys.executable)} {shlex.quote(objcache.__file__)}"
+    monkeypatch.delenv("OBJCACHE", raising=False)
+    monkeypatch.setenv(objcache.ENV, str(tmp_path))
+    env = runner.verilator_env()
+    assert env["OBJCACHE"] == ours
+    assert "VM_PARALLEL_BUILDS=0" in env["MAKEFLAGS"].split()
+    monkeypatch.setenv("MAKEFLAGS", env["MAKEFLAGS"])  # as after a first build: no word twice
+    assert runner.verilator_env()["MAKEFLAGS"] == env["MAKEFLAGS"]
+    monkeypatch.setenv("OBJCACHE", ours)
+    monkeypatch.setenv(objcache.ENV, "off")
+    assert runner.verilator_env()["OBJCACHE"] == ""
+    monkeypatch.setenv("OBJCACHE", "ccache")
+    monkeypatch.setenv(objcache.ENV, str(tmp_path))
+    assert "OBJCACHE" not in runner.verilator_env()
+
+
+def test_cache_folder(monkeypatch, tmp_path):
+    assert objcache.cache_dir({objcache.ENV: "OFF"}) is None
+    assert objcache.cache_dir({objcache.ENV: str(tmp_path)}) == tmp_path
+    assert objcache.cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "spikeloom" / "verilator-objs"
