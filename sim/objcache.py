@@ -51,13 +51,19 @@ SETTLE_NS = 2_000_000_000
 
 
 def cache_dir(environ=os.environ):
-    """The cache folder (a :class:`Path`), or None when ``SPIKELOOM_OBJCACHE=off``."""
+    """The cache folder (a :class:`Path`), or None when ``SPIKELOOM_OBJCACHE=off`` (or, unset, when
+    there is neither ``XDG_CACHE_HOME`` nor a home folder)."""
     value = environ.get(ENV, "")
     if value.lower() == "off":
         return None
     if value:
         return Path(value)
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):  # no home folder to be found: no cache
+            return None
     return Path(base) / "spikeloom" / "verilator-objs"
 
 

@@ -209,3 +209,9 @@ def test_cache_folder(monkeypatch, tmp_path):
     assert objcache.cache_dir({objcache.ENV: "OFF"}) is None
     assert objcache.cache_dir({objcache.ENV: str(tmp_path)}) == tmp_path
     assert objcache.cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "spikeloom" / "verilator-objs"
+
+    def nowhere():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(objcache.Path, "home", nowhere)
+    assert objcache.cache_dir({}) is None
