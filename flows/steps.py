@@ -244,6 +244,8 @@ class RunContext(Context):
         at it once its report is written, :func:`write_report`). Called once the options are
         checked, before the first step."""
         progress.interval()  # a bad SPIKELOOM_PROGRESS_INTERVAL is refused before any work,
+        from spikeloom.sim.runner import check_environment
+        check_environment()  # as are bad SPIKELOOM_VERILATOR_OPT and SPIKELOOM_OBJCACHE values,
         if self.dataset is not None:
             self.split()  # and so is a bad dataset: no run folder is made for either
         folder = self.workdir

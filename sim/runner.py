@@ -59,8 +59,31 @@ def verilator_env():
     # user runs a compiler cache of their own through OBJCACHE or turns ours off.
     ours = f"{shlex.quote(sys.executable)} {shlex.quote(objcache.__file__)}"
     if os.environ.get("OBJCACHE", "") in ("", ours):
-        env["OBJCACHE"] = ours if objcache.cache_dir() is not None else ""
+        env["OBJCACHE"] = ours if _objcache_dir() is not None else ""
     return env
+
+
+def check_environment():
+    """The environment variables a Verilator build reads (``SPIKELOOM_VERILATOR_OPT``,
+    ``SPIKELOOM_OBJCACHE``), checked before any work: a bad value is a one-line error naming it."""
+    verilator_opt()
+    _objcache_dir()
+
+
+def _objcache_dir():
+    """The compile cache's folder (None: off). A folder the user names (``SPIKELOOM_OBJCACHE``) must
+    be one that can be written; the default is best effort (:mod:`spikeloom.sim.objcache`)."""
+    root, named = objcache.cache_dir(), os.environ.get(objcache.ENV, "")
+    if root is not None and named:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            ok = root.is_dir() and os.access(root, os.W_OK)
+        except OSError:
+            ok = False
+        if not ok:
+            raise SpikeloomError(f"{objcache.ENV}={named!r}: not a folder that can be written "
+                                 "(a folder for the Verilator compile cache, or 'off')")
+    return root
 
 
 #: C++ optimisation of the Verilator model, from the environment variable ``SPIKELOOM_VERILATOR_OPT``

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from spikeloom.model.errors import SpikeloomError
 from spikeloom.sim import objcache, runner
 
 # A stand-in for c++: "-c -o OUT SRC" writes OUT (the source's bytes and the headers it names in
@@ -203,6 +204,17 @@ def test_the_runner_turns_the_cache_on_and_off_and_keeps_a_users_own(monkeypatch
     monkeypatch.setenv("OBJCACHE", "ccache")
     monkeypatch.setenv(objcache.ENV, str(tmp_path))
     assert "OBJCACHE" not in runner.verilator_env()
+
+
+def test_a_cache_folder_the_user_names_must_be_a_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("OBJCACHE", raising=False)
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "file", tmp_path / "file" / "below"):
+        monkeypatch.setenv(objcache.ENV, str(bad))
+        with pytest.raises(SpikeloomError, match=rf"^{objcache.ENV}=.*not a folder that can be written"):
+            runner.verilator_env()
+    monkeypatch.setenv(objcache.ENV, str(tmp_path / "new" / "cache"))  # made when missing
+    assert runner.verilator_env()["OBJCACHE"] and (tmp_path / "new" / "cache").is_dir()
 
 
 def test_cache_folder(monkeypatch, tmp_path):

@@ -117,6 +117,17 @@ def test_a_bad_interval_is_one_line_before_any_work(tmp_path, capsys, monkeypatc
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("var,value", [("SPIKELOOM_VERILATOR_OPT", "-O9"), ("SPIKELOOM_OBJCACHE", "FILE")])
+def test_a_bad_verilator_setting_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, var, value):
+    if value == "FILE":  # a file where the compile cache's folder should be
+        (tmp_path / "f").write_text("x")
+        value = str(tmp_path / "f")
+    monkeypatch.setenv(var, value)
+    r = spikeloom_here(capsys, "run", "--epochs", "1", "--build", tmp_path / "b")
+    assert_clean_error(r, var, repr(value))
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_failed_build_names_its_log_which_exists(tmp_path):
     from spikeloom.sim.runner import build
 
