@@ -1,8 +1,10 @@
 """A compile cache for the run-time library of every Verilator build (Verilator's ``OBJCACHE`` hook).
 
 Every Verilator build compiles the same run-time library into its own folder: Verilator's
-``verilated*.cpp`` and cocotb's ``verilator.cpp`` main. For the designs the tests build that is
-about 85% of the C++ compile at ``-O0`` (15 of 18 s on the digits MLP, BENCHMARKS.md). The
+``verilated*.cpp``. For the designs the tests build that is about three quarters of the C++
+compile at ``-O0`` (the digits MLP as one file: 8.8 s without this cache, 2.1-2.4 s with it;
+BENCHMARKS.md, "Verilator build time"). cocotb's ``verilator.cpp`` main includes the design's
+header, so it is compiled every time (see below). The
 generated makefile runs each compile as ``$(OBJCACHE) $(CXX) ... -c -o verilated.o
 /path/verilated.cpp``; :func:`sim.runner.verilator_env` points ``OBJCACHE`` at this script. It
 runs every compile as given, except one of a single source named by an absolute path outside the
