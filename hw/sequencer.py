@@ -60,12 +60,14 @@ class Sequencer(wiring.Component):
     -------
     issue : In(issue_signature(plan))
         The event pipeline's word of this cycle.
-    load_done, quiet, main_empty, sc_empty, push, trace_empty, margin_ok, taken, loaded : In(1)
+    load_done, quiet, main_empty, sc_empty, trace_empty, margin_ok, taken, loaded : In(1)
         All input values transferred; the event pipeline is drained after this cycle; the spike
-        and shortcut queues are empty; a spiking update this cycle (a queue push, or spikes of a
-        partial floor-mode window that push nothing: :class:`~spikeloom.hw.pool.SpikePush` ``push``,
-        so that a trace port never changes the cycle count); the trace queue is empty; the exit
-        unit's registered margin; ``o_result`` transferred; the last weight word transferred.
+        and shortcut queues are empty; the trace queue is empty; the exit unit's registered
+        margin; ``o_result`` transferred; the last weight word transferred. ``ACC`` ends in a
+        cycle with the queues empty, the pipeline drained and no spiking-layer update in the PE
+        stages 1 to ``SPIKE_STAGE`` (one that may still push, whether it spikes or not): so an
+        update phase never starts while the trace queue holds an entry of the layer before, and
+        a trace port never changes the cycle count.
     in_load, in_acc, in_result : Out(1)
         Registered phase flags (a flip-flop each, not a decode of the phase).
     fetch_layer, fetch_shortcut : Out
@@ -91,7 +93,7 @@ class Sequencer(wiring.Component):
         ctl = control_layout(plan)
         ports = {
             "issue": In(issue_signature(plan)),
-            **{k: In(1) for k in ("load_done", "quiet", "main_empty", "sc_empty", "push", "trace_empty",
+            **{k: In(1) for k in ("load_done", "quiet", "main_empty", "sc_empty", "trace_empty",
                                   "margin_ok", "taken", "loaded")},
             "in_load": Out(1),
             "in_acc": Out(1),
@@ -190,12 +192,17 @@ class Sequencer(wiring.Component):
         common = [cmd.first_t.eq(t == 1), cmd.output.eq(layer == out_layer), cmd.img.eq(img), nxt.layer.eq(layer)]
         if len(plan.neurons) > 1:
             common.append(cmd.neuron.eq(per_layer(plan.neuron_of, cmd.neuron.shape().width, layer)))
-        # A spiking-layer update still in the pipeline may yet push a spike-queue entry (``push``:
-        # one that spikes this cycle, whether its window ends or not).
-        in_flight = self.push
+        # A spiking-layer update in stages 1 .. SPIKE_STAGE may yet push a spike-queue entry (in
+        # its spike stage): the accumulate phase does not end while one is. One register, the OR of
+        # stages 0 .. SPIKE_STAGE - 1 a cycle before, not the PEs' spikes: those came from every
+        # PE across the die through the pool's push into this decision (the 25F N = 8 critical
+        # path), for at most one cycle more when the last update does not spike.
+        in_flight = Signal(name="in_flight")
+        upd_in = nxt.cmd.update & ~nxt.cmd.output
         for s in range(1, PE.SPIKE_STAGE):
             st = getattr(self, f"s{s}")
-            in_flight = in_flight | (st.cmd.update & ~st.cmd.output)
+            upd_in = upd_in | (st.cmd.update & ~st.cmd.output)
+        m.d.sync += in_flight.eq(upd_in)
         queues_empty = self.main_empty & (~self.fetch_shortcut | self.sc_empty) if self._sc_of else self.main_empty
         with m.Switch(phase):
             with m.Case(Phase.WEIGHTS):
