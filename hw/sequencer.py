@@ -178,10 +178,10 @@ class Sequencer(wiring.Component):
         with m.Else():
             m.d.sync += upd_last.eq(per_layer([int(lp.updates == 1) for lp in layers], 1, layer))
 
-        self._phases(m, phase, phase_nxt, layer, img, cnt, scan, upd_last)
+        self._phases(m, phase, phase_nxt, in_update, layer, img, cnt, scan, upd_last)
         return m
 
-    def _phases(self, m, phase, phase_nxt, layer, img, cnt, scan, last_update):
+    def _phases(self, m, phase, phase_nxt, in_update, layer, img, cnt, scan, last_update):
         plan, n = self._plan, self._plan.n_pe
         out_layer = plan.n_layers - 1
         t, nxt, iss = self.t, self.nxt, self.issue
@@ -204,6 +204,18 @@ class Sequencer(wiring.Component):
             upd_in = upd_in | (st.cmd.update & ~st.cmd.output)
         m.d.sync += in_flight.eq(upd_in)
         queues_empty = self.main_empty & (~self.fetch_shortcut | self.sc_empty) if self._sc_of else self.main_empty
+        # The update scan steps with every issued update: from the registered phase flag and the
+        # stall (the first update of a spiking layer waits for the trace queue), not a decode of
+        # the phase, so that its counters' enables are short.
+        first = Signal(name="upd_first", init=int(0 != out_layer))
+        stall = first & ~self.trace_empty
+        m.d.comb += [scan.step.eq(in_update & ~stall), scan.restart.eq(last_update)]
+        with m.If(scan.step):
+            m.d.sync += first.eq(0)
+        with m.Elif(phase == Phase.EXIT):
+            m.d.sync += first.eq(0 != out_layer)
+        with m.Elif(phase != Phase.UPDATE):
+            m.d.sync += first.eq(layer != out_layer)
         with m.Switch(phase):
             with m.Case(Phase.WEIGHTS):
                 with m.If(self.loaded):
@@ -237,7 +249,6 @@ class Sequencer(wiring.Component):
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)
             with m.Case(Phase.UPDATE):
                 m.d.comb += common
-                stall = (cnt == 0) & (layer != out_layer) & ~self.trace_empty
                 m.d.comb += [
                     nxt.c.eq(scan.c), nxt.pos.eq(scan.pos), nxt.pidx.eq(scan.pidx), nxt.py.eq(scan.py),
                     nxt.px.eq(scan.px), nxt.first.eq(scan.first), nxt.last.eq(scan.last),
@@ -246,8 +257,7 @@ class Sequencer(wiring.Component):
                     cmd.layer0.eq(layer == 0),
                 ]
                 with m.If(~stall):
-                    m.d.comb += [cmd.update.eq(1), cmd.clear.eq(layer != 0), scan.step.eq(1),
-                                 scan.restart.eq(last_update)]
+                    m.d.comb += [cmd.update.eq(1), cmd.clear.eq(layer != 0)]
                     with m.If(last_update):
                         m.d.sync += cnt.eq(0)
                         with m.If(layer == out_layer):
