@@ -198,7 +198,7 @@ class Accelerator(wiring.Component):
             pipe.load.eq(seq.in_load), pipe.enable.eq(seq.in_load | seq.in_acc),
             pipe.fetch_layer.eq(seq.fetch_layer), pipe.fetch_shortcut.eq(seq.fetch_shortcut),
             seq.load_done.eq(inputs.done), seq.quiet.eq(pipe.quiet), seq.main_empty.eq(mainq.empty),
-            seq.margin_ok.eq(top2.margin_ok),
+            seq.push.eq(push.push), seq.margin_ok.eq(top2.margin_ok),
         ]
 
         # the command to the PEs; the weight memories' one address also serves the weight load
