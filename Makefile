@@ -66,8 +66,9 @@ ablation: $(STAMP)
 	$(PY) -m spikeloom.flows.ablation --build $(BUILD) $(ARGS)
 
 ## make synth [TARGET=ecp5-25k|ecp5-85k|ice40-up5k] [PES=4 or PES=1,2,4,8,16] [NET=mlp or NET=path.slm]
-##            [WEIGHTS=rom|load] [WORKERS=N] [SCHEDULER=tcp://HOST:PORT]:
+##            [WEIGHTS=rom|load] [PLACE_SEEDS=1,2,3] [WORKERS=N] [SCHEDULER=tcp://HOST:PORT]:
 ## export -> Yosys -> nextpnr -> timing -> bitstream; build/synth.json, table, build/synth.png.
+## PLACE_SEEDS: nextpnr placement seeds (default 1); each build keeps its fastest.
 ## Each (target, N) is a task on Dask (as make sweep's points): in parallel on the embedded
 ## LocalCluster (one worker per build, up to the CPUs; WORKERS=N), or on the cluster of SCHEDULER.
 ## Plain `make synth`: the default network on ecp5-25k (N = 8, weights in initialised block RAM) and
@@ -78,6 +79,7 @@ synth: $(STAMP)
 	  $(if $(filter command line environment,$(origin PES)),--pes $(PES)) \
 	  $(if $(filter command line environment,$(origin NET)),--model $(NET)) \
 	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(WORKERS),--workers $(WORKERS)) \
+	  $(if $(PLACE_SEEDS),--place-seeds $(PLACE_SEEDS)) \
 	  $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
 ## make prune [NET=vgg|mlp|resnet] [PES=8] [SEEDS=3] [WORKERS=N] [SCHEDULER=tcp://HOST:PORT]:

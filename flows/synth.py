@@ -8,7 +8,8 @@ A flow of named steps, each checking its output before the next runs:
 block RAM, or SPRAM for loaded weights on iCE40 UltraPlus; a weight memory blown up into logic
 fails loudly; on ECP5 the flip-flops registering block RAM read data and multiplier operands and
 products then move into the blocks' own registers, :func:`absorb_output_registers`) ->
-``place_route`` (nextpnr, its ``--report`` JSON) -> ``timing`` (fmax and the
+``place_route`` (nextpnr, its ``--report`` JSON; once per placement seed of ``--place-seeds``,
+the fastest kept) -> ``timing`` (fmax and the
 register-to-register critical path of the clock from that report) -> ``bitstream`` (``ecppack`` /
 ``icepack``).
 
@@ -32,6 +33,7 @@ Writes ``build/synth.json`` (``targets.<target>``: ``n_pe``, ``luts``, ``ffs``, 
 import argparse
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -380,21 +382,37 @@ def step_synthesis(target, rtl, work, ports, log=print):
     return net, types, cmd
 
 
-def step_place_route(target, net, work, freq, log=print):
+#: nextpnr's placement seed of a build unless ``--place-seeds`` names others.
+PLACE_SEEDS = (1,)
+#: The seeds ``--place-seeds`` takes (nextpnr's ``--seed`` is a signed 32-bit int; 0 and below are
+#: left out so that a seed is never confused with "no seed").
+PLACE_SEED_RANGE = (1, 2**31 - 1)
+
+
+def seed_folder(work, seed, seeds):
+    """Where nextpnr's files of placement seed ``seed`` go: the build's folder itself when it is
+    the only seed, else ``seed-<seed>/`` in it."""
+    return work if len(seeds) == 1 else work / f"seed-{seed}"
+
+
+def step_place_route(target, net, work, freq, log=print, seed=1):
+    """nextpnr on the netlist ``net`` with placement seed ``seed``, its files (``nextpnr.log``,
+    ``report.json``, the routed design) in ``work``. Returns the report and the routed design."""
     t = TARGETS[target]
+    work.mkdir(parents=True, exist_ok=True)
     report = work / "report.json"
     for p in (report, work / "top.config", work / "top.asc"):
         if p.exists():
             p.unlink()
-    common = ["--json", net.name, "--report", report.name, "--freq", f"{freq:g}", "--seed", "1",
-              "--timing-allow-fail"]
+    common = ["--json", os.path.relpath(net, work), "--report", report.name, "--freq", f"{freq:g}",
+              "--seed", str(seed), "--timing-allow-fail"]
     if t["family"] == "ecp5":
         out = work / "top.config"
         cmd = [_tool("nextpnr-ecp5"), *t["device"], *common, "--lpf-allow-unconstrained", "--textcfg", out.name]
     else:
         out = work / "top.asc"
         cmd = [_tool("nextpnr-ice40"), *t["device"], *common, "--pcf-allow-unconstrained", "--asc", out.name]
-    log(f"[place_route] nextpnr-{t['family']} {' '.join(t['device'])} --freq {freq:g}")
+    log(f"[place_route] nextpnr-{t['family']} {' '.join(t['device'])} --freq {freq:g} --seed {seed}")
     _run(cmd, work / "nextpnr.log", work)
     if not report.exists() or not out.exists():
         raise SpikeloomError(f"nextpnr wrote no report or no routed design; see {work / 'nextpnr.log'}")
@@ -471,10 +489,10 @@ def step_bitstream(target, routed, work, log=print):
     t = TARGETS[target]
     if t["family"] == "ecp5":
         bit = work / f"{TOP}.bit"
-        cmd = [_tool("ecppack"), "--compress", routed.name, bit.name]
+        cmd = [_tool("ecppack"), "--compress", os.path.relpath(routed, work), bit.name]
     else:
         bit = work / f"{TOP}.bin"
-        cmd = [_tool("icepack"), routed.name, bit.name]
+        cmd = [_tool("icepack"), os.path.relpath(routed, work), bit.name]
     if bit.exists():
         bit.unlink()
     log(f"[bitstream] {Path(cmd[0]).name} -> {bit}")
@@ -560,11 +578,16 @@ def check_target(target, model_path, n_pe, weights=None, plan_out=None):
     return weights
 
 
-def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=print):
+def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=print, place_seeds=None):
     """The flow for one target and N; returns the target's entry of synth.json.
 
     ``weights``: ``"rom"`` or ``"load"`` (hw/plan.py ``WEIGHT_STORES``); None: the target's default.
+    ``place_seeds``: nextpnr placement seeds to place and route the one netlist with, one after
+    the other (default :data:`PLACE_SEEDS`); the entry and the bitstream are the fastest seed's
+    (the first listed among equals), ``place_seeds`` in the entry lists every seed's fmax and
+    critical path.
     """
+    seeds = tuple(place_seeds or PLACE_SEEDS)
     plans = []
     t, weights = TARGETS.get(target), check_target(target, model_path, n_pe, weights, plans)
     bank_depth = weight_bank_depth(target, plans[0].weight_depth, plans[0].word_bits, weights)
@@ -580,18 +603,25 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
         log(f"[synthesis] {absorbed} DP16KD read ports / MULT18X18D take their data register as output register"
             + (f"; weight memories in banks of {bank_depth} words" if bank_depth else ""))
     freq = t["fmax_goal_mhz"]
-    rep, routed = step_place_route(target, net, work, freq, log=log)
-    res = _resources(target, rep, types, ports)
-    for k, v in res.items():
-        if v["available"] and v["used"] > v["available"]:
-            raise SpikeloomError(f"{target}: {k} {v['used']} used > {v['available']} available")
-    fmax, clk, path = step_timing(rep, work, log=log)
-    log(f"[timing] {clk}: fmax {fmax:.2f} MHz (goal {freq:g}); critical path {path.get('delay_ns')} ns "
-        f"through {' -> '.join(path.get('through', [])[:8])}")
+    tries, best = [], None
+    for seed in seeds:
+        folder = seed_folder(work, seed, seeds)
+        rep, routed = step_place_route(target, net, folder, freq, log=log, seed=seed)
+        res = _resources(target, rep, types, ports)
+        for k, v in res.items():
+            if v["available"] and v["used"] > v["available"]:
+                raise SpikeloomError(f"{target}: {k} {v['used']} used > {v['available']} available")
+        fmax, clk, path = step_timing(rep, folder, log=log)
+        log(f"[timing] {clk}: fmax {fmax:.2f} MHz (goal {freq:g}, seed {seed}); critical path "
+            f"{path.get('delay_ns')} ns through {' -> '.join(path.get('through', [])[:8])}")
+        tries.append({"seed": seed, "fmax_mhz": round(fmax, 2), "critical_path_ns": path.get("delay_ns")})
+        if best is None or fmax > best[0]:
+            best = (fmax, seed, res, path, routed)
+    fmax, seed, res, path, routed = best
     bit = step_bitstream(target, routed, work, log=log)
     fmax = round(fmax, 2)
     entry = {"n_pe": n_pe, "model": str(model_path), "weights": weights, **res, "fmax_mhz": fmax,
-             "fmax_goal_mhz": freq,
+             "fmax_goal_mhz": freq, "place_seed": seed, "place_seeds": tries,
              "fmax_ok": fmax >= freq, "weight_bank_depth": bank_depth, "yosys_synth": yosys_cmd,
              "critical_path": path, "bitstream": str(bit),
              "throughput": _throughput(n_pe, fmax, model_path, build), "wall_s": round(time.perf_counter() - t0, 1)}
@@ -661,7 +691,7 @@ def default_model(build=Path("build"), arch="mlp", log=print):
     return ctx.model_path
 
 
-def _job(target, model_path, n_pe, build, weights):
+def _job(target, model_path, n_pe, build, weights, place_seeds=None):
     """One (target, N) on a worker: :func:`run_target`, its log in its work folder's ``flow.log``."""
     log_path = Path(build) / "synth" / f"{target}-n{n_pe}" / "flow.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -669,11 +699,11 @@ def _job(target, model_path, n_pe, build, weights):
         def log(*a):
             print(*a, file=f, flush=True)
 
-        return run_target(target, model_path, n_pe, build, weights=weights, log=log)
+        return run_target(target, model_path, n_pe, build, weights=weights, log=log, place_seeds=place_seeds)
 
 
 def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=None, log=print, scheduler=None,
-        workers=None, arch="mlp"):
+        workers=None, arch="mlp", place_seeds=None):
     """Build every (target, N), each a task on Dask (:mod:`spikeloom.flows.cluster`: an embedded
     LocalCluster of ``workers`` processes, default one per job up to the CPUs, or the cluster of
     ``scheduler``); merge into ``build/synth.json`` in the order of the jobs (targets, then
@@ -708,7 +738,7 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
                 check_target(t, model_path, n, weights)
         token = uuid.uuid4().hex[:8]
         # the workers' paths are absolute: their working folder need not be this one
-        futures = {client.submit(_job, t, model_path.absolute(), n, build.absolute(), weights,
+        futures = {client.submit(_job, t, model_path.absolute(), n, build.absolute(), weights, place_seeds,
                                  key=f"synth-{t}-n{n}-{token}", pure=False): (t, n) for t, n in jobs}
         with progress.step("synth", None, f"{len(jobs)} builds ({', '.join(f'{t} N = {n}' for t, n in jobs)}) "
                            f"on {where}; each logs to {build / 'synth' / '<target>-n<N>' / 'flow.log'}") as bar:
@@ -722,7 +752,10 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
                     bar.wrap(log)(f"[synth] {target} N = {n}: FAILED: {results[(target, n)]}")
                     bar.update(1)
                     continue
-                bar.wrap(log)(f"[synth] {target} N = {n}: fmax {e['fmax_mhz']} MHz, {e['luts']['used']} LUTs, "
+                seeds = e.get("place_seeds", [])
+                each = (f" (seed {e['place_seed']}; " + ", ".join(f"seed {s['seed']}: {s['fmax_mhz']}" for s in seeds)
+                        + ")" if len(seeds) > 1 else "")
+                bar.wrap(log)(f"[synth] {target} N = {n}: fmax {e['fmax_mhz']} MHz{each}, {e['luts']['used']} LUTs, "
                               f"{e['wall_s']} s; critical path {e['critical_path'].get('delay_ns')} ns")
                 # the paths as the client gave them, not the workers' absolute ones
                 e["model"] = str(model_path)
@@ -744,7 +777,10 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
         done.append((target, e))
     report["runs"] = sorted(runs, key=lambda r: (r["target"], r["n_pe"]))
     report["notes"] = {
-        "fmax_mhz": "nextpnr's achieved fmax for clk after routing (seed 1; --freq is the goal)",
+        "fmax_mhz": "nextpnr's achieved fmax for clk after routing, of the fastest placement seed tried "
+                    "(place_seed; default seed 1 only; --freq is the goal)",
+        "place_seeds": "every nextpnr placement seed tried (--place-seeds): its fmax and critical path (ns); "
+                       "the same netlist, so the spread is placement alone",
         "luts": "ECP5: TRELLIS_COMB (LUT4s incl. carry and LUTRAM halves); iCE40: SB_LUT4 cells, of the logic cells",
         "weights": "rom: weight memories initialised block RAM; load: no initial contents, streamed in after "
                    "reset (iCE40 UP5K: SB_SPRAM256KA, counted in sprams)",
@@ -776,12 +812,29 @@ def _pes(text):
     return vals
 
 
+def _place_seeds(text):
+    lo, hi = PLACE_SEED_RANGE
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--place-seeds needs integers separated by commas, got {text!r}") from None
+    if not vals or not all(lo <= v <= hi for v in vals):
+        raise argparse.ArgumentTypeError(f"--place-seeds values must lie in [{lo}, {hi}], got {text!r}")
+    if len(set(vals)) != len(vals):
+        raise argparse.ArgumentTypeError(f"--place-seeds values must be distinct, got {text!r}")
+    return vals
+
+
 def main(argv=None):
     p = Parser(prog="spikeloom-synth", description=__doc__.split("\n\n")[0])
     p.add_argument("--build", type=Path, default=Path("build"), help="output folder")
     p.add_argument("--target", action="append", choices=sorted(TARGETS),
                    help="repeatable; default: ecp5-25k (N = 8) and ice40-up5k (N = 4)")
     p.add_argument("--pes", type=_pes, default=None, help="N, or a comma-separated sweep (e.g. 1,2,4,8,16)")
+    p.add_argument("--place-seeds", type=_place_seeds, default=None,
+                   help="nextpnr placement seeds, comma-separated (e.g. 1,2,3): each build is placed and routed "
+                        "once per seed, one after the other, and keeps the fastest (synth.json place_seeds lists "
+                        f"them all); default: {','.join(map(str, PLACE_SEEDS))}")
     p.add_argument("--weights", choices=["rom", "load"], default=None,
                    help="rom: weights initialised in block RAM; load: no initial contents, streamed in after "
                         "reset (SPRAM on iCE40 UltraPlus). Default: per target (ECP5 rom, iCE40 UP5K load)")
@@ -803,9 +856,10 @@ def main(argv=None):
                 raise SpikeloomError(f"--model {model}: no such model file, and not an arch name "
                                      f"({', '.join(ARCHS)})")
             report = run(a.target, a.pes, None, a.build, a.weights, scheduler=scheduler, workers=workers,
-                         arch=str(model))
+                         arch=str(model), place_seeds=a.place_seeds)
         else:
-            report = run(a.target, a.pes, model, a.build, a.weights, scheduler=scheduler, workers=workers)
+            report = run(a.target, a.pes, model, a.build, a.weights, scheduler=scheduler, workers=workers,
+                         place_seeds=a.place_seeds)
         bad = [t for t, e in report["targets"].items() if not e.get("fmax_ok")]
         if bad:
             print(f"spikeloom: warning: fmax below the goal on {', '.join(bad)}", file=sys.stderr)

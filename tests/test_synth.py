@@ -21,7 +21,8 @@ from spikeloom.sim.ports import Ports
 def built(tmp_path_factory):
     d = tmp_path_factory.mktemp("synth")
     model = modelfile.save(random_model((16, 12, 4), seed=1, weight_bits=8), d / "tiny.slm")
-    report = synth.run(["ice40-up5k", "ecp5-25k"], [2], model, d, log=lambda *a: None)
+    # two placement seeds: each build is placed and routed twice and keeps the faster
+    report = synth.run(["ice40-up5k", "ecp5-25k"], [2], model, d, log=lambda *a: None, place_seeds=[3, 1])
     return d, model, report
 
 
@@ -41,6 +42,16 @@ def test_flow_writes_resources_fmax_and_bitstream(built, target):
         assert e["weights"] == "rom" and e["brams"]["used"] >= 2  # one weight memory per PE, in block RAM
     assert e["dsps"]["used"] >= 2  # the multipliers of the analog layer
     assert 1 < e["fmax_mhz"] < 1000
+    # every seed's result, the entry the fastest's (the first listed among equals), each seed's files
+    # in its own folder
+    tries = e["place_seeds"]
+    assert [t["seed"] for t in tries] == [3, 1] and all(t["critical_path_ns"] > 0 for t in tries)
+    assert e["fmax_mhz"] == max(t["fmax_mhz"] for t in tries)
+    assert e["place_seed"] == next(t["seed"] for t in tries if t["fmax_mhz"] == e["fmax_mhz"])
+    for t in tries:
+        folder = d / "synth" / f"{target}-n2" / f"seed-{t['seed']}"
+        assert (folder / "nextpnr.log").stat().st_size > 0
+        assert json.loads((folder / "report.json").read_text())["fmax"]
     assert e["critical_path"]["delay_ns"] > 0 and e["critical_path"]["through"]
     bit = d / "synth" / f"{target}-n2" / ("spikeloom_top.bit" if target.startswith("ecp5") else "spikeloom_top.bin")
     assert e["bitstream"] == str(bit) and bit.stat().st_size > 1024
@@ -190,7 +201,7 @@ def test_builds_run_as_tasks_and_merge_in_the_jobs_order(tmp_path, monkeypatch):
 
     from distributed import LocalCluster
 
-    def fake_run_target(target, model_path, n_pe, build, weights=None, log=print):
+    def fake_run_target(target, model_path, n_pe, build, weights=None, log=print, place_seeds=None):
         log(f"building {target} N = {n_pe}")
         time.sleep(0.2 * n_pe)  # N = 1 finishes first
         if n_pe == 2:
