@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -603,6 +604,15 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
         log(f"[synthesis] {absorbed} DP16KD read ports / MULT18X18D take their data register as output register"
             + (f"; weight memories in banks of {bank_depth} words" if bank_depth else ""))
     freq = t["fmax_goal_mhz"]
+    # nextpnr's files of an earlier build of this folder with other seeds go, so that every seed's
+    # files here are this build's (the folder is the flow's own, build/synth/<target>-n<N>)
+    keep = {seed_folder(work, s, seeds) for s in seeds}
+    for old in work.glob("seed-*"):
+        if old.is_dir() and old not in keep:
+            shutil.rmtree(old)
+    if work not in keep:
+        for name in ("nextpnr.log", "report.json", "top.config", "top.asc"):
+            (work / name).unlink(missing_ok=True)
     tries, best = [], None
     for seed in seeds:
         folder = seed_folder(work, seed, seeds)
@@ -802,27 +812,27 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
     return report
 
 
-def _pes(text):
+def _int_list(option, text, lo, hi, distinct=False):
+    """``text`` as comma-separated integers in ``[lo, hi]`` (argparse type of ``option``)."""
     try:
         vals = [int(v) for v in text.split(",") if v]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--pes needs integers separated by commas, got {text!r}") from None
-    if not vals or not all(1 <= v <= 64 for v in vals):
-        raise argparse.ArgumentTypeError(f"--pes values must lie in [1, 64], got {text!r}")
+        raise argparse.ArgumentTypeError(f"{option} needs integers separated by commas, got {text!r}") from None
+    if not vals or not all(lo <= v <= hi for v in vals):
+        raise argparse.ArgumentTypeError(f"{option} values must lie in [{lo}, {hi}], got {text!r}")
+    if distinct and len(set(vals)) != len(vals):
+        raise argparse.ArgumentTypeError(f"{option} values must be distinct, got {text!r}")
     return vals
+
+
+def _pes(text):
+    from spikeloom.hw.plan import PES_RANGE
+
+    return _int_list("--pes", text, *PES_RANGE)
 
 
 def _place_seeds(text):
-    lo, hi = PLACE_SEED_RANGE
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--place-seeds needs integers separated by commas, got {text!r}") from None
-    if not vals or not all(lo <= v <= hi for v in vals):
-        raise argparse.ArgumentTypeError(f"--place-seeds values must lie in [{lo}, {hi}], got {text!r}")
-    if len(set(vals)) != len(vals):
-        raise argparse.ArgumentTypeError(f"--place-seeds values must be distinct, got {text!r}")
-    return vals
+    return _int_list("--place-seeds", text, *PLACE_SEED_RANGE, distinct=True)
 
 
 def main(argv=None):
