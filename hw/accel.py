@@ -333,7 +333,7 @@ def describe(accel):
                       "file": f"mem/pe_{p}_{mem}.hex",
                       "initialised": not (mem == "weight" and accel.weights == "load")}
                      for p in range(plan.n_pe) for mem in MEMORIES]
-        + [{"pe": None, "name": "rows", "depth": max(plan.n_rows, 1), "width": plan.rows_bits,
+        + [{"pe": None, "name": "rows", "depth": plan.rows_depth, "width": plan.rows_bits,
             "file": "mem/rows.hex", "initialised": True}],
     }
 

@@ -30,7 +30,7 @@ def issue_signature(plan):
 def rows_words(plan):
     """Contents of the ``rows`` table (``mem/rows.hex``): per row its first weight word and its
     segments' lengths and offsets (:meth:`~spikeloom.hw.plan.Plan.rows_word`)."""
-    return [plan.rows_word(r) for r in range(plan.n_rows)]
+    return [plan.rows_word(r) for r in range(plan.n_rows)] + [0] * (plan.rows_depth - plan.n_rows)
 
 
 class EventPipeline(wiring.Component):
@@ -175,7 +175,7 @@ class EventPipeline(wiring.Component):
         sbits, lbits = plan.rows_fields
         n_seg = plan.rows_segments
         m.submodules.rows = rows = Memory(
-            shape=unsigned(plan.rows_bits), depth=max(plan.n_rows, 1),
+            shape=unsigned(plan.rows_bits), depth=plan.rows_depth,
             init=rows_words(plan))
         rows_rd = rows.read_port()
 

@@ -377,7 +377,8 @@ class Plan:
                           for f, v in forms.items()}})
             nb += ho * wo * chunks
         self.neuron_depth = nb
-        self.weight_depth = max(wb, 1)
+        # (at least 2 words: a memory of one word has a zero-width address, which Verilog cannot declare)
+        self.weight_depth = max(wb, 2)
         self.max_chunks = max(lp.chunks for lp in self.layers)
         self.max_spiking_chunks = max(lp.chunks for lp in self.layers[:-1])
         self.max_row_len = max(self.row_len) if self.row_len else 1
@@ -521,6 +522,11 @@ class Plan:
         return bits(self.weight_depth + 1), bits(self.max_row_len + 1)
 
     @property
+    def rows_depth(self):
+        """Words of the ``rows`` memory: a word per row, at least 2 (no zero-width address)."""
+        return max(self.n_rows, 2)
+
+    @property
     def rows_segments(self):
         """Segments a ``rows`` word has room for: the most of any row (1 without cut rows)."""
         return max((len(v) for v in self.row_segs), default=1)
@@ -633,8 +639,8 @@ class Plan:
                     for c in range(lp.chunks):
                         j = channel(pe, c, n)
                         out.append(int(arr[j]) if arr is not None and j < lp.channels else 0)
-        if mem == "weight" and not out:
-            out = [0]
+        if mem == "weight":
+            out += [0] * (self.weight_depth - len(out))
         return out
 
     def _signed_word(self, v):

@@ -1,7 +1,9 @@
 """The generated Verilog passes `verilator --lint-only -Wall` with only the documented waivers."""
 
 import subprocess
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from spikeloom.hw.accel import generate
@@ -9,12 +11,24 @@ from spikeloom.model.randnet import random_model
 from spikeloom.sim.runner import WAIVERS, verilator_env
 
 
-# PE counts, trace port on/off, weights initialised or loaded through i_weights
-@pytest.mark.parametrize("n_pe,trace,weights", [(1, False, "rom"), (3, True, "rom"), (8, False, "rom"),
-                                                (3, False, "load")])
-def test_verilator_lint_wall(tmp_path, n_pe, trace, weights):
-    model = random_model((20, 13, 11, 5), seed=n_pe)
-    generate(model, n_pe, tmp_path, trace=trace, weights=weights)
+def _one_word_weights():
+    """Compressed storage of almost no weights: one weight word per PE (a memory that small must
+    still have an address; hypothesis drew it)."""
+    from spikeloom.model.randnet import random_model as rm
+    model = rm((4, 2, 3), seed=0, density=0.3)
+    w = np.zeros_like(model.layers[1].weight)
+    w[1, 0], w[2, 0] = 2, -2
+    return replace(model, layers=[replace(model.layers[0], weight=np.zeros_like(model.layers[0].weight)),
+                                  replace(model.layers[1], weight=w)])
+
+
+# PE counts, trace port on/off, weights initialised or loaded through i_weights; one weight word per PE
+@pytest.mark.parametrize("n_pe,trace,weights,storage", [(1, False, "rom", "auto"), (3, True, "rom", "auto"),
+                                                        (8, False, "rom", "auto"), (3, False, "load", "auto"),
+                                                        (2, False, "rom", "tiny")])
+def test_verilator_lint_wall(tmp_path, n_pe, trace, weights, storage):
+    model = random_model((20, 13, 11, 5), seed=n_pe) if storage != "tiny" else _one_word_weights()
+    generate(model, n_pe, tmp_path, trace=trace, weights=weights, storage="sparse" if storage == "tiny" else storage)
     env = {**__import__("os").environ, **verilator_env()}
     r = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", "spikeloom_accel", str(WAIVERS),
                         str(tmp_path / "spikeloom_accel.v")], capture_output=True, text=True, env=env, timeout=300)
