@@ -373,7 +373,7 @@ def weight_layout_section(ports):
         src = "; ".join(f"{'shortcut' if g['shortcut'] else 'main'}: rows {g['row_base']}..{g['row_base'] + g['rows'] - 1}"
                         f" (k = {g['k']})" for g in r["sources"] if g["rows"])
         cut = f" (rows cut by {ly.segments})" if ly.storage == "sparse" and ly.segments not in (None, "row") else ""
-        layer_rows.append(f"| `{ly.name}` | {ly.kind} | {names[ly.storage]}{cut} | {ly.chunks} | {src} |")
+        layer_rows.append(f"| `{ly.name}` | {ly.kind} | {names[ly.storage]}{cut} | {ly.chunks} | {ly.groups or 1} | {src} |")
     n = ports.n_pe
     return f"""
 ## Weight memory layout
@@ -402,7 +402,11 @@ a row of one tap (a dense layer's, a shortcut's, a 1 x 1 kernel's) are one segme
 **Words of a row**, in PE p, from its first word on:
 
 - dense: `k * k * chunks` words; word `t * chunks + c` is `W[o, ch, ky, kx]` with `o = c * {n} + p`
-  (0 when `o` is not a channel of the layer);
+  (0 when `o` is not a channel of the layer), except in a layer with a packed tail (lane groups
+  `G > 1` in the table below: a dense layer whose last chunk has `r <= {n} / 2` channels): there
+  word `chunks - 1` of PE `p < G * r` is the weight of channel `o = (chunks - 1) * {n} + p mod r`
+  (its lane group `p div r` reads another event's row in the same packed word, and lane `p mod r`
+  adds the groups' products);
 - compressed: PE p's nonzero weights of the row as entries `(w, t, c)`, in the order of `t`, then
   `c`, segment by segment: segment `j` (taps `t` of the whole row, of kernel row `ky = j` when the
   layer cuts its rows by kernel row, or `t = j` when it cuts them by tap) holds PE p's entries of
@@ -410,8 +414,8 @@ a row of one tap (a dense layer's, a shortcut's, a 1 x 1 kernel's) are one segme
   word plus `offj` (`off0 = 0`).
   An event reads only the segments that hold one of its landing taps.
 
-| layer | kind | storage | chunks | rows |
-| --- | --- | --- | --- | --- |
+| layer | kind | storage | chunks | lane groups | rows |
+| --- | --- | --- | --- | --- | --- |
 {chr(10).join(layer_rows)}
 """
 

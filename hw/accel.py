@@ -45,7 +45,7 @@ from spikeloom.model.golden import COUNTERS
 from .common import bits
 from .counters import COUNTER_BITS, ActivityCounters, layers_layout
 from .events import InputEventSource, SpikeEventSource, spike_entry_layout
-from .pe import PE, check_bank_depth
+from .pe import PE, check_bank_depth, pack_group
 from .pipeline import EventPipeline, rows_words
 from .plan import MEMORIES, STORAGES, WEIGHT_STORES, Plan, geometries
 from .pool import SpikePush, pushes, shortcut_readers
@@ -200,6 +200,8 @@ class Accelerator(wiring.Component):
             seq.load_done.eq(inputs.done), seq.quiet.eq(pipe.quiet), seq.main_empty.eq(mainq.empty),
             seq.push.eq(push.push), seq.margin_ok.eq(top2.margin_ok),
         ]
+        if plan.max_groups:
+            m.d.comb += [pipe.flush.eq(seq.flush), seq.pending.eq(pipe.pending)]
 
         # the command to the PEs; the weight memories' one address also serves the weight load
         w_addr = pipe.issue.w
@@ -212,8 +214,9 @@ class Accelerator(wiring.Component):
             w_addr = wl.w_addr
         s1, nxt = seq.s1, seq.nxt
         for p, pe in enumerate(pes):
-            m.d.comb += [pe.issue.w_addr.eq(w_addr), pe.issue.n_addr.eq(seq.n_addr),
-                         pe.exe.eq(s1.cmd), pe.lane_valid.eq(s1.lanes > p),
+            pe_w, lane = self._packing(m, pes, p, w_addr, pipe, seq) if plan.max_groups else (w_addr, s1.lanes > p)
+            m.d.comb += [pe.issue.w_addr.eq(pe_w), pe.issue.n_addr.eq(seq.n_addr),
+                         pe.exe.eq(s1.cmd), pe.lane_valid.eq(lane),
                          pe.lead.first_t.eq(nxt.cmd.first_t), pe.lead.output.eq(nxt.cmd.output),
                          pe.lead.lane.eq(nxt.lanes > p)]
             if len(plan.neurons) > 1:
@@ -267,6 +270,35 @@ class Accelerator(wiring.Component):
         return m
 
 
+    def _packing(self, m, pes, p, w_addr, pipe, seq):
+        """PE ``p``'s weight address and stage-1 lane in a plan with packed layers (``hw/plan.py``,
+        "Packed tail"): in a packed word, lane group ``g`` reads the address of its event
+        (``pkw[g]``, the last group the word's own) and is valid when ``pkv[g]``; its ``psum`` is
+        the sum of its channel's weights over the groups of the word (0 outside group 0)."""
+        plan, geos = self.plan, geometries(self.plan)
+        iss, s1, s3 = pipe.issue, seq.s1, seq.s3
+        pe_w = Signal.like(w_addr, name=f"w_addr_{p}")
+        lane = Signal(name=f"lane_{p}")
+        m.d.comb += [pe_w.eq(w_addr), lane.eq(s1.lanes > p), pes[p].psum.eq(0)]
+        for gi in range(len(geos)):
+            g = pack_group(plan, gi, p)
+            lp = plan.layers[geos[gi].layer]
+            with m.If(iss.packed & (iss.geo == gi)):
+                if g is not None and g < lp.groups - 1:
+                    m.d.comb += pe_w.eq(iss.pkw[g])
+            with m.If(s1.cmd.packed & (s1.cmd.geo == gi)):
+                m.d.comb += lane.eq(s1.pkv[g] if g is not None else 0)
+            if g == 0:
+                r = lp.last_lanes
+                terms = [pes[q * r + p].tail for q in range(lp.groups)]
+                with m.If(s3.cmd.geo == gi):
+                    while len(terms) > 1:   # a balanced adder tree
+                        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                                 for i in range(0, len(terms), 2)]
+                    m.d.comb += pes[p].psum.eq(terms[0])
+        return pe_w, lane
+
+
 def _flatten(layout, prefix="", base=0):
     out = []
     for name, field in layout:
@@ -311,7 +343,7 @@ def describe(accel):
         "counters": list(COUNTERS),
         "layers": [{"name": lp.name, "role": lp.role, "kind": lp.kind, "in_features": lp.in_features,
                     "out_features": lp.out_features, "channels": lp.channels, "map": [lp.ho, lp.wo],
-                    "pool": lp.pool, "positions": lp.positions, "chunks": lp.chunks,
+                    "pool": lp.pool, "positions": lp.positions, "chunks": lp.chunks, "groups": lp.groups,
                     "neuron_base": lp.neuron_base, "weight_base": lp.weight_base, "storage": lp.storage,
                     "segments": lp.segments if lp.storage == "sparse" else None, "forms": r["forms"],
                     "weight_words": r["words"], "dense_bits": r["dense_bits"], "sparse_bits": r["sparse_bits"],

@@ -59,7 +59,20 @@ def exec_layout(plan):
         "geo": unsigned(bits(len(geometries(plan)))),
         "val": unsigned(plan.value_bits),             # the event's value (input, spike count or 1)
         **neuron_field(plan),  # the neuron model of the update's layer (several models only)
+        **({"packed": 1} if plan.max_groups else {}),  # acc: a packed tail word (hw/plan.py, "Packed tail")
     })
+
+
+def psum_shape(plan):
+    """A packed tail word's sum of one channel's weights over its lane groups (``PE.psum``)."""
+    return signed(plan.weight_bits + bits(plan.max_groups))
+
+
+def pack_group(plan, geo, p):
+    """The lane group of PE ``p`` in a packed tail word of source ``geo``'s layer (``None``: no
+    group, or the layer is not packed)."""
+    lp = plan.layers[geometries(plan)[geo].layer]
+    return p // lp.last_lanes if lp.packed and p < lp.groups * lp.last_lanes else None
 
 
 def is_bank_depth(value):
@@ -198,6 +211,12 @@ class PE(wiring.Component):
         Write ``load_data`` to the weight memory at ``issue.w_addr`` at the clock edge ending
         this cycle (the weight memory is not read in that cycle).
     load_data : In(unsigned(word_bits)), only with ``weights="load"``
+    tail, psum : Out(signed(weight_bits)), In(psum_shape(plan)), only when a layer is packed
+        A packed tail word (``exe.packed``; ``hw/plan.py``, "Packed tail"): ``tail`` is this
+        lane's stage-3 weight when its lane group holds an event (else 0; combinational from
+        registers), and ``psum`` the sum of ``tail`` over the lane groups of this lane's channel
+        (formed by the accelerator, registered here beside the product): a lane of group 0 adds
+        it to its acc word, the other lanes write nothing. The word's own products are 0.
     """
 
     W_NZ_STAGE, Z_STAGE, SPIKE_STAGE = W_NZ_STAGE, Z_STAGE, SPIKE_STAGE
@@ -223,6 +242,9 @@ class PE(wiring.Component):
         if weights == "load":
             ports["load_en"] = In(1)
             ports["load_data"] = In(unsigned(plan.word_bits))
+        if plan.max_groups:
+            ports["tail"] = Out(signed(plan.weight_bits))
+            ports["psum"] = In(psum_shape(plan))
         super().__init__(ports)
 
     def _memories(self, m):
@@ -488,7 +510,9 @@ class PE(wiring.Component):
         w3 = Signal(signed(plan.weight_bits), name="w3", reset_less=True)
         val2 = Signal.like(s2.val, name="val2")
         val3 = Signal.like(s2.val, name="val3", reset_less=True)
-        m.d.sync += [val2.eq(Mux(exe.acc, exe.val, 0)), w3.eq(w), val3.eq(val2)]
+        packing = bool(plan.max_groups)
+        # (a packed word's products are summed across lanes: psum, below; its own product is 0)
+        m.d.sync += [val2.eq(Mux(exe.acc & ~exe.packed if packing else exe.acc, exe.val, 0)), w3.eq(w), val3.eq(val2)]
         base = Signal(signed(mb + 2), name="base")
         nbits = bits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
@@ -519,8 +543,25 @@ class PE(wiring.Component):
         # multiplexer (a banked weight memory's) lies before it: ok4, an acc command that writes;
         # read and syn (stage W_NZ_STAGE).
         w_nz = w3 != 0
+        writes = s3_lane
+        psum4 = None
+        if packing:
+            # Packed tail word: this lane's weight (its group's event, value 1) goes to the sum
+            # across lanes (``tail``, combinational from registers); the lanes of group 0 write
+            # their channel's sum (``psum``, registered as psum4) and the others nothing.
+            geos = geometries(plan)
+            first = Signal(name="group0")
+            with m.Switch(s3.geo):
+                for gi in range(len(geos)):
+                    if pack_group(plan, gi, self._index) == 0:
+                        with m.Case(gi):
+                            m.d.comb += first.eq(1)
+            writes = Mux(s3.packed, s3_lane & first, s3_lane)
+            psum4 = Signal(psum_shape(plan), name="psum4")
+            m.d.comb += self.tail.eq(Mux(s3.packed & s3_lane, w3, 0))
+            m.d.sync += psum4.eq(self.psum)
         m.d.sync += [
-            ok4.eq(s3.acc & Mux(s3.sparse, w_nz & lands3, s3_lane)),
+            ok4.eq(s3.acc & Mux(s3.sparse, w_nz & lands3, writes)),
             self.read.eq(s3.acc & Mux(s3.sparse, w_nz, s3_lane)),
             self.syn.eq(s3.acc & Mux(s3.sparse, w_nz & lands3, s3_lane & w_nz)),
         ]
@@ -528,7 +569,7 @@ class PE(wiring.Component):
         # Stage 4: acc write-back; the membrane update adds the acc value (registered as pre).
         new_acc = Signal(signed(abits), name="new_acc")
         m.d.comb += [
-            new_acc.eq(acc_in + prod4),
+            new_acc.eq(acc_in + (prod4 if psum4 is None else prod4 | psum4)),   # (one of the two is 0)
             acc_wr.addr.eq(Mux(s4.acc, addr4, s4.addr)),
             acc_wr.en.eq(ok4 | s4.clear | (s4.update & s4.layer0)),
             acc_wr.data.eq(Cat(new_acc, s4.img & ~wz4)),

@@ -22,7 +22,9 @@ the spike queue's entries are pushed ``SPIKE_STAGE`` cycles after their update a
 ``SpikeEventSource.LATENCY`` later, a pooled entry at its window's last update
 (:func:`~spikeloom.hw.pool.window_end`), in the update scan's order
 (:func:`~spikeloom.hw.scan.scan_order`), one event per spiking lane; they are computed with numpy
-per layer and timestep. :func:`cycles_reference` is the former register-by-register replay, one
+per layer and timestep. A packed layer's events (``hw/plan.py``, "Packed tail") issue ``chunks -
+1`` words each, every ``groups``-th event one more (the packed word), and a phase that leaves
+events over ends a cycle later (the flush word). :func:`cycles_reference` is the former register-by-register replay, one
 loop iteration per cycle, kept as the reference the tests compare the fast model with.
 """
 
@@ -152,6 +154,8 @@ class CycleModel:
                            for li in range(plan.n_layers)]
         self.sc_table = {li: tables[gid[(r, True)]] for li, r in self.sc_of.items()}
         self.input_tab = tuple(v.ravel() for v in tables[gid[(0, False)]])  # per value index (C, H, W row-major)
+        # lane groups of each layer's packed tail word (1: not packed)
+        self.groups = [lp.groups for lp in plan.layers]
         self.push_update = [self._push_updates(lp) for lp in plan.layers]
         self.tail = [self._tail(lp, plan.n_pe) for lp in plan.layers]
 
@@ -238,12 +242,24 @@ class CycleModel:
                 # ACC of layer li + 1 from u_last + 1: it ends drained, its queues empty and no update
                 # in the PE pipeline (a push after that would bring an event, which ends later)
                 pipe.f = max(pipe.f, u_last + 1)
+                k = self.groups[li + 1]
+                flush = 0
+                if k > 1:
+                    # packed tail: every k-th event's burst ends with the packed word; the events
+                    # left over take one more word once the phase has drained (the flush)
+                    a, mm, tot, last, prev = pushed[0]
+                    tot, last = list(tot), list(last)
+                    for i in range(k - 1, len(tot), k):
+                        tot[i] += 1
+                        last[i] += 1
+                    pushed[0] = (a, mm, tot, last, prev)
+                    flush = int(len(tot) % k != 0)
                 if li + 1 in readers:
                     a, *rest = sc_events
                     pipe.run_two(pushed[0], ([max(v, c) for v in a], *rest))
                 else:
                     pipe.run(*pushed[0])
-                c = max(pipe.quiet(), u_last + SPIKE_STAGE + held) + 1
+                c = max(pipe.quiet(), u_last + SPIKE_STAGE + held) + 1 + flush
         return c - 1   # the first cycle in RESULT is not counted
 
 
@@ -297,9 +313,10 @@ class _Queue:
 
 
 def _events_of(plan, geo_id, ch_list, y, x):
-    """Event descriptors (RW steps, burst lengths) of row events of source ``geo_id``."""
+    """Event descriptors (RW steps, burst lengths, lane groups of its layer's packed tail word)
+    of row events of source ``geo_id``."""
     g = geometries(plan)[geo_id]
-    return [EventPipeline.bursts(plan, g, ch, y, x) for ch in ch_list]
+    return [(*EventPipeline.bursts(plan, g, ch, y, x), plan.layers[g.layer].groups) for ch in ch_list]
 
 
 def _update_pushes(plan, li, spikes_t):
@@ -384,6 +401,7 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
     ev = rw = tp = None      # ev/rw: [rw steps, bursts]; tp: burst length
     rw_bursts = None
     busy, ek, elast = False, 0, 0
+    pk, flush_r = 0, False    # packed tail: events waiting for their word; the flush word issues
     mainq, scq = _Queue(), _Queue()
     upd = deque()             # (issue cycle, layer, update index, timestep) of spiking updates in flight
     trace_level = 0
@@ -443,6 +461,9 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
         elif sc_here and not scq.empty(c):
             src, src_q = scq.head(c), scq
         queues_empty = mainq.idle() and (not sc_here or scq.idle())
+        acc_drained = queues_empty and not in_flight and quiet
+        pending = pk > 0 and not flush_r
+        flush_next = in_acc and acc_drained and pending   # the sequencer's flush
 
         # ---- registers at the end of cycle c
         # trace queue (consumed at once): pops what was readable, pushes this cycle's entries
@@ -460,17 +481,24 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
             busy = False
         # TP
         new_tp = tp
+        if flush_r:
+            pk = 0
         if tp_ready:
             new_tp = None
             if rw is not None:
                 if rw_bursts:
                     new_tp = rw_bursts[0]
                     rw_bursts = rw_bursts[1:]
+                    if rw[2] > 1:   # a packed layer's event: its tail waits, or the burst takes the packed word
+                        if pk == rw[2] - 1:
+                            new_tp, pk = new_tp + 1, 0
+                        else:
+                            pk += 1
                 if not rw_done:
-                    rw = [rw[0] - 1, rw_bursts]
+                    rw = [rw[0] - 1, rw_bursts, rw[2]]
         # RW
         if rw_ready:
-            rw = None if ev is None else [ev[0], list(ev[1])]
+            rw = None if ev is None else [ev[0], list(ev[1]), ev[2]]
             rw_bursts = rw[1] if rw is not None else None
         tp = new_tp
         # EV
@@ -491,5 +519,6 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
             upd.append((c, layer, cnt, t))
         phase, layer, t, cnt = _next_phase(
             (phase, layer, t, cnt), layers, exit_wait, exit_t,
-            load_end=done_c and quiet, acc_end=queues_empty and not in_flight and quiet, trace_empty=trace_empty)
+            load_end=done_c and quiet, acc_end=acc_drained and not pending, trace_empty=trace_empty)
+        flush_r = flush_next
         c += 1

@@ -1,7 +1,9 @@
 """The event pipeline: events of the layer being accumulated -> weight-word reads for the PEs."""
 
+from types import SimpleNamespace
+
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -14,7 +16,15 @@ def issue_signature(plan):
     """The word the issue stage sends to the PEs this cycle (all members combinational)."""
     geos = geometries(plan)
     max_taps = max(g.taps for g in geos)
+    groups = plan.max_groups
+    packing = {
+        "packed": Out(1),                                  # a packed tail word
+        "pkl": Out(1),                                     # of a packed layer (its bursts end before the tail)
+        "pkv": Out(groups),                                # packed word: the lane groups holding an event
+        "pkw": Out(data.ArrayLayout(bits(plan.weight_depth), groups - 1)),  # ... their addresses (the last: w)
+    } if groups else {}
     return wiring.Signature({
+        **packing,
         "valid": Out(1),                                   # a word is issued this cycle
         "w": Out(bits(plan.weight_depth)),                 # its weight address
         "n": Out(bits(plan.neuron_depth)),                 # its neuron (dense) or event base (sparse)
@@ -75,6 +85,16 @@ class EventPipeline(wiring.Component):
     counted, counted_geo : Out(1), Out(source id)
         From registers: an event entered ``EV`` in the previous cycle, and its source (the index
         in ``geometries(plan)``).
+    flush, pending : In(1), Out(1), only when a layer is packed (``hw/plan.py``, "Packed tail")
+        ``pending``: events of a packed layer wait for their tail word (a register's decode).
+        ``flush`` (with ``quiet``, the queues empty): issue their packed word in the next cycle.
+
+    **Packed tail.** A packed layer's event moves from ``RW`` to ``TP`` with a burst of its
+    ``chunks - 1`` first words, and its last chunk's address goes to a buffer of ``groups - 1``
+    registers; the event that finds the buffer full takes the buffer along instead, and its burst
+    ends with the packed word (``issue.packed``): lane group ``g`` reads address ``pkw[g]``, the
+    last group this event's own ``w``. A flush issues the buffer as a packed word of the groups it
+    fills (``pkv``).
     """
 
     #: Registers between an event's source and the issue stage (EV, RW, TP).
@@ -85,8 +105,12 @@ class EventPipeline(wiring.Component):
         """The work of the event ``(ch, y, x)`` of source ``g``: (cycles it holds ``RW``, burst
         lengths in words), by the plan's burst rule (:func:`spikeloom.hw.plan.bursts`: one burst of
         ``chunks`` words per landing tap for dense storage; for compressed storage one per segment
-        of its row with a landing tap and entries, of that segment's length)."""
+        of its row with a landing tap and entries, of that segment's length). A packed layer's
+        event (``hw/plan.py``, "Packed tail") issues ``chunks - 1`` words of its own; every
+        ``groups``-th event's burst has the packed word as one more (the cycle model adds it)."""
         lp = plan.layers[g.layer]
+        if lp.packed:
+            return 1, [lp.chunks - 1]
         taps = len(g.landing(y, x, lp.ho, lp.wo))
         segs = plan.row_segs[g.row_base + g.row(ch, y, x)]
         hit = g.segment_landing(lp.segments, y, x, lp.ho, lp.wo)
@@ -113,6 +137,9 @@ class EventPipeline(wiring.Component):
         }
         if shortcut:
             ports["i_shortcut"] = In(stream.Signature(self.ev_layout))
+        if plan.max_groups:
+            ports["flush"] = In(1)
+            ports["pending"] = Out(1)
         super().__init__(ports)
 
     def _source(self, m, ev_ready):
@@ -164,6 +191,85 @@ class EventPipeline(wiring.Component):
         return (Mux(rw_sparse, seg_rest == 0, rest == 0), rw_valid & Mux(rw_sparse, pend != 0, rw_mask != 0),
                 rw_start + Array(seg_off)[seg], Array(seg_len)[seg] - 1, seg_rest)
 
+    def _pack_buffer(self, m, rw_geo, wbits, nbits, gbits):
+        """The packed tail's registers (class docstring, "Packed tail"): the buffer of tail
+        addresses (``pk_cnt`` of them in ``pk_w``, with the first one's neuron and source), TP's
+        and the issue stage's copies of a full one (``tp_*``, ``e_*``), the flush; and whether the
+        event in ``RW`` is of a packed layer (``rw_pkl``) and finds the buffer full (``rw_full``)."""
+        plan, geos, groups = self._plan, geometries(self._plan), self._plan.max_groups
+        pk = SimpleNamespace(
+            cnt=Signal(range(groups), name="pk_cnt"), w=Signal(data.ArrayLayout(wbits, groups - 1), name="pk_w"),
+            n=Signal(nbits, name="pk_n"), geo=Signal(gbits, name="pk_geo"), flush_r=Signal(name="flush_r"),
+            rw_pkl=Signal(name="rw_pkl"), rw_full=Signal(name="rw_full"))
+        for st in ("tp", "e"):
+            setattr(pk, f"{st}_pk", Signal(name=f"{st}_pk"))
+            setattr(pk, f"{st}_pkl", Signal(name=f"{st}_pkl"))
+            setattr(pk, f"{st}_pkw", Signal.like(pk.w, name=f"{st}_pkw"))
+        m.d.sync += pk.flush_r.eq(self.flush)
+        m.d.comb += self.pending.eq((pk.cnt != 0) & ~pk.flush_r)
+        with m.Switch(rw_geo):
+            for gi, g in enumerate(geos):
+                lp = plan.layers[g.layer]
+                if lp.packed:
+                    with m.Case(gi):
+                        m.d.comb += [pk.rw_pkl.eq(1), pk.rw_full.eq(pk.cnt == lp.groups - 1)]
+        with m.If(pk.flush_r):
+            m.d.sync += pk.cnt.eq(0)
+        return pk
+
+    @staticmethod
+    def _pack_tp(m, pk, rw_chunks, rw_start, rw_e, rw_geo, tp_last):
+        """A dense event moves from ``RW`` to ``TP``: a packed layer's (one tap) burst is its first
+        ``chunks - 1`` words and its tail address joins the buffer, or, when the buffer is full, its
+        whole ``chunks`` words, the last the packed word of the buffer and itself."""
+        m.d.sync += [pk.tp_pk.eq(pk.rw_pkl & pk.rw_full), pk.tp_pkl.eq(pk.rw_pkl)]
+        with m.If(pk.rw_pkl):
+            with m.If(pk.rw_full):
+                m.d.sync += [pk.cnt.eq(0), pk.tp_pkw.eq(pk.w)]
+            with m.Else():
+                m.d.sync += [tp_last.eq(rw_chunks - 1), pk.cnt.eq(pk.cnt + 1), pk.w[pk.cnt].eq(rw_start + rw_chunks),
+                             pk.n.eq(rw_e + rw_chunks), pk.geo.eq(rw_geo)]
+
+    def _pack_issue(self, m, pk, busy, at_last):
+        """The issue stage's packed word: the last of a burst that took a full buffer (every lane
+        group holds an event), or, in the cycle after ``flush``, the buffer's (its groups)."""
+        iss, groups = self.issue, self._plan.max_groups
+        m.d.comb += [
+            iss.packed.eq(Mux(busy, pk.e_pk, pk.tp_pk) & at_last),
+            iss.pkl.eq(Mux(busy, pk.e_pkl, pk.tp_pkl)),
+            iss.pkw.eq(Mux(busy, pk.e_pkw, pk.tp_pkw)),
+            iss.pkv.eq((1 << groups) - 1),
+        ]
+        with m.If(pk.flush_r):
+            m.d.comb += [iss.valid.eq(1), iss.packed.eq(1), iss.pkl.eq(1), iss.pkw.eq(pk.w),
+                         iss.pkv.eq(Array(Const((1 << v) - 1, groups) for v in range(groups))[pk.cnt]),
+                         iss.n.eq(pk.n), iss.geo.eq(pk.geo), iss.sparse.eq(0), iss.chunked.eq(0), iss.mask.eq(1)]
+
+    def _landing(self, m, ev, ev_geo, rw_mask, rw_e, rw_seg):
+        """Into ``RW`` with the event in ``EV`` (source ``ev_geo``): the taps that land
+        (``rw_mask``), its neuron base (``rw_e``) and, for rows cut in segments, the segments with a
+        landing tap (``rw_seg``)."""
+        plan, n_seg, nbits = self._plan, self._plan.rows_segments, len(rw_e)
+        with m.Switch(ev_geo):
+            for gi, g in enumerate(geometries(plan)):
+                lp = plan.layers[g.layer]
+                with m.Case(gi):
+                    if g.conv:
+                        ys, xs, _ = g.tables(lp.chunks, lp.ho, lp.wo)
+                        ym = Array(Const(v[0], g.k) for v in ys)[ev.y]
+                        xm = Array(Const(v[0], g.k) for v in xs)[ev.x]
+                        yo = Array(Const(v[1] % (1 << nbits), nbits) for v in ys)[ev.y]
+                        xo = Array(Const(v[1] % (1 << nbits), nbits) for v in xs)[ev.x]
+                        taps = [ym[t // g.k] & xm[t % g.k] for t in range(g.taps)]
+                        m.d.sync += [rw_mask.eq(Cat(*taps)), rw_e.eq(lp.neuron_base + yo + xo)]
+                        if n_seg > 1:
+                            segs = [Cat(*(taps[t] for t in seg)).any() for seg in segment_taps(lp.segments, g.k)]
+                            m.d.sync += rw_seg.eq(Cat(*segs))
+                    else:
+                        m.d.sync += [rw_mask.eq(1), rw_e.eq(lp.neuron_base)]
+                        if n_seg > 1:
+                            m.d.sync += rw_seg.eq(1)
+
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
@@ -211,25 +317,7 @@ class EventPipeline(wiring.Component):
             m.d.sync += [rw_valid.eq(ev_valid), rw_geo.eq(ev_geo), rw_val.eq(ev.val)]
             with m.If(ev_valid):
                 m.d.sync += rw_row.eq(rows_rd.data)
-            with m.Switch(ev_geo):
-                for gi, g in enumerate(geos):
-                    lp = plan.layers[g.layer]
-                    with m.Case(gi):
-                        if g.conv:
-                            ys, xs, _ = g.tables(lp.chunks, lp.ho, lp.wo)
-                            ym = Array(Const(v[0], g.k) for v in ys)[ev.y]
-                            xm = Array(Const(v[0], g.k) for v in xs)[ev.x]
-                            yo = Array(Const(v[1] % (1 << nbits), nbits) for v in ys)[ev.y]
-                            xo = Array(Const(v[1] % (1 << nbits), nbits) for v in xs)[ev.x]
-                            taps = [ym[t // g.k] & xm[t % g.k] for t in range(g.taps)]
-                            m.d.sync += [rw_mask.eq(Cat(*taps)), rw_e.eq(lp.neuron_base + yo + xo)]
-                            if n_seg > 1:
-                                segs = [Cat(*(taps[t] for t in seg)).any() for seg in segment_taps(lp.segments, g.k)]
-                                m.d.sync += rw_seg.eq(Cat(*segs))
-                        else:
-                            m.d.sync += [rw_mask.eq(1), rw_e.eq(lp.neuron_base)]
-                            if n_seg > 1:
-                                m.d.sync += rw_seg.eq(1)
+            self._landing(m, ev, ev_geo, rw_mask, rw_e, rw_seg)
 
         # TP: one burst of words.
         tp_valid = Signal()
@@ -262,6 +350,8 @@ class EventPipeline(wiring.Component):
                         toff.eq(Array(Const(tt * lp.chunks, wbits) for tt in range(g.taps))[tap]),
                         dtap.eq(Array(Const(v % (1 << nbits), nbits) for v in d)[tap]),
                     ]
+        groups = plan.max_groups
+        pk = self._pack_buffer(m, rw_geo, wbits, nbits, gbits) if groups else None
         rw_done, tp_load, s_w0, s_last, seg_rest = self._next_burst(m, field, n_seg, rw_seg, rw_valid, rw_sparse,
                                                                     rw_mask, rest, rw_start, rw_len)
         m.d.comb += rw_ready.eq(~rw_valid | (tp_ready & rw_done))
@@ -281,6 +371,11 @@ class EventPipeline(wiring.Component):
                 m.d.sync += [tp_w0.eq(rw_start + toff), tp_n0.eq(rw_e - dtap), tp_last.eq(rw_chunks)]
                 with m.If(~rw_done):
                     m.d.sync += rw_mask.eq(rest)
+                if groups:
+                    self._pack_tp(m, pk, rw_chunks, rw_start, rw_e, rw_geo, tp_last)
+            if groups:
+                with m.If(rw_sparse):
+                    m.d.sync += [pk.tp_pk.eq(0), pk.tp_pkl.eq(0)]
 
         # Issue: the burst's words, one per cycle, back to back; `e*` hold the burst after its first word.
         # the held word's burst: words left after it, whether it is the last (so the last-word flag,
@@ -293,6 +388,8 @@ class EventPipeline(wiring.Component):
         iss = self.issue
         rem = Mux(busy, erem, tp_last)   # words after the issued one
         at_last = Mux(busy, e_last, tp_last == 0)
+        if groups:
+            at_last = at_last | pk.flush_r   # a flush word is one word
         m.d.comb += [
             tp_ready.eq(~tp_valid | take),
             iss.valid.eq(busy | take),
@@ -309,7 +406,11 @@ class EventPipeline(wiring.Component):
             m.d.sync += [busy.eq(1), erem.eq(rem - 1), e_last.eq(rem == 1), ew.eq(iss.w + 1),
                          en_.eq(iss.n + iss.chunked), eval_.eq(iss.val), esparse.eq(iss.sparse),
                          emask.eq(iss.mask), egeo.eq(iss.geo), echunked.eq(iss.chunked)]
+            if groups:
+                m.d.sync += [pk.e_pk.eq(Mux(busy, pk.e_pk, pk.tp_pk)), pk.e_pkl.eq(iss.pkl), pk.e_pkw.eq(iss.pkw)]
         with m.Else():
             m.d.sync += busy.eq(0)
+        if groups:
+            self._pack_issue(m, pk, busy, at_last)
         m.d.comb += self.quiet.eq(~ev_valid & ~rw_valid & Mux(busy, at_last & ~tp_valid, ~tp_valid | (take & at_last)))
         return m

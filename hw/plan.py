@@ -38,6 +38,19 @@ Its weights form one *row*:
   same groups removes, ``model/pruning.py``), and with tap segments a tap that falls off the map
   costs nothing either.
 
+**Packed tail.** A dense layer (not the first; its events spikes, value 1) with ``chunks >= 2``
+whose last chunk has ``r <= n_pe / 2`` real lanes packs that chunk: its lanes form ``groups = n_pe
+// r`` groups of ``r``, and lane ``p < groups * r`` stores, as word ``chunks - 1`` of every row,
+the weight of channel ``(chunks - 1) * n_pe + p % r`` (dense storage, the copies in the lanes that
+would be padding). An event issues its first ``chunks - 1`` words only; its last chunk's address
+waits in the event pipeline until ``groups`` events have one, and one *packed word* then serves
+them all: lane group ``g`` reads event ``g``'s row, and lane ``j < r`` adds the products of its
+channel over every group (a sum across lanes) to its acc word. The events left over when the
+layer's accumulate phase drains share one more packed word (``EventPipeline``, ``Sequencer``). So
+an event costs ``chunks - 1 + 1 / groups`` words instead of ``chunks`` (the 10-class layer at
+``n_pe = 8``: 1.25, its bound), and no counter changes: every lane of a valid group reads one
+weight.
+
 The burst rule of the two storages (:func:`bursts`) is what the event pipeline issues
 (``EventPipeline.bursts`` applies it to an event) and what the cycle model replays.
 
@@ -246,6 +259,12 @@ class LayerPlan:
     storage: str
     sources: tuple
     segments: str = "row"   # how its compressed rows are cut (SEGMENTS; "row" for dense storage)
+    groups: int = 1         # packed tail (module docstring, "Packed tail"): lane groups of a tail word; 1: none
+
+    @property
+    def packed(self):
+        """Its events' last chunks are packed, ``groups`` events to a word (module docstring)."""
+        return self.groups > 1
 
     @property
     def positions(self):
@@ -332,9 +351,10 @@ class Plan:
         self.tap_bits = 0
         self.chunk_bits = 0
         decided = []
+        self._groups = [self.pack_groups(model, i, n_pe) for i in range(len(model.layers))]
         for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
             _, ho, wo, chunks = geo[i]
-            forms = self._forms(srcs, chunks, ho, wo)
+            forms = self._forms(srcs, chunks, ho, wo, self._groups[i])
             want = choice.get(ly.name, "auto")
             decided.append((self._pick(forms, want), forms))
             chosen = forms[decided[-1][0]]
@@ -363,7 +383,8 @@ class Plan:
                     self.row_segs.append(row_segs)
                     wb += n_words
             self.layers.append(LayerPlan(ly.name, ly.role, ly.kind, ch_out, ho, wo, geometry.pool(ly), chunks,
-                                         ch_out - channel(0, chunks - 1, n_pe), nb, layer_wb, st, srcs, segs))
+                                         ch_out - channel(0, chunks - 1, n_pe), nb, layer_wb, st, srcs, segs,
+                                         self._groups[i] if st == "dense" else 1))
             want = choice.get(ly.name, "auto")
             # the compressed figures reported: of the cut the layer's rule would take were it compressed
             best_sparse = self._pick(forms, want if want.startswith("sparse:") or want == "fast" else "sparse",
@@ -440,16 +461,32 @@ class Plan:
             of.append(j)
         return tuple(kinds), tuple(of)
 
-    def _forms(self, srcs, chunks, ho, wo):
+    @staticmethod
+    def pack_groups(model, i, n_pe):
+        """Lane groups of layer ``i``'s packed tail word were it stored dense (module docstring,
+        "Packed tail"): ``n_pe // r`` for a dense layer after the first whose events are spikes
+        (value 1), with two chunks or more and ``r <= n_pe / 2`` real lanes in its last; else 1."""
+        ly = model.layers[i]
+        if i == 0 or geometry.kernel(ly) is not None or model.layers[i - 1].out_max != 1:
+            return 1
+        chunks = geometry.chunks(ly.channels, n_pe)
+        r = ly.channels - channel(0, chunks - 1, n_pe)
+        return n_pe // r if chunks >= 2 and 2 * r <= n_pe else 1
+
+    def _forms(self, srcs, chunks, ho, wo, groups=1):
         """``{(storage, segments): {"bits", "cycles", "lens"}}`` of a layer with sources ``srcs``:
         its weight bits and event cycles (:meth:`_source_cycles`) in every form; ``lens``: per
         source, the (rows, segments) lengths of its compressed rows (``None`` for dense); the
         compressed forms' ``index_bits``: the (tap, chunk) field widths their words need."""
         n = self.n_pe
         wb = self.weight_bits
+        # a packed tail (groups > 1; one dense source of one tap): chunks - 1 words per event, and
+        # one word per `groups` events
+        ev = srcs[0].rows
         forms = {("dense", "row"): {
             "bits": sum(s.rows * s.taps * chunks for s in srcs) * wb * n,
-            "cycles": sum(self._source_cycles(s, "dense", "row", chunks, ho, wo, None) for s in srcs),
+            "cycles": (ev * (chunks - 1) + -(-ev // groups) if groups > 1 else
+                       sum(self._source_cycles(s, "dense", "row", chunks, ho, wo, None) for s in srcs)),
             "lens": [None] * len(srcs)}}
         tb = max(bits(s.taps) if s.taps > 1 else 0 for s in srcs)
         cb = bits(chunks) if chunks > 1 else 0
@@ -572,6 +609,12 @@ class Plan:
                 "bias": self.neuron_depth, "threshold": self.neuron_depth}
 
     @property
+    def max_groups(self):
+        """The most lane groups of any packed layer's tail word (0: no layer is packed; module
+        docstring, "Packed tail")."""
+        return max((lp.groups for lp in self.layers if lp.packed), default=0)
+
+    @property
     def sparse_layers(self):
         """``{name: segments}`` of the layers in compressed storage, in layer order: how each cuts
         its rows (``golden.run(..., sparse=...)``; a dict, so ``name in`` and ``list()`` give names)."""
@@ -589,6 +632,8 @@ class Plan:
             for t in range(s.taps):
                 for c in range(chunks):
                     o = channel(pe, c, n)
+                    if lp.packed and c == chunks - 1 and pe < lp.groups * lp.last_lanes:
+                        o = channel(pe % lp.last_lanes, c, n)  # the packed tail: lane group copies
                     out.append((int(wr[o, t]) if o < lp.channels else 0, 0, 0))
             return out
         out = []

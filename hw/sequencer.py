@@ -37,7 +37,8 @@ def exit_wait(n_pe):
 def control_layout(plan):
     """The command of one cycle with the update's bookkeeping, as it travels along the PE pipeline."""
     return data.StructLayout({"cmd": exec_layout(plan), "layer": unsigned(bits(plan.n_layers)),
-                              **{k: unsigned(w) for k, w in scan_widths(plan).items()}})
+                              **{k: unsigned(w) for k, w in scan_widths(plan).items()},
+                              **({"pkv": unsigned(plan.max_groups)} if plan.max_groups else {})})
 
 
 class Sequencer(wiring.Component):
@@ -81,6 +82,10 @@ class Sequencer(wiring.Component):
         The command of this cycle (stage 0, combinational).
     s1 .. s{PE.SPIKE_STAGE} : Out(control_layout(plan))
         The command ``s`` cycles later (registers): ``s1.cmd`` is the PEs' ``exe``.
+    pending, flush : In(1), Out(1), only when a layer is packed (``hw/plan.py``, "Packed tail")
+        When an ``ACC`` phase has drained (queues empty, no spiking update in flight, the event
+        pipeline quiet) while events still wait for their packed word (``pending``), ``flush``
+        has the pipeline issue it in the next cycle, and the phase ends a cycle later.
     """
 
     def __init__(self, plan, loading=False):
@@ -104,6 +109,9 @@ class Sequencer(wiring.Component):
             "nxt": Out(ctl),
             **{f"s{s}": Out(ctl) for s in range(1, PE.SPIKE_STAGE + 1)},
         }
+        if plan.max_groups:
+            ports["pending"] = In(1)
+            ports["flush"] = Out(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -219,15 +227,27 @@ class Sequencer(wiring.Component):
                     cmd.geo.eq(iss.geo),
                     cmd.val.eq(iss.val),
                     cmd.layer0.eq(layer == 0),
-                    nxt.lanes.eq(Mux(iss.chunked & iss.last, scan.last_lanes, n)),   # a dense burst's last word: the last chunk
+                    # a dense burst's last word: the last chunk (not of a packed layer: its packed word's lanes are pkv's)
+                    nxt.lanes.eq(Mux(iss.chunked & iss.last & ~iss.pkl if plan.max_groups else iss.chunked & iss.last,
+                                     scan.last_lanes, n)),
                 ]
+                if plan.max_groups:
+                    m.d.comb += [cmd.packed.eq(iss.packed), nxt.pkv.eq(iss.pkv)]
                 with m.If(self.in_load & self.load_done & self.quiet):
                     m.d.sync += cnt.eq(0)
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)
                 # the previous UPDATE's last updates may still push spike entries.
                 with m.If(self.in_acc & queues_empty & ~in_flight & self.quiet):
-                    m.d.sync += cnt.eq(0)
-                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
+                    if plan.max_groups:
+                        # events of a packed layer still wait for their tail word: issue it first
+                        with m.If(self.pending):
+                            m.d.comb += self.flush.eq(1)
+                        with m.Else():
+                            m.d.sync += cnt.eq(0)
+                            m.d.comb += phase_nxt.eq(Phase.UPDATE)
+                    else:
+                        m.d.sync += cnt.eq(0)
+                        m.d.comb += phase_nxt.eq(Phase.UPDATE)
             with m.Case(Phase.UPDATE):
                 m.d.comb += common
                 stall = (cnt == 0) & (layer != out_layer) & ~self.trace_empty

@@ -123,6 +123,7 @@ class LayerPorts:
     dense_cycles: int | None = None
     sparse_cycles: int | None = None
     segments: str | None = None   # how a compressed layer cuts its rows (SEGMENTS; None: dense)
+    groups: int | None = None     # lane groups of its packed tail word (hw/plan.py, "Packed tail"; 1: none)
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class Ports:
         if store not in ("rom", "load"):
             raise PortsError(f"{r.source}: field 'weights.store' must be 'rom' or 'load', got {store!r}")
         load = store == "load"
-        optional = ("storage_rule", "dense_cycles", "sparse_cycles", "segments")
+        optional = ("storage_rule", "dense_cycles", "sparse_cycles", "segments", "groups")
         layers = tuple(LayerPorts(**{k: ly.get(k, str if k in ("name", "role", "kind", "storage", "storage_rule",
                                                                "segments")
                                                else int, optional=k in optional)

@@ -22,10 +22,11 @@ def _one_word_weights():
                                   replace(model.layers[1], weight=w)])
 
 
-# PE counts, trace port on/off, weights initialised or loaded through i_weights; one weight word per PE
+# PE counts, trace port on/off, weights initialised or loaded through i_weights; at N = 8 and 4 a
+# layer with a packed tail (hw/plan.py), loaded at N = 4; one weight word per PE
 @pytest.mark.parametrize("n_pe,trace,weights,storage", [(1, False, "rom", "auto"), (3, True, "rom", "auto"),
-                                                        (8, False, "rom", "auto"), (3, False, "load", "auto"),
-                                                        (2, False, "rom", "tiny")])
+                                                        (8, False, "rom", "dense"), (3, False, "load", "auto"),
+                                                        (4, False, "load", "dense"), (2, False, "rom", "tiny")])
 def test_verilator_lint_wall(tmp_path, n_pe, trace, weights, storage):
     model = random_model((20, 13, 11, 5), seed=n_pe) if storage != "tiny" else _one_word_weights()
     generate(model, n_pe, tmp_path, trace=trace, weights=weights, storage="sparse" if storage == "tiny" else storage)

@@ -319,13 +319,17 @@ def readme_layout(readme):
         segs.setdefault(int(j), {})[what] = _bit_range(bits_)
     n_pe = int(re.search(r"output channels `o = c \* (\d+) \+ p`", readme).group(1))
     layers = {}
-    for name, st_, chunks, srcs in re.findall(r"^\| `(\w+)` \| \w+ \| (dense|compressed)(?: \(rows cut by [\w-]+\))? "
-                                              r"\| (\d+) \| (.*) \|$",
-                                              readme, re.M):
+    for name, st_, chunks, groups, srcs in re.findall(r"^\| `(\w+)` \| \w+ \| (dense|compressed)(?: \(rows cut by "
+                                                      r"[\w-]+\))? \| (\d+) \| (\d+) \| (.*) \|$", readme, re.M):
         rows = [(s, int(a), int(b) - int(a) + 1, int(k))
                 for s, a, b, k in re.findall(r"(main|shortcut): rows (\d+)\.\.(\d+) \(k = (\d+)\)", srcs)]
-        layers[name] = (st_, int(chunks), rows)
+        layers[name] = (st_, int(chunks), int(groups), rows)
     return fields, _bit_range(start), _bit_range(length), [segs[j] for j in sorted(segs)], n_pe, layers
+
+
+def _signed_field(word, rng):
+    v = _field(word, *rng)
+    return v - ((v >> (rng[1] - 1) & 1) << rng[1])
 
 
 def decode_weights(folder, model):
@@ -336,7 +340,8 @@ def decode_weights(folder, model):
     mems = [[int(v, 16) for v in (folder / "mem" / f"pe_{p}_weight.hex").read_text().split()] for p in range(n_pe)]
     out, prev = {}, tuple(model.input_shape)
     for i, ly in enumerate(model.layers):
-        st_, chunks, sources = layers[ly.name]
+        st_, chunks, groups, sources = layers[ly.name]
+        tail = ly.channels - (chunks - 1) * n_pe   # the last chunk's channels (r of a packed tail)
         f = fields[st_]
         for src, first, n_rows, k in sources:
             want = ly.weight if src == "main" else ly.shortcut_weight
@@ -357,6 +362,10 @@ def decode_weights(folder, model):
                         else:
                             t, c = (_field(w, *f[x]) if x in f else 0 for x in ("t", "c"))
                         o = c * n_pe + p
+                        if st_ == "dense" and groups > 1 and c == chunks - 1 and tail <= p < groups * tail:
+                            # a packed tail's copy: the weight of lane p mod r's channel
+                            assert v == _signed_field(mems[p % tail][base + j], f["w"])
+                            continue
                         if o >= ly.channels:
                             assert v == 0
                             continue

@@ -492,3 +492,35 @@ def test_floor_pooling_tail(trace):
     ``floor_tail_case``): the cycles equal the cycle model's with and without the trace port."""
     model, x = floor_tail_case()
     check(model, 1, x, trace=trace, cycles=True)
+
+
+# (network, N): the tail packs groups = N // r events to a word (hw/plan.py, "Packed tail")
+@pytest.mark.parametrize("make,n_pe,groups", [
+    # the 10-class output at N = 8: r = 2, 4 groups (the digits MLP's case)
+    (lambda: make_model([20, 13, 10], seed=80), 8, [1, 4]),
+    # a hidden layer packed (r = 1 of 3 lanes: 3 groups) before an unpacked output
+    (lambda: make_model([16, 11, 10, 5], seed=81), 3, [1, 3, 1]),
+    # r = 1 of 8 lanes: 8 groups, the widest sum across lanes (a hidden layer: its spikes are traced)
+    (lambda: make_model([16, 12, 9, 4], seed=84), 8, [1, 8, 1]),
+    # a dense layer reading a conv map (position-major rows) packed (r = 2 of 4 lanes), then the output (r = 1)
+    (lambda: random_conv_model(seed=83, hidden=(6,), n_classes=5), 4, [1, 1, 2, 4]),
+])
+def test_packed_tail(make, n_pe, groups):
+    """Packed tail words: RTL == golden on every field and spike (with input idles and result
+    back-pressure), the cycle model exact (with no idles), and the plan's dense event cycles of a
+    packed layer are ``events * (chunks - 1) + ceil(events / groups)``."""
+    model = make()
+    x = make_images(model, 6, seed=84) if model.layers[0].kind == "dense" else random_inputs(model, 6, seed=84)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    plan = Plan(model, n_pe, "dense")
+    assert [lp.groups for lp in plan.layers] == groups
+    for lp, r in zip(plan.layers, plan.storage_report):
+        if lp.packed:
+            ev = lp.sources[0].rows
+            assert r["dense_cycles"] == ev * (lp.chunks - 1) + -(-ev // lp.groups)
+    check(model, n_pe, x, trace=True, seed=9, storage="dense")
+    g, got = check(model, n_pe, x, storage="dense", cycles=True)
+    # the flush word is exercised: some accumulate phase of a packed layer leaves events over
+    left = [int(g.step_counters[lp.name]["input_events"][t, b]) % lp.groups for lp in plan.layers if lp.packed
+            for b in range(len(x)) for t in range(int(g.exit_t[b]))]
+    assert any(left)

@@ -59,7 +59,12 @@ def walk(plan, li, inputs):
                             for p in range(n):
                                 w, _, _ = decode(plan, words[p][start + t * lp.chunks + c])
                                 o = c * n + p
-                                if o < lp.channels:
+                                r = lp.last_lanes
+                                if lp.packed and c == lp.chunks - 1 and r <= p < lp.groups * r:
+                                    # a packed tail's lane group copy: the weight of channel p mod r, which
+                                    # the lane of group 0 adds for this event (another event's row in the word)
+                                    assert w == decode(plan, words[p % r][start + t * lp.chunks + c])[0]
+                                elif o < lp.channels:
                                     reads[bi] += 1
                                     cur[bi, o, oy, ox] += w * val
                                 else:
@@ -199,8 +204,10 @@ def _event_cycles_by_the_pipeline(model, n_pe, storage, layer):
     the event pipeline's bursts on a plan built with every layer in ``storage``."""
     plan = Plan(model, n_pe, storage)
     lp = plan.layers[layer]
-    return sum(event_cycles(*EventPipeline.bursts(plan, g, ch, y, x))
-               for g in lp.sources for ch in range(g.c_in) for y in range(g.h) for x in range(g.w))
+    events = [(g, ch, y, x) for g in lp.sources for ch in range(g.c_in) for y in range(g.h) for x in range(g.w)]
+    # a packed tail (hw/plan.py): one packed word per `groups` events beside their own bursts
+    return (sum(event_cycles(*EventPipeline.bursts(plan, *e)) for e in events)
+            + (-(-len(events) // lp.groups) if lp.packed else 0))
 
 
 # the networks: a dense MLP at 50% weights, a conv net with pooling, a shortcut and a dense layer after
