@@ -141,13 +141,11 @@ def compute(qmodel, ports, x_q, rtl_images=None, tech=None, x_float=None, log=pr
     the co-simulation's per-image results (payload fields); without them the golden model's counts
     and the exact cycle model give the same numbers.
     """
-    from spikeloom.hw.plan import Plan
-
     tech = tech or load_tech()
     n_pe = ports.n_pe
     sparse = ports.sparse_layers
     names = [ly.name for ly in qmodel.layers]
-    plan = Plan(qmodel, n_pe, ports.plan_storage())
+    plan = ports.plan(qmodel)
     res = golden.run(qmodel, x_q, trace=True, sparse=sparse)
     g_recs = records.from_golden(res, cycles_model(qmodel, n_pe, x_q, res, plan))
     e_golden = records_energy(qmodel, ports, g_recs, names, tech)

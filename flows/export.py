@@ -491,7 +491,7 @@ synchronous read port); the small per-neuron memories may become distributed RAM
 
 
 def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False, axis=False, axis_width=8,
-           tb_images=TB_IMAGES, storage="auto", log=print, bank_depth=None):
+           tb_images=TB_IMAGES, storage="auto", log=print, bank_depth=None, packed_tail=True):
     """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return the
     paths of the files written (the marker aside).
 
@@ -501,7 +501,8 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
     testbench. ``tb_images``: images in the testbenches' vectors (``tb/``). ``storage``: the weight
     storage per layer (``--storage``, ``hw/plan.py``). ``bank_depth``: weight memories deeper than
     this are split into banks with a register each (``--weight-bank-depth``, ``hw/pe.py``
-    ``BankedROM``).
+    ``BankedROM``). ``packed_tail``: layers may pack their last chunk (``hw/plan.py``, "Packed
+    tail"; ``--no-packed-tail``: not, fewer cells and more cycles).
 
     The files are built in a staging folder and then moved into place (:mod:`.output`): a new
     folder appears whole; a non-empty folder that spikeloom did not write (no marker
@@ -532,6 +533,8 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
                f"--weights {weights}")
     if bank_depth is not None:
         command += f" --weight-bank-depth {bank_depth}"
+    if not packed_tail:
+        command += " --no-packed-tail"
     if axis:
         command += f" --axis --axis-width {axis_width}"
     command += f" --tb-images {tb_images}"
@@ -539,7 +542,8 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         (out / "constraints").mkdir()
         (out / "tb").mkdir()
         try:
-            generate(model, n_pe, out / "rtl", weights=weights, storage=storage, bank_depth=bank_depth)
+            generate(model, n_pe, out / "rtl", weights=weights, storage=storage, bank_depth=bank_depth,
+                     pack=packed_tail)
         except (TypeError, ValueError) as e:
             raise SpikeloomError(str(e)) from e
         # generate() writes ports.json and mem/ beside the Verilog; the export keeps them at the top.
@@ -607,6 +611,10 @@ def add_arguments(p):
                    help="with --weights rom: split each PE's weight memory into banks of D words (a power of two, "
                         "e.g. the block RAM's depth at the word's width), each with its own read register, the "
                         "bank chosen a stage later; the same cycles (default: one memory)")
+    p.add_argument("--no-packed-tail", dest="packed_tail", action="store_false",
+                   help="pack no layer's last chunk (hw/plan.py, \"Packed tail\": by default a dense layer whose last "
+                        "chunk fills at most half the PEs serves several events per word there): fewer cells, more "
+                        "cycles")
     p.add_argument("--axis", action="store_true",
                    help=f"also write the AXI4-Stream wrapper rtl/{AXIS}.v (aclk, aresetn, s_axis_*, m_axis_*) and "
                         "its testbench")
@@ -635,7 +643,8 @@ def run_args(a):
         check_lanes(model.input_bits, width)
     check_hardware(model, a.pes, "export", storage)
     files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force, axis=a.axis,
-                   axis_width=width, tb_images=tb_images, storage=storage, bank_depth=bank_depth)
+                   axis_width=width, tb_images=tb_images, storage=storage, bank_depth=bank_depth,
+                   packed_tail=a.packed_tail)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 

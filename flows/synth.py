@@ -73,13 +73,16 @@ ECP5_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 56, "weights": "rom",
-                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 150.0},
+                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 150.0, "packed_tail": True},
     "ecp5-85k": {"family": "ecp5", "device": ["--85k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 208, "weights": "rom",
-                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 120.0},
+                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 120.0, "packed_tail": True},
     "ice40-up5k": {"family": "ice40", "device": ["--up5k", "--package", "sg48"],
                    "bram": "SB_RAM40_4K", "dsp": "SB_MAC16", "block_bits": 4096, "blocks": 30, "weights": "load",
-                   "spram": ("SB_SPRAM256KA", 16384 * 16, 4), "fmax_goal_mhz": 38.0},
+                   "spram": ("SB_SPRAM256KA", 16384 * 16, 4), "fmax_goal_mhz": 38.0,
+                   # the UltraPlus is nearly full without it (95% of its cells for the digits MLP at N = 4;
+                   # the packed tail's 280 LUTs and 160 flip-flops did not fit)
+                   "packed_tail": False},
 }
 # plain `make synth`: the default network on these targets and N
 DEFAULT_BUILD = {"ecp5-25k": 8, "ice40-up5k": 4}
@@ -141,12 +144,12 @@ def check_fits(target, plan, weights):
             f"({t['blocks'] * t['block_bits'] // 1024} kbit).{hint}")
 
 
-def step_export(model_path, n_pe, work, weights="rom", log=print, bank_depth=None, freq_mhz=100.0):
+def step_export(model_path, n_pe, work, weights="rom", log=print, bank_depth=None, freq_mhz=100.0, packed_tail=True):
     # the synthesis work folder is spikeloom's own (under --build): an export folder written before
     # the output marker existed is replaced file by file (force; files it does not write stay);
     # its constraint examples name the target's goal
     files = export(model_path, n_pe, work / "export", freq_mhz=freq_mhz, weights=weights, force=True,
-                   bank_depth=bank_depth)
+                   bank_depth=bank_depth, packed_tail=packed_tail)
     rtl = [work / "export" / "rtl" / "spikeloom_accel.v", work / "export" / "rtl" / f"{TOP}.v"]
     if not all(p.exists() and p.stat().st_size for p in rtl):
         raise SpikeloomError(f"export wrote no Verilog under {work / 'export'}")
@@ -503,8 +506,9 @@ def step_bitstream(target, routed, work, log=print):
     return bit
 
 
-def _throughput(n_pe, fmax, model_path, build):
-    """Peak synaptic operations per second and images per second at the measured cycles per inference."""
+def _throughput(n_pe, fmax, model_path, build, pack=True):
+    """Peak synaptic operations per second and images per second at the measured cycles per inference
+    (``pack``: the design packs last chunks, as ``make sim``'s does)."""
     out = {"peak_sops": n_pe * fmax * 1e6}
     rep = Path(build) / "report.json"
     if rep.exists():
@@ -515,12 +519,12 @@ def _throughput(n_pe, fmax, model_path, build):
         mf = (r.get("model") or {}).get("model_file")
         same = (mf is not None and Path(mf).resolve() == Path(model_path).resolve()
                 and rep.stat().st_mtime >= Path(model_path).stat().st_mtime)
-        if same and cos.get("n_pe") == n_pe and cos.get("cycles_mean"):
+        if same and pack and cos.get("n_pe") == n_pe and cos.get("cycles_mean"):
             out.update({"cycles_mean": cos["cycles_mean"], "cycles_to_bound": cos.get("cycles_to_bound"),
                         "images_per_s": fmax * 1e6 / cos["cycles_mean"],
                         "cycles_source": f"{rep} cosim ({cos.get('simulator')}, {cos.get('n_images')} images)"})
             return out
-    c = model_cycles(model_path, n_pe)
+    c = model_cycles(model_path, n_pe, pack)
     if c is not None:
         out.update({"cycles_mean": c["cycles_mean"], "cycles_to_bound": c["cycles_to_bound"],
                     "images_per_s": fmax * 1e6 / c["cycles_mean"],
@@ -529,9 +533,10 @@ def _throughput(n_pe, fmax, model_path, build):
     return out
 
 
-def model_cycles(model_path, n_pe):
-    """Mean cycles per inference and cycles-to-bound of ``model_path`` on ``n_pe`` PEs over its test
-    images, from the cycle model (no co-simulation needed); None when its dataset is not at hand."""
+def model_cycles(model_path, n_pe, pack=True):
+    """Mean cycles per inference and cycles-to-bound of ``model_path`` on ``n_pe`` PEs (``pack``:
+    ``Plan``'s) over its test images, from the cycle model (no co-simulation needed); None when its
+    dataset is not at hand."""
     from spikeloom.hw.plan import Plan
     from spikeloom.model import golden
     from spikeloom.model.data import load_dataset
@@ -546,7 +551,7 @@ def model_cycles(model_path, n_pe):
     except (SpikeloomError, OSError, ValueError):
         return None  # e.g. an image folder that is not on this machine
     x = golden.quantize_input(qm, split.test.x)
-    plan = Plan(qm, n_pe)
+    plan = Plan(qm, n_pe, pack=pack)
     res = golden.run(qm, x, trace=True, sparse=plan.sparse_layers)
     cyc = cycles_model(qm, n_pe, x, res, plan).astype(float)
     bound = res.cycle_bound(qm, n_pe).astype(float)
@@ -596,7 +601,7 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rtl = step_export(model_path, n_pe, work, weights=weights, log=log, bank_depth=bank_depth,
-                      freq_mhz=t["fmax_goal_mhz"])
+                      freq_mhz=t["fmax_goal_mhz"], packed_tail=t["packed_tail"])
     ports = Ports.load(work / "export" / "ports.json")
     net, types, yosys_cmd = step_synthesis(target, rtl, work, ports, log=log)
     if t["family"] == "ecp5":
@@ -632,9 +637,10 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
     fmax = round(fmax, 2)
     entry = {"n_pe": n_pe, "model": str(model_path), "weights": weights, **res, "fmax_mhz": fmax,
              "fmax_goal_mhz": freq, "place_seed": seed, "place_seeds": tries,
-             "fmax_ok": fmax >= freq, "weight_bank_depth": bank_depth, "yosys_synth": yosys_cmd,
-             "critical_path": path, "bitstream": str(bit),
-             "throughput": _throughput(n_pe, fmax, model_path, build), "wall_s": round(time.perf_counter() - t0, 1)}
+             "fmax_ok": fmax >= freq, "weight_bank_depth": bank_depth, "packed_tail": t["packed_tail"],
+             "yosys_synth": yosys_cmd, "critical_path": path, "bitstream": str(bit),
+             "throughput": _throughput(n_pe, fmax, model_path, build, t["packed_tail"]),
+             "wall_s": round(time.perf_counter() - t0, 1)}
     return entry
 
 

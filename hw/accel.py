@@ -35,7 +35,7 @@ import json
 import re
 from pathlib import Path
 
-from amaranth import Cat, Const, Module, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.back import verilog
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -107,6 +107,9 @@ class Accelerator(wiring.Component):
         With ``"rom"``: weight memories deeper than this are split into banks this deep, each
         with its own read register (:class:`~spikeloom.hw.pe.BankedROM`); the same cycles and
         results. ``make synth`` gives the ECP5 block RAM's depth at the word's width.
+    pack : bool
+        Pack the last chunk of the layers that allow it (``hw/plan.py``, "Packed tail"; default);
+        False: fewer cells, more cycles.
 
     Members
     -------
@@ -134,14 +137,14 @@ class Accelerator(wiring.Component):
         stalls the next spiking-layer update until the queue is empty; nothing is dropped.
     """
 
-    def __init__(self, model, n_pe, trace=False, storage="auto", weights="rom", bank_depth=None):
+    def __init__(self, model, n_pe, trace=False, storage="auto", weights="rom", bank_depth=None, pack=True):
         try:
             if not isinstance(trace, bool):
                 raise TypeError(f"trace must be a bool, got {trace!r}")
             if weights not in WEIGHT_STORES:
                 raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHT_STORES))}, got {weights!r}")
             self.bank_depth = check_bank_depth(bank_depth, weights)
-            self.plan = Plan(model, n_pe, storage)
+            self.plan = Plan(model, n_pe, storage, pack)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated: no "created but never used" warning
             raise
@@ -201,10 +204,10 @@ class Accelerator(wiring.Component):
             seq.push.eq(push.push), seq.margin_ok.eq(top2.margin_ok),
         ]
         if plan.max_groups:
-            m.d.comb += [pipe.flush.eq(seq.flush), seq.pending.eq(pipe.pending)]
+            m.d.comb += pipe.drained.eq(seq.drained)
 
         # the command to the PEs; the weight memories' one address also serves the weight load
-        w_addr = pipe.issue.w
+        w_addr, wl = pipe.issue.w, None
         if self.weights == "load":
             m.submodules.weights = wl = WeightLoader(n, plan.weight_depth, plan.word_bits)
             wiring.connect(m, wiring.flipped(self.i_weights), wl.i_weights)
@@ -214,7 +217,7 @@ class Accelerator(wiring.Component):
             w_addr = wl.w_addr
         s1, nxt = seq.s1, seq.nxt
         for p, pe in enumerate(pes):
-            pe_w, lane = self._packing(m, pes, p, w_addr, pipe, seq) if plan.max_groups else (w_addr, s1.lanes > p)
+            pe_w, lane = self._packing(m, pes, p, w_addr, pipe, seq, wl) if plan.max_groups else (w_addr, s1.lanes > p)
             m.d.comb += [pe.issue.w_addr.eq(pe_w), pe.issue.n_addr.eq(seq.n_addr),
                          pe.exe.eq(s1.cmd), pe.lane_valid.eq(lane),
                          pe.lead.first_t.eq(nxt.cmd.first_t), pe.lead.output.eq(nxt.cmd.output),
@@ -270,22 +273,34 @@ class Accelerator(wiring.Component):
         return m
 
 
-    def _packing(self, m, pes, p, w_addr, pipe, seq):
+    def _packing(self, m, pes, p, w_addr, pipe, seq, wl):
         """PE ``p``'s weight address and stage-1 lane in a plan with packed layers (``hw/plan.py``,
-        "Packed tail"): in a packed word, lane group ``g`` reads the address of its event
-        (``pkw[g]``, the last group the word's own) and is valid when ``pkv[g]``; its ``psum`` is
-        the sum of its channel's weights over the groups of the word (0 outside group 0)."""
+        "Packed tail"): a lane of group ``g`` reads ``wg[g]`` (the issued word's address, but in a
+        packed word its group's event's; a choice of registers, no decision on the address path) and
+        is valid in a packed word when ``pkv[g]``; its ``psum`` is the sum of its channel's weights
+        over the groups of the word (0 outside group 0)."""
         plan, geos = self.plan, geometries(self.plan)
         iss, s1, s3 = pipe.issue, seq.s1, seq.s3
-        pe_w = Signal.like(w_addr, name=f"w_addr_{p}")
         lane = Signal(name=f"lane_{p}")
-        m.d.comb += [pe_w.eq(w_addr), lane.eq(s1.lanes > p), pes[p].psum.eq(0)]
-        for gi in range(len(geos)):
-            g = pack_group(plan, gi, p)
+        m.d.comb += [lane.eq(s1.lanes > p), pes[p].psum.eq(0)]
+        grouped = {gi: pack_group(plan, gi, p) for gi in range(len(geos)) if plan.layers[geos[gi].layer].packed}
+        own = {g for g in grouped.values() if g is not None}
+        pe_w = Signal.like(w_addr, name=f"w_addr_{p}")
+        if not own:
+            m.d.comb += pe_w.eq(w_addr)
+        elif len(own) == 1:   # the same group in every packed layer (the usual case: one packed layer)
+            m.d.comb += pe_w.eq(iss.wg[next(iter(own))])
+        else:
+            m.d.comb += pe_w.eq(iss.w)
+            with m.Switch(iss.geo):
+                for gi, g in grouped.items():
+                    if g is not None:
+                        with m.Case(gi):
+                            m.d.comb += pe_w.eq(iss.wg[g])
+        if own and wl is not None:
+            pe_w = Mux(wl.loading, wl.load_addr, pe_w)
+        for gi, g in grouped.items():
             lp = plan.layers[geos[gi].layer]
-            with m.If(iss.packed & (iss.geo == gi)):
-                if g is not None and g < lp.groups - 1:
-                    m.d.comb += pe_w.eq(iss.pkw[g])
             with m.If(s1.cmd.packed & (s1.cmd.geo == gi)):
                 m.d.comb += lane.eq(s1.pkv[g] if g is not None else 0)
             if g == 0:
@@ -351,6 +366,7 @@ def describe(accel):
                     "sources": [{"shortcut": g.shortcut, "row_base": g.row_base, "rows": g.rows, "k": g.k}
                                 for g in lp.sources]}
                    for lp, r in zip(plan.layers, plan.storage_report)],
+        "packed_tail": plan.pack,   # whether layers may pack their last chunk (each layer's "groups")
         "sparse_layers": list(plan.sparse_layers),
         "sparse_segments": dict(plan.sparse_layers),  # how each compressed layer cuts its rows
         "rows_word": {**dict(zip(("start_bits", "len_bits"), plan.rows_fields)), "segments": plan.rows_segments,
@@ -393,13 +409,13 @@ def verilog_text(accel):
     return text
 
 
-def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom", bank_depth=None):
+def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom", bank_depth=None, pack=True):
     """Write ``spikeloom_accel.v``, ``ports.json``, ``mem/pe_<p>_<mem>.hex`` and ``mem/rows.hex``
     under ``out_dir``.
 
     The output is deterministic: the same arguments give the same bytes. Returns the paths written.
     """
-    accel = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights, bank_depth=bank_depth)
+    accel = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights, bank_depth=bank_depth, pack=pack)
     out = Path(out_dir)
     (out / "mem").mkdir(parents=True, exist_ok=True)
     text = verilog_text(accel)

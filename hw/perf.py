@@ -24,7 +24,7 @@ the spike queue's entries are pushed ``SPIKE_STAGE`` cycles after their update a
 (:func:`~spikeloom.hw.scan.scan_order`), one event per spiking lane; they are computed with numpy
 per layer and timestep. A packed layer's events (``hw/plan.py``, "Packed tail") issue ``chunks -
 1`` words each, every ``groups``-th event one more (the packed word), and a phase that leaves
-events over ends a cycle later (the flush word). :func:`cycles_reference` is the former register-by-register replay, one
+events over ends after one more packed word, issued once the phase has drained (:meth:`_Pipe.flushed`). :func:`cycles_reference` is the former register-by-register replay, one
 loop iteration per cycle, kept as the reference the tests compare the fast model with.
 """
 
@@ -63,11 +63,12 @@ class _Pipe:
     ``f``: the first cycle the issue stage is free (and the phase issues).
     """
 
-    __slots__ = ("e", "r", "tl", "gp", "f")
+    __slots__ = ("e", "r", "tl", "gp", "f", "lw")
 
     def __init__(self):
         self.e = self.r = self.tl = self.gp = _NEVER
         self.f = 0
+        self.lw = 0   # words of the last burst issued
 
     def quiet(self):
         """The first cycle the pipeline is drained after (the sequencer's ``quiet``), if no event follows."""
@@ -90,9 +91,17 @@ class _Pipe:
                 f = g1 + si
                 gp = f - li
                 tl = t1 if mi == 1 else gp - pi
+                self.lw = li
             else:
                 tl, gp = t1, _NEVER
         self.e, self.r, self.tl, self.gp, self.f = e, r, tl, gp, f
+
+    def flushed(self, drained):
+        """The cycle after a packed layer's flush word, whose events are left over when the phase
+        has drained in cycle ``drained`` (``EventPipeline``'s flush): the hold registers take it
+        from the cycle after ``drained`` on, once ``EV``, ``RW`` and ``TP`` are empty and the issue
+        stage is free or at a burst's last word; it issues a cycle later."""
+        return max(drained + 1, self.tl + 1, self.f - 1 + (self.lw == 1)) + 1
 
     def run_two(self, main, sc):
         """Pass the events of two queues (``(a, m, tot, last, prev)`` lists each): the main queue's
@@ -243,7 +252,7 @@ class CycleModel:
                 # in the PE pipeline (a push after that would bring an event, which ends later)
                 pipe.f = max(pipe.f, u_last + 1)
                 k = self.groups[li + 1]
-                flush = 0
+                flush = False
                 if k > 1:
                     # packed tail: every k-th event's burst ends with the packed word; the events
                     # left over take one more word once the phase has drained (the flush)
@@ -253,13 +262,16 @@ class CycleModel:
                         tot[i] += 1
                         last[i] += 1
                     pushed[0] = (a, mm, tot, last, prev)
-                    flush = int(len(tot) % k != 0)
+                    flush = len(tot) % k != 0
                 if li + 1 in readers:
                     a, *rest = sc_events
                     pipe.run_two(pushed[0], ([max(v, c) for v in a], *rest))
                 else:
                     pipe.run(*pushed[0])
-                c = max(pipe.quiet(), u_last + SPIKE_STAGE + held) + 1 + flush
+                if flush:   # the phase drains once the queue is empty and no update is in flight
+                    c = pipe.flushed(max(u_last + SPIKE_STAGE + held, pipe.e + 1)) + 1
+                else:
+                    c = max(pipe.quiet(), u_last + SPIKE_STAGE + held) + 1
         return c - 1   # the first cycle in RESULT is not counted
 
 
@@ -401,7 +413,7 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
     ev = rw = tp = None      # ev/rw: [rw steps, bursts]; tp: burst length
     rw_bursts = None
     busy, ek, elast = False, 0, 0
-    pk, flush_r = 0, False    # packed tail: events waiting for their word; the flush word issues
+    pk, drained_r = 0, False  # packed tail: events waiting for their word; the sequencer's drained
     mainq, scq = _Queue(), _Queue()
     upd = deque()             # (issue cycle, layer, update index, timestep) of spiking updates in flight
     trace_level = 0
@@ -461,9 +473,9 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
         elif sc_here and not scq.empty(c):
             src, src_q = scq.head(c), scq
         queues_empty = mainq.idle() and (not sc_here or scq.idle())
-        acc_drained = queues_empty and not in_flight and quiet
-        pending = pk > 0 and not flush_r
-        flush_next = in_acc and acc_drained and pending   # the sequencer's flush
+        quiet = quiet and pk == 0   # (events waiting for their packed word)
+        # the flush: the hold registers take the buffer's events as the next word
+        flush = drained_r and in_acc and pk > 0 and ev is None and rw is None and tp is None and (not busy or at_last)
 
         # ---- registers at the end of cycle c
         # trace queue (consumed at once): pops what was readable, pushes this cycle's entries
@@ -479,10 +491,10 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
             busy, ek, elast = True, cur_k + 1, cur_last
         else:
             busy = False
+        if flush:
+            busy, ek, elast, pk = True, 0, 0, 0
         # TP
         new_tp = tp
-        if flush_r:
-            pk = 0
         if tp_ready:
             new_tp = None
             if rw is not None:
@@ -519,6 +531,6 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
             upd.append((c, layer, cnt, t))
         phase, layer, t, cnt = _next_phase(
             (phase, layer, t, cnt), layers, exit_wait, exit_t,
-            load_end=done_c and quiet, acc_end=acc_drained and not pending, trace_empty=trace_empty)
-        flush_r = flush_next
+            load_end=done_c and quiet, acc_end=queues_empty and not in_flight and quiet, trace_empty=trace_empty)
+        drained_r = in_acc and queues_empty and not in_flight
         c += 1

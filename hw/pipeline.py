@@ -21,7 +21,8 @@ def issue_signature(plan):
         "packed": Out(1),                                  # a packed tail word
         "pkl": Out(1),                                     # of a packed layer (its bursts end before the tail)
         "pkv": Out(groups),                                # packed word: the lane groups holding an event
-        "pkw": Out(data.ArrayLayout(bits(plan.weight_depth), groups - 1)),  # ... their addresses (the last: w)
+        # each lane group's weight address: w, but in a packed word the address of the group's event
+        "wg": Out(data.ArrayLayout(bits(plan.weight_depth), groups)),
     } if groups else {}
     return wiring.Signature({
         **packing,
@@ -85,16 +86,19 @@ class EventPipeline(wiring.Component):
     counted, counted_geo : Out(1), Out(source id)
         From registers: an event entered ``EV`` in the previous cycle, and its source (the index
         in ``geometries(plan)``).
-    flush, pending : In(1), Out(1), only when a layer is packed (``hw/plan.py``, "Packed tail")
-        ``pending``: events of a packed layer wait for their tail word (a register's decode).
-        ``flush`` (with ``quiet``, the queues empty): issue their packed word in the next cycle.
+    drained : In(1), only when a layer is packed (``hw/plan.py``, "Packed tail")
+        A register: the accumulate phase has no event to come (its queues were empty and no
+        update in flight in the cycle before). Events of a packed layer that still wait for their
+        packed word then get it (the flush), and ``quiet`` holds only once it is issued.
 
     **Packed tail.** A packed layer's event moves from ``RW`` to ``TP`` with a burst of its
     ``chunks - 1`` first words, and its last chunk's address goes to a buffer of ``groups - 1``
-    registers; the event that finds the buffer full takes the buffer along instead, and its burst
-    ends with the packed word (``issue.packed``): lane group ``g`` reads address ``pkw[g]``, the
-    last group this event's own ``w``. A flush issues the buffer as a packed word of the groups it
-    fills (``pkv``).
+    registers; the event that fills the buffer takes the buffer along instead, and its burst
+    ends with the packed word (``issue.packed``): lane group ``g`` reads address ``wg[g]``, its
+    event's (in every other word ``wg[g] = w``). The flush issues the buffer as a packed word of the
+    groups it fills (``pkv``): once ``drained``, when nothing is left in ``EV``, ``RW`` or ``TP``
+    and the issue stage is free or at a burst's last word (a decision of registers only), the hold
+    registers take it as the next word.
     """
 
     #: Registers between an event's source and the issue stage (EV, RW, TP).
@@ -138,8 +142,7 @@ class EventPipeline(wiring.Component):
         if shortcut:
             ports["i_shortcut"] = In(stream.Signature(self.ev_layout))
         if plan.max_groups:
-            ports["flush"] = In(1)
-            ports["pending"] = Out(1)
+            ports["drained"] = In(1)
         super().__init__(ports)
 
     def _source(self, m, ev_ready):
@@ -193,57 +196,63 @@ class EventPipeline(wiring.Component):
 
     def _pack_buffer(self, m, rw_geo, wbits, nbits, gbits):
         """The packed tail's registers (class docstring, "Packed tail"): the buffer of tail
-        addresses (``pk_cnt`` of them in ``pk_w``, with the first one's neuron and source), TP's
-        and the issue stage's copies of a full one (``tp_*``, ``e_*``), the flush; and whether the
-        event in ``RW`` is of a packed layer (``rw_pkl``) and finds the buffer full (``rw_full``)."""
+        addresses (``cnt`` of them in ``w``, with the neuron and source of the tail word; ``nz``:
+        ``cnt != 0``), TP's and the issue stage's copies of a full one (``tp_pkw``, ``e_pkw``) and
+        whether their burst ends with the packed word (``tp_pk``, ``e_pk``), the held word's group
+        addresses (``e_wg``) and groups (``e_pkv``), whether it is the packed word (``e_word``); and
+        whether the event in ``RW`` is of a packed layer (``rw_pkl``) and fills the buffer (``rw_full``)."""
         plan, geos, groups = self._plan, geometries(self._plan), self._plan.max_groups
+        addrs = lambda name: Signal(data.ArrayLayout(wbits, groups), name=name)
         pk = SimpleNamespace(
-            cnt=Signal(range(groups), name="pk_cnt"), w=Signal(data.ArrayLayout(wbits, groups - 1), name="pk_w"),
-            n=Signal(nbits, name="pk_n"), geo=Signal(gbits, name="pk_geo"), flush_r=Signal(name="flush_r"),
-            rw_pkl=Signal(name="rw_pkl"), rw_full=Signal(name="rw_full"))
-        for st in ("tp", "e"):
-            setattr(pk, f"{st}_pk", Signal(name=f"{st}_pk"))
-            setattr(pk, f"{st}_pkl", Signal(name=f"{st}_pkl"))
-            setattr(pk, f"{st}_pkw", Signal.like(pk.w, name=f"{st}_pkw"))
-        m.d.sync += pk.flush_r.eq(self.flush)
-        m.d.comb += self.pending.eq((pk.cnt != 0) & ~pk.flush_r)
+            cnt=Signal(range(groups), name="pk_cnt"), nz=Signal(name="pk_nz"), w=addrs("pk_w"),
+            n=Signal(nbits, name="pk_n"), geo=Signal(gbits, name="pk_geo"),
+            rw_pkl=Signal(name="rw_pkl"), rw_full=Signal(name="rw_full"),
+            tp_pk=Signal(name="tp_pk"), tp_pkl=Signal(name="tp_pkl"), tp_pkw=addrs("tp_pkw"),
+            e_pk=Signal(name="e_pk"), e_pkl=Signal(name="e_pkl"), e_pkw=addrs("e_pkw"), e_wg=addrs("e_wg"),
+            e_word=Signal(name="e_word"), e_pkv=Signal(groups, name="e_pkv"))
         with m.Switch(rw_geo):
             for gi, g in enumerate(geos):
                 lp = plan.layers[g.layer]
                 if lp.packed:
                     with m.Case(gi):
                         m.d.comb += [pk.rw_pkl.eq(1), pk.rw_full.eq(pk.cnt == lp.groups - 1)]
-        with m.If(pk.flush_r):
-            m.d.sync += pk.cnt.eq(0)
         return pk
 
     @staticmethod
     def _pack_tp(m, pk, rw_chunks, rw_start, rw_e, rw_geo, tp_last):
         """A dense event moves from ``RW`` to ``TP``: a packed layer's (one tap) burst is its first
-        ``chunks - 1`` words and its tail address joins the buffer, or, when the buffer is full, its
-        whole ``chunks`` words, the last the packed word of the buffer and itself."""
+        ``chunks - 1`` words and its tail address joins the buffer, or, when it fills the buffer,
+        its whole ``chunks`` words, the last the packed word of the buffer and itself."""
+        own = rw_start + rw_chunks
         m.d.sync += [pk.tp_pk.eq(pk.rw_pkl & pk.rw_full), pk.tp_pkl.eq(pk.rw_pkl)]
         with m.If(pk.rw_pkl):
             with m.If(pk.rw_full):
-                m.d.sync += [pk.cnt.eq(0), pk.tp_pkw.eq(pk.w)]
+                m.d.sync += [pk.cnt.eq(0), pk.nz.eq(0),
+                             *(pk.tp_pkw[g].eq(Mux(pk.cnt == g, own, pk.w[g])) for g in range(len(pk.e_pkv)))]
             with m.Else():
-                m.d.sync += [tp_last.eq(rw_chunks - 1), pk.cnt.eq(pk.cnt + 1), pk.w[pk.cnt].eq(rw_start + rw_chunks),
+                m.d.sync += [tp_last.eq(rw_chunks - 1), pk.cnt.eq(pk.cnt + 1), pk.nz.eq(1), pk.w[pk.cnt].eq(own),
                              pk.n.eq(rw_e + rw_chunks), pk.geo.eq(rw_geo)]
 
-    def _pack_issue(self, m, pk, busy, at_last):
-        """The issue stage's packed word: the last of a burst that took a full buffer (every lane
-        group holds an event), or, in the cycle after ``flush``, the buffer's (its groups)."""
+    def _pack_issue(self, m, pk, busy, rem, tp_w0, hold):
+        """The issue stage's group addresses and packed word. A packed word is never a burst's
+        first (``chunks >= 2``), so it issues from the hold registers, which take its group
+        addresses a cycle before (``hold``: they take the burst's next word). Returns the hold
+        registers' writes that make the buffer's events the next word (the flush)."""
         iss, groups = self.issue, self._plan.max_groups
         m.d.comb += [
-            iss.packed.eq(Mux(busy, pk.e_pk, pk.tp_pk) & at_last),
+            iss.packed.eq(busy & pk.e_word), iss.pkv.eq(pk.e_pkv),
             iss.pkl.eq(Mux(busy, pk.e_pkl, pk.tp_pkl)),
-            iss.pkw.eq(Mux(busy, pk.e_pkw, pk.tp_pkw)),
-            iss.pkv.eq((1 << groups) - 1),
+            *(iss.wg[g].eq(Mux(busy, pk.e_wg[g], tp_w0)) for g in range(groups)),
         ]
-        with m.If(pk.flush_r):
-            m.d.comb += [iss.valid.eq(1), iss.packed.eq(1), iss.pkl.eq(1), iss.pkw.eq(pk.w),
-                         iss.pkv.eq(Array(Const((1 << v) - 1, groups) for v in range(groups))[pk.cnt]),
-                         iss.n.eq(pk.n), iss.geo.eq(pk.geo), iss.sparse.eq(0), iss.chunked.eq(0), iss.mask.eq(1)]
+        burst_pk, burst_pkw = Mux(busy, pk.e_pk, pk.tp_pk), Mux(busy, pk.e_pkw, pk.tp_pkw)
+        nxt_pk = burst_pk & (rem == 1)   # the next word is the burst's last, its packed word
+        with m.If(hold):
+            m.d.sync += [pk.e_pk.eq(burst_pk), pk.e_pkl.eq(iss.pkl), pk.e_pkw.eq(burst_pkw), pk.e_word.eq(nxt_pk),
+                         pk.e_pkv.eq((1 << groups) - 1),
+                         *(pk.e_wg[g].eq(Mux(nxt_pk, Mux(busy, pk.e_pkw[g], pk.tp_pkw[g]), iss.w + 1))
+                           for g in range(groups))]
+        return [pk.e_word.eq(1), pk.e_pkl.eq(1), pk.e_wg.eq(pk.w), pk.cnt.eq(0), pk.nz.eq(0),
+                pk.e_pkv.eq(Array(Const((1 << v) - 1, groups) for v in range(groups))[pk.cnt])]
 
     def _landing(self, m, ev, ev_geo, rw_mask, rw_e, rw_seg):
         """Into ``RW`` with the event in ``EV`` (source ``ev_geo``): the taps that land
@@ -388,8 +397,6 @@ class EventPipeline(wiring.Component):
         iss = self.issue
         rem = Mux(busy, erem, tp_last)   # words after the issued one
         at_last = Mux(busy, e_last, tp_last == 0)
-        if groups:
-            at_last = at_last | pk.flush_r   # a flush word is one word
         m.d.comb += [
             tp_ready.eq(~tp_valid | take),
             iss.valid.eq(busy | take),
@@ -402,15 +409,20 @@ class EventPipeline(wiring.Component):
             iss.geo.eq(Mux(busy, egeo, tp_geo)),
             iss.chunked.eq(Mux(busy, echunked, tp_chunked)),
         ]
-        with m.If(iss.valid & ~at_last):
+        hold = iss.valid & ~at_last
+        with m.If(hold):
             m.d.sync += [busy.eq(1), erem.eq(rem - 1), e_last.eq(rem == 1), ew.eq(iss.w + 1),
                          en_.eq(iss.n + iss.chunked), eval_.eq(iss.val), esparse.eq(iss.sparse),
                          emask.eq(iss.mask), egeo.eq(iss.geo), echunked.eq(iss.chunked)]
-            if groups:
-                m.d.sync += [pk.e_pk.eq(Mux(busy, pk.e_pk, pk.tp_pk)), pk.e_pkl.eq(iss.pkl), pk.e_pkw.eq(iss.pkw)]
         with m.Else():
             m.d.sync += busy.eq(0)
         if groups:
-            self._pack_issue(m, pk, busy, at_last)
-        m.d.comb += self.quiet.eq(~ev_valid & ~rw_valid & Mux(busy, at_last & ~tp_valid, ~tp_valid | (take & at_last)))
+            flush_word = self._pack_issue(m, pk, busy, rem, tp_w0, hold)
+            # (nothing else is left to issue: the registers' other writes of this cycle are overridden)
+            with m.If(self.drained & self.enable & pk.nz & ~ev_valid & ~rw_valid & ~tp_valid & (~busy | e_last)):
+                m.d.sync += [busy.eq(1), e_last.eq(1), erem.eq(0), en_.eq(pk.n), egeo.eq(pk.geo), esparse.eq(0),
+                             echunked.eq(0), emask.eq(1), *flush_word]
+        quiet = ~ev_valid & ~rw_valid & Mux(busy, at_last & ~tp_valid, ~tp_valid | (take & at_last))
+        # (packed events waiting for their word: not quiet until the flush has issued it)
+        m.d.comb += self.quiet.eq(quiet & ~pk.nz if groups else quiet)
         return m

@@ -46,7 +46,7 @@ would be padding). An event issues its first ``chunks - 1`` words only; its last
 waits in the event pipeline until ``groups`` events have one, and one *packed word* then serves
 them all: lane group ``g`` reads event ``g``'s row, and lane ``j < r`` adds the products of its
 channel over every group (a sum across lanes) to its acc word. The events left over when the
-layer's accumulate phase drains share one more packed word (``EventPipeline``, ``Sequencer``). So
+layer's accumulate phase has drained share one more packed word (``EventPipeline``). So
 an event costs ``chunks - 1 + 1 / groups`` words instead of ``chunks`` (the 10-class layer at
 ``n_pe = 8``: 1.25, its bound), and no counter changes: every lane of a valid group reads one
 weight.
@@ -297,15 +297,22 @@ class Plan:
         ``"auto"`` (default: per layer, whichever form needs fewer bits), ``"fast"``, ``"dense"``,
         ``"sparse"``, ``"sparse:<segments>"`` (:data:`SPARSE_FORMS`), or ``{layer name: any of
         these}`` (unnamed layers: auto). See the module docstring, "Weight storage".
+    pack : bool
+        Pack the last chunk of the layers that allow it (module docstring, "Packed tail"; the
+        default). False: no layer is packed (the logic it takes is not generated: a design that
+        must fit a small device, e.g. the iCE40 UltraPlus, trades the cycles for it).
     """
 
-    def __init__(self, model, n_pe, storage="auto"):
+    def __init__(self, model, n_pe, storage="auto", pack=True):
         if not isinstance(model, QuantModel):
             raise TypeError(f"model must be a QuantModel, got {type(model).__name__} ({model!r:.80})")
         if isinstance(n_pe, bool) or not isinstance(n_pe, int):
             raise TypeError(f"n_pe must be an integer, got {n_pe!r}")
         if not PES_RANGE[0] <= n_pe <= PES_RANGE[1]:
             raise ValueError(f"n_pe = {n_pe!r} is outside the allowed range [{PES_RANGE[0]}, {PES_RANGE[1]}]")
+        if not isinstance(pack, bool):
+            raise TypeError(f"pack must be a bool, got {pack!r}")
+        self.pack = pack
         try:
             validate(model)
         except ModelFileError as e:
@@ -351,7 +358,7 @@ class Plan:
         self.tap_bits = 0
         self.chunk_bits = 0
         decided = []
-        self._groups = [self.pack_groups(model, i, n_pe) for i in range(len(model.layers))]
+        self._groups = [self.pack_groups(model, i, n_pe) if pack else 1 for i in range(len(model.layers))]
         for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
             _, ho, wo, chunks = geo[i]
             forms = self._forms(srcs, chunks, ho, wo, self._groups[i])

@@ -82,10 +82,10 @@ class Sequencer(wiring.Component):
         The command of this cycle (stage 0, combinational).
     s1 .. s{PE.SPIKE_STAGE} : Out(control_layout(plan))
         The command ``s`` cycles later (registers): ``s1.cmd`` is the PEs' ``exe``.
-    pending, flush : In(1), Out(1), only when a layer is packed (``hw/plan.py``, "Packed tail")
-        When an ``ACC`` phase has drained (queues empty, no spiking update in flight, the event
-        pipeline quiet) while events still wait for their packed word (``pending``), ``flush``
-        has the pipeline issue it in the next cycle, and the phase ends a cycle later.
+    drained : Out(1), only when a layer is packed (``hw/plan.py``, "Packed tail")
+        A register: in the cycle before, ``ACC`` had its queues empty and no spiking update in
+        flight (no event is to come: the event pipeline issues a packed word for the events that
+        wait for one, and is ``quiet`` only after it).
     """
 
     def __init__(self, plan, loading=False):
@@ -110,8 +110,7 @@ class Sequencer(wiring.Component):
             **{f"s{s}": Out(ctl) for s in range(1, PE.SPIKE_STAGE + 1)},
         }
         if plan.max_groups:
-            ports["pending"] = In(1)
-            ports["flush"] = Out(1)
+            ports["drained"] = Out(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -205,6 +204,8 @@ class Sequencer(wiring.Component):
             st = getattr(self, f"s{s}")
             in_flight = in_flight | (st.cmd.update & ~st.cmd.output)
         queues_empty = self.main_empty & (~self.fetch_shortcut | self.sc_empty) if self._sc_of else self.main_empty
+        if plan.max_groups:
+            m.d.sync += self.drained.eq(self.in_acc & queues_empty & ~in_flight)
         with m.Switch(phase):
             with m.Case(Phase.WEIGHTS):
                 with m.If(self.loaded):
@@ -238,16 +239,8 @@ class Sequencer(wiring.Component):
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)
                 # the previous UPDATE's last updates may still push spike entries.
                 with m.If(self.in_acc & queues_empty & ~in_flight & self.quiet):
-                    if plan.max_groups:
-                        # events of a packed layer still wait for their tail word: issue it first
-                        with m.If(self.pending):
-                            m.d.comb += self.flush.eq(1)
-                        with m.Else():
-                            m.d.sync += cnt.eq(0)
-                            m.d.comb += phase_nxt.eq(Phase.UPDATE)
-                    else:
-                        m.d.sync += cnt.eq(0)
-                        m.d.comb += phase_nxt.eq(Phase.UPDATE)
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
             with m.Case(Phase.UPDATE):
                 m.d.comb += common
                 stall = (cnt == 0) & (layer != out_layer) & ~self.trace_empty

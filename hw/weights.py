@@ -29,6 +29,9 @@ class WeightLoader(wiring.Component):
         The event pipeline's weight address.
     w_addr : Out(bits(depth))
         The PEs' weight address (combinational).
+    loading, load_addr : Out(1), Out(bits(depth))
+        The load is on (a register), and its address (a register): ``w_addr`` is the one while the
+        other is set, else ``issue_addr`` (for PEs whose address is not ``issue_addr``).
     load_en : Out(n_pe)
         Bit ``p``: write ``load_data`` into PE ``p``'s memory at ``w_addr`` this cycle.
     load_data : Out(word_bits)
@@ -42,6 +45,8 @@ class WeightLoader(wiring.Component):
             "i_weights": In(stream.Signature(word_bits)),
             "issue_addr": In(bits(depth)),
             "w_addr": Out(bits(depth)),
+            "loading": Out(1),
+            "load_addr": Out(bits(depth)),
             "load_en": Out(n_pe),
             "load_data": Out(word_bits),
             "done": Out(1),
@@ -53,7 +58,8 @@ class WeightLoader(wiring.Component):
         pe = Signal(range(max(n, 2)))
         addr = Signal(bits(self._depth))
         on = Signal(init=1)
-        m.d.comb += [wl.ready.eq(on), self.w_addr.eq(Mux(on, addr, self.issue_addr)), self.load_data.eq(wl.payload)]
+        m.d.comb += [wl.ready.eq(on), self.w_addr.eq(Mux(on, addr, self.issue_addr)), self.load_data.eq(wl.payload),
+                     self.loading.eq(on), self.load_addr.eq(addr)]
         for p in range(n):
             m.d.comb += self.load_en[p].eq(wl.valid & on & (pe == p))
         with m.If(wl.valid & on):

@@ -65,11 +65,10 @@ def expected_records(model, ports, x):
     :func:`~spikeloom.sim.records.from_golden`) with ``cycles`` from the cycle model
     (``hw/perf.py``), which is exact when the input never idles."""
     from spikeloom.hw import perf
-    from spikeloom.hw.plan import Plan
     from spikeloom.model import golden
 
     from .records import from_golden
 
     res = golden.run(model, x, trace=True, sparse=ports.sparse_layers)  # the cycle model replays the spikes
-    plan = Plan(model, ports.n_pe, ports.plan_storage())
+    plan = ports.plan(model)
     return from_golden(res, perf.batch_cycles(model, ports.n_pe, x, res, plan))

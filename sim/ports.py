@@ -163,6 +163,7 @@ class Ports:
     weight_memory_bits: int
     memories: tuple
     raw: dict
+    packed_tail: bool = False   # layers may pack their last chunk (hw/plan.py; absent before it: False)
 
     @classmethod
     def load(cls, path):
@@ -226,7 +227,7 @@ class Ports:
             memories=tuple(Memory(pe=m.get("pe", str, optional=True), name=m.get("name", str),
                                   depth=m.get("depth", int), width=m.get("width", int), file=m.get("file", str),
                                   initialised=m.get("initialised", bool)) for m in r.items("memories")),
-            raw=obj)
+            raw=obj, packed_tail=bool(r.get("packed_tail", bool, optional=True)))
 
     @property
     def folder(self):
@@ -265,6 +266,13 @@ class Ports:
         core's plan (``Plan(model, n_pe, ports.plan_storage())``), compressed rows cut as here."""
         return {ly.name: f"sparse:{self.sparse_layers[ly.name]}" if ly.name in self.sparse_layers else "dense"
                 for ly in self.layers}
+
+    def plan(self, model):
+        """This core's :class:`~spikeloom.hw.plan.Plan` of ``model`` (its storage per layer, compressed
+        rows cut as here, and whether it packs last chunks)."""
+        from spikeloom.hw.plan import Plan
+
+        return Plan(model, self.n_pe, self.plan_storage(), pack=self.packed_tail)
 
     def counter_field(self, layer, counter):
         """The result payload field of one per-layer activity counter."""

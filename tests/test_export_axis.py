@@ -96,7 +96,7 @@ def test_export_testbench_vectors_are_the_golden_models(tmp_path, small):
     x = np.array([int(v, 16) for v in (tmp_path / "out" / "tb" / "inputs.hex").read_text().split()]).reshape(5, -1)
     assert (x == tb_inputs(model, 5)[0]).all()
     res = golden.run(model, x, trace=True, sparse=ports.sparse_layers)
-    recs = from_golden(res, cycles_model(model, 2, x, res, Plan(model, 2, ports.plan_storage())))
+    recs = from_golden(res, cycles_model(model, 2, x, res, ports.plan(model)))
     got = [ports.result.unpack(int(v, 16)) for v in (tmp_path / "out" / "tb" / "expected.hex").read_text().split()]
     assert got == [r.flat() for r in recs]
     assert all(r.cycles > 0 for r in recs)
@@ -240,3 +240,25 @@ def test_bad_axis_options(name, tmp_path, monkeypatch, capsys):
     before = listing(tmp_path)
     assert_one_line_error(spikeloom_here(capsys, *argv), needles)
     assert listing(tmp_path) == before, "files left behind"
+
+
+@pytest.mark.icarus
+def test_export_without_packed_tail(tmp_path, small):
+    """``--no-packed-tail``: ports.json says so and no layer packs (the 4-class output at N = 3, dense,
+    does by default), the recorded command has the option, the testbench's expected cycles are the
+    unpacked plan's (more than the packed export's) and it passes."""
+    from spikeloom.flows.export import main
+
+    packed, plain = tmp_path / "packed", tmp_path / "plain"
+    export(small, 3, packed, tb_images=4, storage="dense")
+    assert main([str(small), "--pes", "3", "--storage", "dense", "--no-packed-tail", "--tb-images", "4",
+                 "-o", str(plain)]) == 0
+    pp, pl = Ports.load(packed), Ports.load(plain)
+    assert pp.packed_tail and [ly.groups for ly in pp.layers] == [1, 3]
+    assert not pl.packed_tail and [ly.groups for ly in pl.layers] == [1, 1]
+    assert "--no-packed-tail" in (plain / ".spikeloom-output.json").read_text()
+    cycles = [[p.result.unpack(int(v, 16))["cycles"] for v in (f / "tb" / "expected.hex").read_text().split()]
+              for p, f in ((pp, packed), (pl, plain))]
+    assert all(a <= b for a, b in zip(*cycles)) and cycles[0] != cycles[1]
+    rc, text = run_tb(plain, TOP)
+    assert rc == 0 and "PASS: 4 images" in text, text[-3000:]

@@ -113,3 +113,72 @@ def test_issued_words(storage, n_pe, model):
     assert quiet_seen[-1] and not all(quiet_seen)
     assert counted == [gi for gi, *_ in events]
     assert {d for d in first_issue if d is not None} == {EventPipeline.DEPTH}
+
+
+# (network, N): a packed output (4 groups of 2 lanes), a packed hidden layer (3 groups of 1 lane)
+@pytest.mark.parametrize("sizes,n_pe,layer", [([20, 13, 10], 8, 1), ([16, 11, 10, 5], 3, 1)])
+# events: fewer than a word's groups (only the flush word), whole words, whole words and a rest
+@pytest.mark.parametrize("n_events", [2, 6, 7])
+def test_packed_tail_words(sizes, n_pe, layer, n_events):
+    """A packed layer's events (hw/plan.py, "Packed tail"): each issues its first chunks - 1 words
+    (every lane group at the word's address), every ``groups``-th event then the packed word (lane
+    group g at the tail address of the g-th event of those); the events left over keep ``quiet``
+    low until ``drained``, which issues them as one more packed word of their groups."""
+    from test_hw_accel import make_model
+
+    plan = Plan(make_model(sizes, seed=80), n_pe, "dense")
+    lp, g = plan.layers[layer], plan.layers[layer].sources[0]
+    k, gi = lp.groups, geometries(plan).index(g)
+    assert k > 1
+    rows = [int(r) for r in np.random.default_rng(n_events).choice(g.rows, n_events)]
+    dut = EventPipeline(plan)
+    issued, quiet = [], {}
+
+    async def producer(ctx):
+        ctx.set(dut.enable, 1)
+        ctx.set(dut.fetch_layer, layer)
+        for r in rows:
+            ctx.set(dut.i_main.payload.row, g.row_base + r)
+            ctx.set(dut.i_main.payload.val, 1)
+            ctx.set(dut.i_main.valid, 1)
+            await ctx.tick().until(dut.i_main.ready)
+            ctx.set(dut.i_main.valid, 0)
+        for _ in range(12):
+            await ctx.tick()
+        quiet["before"] = ctx.get(dut.quiet)
+        ctx.set(dut.drained, 1)
+        for _ in range(4):
+            await ctx.tick()
+        quiet["after"] = ctx.get(dut.quiet)
+
+    async def monitor(ctx):
+        iss = dut.issue
+        async for _, _, valid, w, n, packed, pkv, wg, geo in ctx.tick().sample(
+                iss.valid, iss.w, iss.n, iss.packed, iss.pkv, iss.wg, iss.geo):
+            if valid:
+                issued.append((n, geo, (packed, pkv, tuple(wg[j] for j in range(plan.max_groups))) if packed else
+                               (0, tuple([w] * plan.max_groups))))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_process(monitor)
+    sim.run()
+    groups_of = lambda tails: tuple(tails) + (0,) * (plan.max_groups - len(tails))
+    want, tails = [], []
+    for r in rows:
+        start = plan.row_start[g.row_base + r]
+        want += [(lp.neuron_base + c, gi, (0, tuple([start + c] * plan.max_groups))) for c in range(lp.chunks - 1)]
+        tails.append(start + lp.chunks - 1)
+        if len(tails) == k:
+            want.append((lp.neuron_base + lp.chunks - 1, gi, (1, (1 << plan.max_groups) - 1, groups_of(tails))))
+            tails = []
+    if tails:
+        want.append((lp.neuron_base + lp.chunks - 1, gi, (1, (1 << len(tails)) - 1, None)))
+    # a flush word's groups past its events read whatever the buffer held: compare its own groups only
+    got = [(n, geo, (pk[0], pk[1], None)) if pk[0] and pk[1] != (1 << plan.max_groups) - 1 else (n, geo, pk)
+           for n, geo, pk in issued]
+    if tails:
+        assert issued[-1][2][2][:len(tails)] == tuple(tails)
+    assert got == want
+    assert quiet == {"before": not tails, "after": 1}

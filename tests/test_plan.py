@@ -323,3 +323,21 @@ def test_rows_cut_as_pruning_balanced_them_cost_the_landing_work(n_pe, groups):
                     want += max(syn // owners, 1)
         assert r["forms"]["sparse:tap"]["cycles"] == want
     check_plan(model, n_pe, "auto", random_inputs(model, 2, seed=0))
+
+
+def test_packed_tail_plan():
+    """Which layers pack their last chunk (hw/plan.py, "Packed tail"): dense, not the first, spike
+    events, two chunks or more, r <= N / 2; the copies in the tail word; ``pack=False`` none."""
+    model = random_model([20, 13, 10, 5], seed=3, density=1.0)
+    assert [lp.groups for lp in Plan(model, 8, "dense").layers] == [1, 4, 1]    # 10 = 8 + 2; 5 < 8: one chunk
+    assert [lp.groups for lp in Plan(model, 4, "dense").layers] == [1, 2, 4]    # 13 = 3 * 4 + 1 is the first
+    assert [lp.groups for lp in Plan(model, 3, "dense").layers] == [1, 3, 1]    # 10 = 3 * 3 + 1; 5 = 3 + 2
+    assert [lp.groups for lp in Plan(model, 8, "dense", pack=False).layers] == [1, 1, 1]
+    assert [lp.groups for lp in Plan(model, 8, "sparse").layers] == [1, 1, 1]   # compressed rows: not packed
+    plan = Plan(model, 8, "dense")
+    lp, w = plan.layers[1], model.layers[1].weight
+    for p in range(8):
+        tail = plan.init(p, "weight")[lp.weight_base + 1::2][:w.shape[1]]   # word 1 of every row
+        assert tail == [int(v) for v in w[8 + p % 2]]                        # channel 8 + p mod 2
+    with pytest.raises(TypeError, match="pack must be a bool"):
+        Plan(model, 8, pack="yes")
