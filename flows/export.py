@@ -40,7 +40,8 @@ BYTE = 8
 #: TP) and the PE pipeline to its spike output (``SPIKE_STAGE``) drain, and the phase changes.
 LOAD_DRAIN = 16
 #: Per layer and timestep, after its update scan: the PE pipeline drains to ``SPIKE_STAGE``, the
-#: last spikes reach the next layer's queue, and the phase changes to the next layer.
+#: last spikes reach the next layer's queue, a packed layer's flush word (the sequencer's
+#: registered ``drained``, then the word: 2 cycles) and the phase changes to the next layer.
 LAYER_DRAIN = 16
 #: Per timestep: the output layer's values reach the top-2 tree at ``Z_STAGE``, the tree adds
 #: ``Top2.latency`` (its registered margin comparison beside its outputs), or the activity

@@ -276,7 +276,8 @@ class Accelerator(wiring.Component):
     def _packing(self, m, pes, p, w_addr, pipe, seq, wl):
         """PE ``p``'s weight address and stage-1 lane in a plan with packed layers (``hw/plan.py``,
         "Packed tail"): a lane of group ``g`` reads ``wg[g]`` (the issued word's address, but in a
-        packed word its group's event's; a choice of registers, no decision on the address path) and
+        packed word its group's event's; a choice of registers, no decision on the address path,
+        unless the lane's group differs between packed layers: then the word's source selects it) and
         is valid in a packed word when ``pkv[g]``; its ``psum`` is the sum of its channel's weights
         over the groups of the word (0 outside group 0)."""
         plan, geos = self.plan, geometries(self.plan)

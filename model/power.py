@@ -180,7 +180,9 @@ def per_event(model, ports, tech: Tech):
             "row_lookup": ("input_events", e_rows),
             "weight_read": ("weight_reads", e_w),
             # read-modify-write per weight read (ACC; compressed storage: per landing nonzero entry),
-            # read (and clear, but not for the analog layer's reused current) per neuron update
+            # read (and clear, but not for the analog layer's reused current) per neuron update. (A
+            # packed tail word, hw/plan.py: only group 0's lanes write, the others' reads go to the
+            # adders across lanes instead; charged as if each read its own word, an approximation.)
             "acc_access": ("synaptic_events" if ly.name in sparse else "weight_reads", 2 * e_acc),
             "acc_update": ("membrane_reads", e_acc * (1 if ly.role == "analog" else 2)),
             "membrane_read": ("membrane_reads", e_mem),

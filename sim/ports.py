@@ -227,7 +227,9 @@ class Ports:
             memories=tuple(Memory(pe=m.get("pe", str, optional=True), name=m.get("name", str),
                                   depth=m.get("depth", int), width=m.get("width", int), file=m.get("file", str),
                                   initialised=m.get("initialised", bool)) for m in r.items("memories")),
-            raw=obj, packed_tail=bool(r.get("packed_tail", bool, optional=True)))
+            # (absent: the core of an early packed-tail generator had it when a layer packs)
+            raw=obj, packed_tail=bool(r.get("packed_tail", bool, optional=True)
+                                      if "packed_tail" in obj else any((ly.groups or 1) > 1 for ly in layers)))
 
     @property
     def folder(self):
@@ -272,7 +274,12 @@ class Ports:
         rows cut as here, and whether it packs last chunks)."""
         from spikeloom.hw.plan import Plan
 
-        return Plan(model, self.n_pe, self.plan_storage(), pack=self.packed_tail)
+        plan = Plan(model, self.n_pe, self.plan_storage(), pack=self.packed_tail)
+        want = [ly.groups or 1 for ly in self.layers]
+        if any(ly.groups is not None for ly in self.layers) and [lp.groups for lp in plan.layers] != want:
+            raise PortsError(f"{self.path or 'ports.json'}: the layers' packed-tail groups {want} are not the plan's "
+                             f"{[lp.groups for lp in plan.layers]} for this model (another model or generator?)")
+        return plan
 
     def counter_field(self, layer, counter):
         """The result payload field of one per-layer activity counter."""

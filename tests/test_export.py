@@ -222,7 +222,7 @@ def test_worst_case_cycles_bounds_the_cycle_model(make, n_pe):
 def test_worst_case_allowances_cover_the_pipeline():
     """Each named allowance covers the latency its comment names, for every allowed N."""
     assert LOAD_DRAIN >= EventPipeline.DEPTH + SPIKE_STAGE + 1
-    assert LAYER_DRAIN >= SPIKE_STAGE + 1
+    assert LAYER_DRAIN >= SPIKE_STAGE + 1 + 2   # + a packed layer's flush (drained, then its word)
     lo, hi = PES_RANGE
     assert EXIT_WAIT >= max(exit_wait(n) + 1 for n in range(lo, hi + 1))
 

@@ -260,5 +260,6 @@ def test_export_without_packed_tail(tmp_path, small):
     cycles = [[p.result.unpack(int(v, 16))["cycles"] for v in (f / "tb" / "expected.hex").read_text().split()]
               for p, f in ((pp, packed), (pl, plain))]
     assert all(a <= b for a, b in zip(*cycles)) and cycles[0] != cycles[1]
-    rc, text = run_tb(plain, TOP)
-    assert rc == 0 and "PASS: 4 images" in text, text[-3000:]
+    for folder in (packed, plain):
+        rc, text = run_tb(folder, TOP)
+        assert rc == 0 and "PASS: 4 images" in text, text[-3000:]

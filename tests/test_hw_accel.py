@@ -524,3 +524,23 @@ def test_packed_tail(make, n_pe, groups):
     left = [int(g.step_counters[lp.name]["input_events"][t, b]) % lp.groups for lp in plan.layers if lp.packed
             for b in range(len(x)) for t in range(int(g.exit_t[b]))]
     assert any(left)
+
+
+def test_unpacked_with_loaded_weights():
+    """``pack=False`` with weights loaded through the port (the iCE40 UP5K build): a layer that
+    would pack does not, RTL == golden on every field and spike, and the unpacked plan's cycle
+    model is exact (more cycles than the packed design's)."""
+    model = make_model([16, 11, 10, 5], seed=85)
+    x = make_images(model, 4, seed=86)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    plan, packed = Plan(model, 3, "dense", pack=False), Plan(model, 3, "dense")
+    assert [lp.groups for lp in plan.layers] == [1, 1, 1] and [lp.groups for lp in packed.layers] == [1, 3, 1]
+    g = golden.run(model, x, trace=True, sparse=())
+    got = rtl_run(model, 3, x, trace=True, seed=3, weights="load", storage="dense", pack=False)
+    assert not differences(expected(g), got)
+    for b, r in enumerate(got):
+        check_trace(plan, g, b, r["trace"])
+    got = rtl_run(model, 3, x, seed=4, idle=0.0, backpressure=0.0, weights="load", storage="dense", pack=False)
+    want = [perf.cycles(model, 3, x[b], g, b, plan=plan) for b in range(len(x))]
+    assert [r["cycles"] for r in got] == want
+    assert sum(want) > sum(perf.cycles(model, 3, x[b], g, b, plan=packed) for b in range(len(x)))

@@ -156,8 +156,9 @@ def test_packed_tail_words(sizes, n_pe, layer, n_events):
         async for _, _, valid, w, n, packed, pkv, wg, geo in ctx.tick().sample(
                 iss.valid, iss.w, iss.n, iss.packed, iss.pkv, iss.wg, iss.geo):
             if valid:
-                issued.append((n, geo, (packed, pkv, tuple(wg[j] for j in range(plan.max_groups))) if packed else
-                               (0, tuple([w] * plan.max_groups))))
+                # (every lane group reads wg: an unpacked word's must all be its address w)
+                wgs = tuple(wg[j] for j in range(plan.max_groups))
+                issued.append((n, geo, (packed, pkv, wgs) if packed else (0, wgs if wgs == (w,) * len(wgs) else None)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

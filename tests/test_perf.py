@@ -219,3 +219,19 @@ def test_cifar_random_fast_storage_runs_fewer_cycles():
         res = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
         ratio[storage] = float(perf.batch_cycles(model, 8, x, res, plan=plan)[0] / res.cycle_bound(model, 8)[0])
     assert ratio["fast"] < 0.7 * ratio["auto"], ratio
+
+
+# sizes and N (hw/plan.py, "Packed tail"): two packed layers back to back, of 3 chunks then 2 (4
+# groups of 1 lane each); two groupings in one design (8 groups of 1 lane, then 2 groups of 4)
+@pytest.mark.parametrize("sizes,n_pe,groups", [((20, 9, 9, 5), 4, [1, 4, 4]), ((20, 9, 9, 12, 5), 8, [1, 8, 2, 1])])
+def test_packed_tail(sizes, n_pe, groups):
+    """The fast model's packed words and flush (``_Pipe.flushed``: single- and multi-word last
+    bursts) against the replay, on images with and without events left over."""
+    model = random_model(sizes, seed=7, density=1.0, t_max=3)
+    x = images(model, 8, seed=7)
+    model = mixed_exits(model, x)
+    plan, res, _ = compare(model, n_pe, x, "dense")
+    assert [lp.groups for lp in plan.layers] == groups
+    left = {int(res.step_counters[lp.name]["input_events"][t, b]) % lp.groups for lp in plan.layers if lp.packed
+            for b in range(len(x)) for t in range(int(res.exit_t[b]))}
+    assert 0 in left and len(left) > 1

@@ -117,3 +117,21 @@ def test_imports_neither_torch_nor_cocotb():
             "bad = [m for m in ('torch', 'cocotb') if m in sys.modules]; assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_packed_tail_plan_round_trip(tmp_path):
+    """``Ports.plan`` rebuilds the generated plan, packed or not (``packed_tail``; a ports.json of
+    the first packed-tail generator has the layers' ``groups`` only); groups that another model's
+    plan would not have are a one-line error, not a silent wrong cycle count."""
+    model = random_model((12, 9, 5), seed=3, density=1.0)
+    for pack in (True, False):
+        generate(model, 4, tmp_path / str(pack), storage="dense", pack=pack)
+        p = Ports.load(tmp_path / str(pack))
+        assert p.packed_tail is pack and [ly.groups for ly in p.layers] == ([1, 4] if pack else [1, 1])
+        assert [lp.groups for lp in p.plan(model).layers] == [ly.groups for ly in p.layers]
+    raw = json.loads((tmp_path / "True" / "ports.json").read_text())
+    del raw["packed_tail"]
+    assert Ports.from_dict(raw).packed_tail
+    other = random_model((12, 9, 6), seed=3, density=1.0)   # 6 = 4 + 2 at N = 4: 2 groups, not 4
+    with pytest.raises(PortsError, match="packed-tail groups"):
+        Ports.load(tmp_path / "True").plan(other)
