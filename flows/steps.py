@@ -838,7 +838,8 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
         cycles = np.array([i["cycles"] for i in imgs], dtype=float)
         bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
         res = golden.run(qmodel, x_q, sparse=Ports.load(gen_dir).sparse_layers)
-    c = {"simulator": simulator, "n_pe": r["n_pe"], "n_images": r["n_images"],
+    c = {"simulator": simulator, "n_pe": r["n_pe"], "packed_tail": Ports.load(gen_dir).packed_tail,
+         "n_images": r["n_images"],
          "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
          "accuracy_golden_same_images": float((res.pred == y).mean()),
          "mean_timesteps": float(np.mean([i["timesteps"] for i in imgs])),

@@ -519,7 +519,8 @@ def _throughput(n_pe, fmax, model_path, build, pack=True):
         mf = (r.get("model") or {}).get("model_file")
         same = (mf is not None and Path(mf).resolve() == Path(model_path).resolve()
                 and rep.stat().st_mtime >= Path(model_path).stat().st_mtime)
-        if same and pack and cos.get("n_pe") == n_pe and cos.get("cycles_mean"):
+        # (the same design: N and packed tail; a report from before the packed tail does not say)
+        if same and cos.get("packed_tail") == pack and cos.get("n_pe") == n_pe and cos.get("cycles_mean"):
             out.update({"cycles_mean": cos["cycles_mean"], "cycles_to_bound": cos.get("cycles_to_bound"),
                         "images_per_s": fmax * 1e6 / cos["cycles_mean"],
                         "cycles_source": f"{rep} cosim ({cos.get('simulator')}, {cos.get('n_images')} images)"})

@@ -178,11 +178,18 @@ def test_images_per_s_only_from_a_cosim_of_the_same_model(tmp_path):
     digits.dataset = "digits"
     modelfile.save(digits, mlp)
     modelfile.save(random_model((64, 12, 10), seed=2), vgg)  # dataset "random": no test images at hand
-    cos = {"n_pe": 8, "cycles_mean": 1000.0, "cycles_to_bound": 1.05, "simulator": "verilator", "n_images": 360}
+    cos = {"n_pe": 8, "cycles_mean": 1000.0, "cycles_to_bound": 1.05, "simulator": "verilator", "n_images": 360,
+           "packed_tail": True}
     (tmp_path / "report.json").write_text(json.dumps({"model": {"model_file": str(vgg)}, "cosim": cos}))
     got = synth._throughput(8, 100.0, vgg, tmp_path)
     assert got["images_per_s"] == pytest.approx(1e5) and got["cycles_to_bound"] == 1.05
     assert "report.json cosim" in got["cycles_source"]
+    # another design (no packed tail, or a report that does not say): not its cycles
+    assert synth._throughput(8, 100.0, vgg, tmp_path, pack=False) == {"peak_sops": 800e6}
+    (tmp_path / "report.json").write_text(json.dumps({"model": {"model_file": str(vgg)},
+                                                      "cosim": {k: v for k, v in cos.items() if k != "packed_tail"}}))
+    assert synth._throughput(8, 100.0, vgg, tmp_path) == {"peak_sops": 800e6}
+    (tmp_path / "report.json").write_text(json.dumps({"model": {"model_file": str(vgg)}, "cosim": cos}))
     assert synth._throughput(4, 100.0, vgg, tmp_path) == {"peak_sops": 400e6}  # another N, no test images
     got = synth._throughput(8, 100.0, mlp, tmp_path)  # not the co-simulated model: the cycle model
     want = synth.model_cycles(mlp, 8)
