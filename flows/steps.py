@@ -837,8 +837,9 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
         pred = np.array([i["pred"] for i in imgs])
         cycles = np.array([i["cycles"] for i in imgs], dtype=float)
         bound = np.array([i["cycle_bound"] for i in imgs], dtype=float)
-        res = golden.run(qmodel, x_q, sparse=Ports.load(gen_dir).sparse_layers)
-    c = {"simulator": simulator, "n_pe": r["n_pe"], "packed_tail": Ports.load(gen_dir).packed_tail,
+        ports = Ports.load(gen_dir)
+        res = golden.run(qmodel, x_q, sparse=ports.sparse_layers)
+    c = {"simulator": simulator, "n_pe": r["n_pe"], "packed_tail": ports.packed_tail,
          "n_images": r["n_images"],
          "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
          "accuracy_golden_same_images": float((res.pred == y).mean()),

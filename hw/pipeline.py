@@ -92,7 +92,7 @@ class EventPipeline(wiring.Component):
         packed word then get it (the flush), and ``quiet`` holds only once it is issued.
 
     **Packed tail.** A packed layer's event moves from ``RW`` to ``TP`` with a burst of its
-    ``chunks - 1`` first words, and its last chunk's address goes to a buffer of ``groups - 1``
+    ``chunks - 1`` first words, and its last chunk's address goes to a buffer of ``groups``
     registers; the event that fills the buffer takes the buffer along instead, and its burst
     ends with the packed word (``issue.packed``): lane group ``g`` reads address ``wg[g]``, its
     event's (in every other word ``wg[g] = w``). The flush issues the buffer as a packed word of the
@@ -113,12 +113,10 @@ class EventPipeline(wiring.Component):
         event (``hw/plan.py``, "Packed tail") issues ``chunks - 1`` words of its own; every
         ``groups``-th event's burst has the packed word as one more (the cycle model adds it)."""
         lp = plan.layers[g.layer]
-        if lp.packed:
-            return 1, [lp.chunks - 1]
         taps = len(g.landing(y, x, lp.ho, lp.wo))
         segs = plan.row_segs[g.row_base + g.row(ch, y, x)]
         hit = g.segment_landing(lp.segments, y, x, lp.ho, lp.wo)
-        return plan_bursts(lp.storage, taps, lp.chunks, [ln for (_, ln), h in zip(segs, hit) if h])
+        return plan_bursts(lp.storage, taps, lp.chunks - lp.packed, [ln for (_, ln), h in zip(segs, hit) if h])
 
     def __init__(self, plan, shortcut=False):
         self._plan = plan
@@ -224,7 +222,6 @@ class EventPipeline(wiring.Component):
         ``chunks - 1`` words and its tail address joins the buffer, or, when it fills the buffer,
         its whole ``chunks`` words, the last the packed word of the buffer and itself."""
         own = rw_start + rw_chunks
-        m.d.sync += [pk.tp_pk.eq(pk.rw_pkl & pk.rw_full), pk.tp_pkl.eq(pk.rw_pkl)]
         with m.If(pk.rw_pkl):
             with m.If(pk.rw_full):
                 m.d.sync += [pk.cnt.eq(0), pk.nz.eq(0),
@@ -382,9 +379,8 @@ class EventPipeline(wiring.Component):
                     m.d.sync += rw_mask.eq(rest)
                 if groups:
                     self._pack_tp(m, pk, rw_chunks, rw_start, rw_e, rw_geo, tp_last)
-            if groups:
-                with m.If(rw_sparse):
-                    m.d.sync += [pk.tp_pk.eq(0), pk.tp_pkl.eq(0)]
+            if groups:   # (a packed layer is dense: rw_pkl is 0 for a compressed one)
+                m.d.sync += [pk.tp_pk.eq(pk.rw_pkl & pk.rw_full), pk.tp_pkl.eq(pk.rw_pkl)]
 
         # Issue: the burst's words, one per cycle, back to back; `e*` hold the burst after its first word.
         # the held word's burst: words left after it, whether it is the last (so the last-word flag,
