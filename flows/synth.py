@@ -70,13 +70,19 @@ ECP5_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
 # fmax_goal_mhz: the clock goal (issue 21's floors), given to nextpnr as --freq and reported as
 # synth.json's fmax_goal_mhz / fmax_ok (the 25F N = 8 build reached the same fmax at --freq 150 and 100).
 # spram: the single-port RAM a "load" weight memory is mapped to, (cell, data bits, count).
+#: nextpnr options of the ECP5 targets: the analytic placer's timing weight at 30 (nextpnr's
+#: default 10). BENCHMARKS.md, "Placer timing weight": on the 25F N = 8 netlists it raised the mean
+#: fmax over placement seeds and cut nextpnr's time (the router had less congestion to fight).
+ECP5_PLACER = ("--placer-heap-timingweight", "30")
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 56, "weights": "rom",
-                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 150.0, "packed_tail": True},
+                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 150.0, "packed_tail": True,
+                 "nextpnr": ECP5_PLACER},
     "ecp5-85k": {"family": "ecp5", "device": ["--85k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 208, "weights": "rom",
-                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 120.0, "packed_tail": True},
+                 "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 120.0, "packed_tail": True,
+                 "nextpnr": ECP5_PLACER},
     "ice40-up5k": {"family": "ice40", "device": ["--up5k", "--package", "sg48"],
                    "bram": "SB_RAM40_4K", "dsp": "SB_MAC16", "block_bits": 4096, "blocks": 30, "weights": "load",
                    "spram": ("SB_SPRAM256KA", 16384 * 16, 4), "fmax_goal_mhz": 38.0,
@@ -174,15 +180,18 @@ def weight_bank_depth(target, depth, width, weights):
 
 # Output registers of ECP5 hard blocks that absorb_output_registers fills with the fabric
 # flip-flops registering the block's outputs: cell type -> [(output pins, clock pin, parameters
-# that must hold before, parameters set after, pins that must be constant before, pins tied after)].
-# DP16KD: each read port's REGMODE; MULT18X18D: the output register (P) on clock CLK0, with its
-# enable CE0 tied to 1 and reset RST0 to 0 (Yosys leaves every register of the block unused).
+# that must hold before, parameters set after, pins that must be constant before, pins tied after,
+# the register's enable pin or None)]. DP16KD: each read port's REGMODE, its enable the port's
+# output clock enable OCE (flip-flops with one enable, e.g. the event pipeline's rows word, which
+# holds while RW stalls; the port's read enable then holds the word it registers);
+# MULT18X18D: the output register (P) on clock CLK0, with its enable CE0 tied to 1 and reset RST0
+# to 0 (Yosys leaves every register of the block unused).
 HARD_BLOCK_REGISTERS = {
     "DP16KD": [([f"DO{p}{i}" for i in range(18)], f"CLK{p}", {f"REGMODE_{p}": "NOREG", f"CLK{p}MUX": f"CLK{p}"},
-                {f"REGMODE_{p}": "OUTREG"}, {f"OCE{p}": "1", f"RST{p}": "0"}, {}) for p in "AB"],
+                {f"REGMODE_{p}": "OUTREG"}, {f"OCE{p}": "1", f"RST{p}": "0"}, {}, f"OCE{p}") for p in "AB"],
     "MULT18X18D": [([f"P{i}" for i in range(36)], "CLK0", {"REG_OUTPUT_CLK": "NONE"},
                     {"REG_OUTPUT_CLK": "CLK0", "REG_OUTPUT_CE": "CE0", "REG_OUTPUT_RST": "RST0"},
-                    {}, {"CE0": "1", "RST0": "0"})],
+                    {}, {"CE0": "1", "RST0": "0"}, None)],
 }
 
 
@@ -203,8 +212,9 @@ def absorb_output_registers(net_path):
     slow clock-to-output and every multiply ends with a route to the fabric.
 
     A group of outputs qualifies when each output that is used drives exactly one flip-flop (its
-    D input, nothing else, no top-level port) that has no enable and no reset and one clock, not
-    inverted (for a DP16KD port: the port's clock, with its output enable 1 and reset 0); a group
+    D input, nothing else, no top-level port) that has no reset and one clock, not inverted (for a
+    DP16KD port: the port's clock, with its output enable 1 and reset 0), and no enable, or for a
+    DP16KD one enable net, not inverted, shared by the group (it becomes the port's ``OCE``); a group
     of inputs when each input that is not constant is such a flip-flop's output (the block then
     registers the flip-flop's D itself; the flip-flop stays while other cells read it). The
     block's register holds, every cycle, what those flip-flops held (the initial value aside, which
@@ -225,17 +235,27 @@ def absorb_output_registers(net_path):
                 else:
                     sinks.setdefault(b, []).append((name, port))
 
-    def plain_ff(name):
-        """The clock net of a flip-flop without enable or reset on the rising edge, else None."""
+    def enabled_ff(name):
+        """(clock net, enable net or None) of a flip-flop on the rising edge without reset whose
+        enable is absent or one net, not inverted; else None."""
         c = cells[name]
         if c["type"] != "TRELLIS_FF" or c["parameters"].get("CLKMUX", "CLK").strip() != "CLK":
             return None
         con, par = c["connections"], c["parameters"]
         cemux, lsrmux = par.get("CEMUX", "CE").strip(), par.get("LSRMUX", "LSR").strip()
-        no_ce = cemux == "1" or (cemux == "CE" and con.get("CE", ["1"]) == ["1"])
+        ce = con.get("CE", ["1"])
+        no_ce = cemux == "1" or (cemux == "CE" and ce == ["1"])
+        one_ce = cemux == "CE" and len(ce) == 1 and not isinstance(ce[0], str)
         no_lsr = lsrmux == "0" or (lsrmux == "LSR" and con.get("LSR", ["0"]) == ["0"])
         clk = con.get("CLK", ["x"])
-        return clk if no_ce and no_lsr and not isinstance(clk[0], str) else None
+        if not no_lsr or isinstance(clk[0], str) or not (no_ce or one_ce):
+            return None
+        return clk, (None if no_ce else ce)
+
+    def plain_ff(name):
+        """The clock net of a flip-flop without enable or reset on the rising edge, else None."""
+        got = enabled_ff(name)
+        return got[0] if got and got[1] is None else None
 
     def unused(c, before, fixed, tie):
         """The block's register is free: its parameters as Yosys leaves them, the pins ``fixed``
@@ -255,10 +275,10 @@ def absorb_output_registers(net_path):
     changed, drop = 0, set()
     for name, c in cells.items():
         con = c["connections"]
-        for pins, clk_pin, before, after, fixed, tie in HARD_BLOCK_REGISTERS.get(c["type"], []):
+        for pins, clk_pin, before, after, fixed, tie, ce_pin in HARD_BLOCK_REGISTERS.get(c["type"], []):
             if not unused(c, before, fixed, tie):
                 continue
-            clk, moves = con.get(clk_pin), []
+            clk, ce, moves = con.get(clk_pin), False, []   # ce: the group's enable net (None: none), False: not seen
             for pin in pins:
                 b = con.get(pin, ["x"])[0]
                 if not isinstance(b, str) and b in outs:  # read by a top-level port: not a register's alone
@@ -267,11 +287,12 @@ def absorb_output_registers(net_path):
                 if isinstance(b, str) or not sinks.get(b):
                     continue
                 s = sinks[b]
-                ff_clk = plain_ff(s[0][0]) if len(s) == 1 and s[0][1] == "DI" and s[0][0] not in drop else None
-                if ff_clk is None or (clk is not None and ff_clk != clk):
+                got = enabled_ff(s[0][0]) if len(s) == 1 and s[0][1] == "DI" and s[0][0] not in drop else None
+                if (got is None or (clk is not None and got[0] != clk) or (got[1] is not None and ce_pin is None)
+                        or (ce is not False and got[1] != ce)):
                     moves = None
                     break
-                clk = ff_clk
+                clk, ce = got
                 moves.append((pin, s[0][0]))
             if not moves:
                 continue
@@ -279,6 +300,8 @@ def absorb_output_registers(net_path):
                 con[pin] = cells[ff]["connections"]["Q"]
                 drop.add(ff)
             enable(c, clk_pin, clk, tie, after)
+            if ce:
+                con[ce_pin] = ce
             changed += 1
     # Input registers: a flip-flop may feed several blocks (Yosys merges the equal operand
     # registers of the PEs) and other logic; each block takes a copy of it (its D net, its own
@@ -412,10 +435,12 @@ def step_place_route(target, net, work, freq, log=print, seed=1):
               "--seed", str(seed), "--timing-allow-fail"]
     if t["family"] == "ecp5":
         out = work / "top.config"
-        cmd = [_tool("nextpnr-ecp5"), *t["device"], *common, "--lpf-allow-unconstrained", "--textcfg", out.name]
+        cmd = [_tool("nextpnr-ecp5"), *t["device"], *common, *t.get("nextpnr", ()), "--lpf-allow-unconstrained",
+               "--textcfg", out.name]
     else:
         out = work / "top.asc"
-        cmd = [_tool("nextpnr-ice40"), *t["device"], *common, "--pcf-allow-unconstrained", "--asc", out.name]
+        cmd = [_tool("nextpnr-ice40"), *t["device"], *common, *t.get("nextpnr", ()), "--pcf-allow-unconstrained",
+               "--asc", out.name]
     log(f"[place_route] nextpnr-{t['family']} {' '.join(t['device'])} --freq {freq:g} --seed {seed}")
     _run(cmd, work / "nextpnr.log", work)
     if not report.exists() or not out.exists():

@@ -290,8 +290,28 @@ def test_read_data_registers_move_into_the_block_ram(tmp_path):
     assert (ram["connections"]["DOA0"], ram["connections"]["DOA1"], ram["connections"]["DOA2"]) == ([20], [21], [12])
 
 
+def test_read_data_registers_with_one_enable_move_into_the_block_ram_with_it(tmp_path):
+    # (the event pipeline's rows word: it holds while RW stalls)
+    path = _bram_netlist(tmp_path, ff_params={"CEMUX": "CE"}, ff_extra={"CE": [5]})
+    assert synth.absorb_output_registers(path) == 1
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    assert set(cells) == {"ram"}
+    ram = cells["ram"]
+    assert ram["parameters"]["REGMODE_A"] == "OUTREG" and ram["connections"]["OCEA"] == [5]
+    assert (ram["connections"]["DOA0"], ram["connections"]["DOA1"]) == ([20], [21])
+
+
+def test_read_data_registers_with_two_enables_stay_flip_flops(tmp_path):
+    path = _bram_netlist(tmp_path, ff_params={"CEMUX": "CE"}, ff_extra={"CE": [5]})
+    net = json.loads(path.read_text())
+    net["modules"]["top"]["cells"]["ff1"]["connections"]["CE"] = [6]
+    path.write_text(json.dumps(net))
+    assert synth.absorb_output_registers(path) == 0
+    assert json.loads(path.read_text()) == net
+
+
 @pytest.mark.parametrize("case", [
-    {"ff_params": {"CEMUX": "CE"}, "ff_extra": {"CE": [5]}},   # an enable the output register does not have
+    {"ff_params": {"CEMUX": "CE"}, "ff_extra": {"CE": ["1"], "LSR": [6]}},   # an enable tied on, but a reset
     {"ff_extra": {"LSR": [6]}},                                # a reset
     {"ff_params": {"CLKMUX": "INV"}},                          # the other clock edge
     {"ff_extra": {"CLK": [7]}},                                # another clock
@@ -362,6 +382,15 @@ def test_multiplier_registers_move_into_the_dsp(tmp_path):
     path.write_text(json.dumps(net))
     assert synth.absorb_output_registers(path) == 1
     assert "REG_INPUTA_CLK" not in json.loads(path.read_text())["modules"]["top"]["cells"]["mul"]["parameters"]
+    # a product register with an enable: the DSP's output register (its CE0 tied to 1) does not take it
+    path = _dsp_netlist(tmp_path)
+    net = json.loads(path.read_text())
+    fp0 = net["modules"]["top"]["cells"]["fp0"]
+    fp0["parameters"]["CEMUX"], fp0["connections"]["CE"] = "CE", [5]
+    path.write_text(json.dumps(net))
+    assert synth.absorb_output_registers(path) == 1
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    assert "fp0" in cells and "REG_OUTPUT_CLK" not in cells["mul"]["parameters"]
 
 
 def test_abc9_failure_is_recognised(tmp_path):
