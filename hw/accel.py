@@ -198,10 +198,10 @@ class Accelerator(wiring.Component):
         wiring.connect(m, pipe.issue, seq.issue)
         m.d.comb += [
             inputs.enable.eq(seq.in_load), inputs.restart.eq(seq.restart),
-            pipe.load.eq(seq.in_load), pipe.enable.eq(seq.in_load | seq.in_acc),
+            pipe.load.eq(seq.in_load), pipe.enable.eq(seq.in_issue),
             pipe.fetch_layer.eq(seq.fetch_layer), pipe.fetch_shortcut.eq(seq.fetch_shortcut),
             seq.load_done.eq(inputs.done), seq.quiet.eq(pipe.quiet), seq.main_empty.eq(mainq.empty),
-            seq.push.eq(push.push), seq.margin_ok.eq(top2.margin_ok),
+            seq.margin_ok.eq(top2.margin_ok),
         ]
         if plan.max_groups:
             m.d.comb += pipe.drained.eq(seq.drained)
@@ -307,11 +307,16 @@ class Accelerator(wiring.Component):
             if g == 0:
                 r = lp.last_lanes
                 terms = [pes[q * r + p].tail for q in range(lp.groups)]
-                with m.If(s3.cmd.geo == gi):
-                    while len(terms) > 1:   # a balanced adder tree
-                        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                                 for i in range(0, len(terms), 2)]
+                while len(terms) > 1:   # a balanced adder tree
+                    terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                             for i in range(0, len(terms), 2)]
+                # (a lane's tail is 0 outside a packed word: with one packed source, no choice of
+                # source after the adders)
+                if len(grouped) == 1:
                     m.d.comb += pes[p].psum.eq(terms[0])
+                else:
+                    with m.If(s3.cmd.geo == gi):
+                        m.d.comb += pes[p].psum.eq(terms[0])
         return pe_w, lane
 
 

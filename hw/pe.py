@@ -558,7 +558,11 @@ class PE(wiring.Component):
                             m.d.comb += first.eq(1)
             writes = Mux(s3.packed, s3_lane & first, s3_lane)
             psum4 = Signal(psum_shape(plan), name="psum4")
-            m.d.comb += self.tail.eq(Mux(s3.packed & s3_lane, w3, 0))
+            # (tail is a register of its own, stage 2's weight masked by stage 2's command beside
+            # w3: no command decode between it and the sum across lanes)
+            tail3 = Signal(signed(plan.weight_bits), name="tail3", reset_less=True)
+            m.d.sync += tail3.eq(Mux(s2.packed & s2_lane, w, 0))
+            m.d.comb += self.tail.eq(tail3)
             m.d.sync += psum4.eq(self.psum)
         m.d.sync += [
             ok4.eq(s3.acc & Mux(s3.sparse, w_nz & lands3, writes)),

@@ -140,12 +140,10 @@ class CycleModel:
     A trace port consumed at once does not change the count. The update phase of a spiking layer
     waits for the trace queue to empty, which holds the entry of a spiking update ``u`` in cycle
     ``u + SPIKE_STAGE + 1`` only; the accumulate phase before an update phase ends
-    ``SPIKE_STAGE`` cycles after the last update ``u`` before it at the earliest, and later when
-    ``u`` spikes: then it pushes (its events pass the pipeline first), or, when its pooling window
-    is not whole (floor mode: the last position of a map that does not divide by ``pool``), its
-    spikes keep the phase one cycle more (:class:`~spikeloom.hw.pool.SpikePush`'s ``push``). So
-    no update phase starts in such a cycle. The tests check it against :func:`cycles_reference`,
-    which replays the trace queue.
+    ``SPIKE_STAGE + 1`` cycles after the last update ``u`` before it at the earliest (no
+    spiking-layer update in the PE stages 1 to ``SPIKE_STAGE``, the sequencer's ``in_flight``),
+    so no update phase starts in such a cycle. The tests check it against
+    :func:`cycles_reference`, which replays the trace queue.
 
     Parameters
     ----------
@@ -166,7 +164,6 @@ class CycleModel:
         # lane groups of each layer's packed tail word (1: not packed)
         self.groups = [lp.groups for lp in plan.layers]
         self.push_update = [self._push_updates(lp) for lp in plan.layers]
-        self.tail = [self._tail(lp, plan.n_pe) for lp in plan.layers]
 
     @staticmethod
     def _burst_table(plan, g):
@@ -185,15 +182,6 @@ class CycleModel:
                     v = (len(bursts), sum(bursts), bursts[-1] if bursts else 0, bursts[-2] if len(bursts) > 1 else 0)
                     tab[:, ch, y, x] = np.array(v)[:, None] if isinstance(ch, slice) else v
         return tuple(tab)
-
-    @staticmethod
-    def _tail(lp, n_pe):
-        """The channels of layer ``lp``'s last update if it is in no whole pooling window (floor
-        mode; it pushes nothing, and its spikes hold the accumulate phase after it one cycle
-        more), else ``None``."""
-        if window_end(lp.pool, lp.ho - 1, lp.wo - 1) is not None:
-            return None
-        return slice((lp.chunks - 1) * n_pe, lp.channels)
 
     @staticmethod
     def _push_updates(lp):
@@ -243,9 +231,6 @@ class CycleModel:
                 u_last = c + lp.updates - 1
                 spikes = result.spikes[lp.name][t - 1, b]
                 pushed = self._pushes(li, spikes, c)
-                tail = self.tail[li]
-                held = int(tail is not None
-                           and bool(np.asarray(spikes).reshape(lp.channels, lp.positions)[tail, -1].any()))
                 if li in self.sc_of:
                     sc_events = pushed[1]
                 # ACC of layer li + 1 from u_last + 1: it ends drained, its queues empty and no update
@@ -269,9 +254,9 @@ class CycleModel:
                 else:
                     pipe.run(*pushed[0])
                 if flush:   # the phase drains once the queue is empty and no update is in flight
-                    c = pipe.flushed(max(u_last + SPIKE_STAGE + held, pipe.e + 1)) + 1
+                    c = pipe.flushed(max(u_last + SPIKE_STAGE + 1, pipe.e + 1)) + 1
                 else:
-                    c = max(pipe.quiet(), u_last + SPIKE_STAGE + held) + 1
+                    c = max(pipe.quiet(), u_last + SPIKE_STAGE + 1) + 1
         return c - 1   # the first cycle in RESULT is not counted
 
 
@@ -427,20 +412,20 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
         # pipeline outputs at SPIKE_STAGE (pushes) of updates issued at c - SPIKE_STAGE
         push_now = []
         trace_now = 0
-        spike_now = False
+        at_spike_stage = False
         while upd and upd[0][0] <= c - SPIKE_STAGE:
             ic, li, k, tt = upd.popleft()
             if ic == c - SPIKE_STAGE:
+                at_spike_stage = True
                 key = (li, tt)
                 if key not in pushes_cache:
                     pushes_cache[key] = _update_pushes(plan, li, result.spikes[layers[li].name][tt - 1, b])
                 any_spike, entry = pushes_cache[key][k]
                 trace_now += any_spike and trace
-                spike_now = spike_now or any_spike
                 if entry is not None:
                     push_now.append((li, entry))
-        # SpikePush's push: an entry, or the spikes of an update that pushes none (floor mode)
-        in_flight = bool(push_now) or spike_now or any(c - SPIKE_STAGE < ic < c for ic, _, _, _ in upd)
+        # the sequencer's in_flight: a spiking-layer update in PE stages 1 .. SPIKE_STAGE
+        in_flight = at_spike_stage or any(c - SPIKE_STAGE < ic < c for ic, _, _, _ in upd)
         trace_empty = trace_level == 0
         if phase == "RESULT" and trace_empty:
             return c - 1

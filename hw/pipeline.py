@@ -217,7 +217,7 @@ class EventPipeline(wiring.Component):
         return pk
 
     @staticmethod
-    def _pack_tp(m, pk, rw_chunks, rw_start, rw_e, rw_geo, tp_last):
+    def _pack_tp(m, pk, rw_chunks, rw_start, rw_e, rw_geo, tp_len):
         """A dense event moves from ``RW`` to ``TP``: a packed layer's (one tap) burst is its first
         ``chunks - 1`` words and its tail address joins the buffer, or, when it fills the buffer,
         its whole ``chunks`` words, the last the packed word of the buffer and itself."""
@@ -227,10 +227,10 @@ class EventPipeline(wiring.Component):
                 m.d.sync += [pk.cnt.eq(0), pk.nz.eq(0),
                              *(pk.tp_pkw[g].eq(Mux(pk.cnt == g, own, pk.w[g])) for g in range(len(pk.e_pkv)))]
             with m.Else():
-                m.d.sync += [tp_last.eq(rw_chunks - 1), pk.cnt.eq(pk.cnt + 1), pk.nz.eq(1), pk.w[pk.cnt].eq(own),
+                m.d.sync += [*tp_len(rw_chunks - 1), pk.cnt.eq(pk.cnt + 1), pk.nz.eq(1), pk.w[pk.cnt].eq(own),
                              pk.n.eq(rw_e + rw_chunks), pk.geo.eq(rw_geo)]
 
-    def _pack_issue(self, m, pk, busy, rem, tp_w0, hold):
+    def _pack_issue(self, m, pk, busy, rem_one, tp_w0, hold):
         """The issue stage's group addresses and packed word. A packed word is never a burst's
         first (``chunks >= 2``), so it issues from the hold registers, which take its group
         addresses a cycle before (``hold``: they take the burst's next word). Returns the hold
@@ -242,7 +242,7 @@ class EventPipeline(wiring.Component):
             *(iss.wg[g].eq(Mux(busy, pk.e_wg[g], tp_w0)) for g in range(groups)),
         ]
         burst_pk, burst_pkw = Mux(busy, pk.e_pk, pk.tp_pk), Mux(busy, pk.e_pkw, pk.tp_pkw)
-        nxt_pk = burst_pk & (rem == 1)   # the next word is the burst's last, its packed word
+        nxt_pk = burst_pk & rem_one   # the next word is the burst's last, its packed word
         with m.If(hold):
             m.d.sync += [pk.e_pk.eq(burst_pk), pk.e_pkl.eq(iss.pkl), pk.e_pkw.eq(burst_pkw), pk.e_word.eq(nxt_pk),
                          pk.e_pkv.eq((1 << groups) - 1),
@@ -315,7 +315,7 @@ class EventPipeline(wiring.Component):
         lay = plan.rows_layout()
         # the rows word is read as the event enters EV and registered with it into RW: no path
         # from the block RAM's slow clock-to-output goes beyond that register
-        rw_row = Signal(plan.rows_bits)
+        rw_row = Signal(plan.rows_bits, reset_less=True)   # (no reset: it can be the block RAM port's output register)
         field = lambda name: rw_row[lay[name][0]:lay[name][0] + lay[name][1]]
         rw_start, rw_len = field("start"), field("len0")
         m.d.comb += [rows_rd.addr.eq(src.row), rows_rd.en.eq(ev_ready)]
@@ -330,6 +330,9 @@ class EventPipeline(wiring.Component):
         tp_w0 = Signal(wbits)
         tp_n0 = Signal(nbits)
         tp_last = Signal(lbits)      # words - 1
+        # tp_last == 0 and == 1 in registers of their own (the issue stage's last-word flags)
+        tp_one, tp_two = Signal(init=1), Signal()
+        tp_len = lambda v: [tp_last.eq(v), tp_one.eq(v == 0), tp_two.eq(v == 1)]
         tp_val = Signal(plan.value_bits)
         tp_sparse = Signal()
         tp_mask = Signal(max_taps)
@@ -369,30 +372,31 @@ class EventPipeline(wiring.Component):
             m.d.sync += [tp_val.eq(rw_val), tp_sparse.eq(rw_sparse), tp_mask.eq(rw_mask), tp_geo.eq(rw_geo),
                          tp_chunked.eq(~rw_sparse)]
             with m.If(rw_sparse):
-                m.d.sync += [tp_w0.eq(s_w0), tp_n0.eq(rw_e), tp_last.eq(s_last)]
+                m.d.sync += [tp_w0.eq(s_w0), tp_n0.eq(rw_e), *tp_len(s_last)]
                 if n_seg > 1:
                     with m.If(~rw_done):
                         m.d.sync += rw_seg.eq(seg_rest)
             with m.Else():
-                m.d.sync += [tp_w0.eq(rw_start + toff), tp_n0.eq(rw_e - dtap), tp_last.eq(rw_chunks)]
+                m.d.sync += [tp_w0.eq(rw_start + toff), tp_n0.eq(rw_e - dtap), *tp_len(rw_chunks)]
                 with m.If(~rw_done):
                     m.d.sync += rw_mask.eq(rest)
                 if groups:
-                    self._pack_tp(m, pk, rw_chunks, rw_start, rw_e, rw_geo, tp_last)
+                    self._pack_tp(m, pk, rw_chunks, rw_start, rw_e, rw_geo, tp_len)
             if groups:   # (a packed layer is dense: rw_pkl is 0 for a compressed one)
                 m.d.sync += [pk.tp_pk.eq(pk.rw_pkl & pk.rw_full), pk.tp_pkl.eq(pk.rw_pkl)]
 
         # Issue: the burst's words, one per cycle, back to back; `e*` hold the burst after its first word.
-        # the held word's burst: words left after it, whether it is the last (so the last-word flag,
-        # which ends the burst and picks the PEs' lanes, is a choice of registers, not a comparison)
-        busy, erem, e_last = Signal(), Signal(lbits), Signal()
+        # the held word's burst: words left after it, whether it is the last and the one before (so the
+        # last-word flag, which ends the burst and picks the PEs' lanes, is a choice of registers)
+        busy, erem, e_last, e_two = Signal(), Signal(lbits), Signal(), Signal()
         ew, en_ = Signal(wbits), Signal(nbits)
         eval_, emask, egeo = Signal(plan.value_bits), Signal(max_taps), Signal(gbits)
         esparse, echunked = Signal(), Signal()
         take = ~busy & tp_valid & self.enable
         iss = self.issue
         rem = Mux(busy, erem, tp_last)   # words after the issued one
-        at_last = Mux(busy, e_last, tp_last == 0)
+        at_last = Mux(busy, e_last, tp_one)
+        rem_one = Mux(busy, e_two, tp_two)   # rem == 1
         m.d.comb += [
             tp_ready.eq(~tp_valid | take),
             iss.valid.eq(busy | take),
@@ -407,16 +411,16 @@ class EventPipeline(wiring.Component):
         ]
         hold = iss.valid & ~at_last
         with m.If(hold):
-            m.d.sync += [busy.eq(1), erem.eq(rem - 1), e_last.eq(rem == 1), ew.eq(iss.w + 1),
+            m.d.sync += [busy.eq(1), erem.eq(rem - 1), e_last.eq(rem_one), e_two.eq(rem == 2), ew.eq(iss.w + 1),
                          en_.eq(iss.n + iss.chunked), eval_.eq(iss.val), esparse.eq(iss.sparse),
                          emask.eq(iss.mask), egeo.eq(iss.geo), echunked.eq(iss.chunked)]
         with m.Else():
             m.d.sync += busy.eq(0)
         if groups:
-            flush_word = self._pack_issue(m, pk, busy, rem, tp_w0, hold)
+            flush_word = self._pack_issue(m, pk, busy, rem_one, tp_w0, hold)
             # (nothing else is left to issue: the registers' other writes of this cycle are overridden)
             with m.If(self.drained & self.enable & pk.nz & ~ev_valid & ~rw_valid & ~tp_valid & (~busy | e_last)):
-                m.d.sync += [busy.eq(1), e_last.eq(1), erem.eq(0), en_.eq(pk.n), egeo.eq(pk.geo), esparse.eq(0),
+                m.d.sync += [busy.eq(1), e_last.eq(1), e_two.eq(0), erem.eq(0), en_.eq(pk.n), egeo.eq(pk.geo), esparse.eq(0),
                              echunked.eq(0), emask.eq(1), *flush_word]
         quiet = ~ev_valid & ~rw_valid & Mux(busy, at_last & ~tp_valid, ~tp_valid | (take & at_last))
         # (packed events waiting for their word: not quiet until the flush has issued it)

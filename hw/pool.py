@@ -101,11 +101,6 @@ class SpikePush(wiring.Component):
         holds :func:`pushes` entries of the largest layer).
     shortcut : Out(stream.Signature(entry)), only if the plan has a residual layer
         The same entry with ``rbs``, for layers whose spikes a later layer reads.
-    push : Out(1)
-        ``main.valid``, or a spiking update that pushes nothing (its window is not whole, floor
-        mode): the sequencer's accumulate phase does not end in this cycle (a spike still
-        leaves the PEs), so the next update phase never starts while the trace queue holds the
-        entry of this update, and the count of cycles is the same with or without a trace port.
     """
 
     def __init__(self, plan, entry, pidx_bits):
@@ -125,7 +120,6 @@ class SpikePush(wiring.Component):
             "rbs": In(rb),
             "mask": In(plan.n_pe),
             "main": Out(stream.Signature(entry)),
-            "push": Out(1),
         }
         if self._sc_of:
             ports["shortcut"] = Out(stream.Signature(entry))
@@ -155,7 +149,6 @@ class SpikePush(wiring.Component):
                 m.d.comb += orv.eq(mask)
         m.d.comb += [
             self.main.valid.eq(self.en & self.last & (orv != 0)),
-            self.push.eq(self.main.valid | (self.en & (mask != 0))),
             self.main.payload.rbase.eq(self.rbm),
             self.main.payload.y.eq(self.py),
             self.main.payload.x.eq(self.px),

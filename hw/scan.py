@@ -60,7 +60,8 @@ class UpdateScan(wiring.Component):
     Members
     -------
     layer : In(range(n_layers))
-        The layer being updated (stable during its pass).
+        The layer being updated (stable during its pass). The passes go through the layers in
+        order, from layer 0 after reset and after the last layer.
     step : In(1)
         An update is issued this cycle: advance to the next one at the clock edge.
     restart : In(1)
@@ -120,8 +121,17 @@ class UpdateScan(wiring.Component):
             self.rbm.eq(c_rb_main + rb_row + rb_col + cN), self.rbs.eq(c_rb_sc + cN),
             self.lanes.eq(Mux(uc == last_c, self.last_lanes, n)),
         ]
+        # "uc is the position's last chunk" in a register of its own, counted beside uc: a
+        # comparison of uc with the layer's chunk count was in front of every counter's enable.
+        # A pass restarts at the next layer's first update (after the last layer, layer 0's).
+        wrap_c = Signal(name="c_last", init=int(layers[0].chunks == 1))
+        one = [int(lp.chunks == 1) for lp in layers]
         with m.If(self.step):
-            wrap_c = uc == last_c
+            m.d.sync += wrap_c.eq(Mux(self.restart, per_layer(one[1:] + one[:1], 1, layer),
+                                      Mux(wrap_c, per_layer(one, 1, layer),
+                                          uc == per_layer([max(lp.chunks - 2, 0) for lp in layers],
+                                                          uc.shape().width, layer))))
+        with m.If(self.step):
             m.d.sync += [uc.eq(Mux(wrap_c, 0, uc + 1)), cN.eq(Mux(wrap_c, 0, cN + n))]
             with m.If(wrap_c):
                 m.d.sync += upos.eq(upos + 1)

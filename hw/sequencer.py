@@ -61,14 +61,19 @@ class Sequencer(wiring.Component):
     -------
     issue : In(issue_signature(plan))
         The event pipeline's word of this cycle.
-    load_done, quiet, main_empty, sc_empty, push, trace_empty, margin_ok, taken, loaded : In(1)
+    load_done, quiet, main_empty, sc_empty, trace_empty, margin_ok, taken, loaded : In(1)
         All input values transferred; the event pipeline is drained after this cycle; the spike
-        and shortcut queues are empty; a spiking update this cycle (a queue push, or spikes of a
-        partial floor-mode window that push nothing: :class:`~spikeloom.hw.pool.SpikePush` ``push``,
-        so that a trace port never changes the cycle count); the trace queue is empty; the exit
-        unit's registered margin; ``o_result`` transferred; the last weight word transferred.
+        and shortcut queues are empty; the trace queue is empty; the exit unit's registered
+        margin; ``o_result`` transferred; the last weight word transferred. ``ACC`` ends in a
+        cycle with the queues empty, the pipeline drained and no spiking-layer update in the PE
+        stages 1 to ``SPIKE_STAGE`` (one that may still push, whether it spikes or not): so an
+        update phase never starts while the trace queue holds an entry of the layer before, and
+        a trace port never changes the cycle count.
     in_load, in_acc, in_result : Out(1)
         Registered phase flags (a flip-flop each, not a decode of the phase).
+    in_issue : Out(1)
+        Registered: ``LOAD`` or ``ACC`` (the event pipeline's ``enable``, one flip-flop of its own
+        instead of an OR of two flags routed from the sequencer).
     fetch_layer, fetch_shortcut : Out
         The layer whose events are fetched (the next one while a layer updates), and whether it
         has a shortcut source.
@@ -96,11 +101,12 @@ class Sequencer(wiring.Component):
         ctl = control_layout(plan)
         ports = {
             "issue": In(issue_signature(plan)),
-            **{k: In(1) for k in ("load_done", "quiet", "main_empty", "sc_empty", "push", "trace_empty",
+            **{k: In(1) for k in ("load_done", "quiet", "main_empty", "sc_empty", "trace_empty",
                                   "margin_ok", "taken", "loaded")},
             "in_load": Out(1),
             "in_acc": Out(1),
             "in_result": Out(1),
+            "in_issue": Out(1),
             "fetch_layer": Out(range(plan.n_layers)),
             "fetch_shortcut": Out(1),
             "t": Out(range(plan.model.t_max + 1), init=1),
@@ -132,6 +138,7 @@ class Sequencer(wiring.Component):
             flags[ph] = Signal(name=f"in_{ph.name.lower()}", init=int(init_phase == ph))
             m.d.sync += flags[ph].eq(phase_nxt == ph)
         in_update = flags[Phase.UPDATE]
+        m.d.sync += self.in_issue.eq((phase_nxt == Phase.LOAD) | (phase_nxt == Phase.ACC))
         m.d.comb += [self.in_load.eq(flags[Phase.LOAD]), self.in_acc.eq(flags[Phase.ACC]),
                      self.in_result.eq(flags[Phase.RESULT])]
         layer = Signal(range(n_layers))
@@ -183,10 +190,10 @@ class Sequencer(wiring.Component):
         with m.Else():
             m.d.sync += upd_last.eq(per_layer([int(lp.updates == 1) for lp in layers], 1, layer))
 
-        self._phases(m, phase, phase_nxt, layer, img, cnt, scan, upd_last)
+        self._phases(m, phase, phase_nxt, in_update, layer, img, cnt, scan, upd_last)
         return m
 
-    def _phases(self, m, phase, phase_nxt, layer, img, cnt, scan, last_update):
+    def _phases(self, m, phase, phase_nxt, in_update, layer, img, cnt, scan, last_update):
         plan, n = self._plan, self._plan.n_pe
         out_layer = plan.n_layers - 1
         t, nxt, iss = self.t, self.nxt, self.issue
@@ -197,15 +204,32 @@ class Sequencer(wiring.Component):
         common = [cmd.first_t.eq(t == 1), cmd.output.eq(layer == out_layer), cmd.img.eq(img), nxt.layer.eq(layer)]
         if len(plan.neurons) > 1:
             common.append(cmd.neuron.eq(per_layer(plan.neuron_of, cmd.neuron.shape().width, layer)))
-        # A spiking-layer update still in the pipeline may yet push a spike-queue entry (``push``:
-        # one that spikes this cycle, whether its window ends or not).
-        in_flight = self.push
+        # A spiking-layer update in stages 1 .. SPIKE_STAGE may yet push a spike-queue entry (in
+        # its spike stage): the accumulate phase does not end while one is. One register, the OR of
+        # stages 0 .. SPIKE_STAGE - 1 a cycle before, not the PEs' spikes: those came from every
+        # PE across the die through the pool's push into this decision (the 25F N = 8 critical
+        # path), for at most one cycle more when the last update does not spike.
+        in_flight = Signal(name="in_flight")
+        upd_in = nxt.cmd.update & ~nxt.cmd.output
         for s in range(1, PE.SPIKE_STAGE):
             st = getattr(self, f"s{s}")
-            in_flight = in_flight | (st.cmd.update & ~st.cmd.output)
+            upd_in = upd_in | (st.cmd.update & ~st.cmd.output)
+        m.d.sync += in_flight.eq(upd_in)
         queues_empty = self.main_empty & (~self.fetch_shortcut | self.sc_empty) if self._sc_of else self.main_empty
         if plan.max_groups:
             m.d.sync += self.drained.eq(self.in_acc & queues_empty & ~in_flight)
+        # The update scan steps with every issued update: from the registered phase flag and the
+        # stall (the first update of a spiking layer waits for the trace queue), not a decode of
+        # the phase, so that its counters' enables are short.
+        first = Signal(name="upd_first", init=int(0 != out_layer))
+        stall = first & ~self.trace_empty
+        m.d.comb += [scan.step.eq(in_update & ~stall), scan.restart.eq(last_update)]
+        with m.If(scan.step):
+            m.d.sync += first.eq(0)
+        with m.Elif(phase == Phase.EXIT):
+            m.d.sync += first.eq(0 != out_layer)
+        with m.Elif(phase != Phase.UPDATE):
+            m.d.sync += first.eq(layer != out_layer)
         with m.Switch(phase):
             with m.Case(Phase.WEIGHTS):
                 with m.If(self.loaded):
@@ -243,7 +267,6 @@ class Sequencer(wiring.Component):
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)
             with m.Case(Phase.UPDATE):
                 m.d.comb += common
-                stall = (cnt == 0) & (layer != out_layer) & ~self.trace_empty
                 m.d.comb += [
                     nxt.c.eq(scan.c), nxt.pos.eq(scan.pos), nxt.pidx.eq(scan.pidx), nxt.py.eq(scan.py),
                     nxt.px.eq(scan.px), nxt.first.eq(scan.first), nxt.last.eq(scan.last),
@@ -252,8 +275,7 @@ class Sequencer(wiring.Component):
                     cmd.layer0.eq(layer == 0),
                 ]
                 with m.If(~stall):
-                    m.d.comb += [cmd.update.eq(1), cmd.clear.eq(layer != 0), scan.step.eq(1),
-                                 scan.restart.eq(last_update)]
+                    m.d.comb += [cmd.update.eq(1), cmd.clear.eq(layer != 0)]
                     with m.If(last_update):
                         m.d.sync += cnt.eq(0)
                         with m.If(layer == out_layer):

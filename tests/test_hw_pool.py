@@ -79,7 +79,6 @@ def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op, net):
     assert counted == (pool_op == "sum")
     dut = SpikePush(plan, entry, 8)
     got = {"main": [], "shortcut": []}
-    spiked = [0]
 
     def counts(c, ys, xs):
         """The window's count per lane as the entry carries it (0/1 for an OR-pooled layer)."""
@@ -110,10 +109,6 @@ def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op, net):
                     for k, port in (("main", dut.main), ("shortcut", dut.shortcut)):
                         if ctx.get(port.valid):
                             got[k].append(fields(ctx, port.payload))
-                    # push: an entry, or spikes that push none (floor mode) keep the sequencer's ACC open
-                    assert ctx.get(dut.push) == (ctx.get(dut.main.valid) or ctx.get(dut.mask) != 0)
-                    if ctx.get(dut.mask) != 0:
-                        spiked[0] += 1
                     await ctx.tick()
                     # an idle cycle in between: nothing is pushed
                     ctx.set(dut.en, 0)

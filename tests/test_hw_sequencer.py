@@ -24,8 +24,8 @@ def expected(plan, exit_t):
         rows.append((0, 0, 0, 0, 1, 1, 0, 0))                     # LOAD: the inputs are in already
         for t in range(1, et + 1):
             for li, lp in enumerate(plan.layers):
-                if li:                                            # ACC: the previous updates drain
-                    rows += [(0, 0, 0, 0, t, 0, 1, 0)] * PE.SPIKE_STAGE
+                if li:   # ACC: the previous updates leave PE stages 1 .. SPIKE_STAGE (in_flight)
+                    rows += [(0, 0, 0, 0, t, 0, 1, 0)] * (PE.SPIKE_STAGE + 1)
                 rows += [(1, int(li != 0), lp.neuron_base + k, li, t, 0, 0, 0) for k in range(lp.updates)]
             rows += [(0, 0, 0, 0, t, 0, 0, 0)] * (exit_wait(plan.n_pe) + 1)   # EXIT_WAIT, EXIT
         rows += [(0, 0, 0, 0, et, 0, 0, 1)] * 3                   # RESULT, taken in its third cycle
@@ -96,7 +96,6 @@ def test_updates_in_order_under_random_handshakes(sizes, n_pe, loading):
             ctx.set(dut.trace_empty, rng.random() < 0.4)
             ctx.set(dut.margin_ok, rng.random() < 0.3)
             ctx.set(dut.taken, rng.random() < 0.5)
-            ctx.set(dut.push, 0)
             if ctx.get(dut.nxt.cmd.update):
                 li, addr = ctx.get(dut.nxt.layer), ctx.get(dut.nxt.cmd.addr)
                 assert (li, addr) == (seen["layer"], layers[li].neuron_base + seen["k"]), seen

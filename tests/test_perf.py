@@ -164,16 +164,12 @@ def test_trace_port_does_not_change_cycles(net):
 @pytest.mark.parametrize("n_pe", [1, 2])
 def test_floor_mode_tail(n_pe):
     """The last update of a floor-pooled layer's pass spikes and pushes nothing: the fast model
-    and the replay agree (with and without the trace queue) and the tail costs a cycle there."""
+    and the replay (with the trace queue) agree."""
     model, x = floor_tail_case()
-    plan, res, want = compare(model, n_pe, x, trace=True)
+    plan, res, _ = compare(model, n_pe, x, trace=True)
     lp = plan.layers[0]
     assert (lp.ho, lp.wo, lp.pool) == (3, 3, 2)
     assert res.spikes["conv1"].reshape(model.t_max, len(x), lp.channels, -1)[..., -1].any()
-    cm = perf.CycleModel(plan)
-    cm.tail = [None] * plan.n_layers  # as if the tail's spikes did not hold the phase
-    without = [cm.cycles(x[b], res, b) for b in range(len(x))]
-    assert all(a <= b for a, b in zip(without, want)) and without != want
 
 
 @pytest.mark.slow  # the replay runs about 30 s per image of this size
