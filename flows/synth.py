@@ -70,10 +70,11 @@ ECP5_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
 # fmax_goal_mhz: the clock goal (issue 21's floors), given to nextpnr as --freq and reported as
 # synth.json's fmax_goal_mhz / fmax_ok (the 25F N = 8 build reached the same fmax at --freq 150 and 100).
 # spram: the single-port RAM a "load" weight memory is mapped to, (cell, data bits, count).
-#: nextpnr options of the ECP5 targets: the analytic placer's timing weight at 30 (nextpnr's
-#: default 10). BENCHMARKS.md, "Placer timing weight": on the 25F N = 8 netlists it raised the mean
-#: fmax over placement seeds and cut nextpnr's time (the router had less congestion to fight).
-ECP5_PLACER = ("--placer-heap-timingweight", "30")
+#: nextpnr options of the ECP5 targets: the analytic placer's timing weight at 50 (nextpnr's
+#: default 10). BENCHMARKS.md, "Placer timing weight": over three digits models and three placement
+#: seeds of the 25F N = 8 build, the mean fmax went from about 124 MHz (10) to 132.5 (30) and 136.3
+#: (50), and nextpnr took 66-102 s where the default often took over 190 s; 100 was worse.
+ECP5_PLACER = ("--placer-heap-timingweight", "50")
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 56, "weights": "rom",
