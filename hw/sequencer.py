@@ -129,16 +129,14 @@ class Sequencer(wiring.Component):
         init_phase = Phase.WEIGHTS if self._loading else Phase.INIT
         phase = Signal(Phase, init=init_phase)
         # The next phase (default: stay), and registered flags of the phases the datapath tests:
-        # a flip-flop each instead of a decode of `phase` in the event handshake.
+        # a flip-flop each instead of a decode of `phase` in the event handshake (their next
+        # values: _phases).
         phase_nxt = Signal(Phase)
         m.d.comb += phase_nxt.eq(phase)
         m.d.sync += phase.eq(phase_nxt)
-        flags = {}
-        for ph in (Phase.LOAD, Phase.ACC, Phase.UPDATE, Phase.RESULT):
-            flags[ph] = Signal(name=f"in_{ph.name.lower()}", init=int(init_phase == ph))
-            m.d.sync += flags[ph].eq(phase_nxt == ph)
+        flags = {ph: Signal(name=f"in_{ph.name.lower()}", init=int(init_phase == ph))
+                 for ph in (Phase.LOAD, Phase.ACC, Phase.UPDATE, Phase.RESULT)}
         in_update = flags[Phase.UPDATE]
-        m.d.sync += self.in_issue.eq((phase_nxt == Phase.LOAD) | (phase_nxt == Phase.ACC))
         m.d.comb += [self.in_load.eq(flags[Phase.LOAD]), self.in_acc.eq(flags[Phase.ACC]),
                      self.in_result.eq(flags[Phase.RESULT])]
         layer = Signal(range(n_layers))
@@ -190,11 +188,27 @@ class Sequencer(wiring.Component):
         with m.Else():
             m.d.sync += upd_last.eq(per_layer([int(lp.updates == 1) for lp in layers], 1, layer))
 
-        self._phases(m, phase, phase_nxt, in_update, layer, img, cnt, scan, upd_last)
+        self._phases(m, phase, phase_nxt, flags, layer, img, cnt, scan, upd_last)
         return m
 
-    def _phases(self, m, phase, phase_nxt, in_update, layer, img, cnt, scan, last_update):
+    def _flags(self, m, phase, flags, *, load_end, acc_end, upd_end, last_layer, init_end, exit_go):
+        """The phase flags' next values, each from its own phase's transitions (the same as a
+        decode of the next phase, ``_phases``): a flag's logic sees only the conditions of the
+        transitions into and out of its phase, not every condition of the next-phase choice (the
+        result handshake and the exit margin were in front of ``in_update`` and ``in_load``)."""
+        in_load, in_acc, in_update, in_result = (flags[p] for p in (Phase.LOAD, Phase.ACC, Phase.UPDATE,
+                                                                     Phase.RESULT))
+        nxt_load = ((phase == Phase.INIT) & init_end) | (in_load & ~load_end) | (in_result & self.taken)
+        nxt_acc = (upd_end & ~last_layer) | (in_acc & ~acc_end)
+        m.d.sync += [
+            in_load.eq(nxt_load), in_acc.eq(nxt_acc), self.in_issue.eq(nxt_load | nxt_acc),
+            in_update.eq(load_end | acc_end | (in_update & ~upd_end) | ((phase == Phase.EXIT) & ~exit_go)),
+            in_result.eq(((phase == Phase.EXIT) & exit_go) | (in_result & ~self.taken)),
+        ]
+
+    def _phases(self, m, phase, phase_nxt, flags, layer, img, cnt, scan, last_update):
         plan, n = self._plan, self._plan.n_pe
+        in_update = flags[Phase.UPDATE]
         out_layer = plan.n_layers - 1
         t, nxt, iss = self.t, self.nxt, self.issue
         cmd = nxt.cmd
@@ -230,6 +244,10 @@ class Sequencer(wiring.Component):
             m.d.sync += first.eq(0 != out_layer)
         with m.Elif(phase != Phase.UPDATE):
             m.d.sync += first.eq(layer != out_layer)
+        self._flags(m, phase, flags, load_end=self.in_load & self.load_done & self.quiet,
+                    acc_end=self.in_acc & queues_empty & ~in_flight & self.quiet,
+                    upd_end=in_update & ~stall & last_update, last_layer=layer == out_layer,
+                    init_end=cnt == plan.neuron_depth - 1, exit_go=self.margin_ok | (t == plan.model.t_max))
         with m.Switch(phase):
             with m.Case(Phase.WEIGHTS):
                 with m.If(self.loaded):
