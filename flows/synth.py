@@ -70,26 +70,27 @@ ECP5_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
 # fmax_goal_mhz: the clock goal (issue 21's floors), given to nextpnr as --freq and reported as
 # synth.json's fmax_goal_mhz / fmax_ok (the 25F N = 8 build reached the same fmax at --freq 150 and 100).
 # spram: the single-port RAM a "load" weight memory is mapped to, (cell, data bits, count).
-#: nextpnr options of the ECP5 targets: the analytic placer's timing weight at 50 (nextpnr's
-#: default 10). BENCHMARKS.md, "Placer timing weight": over three digits models and three placement
-#: seeds of the 25F N = 8 build, the mean fmax went from about 124 MHz (10) to 132.5 (30) and 136.3
-#: (50), and nextpnr took 66-102 s where the default often took over 190 s; 100 was worse.
-ECP5_PLACER = ("--placer-heap-timingweight", "50")
+#: nextpnr options of every target: the analytic placer's timing weight at 50 (nextpnr's default
+#: 10). BENCHMARKS.md, "Placer timing weight": over three digits models and three placement seeds
+#: of the 25F N = 8 build, the mean fmax went from about 124 MHz (10) to 132.5 (30) and 136.3 (50),
+#: and nextpnr took 66-102 s where the default often took over 190 s; 100 was worse. The UP5K N = 4
+#: build's three seeds: 37.91 / 41.76 / 40.21 MHz at 10, 41.66 / 42.84 / 42.14 at 50.
+PLACER = ("--placer-heap-timingweight", "50")
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 56, "weights": "rom",
                  "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 150.0, "packed_tail": True,
-                 "nextpnr": ECP5_PLACER},
+                 "nextpnr": PLACER},
     "ecp5-85k": {"family": "ecp5", "device": ["--85k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 208, "weights": "rom",
                  "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 120.0, "packed_tail": True,
-                 "nextpnr": ECP5_PLACER},
+                 "nextpnr": PLACER},
     "ice40-up5k": {"family": "ice40", "device": ["--up5k", "--package", "sg48"],
                    "bram": "SB_RAM40_4K", "dsp": "SB_MAC16", "block_bits": 4096, "blocks": 30, "weights": "load",
                    "spram": ("SB_SPRAM256KA", 16384 * 16, 4), "fmax_goal_mhz": 38.0,
                    # the UltraPlus is nearly full without it (95% of its cells for the digits MLP at N = 4;
                    # the packed tail's 280 LUTs and 160 flip-flops did not fit)
-                   "packed_tail": False},
+                   "packed_tail": False, "nextpnr": PLACER},
 }
 # plain `make synth`: the default network on these targets and N
 DEFAULT_BUILD = {"ecp5-25k": 8, "ice40-up5k": 4}
