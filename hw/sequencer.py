@@ -244,10 +244,13 @@ class Sequencer(wiring.Component):
             m.d.sync += first.eq(0 != out_layer)
         with m.Elif(phase != Phase.UPDATE):
             m.d.sync += first.eq(layer != out_layer)
-        self._flags(m, phase, flags, load_end=self.in_load & self.load_done & self.quiet,
-                    acc_end=self.in_acc & queues_empty & ~in_flight & self.quiet,
-                    upd_end=in_update & ~stall & last_update, last_layer=layer == out_layer,
-                    init_end=cnt == plan.neuron_depth - 1, exit_go=self.margin_ok | (t == plan.model.t_max))
+        # the transitions' conditions, once for the phase and the flags
+        load_end = self.in_load & self.load_done & self.quiet
+        # (the previous UPDATE's last updates may still push spike entries)
+        acc_end = self.in_acc & queues_empty & ~in_flight & self.quiet
+        init_end, exit_go = cnt == plan.neuron_depth - 1, self.margin_ok | (t == plan.model.t_max)
+        self._flags(m, phase, flags, load_end=load_end, acc_end=acc_end, upd_end=in_update & ~stall & last_update,
+                    last_layer=layer == out_layer, init_end=init_end, exit_go=exit_go)
         with m.Switch(phase):
             with m.Case(Phase.WEIGHTS):
                 with m.If(self.loaded):
@@ -255,7 +258,7 @@ class Sequencer(wiring.Component):
             with m.Case(Phase.INIT):
                 # acc of every layer must start at 0 (parity 0); UPDATE keeps it so afterwards.
                 m.d.comb += [cmd.clear.eq(1), cmd.addr.eq(cnt)]
-                with m.If(cnt == plan.neuron_depth - 1):
+                with m.If(init_end):
                     m.d.sync += cnt.eq(0)
                     m.d.comb += phase_nxt.eq(Phase.LOAD)
                 with m.Else():
@@ -276,11 +279,10 @@ class Sequencer(wiring.Component):
                 ]
                 if plan.max_groups:
                     m.d.comb += [cmd.packed.eq(iss.packed), nxt.pkv.eq(iss.pkv)]
-                with m.If(self.in_load & self.load_done & self.quiet):
+                with m.If(load_end):
                     m.d.sync += cnt.eq(0)
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)
-                # the previous UPDATE's last updates may still push spike entries.
-                with m.If(self.in_acc & queues_empty & ~in_flight & self.quiet):
+                with m.If(acc_end):
                     m.d.sync += cnt.eq(0)
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)
             with m.Case(Phase.UPDATE):
@@ -311,7 +313,7 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     m.d.sync += cnt.eq(cnt + 1)
             with m.Case(Phase.EXIT):
-                with m.If(self.margin_ok | (t == plan.model.t_max)):
+                with m.If(exit_go):
                     m.d.comb += phase_nxt.eq(Phase.RESULT)
                 with m.Else():
                     m.d.sync += [t.eq(t + 1), layer.eq(0)]
