@@ -82,7 +82,13 @@ class DaskCluster:
     def kill_busy_worker(self, prefix, ready, watched, within=120):
         """Once ``ready()`` is true, SIGKILL a worker while it runs a task whose key starts with
         ``prefix``; ``watched`` (the client's process) must run meanwhile. Returns (its process id,
-        the keys it was running, ``prefix`` removed)."""
+        the keys it was running and had not reported done, ``prefix`` removed).
+
+        A task can finish between the question "what do you run?" and the kill; its result then
+        reached the scheduler and the point counts as done by that worker, not lost. So the worker is
+        frozen (SIGSTOP) first, what it already sent is let arrive, and the scheduler says which of
+        its tasks are still processing there: those are the lost ones. None lost: it runs on and the
+        next busy moment is taken."""
         import signal
         import time
 
@@ -100,8 +106,13 @@ class DaskCluster:
                     busy = {w: ks for w, ks in cluster.executing(c, prefix).items() if ks}
                     if busy:
                         w, ks = next(iter(busy.items()))
-                        os.kill(pids[w], signal.SIGKILL)
-                        return pids[w], {k.removeprefix(prefix) for k in ks}
+                        os.kill(pids[w], signal.SIGSTOP)
+                        time.sleep(1.0)  # what the worker sent before it stopped reaches the scheduler
+                        lost = set(cluster.still_processing(c, w, ks))
+                        if lost:
+                            os.kill(pids[w], signal.SIGKILL)
+                            return pids[w], {k.removeprefix(prefix) for k in lost}
+                        os.kill(pids[w], signal.SIGCONT)
                 time.sleep(0.05)
 
     def stop(self):

@@ -240,6 +240,16 @@ def executing(client, prefix):
     return client.run(_executing, prefix=prefix)
 
 
+def _still_processing(dask_scheduler, worker, keys):
+    ws = dask_scheduler.workers.get(worker)
+    return [] if ws is None else [str(ts.key) for ts in ws.processing if str(ts.key) in keys]
+
+
+def still_processing(client, worker, keys):
+    """Of ``keys``, those the scheduler counts as processing on ``worker``: no result from it yet."""
+    return client.run_on_scheduler(_still_processing, worker=worker, keys=set(keys))
+
+
 def running(client, prefix):
     """How many tasks with that key prefix run now, or ``"?"`` when a worker went away while asked."""
     try:
