@@ -42,9 +42,18 @@ def from_ordered(v):
     return Cat(v[:-1], ~v[-1]).as_signed()
 
 
+def greater(a, b):
+    """``a > b``, written as ``b < a``: Yosys (0.70) maps ``$lt`` and ``$ge`` to a carry chain whose
+    carry out is the result, but ``$gt`` and ``$le`` to the chain and an equality tree of the
+    operands beside it, whose LUT levels come after the chain's inputs (two 17-bit operands on the
+    ECP5: 8 CCU2C and 1 LUT4 for ``<``; 8 CCU2C, 14 LUT4 and 2 PFUMX for ``>``). The tree was the
+    ECP5-25F N = 8 critical path, in the exit unit's pairwise comparisons."""
+    return Value.cast(b) < a
+
+
 def signed_ge(a, b, strict=False):
     """``a >= b`` (``a > b`` when ``strict``), as an unsigned comparison of their :func:`ordered`
     forms (either may be signed or unsigned)."""
     w = max(_bits_signed(a), _bits_signed(b))
     oa, ob = ordered(a, w), ordered(b, w)
-    return oa > ob if strict else oa >= ob
+    return greater(oa, ob) if strict else oa >= ob

@@ -5,7 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .common import bits, from_ordered, ordered, signed_ge
+from .common import bits, from_ordered, greater, ordered, signed_ge
 
 
 class Top2(wiring.Component):
@@ -140,15 +140,15 @@ class Top2(wiring.Component):
             ntop1 = Signal(vshape, name="nt1", init=(1 << w) - 1)
             hold = [(ntop1, inv[0]), (t1m, step_m)]
 
-            def greater(a, not_b):
+            def over(a, not_b):
                 # a > b for unsigned w-bit a, b: the carry out of a + ~b (a - b - 1 >= 0), with ~b
                 # from a register: an addition, whose carry chain needs no inverter in front of it
                 # (on the iCE40 an inverted operand is a logic cell per bit before the chain)
                 return (a + not_b)[w]
 
-            b_wins = restart | greater(b[0], ntop1)
-            a1_over_b2 = ~restart & greater(top1, inv[1])
-            a2_over_b1 = ~restart & greater(top2, inv[0])
+            b_wins = restart | over(b[0], ntop1)
+            a1_over_b2 = ~restart & over(top1, inv[1])
+            a2_over_b1 = ~restart & over(top2, inv[0])
             # the step's top-1 minus the threshold against the step's top-2 and the running top-1;
             # the running top-1 minus the threshold against the step's top-1
             step_margin = signed_ge(step_m, b[2])
@@ -161,9 +161,9 @@ class Top2(wiring.Component):
             # is none too); the leaf's second value is none.
             v, lane_valid = values[0], valid[0]
             b = (v, b[1], b[2])
-            b_wins = restart | (lane_valid & (v > top1))
+            b_wins = restart | (lane_valid & greater(v, top1))
             a1_over_b2 = ~restart & (top1 != neg)
-            a2_over_b1 = ~restart & (~lane_valid | (top2 > v))
+            a2_over_b1 = ~restart & (~lane_valid | greater(top2, v))
             # top1 + threshold beside top1: v - threshold >= top1 iff v >= top1 + threshold
             t1p = Signal(mshape, name="t1p", init=thr)
             hold = [(t1m, v - thr), (t1p, v + thr)]
@@ -206,11 +206,11 @@ class Top2(wiring.Component):
             # a holds lower indices than b; also the winner's value minus the threshold, picked
             # beside the value (both differences are formed from the operands' registers)
             out = node(name)
-            b_wins = b[0] > a[0]
+            b_wins = greater(b[0], a[0])
             m.d.comb += [
                 out[0].eq(Mux(b_wins, b[0], a[0])),
                 out[1].eq(Mux(b_wins, b[1], a[1])),
-                out[2].eq(Mux(b_wins, Mux(a[0] > b[2], a[0], b[2]), Mux(a[2] > b[0], a[2], b[0]))),
+                out[2].eq(Mux(b_wins, Mux(greater(a[0], b[2]), a[0], b[2]), Mux(greater(a[2], b[0]), a[2], b[0]))),
             ]
             return out, Mux(b_wins, b[0] - thr, a[0] - thr)
 
@@ -230,7 +230,7 @@ class Top2(wiring.Component):
             out = node(name)
             va, vb = valid[p], valid[p + 1]
             za, zb = values[p], values[p + 1]
-            b_wins = vb & (~va | (zb > za))
+            b_wins = vb & (~va | greater(zb, za))
             m.d.comb += [
                 out[0].eq(Mux(b_wins, zb, Mux(va, za, neg))),
                 out[1].eq(Mux(b_wins, base + (p + 1), base + p)),
@@ -301,7 +301,7 @@ class Top2(wiring.Component):
         for i in range(r):
             for j in range(i + 1, r):
                 above[i, j] = Signal(name=f"{name}_a{i}_{j}", reset_less=True)
-                m.d.sync += above[i, j].eq(valid[j] & (~valid[i] | (values[j] > values[i])))
+                m.d.sync += above[i, j].eq(valid[j] & (~valid[i] | greater(values[j], values[i])))
         v0 = [Signal(vshape, name=f"{name}_s0_v{i}", reset_less=True) for i in range(r)]
         base0 = Signal.like(base, name=f"{name}_s0_base", reset_less=True)
         m.d.sync += [base0.eq(base), *(v.eq(Mux(valid[i], values[i], 0)) for i, v in enumerate(v0))]
