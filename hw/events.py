@@ -331,10 +331,7 @@ class SpikeEventSource(wiring.Component):
             m.d.sync += consume.eq(Mux(consume == depth - 1, 0, consume + 1))
         m.d.comb += [up.eq(to_mem & ~issue), down.eq(issue & ~to_mem)]   # level + 1, level - 1
         m.d.sync += [r.eq(Mux(up, level == c - 1, Mux(down, level == c + 1, level == c))) for c, r in at.items()]
-        # level + 1 and level - 1 formed from the register beside it, then chosen by up / down: the
-        # decisions come through hold's handshake, and an adder of them was the 25F N = 8 critical path
-        m.d.sync += level.eq(Mux(up, level + 1, Mux(down, level - 1, level)))
-        m.d.sync += [alloc.eq(room + to_pre + issue),
+        m.d.sync += [level.eq(level + to_mem - issue), alloc.eq(room + to_pre + issue),
                      issued[0].eq(issue), issued[1].eq(issued[0]),
                      flight[0].eq(room), flight[1].eq(after_take(flight[0]))]
 
