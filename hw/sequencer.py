@@ -191,21 +191,18 @@ class Sequencer(wiring.Component):
         self._phases(m, phase, phase_nxt, flags, layer, img, cnt, scan, upd_last)
         return m
 
-    def _flags(self, m, phase, flags, *, issue_end, upd_end, last_layer, init_end, exit_go):
+    def _flags(self, m, phase, flags, *, load_end, acc_end, upd_end, last_layer, init_end, exit_go):
         """The phase flags' next values, each from its own phase's transitions (the same as a
         decode of the next phase, ``_phases``): a flag's logic sees only the conditions of the
         transitions into and out of its phase, not every condition of the next-phase choice (the
-        result handshake and the exit margin were in front of ``in_update`` and ``in_load``).
-        ``in_issue`` is ``in_load | in_acc`` kept as ``in_issue & ~issue_end`` plus the ways in, so
-        that the event pipeline's ``quiet`` (in ``issue_end``) is one logic level from it."""
+        result handshake and the exit margin were in front of ``in_update`` and ``in_load``)."""
         in_load, in_acc, in_update, in_result = (flags[p] for p in (Phase.LOAD, Phase.ACC, Phase.UPDATE,
                                                                      Phase.RESULT))
-        into_load = ((phase == Phase.INIT) & init_end) | (in_result & self.taken)
-        into_acc = upd_end & ~last_layer
+        nxt_load = ((phase == Phase.INIT) & init_end) | (in_load & ~load_end) | (in_result & self.taken)
+        nxt_acc = (upd_end & ~last_layer) | (in_acc & ~acc_end)
         m.d.sync += [
-            in_load.eq(into_load | (in_load & ~issue_end)), in_acc.eq(into_acc | (in_acc & ~issue_end)),
-            self.in_issue.eq(into_load | into_acc | (self.in_issue & ~issue_end)),
-            in_update.eq(issue_end | (in_update & ~upd_end) | ((phase == Phase.EXIT) & ~exit_go)),
+            in_load.eq(nxt_load), in_acc.eq(nxt_acc), self.in_issue.eq(nxt_load | nxt_acc),
+            in_update.eq(load_end | acc_end | (in_update & ~upd_end) | ((phase == Phase.EXIT) & ~exit_go)),
             in_result.eq(((phase == Phase.EXIT) & exit_go) | (in_result & ~self.taken)),
         ]
 
@@ -247,13 +244,12 @@ class Sequencer(wiring.Component):
             m.d.sync += first.eq(0 != out_layer)
         with m.Elif(phase != Phase.UPDATE):
             m.d.sync += first.eq(layer != out_layer)
-        # the transitions' conditions, once for the phase and the flags. LOAD and ACC end alike,
-        # once the event pipeline is quiet: LOAD when every input value is in, ACC when the queues
-        # are empty and no update is in flight (the previous UPDATE's last updates may still push
-        # spike entries); `quiet`, from the pipeline's registers across the die, last.
-        issue_end = self.quiet & ((self.in_load & self.load_done) | (self.in_acc & queues_empty & ~in_flight))
+        # the transitions' conditions, once for the phase and the flags
+        load_end = self.in_load & self.load_done & self.quiet
+        # (the previous UPDATE's last updates may still push spike entries)
+        acc_end = self.in_acc & queues_empty & ~in_flight & self.quiet
         init_end, exit_go = cnt == plan.neuron_depth - 1, self.margin_ok | (t == plan.model.t_max)
-        self._flags(m, phase, flags, issue_end=issue_end, upd_end=in_update & ~stall & last_update,
+        self._flags(m, phase, flags, load_end=load_end, acc_end=acc_end, upd_end=in_update & ~stall & last_update,
                     last_layer=layer == out_layer, init_end=init_end, exit_go=exit_go)
         with m.Switch(phase):
             with m.Case(Phase.WEIGHTS):
@@ -283,7 +279,10 @@ class Sequencer(wiring.Component):
                 ]
                 if plan.max_groups:
                     m.d.comb += [cmd.packed.eq(iss.packed), nxt.pkv.eq(iss.pkv)]
-                with m.If(issue_end):
+                with m.If(load_end):
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
+                with m.If(acc_end):
                     m.d.sync += cnt.eq(0)
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)
             with m.Case(Phase.UPDATE):
