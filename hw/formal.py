@@ -35,8 +35,8 @@ unit's and the counters' pipeline registers), so that every property is inductiv
 
 ``inv_phase``
     ``phase`` is one of the phases of a design with initialised weights, the registered phase
-    flags agree with it, the exit wait's count is below its length (and 0 in ``LOAD``, ``ACC``,
-    ``EXIT`` and ``RESULT``), ``layer`` is a layer (0 in ``INIT`` and ``LOAD``).
+    flags agree with it, the exit wait's count is below its length, ``layer`` is a layer (0 in
+    ``INIT`` and ``LOAD``).
 ``inv_image``
     The wrapper's count of images waiting for a result is the input source's ``done`` (all values
     of the image taken), which holds from ``UPDATE`` to ``RESULT``.
@@ -263,7 +263,6 @@ class StreamCheck(wiring.Component):
                                        Phase.EXIT, Phase.RESULT)
             & _all(flag == (phase == ph) for ph, flag in flags.items())
             & ((phase != Phase.EXIT_WAIT) | (cnt < wait))
-            & (~phase.matches(Phase.LOAD, Phase.ACC, Phase.EXIT, Phase.RESULT) | (cnt == 0))
             & (~phase.matches(Phase.INIT, Phase.LOAD) | (layer == 0)) & (layer < plan.n_layers),
             "inv_image": (pending == inputs.done) & (~computing | inputs.done),
             "inv_position": ((inputs.done & (count == 0))

@@ -279,9 +279,11 @@ class Sequencer(wiring.Component):
                 ]
                 if plan.max_groups:
                     m.d.comb += [cmd.packed.eq(iss.packed), nxt.pkv.eq(iss.pkv)]
-                # (cnt is 0 throughout: every phase before LOAD or ACC ends with it 0, so the end
-                # of these phases, from the event pipeline's quiet, does not reach its enable)
-                with m.If(load_end | acc_end):
+                with m.If(load_end):
+                    m.d.sync += cnt.eq(0)
+                    m.d.comb += phase_nxt.eq(Phase.UPDATE)
+                with m.If(acc_end):
+                    m.d.sync += cnt.eq(0)
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)
             with m.Case(Phase.UPDATE):
                 m.d.comb += common
