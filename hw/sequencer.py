@@ -130,7 +130,7 @@ class Sequencer(wiring.Component):
         phase = Signal(Phase, init=init_phase)
         # The next phase (default: stay), and registered flags of the phases the datapath tests:
         # a flip-flop each instead of a decode of `phase` in the event handshake (their next
-        # values: _phases).
+        # values: _flags).
         phase_nxt = Signal(Phase)
         m.d.comb += phase_nxt.eq(phase)
         m.d.sync += phase.eq(phase_nxt)
