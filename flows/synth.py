@@ -76,9 +76,9 @@ ECP5_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
 #: and nextpnr took 66-102 s where the default often took over 190 s; 100 was worse. The UP5K N = 4
 #: build's three seeds: 37.91 / 41.76 / 40.21 MHz at 10, 41.66 / 42.84 / 42.14 at 50.
 #: And the router's timing-driven rip-up (``--tmg-ripup``: router1 rips up and reroutes the nets of
-#: failing paths): BENCHMARKS.md, "Timing-driven rip-up in the router": the same nine 25F
-#: placements went from a mean of 144.2 MHz to 148.3 (eight of them; router2 instead: 96-111); the UP5K meets its
-#: goal without it (nothing to rip up).
+#: failing paths): BENCHMARKS.md, "Timing-driven rip-up in the router": the same 25F placements
+#: went from a mean of 144.2 MHz to 148.3 (eight of nine; router2 instead: 96-111). The UP5K and
+#: the 85F meet their goals without it (nothing to rip up).
 PLACER = ("--placer-heap-timingweight", "50", "--tmg-ripup")
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
