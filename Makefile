@@ -68,7 +68,7 @@ ablation: $(STAMP)
 ## make synth [TARGET=ecp5-25k|ecp5-85k|ice40-up5k] [PES=4 or PES=1,2,4,8,16] [NET=mlp or NET=path.slm]
 ##            [WEIGHTS=rom|load] [PLACE_SEEDS=1,2,3] [WORKERS=N] [SCHEDULER=tcp://HOST:PORT]:
 ## export -> Yosys -> nextpnr -> timing -> bitstream; build/synth.json, table, build/synth.png.
-## PLACE_SEEDS: nextpnr placement seeds (default 1); each build keeps its fastest.
+## PLACE_SEEDS: nextpnr placement seeds (default 1, ecp5-25k 5); each build keeps its fastest.
 ## Each (target, N) is a task on Dask (as make sweep's points): in parallel on the embedded
 ## LocalCluster (one worker per build, up to the CPUs; WORKERS=N), or on the cluster of SCHEDULER.
 ## Plain `make synth`: the default network on ecp5-25k (N = 8, weights in initialised block RAM) and

@@ -251,20 +251,44 @@ def axis_constraints(freq_mhz):
 
 # ECP5: the PE's per-neuron memories up to LUTRAM_MAX_DEPTH deep are kept out of block RAM (by
 # `make synth` and by the export README's Yosys commands). Left to Yosys, at N <= 2 the MLP's
-# 266-deep ones become DP16KD, whose unregistered output (5.6-5.8 ns clock-to-out) starts the loops
-# of the PE's pipeline: acc read -> forward -> add -> acc write-back (79.7 MHz at N = 1), threshold
-# read -> compare -> spike -> membrane write. The read-write ones (acc, membrane) become distributed
-# RAM (TRELLIS_DPR16X4), the read-only ones (bias, threshold) LUT ROM (Yosys has no distributed-ROM
-# mapping); both keep the read register in a flip-flop. iCE40 has neither.
-LUTRAM_STYLES = {"acc": "distributed", "membrane": "distributed", "bias": "logic", "threshold": "logic"}
+# 266-deep ones become DP16KD, whose unregistered output (5.6-5.8 ns clock-to-out) starts the loop
+# of the PE's pipeline acc read -> forward -> add -> acc write-back (79.7 MHz at N = 1): acc and
+# membrane become distributed RAM (TRELLIS_DPR16X4, the read register in a flip-flop). The
+# read-only ones (bias, threshold) go to block RAM at every depth: each read's data goes straight
+# into a register, which becomes the DP16KD's output register (flows/synth.py
+# absorb_output_registers). Yosys would make them LUT ROM otherwise, whose logic, and so the
+# placement and fmax, follows the model's values; ecp5_synth_script maps them before synth_ecp5
+# optimises anything, as its opt_mem would drop the bit lanes that are 0 in every word (values
+# again). So two models of one architecture give one netlist but for memory contents (BENCHMARKS.md,
+# "One netlist per architecture").
+LUTRAM_STYLES = {"acc": "distributed", "membrane": "distributed"}
 LUTRAM_MAX_DEPTH = 512
+BRAM_MEMORIES = ("bias", "threshold")
+
+
+def ecp5_synth_script(top, net=None, classic_abc=False):
+    """The Yosys commands after ``read_verilog`` and the ``ram_style`` marks (:func:`ecp5_ram_styles`)
+    that synthesise for ECP5 (``net``: the JSON netlist): the read-only per-neuron memories
+    (:data:`BRAM_MEMORIES`) mapped to DP16KD right after synth_ecp5's ``begin``, then the rest of
+    synth_ecp5. ``classic_abc``: LUT mapping by classic ABC instead of ABC9 (``flows/synth.py``)."""
+    out = f" -json {net}" if net else ""
+    cells = " ".join(f"c:{n}" for n in BRAM_MEMORIES)
+    head = (f"synth_ecp5 -top {top} -run begin:coarse; proc; "
+            f"memory_collect {' '.join(f'm:{n}' for n in BRAM_MEMORIES)}; memory_dff {cells}; "
+            f"memory_libmap -lib +/lattice/brams_16kd.txt {cells}; "
+            "techmap -map +/lattice/brams_map_16kd.v; opt_clean; ")
+    if classic_abc:
+        return (head + f"synth_ecp5 -top {top} -run coarse:map_luts; techmap -map +/lattice/latches_map.v; "
+                f"abc -lut 4:7; clean; synth_ecp5 -top {top}{out} -run map_cells:")
+    return head + f"synth_ecp5 -top {top}{out} -run coarse:"
 
 
 def ecp5_ram_styles(memories):
     """``{memory name: Yosys ram_style}`` for the per-neuron memories (``Ports.memories``) kept
     out of ECP5 block RAM."""
-    return {m.name: LUTRAM_STYLES[m.name] for m in sorted(memories, key=lambda m: m.name)
-            if m.name in LUTRAM_STYLES and m.depth <= LUTRAM_MAX_DEPTH}
+    return {m.name: LUTRAM_STYLES[m.name] if m.name in LUTRAM_STYLES else "block"
+            for m in sorted(memories, key=lambda m: m.name)
+            if m.name in LUTRAM_STYLES and m.depth <= LUTRAM_MAX_DEPTH or m.name in BRAM_MEMORIES}
 
 
 def _weights_section(ports):
@@ -431,12 +455,17 @@ def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source=""
     kinds = {"weight": "weights (read-only)" + (
         f"; {banks} banks of {bank_depth} words (`pe_<p>.weight.bank_<k>`, words k * {bank_depth} on), each "
         f"read into a register of its own, the bank chosen after it (`--weight-bank-depth`)" if banks else ""),
-        "rows": "row start and segment lengths and offsets per input row (read-only, shared)"}
+        "rows": "row start and segment lengths and offsets per input row (read-only, shared)",
+        "threshold": "firing thresholds (read-only); the output layer's words hold the exit threshold, "
+                     "which the exit unit reads from PE 0 with the output values (one of 2**membrane_bits "
+                     "or more, never met, is a constant of the logic instead)"}
     styles = ecp5_ram_styles(ports.memories)
     ecp5_marks = "".join(f'setattr -set ram_style \\"{s}\\" m:{n}; ' for n, s in styles.items())
-    ecp5_note = ("\nThe `setattr` commands keep the per-neuron memories out of ECP5 block RAM (distributed RAM, "
-                 "LUT ROM for the\nread-only ones): a DP16KD's unregistered output would start the PE's "
-                 "accumulate loop and cost\nabout 20% of fmax.") if styles else ""
+    ecp5_note = ("\nThe `setattr` commands keep `acc` and `membrane` out of ECP5 block RAM: a DP16KD's "
+                 "unregistered\noutput would start the PE's accumulate loop and cost about 20% of fmax. The "
+                 "`memory_libmap` before\nthe rest of `synth_ecp5` puts the read-only `bias` and `threshold` "
+                 "in DP16KD with all their bits,\nso that the netlist does not depend on their contents "
+                 "(Yosys would make them LUT logic).") if styles else ""
     mem_rows = "\n".join(f"| `{n}` | {d} | {w} | {kinds.get(n, 'per-neuron')} |" for n, d, w in mems)
     axis = axis_width is not None
     wrappers = [TOP] + ([AXIS] if axis else [])
@@ -473,7 +502,7 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
 Yosys (ECP5 / iCE40):
 
 ```sh
-yosys -p "read_verilog rtl/{CORE}.v rtl/{TOP}.v; {ecp5_marks}synth_ecp5 -top {TOP} -json top.json"
+yosys -p "read_verilog rtl/{CORE}.v rtl/{TOP}.v; {ecp5_marks}{ecp5_synth_script(TOP, 'top.json')}"
 nextpnr-ecp5 --25k --package CABGA381 --json top.json --lpf constraints/{TOP}.lpf --lpf-allow-unconstrained --textcfg top.config
 ecppack top.config top.bit
 ```

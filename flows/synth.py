@@ -46,7 +46,7 @@ from spikeloom.model.errors import SpikeloomError
 from spikeloom.sim.ports import Ports
 
 from .common import Parser, parse_and_run
-from .export import TOP, ecp5_ram_styles, export
+from .export import TOP, ecp5_ram_styles, ecp5_synth_script, export
 
 __all__ = ["TARGETS", "DEFAULT_BUILD", "default_model", "run_target", "run", "main"]
 
@@ -80,11 +80,17 @@ ECP5_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
 #: went from a mean of 144.2 MHz to 148.3 (eight of nine; router2 instead: 96-111). The UP5K and
 #: the 85F meet their goals without it (nothing to rip up).
 PLACER = ("--placer-heap-timingweight", "50", "--tmg-ripup")
+#: place_seeds: the target's nextpnr placement seeds unless ``--place-seeds`` names others (default
+#: PLACE_SEEDS). The 25F's is 5: the ECP5 netlist does not depend on the model's values (biases
+#: and thresholds in DP16KD, the exit threshold a memory word: BENCHMARKS.md, "One netlist per
+#: architecture"), so one placement seed gives every digits MLP the same fmax, and over seeds 1-6
+#: of the N = 8 netlist at this RTL seed 5 was the fastest (152.14 MHz; seed 1: 149.08). A change
+#: to the RTL makes a new netlist, whose seeds must be measured again.
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "device": ["--25k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 56, "weights": "rom",
                  "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 150.0, "packed_tail": True,
-                 "nextpnr": PLACER},
+                 "nextpnr": PLACER, "place_seeds": (5,)},
     "ecp5-85k": {"family": "ecp5", "device": ["--85k", "--package", "CABGA381", "--speed", "6"],
                  "bram": "DP16KD", "dsp": "MULT18X18D", "block_bits": 18432, "blocks": 208, "weights": "rom",
                  "bram_shapes": ECP5_BRAM_SHAPES, "fmax_goal_mhz": 120.0, "packed_tail": True,
@@ -119,12 +125,8 @@ def _run(cmd, log_path, cwd, timeout=3600, tool_log=None):
 #: internal assertion when it puts ABC's result back into the netlist, on some netlists and not on
 #: others that differ in a few cells (``Assert `GetSize(conn.first) == GetSize(conn.second)'
 #: failed`` after ``ABC_OPS_REINTEGRATE``). ``step_synthesis`` then runs synth_ecp5 again with
-#: ``map_luts`` done by classic ABC (:data:`ECP5_CLASSIC_ABC`).
+#: ``map_luts`` done by classic ABC (:func:`~spikeloom.flows.export.ecp5_synth_script`, ``classic_abc``).
 ABC9_FAILURE = re.compile(r"Executing ABC[^\n]*\n(?:(?![^\n]*Executing )[^\n]*\n)*ERROR: Assert")
-
-
-ECP5_CLASSIC_ABC = ("synth_ecp5 -top {top} -run :map_luts; techmap -map +/lattice/latches_map.v; abc -lut 4:7; "
-                    "clean; synth_ecp5 -top {top} -json {net} -run map_cells:")
 
 
 def abc9_failed(yosys_log):
@@ -381,7 +383,7 @@ def step_synthesis(target, rtl, work, ports, log=print):
              tool_log=work / "yosys.log")
 
     log(f"[synthesis] yosys {cmd} ({target})")
-    cmd = f"{cmd} -top {TOP} -json {net.name}"
+    cmd = ecp5_synth_script(TOP, net.name) if t["family"] == "ecp5" else f"{cmd} -top {TOP} -json {net.name}"
     (work / "yosys_abc9.log").unlink(missing_ok=True)   # an earlier build's
     try:
         run(cmd)
@@ -389,7 +391,7 @@ def step_synthesis(target, rtl, work, ports, log=print):
         if t["family"] != "ecp5" or not abc9_failed(work / "yosys.log"):
             raise
         (work / "yosys.log").replace(work / "yosys_abc9.log")
-        cmd = ECP5_CLASSIC_ABC.format(top=TOP, net=net.name)
+        cmd = ecp5_synth_script(TOP, net.name, classic_abc=True)
         log(f"[synthesis] Yosys's ABC9 LUT mapping failed an internal assertion (see {work / 'yosys_abc9.log'}); "
             f"again with classic ABC: yosys {cmd}")
         run(cmd)
@@ -415,7 +417,8 @@ def step_synthesis(target, rtl, work, ports, log=print):
     return net, types, cmd
 
 
-#: nextpnr's placement seed of a build unless ``--place-seeds`` names others.
+#: nextpnr's placement seed of a build unless ``--place-seeds`` names others or the target has its
+#: own (``place_seeds`` in :data:`TARGETS`).
 PLACE_SEEDS = (1,)
 #: The seeds ``--place-seeds`` takes (nextpnr's ``--seed`` is a signed 32-bit int; 0 and below are
 #: left out so that a seed is never confused with "no seed").
@@ -621,11 +624,11 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
 
     ``weights``: ``"rom"`` or ``"load"`` (hw/plan.py ``WEIGHT_STORES``); None: the target's default.
     ``place_seeds``: nextpnr placement seeds to place and route the one netlist with, one after
-    the other (default :data:`PLACE_SEEDS`); the entry and the bitstream are the fastest seed's
+    the other (default: the target's, else :data:`PLACE_SEEDS`); the entry and the bitstream are the fastest seed's
     (the first listed among equals), ``place_seeds`` in the entry lists every seed's fmax and
     critical path.
     """
-    seeds = tuple(place_seeds or PLACE_SEEDS)
+    seeds = tuple(place_seeds or TARGETS.get(target, {}).get("place_seeds", PLACE_SEEDS))
     plans = []
     t, weights = TARGETS.get(target), check_target(target, model_path, n_pe, weights, plans)
     bank_depth = weight_bank_depth(target, plans[0].weight_depth, plans[0].word_bits, weights)
@@ -882,7 +885,8 @@ def main(argv=None):
     p.add_argument("--place-seeds", type=_place_seeds, default=None,
                    help="nextpnr placement seeds, comma-separated (e.g. 1,2,3): each build is placed and routed "
                         "once per seed, one after the other, and keeps the fastest (synth.json place_seeds lists "
-                        f"them all); default: {','.join(map(str, PLACE_SEEDS))}")
+                        f"them all); default: {','.join(map(str, PLACE_SEEDS))}, ecp5-25k "
+                        f"{','.join(map(str, TARGETS['ecp5-25k']['place_seeds']))}")
     p.add_argument("--weights", choices=["rom", "load"], default=None,
                    help="rom: weights initialised in block RAM; load: no initial contents, streamed in after "
                         "reset (SPRAM on iCE40 UltraPlus). Default: per target (ECP5 rom, iCE40 UP5K load)")

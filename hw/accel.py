@@ -181,7 +181,8 @@ class Accelerator(wiring.Component):
                                                        pipe.ev_layout)
         m.submodules.seq = seq = Sequencer(plan, loading=self.weights == "load")
         m.submodules.push = push = SpikePush(plan, entry, seq.nxt.pidx.shape().width)
-        m.submodules.exit = top2 = Top2(n, plan.membrane_bits, model.n_classes, model.exit_threshold)
+        m.submodules.exit = top2 = Top2(n, plan.membrane_bits, model.n_classes,
+                                        None if plan.exit_word is not None else model.exit_threshold)
         m.submodules.counters = counters = ActivityCounters(plan)
 
         # events: input values / spike queue / shortcut queue -> event pipeline -> sequencer
@@ -247,6 +248,8 @@ class Accelerator(wiring.Component):
         m.d.sync += [z_base.eq(s_pre.c * n), z_en.eq(s_pre.cmd.update & s_pre.cmd.output),
                      z_restart.eq(s_pre.c == 0), *(z_valid[p].eq(s_pre.lanes > p) for p in range(n))]
         m.d.comb += [top2.values[p].eq(pe.z) for p, pe in enumerate(pes)]
+        if plan.exit_word is not None:   # the output layer's threshold words, read with z (hw/plan.py)
+            m.d.comb += top2.threshold.eq(pes[0].thr.as_unsigned())
         m.d.comb += [top2.valid.eq(z_valid), top2.base.eq(z_base), top2.en.eq(z_en), top2.restart.eq(z_restart)]
         trace_empty = Const(1)
         if self.trace:

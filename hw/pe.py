@@ -153,7 +153,8 @@ class PE(wiring.Component):
     * stage 4 (k + 4): ``acc + w * val`` is written back (``acc``); the membrane update adds the
       acc value (registered); the acc is cleared (or, for the analog layer, rewritten with the
       image parity);
-    * stage 5 (k + 5): the sum saturates (registered as ``z``); the threshold is read;
+    * stage 5 (k + 5): the sum saturates (registered as ``z``); the threshold, read in stage 4, is
+      registered;
     * stage 6 (k + 6): fire, reset and membrane (and flag) write-back with the layer's firing
       rule and reset; ``spike`` is registered.
 
@@ -238,6 +239,7 @@ class PE(wiring.Component):
             "read": Out(1),
             "syn": Out(1),
             "z": Out(signed(mb)),
+            "thr": Out(signed(mb)),
         }
         if weights == "load":
             ports["load_en"] = In(1)
@@ -364,7 +366,7 @@ class PE(wiring.Component):
         banked = isinstance(w_rd, BankedROM)
         w1 = w_rd.data if banked else Signal.like(w_rd.data, name="w1", reset_less=True)
         mem1 = Signal(signed(mb), name="mem1")
-        bias1 = Signal.like(bias_rd.data, name="bias1")
+        bias1 = Signal.like(bias_rd.data, name="bias1", reset_less=True)   # (no reset: an output register)
         old = mem_rd.data[:mb].as_signed() if fb else mem_rd.data
         # (only a valid lane's membrane matters: the lane enters the flags, which makes them
         # this PE's own registers)
@@ -580,15 +582,18 @@ class PE(wiring.Component):
         ]
         pre = Signal(signed(max(mb + 2, abits) + 1), name="pre")
         m.d.sync += pre.eq(base4 + old_acc)
+        # the threshold of stage 6, read here and registered (a block RAM's data register, on ECP5
+        # its output register): s4's address is s5's a cycle early, and the memory is read-only
+        thr6 = Signal.like(thr_rd.data, name="thr6", reset_less=True)
+        m.d.comb += thr_rd.addr.eq(s4.addr)
 
-        # Stage 5: saturate (registered as ``z``); threshold read.
+        # Stage 5: saturate (registered as ``z``); the threshold registered.
         u = self.z
         # pre fits in mb bits iff its bits mb - 1 .. top are all equal: a short reduction instead
         # of two wide comparisons after the adder.
         top = pre[mb - 1:]
         fits = (top == 0) | (top == (1 << len(top)) - 1)
-        m.d.sync += u.eq(Mux(fits, pre[:mb], Mux(pre[-1], lo, hi)))
-        m.d.comb += thr_rd.addr.eq(s5.addr)
+        m.d.sync += [u.eq(Mux(fits, pre[:mb], Mux(pre[-1], lo, hi))), thr6.eq(thr_rd.data)]
 
         # Stage 6: fire, reset, membrane (and flag) write-back. r6: the flag read in stage 0.
         r6 = flag1
@@ -596,7 +601,8 @@ class PE(wiring.Component):
             for i in range(3, 7):
                 r6, prev = Signal(name=f"flag{i}"), r6
                 m.d.sync += r6.eq(prev)
-        fire, after, flag = self._fire_reset(m, u, thr_rd.data, r6, s6)
+        fire, after, flag = self._fire_reset(m, u, thr6, r6, s6)
+        m.d.comb += self.thr.eq(thr6)   # with z: the output layer's words, the exit threshold
         written = Mux(s6.output | ~fire, u, after)
         m.d.comb += [
             mem_wr.addr.eq(s6.addr),

@@ -5,7 +5,10 @@
 :func:`spikeloom.model.geometry.owner` and its inverse ``channel``, which balanced pruning uses too. The neuron ``(o, y, x)`` of a
 layer with a ``Ho x Wo`` map is at address ``neuron_base + (y * Wo + x) * chunks + c`` of the
 ``acc``, ``membrane``, ``bias`` and ``threshold`` memories of PE ``p`` (``bias``/``threshold`` repeat
-the channel's value at every position). Lanes with ``o >= C_out`` are padding.
+the channel's value at every position). Lanes with ``o >= C_out`` are padding. The output layer
+fires no spikes: its ``threshold`` words hold the exit threshold instead (:attr:`Plan.exit_word`),
+which the exit unit reads from PE 0 with the output values, so that no model value is a constant
+of the logic (the FPGA netlist of two models of one architecture differs in memory contents only).
 
 **Synaptic sources.** Every layer has a main source (the previous layer's pooled spike map, or the
 input image for the analog layer) and, for a residual layer, a shortcut source (an earlier layer's
@@ -616,6 +619,18 @@ class Plan:
                 "bias": self.neuron_depth, "threshold": self.neuron_depth}
 
     @property
+    def exit_word(self):
+        """The exit threshold as the output layer's ``threshold`` words hold it (read as unsigned
+        ``membrane_bits`` bits by the exit unit, :class:`~spikeloom.hw.top2.Top2` with
+        ``threshold=None``), or None when it does not fit them: a threshold of ``2**membrane_bits``
+        or more is above every margin of two membrane values (never met), and the exit unit
+        then holds it as a constant."""
+        thr, mb = self.model.exit_threshold, self.membrane_bits
+        if thr >= 1 << mb:
+            return None
+        return thr - (1 << mb) if thr >> (mb - 1) else thr
+
+    @property
     def max_groups(self):
         """The most lane groups of any packed layer's tail word (0: no layer is packed; module
         docstring, "Packed tail")."""
@@ -685,6 +700,8 @@ class Plan:
                 for s in lp.sources:
                     for r in range(s.rows):
                         out += [self._signed_word(self.word(*e, lp.storage)) for e in self.pe_entries(pe, lp, s, r)]
+            elif mem == "threshold" and lp.role == "output":
+                out += [self.exit_word or 0] * (lp.positions * lp.chunks)
             else:
                 arr = ly.bias if mem == "bias" else ly.threshold
                 for _ in range(lp.positions):

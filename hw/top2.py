@@ -52,8 +52,10 @@ class Top2(wiring.Component):
         Signed width of the values.
     n_values : int
         Number of values over all steps (size of the index).
-    threshold : int
-        Exit threshold of ``margin_ok`` (>= 0).
+    threshold : int or None
+        Exit threshold of ``margin_ok`` (>= 0), a constant of the logic; or ``None``: the member
+        ``threshold`` gives it, with each step (the accelerator reads it from a memory, so that
+        the logic does not depend on the model's value: see ``hw/accel.py``).
 
     Members
     -------
@@ -66,6 +68,9 @@ class Top2(wiring.Component):
         Merge this step (the outputs include it ``latency`` cycles later).
     restart : In(1)
         With ``en``: forget the previous steps (the first step of a scan; it must have a valid lane).
+    threshold : In(unsigned(value_bits))
+        Only with ``threshold=None``: the exit threshold, sampled with every step (``en``) like
+        the values; the same in every step. ``margin_ok`` is 0 until the first step is merged.
     top1, top2 : Out(signed(value_bits + 1))
         Largest and second-largest values so far (``-2**value_bits`` when none).
     top1_index : Out(unsigned(...))
@@ -79,12 +84,12 @@ class Top2(wiring.Component):
     RANKED, RANK_STAGES = range(5, 9), 3
 
     def __init__(self, n_lanes, value_bits, n_values, threshold=0):
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
-            raise ValueError(f"threshold must be an integer >= 0, got {threshold!r}")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0):
+            raise ValueError(f"threshold must be an integer >= 0 or None, got {threshold!r}")
         self._n = n_lanes
         self._bits = value_bits
         # A margin never exceeds 2**(value_bits + 1) - 1: larger thresholds act as this one.
-        self._thr = min(threshold, 1 << (value_bits + 1))
+        self._thr = None if threshold is None else min(threshold, 1 << (value_bits + 1))
         self.latency = self.latency_of(n_lanes)
         ib = bits(n_values)
         super().__init__({
@@ -97,6 +102,7 @@ class Top2(wiring.Component):
             "top2": Out(signed(value_bits + 1)),
             "top1_index": Out(unsigned(ib)),
             "margin_ok": Out(1, init=self._thr == 0),
+            **({"threshold": In(unsigned(value_bits))} if threshold is None else {}),
         })
 
     @staticmethod
@@ -112,8 +118,19 @@ class Top2(wiring.Component):
         neg = 0   # "none", in offset binary below every value
         vshape = unsigned(nb + 1)
         mshape = signed(nb + 3)   # a value minus or plus the threshold
-        thr = self._thr
+        thr_regs = []
 
+        def thr_at(k):
+            # the threshold k registers after the inputs: the constant, or the member delayed
+            if self._thr is not None:
+                return self._thr
+            while len(thr_regs) < k:
+                r = Signal(self.threshold.shape(), name=f"thr_{len(thr_regs)}", reset_less=True)
+                m.d.sync += r.eq(thr_regs[-1] if thr_regs else self.threshold)
+                thr_regs.append(r)
+            return thr_regs[k - 1] if k else self.threshold
+
+        thr0 = self._thr or 0   # the registers' initial values: the constant's, or those of 0
         # v + 2**bits in bits + 1 bits
         values = [ordered(self.values[p], nb + 1) for p in range(self._n)]
         valid, base, en, restart = self.valid, self.base, self.en, self.restart
@@ -130,10 +147,10 @@ class Top2(wiring.Component):
         top1, top2 = Signal(vshape, name="t1"), Signal(vshape, name="t2")   # offset binary; 0 = none
         m.d.comb += [self.top1.eq(from_ordered(top1)), self.top2.eq(from_ordered(top2))]
 
-        b, inv, step_m, depth, en, restart = self._step(m, values, valid, base, en, restart, stage)
+        b, inv, step_m, depth, en, restart = self._step(m, values, valid, base, en, restart, stage, thr_at)
         # top1 - threshold beside top1, so that a margin is one comparison: top1 - top2 >= threshold
         # iff top1 - threshold >= top2
-        t1m = Signal(mshape, name="t1m", init=-thr)
+        t1m = Signal(mshape, name="t1m", init=-thr0)
         # hold: (register, its next value when the step wins) of the registers held beside top1
         if depth:
             w = nb + 1
@@ -165,7 +182,8 @@ class Top2(wiring.Component):
             a1_over_b2 = ~restart & (top1 != neg)
             a2_over_b1 = ~restart & (~lane_valid | greater(top2, v))
             # top1 + threshold beside top1: v - threshold >= top1 iff v >= top1 + threshold
-            t1p = Signal(mshape, name="t1p", init=thr)
+            thr = thr_at(stage)
+            t1p = Signal(mshape, name="t1p", init=thr0)
             hold = [(t1m, v - thr), (t1p, v + thr)]
             step_margin = signed_ge(v, thr)   # against the step's top-2, none
             over_top1 = signed_ge(v, t1p)
@@ -187,13 +205,14 @@ class Top2(wiring.Component):
                                                   keeps_margin & keeps_over_step), keeps_margin))
         return m
 
-    def _step(self, m, values, valid, base, en, restart, stage):
+    def _step(self, m, values, valid, base, en, restart, stage, thr_at):
         """The step's top-1 (value, index) and top-2 value, ranked or through the tree, as
         ``(b, inv, step_m, depth, en, restart)``: ``b`` the last level's node (one lane: the lane's
         leaf, ``depth`` 0), ``inv`` its inverted top-1 and top-2 registers, ``step_m`` its top-1
         minus the threshold (both None for one lane), ``depth`` the levels, ``en`` and
-        ``restart`` delayed as many cycles."""
-        nb, neg, thr = self._bits, 0, self._thr
+        ``restart`` delayed as many cycles. ``thr_at(k)``: the threshold ``k`` registers after
+        the inputs (``stage`` of them before the first level)."""
+        nb, neg = self._bits, 0
         vshape, ishape = unsigned(nb + 1), self.top1_index.shape()
         mshape = signed(nb + 3)
         inv = step_m = None
@@ -206,6 +225,7 @@ class Top2(wiring.Component):
             # a holds lower indices than b; also the winner's value minus the threshold, picked
             # beside the value (both differences are formed from the operands' registers)
             out = node(name)
+            thr = thr_at(stage)
             b_wins = greater(b[0], a[0])
             m.d.comb += [
                 out[0].eq(Mux(b_wins, b[0], a[0])),
@@ -230,6 +250,7 @@ class Top2(wiring.Component):
             out = node(name)
             va, vb = valid[p], valid[p + 1]
             za, zb = values[p], values[p + 1]
+            thr = thr_at(stage)
             b_wins = vb & (~va | greater(zb, za))
             m.d.comb += [
                 out[0].eq(Mux(b_wins, zb, Mux(va, za, neg))),
@@ -255,7 +276,7 @@ class Top2(wiring.Component):
         level = list(range(self._n))  # lanes, then nodes
         if self._n in self.RANKED:
             # the lanes ranked in three stages, as deep as the tree's levels
-            nd, m1 = self._ranked(m, values, valid, base, thr, mshape, "g")
+            nd, m1 = self._ranked(m, values, valid, base, thr_at(stage + 1), mshape, "g")
             nd, inv, step_m = last(nd, m1, f"r{self.RANK_STAGES - 1}_0")
             level = [nd]
             for _ in range(self.RANK_STAGES):

@@ -105,7 +105,8 @@ def test_readme_yosys_command_runs_as_written(tmp_path, tiny):
     out = tmp_path / "out"
     export(tiny, 2, out)
     line = next(ln for ln in (out / "README.md").read_text().splitlines() if ln.startswith("yosys -p "))
-    assert 'ram_style \\"distributed\\" m:acc' in line and 'ram_style \\"logic\\" m:threshold' in line
+    assert 'ram_style \\"distributed\\" m:acc' in line and 'ram_style \\"block\\" m:threshold' in line
+    assert 'memory_libmap -lib +/lattice/brams_16kd.txt c:bias c:threshold' in line
     r = subprocess.run(YOSYS + " -q" + line[len("yosys"):], shell=True, cwd=out, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

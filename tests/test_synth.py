@@ -74,17 +74,21 @@ def test_weight_memory_outside_block_ram_fails_loudly(built):
 
 
 def test_ecp5_neuron_memories_stay_out_of_block_ram(built):
-    """On ECP5 the per-neuron memories become distributed RAM (acc, membrane) and LUT ROM (bias,
-    threshold), so no DP16KD's unregistered output starts a PE loop; iCE40 is left to Yosys."""
+    """On ECP5 acc and membrane become distributed RAM, so that no DP16KD's unregistered output
+    starts a PE loop, and the read-only bias and threshold DP16KD (not LUT ROM, whose logic would
+    follow their contents), each read into the block's output register; iCE40 is left to Yosys."""
     d, _, _ = built
     cells = json.loads((d / "synth" / "ecp5-25k-n2" / "synth.json").read_text())["modules"][synth.TOP]["cells"]
     pat = re.compile(r"\.pe_\d+\.(acc|membrane|bias|threshold)\.")
-    assert not [n for n, c in cells.items() if c["type"] == "DP16KD" and pat.search(n)]
+    bram = {pat.search(n).group(1) for n, c in cells.items() if c["type"] == "DP16KD" and pat.search(n)}
+    assert bram == {"bias", "threshold"}
+    assert all(c["parameters"]["REGMODE_A"] == "OUTREG" for n, c in cells.items()
+               if c["type"] == "DP16KD" and pat.search(n))
     dpr = {pat.search(n).group(1) for n, c in cells.items() if c["type"] == "TRELLIS_DPR16X4" and pat.search(n)}
     assert dpr == {"acc", "membrane"}
     ports = Ports.load(d / "synth" / "ecp5-25k-n2" / "export" / "ports.json")
     assert synth.lutram_memories("ecp5-25k", ports) == {
-        "acc": "distributed", "bias": "logic", "membrane": "distributed", "threshold": "logic"}
+        "acc": "distributed", "bias": "block", "membrane": "distributed", "threshold": "block"}
     assert synth.lutram_memories("ice40-up5k", ports) == {}
     # deep ones (large conv layers at small N) stay block RAM
     ports = replace(ports, memories=tuple(replace(m, depth=LUTRAM_MAX_DEPTH + 1) for m in ports.memories))
@@ -412,16 +416,54 @@ def test_abc9_failure_is_recognised(tmp_path):
 
 
 def test_classic_abc_script_synthesises(tmp_path):
-    """The script ``step_synthesis`` falls back to when ABC9 fails (``ECP5_CLASSIC_ABC``) is a whole
-    synth_ecp5: a small counter with a comparison maps to LUT4s, carry cells and flip-flops."""
+    """The script ``step_synthesis`` falls back to when ABC9 fails (``ecp5_synth_script(...,
+    classic_abc=True)``) is a whole synth_ecp5: a small counter with a comparison maps to LUT4s,
+    carry cells and flip-flops, and a ROM named ``bias`` to block RAM, as the PEs' are."""
+    from spikeloom.flows.export import ecp5_synth_script
+
     (tmp_path / "t.v").write_text(
-        "module t(input clk, input [7:0] a, output reg [7:0] q, output reg gt);\n"
-        "  always @(posedge clk) begin q <= q + a; gt <= q > a; end\nendmodule\n")
-    script = "read_verilog t.v; " + synth.ECP5_CLASSIC_ABC.format(top="t", net="t.json")
+        "module t(input clk, input [7:0] a, input [3:0] i, output reg [7:0] q, output reg gt, output reg [7:0] r);\n"
+        "  reg [7:0] rom [0:15];\n  integer k;\n  initial for (k = 0; k < 16; k = k + 1) rom[k] = k * 13;\n"
+        "  always @(posedge clk) begin q <= q + a; gt <= q > a; r <= rom[i]; end\nendmodule\n")
+    (tmp_path / "t.v").write_text((tmp_path / "t.v").read_text().replace("rom", "bias"))
+    script = 'read_verilog t.v; setattr -set ram_style "block" m:bias; ' + ecp5_synth_script(
+        "t", "t.json", classic_abc=True)
     synth._run([synth._tool("yosys"), "-q", "-l", "yosys.log", "-p", script], tmp_path / "yosys.out", tmp_path,
                tool_log=tmp_path / "yosys.log")
     cells = json.loads((tmp_path / "t.json").read_text())["modules"]["t"]["cells"].values()
     types = {c["type"] for c in cells}
-    assert {"LUT4", "CCU2C", "TRELLIS_FF"} <= types, types
+    assert {"LUT4", "CCU2C", "TRELLIS_FF", "DP16KD"} <= types, types
     log = (tmp_path / "yosys.log").read_text()
     assert "Executing ABC pass" in log and "Executing ABC9 pass" not in log
+
+
+def test_ecp5_netlist_does_not_depend_on_biases_thresholds_or_exit_threshold(tmp_path):
+    """Two networks of one architecture whose biases, thresholds (small in one, so that their top
+    bits are 0 in every word, large in the other) and exit thresholds differ: Yosys's ECP5
+    netlists are the same cells, parameters and connections but for initial values (the DP16KD
+    contents), so nextpnr places them alike and their fmax is one
+    (a LUT ROM or a constant in the logic made them differ: BENCHMARKS.md, "One netlist per
+    architecture")."""
+    import numpy as np
+
+    a = random_model((16, 12, 4), seed=1, weight_bits=8, threshold_range=(2, 9), exit_threshold=3)
+    b = random_model((16, 12, 4), seed=1, weight_bits=8, threshold_range=(2, 9), exit_threshold=3)
+    rng = np.random.default_rng(5)
+    for ly in b.layers:
+        ly.bias = rng.integers(-3000, 3000, ly.bias.shape).astype(ly.bias.dtype)
+        if ly.threshold is not None:
+            ly.threshold = rng.integers(5000, 30000, ly.threshold.shape).astype(ly.threshold.dtype)
+    b.exit_threshold = 40000
+    nets = []
+    for name, model in (("a", a), ("b", b)):
+        path = modelfile.save(model, tmp_path / f"{name}.slm")
+        work = tmp_path / name
+        rtl = synth.step_export(path, 2, work, log=lambda *a: None)
+        net, _, _ = synth.step_synthesis("ecp5-25k", rtl, work, Ports.load(work / "export" / "ports.json"),
+                                         log=lambda *a: None)
+        cells = json.loads(net.read_text())["modules"][synth.TOP]["cells"]
+        nets.append({n: (c["type"], {k: v for k, v in c["parameters"].items() if not k.startswith("INIT")},
+                         c["connections"]) for n, c in cells.items()})
+    assert "DP16KD" in {c[0] for c in nets[0].values()}
+    assert nets[0].keys() == nets[1].keys()
+    assert [n for n in nets[0] if nets[0][n] != nets[1][n]] == []
