@@ -46,7 +46,7 @@ from spikeloom.model.errors import SpikeloomError
 from spikeloom.sim.ports import Ports
 
 from .common import Parser, parse_and_run
-from .export import TOP, ecp5_ram_styles, ecp5_synth_script, export
+from .export import BRAM_MEMORIES, TOP, ecp5_ram_styles, ecp5_synth_script, export
 
 __all__ = ["TARGETS", "DEFAULT_BUILD", "default_model", "run_target", "run", "main"]
 
@@ -82,8 +82,9 @@ ECP5_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
 PLACER = ("--placer-heap-timingweight", "50", "--tmg-ripup")
 #: place_seeds: the target's nextpnr placement seeds unless ``--place-seeds`` names others (default
 #: PLACE_SEEDS). The 25F's is 5: the ECP5 netlist does not depend on the model's values (biases
-#: and thresholds in DP16KD, the exit threshold a memory word: BENCHMARKS.md, "One netlist per
-#: architecture"), so one placement seed gives every digits MLP the same fmax, and over seeds 1-6
+#: and thresholds in DP16KD, the exit threshold a memory word unless it is never met, >=
+#: 2**membrane_bits: BENCHMARKS.md, "One netlist per architecture"), so one placement seed gives
+#: every digits MLP (exit thresholds calibrated on data) the same fmax, and over seeds 1-6
 #: of the N = 8 netlist at this RTL seed 5 was the fastest (152.14 MHz; seed 1: 149.08). A change
 #: to the RTL makes a new netlist, whose seeds must be measured again.
 TARGETS = {
@@ -149,13 +150,17 @@ def check_fits(target, plan, weights):
                 f"{cell}, {per_pe * plan.n_pe} for N = {plan.n_pe}; the device has {count}. Use a smaller N.")
         return
     per_pe = math.ceil(depth * width / t["block_bits"])
-    if per_pe * plan.n_pe > t["blocks"]:
+    # on ECP5 every PE's bias and threshold memories are block RAM too (flows/export.py BRAM_MEMORIES)
+    params = (len(BRAM_MEMORIES) * min(math.ceil(plan.neuron_depth / d) * math.ceil(plan.membrane_bits / w)
+                                       for d, w in t["bram_shapes"]) if t["family"] == "ecp5" else 0)
+    if (per_pe + params) * plan.n_pe > t["blocks"]:
         hint = (" Use --weights load (the weights in SPRAM, streamed in after reset)." if "spram" in t else
                 " Use a larger device, another N or fewer weight bits.")
+        also = f" and the biases and thresholds {params}" if params else ""
         raise SpikeloomError(
             f"{target} --weights {weights}: the weights take {bits / 1024:.0f} kbit, at least {per_pe} "
-            f"{t['bram']} per PE, {per_pe * plan.n_pe} for N = {plan.n_pe}; the device has {t['blocks']} "
-            f"({t['blocks'] * t['block_bits'] // 1024} kbit).{hint}")
+            f"{t['bram']} per PE{also}, {(per_pe + params) * plan.n_pe} for N = {plan.n_pe}; the device has "
+            f"{t['blocks']} ({t['blocks'] * t['block_bits'] // 1024} kbit).{hint}")
 
 
 def step_export(model_path, n_pe, work, weights="rom", log=print, bank_depth=None, freq_mhz=100.0, packed_tail=True):
@@ -358,7 +363,8 @@ def absorb_output_registers(net_path):
 
 
 def lutram_memories(target, ports):
-    """``{memory name: ram_style}`` for the per-neuron memories ``step_synthesis`` keeps out of block RAM."""
+    """``{memory name: ram_style}`` of the per-neuron memories that ``step_synthesis`` marks: kept out
+    of block RAM (acc, membrane), or in it at any depth (bias, threshold)."""
     return ecp5_ram_styles(ports.memories) if TARGETS[target]["family"] == "ecp5" else {}
 
 

@@ -189,7 +189,8 @@ class Top2(wiring.Component):
             over_top1 = signed_ge(v, t1p)
             keeps_over_step = ~lane_valid | signed_ge(t1m, v)
         # the margin of the values as they are, t1m >= top2, is margin_ok itself (its init is that
-        # of the registers' inits): one comparison fewer in front of it
+        # of the registers' inits; with the threshold as a member, 0 until the first step, which is
+        # a restart): one comparison fewer in front of it
         keeps_margin = self.margin_ok
         with m.If(en):
             m.d.sync += [

@@ -105,6 +105,10 @@ def test_weights_that_do_not_fit_are_refused_before_the_tools(tmp_path):
         synth.run_target("ice40-up5k", model, 8, tmp_path, weights="load")
     with pytest.raises(SpikeloomError, match="'flash'"):
         synth.run_target("ecp5-25k", model, 4, tmp_path, weights="flash")
+    # ECP5: every PE's bias and threshold memories are block RAM as well (1 weight block per PE
+    # at N = 32 would fit the 25F's 56 alone)
+    with pytest.raises(SpikeloomError, match="1 DP16KD per PE and the biases and thresholds 2, 96 for N = 32"):
+        synth.run_target("ecp5-25k", model, 32, tmp_path)
     assert not (tmp_path / "synth").exists()  # refused before any tool ran
 
 
