@@ -205,6 +205,9 @@ class PE(wiring.Component):
     z : Out(signed(membrane_bits))
         Registered, stage ``Z_STAGE`` (6): the saturated updated membrane / output value of an
         ``update`` command.
+    thr : Out(signed(membrane_bits))
+        Registered, beside ``z``: the command's neuron's ``threshold`` word (for the output layer the
+        exit threshold, ``Plan.exit_word``, which the exit unit takes from PE 0).
     spike : Out(1)
         Registered, stage ``SPIKE_STAGE`` (7): the updated neuron fired (``update`` of a spiking
         layer, valid lane).
