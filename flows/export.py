@@ -287,9 +287,13 @@ def ecp5_ram_styles(memories):
     """``{memory name: Yosys ram_style}`` of the per-neuron memories (``Ports.memories``) on ECP5:
     ``distributed`` for acc and membrane up to LUTRAM_MAX_DEPTH deep, ``block`` for the read-only
     BRAM_MEMORIES at any depth."""
-    return {m.name: LUTRAM_STYLES[m.name] if m.name in LUTRAM_STYLES else "block"
-            for m in sorted(memories, key=lambda m: m.name)
-            if m.name in LUTRAM_STYLES and m.depth <= LUTRAM_MAX_DEPTH or m.name in BRAM_MEMORIES}
+    styles = {}
+    for m in sorted(memories, key=lambda m: m.name):
+        if m.name in BRAM_MEMORIES:
+            styles[m.name] = "block"
+        elif m.name in LUTRAM_STYLES and m.depth <= LUTRAM_MAX_DEPTH:
+            styles[m.name] = LUTRAM_STYLES[m.name]
+    return styles
 
 
 def _weights_section(ports):

@@ -151,8 +151,8 @@ def check_fits(target, plan, weights):
         return
     per_pe = math.ceil(depth * width / t["block_bits"])
     # on ECP5 every PE's bias and threshold memories are block RAM too (flows/export.py BRAM_MEMORIES)
-    params = (len(BRAM_MEMORIES) * min(math.ceil(plan.neuron_depth / d) * math.ceil(plan.membrane_bits / w)
-                                       for d, w in t["bram_shapes"]) if t["family"] == "ecp5" else 0)
+    params = (len(BRAM_MEMORIES) * min(bram_blocks(s, plan.neuron_depth, plan.membrane_bits) for s in t["bram_shapes"])
+              if t["family"] == "ecp5" else 0)
     if (per_pe + params) * plan.n_pe > t["blocks"]:
         hint = (" Use --weights load (the weights in SPRAM, streamed in after reset)." if "spram" in t else
                 " Use a larger device, another N or fewer weight bits.")
@@ -176,6 +176,11 @@ def step_export(model_path, n_pe, work, weights="rom", log=print, bank_depth=Non
     return rtl
 
 
+def bram_blocks(shape, depth, width):
+    """Block RAMs of configuration ``shape`` = (depth, width) that a ``depth`` x ``width`` memory takes."""
+    return math.ceil(depth / shape[0]) * math.ceil(width / shape[1])
+
+
 def weight_bank_depth(target, depth, width, weights):
     """The weight memory's bank depth on ``target`` (``BankedROM``, ``--weight-bank-depth``), or None
     for one memory: the block RAM configuration that holds ``depth`` x ``width`` in the fewest
@@ -187,7 +192,7 @@ def weight_bank_depth(target, depth, width, weights):
     shapes = TARGETS[target].get("bram_shapes")
     if weights != "rom" or not shapes:
         return None
-    bd, _ = min(shapes, key=lambda s: (math.ceil(width / s[1]) * math.ceil(depth / s[0]), s[0]))
+    bd, _ = min(shapes, key=lambda s: (bram_blocks(s, depth, width), s[0]))
     return bd if depth > bd else None
 
 
