@@ -10,7 +10,7 @@ import numpy as np
 from spikeloom.model.errors import SpikeloomError
 
 from . import cosim as cosim_flow, fit, output, steps
-from .common import STORAGE_HELP, Parser, check_cosim, check_pes, check_storage, parse_and_run, storage_text
+from .common import STORAGE_HELP, Parser, add_design_arguments, check_cosim, check_pes, check_storage, parse_and_run, storage_text
 
 
 def _add_data_options(p):
@@ -542,14 +542,7 @@ def build_parser():
     sp.add_argument("--json", action="store_true", help="print the metadata as JSON")
     sp.set_defaults(fn=cmd_inspect)
     sp = sub.add_parser("generate", help="generate the accelerator's Verilog for a model file")
-    sp.add_argument("model", type=Path, help="the model file (.slm)")
-    sp.add_argument("--pes", type=int, default=8, help="number of processing elements N")
-    sp.add_argument("--storage", default="auto", metavar="RULE", help=STORAGE_HELP)
-    sp.add_argument("-o", "--out", type=Path, required=True,
-                    help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
-    sp.add_argument("--force", action="store_true",
-                    help="write into a non-empty folder spikeloom did not write (a file it did not write is never "
-                        "replaced or removed)")
+    add_design_arguments(sp)
     sp.add_argument("--trace", action="store_true", help="add the spike trace port")
     sp.add_argument("--weights", default="rom", choices=["rom", "load"],
                     help="rom: weight memories initialised (default); load: written through i_weights after reset")

@@ -8,6 +8,7 @@ import argparse
 import os
 import re
 import sys
+from pathlib import Path
 
 from spikeloom.hw.plan import PES_RANGE, SPARSE_FORMS, STORAGE_CHOICES
 from spikeloom.model.errors import ConfigError, SpikeloomError
@@ -63,6 +64,20 @@ STORAGE_HELP = ("weight storage per layer: auto (default: fewer bits), fast (few
                 "sparse (zero-skipping; its rows cut as auto picks), " + ", ".join(SPARSE_FORMS) + " "
                 "(zero-skipping, rows cut so: a burst per landing kernel row or tap), or LAYER=S[,LAYER=S...] "
                 "(the layers not named: auto)")
+
+
+def add_design_arguments(p):
+    """The options of a command that writes a design for a model file: the model, ``--pes``,
+    ``--storage``, and the output folder (``-o``, ``--force``); ``spikeloom generate`` and
+    ``spikeloom export`` (each adds its own)."""
+    p.add_argument("model", type=Path, help="the model file (.slm)")
+    p.add_argument("--pes", type=int, default=8, help="processing elements N (default 8)")
+    p.add_argument("--storage", default="auto", metavar="RULE", help=STORAGE_HELP)
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder spikeloom did not write (a file it did not write is never "
+                        "replaced or removed)")
 
 
 def check_storage(storage, option="--storage"):

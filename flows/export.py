@@ -21,7 +21,7 @@ from spikeloom.sim.axis import AxisLayout, check_lanes
 from spikeloom.sim.ports import Ports
 
 from . import output
-from .common import STORAGE_HELP, Parser, check_pes, check_storage, parse_and_run, storage_text
+from .common import Parser, add_design_arguments, check_pes, check_storage, parse_and_run, storage_text
 from .export_axis import (AXIS, AXIS_WIDTHS, TB_IMAGES, axis_constraint_ports, axis_verilog, check_axis_width,
                           check_tb_images, field_rows, tb_inputs, tb_name, tb_vectors, testbench_verilog, word_pieces)
 
@@ -629,14 +629,7 @@ def check_weight_bank_depth(value, weights):
 
 def add_arguments(p):
     """The options of ``spikeloom export`` (the one parser: ``flows/cli.py`` and :func:`main` use it)."""
-    p.add_argument("model", type=Path, help="model file (.slm)")
-    p.add_argument("--pes", type=int, default=8, help="processing elements N (default 8)")
-    p.add_argument("--storage", default="auto", metavar="RULE", help=STORAGE_HELP)
-    p.add_argument("-o", "--out", type=Path, required=True,
-                   help="output folder: new, empty, or one spikeloom wrote (its .spikeloom-output.json)")
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty folder spikeloom did not write (a file it did not write is never "
-                        "replaced or removed)")
+    add_design_arguments(p)
     p.add_argument("--freq", type=float, default=25.0, help="clock (MHz) for the constraint examples (default 25)")
     # no argparse choices: a bad value gets the one-line error of run_args (exit 2), not a usage dump
     p.add_argument("--weights", default="rom", metavar="{" + ",".join(WEIGHT_STORES) + "}",
