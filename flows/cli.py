@@ -579,7 +579,7 @@ def build_parser():
     sp.add_argument("--dt", type=float, required=True, help="the Euler time step (NIR stores none)")
     sp.add_argument("--reset", default=None, metavar="{zero,subtract,subtract_next,subtract_recheck}",
                     help="the spiking layers' reset (NIR cannot say 'subtract'; snnTorch's subtract-reset "
-                    "Leaky is subtract_next); default: the graph's spikeloom metadata (export-nir), else zero, "
+                    "Leaky is subtract_next, SpikingJelly's soft reset (v_reset=None) subtract); default: the graph's spikeloom metadata (export-nir), else zero, "
                     "NIR's reset to v_reset = 0")
     meta = "default: the graph's spikeloom metadata, else"
     sp.add_argument("--input-bits", type=int, default=None,

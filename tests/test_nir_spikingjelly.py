@@ -11,7 +11,9 @@ exports with ``spikingjelly.activation_based.nir_exchange.to_nir.export_to_nir(n
   ``dt r / (tau dt)`` is SpikingJelly's ``1 / tau`` on its input (``decay_input=True``) or ``1``,
   and the leak ``beta = 1 - 1 / tau``;
 * ``IFNode`` -> ``IF(r = 1 / dt, ...)``: gain 1, no leak;
-* a soft reset (``v_reset=None``) is refused by the export itself (NIR cannot say "subtract").
+* a soft reset (``v_reset=None``) is refused by 2.0.0's export itself (NIR cannot say "subtract");
+  later SpikingJelly sources write it as ``v_reset = 0`` instead (README, "From SpikingJelly": import
+  those with ``--reset subtract``).
 
 So the import takes ``--dt 1e-4 --reset zero``. SpikingJelly fires on ``v >= v_threshold``, NIR (and
 so the import) on ``v > v_threshold``: the two differ only where a membrane equals its threshold.
@@ -287,7 +289,8 @@ def test_neurons_import_exactly(kind, tmp_path):
 
 
 def test_soft_reset_is_refused_by_the_export():
-    """``v_reset=None`` (subtract): SpikingJelly's export refuses it, before any NIR file exists."""
+    """``v_reset=None`` (subtract): SpikingJelly 2.0.0's export refuses it, before any NIR file exists
+    (later versions write ``v_reset = 0``: README, "From SpikingJelly")."""
     with pytest.raises(NotImplementedError, match="NIR does not distinguish soft reset"):
         export_to_nir(digits_net(True, v_reset=None), torch.zeros(T, 1, 1, 8, 8), dt=DT)
 
