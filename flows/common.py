@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from spikeloom.hw.plan import PES_RANGE, SPARSE_FORMS, STORAGE_CHOICES
+from spikeloom.model.config import check_seed
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 
@@ -199,7 +200,9 @@ def dataset_options(model, dataset, data_seed=None):
     image folder (``folder:PATH``) the side and channels of the model's input (its ``extra``, else
     its input shape), else ``None`` (digits and CIFAR have fixed sizes)."""
     extra = model.extra or {}
-    seed = data_seed if data_seed is not None else int(extra.get("data_seed", 0))
+    # (the model file's extra is free-form: its seed is checked here, named as the file's field)
+    seed = data_seed if data_seed is not None else check_seed(extra.get("data_seed", 0),
+                                                              "the model file's extra.data_seed (or give --data-seed)")
     size = channels = None
     if str(dataset).startswith("folder:"):
         shape = tuple(model.input_shape)

@@ -6,6 +6,7 @@ the first problem. The semantics of every field are in ``model/SEMANTICS.md``; t
 stores these types is :mod:`spikeloom.model.modelfile`. Numpy only (no torch).
 """
 
+import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -13,6 +14,11 @@ import numpy as np
 from . import geometry
 from .config import T_MAX_RANGE, WIDTH_RANGES, LayerNeuron, NeuronConfig, check_int
 from .errors import ConfigError, ModelFileError
+
+#: The longest layer name, and the characters one may use: it names the hardware's signals and
+#: ports (counters, memories), the exported test bench's messages and ``--storage``'s ``LAYER=S``.
+LAYER_NAME_MAX = 100
+LAYER_NAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{LAYER_NAME_MAX}}}")
 
 #: The widest worst-case input current (bits, signed) a layer may need: the accumulators' width.
 ACC_BITS_MAX = 32
@@ -264,6 +270,9 @@ def validate(model: QuantModel, path="model"):
         where = f"layer {i} ({layer.name!r})"
         if not isinstance(layer.name, str) or not layer.name:
             fail(path, f"layer {i}: name = {layer.name!r} must be a non-empty string")
+        if not LAYER_NAME.fullmatch(layer.name):
+            fail(path, f"layer {i}: name = {layer.name!r}; a layer name is 1 to {LAYER_NAME_MAX} ASCII letters, "
+                 "digits, '_', '-' or '.' (it names signals and ports of the hardware, and --storage's LAYER=S)")
         if any(ly.name == layer.name for ly in earlier):
             fail(path, f"{where}: the name {layer.name!r} is used twice (layer names must be unique: "
                   "counters, shortcuts and memories are named after them)")

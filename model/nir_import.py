@@ -29,7 +29,7 @@ from .golden import quantize_values
 from .config import (FIRE_RULES, LEAK_FRAC_MAX, RESETS, T_MAX_RANGE, WIDTH_RANGES, LayerNeuron, NeuronConfig,
                      check_choice, check_int)
 from .errors import ConfigError, ModelFileError
-from .ir import Layer, QuantModel, count_readout, signed_range, threshold_cap, validate
+from .ir import LAYER_NAME_MAX, Layer, QuantModel, count_readout, signed_range, threshold_cap, validate
 
 #: Node types that have no spikeloom equivalent, and why (the one-line error names them).
 UNSUPPORTED = {
@@ -591,6 +591,8 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
 
 
 def _safe(name, i):
-    """A layer name from the NIR node name (model files name layers; keep them short and plain)."""
-    keep = "".join(c if c.isalnum() or c in "_-" else "_" for c in str(name))
-    return keep or f"layer{i}"
+    """A layer name from the NIR node name, as ``ir.LAYER_NAME`` allows (ASCII letters, digits,
+    ``_`` and ``-``; others become ``_``), at most ``ir.LAYER_NAME_MAX - 6`` characters so that a
+    spike-count readout's ``<name>_count`` fits too."""
+    keep = "".join(c if (c.isascii() and c.isalnum()) or c in "_-" else "_" for c in str(name))
+    return keep[:LAYER_NAME_MAX - len("_count")] or f"layer{i}"

@@ -139,6 +139,7 @@ READERS = {
     "export": lambda m, t: ["export", m, "-o", t / "exp"],
     "export-nir": lambda m, t: ["export-nir", m, "-o", t / "g.nir"],
     "gpu-baseline": lambda m, t: ["gpu-baseline", m],
+    "cosim-dataset": lambda m, t: ["cosim", m, "--dataset", "digits", "--build", t / "cs"],
 }
 
 
@@ -176,6 +177,11 @@ model_case("json-deeply-nested", ("m.slm", "model.json", "nested too deeply"), r
            raw_json=b"{\"extra\": " + b"[" * 100000 + b"]" * 100000 + b"}")
 model_case("json-nested-extra", ("m.slm", "model.json", "nested too deeply", "at most 32 levels"),
            meta=setter(["extra"], json.loads("[" * 200 + "]" * 200)))
+# the split seed the model file's free-form extra gives a dataset run (was a traceback)
+model_case("extra-data-seed-text", ("extra.data_seed", "--data-seed", "must be an integer", "'abc'"),
+           readers=("cosim-dataset",), meta=setter(["extra", "data_seed"], "abc"))
+model_case("extra-data-seed-negative", ("extra.data_seed", "= -1", "[0, 4294967295]"),
+           readers=("cosim-dataset",), meta=setter(["extra", "data_seed"], -1))
 model_case("format-wrong", ("m.slm", "format", "'other'"), meta=setter(["format"], "other"))
 model_case("version-3", ("m.slm", "version 3", "1..2"), readers=("inspect", "generate"), meta=setter(["version"], 3))
 model_case("version-bool", ("m.slm", "version True"), meta=setter(["version"], True))
@@ -241,6 +247,10 @@ for nm, path, value, needles in (
         ("layer-role-swapped", ["layers", 1, "role"], "spiking", ("role 'spiking'", "expected 'output'")),
         ("layer-kind-bogus", ["layers", 0, "kind"], "lstm", ("layers[0].kind = 'lstm'", "dense")),
         ("layer-name-number", ["layers", 0, "name"], 7, ("layers[0].", "'name'", "7")),
+        # (a space broke the Verilog; a quote the exported test bench's messages)
+        ("layer-name-space", ["layers", 0, "name"], "fc 1", ("layer 0: name = 'fc 1'", "ASCII letters", "'.'")),
+        ("layer-name-quote", ["layers", 0, "name"], 'fc"1', ("layer 0: name = 'fc\"1'", "1 to 100")),
+        ("layer-name-long", ["layers", 0, "name"], "f" * 101, ("layer 0: name = 'fff", "1 to 100")),
         ("layer-arrays-list", ["layers", 0, "arrays"], [], ("layers[0].", "'arrays'")),
         ("layer-array-name-number", ["layers", 0, "arrays", "weight"], 3, ("layers[0].arrays.", "'weight'", "3")),
         ("layer-array-name-absent", ["layers", 0, "arrays", "weight"], "nowhere.npy", ("'nowhere.npy'", "missing")),

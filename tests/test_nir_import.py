@@ -393,3 +393,15 @@ def test_imported_conv_model_cosimulates(n_pe):
     assert len(got) == len(x)
     diff = records.field_mismatches(records.from_golden(g), got)
     assert not diff, "\n".join(diff)
+
+
+def test_layer_names_from_node_names_are_valid_layer_names():
+    """NIR node names become layer names the model file accepts (``ir.LAYER_NAME``): other
+    characters (non-ASCII ones too) become ``_``, and a long name is cut so that a spike-count
+    readout's ``<name>_count`` still fits."""
+    from spikeloom.model.ir import LAYER_NAME
+    from spikeloom.model.nir_import import _safe
+    for node in ("1.lif", "é", "a b/c", "x" * 300, "", "0"):
+        name = _safe(node, 3)
+        assert LAYER_NAME.fullmatch(name) and LAYER_NAME.fullmatch(name + "_count"), (node, name)
+    assert _safe("é", 3) == "_" and _safe("", 3) == "layer3" and _safe("1.lif", 0) == "1_lif"
