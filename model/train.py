@@ -51,6 +51,10 @@ def _on_cpu(model):
     return model if p is None or p.device.type == "cpu" else copy.deepcopy(model).cpu()
 
 
+#: The most epochs (training and QAT) a run may ask for: far beyond any run this needs (digits
+#: trains in tens), so that a mistyped count is refused instead of running for days.
+EPOCHS_MAX = 10_000
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training hyper-parameters (the defaults train the digits MLP in well under a minute).
@@ -77,8 +81,8 @@ class TrainConfig:
     def __post_init__(self):
         check_choice("train", "arch", self.arch, tuple(ARCHS))
         check_int("train", "t_max", self.t_max, *T_MAX_RANGE)
-        check_int("train", "epochs", self.epochs, 1)
-        check_int("train", "qat_epochs", self.qat_epochs, 0)
+        check_int("train", "epochs", self.epochs, 1, EPOCHS_MAX)
+        check_int("train", "qat_epochs", self.qat_epochs, 0, EPOCHS_MAX)
         check_int("train", "batch_size", self.batch_size, 1)
         check_choice("train", "loss", self.loss, SCHEDULES)
         check_choice("train", "criterion", self.criterion, EXIT_CRITERIA)
