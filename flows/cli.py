@@ -325,6 +325,10 @@ def cmd_generate(a):
     print(f"wrote {a.out}/spikeloom_accel.v, {a.out}/ports.json and {a.out}/mem/")
 
 
+#: The most repetitions ``gpu-baseline --runs`` takes (each one passes the whole test split).
+GPU_RUNS_MAX = 100_000
+
+
 def cmd_gpu_baseline(a):
     from spikeloom.model import modelfile
 
@@ -332,12 +336,21 @@ def cmd_gpu_baseline(a):
 
     from spikeloom.model.config import check_int
 
-    check_int(None, "--runs", a.runs, 1)
+    check_int(None, "--runs", a.runs, 1, GPU_RUNS_MAX)
     model = modelfile.load(a.model)
     x = None
-    if a.dataset:
+    if a.dataset is not None:
         from spikeloom.model.data import load_dataset
-        x = load_dataset(a.dataset).test.x
+        from spikeloom.model.errors import InputError
+
+        from .common import dataset_options
+
+        # as the model reads it (an image folder at the model's size and channels), and checked
+        seed, size, channels = dataset_options(model, a.dataset)
+        x = load_dataset(a.dataset, seed=seed, size=size, channels=channels).test.x
+        if x[0].size != model.input_size:
+            raise InputError(f"--dataset {a.dataset}: images of {x[0].size} values; the model reads "
+                             f"{model.input_size} (input shape {tuple(model.input_shape)})")
     r = energy.gpu_baseline(model, x, n_runs=a.runs)
     print(json.dumps(r, indent=1))
 
@@ -483,8 +496,10 @@ def cmd_import(a):
     atomically, print the table."""
     from spikeloom.model.errors import ConfigError
 
+    from spikeloom.model import modelfile
+
     _check_import_options(a, a.reset)
-    output.check_out_file(a.out, "-o")
+    output.check_out_file(a.out, "-o", inputs=[("graph", a.graph)], ours=modelfile.is_model_file, what="a model file")
     ctx = _import_context(a, a.out.parent)
     steps.step_import(ctx, a.dt, _import_options(a, a.reset), a.finetune, out=a.out)
 
@@ -498,7 +513,8 @@ def cmd_export_nir(a):
         raise ConfigError(f"--form = {a.form!r}; allowed: {', '.join(nir_export.FORMS)}")
     if not (a.dt > 0 and np.isfinite(a.dt)):
         raise ConfigError(f"--dt = {a.dt!r} must be > 0 (the Euler time step written into the graph)")
-    output.check_out_file(a.out, "-o")
+    output.check_out_file(a.out, "-o", inputs=[("model", a.model)], ours=nir_export.written_here,
+                          what="a NIR graph")
     model = modelfile.load(a.model)
     graph, rows, notes = nir_export.to_nir(model, a.dt, a.form)
     try:

@@ -164,6 +164,12 @@ class Parser(argparse.ArgumentParser):
         kw.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kw)
 
+    def _get_value(self, action, arg_string):
+        # a path given as "" would be Path(""), the current folder: refused, as a value
+        if action.type is Path and not arg_string.strip():
+            raise argparse.ArgumentError(action, f"{arg_string!r} is an empty path")
+        return super()._get_value(action, arg_string)
+
     def error(self, message, prog=None):
         hint = ""
         m = re.match(r"unrecognized arguments: (.*)", message)

@@ -55,12 +55,23 @@ def check_out_dir(path, option="-o"):
     _probe(base, option, path)
 
 
-def check_out_file(path, option="-o"):
+def check_out_file(path, option="-o", inputs=(), ours=None, what="a file"):
     """Refuse, before any work, an output file ``path`` that is a folder, lies under a file, or
-    whose nearest existing folder cannot be written (its missing folders are made when written)."""
+    whose nearest existing folder cannot be written (its missing folders are made when written);
+    and an existing file that the output would cost the user: one of the command's ``inputs``
+    (``(option, path)`` pairs), or one that ``ours(path)`` does not recognise as ``what`` spikeloom
+    writes (``ours`` None: any file may be replaced)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{option} {path}: is a folder; give the file's path")
+    if path.exists():
+        for opt, src in inputs:
+            if src is not None and Path(src).exists() and os.path.samefile(src, path):
+                raise ConfigError(f"{option} {path}: is the input {opt}; the output would replace it "
+                                  "(give another path)")
+        if ours is not None and not ours(path):
+            raise ConfigError(f"{option} {path}: exists and is not {what} spikeloom wrote; a file spikeloom "
+                              "did not write is never replaced (remove it or give another path)")
     base = _nearest(path.parent)
     if not base.is_dir():
         raise ConfigError(f"{option} {path}: {base} is a file, not a folder")

@@ -523,6 +523,16 @@ def _seed_task(kw, log_path):
         return _seed_rows(**kw, log=print)
 
 
+def is_report(path):
+    """Whether ``path`` holds a report :func:`run` wrote (a JSON object with its ``rows`` and
+    ``summary``), which a later run may replace."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and {"rows", "summary", "seeds"} <= set(obj)
+
+
 def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", image_size=None, data_seed=0,
         epochs=None, qat_epochs=None, finetune_epochs=80, stage_epochs=20, units=0, unit_at=1,
         stp_sparsity=0.8, t_from=5, head_sparsity=0.5, first_sparsity=None, distill=0.5, ramp=0.5, qat_distill=True,
@@ -557,7 +567,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
         check_cosim(simulator, cosim_images)
     check_out_dir(build, "--build")
     path = Path(build) / "pruning.json" if out is None else Path(out)
-    check_out_file(path, "--out")
+    check_out_file(path, "--out", ours=is_report, what="a pruning report")
     unknown = [r for r in rows if r not in ALL_ROWS and r != "ablation"]
     if unknown or not rows:
         raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ALL_ROWS)}, or 'ablation' "

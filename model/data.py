@@ -596,6 +596,9 @@ def load_dataset(spec: str, size: int | None = None, channels: int | None = None
     Split
     """
     spec = str(spec).strip()
+    if not spec or spec in ("cifar:", "folder:"):
+        raise DatasetError(f"dataset {spec!r}: no path given (expected 'digits', 'cifar:PATH', 'folder:PATH' or an "
+                           "existing folder)")
     # the options first: nothing is read before they are known good
     if size is not None:
         check_int(None, "--image-size", int(size) if isinstance(size, np.integer) else size, 1, MAX_IMAGE_SIZE)

@@ -22,7 +22,7 @@ from .files import atomic_write
 import numpy as np
 
 from .config import RESET_MODES, LayerNeuron, NeuronConfig
-from .errors import ConfigError
+from .errors import ConfigError, ModelFileError
 from .ir import KINDS, POOL_OPS, ROLES, Layer, QuantModel, fail, int_at_least, validate
 
 FORMAT = "spikeloom.model"
@@ -197,6 +197,17 @@ def _member(zf, path, name, limit):
         fail(path, f"member {name!r} inflates to {info.file_size / (1 << 20):.1f} MiB "
               f"(compressed {info.compress_size} bytes); at most {limit >> 20} MiB are allowed")
     return zf.read(info)
+
+
+def is_model_file(path):
+    """Whether ``path`` is a spikeloom model file (one :func:`read_meta` opens), e.g. a file that an
+    output may replace."""
+    try:
+        zf, _ = read_meta(path)
+        zf.close()
+        return True
+    except ModelFileError:
+        return False
 
 
 def read_meta(path):

@@ -201,6 +201,17 @@ def to_nir(model, dt=1e-4, form="portable"):
     return graph, rows, notes
 
 
+def written_here(path):
+    """Whether ``path`` is a NIR graph this module wrote (its ``metadata["spikeloom"]``), e.g. a file
+    that ``export-nir -o`` may replace."""
+    import nir
+
+    try:
+        return "spikeloom" in (nir.read(path).metadata or {})
+    except Exception:   # any file at all: h5py and nir raise many kinds on what is not their graph
+        return False
+
+
 def write(graph, path):
     """Write ``graph`` to ``path`` atomically (a temporary file in the same folder, then
     ``os.replace``): never a half-written file."""

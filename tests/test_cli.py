@@ -345,3 +345,38 @@ def test_storage_option(model_path, tmp_path, capsys):
     assert [(ly["storage_rule"], ly["storage"] if ly["storage_rule"] != "fast" else "-") for ly in layers] == \
         [("fast", "-"), ("sparse", "sparse")]
     assert all(ly["dense_cycles"] > 0 and ly["sparse_cycles"] > 0 for ly in layers)
+
+
+def test_single_file_outputs_never_replace_an_input_or_a_users_file(model_path, tmp_path, capsys):
+    """``export-nir -o``, ``import -o`` and ``prune --out`` write one file: it may replace a file of
+    the same kind that spikeloom wrote (a rerun), but never the command's own input or a file it
+    did not write (an outside audit found all three replacing them, even with exit 0)."""
+    user = tmp_path / "notes.txt"
+    user.write_text("mine\n")
+    before = model_path.read_bytes()
+    assert_clean_error(spikeloom_here(capsys, "export-nir", model_path, "-o", model_path),
+                       f"-o {model_path}: is the input model")
+    assert_clean_error(spikeloom_here(capsys, "export-nir", model_path, "-o", user),
+                       f"-o {user}: exists and is not a NIR graph spikeloom wrote")
+    g = tmp_path / "g.nir"
+    for _ in range(2):   # the second run replaces the graph the first wrote
+        assert spikeloom_here(capsys, "export-nir", model_path, "-o", g).returncode == 0
+    assert_clean_error(spikeloom_here(capsys, "import", g, "-o", g, "--dt", "1e-4"), f"-o {g}: is the input graph")
+    assert_clean_error(spikeloom_here(capsys, "import", g, "-o", user, "--dt", "1e-4"),
+                       f"-o {user}: exists and is not a model file spikeloom wrote")
+    m2 = tmp_path / "m2.slm"
+    for _ in range(2):
+        assert spikeloom_here(capsys, "import", g, "-o", m2, "--dt", "1e-4").returncode == 0
+    assert_clean_error(spikeloom_here(capsys, "prune", "--out", user, "--build", tmp_path / "pb"),
+                       f"--out {user}: exists and is not a pruning report spikeloom wrote")
+    assert user.read_text() == "mine\n" and model_path.read_bytes() == before
+
+
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(model_path, tmp_path, capsys, monkeypatch):
+    """``-o ""`` was ``Path("")``, the current folder: ``generate`` and ``export`` wrote into it."""
+    monkeypatch.chdir(tmp_path)
+    for args in (("generate", model_path, "-o", ""), ("export", model_path, "-o", " "), ("inspect", "")):
+        assert_clean_error(spikeloom_here(capsys, *args), "is an empty path")
+    assert_clean_error(spikeloom_here(capsys, "gpu-baseline", model_path, "--dataset", ""), "dataset ''", "no path given")
+    assert_clean_error(spikeloom_here(capsys, "gpu-baseline", model_path, "--runs", str(10 ** 12)), "--runs", "[1, 100000]")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([model_path.name])

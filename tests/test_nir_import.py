@@ -355,8 +355,8 @@ def test_cli_output_that_cannot_be_written_is_one_line_before_work(tmp_path, cap
 
 
 def test_cli_keeps_an_existing_model_when_the_write_fails(tmp_path, capsys, monkeypatch):
-    # the write itself fails halfway: the user's old file stays, no temporary file is left
-    (tmp_path / "m.slm").write_bytes(b"old")
+    # the write itself fails halfway: the old model file stays, no temporary file is left
+    old = _old_model(tmp_path / "m.slm")
     nir.write(tmp_path / "g.nir", mlp(np.random.default_rng(0), if_neuron()))
 
     def half(model, meta, path):
@@ -367,16 +367,34 @@ def test_cli_keeps_an_existing_model_when_the_write_fails(tmp_path, capsys, monk
     monkeypatch.setattr(modelfile, "_write", half)
     r = spikeloom_here(capsys, "import", tmp_path / "g.nir", "-o", tmp_path / "m.slm", "--dt", DT)
     assert_clean_error(r, "cannot write the model file (No space left on device)")
-    assert (tmp_path / "m.slm").read_bytes() == b"old"
+    assert (tmp_path / "m.slm").read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.nir", "m.slm"]
 
 
 def test_cli_keeps_an_existing_model_on_error(tmp_path, capsys):
-    (tmp_path / "m.slm").write_bytes(b"old")
+    old = _old_model(tmp_path / "m.slm")
     nir.write(tmp_path / "g.nir", UNSUPPORTED["Delay"][0]())
     r = spikeloom_here(capsys, "import", tmp_path / "g.nir", "-o", tmp_path / "m.slm", "--dt", DT)
     assert_clean_error(r, "(Delay)")
+    assert (tmp_path / "m.slm").read_bytes() == old
+
+
+def test_cli_never_replaces_a_file_that_is_not_a_model_file(tmp_path, capsys):
+    """``-o`` naming a file spikeloom did not write (here not a model file) is refused before any
+    work, and the file stays; the graph itself as ``-o`` too."""
+    (tmp_path / "m.slm").write_bytes(b"old")
+    nir.write(tmp_path / "g.nir", mlp(np.random.default_rng(0), if_neuron()))
+    r = spikeloom_here(capsys, "import", tmp_path / "g.nir", "-o", tmp_path / "m.slm", "--dt", DT)
+    assert_clean_error(r, "exists and is not a model file spikeloom wrote")
     assert (tmp_path / "m.slm").read_bytes() == b"old"
+
+
+def _old_model(path):
+    """A model file of an earlier import at ``path``; its bytes."""
+    from spikeloom.model.randnet import random_model
+
+    modelfile.save(random_model((6, 5, 3), seed=2, input_bits=3), path)
+    return path.read_bytes()
 
 
 # --- the imported model runs on the hardware ---
