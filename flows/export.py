@@ -75,9 +75,10 @@ def _weight_load(ports):
 // Weights (this core was generated with --weights load: its weight memories have no initial
 // contents, e.g. iCE40 UltraPlus SPRAM). After every reset the input stream first carries the
 // {count} weight words ({ports.n_pe} PEs x {count // ports.n_pe}), PE by PE, address by address: the words of
-// mem/pe_0_weight.hex, then mem/pe_1_weight.hex, ...; each {wb}-bit two's-complement word as {pieces}
-// in_data value(s), least significant {in_w} bits first. in_ready is high during the load;
-// after the last word the core clears its accumulators and then takes images as below.
+// mem/pe_0_weight.hex, then mem/pe_1_weight.hex, ...; each {wb}-bit word (the README's "Weight memory
+// layout": the weight in two's complement, with a compressed layer's tap and chunk fields above
+// it) as {pieces} in_data value(s), least significant {in_w} bits first. in_ready is high during the
+// weight load; after the last word the core clears its accumulators and then takes images as below.
 """
     regs, last, word, step = word_pieces(pieces, in_w, "in_data", "clk", "loading & in_valid", "in_data pieces")
     body = f"""    // weight load: the core's i_weights is ready from reset until its last word
@@ -135,9 +136,10 @@ def wrapper_verilog(ports, t_max):
 //                core clears its accumulators: in_ready stays low for {last.neuron_base + last.chunks} cycles{' (after the weights)' if load else ''}.
 {wl_header}//
 // Input stream (valid/ready, a transfer happens on a rising edge where in_valid & in_ready)
-//   in_data  [{in_w - 1}:0]   {ports.input_count} unsigned input values per image, in index order, no framing.
+//   in_data  [{in_w - 1}:0]   {ports.input_count} unsigned input values per image, no framing,
+//                {ports.input_order}.
 //   in_valid / in_ready   in_ready comes from registers only (no path from in_valid or in_data):
-//                during the load it is high unless the event of an accepted nonzero value still
+//                while an image is loaded it is high unless the event of an accepted nonzero value still
 //                waits for the PE array. Values of the next image are accepted only after the
 //                previous result has been transferred.
 //
@@ -307,7 +309,7 @@ The weight memories have no initial contents (so that single-port RAM without in
 such as iCE40 UltraPlus SPRAM, can hold them). After every reset:
 
 - core `{CORE}`: port `{port}` (`{port}__payload` [{width - 1}:0], `__valid`, `__ready`), a
-  valid/ready stream of {count} {width}-bit two's-complement words, {order}.
+  valid/ready stream of {count} {width}-bit words ("Weight memory layout" below), {order}.
   `__ready` is registered and high from reset until the last word.
 - wrapper `{TOP}`: the same words on the input stream `in_data`, each as {-(-width // in_w)} {in_w}-bit value(s),
   least significant bits first, before the first image (no extra pins).
@@ -329,8 +331,8 @@ def _axis_section(ports, width):
 
 - `aclk`, `aresetn`: one clock, synchronous active-low reset.
 - `s_axis_tdata[{width - 1}:0]`/`tvalid`/`tready`/`tlast`: {ly.lanes} input value(s) per beat, one per {ly.lane}-bit lane
-  (lane 0 = the low bits, the value in the lane's low {ly.in_w} bits); an image is {ly.count} values in index
-  order, {ly.beats} beat(s), the last beat padded and marked by `tlast`. No bubble between beats while
+  (lane 0 = the low bits, the value in the lane's low {ly.in_w} bits); an image is {ly.count} values
+  {ports.input_order}, lane 0 first, {ly.beats} beat(s), the last beat padded and marked by `tlast`. No bubble between beats while
   the core takes a value per cycle.
 - `m_axis_tdata[{width - 1}:0]`/`tvalid`/`tready`/`tlast`: one frame per image: the {ly.result_w}-bit result payload
   as {ly.result_bytes} byte(s), low byte first ({ly.result_beats} beat(s), `tlast` on the last; bytes past the payload
@@ -345,6 +347,8 @@ def _axis_section(ports, width):
 
 def _tb_section(wrappers, n_tb, source):
     tops = " and ".join(f"`tb/{tb_name(w)}.v`" for w in wrappers)
+    other = (f"; for the other\nwrapper replace `{tb_name(wrappers[0])}` by `{tb_name(wrappers[-1])}`"
+             if len(wrappers) > 1 else "")
     return f"""
 ## Self-checking testbench
 
@@ -353,8 +357,7 @@ through the wrapper with random gaps on both sides (seeded LFSRs; `+seed=N` chan
 and compare every field of every result with `tb/expected.hex` (the golden model's results; `cycles`
 from the cycle model, compared on the images streamed without gaps). They print `PASS`, or `FAIL`
 with the first mismatch and the counts, and end in `$fatal` (nonzero exit status) on a failure or
-the timeout. Run them from this folder (the `$readmemh` paths are relative to it); for the other
-wrapper replace `{tb_name(wrappers[0])}` by `{tb_name(wrappers[-1])}`:
+the timeout. Run them from this folder (the `$readmemh` paths are relative to it){other}:
 
 ```sh
 # Icarus Verilog
@@ -450,14 +453,22 @@ a row of one tap (a dense layer's, a shortcut's, a 1 x 1 kernel's) are one segme
 """
 
 
+def _layer_size(r):
+    """A layer's neurons in the README's first line (``ports.json``'s layer ``r``), and what a pooled
+    layer passes on (floor-mode windows): ``75 (pooled: 12)``."""
+    q, (h, w) = r.get("pool", 1) or 1, r["map"]
+    return f"{r['out_features']}" + (f" (pooled: {r['channels'] * (h // q) * (w // q)})" if q > 1 else "")
+
+
 def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source="", bank_depth=None):
     load = ports.weights_loaded
-    layers = " -> ".join([str(ports.input_count)] + [str(ly.out_features) for ly in ports.layers])
+    layers = " -> ".join([str(ports.input_count)] + [_layer_size(r) for r in ports.raw["layers"]])
     mems = sorted({(m.name, m.depth, m.width) for m in ports.memories})
     from spikeloom.hw.pe import BankedROM
 
     banks = BankedROM.count(ports.memory("weight", 0).depth, bank_depth)
-    kinds = {"weight": "weights (read-only)" + (
+    kinds = {"weight": ("weights (written by the weight load after reset, then read-only)" if load else
+                        "weights (read-only)") + (
         f"; {banks} banks of {bank_depth} words (`pe_<p>.weight.bank_<k>`, words k * {bank_depth} on), each "
         f"read into a register of its own, the bank chosen after it (`--weight-bank-depth`)" if banks else ""),
         "rows": "row start and segment lengths and offsets per input row (read-only, shared)",
@@ -495,7 +506,7 @@ T_max = {model.t_max}). Plain Verilog-2001; no Python or Amaranth is needed to u
 - `clk`, `rst`: one clock, synchronous active-high reset. After reset the core clears its
   accumulators (a few cycles) before `in_ready` rises.
 - input stream `in_data`/`in_valid`/`in_ready`: {ports.input_count} unsigned {ports.input_width}-bit values per
-  image, index order; a transfer is a rising edge with `valid & ready`.
+  image, {ports.input_order}; a transfer is a rising edge with `valid & ready`.
 - result stream `res_valid`/`res_ready`: one transfer per image; `res_pred`, `res_timesteps`, and
   any byte of the full result payload (`res_byte_sel` -> `res_byte`), which also holds the
   inference's `cycles` and per-layer activity counters (see `ports.json` or the wrapper header).
@@ -648,7 +659,7 @@ def add_arguments(p):
                         "its testbench")
     # as text: a bad value gets the one-line error of run_args (exit 2), not a usage dump
     p.add_argument("--axis-width", default="8", metavar="{" + ",".join(map(str, AXIS_WIDTHS)) + "}",
-                   help="tdata width in bits of both AXI4-Stream ports (one input value per byte lane; default 8)")
+                   help="tdata width in bits of both AXI4-Stream ports (one input value per lane of 8 bits, or 16 for inputs wider than 8 bits; default 8)")
     p.add_argument("--tb-images", default=str(TB_IMAGES), metavar="K",
                    help=f"images in the testbench vectors tb/*.hex: the model's dataset's first K test images, or "
                         f"K random inputs without a dataset (default {TB_IMAGES})")

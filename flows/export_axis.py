@@ -142,7 +142,8 @@ def axis_verilog(ports, t_max, width, core, worst):
 // Weights (this core was generated with --weights load: its weight memories have no initial
 // contents). After every reset the first frame on s_axis carries the {ports.weight_count} weight words
 // ({ports.n_pe} PEs x {ports.weight_count // ports.n_pe}), PE by PE, address by address (the words of mem/pe_0_weight.hex, then
-// mem/pe_1_weight.hex, ...): each {wb}-bit two's-complement word as {P} lane(s), least significant
+// mem/pe_1_weight.hex, ...): each {wb}-bit word (the README's "Weight memory layout": the weight in
+// two's complement, a compressed layer's tap and chunk fields above it) as {P} lane(s), least significant
 // {LANE} bits first, {L} lane(s) per beat, {ly.weight_lanes} lanes = {ly.weight_beats} beats, tlast on the last beat (its unused
 // lanes are padding). The images follow as below; a misplaced tlast in the weight frame is
 // handled as for an image (zero words / skipped beats, frame_errors counts it).
@@ -179,8 +180,9 @@ def axis_verilog(ports, t_max, width, core, worst):
 {wl_header}//
 // Input stream s_axis (AXI4-Stream slave; a transfer on a rising edge with tvalid & tready)
 //   s_axis_tdata  [{W - 1}:0]  {L} lane(s) of {LANE} bits: lane k = tdata[{LANE}k+{LANE - 1}:{LANE}k] holds one unsigned input
-//                 value in its low {in_w} bits (higher bits ignored). An image is {ly.count} values in
-//                 index order, lane 0 first: {ly.beats} beat(s), the unused lanes of the last beat are padding.
+//                 value in its low {in_w} bits (higher bits ignored). An image is {ly.count} values
+//                 {ports.input_order}, lane 0 first: {ly.beats} beat(s), the unused lanes of the last beat are
+//                 padding.
 //   s_axis_tvalid / s_axis_tready   tready depends combinationally on the core's readiness,
 //                 never on tvalid; with tvalid held high the wrapper takes one beat per {L} value(s)
 //                 (one per cycle while the core takes a value per cycle: zero values are taken at once,

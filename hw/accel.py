@@ -350,7 +350,8 @@ def describe(accel):
         "top": TOP_NAME,
         "model": model.name,
         "n_pe": plan.n_pe,
-        "input": {"port": "i_data", "width": model.input_bits, "count": model.input_size},
+        "input": {"port": "i_data", "width": model.input_bits, "count": model.input_size,
+                  "shape": list(model.input_shape)},   # values in row-major order of this shape
         "result": {"port": "o_result", "width": accel.result_layout.size,
                    "fields": _flatten(accel.result_layout)},
         "trace": ({"port": "o_trace", "width": accel.trace_layout.size,

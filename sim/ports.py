@@ -7,6 +7,7 @@ neither torch nor cocotb.
 """
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,20 @@ class Memory:
     initialised: bool
 
 
+def _input_shape(r, inp):
+    """``input.shape`` (absent in files of earlier generators: ``None``): positive integers whose
+    product is ``input.count``."""
+    shape = inp.get("shape", list, optional=True)
+    if shape is None:
+        return None
+    count = inp.get("count", int)
+    if (not shape or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)
+            or math.prod(shape) != count):
+        raise PortsError(f"{r.source}: field 'input.shape' = {shape!r} must be positive integers whose product is "
+                         f"input.count = {count}")
+    return tuple(shape)
+
+
 @dataclass(frozen=True)
 class Ports:
     """The contents of one ``ports.json``; :meth:`load` reads and checks a file."""
@@ -164,6 +179,21 @@ class Ports:
     memories: tuple
     raw: dict
     packed_tail: bool = False   # layers may pack their last chunk (hw/plan.py; absent before it: False)
+    input_shape: tuple | None = None   # the input values' shape, row-major (absent in older files: None)
+
+    @property
+    def input_order(self):
+        """How an image's values are ordered on the input stream, in words (the README and the
+        wrappers' headers): index order, or row-major over the input shape."""
+        shape = self.input_shape
+        if shape is None or len(shape) < 2:
+            return "in index order"
+        dims = " x ".join(map(str, shape))
+        if len(shape) == 3:
+            c, h, w = shape
+            return (f"in row-major order of the input shape (C, H, W) = ({dims.replace(' x ', ', ')}): value "
+                    f"(c * {h} + y) * {w} + x is channel c, row y, column x")
+        return f"in row-major order of the input shape {dims}"
 
     @classmethod
     def load(cls, path):
@@ -228,6 +258,7 @@ class Ports:
                                   depth=m.get("depth", int), width=m.get("width", int), file=m.get("file", str),
                                   initialised=m.get("initialised", bool)) for m in r.items("memories")),
             # (absent: the core of an early packed-tail generator had it when a layer packs)
+            input_shape=_input_shape(r, inp),
             raw=obj, packed_tail=bool(r.get("packed_tail", bool, optional=True)
                                       if "packed_tail" in obj else any((ly.groups or 1) > 1 for ly in layers)))
 

@@ -413,3 +413,23 @@ def test_readme_layout_decodes_to_the_weights(tmp_path, make, storage, n_pe):
         assert {n: ports.sparse_layers[n] for n in want_cut} == want_cut
     elif storage in ("dense", "sparse"):
         assert kinds == {storage}
+
+
+def test_readme_and_headers_say_the_input_order_pooled_sizes_and_the_weight_load(tmp_path):
+    """What an outside harness written from the export alone needed and had to guess: the order of
+    a conv network's input values (row-major over (C, H, W), in ports.json too), what a pooled
+    layer passes on, that the weight memories are written by the load; and no sentence about an
+    other wrapper when there is one."""
+    from spikeloom.model.randnet import random_conv_model
+
+    model = random_conv_model(seed=3, in_shape=(2, 5, 5), convs=((3, 3, 1, 1, 2, False),), hidden=(4,))
+    out = tmp_path / "out"
+    export(modelfile.save(model, tmp_path / "m.slm"), 3, out, weights="load", log=lambda *a: None)
+    ports = Ports.load(out / "ports.json")
+    assert ports.input_shape == (2, 5, 5)
+    order = "row-major order of the input shape (C, H, W) = (2, 5, 5): value (c * 5 + y) * 5 + x"
+    readme = (out / "README.md").read_text()
+    assert order in readme and order in (out / "rtl" / f"{TOP}.v").read_text()
+    assert "50 -> 75 (pooled: 12) -> 4 -> 3" in readme
+    assert "weights (written by the weight load after reset, then read-only)" in readme
+    assert "other wrapper" not in readme and "two's-complement word" not in readme
