@@ -186,6 +186,14 @@ def check_input(model: QuantModel, x_q):
                          f"got dtype {x_q.dtype} and shape {x_q.shape}")
     if x_q.ndim > 1 and len(x_q) == 0:
         raise InputError(f"input holds no images (shape {x_q.shape}); give at least one")
+    if x_q.ndim > 2:
+        # images as arrays: their shape is the model's input shape (size-1 axes aside), so that an
+        # image of the right size in another layout (e.g. channels last) is not read scrambled
+        per, want = x_q.shape[1:], tuple(model.input_shape)
+        if tuple(d for d in per if d != 1) != tuple(d for d in want if d != 1):
+            raise InputError(f"input images of shape {per}; the model's input shape is {want} (C, H, W): give "
+                             f"(batch, {', '.join(map(str, want))}), or (batch, {model.input_size}) flattened "
+                             "row-major")
     x_q = x_q.reshape(len(x_q), -1) if x_q.ndim > 1 else x_q.reshape(1, -1)
     if x_q.shape[1] != model.input_size:
         raise InputError(f"input has {x_q.shape[1]} values per image, the model expects "

@@ -157,3 +157,20 @@ def test_int_matmul_is_exact_on_both_paths():
     assert 2 ** 27 * (2 ** 26 + 1) >= FLOAT64_EXACT
     assert int_matmul(a, b)[0, 0] == 2 ** 53 + 1
     assert int_matmul(np.zeros((0, 3), np.int64), np.ones((3, 2), np.int64)).shape == (0, 2)
+
+
+def test_check_input_refuses_images_of_another_layout():
+    """An image array of the right size but another shape (channels last, H and W swapped) would be
+    read scrambled: refused in one line; the input shape with or without its size-1 axes is taken."""
+    from spikeloom.model.errors import InputError
+    from spikeloom.model.randnet import random_conv_model
+
+    m = random_conv_model(seed=1, in_shape=(2, 5, 4))
+    x = np.zeros((3, 2, 5, 4), np.int64)
+    assert golden.check_input(m, x).shape == (3, 40)
+    assert golden.check_input(m, x.reshape(3, 40)).shape == (3, 40)
+    for bad in (x.transpose(0, 2, 3, 1), x.reshape(3, 2, 4, 5)):
+        with pytest.raises(InputError, match=r"input images of shape \(\d, \d, \d\); the model's input shape is \(2, 5, 4\)"):
+            golden.check_input(m, bad)
+    m1 = random_conv_model(seed=1, in_shape=(1, 6, 6))
+    assert golden.check_input(m1, np.zeros((2, 6, 6, 1), np.int64)).shape == (2, 36)
