@@ -621,17 +621,18 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
 
 
 def check_weight_bank_depth(value, weights):
-    """``--weight-bank-depth``: None, or a power of two >= 2 (text or int) with ``--weights rom``."""
+    """``--weight-bank-depth``: None, or a power of two in [2, BANK_DEPTH_MAX] (text or int) with ``--weights rom``."""
     if value is None:
         return None
-    from spikeloom.hw.pe import is_bank_depth
+    from spikeloom.hw.pe import BANK_DEPTH_MAX, is_bank_depth
 
     try:
         depth = int(value, 10) if isinstance(value, str) else value
     except ValueError:
         depth = None
     if not is_bank_depth(depth):
-        raise SpikeloomError(f"--weight-bank-depth must be a power of two >= 2 (e.g. 2048), got {value!r}")
+        raise SpikeloomError(f"--weight-bank-depth must be a power of two in [2, {BANK_DEPTH_MAX}] (e.g. 2048), "
+                             f"got {value!r}")
     if weights != "rom":
         raise SpikeloomError(f"--weight-bank-depth needs --weights rom (banks of initialised memories), "
                              f"got --weights {weights}")
@@ -649,7 +650,7 @@ def add_arguments(p):
     p.add_argument("--weight-bank-depth", default=None, metavar="D",
                    help="with --weights rom: split each PE's weight memory into banks of D words (a power of two, "
                         "e.g. the block RAM's depth at the word's width), each with its own read register, the "
-                        "bank chosen a stage later; the same cycles (default: one memory)")
+                        "bank chosen a stage later; the same cycles (default, or D at least the memory's depth: one memory)")
     p.add_argument("--no-packed-tail", dest="packed_tail", action="store_false",
                    help="pack no layer's last chunk (hw/plan.py, \"Packed tail\": by default a dense layer whose last "
                         "chunk fills at most half the PEs serves several events per word there): fewer cells, more "

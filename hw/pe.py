@@ -75,17 +75,22 @@ def pack_group(plan, geo, p):
     return p // lp.last_lanes if lp.packed and p < lp.groups * lp.last_lanes else None
 
 
+#: The deepest weight bank (words): far beyond any block RAM's depth. A bank at least as deep as the
+#: memory is one memory, as without banks.
+BANK_DEPTH_MAX = 1 << 20
+
+
 def is_bank_depth(value):
-    """A weight bank depth: an int, a power of two >= 2."""
-    return type(value) is int and value >= 2 and not value & (value - 1)
+    """A weight bank depth: an int, a power of two in ``[2, BANK_DEPTH_MAX]``."""
+    return type(value) is int and 2 <= value <= BANK_DEPTH_MAX and not value & (value - 1)
 
 
 def check_bank_depth(bank_depth, weights="rom"):
-    """``bank_depth`` (:class:`PE`): None, or a power of two >= 2 with ``weights="rom"``."""
+    """``bank_depth`` (:class:`PE`): None, or a power of two in ``[2, BANK_DEPTH_MAX]`` with ``weights="rom"``."""
     if bank_depth is None:
         return None
     if not is_bank_depth(bank_depth):
-        raise ValueError(f"weight bank depth must be a power of two >= 2, got {bank_depth!r}")
+        raise ValueError(f"weight bank depth must be a power of two in [2, {BANK_DEPTH_MAX}], got {bank_depth!r}")
     if weights != "rom":
         raise ValueError(f"weight banks need weights 'rom' (initialised memories), got weights {weights!r}")
     return bank_depth

@@ -175,7 +175,7 @@ def test_weight_bank_depth_option(tmp_path, tiny, capsys):
     assert len(weights) == 2 * banks and all("OUTREG" in (c["parameters"]["REGMODE_A"],
                                                          c["parameters"]["REGMODE_B"]) for c in weights)
     capsys.readouterr()
-    for bad in ("6", "1", "x", "-8"):
+    for bad in ("6", "1", "x", "-8", str(1 << 40)):
         assert main([str(tiny), "--weight-bank-depth", bad, "-o", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err
         assert "--weight-bank-depth must be a power of two" in err and len(err.strip().splitlines()) == 1
