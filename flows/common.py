@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from spikeloom.hw.plan import PES_RANGE, SPARSE_FORMS, STORAGE_CHOICES
-from spikeloom.model.config import check_seed
+from spikeloom.model.config import check_int, check_seed
+from spikeloom.model.data import MAX_IMAGE_SIZE
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 
@@ -214,4 +215,9 @@ def dataset_options(model, dataset, data_seed=None):
         shape = tuple(model.input_shape)
         size = extra.get("image_size") or (shape[-1] if len(shape) == 3 else None)
         channels = extra.get("channels") or (shape[0] if len(shape) == 3 else None)
+        # (checked as the file's fields: load_dataset would name them as --image-size / --channels)
+        if extra.get("image_size"):
+            check_int(None, "the model file's extra.image_size", size, 1, MAX_IMAGE_SIZE)
+        if extra.get("channels") and channels not in (1, 3):
+            raise ConfigError(f"the model file's extra.channels = {channels!r}; allowed: 1 (grey levels), 3 (RGB)")
     return seed, size, channels

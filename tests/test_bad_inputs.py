@@ -140,6 +140,7 @@ READERS = {
     "export-nir": lambda m, t: ["export-nir", m, "-o", t / "g.nir"],
     "gpu-baseline": lambda m, t: ["gpu-baseline", m],
     "cosim-dataset": lambda m, t: ["cosim", m, "--dataset", "digits", "--build", t / "cs"],
+    "cosim-folder": lambda m, t: ["cosim", m, "--dataset", f"folder:{t}", "--build", t / "cs"],
 }
 
 
@@ -182,6 +183,10 @@ model_case("extra-data-seed-text", ("extra.data_seed", "--data-seed", "must be a
            readers=("cosim-dataset",), meta=setter(["extra", "data_seed"], "abc"))
 model_case("extra-data-seed-negative", ("extra.data_seed", "= -1", "[0, 4294967295]"),
            readers=("cosim-dataset",), meta=setter(["extra", "data_seed"], -1))
+model_case("extra-image-size", ("the model file's extra.image_size = -1", "[1, 1024]"),
+           readers=("cosim-folder",), meta=setter(["extra", "image_size"], -1))
+model_case("extra-channels", ("the model file's extra.channels = 'x'", "1 (grey levels), 3 (RGB)"),
+           readers=("cosim-folder",), meta=setter(["extra", "channels"], "x"))
 model_case("format-wrong", ("m.slm", "format", "'other'"), meta=setter(["format"], "other"))
 model_case("version-3", ("m.slm", "version 3", "1..2"), readers=("inspect", "generate"), meta=setter(["version"], 3))
 model_case("version-bool", ("m.slm", "version True"), meta=setter(["version"], True))
