@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikeloom.model.config import EPOCHS_MAX
 from spikeloom.model.errors import SpikeloomError
 
 from . import cosim as cosim_flow, fit, output, steps
@@ -467,7 +468,7 @@ def _check_import_options(a, reset):
                            ("--t-max", a.t_max, *T_MAX_RANGE),
                            ("--weight-bits", a.weight_bits, *WIDTH_RANGES["weight_bits"]),
                            ("--membrane-bits", a.membrane_bits, *WIDTH_RANGES["membrane_bits"]),
-                           ("--finetune", a.finetune, 0, 10000)):
+                           ("--finetune", a.finetune, 0, EPOCHS_MAX)):
         if v is not None and not lo <= v <= hi:
             raise ConfigError(f"{opt} = {v} is outside the allowed range [{lo}, {hi}]")
     if not 0.0 <= a.target_drop < 1.0:

@@ -218,6 +218,6 @@ def dataset_options(model, dataset, data_seed=None):
         # (checked as the file's fields: load_dataset would name them as --image-size / --channels)
         if extra.get("image_size"):
             check_int(None, "the model file's extra.image_size", size, 1, MAX_IMAGE_SIZE)
-        if extra.get("channels") and channels not in (1, 3):
+        if extra.get("channels") and (type(channels) is not int or channels not in (1, 3)):
             raise ConfigError(f"the model file's extra.channels = {channels!r}; allowed: 1 (grey levels), 3 (RGB)")
     return seed, size, channels

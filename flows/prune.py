@@ -60,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikeloom.model.config import EPOCHS_MAX
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 from . import common, steps
@@ -524,13 +525,13 @@ def _seed_task(kw, log_path):
 
 
 def is_report(path):
-    """Whether ``path`` holds a report :func:`run` wrote (a JSON object with its ``rows`` and
-    ``summary``), which a later run may replace."""
+    """Whether ``path`` holds a report :func:`run` wrote (a JSON object with its ``rows``,
+    ``dataset`` and ``net``, as every version wrote them), which a later run may replace."""
     try:
         obj = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return False
-    return isinstance(obj, dict) and {"rows", "summary", "seeds"} <= set(obj)
+    return isinstance(obj, dict) and {"rows", "dataset", "net"} <= set(obj)   # (every version's keys)
 
 
 def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", image_size=None, data_seed=0,
@@ -567,7 +568,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
         check_cosim(simulator, cosim_images)
     check_out_dir(build, "--build")
     path = Path(build) / "pruning.json" if out is None else Path(out)
-    check_out_file(path, "--out", ours=is_report, what="a pruning report")
+    check_out_file(path, "--out" if out is not None else "--build", ours=is_report, what="a pruning report")
     unknown = [r for r in rows if r not in ALL_ROWS and r != "ablation"]
     if unknown or not rows:
         raise ConfigError(f"rows = {list(rows)!r}; allowed: {', '.join(ALL_ROWS)}, or 'ablation' "
@@ -581,7 +582,7 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     for opt, v, lo in (("--finetune-epochs", finetune_epochs, 1), ("--stage-epochs", stage_epochs, 1),
                        ("--final-epochs", final_epochs, 1), ("--t-from", t_from, 2), ("--units", units, 0)):
         if v is not None:
-            check_int(None, opt, v, lo, 64 if opt == "--t-from" else 10_000)
+            check_int(None, opt, v, lo, 64 if opt == "--t-from" else EPOCHS_MAX)
     if not 0.0 <= ramp < 1.0:
         raise ConfigError(f"--ramp = {ramp} is outside the allowed range [0, 1)")
     from spikeloom.model.pruning import GROUPS

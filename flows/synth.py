@@ -587,13 +587,15 @@ def model_cycles(model_path, n_pe, pack=True):
     from spikeloom.model import golden
     from spikeloom.model.data import load_dataset
 
+    from .common import dataset_options
     from .energy import cycles_model
 
     qm = modelfile.load(model_path)
     if not qm.dataset:
         return None
     try:
-        split = load_dataset(qm.dataset, seed=int(qm.extra.get("data_seed", 0)), size=qm.extra.get("image_size"))
+        seed, size, channels = dataset_options(qm, qm.dataset)
+        split = load_dataset(qm.dataset, seed=seed, size=size, channels=channels)
     except (SpikeloomError, OSError, ValueError):
         return None  # e.g. an image folder that is not on this machine
     x = golden.quantize_input(qm, split.test.x)

@@ -44,6 +44,11 @@ def check_int(owner, field, value, lo, hi=None):
     return value
 
 
+#: The most epochs (training, QAT, fine-tuning) a run may ask for: far beyond any run this needs
+#: (digits trains in tens), so that a mistyped count is refused instead of running for days.
+EPOCHS_MAX = 10_000
+
+
 def check_seed(value, name):
     """A seed in :data:`SEED_RANGE` (``name``: the option or field that gave it)."""
     return check_int(None, name, value, *SEED_RANGE)

@@ -186,9 +186,10 @@ def check_input(model: QuantModel, x_q):
                          f"got dtype {x_q.dtype} and shape {x_q.shape}")
     if x_q.ndim > 1 and len(x_q) == 0:
         raise InputError(f"input holds no images (shape {x_q.shape}); give at least one")
-    if x_q.ndim > 2:
-        # images as arrays: their shape is the model's input shape (size-1 axes aside), so that an
-        # image of the right size in another layout (e.g. channels last) is not read scrambled
+    if x_q.ndim > 2 and len(model.input_shape) == 3:
+        # images as arrays for a (C, H, W) input: their shape is the model's (size-1 axes aside), so
+        # that an image of the right size in another layout (e.g. channels last) is not read
+        # scrambled (a flat input, (F,), reads any image row-major: SEMANTICS.md, "Input order")
         per, want = x_q.shape[1:], tuple(model.input_shape)
         if tuple(d for d in per if d != 1) != tuple(d for d in want if d != 1):
             raise InputError(f"input images of shape {per}; the model's input shape is {want} (C, H, W): give "

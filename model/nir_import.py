@@ -497,6 +497,7 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
     in_div = float((1 << input_bits) - 1)
     lo_m, hi_m = signed_range(membrane_bits)
     layers, report = [], []
+    taken = set()   # the layer names so far (_safe keeps them distinct)
     for li, st in enumerate(stages):
         qmax = (1 << (st.weight_bits - 1)) - 1
         role = "analog" if li == 0 else ("output" if st.theta is None else "spiking")
@@ -544,7 +545,7 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
         neuron = None
         if st.theta is not None:
             neuron = LayerNeuron.from_beta(float(st.beta), st.leak_frac, st.fire, st.reset)
-        layer = Layer(name=_safe(st.nodes[0][0], li), role=role, weight=wq, bias=bq, threshold=thq,
+        layer = Layer(name=_safe(st.nodes[0][0], li, taken), role=role, weight=wq, bias=bq, threshold=thq,
                       weight_bits=st.weight_bits, scale=[float(1.0 / v) for v in s], kind=st.kind,
                       in_shape=tuple(st.in_shape) if st.kind == "conv" else (), stride=st.stride,
                       padding=st.padding, pool=st.pool, neuron=neuron, pool_op="sum" if st.pool > 1 else "max")
@@ -590,9 +591,15 @@ def from_nir(graph, dt, reset=None, input_bits=None, t_max=None, weight_bits=Non
     return model, report
 
 
-def _safe(name, i):
-    """A layer name from the NIR node name, as ``ir.LAYER_NAME`` allows (ASCII letters, digits,
-    ``_`` and ``-``; others become ``_``), at most ``ir.LAYER_NAME_MAX - 6`` characters so that a
-    spike-count readout's ``<name>_count`` fits too."""
+def _safe(name, i, taken=None):
+    """Layer ``i``'s name from its NIR node name, one ``ir.LAYER_NAME`` allows: ASCII letters,
+    digits, ``_`` and ``-`` kept (others, ``.`` too, become ``_``), at most ``ir.LAYER_NAME_MAX - 6
+    - 4`` characters so that a spike-count readout's ``<name>_count`` fits too, and, when ``taken``
+    (the names so far, a set it adds to) holds it already, ``_<i>`` appended."""
     keep = "".join(c if (c.isascii() and c.isalnum()) or c in "_-" else "_" for c in str(name))
-    return keep[:LAYER_NAME_MAX - len("_count")] or f"layer{i}"
+    keep = keep[:LAYER_NAME_MAX - len("_count") - 4] or f"layer{i}"
+    if taken is not None:
+        if keep in taken:
+            keep = f"{keep}_{i}"
+        taken.add(keep)
+    return keep

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import EXIT_CRITERIA, T_MAX_RANGE, NeuronConfig, QuantConfig, check_choice, check_int
+from .config import EPOCHS_MAX, EXIT_CRITERIA, T_MAX_RANGE, NeuronConfig, QuantConfig, check_choice, check_int
 from .determinism import single_threaded
 from .errors import ConfigError
 from .golden import first_argmax, quantize_values
@@ -50,10 +50,6 @@ def _on_cpu(model):
     p = next(model.parameters(), None)
     return model if p is None or p.device.type == "cpu" else copy.deepcopy(model).cpu()
 
-
-#: The most epochs (training and QAT) a run may ask for: far beyond any run this needs (digits
-#: trains in tens), so that a mistyped count is refused instead of running for days.
-EPOCHS_MAX = 10_000
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -370,6 +370,13 @@ def test_single_file_outputs_never_replace_an_input_or_a_users_file(model_path, 
     assert_clean_error(spikeloom_here(capsys, "prune", "--out", user, "--build", tmp_path / "pb"),
                        f"--out {user}: exists and is not a pruning report spikeloom wrote")
     assert user.read_text() == "mine\n" and model_path.read_bytes() == before
+    # a report of any version of make prune may be replaced by the next run (before --seeds: no
+    # "seeds" or "summary")
+    from spikeloom.flows.prune import is_report
+
+    old = tmp_path / "old.json"
+    old.write_text('{"dataset": "digits", "net": "vgg", "n_pe": 8, "image_size": null, "rows": []}')
+    assert is_report(old) and not is_report(user)
 
 
 def test_an_empty_path_is_refused_not_taken_as_the_current_folder(model_path, tmp_path, capsys, monkeypatch):

@@ -174,3 +174,6 @@ def test_check_input_refuses_images_of_another_layout():
             golden.check_input(m, bad)
     m1 = random_conv_model(seed=1, in_shape=(1, 6, 6))
     assert golden.check_input(m1, np.zeros((2, 6, 6, 1), np.int64)).shape == (2, 36)
+    # a flat input (F,) reads any image row-major (an MLP imported from NIR, run on digits images)
+    flat = random_model((64, 5, 3), seed=1)
+    assert golden.check_input(flat, np.zeros((2, 1, 8, 8), np.int64)).shape == (2, 64)

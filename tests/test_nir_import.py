@@ -423,3 +423,5 @@ def test_layer_names_from_node_names_are_valid_layer_names():
         name = _safe(node, 3)
         assert LAYER_NAME.fullmatch(name) and LAYER_NAME.fullmatch(name + "_count"), (node, name)
     assert _safe("é", 3) == "_" and _safe("", 3) == "layer3" and _safe("1.lif", 0) == "1_lif"
+    taken = set()   # names cut to the same prefix stay distinct
+    assert len({_safe("m." + "x" * 200 + f".{k}", k, taken) for k in range(3)}) == 3
