@@ -274,7 +274,7 @@ def test_generate_deterministic(tmp_path):
     text = (tmp_path / "a" / "spikeloom_accel.v").read_text()
     assert "module spikeloom_accel" in text and "i_data__payload" in text and "o_trace__payload" in text
     ports = json.loads((tmp_path / "a" / "ports.json").read_text())
-    assert ports["n_pe"] == 3 and ports["input"] == {"port": "i_data", "width": 4, "count": 16}
+    assert ports["n_pe"] == 3 and ports["input"] == {"port": "i_data", "width": 4, "count": 16, "shape": [16]}
     assert len(ports["memories"]) == 3 * 5 + 1  # five per PE and the shared rows table
     hexw = (tmp_path / "a" / "mem" / "pe_1_weight.hex").read_text().split()
     w = model.layers[0].weight
