@@ -342,16 +342,14 @@ def cmd_gpu_baseline(a):
     x = None
     if a.dataset is not None:
         from spikeloom.model.data import load_dataset
-        from spikeloom.model.errors import InputError
 
-        from .common import dataset_options
+        from .common import check_dataset_images, dataset_options
 
         # as the model reads it (an image folder at the model's size and channels), and checked
         seed, size, channels = dataset_options(model, a.dataset)
-        x = load_dataset(a.dataset, seed=seed, size=size, channels=channels).test.x
-        if x[0].size != model.input_size:
-            raise InputError(f"--dataset {a.dataset}: images of {x[0].size} values; the model reads "
-                             f"{model.input_size} (input shape {tuple(model.input_shape)})")
+        test = load_dataset(a.dataset, seed=seed, size=size, channels=channels).test
+        check_dataset_images(model, a.dataset, test.shape)
+        x = test.x
     r = energy.gpu_baseline(model, x, n_runs=a.runs)
     print(json.dumps(r, indent=1))
 

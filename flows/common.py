@@ -5,6 +5,7 @@ A module of its own so that the flows (``cli``, ``export``, ``synth``, ``prune``
 """
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 from spikeloom.hw.plan import PES_RANGE, SPARSE_FORMS, STORAGE_CHOICES
 from spikeloom.model.config import check_int, check_seed
 from spikeloom.model.data import MAX_IMAGE_SIZE
-from spikeloom.model.errors import ConfigError, SpikeloomError
+from spikeloom.model.errors import ConfigError, InputError, SpikeloomError
 
 
 #: Exit status when the reader of our output went away (``spikeloom inspect M | head``): 128 + SIGPIPE,
@@ -199,6 +200,15 @@ def parse_and_run(parser, argv, fn, subcommand=None):
         parsed.append(args)
 
     return guarded(parse) or guarded(fn, parsed[0])
+
+
+def check_dataset_images(model, dataset, shape):
+    """Refuse ``--dataset``'s images of per-image ``shape`` when the model reads another number of
+    input values (one line naming the dataset, both sizes and the model's input shape)."""
+    n = math.prod(shape)
+    if n != model.input_size:
+        raise InputError(f"--dataset {dataset}: images of shape {tuple(shape)} ({n} values); the model reads "
+                         f"{model.input_size} (input shape {tuple(model.input_shape)})")
 
 
 def dataset_options(model, dataset, data_seed=None):

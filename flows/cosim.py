@@ -25,7 +25,7 @@ import numpy as np
 from spikeloom.model.errors import ConfigError, SpikeloomError
 
 from . import output
-from .common import check_cosim, check_pes, check_storage, dataset_options, table
+from .common import check_cosim, check_dataset_images, check_pes, check_storage, dataset_options, table
 
 __all__ = ["CosimResult", "cosim_model", "add_waves_option", "parse_waves", "check_run_waves", "step_waves",
            "mismatch_error"]
@@ -255,9 +255,7 @@ def cosim_model(model, x=None, *, dataset=None, data_seed=None, pes=8, storage="
         dseed, size, channels = dataset_options(model, dataset, data_seed)
         ctx = _context(build, model, dataset, dseed, size, channels=channels)
         test = ctx.split().test
-        if int(np.prod(test.shape)) != model.input_size:
-            raise InputError(f"--dataset {dataset}: images of shape {test.shape} ({int(np.prod(test.shape))} "
-                             f"values); the model reads {model.input_size} (input shape {tuple(model.input_shape)})")
+        check_dataset_images(model, dataset, test.shape)
         if len(test.classes) != model.n_classes:
             raise InputError(f"--dataset {dataset}: {len(test.classes)} classes; the model has {model.n_classes}")
         source = {"dataset": dataset, "data_seed": dseed, "split": "test", "labels": True}

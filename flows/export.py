@@ -10,6 +10,7 @@ and a README. Nothing in it needs Python or Amaranth.
 The output is deterministic: the same model file, ``n_pe`` and ``freq_mhz`` give the same bytes.
 """
 
+import math
 import sys
 from pathlib import Path
 
@@ -455,16 +456,16 @@ a row of one tap (a dense layer's, a shortcut's, a 1 x 1 kernel's) are one segme
 """
 
 
-def _layer_size(r):
-    """A layer's neurons in the README's first line (``ports.json``'s layer ``r``), and what a pooled
-    layer passes on (floor-mode windows): ``75 (pooled: 12)``."""
-    q, (h, w) = r.get("pool", 1) or 1, r["map"]
-    return f"{r['out_features']}" + (f" (pooled: {r['channels'] * (h // q) * (w // q)})" if q > 1 else "")
+def _layer_size(ly):
+    """Layer ``ly``'s neurons in the README's first line, and what it passes on when it pools
+    (``Layer.out_shape``): ``75 (pooled: 12)``."""
+    passed = math.prod(ly.out_shape)
+    return f"{ly.out_features}" + (f" (pooled: {passed})" if passed != ly.out_features else "")
 
 
 def readme(ports, model, freq_mhz, mem_files, axis_width=None, n_tb=0, source="", bank_depth=None):
     load = ports.weights_loaded
-    layers = " -> ".join([str(ports.input_count)] + [_layer_size(r) for r in ports.raw["layers"]])
+    layers = " -> ".join([str(ports.input_count)] + [_layer_size(ly) for ly in model.layers])
     mems = sorted({(m.name, m.depth, m.width) for m in ports.memories})
     from spikeloom.hw.pe import BankedROM
 

@@ -188,12 +188,11 @@ class Ports:
         shape = self.input_shape
         if shape is None or len(shape) < 2:
             return "in index order"
-        dims = " x ".join(map(str, shape))
         if len(shape) == 3:
             c, h, w = shape
-            return (f"in row-major order of the input shape (C, H, W) = ({dims.replace(' x ', ', ')}): value "
+            return (f"in row-major order of the input shape (C, H, W) = ({c}, {h}, {w}): value "
                     f"(c * {h} + y) * {w} + x is channel c, row y, column x")
-        return f"in row-major order of the input shape {dims}"
+        return f"in row-major order of the input shape {' x '.join(map(str, shape))}"
 
     @classmethod
     def load(cls, path):
