@@ -28,10 +28,10 @@ def per_network(rep_or_path):
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
-    """Six networks on the embedded LocalCluster (two workers); (report, build folder, records)."""
+    """Four networks on the embedded LocalCluster (two workers); (report, build folder, records)."""
     build = tmp_path_factory.mktemp("local")
     records = []
-    rep = fuzz.campaign(6, seed=1, jobs=2, build=build, log=lambda *a: None, on_network=records.append)
+    rep = fuzz.campaign(4, seed=1, jobs=2, build=build, log=lambda *a: None, on_network=records.append)
     return rep, build, records
 
 
@@ -40,10 +40,10 @@ def test_small_campaign_passes(local):
     on_disk = json.loads((tmp_path / "fuzz.json").read_text())
     assert on_disk == json.loads(json.dumps(rep))
     c = rep["counts"]
-    assert c["networks"] == 6 and c["mismatched"] == 0 and c["errors"] == 0, rep["failures"]
-    assert c["passed"] + c["refused"] == 6 and c["passed"] >= 5
+    assert c["networks"] == 4 and c["mismatched"] == 0 and c["errors"] == 0, rep["failures"]
+    assert c["passed"] + c["refused"] == 4 and c["passed"] >= 3
     assert rep["images_per_network"] == 3 and c["images"] == 3 * c["passed"]
-    assert sum(v["networks"] for v in rep["by"]["weights"].values()) == 6
+    assert sum(v["networks"] for v in rep["by"]["weights"].values()) == 4
     assert not rep["failures"] and not list((tmp_path / "fuzz").iterdir())  # passed networks leave nothing
     assert rep["jobs"] == 2 and rep["cluster"] == "LocalCluster, 2 worker processes" and not rep["worker_died"]
 
@@ -54,12 +54,12 @@ def test_campaign_on_a_scheduler_with_two_workers_gives_the_local_results(local,
     _, _, local_records = local
     address, workers = dask_cluster.start(2)
     records = []
-    rep = fuzz.campaign(4, seed=1, build=tmp_path, scheduler=address, log=lambda *a: None,
+    rep = fuzz.campaign(2, seed=1, build=tmp_path, scheduler=address, log=lambda *a: None,
                         on_network=records.append)
     assert rep["cluster"] == f"scheduler {address}" and rep["jobs"] == 2
     assert f"--scheduler {address}" in rep["command"]
     want = per_network(local_records)
-    assert per_network(records) == {i: want[i] for i in range(4)}
+    assert per_network(records) == {i: want[i] for i in range(2)}
     assert {int(r["worker"].rsplit(":", 1)[1]) for r in records} <= {p.pid for p in workers}  # run by the workers
 
 
