@@ -57,6 +57,14 @@ def _resolve(module, node, is_pkg):
     return [prefix] + [f"{prefix}.{a.name}" for a in node.names]
 
 
+@lru_cache(maxsize=1024)
+def _imports(name, is_pkg, text, filename):
+    """The absolute names the imports of module ``name`` (source ``text``) refer to, as a tuple: a
+    module's source is parsed once per text (a new text, a file edited since, is parsed again)."""
+    return tuple(target for node in ast.walk(ast.parse(text, filename))
+                 if isinstance(node, (ast.Import, ast.ImportFrom)) for target in _resolve(name, node, is_pkg))
+
+
 @lru_cache(maxsize=1)
 def import_graph():
     """``{module: frozenset(imported modules)}`` over the project's modules (third-party names,
@@ -64,15 +72,9 @@ def import_graph():
     mods = _modules()
     graph = {}
     for name, path in mods.items():
-        tree = ast.parse(path.read_text(), str(path))
-        deps = set()
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for target in _resolve(name, node, path.name == "__init__.py"):
-                    if target.split(".")[0] != PACKAGE:
-                        deps.add(target.split(".")[0])
-                    elif target in mods:
-                        deps.add(target)
+        deps = {target.split(".")[0] if target.split(".")[0] != PACKAGE else target
+                for target in _imports(name, path.name == "__init__.py", path.read_text(), str(path))
+                if target.split(".")[0] != PACKAGE or target in mods}
         parent = name.rsplit(".", 1)[0]
         if parent in mods:  # a module's package is imported (run) before it
             deps.add(parent)
