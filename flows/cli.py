@@ -1,6 +1,5 @@
 """The ``spikeloom`` command line: one subcommand per pipeline step, and ``run`` for all of them."""
 
-import re
 import json
 import sys
 from pathlib import Path
@@ -125,11 +124,16 @@ def _neuron(a):
         raise ConfigError(f"--leak-frac {a.leak_frac} is the precision of --beta; give --beta too")
     kw = {k: v for k, v in (("beta", a.beta), ("leak_frac", a.leak_frac), ("leak_shift", a.leak_shift))
           if v is not None}
-    try:
-        return NeuronConfig(reset=a.reset or "subtract", membrane_bits=a.membrane_bits, fire=a.fire, **kw)
-    except ConfigError as e:
-        # name the option the user typed: "neuron.leak_frac = 20 ..." -> "--leak-frac = 20 ..."
-        raise ConfigError(re.sub(r"neuron\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
+    return _as_options(lambda: NeuronConfig(reset=a.reset or "subtract", membrane_bits=a.membrane_bits, fire=a.fire,
+                                            **kw), "neuron", a)
+
+
+def _as_options(make, section, a):
+    """``make()``, a config of ``section``; an error about a field that is an option of the command (an
+    attribute of ``a``) names the option (:func:`~spikeloom.model.errors.as_options`)."""
+    from spikeloom.model.errors import as_options
+
+    return as_options(make, section, lambda field: hasattr(a, field))
 
 
 def _check_seeds(a):
@@ -157,11 +161,12 @@ def _context(a):
         kw["qat_epochs"] = a.qat_epochs
     return steps.RunContext(
         build=a.build, dataset=a.dataset, data_seed=a.data_seed, image_size=a.image_size, channels=a.channels,
-        train=TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed,
-                          target_drop=getattr(a, "target_drop", 0.0),
-                          pool=a.pool, **kw),
+        train=_as_options(lambda: TrainConfig(arch=a.arch, t_max=a.t_max, loss=a.loss, seed=a.seed,
+                                              target_drop=getattr(a, "target_drop", 0.0), pool=a.pool, **kw),
+                          "train", a),
         neuron=_neuron(a),
-        quant=QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits), **steps.run_settings(a))
+        quant=_as_options(lambda: QuantConfig(weight_bits=a.weight_bits, input_bits=a.input_bits), "quant", a),
+        **steps.run_settings(a))
 
 
 def cmd_run(a):
@@ -482,7 +487,7 @@ def _import_context(a, build):
 
     return steps.Context(build=build, dataset=a.dataset, data_seed=a.data_seed, nir=a.graph,
                          image_size=getattr(a, "image_size", None), channels=getattr(a, "channels", None),
-                         train=TrainConfig(target_drop=a.target_drop, seed=a.seed))
+                         train=_as_options(lambda: TrainConfig(target_drop=a.target_drop, seed=a.seed), "train", a))
 
 
 def _import_options(a, reset):

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from spikeloom.model.config import EPOCHS_MAX
-from spikeloom.model.errors import ConfigError, SpikeloomError
+from spikeloom.model.errors import ConfigError, SpikeloomError, as_options
 
 from . import common, steps
 from .common import Parser, check_cosim, check_pes, parse_and_run
@@ -595,7 +595,9 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     from spikeloom.model.train import resolve_device
 
     # the device that trains is part of every cache key ("auto" is the CPU or CUDA, whichever it is here)
-    base = TrainConfig(arch=net, seed=seed, device=resolve_device(device).type, **kw)
+    # (a bad epochs count names its option, --epochs / --qat-epochs)
+    base = as_options(lambda: TrainConfig(arch=net, seed=seed, device=resolve_device(device).type, **kw), "train",
+                      kw.__contains__)
     build = Path(build)
     # the ablation's Units rows apply where they differ from the stp row and the network can take Units
     m = book["stp-t1"]["units"]
@@ -624,7 +626,9 @@ def run(build=Path("build"), net="vgg", pes=8, rows=ROWS, dataset="digits", imag
     probe = PruneContext(build=build / "prune", dataset=dataset, data_seed=data_seed, train=base,
                          image_size=image_size)
     probe.split()
-    task = dict(order=order, book=book, base=base, quant=QuantConfig(weight_bits=weight_bits, input_bits=input_bits),
+    quant = as_options(lambda: QuantConfig(weight_bits=weight_bits, input_bits=input_bits), "quant",
+                       {"weight_bits", "input_bits"}.__contains__)
+    task = dict(order=order, book=book, base=base, quant=quant,
                 dataset=dataset, data_seed=data_seed, image_size=image_size, pes=pes, cosim=cosim,
                 simulator=simulator, cosim_images=cosim_images)
     seed_list = list(range(seed, seed + seeds))

@@ -24,3 +24,18 @@ class ConfigError(SpikeloomError, ValueError):
 
 class InputError(SpikeloomError, ValueError):
     """An input array of the wrong shape, type or range."""
+
+
+def as_options(make, section, is_option):
+    """``make()``, a config of ``section`` (``train``, ``quant``, ``neuron``); its error about a field
+    for which ``is_option(field)`` holds names the command-line option the user typed instead:
+    "train.t_max = 0 ..." -> "--t-max = 0 ..." (a field that is no option keeps its name)."""
+    import re
+
+    try:
+        return make()
+    except ConfigError as e:
+        def option(m):
+            return "--" + m.group(1).replace("_", "-") if is_option(m.group(1)) else m.group(0)
+
+        raise ConfigError(re.sub(rf"\b{section}\.(\w+)", option, str(e))) from None

@@ -97,7 +97,7 @@ def test_dataset_path_errors(tmp_path, capsys):
 
 def test_bit_width_out_of_range(tmp_path, capsys):
     assert_clean_error(spikeloom_here(capsys, "quantize", "--weight-bits", "1", "--build", tmp_path),
-                       "quant.weight_bits = 1", "[2, 16]")
+                       "--weight-bits = 1", "[2, 16]")
 
 
 def test_generate_pes_out_of_range(model_path, tmp_path, capsys):
@@ -153,8 +153,8 @@ def test_neuron_option_errors(tmp_path, capsys):
     assert_clean_error(bad("--leak-shift", "9"), "--leak-shift = 9", "[0, 8]")
     assert_clean_error(bad("--fire", "=>"), "--fire = '=>'", "'>=', '>'")
     assert_clean_error(bad("--reset", "later"), "--reset = 'later'", "subtract_next", "subtract_recheck")
-    assert_clean_error(bad("--pool", "avg"), "train.pool = 'avg'", "vgg, resnet", "arch 'mlp'")
-    assert_clean_error(bad("--arch", "vgg", "--pool", "min"), "train.pool = 'min'", "'max', 'sum', 'avg'")
+    assert_clean_error(bad("--pool", "avg"), "--pool = 'avg'", "vgg, resnet", "arch 'mlp'")
+    assert_clean_error(bad("--arch", "vgg", "--pool", "min"), "--pool = 'min'", "'max', 'sum', 'avg'")
     assert not any(tmp_path.iterdir())
 
 
