@@ -72,9 +72,13 @@ def import_graph():
     mods = _modules()
     graph = {}
     for name, path in mods.items():
-        deps = {target.split(".")[0] if target.split(".")[0] != PACKAGE else target
-                for target in _imports(name, path.name == "__init__.py", path.read_text(), str(path))
-                if target.split(".")[0] != PACKAGE or target in mods}
+        deps = set()
+        for target in _imports(name, path.name == "__init__.py", path.read_text(), str(path)):
+            top = target.split(".")[0]
+            if top != PACKAGE:
+                deps.add(top)
+            elif target in mods:
+                deps.add(target)
         parent = name.rsplit(".", 1)[0]
         if parent in mods:  # a module's package is imported (run) before it
             deps.add(parent)

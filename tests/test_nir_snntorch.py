@@ -69,7 +69,7 @@ def test_float_simulation_of_the_graph_is_snntorch(imported, split):
 
 def test_imported_snntorch_network_cosimulates(imported, split, tmp_path):
     """The imported network's Verilog under Verilator (input idles, result back-pressure): every
-    result field, counter and cycle count equals the golden model's and the cycle model's."""
+    image's class, exit timestep and activity counters equal the golden model's."""
     kind, _, _, _, model = imported
     x = golden.quantize_input(model, split.test.x[:40])   # compiling dominates: 40 images cost seconds
     path = modelfile.save(model, tmp_path / "model.slm")
