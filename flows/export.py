@@ -409,7 +409,8 @@ def weight_layout_section(ports):
         src = "; ".join(f"{'shortcut' if g['shortcut'] else 'main'}: rows {g['row_base']}..{g['row_base'] + g['rows'] - 1}"
                         f" (k = {g['k']})" for g in r["sources"] if g["rows"])
         cut = f" (rows cut by {ly.segments})" if ly.storage == "sparse" and ly.segments not in (None, "row") else ""
-        layer_rows.append(f"| `{ly.name}` | {ly.kind} | {names[ly.storage]}{cut} | {ly.chunks} | {ly.groups or 1} | {src} |")
+        layer_rows.append(f"| `{ly.name}` | {ly.kind} | {names[ly.storage]}{cut} | {ly.chunks} | {ly.groups or 1} | "
+                          f"{'yes' if ly.paired else 'no'} | {src} |")
     n = ports.n_pe
     return f"""
 ## Weight memory layout
@@ -450,8 +451,13 @@ a row of one tap (a dense layer's, a shortcut's, a 1 x 1 kernel's) are one segme
   word plus `offj` (`off0 = 0`).
   An event reads only the segments that hold one of its landing taps.
 
-| layer | kind | storage | chunks | lane groups | rows |
-| --- | --- | --- | --- | --- | --- |
+A layer marked *paired* (a dense layer of one chunk after the first, its events spikes) takes two
+events of one spike-queue entry a cycle: each PE reads the second event's word, `d` words after
+the first's (the rows of an entry are consecutive, a row one word), through its weight memory's
+second read port, and adds both weights. Its words are laid out as any dense layer's.
+
+| layer | kind | storage | chunks | lane groups | paired | rows |
+| --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(layer_rows)}
 """
 
@@ -528,7 +534,7 @@ ecppack top.config top.bit
 
 Vivado: add `rtl/*.v` and `constraints/{TOP}.xdc`, top `{TOP}`. Quartus: add `rtl/*.v` and
 `constraints/{TOP}.sdc`, top `{TOP}`{f" (for the AXI4-Stream wrapper: `rtl/{AXIS}.v` and `constraints/{AXIS}.*` instead, top `{AXIS}`)" if axis else ""}. The weight memories infer block RAM in every tool (one
-synchronous read port); the small per-neuron memories may become distributed RAM.{ecp5_note}
+synchronous read port, two when a layer is paired: a dual-port block RAM); the small per-neuron memories may become distributed RAM.{ecp5_note}
 
 ## Memories per PE
 

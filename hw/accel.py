@@ -110,6 +110,10 @@ class Accelerator(wiring.Component):
     pack : bool
         Pack the last chunk of the layers that allow it (``hw/plan.py``, "Packed tail"; default);
         False: fewer cells, more cycles.
+    pair : bool
+        Take the events of the layers that allow it two to a word (``hw/plan.py``, "Paired
+        events"; default), through a second read port of every weight memory; never with
+        ``weights="load"`` (single-port RAM). False: fewer cells, more cycles.
 
     Members
     -------
@@ -137,14 +141,17 @@ class Accelerator(wiring.Component):
         stalls the next spiking-layer update until the queue is empty; nothing is dropped.
     """
 
-    def __init__(self, model, n_pe, trace=False, storage="auto", weights="rom", bank_depth=None, pack=True):
+    def __init__(self, model, n_pe, trace=False, storage="auto", weights="rom", bank_depth=None, pack=True,
+                 pair=True):
         try:
             if not isinstance(trace, bool):
                 raise TypeError(f"trace must be a bool, got {trace!r}")
             if weights not in WEIGHT_STORES:
                 raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHT_STORES))}, got {weights!r}")
             self.bank_depth = check_bank_depth(bank_depth, weights)
-            self.plan = Plan(model, n_pe, storage, pack)
+            if not isinstance(pair, bool):
+                raise TypeError(f"pair must be a bool, got {pair!r}")
+            self.plan = Plan(model, n_pe, storage, pack, pair and weights == "rom")
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated: no "created but never used" warning
             raise
@@ -170,7 +177,8 @@ class Accelerator(wiring.Component):
         layers = plan.layers
         sc_of = shortcut_readers(model)
         geos = geometries(plan)
-        entry = spike_entry_layout(n, plan.n_rows, max(g.h for g in geos), max(g.w for g in geos), plan.count_bits)
+        entry = spike_entry_layout(n, plan.n_rows, max(g.h for g in geos), max(g.w for g in geos), plan.count_bits,
+                                   plan.paired)
 
         pes = [PE(plan, p, self.weights, self.bank_depth) for p in range(n)]
         for p, pe in enumerate(pes):
@@ -219,6 +227,8 @@ class Accelerator(wiring.Component):
         s1, nxt = seq.s1, seq.nxt
         for p, pe in enumerate(pes):
             pe_w, lane = self._packing(m, pes, p, w_addr, pipe, seq, wl) if plan.max_groups else (w_addr, s1.lanes > p)
+            if plan.paired:
+                m.d.comb += pe.issue.w_addr2.eq(pipe.issue.w2)
             m.d.comb += [pe.issue.w_addr.eq(pe_w), pe.issue.n_addr.eq(seq.n_addr),
                          pe.exe.eq(s1.cmd), pe.lane_valid.eq(lane),
                          pe.lead.first_t.eq(nxt.cmd.first_t), pe.lead.output.eq(nxt.cmd.output),
@@ -233,6 +243,8 @@ class Accelerator(wiring.Component):
             counters.event.eq(pipe.counted), counters.event_geo.eq(pipe.counted_geo),
             counters.acc.eq(sw.cmd.acc), counters.acc_layer.eq(sw.layer),
             counters.reads.eq(Cat(pe.read for pe in pes)), counters.syns.eq(Cat(pe.syn for pe in pes)),
+            *([counters.reads2.eq(Cat(pe.read2 for pe in pes)), counters.syns2.eq(Cat(pe.syn2 for pe in pes)),
+               counters.event_two.eq(pipe.counted_two)] if plan.paired else []),
             counters.update.eq(ss.cmd.update), counters.update_layer.eq(ss.layer),
             counters.lanes.eq(ss.lanes), counters.spikes.eq(spikes),
             counters.first.eq(inputs.first),
@@ -368,7 +380,7 @@ def describe(accel):
         "counters": list(COUNTERS),
         "layers": [{"name": lp.name, "role": lp.role, "kind": lp.kind, "in_features": lp.in_features,
                     "out_features": lp.out_features, "channels": lp.channels, "map": [lp.ho, lp.wo],
-                    "pool": lp.pool, "positions": lp.positions, "chunks": lp.chunks, "groups": lp.groups,
+                    "pool": lp.pool, "positions": lp.positions, "chunks": lp.chunks, "groups": lp.groups, "paired": lp.paired,
                     "neuron_base": lp.neuron_base, "weight_base": lp.weight_base, "storage": lp.storage,
                     "segments": lp.segments if lp.storage == "sparse" else None, "forms": r["forms"],
                     "weight_words": r["words"], "dense_bits": r["dense_bits"], "sparse_bits": r["sparse_bits"],
@@ -377,6 +389,7 @@ def describe(accel):
                                 for g in lp.sources]}
                    for lp, r in zip(plan.layers, plan.storage_report)],
         "packed_tail": plan.pack,   # whether layers may pack their last chunk (each layer's "groups")
+        "paired_events": plan.pair,  # whether layers may take two events a word (each layer's "paired")
         "sparse_layers": list(plan.sparse_layers),
         "sparse_segments": dict(plan.sparse_layers),  # how each compressed layer cuts its rows
         "rows_word": {**dict(zip(("start_bits", "len_bits"), plan.rows_fields)), "segments": plan.rows_segments,
@@ -419,13 +432,15 @@ def verilog_text(accel):
     return text
 
 
-def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom", bank_depth=None, pack=True):
+def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom", bank_depth=None, pack=True,
+             pair=True):
     """Write ``spikeloom_accel.v``, ``ports.json``, ``mem/pe_<p>_<mem>.hex`` and ``mem/rows.hex``
     under ``out_dir``.
 
     The output is deterministic: the same arguments give the same bytes. Returns the paths written.
     """
-    accel = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights, bank_depth=bank_depth, pack=pack)
+    accel = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights, bank_depth=bank_depth, pack=pack,
+                        pair=pair)
     out = Path(out_dir)
     (out / "mem").mkdir(parents=True, exist_ok=True)
     text = verilog_text(accel)

@@ -58,6 +58,9 @@ class ActivityCounters(wiring.Component):
     acc, acc_layer, reads, syns : In(1), In(layer), In(n_pe), In(n_pe)
         An accumulate word of ``acc_layer``: ``weight_reads`` += popcount(``reads``),
         ``synaptic_events`` += popcount(``syns``).
+    event_two, reads2, syns2 : In(1), In(n_pe), In(n_pe), only when a layer is paired
+        With ``event``, ``reads`` and ``syns``: those of a paired word's second event
+        (``hw/plan.py``, "Paired events"), counted with them.
     update, update_layer, lanes, spikes : In(1), In(layer), In(lanes), In(n_pe)
         An update of ``update_layer``: ``membrane_reads`` and ``membrane_writes`` += ``lanes``,
         ``spikes`` += popcount(``spikes``).
@@ -96,6 +99,7 @@ class ActivityCounters(wiring.Component):
             "clear": In(1),
             "first": In(1),
             "stop": In(1),
+            **({"event_two": In(1), "reads2": In(n), "syns2": In(n)} if plan.paired else {}),
             "layers": Out(layers_layout(plan)),
             "cycles": Out(COUNTER_BITS),
         })
@@ -113,10 +117,13 @@ class ActivityCounters(wiring.Component):
                 for gi, g in enumerate(geometries(plan)):
                     with m.Case(gi):
                         cs = counters[g.layer]["input_events"]
-                        m.d.sync += cs.eq(cs + 1)
+                        m.d.sync += cs.eq(cs + 1 + self.event_two if plan.paired else cs + 1)
+        # (a paired plan's second popcounts are added once registered: the flags' adder trees no longer)
         self._count_next_cycle(m, "acc_cnt", self.acc, self.acc_layer, counters, {
-            "weight_reads": popcount(m, self.reads, "n_read"),
-            "synaptic_events": popcount(m, self.syns, "n_syn")})
+            "weight_reads": (popcount(m, self.reads, "n_read"),
+                             *([popcount(m, self.reads2, "n_read2")] if plan.paired else [])),
+            "synaptic_events": (popcount(m, self.syns, "n_syn"),
+                                *([popcount(m, self.syns2, "n_syn2")] if plan.paired else []))})
         self._count_next_cycle(m, "upd_cnt", self.update, self.update_layer, counters, {
             "membrane_reads": self.lanes, "membrane_writes": self.lanes,
             "spikes": popcount(m, self.spikes, "n_spikes")})
@@ -135,14 +142,17 @@ class ActivityCounters(wiring.Component):
 
     @staticmethod
     def _count_next_cycle(m, name, valid, layer, counters, incs):
-        """Add ``incs`` ({counter name: value}) to layer ``layer``'s counters when ``valid``, one cycle
-        later: valid, layer and the values are registered first."""
+        """Add ``incs`` ({counter name: value, or a tuple of values added together}) to layer
+        ``layer``'s counters when ``valid``, one cycle later: valid, layer and the values are
+        registered first."""
         v = Signal(name=f"{name}_valid")
         lr = Signal(layer.shape(), name=f"{name}_layer")
-        regs = {k: Signal(Value.cast(x).shape(), name=f"{name}_{k}") for k, x in incs.items()}
-        m.d.sync += [v.eq(valid), lr.eq(layer), *(regs[k].eq(x) for k, x in incs.items())]
+        incs = {k: x if isinstance(x, tuple) else (x,) for k, x in incs.items()}
+        regs = {k: [Signal(Value.cast(x).shape(), name=f"{name}_{k}" + (f"_{i}" if i else "")) for i, x in enumerate(xs)]
+                for k, xs in incs.items()}
+        m.d.sync += [v.eq(valid), lr.eq(layer), *(r.eq(x) for k, xs in incs.items() for r, x in zip(regs[k], xs))]
         with m.If(v):
             with m.Switch(lr):
                 for li, cs in enumerate(counters):
                     with m.Case(li):
-                        m.d.sync += [cs[k].eq(cs[k] + r) for k, r in regs.items()]
+                        m.d.sync += [cs[k].eq(sum(r, cs[k])) for k, r in regs.items()]

@@ -14,22 +14,28 @@ from amaranth.lib.wiring import In, Out
 from .common import bits
 
 
-def event_layout(n_rows, max_h, max_w, value_bits):
-    """One event: row ``row`` at ``(y, x)`` with the multiplier ``val`` (``Plan.value_bits`` wide)."""
-    return data.StructLayout({
+def event_layout(n_rows, max_h, max_w, value_bits, pair_pes=0):
+    """One event: row ``row`` at ``(y, x)`` with the multiplier ``val`` (``Plan.value_bits`` wide).
+    With ``pair_pes`` (the plan's ``n_pe`` when it pairs events, ``hw/plan.py``, "Paired events"):
+    ``two``, a second event of the same entry rides along, at row ``row + d2`` (value 1)."""
+    fields = {
         "row": unsigned(bits(n_rows)),
         "y": unsigned(bits(max_h)),
         "x": unsigned(bits(max_w)),
         "val": unsigned(value_bits),
-    })
+    }
+    if pair_pes:
+        fields |= {"two": unsigned(1), "d2": unsigned(bits(pair_pes))}
+    return data.StructLayout(fields)
 
 
-def spike_entry_layout(n_pe, n_rows, max_h, max_w, count_bits=0):
+def spike_entry_layout(n_pe, n_rows, max_h, max_w, count_bits=0, pairs=False):
     """One spike-queue entry: the spikes of one (pooled) position and chunk as an ``n_pe``-bit lane
     mask; lane ``p``'s event is row ``rbase + p`` at ``(y, x)``. With ``count_bits``
     (``Plan.count_bits``: some layer sum-pools) the entry also carries each lane's value ``count``
     (its window's spike count; 1 for a spike of a layer that does not sum-pool), nonzero exactly on
-    the mask's lanes."""
+    the mask's lanes. With ``pairs`` (the plan pairs events) the entry's ``pair`` says its
+    consumer takes its events two at a time."""
     fields = {
         "rbase": unsigned(bits(n_rows)),
         "y": unsigned(bits(max_h)),
@@ -38,6 +44,8 @@ def spike_entry_layout(n_pe, n_rows, max_h, max_w, count_bits=0):
     }
     if count_bits:
         fields["count"] = data.ArrayLayout(unsigned(count_bits), n_pe)
+    if pairs:
+        fields["pair"] = unsigned(1)
     return data.StructLayout(fields)
 
 
@@ -132,7 +140,10 @@ class InputEventSource(wiring.Component):
 
 class SpikeEventSource(wiring.Component):
     """A spike queue: entries (row base, position, lane mask, lane counts) in, one event per lane
-    of the mask out (lowest lane first), with that lane's count as its value.
+    of the mask out (lowest lane first), with that lane's count as its value. An entry whose
+    ``pair`` is set (an entry layout with ``pair``: ``hw/plan.py``, "Paired events") gives two
+    lanes an event, its lowest two (``two``, the second at ``row + d2``), its last lane alone
+    when it has an odd count.
 
     Parameters
     ----------
@@ -193,8 +204,19 @@ class SpikeEventSource(wiring.Component):
         the push register; the level's flags are its comparisons."""
         k = cls.PREFETCH
         alloc, full, level = reg("alloc"), reg("pre_full"), reg("level")
-        mask, lane = data.View(entry, reg("hold")).mask, reg("hold_lane")
-        ok = (reg("hold_valid") == (mask != 0)) & (~reg("hold_valid") | (reg("hold_last") == ((mask & (mask - 1)) == 0)))
+        hold = data.View(entry, reg("hold"))
+        mask, lane = hold.mask, reg("hold_lane")
+        one = (mask & (mask - 1)) == 0    # at most one lane
+        rest = mask & (mask - 1)          # the lanes above the lowest
+        if "pair" in entry.members:
+            # a paired entry's take empties it at two lanes or fewer; hold_two: it gives two
+            two = (rest & (rest - 1)) == 0
+            ok = (reg("hold_valid") == (mask != 0)) & (~reg("hold_valid") | (reg("hold_last") == Mux(hold.pair, two, one)))
+            ok &= reg("hold_two") == (hold.pair & ~one)
+            for b in range(len(mask)):   # hold_lane2 is the second lowest lane, when it has two
+                ok &= ~rest[b] | ((rest & ((1 << b) - 1)) != 0) | (reg("hold_lane2") == b)
+        else:
+            ok = (reg("hold_valid") == (mask != 0)) & (~reg("hold_valid") | (reg("hold_last") == one))
         for b in range(len(mask)):   # hold_lane is the lowest lane of the mask
             ok &= ~mask[b] | ((mask & ((1 << b) - 1)) != 0) | (lane == b)
         flights = [(reg(f"flight{i}"), reg(f"flight{i}_slot")) for i in (1, 2)]
@@ -211,6 +233,46 @@ class SpikeEventSource(wiring.Component):
             in_flight = (flights[0][0] & (flights[0][1] == i)) | (flights[1][0] & (flights[1][1] == i))
             ok &= (i < alloc) == (full[i] | in_flight)
         return ok
+
+    def _hold(self, m, entry, pushed, alloc, at0):
+        """The register ``hold`` (the entry being split into events) with its lane registers, its
+        event through the skid register, and ``empty`` (``pushed``, ``alloc``, ``at0``: the push
+        register's valid, the slots allocated, the memory empty): ``(hold, valid, last,
+        skid_valid, rest, lanes, two)``; ``rest``: hold's lanes after this cycle's take;
+        ``lanes(mask, name, pair)``: the assignments of the lane registers to an entry's ``mask``
+        (:func:`_first_lane`); ``two``: paired entries' register, else None."""
+        n = self._n_pe
+        hold = Signal(entry)
+        # hold's lowest lane, and whether it is its last, are registers of their own, so that
+        # whether hold is free comes from registers (`valid`, `last`) and no priority encoder
+        valid = Signal(name="hold_valid")
+        lane = Signal(range(max(n, 2)), name="hold_lane")   # >= 1 bit: N = 1 gives no zero-width signal
+        last = Signal(name="hold_last")   # this take empties hold (paired: two lanes or fewer are left)
+        pairs = "pair" in entry.members
+        # paired entries: the second lowest lane, and whether this take gives two (registers too)
+        lane2 = Signal.like(lane, name="hold_lane2") if pairs else None
+        two = Signal(name="hold_two") if pairs else None
+        # hold's event leaves whenever the skid register is empty: to the consumer, or into the
+        # skid while `events.ready` is low (a first-word-fall-through queue's timing all the same:
+        # the consumer sees the skid's event, then hold's). So `ready`, which comes back through
+        # the event pipeline, reaches the skid only, not hold or the queue behind it.
+        ev = Signal(self.events.payload.shape())
+        m.d.comb += [
+            ev.row.eq(hold.rbase + lane), ev.y.eq(hold.y), ev.x.eq(hold.x),
+            ev.val.eq(hold.count[lane] if "count" in entry.members else 1),
+        ]
+        if pairs:
+            m.d.comb += [ev.two.eq(two), ev.d2.eq(lane2 - lane)]
+        skid_valid = _skid(m, self.events, ev, valid)
+        m.d.comb += self.empty.eq(~pushed & ~valid & ~skid_valid & (alloc == 0) & at0)
+        rest = Signal(n)
+        if pairs:
+            m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane) & ~Mux(two, Const(1, n) << lane2, 0))
+        else:
+            m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
+        lanes = (lambda mask, name, pair: _first_lane(m, mask, valid, lane, last, name, pair, lane2, two)) if pairs else \
+            (lambda mask, name, pair: _first_lane(m, mask, valid, lane, last, name))
+        return hold, valid, last, skid_valid, rest, lanes, two
 
     def elaborate(self, platform):
         m = Module()
@@ -269,25 +331,8 @@ class SpikeEventSource(wiring.Component):
         pushed = Signal(name="push_valid")
         m.d.sync += [push.eq(self.push.payload), pushed.eq(self.push.valid & self.push.ready)]
 
-        hold = Signal(entry)
-        # hold's lowest lane, and whether it is its last, are registers of their own, so that
-        # whether hold is free comes from registers (`valid`, `last`) and no priority encoder
-        valid = Signal(name="hold_valid")
-        lane = Signal(range(max(n, 2)), name="hold_lane")   # >= 1 bit: N = 1 gives no zero-width signal
-        last = Signal(name="hold_last")
-        # hold's event leaves whenever the skid register is empty: to the consumer, or into the
-        # skid while `events.ready` is low (a first-word-fall-through queue's timing all the same:
-        # the consumer sees the skid's event, then hold's). So `ready`, which comes back through
-        # the event pipeline, reaches the skid only, not hold or the queue behind it.
-        ev = Signal(self.events.payload.shape())
-        m.d.comb += [
-            ev.row.eq(hold.rbase + lane), ev.y.eq(hold.y), ev.x.eq(hold.x),
-            ev.val.eq(hold.count[lane] if "count" in entry.members else 1),
-        ]
-        skid_valid = _skid(m, self.events, ev, valid)
-        m.d.comb += self.empty.eq(~pushed & ~valid & ~skid_valid & (alloc == 0) & at[0])
-        rest = Signal(n)
-        m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
+        hold, valid, last, skid_valid, rest, lanes, two = self._hold(m, entry, pushed, alloc, at[0])
+        pairs = two is not None
         # the decisions below as named wires: an expression used in several places is written
         # out in the Verilog at each (the queue's module had grown by 80%)
         take, free, take_pre, direct, room_has, to_pre, to_mem, issue, up, down = (
@@ -349,15 +394,18 @@ class SpikeEventSource(wiring.Component):
                     m.d.sync += [pre[i].eq(pre[i + 1]), full[i].eq(full[i + 1])]
                 else:
                     m.d.sync += full[i].eq(0)
+        pair_of = (lambda e: e.pair) if pairs else (lambda e: None)
         with m.If(free):
             with m.If(full[0]):
-                m.d.sync += [hold.eq(pre[0]), *_first_lane(m, pre[0].mask, valid, lane, last, "pre")]
+                m.d.sync += [hold.eq(pre[0]), *lanes(pre[0].mask, "pre", pair_of(pre[0]))]
             with m.Elif(direct):
-                m.d.sync += [hold.eq(push), *_first_lane(m, push.mask, valid, lane, last, "push")]
+                m.d.sync += [hold.eq(push), *lanes(push.mask, "push", pair_of(push))]
             with m.Else():
                 m.d.sync += [hold.mask.eq(0), valid.eq(0)]
+                if pairs:
+                    m.d.sync += two.eq(0)
         with m.Elif(take):
-            m.d.sync += [hold.mask.eq(rest), *_first_lane(m, rest, valid, lane, last, "rest")]
+            m.d.sync += [hold.mask.eq(rest), *lanes(rest, "rest", pair_of(hold))]
         return m
 
 
@@ -380,21 +428,31 @@ def _skid(m, events, ev, offered):
     return skid_valid
 
 
-def _first_lane(m, mask, valid, lane, last, name):
+def _first_lane(m, mask, valid, lane, last, name, pair=None, lane2=None, two=None):
     """Assignments to ``valid``, ``lane`` and ``last`` of a lane mask: it has a lane, its lowest
     lane, it has one lane at most. Each is a balanced tree over the lanes (no carry chain): a
-    few logic levels between the slot or push register and hold's lane registers."""
+    few logic levels between the slot or push register and hold's lane registers. With ``pair``
+    (the entry's pair bit): also ``lane2``, its second lowest lane, and ``two``, a paired entry with
+    two lanes or more; ``last`` is then two lanes at most for a paired entry."""
     low = Signal.like(lane, name=f"{name}_lane")
 
     def tree(lo, hi):
-        # (any lane set, at most one set, lowest set lane - lo) of mask[lo:hi]
+        # (any lane set, at most one set, at most two set, lowest set lane - lo, second lowest - lo)
+        # of mask[lo:hi]
         if hi - lo == 1:
-            return mask[lo], Const(1, 1), Const(0, 1)
+            return mask[lo], Const(1, 1), Const(1, 1), Const(0, 1), Const(0, 1)
         mid = lo + (hi - lo + 1) // 2
-        (a_any, a_one, a_low), (b_any, b_one, b_low) = tree(lo, mid), tree(mid, hi)
+        (a_any, a_one, a_two, a_low, a_low2), (b_any, b_one, b_two, b_low, b_low2) = tree(lo, mid), tree(mid, hi)
+        off = mid - lo
         return (a_any | b_any, a_one & b_one & ~(a_any & b_any),
-                Mux(a_any, a_low, b_low + (mid - lo)))
+                Mux(a_any, Mux(b_any, a_one & b_one, a_two), b_two),
+                Mux(a_any, a_low, b_low + off),
+                Mux(a_any & ~a_one, a_low2, Mux(a_any, b_low + off, b_low2 + off)))
 
-    anyset, one, first = tree(0, len(mask))
+    anyset, one, at_two, first, second = tree(0, len(mask))
     m.d.comb += low.eq(first)
-    return [valid.eq(anyset), lane.eq(low), last.eq(one)]
+    if pair is None:
+        return [valid.eq(anyset), lane.eq(low), last.eq(one)]
+    low2 = Signal.like(lane, name=f"{name}_lane2")
+    m.d.comb += low2.eq(second)
+    return [valid.eq(anyset), lane.eq(low), last.eq(Mux(pair, at_two, one)), lane2.eq(low2), two.eq(pair & ~one)]

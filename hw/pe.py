@@ -19,6 +19,8 @@ def issue_layout(plan):
     return data.StructLayout({
         "w_addr": unsigned(bits(plan.weight_depth)),
         "n_addr": unsigned(bits(plan.neuron_depth)),
+        # a paired word's second weight (hw/plan.py, "Paired events"), read through a second port
+        **({"w_addr2": unsigned(bits(plan.weight_depth))} if plan.paired else {}),
     })
 
 
@@ -60,6 +62,7 @@ def exec_layout(plan):
         "val": unsigned(plan.value_bits),             # the event's value (input, spike count or 1)
         **neuron_field(plan),  # the neuron model of the update's layer (several models only)
         **({"packed": 1} if plan.max_groups else {}),  # acc: a packed tail word (hw/plan.py, "Packed tail")
+        **({"pair": 1} if plan.paired else {}),        # acc: a paired word (hw/plan.py, "Paired events")
     })
 
 
@@ -103,12 +106,14 @@ class BankedROM(Elaboratable):
     passes a multiplexer before its register (on ECP5 the register can be the block RAM's own
     output register, see ``flows/synth.py``). The registers and the select have no reset."""
 
-    def __init__(self, shape, init, bank_depth, attrs=None):
+    def __init__(self, shape, init, bank_depth, attrs=None, ports=1):
         self.depth, self.bank_depth = len(init), bank_depth
         self._shape, self._init, self._attrs = shape, list(init), attrs
         self.banks = self.count(self.depth, bank_depth)
-        self.addr = Signal(bits(self.depth))
-        self.data = Signal(shape)
+        #: per read port (``ports`` of them): its address, and the word read two cycles before
+        self.addrs = [Signal(bits(self.depth), name=f"addr{i}" if i else "addr") for i in range(ports)]
+        self.datas = [Signal(shape, name=f"data{i}" if i else "data") for i in range(ports)]
+        self.addr, self.data = self.addrs[0], self.datas[0]
 
     @staticmethod
     def count(depth, bank_depth):
@@ -118,21 +123,24 @@ class BankedROM(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         lo, bd = bits(self.bank_depth), self.bank_depth
-        regs = []
+        regs = [[] for _ in self.addrs]
         for b in range(self.banks):
             # (a last bank of one word gets a second, never read: no zero-width address)
             words = self._init[b * bd:(b + 1) * bd]
             mem = m.submodules[f"bank_{b}"] = Memory(shape=self._shape, depth=max(len(words), 2), init=words,
                                                      attrs=self._attrs)
-            rd = mem.read_port()
-            q = Signal(self._shape, name=f"q_{b}", reset_less=True)
-            m.d.comb += rd.addr.eq(self.addr[:lo])
-            m.d.sync += q.eq(rd.data)
-            regs.append(q)
-        sel1 = Signal(range(self.banks), name="sel1", reset_less=True)
-        sel2 = Signal(range(self.banks), name="sel2", reset_less=True)
-        m.d.sync += [sel1.eq(self.addr[lo:]), sel2.eq(sel1)]
-        m.d.comb += self.data.eq(Array(regs)[sel2])
+            for i, addr in enumerate(self.addrs):
+                rd = mem.read_port()
+                q = Signal(self._shape, name=f"q_{b}" + (f"_{i}" if i else ""), reset_less=True)
+                m.d.comb += rd.addr.eq(addr[:lo])
+                m.d.sync += q.eq(rd.data)
+                regs[i].append(q)
+        for i, (addr, data) in enumerate(zip(self.addrs, self.datas)):
+            sfx = f"_{i}" if i else ""
+            sel1 = Signal(range(self.banks), name="sel1" + sfx, reset_less=True)
+            sel2 = Signal(range(self.banks), name="sel2" + sfx, reset_less=True)
+            m.d.sync += [sel1.eq(addr[lo:]), sel2.eq(sel1)]
+            m.d.comb += data.eq(Array(regs[i])[sel2])
         return m
 
 
@@ -207,6 +215,8 @@ class PE(wiring.Component):
     read, syn : Out(1)
         Registered, stage ``W_NZ_STAGE`` (4), for ``acc`` commands: this lane read a stored weight
         (``read``) and it was a synaptic event (nonzero weight whose tap lands: ``syn``).
+    read2, syn2 : Out(1), only when a layer is paired
+        The same for a paired word's second event (``hw/plan.py``, "Paired events"), beside them.
     z : Out(signed(membrane_bits))
         Registered, stage ``Z_STAGE`` (6): the saturated updated membrane / output value of an
         ``update`` command.
@@ -250,15 +260,24 @@ class PE(wiring.Component):
             "thr": Out(signed(mb)),
         }
         if weights == "load":
+            if plan.paired:
+                self._MustUse__silence = True  # never elaborated: no "created but never used" warning
+                raise ValueError("weights 'load' (single-port RAM) cannot read the second weight of paired events: "
+                                 "a plan with pair=False")
             ports["load_en"] = In(1)
             ports["load_data"] = In(unsigned(plan.word_bits))
+        if plan.paired:
+            ports["read2"] = Out(1)
+            ports["syn2"] = Out(1)
         if plan.max_groups:
             ports["tail"] = Out(signed(plan.weight_bits))
             ports["psum"] = In(psum_shape(plan))
         super().__init__(ports)
 
     def _memories(self, m):
-        """The PE's memories, and the weight memory's read port (and its write port for the load)."""
+        """The PE's memories, and the weight memory's read port (and its write port for the load);
+        a plan that pairs events reads the weight memory through a second port too
+        (``w_rd2``, or a :class:`BankedROM`'s second)."""
         plan, p = self._plan, self._index
         widths, values, depths = plan.word_widths(), plan.widths(), plan.depths()
         mems = {}
@@ -271,7 +290,8 @@ class PE(wiring.Component):
             shape = unsigned(widths[name]) if widths[name] != values[name] else signed(widths[name])
             init = [] if name == "weight" and self._weights == "load" else plan.init(p, name)
             if name == "weight" and BankedROM.count(depths[name], self._bank_depth):
-                mems[name] = m.submodules[name] = BankedROM(shape, init, self._bank_depth, attrs)
+                mems[name] = m.submodules[name] = BankedROM(shape, init, self._bank_depth, attrs,
+                                                            2 if plan.paired else 1)
                 continue
             mems[name] = m.submodules[name] = Memory(shape=shape, depth=depths[name], init=init, attrs=attrs)
 
@@ -289,6 +309,46 @@ class PE(wiring.Component):
                 w_rd.en.eq(~self.load_en),
             ]
         return mems, w_rd
+
+    def _second_weight(self, m, mems, w_rd):
+        """A paired word's second weight word (``hw/plan.py``, "Paired events"), read at
+        ``issue.w_addr2`` through the weight memory's second port and registered as ``w1`` is."""
+        if isinstance(w_rd, BankedROM):
+            m.d.comb += w_rd.addrs[1].eq(self.issue.w_addr2)
+            return w_rd.datas[1]
+        rd2 = mems["weight"].read_port()
+        w1b = Signal.like(rd2.data, name="w1b", reset_less=True)
+        m.d.comb += rd2.addr.eq(self.issue.w_addr2)
+        m.d.sync += w1b.eq(rd2.data)
+        return w1b
+
+    def _operands(self, m, w, w1b, fields):
+        """The product's operands, registered for stage 3's multiply (the weight's bank multiplexer
+        and the multiplier are a cycle each): ``(w3, val3, nz3, nz3b, pair3)``. The value is 0
+        unless the command accumulates, so that the product is. (No reset, as w1: what reads them
+        is gated by reset command bits.) The value is zeroed a stage earlier, into val2: val3 is
+        then a plain copy, which the multiplier's input register can hold, as w3. A paired word's
+        two weights are summed into w3, one bit wider (its value is 1); whether each is nonzero is
+        registered beside it (their sum can be 0): ``nz3``, ``nz3b``, with ``pair3`` (None
+        without paired layers)."""
+        plan, exe = self._plan, self.exe
+        w3 = Signal(signed(plan.weight_bits + plan.paired), name="w3", reset_less=True)
+        val2 = Signal.like(exe.val, name="val2")
+        val3 = Signal.like(exe.val, name="val3", reset_less=True)
+        # (a packed word's products are summed across lanes: psum; its own product is 0)
+        val = val2.eq(Mux(exe.acc & ~exe.packed if plan.max_groups else exe.acc, exe.val, 0))
+        if not plan.paired:
+            m.d.sync += [val, w3.eq(w), val3.eq(val2)]
+            return w3, val3, None, None, None
+        m.d.sync += [val, val3.eq(val2)]
+        # pair2: this PE's own copy of the command bit, beside the stage-2 weights
+        wb = Signal(signed(plan.weight_bits), name="wb")
+        pair2 = Signal(name="pair2")
+        nz3, nz3b, pair3 = Signal(name="nz3"), Signal(name="nz3b"), Signal(name="pair3")
+        m.d.comb += wb.eq(w1b[fields["w"][0]:fields["w"][0] + fields["w"][1]])
+        m.d.sync += [pair2.eq(exe.pair), w3.eq(w + Mux(pair2, wb, 0)), nz3.eq(w != 0),
+                     nz3b.eq(pair2 & (wb != 0)), pair3.eq(pair2)]
+        return w3, val3, nz3, nz3b, pair3
 
     def _entry_offset(self, m, geo, t, nbits):
         """``D[geo][t]``: the neuron offset of tap ``t`` of source ``geo`` (combinational), which a
@@ -505,6 +565,7 @@ class PE(wiring.Component):
             bias_rd.addr.eq(self.issue.n_addr),
         ]
         w1, mem1, leak1, bias1, flag1, pend1 = self._stage1(m, mems, w_rd, mem_rd, bias_rd)
+        w1b = self._second_weight(m, mems, w_rd) if plan.paired else None
 
         # Stage 2: the product's operands; leak + bias; the neuron of a compressed entry and whether it lands.
         # the stored word's fields (plan.word_fields: a dense word's bits above w are 0)
@@ -512,17 +573,8 @@ class PE(wiring.Component):
         field = {k: w1[lsb:lsb + n] for k, (lsb, n) in fields.items()}
         w = Signal(signed(plan.weight_bits), name="w")
         m.d.comb += w.eq(field["w"])
-        # The product's operands, registered for stage 3's multiply (the weight's bank multiplexer
-        # and the multiplier are a cycle each); the value is 0 unless the command accumulates, so
-        # that the product is. (No reset, as w1: what reads them is gated by reset command bits.)
-        # (the value is zeroed a stage earlier, into val2: val3 is then a plain copy, which the
-        # multiplier's input register can hold, as w3)
-        w3 = Signal(signed(plan.weight_bits), name="w3", reset_less=True)
-        val2 = Signal.like(s2.val, name="val2")
-        val3 = Signal.like(s2.val, name="val3", reset_less=True)
+        w3, val3, nz3, nz3b, pair3 = self._operands(m, w, w1b, fields)
         packing = bool(plan.max_groups)
-        # (a packed word's products are summed across lanes: psum, below; its own product is 0)
-        m.d.sync += [val2.eq(Mux(exe.acc & ~exe.packed if packing else exe.acc, exe.val, 0)), w3.eq(w), val3.eq(val2)]
         base = Signal(signed(mb + 2), name="base")
         nbits = bits(plan.neuron_depth)
         addr3 = Signal(nbits, name="addr3")
@@ -540,7 +592,7 @@ class PE(wiring.Component):
         # Stage 3: acc read; the product (0 unless the command accumulates; on ECP5 the multiplier's
         # own output register, no reset). wz4 marks a command that writes 0 or its own product (a
         # clear, an update): the written word then has parity 0.
-        prod4 = Signal(signed(plan.weight_bits + plan.value_bits + 1), name="prod4", reset_less=True)
+        prod4 = Signal(signed(len(w3) + plan.value_bits + 1), name="prod4", reset_less=True)
         base4 = Signal.like(base, name="base4")
         addr4 = Signal.like(addr3, name="addr4")
         ok4 = Signal(name="ok4")
@@ -552,7 +604,7 @@ class PE(wiring.Component):
         # Whether the weight is nonzero is decided on the registered operand w3, so that no
         # multiplexer (a banked weight memory's) lies before it: ok4, an acc command that writes;
         # read and syn (stage W_NZ_STAGE).
-        w_nz = w3 != 0
+        w_nz = w3 != 0 if nz3 is None else nz3
         writes = s3_lane
         psum4 = None
         if packing:
@@ -579,6 +631,8 @@ class PE(wiring.Component):
             self.read.eq(s3.acc & Mux(s3.sparse, w_nz, s3_lane)),
             self.syn.eq(s3.acc & Mux(s3.sparse, w_nz & lands3, s3_lane & w_nz)),
         ]
+        if plan.paired:   # the second event of a paired word (dense: every valid lane reads it)
+            m.d.sync += [self.read2.eq(s3.acc & pair3 & s3_lane), self.syn2.eq(s3.acc & s3_lane & nz3b)]
 
         # Stage 4: acc write-back; the membrane update adds the acc value (registered as pre).
         new_acc = Signal(signed(abits), name="new_acc")

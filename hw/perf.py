@@ -22,7 +22,8 @@ the spike queue's entries are pushed ``SPIKE_STAGE`` cycles after their update a
 ``SpikeEventSource.LATENCY`` later, a pooled entry at its window's last update
 (:func:`~spikeloom.hw.pool.window_end`), in the update scan's order
 (:func:`~spikeloom.hw.scan.scan_order`), one event per spiking lane; they are computed with numpy
-per layer and timestep. A packed layer's events (``hw/plan.py``, "Packed tail") issue ``chunks -
+per layer and timestep; a paired layer's (``hw/plan.py``, "Paired events") two of an entry to one
+event. A packed layer's events (``hw/plan.py``, "Packed tail") issue ``chunks -
 1`` words each, every ``groups``-th event one more (the packed word), and a phase that leaves
 events over ends after one more packed word, issued once the phase has drained (:meth:`_Pipe.flushed`). :func:`cycles_reference` is the former register-by-register replay, one
 loop iteration per cycle, kept as the reference the tests compare the fast model with.
@@ -163,6 +164,8 @@ class CycleModel:
         self.input_tab = tuple(v.ravel() for v in tables[gid[(0, False)]])  # per value index (C, H, W row-major)
         # lane groups of each layer's packed tail word (1: not packed)
         self.groups = [lp.groups for lp in plan.layers]
+        # the main consumer of each layer's spikes takes them two to a word (hw/plan.py, "Paired events")
+        self.paired = [li + 1 < plan.n_layers and plan.layers[li + 1].paired for li in range(plan.n_layers)]
         self.push_update = [self._push_updates(lp) for lp in plan.layers]
 
     @staticmethod
@@ -206,11 +209,18 @@ class CycleModel:
         # (py, px, channel) as channel = chunk * n_pe + lane
         py, px, ch = np.nonzero(pooled.transpose(1, 2, 0))
         k = self.push_update[li][py, px, ch // self.plan.n_pe]
-        a = (u0 + SPIKE_STAGE + SpikeEventSource.LATENCY + k).tolist()
         out = []
-        for tab in (self.main_table[li], self.sc_table.get(li)):
+        for tab, paired in ((self.main_table[li], self.paired[li]), (self.sc_table.get(li), False)):
             if tab is not None:
-                out.append((a, *(v[ch, py, px].tolist() for v in tab)))
+                sel = (py, px, ch)
+                if paired:
+                    # two events of an entry a word (hw/plan.py, "Paired events"): every other event
+                    # of each entry (k: its push, one per entry) stands for the word, its last alone
+                    first = np.flatnonzero(np.diff(k, prepend=-1) != 0)
+                    at = np.arange(len(k)) - np.repeat(first, np.diff(np.append(first, len(k))))
+                    sel = tuple(v[at % 2 == 0] for v in sel)
+                a = (u0 + SPIKE_STAGE + SpikeEventSource.LATENCY + self.push_update[li][sel[0], sel[1], sel[2] // self.plan.n_pe]).tolist()
+                out.append((a, *(v[sel[2], sel[0], sel[1]].tolist() for v in tab)))
         return out
 
     def cycles(self, x, result, b):
@@ -468,6 +478,8 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
         for li, (ch, py, px) in push_now:
             consumer = li + 1
             evs = _events_of(plan, gid[(consumer, False)], ch, py, px)
+            if layers[consumer].paired:   # two lanes of the entry an event, the last alone when odd
+                evs = evs[::2]
             mainq.fifo.append((c + SpikeEventSource.LATENCY, evs))
             if li in sc_of:
                 scq.fifo.append((c + SpikeEventSource.LATENCY, _events_of(plan, gid[(sc_of[li], True)], ch, py, px)))

@@ -24,8 +24,13 @@ def issue_signature(plan):
         # each lane group's weight address: w, but in a packed word the address of the group's event
         "wg": Out(data.ArrayLayout(bits(plan.weight_depth), groups)),
     } if groups else {}
+    pairing = {
+        "pair": Out(1),                                    # a paired word: a second event of the entry
+        "w2": Out(bits(plan.weight_depth)),                # ... whose weight address is this
+    } if plan.paired else {}
     return wiring.Signature({
         **packing,
+        **pairing,
         "valid": Out(1),                                   # a word is issued this cycle
         "w": Out(bits(plan.weight_depth)),                 # its weight address
         "n": Out(bits(plan.neuron_depth)),                 # its neuron (dense) or event base (sparse)
@@ -60,6 +65,11 @@ class EventPipeline(wiring.Component):
     An event offered in cycle k is in ``EV`` in k + 1; with no stall its first word is issued in
     cycle k + ``DEPTH``. ``hw/perf.py`` replays these registers.
 
+    **Paired events** (``hw/plan.py``): an event with ``two`` carries a second of the same entry,
+    ``d2`` rows after it; its layer is dense with one chunk and one tap, so its burst is one word
+    and the second event's word is ``d2`` words after the first's (``issue.w2``, with
+    ``issue.pair``), looked up with no second ``rows`` read.
+
     Parameters
     ----------
     plan : Plan
@@ -86,6 +96,8 @@ class EventPipeline(wiring.Component):
     counted, counted_geo : Out(1), Out(source id)
         From registers: an event entered ``EV`` in the previous cycle, and its source (the index
         in ``geometries(plan)``).
+    counted_two : Out(1), only when a layer is paired
+        From a register, with ``counted``: the event was two (``hw/plan.py``, "Paired events").
     drained : In(1), only when a layer is packed (``hw/plan.py``, "Packed tail")
         A register: the accumulate phase has no event to come (its queues were empty and no
         update in flight in the cycle before). Events of a packed layer that still wait for their
@@ -124,7 +136,7 @@ class EventPipeline(wiring.Component):
         geos = geometries(plan)
         self._gid = {(g.layer, g.shortcut): i for i, g in enumerate(geos)}
         self.ev_layout = event_layout(plan.n_rows, max(g.h for g in geos), max(g.w for g in geos),
-                                      plan.value_bits)
+                                      plan.value_bits, plan.n_pe if plan.paired else 0)
         ports = {
             "i_input": In(stream.Signature(self.ev_layout)),
             "i_main": In(stream.Signature(self.ev_layout)),
@@ -137,6 +149,8 @@ class EventPipeline(wiring.Component):
             "counted": Out(1),
             "counted_geo": Out(bits(len(geos))),
         }
+        if plan.paired:
+            ports["counted_two"] = Out(1)
         if shortcut:
             ports["i_shortcut"] = In(stream.Signature(self.ev_layout))
         if plan.max_groups:
@@ -276,6 +290,36 @@ class EventPipeline(wiring.Component):
                         if n_seg > 1:
                             m.d.sync += rw_seg.eq(1)
 
+    def _tap_fields(self, m, rw_mask, rw_geo, lbits, wbits, nbits):
+        """What ``RW``'s event (source ``rw_geo``, landing taps ``rw_mask``) gives its next dense
+        burst, combinational: ``(rest, rw_sparse, rw_chunks, toff, dtap)``: the landing taps after
+        the lowest, whether the source's layer is compressed, its chunks - 1, the lowest tap's word
+        offset in the row and its neuron offset."""
+        plan, geos = self._plan, geometries(self._plan)
+        max_taps = len(rw_mask)
+        tap = Signal(range(max(max_taps, 2)))
+        for b in reversed(range(max_taps)):
+            with m.If(rw_mask[b]):
+                m.d.comb += tap.eq(b)
+        rest = Signal(max_taps)
+        m.d.comb += rest.eq(rw_mask & ~(Const(1, max_taps) << tap))
+        rw_sparse = Signal()
+        rw_chunks = Signal(lbits)
+        toff = Signal(wbits)
+        dtap = Signal(nbits)
+        with m.Switch(rw_geo):
+            for gi, g in enumerate(geos):
+                lp = plan.layers[g.layer]
+                with m.Case(gi):
+                    d = g.tables(lp.chunks, lp.ho, lp.wo)[2]
+                    m.d.comb += [
+                        rw_sparse.eq(lp.storage == "sparse"),
+                        rw_chunks.eq(lp.chunks - 1),
+                        toff.eq(Array(Const(tt * lp.chunks, wbits) for tt in range(g.taps))[tap]),
+                        dtap.eq(Array(Const(v % (1 << nbits), nbits) for v in d)[tap]),
+                    ]
+        return rest, rw_sparse, rw_chunks, toff, dtap
+
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
@@ -301,6 +345,8 @@ class EventPipeline(wiring.Component):
         m.d.comb += ev_ready.eq(~ev_valid | rw_ready)
         # An event is counted in the cycle after it enters EV, off the handshake's path.
         m.d.sync += self.counted.eq(ev_ready & src_valid)
+        if plan.paired:
+            m.d.sync += self.counted_two.eq(ev_ready & src_valid & src.two)
         m.d.comb += self.counted_geo.eq(ev_geo)
         with m.If(ev_ready):
             m.d.sync += [ev_valid.eq(src_valid), ev.eq(src), ev_geo.eq(src_geo)]
@@ -312,6 +358,7 @@ class EventPipeline(wiring.Component):
         rw_mask = Signal(max_taps)
         rw_e = Signal(nbits)  # modulo 2**nbits: a landing tap's neuron is exact in these bits
         rw_seg = Signal(n_seg)  # compressed rows cut in segments: those with a landing tap, not yet issued
+        rw_two, rw_d2 = (Signal(name="rw_two"), Signal.like(ev.d2, name="rw_d2")) if plan.paired else (None, None)
         lay = plan.rows_layout()
         # the rows word is read as the event enters EV and registered with it into RW: no path
         # from the block RAM's slow clock-to-output goes beyond that register
@@ -321,6 +368,8 @@ class EventPipeline(wiring.Component):
         m.d.comb += [rows_rd.addr.eq(src.row), rows_rd.en.eq(ev_ready)]
         with m.If(rw_ready):
             m.d.sync += [rw_valid.eq(ev_valid), rw_geo.eq(ev_geo), rw_val.eq(ev.val)]
+            if plan.paired:
+                m.d.sync += [rw_two.eq(ev.two), rw_d2.eq(ev.d2)]
             with m.If(ev_valid):
                 m.d.sync += rw_row.eq(rows_rd.data)
             self._landing(m, ev, ev_geo, rw_mask, rw_e, rw_seg)
@@ -338,27 +387,8 @@ class EventPipeline(wiring.Component):
         tp_mask = Signal(max_taps)
         tp_geo = Signal(gbits)
         tp_chunked = Signal()        # dense storage: word k is chunk k (padding lanes in the last)
-        tap = Signal(range(max(max_taps, 2)))
-        for b in reversed(range(max_taps)):
-            with m.If(rw_mask[b]):
-                m.d.comb += tap.eq(b)
-        rest = Signal(max_taps)
-        m.d.comb += rest.eq(rw_mask & ~(Const(1, max_taps) << tap))
-        rw_sparse = Signal()
-        rw_chunks = Signal(lbits)
-        toff = Signal(wbits)
-        dtap = Signal(nbits)
-        with m.Switch(rw_geo):
-            for gi, g in enumerate(geos):
-                lp = plan.layers[g.layer]
-                with m.Case(gi):
-                    d = g.tables(lp.chunks, lp.ho, lp.wo)[2]
-                    m.d.comb += [
-                        rw_sparse.eq(lp.storage == "sparse"),
-                        rw_chunks.eq(lp.chunks - 1),
-                        toff.eq(Array(Const(tt * lp.chunks, wbits) for tt in range(g.taps))[tap]),
-                        dtap.eq(Array(Const(v % (1 << nbits), nbits) for v in d)[tap]),
-                    ]
+        tp_pair, tp_w2 = (Signal(name="tp_pair"), Signal(wbits, name="tp_w2")) if plan.paired else (None, None)
+        rest, rw_sparse, rw_chunks, toff, dtap = self._tap_fields(m, rw_mask, rw_geo, lbits, wbits, nbits)
         groups = plan.max_groups
         pk = self._pack_buffer(m, rw_geo, wbits, nbits, gbits) if groups else None
         rw_done, tp_load, s_w0, s_last, seg_rest = self._next_burst(m, field, n_seg, rw_seg, rw_valid, rw_sparse,
@@ -371,6 +401,10 @@ class EventPipeline(wiring.Component):
         with m.If(tp_ready & rw_valid):
             m.d.sync += [tp_val.eq(rw_val), tp_sparse.eq(rw_sparse), tp_mask.eq(rw_mask), tp_geo.eq(rw_geo),
                          tp_chunked.eq(~rw_sparse)]
+            if plan.paired:
+                # (a paired event's layer is dense, one chunk of one tap: its word is the row's start,
+                # the second event's d2 words on; two is 0 in every other event)
+                m.d.sync += [tp_pair.eq(rw_two), tp_w2.eq(rw_start + rw_d2)]
             with m.If(rw_sparse):
                 m.d.sync += [tp_w0.eq(s_w0), tp_n0.eq(rw_e), *tp_len(s_last)]
                 if n_seg > 1:
@@ -409,6 +443,8 @@ class EventPipeline(wiring.Component):
             iss.geo.eq(Mux(busy, egeo, tp_geo)),
             iss.chunked.eq(Mux(busy, echunked, tp_chunked)),
         ]
+        if plan.paired:   # (a paired burst is one word: it is never in the hold registers)
+            m.d.comb += [iss.pair.eq(~busy & tp_pair), iss.w2.eq(tp_w2)]
         hold = iss.valid & ~at_last
         with m.If(hold):
             m.d.sync += [busy.eq(1), erem.eq(rem - 1), e_last.eq(rem_one), e_two.eq(rem == 2), ew.eq(iss.w + 1),

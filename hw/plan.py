@@ -54,6 +54,16 @@ an event costs ``chunks - 1 + 1 / groups`` words instead of ``chunks`` (the 10-c
 ``n_pe = 8``: 1.25, its bound), and no counter changes: every lane of a valid group reads one
 weight.
 
+**Paired events.** A dense layer (not the first; one source, its events spikes, value 1) of one
+chunk takes its events two to a word: the spike queue gives two lanes of an entry a cycle (its
+lowest two; an entry's odd lane goes alone), the event pipeline carries the second event's row
+as an offset from the first's (the rows of one entry are consecutive, and a row of one chunk and
+one tap is one word, so the offset is also that of their words), and each PE reads both words,
+one through its weight memory's second port (free in a dual-port block RAM), and adds both
+weights to its acc word. An event then costs half a word (the 10-class layer at ``n_pe = 16``:
+its ten lanes in sixteen cost 0.625 a word, its bound; paired, 0.5 per event). Counters count
+both events' reads and synaptic events. No weight is stored twice.
+
 The burst rule of the two storages (:func:`bursts`) is what the event pipeline issues
 (``EventPipeline.bursts`` applies it to an event) and what the cycle model replays.
 
@@ -263,6 +273,7 @@ class LayerPlan:
     sources: tuple
     segments: str = "row"   # how its compressed rows are cut (SEGMENTS; "row" for dense storage)
     groups: int = 1         # packed tail (module docstring, "Packed tail"): lane groups of a tail word; 1: none
+    paired: bool = False    # its events go two to a word (module docstring, "Paired events")
 
     @property
     def packed(self):
@@ -304,9 +315,13 @@ class Plan:
         Pack the last chunk of the layers that allow it (module docstring, "Packed tail"; the
         default). False: no layer is packed (the logic it takes is not generated: a design that
         must fit a small device, e.g. the iCE40 UltraPlus, trades the cycles for it).
+    pair : bool
+        Take the events of the layers that allow it two to a word (module docstring, "Paired
+        events"; the default): every PE then reads its weight memory through a second port.
+        False: no layer is paired (weights loaded into single-port RAM, ``weights="load"``).
     """
 
-    def __init__(self, model, n_pe, storage="auto", pack=True):
+    def __init__(self, model, n_pe, storage="auto", pack=True, pair=True):
         if not isinstance(model, QuantModel):
             raise TypeError(f"model must be a QuantModel, got {type(model).__name__} ({model!r:.80})")
         if isinstance(n_pe, bool) or not isinstance(n_pe, int):
@@ -315,7 +330,9 @@ class Plan:
             raise ValueError(f"n_pe = {n_pe!r} is outside the allowed range [{PES_RANGE[0]}, {PES_RANGE[1]}]")
         if not isinstance(pack, bool):
             raise TypeError(f"pack must be a bool, got {pack!r}")
-        self.pack = pack
+        if not isinstance(pair, bool):
+            raise TypeError(f"pair must be a bool, got {pair!r}")
+        self.pack, self.pair = pack, pair
         try:
             validate(model)
         except ModelFileError as e:
@@ -362,9 +379,10 @@ class Plan:
         self.chunk_bits = 0
         decided = []
         self._groups = [self.pack_groups(model, i, n_pe) if pack else 1 for i in range(len(model.layers))]
+        pairable = [pair and self.pairable(model, i, n_pe) for i in range(len(model.layers))]
         for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
             _, ho, wo, chunks = geo[i]
-            forms = self._forms(srcs, chunks, ho, wo, self._groups[i])
+            forms = self._forms(srcs, chunks, ho, wo, self._groups[i], pairable[i])
             want = choice.get(ly.name, "auto")
             decided.append((self._pick(forms, want), forms))
             chosen = forms[decided[-1][0]]
@@ -394,7 +412,7 @@ class Plan:
                     wb += n_words
             self.layers.append(LayerPlan(ly.name, ly.role, ly.kind, ch_out, ho, wo, geometry.pool(ly), chunks,
                                          ch_out - channel(0, chunks - 1, n_pe), nb, layer_wb, st, srcs, segs,
-                                         self._groups[i] if st == "dense" else 1))
+                                         self._groups[i] if st == "dense" else 1, pairable[i] and st == "dense"))
             want = choice.get(ly.name, "auto")
             # the compressed figures reported: of the cut the layer's rule would take were it compressed
             best_sparse = self._pick(forms, want if want.startswith("sparse:") or want == "fast" else "sparse",
@@ -483,7 +501,16 @@ class Plan:
         r = ly.channels - channel(0, chunks - 1, n_pe)
         return n_pe // r if chunks >= 2 and 2 * r <= n_pe else 1
 
-    def _forms(self, srcs, chunks, ho, wo, groups=1):
+    @staticmethod
+    def pairable(model, i, n_pe):
+        """Layer ``i``'s events could go two to a word were it stored dense (module docstring,
+        "Paired events"): a dense layer after the first, of one chunk, with one source whose
+        events are spikes (value 1)."""
+        ly = model.layers[i]
+        return (i > 0 and geometry.kernel(ly) is None and ly.shortcut is None
+                and model.layers[i - 1].out_max == 1 and geometry.chunks(ly.channels, n_pe) == 1)
+
+    def _forms(self, srcs, chunks, ho, wo, groups=1, paired=False):
         """``{(storage, segments): {"bits", "cycles", "lens"}}`` of a layer with sources ``srcs``:
         its weight bits and event cycles (:meth:`_source_cycles`) in every form; ``lens``: per
         source, the (rows, segments) lengths of its compressed rows (``None`` for dense); the
@@ -491,11 +518,12 @@ class Plan:
         n = self.n_pe
         wb = self.weight_bits
         # a packed tail (groups > 1; one dense source of one tap): chunks - 1 words per event, and
-        # one word per `groups` events
+        # one word per `groups` events; paired (one dense source of one tap, one chunk): a word per
+        # two events
         ev = srcs[0].rows
         forms = {("dense", "row"): {
             "bits": sum(s.rows * s.taps * chunks for s in srcs) * wb * n,
-            "cycles": (ev * (chunks - 1) + -(-ev // groups) if groups > 1 else
+            "cycles": (ev * (chunks - 1) + -(-ev // groups) if groups > 1 else -(-ev // 2) if paired else
                        sum(self._source_cycles(s, "dense", "row", chunks, ho, wo, None) for s in srcs)),
             "lens": [None] * len(srcs)}}
         tb = max(bits(s.taps) if s.taps > 1 else 0 for s in srcs)
@@ -635,6 +663,12 @@ class Plan:
         """The most lane groups of any packed layer's tail word (0: no layer is packed; module
         docstring, "Packed tail")."""
         return max((lp.groups for lp in self.layers if lp.packed), default=0)
+
+    @property
+    def paired(self):
+        """Some layer takes its events two to a word (module docstring, "Paired events"): the
+        spike queue splits two lanes a cycle, the PEs read a second weight."""
+        return any(lp.paired for lp in self.layers)
 
     @property
     def sparse_layers(self):

@@ -279,6 +279,8 @@ class Sequencer(wiring.Component):
                 ]
                 if plan.max_groups:
                     m.d.comb += [cmd.packed.eq(iss.packed), nxt.pkv.eq(iss.pkv)]
+                if plan.paired:
+                    m.d.comb += cmd.pair.eq(iss.pair)
                 with m.If(load_end):
                     m.d.sync += cnt.eq(0)
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)

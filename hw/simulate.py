@@ -42,7 +42,7 @@ def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3
     results, pending = [], []
 
     async def weight_loader(ctx):
-        plan = Plan(load_model or model, n_pe, storage, pack)
+        plan = Plan(load_model or model, n_pe, storage, pack, pair=False)   # (weights "load": never paired)
         mask = (1 << plan.word_bits) - 1
         for p in range(n_pe):
             for w in plan.init(p, "weight"):

@@ -125,6 +125,7 @@ class LayerPorts:
     sparse_cycles: int | None = None
     segments: str | None = None   # how a compressed layer cuts its rows (SEGMENTS; None: dense)
     groups: int | None = None     # lane groups of its packed tail word (hw/plan.py, "Packed tail"; 1: none)
+    paired: bool | None = None    # its events go two to a word (hw/plan.py, "Paired events"; absent: None)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ class Ports:
     memories: tuple
     raw: dict
     packed_tail: bool = False   # layers may pack their last chunk (hw/plan.py; absent before it: False)
+    paired_events: bool = False  # layers may take two events a word (hw/plan.py; absent before it: False)
     input_shape: tuple | None = None   # the input values' shape, row-major (absent in older files: None)
 
     @property
@@ -217,10 +219,10 @@ class Ports:
         if store not in ("rom", "load"):
             raise PortsError(f"{r.source}: field 'weights.store' must be 'rom' or 'load', got {store!r}")
         load = store == "load"
-        optional = ("storage_rule", "dense_cycles", "sparse_cycles", "segments", "groups")
+        optional = ("storage_rule", "dense_cycles", "sparse_cycles", "segments", "groups", "paired")
         layers = tuple(LayerPorts(**{k: ly.get(k, str if k in ("name", "role", "kind", "storage", "storage_rule",
                                                                "segments")
-                                               else int, optional=k in optional)
+                                               else bool if k == "paired" else int, optional=k in optional)
                                      for k in LayerPorts.__dataclass_fields__}) for ly in r.items("layers"))
         names = {ly.name for ly in layers}
         sparse = tuple(r.get("sparse_layers", list))
@@ -259,7 +261,8 @@ class Ports:
             # (absent: the core of an early packed-tail generator had it when a layer packs)
             input_shape=_input_shape(r, inp),
             raw=obj, packed_tail=bool(r.get("packed_tail", bool, optional=True)
-                                      if "packed_tail" in obj else any((ly.groups or 1) > 1 for ly in layers)))
+                                      if "packed_tail" in obj else any((ly.groups or 1) > 1 for ly in layers)),
+            paired_events=bool(r.get("paired_events", bool, optional=True)))
 
     @property
     def folder(self):
@@ -304,11 +307,15 @@ class Ports:
         rows cut as here, and whether it packs last chunks)."""
         from spikeloom.hw.plan import Plan
 
-        plan = Plan(model, self.n_pe, self.plan_storage(), pack=self.packed_tail)
+        plan = Plan(model, self.n_pe, self.plan_storage(), pack=self.packed_tail, pair=self.paired_events)
         want = [ly.groups or 1 for ly in self.layers]
         if any(ly.groups is not None for ly in self.layers) and [lp.groups for lp in plan.layers] != want:
             raise PortsError(f"{self.path or 'ports.json'}: the layers' packed-tail groups {want} are not the plan's "
                              f"{[lp.groups for lp in plan.layers]} for this model (another model or generator?)")
+        paired = [bool(ly.paired) for ly in self.layers]
+        if any(ly.paired is not None for ly in self.layers) and [lp.paired for lp in plan.layers] != paired:
+            raise PortsError(f"{self.path or 'ports.json'}: the layers' paired events {paired} are not the plan's "
+                             f"{[lp.paired for lp in plan.layers]} for this model (another model or generator?)")
         return plan
 
     def counter_field(self, layer, counter):

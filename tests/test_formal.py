@@ -46,6 +46,17 @@ def test_every_property_is_proved_by_induction(model, tmp_path):
     assert (r.status, r.failed) == ("PASS", ()), r.log
 
 
+def test_paired_events_are_proved_by_induction(tmp_path):
+    """A design whose output layer takes two events a word (hw/plan.py, "Paired events"): the spike
+    queue's pair registers (``SpikeEventSource.consistent``) keep every property inductive."""
+    from spikeloom.hw.plan import Plan
+
+    paired = random_model((2, 3, 2), t_max=1, seed=1)
+    assert [lp.paired for lp in Plan(paired, 2).layers] == [False, True]
+    r = run_sby(StreamCheck(paired, 2), tmp_path, "prove", K)
+    assert r.status == "PASS", r.log
+
+
 def test_without_the_invariants_stable_is_not_inductive(model, tmp_path):
     # what the invariants are for: an unreachable state (results pending in the PE pipeline while
     # a result waits) breaks the induction of `stable` at this k

@@ -17,7 +17,7 @@ from test_perf import floor_tail_case
 
 from spikeloom.hw import perf
 from spikeloom.hw.accel import Accelerator, describe, generate
-from spikeloom.hw.pe import SPIKE_STAGE
+from spikeloom.hw.pe import PE, SPIKE_STAGE
 from spikeloom.hw.pipeline import EventPipeline
 from spikeloom.hw.plan import Plan
 from spikeloom.hw.sequencer import exit_wait
@@ -525,6 +525,62 @@ def test_packed_tail(make, n_pe, groups):
     left = [int(g.step_counters[lp.name]["input_events"][t, b]) % lp.groups for lp in plan.layers if lp.packed
             for b in range(len(x)) for t in range(int(g.exit_t[b]))]
     assert any(left)
+
+
+# (network, N, paired layers): a layer of one chunk after the first takes two events a word
+# (hw/plan.py, "Paired events")
+@pytest.mark.parametrize("make,n_pe,bank_depth,paired", [
+    # two paired layers, a hidden one (its spikes traced) and the output, from 12 and 9 lanes of 16
+    (lambda: make_model([16, 12, 9, 5], seed=90), 16, None, [False, True, True]),
+    # the same through banked weight memories (the second port of every bank)
+    (lambda: make_model([16, 12, 9, 5], seed=91), 16, 8, [False, True, True]),
+    # a dense layer reading a conv map (position-major rows), then the output, both paired
+    (lambda: random_conv_model(seed=92, hidden=(6,), n_classes=5), 8, None, [False, False, True, True]),
+])
+def test_paired_events(make, n_pe, bank_depth, paired):
+    """Paired events: RTL == golden on every field and spike (input idles, result back-pressure),
+    the cycle model exact (no idles), fewer cycles than unpaired, and the plan's dense event
+    cycles of a paired layer are ``ceil(events / 2)``."""
+    model = make()
+    x = make_images(model, 6, seed=93) if model.layers[0].kind == "dense" else random_inputs(model, 3, seed=93)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    plan, unpaired = Plan(model, n_pe, "dense"), Plan(model, n_pe, "dense", pair=False)
+    assert [lp.paired for lp in plan.layers] == paired and not unpaired.paired
+    for lp, r in zip(plan.layers, plan.storage_report):
+        if lp.paired:
+            assert r["dense_cycles"] == -(-lp.sources[0].rows // 2)
+    g = golden.run(model, x, trace=True, sparse=())
+    got = rtl_run(model, n_pe, x, trace=True, seed=10, storage="dense", bank_depth=bank_depth)
+    assert not differences(expected(g), got)
+    for b, r in enumerate(got):
+        check_trace(plan, g, b, r["trace"])
+    got = rtl_run(model, n_pe, x, seed=11, idle=0.0, backpressure=0.0, storage="dense", bank_depth=bank_depth)
+    want = [perf.cycles(model, n_pe, x[b], g, b, plan=plan) for b in range(len(x))]
+    assert [r["cycles"] for r in got] == want
+    assert sum(want) < sum(perf.cycles(model, n_pe, x[b], g, b, plan=unpaired) for b in range(len(x)))
+    # some word carried two events
+    assert any(int(g.step_counters[lp.name]["input_events"][t, b]) >= 2 for lp in plan.layers if lp.paired
+               for b in range(len(x)) for t in range(int(g.exit_t[b])))
+
+
+def test_paired_events_off():
+    """``pair=False``, and weights loaded into single-port RAM: no layer is paired, RTL == golden
+    and the unpaired plan's cycles; a PE of a paired plan refuses ``weights="load"``."""
+    model = make_model([16, 12, 9, 5], seed=94)
+    x = make_images(model, 4, seed=95)
+    plan = Plan(model, 16, "dense", pair=False)
+    g = golden.run(model, x, trace=True, sparse=())
+    want = [perf.cycles(model, 16, x[b], g, b, plan=plan) for b in range(len(x))]
+    for kw in ({"pair": False}, {"weights": "load"}):
+        dut = Accelerator(model, 16, storage="dense", **kw)
+        dut._MustUse__silence = True   # (only its plan is looked at)
+        assert not dut.plan.paired and not dut.plan.layers[1].paired
+    got = rtl_run(model, 16, x, seed=12, idle=0.0, backpressure=0.0, weights="load", storage="dense")
+    assert not differences(expected(g, want), got)
+    with pytest.raises(ValueError, match="second weight"):
+        PE(Plan(model, 16, "dense"), 0, weights="load")
+    with pytest.raises(TypeError, match="pair must be a bool"):
+        Plan(model, 16, pair=1)
 
 
 def test_unpacked_with_loaded_weights():

@@ -14,20 +14,24 @@ from spikeloom.hw.events import InputEventSource, SpikeEventSource, event_layout
 
 
 # count_bits: 0 = spike entries (every event's value is 1); 3 = a 2x2 sum pool's counts 0..4;
-# 4 = a 3x3 sum pool's counts 0..9 (wider than the 3-bit event value would be without them)
-@pytest.mark.parametrize("count_bits", [0, 3, 4])
+# 4 = a 3x3 sum pool's counts 0..9 (wider than the 3-bit event value would be without them);
+# pairs: entries of a paired consumer (hw/plan.py, "Paired events") drawn at random among them
+@pytest.mark.parametrize("count_bits,pairs", [(0, False), (3, False), (4, False), (0, True)])
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), n_pe=st.integers(1, 8), neurons=st.integers(1, 40),
        rate=st.floats(0.0, 1.0))
-def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate, count_bits):
+def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate, count_bits, pairs):
+    """Every fired neuron once, in order, with its value; a paired entry's events two a cycle (its
+    lowest two lanes left; the last alone when odd), an unpaired entry's one a cycle."""
     rng = np.random.default_rng(seed)
     chunks = -(-neurons // n_pe)
     top = {0: 1, 3: 4, 4: 9}[count_bits]
     values = rng.integers(1, top + 1, neurons) * (rng.random(neurons) < rate)
     spikes = values != 0
-    layout = event_layout(max(neurons, 2), 3, 3, max(3, count_bits))
-    dut = SpikeEventSource(n_pe, chunks, spike_entry_layout(n_pe, max(neurons, 2), 3, 3, count_bits), layout)
-    got = []
+    paired = [bool(v) for v in rng.random(chunks) < 0.6] if pairs else [False] * chunks
+    layout = event_layout(max(neurons, 2), 3, 3, max(3, count_bits), n_pe if pairs else 0)
+    dut = SpikeEventSource(n_pe, chunks, spike_entry_layout(n_pe, max(neurons, 2), 3, 3, count_bits, pairs), layout)
+    got, words = [], []
     pick = random.Random(seed)
 
     async def producer(ctx):
@@ -39,6 +43,8 @@ def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate, count_bits):
             ctx.set(dut.push.payload.y, c % 3)
             ctx.set(dut.push.payload.x, (c + 1) % 3)
             ctx.set(dut.push.payload.mask, mask)
+            if pairs:
+                ctx.set(dut.push.payload.pair, int(paired[c]))
             if count_bits:
                 for p in range(n_pe):
                     ctx.set(dut.push.payload.count[p], int(values[c * n_pe + p]) if c * n_pe + p < neurons else 0)
@@ -54,11 +60,17 @@ def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate, count_bits):
         ctx.set(dut.events.ready, 0)
 
     async def monitor(ctx):
-        async for _, _, valid, ready, row, y, x, val in ctx.tick().sample(
-                dut.events.valid, dut.events.ready, dut.events.payload.row, dut.events.payload.y,
-                dut.events.payload.x, dut.events.payload.val):
+        ev = dut.events.payload
+        extra = (ev.two, ev.d2) if pairs else (dut.events.valid, dut.events.valid)
+        async for _, _, valid, ready, row, y, x, val, two, d2 in ctx.tick().sample(
+                dut.events.valid, dut.events.ready, ev.row, ev.y, ev.x, ev.val, *extra):
             if valid and ready:
                 got.append((row, val))
+                two = pairs and two
+                words.append([row] + [row + d2] * two)
+                if two:
+                    assert 1 <= d2 < n_pe and val == 1
+                    got.append((row + d2, 1))
                 assert (y, x) == ((row // n_pe) % 3, (row // n_pe + 1) % 3)
 
     sim = Simulator(dut)
@@ -69,6 +81,13 @@ def test_events_are_the_fired_neurons(seed, n_pe, neurons, rate, count_bits):
     sim.run_until(1e-6 * (4 * neurons + 30))
     assert [i for i, _ in got] == np.flatnonzero(spikes).tolist()
     assert [v for _, v in got] == values[spikes].tolist()
+    # per entry: a paired one's lanes two to a word, an unpaired one's one
+    want = []
+    for c in range(chunks):
+        lanes = [i for i in np.flatnonzero(spikes).tolist() if i // n_pe == c]
+        step = 2 if paired[c] else 1
+        want += [lanes[j:j + step] for j in range(0, len(lanes), step)]
+    assert words == want
 
 
 @settings(max_examples=10, deadline=None)

@@ -74,11 +74,11 @@ def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op, net):
     rng = np.random.default_rng(n_pe + 10 * li)
     spikes = rng.random((lp.chunks * n_pe, lp.ho, lp.wo)) < (0.2 if pool_op == "max" else 0.5)
     spikes[lp.channels:] = False
-    entry = spike_entry_layout(n_pe, plan.n_rows, 8, 8, plan.count_bits)
+    entry = spike_entry_layout(n_pe, plan.n_rows, 8, 8, plan.count_bits, plan.paired)
     counted = "count" in entry.members
     assert counted == (pool_op == "sum")
     dut = SpikePush(plan, entry, 8)
-    got = {"main": [], "shortcut": []}
+    got, pairs = {"main": [], "shortcut": []}, []
 
     def counts(c, ys, xs):
         """The window's count per lane as the entry carries it (0/1 for an OR-pooled layer)."""
@@ -109,6 +109,8 @@ def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op, net):
                     for k, port in (("main", dut.main), ("shortcut", dut.shortcut)):
                         if ctx.get(port.valid):
                             got[k].append(fields(ctx, port.payload))
+                            if k == "main":
+                                pairs.append(ctx.get(port.payload.pair) if plan.paired else 0)
                     await ctx.tick()
                     # an idle cycle in between: nothing is pushed
                     ctx.set(dut.en, 0)
@@ -132,6 +134,8 @@ def test_pushed_entries_are_the_pooled_spikes(n_pe, li, pool_op, net):
         assert max(max(v[1]) for *_, v in want) > 1, "the test needs a window with two spikes"
     assert got["main"] == [(7 * c + 1, py, px, *v) for c, py, px, v in want]
     assert got["shortcut"] == ([(5 * c + 2, py, px, *v) for c, py, px, v in want] if li == 0 else [])
+    # a main entry's pair bit: its consumer (the next layer) takes two events a word
+    assert pairs == [int(plan.layers[li + 1].paired)] * len(got["main"])
     if net != "divides" and li == 0:
         # spikes past the last whole window, which must not reach an entry
         hp, wp = windows(lp)

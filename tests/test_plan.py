@@ -205,7 +205,11 @@ def _event_cycles_by_the_pipeline(model, n_pe, storage, layer):
     plan = Plan(model, n_pe, storage)
     lp = plan.layers[layer]
     events = [(g, ch, y, x) for g in lp.sources for ch in range(g.c_in) for y in range(g.h) for x in range(g.w)]
-    # a packed tail (hw/plan.py): one packed word per `groups` events beside their own bursts
+    # a packed tail (hw/plan.py): one packed word per `groups` events beside their own bursts; paired
+    # events: one word per two events
+    if lp.paired:
+        assert all(EventPipeline.bursts(plan, *e) == (1, [1]) for e in events)
+        return -(-len(events) // 2)
     return (sum(event_cycles(*EventPipeline.bursts(plan, *e)) for e in events)
             + (-(-len(events) // lp.groups) if lp.packed else 0))
 
