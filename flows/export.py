@@ -546,7 +546,7 @@ synchronous read port, two when a layer is paired: a dual-port block RAM); the s
 
 
 def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False, axis=False, axis_width=8,
-           tb_images=TB_IMAGES, storage="auto", log=print, bank_depth=None, packed_tail=True):
+           tb_images=TB_IMAGES, storage="auto", log=print, bank_depth=None, packed_tail=True, paired_events=True):
     """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return the
     paths of the files written (the marker aside).
 
@@ -557,7 +557,9 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
     storage per layer (``--storage``, ``hw/plan.py``). ``bank_depth``: weight memories deeper than
     this are split into banks with a register each (``--weight-bank-depth``, ``hw/pe.py``
     ``BankedROM``). ``packed_tail``: layers may pack their last chunk (``hw/plan.py``, "Packed
-    tail"; ``--no-packed-tail``: not, fewer cells and more cycles).
+    tail"; ``--no-packed-tail``: not, fewer cells and more cycles). ``paired_events``: layers may take
+    two events a word (``hw/plan.py``, "Paired events"; with ``weights="rom"`` only;
+    ``--no-paired-events``: not, fewer cells and more cycles).
 
     The files are built in a staging folder and then moved into place (:mod:`.output`): a new
     folder appears whole; a non-empty folder that spikeloom did not write (no marker
@@ -590,6 +592,8 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         command += f" --weight-bank-depth {bank_depth}"
     if not packed_tail:
         command += " --no-packed-tail"
+    if not paired_events:
+        command += " --no-paired-events"
     if axis:
         command += f" --axis --axis-width {axis_width}"
     command += f" --tb-images {tb_images}"
@@ -598,7 +602,7 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         (out / "tb").mkdir()
         try:
             generate(model, n_pe, out / "rtl", weights=weights, storage=storage, bank_depth=bank_depth,
-                     pack=packed_tail)
+                     pack=packed_tail, pair=paired_events)
         except (TypeError, ValueError) as e:
             raise SpikeloomError(str(e)) from e
         # generate() writes ports.json and mem/ beside the Verilog; the export keeps them at the top.
@@ -664,6 +668,10 @@ def add_arguments(p):
                    help="pack no layer's last chunk (hw/plan.py, \"Packed tail\": by default a dense layer whose last "
                         "chunk fills at most half the PEs serves several events per word there): fewer cells, more "
                         "cycles")
+    p.add_argument("--no-paired-events", dest="paired_events", action="store_false",
+                   help="pair no layer's events (hw/plan.py, \"Paired events\": by default a dense layer of one chunk "
+                        "takes two events a word, each PE reading the second weight through its weight memory's "
+                        "second port; never with --weights load): fewer cells, more cycles")
     p.add_argument("--axis", action="store_true",
                    help=f"also write the AXI4-Stream wrapper rtl/{AXIS}.v (aclk, aresetn, s_axis_*, m_axis_*) and "
                         "its testbench")
@@ -693,7 +701,7 @@ def run_args(a):
     check_hardware(model, a.pes, "export", storage)
     files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force, axis=a.axis,
                    axis_width=width, tb_images=tb_images, storage=storage, bank_depth=bank_depth,
-                   packed_tail=a.packed_tail)
+                   packed_tail=a.packed_tail, paired_events=a.paired_events)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 

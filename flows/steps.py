@@ -840,7 +840,7 @@ def step_cosim(ctx: Context, qmodel, gen_dir, simulator="verilator", n_images=No
         ports = Ports.load(gen_dir)
         res = golden.run(qmodel, x_q, sparse=ports.sparse_layers)
     c = {"simulator": simulator, "n_pe": r["n_pe"], "packed_tail": ports.packed_tail,
-         "n_images": r["n_images"],
+         "paired_events": ports.paired_events, "n_images": r["n_images"],
          "mismatches": r["mismatched_images"], "accuracy": float((pred == y[:len(pred)]).mean()),
          "accuracy_golden_same_images": float((res.pred == y).mean()),
          "mean_timesteps": float(np.mean([i["timesteps"] for i in imgs])),

@@ -149,7 +149,9 @@ def check_fits(target, plan, weights):
                 f"{target} --weights load: every PE's weight memory ({depth} x {width} bits) takes {per_pe} "
                 f"{cell}, {per_pe * plan.n_pe} for N = {plan.n_pe}; the device has {count}. Use a smaller N.")
         return
-    per_pe = math.ceil(depth * width / t["block_bits"])
+    # (a paired plan reads the weights through two ports: a dual-port DP16KD holds them once, the
+    # iCE40's block RAM, one read port, twice)
+    per_pe = math.ceil(depth * width / t["block_bits"]) * (2 if plan.paired and t["family"] == "ice40" else 1)
     # on ECP5 every PE's bias and threshold memories are block RAM too (flows/export.py BRAM_MEMORIES)
     params = (len(BRAM_MEMORIES) * min(bram_blocks(s, plan.neuron_depth, plan.membrane_bits) for s in t["bram_shapes"])
               if t["family"] == "ecp5" else 0)
@@ -551,9 +553,10 @@ def step_bitstream(target, routed, work, log=print):
     return bit
 
 
-def _throughput(n_pe, fmax, model_path, build, pack=True):
+def _throughput(n_pe, fmax, model_path, build, pack=True, pair=True):
     """Peak synaptic operations per second and images per second at the measured cycles per inference
-    (``pack``: the design packs last chunks, as ``make sim``'s does)."""
+    (``pack``: the design packs last chunks, as ``make sim``'s does; ``pair``: it pairs events,
+    as a design with initialised weight memories does)."""
     out = {"peak_sops": n_pe * fmax * 1e6}
     rep = Path(build) / "report.json"
     if rep.exists():
@@ -565,12 +568,14 @@ def _throughput(n_pe, fmax, model_path, build, pack=True):
         same = (mf is not None and Path(mf).resolve() == Path(model_path).resolve()
                 and rep.stat().st_mtime >= Path(model_path).stat().st_mtime)
         # (the same design: N and packed tail; a report from before the packed tail does not say)
-        if same and cos.get("packed_tail") == pack and cos.get("n_pe") == n_pe and cos.get("cycles_mean"):
+        # (a report from before paired events had none)
+        if (same and cos.get("packed_tail") == pack and cos.get("paired_events", False) == pair
+                and cos.get("n_pe") == n_pe and cos.get("cycles_mean")):
             out.update({"cycles_mean": cos["cycles_mean"], "cycles_to_bound": cos.get("cycles_to_bound"),
                         "images_per_s": fmax * 1e6 / cos["cycles_mean"],
                         "cycles_source": f"{rep} cosim ({cos.get('simulator')}, {cos.get('n_images')} images)"})
             return out
-    c = model_cycles(model_path, n_pe, pack)
+    c = model_cycles(model_path, n_pe, pack, pair)
     if c is not None:
         out.update({"cycles_mean": c["cycles_mean"], "cycles_to_bound": c["cycles_to_bound"],
                     "images_per_s": fmax * 1e6 / c["cycles_mean"],
@@ -579,9 +584,9 @@ def _throughput(n_pe, fmax, model_path, build, pack=True):
     return out
 
 
-def model_cycles(model_path, n_pe, pack=True):
-    """Mean cycles per inference and cycles-to-bound of ``model_path`` on ``n_pe`` PEs (``pack``:
-    ``Plan``'s) over its test images, from the cycle model (no co-simulation needed); None when its
+def model_cycles(model_path, n_pe, pack=True, pair=True):
+    """Mean cycles per inference and cycles-to-bound of ``model_path`` on ``n_pe`` PEs (``pack``,
+    ``pair``: ``Plan``'s) over its test images, from the cycle model (no co-simulation needed); None when its
     dataset is not at hand."""
     from spikeloom.hw.plan import Plan
     from spikeloom.model import golden
@@ -599,7 +604,7 @@ def model_cycles(model_path, n_pe, pack=True):
     except (SpikeloomError, OSError, ValueError):
         return None  # e.g. an image folder that is not on this machine
     x = golden.quantize_input(qm, split.test.x)
-    plan = Plan(qm, n_pe, pack=pack)
+    plan = Plan(qm, n_pe, pack=pack, pair=pair)
     res = golden.run(qm, x, trace=True, sparse=plan.sparse_layers)
     cyc = cycles_model(qm, n_pe, x, res, plan).astype(float)
     bound = res.cycle_bound(qm, n_pe).astype(float)
@@ -623,7 +628,7 @@ def check_target(target, model_path, n_pe, weights=None, plan_out=None):
     if weights not in WEIGHT_STORES:
         raise SpikeloomError(f"--weights must be one of {', '.join(WEIGHT_STORES)}, got {weights!r}")
     try:
-        plan = Plan(modelfile.load(model_path), n_pe)
+        plan = Plan(modelfile.load(model_path), n_pe, pair=weights == "rom")
     except (TypeError, ValueError) as e:
         raise SpikeloomError(str(e)) from e
     check_fits(target, plan, weights)
@@ -686,8 +691,9 @@ def run_target(target, model_path, n_pe, build=Path("build"), weights=None, log=
     entry = {"n_pe": n_pe, "model": str(model_path), "weights": weights, **res, "fmax_mhz": fmax,
              "fmax_goal_mhz": freq, "place_seed": seed, "place_seeds": tries,
              "fmax_ok": fmax >= freq, "weight_bank_depth": bank_depth, "packed_tail": t["packed_tail"],
+             "paired_events": weights == "rom",
              "yosys_synth": yosys_cmd, "critical_path": path, "bitstream": str(bit),
-             "throughput": _throughput(n_pe, fmax, model_path, build, t["packed_tail"]),
+             "throughput": _throughput(n_pe, fmax, model_path, build, t["packed_tail"], weights == "rom"),
              "wall_s": round(time.perf_counter() - t0, 1)}
     return entry
 

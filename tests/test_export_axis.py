@@ -243,6 +243,30 @@ def test_bad_axis_options(name, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.icarus
+def test_export_paired_events(tmp_path, small):
+    """At N = 4 the 4-class output is one chunk and takes two events a word (hw/plan.py, "Paired
+    events"): ports.json says so, the README's table marks it, the exported Verilog passes its own
+    testbench under Icarus (the expected cycles are the paired plan's); ``--no-paired-events``
+    pairs nothing and its expected cycles are more."""
+    from spikeloom.flows.export import main
+
+    paired, plain = tmp_path / "paired", tmp_path / "plain"
+    export(small, 4, paired, tb_images=4, storage="dense")
+    assert main([str(small), "--pes", "4", "--storage", "dense", "--no-paired-events", "--tb-images", "4",
+                 "-o", str(plain)]) == 0
+    pp, pl = Ports.load(paired), Ports.load(plain)
+    assert pp.paired_events and [ly.paired for ly in pp.layers] == [False, True]
+    assert not pl.paired_events and [ly.paired for ly in pl.layers] == [False, False]
+    assert "--no-paired-events" in (plain / ".spikeloom-output.json").read_text()
+    assert "| paired |" in (paired / "README.md").read_text()
+    cycles = [[p.result.unpack(int(v, 16))["cycles"] for v in (f / "tb" / "expected.hex").read_text().split()]
+              for p, f in ((pp, paired), (pl, plain))]
+    assert all(a <= b for a, b in zip(*cycles)) and cycles[0] != cycles[1]
+    rc, text = run_tb(paired, TOP)
+    assert rc == 0 and "PASS: 4 images" in text, text[-3000:]
+
+
+@pytest.mark.icarus
 def test_export_without_packed_tail(tmp_path, small):
     """``--no-packed-tail``: ports.json says so and no layer packs (the 4-class output at N = 3, dense,
     does by default), the recorded command has the option, the testbench's expected cycles are the
