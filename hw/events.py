@@ -6,7 +6,7 @@ each event into weight-word reads. Both sources present events as an ``amaranth.
 whose ``valid`` never depends on ``ready``.
 """
 
-from amaranth import Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -213,6 +213,8 @@ class SpikeEventSource(wiring.Component):
             two = (rest & (rest - 1)) == 0
             ok = (reg("hold_valid") == (mask != 0)) & (~reg("hold_valid") | (reg("hold_last") == Mux(hold.pair, two, one)))
             ok &= reg("hold_two") == (hold.pair & ~one)
+            # hold_rest: its lanes after the take (the lowest, or two of a paired entry, cleared)
+            ok &= ~reg("hold_valid") | (reg("hold_rest") == Mux(hold.pair, rest & (rest - 1), rest))
             for b in range(len(mask)):   # hold_lane2 is the second lowest lane, when it has two
                 ok &= ~rest[b] | ((rest & ((1 << b) - 1)) != 0) | (reg("hold_lane2") == b)
         else:
@@ -265,13 +267,15 @@ class SpikeEventSource(wiring.Component):
             m.d.comb += [ev.two.eq(two), ev.d2.eq(lane2 - lane)]
         skid_valid = _skid(m, self.events, ev, valid)
         m.d.comb += self.empty.eq(~pushed & ~valid & ~skid_valid & (alloc == 0) & at0)
-        rest = Signal(n)
         if pairs:
-            m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane) & ~Mux(two, Const(1, n) << lane2, 0))
+            # hold's lanes after this take, a register of its own, formed with the lane registers
+            # from the entry's mask (no decode of the lane registers before the trees)
+            rest = Signal(n, name="hold_rest")
+            lanes = lambda mask, name, pair: _two_lanes(m, mask, pair, valid, lane, last, lane2, two, rest, name)
         else:
+            rest = Signal(n)
             m.d.comb += rest.eq(hold.mask & ~(Const(1, n) << lane))
-        lanes = (lambda mask, name, pair: _first_lane(m, mask, valid, lane, last, name, pair, lane2, two)) if pairs else \
-            (lambda mask, name, pair: _first_lane(m, mask, valid, lane, last, name))
+            lanes = lambda mask, name, pair: _first_lane(m, mask, valid, lane, last, name)
         return hold, valid, last, skid_valid, rest, lanes, two
 
     def elaborate(self, platform):
@@ -403,7 +407,7 @@ class SpikeEventSource(wiring.Component):
             with m.Else():
                 m.d.sync += [hold.mask.eq(0), valid.eq(0)]
                 if pairs:
-                    m.d.sync += two.eq(0)
+                    m.d.sync += [two.eq(0), rest.eq(0)]
         with m.Elif(take):
             m.d.sync += [hold.mask.eq(rest), *lanes(rest, "rest", pair_of(hold))]
         return m
@@ -428,31 +432,51 @@ def _skid(m, events, ev, offered):
     return skid_valid
 
 
-def _first_lane(m, mask, valid, lane, last, name, pair=None, lane2=None, two=None):
+def _first_lane(m, mask, valid, lane, last, name):
     """Assignments to ``valid``, ``lane`` and ``last`` of a lane mask: it has a lane, its lowest
     lane, it has one lane at most. Each is a balanced tree over the lanes (no carry chain): a
-    few logic levels between the slot or push register and hold's lane registers. With ``pair``
-    (the entry's pair bit): also ``lane2``, its second lowest lane, and ``two``, a paired entry with
-    two lanes or more; ``last`` is then two lanes at most for a paired entry."""
+    few logic levels between the slot or push register and hold's lane registers."""
     low = Signal.like(lane, name=f"{name}_lane")
 
     def tree(lo, hi):
-        # (any lane set, at most one set, at most two set, lowest set lane - lo, second lowest - lo)
-        # of mask[lo:hi]
+        # (any lane set, at most one set, lowest set lane - lo) of mask[lo:hi]
         if hi - lo == 1:
-            return mask[lo], Const(1, 1), Const(1, 1), Const(0, 1), Const(0, 1)
+            return mask[lo], Const(1, 1), Const(0, 1)
         mid = lo + (hi - lo + 1) // 2
-        (a_any, a_one, a_two, a_low, a_low2), (b_any, b_one, b_two, b_low, b_low2) = tree(lo, mid), tree(mid, hi)
-        off = mid - lo
+        (a_any, a_one, a_low), (b_any, b_one, b_low) = tree(lo, mid), tree(mid, hi)
+        return (a_any | b_any, a_one & b_one & ~(a_any & b_any),
+                Mux(a_any, a_low, b_low + (mid - lo)))
+
+    anyset, one, first = tree(0, len(mask))
+    m.d.comb += low.eq(first)
+    return [valid.eq(anyset), lane.eq(low), last.eq(one)]
+
+
+def _two_lanes(m, mask, pair, valid, lane, last, lane2, two, rest, name):
+    """:func:`_first_lane` of a queue of paired entries: also ``lane2`` (the second lowest lane),
+    ``two`` (a paired entry with two lanes or more: this take gives two), ``last`` (this take
+    empties it: one lane at most, or two of a paired entry) and ``rest`` (its lanes after this
+    take: the lowest one, or two when ``two``, cleared), from the entry's ``mask`` and ``pair``.
+    One balanced tree over the lanes; ``rest`` is chosen from its halves' cleared masks."""
+    low, low2 = Signal.like(lane, name=f"{name}_lane"), Signal.like(lane, name=f"{name}_lane2")
+
+    def tree(lo, hi):
+        # (any set, at most one, at most two, lowest - lo, second lowest - lo, mask[lo:hi] with its
+        # lowest lane cleared, with its lowest two cleared)
+        if hi - lo == 1:
+            return mask[lo], Const(1, 1), Const(1, 1), Const(0, 1), Const(0, 1), Const(0, 1), Const(0, 1)
+        mid = lo + (hi - lo + 1) // 2
+        a, b = tree(lo, mid), tree(mid, hi)
+        (a_any, a_one, a_two, a_low, a_low2, a_c1, a_c2), (b_any, b_one, b_two, b_low, b_low2, b_c1, b_c2) = a, b
+        off, a_mask, a_many = mid - lo, mask[lo:mid], a_any & ~a_one
         return (a_any | b_any, a_one & b_one & ~(a_any & b_any),
                 Mux(a_any, Mux(b_any, a_one & b_one, a_two), b_two),
                 Mux(a_any, a_low, b_low + off),
-                Mux(a_any & ~a_one, a_low2, Mux(a_any, b_low + off, b_low2 + off)))
+                Mux(a_many, a_low2, Mux(a_any, b_low + off, b_low2 + off)),
+                Mux(a_any, Cat(a_c1, mask[mid:hi]), Cat(a_mask, b_c1)),
+                Mux(a_many, Cat(a_c2, mask[mid:hi]), Mux(a_any, Cat(a_c1, b_c1), Cat(a_mask, b_c2))))
 
-    anyset, one, at_two, first, second = tree(0, len(mask))
-    m.d.comb += low.eq(first)
-    if pair is None:
-        return [valid.eq(anyset), lane.eq(low), last.eq(one)]
-    low2 = Signal.like(lane, name=f"{name}_lane2")
-    m.d.comb += low2.eq(second)
-    return [valid.eq(anyset), lane.eq(low), last.eq(Mux(pair, at_two, one)), lane2.eq(low2), two.eq(pair & ~one)]
+    anyset, one, at_two, first, second, c1, c2 = tree(0, len(mask))
+    m.d.comb += [low.eq(first), low2.eq(second)]
+    return [valid.eq(anyset), lane.eq(low), last.eq(Mux(pair, at_two, one)), lane2.eq(low2),
+            two.eq(pair & ~one), rest.eq(Mux(pair, c2, c1))]
