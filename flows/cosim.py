@@ -121,7 +121,8 @@ class CosimResult:
     n_images : images co-simulated.
     images : per image, the RTL's result as a :class:`~spikeloom.sim.records.InferenceRecord`
         (``pred``, ``timesteps``, ``counters``, ``cycles``), image 0 first.
-    cycle_bound : (n_images,) the golden model's lower bound on each image's cycles.
+    cycle_bound : (n_images,) the golden model's work bound on each image's cycles (N synaptic
+        operations a cycle; a paired layer can run below it, ``hw/plan.py``, "Paired events").
     first_mismatches : one line per differing field (at most 20).
     energy : the report's ``energy`` section (RTL counters; None when there were mismatches or
         energy was not asked for).

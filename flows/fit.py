@@ -91,7 +91,10 @@ def estimate(qmodel, n_pe, storage="auto"):
     fits = {}
     for name, t in TARGETS.items():
         try:
-            check_fits(name, plan, t["weights"])
+            # (a target whose weights are loaded into single-port RAM never pairs events, which can
+            # change `fast`'s storage choice)
+            rom = t["weights"] == "rom" or not plan.paired
+            check_fits(name, plan if rom else Plan(qmodel, n_pe, storage, pair=False), t["weights"])
             fits[name] = None
         except SpikeloomError as e:
             fits[name] = str(e)

@@ -857,7 +857,8 @@ def run(targets=None, pes=None, model_path=None, build=Path("build"), weights=No
         "critical_path": "nextpnr's register-to-register critical path of the clock (the one that sets fmax)",
         "yosys_synth": "the Yosys synthesis command of the netlist: on ECP5 the LUTs mapped by classic ABC "
                        "when Yosys's ABC9 mapping failed an internal assertion (its log kept as yosys_abc9.log)",
-        "peak_sops": "N x fmax: one synaptic operation per PE per cycle",
+        "peak_sops": "N x fmax: one synaptic operation per PE per cycle (a paired layer's PEs do two: "
+                     "hw/plan.py, \"Paired events\")",
         "images_per_s": "fmax / cycles per inference: measured by make sim's co-simulation of the same model "
                         "(build/report.json cosim), else the cycle model on the test images (cycles_source)",
     }

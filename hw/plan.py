@@ -60,9 +60,12 @@ lowest two; an entry's odd lane goes alone), the event pipeline carries the seco
 as an offset from the first's (the rows of one entry are consecutive, and a row of one chunk and
 one tap is one word, so the offset is also that of their words), and each PE reads both words,
 one through its weight memory's second port (free in a dual-port block RAM), and adds both
-weights to its acc word. An event then costs half a word (the 10-class layer at ``n_pe = 16``:
-its ten lanes in sixteen cost 0.625 a word, its bound; paired, 0.5 per event). Counters count
-both events' reads and synaptic events. No weight is stored twice.
+weights to its acc word. Two events of an entry then cost one word, an entry's odd last event
+one of its own (the 10-class layer at ``n_pe = 16``: its ten lanes in sixteen cost 0.625 a word,
+its bound's share; paired, about 0.5 an event: a paired layer can run below its bound). Counters
+count both events' reads and synaptic events. No weight is stored twice. The layer's dense form
+costs :meth:`Plan.paired_cycles` in ``fast``'s figures. Entries of one lane (``n_pe = 1``, or a
+source of one channel) give nothing to pair: no layer pairs then.
 
 The burst rule of the two storages (:func:`bursts`) is what the event pipeline issues
 (``EventPipeline.bursts`` applies it to an event) and what the cycle model replays.
@@ -505,10 +508,18 @@ class Plan:
     def pairable(model, i, n_pe):
         """Layer ``i``'s events could go two to a word were it stored dense (module docstring,
         "Paired events"): a dense layer after the first, of one chunk, with one source whose
-        events are spikes (value 1)."""
+        events are spikes (value 1) and whose entries can hold two lanes (N >= 2, two channels or
+        more)."""
         ly = model.layers[i]
-        return (i > 0 and geometry.kernel(ly) is None and ly.shortcut is None
-                and model.layers[i - 1].out_max == 1 and geometry.chunks(ly.channels, n_pe) == 1)
+        return (i > 0 and geometry.kernel(ly) is None and ly.shortcut is None and n_pe >= 2
+                and model.layers[i - 1].out_max == 1 and model.layers[i - 1].channels >= 2
+                and geometry.chunks(ly.channels, n_pe) == 1)
+
+    @staticmethod
+    def paired_cycles(s, n_pe):
+        """Words of a paired layer's source ``s`` were every input active once: per position, its
+        channels' spike-queue entries (``n_pe`` lanes each, the last the rest), two lanes a word."""
+        return s.h * s.w * sum(-(-min(n_pe, s.c_in - c) // 2) for c in range(0, s.c_in, n_pe))
 
     def _forms(self, srcs, chunks, ho, wo, groups=1, paired=False):
         """``{(storage, segments): {"bits", "cycles", "lens"}}`` of a layer with sources ``srcs``:
@@ -523,8 +534,8 @@ class Plan:
         ev = srcs[0].rows
         forms = {("dense", "row"): {
             "bits": sum(s.rows * s.taps * chunks for s in srcs) * wb * n,
-            "cycles": (ev * (chunks - 1) + -(-ev // groups) if groups > 1 else -(-ev // 2) if paired else
-                       sum(self._source_cycles(s, "dense", "row", chunks, ho, wo, None) for s in srcs)),
+            "cycles": (ev * (chunks - 1) + -(-ev // groups) if groups > 1 else self.paired_cycles(srcs[0], n)
+                       if paired else sum(self._source_cycles(s, "dense", "row", chunks, ho, wo, None) for s in srcs)),
             "lens": [None] * len(srcs)}}
         tb = max(bits(s.taps) if s.taps > 1 else 0 for s in srcs)
         cb = bits(chunks) if chunks > 1 else 0

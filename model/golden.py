@@ -68,9 +68,10 @@ class GoldenResult:
         return out
 
     def cycle_bound(self, model: QuantModel, n_pe, adaptive=True):
-        """(B,) lower bound on cycles per inference for ``n_pe`` processing elements: the
+        """(B,) the work bound on cycles per inference for ``n_pe`` processing elements: the
         :func:`work_bound` of this run's synaptic events over its executed timesteps (all
-        ``t_max`` if not ``adaptive``)."""
+        ``t_max`` if not ``adaptive``); a lower bound for PEs that do one synaptic operation a
+        cycle (the hardware's paired layers do two: ``hw/plan.py``, "Paired events")."""
         steps = self.exit_t if adaptive else np.full_like(self.exit_t, self.t_max)
         return work_bound(model, {ly.name: self.step_counters[ly.name]["synaptic_events"] for ly in model.layers},
                           steps, n_pe)
@@ -85,7 +86,8 @@ def work_bound(model: QuantModel, step_synaptic, steps, n_pe):
 
     Sum over executed timesteps (``t <= steps[b]``) and layers of
     ``ceil(synaptic events / N) + ceil(neurons / N)``: N synaptic operations and N neuron updates
-    per cycle. ``step_synaptic`` is ``{layer name: (T, B) or (T, 1)}`` synaptic events of each
+    per cycle (the accelerator's paired layers do up to 2N synaptic operations a cycle, and can
+    run below it there). ``step_synaptic`` is ``{layer name: (T, B) or (T, 1)}`` synaptic events of each
     timestep; the analog layer's one-off work is its timestep-1 entry (0 after), as in
     :attr:`GoldenResult.step_counters`. The one home of the bound: the golden result, the energy
     step's dense network and the reports all call it.

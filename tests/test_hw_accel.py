@@ -540,15 +540,16 @@ def test_packed_tail(make, n_pe, groups):
 def test_paired_events(make, n_pe, bank_depth, paired):
     """Paired events: RTL == golden on every field and spike (input idles, result back-pressure),
     the cycle model exact (no idles), fewer cycles than unpaired, and the plan's dense event
-    cycles of a paired layer are ``ceil(events / 2)``."""
+    cycles of a paired layer are two events of a spike-queue entry a word."""
     model = make()
     x = make_images(model, 6, seed=93) if model.layers[0].kind == "dense" else random_inputs(model, 3, seed=93)
     model = model.with_exit_threshold(early_threshold(model, x))
     plan, unpaired = Plan(model, n_pe, "dense"), Plan(model, n_pe, "dense", pair=False)
     assert [lp.paired for lp in plan.layers] == paired and not unpaired.paired
     for lp, r in zip(plan.layers, plan.storage_report):
-        if lp.paired:
-            assert r["dense_cycles"] == -(-lp.sources[0].rows // 2)
+        if lp.paired:   # two lanes of an entry a word: per position, ceil(lanes / 2) per chunk of the source
+            s = lp.sources[0]
+            assert r["dense_cycles"] == s.h * s.w * sum(-(-min(n_pe, s.c_in - c) // 2) for c in range(0, s.c_in, n_pe))
     g = golden.run(model, x, trace=True, sparse=())
     got = rtl_run(model, n_pe, x, trace=True, seed=10, storage="dense", bank_depth=bank_depth)
     assert not differences(expected(g), got)

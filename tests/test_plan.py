@@ -4,6 +4,8 @@ event through the stored words the way the hardware does reproduces golden curre
 from dataclasses import replace
 from pathlib import Path
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -206,10 +208,11 @@ def _event_cycles_by_the_pipeline(model, n_pe, storage, layer):
     lp = plan.layers[layer]
     events = [(g, ch, y, x) for g in lp.sources for ch in range(g.c_in) for y in range(g.h) for x in range(g.w)]
     # a packed tail (hw/plan.py): one packed word per `groups` events beside their own bursts; paired
-    # events: one word per two events
+    # events: one word per two events of a spike-queue entry (a position and chunk of channels)
     if lp.paired:
         assert all(EventPipeline.bursts(plan, *e) == (1, [1]) for e in events)
-        return -(-len(events) // 2)
+        entries = Counter((y, x, ch // n_pe) for _, ch, y, x in events)
+        return sum(-(-k // 2) for k in entries.values())
     return (sum(event_cycles(*EventPipeline.bursts(plan, *e)) for e in events)
             + (-(-len(events) // lp.groups) if lp.packed else 0))
 
@@ -345,3 +348,15 @@ def test_packed_tail_plan():
         assert tail == [int(v) for v in w[8 + p % 2]]                        # channel 8 + p mod 2
     with pytest.raises(TypeError, match="pack must be a bool"):
         Plan(model, 8, pack="yes")
+
+
+def test_paired_layers_rule():
+    """Which layers take two events a word (hw/plan.py, "Paired events"): dense, after the first,
+    one chunk, spike events, entries that can hold two lanes; ``pair=False`` none."""
+    model = random_model([20, 16, 12, 5], seed=3, density=0.5)
+    assert [lp.paired for lp in Plan(model, 16).layers] == [False, True, True]
+    assert [lp.paired for lp in Plan(model, 8).layers] == [False, False, True]   # 12 > 8: two chunks
+    assert not Plan(model, 16, pair=False).paired and Plan(model, 16).pair
+    assert not Plan(model, 1).paired                      # one lane an entry: nothing to pair
+    assert not Plan(random_model([20, 1, 5], seed=3), 8).paired   # a source of one channel
+    assert not Plan(model, 16, "sparse").paired           # compressed storage never pairs

@@ -194,13 +194,14 @@ def test_images_per_s_only_from_a_cosim_of_the_same_model(tmp_path):
     modelfile.save(digits, mlp)
     modelfile.save(random_model((64, 12, 10), seed=2), vgg)  # dataset "random": no test images at hand
     cos = {"n_pe": 8, "cycles_mean": 1000.0, "cycles_to_bound": 1.05, "simulator": "verilator", "n_images": 360,
-           "packed_tail": True}
+           "packed_tail": True, "paired_events": True}
     (tmp_path / "report.json").write_text(json.dumps({"model": {"model_file": str(vgg)}, "cosim": cos}))
     got = synth._throughput(8, 100.0, vgg, tmp_path)
     assert got["images_per_s"] == pytest.approx(1e5) and got["cycles_to_bound"] == 1.05
     assert "report.json cosim" in got["cycles_source"]
     # another design (no packed tail, or a report that does not say): not its cycles
     assert synth._throughput(8, 100.0, vgg, tmp_path, pack=False) == {"peak_sops": 800e6}
+    assert synth._throughput(8, 100.0, vgg, tmp_path, pair=False) == {"peak_sops": 800e6}   # (weights loaded)
     (tmp_path / "report.json").write_text(json.dumps({"model": {"model_file": str(vgg)},
                                                       "cosim": {k: v for k, v in cos.items() if k != "packed_tail"}}))
     assert synth._throughput(8, 100.0, vgg, tmp_path) == {"peak_sops": 800e6}
