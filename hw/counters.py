@@ -118,7 +118,8 @@ class ActivityCounters(wiring.Component):
                     with m.Case(gi):
                         cs = counters[g.layer]["input_events"]
                         m.d.sync += cs.eq(cs + 1 + self.event_two if plan.paired else cs + 1)
-        # (a paired plan's second popcounts are added once registered: the flags' adder trees no longer)
+        # (a paired plan's second popcounts are registered beside the first ones and added to the counter
+        # with them: the popcount trees of the PEs' flags do not grow)
         self._count_next_cycle(m, "acc_cnt", self.acc, self.acc_layer, counters, {
             "weight_reads": (popcount(m, self.reads, "n_read"),
                              *([popcount(m, self.reads2, "n_read2")] if plan.paired else [])),
