@@ -432,37 +432,13 @@ def _skid(m, events, ev, offered):
     return skid_valid
 
 
-def _first_lane(m, mask, valid, lane, last, name):
-    """Assignments to ``valid``, ``lane`` and ``last`` of a lane mask: it has a lane, its lowest
-    lane, it has one lane at most. Each is a balanced tree over the lanes (no carry chain): a
-    few logic levels between the slot or push register and hold's lane registers."""
-    low = Signal.like(lane, name=f"{name}_lane")
+def _lane_tree(mask):
+    """One balanced tree over the lanes of ``mask`` (no carry chain: a few logic levels): (any
+    lane set, at most one, at most two, lowest set lane, second lowest, ``mask`` with its lowest
+    lane cleared, with its lowest two cleared). :func:`_first_lane` takes the first three of a
+    node's results; only what a caller assigns is generated."""
 
     def tree(lo, hi):
-        # (any lane set, at most one set, lowest set lane - lo) of mask[lo:hi]
-        if hi - lo == 1:
-            return mask[lo], Const(1, 1), Const(0, 1)
-        mid = lo + (hi - lo + 1) // 2
-        (a_any, a_one, a_low), (b_any, b_one, b_low) = tree(lo, mid), tree(mid, hi)
-        return (a_any | b_any, a_one & b_one & ~(a_any & b_any),
-                Mux(a_any, a_low, b_low + (mid - lo)))
-
-    anyset, one, first = tree(0, len(mask))
-    m.d.comb += low.eq(first)
-    return [valid.eq(anyset), lane.eq(low), last.eq(one)]
-
-
-def _two_lanes(m, mask, pair, valid, lane, last, lane2, two, rest, name):
-    """:func:`_first_lane` of a queue of paired entries: also ``lane2`` (the second lowest lane),
-    ``two`` (a paired entry with two lanes or more: this take gives two), ``last`` (this take
-    empties it: one lane at most, or two of a paired entry) and ``rest`` (its lanes after this
-    take: the lowest one, or two when ``two``, cleared), from the entry's ``mask`` and ``pair``.
-    One balanced tree over the lanes; ``rest`` is chosen from its halves' cleared masks."""
-    low, low2 = Signal.like(lane, name=f"{name}_lane"), Signal.like(lane, name=f"{name}_lane2")
-
-    def tree(lo, hi):
-        # (any set, at most one, at most two, lowest - lo, second lowest - lo, mask[lo:hi] with its
-        # lowest lane cleared, with its lowest two cleared)
         if hi - lo == 1:
             return mask[lo], Const(1, 1), Const(1, 1), Const(0, 1), Const(0, 1), Const(0, 1), Const(0, 1)
         mid = lo + (hi - lo + 1) // 2
@@ -476,7 +452,27 @@ def _two_lanes(m, mask, pair, valid, lane, last, lane2, two, rest, name):
                 Mux(a_any, Cat(a_c1, mask[mid:hi]), Cat(a_mask, b_c1)),
                 Mux(a_many, Cat(a_c2, mask[mid:hi]), Mux(a_any, Cat(a_c1, b_c1), Cat(a_mask, b_c2))))
 
-    anyset, one, at_two, first, second, c1, c2 = tree(0, len(mask))
+    return tree(0, len(mask))
+
+
+def _first_lane(m, mask, valid, lane, last, name):
+    """Assignments to ``valid``, ``lane`` and ``last`` of a lane mask: it has a lane, its lowest
+    lane, it has one lane at most (:func:`_lane_tree`): a few logic levels between the slot or
+    push register and hold's lane registers."""
+    low = Signal.like(lane, name=f"{name}_lane")
+    anyset, one, _, first, *_ = _lane_tree(mask)
+    m.d.comb += low.eq(first)
+    return [valid.eq(anyset), lane.eq(low), last.eq(one)]
+
+
+def _two_lanes(m, mask, pair, valid, lane, last, lane2, two, rest, name):
+    """:func:`_first_lane` of a queue of paired entries: also ``lane2`` (the second lowest lane),
+    ``two`` (a paired entry with two lanes or more: this take gives two), ``last`` (this take
+    empties it: one lane at most, or two of a paired entry) and ``rest`` (its lanes after this
+    take: the lowest one, or two when ``two``, cleared), from the entry's ``mask`` and ``pair``,
+    by the same tree (``rest`` chosen from its halves' cleared masks)."""
+    low, low2 = Signal.like(lane, name=f"{name}_lane"), Signal.like(lane, name=f"{name}_lane2")
+    anyset, one, at_two, first, second, c1, c2 = _lane_tree(mask)
     m.d.comb += [low.eq(first), low2.eq(second)]
     return [valid.eq(anyset), lane.eq(low), last.eq(Mux(pair, at_two, one)), lane2.eq(low2),
             two.eq(pair & ~one), rest.eq(Mux(pair, c2, c1))]
