@@ -165,7 +165,7 @@ class CycleModel:
         # lane groups of each layer's packed tail word (1: not packed)
         self.groups = [lp.groups for lp in plan.layers]
         # the main consumer of each layer's spikes takes them two to a word (hw/plan.py, "Paired events")
-        self.paired = [li + 1 < plan.n_layers and plan.layers[li + 1].paired for li in range(plan.n_layers)]
+        self.paired = plan.feeds_paired
         self.push_update = [self._push_updates(lp) for lp in plan.layers]
 
     @staticmethod
@@ -209,18 +209,17 @@ class CycleModel:
         # (py, px, channel) as channel = chunk * n_pe + lane
         py, px, ch = np.nonzero(pooled.transpose(1, 2, 0))
         k = self.push_update[li][py, px, ch // self.plan.n_pe]
+        a = u0 + SPIKE_STAGE + SpikeEventSource.LATENCY + k
         out = []
         for tab, paired in ((self.main_table[li], self.paired[li]), (self.sc_table.get(li), False)):
             if tab is not None:
-                sel = (py, px, ch)
+                keep = slice(None)
                 if paired:
                     # two events of an entry a word (hw/plan.py, "Paired events"): every other event
                     # of each entry (k: its push, one per entry) stands for the word, its last alone
                     first = np.flatnonzero(np.diff(k, prepend=-1) != 0)
-                    at = np.arange(len(k)) - np.repeat(first, np.diff(np.append(first, len(k))))
-                    sel = tuple(v[at % 2 == 0] for v in sel)
-                a = (u0 + SPIKE_STAGE + SpikeEventSource.LATENCY + self.push_update[li][sel[0], sel[1], sel[2] // self.plan.n_pe]).tolist()
-                out.append((a, *(v[sel[2], sel[0], sel[1]].tolist() for v in tab)))
+                    keep = (np.arange(len(k)) - np.repeat(first, np.diff(np.append(first, len(k))))) % 2 == 0
+                out.append((a[keep].tolist(), *(v[ch, py, px][keep].tolist() for v in tab)))
         return out
 
     def cycles(self, x, result, b):

@@ -682,6 +682,12 @@ class Plan:
         return any(lp.paired for lp in self.layers)
 
     @property
+    def feeds_paired(self):
+        """Per layer: the layer after it (its spikes' main consumer) is paired, so its spike-queue
+        entries are (``pair``; module docstring, "Paired events")."""
+        return [li + 1 < self.n_layers and self.layers[li + 1].paired for li in range(self.n_layers)]
+
+    @property
     def sparse_layers(self):
         """``{name: segments}`` of the layers in compressed storage, in layer order: how each cuts
         its rows (``golden.run(..., sparse=...)``; a dict, so ``name in`` and ``list()`` give names)."""

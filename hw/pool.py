@@ -157,9 +157,7 @@ class SpikePush(wiring.Component):
         if plan.count_bits:
             m.d.comb += self.main.payload.count.eq(count)
         if plan.paired:   # the consumer (the next layer) takes its events two at a time
-            m.d.comb += self.main.payload.pair.eq(
-                per_layer([int(li + 1 < plan.n_layers and plan.layers[li + 1].paired) for li in range(plan.n_layers)],
-                          1, self.layer))
+            m.d.comb += self.main.payload.pair.eq(per_layer([int(v) for v in plan.feeds_paired], 1, self.layer))
         if self._sc_of:
             is_src = Array(Const(int(li in self._sc_of), 1) for li in range(plan.n_layers))[self.layer]
             m.d.comb += [
