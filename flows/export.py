@@ -399,18 +399,25 @@ def weight_layout_section(ports):
         if top < width:
             rows.append(f"| {names[st]} | {_bits(top, width - top)} | 0 |")
     sb, lb = rw["start_bits"], rw["len_bits"]
-    extra = [(k, f) for k, f in rw.get("fields", {}).items() if k not in ("start", "len0")]
+    extra = [(k, f) for k, f in rw.get("fields", {}).items() if k not in ("start", "len0") and not k.startswith("pe")]
+    own = [(k, f) for k, f in rw.get("fields", {}).items() if k.startswith("pe")]
     seg_text = ("; then, for each further segment j = 1.." + str(rw["segments"] - 1) + ", its first word's offset `offj`"
                 " from the row's first word and its length `lenj`: "
                 + ", ".join(f"`{k}` bits {_bits(f['lsb'], f['width'])}" for k, f in extra)
                 + " (0 for segments a row does not have)") if extra else ""
+    if own:   # PE queues (hw/plan.py): each PE's own length of each segment
+        last = own[-1][1]
+        seg_text += (f"; then, for each PE p = 0..{ports.n_pe - 1} and each segment j, PE p's own entries in "
+                     f"segment j, `pe<p>_len<j>` ({lb} bits each, p-major, segment 0 first), bits "
+                     f"{_bits(own[0][1]['lsb'], last['lsb'] + last['width'] - own[0][1]['lsb'])} "
+                     "(0 in the rows of layers that are not queued)")
     layer_rows = []
     for ly, r in zip(ports.layers, raw["layers"]):
         src = "; ".join(f"{'shortcut' if g['shortcut'] else 'main'}: rows {g['row_base']}..{g['row_base'] + g['rows'] - 1}"
                         f" (k = {g['k']})" for g in r["sources"] if g["rows"])
         cut = f" (rows cut by {ly.segments})" if ly.storage == "sparse" and ly.segments not in (None, "row") else ""
         layer_rows.append(f"| `{ly.name}` | {ly.kind} | {names[ly.storage]}{cut} | {ly.chunks} | {ly.groups or 1} | "
-                          f"{'yes' if ly.paired else 'no'} | {src} |")
+                          f"{'yes' if ly.paired else 'no'} | {'yes' if ly.queued else 'no'} | {src} |")
     n = ports.n_pe
     return f"""
 ## Weight memory layout
@@ -456,8 +463,13 @@ events of one spike-queue entry a cycle: each PE reads the second event's word, 
 the first's (the rows of an entry are consecutive, a row one word), through its weight memory's
 second read port, and adds both weights. Its words are laid out as any dense layer's.
 
-| layer | kind | storage | chunks | lane groups | paired | rows |
-| --- | --- | --- | --- | --- | --- | --- |
+A layer marked *queued* (a compressed layer of a core with PE queues, `ports.json` `pe_queue_depth`
+{raw.get("pe_queue_depth", 0)}) hands each burst to a queue per PE with that PE's own length of the segment
+(`pe<p>_len<j>`): each PE reads its own entries only, at its own pace, never the padding after
+them. Its words are laid out as any compressed layer's.
+
+| layer | kind | storage | chunks | lane groups | paired | queued | rows |
+| --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(layer_rows)}
 """
 

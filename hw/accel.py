@@ -47,7 +47,7 @@ from .counters import COUNTER_BITS, ActivityCounters, layers_layout
 from .events import InputEventSource, SpikeEventSource, spike_entry_layout
 from .pe import PE, check_bank_depth, pack_group
 from .pipeline import EventPipeline, rows_words
-from .plan import MEMORIES, STORAGES, WEIGHT_STORES, Plan, geometries
+from .plan import MEMORIES, QUEUE_DEPTH, STORAGES, WEIGHT_STORES, Plan, geometries
 from .pool import SpikePush, pushes, shortcut_readers
 from .sequencer import Phase, Sequencer
 from .top2 import Top2
@@ -114,6 +114,10 @@ class Accelerator(wiring.Component):
         Take the events of the layers that allow it two to a word (``hw/plan.py``, "Paired
         events"; default), through a second read port of every weight memory; never with
         ``weights="load"`` (single-port RAM). False: fewer cells, more cycles.
+    queue_depth : int
+        Entries of each PE's event queue for the compressed layers (``hw/plan.py``, "PE queues";
+        default :data:`~spikeloom.hw.plan.QUEUE_DEPTH`); 0: they work in lockstep (fewer cells,
+        more cycles on unbalanced weights).
 
     Members
     -------
@@ -142,7 +146,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, model, n_pe, trace=False, storage="auto", weights="rom", bank_depth=None, pack=True,
-                 pair=True):
+                 pair=True, queue_depth=QUEUE_DEPTH):
         try:
             if not isinstance(trace, bool):
                 raise TypeError(f"trace must be a bool, got {trace!r}")
@@ -151,7 +155,7 @@ class Accelerator(wiring.Component):
             self.bank_depth = check_bank_depth(bank_depth, weights)
             if not isinstance(pair, bool):
                 raise TypeError(f"pair must be a bool, got {pair!r}")
-            self.plan = Plan(model, n_pe, storage, pack, pair and weights == "rom")
+            self.plan = Plan(model, n_pe, storage, pack, pair and weights == "rom", queue_depth)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated: no "created but never used" warning
             raise
@@ -229,8 +233,11 @@ class Accelerator(wiring.Component):
             pe_w, lane = self._packing(m, pes, p, w_addr, pipe, seq, wl) if plan.max_groups else (w_addr, s1.lanes > p)
             if plan.paired:
                 m.d.comb += pe.issue.w_addr2.eq(pipe.issue.w2)
+            exe = s1.cmd
+            if plan.queued:
+                pe_w, exe = self._own_word(m, p, pe_w, pipe.queues, s1.cmd)
             m.d.comb += [pe.issue.w_addr.eq(pe_w), pe.issue.n_addr.eq(seq.n_addr),
-                         pe.exe.eq(s1.cmd), pe.lane_valid.eq(lane),
+                         pe.exe.eq(exe), pe.lane_valid.eq(lane),
                          pe.lead.first_t.eq(nxt.cmd.first_t), pe.lead.output.eq(nxt.cmd.output),
                          pe.lead.lane.eq(nxt.lanes > p)]
             if len(plan.neurons) > 1:
@@ -241,7 +248,7 @@ class Accelerator(wiring.Component):
         spikes = Cat(pe.spike for pe in pes)
         m.d.comb += [
             counters.event.eq(pipe.counted), counters.event_geo.eq(pipe.counted_geo),
-            counters.acc.eq(sw.cmd.acc), counters.acc_layer.eq(sw.layer),
+            counters.acc.eq(sw.cmd.acc | sw.cmd.own if plan.queued else sw.cmd.acc), counters.acc_layer.eq(sw.layer),
             counters.reads.eq(Cat(pe.read for pe in pes)), counters.syns.eq(Cat(pe.syn for pe in pes)),
             *([counters.reads2.eq(Cat(pe.read2 for pe in pes)), counters.syns2.eq(Cat(pe.syn2 for pe in pes)),
                counters.event_two.eq(pipe.counted_two)] if plan.paired else []),
@@ -287,6 +294,18 @@ class Accelerator(wiring.Component):
         ]
         return m
 
+
+    def _own_word(self, m, p, pe_w, queues, cmd):
+        """PE ``p``'s weight address and stage-1 command in a plan with queued layers (``hw/plan.py``,
+        "PE queues"): its queue's walker's word while it has one (stage 0), and in a command of
+        queued words (``own``) its own word's accumulate fields, registered by the walker."""
+        w = Signal.like(pe_w, name=f"w_addr_{p}")
+        exe = Signal.like(cmd, name=f"exe_{p}")
+        m.d.comb += [w.eq(Mux(queues.valid[p], queues.w[p], pe_w)), exe.eq(cmd)]
+        with m.If(cmd.own):
+            m.d.comb += [exe.acc.eq(queues.valid1[p]), exe.sparse.eq(1), exe.addr.eq(queues.n1[p]),
+                         exe.val.eq(queues.val1[p]), exe.mask.eq(queues.mask1[p]), exe.geo.eq(queues.geo1[p])]
+        return w, exe
 
     def _packing(self, m, pes, p, w_addr, pipe, seq, wl):
         """PE ``p``'s weight address and stage-1 lane in a plan with packed layers (``hw/plan.py``,
@@ -381,6 +400,7 @@ def describe(accel):
         "layers": [{"name": lp.name, "role": lp.role, "kind": lp.kind, "in_features": lp.in_features,
                     "out_features": lp.out_features, "channels": lp.channels, "map": [lp.ho, lp.wo],
                     "pool": lp.pool, "positions": lp.positions, "chunks": lp.chunks, "groups": lp.groups, "paired": lp.paired,
+                    "queued": lp.queued,
                     "neuron_base": lp.neuron_base, "weight_base": lp.weight_base, "storage": lp.storage,
                     "segments": lp.segments if lp.storage == "sparse" else None, "forms": r["forms"],
                     "weight_words": r["words"], "dense_bits": r["dense_bits"], "sparse_bits": r["sparse_bits"],
@@ -390,6 +410,7 @@ def describe(accel):
                    for lp, r in zip(plan.layers, plan.storage_report)],
         "packed_tail": plan.pack,   # whether layers may pack their last chunk (each layer's "groups")
         "paired_events": plan.pair,  # whether layers may take two events a word (each layer's "paired")
+        "pe_queue_depth": plan.queue_depth,  # each PE's event queue, 0: none (each layer's "queued")
         "sparse_layers": list(plan.sparse_layers),
         "sparse_segments": dict(plan.sparse_layers),  # how each compressed layer cuts its rows
         "rows_word": {**dict(zip(("start_bits", "len_bits"), plan.rows_fields)), "segments": plan.rows_segments,

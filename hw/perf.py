@@ -64,30 +64,62 @@ class _Pipe:
     ``f``: the first cycle the issue stage is free (and the phase issues).
     """
 
-    __slots__ = ("e", "r", "tl", "gp", "f", "lw")
+    __slots__ = ("e", "r", "tl", "gp", "f", "lw", "depth", "end", "pops")
 
-    def __init__(self):
+    def __init__(self, n_pe=1, depth=0):
         self.e = self.r = self.tl = self.gp = _NEVER
         self.f = 0
         self.lw = 0   # words of the last burst issued
+        # PE queues (hw/plan.py, "PE queues"): per PE, the first cycle its walker is free, and the
+        # cycles it took its last `depth` entries
+        self.depth, self.end, self.pops = depth, [0] * n_pe, [deque() for _ in range(n_pe)]
 
     def quiet(self):
-        """The first cycle the pipeline is drained after (the sequencer's ``quiet``), if no event follows."""
-        return max(self.tl + 1, self.f - 1)
+        """The first cycle the pipeline is drained after (the sequencer's ``quiet``), if no event follows
+        (with PE queues: the cycle after their last word, ``PEQueues.idle``)."""
+        return max(self.tl + 1, self.f - 1, max(self.end))
 
-    def run(self, a, m, tot, last, prev, gaps=None):
+    def _push(self, p1, own):
+        """A queued event's bursts (``own``: each one's lengths per PE) pushed into the PE queues,
+        the first from cycle ``p1`` on, one a cycle, each once no queue is full. Returns the push
+        cycles of its last two bursts."""
+        end, pops, depth = self.end, self.pops, self.depth
+        prev = pc = p1 - 1
+        for lens in own:
+            prev, pc = pc, pc + 1
+            for q in pops:
+                if len(q) == depth and q[0] + 1 > pc:
+                    pc = q[0] + 1
+            for p, ln in enumerate(lens):
+                if ln:
+                    s = end[p] if end[p] > pc + 1 else pc + 1
+                    q = pops[p]
+                    q.append(s)
+                    if len(q) > depth:
+                        q.popleft()
+                    end[p] = s + ln
+        return prev, pc
+
+    def run(self, a, m, tot, last, prev, own=None, gaps=None):
         """Pass events of ``m`` bursts, ``tot`` words in all, the last burst ``last`` words and the
         one before it ``prev``, offered from cycles ``a`` (ascending), or, with ``gaps`` instead,
         input values: each offered once the ``gaps`` zero values between it and the previous
-        event's value are accepted, one per cycle."""
+        event's value are accepted, one per cycle. ``own`` (a queued layer's events): each
+        event's bursts' lengths per PE (:meth:`EventPipeline.own_lengths`), pushed into the PE
+        queues a burst a cycle instead of issued."""
         e, r, tl, gp, f = self.e, self.r, self.tl, self.gp, self.f
-        for ai, z, mi, si, li, pi in zip(a, gaps if gaps is not None else repeat(0), m, tot, last, prev):
+        for ai, z, mi, si, li, pi, oi in zip(a, gaps if gaps is not None else repeat(0), m, tot, last, prev,
+                                             own if own is not None else repeat(None)):
             if gaps is not None:
                 ai = e + 1 + z
             e = ai if ai > r else r
             r = e + 1 if e + 1 > tl else tl
             t1 = r + 1 if r + 1 > gp else gp
-            if mi:
+            if mi and oi is not None:
+                before, gp = self._push(t1 + 1 if t1 + 1 > f else f, oi)
+                f = gp + 1
+                tl = t1 if mi == 1 else before
+            elif mi:
                 g1 = t1 + 1 if t1 + 1 > f else f
                 f = g1 + si
                 gp = f - li
@@ -105,7 +137,7 @@ class _Pipe:
         return max(drained + 1, self.tl + 1, self.f - 1 + (self.lw == 1)) + 1
 
     def run_two(self, main, sc):
-        """Pass the events of two queues (``(a, m, tot, last, prev)`` lists each): the main queue's
+        """Pass the events of two queues (``(a, m, tot, last, prev, own)`` lists each): the main queue's
         first whenever it offers one in the cycle ``EV`` takes an event (the event pipeline's
         source order)."""
         a0, a1 = main[0], sc[0]
@@ -114,20 +146,20 @@ class _Pipe:
         while i < n0 or j < n1:
             c = self.r
             if i < n0 and (j >= n1 or max(a0[i], c) <= max(a1[j], c)):
-                self.run(*((v[i],) for v in main))
+                self.run(*(v if v is None else (v[i],) for v in main))
                 i += 1
             else:
-                self.run(*((v[j],) for v in sc))
+                self.run(*(v if v is None else (v[j],) for v in sc))
                 j += 1
 
     def load(self, x, tab):
-        """The load phase from cycle 0 (``tab``: ``(m, tot, last, prev)`` of each input value
+        """The load phase from cycle 0 (``tab``: ``(m, tot, last, prev, own)`` of each input value
         index's event). Returns its last cycle."""
         nz = np.flatnonzero(x)
         if not len(nz):
             return len(x)  # the zeros are accepted one per cycle
         self.e = -1
-        self.run(repeat(None), *(v[nz].tolist() for v in tab), gaps=(np.diff(nz, prepend=-1) - 1).tolist())
+        self.run(repeat(None), *(v if v is None else v[nz].tolist() for v in tab), gaps=(np.diff(nz, prepend=-1) - 1).tolist())
         # the cycle after the last value is accepted: the zeros after the last event are taken
         # one per cycle once it has entered EV
         done = self.e + len(x) - int(nz[-1])
@@ -158,10 +190,11 @@ class CycleModel:
         geos = geometries(plan)
         gid = {(g.layer, g.shortcut): i for i, g in enumerate(geos)}
         tables = [self._burst_table(plan, g) for g in geos]
+        self.n_pe, self.depth = plan.n_pe, plan.queue_depth
         self.main_table = [tables[gid[(li + 1, False)]] if li + 1 < plan.n_layers else None
                            for li in range(plan.n_layers)]
         self.sc_table = {li: tables[gid[(r, True)]] for li, r in self.sc_of.items()}
-        self.input_tab = tuple(v.ravel() for v in tables[gid[(0, False)]])  # per value index (C, H, W row-major)
+        self.input_tab = tuple(v if v is None else v.ravel() for v in tables[gid[(0, False)]])  # per value index (C, H, W row-major)
         # lane groups of each layer's packed tail word (1: not packed)
         self.groups = [lp.groups for lp in plan.layers]
         # the main consumer of each layer's spikes takes them two to a word (hw/plan.py, "Paired events")
@@ -172,9 +205,12 @@ class CycleModel:
     def _burst_table(plan, g):
         """``(m, tot, last, prev)``, each ``(c_in, h, w)``: the bursts of every event of source
         ``g`` (:meth:`EventPipeline.bursts`; in dense storage they depend on the position only):
-        how many, their words in all, the last one's and the one's before it."""
+        how many, their words in all, the last one's and the one's before it; and for a queued layer
+        (``hw/plan.py``, "PE queues") an object array of each event's bursts' lengths per PE
+        (:meth:`EventPipeline.own_lengths`), else None."""
         lp = plan.layers[g.layer]
         tab = np.zeros((4, g.c_in, g.h, g.w), np.int64)
+        own = np.empty((g.c_in, g.h, g.w), object) if lp.queued else None
         chans = range(g.c_in) if lp.storage == "sparse" else (slice(None),)
         for y in range(g.h):
             for x in range(g.w):
@@ -184,7 +220,9 @@ class CycleModel:
                     assert rw == max(len(bursts), 1), (rw, bursts)
                     v = (len(bursts), sum(bursts), bursts[-1] if bursts else 0, bursts[-2] if len(bursts) > 1 else 0)
                     tab[:, ch, y, x] = np.array(v)[:, None] if isinstance(ch, slice) else v
-        return tuple(tab)
+                    if own is not None:
+                        own[ch, y, x] = EventPipeline.own_lengths(plan, g, ch, y, x)
+        return (*tab, own)
 
     @staticmethod
     def _push_updates(lp):
@@ -200,7 +238,8 @@ class CycleModel:
     def _pushes(self, li, spikes, u0):
         """The events that the update phase of layer ``li`` (first update in cycle ``u0``; its
         ``(out_features,)`` spikes) pushes: per consumer (main, and the shortcut reader's if any)
-        ``(a, m, tot, last, prev)`` lists (``a``: the cycle its event is readable)."""
+        ``(a, m, tot, last, prev, own)`` lists (``a``: the cycle its event is readable; ``own``: None
+        unless the consumer is queued)."""
         lp, q = self.plan.layers[li], self.plan.layers[li].pool
         s = np.asarray(spikes, bool).reshape(lp.channels, lp.ho, lp.wo)
         hp, wp = windows(lp)
@@ -219,7 +258,7 @@ class CycleModel:
                     # of each entry (k: its push, one per entry) stands for the word, its last alone
                     first = np.flatnonzero(np.diff(k, prepend=-1) != 0)
                     keep = (np.arange(len(k)) - np.repeat(first, np.diff(np.append(first, len(k))))) % 2 == 0
-                out.append((a[keep].tolist(), *(v[ch, py, px][keep].tolist() for v in tab)))
+                out.append((a[keep].tolist(), *(v if v is None else v[ch, py, px][keep].tolist() for v in tab)))
         return out
 
     def cycles(self, x, result, b):
@@ -228,7 +267,7 @@ class CycleModel:
         layers = plan.layers
         out_layer = len(layers) - 1
         readers = {r: li for li, r in self.sc_of.items()}
-        pipe = _Pipe()
+        pipe = _Pipe(self.n_pe, self.depth)
         c = pipe.load(np.asarray(x).ravel(), self.input_tab) + 1
         sc_events = None
         for t in range(1, int(result.exit_t[b]) + 1):
@@ -250,12 +289,12 @@ class CycleModel:
                 if k > 1:
                     # packed tail: every k-th event's burst ends with the packed word; the events
                     # left over take one more word once the phase has drained (the flush)
-                    a, mm, tot, last, prev = pushed[0]
+                    a, mm, tot, last, prev, own = pushed[0]
                     tot, last = list(tot), list(last)
                     for i in range(k - 1, len(tot), k):
                         tot[i] += 1
                         last[i] += 1
-                    pushed[0] = (a, mm, tot, last, prev)
+                    pushed[0] = (a, mm, tot, last, prev, own)
                     flush = len(tot) % k != 0
                 if li + 1 in readers:
                     a, *rest = sc_events
@@ -319,10 +358,41 @@ class _Queue:
 
 
 def _events_of(plan, geo_id, ch_list, y, x):
-    """Event descriptors (RW steps, burst lengths, lane groups of its layer's packed tail word)
-    of row events of source ``geo_id``."""
+    """Event descriptors (RW steps, burst lengths, lane groups of its layer's packed tail word,
+    and for a queued layer its bursts' lengths per PE, else None) of row events of source ``geo_id``."""
     g = geometries(plan)[geo_id]
-    return [(*EventPipeline.bursts(plan, g, ch, y, x), plan.layers[g.layer].groups) for ch in ch_list]
+    lp = plan.layers[g.layer]
+    return [(*EventPipeline.bursts(plan, g, ch, y, x), lp.groups,
+             EventPipeline.own_lengths(plan, g, ch, y, x) if lp.queued else None) for ch in ch_list]
+
+
+class _Lanes:
+    """The PE queues and their walkers (``PEQueues``), register by register."""
+
+    def __init__(self, n_pe, depth):
+        self.depth = depth
+        self.fifo = [deque() for _ in range(n_pe)]   # per PE: its entries' words
+        self.rem = [None] * n_pe                     # per PE: the words of its burst after this cycle's (None: not busy)
+        self.idle = True
+
+    def full(self):
+        return any(len(f) == self.depth for f in self.fifo)
+
+    def step(self, push):
+        """One clock edge: each walker issues a word (taking its queue's head when not busy), then
+        ``push`` (a burst's lengths per PE, or None) enters the queues."""
+        for p, f in enumerate(self.fifo):
+            if self.rem[p] is None and f:
+                self.rem[p] = f.popleft()
+            if self.rem[p] is not None:
+                self.rem[p] -= 1
+                if self.rem[p] == 0:
+                    self.rem[p] = None
+        if push is not None:
+            for f, ln in zip(self.fifo, push):
+                if ln:
+                    f.append(ln)
+        self.idle = not any(self.fifo) and all(v is None for v in self.rem)
 
 
 def _update_pushes(plan, li, spikes_t):
@@ -404,8 +474,9 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
     # state
     phase, layer, t, cnt = "LOAD", 0, 1, 0
     i_in, done = 0, False
-    ev = rw = tp = None      # ev/rw: [rw steps, bursts]; tp: burst length
+    ev = rw = tp = tp_own = None   # ev/rw: [rw steps, bursts, groups, own lengths]; tp: burst length (tp_own: per PE)
     rw_bursts = None
+    lanes = _Lanes(plan.n_pe, plan.queue_depth) if plan.queued else None
     busy, ek, elast = False, 0, 0
     pk, drained_r = 0, False  # packed tail: events waiting for their word; the sequencer's drained
     mainq, scq = _Queue(), _Queue()
@@ -440,12 +511,13 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
             return c - 1
         cl = layer + 1 if in_update and layer != out_layer else layer
         sc_here = cl in sc_of.values()
-        take = not busy and tp is not None and (in_load or in_acc)
+        push = tp is not None and tp_own is not None and (in_load or in_acc) and not lanes.full()
+        take = not busy and tp is not None and (in_load or in_acc) and tp_own is None
         cur_k = ek if busy else 0
         cur_last = elast if busy else (tp - 1 if tp is not None else 0)
         at_last = cur_k == cur_last
         issuing = busy or take
-        tp_ready = tp is None or take
+        tp_ready = tp is None or take or push
         rw_done = rw is not None and rw[0] <= 1
         rw_ready = rw is None or (tp_ready and rw_done)
         ev_ready = ev is None or rw_ready
@@ -467,7 +539,7 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
         elif sc_here and not scq.empty(c):
             src, src_q = scq.head(c), scq
         queues_empty = mainq.idle() and (not sc_here or scq.idle())
-        quiet = quiet and pk == 0   # (events waiting for their packed word)
+        quiet = quiet and pk == 0 and (lanes is None or lanes.idle)   # (events waiting for their packed word; PE queues)
         # the flush: the hold registers take the buffer's events as the next word
         flush = drained_r and in_acc and pk > 0 and ev is None and rw is None and tp is None and (not busy or at_last)
 
@@ -489,24 +561,28 @@ def cycles_reference(model, n_pe, x, result, b, plan=None, trace=False):
             busy = False
         if flush:
             busy, ek, elast, pk = True, 0, 0, 0
+        if lanes is not None:
+            lanes.step(tp_own if push else None)
         # TP
         new_tp = tp
         if tp_ready:
-            new_tp = None
+            new_tp = tp_own = None
             if rw is not None:
                 if rw_bursts:
                     new_tp = rw_bursts[0]
                     rw_bursts = rw_bursts[1:]
+                    if rw[3] is not None:
+                        tp_own, rw[3] = rw[3][0], rw[3][1:]
                     if rw[2] > 1:   # a packed layer's event: its tail waits, or the burst takes the packed word
                         if pk == rw[2] - 1:
                             new_tp, pk = new_tp + 1, 0
                         else:
                             pk += 1
                 if not rw_done:
-                    rw = [rw[0] - 1, rw_bursts, rw[2]]
+                    rw = [rw[0] - 1, rw_bursts, rw[2], rw[3]]
         # RW
         if rw_ready:
-            rw = None if ev is None else [ev[0], list(ev[1]), ev[2]]
+            rw = None if ev is None else [ev[0], list(ev[1]), ev[2], ev[3]]
             rw_bursts = rw[1] if rw is not None else None
         tp = new_tp
         # EV

@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from .common import bits, per_layer
 from .events import event_layout
 from .plan import bursts as plan_bursts, geometries, segment_taps
+from .queues import PEQueues
 
 
 def issue_signature(plan):
@@ -31,6 +32,8 @@ def issue_signature(plan):
     return wiring.Signature({
         **packing,
         **pairing,
+        # some PE issues a word of a queued layer from its own queue this cycle (hw/queues.py)
+        **({"own": Out(1)} if plan.queued else {}),
         "valid": Out(1),                                   # a word is issued this cycle
         "w": Out(bits(plan.weight_depth)),                 # its weight address
         "n": Out(bits(plan.neuron_depth)),                 # its neuron (dense) or event base (sparse)
@@ -130,6 +133,16 @@ class EventPipeline(wiring.Component):
         hit = g.segment_landing(lp.segments, y, x, lp.ho, lp.wo)
         return plan_bursts(lp.storage, taps, lp.chunks - lp.packed, [ln for (_, ln), h in zip(segs, hit) if h])
 
+    @staticmethod
+    def own_lengths(plan, g, ch, y, x):
+        """A queued layer's event ``(ch, y, x)`` of source ``g`` (``hw/plan.py``, "PE queues"): per
+        burst of :meth:`bursts`, in order, each PE's own words of its segment (a tuple of ``n_pe``)."""
+        lp = plan.layers[g.layer]
+        r = g.row_base + g.row(ch, y, x)
+        hit = g.segment_landing(lp.segments, y, x, lp.ho, lp.wo)
+        pe = plan.row_pe_lens[r]
+        return [tuple(v[j] for v in pe) for j, ((_, ln), h) in enumerate(zip(plan.row_segs[r], hit)) if h and ln]
+
     def __init__(self, plan, shortcut=False):
         self._plan = plan
         self._shortcut = shortcut
@@ -156,6 +169,9 @@ class EventPipeline(wiring.Component):
         if plan.max_groups:
             ports["drained"] = In(1)
         super().__init__(ports)
+        #: the PEs' event queues of queued layers (``hw/plan.py``, "PE queues"; None without): each
+        #: PE's own word (``valid``, ``w``) and its stage-1 fields, read by the accelerator
+        self.queues = PEQueues(plan, plan.rows_fields[1]) if plan.queued else None
 
     def _source(self, m, ev_ready):
         """The event offered to ``EV`` this cycle: (valid, event, source id); the chosen input's
@@ -188,10 +204,11 @@ class EventPipeline(wiring.Component):
         word, its words - 1, the segments left after it). Dense storage: the lowest landing tap
         (``rest``: the taps after it). Compressed: the lowest segment with a landing tap and
         entries (``rw_seg``: the segments with a landing tap not yet issued; ``field``: a field of
-        the row's ``rows`` word); an uncut row (``n_seg == 1``) is one burst at the row's start."""
+        the row's ``rows`` word); an uncut row (``n_seg == 1``) is one burst at the row's start. And
+        the segment (0 for an uncut row)."""
         if n_seg == 1:
             return (Mux(rw_sparse, 1, rest == 0), rw_valid & (rw_mask != 0) & (~rw_sparse | (rw_len != 0)),
-                    rw_start, rw_len - 1, None)
+                    rw_start, rw_len - 1, None, 0)
         lbits = len(field("len0"))
         seg_len = [field(f"len{j}") for j in range(n_seg)]
         seg_off = [Const(0, lbits)] + [field(f"off{j}") for j in range(1, n_seg)]
@@ -204,7 +221,7 @@ class EventPipeline(wiring.Component):
         seg_rest = Signal(n_seg)
         m.d.comb += seg_rest.eq(pend & ~(Const(1, n_seg) << seg))
         return (Mux(rw_sparse, seg_rest == 0, rest == 0), rw_valid & Mux(rw_sparse, pend != 0, rw_mask != 0),
-                rw_start + Array(seg_off)[seg], Array(seg_len)[seg] - 1, seg_rest)
+                rw_start + Array(seg_off)[seg], Array(seg_len)[seg] - 1, seg_rest, seg)
 
     def _pack_buffer(self, m, rw_geo, wbits, nbits, gbits):
         """The packed tail's registers (class docstring, "Packed tail"): the buffer of tail
@@ -320,6 +337,27 @@ class EventPipeline(wiring.Component):
                     ]
         return rest, rw_sparse, rw_chunks, toff, dtap
 
+    def _queue_tp(self, m, rw_geo, field, seg, move):
+        """A queued layer's burst (``hw/plan.py``, "PE queues") goes from ``TP`` to the PEs' queues
+        (``self.queues``) with each PE's own length of its segment (``seg``, of ``RW``'s row:
+        ``field``), registered into the queues' ``lens`` as it moves to ``TP`` (``move``). Returns
+        ``tp_own``: the burst in ``TP`` is queued."""
+        plan, q = self._plan, self.queues
+        m.submodules.queues = q
+        tp_own, rw_own = Signal(name="tp_own"), Signal(name="rw_own")
+        with m.Switch(rw_geo):
+            for gi, g in enumerate(geometries(plan)):
+                if plan.layers[g.layer].queued:
+                    with m.Case(gi):
+                        m.d.comb += rw_own.eq(1)
+        lens = Signal.like(q.lens, name="tp_lens")
+        m.d.comb += q.lens.eq(lens)
+        with m.If(move):
+            m.d.sync += [tp_own.eq(rw_own),
+                         *(lens[p].eq(Array(field(f"pe{p}_len{j}") for j in range(plan.rows_segments))[seg])
+                           for p in range(plan.n_pe))]
+        return tp_own
+
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
@@ -391,8 +429,9 @@ class EventPipeline(wiring.Component):
         rest, rw_sparse, rw_chunks, toff, dtap = self._tap_fields(m, rw_mask, rw_geo, lbits, wbits, nbits)
         groups = plan.max_groups
         pk = self._pack_buffer(m, rw_geo, wbits, nbits, gbits) if groups else None
-        rw_done, tp_load, s_w0, s_last, seg_rest = self._next_burst(m, field, n_seg, rw_seg, rw_valid, rw_sparse,
-                                                                    rw_mask, rest, rw_start, rw_len)
+        rw_done, tp_load, s_w0, s_last, seg_rest, seg = self._next_burst(m, field, n_seg, rw_seg, rw_valid,
+                                                                         rw_sparse, rw_mask, rest, rw_start, rw_len)
+        q, tp_own = self.queues, self._queue_tp(m, rw_geo, field, seg, tp_ready & rw_valid) if self.queues else None
         m.d.comb += rw_ready.eq(~rw_valid | (tp_ready & rw_done))
         with m.If(tp_ready):
             m.d.sync += tp_valid.eq(tp_load)
@@ -427,12 +466,17 @@ class EventPipeline(wiring.Component):
         eval_, emask, egeo = Signal(plan.value_bits), Signal(max_taps), Signal(gbits)
         esparse, echunked = Signal(), Signal()
         take = ~busy & tp_valid & self.enable
+        push = Const(0)
+        if q is not None:   # a queued burst is pushed into the PEs' queues instead (when none is full)
+            take, push = take & ~tp_own, tp_valid & tp_own & self.enable & q.ready
+            m.d.comb += [q.push.eq(push), q.w0.eq(tp_w0), q.n0.eq(tp_n0), q.val.eq(tp_val), q.mask.eq(tp_mask),
+                         q.geo.eq(tp_geo), self.issue.own.eq(q.any)]
         iss = self.issue
         rem = Mux(busy, erem, tp_last)   # words after the issued one
         at_last = Mux(busy, e_last, tp_one)
         rem_one = Mux(busy, e_two, tp_two)   # rem == 1
         m.d.comb += [
-            tp_ready.eq(~tp_valid | take),
+            tp_ready.eq(~tp_valid | take | push),
             iss.valid.eq(busy | take),
             iss.last.eq(at_last),
             iss.w.eq(Mux(busy, ew, tp_w0)),
@@ -459,6 +503,8 @@ class EventPipeline(wiring.Component):
                 m.d.sync += [busy.eq(1), e_last.eq(1), e_two.eq(0), erem.eq(0), en_.eq(pk.n), egeo.eq(pk.geo), esparse.eq(0),
                              echunked.eq(0), emask.eq(1), *flush_word]
         quiet = ~ev_valid & ~rw_valid & Mux(busy, at_last & ~tp_valid, ~tp_valid | (take & at_last))
+        # (and nothing is left in the PEs' queues: a register, from the cycle after the last word)
+        quiet = quiet & q.idle if q is not None else quiet
         # (packed events waiting for their word: not quiet until the flush has issued it)
         m.d.comb += self.quiet.eq(quiet & ~pk.nz if groups else quiet)
         return m

@@ -67,6 +67,19 @@ count both events' reads and synaptic events. No weight is stored twice. The lay
 costs :meth:`Plan.paired_cycles` in ``fast``'s figures. Entries of one lane (``n_pe = 1``, or a
 source of one channel) give nothing to pair: no layer pairs then.
 
+**PE queues.** In lockstep every PE reads word ``k`` of a compressed burst in the same cycle, so
+an event costs the longest PE list of each landing segment: unbalanced weights (random, or pruned
+without balance) leave the other PEs idle for the difference. With ``queue_depth > 0`` (the
+default, :data:`QUEUE_DEPTH`; ``n_pe >= 2``) every compressed layer is *queued*: each burst goes,
+with each PE's own length of its segment, into one event queue per PE (``queue_depth`` entries;
+a PE whose own length is 0 gets no entry), and each PE walks its own entries at its own pace, one
+word a cycle from the segment's start. A burst enters the queues when no queue is full, one
+burst a cycle. So an event costs each PE only its own entries of the landing segments, and one
+PE's long row is made up by its short rows of later events; the phase ends once every queue and
+walker is empty. The ``rows`` word holds each PE's length of each segment beside the shared
+lengths (``pe<p>_len<j>``, :meth:`Plan.rows_layout`); the weight words are unchanged (padding
+entries are stored, never read). No counter changes: padding entries never counted.
+
 The burst rule of the two storages (:func:`bursts`) is what the event pipeline issues
 (``EventPipeline.bursts`` applies it to an event) and what the cycle model replays.
 
@@ -129,6 +142,10 @@ STORAGE_CHOICES = STORAGE_RULES + STORAGES + SPARSE_FORMS
 #: How the weight memories get their contents: initialised (``rom``, block RAM initial values) or
 #: written through the ``i_weights`` stream after reset (``load``: single-port RAM such as SPRAM).
 WEIGHT_STORES = ("rom", "load")
+#: Entries of each PE's event queue (module docstring, "PE queues"; ``Plan(queue_depth=)``, 0: none).
+QUEUE_DEPTH = 8
+#: The queue depths a plan can have besides 0 (compressed layers in lockstep).
+QUEUE_DEPTH_RANGE = (2, 64)
 
 
 def bursts(storage, taps, chunks, seg_lens):
@@ -277,6 +294,7 @@ class LayerPlan:
     segments: str = "row"   # how its compressed rows are cut (SEGMENTS; "row" for dense storage)
     groups: int = 1         # packed tail (module docstring, "Packed tail"): lane groups of a tail word; 1: none
     paired: bool = False    # its events go two to a word (module docstring, "Paired events")
+    queued: bool = False    # compressed, each PE walks its own entries from its queue (module docstring, "PE queues")
 
     @property
     def packed(self):
@@ -322,9 +340,13 @@ class Plan:
         Take the events of the layers that allow it two to a word (module docstring, "Paired
         events"; the default): every PE then reads its weight memory through a second port.
         False: no layer is paired (weights loaded into single-port RAM, ``weights="load"``).
+    queue_depth : int
+        Entries of each PE's event queue (module docstring, "PE queues"; default
+        :data:`QUEUE_DEPTH`): with ``n_pe >= 2`` every compressed layer's PEs walk their own
+        entries. 0: compressed layers work in lockstep (no queue is generated).
     """
 
-    def __init__(self, model, n_pe, storage="auto", pack=True, pair=True):
+    def __init__(self, model, n_pe, storage="auto", pack=True, pair=True, queue_depth=QUEUE_DEPTH):
         if not isinstance(model, QuantModel):
             raise TypeError(f"model must be a QuantModel, got {type(model).__name__} ({model!r:.80})")
         if isinstance(n_pe, bool) or not isinstance(n_pe, int):
@@ -335,7 +357,14 @@ class Plan:
             raise TypeError(f"pack must be a bool, got {pack!r}")
         if not isinstance(pair, bool):
             raise TypeError(f"pair must be a bool, got {pair!r}")
+        if isinstance(queue_depth, bool) or not isinstance(queue_depth, int):
+            raise TypeError(f"queue_depth must be an integer, got {queue_depth!r}")
+        if queue_depth and not QUEUE_DEPTH_RANGE[0] <= queue_depth <= QUEUE_DEPTH_RANGE[1]:
+            raise ValueError(f"queue_depth = {queue_depth!r} is outside the allowed range: 0 (no queues) or "
+                             f"[{QUEUE_DEPTH_RANGE[0]}, {QUEUE_DEPTH_RANGE[1]}]")
         self.pack, self.pair = pack, pair
+        # (one PE has no other to wait for: its queue would only add latency)
+        self.queue_depth = queue_depth if n_pe >= 2 else 0
         try:
             validate(model)
         except ModelFileError as e:
@@ -395,14 +424,18 @@ class Plan:
         self.word_bits = self.weight_bits + self.tap_bits + self.chunk_bits
 
         self.layers, self.row_start, self.row_len, self.row_segs = [], [], [], []
+        self.row_pe_lens = []   # per row: each PE's entries per segment (queued layers; else None)
         self.storage_report = []
         nb = wb = 0
         for i, (ly, srcs) in enumerate(zip(model.layers, srcs_per_layer)):
             ch_out, ho, wo, chunks = geo[i]
             (st, segs), forms = decided[i]
             layer_wb = wb
-            for s, lens in zip(srcs, forms[(st, segs)]["lens"]):
+            queued = st == "sparse" and self.queue_depth > 0
+            for si, (s, lens) in enumerate(zip(srcs, forms[(st, segs)]["lens"])):
                 for r in range(s.rows):
+                    self.row_pe_lens.append(tuple(tuple(int(v) for v in pe) for pe in forms[(st, segs)]["pe_lens"][si][:, r])
+                                            if queued else None)
                     if st == "dense":
                         row_segs = ((0, s.taps * chunks),)
                     else:
@@ -415,7 +448,8 @@ class Plan:
                     wb += n_words
             self.layers.append(LayerPlan(ly.name, ly.role, ly.kind, ch_out, ho, wo, geometry.pool(ly), chunks,
                                          ch_out - channel(0, chunks - 1, n_pe), nb, layer_wb, st, srcs, segs,
-                                         self._groups[i] if st == "dense" else 1, pairable[i] and st == "dense"))
+                                         self._groups[i] if st == "dense" else 1, pairable[i] and st == "dense",
+                                         queued))
             want = choice.get(ly.name, "auto")
             # the compressed figures reported: of the cut the layer's rule would take were it compressed
             best_sparse = self._pick(forms, want if want.startswith("sparse:") or want == "fast" else "sparse",
@@ -542,12 +576,15 @@ class Plan:
         counts = [s.pe_counts(n) for s in srcs]
         cuts = SEGMENTS if any(s.taps > 1 for s in srcs) else SEGMENTS[:1]
         for segs in cuts:
-            lens = [np.stack([cnt[:, :, seg].sum(axis=2).max(axis=0) for seg in segment_taps(segs, s.k)], axis=1)
-                    for s, cnt in zip(srcs, counts)]
+            # per source: (PE, rows, segments) entries of each PE; the rows' segment lengths their maxima
+            pe_lens = [np.stack([cnt[:, :, seg].sum(axis=2) for seg in segment_taps(segs, s.k)], axis=2)
+                       for s, cnt in zip(srcs, counts)]
+            lens = [v.max(axis=0) for v in pe_lens]
             forms[("sparse", segs)] = {
                 "bits": sum(int(v.sum()) for v in lens) * (wb + tb + cb) * n,
-                "cycles": sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v) for s, v in zip(srcs, lens)),
-                "lens": lens, "index_bits": (tb, cb)}
+                "cycles": sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v, pl if self.queue_depth else None)
+                              for s, v, pl in zip(srcs, lens, pe_lens)),
+                "lens": lens, "pe_lens": pe_lens, "index_bits": (tb, cb)}
         return forms
 
     @staticmethod
@@ -568,10 +605,22 @@ class Plan:
         return ("sparse", segs) if ("sparse", segs) in forms else ("sparse", "row")
 
     @staticmethod
-    def _source_cycles(s, storage, segs, chunks, ho, wo, lens):
+    def _source_cycles(s, storage, segs, chunks, ho, wo, lens, pe_lens=None):
         """:func:`event_cycles` of an event at every input ``(ch, y, x)`` of source ``s``, summed,
         were its layer stored as ``storage`` (``lens``: the source's (rows, segments) compressed
-        row segment lengths)."""
+        row segment lengths). With ``pe_lens`` (PE, rows, segments), the PEs' own lengths of a
+        queued layer (module docstring, "PE queues"): the busiest PE's entries of the landing
+        segments over all those events, or the queue pushes (a landing segment with entries a
+        cycle, an event at least one) when more."""
+        if pe_lens is not None:
+            own, pushes = np.zeros(len(pe_lens), np.int64), 0
+            for y in range(s.h):
+                for x in range(s.w):
+                    hit = np.array(s.segment_landing(segs, y, x, ho, wo))
+                    rows = [s.row(ch, y, x) for ch in range(s.c_in)]
+                    own += pe_lens[:, rows][:, :, hit].sum(axis=(1, 2))
+                    pushes += int(np.maximum((lens[rows][:, hit] != 0).sum(axis=1), 1).sum())
+            return max(int(own.max()), pushes)
         total = 0
         for y in range(s.h):
             for x in range(s.w):
@@ -620,16 +669,23 @@ class Plan:
     @property
     def rows_bits(self):
         sbits, lbits = self.rows_fields
-        return sbits + (2 * self.rows_segments - 1) * lbits
+        return sbits + (2 * self.rows_segments - 1 + self.queued * self.n_pe * self.rows_segments) * lbits
 
     def rows_layout(self):
         """``{field: (lsb, width)}`` of a ``rows`` word, LSB first: ``start``, ``len0``, then
-        ``off1``, ``len1``, ... up to :attr:`rows_segments`."""
+        ``off1``, ``len1``, ... up to :attr:`rows_segments`; with queued layers (module docstring,
+        "PE queues") then each PE's own length of each segment, ``pe0_len0``, ``pe0_len1``, ...,
+        ``pe1_len0``, ..."""
         sbits, lbits = self.rows_fields
         out, lsb = {"start": (0, sbits), "len0": (sbits, lbits)}, sbits + lbits
         for j in range(1, self.rows_segments):
             out[f"off{j}"], out[f"len{j}"] = (lsb, lbits), (lsb + lbits, lbits)
             lsb += 2 * lbits
+        if self.queued:
+            for p in range(self.n_pe):
+                for j in range(self.rows_segments):
+                    out[f"pe{p}_len{j}"] = (lsb, lbits)
+                    lsb += lbits
         return out
 
     def rows_word(self, r):
@@ -640,6 +696,9 @@ class Plan:
             v |= ln << lay[f"len{j}"][0]
             if j:
                 v |= off << lay[f"off{j}"][0]
+        for p, lens in enumerate(self.row_pe_lens[r] or ()):
+            for j, ln in enumerate(lens):
+                v |= ln << lay[f"pe{p}_len{j}"][0]
         return v
 
     def widths(self):
@@ -680,6 +739,11 @@ class Plan:
         """Some layer takes its events two to a word (module docstring, "Paired events"): the
         spike queue splits two lanes a cycle, the PEs read a second weight."""
         return any(lp.paired for lp in self.layers)
+
+    @property
+    def queued(self):
+        """Some layer's PEs walk their own entries from event queues (module docstring, "PE queues")."""
+        return any(lp.queued for lp in self.layers)
 
     @property
     def feeds_paired(self):

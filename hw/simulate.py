@@ -7,7 +7,7 @@ from amaranth import Value
 from amaranth.sim import Simulator
 
 from .accel import Accelerator, describe
-from .plan import Plan
+from .plan import QUEUE_DEPTH, Plan
 
 
 def decode(fields, payload):
@@ -16,7 +16,7 @@ def decode(fields, payload):
 
 
 def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3, max_cycles=1_000_000,
-            storage="auto", weights="rom", load_model=None, bank_depth=None, pack=True):
+            storage="auto", weights="rom", load_model=None, bank_depth=None, pack=True, queue_depth=QUEUE_DEPTH):
     """Stream the images ``x_q`` (B, input_size) through an ``Accelerator`` and collect the results.
 
     ``storage``: the weight storage (:class:`~spikeloom.hw.plan.Plan`); the golden model counts
@@ -24,7 +24,7 @@ def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3
 
     With ``weights="load"`` the weights are first streamed into ``i_weights`` (with idle cycles
     too), those of ``load_model`` if given (a test's deliberately different weights), else
-    ``model``'s. ``bank_depth``: the weight memories' banks, ``pack``: the packed tail (:class:`Accelerator`).
+    ``model``'s. ``bank_depth``: the weight memories' banks, ``pack``: the packed tail, ``queue_depth``: the PE queues (:class:`Accelerator`).
 
     Random idle cycles (probability ``idle``) on the input and random back-pressure (probability
     ``backpressure`` of ``ready`` low) on ``o_result`` and ``o_trace``.
@@ -36,13 +36,14 @@ def rtl_run(model, n_pe, x_q, trace=False, *, seed=0, idle=0.3, backpressure=0.3
         ``trace``, ``"trace"``: the image's trace entries as dicts ``timestep, layer, chunk, mask``.
     """
     x_q = np.asarray(x_q, dtype=np.int64).reshape(len(x_q), -1)
-    dut = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights, bank_depth=bank_depth, pack=pack)
+    dut = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights, bank_depth=bank_depth, pack=pack,
+                      queue_depth=queue_depth)
     desc = describe(dut)
     rng = random.Random(seed)
     results, pending = [], []
 
     async def weight_loader(ctx):
-        plan = Plan(load_model or model, n_pe, storage, pack, pair=False)   # (weights "load": never paired)
+        plan = Plan(load_model or model, n_pe, storage, pack, pair=False, queue_depth=queue_depth)   # (weights "load": never paired)
         mask = (1 << plan.word_bits) - 1
         for p in range(n_pe):
             for w in plan.init(p, "weight"):

@@ -126,6 +126,7 @@ class LayerPorts:
     segments: str | None = None   # how a compressed layer cuts its rows (SEGMENTS; None: dense)
     groups: int | None = None     # lane groups of its packed tail word (hw/plan.py, "Packed tail"; 1: none)
     paired: bool | None = None    # its events go two to a word (hw/plan.py, "Paired events"; absent: None)
+    queued: bool | None = None    # its PEs walk their own entries from queues (hw/plan.py, "PE queues"; absent: None)
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ class Ports:
     raw: dict
     packed_tail: bool = False   # layers may pack their last chunk (hw/plan.py; absent before it: False)
     paired_events: bool = False  # layers may take two events a word (hw/plan.py; absent before it: False)
+    pe_queue_depth: int = 0      # each PE's event queue of compressed layers (hw/plan.py; absent before it: 0)
     input_shape: tuple | None = None   # the input values' shape, row-major (absent in older files: None)
 
     @property
@@ -219,10 +221,10 @@ class Ports:
         if store not in ("rom", "load"):
             raise PortsError(f"{r.source}: field 'weights.store' must be 'rom' or 'load', got {store!r}")
         load = store == "load"
-        optional = ("storage_rule", "dense_cycles", "sparse_cycles", "segments", "groups", "paired")
+        optional = ("storage_rule", "dense_cycles", "sparse_cycles", "segments", "groups", "paired", "queued")
         layers = tuple(LayerPorts(**{k: ly.get(k, str if k in ("name", "role", "kind", "storage", "storage_rule",
                                                                "segments")
-                                               else bool if k == "paired" else int, optional=k in optional)
+                                               else bool if k in ("paired", "queued") else int, optional=k in optional)
                                      for k in LayerPorts.__dataclass_fields__}) for ly in r.items("layers"))
         names = {ly.name for ly in layers}
         sparse = tuple(r.get("sparse_layers", list))
@@ -262,7 +264,8 @@ class Ports:
             input_shape=_input_shape(r, inp),
             raw=obj, packed_tail=bool(r.get("packed_tail", bool, optional=True)
                                       if "packed_tail" in obj else any((ly.groups or 1) > 1 for ly in layers)),
-            paired_events=bool(r.get("paired_events", bool, optional=True)))
+            paired_events=bool(r.get("paired_events", bool, optional=True)),
+            pe_queue_depth=_queue_depth(r))
 
     @property
     def folder(self):
@@ -307,7 +310,8 @@ class Ports:
         rows cut as here, and whether it packs last chunks)."""
         from spikeloom.hw.plan import Plan
 
-        plan = Plan(model, self.n_pe, self.plan_storage(), pack=self.packed_tail, pair=self.paired_events)
+        plan = Plan(model, self.n_pe, self.plan_storage(), pack=self.packed_tail, pair=self.paired_events,
+                    queue_depth=self.pe_queue_depth)
         want = [ly.groups or 1 for ly in self.layers]
         if any(ly.groups is not None for ly in self.layers) and [lp.groups for lp in plan.layers] != want:
             raise PortsError(f"{self.path or 'ports.json'}: the layers' packed-tail groups {want} are not the plan's "
@@ -316,11 +320,26 @@ class Ports:
         if any(ly.paired is not None for ly in self.layers) and [lp.paired for lp in plan.layers] != paired:
             raise PortsError(f"{self.path or 'ports.json'}: the layers' paired events {paired} are not the plan's "
                              f"{[lp.paired for lp in plan.layers]} for this model (another model or generator?)")
+        queued = [bool(ly.queued) for ly in self.layers]
+        if any(ly.queued is not None for ly in self.layers) and [lp.queued for lp in plan.layers] != queued:
+            raise PortsError(f"{self.path or 'ports.json'}: the layers' PE queues {queued} are not the plan's "
+                             f"{[lp.queued for lp in plan.layers]} for this model (another model or generator?)")
         return plan
 
     def counter_field(self, layer, counter):
         """The result payload field of one per-layer activity counter."""
         return self.result.field(f"{layer}.{counter}")
+
+
+def _queue_depth(r):
+    """``pe_queue_depth`` (absent: 0, a core of a generator before the PE queues)."""
+    from spikeloom.hw.plan import QUEUE_DEPTH_RANGE
+
+    v = r.get("pe_queue_depth", int, optional=True) or 0
+    if v and not QUEUE_DEPTH_RANGE[0] <= v <= QUEUE_DEPTH_RANGE[1]:
+        raise PortsError(f"{r.source}: field 'pe_queue_depth' = {v!r}; allowed: 0 or "
+                         f"{QUEUE_DEPTH_RANGE[0]}..{QUEUE_DEPTH_RANGE[1]}")
+    return v
 
 
 def _stream(r):

@@ -37,6 +37,18 @@ def expected_words(plan, gi, ch, y, x, val):
             for t, oy, ox in taps for k in range(lp.chunks)]
 
 
+def expected_own_words(plan, gi, ch, y, x, val, p):
+    """(w, n, val) of the words PE ``p`` reads of an event of a queued layer (hw/plan.py, "PE
+    queues"): of each landing segment, its own entries only (the stored words before the padding)."""
+    g = geometries(plan)[gi]
+    lp = plan.layers[g.layer]
+    r = g.row(ch, y, x)
+    stored = plan.pe_entries(p, lp, g, r)
+    words = expected_words(plan, gi, ch, y, x, val)   # every PE's words in lockstep, padding included
+    start = plan.row_start[g.row_base + r]
+    return [(w, n, v) for w, n, v in words if stored[w - start][0] != 0]
+
+
 def events_of(plan, rng, n):
     """``n`` random events (source id, channel, y, x, value) of every source (value 1..the largest
     its source passes on: an input value, a count or 1)."""
@@ -62,6 +74,9 @@ def test_issued_words(storage, n_pe, model):
     dut = EventPipeline(plan, shortcut=True)
     events = events_of(plan, np.random.default_rng(n_pe), 6)
     issued, counted, first_issue, quiet_seen = [], [], [], []
+    q = dut.queues   # PE queues (n_pe >= 2, compressed layers): each PE's own words
+    assert (q is not None) == (storage != "dense" and n_pe > 1) == plan.queued
+    own, held = [[] for _ in range(n_pe)], [None] * n_pe
 
     async def producer(ctx):
         ctx.set(dut.enable, 1)
@@ -84,15 +99,27 @@ def test_issued_words(storage, n_pe, model):
         async for _, _, *v in ctx.tick().sample(
                 dut.issue.valid, dut.issue.w, dut.issue.n, dut.issue.val, dut.issue.geo, dut.counted,
                 dut.counted_geo, dut.quiet, dut.i_input.valid, dut.i_main.valid, dut.i_shortcut.valid,
-                dut.i_input.ready, dut.i_main.ready, dut.i_shortcut.ready):
-            valid, w, n, val, geo, cnt, cgeo, quiet, *hs = v
+                dut.i_input.ready, dut.i_main.ready, dut.i_shortcut.ready,
+                *([] if q is None else [x for p in range(n_pe) for x in (q.valid[p], q.w[p], q.n1[p], q.val1[p],
+                                                                          q.geo1[p])])):
+            valid, w, n, val, geo, cnt, cgeo, quiet, *hs = v[:14]
+            lanes, hs = v[14:], hs[:6]
             if any(a and b for a, b in zip(hs[:3], hs[3:])):
                 offered = cyc
                 first_issue.append(None)
-            if valid:
-                issued.append((w, n, val, geo))
+            mine = False
+            if q is not None:   # a PE's word: its address now, its neuron, value and source a cycle later
+                for p in range(n_pe):
+                    pv, pw, pn, pval, pgeo = lanes[5 * p:5 * p + 5]
+                    if held[p] is not None:
+                        own[p].append((held[p], pn, pval, pgeo))
+                    held[p] = pw if pv else None
+                    mine = mine or held[p] is not None
+            if valid or mine:
+                if valid:
+                    issued.append((w, n, val, geo))
                 if first_issue[-1] is None:
-                    first_issue[-1] = cyc - offered
+                    first_issue[-1] = cyc - offered - mine
             if cnt:
                 counted.append(cgeo)
             quiet_seen.append(quiet)
@@ -103,15 +130,24 @@ def test_issued_words(storage, n_pe, model):
     sim.add_testbench(producer)
     sim.add_process(monitor)
     sim.run()
-    want = [(w, n, val, gi) for gi, ch, y, x, val in events for w, n, val in expected_words(plan, gi, ch, y, x, val)]
-    assert want and issued == want
+    queued = lambda gi: plan.layers[geos[gi].layer].queued
+    want = [(w, n, val, gi) for gi, ch, y, x, val in events if not queued(gi)
+            for w, n, val in expected_words(plan, gi, ch, y, x, val)]
+    assert issued == want and (want or q is not None)
+    for p in range(n_pe):
+        assert own[p] == [(w, n, val, gi) for gi, ch, y, x, val in events if queued(gi)
+                          for w, n, val in expected_own_words(plan, gi, ch, y, x, val, p)], p
+    if q is not None:   # padding skipped: some PE reads fewer words than the lockstep burst
+        assert sum(map(len, own)) < n_pe * sum(len(expected_words(plan, *e)) for e in events if queued(e[0]))
     if model is SUM_MODEL:
-        assert any(val > 3 and geos[gi].layer == 1 for *_, val, gi in want), "no count wider than the inputs"
+        assert any(val > 3 and geos[gi].layer == 1 for *_, val, gi in want + [x for o in own for x in o]), \
+            "no count wider than the inputs"
     # the burst rule the cycle model replays: the same number of words per event
     for gi, ch, y, x, val in events:
         assert sum(EventPipeline.bursts(plan, geos[gi], ch, y, x)[1]) == len(expected_words(plan, gi, ch, y, x, val))
     assert quiet_seen[-1] and not all(quiet_seen)
     assert counted == [gi for gi, *_ in events]
+    # (a queued burst's words: a cycle later, pushed into the queues, then walked)
     assert {d for d in first_issue if d is not None} == {EventPipeline.DEPTH}
 
 

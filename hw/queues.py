@@ -1,0 +1,122 @@
+"""Per-PE event queues: each PE walks its own entries of a queued layer's bursts (``hw/plan.py``,
+"PE queues")."""
+
+from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .common import bits
+from .plan import geometries
+
+
+def burst_layout(plan, lbits):
+    """A queue entry: a burst's first weight word, its event's neuron base, value, landing taps and
+    source, and this PE's words in it - 1."""
+    geos = geometries(plan)
+    return data.StructLayout({
+        "w": unsigned(bits(plan.weight_depth)),
+        "n": unsigned(bits(plan.neuron_depth)),
+        "val": unsigned(plan.value_bits),
+        "mask": unsigned(max(g.taps for g in geos)),
+        "geo": unsigned(bits(len(geos))),
+        "last": unsigned(lbits),
+    })
+
+
+class PEQueues(wiring.Component):
+    """One event queue of ``plan.queue_depth`` bursts per PE, and each PE's walker.
+
+    A burst is pushed in a cycle with ``push`` (only while ``ready``); PE ``p`` gets an entry when
+    its length ``lens[p]`` is not 0. An entry pushed in cycle k is at its queue's head from k + 1;
+    a walker whose previous burst ends takes the head in the cycle it issues the head's first
+    word, then one word a cycle from ``w`` on: ``valid[p]``/``w[p]`` in that cycle (stage 0),
+    ``valid1[p]`` and the word's ``n1``, ``val1``, ``mask1``, ``geo1`` registered a cycle later
+    (the PE's stage 1, its ``exe``).
+
+    Parameters
+    ----------
+    plan : Plan
+        With ``queue_depth > 0``.
+    lbits : int
+        Width of a length (the ``rows`` table's ``len_bits``).
+
+    Members
+    -------
+    push : In(1)
+        The burst (``w0``, ``n0``, ``val``, ``mask``, ``geo``, ``lens``) enters the queues.
+    ready : Out(1)
+        From registers: no queue is full (a push is taken).
+    any : Out(1)
+        Some PE issues a word this cycle.
+    idle : Out(1)
+        A register: after the cycle before, no queue holds an entry and no walker a word (nothing
+        is issued from this cycle on until the next push).
+    """
+
+    def __init__(self, plan, lbits):
+        self._plan, self._lbits = plan, lbits
+        n, lay = plan.n_pe, burst_layout(plan, lbits)
+        self.entry = lay
+        per_pe = lambda shape: Out(data.ArrayLayout(shape, n))
+        super().__init__({
+            "push": In(1),
+            "ready": Out(1),
+            "w0": In(lay["w"].shape), "n0": In(lay["n"].shape), "val": In(lay["val"].shape),
+            "mask": In(lay["mask"].shape), "geo": In(lay["geo"].shape),
+            "lens": In(data.ArrayLayout(lbits, n)),
+            "valid": Out(n),
+            "w": per_pe(lay["w"].shape),
+            "valid1": Out(n),
+            "n1": per_pe(lay["n"].shape), "val1": per_pe(lay["val"].shape),
+            "mask1": per_pe(lay["mask"].shape), "geo1": per_pe(lay["geo"].shape),
+            "any": Out(1),
+            "idle": Out(1, init=1),
+        })
+
+    def _walker(self, m, p):
+        """PE ``p``'s queue and walker: (whether it is full, whether nothing is left after this cycle)."""
+        depth = self._plan.queue_depth
+        mem = m.submodules[f"queue_{p}"] = Memory(shape=self.entry, depth=depth, init=[])
+        wr, rd = mem.write_port(), mem.read_port(domain="comb")
+        wp, rp = Signal(range(depth), name=f"q{p}_wp"), Signal(range(depth), name=f"q{p}_rp")
+        cnt, full = Signal(range(depth + 1), name=f"q{p}_cnt"), Signal(name=f"q{p}_full")
+        busy, e_last = Signal(name=f"q{p}_busy"), Signal(name=f"q{p}_elast")
+        ew, erem = Signal.like(self.w0, name=f"q{p}_ew"), Signal(self._lbits, name=f"q{p}_erem")
+        head = rd.data
+        put = Signal(name=f"q{p}_put")
+        m.d.comb += [
+            put.eq(self.push & (self.lens[p] != 0)),
+            wr.addr.eq(wp), wr.en.eq(put),
+            wr.data.w.eq(self.w0), wr.data.n.eq(self.n0), wr.data.val.eq(self.val), wr.data.mask.eq(self.mask),
+            wr.data.geo.eq(self.geo), wr.data.last.eq(self.lens[p] - 1),
+            rd.addr.eq(rp),
+        ]
+        take = ~busy & (cnt != 0)
+        valid = busy | (cnt != 0)
+        rem = Mux(busy, erem, head.last)    # words of the burst after the one issued
+        last = Mux(busy, e_last, head.last == 0)
+        w = Mux(busy, ew, head.w)
+        m.d.comb += [self.valid[p].eq(valid), self.w[p].eq(w)]
+        # the held burst's fields are the stage-1 registers: a busy walker issued its word a cycle before
+        m.d.sync += [
+            self.valid1[p].eq(valid),
+            self.n1[p].eq(Mux(busy, self.n1[p], head.n)), self.val1[p].eq(Mux(busy, self.val1[p], head.val)),
+            self.mask1[p].eq(Mux(busy, self.mask1[p], head.mask)), self.geo1[p].eq(Mux(busy, self.geo1[p], head.geo)),
+            busy.eq(valid & ~last), ew.eq(w + 1), erem.eq(rem - 1), e_last.eq(rem == 1),
+        ]
+        nxt = Signal.like(cnt, name=f"q{p}_next")
+        m.d.comb += nxt.eq(cnt + put - take)
+        m.d.sync += [cnt.eq(nxt), full.eq(nxt == depth)]
+        with m.If(put):
+            m.d.sync += wp.eq(Mux(wp == depth - 1, 0, wp + 1))
+        with m.If(take):
+            m.d.sync += rp.eq(Mux(rp == depth - 1, 0, rp + 1))
+        return full, (nxt == 0) & ~(valid & ~last)
+
+    def elaborate(self, platform):
+        m = Module()
+        fulls, dones = zip(*(self._walker(m, p) for p in range(self._plan.n_pe)))
+        m.d.comb += [self.ready.eq(~Cat(*fulls).any()), self.any.eq(self.valid.any())]
+        m.d.sync += self.idle.eq(Cat(*dones).all())
+        return m
