@@ -76,8 +76,9 @@ class _Pipe:
 
     def quiet(self):
         """The first cycle the pipeline is drained after (the sequencer's ``quiet``), if no event follows
-        (with PE queues: the cycle after their last word, ``PEQueues.idle``)."""
-        return max(self.tl + 1, self.f - 1, max(self.end))
+        (with PE queues, ``PEQueues.idle``: every entry taken in an earlier cycle, and at most each
+        walker's last word left)."""
+        return max(self.tl + 1, self.f - 1, *(max(q[-1] + 1 if q else 0, e - 1) for q, e in zip(self.pops, self.end)))
 
     def _push(self, p1, own):
         """A queued event's bursts (``own``: each one's lengths per PE) pushed into the PE queues,
@@ -91,8 +92,8 @@ class _Pipe:
                 if len(q) == depth and q[0] + 1 > pc:
                     pc = q[0] + 1
             for p, ln in enumerate(lens):
-                if ln:
-                    s = end[p] if end[p] > pc + 1 else pc + 1
+                if ln:   # (a free walker takes the burst in the push's cycle)
+                    s = end[p] if end[p] > pc else pc
                     q = pops[p]
                     q.append(s)
                     if len(q) > depth:
@@ -379,20 +380,23 @@ class _Lanes:
         return any(len(f) == self.depth for f in self.fifo)
 
     def step(self, push):
-        """One clock edge: each walker issues a word (taking its queue's head when not busy), then
-        ``push`` (a burst's lengths per PE, or None) enters the queues."""
+        """One clock edge: ``push`` (a burst's lengths per PE, or None) enters the queues and each
+        walker issues a word (taking its queue's head when not busy, or the pushed burst when its
+        queue is empty)."""
         for p, f in enumerate(self.fifo):
+            ln = push[p] if push is not None else 0
             if self.rem[p] is None and f:
                 self.rem[p] = f.popleft()
+            elif self.rem[p] is None and ln:   # a free walker, its queue empty: the burst at once
+                self.rem[p], ln = ln, 0
+            if ln:
+                f.append(ln)
             if self.rem[p] is not None:
                 self.rem[p] -= 1
                 if self.rem[p] == 0:
                     self.rem[p] = None
-        if push is not None:
-            for f, ln in zip(self.fifo, push):
-                if ln:
-                    f.append(ln)
-        self.idle = not any(self.fifo) and all(v is None for v in self.rem)
+        # no entry left, and at most a walker's last word in the next cycle
+        self.idle = not any(self.fifo) and all(v is None or v == 1 for v in self.rem)
 
 
 def _update_pushes(plan, li, spikes_t):

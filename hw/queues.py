@@ -32,7 +32,9 @@ class PEQueues(wiring.Component):
     a walker whose previous burst ends takes the head in the cycle it issues the head's first
     word, then one word a cycle from ``w`` on: ``valid[p]``/``w[p]`` in that cycle (stage 0),
     ``valid1[p]`` and the word's ``n1``, ``val1``, ``mask1``, ``geo1`` registered a cycle later
-    (the PE's stage 1, its ``exe``).
+    (the PE's stage 1, its ``exe``). A walker that is free with an empty queue takes a pushed
+    burst at once: its first word in the push's cycle (the lockstep issue stage's timing), and no
+    entry is written.
 
     Parameters
     ----------
@@ -50,8 +52,8 @@ class PEQueues(wiring.Component):
     any : Out(1)
         Some PE issues a word this cycle.
     idle : Out(1)
-        A register: after the cycle before, no queue holds an entry and no walker a word (nothing
-        is issued from this cycle on until the next push).
+        A register: no queue holds an entry and every walker issues at most its burst's last word
+        in this cycle (nothing is issued after this cycle unless a burst is pushed).
     """
 
     def __init__(self, plan, lbits):
@@ -75,7 +77,8 @@ class PEQueues(wiring.Component):
         })
 
     def _walker(self, m, p):
-        """PE ``p``'s queue and walker: (whether it is full, whether nothing is left after this cycle)."""
+        """PE ``p``'s queue and walker: (whether it is full, whether at most its last word is left after
+        this cycle)."""
         depth = self._plan.queue_depth
         mem = m.submodules[f"queue_{p}"] = Memory(shape=self.entry, depth=depth, init=[])
         wr, rd = mem.write_port(), mem.read_port(domain="comb")
@@ -87,32 +90,39 @@ class PEQueues(wiring.Component):
         put = Signal(name=f"q{p}_put")
         m.d.comb += [
             put.eq(self.push & (self.lens[p] != 0)),
-            wr.addr.eq(wp), wr.en.eq(put),
+            wr.addr.eq(wp),
             wr.data.w.eq(self.w0), wr.data.n.eq(self.n0), wr.data.val.eq(self.val), wr.data.mask.eq(self.mask),
             wr.data.geo.eq(self.geo), wr.data.last.eq(self.lens[p] - 1),
             rd.addr.eq(rp),
         ]
-        take = ~busy & (cnt != 0)
-        valid = busy | (cnt != 0)
-        rem = Mux(busy, erem, head.last)    # words of the burst after the one issued
-        last = Mux(busy, e_last, head.last == 0)
-        w = Mux(busy, ew, head.w)
+        has = cnt != 0
+        take = ~busy & has
+        # a free walker with an empty queue takes the pushed burst itself (no entry is written)
+        bypass = ~busy & ~has & put
+        first = Signal(self.entry, name=f"q{p}_first")   # the burst a free walker starts
+        m.d.comb += [first.eq(Mux(has, head, wr.data)), wr.en.eq(put & ~bypass)]
+        valid = busy | has | put
+        rem = Mux(busy, erem, first.last)    # words of the burst after the one issued
+        last = Mux(busy, e_last, first.last == 0)
+        w = Mux(busy, ew, first.w)
         m.d.comb += [self.valid[p].eq(valid), self.w[p].eq(w)]
         # the held burst's fields are the stage-1 registers: a busy walker issued its word a cycle before
         m.d.sync += [
             self.valid1[p].eq(valid),
-            self.n1[p].eq(Mux(busy, self.n1[p], head.n)), self.val1[p].eq(Mux(busy, self.val1[p], head.val)),
-            self.mask1[p].eq(Mux(busy, self.mask1[p], head.mask)), self.geo1[p].eq(Mux(busy, self.geo1[p], head.geo)),
+            self.n1[p].eq(Mux(busy, self.n1[p], first.n)), self.val1[p].eq(Mux(busy, self.val1[p], first.val)),
+            self.mask1[p].eq(Mux(busy, self.mask1[p], first.mask)),
+            self.geo1[p].eq(Mux(busy, self.geo1[p], first.geo)),
             busy.eq(valid & ~last), ew.eq(w + 1), erem.eq(rem - 1), e_last.eq(rem == 1),
         ]
         nxt = Signal.like(cnt, name=f"q{p}_next")
-        m.d.comb += nxt.eq(cnt + put - take)
+        m.d.comb += nxt.eq(cnt + (put & ~bypass) - take)
         m.d.sync += [cnt.eq(nxt), full.eq(nxt == depth)]
-        with m.If(put):
+        with m.If(wr.en):
             m.d.sync += wp.eq(Mux(wp == depth - 1, 0, wp + 1))
         with m.If(take):
             m.d.sync += rp.eq(Mux(rp == depth - 1, 0, rp + 1))
-        return full, (nxt == 0) & ~(valid & ~last)
+        # after this cycle: no entry, and at most the burst's last word left
+        return full, (nxt == 0) & (~valid | last | (rem == 1))
 
     def elaborate(self, platform):
         m = Module()

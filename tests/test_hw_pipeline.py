@@ -119,7 +119,7 @@ def test_issued_words(storage, n_pe, model):
                 if valid:
                     issued.append((w, n, val, geo))
                 if first_issue[-1] is None:
-                    first_issue[-1] = cyc - offered - mine
+                    first_issue[-1] = cyc - offered
             if cnt:
                 counted.append(cgeo)
             quiet_seen.append(quiet)
@@ -147,7 +147,7 @@ def test_issued_words(storage, n_pe, model):
         assert sum(EventPipeline.bursts(plan, geos[gi], ch, y, x)[1]) == len(expected_words(plan, gi, ch, y, x, val))
     assert quiet_seen[-1] and not all(quiet_seen)
     assert counted == [gi for gi, *_ in events]
-    # (a queued burst's words: a cycle later, pushed into the queues, then walked)
+    # (a queued burst: pushed into the queues, a free walker with an empty queue takes it at once)
     assert {d for d in first_issue if d is not None} == {EventPipeline.DEPTH}
 
 
