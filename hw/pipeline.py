@@ -466,7 +466,7 @@ class EventPipeline(wiring.Component):
         eval_, emask, egeo = Signal(plan.value_bits), Signal(max_taps), Signal(gbits)
         esparse, echunked = Signal(), Signal()
         take = ~busy & tp_valid & self.enable
-        push = Const(0)
+        push = None
         if q is not None:   # a queued burst is pushed into the PEs' queues instead (when none is full)
             take, push = take & ~tp_own, tp_valid & tp_own & self.enable & q.ready
             m.d.comb += [q.push.eq(push), q.w0.eq(tp_w0), q.n0.eq(tp_n0), q.val.eq(tp_val), q.mask.eq(tp_mask),
@@ -476,7 +476,7 @@ class EventPipeline(wiring.Component):
         at_last = Mux(busy, e_last, tp_one)
         rem_one = Mux(busy, e_two, tp_two)   # rem == 1
         m.d.comb += [
-            tp_ready.eq(~tp_valid | take | push),
+            tp_ready.eq(~tp_valid | take if push is None else ~tp_valid | take | push),
             iss.valid.eq(busy | take),
             iss.last.eq(at_last),
             iss.w.eq(Mux(busy, ew, tp_w0)),
