@@ -529,6 +529,43 @@ def test_packed_tail(make, n_pe, groups):
     assert any(left)
 
 
+# (network, N, storage, queue depth): compressed layers' PE queues (hw/plan.py, "PE queues")
+@pytest.mark.parametrize("make,n_pe,storage,depth", [
+    # an MLP at 50% weights, rows uncut: each PE walks its own entries of the row
+    (lambda: make_model([16, 12, 9, 5], seed=96), 3, "sparse", 8),
+    # a conv net with a residual shortcut, rows cut by tap, queues of 2 that fill (pushes wait)
+    (lambda: random_conv_model(seed=97, density=0.5, n_classes=5), 4, "sparse:tap", 2),
+    # the same in lockstep (no queues)
+    (lambda: random_conv_model(seed=97, density=0.5, n_classes=5), 4, "sparse:tap", 0),
+])
+def test_pe_queues(make, n_pe, storage, depth):
+    """PE queues: RTL == golden on every field and spike (the MLP with input idles and result
+    back-pressure; the conv network without, one run for all), the cycle model exact, and each
+    queued core's ports.json records them."""
+    model = make()
+    x = make_images(model, 5, seed=98) if model.layers[0].kind == "dense" else random_inputs(model, 2, seed=98)
+    model = model.with_exit_threshold(early_threshold(model, x))
+    plan = Plan(model, n_pe, storage, queue_depth=depth)
+    assert [lp.queued for lp in plan.layers] == [bool(depth)] * len(plan.layers)
+    g = golden.run(model, x, trace=True, sparse=plan.sparse_layers)
+    want = [perf.cycles(model, n_pe, x[b], g, b, plan=plan) for b in range(len(x))]
+    idles = model.layers[0].kind == "dense"
+    got = rtl_run(model, n_pe, x, trace=True, seed=13, storage=storage, queue_depth=depth,
+                  **({} if idles else {"idle": 0.0, "backpressure": 0.0}))
+    assert not differences(expected(g, None if idles else want), got)
+    for b, r in enumerate(got):
+        check_trace(plan, g, b, r["trace"])
+    if idles:
+        got = rtl_run(model, n_pe, x, seed=14, idle=0.0, backpressure=0.0, storage=storage, queue_depth=depth)
+        assert [r["cycles"] for r in got] == want
+    dut = Accelerator(model, n_pe, storage=storage, queue_depth=depth)
+    desc = describe(dut)
+    dut._MustUse__silence = True
+    assert desc["pe_queue_depth"] == depth and [ly["queued"] for ly in desc["layers"]] == [bool(depth)] * len(plan.layers)
+    fields = desc["rows_word"]["fields"]
+    assert (f"pe{n_pe - 1}_len{plan.rows_segments - 1}" in fields) == bool(depth)
+
+
 # (network, N, paired layers): a layer of one chunk after the first takes two events a word
 # (hw/plan.py, "Paired events")
 @pytest.mark.parametrize("make,n_pe,bank_depth,paired", [
