@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from spikeloom.hw.common import bits
-from spikeloom.hw.plan import WEIGHT_STORES
+from spikeloom.hw.plan import QUEUE_DEPTH, QUEUE_DEPTH_RANGE, WEIGHT_STORES
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 from spikeloom.sim.axis import AxisLayout, check_lanes
@@ -558,7 +558,8 @@ synchronous read port, two when a layer is paired: a dual-port block RAM); the s
 
 
 def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False, axis=False, axis_width=8,
-           tb_images=TB_IMAGES, storage="auto", log=print, bank_depth=None, packed_tail=True, paired_events=True):
+           tb_images=TB_IMAGES, storage="auto", log=print, bank_depth=None, packed_tail=True, paired_events=True,
+           queue_depth=None):
     """Write the export folder for ``model_path`` on ``n_pe`` PEs into ``out_dir``; return the
     paths of the files written (the marker aside).
 
@@ -571,7 +572,9 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
     ``BankedROM``). ``packed_tail``: layers may pack their last chunk (``hw/plan.py``, "Packed
     tail"; ``--no-packed-tail``: not, fewer cells and more cycles). ``paired_events``: layers may take
     two events a word (``hw/plan.py``, "Paired events"; with ``weights="rom"`` only;
-    ``--no-paired-events``: not, fewer cells and more cycles).
+    ``--no-paired-events``: not, fewer cells and more cycles). ``queue_depth``: each PE's event queue
+    for the compressed layers (``hw/plan.py``, "PE queues"; ``--pe-queue-depth``, None: the
+    default depth, 0: none, the compressed layers in lockstep).
 
     The files are built in a staging folder and then moved into place (:mod:`.output`): a new
     folder appears whole; a non-empty folder that spikeloom did not write (no marker
@@ -591,6 +594,7 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
     tb_images = check_tb_images(tb_images)
     storage = check_storage(storage)
     bank_depth = check_weight_bank_depth(bank_depth, weights)
+    queue_depth = check_queue_depth(queue_depth)
     output.check_replaceable(out_dir, force)
     model = modelfile.load(model_path)
     if axis:
@@ -606,6 +610,8 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         command += " --no-packed-tail"
     if not paired_events:
         command += " --no-paired-events"
+    if queue_depth != QUEUE_DEPTH:
+        command += f" --pe-queue-depth {queue_depth}"
     if axis:
         command += f" --axis --axis-width {axis_width}"
     command += f" --tb-images {tb_images}"
@@ -614,7 +620,7 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         (out / "tb").mkdir()
         try:
             generate(model, n_pe, out / "rtl", weights=weights, storage=storage, bank_depth=bank_depth,
-                     pack=packed_tail, pair=paired_events)
+                     pack=packed_tail, pair=paired_events, queue_depth=queue_depth)
         except (TypeError, ValueError) as e:
             raise SpikeloomError(str(e)) from e
         # generate() writes ports.json and mem/ beside the Verilog; the export keeps them at the top.
@@ -643,6 +649,21 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
         (out / "README.md").write_text(readme(ports, model, freq_mhz, mem_files, axis_width if axis else None,
                                               len(x), source, bank_depth))
     return result.files
+
+
+def check_queue_depth(value):
+    """``--pe-queue-depth``: 0 or an int in ``QUEUE_DEPTH_RANGE`` (text or int); None: the default."""
+    if value is None:
+        return QUEUE_DEPTH
+    lo, hi = QUEUE_DEPTH_RANGE
+    try:
+        depth = int(value, 10) if isinstance(value, str) else value
+    except ValueError:
+        depth = None
+    if isinstance(depth, bool) or not isinstance(depth, int) or not (depth == 0 or lo <= depth <= hi):
+        raise SpikeloomError(f"--pe-queue-depth must be 0 (no queues: compressed layers in lockstep) or an integer "
+                             f"in [{lo}, {hi}], got {value!r}")
+    return depth
 
 
 def check_weight_bank_depth(value, weights):
@@ -684,6 +705,10 @@ def add_arguments(p):
                    help="pair no layer's events (hw/plan.py, \"Paired events\": by default a dense layer of one chunk "
                         "takes two events a word, each PE reading the second weight through its weight memory's "
                         "second port; never with --weights load): fewer cells, more cycles")
+    p.add_argument("--pe-queue-depth", default=None, metavar="D",
+                   help=f"entries of each PE's event queue for the compressed layers (hw/plan.py, \"PE queues\": "
+                        f"each PE walks its own entries at its own pace; default {QUEUE_DEPTH}); 0: none, the "
+                        "compressed layers work in lockstep (fewer cells, more cycles on unbalanced weights)")
     p.add_argument("--axis", action="store_true",
                    help=f"also write the AXI4-Stream wrapper rtl/{AXIS}.v (aclk, aresetn, s_axis_*, m_axis_*) and "
                         "its testbench")
@@ -704,6 +729,7 @@ def run_args(a):
     tb_images = check_tb_images(a.tb_images)
     storage = check_storage(a.storage)
     bank_depth = check_weight_bank_depth(a.weight_bank_depth, a.weights)
+    queue_depth = check_queue_depth(a.pe_queue_depth)
     output.check_replaceable(a.out, a.force)
     from .steps import check_hardware
 
@@ -713,7 +739,7 @@ def run_args(a):
     check_hardware(model, a.pes, "export", storage)
     files = export(a.model, a.pes, a.out, freq_mhz=a.freq, weights=a.weights, force=a.force, axis=a.axis,
                    axis_width=width, tb_images=tb_images, storage=storage, bank_depth=bank_depth,
-                   packed_tail=a.packed_tail, paired_events=a.paired_events)
+                   packed_tail=a.packed_tail, paired_events=a.paired_events, queue_depth=queue_depth)
     print(f"wrote {len(files)} files into {a.out} (see {Path(a.out) / 'README.md'})")
 
 

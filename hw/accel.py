@@ -454,14 +454,14 @@ def verilog_text(accel):
 
 
 def generate(model, n_pe, out_dir, trace=False, storage="auto", weights="rom", bank_depth=None, pack=True,
-             pair=True):
+             pair=True, queue_depth=QUEUE_DEPTH):
     """Write ``spikeloom_accel.v``, ``ports.json``, ``mem/pe_<p>_<mem>.hex`` and ``mem/rows.hex``
     under ``out_dir``.
 
     The output is deterministic: the same arguments give the same bytes. Returns the paths written.
     """
     accel = Accelerator(model, n_pe, trace=trace, storage=storage, weights=weights, bank_depth=bank_depth, pack=pack,
-                        pair=pair)
+                        pair=pair, queue_depth=queue_depth)
     out = Path(out_dir)
     (out / "mem").mkdir(parents=True, exist_ok=True)
     text = verilog_text(accel)

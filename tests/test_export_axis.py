@@ -267,6 +267,38 @@ def test_export_paired_events(tmp_path, small):
 
 
 @pytest.mark.icarus
+def test_export_pe_queues(tmp_path, small, capsys):
+    """Compressed layers at N = 4 walk their own entries from PE queues by default (hw/plan.py, "PE
+    queues"): ports.json and the README say so (the rows word's own lengths, the table's column),
+    the exported Verilog passes its own testbench under Icarus; ``--pe-queue-depth 0`` works in
+    lockstep, recorded in the command, and its expected cycles differ. Bad depths are one-line
+    errors before any work."""
+    from spikeloom.flows.export import main
+
+    queued, plain = tmp_path / "queued", tmp_path / "plain"
+    export(small, 4, queued, tb_images=4, storage="sparse")
+    assert main([str(small), "--pes", "4", "--storage", "sparse", "--pe-queue-depth", "0", "--tb-images", "4",
+                 "-o", str(plain)]) == 0
+    pq, pl = Ports.load(queued), Ports.load(plain)
+    assert pq.pe_queue_depth == 8 and [ly.queued for ly in pq.layers] == [True, True]
+    assert pl.pe_queue_depth == 0 and [ly.queued for ly in pl.layers] == [False, False]
+    assert "--pe-queue-depth 0" in (plain / ".spikeloom-output.json").read_text()
+    readme = (queued / "README.md").read_text()
+    assert "| queued |" in readme and "`pe<p>_len<j>`" in readme and "pe3_len0" in pq.raw["rows_word"]["fields"]
+    cycles = [[p.result.unpack(int(v, 16))["cycles"] for v in (f / "tb" / "expected.hex").read_text().split()]
+              for p, f in ((pq, queued), (pl, plain))]
+    assert cycles[0] != cycles[1]
+    rc, text = run_tb(queued, TOP)
+    assert rc == 0 and "PASS: 4 images" in text, text[-3000:]
+    capsys.readouterr()
+    for bad in ("1", "65", "x", "-2"):
+        assert main([str(small), "--pe-queue-depth", bad, "-o", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert "--pe-queue-depth must be 0" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.icarus
 def test_export_without_packed_tail(tmp_path, small):
     """``--no-packed-tail``: ports.json says so and no layer packs (the 4-class output at N = 3, dense,
     does by default), the recorded command has the option, the testbench's expected cycles are the
