@@ -408,7 +408,7 @@ def weight_layout_section(ports):
     if own:   # PE queues (hw/plan.py): each PE's own length of each segment
         last = own[-1][1]
         seg_text += (f"; then, for each PE p = 0..{ports.n_pe - 1} and each segment j, PE p's own entries in "
-                     f"segment j, `pe<p>_len<j>` ({lb} bits each, p-major, segment 0 first), bits "
+                     f"segment j, `pe<p>_len<j>` ({own[0][1]['width']} bits each, p-major, segment 0 first), bits "
                      f"{_bits(own[0][1]['lsb'], last['lsb'] + last['width'] - own[0][1]['lsb'])} "
                      "(0 in the rows of layers that are not queued)")
     layer_rows = []

@@ -171,7 +171,7 @@ class EventPipeline(wiring.Component):
         super().__init__(ports)
         #: the PEs' event queues of queued layers (``hw/plan.py``, "PE queues"; None without): each
         #: PE's own word (``valid``, ``w``) and its stage-1 fields, read by the accelerator
-        self.queues = PEQueues(plan, plan.rows_fields[1]) if plan.queued else None
+        self.queues = PEQueues(plan, plan.own_bits) if plan.queued else None
 
     def _source(self, m, ev_ready):
         """The event offered to ``EV`` this cycle: (valid, event, source id); the chosen input's

@@ -669,7 +669,14 @@ class Plan:
     @property
     def rows_bits(self):
         sbits, lbits = self.rows_fields
-        return sbits + (2 * self.rows_segments - 1 + self.queued * self.n_pe * self.rows_segments) * lbits
+        return sbits + (2 * self.rows_segments - 1) * lbits + self.queued * self.n_pe * self.rows_segments * self.own_bits
+
+    @property
+    def own_bits(self):
+        """Width of a PE's own segment length in the ``rows`` word (``pe<p>_len<j>``, queued layers;
+        module docstring, "PE queues"): the longest such length's (a segment of one tap holds at most
+        ``chunks`` entries of a PE)."""
+        return bits(max((v for lens in self.row_pe_lens if lens for pe in lens for v in pe), default=0) + 1)
 
     def rows_layout(self):
         """``{field: (lsb, width)}`` of a ``rows`` word, LSB first: ``start``, ``len0``, then
@@ -684,8 +691,8 @@ class Plan:
         if self.queued:
             for p in range(self.n_pe):
                 for j in range(self.rows_segments):
-                    out[f"pe{p}_len{j}"] = (lsb, lbits)
-                    lsb += lbits
+                    out[f"pe{p}_len{j}"] = (lsb, self.own_bits)
+                    lsb += self.own_bits
         return out
 
     def rows_word(self, r):

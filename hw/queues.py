@@ -41,7 +41,7 @@ class PEQueues(wiring.Component):
     plan : Plan
         With ``queue_depth > 0``.
     lbits : int
-        Width of a length (the ``rows`` table's ``len_bits``).
+        Width of a PE's own length (:attr:`~spikeloom.hw.plan.Plan.own_bits`).
 
     Members
     -------
