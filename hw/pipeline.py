@@ -73,6 +73,12 @@ class EventPipeline(wiring.Component):
     and the second event's word is ``d2`` words after the first's (``issue.w2``, with
     ``issue.pair``), looked up with no second ``rows`` read.
 
+    **PE queues** (``hw/plan.py``): a queued layer's burst in ``TP`` is not issued here but pushed
+    into the PEs' queues (``queues``, :class:`~spikeloom.hw.queues.PEQueues`), one a cycle while
+    none is full, with each PE's own length of its segment (the ``rows`` word's ``pe<p>_len<j>``,
+    registered beside ``TP``); each PE's walker then issues its own words (``issue.own``: some PE
+    does this cycle). ``quiet`` waits for the queues' ``idle``.
+
     Parameters
     ----------
     plan : Plan
