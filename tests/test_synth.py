@@ -17,10 +17,16 @@ from spikeloom.model.randnet import random_model
 from spikeloom.sim.ports import Ports
 
 
+def _tiny():
+    """The network the ``built`` fixture synthesises (its biases and thresholds small: see
+    test_ecp5_netlist_does_not_depend_on_biases_thresholds_or_exit_threshold)."""
+    return random_model((16, 12, 4), seed=1, weight_bits=8, threshold_range=(2, 9), exit_threshold=3)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     d = tmp_path_factory.mktemp("synth")
-    model = modelfile.save(random_model((16, 12, 4), seed=1, weight_bits=8), d / "tiny.slm")
+    model = modelfile.save(_tiny(), d / "tiny.slm")
     # one placement seed on the iCE40; two on the ECP5, whose build is placed and routed twice and
     # keeps the faster (nextpnr takes about a minute a run here). The second run merges its entry
     # into the first's synth.json.
@@ -100,6 +106,42 @@ def test_ecp5_neuron_memories_stay_out_of_block_ram(built):
     # deep ones (large conv layers at small N) stay block RAM; bias and threshold are block RAM at any depth
     ports = replace(ports, memories=tuple(replace(m, depth=LUTRAM_MAX_DEPTH + 1) for m in ports.memories))
     assert synth.lutram_memories("ecp5-85k", ports) == {"bias": "block", "threshold": "block"}
+
+
+def test_ecp5_netlist_does_not_depend_on_biases_thresholds_or_exit_threshold(built, tmp_path):
+    """Two networks of one architecture whose biases, thresholds (small in one, so that their top
+    bits are 0 in every word, large in the other) and exit thresholds differ: Yosys's ECP5
+    netlists are the same cells, parameters and connections but for initial values (the DP16KD
+    contents), so nextpnr places them alike and their fmax is one
+    (a LUT ROM or a constant in the logic made them differ: BENCHMARKS.md, "One netlist per
+    architecture"). The small one is the ``built`` fixture's (its netlist as nextpnr got it, the
+    output registers absorbed); the large one is exported and synthesised as that build was."""
+    import numpy as np
+
+    d, _, report = built
+    e = report["targets"]["ecp5-25k"]
+    b = _tiny()
+    rng = np.random.default_rng(5)
+    for ly in b.layers:
+        ly.bias = rng.integers(-3000, 3000, ly.bias.shape).astype(ly.bias.dtype)
+        if ly.threshold is not None:
+            ly.threshold = rng.integers(5000, 30000, ly.threshold.shape).astype(ly.threshold.dtype)
+    b.exit_threshold = 40000
+    path = modelfile.save(b, tmp_path / "b.slm")
+    rtl = synth.step_export(path, 2, tmp_path, weights=e["weights"], log=lambda *a: None,
+                            bank_depth=e["weight_bank_depth"], freq_mhz=e["fmax_goal_mhz"],
+                            packed_tail=e["packed_tail"])
+    net, _, _ = synth.step_synthesis("ecp5-25k", rtl, tmp_path, Ports.load(tmp_path / "export" / "ports.json"),
+                                     log=lambda *a: None)
+    synth.absorb_output_registers(net)
+    nets = []
+    for path in (d / "synth" / "ecp5-25k-n2" / "synth.json", net):
+        cells = json.loads(path.read_text())["modules"][synth.TOP]["cells"]
+        nets.append({n: (c["type"], {k: v for k, v in c["parameters"].items() if not k.startswith("INIT")},
+                         c["connections"]) for n, c in cells.items()})
+    assert "DP16KD" in {c[0] for c in nets[0].values()}
+    assert nets[0].keys() == nets[1].keys()
+    assert [n for n in nets[0] if nets[0][n] != nets[1][n]] == []
 
 
 def test_weights_that_do_not_fit_are_refused_before_the_tools(tmp_path):
@@ -447,35 +489,3 @@ def test_classic_abc_script_synthesises(tmp_path):
     assert {"LUT4", "CCU2C", "TRELLIS_FF", "DP16KD"} <= types, types
     log = (tmp_path / "yosys.log").read_text()
     assert "Executing ABC pass" in log and "Executing ABC9 pass" not in log
-
-
-def test_ecp5_netlist_does_not_depend_on_biases_thresholds_or_exit_threshold(tmp_path):
-    """Two networks of one architecture whose biases, thresholds (small in one, so that their top
-    bits are 0 in every word, large in the other) and exit thresholds differ: Yosys's ECP5
-    netlists are the same cells, parameters and connections but for initial values (the DP16KD
-    contents), so nextpnr places them alike and their fmax is one
-    (a LUT ROM or a constant in the logic made them differ: BENCHMARKS.md, "One netlist per
-    architecture")."""
-    import numpy as np
-
-    a = random_model((16, 12, 4), seed=1, weight_bits=8, threshold_range=(2, 9), exit_threshold=3)
-    b = random_model((16, 12, 4), seed=1, weight_bits=8, threshold_range=(2, 9), exit_threshold=3)
-    rng = np.random.default_rng(5)
-    for ly in b.layers:
-        ly.bias = rng.integers(-3000, 3000, ly.bias.shape).astype(ly.bias.dtype)
-        if ly.threshold is not None:
-            ly.threshold = rng.integers(5000, 30000, ly.threshold.shape).astype(ly.threshold.dtype)
-    b.exit_threshold = 40000
-    nets = []
-    for name, model in (("a", a), ("b", b)):
-        path = modelfile.save(model, tmp_path / f"{name}.slm")
-        work = tmp_path / name
-        rtl = synth.step_export(path, 2, work, log=lambda *a: None)
-        net, _, _ = synth.step_synthesis("ecp5-25k", rtl, work, Ports.load(work / "export" / "ports.json"),
-                                         log=lambda *a: None)
-        cells = json.loads(net.read_text())["modules"][synth.TOP]["cells"]
-        nets.append({n: (c["type"], {k: v for k, v in c["parameters"].items() if not k.startswith("INIT")},
-                         c["connections"]) for n, c in cells.items()})
-    assert "DP16KD" in {c[0] for c in nets[0].values()}
-    assert nets[0].keys() == nets[1].keys()
-    assert [n for n in nets[0] if nets[0][n] != nets[1][n]] == []
