@@ -42,5 +42,8 @@ def test_count_readout_dense_net(n_pe, storage):
 
 def test_count_readout_conv_net():
     model = random_conv_model(seed=4, readout="count", t_max=4, exit_threshold=1)
-    x = random_inputs(model, 4, seed=5)
-    _check(model, 4, x, "auto")
+    # two of the four images, the cost of Amaranth's simulator being per timestep: one runs to T_max,
+    # one exits after the first timestep (the two left out ran to T_max as well)
+    x = random_inputs(model, 4, seed=5)[2:]
+    g = _check(model, 4, x, "auto")
+    assert g.exit_t.tolist() == [model.t_max, 1]
