@@ -1,5 +1,5 @@
 """A user's RGB image folder through the whole pipeline: ``spikeloom run --dataset folder:
---image-size 16`` trains the default MLP on a small generated folder (one of its images corrupt:
+--image-size 8`` trains the default MLP on a small generated folder (one of its images corrupt:
 skipped and counted), quantizes it and co-simulates every test image.
 
 Issue 18: this run once ended with "18 of 18 images differ between the RTL and the golden model"
@@ -40,7 +40,7 @@ def rgb_folder(tmp_path_factory):
 
 
 def _run(folder, build, simulator):
-    cmd = [sys.executable, "-m", "spikeloom.flows.cli", "run", "--dataset", f"folder:{folder}", "--image-size", "16",
+    cmd = [sys.executable, "-m", "spikeloom.flows.cli", "run", "--dataset", f"folder:{folder}", "--image-size", "8",
            "--epochs", "30", "--qat-epochs", "5", "--pes", "3", "--sim", simulator, "--build", str(build)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
 
@@ -58,14 +58,14 @@ def test_rgb_folder_run_cosimulates_exactly(rgb_folder, tmp_path_factory, simula
     data = report["preflight"]["data"]
     assert data["skipped_images"] == 1 and data["skipped"][0]["file"].endswith("99.png")
     assert "1 unreadable image(s) skipped" in r.stdout and "the test split has 18 images" in r.stdout
-    assert report["preflight"]["hardware"]["weights"] == 3 * 16 * 16 * 128 + 128 * 128 + 128 * 3
+    assert report["preflight"]["hardware"]["weights"] == 3 * 8 * 8 * 128 + 128 * 128 + 128 * 3
     model = report["model"]
     assert model["golden_vs_fakequant_agreement"] == 1.0
     assert model["accuracy_adaptive"] > 0.5  # trained, not a constant classifier
-    # the generated hardware reads a (3, 16, 16) image through a dense first layer
+    # the generated hardware reads a (3, 8, 8) image through a dense first layer
     from spikeloom.model import modelfile
     qm = modelfile.load(build / "latest" / "model.slm")
-    assert tuple(qm.input_shape) == (3, 16, 16) and qm.layers[0].kind == "dense"
+    assert tuple(qm.input_shape) == (3, 8, 8) and qm.layers[0].kind == "dense"
     # the build step named its log before it started, the log is there, and every step was timed
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith(f"[build] {simulator} build"))
     log = (build / "latest" / "rtl_n3" / f"cosim_{simulator}" / f"sim_build_{simulator}" / "build.log").resolve()
