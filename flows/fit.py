@@ -32,6 +32,9 @@ MIN_TEST_IMAGES = 100
 LOGIC_BYTES = 105_000
 LOGIC_BYTES_PER_PE = 23_500
 LOGIC_BYTES_PER_CONV = 25_000
+#: ... and of each PE's event queue and walker in a plan with queued layers (hw/queues.py; measured
+#: on the random conv networks of tests/test_fit.py: 12.6-14.2 kB a PE)
+LOGIC_BYTES_PER_QUEUE = 13_000
 
 
 #: Weight memory bits above which ``run`` refuses to generate unless asked (``--allow-large``): the
@@ -62,7 +65,8 @@ def verilog_bytes(plan):
     mem = (_init_bytes("rows", plan.n_rows, plan.rows_bits)
            + sum(_init_bytes(m, depth[m], widths[m], plan.n_pe) for m in depth))
     convs = sum(ly.kind == "conv" for ly in plan.model.layers)
-    return mem + LOGIC_BYTES + LOGIC_BYTES_PER_PE * plan.n_pe + LOGIC_BYTES_PER_CONV * convs
+    return (mem + LOGIC_BYTES + LOGIC_BYTES_PER_PE * plan.n_pe + LOGIC_BYTES_PER_CONV * convs
+            + LOGIC_BYTES_PER_QUEUE * plan.n_pe * plan.queued)
 
 
 def shape_model(ctx):

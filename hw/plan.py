@@ -70,7 +70,9 @@ source of one channel) give nothing to pair: no layer pairs then.
 **PE queues.** In lockstep every PE reads word ``k`` of a compressed burst in the same cycle, so
 an event costs the longest PE list of each landing segment: unbalanced weights (random, or pruned
 without balance) leave the other PEs idle for the difference. With ``queue_depth > 0`` (the
-default, :data:`QUEUE_DEPTH`; ``n_pe >= 2``) every compressed layer is *queued*: each burst goes,
+default, :data:`QUEUE_DEPTH`; ``n_pe >= 2``) every compressed layer whose PE lists differ in
+length in some segment is *queued* (balanced rows, e.g. ``make prune``'s, are at their bound in
+lockstep and stay so, without the queues' length fields): each burst goes,
 with each PE's own length of its segment, into one event queue per PE (``queue_depth`` entries;
 a PE whose own length is 0 gets no entry), and each PE walks its own entries at its own pace, one
 word a cycle from the segment's start. A burst enters the queues when no queue is full, one
@@ -431,7 +433,7 @@ class Plan:
             ch_out, ho, wo, chunks = geo[i]
             (st, segs), forms = decided[i]
             layer_wb = wb
-            queued = st == "sparse" and self.queue_depth > 0
+            queued = st == "sparse" and forms[(st, segs)]["queued"]
             for si, (s, lens) in enumerate(zip(srcs, forms[(st, segs)]["lens"])):
                 for r in range(s.rows):
                     self.row_pe_lens.append(tuple(tuple(int(v) for v in pe) for pe in forms[(st, segs)]["pe_lens"][si][:, r])
@@ -580,11 +582,13 @@ class Plan:
             pe_lens = [np.stack([cnt[:, :, seg].sum(axis=2) for seg in segment_taps(segs, s.k)], axis=2)
                        for s, cnt in zip(srcs, counts)]
             lens = [v.max(axis=0) for v in pe_lens]
+            # queued (module docstring, "PE queues") when some segment's PE lists differ in length
+            queued = bool(self.queue_depth) and any((pl != v).any() for pl, v in zip(pe_lens, lens))
             forms[("sparse", segs)] = {
                 "bits": sum(int(v.sum()) for v in lens) * (wb + tb + cb) * n,
-                "cycles": sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v, pl if self.queue_depth else None)
+                "cycles": sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v, pl if queued else None)
                               for s, v, pl in zip(srcs, lens, pe_lens)),
-                "lens": lens, "pe_lens": pe_lens, "index_bits": (tb, cb)}
+                "lens": lens, "pe_lens": pe_lens, "queued": queued, "index_bits": (tb, cb)}
         return forms
 
     @staticmethod
