@@ -465,6 +465,10 @@ class Plan:
                           for f, v in forms.items()}})
             nb += ho * wo * chunks
         self.neuron_depth = nb
+        #: width of a PE's own segment length in the ``rows`` word (``pe<p>_len<j>``, queued layers;
+        #: module docstring, "PE queues"): the longest such length's (a segment of one tap holds at
+        #: most ``chunks`` entries of a PE)
+        self.own_bits = bits(max((v for lens in self.row_pe_lens if lens for pe in lens for v in pe), default=0) + 1)
         # (at least 2 words: a memory of one word has a zero-width address, which Verilog cannot declare)
         self.weight_depth = max(wb, 2)
         self.max_chunks = max(lp.chunks for lp in self.layers)
@@ -675,13 +679,6 @@ class Plan:
         sbits, lbits = self.rows_fields
         return sbits + (2 * self.rows_segments - 1) * lbits + self.queued * self.n_pe * self.rows_segments * self.own_bits
 
-    @property
-    def own_bits(self):
-        """Width of a PE's own segment length in the ``rows`` word (``pe<p>_len<j>``, queued layers;
-        module docstring, "PE queues"): the longest such length's (a segment of one tap holds at most
-        ``chunks`` entries of a PE)."""
-        return bits(max((v for lens in self.row_pe_lens if lens for pe in lens for v in pe), default=0) + 1)
-
     def rows_layout(self):
         """``{field: (lsb, width)}`` of a ``rows`` word, LSB first: ``start``, ``len0``, then
         ``off1``, ``len1``, ... up to :attr:`rows_segments`; with queued layers (module docstring,
@@ -701,7 +698,9 @@ class Plan:
 
     def rows_word(self, r):
         """The ``rows`` table word of global row ``r`` (:meth:`rows_layout`; unused segments 0)."""
-        lay = self.rows_layout()
+        if getattr(self, "_rows_lay", None) is None:   # (the layout once: a word per row reads it)
+            self._rows_lay = self.rows_layout()
+        lay = self._rows_lay
         v = self.row_start[r] << lay["start"][0]
         for j, (off, ln) in enumerate(self.row_segs[r]):
             v |= ln << lay[f"len{j}"][0]
