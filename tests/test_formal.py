@@ -84,8 +84,11 @@ def test_the_cases_cover_dense_conv_pes_and_timesteps():
     # both weight storages, as the generator resolves each case's choice
     from spikeloom.hw.plan import Plan
 
-    sparse = [bool(Plan(c.model, c.n_pe, c.storage).sparse_layers) for c in cs]
+    plans = [Plan(c.model, c.n_pe, c.storage) for c in cs]
+    sparse = [bool(p.sparse_layers) for p in plans]
     assert any(sparse) and not all(sparse)
+    # compressed layers in lockstep and with PE queues (hw/plan.py, "PE queues")
+    assert any(p.queued for p in plans) and any(p.sparse_layers and not p.queued for p in plans)
 
 
 # each fault breaks the property it names: the proof does not pass, and bmc finds a trace that
