@@ -11,6 +11,7 @@ The output is deterministic: the same model file, ``n_pe`` and ``freq_mhz`` give
 """
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -399,8 +400,9 @@ def weight_layout_section(ports):
         if top < width:
             rows.append(f"| {names[st]} | {_bits(top, width - top)} | 0 |")
     sb, lb = rw["start_bits"], rw["len_bits"]
-    extra = [(k, f) for k, f in rw.get("fields", {}).items() if k not in ("start", "len0") and not k.startswith("pe")]
-    own = [(k, f) for k, f in rw.get("fields", {}).items() if k.startswith("pe")]
+    own_field = re.compile(r"pe\d+_len\d+$")   # each PE's own segment length (PE queues)
+    extra = [(k, f) for k, f in rw.get("fields", {}).items() if k not in ("start", "len0") and not own_field.match(k)]
+    own = [(k, f) for k, f in rw.get("fields", {}).items() if own_field.match(k)]
     seg_text = ("; then, for each further segment j = 1.." + str(rw["segments"] - 1) + ", its first word's offset `offj`"
                 " from the row's first word and its length `lenj`: "
                 + ", ".join(f"`{k}` bits {_bits(f['lsb'], f['width'])}" for k, f in extra)

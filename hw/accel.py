@@ -248,7 +248,8 @@ class Accelerator(wiring.Component):
         spikes = Cat(pe.spike for pe in pes)
         m.d.comb += [
             counters.event.eq(pipe.counted), counters.event_geo.eq(pipe.counted_geo),
-            counters.acc.eq(sw.cmd.acc | sw.cmd.own if plan.queued else sw.cmd.acc), counters.acc_layer.eq(sw.layer),
+            counters.acc.eq(self._own_counted(m, pipe.queues, sw) if plan.queued else sw.cmd.acc),
+            counters.acc_layer.eq(sw.layer),
             counters.reads.eq(Cat(pe.read for pe in pes)), counters.syns.eq(Cat(pe.syn for pe in pes)),
             *([counters.reads2.eq(Cat(pe.read2 for pe in pes)), counters.syns2.eq(Cat(pe.syn2 for pe in pes)),
                counters.event_two.eq(pipe.counted_two)] if plan.paired else []),
@@ -297,15 +298,27 @@ class Accelerator(wiring.Component):
 
     def _own_word(self, m, p, pe_w, queues, cmd):
         """PE ``p``'s weight address and stage-1 command in a plan with queued layers (``hw/plan.py``,
-        "PE queues"): its queue's walker's word while it has one (stage 0), and in a command of
-        queued words (``own``) its own word's accumulate fields, registered by the walker."""
+        "PE queues"): its walker's address while it claims the port (a choice of registers), and
+        in the load and accumulate phases (``cmd.own``) its own word's accumulate fields, registered
+        by the walker, in place of the command."""
         w = Signal.like(pe_w, name=f"w_addr_{p}")
         exe = Signal.like(cmd, name=f"exe_{p}")
-        m.d.comb += [w.eq(Mux(queues.valid[p], queues.w[p], pe_w)), exe.eq(cmd)]
-        with m.If(cmd.own):
-            m.d.comb += [exe.acc.eq(queues.valid1[p]), exe.sparse.eq(1), exe.addr.eq(queues.n1[p]),
+        m.d.comb += [w.eq(Mux(queues.claim[p], queues.w[p], pe_w)), exe.eq(cmd)]
+        with m.If(cmd.own & queues.valid1[p]):
+            m.d.comb += [exe.acc.eq(1), exe.sparse.eq(1), exe.addr.eq(queues.n1[p]),
                          exe.val.eq(queues.val1[p]), exe.mask.eq(queues.mask1[p]), exe.geo.eq(queues.geo1[p])]
         return w, exe
+
+    @staticmethod
+    def _own_counted(m, queues, sw):
+        """The counters' accumulate word (stage ``W_NZ_STAGE``) in a plan with queued layers: the
+        command's, or some PE's own word (``any1``, stage 1, registered to that stage) of a load or
+        accumulate phase."""
+        own = queues.any1
+        for s in range(2, PE.W_NZ_STAGE + 1):
+            own, prev = Signal(name=f"own_{s}"), own
+            m.d.sync += own.eq(prev)
+        return sw.cmd.acc | (sw.cmd.own & own)
 
     def _packing(self, m, pes, p, w_addr, pipe, seq, wl):
         """PE ``p``'s weight address and stage-1 lane in a plan with packed layers (``hw/plan.py``,

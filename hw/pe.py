@@ -63,8 +63,9 @@ def exec_layout(plan):
         **neuron_field(plan),  # the neuron model of the update's layer (several models only)
         **({"packed": 1} if plan.max_groups else {}),  # acc: a packed tail word (hw/plan.py, "Packed tail")
         **({"pair": 1} if plan.paired else {}),        # acc: a paired word (hw/plan.py, "Paired events")
-        # acc: words of a queued layer, each PE's own (hw/plan.py, "PE queues"; the accelerator sets
-        # each PE's acc, addr, val, mask and geo from its queue's walker)
+        # the load and accumulate phases, where a PE's own word of a queued layer (hw/plan.py, "PE
+        # queues") takes the command's place: the accelerator sets that PE's acc, addr, val, mask
+        # and geo from its queue's walker
         **({"own": 1} if plan.queued else {}),
     })
 

@@ -83,7 +83,7 @@ class _Pipe:
     def _push(self, p1, own):
         """A queued event's bursts (``own``: each one's lengths per PE) pushed into the PE queues,
         the first from cycle ``p1`` on, one a cycle, each once no queue is full. Returns the push
-        cycles of its last two bursts."""
+        cycles of its last two bursts (of one burst: ``p1 - 1``, then its own)."""
         end, pops, depth = self.end, self.pops, self.depth
         prev = pc = p1 - 1
         for lens in own:
@@ -106,7 +106,7 @@ class _Pipe:
         one before it ``prev``, offered from cycles ``a`` (ascending), or, with ``gaps`` instead,
         input values: each offered once the ``gaps`` zero values between it and the previous
         event's value are accepted, one per cycle. ``own`` (a queued layer's events): each
-        event's bursts' lengths per PE (:meth:`EventPipeline.own_lengths`), pushed into the PE
+        event's bursts' lengths per PE (:meth:`EventPipeline.event_work`), pushed into the PE
         queues a burst a cycle instead of issued."""
         e, r, tl, gp, f = self.e, self.r, self.tl, self.gp, self.f
         for ai, z, mi, si, li, pi, oi in zip(a, gaps if gaps is not None else repeat(0), m, tot, last, prev,
@@ -208,7 +208,7 @@ class CycleModel:
         ``g`` (:meth:`EventPipeline.bursts`; in dense storage they depend on the position only):
         how many, their words in all, the last one's and the one's before it; and for a queued layer
         (``hw/plan.py``, "PE queues") an object array of each event's bursts' lengths per PE
-        (:meth:`EventPipeline.own_lengths`), else None."""
+        (:meth:`EventPipeline.event_work`), else None."""
         lp = plan.layers[g.layer]
         tab = np.zeros((4, g.c_in, g.h, g.w), np.int64)
         own = np.empty((g.c_in, g.h, g.w), object) if lp.queued else None
@@ -216,13 +216,13 @@ class CycleModel:
         for y in range(g.h):
             for x in range(g.w):
                 for ch in chans:
-                    rw, bursts = EventPipeline.bursts(plan, g, 0 if isinstance(ch, slice) else ch, y, x)
+                    rw, bursts, queued = EventPipeline.event_work(plan, g, 0 if isinstance(ch, slice) else ch, y, x)
                     # the timing below holds for an event of max(m, 1) RW cycles
                     assert rw == max(len(bursts), 1), (rw, bursts)
                     v = (len(bursts), sum(bursts), bursts[-1] if bursts else 0, bursts[-2] if len(bursts) > 1 else 0)
                     tab[:, ch, y, x] = np.array(v)[:, None] if isinstance(ch, slice) else v
                     if own is not None:
-                        own[ch, y, x] = EventPipeline.own_lengths(plan, g, ch, y, x)
+                        own[ch, y, x] = queued
         return (*tab, own)
 
     @staticmethod
@@ -363,8 +363,8 @@ def _events_of(plan, geo_id, ch_list, y, x):
     and for a queued layer its bursts' lengths per PE, else None) of row events of source ``geo_id``."""
     g = geometries(plan)[geo_id]
     lp = plan.layers[g.layer]
-    return [(*EventPipeline.bursts(plan, g, ch, y, x), lp.groups,
-             EventPipeline.own_lengths(plan, g, ch, y, x) if lp.queued else None) for ch in ch_list]
+    return [(rw, words, lp.groups, own) for rw, words, own in (EventPipeline.event_work(plan, g, ch, y, x)
+                                                                for ch in ch_list)]
 
 
 class _Lanes:

@@ -32,8 +32,6 @@ def issue_signature(plan):
     return wiring.Signature({
         **packing,
         **pairing,
-        # some PE issues a word of a queued layer from its own queue this cycle (hw/queues.py)
-        **({"own": Out(1)} if plan.queued else {}),
         "valid": Out(1),                                   # a word is issued this cycle
         "w": Out(bits(plan.weight_depth)),                 # its weight address
         "n": Out(bits(plan.neuron_depth)),                 # its neuron (dense) or event base (sparse)
@@ -76,8 +74,8 @@ class EventPipeline(wiring.Component):
     **PE queues** (``hw/plan.py``): a queued layer's burst in ``TP`` is not issued here but pushed
     into the PEs' queues (``queues``, :class:`~spikeloom.hw.queues.PEQueues`), one a cycle while
     none is full, with each PE's own length of its segment (the ``rows`` word's ``pe<p>_len<j>``,
-    registered beside ``TP``); each PE's walker then issues its own words (``issue.own``: some PE
-    does this cycle). ``quiet`` waits for the queues' ``idle``.
+    registered beside ``TP``); each PE's walker then issues its own words. ``quiet`` waits for the
+    queues' ``idle``.
 
     Parameters
     ----------
@@ -133,21 +131,21 @@ class EventPipeline(wiring.Component):
         of its row with a landing tap and entries, of that segment's length). A packed layer's
         event (``hw/plan.py``, "Packed tail") issues ``chunks - 1`` words of its own; every
         ``groups``-th event's burst has the packed word as one more (the cycle model adds it)."""
-        lp = plan.layers[g.layer]
-        taps = len(g.landing(y, x, lp.ho, lp.wo))
-        segs = plan.row_segs[g.row_base + g.row(ch, y, x)]
-        hit = g.segment_landing(lp.segments, y, x, lp.ho, lp.wo)
-        return plan_bursts(lp.storage, taps, lp.chunks - lp.packed, [ln for (_, ln), h in zip(segs, hit) if h])
+        return EventPipeline.event_work(plan, g, ch, y, x)[:2]
 
     @staticmethod
-    def own_lengths(plan, g, ch, y, x):
-        """A queued layer's event ``(ch, y, x)`` of source ``g`` (``hw/plan.py``, "PE queues"): per
-        burst of :meth:`bursts`, in order, each PE's own words of its segment (a tuple of ``n_pe``)."""
+    def event_work(plan, g, ch, y, x):
+        """:meth:`bursts` of the event, and for a queued layer (``hw/plan.py``, "PE queues") per
+        burst, in order, each PE's own words of its segment (a tuple of ``n_pe``; None when the
+        layer is not queued): ``(rw, bursts, own)``."""
         lp = plan.layers[g.layer]
+        taps = len(g.landing(y, x, lp.ho, lp.wo))
         r = g.row_base + g.row(ch, y, x)
         hit = g.segment_landing(lp.segments, y, x, lp.ho, lp.wo)
-        pe = plan.row_pe_lens[r]
-        return [tuple(v[j] for v in pe) for j, ((_, ln), h) in enumerate(zip(plan.row_segs[r], hit)) if h and ln]
+        segs = [j for j, ((_, ln), h) in enumerate(zip(plan.row_segs[r], hit)) if h]
+        rw, words = plan_bursts(lp.storage, taps, lp.chunks - lp.packed, [plan.row_segs[r][j][1] for j in segs])
+        pe = plan.row_pe_lens[r] if lp.queued else None
+        return rw, words, pe and [tuple(v[j] for v in pe) for j in segs if plan.row_segs[r][j][1]]
 
     def __init__(self, plan, shortcut=False):
         self._plan = plan
@@ -360,7 +358,7 @@ class EventPipeline(wiring.Component):
         m.d.comb += q.lens.eq(lens)
         with m.If(move):
             m.d.sync += [tp_own.eq(rw_own),
-                         *(lens[p].eq(Array(field(f"pe{p}_len{j}") for j in range(plan.rows_segments))[seg])
+                         *(lens[p].eq(Array(field(f"pe{p}_len{j}") for j in range(plan.queued_segments))[seg])
                            for p in range(plan.n_pe))]
         return tp_own
 
@@ -475,14 +473,14 @@ class EventPipeline(wiring.Component):
         push = None
         if q is not None:   # a queued burst is pushed into the PEs' queues instead (when none is full)
             take, push = take & ~tp_own, tp_valid & tp_own & self.enable & q.ready
-            m.d.comb += [q.push.eq(push), q.w0.eq(tp_w0), q.n0.eq(tp_n0), q.val.eq(tp_val), q.mask.eq(tp_mask),
-                         q.geo.eq(tp_geo), self.issue.own.eq(q.any)]
+            m.d.comb += [q.push.eq(push), q.pending.eq(tp_valid & tp_own), q.w0.eq(tp_w0), q.n0.eq(tp_n0),
+                         q.val.eq(tp_val), q.mask.eq(tp_mask), q.geo.eq(tp_geo)]
         iss = self.issue
         rem = Mux(busy, erem, tp_last)   # words after the issued one
         at_last = Mux(busy, e_last, tp_one)
         rem_one = Mux(busy, e_two, tp_two)   # rem == 1
         m.d.comb += [
-            tp_ready.eq(~tp_valid | take if push is None else ~tp_valid | take | push),
+            tp_ready.eq((~tp_valid | take) if push is None else (~tp_valid | take | push)),
             iss.valid.eq(busy | take),
             iss.last.eq(at_last),
             iss.w.eq(Mux(busy, ew, tp_w0)),

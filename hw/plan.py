@@ -70,9 +70,10 @@ source of one channel) give nothing to pair: no layer pairs then.
 **PE queues.** In lockstep every PE reads word ``k`` of a compressed burst in the same cycle, so
 an event costs the longest PE list of each landing segment: unbalanced weights (random, or pruned
 without balance) leave the other PEs idle for the difference. With ``queue_depth > 0`` (the
-default, :data:`QUEUE_DEPTH`; ``n_pe >= 2``) every compressed layer whose PE lists differ in
-length in some segment is *queued* (balanced rows, e.g. ``make prune``'s, are at their bound in
-lockstep and stay so, without the queues' length fields): each burst goes,
+default, :data:`QUEUE_DEPTH`; ``n_pe >= 2``) every compressed layer whose figure (below: the
+busiest PE's own entries, or the pushes) is fewer cycles than in lockstep is *queued* (balanced
+rows, e.g. ``make prune``'s, or segments of at most one word, gain nothing: they stay in lockstep,
+without the queues' length fields and logic): each burst goes,
 with each PE's own length of its segment, into one event queue per PE (``queue_depth`` entries;
 a PE whose own length is 0 gets no entry), and each PE walks its own entries at its own pace, one
 word a cycle from the segment's start. A burst enters the queues when no queue is full, one
@@ -469,6 +470,8 @@ class Plan:
         #: module docstring, "PE queues"): the longest such length's (a segment of one tap holds at
         #: most ``chunks`` entries of a PE)
         self.own_bits = bits(max((v for lens in self.row_pe_lens if lens for pe in lens for v in pe), default=0) + 1)
+        #: segments of the queued layers' rows the ``rows`` word has each PE's length of (0: none queued)
+        self.queued_segments = max((len(v) for v, pl in zip(self.row_segs, self.row_pe_lens) if pl), default=0)
         # (at least 2 words: a memory of one word has a zero-width address, which Verilog cannot declare)
         self.weight_depth = max(wb, 2)
         self.max_chunks = max(lp.chunks for lp in self.layers)
@@ -586,13 +589,13 @@ class Plan:
             pe_lens = [np.stack([cnt[:, :, seg].sum(axis=2) for seg in segment_taps(segs, s.k)], axis=2)
                        for s, cnt in zip(srcs, counts)]
             lens = [v.max(axis=0) for v in pe_lens]
-            # queued (module docstring, "PE queues") when some segment's PE lists differ in length
-            queued = bool(self.queue_depth) and any((pl != v).any() for pl, v in zip(pe_lens, lens))
+            cycles = sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v) for s, v in zip(srcs, lens))
+            # queued (module docstring, "PE queues") when its figure is fewer cycles than lockstep's
+            own = (sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v, pl)
+                       for s, v, pl in zip(srcs, lens, pe_lens)) if self.queue_depth else cycles)
             forms[("sparse", segs)] = {
-                "bits": sum(int(v.sum()) for v in lens) * (wb + tb + cb) * n,
-                "cycles": sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v, pl if queued else None)
-                              for s, v, pl in zip(srcs, lens, pe_lens)),
-                "lens": lens, "pe_lens": pe_lens, "queued": queued, "index_bits": (tb, cb)}
+                "bits": sum(int(v.sum()) for v in lens) * (wb + tb + cb) * n, "cycles": min(cycles, own),
+                "lens": lens, "pe_lens": pe_lens, "queued": own < cycles, "index_bits": (tb, cb)}
         return forms
 
     @staticmethod
@@ -677,23 +680,22 @@ class Plan:
     @property
     def rows_bits(self):
         sbits, lbits = self.rows_fields
-        return sbits + (2 * self.rows_segments - 1) * lbits + self.queued * self.n_pe * self.rows_segments * self.own_bits
+        return sbits + (2 * self.rows_segments - 1) * lbits + self.n_pe * self.queued_segments * self.own_bits
 
     def rows_layout(self):
         """``{field: (lsb, width)}`` of a ``rows`` word, LSB first: ``start``, ``len0``, then
         ``off1``, ``len1``, ... up to :attr:`rows_segments`; with queued layers (module docstring,
-        "PE queues") then each PE's own length of each segment, ``pe0_len0``, ``pe0_len1``, ...,
-        ``pe1_len0``, ..."""
+        "PE queues") then each PE's own length of each segment (as many as the queued layers' rows
+        have, :attr:`queued_segments`), ``pe0_len0``, ``pe0_len1``, ..., ``pe1_len0``, ..."""
         sbits, lbits = self.rows_fields
         out, lsb = {"start": (0, sbits), "len0": (sbits, lbits)}, sbits + lbits
         for j in range(1, self.rows_segments):
             out[f"off{j}"], out[f"len{j}"] = (lsb, lbits), (lsb + lbits, lbits)
             lsb += 2 * lbits
-        if self.queued:
-            for p in range(self.n_pe):
-                for j in range(self.rows_segments):
-                    out[f"pe{p}_len{j}"] = (lsb, self.own_bits)
-                    lsb += self.own_bits
+        for p in range(self.n_pe):
+            for j in range(self.queued_segments):
+                out[f"pe{p}_len{j}"] = (lsb, self.own_bits)
+                lsb += self.own_bits
         return out
 
     def rows_word(self, r):

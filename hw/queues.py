@@ -47,10 +47,15 @@ class PEQueues(wiring.Component):
     -------
     push : In(1)
         The burst (``w0``, ``n0``, ``val``, ``mask``, ``geo``, ``lens``) enters the queues.
+    pending : In(1)
+        From registers: a queued burst waits to be pushed (it may be pushed this cycle).
     ready : Out(1)
-        From registers: no queue is full (a push is taken).
-    any : Out(1)
-        Some PE issues a word this cycle.
+        A register: no queue is full (a push is taken).
+    claim : Out(n_pe)
+        From registers (and ``pending``): PE ``p``'s weight address is its walker's ``w[p]`` this
+        cycle (a word, or, when ``valid[p]`` is low, a read nobody uses: ``valid1[p]`` is 0).
+    any1 : Out(1)
+        From registers: some PE's stage-1 word is its own (``valid1`` is not 0).
     idle : Out(1)
         A register: no queue holds an entry and every walker issues at most its burst's last word
         in this cycle (nothing is issued after this cycle unless a burst is pushed).
@@ -63,7 +68,10 @@ class PEQueues(wiring.Component):
         per_pe = lambda shape: Out(data.ArrayLayout(shape, n))
         super().__init__({
             "push": In(1),
-            "ready": Out(1),
+            "pending": In(1),
+            "ready": Out(1, init=1),
+            "claim": Out(n),
+            "any1": Out(1),
             "w0": In(lay["w"].shape), "n0": In(lay["n"].shape), "val": In(lay["val"].shape),
             "mask": In(lay["mask"].shape), "geo": In(lay["geo"].shape),
             "lens": In(data.ArrayLayout(lbits, n)),
@@ -72,18 +80,17 @@ class PEQueues(wiring.Component):
             "valid1": Out(n),
             "n1": per_pe(lay["n"].shape), "val1": per_pe(lay["val"].shape),
             "mask1": per_pe(lay["mask"].shape), "geo1": per_pe(lay["geo"].shape),
-            "any": Out(1),
             "idle": Out(1, init=1),
         })
 
     def _walker(self, m, p):
-        """PE ``p``'s queue and walker: (whether it is full, whether at most its last word is left after
-        this cycle)."""
+        """PE ``p``'s queue and walker: (whether it is full after this cycle, whether at most its last
+        word is left after this cycle)."""
         depth = self._plan.queue_depth
         mem = m.submodules[f"queue_{p}"] = Memory(shape=self.entry, depth=depth, init=[])
         wr, rd = mem.write_port(), mem.read_port(domain="comb")
         wp, rp = Signal(range(depth), name=f"q{p}_wp"), Signal(range(depth), name=f"q{p}_rp")
-        cnt, full = Signal(range(depth + 1), name=f"q{p}_cnt"), Signal(name=f"q{p}_full")
+        cnt = Signal(range(depth + 1), name=f"q{p}_cnt")
         busy, e_last = Signal(name=f"q{p}_busy"), Signal(name=f"q{p}_elast")
         ew, erem = Signal.like(self.w0, name=f"q{p}_ew"), Signal(self._lbits, name=f"q{p}_erem")
         head = rd.data
@@ -105,7 +112,7 @@ class PEQueues(wiring.Component):
         rem = Mux(busy, erem, first.last)    # words of the burst after the one issued
         last = Mux(busy, e_last, first.last == 0)
         w = Mux(busy, ew, first.w)
-        m.d.comb += [self.valid[p].eq(valid), self.w[p].eq(w)]
+        m.d.comb += [self.valid[p].eq(valid), self.w[p].eq(w), self.claim[p].eq(busy | has | self.pending)]
         # the held burst's fields are the stage-1 registers: a busy walker issued its word a cycle before
         m.d.sync += [
             self.valid1[p].eq(valid),
@@ -116,17 +123,17 @@ class PEQueues(wiring.Component):
         ]
         nxt = Signal.like(cnt, name=f"q{p}_next")
         m.d.comb += nxt.eq(cnt + (put & ~bypass) - take)
-        m.d.sync += [cnt.eq(nxt), full.eq(nxt == depth)]
+        m.d.sync += cnt.eq(nxt)
         with m.If(wr.en):
             m.d.sync += wp.eq(Mux(wp == depth - 1, 0, wp + 1))
         with m.If(take):
             m.d.sync += rp.eq(Mux(rp == depth - 1, 0, rp + 1))
         # after this cycle: no entry, and at most the burst's last word left
-        return full, (nxt == 0) & (~valid | last | (rem == 1))
+        return nxt == depth, (nxt == 0) & (~valid | last | (rem == 1))
 
     def elaborate(self, platform):
         m = Module()
         fulls, dones = zip(*(self._walker(m, p) for p in range(self._plan.n_pe)))
-        m.d.comb += [self.ready.eq(~Cat(*fulls).any()), self.any.eq(self.valid.any())]
-        m.d.sync += self.idle.eq(Cat(*dones).all())
+        m.d.comb += self.any1.eq(self.valid1.any())
+        m.d.sync += [self.ready.eq(~Cat(*fulls).any()), self.idle.eq(Cat(*dones).all())]
         return m

@@ -281,8 +281,8 @@ class Sequencer(wiring.Component):
                     m.d.comb += [cmd.packed.eq(iss.packed), nxt.pkv.eq(iss.pkv)]
                 if plan.paired:
                     m.d.comb += cmd.pair.eq(iss.pair)
-                if plan.queued:
-                    m.d.comb += cmd.own.eq(iss.own)
+                if plan.queued:   # (a PE's own word of a queued layer may take this command's place)
+                    m.d.comb += cmd.own.eq(1)
                 with m.If(load_end):
                     m.d.sync += cnt.eq(0)
                     m.d.comb += phase_nxt.eq(Phase.UPDATE)

@@ -268,8 +268,8 @@ def test_export_paired_events(tmp_path, small):
 
 @pytest.mark.icarus
 def test_export_pe_queues(tmp_path, small, capsys):
-    """Compressed layers at N = 4 walk their own entries from PE queues by default (hw/plan.py, "PE
-    queues"): ports.json and the README say so (the rows word's own lengths, the table's column),
+    """A compressed layer at N = 4 whose unbalanced PE lists cost cycles walks its own entries from
+    PE queues by default (hw/plan.py, "PE queues"; the 4-class output gains nothing): ports.json and the README say so (the rows word's own lengths, the table's column),
     the exported Verilog passes its own testbench under Icarus; ``--pe-queue-depth 0`` works in
     lockstep, recorded in the command, and its expected cycles differ. Bad depths are one-line
     errors before any work."""
@@ -280,7 +280,7 @@ def test_export_pe_queues(tmp_path, small, capsys):
     assert main([str(small), "--pes", "4", "--storage", "sparse", "--pe-queue-depth", "0", "--tb-images", "4",
                  "-o", str(plain)]) == 0
     pq, pl = Ports.load(queued), Ports.load(plain)
-    assert pq.pe_queue_depth == 8 and [ly.queued for ly in pq.layers] == [True, True]
+    assert pq.pe_queue_depth == 8 and [ly.queued for ly in pq.layers] == [True, False]
     assert pl.pe_queue_depth == 0 and [ly.queued for ly in pl.layers] == [False, False]
     assert "--pe-queue-depth 0" in (plain / ".spikeloom-output.json").read_text()
     readme = (queued / "README.md").read_text()

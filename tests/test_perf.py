@@ -227,20 +227,21 @@ def test_cifar_random_fast_storage_runs_fewer_cycles():
 @pytest.mark.parametrize("n_pe", [2, 5])
 def test_pe_queues(queue_depth, storage, n_pe):
     """PE queues (hw/plan.py, "PE queues"): the fast model replays them exactly (against the
-    register-by-register replay), on unbalanced random weights they take fewer cycles than
-    lockstep, and the plan's queue depth is checked."""
+    register-by-register replay); a layer is queued when its queued figure is fewer cycles than
+    lockstep's, and then the images take fewer cycles than in lockstep (one channel a PE in taps:
+    a word per segment at most, nothing to gain, nothing queued, the same cycles); the plan's
+    queue depth is checked."""
     model = random_conv_model(seed=11, t_max=3, density=0.5, threshold_range=(2, 8), **CONVS["pool_max_residual"])
     x = images(model, 3, seed=12)
     plan, res, want = compare(model, n_pe, x, storage, queue_depth=queue_depth)
-    assert [lp.queued for lp in plan.layers] == [bool(queue_depth)] * len(plan.layers)
-    if queue_depth:
-        _, _, lockstep = compare(model, n_pe, x, storage, queue_depth=0)
-        # a queued phase ends a cycle after its last word when that is a one-word burst (the
-        # queues' idle flag is a register); in lockstep in the cycle of the last word
-        phases = int(res.exit_t.sum()) * (len(plan.layers) - 1) + len(x)
-        assert all(w <= v + phases for w, v in zip(want, lockstep))
-        if (n_pe, storage) != (5, "sparse:tap"):   # (5: one channel a PE, at most a word per tap)
-            assert sum(want) < sum(lockstep)
+    lock_plan, _, lockstep = compare(model, n_pe, x, storage, queue_depth=0)
+    figure = lambda p, i: p.storage_report[i]["forms"][f"sparse:{p.layers[i].segments}"]["cycles"]
+    assert [lp.queued for lp in plan.layers] == [figure(plan, i) < figure(lock_plan, i) for i in range(len(plan.layers))]
+    assert plan.queued == (queue_depth > 0 and (n_pe, storage) != (5, "sparse:tap"))
+    if plan.queued:
+        assert sum(want) < sum(lockstep)
+    else:
+        assert want == lockstep and plan.rows_bits == lock_plan.rows_bits
     with pytest.raises(ValueError, match="queue_depth = 1 "):
         Plan(model, n_pe, queue_depth=1)
     with pytest.raises(TypeError, match="queue_depth must be an integer"):

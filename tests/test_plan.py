@@ -214,7 +214,7 @@ def _event_cycles_by_the_pipeline(model, n_pe, storage, layer):
         entries = Counter((y, x, ch // n_pe) for _, ch, y, x in events)
         return sum(-(-k // 2) for k in entries.values())
     if lp.queued:   # PE queues: the busiest PE's own words, or a push a burst (an event at least one cycle)
-        own = [EventPipeline.own_lengths(plan, *e) for e in events]
+        own = [EventPipeline.event_work(plan, *e)[2] for e in events]
         return max(max(sum(b[p] for o in own for b in o) for p in range(n_pe)), sum(max(len(o), 1) for o in own))
     return (sum(event_cycles(*EventPipeline.bursts(plan, *e)) for e in events)
             + (-(-len(events) // lp.groups) if lp.packed else 0))
