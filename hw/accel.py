@@ -303,10 +303,14 @@ class Accelerator(wiring.Component):
         by the walker, in place of the command."""
         w = Signal.like(pe_w, name=f"w_addr_{p}")
         exe = Signal.like(cmd, name=f"exe_{p}")
-        m.d.comb += [w.eq(Mux(queues.claim[p], queues.w[p], pe_w)), exe.eq(cmd)]
+        m.d.comb += w.eq(Mux(queues.claim[p], queues.w[p], pe_w))
+        # (every bit of exe in both branches: a few bits assigned outside them would be an `always @*`
+        # block of their own, which an event-driven simulator, Icarus, does not run at time 0)
         with m.If(cmd.own & queues.valid1[p]):
-            m.d.comb += [exe.acc.eq(1), exe.sparse.eq(1), exe.addr.eq(queues.n1[p]),
+            m.d.comb += [exe.eq(cmd), exe.acc.eq(1), exe.sparse.eq(1), exe.addr.eq(queues.n1[p]),
                          exe.val.eq(queues.val1[p]), exe.mask.eq(queues.mask1[p]), exe.geo.eq(queues.geo1[p])]
+        with m.Else():
+            m.d.comb += exe.eq(cmd)
         return w, exe
 
     @staticmethod

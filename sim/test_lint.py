@@ -23,21 +23,25 @@ def _one_word_weights():
 
 
 # PE counts, trace port on/off, weights initialised or loaded through i_weights; at N = 8 and 4 a
-# layer with a packed tail (hw/plan.py), loaded at N = 4; one weight word per PE
+# layer with a packed tail (hw/plan.py), loaded at N = 4; one weight word per PE; PE queues
+# (compressed, unbalanced), loaded at N = 4
 @pytest.mark.parametrize("n_pe,trace,weights,storage", [(1, False, "rom", "auto"), (3, True, "rom", "auto"),
                                                         (8, False, "rom", "dense"), (3, False, "load", "auto"),
-                                                        (4, False, "load", "dense"), (2, False, "rom", "tiny")])
+                                                        (4, False, "load", "dense"), (2, False, "rom", "tiny"),
+                                                        (3, True, "rom", "sparse"), (4, False, "load", "sparse")])
 def test_verilator_lint_wall(tmp_path, n_pe, trace, weights, storage):
     model = random_model((20, 13, 11, 5), seed=n_pe) if storage != "tiny" else _one_word_weights()
     generate(model, n_pe, tmp_path, trace=trace, weights=weights, storage="sparse" if storage == "tiny" else storage)
+    if storage == "sparse":
+        assert '"queued": true' in (tmp_path / "ports.json").read_text()
     env = {**__import__("os").environ, **verilator_env()}
     r = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", "spikeloom_accel", str(WAIVERS),
                         str(tmp_path / "spikeloom_accel.v")], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "%Warning" not in r.stderr and "%Error" not in r.stderr, r.stderr[:3000]
 
 
-# a dense net, and a conv/pool/residual net with compressed storage
-@pytest.mark.parametrize("conv", [False, True])
+# a dense net, a conv/pool/residual net with compressed storage, and compressed layers with PE queues
+@pytest.mark.parametrize("conv", [False, True, "queued"])
 def test_every_comb_block_runs_at_time_0(tmp_path, conv):
     """Every `always @*` block of the generated Verilog carries write_verilog's time-0 trigger:
     a block without it is not evaluated until an input changes, and a register that keeps its
@@ -47,8 +51,9 @@ def test_every_comb_block_runs_at_time_0(tmp_path, conv):
     from spikeloom.model.randnet import random_conv_model
 
     model = random_conv_model(seed=2, in_shape=(1, 4, 4), convs=((3, 3, 1, 1, 2, False), (3, 1, 1, 0, 1, True)),
-                              density=0.3) if conv else random_model((20, 13, 11, 5), seed=1)
-    generate(model, 3, tmp_path, storage="auto")
+                              density=0.3) if conv is True else random_model((20, 13, 11, 5), seed=1)
+    generate(model, 3, tmp_path, storage="sparse" if conv == "queued" else "auto")
+    assert ('"queued": true' in (tmp_path / "ports.json").read_text()) == (conv == "queued")
     text = (tmp_path / "spikeloom_accel.v").read_text()
     blocks = re.findall(r"always @\*( begin\n\s*if \(\\\$auto\$verilog_backend)?", text)
     assert blocks and all(b for b in blocks), f"{sum(not b for b in blocks)} always @* blocks without the trigger"
