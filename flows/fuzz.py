@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeloom.hw.plan import SPARSE_FORMS, STORAGES
+from spikeloom.hw.plan import QUEUE_DEPTH, SPARSE_FORMS, STORAGES
 from spikeloom.model.config import check_seed
 from spikeloom.model.data import load_npy
 from spikeloom.model.errors import ConfigError, SpikeloomError
@@ -57,6 +57,8 @@ MIXED_FORMS = STORAGES + tuple(f for f in SPARSE_FORMS if f != "sparse:row")
 WEIGHT_MODES = ("rom", "load")
 #: Idle (input) and back-pressure (outputs) probabilities of the bench's streams.
 STALLS = (0.0, 0.2, 0.6)
+#: PE queue depths drawn (hw/plan.py, "PE queues"): none (lockstep), small ones that fill, odd, the default
+QUEUE_DEPTHS = (0, 2, 3, QUEUE_DEPTH)
 OUTCOMES = ("passed", "mismatched", "refused", "errors")
 CASE_FILE = "case.json"
 
@@ -76,12 +78,14 @@ class Case:
     sim_seed: int
     idle: float
     backpressure: float
+    queue_depth: int = QUEUE_DEPTH
 
     @property
     def options(self):
         """The generator's and the bench's options (``case.json``)."""
         return {"n_pe": self.n_pe, "storage": self.storage, "weights": self.weights, "trace": self.trace,
-                "sim_seed": self.sim_seed, "idle": self.idle, "backpressure": self.backpressure}
+                "sim_seed": self.sim_seed, "idle": self.idle, "backpressure": self.backpressure,
+                "queue_depth": self.queue_depth}
 
 
 def draw(seed, index, images=3):
@@ -98,8 +102,10 @@ def draw(seed, index, images=3):
     weights = str(rng.choice(WEIGHT_MODES))
     trace = bool(rng.random() < 0.5)
     inputs = extreme_inputs(model, images, rng)
-    return Case(seed, index, model, n_pe, storage, weights, trace, inputs, int(rng.integers(0, 1 << 16)),
-                float(rng.choice(STALLS)), float(rng.choice(STALLS)))
+    sim_seed, idle, backpressure = int(rng.integers(0, 1 << 16)), float(rng.choice(STALLS)), float(rng.choice(STALLS))
+    # (drawn last: the draws before it are those of a campaign before the PE queues)
+    return Case(seed, index, model, n_pe, storage, weights, trace, inputs, sim_seed, idle, backpressure,
+                int(rng.choice(QUEUE_DEPTHS)))
 
 
 def _width_class(value, name):
@@ -138,6 +144,7 @@ def categories(case):
         "readout": [m.readout],
         "storage": ["mixed" if isinstance(case.storage, dict) else case.storage],
         "weights": [case.weights],
+        "queues": [f"depth {case.queue_depth}"],
         "trace": ["on" if case.trace else "off"],
         "n_pe": [str(case.n_pe)],
         "weight_bits": [_width_class(m.layers[0].weight_bits, "weight_bits")],
@@ -308,11 +315,11 @@ def run_case(case, folder, simulator="icarus", golden_model=None, timeout=300):
     try:
         with _Deadline(timeout, folder, _dask_cancelled()):
             try:  # the generator's documented refusals are its plan's (hw/plan.py); a later failure is an error
-                Plan(case.model, case.n_pe, case.storage)  # (trace and weights are always drawn valid)
+                Plan(case.model, case.n_pe, case.storage, queue_depth=case.queue_depth)  # (trace, weights: valid)
             except (ValueError, TypeError) as e:
                 return {**out, "outcome": "refused", "detail": _brief(e), "seconds": time.perf_counter() - t0}
             generate(case.model, case.n_pe, folder / "rtl", trace=case.trace, storage=case.storage,
-                     weights=case.weights)
+                     weights=case.weights, queue_depth=case.queue_depth)
             r = cosim(model_path, folder / "rtl", case.inputs, folder / "work", simulator=simulator,
                       seed=case.sim_seed, idle=case.idle, backpressure=case.backpressure, golden_model_path=gpath)
         bad = r["mismatched_images"]
@@ -585,7 +592,7 @@ def replay(folder, log=print):
     model = modelfile.load(folder / "model.slm")
     golden_model = modelfile.load(folder / "golden.slm") if (folder / "golden.slm").exists() else None
     case = Case(seed, index, model, n_pe, storage, weights, trace, load_npy(folder / "inputs.npy", "--replay"), sim_seed,
-                idle, backpressure)
+                idle, backpressure, o.get("queue_depth", QUEUE_DEPTH))   # (a case file before the PE queues: the default)
     work = folder / "replay"
     shutil.rmtree(work, ignore_errors=True)
     out = run_case(case, work, simulator, golden_model)

@@ -31,6 +31,7 @@ MUST = {
     "storage": set(fuzz.STORAGE_CHOICES),
     "weights": set(fuzz.WEIGHT_MODES),
     "trace": {"on", "off"},
+    "queues": {f"depth {d}" for d in fuzz.QUEUE_DEPTHS},
     "n_pe": {str(fuzz.N_RANGE[0]), str(fuzz.N_RANGE[1]), "2", "4", "10"},
     **{w: {f"min {lo}", f"max {hi}", "between"} for w, (lo, hi) in WIDTH_RANGES.items()},
     "t_max": {f"min {T_MAX_RANGE[0]}", f"max {T_MAX_RANGE[1]}", "between"},
@@ -55,7 +56,7 @@ def test_every_category_is_drawn(cases):
 def test_drawn_networks_are_valid_and_the_generator_takes_them(cases):
     for c in cases:
         validate(c.model)
-        Plan(c.model, c.n_pe, c.storage)  # no refusal: the campaign draws what the generator takes
+        Plan(c.model, c.n_pe, c.storage, queue_depth=c.queue_depth)  # no refusal: the campaign draws what the generator takes
         assert fuzz.N_RANGE[0] <= c.n_pe <= fuzz.N_RANGE[1]
         x = c.inputs
         hi = (1 << c.model.input_bits) - 1
