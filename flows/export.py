@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from spikeloom.hw.common import bits
-from spikeloom.hw.plan import QUEUE_DEPTH, QUEUE_DEPTH_RANGE, WEIGHT_STORES
+from spikeloom.hw.plan import QUEUE_DEPTH, QUEUE_DEPTH_RANGE, WEIGHT_STORES, is_queue_depth
 from spikeloom.model import modelfile
 from spikeloom.model.errors import SpikeloomError
 from spikeloom.sim.axis import AxisLayout, check_lanes
@@ -657,14 +657,13 @@ def check_queue_depth(value):
     """``--pe-queue-depth``: 0 or an int in ``QUEUE_DEPTH_RANGE`` (text or int); None: the default."""
     if value is None:
         return QUEUE_DEPTH
-    lo, hi = QUEUE_DEPTH_RANGE
     try:
         depth = int(value, 10) if isinstance(value, str) else value
     except ValueError:
         depth = None
-    if isinstance(depth, bool) or not isinstance(depth, int) or not (depth == 0 or lo <= depth <= hi):
+    if not is_queue_depth(depth):
         raise SpikeloomError(f"--pe-queue-depth must be 0 (no queues: compressed layers in lockstep) or an integer "
-                             f"in [{lo}, {hi}], got {value!r}")
+                             f"in [{QUEUE_DEPTH_RANGE[0]}, {QUEUE_DEPTH_RANGE[1]}], got {value!r}")
     return depth
 
 

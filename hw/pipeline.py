@@ -174,7 +174,7 @@ class EventPipeline(wiring.Component):
             ports["drained"] = In(1)
         super().__init__(ports)
         #: the PEs' event queues of queued layers (``hw/plan.py``, "PE queues"; None without): each
-        #: PE's own word (``valid``, ``w``) and its stage-1 fields, read by the accelerator
+        #: PE's own weight address (``claim``, ``w``) and its word's stage-1 fields, read by the accelerator
         self.queues = PEQueues(plan, plan.own_bits) if plan.queued else None
 
     def _source(self, m, ev_ready):

@@ -151,6 +151,11 @@ QUEUE_DEPTH = 8
 QUEUE_DEPTH_RANGE = (2, 64)
 
 
+def is_queue_depth(value):
+    """A PE queue depth (``Plan(queue_depth=)``): an int, 0 or in :data:`QUEUE_DEPTH_RANGE`."""
+    return type(value) is int and (value == 0 or QUEUE_DEPTH_RANGE[0] <= value <= QUEUE_DEPTH_RANGE[1])
+
+
 def bursts(storage, taps, chunks, seg_lens):
     """The work of one event: (cycles it holds the event pipeline's ``RW`` register, burst lengths
     in words). ``taps``: how many of its taps land; ``chunks``: its layer's; ``seg_lens`` (compressed
@@ -345,8 +350,8 @@ class Plan:
         False: no layer is paired (weights loaded into single-port RAM, ``weights="load"``).
     queue_depth : int
         Entries of each PE's event queue (module docstring, "PE queues"; default
-        :data:`QUEUE_DEPTH`): with ``n_pe >= 2`` every compressed layer's PEs walk their own
-        entries. 0: compressed layers work in lockstep (no queue is generated).
+        :data:`QUEUE_DEPTH`): with ``n_pe >= 2`` the PEs of every compressed layer that is faster so
+        walk their own entries. 0: compressed layers work in lockstep (no queue is generated).
     """
 
     def __init__(self, model, n_pe, storage="auto", pack=True, pair=True, queue_depth=QUEUE_DEPTH):
@@ -362,7 +367,7 @@ class Plan:
             raise TypeError(f"pair must be a bool, got {pair!r}")
         if isinstance(queue_depth, bool) or not isinstance(queue_depth, int):
             raise TypeError(f"queue_depth must be an integer, got {queue_depth!r}")
-        if queue_depth and not QUEUE_DEPTH_RANGE[0] <= queue_depth <= QUEUE_DEPTH_RANGE[1]:
+        if not is_queue_depth(queue_depth):
             raise ValueError(f"queue_depth = {queue_depth!r} is outside the allowed range: 0 (no queues) or "
                              f"[{QUEUE_DEPTH_RANGE[0]}, {QUEUE_DEPTH_RANGE[1]}]")
         self.pack, self.pair = pack, pair
@@ -578,7 +583,7 @@ class Plan:
         forms = {("dense", "row"): {
             "bits": sum(s.rows * s.taps * chunks for s in srcs) * wb * n,
             "cycles": (ev * (chunks - 1) + -(-ev // groups) if groups > 1 else self.paired_cycles(srcs[0], n)
-                       if paired else sum(self._source_cycles(s, "dense", "row", chunks, ho, wo, None) for s in srcs)),
+                       if paired else sum(self._source_cycles(s, "dense", "row", chunks, ho, wo, None)[0] for s in srcs)),
             "lens": [None] * len(srcs)}}
         tb = max(bits(s.taps) if s.taps > 1 else 0 for s in srcs)
         cb = bits(chunks) if chunks > 1 else 0
@@ -589,10 +594,11 @@ class Plan:
             pe_lens = [np.stack([cnt[:, :, seg].sum(axis=2) for seg in segment_taps(segs, s.k)], axis=2)
                        for s, cnt in zip(srcs, counts)]
             lens = [v.max(axis=0) for v in pe_lens]
-            cycles = sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v) for s, v in zip(srcs, lens))
+            figs = [self._source_cycles(s, "sparse", segs, chunks, ho, wo, v, pl if self.queue_depth else None)
+                    for s, v, pl in zip(srcs, lens, pe_lens)]
+            cycles = sum(f[0] for f in figs)
             # queued (module docstring, "PE queues") when its figure is fewer cycles than lockstep's
-            own = (sum(self._source_cycles(s, "sparse", segs, chunks, ho, wo, v, pl)
-                       for s, v, pl in zip(srcs, lens, pe_lens)) if self.queue_depth else cycles)
+            own = sum(f[1] for f in figs) if self.queue_depth else cycles
             forms[("sparse", segs)] = {
                 "bits": sum(int(v.sum()) for v in lens) * (wb + tb + cb) * n, "cycles": min(cycles, own),
                 "lens": lens, "pe_lens": pe_lens, "queued": own < cycles, "index_bits": (tb, cb)}
@@ -619,20 +625,11 @@ class Plan:
     def _source_cycles(s, storage, segs, chunks, ho, wo, lens, pe_lens=None):
         """:func:`event_cycles` of an event at every input ``(ch, y, x)`` of source ``s``, summed,
         were its layer stored as ``storage`` (``lens``: the source's (rows, segments) compressed
-        row segment lengths). With ``pe_lens`` (PE, rows, segments), the PEs' own lengths of a
-        queued layer (module docstring, "PE queues"): the busiest PE's entries of the landing
-        segments over all those events, or the queue pushes (a landing segment with entries a
-        cycle, an event at least one) when more."""
-        if pe_lens is not None:
-            own, pushes = np.zeros(len(pe_lens), np.int64), 0
-            for y in range(s.h):
-                for x in range(s.w):
-                    hit = np.array(s.segment_landing(segs, y, x, ho, wo))
-                    rows = [s.row(ch, y, x) for ch in range(s.c_in)]
-                    own += pe_lens[:, rows][:, :, hit].sum(axis=(1, 2))
-                    pushes += int(np.maximum((lens[rows][:, hit] != 0).sum(axis=1), 1).sum())
-            return max(int(own.max()), pushes)
-        total = 0
+        row segment lengths): ``(cycles, queued)``. With ``pe_lens`` (PE, rows, segments), the PEs'
+        own lengths, ``queued`` is the figure of the layer queued (module docstring, "PE queues"):
+        the busiest PE's entries of the landing segments over all those events, or the queue
+        pushes (a landing segment with entries a cycle, an event at least one) when more; else None."""
+        total, own, pushes = 0, np.zeros(0 if pe_lens is None else len(pe_lens), np.int64), 0
         for y in range(s.h):
             for x in range(s.w):
                 if storage == "dense":
@@ -641,8 +638,12 @@ class Plan:
                     continue
                 hit = np.array(s.segment_landing(segs, y, x, ho, wo))
                 rows = [s.row(ch, y, x) for ch in range(s.c_in)]
-                total += int(np.maximum(lens[rows][:, hit].sum(axis=1), 1).sum())
-        return total
+                seg_lens = lens[rows][:, hit]
+                total += int(np.maximum(seg_lens.sum(axis=1), 1).sum())
+                if pe_lens is not None:
+                    own += pe_lens[:, rows][:, :, hit].sum(axis=(1, 2))
+                    pushes += int(np.maximum((seg_lens != 0).sum(axis=1), 1).sum())
+        return total, None if pe_lens is None else max(int(own.max()), pushes)
 
     def _acc_bits(self, ly):
         # The acc memory holds one timestep's W x (shortcut included) without the bias (added in

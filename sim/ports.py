@@ -333,10 +333,10 @@ class Ports:
 
 def _queue_depth(r):
     """``pe_queue_depth`` (absent: 0, a core of a generator before the PE queues)."""
-    from spikeloom.hw.plan import QUEUE_DEPTH_RANGE
+    from spikeloom.hw.plan import QUEUE_DEPTH_RANGE, is_queue_depth
 
     v = r.get("pe_queue_depth", int, optional=True) or 0
-    if v and not QUEUE_DEPTH_RANGE[0] <= v <= QUEUE_DEPTH_RANGE[1]:
+    if not is_queue_depth(v):
         raise PortsError(f"{r.source}: field 'pe_queue_depth' = {v!r}; allowed: 0 or "
                          f"{QUEUE_DEPTH_RANGE[0]}..{QUEUE_DEPTH_RANGE[1]}")
     return v
