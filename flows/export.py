@@ -653,14 +653,19 @@ def export(model_path, n_pe, out_dir, freq_mhz=25.0, weights="rom", force=False,
     return result.files
 
 
+def _int_text(value):
+    """An option's value as an int: decimal text or an int as it is; None when the text is not one."""
+    try:
+        return int(value, 10) if isinstance(value, str) else value
+    except ValueError:
+        return None
+
+
 def check_queue_depth(value):
     """``--pe-queue-depth``: 0 or an int in ``QUEUE_DEPTH_RANGE`` (text or int); None: the default."""
     if value is None:
         return QUEUE_DEPTH
-    try:
-        depth = int(value, 10) if isinstance(value, str) else value
-    except ValueError:
-        depth = None
+    depth = _int_text(value)
     if not is_queue_depth(depth):
         raise SpikeloomError(f"--pe-queue-depth must be 0 (no queues: compressed layers in lockstep) or an integer "
                              f"in [{QUEUE_DEPTH_RANGE[0]}, {QUEUE_DEPTH_RANGE[1]}], got {value!r}")
@@ -673,10 +678,7 @@ def check_weight_bank_depth(value, weights):
         return None
     from spikeloom.hw.pe import BANK_DEPTH_MAX, is_bank_depth
 
-    try:
-        depth = int(value, 10) if isinstance(value, str) else value
-    except ValueError:
-        depth = None
+    depth = _int_text(value)
     if not is_bank_depth(depth):
         raise SpikeloomError(f"--weight-bank-depth must be a power of two in [2, {BANK_DEPTH_MAX}] (e.g. 2048), "
                              f"got {value!r}")
